@@ -1,0 +1,360 @@
+//! The domain: logins, sessions, access tokens, keys. It knows neither HTTP nor SQL.
+//!
+//! `Auth` is the one service the HTTP layer and the CLI call. Each public method is one use
+//! case and keeps the invariants of DESIGN.md on its own, so no caller can skip a check.
+
+pub mod keys;
+pub mod password;
+pub mod session;
+pub mod tokens;
+pub mod username;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use crate::config::Settings;
+use crate::error::Error;
+use crate::store::{NewUser, RevokedToken, Rotation, Session, Store, User};
+use keys::Keys;
+use password::{PasswordError, Passwords, MAX_PASSWORD_BYTES};
+use session::RefreshTokens;
+use tokens::{AccessClaims, Expect, VerifiedClaims};
+pub use username::Username;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A freshly issued pair of tokens.
+#[derive(Debug)]
+pub struct TokenPair {
+    pub access_token: SecretString,
+    pub expires_in: i64,
+    pub refresh_token: SecretString,
+    pub refresh_expires_in: i64,
+}
+
+/// Where a login came from, recorded on the session.
+#[derive(Debug, Default, Clone)]
+pub struct ClientMeta {
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// A caller whose access token passed every check of invariant 2.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub claims: VerifiedClaims,
+    pub user: User,
+}
+
+/// The authentication service.
+pub struct Auth {
+    pub store: Arc<dyn Store>,
+    pub passwords: Passwords,
+    pub keys: Keys,
+    pub refresh: RefreshTokens,
+    pub settings: Arc<Settings>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").finish_non_exhaustive()
+    }
+}
+
+impl From<PasswordError> for Error {
+    fn from(e: PasswordError) -> Self {
+        match e {
+            PasswordError::Busy => Error::Unavailable("password hashing saturated"),
+            PasswordError::Internal(m) => Error::Internal(m),
+        }
+    }
+}
+
+/// Checks a password's size before any hashing happens.
+pub fn check_password(pw: &SecretString) -> Result<(), Error> {
+    let n = pw.expose_secret().len();
+    if n == 0 {
+        return Err(Error::InvalidRequest("empty password".into()));
+    }
+    if n > MAX_PASSWORD_BYTES {
+        return Err(Error::InvalidRequest("password too long".into()));
+    }
+    Ok(())
+}
+
+/// Password rules for new passwords (NIST SP 800-63B: at least 8 characters, no composition
+/// rules).
+pub fn check_new_password(pw: &SecretString) -> Result<(), Error> {
+    check_password(pw)?;
+    if pw.expose_secret().chars().count() < 8 {
+        return Err(Error::InvalidRequest(
+            "password must have at least 8 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl Auth {
+    fn expect(&self) -> Expect<'_> {
+        Expect {
+            issuer: &self.settings.tokens.issuer,
+            audience: &self.settings.tokens.audience,
+            leeway_secs: self.settings.tokens.leeway.as_secs(),
+        }
+    }
+
+    /// `POST /login`: every credential failure is the same `InvalidGrant`, after the same amount
+    /// of argon2 work (invariant 4).
+    pub async fn login(
+        &self,
+        username: &str,
+        password: SecretString,
+        meta: ClientMeta,
+    ) -> Result<TokenPair, Error> {
+        if username.is_empty() {
+            return Err(Error::InvalidRequest("empty username".into()));
+        }
+        if username.len() > username::MAX_RAW_BYTES {
+            return Err(Error::InvalidRequest("username too long".into()));
+        }
+        check_password(&password)?;
+        let user = match Username::parse(username) {
+            Ok(name) => self.store.user_by_username(name.as_str()).await?,
+            // Not a name anyone can have: still pay for one verification.
+            Err(_) => None,
+        };
+        let verified = self
+            .passwords
+            .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
+            .await?;
+        let user = match user {
+            Some(u) if verified.ok && !u.disabled => u,
+            _ => {
+                tracing::info!("login failed");
+                return Err(Error::InvalidGrant);
+            }
+        };
+        let now = now_ms();
+        if let Some(new_hash) = verified.rehash {
+            if let Err(e) = self
+                .store
+                .rehash_password(user.id, &user.password_hash, &new_hash, now)
+                .await
+            {
+                tracing::warn!(error = %e, "password re-hash not stored");
+            }
+        }
+        let s = &self.settings.sessions;
+        let absolute = now.saturating_add(s.absolute_ttl.as_millis() as i64);
+        let session = Session {
+            id: Uuid::now_v7(),
+            user_id: user.id,
+            generation: 0,
+            created_at: now,
+            last_refreshed_at: now,
+            idle_expires_at: now
+                .saturating_add(s.idle_ttl.as_millis() as i64)
+                .min(absolute),
+            absolute_expires_at: absolute,
+            revoked_at: None,
+            revoked_reason: None,
+            user_agent: meta.user_agent.map(|ua| ua.chars().take(512).collect()),
+            ip: meta.ip,
+        };
+        self.store.create_session(&session).await?;
+        tracing::info!(user_id = %user.id, session_id = %session.id, "login ok");
+        self.issue(&user, &session, now)
+    }
+
+    /// `POST /refresh`: one atomic rotation (invariant 1).
+    pub async fn refresh(&self, token: SecretString) -> Result<TokenPair, Error> {
+        let Some(rt) = self.refresh.parse(&token) else {
+            return Err(Error::InvalidGrant);
+        };
+        let now = now_ms();
+        let s = &self.settings.sessions;
+        let outcome = self
+            .store
+            .rotate_session(
+                rt.session_id,
+                rt.generation,
+                now,
+                s.idle_ttl.as_millis() as i64,
+                s.reuse_grace.as_millis() as i64,
+            )
+            .await?;
+        let session = match outcome {
+            Rotation::Rotated(s) => s,
+            Rotation::Retry(s) => {
+                tracing::info!(session_id = %s.id, "refresh retried inside the grace window");
+                s
+            }
+            Rotation::ReuseDetected => {
+                tracing::warn!(session_id = %rt.session_id, "refresh token reuse: session revoked");
+                return Err(Error::InvalidGrant);
+            }
+            Rotation::Invalid => return Err(Error::InvalidGrant),
+        };
+        let user = match self.store.user_by_id(session.user_id).await? {
+            Some(u) if !u.disabled => u,
+            _ => return Err(Error::InvalidGrant),
+        };
+        self.issue(&user, &session, now)
+    }
+
+    /// `POST /logout`: revokes the session named by the refresh token and/or the access token,
+    /// and denylists the access token's `jti` until it expires. Unknown tokens are ignored, so
+    /// logout is idempotent.
+    pub async fn logout(
+        &self,
+        refresh: Option<SecretString>,
+        access: Option<&str>,
+    ) -> Result<(), Error> {
+        if refresh.is_none() && access.is_none() {
+            return Err(Error::InvalidRequest("no token to revoke".into()));
+        }
+        let now = now_ms();
+        if let Some(rt) = refresh.as_ref().and_then(|t| self.refresh.parse(t)) {
+            self.store
+                .revoke_session(rt.session_id, "logout", now)
+                .await?;
+        }
+        if let Some(token) = access {
+            let ring = self.keys.ring();
+            if let Ok(c) = tokens::verify(token, &ring, &self.expect(), now / 1000) {
+                self.store
+                    .revoke_token(&RevokedToken {
+                        jti: c.jti.clone(),
+                        user_id: c.sub,
+                        session_id: Some(c.sid),
+                        expires_at: c.exp.saturating_mul(1000),
+                        revoked_at: now,
+                        reason: "logout".into(),
+                    })
+                    .await?;
+                self.store.revoke_session(c.sid, "logout", now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Verifies an access token and then every revocation rule of invariant 2.
+    pub async fn authenticate(&self, token: &str) -> Result<Authenticated, Error> {
+        let now = now_ms();
+        let ring = self.keys.ring();
+        let claims = tokens::verify(token, &ring, &self.expect(), now / 1000).map_err(|e| {
+            tracing::debug!(reason = %e, "access token refused");
+            Error::InvalidToken
+        })?;
+        let status = self
+            .store
+            .token_status(claims.sub, claims.sid, &claims.jti)
+            .await?;
+        let user = match status.user {
+            Some(u)
+                if !u.disabled
+                    && !status.session_revoked
+                    && !status.jti_revoked
+                    && claims.iat.saturating_mul(1000) >= u.tokens_not_before =>
+            {
+                u
+            }
+            _ => {
+                tracing::debug!("access token revoked");
+                return Err(Error::InvalidToken);
+            }
+        };
+        Ok(Authenticated { claims, user })
+    }
+
+    /// Signs an access token for `user` in `session` and mints the session's current refresh
+    /// token.
+    fn issue(&self, user: &User, session: &Session, now: i64) -> Result<TokenPair, Error> {
+        let ring = self.keys.ring();
+        let key = ring
+            .active
+            .as_ref()
+            .ok_or(Error::Unavailable("no active signing key"))?;
+        let t = &self.settings.tokens;
+        let iat = now / 1000;
+        let ttl = t.access_ttl.as_secs() as i64;
+        let claims = AccessClaims {
+            iss: &t.issuer,
+            sub: user.id.to_string(),
+            aud: &t.audience,
+            exp: iat + ttl,
+            iat,
+            nbf: iat,
+            jti: Uuid::now_v7().to_string(),
+            sid: session.id.to_string(),
+            client_id: &t.client_id,
+            roles: &user.roles,
+            extra: tokens::custom_claims(&user.claims),
+        };
+        let access = tokens::sign(key, &claims)
+            .map_err(|e| Error::Internal(format!("signing failed: {e}")))?;
+        let ends = session.idle_expires_at.min(session.absolute_expires_at);
+        Ok(TokenPair {
+            access_token: SecretString::from(access),
+            expires_in: ttl,
+            refresh_token: self.refresh.mint(session.id, session.generation),
+            refresh_expires_in: ((ends - now) / 1000).max(0),
+        })
+    }
+
+    /// Creates a user (CLI and admin API).
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password: SecretString,
+        roles: Vec<String>,
+    ) -> Result<User, Error> {
+        let name = Username::parse(username).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        check_new_password(&password)?;
+        let roles =
+            username::parse_roles(roles).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        let hash = self.passwords.hash(password).await?;
+        let user = self
+            .store
+            .create_user(NewUser {
+                id: Uuid::now_v7(),
+                username: name.as_str().to_string(),
+                password_hash: hash,
+                roles,
+                now: now_ms(),
+            })
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Duplicate(_) => {
+                    Error::InvalidRequest("username already taken".into())
+                }
+                other => other.into(),
+            })?;
+        Ok(user)
+    }
+
+    /// Sets a new password; every session of the user is revoked and earlier access tokens stop
+    /// working.
+    pub async fn set_password(
+        &self,
+        username: &str,
+        password: SecretString,
+    ) -> Result<bool, Error> {
+        let name = Username::parse(username).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        check_new_password(&password)?;
+        let hash = self.passwords.hash(password).await?;
+        Ok(self
+            .store
+            .set_password(name.as_str(), &hash, now_ms())
+            .await?)
+    }
+}

@@ -1,0 +1,174 @@
+//! Access tokens: the RFC 9068 JWT profile, signing and verification.
+//!
+//! Verification is strict by construction (RFC 8725):
+//! - the key is chosen by `kid` among published keys, and the algorithm is pinned to that key's
+//!   own algorithm, never read from the token (so `none`, HS256-with-the-public-key and
+//!   algorithm swaps cannot work);
+//! - `typ` must be `at+jwt` (RFC 9068 §4), and any `crit` header is refused (RFC 7515 §4.1.11:
+//!   we understand no extensions);
+//! - `iss`, `aud`, `exp`, `nbf`, `iat`, `sub`, `jti` and `sid` are required, with their JSON
+//!   types checked, and times are checked with a small leeway.
+
+use jsonwebtoken::{Header, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::keys::{KeyRing, SigningKey};
+
+/// Longest token we even try to parse.
+const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Claims whose names custom claims may not take.
+const REGISTERED: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "iat",
+    "nbf",
+    "jti",
+    "sid",
+    "client_id",
+    "roles",
+    "scope",
+    "typ",
+    "auth_time",
+    "acr",
+    "amr",
+];
+
+/// The claims Tessera signs.
+#[derive(Debug, Serialize)]
+pub struct AccessClaims<'a> {
+    pub iss: &'a str,
+    pub sub: String,
+    pub aud: &'a str,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    pub sid: String,
+    pub client_id: &'a str,
+    pub roles: &'a [String],
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Keeps only custom claims that do not collide with a registered one.
+pub fn custom_claims(claims: &Map<String, Value>) -> Map<String, Value> {
+    claims
+        .iter()
+        .filter(|(k, _)| !REGISTERED.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Signs claims with the active key: header `{"typ":"at+jwt","alg","kid"}`.
+pub fn sign(
+    key: &SigningKey,
+    claims: &AccessClaims<'_>,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let mut header = Header::new(key.alg);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, claims, &key.encoding)
+}
+
+/// `aud` may be a string or an array of strings (RFC 7519 §4.1.3).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The claims of a token that passed verification. Field types are the check on JSON types:
+/// a string `exp`, a float `iat` or a numeric `sub` fails to deserialize and the token is refused.
+#[derive(Debug, Clone, Deserialize)]
+pub struct VerifiedClaims {
+    pub iss: String,
+    pub sub: Uuid,
+    pub aud: Audience,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    pub sid: Uuid,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// What verification checks against.
+#[derive(Debug, Clone)]
+pub struct Expect<'a> {
+    pub issuer: &'a str,
+    pub audience: &'a str,
+    pub leeway_secs: u64,
+}
+
+/// Why a token was refused; logged at debug, never returned in detail.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("unacceptable header: {0}")]
+    Header(&'static str),
+    #[error("unknown kid")]
+    UnknownKey,
+    #[error("rejected: {0}")]
+    Rejected(String),
+}
+
+/// Verifies signature and claims. Revocation is checked by the caller afterwards.
+pub fn verify(
+    token: &str,
+    ring: &KeyRing,
+    expect: &Expect<'_>,
+    now: i64,
+) -> Result<VerifiedClaims, TokenError> {
+    if token.len() > MAX_TOKEN_BYTES || token.split('.').count() != 3 {
+        return Err(TokenError::Malformed);
+    }
+    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+    match header.typ.as_deref() {
+        Some(t)
+            if t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt") => {
+        }
+        _ => return Err(TokenError::Header("typ")),
+    }
+    if header.crit.is_some() {
+        return Err(TokenError::Header("crit"));
+    }
+    let kid = header.kid.as_deref().ok_or(TokenError::Header("kid"))?;
+    let key = ring.verifying.get(kid).ok_or(TokenError::UnknownKey)?;
+    if header.alg != key.alg {
+        return Err(TokenError::Header("alg"));
+    }
+    let mut v = Validation::new(key.alg);
+    v.leeway = expect.leeway_secs;
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    v.set_issuer(&[expect.issuer]);
+    v.set_audience(&[expect.audience]);
+    v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+    let data = jsonwebtoken::decode::<VerifiedClaims>(token, &key.decoding, &v)
+        .map_err(|e| TokenError::Rejected(format!("{:?}", e.kind())))?;
+    let c = data.claims;
+    let leeway = expect.leeway_secs as i64;
+    if c.iat > now + leeway {
+        return Err(TokenError::Rejected("iat in the future".into()));
+    }
+    if c.jti.is_empty() || c.jti.len() > 128 {
+        return Err(TokenError::Rejected("jti".into()));
+    }
+    // A token cannot outlive its key's publication: belt and braces for a removed key.
+    if let Some(remove_at) = key.remove_at {
+        if remove_at <= now * 1000 {
+            return Err(TokenError::UnknownKey);
+        }
+    }
+    Ok(c)
+}

@@ -1,0 +1,311 @@
+//! The command line: `serve` (the default), `migrate`, `user …`, `keys list`, `healthcheck`.
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+
+use crate::app::{self, Application};
+use crate::auth::{now_ms, Username};
+use crate::config::Settings;
+
+#[derive(Debug, Parser)]
+#[command(name = "tessera", version, about = "Tessera authentication server")]
+pub struct Cli {
+    /// A TOML file layered over the built-in defaults.
+    #[arg(long, global = true, env = "TESSERA_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the server (the default). Pending migrations run first.
+    Serve,
+    /// Run pending database migrations and exit (idempotent).
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Exit 0 when the local server answers /readyz with 200 (the container probe).
+    Healthcheck {
+        /// Base URL to probe; defaults to http://<http.bind>.
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Create a user.
+    Add {
+        username: String,
+        /// Read the password from the first line of standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+        /// A role to grant (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// List users.
+    List,
+    /// Disable a user: logins, refreshes and existing access tokens stop working.
+    Disable { username: String },
+    /// Enable a disabled user.
+    Enable { username: String },
+    /// Set a new password; every session of the user is revoked.
+    SetPassword {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Replace the user's roles (no --role clears them).
+    SetRoles {
+        username: String,
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// List signing keys with their state and times.
+    List,
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli, settings: Settings) -> ExitCode {
+    let result = match cli.cmd.unwrap_or(Cmd::Serve) {
+        Cmd::Serve => serve(settings).await,
+        Cmd::Migrate => migrate(settings).await,
+        Cmd::User(u) => user(u, settings).await,
+        Cmd::Keys(KeysCmd::List) => keys_list(settings).await,
+        Cmd::Healthcheck { url } => healthcheck(url, &settings).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> Result<(), String> {
+    let app = Application::build(settings)
+        .await
+        .map_err(|e| e.to_string())?;
+    app.run(app::shutdown_signal()).await;
+    Ok(())
+}
+
+async fn migrate(settings: Settings) -> Result<(), String> {
+    let store = crate::store::connect(&settings.database)
+        .await
+        .map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    println!("migrations applied");
+    Ok(())
+}
+
+fn read_password(from_stdin: bool) -> Result<SecretString, String> {
+    if from_stdin || !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        let pw = line.strip_suffix('\n').unwrap_or(&line);
+        let pw = pw.strip_suffix('\r').unwrap_or(pw);
+        // Drain the rest so a pipe writer never sees EPIPE.
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        return Ok(SecretString::from(pw.to_string()));
+    }
+    let a = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+    let b = rpassword::prompt_password("Repeat: ").map_err(|e| e.to_string())?;
+    if a != b {
+        return Err("passwords do not match".into());
+    }
+    Ok(SecretString::from(a))
+}
+
+async fn user(cmd: UserCmd, settings: Settings) -> Result<(), String> {
+    let auth = app::services(settings).await.map_err(|e| e.to_string())?;
+    let store = auth.store.clone();
+    let norm = |raw: &str| {
+        Username::parse(raw)
+            .map(|u| u.as_str().to_string())
+            .map_err(|e| e.to_string())
+    };
+    let found = |ok: bool, name: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("no such user: {name}"))
+        }
+    };
+    match cmd {
+        UserCmd::Add {
+            username,
+            password_stdin,
+            roles,
+        } => {
+            let pw = read_password(password_stdin)?;
+            let u = auth
+                .create_user(&username, pw, roles)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("created user {} ({})", u.username, u.id);
+            Ok(())
+        }
+        UserCmd::List => {
+            let users = store.list_users().await.map_err(|e| e.to_string())?;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
+                "{:<36}  {:<24}  {:<8}  ROLES",
+                "ID", "USERNAME", "STATUS"
+            );
+            for u in users {
+                let status = if u.disabled { "disabled" } else { "active" };
+                let _ = writeln!(
+                    out,
+                    "{:<36}  {:<24}  {:<8}  {}",
+                    u.id,
+                    u.username,
+                    status,
+                    u.roles.join(",")
+                );
+            }
+            Ok(())
+        }
+        UserCmd::Disable { username } => {
+            let n = norm(&username)?;
+            found(
+                store
+                    .set_disabled(&n, true, now_ms())
+                    .await
+                    .map_err(|e| e.to_string())?,
+                &n,
+            )?;
+            println!("disabled {n}");
+            Ok(())
+        }
+        UserCmd::Enable { username } => {
+            let n = norm(&username)?;
+            found(
+                store
+                    .set_disabled(&n, false, now_ms())
+                    .await
+                    .map_err(|e| e.to_string())?,
+                &n,
+            )?;
+            println!("enabled {n}");
+            Ok(())
+        }
+        UserCmd::SetPassword {
+            username,
+            password_stdin,
+        } => {
+            let pw = read_password(password_stdin)?;
+            let ok = auth
+                .set_password(&username, pw)
+                .await
+                .map_err(|e| e.to_string())?;
+            found(ok, &username)?;
+            println!("password changed; sessions revoked");
+            Ok(())
+        }
+        UserCmd::SetRoles { username, roles } => {
+            let n = norm(&username)?;
+            let roles = crate::auth::username::parse_roles(roles).map_err(|e| e.to_string())?;
+            found(
+                store
+                    .set_roles(&n, &roles, now_ms())
+                    .await
+                    .map_err(|e| e.to_string())?,
+                &n,
+            )?;
+            println!("roles of {n}: {}", roles.join(","));
+            Ok(())
+        }
+    }
+}
+
+async fn keys_list(settings: Settings) -> Result<(), String> {
+    let auth = app::services(settings).await.map_err(|e| e.to_string())?;
+    let rows = auth.store.keys().await.map_err(|e| e.to_string())?;
+    let now = now_ms();
+    let fmt = |t: Option<i64>| match t {
+        Some(ms) => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
+        )
+        .to_string(),
+        None => "-".into(),
+    };
+    println!(
+        "{:<44}  {:<6}  {:<8}  {:<20}  {:<20}  {:<20}  REMOVE",
+        "KID", "ALG", "STATE", "PUBLISH", "ACTIVATE", "RETIRE"
+    );
+    for k in rows {
+        let state = if k.remove_at.is_some_and(|t| t <= now) {
+            "removed"
+        } else if k.retire_at.is_some_and(|t| t <= now) {
+            "retired"
+        } else if k.activate_at <= now {
+            "active"
+        } else {
+            "pending"
+        };
+        println!(
+            "{:<44}  {:<6}  {:<8}  {:<20}  {:<20}  {:<20}  {}",
+            k.kid,
+            k.alg,
+            state,
+            fmt(Some(k.publish_at)),
+            fmt(Some(k.activate_at)),
+            fmt(k.retire_at),
+            fmt(k.remove_at)
+        );
+    }
+    Ok(())
+}
+
+/// A dependency-free HTTP/1.1 probe of `/readyz`.
+async fn healthcheck(url: Option<String>, settings: &Settings) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let base = url.unwrap_or_else(|| format!("http://{}", settings.http.bind));
+    let hostport = base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let connect_to = hostport
+        .replace("0.0.0.0", "127.0.0.1")
+        .replace("[::]", "[::1]");
+    let probe = async {
+        let mut s = tokio::net::TcpStream::connect(&connect_to)
+            .await
+            .map_err(|e| e.to_string())?;
+        let req = format!("GET /readyz HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 256];
+        let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        if head.starts_with("HTTP/1.1 200") {
+            Ok(())
+        } else {
+            Err(format!("not ready: {}", head.lines().next().unwrap_or("")))
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), probe)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}

@@ -1,0 +1,308 @@
+//! One typed settings tree.
+//!
+//! Layers, later ones winning: built-in defaults, then `config/default.toml` (embedded in the
+//! binary, so the reference file and the defaults cannot drift), then an optional `--config`
+//! file, then `TESSERA__SECTION__KEY` environment variables, then `DATABASE_URL`. Secrets are
+//! `SecretString`, so a `Debug` of the settings never prints them; every secret can also be read
+//! from a file (`*_file` keys), for container secrets.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The reference configuration, compiled in.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub tokens: TokenSettings,
+    pub sessions: SessionSettings,
+    pub keys: KeySettings,
+    pub password: PasswordSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub bind: String,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    pub body_limit: usize,
+    pub max_header_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// May carry a password, hence secret.
+    pub url: SecretString,
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
+    pub max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    pub issuer: String,
+    pub audience: String,
+    #[serde(with = "humantime_serde")]
+    pub access_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    pub client_id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    #[serde(with = "humantime_serde")]
+    pub idle_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub absolute_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reuse_grace: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    pub algorithm: String,
+    #[serde(with = "humantime_serde")]
+    pub jwks_max_age: Duration,
+    #[serde(default, with = "humantime_serde::option")]
+    pub publish_ahead: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub rotate_every: Duration,
+    pub rsa_bits: u32,
+    #[serde(default)]
+    pub master_key: Option<SecretString>,
+    #[serde(default)]
+    pub master_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordSettings {
+    pub m_cost: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+    pub max_concurrency: usize,
+    pub max_queue: usize,
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A configuration that cannot be used, with the key and source named.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+impl Settings {
+    /// Loads the layered configuration from the process environment.
+    pub fn load(config_file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::from_figment(Self::figment(config_file))
+    }
+
+    /// The layered figment, before extraction. Tests add their own layers on top.
+    pub fn figment(config_file: Option<&Path>) -> Figment {
+        let mut fig = Figment::new().merge(Toml::string(DEFAULT_TOML));
+        if let Some(path) = config_file {
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig.merge(Env::prefixed("TESSERA__").split("__")).merge(
+            Env::raw()
+                .only(&["DATABASE_URL"])
+                .map(|_| "database.url".into()),
+        )
+    }
+
+    /// Extracts and validates the settings, and resolves `*_file` secrets.
+    pub fn from_figment(fig: Figment) -> Result<Self, ConfigError> {
+        let mut s: Settings = fig.extract().map_err(|e| ConfigError(e.to_string()))?;
+        if let Some(path) = s.database.url_file.clone() {
+            s.database.url = read_secret_file(&path)?;
+        }
+        if let Some(path) = s.keys.master_key_file.clone() {
+            s.keys.master_key = Some(read_secret_file(&path)?);
+        }
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: &str| Err(ConfigError(m.to_string()));
+        if !matches!(self.keys.algorithm.as_str(), "ES256" | "EdDSA" | "RS256") {
+            return err("keys.algorithm must be ES256, EdDSA or RS256");
+        }
+        if !matches!(self.keys.rsa_bits, 2048 | 3072) {
+            return err("keys.rsa_bits must be 2048 or 3072");
+        }
+        if self.tokens.access_ttl < Duration::from_secs(1) {
+            return err("tokens.access_ttl must be at least 1s");
+        }
+        if self.sessions.idle_ttl.is_zero() || self.sessions.absolute_ttl.is_zero() {
+            return err("sessions.idle_ttl and sessions.absolute_ttl must be positive");
+        }
+        if self.password.m_cost < 19456 || self.password.t_cost < 2 || self.password.p_cost < 1 {
+            // OWASP's minimum for argon2id. Lower values are refused rather than silently used.
+            return err(
+                "password parameters below the OWASP minimum (m_cost=19456, t_cost=2, p_cost=1)",
+            );
+        }
+        if self.http.body_limit == 0 || self.http.max_header_bytes < 8192 {
+            return err("http.body_limit must be positive and http.max_header_bytes at least 8192");
+        }
+        if self.tokens.issuer.is_empty() || self.tokens.audience.is_empty() {
+            return err("tokens.issuer and tokens.audience must not be empty");
+        }
+        Ok(())
+    }
+
+    /// The time a new key is published before it signs (`keys.publish_ahead`, defaulting to the
+    /// JWKS cache lifetime).
+    pub fn publish_ahead(&self) -> Duration {
+        self.keys.publish_ahead.unwrap_or(self.keys.jwks_max_age)
+    }
+
+    /// True when the configured database is SQLite.
+    pub fn is_sqlite(&self) -> bool {
+        self.database.url.expose_secret().starts_with("sqlite:")
+    }
+}
+
+fn read_secret_file(path: &Path) -> Result<SecretString, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|s| SecretString::from(s.trim().to_string()))
+        .map_err(|e| ConfigError(format!("cannot read secret file {}: {e}", path.display())))
+}
+
+/// Names `TESSERA__` environment variables that do not match any setting, so that a typo does
+/// not silently fall back to a default.
+pub fn unknown_env_keys() -> Vec<String> {
+    const KNOWN: &[&str] = &[
+        "HTTP__BIND",
+        "HTTP__REQUEST_TIMEOUT",
+        "HTTP__HEADER_READ_TIMEOUT",
+        "HTTP__BODY_LIMIT",
+        "HTTP__MAX_HEADER_BYTES",
+        "DATABASE__URL",
+        "DATABASE__URL_FILE",
+        "DATABASE__MAX_CONNECTIONS",
+        "DATABASE__ACQUIRE_TIMEOUT",
+        "TOKENS__ISSUER",
+        "TOKENS__AUDIENCE",
+        "TOKENS__ACCESS_TTL",
+        "TOKENS__LEEWAY",
+        "TOKENS__CLIENT_ID",
+        "SESSIONS__IDLE_TTL",
+        "SESSIONS__ABSOLUTE_TTL",
+        "SESSIONS__REUSE_GRACE",
+        "KEYS__ALGORITHM",
+        "KEYS__JWKS_MAX_AGE",
+        "KEYS__PUBLISH_AHEAD",
+        "KEYS__ROTATE_EVERY",
+        "KEYS__RSA_BITS",
+        "KEYS__MASTER_KEY",
+        "KEYS__MASTER_KEY_FILE",
+        "PASSWORD__M_COST",
+        "PASSWORD__T_COST",
+        "PASSWORD__P_COST",
+        "PASSWORD__MAX_CONCURRENCY",
+        "PASSWORD__MAX_QUEUE",
+        "PASSWORD__QUEUE_TIMEOUT",
+        "LOG__FORMAT",
+        "LOG__LEVEL",
+    ];
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter_map(|k| k.strip_prefix("TESSERA__").map(str::to_string))
+        .filter(|k| !KNOWN.contains(&k.to_ascii_uppercase().as_str()))
+        .map(|k| format!("TESSERA__{k}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+
+    #[test]
+    fn defaults_match_the_operator_table() {
+        let s = Settings::from_figment(Settings::figment(None).merge(Serialized::default(
+            "database.url",
+            "sqlite://data/tessera.db",
+        )))
+        .unwrap();
+        assert_eq!(s.http.bind, "127.0.0.1:8080");
+        assert_eq!(s.tokens.issuer, "http://127.0.0.1:8080");
+        assert_eq!(s.tokens.audience, "tessera");
+        assert_eq!(s.tokens.access_ttl, Duration::from_secs(600));
+        assert_eq!(s.tokens.leeway, Duration::from_secs(10));
+        assert_eq!(s.sessions.idle_ttl, Duration::from_secs(7 * 86400));
+        assert_eq!(s.sessions.absolute_ttl, Duration::from_secs(30 * 86400));
+        assert_eq!(s.sessions.reuse_grace, Duration::from_secs(10));
+        assert_eq!(s.keys.algorithm, "ES256");
+        assert_eq!(s.keys.jwks_max_age, Duration::from_secs(300));
+        assert_eq!(s.publish_ahead(), Duration::from_secs(300));
+        assert_eq!(s.keys.rotate_every, Duration::from_secs(30 * 86400));
+        assert_eq!(
+            (s.password.m_cost, s.password.t_cost, s.password.p_cost),
+            (19456, 2, 1)
+        );
+        assert!(s.is_sqlite());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Settings::from_figment(
+            Settings::figment(None)
+                .merge(Serialized::default(
+                    "database.url",
+                    "postgres://u:hunter2@db/x",
+                ))
+                .merge(Serialized::default(
+                    "keys.master_key",
+                    "c2VjcmV0LW1hc3Rlci1rZXk=",
+                )),
+        )
+        .unwrap();
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("hunter2"));
+        assert!(!dbg.contains("c2VjcmV0LW1hc3Rlci1rZXk="));
+    }
+
+    #[test]
+    fn weak_password_parameters_are_refused() {
+        let r = Settings::from_figment(
+            Settings::figment(None).merge(Serialized::default("password.m_cost", 1024)),
+        );
+        assert!(r.is_err());
+    }
+}

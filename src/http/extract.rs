@@ -1,0 +1,56 @@
+//! Extractors. JSON bodies and bearer tokens are turned into the contract's error bodies here,
+//! so no handler ever sees an axum rejection.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+
+use crate::error::Error;
+
+/// `axum::Json` with the contract's error body: a malformed, mistyped or wrongly labelled body
+/// is 400 `invalid_request`, an oversized one 413.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(Error))]
+pub struct AppJson<T>(pub T);
+
+impl From<JsonRejection> for Error {
+    fn from(r: JsonRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::PayloadTooLarge
+        } else {
+            Error::InvalidRequest(r.body_text())
+        }
+    }
+}
+
+/// The raw bearer token of `Authorization: Bearer …` (RFC 6750 §2.1), when present.
+/// Its value is never logged: the extractor is `instrument(skip_all)`.
+pub struct Bearer(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Bearer {
+    type Rejection = Error;
+
+    #[tracing::instrument(skip_all)]
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
+        let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+        let Some(value) = values.next() else {
+            return Ok(Bearer(None));
+        };
+        if values.next().is_some() {
+            return Err(Error::InvalidToken);
+        }
+        let value = value.to_str().map_err(|_| Error::InvalidToken)?;
+        let (scheme, token) = value.split_once(' ').ok_or(Error::InvalidToken)?;
+        let token = token.trim();
+        // b64token syntax (RFC 6750 §2.1).
+        let syntax_ok = !token.is_empty()
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b));
+        if !scheme.eq_ignore_ascii_case("bearer") || !syntax_ok {
+            return Err(Error::InvalidToken);
+        }
+        Ok(Bearer(Some(token.to_string())))
+    }
+}

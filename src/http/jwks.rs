@@ -1,0 +1,46 @@
+//! `GET /.well-known/jwks.json`: the pre-rendered public key set.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use super::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/.well-known/jwks.json", get(jwks))
+}
+
+async fn jwks(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    let ring = st.auth.keys.ring();
+    let etag = HeaderValue::from_str(&ring.etag).unwrap_or(HeaderValue::from_static("\"0\""));
+    let cache = st.jwks_cache_control.clone();
+    // RFC 9110 §13.1.2: If-None-Match with a matching (or `*`) entity tag gets 304.
+    let matches = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == "*" || t == ring.etag);
+    if matches {
+        return (
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag), (header::CACHE_CONTROL, cache)],
+        )
+            .into_response();
+    }
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, cache),
+        ],
+        ring.jwks.clone(),
+    )
+        .into_response()
+}

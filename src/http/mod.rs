@@ -1,0 +1,109 @@
+//! The HTTP layer: routers, extractors and the middleware stack. No business rules live here;
+//! a handler parses input, calls one `Auth` method and shapes the response.
+
+mod extract;
+mod health;
+mod jwks;
+pub mod serve;
+mod session;
+mod userinfo;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::Auth;
+use crate::error::Error;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub auth: Arc<Auth>,
+    /// `Cache-Control` of the JWKS, rendered once.
+    pub jwks_cache_control: HeaderValue,
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// UUIDv7 request ids: time-ordered, so logs sort naturally.
+#[derive(Clone, Copy, Default)]
+struct MakeV7;
+
+impl MakeRequestId for MakeV7 {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// The whole application router with its middleware stack.
+pub fn router(auth: Arc<Auth>) -> Router {
+    let s = &auth.settings;
+    let body_limit = s.http.body_limit;
+    let timeout = s.http.request_timeout;
+    let max_age = s.keys.jwks_max_age.as_secs();
+    let state = AppState {
+        jwks_cache_control: HeaderValue::from_str(&format!("public, max-age={max_age}"))
+            .unwrap_or(HeaderValue::from_static("public, max-age=300")),
+        auth,
+    };
+    let routes = Router::new()
+        .merge(session::router())
+        .merge(userinfo::router())
+        .merge(jwks::router())
+        .merge(health::router())
+        .fallback(|| async { Error::NotFound })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .with_state(state);
+
+    // Layers, outermost first:
+    let stack = ServiceBuilder::new()
+        // 1. Give every request an id before anything logs (a client-sent id is kept).
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeV7))
+        // 2. Keep credentials out of anything that prints headers.
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+        // 3. One span per request, carrying the id; no headers or bodies are recorded.
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req
+                .headers()
+                .get(&X_REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        // 4. Echo the id on every response, errors included.
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
+        // 5. Basic response hygiene.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        // 6. A panic becomes a logged 500 with the contract's body, never a dropped connection.
+        .layer(CatchPanicLayer::custom(|_| Error::Internal("handler panicked".into()).into_response()))
+        // 7. Bound the time of each request; a slow dependency answers 503, not a hang.
+        .layer(middleware::from_fn(move |req: Request, next: Next| request_timeout(timeout, req, next)))
+        // 8. Cap bodies before any extractor buffers them.
+        .layer(DefaultBodyLimit::max(body_limit));
+    routes.layer(stack)
+}
+
+async fn request_timeout(limit: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => Error::Unavailable("request timed out").into_response(),
+    }
+}

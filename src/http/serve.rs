@@ -1,0 +1,79 @@
+//! The accept loop: hyper with a header-read timeout, a request-head size limit and graceful
+//! shutdown. `axum::serve` has neither limit, and a connection that never sends a byte is not
+//! covered by hyper's header timeout, hence the first-byte deadline below.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use crate::config::HttpSettings;
+
+/// How long in-flight requests may take to finish after shutdown is asked for.
+const DRAIN: Duration = Duration::from_secs(20);
+
+/// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    cfg: &HttpSettings,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .max_buf_size(cfg.max_header_bytes);
+    builder.http2().timer(TokioTimer::new());
+    let first_byte = cfg.header_read_timeout;
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let builder = builder.clone();
+                let router = router.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    if tokio::time::timeout(first_byte, stream.peek(&mut [0u8; 1])).await.is_err() {
+                        return;
+                    }
+                    let svc = router.map_request(move |mut r: axum::http::Request<Incoming>| {
+                        r.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                        r
+                    });
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc));
+                    let _ = watcher.watch(conn.into_owned()).await;
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown: some connections did not finish in time");
+    }
+}

@@ -1,0 +1,522 @@
+//! The queries, written once for both backends.
+//!
+//! Postgres and SQLite accept the same SQL here: `$n` placeholders, `RETURNING`,
+//! `ON CONFLICT DO NOTHING`, integer timestamps and `CASE` instead of `LEAST`/`min`. The
+//! `impl_store!` macro instantiates the `Store` implementation for each pool type, so a query
+//! exists exactly once and runs on both in the test suite.
+
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::{KeyRow, Session, User};
+
+#[derive(sqlx::FromRow)]
+pub(super) struct UserRow {
+    id: Uuid,
+    username: String,
+    password_hash: String,
+    roles: Json<Vec<String>>,
+    claims: Json<serde_json::Map<String, serde_json::Value>>,
+    disabled: bool,
+    tokens_not_before: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<UserRow> for User {
+    fn from(r: UserRow) -> Self {
+        User {
+            id: r.id,
+            username: r.username,
+            password_hash: r.password_hash,
+            roles: r.roles.0,
+            claims: r.claims.0,
+            disabled: r.disabled,
+            tokens_not_before: r.tokens_not_before,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct StatusRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    session_live: bool,
+    jti_revoked: bool,
+}
+
+impl StatusRow {
+    pub(super) fn into_status(self) -> super::TokenStatus {
+        super::TokenStatus {
+            user: Some(self.user.into()),
+            session_revoked: !self.session_live,
+            jti_revoked: self.jti_revoked,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SessionRow {
+    id: Uuid,
+    user_id: Uuid,
+    generation: i64,
+    created_at: i64,
+    last_refreshed_at: i64,
+    idle_expires_at: i64,
+    absolute_expires_at: i64,
+    revoked_at: Option<i64>,
+    revoked_reason: Option<String>,
+    user_agent: Option<String>,
+    ip: Option<String>,
+}
+
+impl From<SessionRow> for Session {
+    fn from(r: SessionRow) -> Self {
+        Session {
+            id: r.id,
+            user_id: r.user_id,
+            generation: r.generation,
+            created_at: r.created_at,
+            last_refreshed_at: r.last_refreshed_at,
+            idle_expires_at: r.idle_expires_at,
+            absolute_expires_at: r.absolute_expires_at,
+            revoked_at: r.revoked_at,
+            revoked_reason: r.revoked_reason,
+            user_agent: r.user_agent,
+            ip: r.ip,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct KeyDbRow {
+    kid: String,
+    alg: String,
+    private_key_enc: Vec<u8>,
+    public_jwk: String,
+    created_at: i64,
+    publish_at: i64,
+    activate_at: i64,
+    retire_at: Option<i64>,
+    remove_at: Option<i64>,
+}
+
+impl From<KeyDbRow> for KeyRow {
+    fn from(r: KeyDbRow) -> Self {
+        KeyRow {
+            kid: r.kid,
+            alg: r.alg,
+            private_key_enc: r.private_key_enc,
+            public_jwk: r.public_jwk,
+            created_at: r.created_at,
+            publish_at: r.publish_at,
+            activate_at: r.activate_at,
+            retire_at: r.retire_at,
+            remove_at: r.remove_at,
+        }
+    }
+}
+
+/// How long a finished session or a revoked one is kept before the purge deletes it.
+pub(super) const SESSION_RETENTION_MS: i64 = 24 * 3600 * 1000;
+
+/// Implements `Store` for a type with a `pool` field of the given pool type.
+macro_rules! impl_store {
+    ($store:ty, $migrator:expr) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            async fn migrate(&self) -> $crate::store::StoreResult<()> {
+                // A dedicated connection: if a migration fails while holding Postgres's advisory
+                // lock, the connection is closed (detached and dropped) instead of returning
+                // to the pool with the lock still held.
+                let mut conn = self.pool.acquire().await?;
+                match $migrator.run_direct(None, &mut *conn, false).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        drop(conn.detach());
+                        Err($crate::store::StoreError::Other(format!("migration failed: {e}")))
+                    }
+                }
+            }
+
+            async fn ping(&self) -> $crate::store::StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn create_user(
+                &self,
+                u: $crate::store::NewUser,
+            ) -> $crate::store::StoreResult<$crate::store::User> {
+                sqlx::query(
+                    "INSERT INTO users (id, username, password_hash, roles, claims, disabled,
+                                        tokens_not_before, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, '{}', FALSE, 0, $5, $5)",
+                )
+                .bind(u.id)
+                .bind(&u.username)
+                .bind(&u.password_hash)
+                .bind(sqlx::types::Json(&u.roles))
+                .bind(u.now)
+                .execute(&self.pool)
+                .await?;
+                self.user_by_id(u.id).await?.ok_or_else(|| {
+                    $crate::store::StoreError::Other("user vanished after insert".into())
+                })
+            }
+
+            async fn user_by_username(
+                &self,
+                username: &str,
+            ) -> $crate::store::StoreResult<Option<$crate::store::User>> {
+                let row: Option<$crate::store::sql::UserRow> = sqlx::query_as(
+                    "SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
+                            created_at, updated_at
+                     FROM users WHERE username = $1",
+                )
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn user_by_id(
+                &self,
+                id: uuid::Uuid,
+            ) -> $crate::store::StoreResult<Option<$crate::store::User>> {
+                let row: Option<$crate::store::sql::UserRow> = sqlx::query_as(
+                    "SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
+                            created_at, updated_at
+                     FROM users WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn list_users(&self) -> $crate::store::StoreResult<Vec<$crate::store::User>> {
+                let rows: Vec<$crate::store::sql::UserRow> = sqlx::query_as(
+                    "SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
+                            created_at, updated_at
+                     FROM users ORDER BY username",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn set_disabled(
+                &self,
+                username: &str,
+                disabled: bool,
+                now: i64,
+            ) -> $crate::store::StoreResult<bool> {
+                let r = sqlx::query("UPDATE users SET disabled = $2, updated_at = $3 WHERE username = $1")
+                    .bind(username)
+                    .bind(disabled)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn set_roles(
+                &self,
+                username: &str,
+                roles: &[String],
+                now: i64,
+            ) -> $crate::store::StoreResult<bool> {
+                let r = sqlx::query("UPDATE users SET roles = $2, updated_at = $3 WHERE username = $1")
+                    .bind(username)
+                    .bind(sqlx::types::Json(roles))
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn set_password(
+                &self,
+                username: &str,
+                hash: &str,
+                now: i64,
+            ) -> $crate::store::StoreResult<bool> {
+                // `tokens_not_before` has whole-second granularity because JWT `iat` does: a
+                // token issued later in the same second as the change must still be accepted.
+                let not_before = now - now.rem_euclid(1000);
+                let mut tx = self.pool.begin().await?;
+                let r = sqlx::query(
+                    "UPDATE users SET password_hash = $2, tokens_not_before = $3, updated_at = $4
+                     WHERE username = $1",
+                )
+                .bind(username)
+                .bind(hash)
+                .bind(not_before)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if r.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "UPDATE sessions SET revoked_at = $2, revoked_reason = 'password_changed'
+                     WHERE user_id = (SELECT id FROM users WHERE username = $1)
+                       AND revoked_at IS NULL",
+                )
+                .bind(username)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn rehash_password(
+                &self,
+                id: uuid::Uuid,
+                old_hash: &str,
+                new_hash: &str,
+                now: i64,
+            ) -> $crate::store::StoreResult<()> {
+                // Compare-and-set: a concurrent password change wins over the upgrade.
+                sqlx::query(
+                    "UPDATE users SET password_hash = $3, updated_at = $4
+                     WHERE id = $1 AND password_hash = $2",
+                )
+                .bind(id)
+                .bind(old_hash)
+                .bind(new_hash)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn create_session(
+                &self,
+                s: &$crate::store::Session,
+            ) -> $crate::store::StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
+                                           idle_expires_at, absolute_expires_at, user_agent, ip)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(s.id)
+                .bind(s.user_id)
+                .bind(s.generation)
+                .bind(s.created_at)
+                .bind(s.last_refreshed_at)
+                .bind(s.idle_expires_at)
+                .bind(s.absolute_expires_at)
+                .bind(&s.user_agent)
+                .bind(&s.ip)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn session(
+                &self,
+                id: uuid::Uuid,
+            ) -> $crate::store::StoreResult<Option<$crate::store::Session>> {
+                let row: Option<$crate::store::sql::SessionRow> =
+                    sqlx::query_as("SELECT * FROM sessions WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn rotate_session(
+                &self,
+                id: uuid::Uuid,
+                generation: i64,
+                now: i64,
+                idle_ttl_ms: i64,
+                grace_ms: i64,
+            ) -> $crate::store::StoreResult<$crate::store::Rotation> {
+                use $crate::store::sql::SessionRow;
+                use $crate::store::Rotation;
+                // Invariant 1: exactly one request moves the family from g to g+1. The WHERE
+                // clause is the whole check, so two concurrent refreshes cannot both win.
+                let rotated: Option<SessionRow> = sqlx::query_as(
+                    "UPDATE sessions
+                     SET generation = generation + 1,
+                         last_refreshed_at = $3,
+                         idle_expires_at = CASE WHEN $4 < absolute_expires_at
+                                                THEN $4 ELSE absolute_expires_at END
+                     WHERE id = $1 AND generation = $2 AND revoked_at IS NULL
+                       AND idle_expires_at > $3 AND absolute_expires_at > $3
+                       AND EXISTS (SELECT 1 FROM users u
+                                   WHERE u.id = sessions.user_id AND NOT u.disabled)
+                     RETURNING *",
+                )
+                .bind(id)
+                .bind(generation)
+                .bind(now)
+                .bind(now.saturating_add(idle_ttl_ms))
+                .fetch_optional(&self.pool)
+                .await?;
+                if let Some(row) = rotated {
+                    return Ok(Rotation::Rotated(row.into()));
+                }
+                // RFC 9700 §4.14.2: an old token presented outside the grace window means the
+                // token leaked; revoke the whole family. One statement, so a retry that is
+                // inside the window can never be mistaken for reuse.
+                let revoked: Option<(uuid::Uuid,)> = sqlx::query_as(
+                    "UPDATE sessions
+                     SET revoked_at = $3, revoked_reason = 'refresh_token_reuse'
+                     WHERE id = $1 AND revoked_at IS NULL AND generation > $2
+                       AND NOT (generation = $2 + 1 AND last_refreshed_at > $3 - $4)
+                     RETURNING id",
+                )
+                .bind(id)
+                .bind(generation)
+                .bind(now)
+                .bind(grace_ms)
+                .fetch_optional(&self.pool)
+                .await?;
+                if revoked.is_some() {
+                    return Ok(Rotation::ReuseDetected);
+                }
+                // Inside the grace window: the same successor is the answer, if the family is
+                // still usable.
+                let retry: Option<SessionRow> = sqlx::query_as(
+                    "SELECT s.* FROM sessions s JOIN users u ON u.id = s.user_id
+                     WHERE s.id = $1 AND s.generation = $2 + 1 AND s.revoked_at IS NULL
+                       AND s.last_refreshed_at > $3 - $4
+                       AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3
+                       AND NOT u.disabled",
+                )
+                .bind(id)
+                .bind(generation)
+                .bind(now)
+                .bind(grace_ms)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match retry {
+                    Some(row) => Rotation::Retry(row.into()),
+                    None => Rotation::Invalid,
+                })
+            }
+
+            async fn revoke_session(
+                &self,
+                id: uuid::Uuid,
+                reason: &str,
+                now: i64,
+            ) -> $crate::store::StoreResult<bool> {
+                let r = sqlx::query(
+                    "UPDATE sessions SET revoked_at = $2, revoked_reason = $3
+                     WHERE id = $1 AND revoked_at IS NULL",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(reason)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn revoke_token(
+                &self,
+                t: &$crate::store::RevokedToken,
+            ) -> $crate::store::StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO revoked_tokens (jti, user_id, session_id, expires_at, revoked_at, reason)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (jti) DO NOTHING",
+                )
+                .bind(&t.jti)
+                .bind(t.user_id)
+                .bind(t.session_id)
+                .bind(t.expires_at)
+                .bind(t.revoked_at)
+                .bind(&t.reason)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn token_status(
+                &self,
+                user_id: uuid::Uuid,
+                session_id: uuid::Uuid,
+                jti: &str,
+            ) -> $crate::store::StoreResult<$crate::store::TokenStatus> {
+                // One round trip for every revocation check of invariant 2.
+                let row: Option<$crate::store::sql::StatusRow> = sqlx::query_as(
+                    "SELECT u.id, u.username, u.password_hash, u.roles, u.claims, u.disabled,
+                            u.tokens_not_before, u.created_at, u.updated_at,
+                            EXISTS (SELECT 1 FROM sessions s
+                                    WHERE s.id = $2 AND s.user_id = u.id
+                                      AND s.revoked_at IS NULL) AS session_live,
+                            EXISTS (SELECT 1 FROM revoked_tokens r WHERE r.jti = $3) AS jti_revoked
+                     FROM users u WHERE u.id = $1",
+                )
+                .bind(user_id)
+                .bind(session_id)
+                .bind(jti)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match row {
+                    Some(r) => r.into_status(),
+                    None => $crate::store::TokenStatus {
+                        user: None,
+                        session_revoked: true,
+                        jti_revoked: false,
+                    },
+                })
+            }
+
+            async fn purge_expired(&self, now: i64) -> $crate::store::StoreResult<u64> {
+                let cutoff = now - $crate::store::sql::SESSION_RETENTION_MS;
+                let a = sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                let b = sqlx::query(
+                    "DELETE FROM sessions
+                     WHERE absolute_expires_at < $1 OR idle_expires_at < $1 OR revoked_at < $1",
+                )
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await?;
+                Ok(a.rows_affected() + b.rows_affected())
+            }
+
+            async fn keys(&self) -> $crate::store::StoreResult<Vec<$crate::store::KeyRow>> {
+                let rows: Vec<$crate::store::sql::KeyDbRow> =
+                    sqlx::query_as("SELECT * FROM signing_keys ORDER BY activate_at, kid")
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn insert_key(&self, k: &$crate::store::KeyRow) -> $crate::store::StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, alg, private_key_enc, public_jwk, created_at,
+                                               publish_at, activate_at, retire_at, remove_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&k.kid)
+                .bind(&k.alg)
+                .bind(&k.private_key_enc)
+                .bind(&k.public_jwk)
+                .bind(k.created_at)
+                .bind(k.publish_at)
+                .bind(k.activate_at)
+                .bind(k.retire_at)
+                .bind(k.remove_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(super) use impl_store;

@@ -1,0 +1,29 @@
+//! Logging: tracing to stdout, as text or JSON (`TESSERA__LOG__FORMAT=json`). `RUST_LOG`, when
+//! set, overrides `log.level`. Nothing secret is ever recorded: secrets are typed and extractors
+//! skip their arguments.
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter};
+
+use crate::config::{LogFormat, LogSettings};
+
+/// Installs the global subscriber; a second call is a no-op.
+pub fn init(log: &LogSettings) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match log.format {
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .flatten_event(true),
+            )
+            .try_init(),
+        LogFormat::Text => registry.with(fmt::layer()).try_init(),
+    };
+}
