@@ -1,0 +1,386 @@
+//! The `tessera` binary: user management, migrations, the health probe, and logs that never
+//! carry a secret.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{Backend, Db, TestApp};
+use crate::on_both;
+
+on_both!(
+    user_commands_manage_accounts,
+    migrate_is_idempotent,
+    serve_logs_no_secrets
+);
+
+fn tessera(db_url: &str, master: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args(args)
+        .env("DATABASE_URL", db_url)
+        .env("TESSERA__KEYS__MASTER_KEY", master)
+        .env("TESSERA__LOG__LEVEL", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+async fn run(
+    app: &TestApp,
+    args: &'static [&'static str],
+    stdin: Option<&'static str>,
+) -> (bool, String) {
+    let (url, master) = (app.db.url().to_string(), app.master_key.clone());
+    tokio::task::spawn_blocking(move || tessera(&url, &master, args, stdin))
+        .await
+        .unwrap()
+}
+
+async fn user_commands_manage_accounts(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let (ok, out) = run(
+        &app,
+        &[
+            "user",
+            "add",
+            "Bob",
+            "--password-stdin",
+            "--role",
+            "admin",
+            "--role",
+            "ops",
+        ],
+        Some("s3cret password\n"),
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(!out.contains("s3cret"), "the password was echoed: {out}");
+    let stored = app
+        .auth
+        .store
+        .user_by_username("bob")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.roles, vec!["admin", "ops"]);
+    assert!(stored
+        .password_hash
+        .starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+    let r = app.login("BOB", "s3cret password").await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(
+        TestApp::claims(t["access_token"].as_str().unwrap())["roles"],
+        json!(["admin", "ops"])
+    );
+
+    // Duplicates, short passwords and bad roles are refused without touching the stored user.
+    let (ok, _) = run(
+        &app,
+        &["user", "add", "BOB", "--password-stdin"],
+        Some("another password\n"),
+    )
+    .await;
+    assert!(!ok);
+    let (ok, _) = run(
+        &app,
+        &["user", "add", "carl", "--password-stdin"],
+        Some("short\n"),
+    )
+    .await;
+    assert!(!ok);
+    let (ok, _) = run(
+        &app,
+        &[
+            "user",
+            "add",
+            "carl",
+            "--password-stdin",
+            "--role",
+            "bad role",
+        ],
+        Some("long enough pw\n"),
+    )
+    .await;
+    assert!(!ok);
+    assert!(app
+        .auth
+        .store
+        .user_by_username("carl")
+        .await
+        .unwrap()
+        .is_none());
+
+    let (ok, out) = run(&app, &["user", "list"], None).await;
+    assert!(
+        ok && out.contains("bob") && out.contains("admin,ops"),
+        "{out}"
+    );
+    assert!(!out.contains("argon2"), "user list must not print hashes");
+
+    let (ok, out) = run(
+        &app,
+        &["user", "set-roles", "bob", "--role", "viewer"],
+        None,
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert_eq!(
+        app.auth
+            .store
+            .user_by_username("bob")
+            .await
+            .unwrap()
+            .unwrap()
+            .roles,
+        vec!["viewer"]
+    );
+
+    let (ok, _) = run(&app, &["user", "disable", "bob"], None).await;
+    assert!(ok);
+    assert_eq!(app.login("bob", "s3cret password").await.status(), 401);
+    assert_eq!(
+        app.userinfo(t["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        401
+    );
+    let (ok, _) = run(&app, &["user", "enable", "bob"], None).await;
+    assert!(ok);
+    assert_eq!(app.login("bob", "s3cret password").await.status(), 200);
+
+    let (ok, out) = run(
+        &app,
+        &["user", "set-password", "bob", "--password-stdin"],
+        Some("the new password\r\n"),
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert_eq!(
+        app.userinfo(t["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        401,
+        "old token must die"
+    );
+    assert_eq!(
+        app.refresh(t["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(app.login("bob", "s3cret password").await.status(), 401);
+    assert_eq!(app.login("bob", "the new password").await.status(), 200);
+
+    let (ok, _) = run(&app, &["user", "disable", "nobody"], None).await;
+    assert!(!ok, "unknown user must fail");
+    let (ok, out) = run(&app, &["keys", "list"], None).await;
+    assert!(
+        ok && out.contains("ES256") && out.contains("active"),
+        "{out}"
+    );
+}
+
+async fn migrate_is_idempotent(b: Backend) {
+    let Some(db) = Db::create(b).await else {
+        return;
+    };
+    let master = crate::helpers::master_key();
+    let url = db.url().to_string();
+    let (first, second) = tokio::task::spawn_blocking(move || {
+        (
+            tessera(&url, &master, &["migrate"], None),
+            tessera(&url, &master, &["migrate"], None),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(first.0, "{}", first.1);
+    assert!(second.0, "{}", second.1);
+    // Postgres without a master key refuses to serve; the message names the setting.
+    if b == Backend::Postgres {
+        let url = db.url().to_string();
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_tessera"))
+                .args(["user", "list"])
+                .env("DATABASE_URL", &url)
+                .env_remove("TESSERA__KEYS__MASTER_KEY")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("master_key"));
+    }
+}
+
+/// Runs `tessera serve` at trace level with JSON logs, exercises every token path, and checks
+/// that no password, token or key reached the log.
+async fn serve_logs_no_secrets(b: Backend) {
+    let Some(db) = Db::create(b).await else {
+        return;
+    };
+    let master = crate::helpers::master_key();
+    let (ok, out) = {
+        let (u, m) = (db.url().to_string(), master.clone());
+        tokio::task::spawn_blocking(move || {
+            tessera(
+                &u,
+                &m,
+                &["user", "add", "zoe", "--password-stdin"],
+                Some("zoe's long password\n"),
+            )
+        })
+        .await
+        .unwrap()
+    };
+    assert!(ok, "{out}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .arg("serve")
+        .env("DATABASE_URL", db.url())
+        .env("TESSERA__KEYS__MASTER_KEY", &master)
+        .env("TESSERA__HTTP__BIND", "127.0.0.1:0")
+        .env("TESSERA__LOG__FORMAT", "json")
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    for pipe in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+    }
+    let mut base = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let l = log.lock().unwrap().clone();
+        if let Some(i) = l.find("tessera listening") {
+            let rest = &l[i..];
+            if let Some(j) = rest.find("127.0.0.1:") {
+                let port: String = rest[j + 10..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit())
+                    .collect();
+                base = Some(format!("http://127.0.0.1:{port}"));
+                break;
+            }
+        }
+    }
+    let base = base.expect("server did not start");
+    let c = reqwest::Client::new();
+    let login = |pw: &'static str| {
+        c.post(format!("{base}/login"))
+            .json(&json!({"username": "zoe", "password": pw}))
+            .send()
+    };
+    assert_eq!(login("wrong password here").await.unwrap().status(), 401);
+    let t: Value = login("zoe's long password")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = t["access_token"].as_str().unwrap().to_string();
+    let refresh = t["refresh_token"].as_str().unwrap().to_string();
+    let r = c
+        .get(format!("{base}/userinfo"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let t2: Value = c
+        .post(format!("{base}/refresh"))
+        .json(&json!({"refresh_token": refresh}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refresh2 = t2["refresh_token"].as_str().unwrap().to_string();
+    let r = c
+        .post(format!("{base}/logout"))
+        .bearer_auth(&access)
+        .json(&json!({"refresh_token": refresh2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = c
+        .get(format!("{base}/userinfo"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Graceful stop on SIGTERM.
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM must end the server cleanly: {status:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let logs = log.lock().unwrap().clone();
+    assert!(
+        logs.contains("login ok"),
+        "expected trace logs, got: {}",
+        &logs[..logs.len().min(2000)]
+    );
+    let sig = |tok: &str| tok.rsplit('.').next().unwrap().to_string();
+    for (what, secret) in [
+        ("password", "zoe's long password".to_string()),
+        ("wrong password", "wrong password here".to_string()),
+        ("access token signature", sig(&access)),
+        ("refresh token", refresh.clone()),
+        ("rotated refresh token", refresh2.clone()),
+        ("master key", master.clone()),
+    ] {
+        assert!(!logs.contains(&secret), "{what} leaked into the logs");
+    }
+    assert!(
+        !logs.contains("$argon2id$"),
+        "a password hash leaked into the logs"
+    );
+}

@@ -1,0 +1,219 @@
+//! HTTP hygiene: limits, methods, request ids, the JWKS, health, and no 5xx from client input.
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{Backend, TestApp};
+use crate::on_both;
+
+on_both!(
+    limits_and_methods,
+    jwks_is_cached_and_public_only,
+    health_and_readiness,
+    no_5xx_from_garbage
+);
+
+async fn limits_and_methods(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    // Body over 16 KiB: 413 with the contract's body, with and without Content-Length.
+    let big = json!({"username": "alice", "password": "x".repeat(20_000)}).to_string();
+    let r = app
+        .client
+        .post(app.url("/login"))
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+    let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(big.into_bytes())]);
+    let r = app
+        .client
+        .post(app.url("/login"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // Wrong method: 405 with a JSON body; unknown path: 404.
+    let r = app.client.get(app.url("/login")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+    let r = app.client.delete(app.url("/refresh")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let r = app.client.get(app.url("/nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.headers().contains_key("x-request-id"));
+    // A client's request id is echoed; otherwise one is made.
+    let r = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "trace-me-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "trace-me-123");
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
+    // An oversized request head is refused (431) and the server keeps serving.
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let req = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    let _ = s.write_all(req.as_bytes()).await;
+    let mut buf = vec![0u8; 64];
+    let n = s.read(&mut buf).await.unwrap_or(0);
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(n == 0 || head.starts_with("HTTP/1.1 431"), "{head}");
+    app.login_ok("alice").await;
+}
+
+async fn jwks_is_cached_and_public_only(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let r = app
+        .client
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "public, max-age=300");
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    assert!(etag.starts_with('"') && etag.ends_with('"') && !etag.starts_with("W/"));
+    let v: Value = r.json().await.unwrap();
+    let keys = v["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    let k = &keys[0];
+    assert_eq!(k["use"], "sig");
+    assert_eq!(k["alg"], "ES256");
+    assert_eq!(k["kty"], "EC");
+    assert_eq!(k["crv"], "P-256");
+    for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
+        assert!(
+            k.get(private).is_none(),
+            "private member {private} published"
+        );
+    }
+    // The kid matches the one tokens carry.
+    app.create_user("alice", &[]).await;
+    let t = app.login_ok("alice").await;
+    let h = jsonwebtoken::decode_header(t["access_token"].as_str().unwrap()).unwrap();
+    assert_eq!(h.kid.as_deref(), k["kid"].as_str());
+    // Conditional GET.
+    let r = app
+        .client
+        .get(app.url("/.well-known/jwks.json"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    assert_eq!(r.headers()["etag"].to_str().unwrap(), etag);
+    assert!(r.bytes().await.unwrap().is_empty());
+    let r = app
+        .client
+        .get(app.url("/.well-known/jwks.json"))
+        .header("if-none-match", "\"other\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The private key is sealed at rest: the stored bytes do not contain the PKCS#8 header.
+    let n = app
+        .scalar_i64(
+            "SELECT COUNT(*) FROM signing_keys WHERE public_jwk LIKE '%' || $1 || '%'",
+            "\"d\"",
+        )
+        .await;
+    assert_eq!(n, 0);
+}
+
+async fn health_and_readiness(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "ready");
+    assert_eq!(v["database"], "ok");
+    assert_eq!(v["signing_key"], "ok");
+}
+
+async fn no_5xx_from_garbage(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    let t = app.login_ok("alice").await;
+    let bodies: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"\xff\xfe\x00garbage".to_vec(),
+        b"{\"username\":\"\\ud800\",\"password\":\"x\"}".to_vec(),
+        b"{\"username\":\"alice\",\"password\":\"x\",\"extra\":{\"deep\":[[[[[[[[[[]]]]]]]]]]}}"
+            .to_vec(),
+        "[".repeat(5000).into_bytes(),
+        json!({"username": "a\u{0000}lice", "password": "x"})
+            .to_string()
+            .into_bytes(),
+        json!({"username": "x".repeat(300), "password": "x"})
+            .to_string()
+            .into_bytes(),
+        json!({"refresh_token": "x".repeat(5000)})
+            .to_string()
+            .into_bytes(),
+    ];
+    for path in ["/login", "/refresh", "/logout", "/userinfo"] {
+        for body in &bodies {
+            for ct in [
+                "application/json",
+                "text/plain",
+                "application/json; charset=utf-8",
+            ] {
+                let r = app
+                    .client
+                    .post(app.url(path))
+                    .header("content-type", ct)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                let what = format!(
+                    "{path} {ct} {:?} -> {}",
+                    String::from_utf8_lossy(&body[..body.len().min(40)]),
+                    r.status()
+                );
+                // Only /logout may succeed here (an unknown token is a no-op, RFC 7009 style).
+                assert!(
+                    r.status().is_client_error() || (path == "/logout" && r.status() == 204),
+                    "{what}"
+                );
+                if r.status().is_client_error() {
+                    let v: Value = r.json().await.unwrap();
+                    assert!(v["error"].is_string());
+                }
+            }
+        }
+    }
+    // Stored data survived: the user can still log in and the earlier session still refreshes.
+    app.login_ok("alice").await;
+    assert_eq!(
+        app.refresh(t["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+}

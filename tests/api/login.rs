@@ -1,0 +1,258 @@
+//! `POST /login`.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{Backend, TestApp, PASSWORD};
+use crate::on_both;
+
+on_both!(
+    login_issues_tokens_and_a_session,
+    credential_failures_are_indistinguishable,
+    usernames_are_normalised,
+    malformed_logins_are_invalid_request,
+    outdated_hashes_are_upgraded_at_login,
+);
+
+async fn login_issues_tokens_and_a_session(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let user = app.create_user("alice", &["admin", "dev"]).await;
+    let r = app.login("alice", PASSWORD).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.headers()["pragma"], "no-cache");
+    assert!(r.headers().contains_key("x-request-id"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 600);
+    assert_eq!(body["refresh_expires_in"], 7 * 86400);
+    let access = body["access_token"].as_str().unwrap();
+    let refresh = body["refresh_token"].as_str().unwrap();
+    assert!(
+        refresh.len() >= 43,
+        "refresh token must carry at least 256 bits"
+    );
+
+    // RFC 9068 header and claims.
+    let header = jsonwebtoken::decode_header(access).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+    assert!(header.kid.is_some());
+    let c = TestApp::claims(access);
+    assert_eq!(c["sub"], user.id.to_string());
+    assert_eq!(c["iss"], "http://127.0.0.1:8080");
+    assert_eq!(c["aud"], "tessera");
+    assert_eq!(c["client_id"], "tessera");
+    assert_eq!(c["roles"], json!(["admin", "dev"]));
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 600);
+    assert_eq!(c["nbf"], c["iat"]);
+    assert!(c["jti"].as_str().is_some_and(|j| !j.is_empty()));
+
+    // The session row exists, is live, and stores no token.
+    let sid = c["sid"].as_str().unwrap();
+    let session = app
+        .auth
+        .store
+        .session(sid.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(session.revoked_at.is_none());
+    assert_eq!(session.generation, 0);
+    assert_eq!(session.user_id, user.id);
+    assert_eq!(session.ip.as_deref(), Some("127.0.0.1"));
+    // Two logins, two distinct tokens and sessions.
+    let again = app.login_ok("alice").await;
+    assert_ne!(again["access_token"], body["access_token"]);
+    assert_ne!(again["refresh_token"], body["refresh_token"]);
+    assert_ne!(
+        TestApp::claims(again["access_token"].as_str().unwrap())["jti"],
+        c["jti"]
+    );
+}
+
+async fn credential_failures_are_indistinguishable(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.create_user("bob", &[]).await;
+    app.create_user("carol", &[]).await;
+    app.auth.store.set_disabled("carol", true, 0).await.unwrap();
+
+    let mut bodies = Vec::new();
+    for (u, p) in [
+        ("bob", "wrong password!"),
+        ("nobody", PASSWORD),
+        ("carol", PASSWORD),
+        ("bob", "Correct horse battery staple"),
+    ] {
+        let r = app.login(u, p).await;
+        assert_eq!(r.status(), 401, "{u}");
+        assert_eq!(r.headers()["content-type"], "application/json");
+        bodies.push(r.bytes().await.unwrap());
+    }
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "failure bodies differ: {bodies:?}"
+    );
+    let body: Value = serde_json::from_slice(&bodies[0]).unwrap();
+    assert_eq!(body["error"], "invalid_grant");
+    // No failed attempt created a session.
+    assert_eq!(
+        app.scalar_i64("SELECT COUNT(*) FROM sessions WHERE $1 = $1", "")
+            .await,
+        0
+    );
+    // The disabled user still exists, and the right password still works for bob.
+    app.login_ok("bob").await;
+}
+
+async fn usernames_are_normalised(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let u = app.create_user("  Dörte ", &[]).await;
+    assert_eq!(u.username, "dörte");
+    app.login_ok("DÖRTE").await;
+    // Fullwidth forms normalise (NFKC) to the same account.
+    app.login_ok("ｄöｒｔｅ").await;
+    let dup = app
+        .auth
+        .create_user("DÖRTE", secrecy::SecretString::from(PASSWORD), vec![])
+        .await;
+    assert!(
+        dup.is_err(),
+        "a username equal after normalisation must be refused"
+    );
+    assert_eq!(
+        app.scalar_i64("SELECT COUNT(*) FROM users WHERE $1 = $1", "")
+            .await,
+        1
+    );
+}
+
+async fn malformed_logins_are_invalid_request(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.create_user("dave", &[]).await;
+    let url = app.url("/login");
+    let long = "x".repeat(1025);
+    let cases: Vec<(&str, Option<&str>, String)> = vec![
+        ("not json", Some("application/json"), "{not json".into()),
+        (
+            "missing password",
+            Some("application/json"),
+            r#"{"username":"dave"}"#.into(),
+        ),
+        (
+            "missing username",
+            Some("application/json"),
+            r#"{"password":"x"}"#.into(),
+        ),
+        (
+            "wrong types",
+            Some("application/json"),
+            r#"{"username":1,"password":true}"#.into(),
+        ),
+        ("array", Some("application/json"), "[]".into()),
+        ("empty body", Some("application/json"), "".into()),
+        (
+            "no content type",
+            None,
+            r#"{"username":"dave","password":"x"}"#.into(),
+        ),
+        (
+            "form",
+            Some("application/x-www-form-urlencoded"),
+            "username=dave&password=x".into(),
+        ),
+        (
+            "empty password",
+            Some("application/json"),
+            r#"{"username":"dave","password":""}"#.into(),
+        ),
+        (
+            "empty username",
+            Some("application/json"),
+            r#"{"username":"","password":"x"}"#.into(),
+        ),
+        (
+            "duplicate member",
+            Some("application/json"),
+            r#"{"username":"dave","password":"a","password":"b"}"#.into(),
+        ),
+        (
+            "password over 1024 bytes",
+            Some("application/json"),
+            json!({"username": "dave", "password": long}).to_string(),
+        ),
+        ("null", Some("application/json"), "null".into()),
+    ];
+    for (what, ct, body) in cases {
+        let mut req = app.client.post(&url).body(body);
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 400, "{what}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "invalid_request", "{what}");
+        assert!(v["error_description"].is_string(), "{what}");
+    }
+    // Still works afterwards.
+    app.login_ok("dave").await;
+}
+
+async fn outdated_hashes_are_upgraded_at_login(b: Backend) {
+    use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.create_user("erin", &[]).await;
+    let old = Argon2::new(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        Params::new(20480, 2, 1, None).unwrap(),
+    )
+    .hash_password(PASSWORD.as_bytes())
+    .unwrap()
+    .to_string();
+    // Fixture: store a hash made with other parameters.
+    let user = app
+        .auth
+        .store
+        .user_by_username("erin")
+        .await
+        .unwrap()
+        .unwrap();
+    app.auth
+        .store
+        .rehash_password(user.id, &user.password_hash, &old, 1)
+        .await
+        .unwrap();
+    assert!(app
+        .auth
+        .store
+        .user_by_username("erin")
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash
+        .contains("m=20480"));
+    app.login_ok("erin").await;
+    let after = app
+        .auth
+        .store
+        .user_by_username("erin")
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash;
+    assert!(
+        after.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{after}"
+    );
+    app.login_ok("erin").await;
+}

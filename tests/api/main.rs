@@ -1,0 +1,11 @@
+//! Tessera's integration tests: one binary (linking one binary is what costs time on two
+//! cores), every scenario run against a real server on SQLite and on Postgres.
+
+mod helpers;
+
+mod cli;
+mod hygiene;
+mod interop;
+mod login;
+mod refresh;
+mod userinfo;

@@ -1,0 +1,302 @@
+//! `GET /userinfo` and the verifier: a battery of forged tokens (RFC 8725, jwt_tool's playbook).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use crate::helpers::{Backend, TestApp};
+use crate::on_both;
+
+on_both!(
+    userinfo_returns_the_caller,
+    forged_tokens_are_refused,
+    missing_and_malformed_credentials
+);
+
+fn b64(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+}
+
+/// Signs arbitrary header and claims with the server's own active key.
+fn sign_with_ours(app: &TestApp, header: Header, claims: &Value) -> String {
+    let ring = app.auth.keys.ring();
+    let key = ring.active.as_ref().unwrap();
+    jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
+}
+
+fn our_header(app: &TestApp) -> Header {
+    let ring = app.auth.keys.ring();
+    let key = ring.active.as_ref().unwrap();
+    let mut h = Header::new(key.alg);
+    h.typ = Some("at+jwt".into());
+    h.kid = Some(key.kid.clone());
+    h
+}
+
+async fn assert_refused(app: &TestApp, token: &str, what: &str) {
+    let r = app.userinfo(token).await;
+    assert_eq!(r.status(), 401, "{what} was accepted");
+    let www = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        www.starts_with("Bearer") && www.contains(r#"error="invalid_token""#),
+        "{what}: {www}"
+    );
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "invalid_token", "{what}");
+}
+
+async fn userinfo_returns_the_caller(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let u = app.create_user("alice", &["admin"]).await;
+    let t = app.login_ok("alice").await;
+    let r = app.userinfo(t["access_token"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["sub"], u.id.to_string());
+    assert_eq!(v["username"], "alice");
+    assert_eq!(v["roles"], json!(["admin"]));
+    // The scheme name is case-insensitive (RFC 7235 §2.1).
+    let r = app
+        .client
+        .get(app.url("/userinfo"))
+        .header(
+            "authorization",
+            format!("bearer {}", t["access_token"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+async fn forged_tokens_are_refused(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.create_user("alice", &["user"]).await;
+    let t = app.login_ok("alice").await;
+    let real = t["access_token"].as_str().unwrap().to_string();
+    let claims = TestApp::claims(&real);
+    let now = claims["iat"].as_i64().unwrap();
+    let kid = our_header(&app).kid.unwrap();
+
+    // Control: the forging helper itself produces an accepted token, so every refusal below is
+    // due to the one thing each case changes.
+    let control = sign_with_ours(&app, our_header(&app), &claims);
+    assert_eq!(
+        app.userinfo(&control).await.status(),
+        200,
+        "control token refused"
+    );
+
+    let parts: Vec<&str> = real.split('.').collect();
+    let with = |k: &str, v: Value| {
+        let mut c = claims.clone();
+        c[k] = v;
+        c
+    };
+    let without = |k: &str| {
+        let mut c = claims.clone();
+        c.as_object_mut().unwrap().remove(k);
+        c
+    };
+
+    // alg none, in several spellings.
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let h = json!({"alg": alg, "typ": "at+jwt", "kid": kid});
+        assert_refused(&app, &format!("{}.{}.", b64(&h), parts[1]), alg).await;
+    }
+    // HS256 signed with the public key material as the HMAC secret (key confusion).
+    let jwks = app
+        .client
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let jwk: Value = serde_json::from_str::<Value>(&jwks).unwrap()["keys"][0].clone();
+    for secret in [
+        jwks.as_bytes().to_vec(),
+        jwk.to_string().into_bytes(),
+        jwk["x"].as_str().unwrap().as_bytes().to_vec(),
+    ] {
+        let mut h = Header::new(Algorithm::HS256);
+        h.typ = Some("at+jwt".into());
+        h.kid = Some(kid.clone());
+        let tok = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(&secret)).unwrap();
+        assert_refused(&app, &tok, "HS256 with the public key").await;
+    }
+    // A foreign key claiming our kid, also with the foreign key embedded (jwk header) and a jku.
+    let foreign = tessera::auth::keys::generate(tessera::auth::keys::KeyAlg::Es256, 2048).unwrap();
+    let mut h = our_header(&app);
+    let tok = jsonwebtoken::encode(&h, &claims, &foreign.encoding).unwrap();
+    assert_refused(&app, &tok, "foreign key with our kid").await;
+    h.jwk = Some(serde_json::from_value(foreign.jwk.clone()).unwrap());
+    h.jku = Some("http://127.0.0.1:9/jwks.json".into());
+    let tok = jsonwebtoken::encode(&h, &claims, &foreign.encoding).unwrap();
+    assert_refused(&app, &tok, "embedded jwk / jku").await;
+    let mut h2 = our_header(&app);
+    h2.kid = Some(foreign.kid.clone());
+    let tok = jsonwebtoken::encode(&h2, &claims, &foreign.encoding).unwrap();
+    assert_refused(&app, &tok, "unknown kid").await;
+    // An EdDSA key with our kid, and an algorithm swap in the header.
+    let ed = tessera::auth::keys::generate(tessera::auth::keys::KeyAlg::EdDsa, 2048).unwrap();
+    let mut h3 = Header::new(Algorithm::EdDSA);
+    h3.typ = Some("at+jwt".into());
+    h3.kid = Some(kid.clone());
+    assert_refused(
+        &app,
+        &jsonwebtoken::encode(&h3, &claims, &ed.encoding).unwrap(),
+        "alg swap to EdDSA",
+    )
+    .await;
+
+    // Edited payload with the original signature; stripped and truncated signatures.
+    let edited = b64(&with("roles", json!(["admin"])));
+    assert_refused(
+        &app,
+        &format!("{}.{}.{}", parts[0], edited, parts[2]),
+        "edited payload",
+    )
+    .await;
+    assert_refused(
+        &app,
+        &format!("{}.{}.", parts[0], parts[1]),
+        "stripped signature",
+    )
+    .await;
+    assert_refused(&app, &format!("{}.{}", parts[0], parts[1]), "two segments").await;
+    assert_refused(
+        &app,
+        &format!("{}.{}.{}", parts[0], parts[1], &parts[2][..20]),
+        "truncated signature",
+    )
+    .await;
+    assert_refused(
+        &app,
+        &format!("{}.{}.{}x", parts[0], parts[1], parts[2]),
+        "extended signature",
+    )
+    .await;
+
+    // Signed by our own key, but the claims or header are wrong.
+    let mut h = our_header(&app);
+    h.typ = Some("JWT".into());
+    assert_refused(&app, &sign_with_ours(&app, h, &claims), "typ JWT").await;
+    let mut h = our_header(&app);
+    h.typ = None;
+    assert_refused(&app, &sign_with_ours(&app, h, &claims), "no typ").await;
+    let mut h = our_header(&app);
+    h.crit = Some(vec!["exp".into()]);
+    assert_refused(&app, &sign_with_ours(&app, h, &claims), "crit").await;
+    let mut h = our_header(&app);
+    h.kid = None;
+    assert_refused(&app, &sign_with_ours(&app, h, &claims), "no kid").await;
+    let cases = [
+        ("wrong iss", with("iss", json!("https://evil.example"))),
+        ("wrong aud", with("aud", json!("someone-else"))),
+        ("aud array without ours", with("aud", json!(["a", "b"]))),
+        ("expired", with("exp", json!(now - 60))),
+        ("not yet valid", with("nbf", json!(now + 120))),
+        ("issued in the future", with("iat", json!(now + 120))),
+        ("exp as string", with("exp", json!((now + 600).to_string()))),
+        ("iat as string", with("iat", json!(now.to_string()))),
+        ("nbf as float", with("nbf", json!(now as f64 + 0.5))),
+        (
+            "sub not ours",
+            with("sub", json!(uuid::Uuid::now_v7().to_string())),
+        ),
+        ("sub as number", with("sub", json!(42))),
+        (
+            "session unknown",
+            with("sid", json!(uuid::Uuid::now_v7().to_string())),
+        ),
+        ("no jti", without("jti")),
+        ("no sub", without("sub")),
+        ("no exp", without("exp")),
+        ("no iss", without("iss")),
+        ("no aud", without("aud")),
+        ("no sid", without("sid")),
+    ];
+    for (what, c) in cases {
+        assert_refused(&app, &sign_with_ours(&app, our_header(&app), &c), what).await;
+    }
+    // An aud array that contains ours is fine (RFC 7519 §4.1.3).
+    let ok = sign_with_ours(
+        &app,
+        our_header(&app),
+        &with("aud", json!(["other", "tessera"])),
+    );
+    assert_eq!(app.userinfo(&ok).await.status(), 200);
+    // Duplicate JSON members in the payload, signed by our key.
+    let dup_payload = format!(
+        r#"{{"iss":"http://127.0.0.1:8080","sub":{},"aud":"tessera","exp":{},"exp":{},"iat":{now},"nbf":{now},"jti":"x","sid":{}}}"#,
+        claims["sub"],
+        now + 600,
+        now - 600,
+        claims["sid"]
+    );
+    let h = b64(&serde_json::to_value(our_header(&app)).unwrap());
+    let signing_input = format!("{h}.{}", URL_SAFE_NO_PAD.encode(dup_payload));
+    let ring = app.auth.keys.ring();
+    let key = ring.active.as_ref().unwrap();
+    let sig = jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key.encoding, key.alg).unwrap();
+    assert_refused(&app, &format!("{signing_input}.{sig}"), "duplicate exp").await;
+
+    // The real token still works: nothing above changed state.
+    assert_eq!(app.userinfo(&real).await.status(), 200);
+}
+
+async fn missing_and_malformed_credentials(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let r = app.client.get(app.url("/userinfo")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer"));
+    for auth in [
+        "Basic YWxpY2U6cHc=",
+        "Bearer",
+        "Bearer ",
+        "Bearer a.b.c",
+        "Bearer ey J",
+        "Token abc",
+    ] {
+        let r = app
+            .client
+            .get(app.url("/userinfo"))
+            .header("authorization", auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{auth}");
+        assert!(
+            r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("invalid_token"),
+            "{auth}"
+        );
+    }
+    let huge = format!("Bearer {}", "a".repeat(9000));
+    let r = app
+        .client
+        .get(app.url("/userinfo"))
+        .header("authorization", huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
