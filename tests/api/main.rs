@@ -8,4 +8,5 @@ mod hygiene;
 mod interop;
 mod login;
 mod refresh;
+mod resilience;
 mod userinfo;

@@ -1,0 +1,134 @@
+//! Invariants 4 and 6: load shedding under a login flood, and failing closed (503) through a
+//! database outage, then recovering without a restart.
+
+use std::time::Duration;
+
+use figment::providers::Serialized;
+use serde_json::Value;
+
+use crate::helpers::{Backend, Proxy, TestApp, PASSWORD};
+use crate::on_both;
+
+on_both!(
+    excess_logins_are_shed_fast,
+    database_outage_fails_closed_and_recovers
+);
+
+async fn excess_logins_are_shed_fast(b: Backend) {
+    let Some(app) = TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default("password.max_concurrency", 1))
+            .merge(Serialized::default("password.max_queue", 0))
+    })
+    .await
+    else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    let calls = (0..12).map(|_| app.login("alice", PASSWORD));
+    let jwks = app.client.get(app.url("/.well-known/jwks.json")).send();
+    let (responses, jwks) = tokio::join!(futures::future::join_all(calls), jwks);
+    assert_eq!(
+        jwks.unwrap().status(),
+        200,
+        "the JWKS must stay available during a login flood"
+    );
+    let (mut ok, mut shed) = (0, 0);
+    for r in responses {
+        match r.status().as_u16() {
+            200 => ok += 1,
+            503 => {
+                assert_eq!(r.headers()["retry-after"], "1");
+                let v: Value = r.json().await.unwrap();
+                assert_eq!(v["error"], "temporarily_unavailable");
+                shed += 1;
+            }
+            s => panic!("unexpected status {s} under load"),
+        }
+    }
+    assert!(ok >= 1, "at least one login must get through");
+    assert!(shed >= 1, "excess logins must be shed, not queued forever");
+    // Shedding is not a failed login: the account still works.
+    app.login_ok("alice").await;
+}
+
+async fn database_outage_fails_closed_and_recovers(b: Backend) {
+    // SQLite is embedded in the process: there is no database server to lose.
+    if b == Backend::Sqlite {
+        return;
+    }
+    let Some(probe) = crate::helpers::Db::create(b).await else {
+        return;
+    };
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let name = probe.url().rsplit('/').next().unwrap().to_string();
+    let via_proxy = format!("postgres://postgres@127.0.0.1:{}/{name}", proxy.port);
+    let Some(app) = TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default("database.url", via_proxy.as_str()))
+            .merge(Serialized::default("database.acquire_timeout", "1s"))
+    })
+    .await
+    else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    let t = app.login_ok("alice").await;
+    let access = t["access_token"].as_str().unwrap();
+    let refresh = t["refresh_token"].as_str().unwrap();
+
+    proxy.cut();
+    let r = app.login("alice", PASSWORD).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "temporarily_unavailable"
+    );
+    assert_eq!(app.refresh(refresh).await.status(), 503);
+    // Fail closed: without the revocation check, a token is not accepted.
+    assert_eq!(app.userinfo(access).await.status(), 503);
+    assert_eq!(
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    proxy.restore();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Nothing was lost or half-done: the refresh token that failed during the outage still works.
+    assert_eq!(app.userinfo(access).await.status(), 200);
+    let r = app.refresh(refresh).await;
+    assert_eq!(r.status(), 200);
+    app.login_ok("alice").await;
+    drop(probe);
+}
