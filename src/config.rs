@@ -26,6 +26,7 @@ pub struct Settings {
     pub sessions: SessionSettings,
     pub keys: KeySettings,
     pub password: PasswordSettings,
+    pub throttle: ThrottleSettings,
     pub log: LogSettings,
 }
 
@@ -103,6 +104,26 @@ pub struct PasswordSettings {
     pub max_queue: usize,
     #[serde(with = "humantime_serde")]
     pub queue_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleSettings {
+    pub account_free_failures: u32,
+    pub ip_free_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl ThrottleSettings {
+    /// False when both allowances are 0 (throttling off).
+    pub fn enabled(&self) -> bool {
+        self.account_free_failures > 0 || self.ip_free_failures > 0
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -237,6 +258,11 @@ pub fn unknown_env_keys() -> Vec<String> {
         "PASSWORD__MAX_CONCURRENCY",
         "PASSWORD__MAX_QUEUE",
         "PASSWORD__QUEUE_TIMEOUT",
+        "THROTTLE__ACCOUNT_FREE_FAILURES",
+        "THROTTLE__IP_FREE_FAILURES",
+        "THROTTLE__BACKOFF_BASE",
+        "THROTTLE__BACKOFF_MAX",
+        "THROTTLE__WINDOW",
         "LOG__FORMAT",
         "LOG__LEVEL",
     ];

@@ -22,6 +22,9 @@ pub enum Error {
     /// A bearer access token failed verification (RFC 6750 §3.1 `invalid_token`).
     #[error("invalid token")]
     InvalidToken,
+    /// Too many failed logins: wait this many seconds (RFC 8628 §3.5 `slow_down`).
+    #[error("slow down")]
+    SlowDown(u64),
     /// The body is larger than the configured limit.
     #[error("payload too large")]
     PayloadTooLarge,
@@ -65,6 +68,11 @@ impl Error {
                 StatusCode::UNAUTHORIZED,
                 "invalid_token",
                 "The access token is missing, invalid, expired or revoked.",
+            ),
+            Error::SlowDown(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "slow_down",
+                "Too many failed attempts. Retry after the time given in Retry-After.",
             ),
             Error::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -130,6 +138,9 @@ impl IntoResponse for Error {
             Error::Unavailable(_) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            Error::SlowDown(secs) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
             _ => {}
         }
         res
@@ -146,6 +157,7 @@ mod tests {
             (Error::InvalidRequest("x".into()), 400, "invalid_request"),
             (Error::InvalidGrant, 401, "invalid_grant"),
             (Error::InvalidToken, 401, "invalid_token"),
+            (Error::SlowDown(3), 429, "slow_down"),
             (Error::PayloadTooLarge, 413, "invalid_request"),
             (Error::MethodNotAllowed, 405, "invalid_request"),
             (Error::NotFound, 404, "not_found"),

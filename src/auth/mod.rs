@@ -6,6 +6,7 @@
 pub mod keys;
 pub mod password;
 pub mod session;
+pub mod throttle;
 pub mod tokens;
 pub mod username;
 
@@ -127,7 +128,15 @@ impl Auth {
             return Err(Error::InvalidRequest("username too long".into()));
         }
         check_password(&password)?;
-        let user = match Username::parse(username) {
+        let name = Username::parse(username);
+        let throttle_name = match &name {
+            Ok(n) => n.as_str().to_string(),
+            Err(_) => username.to_lowercase(),
+        };
+        let keys = throttle::Keys::new(&throttle_name, meta.ip.as_deref());
+        let limits = &self.settings.throttle;
+        throttle::check(self.store.as_ref(), limits, &keys, now_ms()).await?;
+        let user = match name {
             Ok(name) => self.store.user_by_username(name.as_str()).await?,
             // Not a name anyone can have: still pay for one verification.
             Err(_) => None,
@@ -140,9 +149,11 @@ impl Auth {
             Some(u) if verified.ok && !u.disabled => u,
             _ => {
                 tracing::info!("login failed");
+                throttle::failed(self.store.as_ref(), limits, &keys, now_ms()).await?;
                 return Err(Error::InvalidGrant);
             }
         };
+        throttle::succeeded(self.store.as_ref(), limits, &keys).await?;
         let now = now_ms();
         if let Some(new_hash) = verified.rehash {
             if let Err(e) = self

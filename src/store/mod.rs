@@ -218,6 +218,14 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes denylist rows whose token has expired and sessions long past their end.
     async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
 
+    /// The latest `locked_until` (ms) of the two throttle keys, or 0.
+    async fn throttle_locked_until(&self, account: &str, ip: &str, now: i64) -> StoreResult<i64>;
+    /// Counts one failure for `key` (restarting the count when the window began before
+    /// `window_cutoff`) and returns the count, atomically.
+    async fn throttle_fail(&self, key: &str, now: i64, window_cutoff: i64) -> StoreResult<i64>;
+    async fn throttle_lock(&self, key: &str, until: i64) -> StoreResult<()>;
+    async fn throttle_clear(&self, key: &str) -> StoreResult<()>;
+
     async fn keys(&self) -> StoreResult<Vec<KeyRow>>;
     async fn insert_key(&self, key: &KeyRow) -> StoreResult<()>;
 }

@@ -485,7 +485,74 @@ macro_rules! impl_store {
                 .bind(cutoff)
                 .execute(&self.pool)
                 .await?;
-                Ok(a.rows_affected() + b.rows_affected())
+                let c = sqlx::query(
+                    "DELETE FROM login_throttle WHERE locked_until < $1 AND window_start < $2",
+                )
+                .bind(now)
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await?;
+                Ok(a.rows_affected() + b.rows_affected() + c.rows_affected())
+            }
+
+            async fn throttle_locked_until(
+                &self,
+                account: &str,
+                ip: &str,
+                now: i64,
+            ) -> $crate::store::StoreResult<i64> {
+                let until: Option<i64> = sqlx::query_scalar(
+                    "SELECT MAX(locked_until) FROM login_throttle
+                     WHERE (key = $1 OR key = $2) AND locked_until > $3",
+                )
+                .bind(account)
+                .bind(ip)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(until.unwrap_or(0))
+            }
+
+            async fn throttle_fail(
+                &self,
+                key: &str,
+                now: i64,
+                window_cutoff: i64,
+            ) -> $crate::store::StoreResult<i64> {
+                // One upsert, so concurrent failures are all counted.
+                let n: i64 = sqlx::query_scalar(
+                    "INSERT INTO login_throttle (key, failures, window_start, locked_until)
+                     VALUES ($1, 1, $2, 0)
+                     ON CONFLICT (key) DO UPDATE SET
+                       failures = CASE WHEN login_throttle.window_start < $3
+                                       THEN 1 ELSE login_throttle.failures + 1 END,
+                       window_start = CASE WHEN login_throttle.window_start < $3
+                                           THEN $2 ELSE login_throttle.window_start END
+                     RETURNING failures",
+                )
+                .bind(key)
+                .bind(now)
+                .bind(window_cutoff)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(n)
+            }
+
+            async fn throttle_lock(&self, key: &str, until: i64) -> $crate::store::StoreResult<()> {
+                sqlx::query("UPDATE login_throttle SET locked_until = $2 WHERE key = $1 AND locked_until < $2")
+                    .bind(key)
+                    .bind(until)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn throttle_clear(&self, key: &str) -> $crate::store::StoreResult<()> {
+                sqlx::query("DELETE FROM login_throttle WHERE key = $1")
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
 
             async fn keys(&self) -> $crate::store::StoreResult<Vec<$crate::store::KeyRow>> {

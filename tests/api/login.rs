@@ -11,6 +11,7 @@ on_both!(
     usernames_are_normalised,
     malformed_logins_are_invalid_request,
     outdated_hashes_are_upgraded_at_login,
+    repeated_failures_are_throttled,
 );
 
 async fn login_issues_tokens_and_a_session(b: Backend) {
@@ -255,4 +256,61 @@ async fn outdated_hashes_are_upgraded_at_login(b: Backend) {
         "{after}"
     );
     app.login_ok("erin").await;
+}
+
+async fn repeated_failures_are_throttled(b: Backend) {
+    use figment::providers::Serialized;
+    let Some(app) = TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default("throttle.account_free_failures", 3))
+            .merge(Serialized::default("throttle.backoff_base", "2s"))
+    })
+    .await
+    else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    app.create_user("bob", &[]).await;
+    // Three free failures, and a fourth that starts the wait: all plain 401s.
+    for _ in 0..4 {
+        assert_eq!(app.login("alice", "not the password").await.status(), 401);
+    }
+    // Now even the right password waits: 429 slow_down with Retry-After.
+    let r = app.login("ALICE", PASSWORD).await;
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "retry-after {wait}");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "slow_down");
+    // The count lives in the database, shared by replicas.
+    assert_eq!(
+        app.scalar_i64(
+            "SELECT failures FROM login_throttle WHERE key = $1",
+            "u:alice"
+        )
+        .await,
+        4
+    );
+    // Unknown usernames are throttled the same way, so a 429 reveals nothing.
+    for _ in 0..4 {
+        assert_eq!(app.login("ghost", "not the password").await.status(), 401);
+    }
+    assert_eq!(app.login("ghost", PASSWORD).await.status(), 429);
+    // Other accounts are unaffected.
+    app.login_ok("bob").await;
+    // After the wait the right password works and clears the count.
+    tokio::time::sleep(std::time::Duration::from_millis(wait * 1000 + 100)).await;
+    app.login_ok("alice").await;
+    assert_eq!(
+        app.scalar_i64(
+            "SELECT COUNT(*) FROM login_throttle WHERE key = $1",
+            "u:alice"
+        )
+        .await,
+        0
+    );
+    assert_eq!(app.login("alice", "not the password").await.status(), 401);
 }
