@@ -166,22 +166,70 @@ impl Application {
     }
 }
 
-/// Periodic work: reload the key ring (time-based key states, other replicas' changes) and
-/// purge expired denylist rows and dead sessions.
+/// How often the key ring is re-read when no change notification arrives (SQLite, or a lost
+/// Postgres listener).
+const RELOAD_EVERY: Duration = Duration::from_secs(5);
+/// How often automatic rotation and the purge of expired rows are considered.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
+
+/// Background work: keep the key ring current (on other replicas' NOTIFY, and by polling),
+/// rotate keys when due, and purge expired denylist rows and dead sessions.
 async fn upkeep(auth: Arc<Auth>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(30));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut changes = match auth.store.listen_changes().await {
+        Ok(rx) => rx,
+        Err(e) => {
+            tracing::warn!(error = %e, "change notifications unavailable; polling only");
+            None
+        }
+    };
+    let mut reload = tokio::time::interval(RELOAD_EVERY);
+    reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
+    maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        let now = now_ms();
-        if let Err(e) = auth.keys.reload(auth.store.as_ref(), now).await {
-            tracing::warn!(error = %e, "key reload failed");
+        let notified = async {
+            match changes.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = reload.tick() => reload_keys(&auth).await,
+            msg = notified => {
+                if msg.is_none() {
+                    changes = None;
+                }
+                reload_keys(&auth).await;
+            }
+            _ = maintain.tick() => maintain_once(&auth).await,
         }
-        match auth.store.purge_expired(now).await {
-            Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired rows"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "purge failed"),
+    }
+}
+
+async fn reload_keys(auth: &Auth) {
+    if let Err(e) = auth.keys.reload(auth.store.as_ref(), now_ms()).await {
+        tracing::warn!(error = %e, "key reload failed");
+    }
+}
+
+async fn maintain_once(auth: &Auth) {
+    let now = now_ms();
+    let s = &auth.settings.keys;
+    if let Some(alg) = KeyAlg::parse(&s.algorithm) {
+        match auth
+            .keys
+            .rotate_if_due(auth.store.as_ref(), alg, s.rsa_bits, auth.schedule(), now)
+            .await
+        {
+            Ok(Some(kid)) => tracing::info!(%kid, "automatic key rotation: new key published"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "automatic key rotation failed"),
         }
+    }
+    match auth.store.purge_expired(now).await {
+        Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired rows"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "purge failed"),
     }
 }
 

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 
 use crate::app::{self, Application};
+use crate::auth::keys::{self, Activation, KeyAlg};
 use crate::auth::{now_ms, Username};
 use crate::config::Settings;
 
@@ -71,12 +72,30 @@ pub enum UserCmd {
         #[arg(long = "role")]
         roles: Vec<String>,
     },
+    /// End every session of the user and cut off every access token issued so far.
+    Revoke { username: String },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCmd {
     /// List signing keys with their state and times.
     List,
+    /// Publish a new key now; it starts signing after keys.publish_ahead, and the current key
+    /// retires then.
+    Rotate,
+    /// Bring your own PKCS#8 private key (EC P-256, Ed25519, or RSA of at least 2048 bits).
+    Import {
+        /// The PEM file ("-----BEGIN PRIVATE KEY-----").
+        #[arg(long)]
+        pem: PathBuf,
+        /// The kid to publish; defaults to the RFC 7638 thumbprint.
+        #[arg(long)]
+        kid: Option<String>,
+        /// Sign with it at once, skipping the publish-ahead wait (only when verifiers already
+        /// trust this key).
+        #[arg(long)]
+        activate_now: bool,
+    },
 }
 
 /// Runs the parsed command line.
@@ -86,6 +105,12 @@ pub async fn run(cli: Cli, settings: Settings) -> ExitCode {
         Cmd::Migrate => migrate(settings).await,
         Cmd::User(u) => user(u, settings).await,
         Cmd::Keys(KeysCmd::List) => keys_list(settings).await,
+        Cmd::Keys(KeysCmd::Rotate) => keys_rotate(settings).await,
+        Cmd::Keys(KeysCmd::Import {
+            pem,
+            kid,
+            activate_now,
+        }) => keys_import(settings, pem, kid, activate_now).await,
         Cmd::Healthcheck { url } => healthcheck(url, &settings).await,
     };
     match result {
@@ -235,7 +260,84 @@ async fn user(cmd: UserCmd, settings: Settings) -> Result<(), String> {
             println!("roles of {n}: {}", roles.join(","));
             Ok(())
         }
+        UserCmd::Revoke { username } => {
+            let n = norm(&username)?;
+            let user = store
+                .user_by_username(&n)
+                .await
+                .map_err(|e| e.to_string())?;
+            let user = user.ok_or_else(|| format!("no such user: {n}"))?;
+            auth.revoke_user(user.id, "revoked_by_operator")
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("revoked every session and access token of {n}");
+            Ok(())
+        }
     }
+}
+
+async fn keys_rotate(settings: Settings) -> Result<(), String> {
+    let auth = app::services(settings).await.map_err(|e| e.to_string())?;
+    let s = &auth.settings.keys;
+    let alg = KeyAlg::parse(&s.algorithm).ok_or("keys.algorithm")?;
+    let bits = s.rsa_bits;
+    let m = tokio::task::spawn_blocking(move || keys::generate(alg, bits))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let store = auth.store.as_ref();
+    let kid = auth
+        .keys
+        .add(
+            store,
+            &m,
+            Activation::AfterPublishAhead,
+            auth.schedule(),
+            None,
+            now_ms(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "published {} ({}); it signs after {}",
+        kid.unwrap_or_default(),
+        alg.name(),
+        humantime::format_duration(auth.settings.publish_ahead())
+    );
+    Ok(())
+}
+
+async fn keys_import(
+    settings: Settings,
+    pem: PathBuf,
+    kid: Option<String>,
+    now: bool,
+) -> Result<(), String> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(&pem).map_err(|e| format!("cannot read {}: {e}", pem.display()))?,
+    );
+    let m = keys::import_pem(&text, kid).map_err(|e| e.to_string())?;
+    let auth = app::services(settings).await.map_err(|e| e.to_string())?;
+    let activation = if now {
+        Activation::Now
+    } else {
+        Activation::AfterPublishAhead
+    };
+    let store = auth.store.as_ref();
+    auth.keys
+        .add(store, &m, activation, auth.schedule(), None, now_ms())
+        .await
+        .map_err(|e| e.to_string())?;
+    let when = if now {
+        "now".to_string()
+    } else {
+        format!(
+            "after {}",
+            humantime::format_duration(auth.settings.publish_ahead())
+        )
+    };
+    println!("imported {} ({}); it signs {when}", m.kid, m.alg.name());
+    Ok(())
 }
 
 async fn keys_list(settings: Settings) -> Result<(), String> {

@@ -28,6 +28,20 @@ pub struct Settings {
     pub password: PasswordSettings,
     pub throttle: ThrottleSettings,
     pub log: LogSettings,
+    /// OAuth clients allowed to authenticate (introspection, the revocation feed, `/token`).
+    #[serde(default)]
+    pub clients: Vec<ClientSettings>,
+}
+
+/// A confidential client (`[[clients]]` in a config file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    pub id: String,
+    #[serde(default)]
+    pub secret: Option<SecretString>,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -173,6 +187,11 @@ impl Settings {
         if let Some(path) = s.keys.master_key_file.clone() {
             s.keys.master_key = Some(read_secret_file(&path)?);
         }
+        for c in &mut s.clients {
+            if let Some(path) = c.secret_file.clone() {
+                c.secret = Some(read_secret_file(&path)?);
+            }
+        }
         s.validate()?;
         Ok(s)
     }
@@ -202,6 +221,19 @@ impl Settings {
         }
         if self.tokens.issuer.is_empty() || self.tokens.audience.is_empty() {
             return err("tokens.issuer and tokens.audience must not be empty");
+        }
+        let mut ids = std::collections::HashSet::new();
+        for c in &self.clients {
+            if c.id.is_empty() || c.id.contains(':') || !ids.insert(c.id.as_str()) {
+                return err("every [[clients]] entry needs a unique, non-empty id without ':'");
+            }
+            if c.id == self.tokens.client_id {
+                return err("a [[clients]] id must differ from tokens.client_id (the public first-party client)");
+            }
+            match &c.secret {
+                Some(s) if s.expose_secret().len() >= 16 => {}
+                _ => return err("every [[clients]] entry needs a secret (or secret_file) of at least 16 characters"),
+            }
         }
         Ok(())
     }

@@ -19,6 +19,12 @@ pub enum Error {
     /// one body: callers cannot tell which of those it was.
     #[error("invalid grant")]
     InvalidGrant,
+    /// Client authentication failed (RFC 6749 §5.2 `invalid_client`).
+    #[error("invalid client")]
+    InvalidClient,
+    /// `grant_type` names a grant this server does not offer.
+    #[error("unsupported grant type")]
+    UnsupportedGrantType,
     /// A bearer access token failed verification (RFC 6750 §3.1 `invalid_token`).
     #[error("invalid token")]
     InvalidToken,
@@ -63,6 +69,16 @@ impl Error {
                 StatusCode::UNAUTHORIZED,
                 "invalid_grant",
                 "The credentials or the refresh token are invalid, expired or revoked.",
+            ),
+            Error::InvalidClient => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "Client authentication failed.",
+            ),
+            Error::UnsupportedGrantType => (
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "The grant type is not supported by this server.",
             ),
             Error::InvalidToken => (
                 StatusCode::UNAUTHORIZED,
@@ -135,6 +151,13 @@ impl IntoResponse for Error {
                     HeaderValue::from_static(r#"Bearer realm="tessera", error="invalid_token""#),
                 );
             }
+            Error::InvalidClient => {
+                // RFC 6749 §5.2: a 401 for client authentication names the scheme.
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Basic realm="tessera", charset="UTF-8""#),
+                );
+            }
             Error::Unavailable(_) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
@@ -157,6 +180,8 @@ mod tests {
             (Error::InvalidRequest("x".into()), 400, "invalid_request"),
             (Error::InvalidGrant, 401, "invalid_grant"),
             (Error::InvalidToken, 401, "invalid_token"),
+            (Error::InvalidClient, 401, "invalid_client"),
+            (Error::UnsupportedGrantType, 400, "unsupported_grant_type"),
             (Error::SlowDown(3), 429, "slow_down"),
             (Error::PayloadTooLarge, 413, "invalid_request"),
             (Error::MethodNotAllowed, 405, "invalid_request"),

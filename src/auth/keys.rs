@@ -295,13 +295,22 @@ pub struct SigningKey {
 pub struct VerifyingKey {
     pub alg: Algorithm,
     pub decoding: DecodingKey,
-    /// Tokens signed with this key cannot outlive this instant (ms); used for the JWKS lifetime.
-    pub remove_at: Option<i64>,
+}
+
+/// A key allowed to sign during `[activate_at, retire_at)`.
+struct Signer {
+    activate_at: i64,
+    retire_at: Option<i64>,
+    key: Arc<SigningKey>,
 }
 
 /// One immutable snapshot of the keys, swapped as a whole on reload.
+///
+/// The signer is chosen by time at each signing, not at load time, so a key stops signing at
+/// its `retire_at` and a pending key starts at its `activate_at` to the millisecond, whatever
+/// the reload interval.
 pub struct KeyRing {
-    pub active: Option<Arc<SigningKey>>,
+    signers: Vec<Signer>,
     pub verifying: HashMap<String, VerifyingKey>,
     /// The pre-rendered JWKS body and its strong ETag.
     pub jwks: bytes::Bytes,
@@ -312,7 +321,7 @@ impl KeyRing {
     /// Builds the ring from stored rows at time `now` (ms). Rows that cannot be opened are
     /// skipped with an error log, so one corrupted row does not take every key down.
     pub fn build(rows: &[KeyRow], master: &MasterKey, now: i64) -> Self {
-        let mut active: Option<(i64, Arc<SigningKey>)> = None;
+        let mut signers = Vec::new();
         let mut verifying = HashMap::new();
         let mut published = Vec::new();
         for row in rows {
@@ -321,8 +330,7 @@ impl KeyRing {
                 continue;
             };
             let is_published = row.publish_at <= now && row.remove_at.is_none_or(|t| t > now);
-            let is_active = row.activate_at <= now && row.retire_at.is_none_or(|t| t > now);
-            if !is_published && !is_active {
+            if !is_published {
                 continue;
             }
             let jwk: Value = match serde_json::from_str(&row.public_jwk) {
@@ -332,42 +340,42 @@ impl KeyRing {
                     continue;
                 }
             };
-            if is_published {
-                if let Some(dk) = decoding_key(&jwk) {
-                    verifying.insert(
-                        row.kid.clone(),
-                        VerifyingKey {
-                            alg: alg.jwt(),
-                            decoding: dk,
-                            remove_at: row.remove_at,
-                        },
-                    );
-                    published.push(jwk.clone());
-                }
+            let Some(dk) = decoding_key(&jwk) else {
+                tracing::error!(kid = %row.kid, "signing key with unusable JWK skipped");
+                continue;
+            };
+            verifying.insert(
+                row.kid.clone(),
+                VerifyingKey {
+                    alg: alg.jwt(),
+                    decoding: dk,
+                },
+            );
+            published.push(jwk);
+            // Invariant 3: only published keys sign, and only until they retire.
+            if row.retire_at.is_some_and(|t| t <= now) {
+                continue;
             }
-            // Invariant 3: a key signs only while it is also published.
-            if is_active && is_published {
-                let material = master
-                    .open(&row.kid, &row.private_key_enc)
-                    .and_then(|der| from_pkcs8(alg, der, Some(row.kid.clone())));
-                match material {
-                    Ok(m) => {
-                        let newer = active.as_ref().is_none_or(|(at, _)| row.activate_at >= *at);
-                        if newer {
-                            let sk = SigningKey {
-                                kid: m.kid,
-                                alg: alg.jwt(),
-                                encoding: m.encoding,
-                            };
-                            active = Some((row.activate_at, Arc::new(sk)));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(kid = %row.kid, error = %e, "signing key cannot be opened")
-                    }
+            let material = master
+                .open(&row.kid, &row.private_key_enc)
+                .and_then(|der| from_pkcs8(alg, der, Some(row.kid.clone())));
+            match material {
+                Ok(m) => signers.push(Signer {
+                    activate_at: row.activate_at,
+                    retire_at: row.retire_at,
+                    key: Arc::new(SigningKey {
+                        kid: m.kid,
+                        alg: alg.jwt(),
+                        encoding: m.encoding,
+                    }),
+                }),
+                Err(e) => {
+                    tracing::error!(kid = %row.kid, error = %e, "signing key cannot be opened")
                 }
             }
         }
+        // Newest activation first: the first signer whose window holds `now` signs.
+        signers.sort_by_key(|s| std::cmp::Reverse(s.activate_at));
         let body = serde_json::to_vec(&json!({ "keys": published }))
             .unwrap_or_else(|_| b"{\"keys\":[]}".to_vec());
         let etag = format!(
@@ -375,11 +383,24 @@ impl KeyRing {
             URL_SAFE_NO_PAD.encode(&digest::digest(&digest::SHA256, &body).as_ref()[..16])
         );
         Self {
-            active: active.map(|(_, k)| k),
+            signers,
             verifying,
             jwks: body.into(),
             etag,
         }
+    }
+
+    /// The key that signs at `now` (ms).
+    pub fn signer_at(&self, now: i64) -> Option<&Arc<SigningKey>> {
+        self.signers
+            .iter()
+            .find(|s| s.activate_at <= now && s.retire_at.is_none_or(|t| t > now))
+            .map(|s| &s.key)
+    }
+
+    /// The key that signs now.
+    pub fn active(&self) -> Option<&Arc<SigningKey>> {
+        self.signer_at(crate::auth::now_ms())
     }
 }
 
@@ -391,6 +412,30 @@ fn decoding_key(jwk: &Value) -> Option<DecodingKey> {
         "RSA" => DecodingKey::from_rsa_components(s("n")?, s("e")?).ok(),
         _ => None,
     }
+}
+
+/// Extra time a retired key stays published, covering replicas that have not reloaded yet.
+pub const RELOAD_SLACK_MS: i64 = 60_000;
+
+/// Timing of the key lifecycle, from the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    /// A new key is published this long before it signs (≥ the JWKS cache lifetime).
+    pub publish_ahead_ms: i64,
+    /// A retired key stays published this long: the access-token lifetime plus leeway plus
+    /// the reload interval of other replicas.
+    pub keep_after_retire_ms: i64,
+    /// Automatic rotation period; 0 turns it off.
+    pub rotate_every_ms: i64,
+}
+
+/// How a new key enters service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Published now, signs after `publish_ahead`.
+    AfterPublishAhead,
+    /// Signs at once (an imported key verifiers already trust).
+    Now,
 }
 
 /// The live key ring, shared by every request.
@@ -417,20 +462,8 @@ impl Keys {
     ) -> Result<Self, KeyError> {
         let mut rows = store.keys().await?;
         if rows.is_empty() {
-            let m = tokio::task::spawn_blocking(move || generate(alg, rsa_bits))
-                .await
-                .map_err(|e| KeyError::Rejected(e.to_string()))??;
-            let row = KeyRow {
-                kid: m.kid.clone(),
-                alg: alg.name().to_string(),
-                private_key_enc: master.seal(&m.kid, &m.pkcs8)?,
-                public_jwk: m.jwk.to_string(),
-                created_at: now,
-                publish_at: now,
-                activate_at: now,
-                retire_at: None,
-                remove_at: None,
-            };
+            let m = generate_blocking(alg, rsa_bits).await?;
+            let row = sealed_row(&master, &m, now, now, None)?;
             store.insert_key(&row).await?;
             tracing::info!(kid = %m.kid, alg = alg.name(), "generated the first signing key");
             rows = store.keys().await?;
@@ -464,6 +497,141 @@ impl Keys {
     pub fn master(&self) -> &MasterKey {
         &self.master
     }
+
+    /// Adds `material` as the next key and schedules the current ones to retire when it starts
+    /// signing. `succeeds` makes an automatic rotation unique per predecessor. Returns the new
+    /// kid; `Ok(None)` when another replica already rotated `succeeds`.
+    pub async fn add(
+        &self,
+        store: &dyn Store,
+        material: &KeyMaterial,
+        activation: Activation,
+        schedule: Schedule,
+        succeeds: Option<String>,
+        now: i64,
+    ) -> Result<Option<String>, KeyError> {
+        let activate_at = match activation {
+            Activation::Now => now,
+            Activation::AfterPublishAhead => now + schedule.publish_ahead_ms,
+        };
+        let row = sealed_row(&self.master, material, now, activate_at, succeeds)?;
+        match store
+            .rotate_keys(
+                &row,
+                activate_at,
+                activate_at + schedule.keep_after_retire_ms,
+            )
+            .await
+        {
+            Ok(()) => {}
+            // Another replica already rotated this predecessor.
+            Err(StoreError::Duplicate("succeeds")) => return Ok(None),
+            Err(StoreError::Duplicate(_)) => {
+                return Err(KeyError::Rejected(format!(
+                    "a key with kid {} already exists",
+                    material.kid
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if let Err(e) = store.notify_change("keys").await {
+            tracing::warn!(error = %e, "key change not broadcast; replicas will poll");
+        }
+        self.reload(store, now).await?;
+        tracing::info!(kid = %material.kid, alg = material.alg.name(), activate_at, "signing key added");
+        Ok(Some(material.kid.clone()))
+    }
+
+    /// Rotates when the newest key is due (automatic rotation). Safe to call from every
+    /// replica: exactly one wins per predecessor.
+    pub async fn rotate_if_due(
+        &self,
+        store: &dyn Store,
+        alg: KeyAlg,
+        rsa_bits: u32,
+        schedule: Schedule,
+        now: i64,
+    ) -> Result<Option<String>, KeyError> {
+        if schedule.rotate_every_ms <= 0 {
+            return Ok(None);
+        }
+        let rows = store.keys().await?;
+        let Some(newest) = rows.iter().max_by_key(|r| (r.activate_at, r.created_at)) else {
+            return Ok(None);
+        };
+        // Create the successor early enough that it has been published for `publish_ahead`
+        // when the newest key has served `rotate_every`.
+        let due = newest.activate_at + schedule.rotate_every_ms - schedule.publish_ahead_ms;
+        if now < due || newest.retire_at.is_some() {
+            return Ok(None);
+        }
+        let material = generate_blocking(alg, rsa_bits).await?;
+        let activation = Activation::AfterPublishAhead;
+        self.add(
+            store,
+            &material,
+            activation,
+            schedule,
+            Some(newest.kid.clone()),
+            now,
+        )
+        .await
+    }
+}
+
+async fn generate_blocking(alg: KeyAlg, rsa_bits: u32) -> Result<KeyMaterial, KeyError> {
+    tokio::task::spawn_blocking(move || generate(alg, rsa_bits))
+        .await
+        .map_err(|e| KeyError::Rejected(e.to_string()))?
+}
+
+fn sealed_row(
+    master: &MasterKey,
+    m: &KeyMaterial,
+    now: i64,
+    activate_at: i64,
+    succeeds: Option<String>,
+) -> Result<KeyRow, KeyError> {
+    Ok(KeyRow {
+        kid: m.kid.clone(),
+        alg: m.alg.name().to_string(),
+        private_key_enc: master.seal(&m.kid, &m.pkcs8)?,
+        public_jwk: m.jwk.to_string(),
+        created_at: now,
+        publish_at: now,
+        activate_at,
+        retire_at: None,
+        remove_at: None,
+        succeeds,
+    })
+}
+
+/// Reads a PKCS#8 PEM private key and works out its algorithm: P-256 → ES256, Ed25519 →
+/// EdDSA, RSA (≥ 2048 bits) → RS256.
+pub fn import_pem(pem_text: &str, kid: Option<String>) -> Result<KeyMaterial, KeyError> {
+    let parsed = pem::parse(pem_text).map_err(|_| KeyError::Rejected("not a PEM file".into()))?;
+    if parsed.tag() != "PRIVATE KEY" {
+        return Err(KeyError::Rejected(format!(
+            "expected a PKCS#8 \"PRIVATE KEY\" PEM, found \"{}\" (convert with `openssl pkcs8 -topk8 -nocrypt`)",
+            parsed.tag()
+        )));
+    }
+    let der = Zeroizing::new(parsed.into_contents());
+    if let Some(k) = &kid {
+        if k.is_empty() || k.len() > 128 || !k.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(KeyError::Rejected(
+                "kid must be 1 to 128 printable ASCII characters".into(),
+            ));
+        }
+    }
+    for alg in [KeyAlg::Es256, KeyAlg::EdDsa, KeyAlg::Rs256] {
+        if let Ok(m) = from_pkcs8(alg, der.clone(), kid.clone()) {
+            return Ok(m);
+        }
+    }
+    Err(KeyError::Rejected(
+        "unsupported key: expected EC P-256, Ed25519 or RSA with at least 2048 bits".into(),
+    ))
 }
 
 #[cfg(test)]

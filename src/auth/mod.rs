@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 use crate::error::Error;
-use crate::store::{NewUser, RevokedToken, Rotation, Session, Store, User};
+use crate::store::{NewUser, RevocationFeed, RevokedToken, Rotation, Session, Store, User};
 use keys::Keys;
 use password::{PasswordError, Passwords, MAX_PASSWORD_BYTES};
 use session::RefreshTokens;
@@ -47,6 +47,13 @@ pub struct TokenPair {
 pub struct ClientMeta {
     pub user_agent: Option<String>,
     pub ip: Option<String>,
+}
+
+/// An active token, as introspection reports it.
+#[derive(Debug)]
+pub enum Introspection {
+    Access(Box<Authenticated>),
+    Refresh(Box<(Session, User)>),
 }
 
 /// A caller whose access token passed every check of invariant 2.
@@ -120,6 +127,7 @@ impl Auth {
         username: &str,
         password: SecretString,
         meta: ClientMeta,
+        client_id: &str,
     ) -> Result<TokenPair, Error> {
         if username.is_empty() {
             return Err(Error::InvalidRequest("empty username".into()));
@@ -131,7 +139,15 @@ impl Auth {
         let name = Username::parse(username);
         let throttle_name = match &name {
             Ok(n) => n.as_str().to_string(),
-            Err(_) => username.to_lowercase(),
+            // Not a valid name: key on a digest, so raw input (NUL bytes...) never reaches SQL.
+            Err(_) => {
+                use base64::Engine;
+                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, username.as_bytes());
+                format!(
+                    "#{}",
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d)
+                )
+            }
         };
         let keys = throttle::Keys::new(&throttle_name, meta.ip.as_deref());
         let limits = &self.settings.throttle;
@@ -180,14 +196,16 @@ impl Auth {
             revoked_reason: None,
             user_agent: meta.user_agent.map(|ua| ua.chars().take(512).collect()),
             ip: meta.ip,
+            client_id: client_id.to_string(),
         };
         self.store.create_session(&session).await?;
         tracing::info!(user_id = %user.id, session_id = %session.id, "login ok");
         self.issue(&user, &session, now)
     }
 
-    /// `POST /refresh`: one atomic rotation (invariant 1).
-    pub async fn refresh(&self, token: SecretString) -> Result<TokenPair, Error> {
+    /// `POST /refresh`: one atomic rotation (invariant 1). A session only refreshes for the
+    /// client it was issued to (RFC 6749 §6).
+    pub async fn refresh(&self, token: SecretString, client_id: &str) -> Result<TokenPair, Error> {
         let Some(rt) = self.refresh.parse(&token) else {
             return Err(Error::InvalidGrant);
         };
@@ -198,6 +216,7 @@ impl Auth {
             .rotate_session(
                 rt.session_id,
                 rt.generation,
+                client_id,
                 now,
                 s.idle_ttl.as_millis() as i64,
                 s.reuse_grace.as_millis() as i64,
@@ -292,8 +311,7 @@ impl Auth {
     fn issue(&self, user: &User, session: &Session, now: i64) -> Result<TokenPair, Error> {
         let ring = self.keys.ring();
         let key = ring
-            .active
-            .as_ref()
+            .signer_at(now)
             .ok_or(Error::Unavailable("no active signing key"))?;
         let t = &self.settings.tokens;
         let iat = now / 1000;
@@ -307,7 +325,7 @@ impl Auth {
             nbf: iat,
             jti: Uuid::now_v7().to_string(),
             sid: session.id.to_string(),
-            client_id: &t.client_id,
+            client_id: &session.client_id,
             roles: &user.roles,
             extra: tokens::custom_claims(&user.claims),
         };
@@ -320,6 +338,164 @@ impl Auth {
             refresh_token: self.refresh.mint(session.id, session.generation),
             refresh_expires_in: ((ends - now) / 1000).max(0),
         })
+    }
+
+    /// `POST /logout/all`: ends every session of the caller and cuts off every access token
+    /// issued to them so far.
+    pub async fn logout_all(&self, token: &str) -> Result<(), Error> {
+        let who = self.authenticate(token).await?;
+        self.revoke_user(who.user.id, "logout_all").await
+    }
+
+    /// Revokes every session of a user and sets `tokens_not_before` (CLI `user revoke`).
+    pub async fn revoke_user(&self, user_id: Uuid, reason: &str) -> Result<(), Error> {
+        self.store.revoke_user(user_id, reason, now_ms()).await?;
+        self.broadcast("revocations").await;
+        Ok(())
+    }
+
+    /// RFC 7009 revocation. A refresh token revokes its session; an access token goes on the
+    /// denylist until it expires (and its session is left alone, as RFC 7009 §2.1 allows).
+    /// Unknown or invalid tokens are accepted silently (§2.2).
+    pub async fn revoke(&self, token: &SecretString, hint: Option<&str>) -> Result<(), Error> {
+        let now = now_ms();
+        let as_refresh = || self.refresh.parse(token);
+        let as_access = || {
+            let ring = self.keys.ring();
+            tokens::verify(token.expose_secret(), &ring, &self.expect(), now / 1000).ok()
+        };
+        // The hint only orders the attempts (§2.1).
+        let (refresh, access) = if hint == Some("access_token") {
+            let a = as_access();
+            (if a.is_none() { as_refresh() } else { None }, a)
+        } else {
+            let r = as_refresh();
+            (r, if r.is_none() { as_access() } else { None })
+        };
+        if let Some(rt) = refresh {
+            self.store
+                .revoke_session(rt.session_id, "revoked", now)
+                .await?;
+        }
+        if let Some(c) = &access {
+            self.store
+                .revoke_token(&RevokedToken {
+                    jti: c.jti.clone(),
+                    user_id: c.sub,
+                    session_id: Some(c.sid),
+                    expires_at: c.exp.saturating_mul(1000),
+                    revoked_at: now,
+                    reason: "revoked".into(),
+                })
+                .await?;
+        }
+        if refresh.is_some() || access.is_some() {
+            self.broadcast("revocations").await;
+        }
+        Ok(())
+    }
+
+    /// RFC 7662 introspection. `None` means inactive: unknown, expired, revoked, or the user
+    /// is disabled. Side-effect free: introspecting a refresh token does not rotate it.
+    pub async fn introspect(
+        &self,
+        token: &SecretString,
+        hint: Option<&str>,
+    ) -> Result<Option<Introspection>, Error> {
+        let try_refresh = || async {
+            let Some(rt) = self.refresh.parse(token) else {
+                return Ok::<_, Error>(None);
+            };
+            let now = now_ms();
+            let Some(s) = self.store.session(rt.session_id).await? else {
+                return Ok(None);
+            };
+            let live = s.revoked_at.is_none()
+                && s.generation == rt.generation
+                && s.idle_expires_at > now
+                && s.absolute_expires_at > now;
+            if !live {
+                return Ok(None);
+            }
+            let Some(user) = self
+                .store
+                .user_by_id(s.user_id)
+                .await?
+                .filter(|u| !u.disabled)
+            else {
+                return Ok(None);
+            };
+            Ok(Some(Introspection::Refresh(Box::new((s, user)))))
+        };
+        let try_access = || async {
+            match self.authenticate(token.expose_secret()).await {
+                Ok(a) => Ok(Some(Introspection::Access(Box::new(a)))),
+                Err(Error::InvalidToken) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        if hint == Some("refresh_token") {
+            if let Some(i) = try_refresh().await? {
+                return Ok(Some(i));
+            }
+            return try_access().await;
+        }
+        if let Some(i) = try_access().await? {
+            return Ok(Some(i));
+        }
+        try_refresh().await
+    }
+
+    /// The revocation feed since `since` (ms): everything a stateless verifier must apply to
+    /// tokens that can still be alive.
+    pub async fn revocations(&self, since: i64) -> Result<(RevocationFeed, i64), Error> {
+        let now = now_ms();
+        let t = &self.settings.tokens;
+        let horizon = (t.access_ttl + t.leeway).as_millis() as i64;
+        let feed = self.store.revocations_since(since, now, horizon).await?;
+        Ok((feed, now))
+    }
+
+    /// Checks a confidential client's credentials in constant time (both sides are hashed
+    /// first, so not even the length is compared directly). Returns the client id.
+    pub fn authenticate_client(&self, id: &str, secret: &SecretString) -> Result<String, Error> {
+        use aws_lc_rs::digest::{digest, SHA256};
+        let presented = digest(&SHA256, secret.expose_secret().as_bytes());
+        let mut ok = false;
+        for c in &self.settings.clients {
+            let Some(expected) = &c.secret else { continue };
+            let expected = digest(&SHA256, expected.expose_secret().as_bytes());
+            let same = aws_lc_rs::constant_time::verify_slices_are_equal(
+                presented.as_ref(),
+                expected.as_ref(),
+            )
+            .is_ok();
+            ok |= same && c.id == id;
+        }
+        if ok {
+            Ok(id.to_string())
+        } else {
+            tracing::info!("client authentication failed");
+            Err(Error::InvalidClient)
+        }
+    }
+
+    /// The key lifecycle timing from the settings.
+    pub fn schedule(&self) -> keys::Schedule {
+        let s = &self.settings;
+        let ms = |d: std::time::Duration| d.as_millis().min(i64::MAX as u128) as i64;
+        keys::Schedule {
+            publish_ahead_ms: ms(s.publish_ahead()),
+            keep_after_retire_ms: ms(s.tokens.access_ttl + s.tokens.leeway) + keys::RELOAD_SLACK_MS,
+            rotate_every_ms: ms(s.keys.rotate_every),
+        }
+    }
+
+    /// Tells other replicas to reload; failures only delay them until their next poll.
+    pub async fn broadcast(&self, what: &str) {
+        if let Err(e) = self.store.notify_change(what).await {
+            tracing::warn!(error = %e, "change not broadcast; replicas will poll");
+        }
     }
 
     /// Creates a user (CLI and admin API).

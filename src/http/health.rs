@@ -22,7 +22,7 @@ async fn healthz() -> Json<serde_json::Value> {
 
 async fn readyz(State(st): State<AppState>) -> Response {
     let db = st.auth.store.ping().await.is_ok();
-    let key = st.auth.keys.ring().active.is_some();
+    let key = st.auth.keys.ring().active().is_some();
     let status = if db && key {
         StatusCode::OK
     } else {

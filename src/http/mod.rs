@@ -1,9 +1,11 @@
 //! The HTTP layer: routers, extractors and the middleware stack. No business rules live here;
 //! a handler parses input, calls one `Auth` method and shapes the response.
 
+mod discovery;
 mod extract;
 mod health;
 mod jwks;
+mod oauth;
 pub mod serve;
 mod session;
 mod userinfo;
@@ -65,6 +67,8 @@ pub fn router(auth: Arc<Auth>) -> Router {
         .merge(session::router())
         .merge(userinfo::router())
         .merge(jwks::router())
+        .merge(oauth::router())
+        .merge(discovery::router())
         .merge(health::router())
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })

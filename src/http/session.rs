@@ -22,6 +22,7 @@ pub fn router() -> Router<AppState> {
         .route("/login", post(login))
         .route("/refresh", post(refresh))
         .route("/logout", post(logout))
+        .route("/logout/all", post(logout_all))
 }
 
 #[derive(Deserialize)]
@@ -67,7 +68,7 @@ pub fn token_response(pair: &TokenPair) -> Response {
     res
 }
 
-fn client_meta(headers: &HeaderMap, peer: Option<SocketAddr>) -> ClientMeta {
+pub(super) fn client_meta(headers: &HeaderMap, peer: Option<SocketAddr>) -> ClientMeta {
     ClientMeta {
         user_agent: headers
             .get(header::USER_AGENT)
@@ -85,7 +86,15 @@ async fn login(
     AppJson(req): AppJson<LoginRequest>,
 ) -> Result<Response, Error> {
     let meta = client_meta(&headers, peer.map(|Extension(ConnectInfo(p))| p));
-    let pair = st.auth.login(&req.username, req.password, meta).await?;
+    let pair = st
+        .auth
+        .login(
+            &req.username,
+            req.password,
+            meta,
+            &st.auth.settings.tokens.client_id,
+        )
+        .await?;
     Ok(token_response(&pair))
 }
 
@@ -97,7 +106,10 @@ async fn refresh(
     if req.refresh_token.expose_secret().is_empty() {
         return Err(Error::InvalidRequest("empty refresh_token".into()));
     }
-    let pair = st.auth.refresh(req.refresh_token).await?;
+    let pair = st
+        .auth
+        .refresh(req.refresh_token, &st.auth.settings.tokens.client_id)
+        .await?;
     Ok(token_response(&pair))
 }
 
@@ -122,6 +134,19 @@ async fn logout(
         req.refresh_token.filter(|t| !t.expose_secret().is_empty())
     };
     st.auth.logout(refresh, bearer.0.as_deref()).await?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::CACHE_CONTROL, "no-store")],
+    )
+        .into_response())
+}
+
+/// `POST /logout/all`: every session of the caller ends, and every access token issued to them
+/// so far stops working.
+#[tracing::instrument(skip_all)]
+async fn logout_all(State(st): State<AppState>, bearer: Bearer) -> Result<Response, Error> {
+    let token = bearer.0.ok_or(Error::InvalidToken)?;
+    st.auth.logout_all(&token).await?;
     Ok((
         StatusCode::NO_CONTENT,
         [(header::CACHE_CONTROL, "no-store")],

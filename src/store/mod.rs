@@ -40,12 +40,14 @@ impl From<sqlx::Error> for StoreError {
         match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 let msg = db.message();
-                let field =
-                    if msg.contains("username") || db.constraint() == Some("users_username_key") {
-                        "username"
-                    } else {
-                        "key"
-                    };
+                let constraint = db.constraint().unwrap_or_default();
+                let field = if msg.contains("username") || constraint == "users_username_key" {
+                    "username"
+                } else if msg.contains("succeeds") || constraint == "signing_keys_succeeds_key" {
+                    "succeeds"
+                } else {
+                    "key"
+                };
                 StoreError::Duplicate(field)
             }
             sqlx::Error::Io(_)
@@ -117,6 +119,8 @@ pub struct Session {
     pub revoked_reason: Option<String>,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
+    /// The OAuth client the session was issued to; refreshes must come from the same client.
+    pub client_id: String,
 }
 
 /// The outcome of one rotation attempt.
@@ -164,6 +168,19 @@ pub struct KeyRow {
     pub activate_at: i64,
     pub retire_at: Option<i64>,
     pub remove_at: Option<i64>,
+    /// For automatic rotations: the kid this key replaces (unique, so one replica wins).
+    pub succeeds: Option<String>,
+}
+
+/// Revocations that happened at or after a point in time, for the revocation feed.
+#[derive(Debug, Clone, Default)]
+pub struct RevocationFeed {
+    /// (jti, token expiry ms, revoked at ms) for denylisted tokens not yet expired.
+    pub tokens: Vec<(String, i64, i64)>,
+    /// (session id, revoked at ms) for sessions whose access tokens may still be alive.
+    pub sessions: Vec<(Uuid, i64)>,
+    /// (user id, tokens_not_before ms) for users whose cut-off may still matter.
+    pub users: Vec<(Uuid, i64)>,
 }
 
 /// Everything the domain asks of a database.
@@ -184,6 +201,9 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces the hash, revokes every session of the user and sets `tokens_not_before`, in one
     /// transaction.
     async fn set_password(&self, username: &str, hash: &str, now: i64) -> StoreResult<bool>;
+    /// Revokes every session of the user and sets `tokens_not_before` (logout everywhere).
+    /// Returns false when there is no such user.
+    async fn revoke_user(&self, user_id: Uuid, reason: &str, now: i64) -> StoreResult<bool>;
     /// Replaces the hash after a successful login (parameter upgrade); sessions stay.
     async fn rehash_password(
         &self,
@@ -196,10 +216,12 @@ pub trait Store: Send + Sync + 'static {
     async fn create_session(&self, session: &Session) -> StoreResult<()>;
     async fn session(&self, id: Uuid) -> StoreResult<Option<Session>>;
     /// One atomic rotation of `id` from `generation`.
+    /// One atomic rotation of `id` from `generation`, for the client the session belongs to.
     async fn rotate_session(
         &self,
         id: Uuid,
         generation: i64,
+        client_id: &str,
         now: i64,
         idle_ttl_ms: i64,
         grace_ms: i64,
@@ -228,6 +250,28 @@ pub trait Store: Send + Sync + 'static {
 
     async fn keys(&self) -> StoreResult<Vec<KeyRow>>;
     async fn insert_key(&self, key: &KeyRow) -> StoreResult<()>;
+    /// Inserts `key` and schedules every other unretired key to retire at `retire_at` and leave
+    /// the JWKS at `remove_at`, in one transaction.
+    async fn rotate_keys(&self, key: &KeyRow, retire_at: i64, remove_at: i64) -> StoreResult<()>;
+
+    /// Revocations since `since` (ms) that can still matter at `now`: denylisted tokens not yet
+    /// expired, and session revocations and user cut-offs newer than `now - horizon_ms`.
+    async fn revocations_since(
+        &self,
+        since: i64,
+        now: i64,
+        horizon_ms: i64,
+    ) -> StoreResult<RevocationFeed>;
+
+    /// Tells other replicas that `what` changed (Postgres NOTIFY; a no-op on SQLite).
+    async fn notify_change(&self, _what: &str) -> StoreResult<()> {
+        Ok(())
+    }
+    /// A stream of change notifications from other processes, where the backend has one
+    /// (Postgres LISTEN). `None` means: poll.
+    async fn listen_changes(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<String>>> {
+        Ok(None)
+    }
 }
 
 /// Opens the store named by the settings and returns it as a trait object.

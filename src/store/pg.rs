@@ -53,4 +53,44 @@ fn redact(msg: &str) -> String {
     }
 }
 
-impl_store!(PgStore, MIGRATOR);
+impl_store!(PgStore, MIGRATOR, {
+    async fn notify_change(&self, what: &str) -> StoreResult<()> {
+        sqlx::query("SELECT pg_notify('tessera_changes', $1)")
+            .bind(what)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn listen_changes(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<String>>> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                // `try_recv` yields None after a lost connection and reconnects on the next
+                // call; tell the consumer to resync, since notifications may have been missed.
+                match listener.try_recv().await {
+                    Ok(Some(n)) => {
+                        if tx.send(n.payload().to_string()).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {
+                        if tx.send("resync".into()).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change listener failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(Some(rx))
+    }
+});
+
+/// The NOTIFY channel replicas share.
+const CHANNEL: &str = "tessera_changes";

@@ -70,6 +70,7 @@ pub(super) struct SessionRow {
     revoked_reason: Option<String>,
     user_agent: Option<String>,
     ip: Option<String>,
+    client_id: String,
 }
 
 impl From<SessionRow> for Session {
@@ -86,6 +87,7 @@ impl From<SessionRow> for Session {
             revoked_reason: r.revoked_reason,
             user_agent: r.user_agent,
             ip: r.ip,
+            client_id: r.client_id,
         }
     }
 }
@@ -101,6 +103,7 @@ pub(super) struct KeyDbRow {
     activate_at: i64,
     retire_at: Option<i64>,
     remove_at: Option<i64>,
+    succeeds: Option<String>,
 }
 
 impl From<KeyDbRow> for KeyRow {
@@ -115,6 +118,7 @@ impl From<KeyDbRow> for KeyRow {
             activate_at: r.activate_at,
             retire_at: r.retire_at,
             remove_at: r.remove_at,
+            succeeds: r.succeeds,
         }
     }
 }
@@ -124,7 +128,7 @@ pub(super) const SESSION_RETENTION_MS: i64 = 24 * 3600 * 1000;
 
 /// Implements `Store` for a type with a `pool` field of the given pool type.
 macro_rules! impl_store {
-    ($store:ty, $migrator:expr) => {
+    ($store:ty, $migrator:expr, { $($extra:item)* }) => {
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             async fn migrate(&self) -> $crate::store::StoreResult<()> {
@@ -140,6 +144,8 @@ macro_rules! impl_store {
                     }
                 }
             }
+
+            $($extra)*
 
             async fn ping(&self) -> $crate::store::StoreResult<()> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -214,13 +220,52 @@ macro_rules! impl_store {
                 disabled: bool,
                 now: i64,
             ) -> $crate::store::StoreResult<bool> {
-                let r = sqlx::query("UPDATE users SET disabled = $2, updated_at = $3 WHERE username = $1")
-                    .bind(username)
-                    .bind(disabled)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await?;
+                // Disabling also cuts off every access token issued so far, including those of
+                // the current second (and publishes the cut-off in the revocation feed);
+                // re-enabling does not bring them back.
+                let not_before = now - now.rem_euclid(1000) + 1000;
+                let r = sqlx::query(
+                    "UPDATE users SET disabled = $2, updated_at = $3,
+                         tokens_not_before = CASE WHEN $2 THEN $4 ELSE tokens_not_before END
+                     WHERE username = $1",
+                )
+                .bind(username)
+                .bind(disabled)
+                .bind(now)
+                .bind(not_before)
+                .execute(&self.pool)
+                .await?;
                 Ok(r.rows_affected() == 1)
+            }
+
+            async fn revoke_user(
+                &self,
+                user_id: uuid::Uuid,
+                reason: &str,
+                now: i64,
+            ) -> $crate::store::StoreResult<bool> {
+                let not_before = now - now.rem_euclid(1000);
+                let mut tx = self.pool.begin().await?;
+                let r = sqlx::query("UPDATE users SET tokens_not_before = $2, updated_at = $3 WHERE id = $1")
+                    .bind(user_id)
+                    .bind(not_before)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                if r.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "UPDATE sessions SET revoked_at = $2, revoked_reason = $3
+                     WHERE user_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(user_id)
+                .bind(now)
+                .bind(reason)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn set_roles(
@@ -301,8 +346,9 @@ macro_rules! impl_store {
             ) -> $crate::store::StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
-                                           idle_expires_at, absolute_expires_at, user_agent, ip)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                                           idle_expires_at, absolute_expires_at, user_agent, ip,
+                                           client_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(s.id)
                 .bind(s.user_id)
@@ -313,6 +359,7 @@ macro_rules! impl_store {
                 .bind(s.absolute_expires_at)
                 .bind(&s.user_agent)
                 .bind(&s.ip)
+                .bind(&s.client_id)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -334,6 +381,7 @@ macro_rules! impl_store {
                 &self,
                 id: uuid::Uuid,
                 generation: i64,
+                client_id: &str,
                 now: i64,
                 idle_ttl_ms: i64,
                 grace_ms: i64,
@@ -349,7 +397,7 @@ macro_rules! impl_store {
                          idle_expires_at = CASE WHEN $4 < absolute_expires_at
                                                 THEN $4 ELSE absolute_expires_at END
                      WHERE id = $1 AND generation = $2 AND revoked_at IS NULL
-                       AND idle_expires_at > $3 AND absolute_expires_at > $3
+                       AND idle_expires_at > $3 AND absolute_expires_at > $3 AND client_id = $5
                        AND EXISTS (SELECT 1 FROM users u
                                    WHERE u.id = sessions.user_id AND NOT u.disabled)
                      RETURNING *",
@@ -358,6 +406,7 @@ macro_rules! impl_store {
                 .bind(generation)
                 .bind(now)
                 .bind(now.saturating_add(idle_ttl_ms))
+                .bind(client_id)
                 .fetch_optional(&self.pool)
                 .await?;
                 if let Some(row) = rotated {
@@ -389,12 +438,13 @@ macro_rules! impl_store {
                      WHERE s.id = $1 AND s.generation = $2 + 1 AND s.revoked_at IS NULL
                        AND s.last_refreshed_at > $3 - $4
                        AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3
-                       AND NOT u.disabled",
+                       AND s.client_id = $5 AND NOT u.disabled",
                 )
                 .bind(id)
                 .bind(generation)
                 .bind(now)
                 .bind(grace_ms)
+                .bind(client_id)
                 .fetch_optional(&self.pool)
                 .await?;
                 Ok(match retry {
@@ -566,8 +616,8 @@ macro_rules! impl_store {
             async fn insert_key(&self, k: &$crate::store::KeyRow) -> $crate::store::StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO signing_keys (kid, alg, private_key_enc, public_jwk, created_at,
-                                               publish_at, activate_at, retire_at, remove_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                                               publish_at, activate_at, retire_at, remove_at, succeeds)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(&k.kid)
                 .bind(&k.alg)
@@ -578,9 +628,80 @@ macro_rules! impl_store {
                 .bind(k.activate_at)
                 .bind(k.retire_at)
                 .bind(k.remove_at)
+                .bind(&k.succeeds)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
+            }
+
+            async fn rotate_keys(
+                &self,
+                k: &$crate::store::KeyRow,
+                retire_at: i64,
+                remove_at: i64,
+            ) -> $crate::store::StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, alg, private_key_enc, public_jwk, created_at,
+                                               publish_at, activate_at, retire_at, remove_at, succeeds)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8)",
+                )
+                .bind(&k.kid)
+                .bind(&k.alg)
+                .bind(&k.private_key_enc)
+                .bind(&k.public_jwk)
+                .bind(k.created_at)
+                .bind(k.publish_at)
+                .bind(k.activate_at)
+                .bind(&k.succeeds)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE signing_keys SET retire_at = $2, remove_at = $3
+                     WHERE kid <> $1 AND (retire_at IS NULL OR retire_at > $2)",
+                )
+                .bind(&k.kid)
+                .bind(retire_at)
+                .bind(remove_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn revocations_since(
+                &self,
+                since: i64,
+                now: i64,
+                horizon_ms: i64,
+            ) -> $crate::store::StoreResult<$crate::store::RevocationFeed> {
+                let oldest = now - horizon_ms;
+                let tokens: Vec<(String, i64, i64)> = sqlx::query_as(
+                    "SELECT jti, expires_at, revoked_at FROM revoked_tokens
+                     WHERE revoked_at >= $1 AND expires_at > $2 ORDER BY revoked_at",
+                )
+                .bind(since)
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
+                let sessions: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+                    "SELECT id, revoked_at FROM sessions
+                     WHERE revoked_at >= $1 AND revoked_at > $2 ORDER BY revoked_at",
+                )
+                .bind(since)
+                .bind(oldest)
+                .fetch_all(&self.pool)
+                .await?;
+                let users: Vec<(uuid::Uuid, i64)> = sqlx::query_as(
+                    "SELECT id, tokens_not_before FROM users
+                     WHERE tokens_not_before >= $1 AND tokens_not_before > $2
+                     ORDER BY tokens_not_before",
+                )
+                .bind(since)
+                .bind(oldest)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok($crate::store::RevocationFeed { tokens, sessions, users })
             }
         }
     };

@@ -55,4 +55,4 @@ impl SqliteStore {
     }
 }
 
-impl_store!(SqliteStore, MIGRATOR);
+impl_store!(SqliteStore, MIGRATOR, {});

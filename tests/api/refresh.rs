@@ -368,9 +368,20 @@ async fn disabled_users_and_password_changes_end_sessions(b: Backend) {
         .set_disabled("alice", false, tessera::auth::now_ms())
         .await
         .unwrap();
-    // Re-enabled: the old session was not revoked, so it works again.
+    // Re-enabled: access tokens from before stay cut off, but the session was not revoked, so
+    // it refreshes into a working token.
     assert_eq!(
         app.userinfo(a["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        401
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = app.refresh(a["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 200);
+    let fresh: Value = r.json().await.unwrap();
+    assert_eq!(
+        app.userinfo(fresh["access_token"].as_str().unwrap())
             .await
             .status(),
         200

@@ -21,13 +21,13 @@ fn b64(v: &Value) -> String {
 /// Signs arbitrary header and claims with the server's own active key.
 fn sign_with_ours(app: &TestApp, header: Header, claims: &Value) -> String {
     let ring = app.auth.keys.ring();
-    let key = ring.active.as_ref().unwrap();
+    let key = ring.active().unwrap();
     jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
 }
 
 fn our_header(app: &TestApp) -> Header {
     let ring = app.auth.keys.ring();
-    let key = ring.active.as_ref().unwrap();
+    let key = ring.active().unwrap();
     let mut h = Header::new(key.alg);
     h.typ = Some("at+jwt".into());
     h.kid = Some(key.kid.clone());
@@ -248,7 +248,7 @@ async fn forged_tokens_are_refused(b: Backend) {
     let h = b64(&serde_json::to_value(our_header(&app)).unwrap());
     let signing_input = format!("{h}.{}", URL_SAFE_NO_PAD.encode(dup_payload));
     let ring = app.auth.keys.ring();
-    let key = ring.active.as_ref().unwrap();
+    let key = ring.active().unwrap();
     let sig = jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key.encoding, key.alg).unwrap();
     assert_refused(&app, &format!("{signing_input}.{sig}"), "duplicate exp").await;
 

@@ -1,0 +1,85 @@
+//! `GET /.well-known/oauth-authorization-server` (RFC 8414) and
+//! `GET /.well-known/openid-configuration`: where the endpoints and keys are.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::AppState;
+use crate::config::Settings;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth_metadata),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
+}
+
+/// The RFC 8414 metadata document.
+pub fn metadata(s: &Settings) -> Value {
+    let iss = s.tokens.issuer.trim_end_matches('/');
+    json!({
+        "issuer": s.tokens.issuer,
+        "jwks_uri": format!("{iss}/.well-known/jwks.json"),
+        "token_endpoint": format!("{iss}/token"),
+        "revocation_endpoint": format!("{iss}/revoke"),
+        "introspection_endpoint": format!("{iss}/introspect"),
+        "userinfo_endpoint": format!("{iss}/userinfo"),
+        "grant_types_supported": ["password", "refresh_token"],
+        "response_types_supported": ["token"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
+        // The algorithms access tokens may be signed with (RFC 9068 JWTs).
+        "token_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
+        "service_documentation": format!("{iss}/openapi.json"),
+    })
+}
+
+fn cached(v: Value) -> Response {
+    let mut res = Json(v).into_response();
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    res
+}
+
+async fn oauth_metadata(State(st): State<AppState>) -> Response {
+    cached(metadata(&st.auth.settings))
+}
+
+async fn openid_configuration(State(st): State<AppState>) -> Response {
+    let mut v = metadata(&st.auth.settings);
+    if let Value::Object(m) = &mut v {
+        m.insert("subject_types_supported".into(), json!(["public"]));
+        m.insert(
+            "id_token_signing_alg_values_supported".into(),
+            json!(["ES256", "EdDSA", "RS256"]),
+        );
+        m.insert(
+            "claims_supported".into(),
+            json!([
+                "sub",
+                "iss",
+                "aud",
+                "exp",
+                "iat",
+                "nbf",
+                "jti",
+                "sid",
+                "client_id",
+                "roles"
+            ]),
+        );
+    }
+    cached(v)
+}

@@ -1,0 +1,277 @@
+//! The OAuth endpoints for API-side verifiers and clients: `POST /token` (RFC 6749 §4.3, §6),
+//! `POST /revoke` (RFC 7009), `POST /introspect` (RFC 7662) and `GET /revocations` (the
+//! revocation feed). Bodies are form-encoded where the RFCs say so.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::session::{client_meta, token_response};
+use super::AppState;
+use crate::auth::Introspection;
+use crate::error::Error;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/token", post(token))
+        .route("/revoke", post(revoke))
+        .route("/introspect", post(introspect))
+        .route("/revocations", get(revocations))
+}
+
+/// A parsed `application/x-www-form-urlencoded` body. RFC 6749 §3.2: parameters must not be
+/// repeated, so a repeated one is a malformed request.
+struct Form(HashMap<String, String>);
+
+impl Form {
+    fn parse(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Self, Error> {
+        let body = body.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::PayloadTooLarge
+            } else {
+                Error::InvalidRequest("unreadable body".into())
+            }
+        })?;
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            return Err(Error::InvalidRequest(
+                "expected application/x-www-form-urlencoded".into(),
+            ));
+        }
+        let mut map = HashMap::new();
+        for (k, v) in form_urlencoded::parse(&body) {
+            if map.insert(k.into_owned(), v.into_owned()).is_some() {
+                return Err(Error::InvalidRequest("repeated parameter".into()));
+            }
+        }
+        Ok(Form(map))
+    }
+
+    /// A parameter; empty values count as missing (RFC 6749 §3.1).
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    fn require(&self, k: &str) -> Result<&str, Error> {
+        self.get(k)
+            .ok_or_else(|| Error::InvalidRequest(format!("missing {k}")))
+    }
+}
+
+/// `Authorization: Basic` credentials (RFC 6749 §2.3.1: id and secret are form-urlencoded
+/// before base64). `Ok(None)` when the header is absent or uses another scheme.
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, SecretString)>, Error> {
+    let Some(v) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let v = v.to_str().map_err(|_| Error::InvalidClient)?;
+    let Some((scheme, b64)) = v.split_once(' ') else {
+        return Err(Error::InvalidClient);
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Ok(None);
+    }
+    let raw = STANDARD
+        .decode(b64.trim())
+        .map_err(|_| Error::InvalidClient)?;
+    let raw = String::from_utf8(raw).map_err(|_| Error::InvalidClient)?;
+    let (id, secret) = raw.split_once(':').ok_or(Error::InvalidClient)?;
+    let decode = |s: &str| -> String {
+        form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Ok(Some((decode(id), SecretString::from(decode(secret)))))
+}
+
+/// Client authentication for `/token` and `/revoke`: HTTP Basic or form credentials
+/// (`client_secret_post`), or none for the public first-party client. Presented credentials
+/// must be valid.
+fn client_of(st: &AppState, headers: &HeaderMap, form: &Form) -> Result<String, Error> {
+    let basic = basic_credentials(headers)?;
+    let post = form.get("client_secret");
+    let first_party = &st.auth.settings.tokens.client_id;
+    match (basic, post) {
+        (Some(_), Some(_)) => Err(Error::InvalidRequest(
+            "more than one client authentication method".into(),
+        )),
+        (Some((id, secret)), None) => {
+            if form.get("client_id").is_some_and(|c| c != id) {
+                return Err(Error::InvalidClient);
+            }
+            st.auth.authenticate_client(&id, &secret)
+        }
+        (None, Some(secret)) => {
+            let id = form.get("client_id").ok_or(Error::InvalidClient)?;
+            st.auth
+                .authenticate_client(id, &SecretString::from(secret.to_string()))
+        }
+        (None, None) => match form.get("client_id") {
+            None => Ok(first_party.clone()),
+            Some(id) if id == first_party => Ok(first_party.clone()),
+            // A confidential client without its secret, or an unknown client.
+            Some(_) => Err(Error::InvalidClient),
+        },
+    }
+}
+
+/// Introspection and the feed require an authenticated confidential client (HTTP Basic).
+fn require_client(st: &AppState, headers: &HeaderMap) -> Result<String, Error> {
+    let (id, secret) = basic_credentials(headers)?.ok_or(Error::InvalidClient)?;
+    st.auth.authenticate_client(&id, &secret)
+}
+
+#[tracing::instrument(skip_all)]
+async fn token(
+    State(st): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let form = Form::parse(&headers, body)?;
+    let grant = form.require("grant_type")?;
+    if !matches!(grant, "password" | "refresh_token") {
+        return Err(Error::UnsupportedGrantType);
+    }
+    let client = client_of(&st, &headers, &form)?;
+    let pair = if grant == "password" {
+        let username = form.require("username")?;
+        let password = SecretString::from(form.require("password")?.to_string());
+        let meta = client_meta(&headers, peer.map(|Extension(ConnectInfo(p))| p));
+        st.auth.login(username, password, meta, &client).await?
+    } else {
+        let rt = SecretString::from(form.require("refresh_token")?.to_string());
+        st.auth.refresh(rt, &client).await?
+    };
+    Ok(token_response(&pair))
+}
+
+#[tracing::instrument(skip_all)]
+async fn revoke(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let form = Form::parse(&headers, body)?;
+    client_of(&st, &headers, &form)?;
+    let token = SecretString::from(form.require("token")?.to_string());
+    st.auth.revoke(&token, form.get("token_type_hint")).await?;
+    Ok((StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response())
+}
+
+#[tracing::instrument(skip_all)]
+async fn introspect(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    require_client(&st, &headers)?;
+    let form = Form::parse(&headers, body)?;
+    let token = SecretString::from(form.require("token")?.to_string());
+    let t = &st.auth.settings.tokens;
+    let body = match st
+        .auth
+        .introspect(&token, form.get("token_type_hint"))
+        .await?
+    {
+        None => json!({ "active": false }),
+        Some(Introspection::Access(a)) => {
+            let c = &a.claims;
+            json!({
+                "active": true,
+                "token_type": "Bearer",
+                "sub": c.sub.to_string(),
+                "username": a.user.username,
+                "exp": c.exp,
+                "iat": c.iat,
+                "nbf": c.nbf,
+                "jti": c.jti,
+                "sid": c.sid.to_string(),
+                "aud": t.audience,
+                "iss": t.issuer,
+                "client_id": c.client_id,
+                "roles": a.user.roles,
+            })
+        }
+        Some(Introspection::Refresh(b)) => {
+            let (session, user) = *b;
+            json!({
+                "active": true,
+                "token_type": "refresh_token",
+                "sub": user.id.to_string(),
+                "username": user.username,
+                "exp": session.idle_expires_at.min(session.absolute_expires_at) / 1000,
+                "iat": session.last_refreshed_at / 1000,
+                "sid": session.id.to_string(),
+                "aud": t.audience,
+                "iss": t.issuer,
+                "client_id": session.client_id,
+            })
+        }
+    };
+    let mut res = Json(body).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+#[derive(Deserialize)]
+struct FeedQuery {
+    since: Option<String>,
+}
+
+/// Entries of the feed overlap by this much between polls, so a revocation committed while a
+/// poll ran is never skipped. Applying an entry twice is harmless.
+const FEED_OVERLAP_MS: i64 = 10_000;
+
+#[tracing::instrument(skip_all)]
+async fn revocations(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Error> {
+    require_client(&st, &headers)?;
+    let Query(q) = query.map_err(|_| Error::InvalidRequest("malformed query".into()))?;
+    let since = match q.since.as_deref() {
+        None | Some("") => 0,
+        Some(c) => c
+            .parse::<i64>()
+            .ok()
+            .filter(|v| *v >= 0)
+            .ok_or_else(|| Error::InvalidRequest("malformed cursor".into()))?,
+    };
+    let (feed, now) = st.auth.revocations(since).await?;
+    let body = json!({
+        "cursor": (now - FEED_OVERLAP_MS).max(0).to_string(),
+        "revoked_tokens": feed.tokens.iter().map(|(jti, exp, at)| json!({
+            "jti": jti, "exp": exp / 1000, "revoked_at": at / 1000,
+        })).collect::<Vec<Value>>(),
+        "revoked_sessions": feed.sessions.iter().map(|(sid, at)| json!({
+            "sid": sid.to_string(), "revoked_at": at / 1000,
+        })).collect::<Vec<Value>>(),
+        "not_before": feed.users.iter().map(|(sub, nbf)| json!({
+            "sub": sub.to_string(), "not_before": nbf / 1000,
+        })).collect::<Vec<Value>>(),
+    });
+    let mut res = Json(body).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
