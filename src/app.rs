@@ -168,7 +168,7 @@ impl Application {
 
 /// How often the key ring is re-read when no change notification arrives (SQLite, or a lost
 /// Postgres listener).
-const RELOAD_EVERY: Duration = Duration::from_secs(5);
+const RELOAD_EVERY: Duration = Duration::from_millis(crate::auth::keys::PROPAGATION_MS as u64);
 /// How often automatic rotation and the purge of expired rows are considered.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
 

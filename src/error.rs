@@ -25,6 +25,10 @@ pub enum Error {
     /// `grant_type` names a grant this server does not offer.
     #[error("unsupported grant type")]
     UnsupportedGrantType,
+    /// `invalid_grant` at the token endpoint, where RFC 6749 §5.2 answers 400 (the first-party
+    /// `/login` and `/refresh` answer 401).
+    #[error("invalid grant")]
+    GrantRejected,
     /// A bearer access token failed verification (RFC 6750 §3.1 `invalid_token`).
     #[error("invalid token")]
     InvalidToken,
@@ -67,6 +71,11 @@ impl Error {
             ),
             Error::InvalidGrant => (
                 StatusCode::UNAUTHORIZED,
+                "invalid_grant",
+                "The credentials or the refresh token are invalid, expired or revoked.",
+            ),
+            Error::GrantRejected => (
+                StatusCode::BAD_REQUEST,
                 "invalid_grant",
                 "The credentials or the refresh token are invalid, expired or revoked.",
             ),
@@ -181,6 +190,7 @@ mod tests {
             (Error::InvalidGrant, 401, "invalid_grant"),
             (Error::InvalidToken, 401, "invalid_token"),
             (Error::InvalidClient, 401, "invalid_client"),
+            (Error::GrantRejected, 400, "invalid_grant"),
             (Error::UnsupportedGrantType, 400, "unsupported_grant_type"),
             (Error::SlowDown(3), 429, "slow_down"),
             (Error::PayloadTooLarge, 413, "invalid_request"),

@@ -414,8 +414,12 @@ fn decoding_key(jwk: &Value) -> Option<DecodingKey> {
     }
 }
 
-/// Extra time a retired key stays published, covering replicas that have not reloaded yet.
-pub const RELOAD_SLACK_MS: i64 = 60_000;
+/// How often every replica re-reads the keys even without a change notification. A change is
+/// therefore everywhere within this time.
+pub const PROPAGATION_MS: i64 = 5_000;
+/// Extra time a retired key stays published: a replica that has not reloaded yet may still sign
+/// with it for up to `PROPAGATION_MS`.
+pub const RELOAD_SLACK_MS: i64 = 2 * PROPAGATION_MS;
 
 /// Timing of the key lifecycle, from the settings.
 #[derive(Debug, Clone, Copy)]
@@ -510,9 +514,11 @@ impl Keys {
         succeeds: Option<String>,
         now: i64,
     ) -> Result<Option<String>, KeyError> {
+        // Invariant 3: every replica must have published the key for `publish_ahead` before
+        // any signs with it, and replicas may learn of it up to `PROPAGATION_MS` late.
         let activate_at = match activation {
             Activation::Now => now,
-            Activation::AfterPublishAhead => now + schedule.publish_ahead_ms,
+            Activation::AfterPublishAhead => now + schedule.publish_ahead_ms + PROPAGATION_MS,
         };
         let row = sealed_row(&self.master, material, now, activate_at, succeeds)?;
         match store
@@ -561,7 +567,9 @@ impl Keys {
         };
         // Create the successor early enough that it has been published for `publish_ahead`
         // when the newest key has served `rotate_every`.
-        let due = newest.activate_at + schedule.rotate_every_ms - schedule.publish_ahead_ms;
+        let due = newest.activate_at + schedule.rotate_every_ms
+            - schedule.publish_ahead_ms
+            - PROPAGATION_MS;
         if now < due || newest.retire_at.is_some() {
             return Ok(None);
         }
@@ -658,6 +666,74 @@ mod tests {
             }
             assert!(decoding_key(&m.jwk).is_some());
         }
+    }
+
+    #[test]
+    fn ring_follows_the_lifecycle() {
+        let mk = MasterKey::from_base64(&MasterKey::generate_base64().unwrap()).unwrap();
+        let a = generate(KeyAlg::Es256, 2048).unwrap();
+        let b = generate(KeyAlg::EdDsa, 2048).unwrap();
+        let row = |m: &KeyMaterial,
+                   publish: i64,
+                   activate: i64,
+                   retire: Option<i64>,
+                   remove: Option<i64>| KeyRow {
+            retire_at: retire,
+            remove_at: remove,
+            publish_at: publish,
+            ..sealed_row(&mk, m, publish, activate, None).unwrap()
+        };
+        let rows = vec![
+            row(&a, 0, 0, Some(100), Some(200)),
+            row(&b, 50, 100, None, None),
+        ];
+        let kids = |r: &KeyRing| {
+            let v: Value = serde_json::from_slice(&r.jwks).unwrap();
+            v["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        // Before B is published: only A, and A signs.
+        let r = KeyRing::build(&rows, &mk, 40);
+        assert_eq!(kids(&r), vec![a.kid.clone()]);
+        assert_eq!(r.signer_at(40).unwrap().kid, a.kid);
+        // B published ahead of signing; A still signs; at B's activation B signs, with no reload.
+        let r = KeyRing::build(&rows, &mk, 60);
+        assert_eq!(kids(&r), vec![a.kid.clone(), b.kid.clone()]);
+        assert_eq!(r.signer_at(99).unwrap().kid, a.kid);
+        assert_eq!(r.signer_at(100).unwrap().kid, b.kid);
+        // Retired A stays published (tokens it signed still verify) until its removal.
+        let r = KeyRing::build(&rows, &mk, 199);
+        assert!(r.verifying.contains_key(&a.kid));
+        assert_eq!(r.signer_at(199).unwrap().kid, b.kid);
+        let r = KeyRing::build(&rows, &mk, 200);
+        assert_eq!(kids(&r), vec![b.kid.clone()]);
+        assert!(!r.verifying.contains_key(&a.kid));
+        // A sealed key opened with the wrong master key is skipped, not fatal.
+        let other = MasterKey::from_base64(&MasterKey::generate_base64().unwrap()).unwrap();
+        let r = KeyRing::build(&rows, &other, 150);
+        assert!(r.signer_at(150).is_none());
+    }
+
+    #[test]
+    fn import_detects_the_algorithm() {
+        for alg in [KeyAlg::Es256, KeyAlg::EdDsa, KeyAlg::Rs256] {
+            let m = generate(alg, 2048).unwrap();
+            let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", m.pkcs8.to_vec()));
+            let imported = import_pem(&pem, Some("k1".into())).unwrap();
+            assert_eq!(imported.alg, alg);
+            assert_eq!(imported.kid, "k1");
+            assert_eq!(imported.jwk["x"], m.jwk["x"]);
+        }
+        let ec = generate(KeyAlg::Es256, 2048).unwrap();
+        let sec1 = pem::encode(&pem::Pem::new("EC PRIVATE KEY", ec.pkcs8.to_vec()));
+        assert!(import_pem(&sec1, None).is_err());
+        assert!(import_pem("not pem", None).is_err());
+        let junk = pem::encode(&pem::Pem::new("PRIVATE KEY", vec![1, 2, 3]));
+        assert!(import_pem(&junk, None).is_err());
     }
 
     #[test]

@@ -151,14 +151,22 @@ async fn token(
         return Err(Error::UnsupportedGrantType);
     }
     let client = client_of(&st, &headers, &form)?;
+    // Same code as /login and /refresh; only the status of invalid_grant differs (§5.2).
+    let to_rfc = |e: Error| match e {
+        Error::InvalidGrant => Error::GrantRejected,
+        other => other,
+    };
     let pair = if grant == "password" {
         let username = form.require("username")?;
         let password = SecretString::from(form.require("password")?.to_string());
         let meta = client_meta(&headers, peer.map(|Extension(ConnectInfo(p))| p));
-        st.auth.login(username, password, meta, &client).await?
+        st.auth
+            .login(username, password, meta, &client)
+            .await
+            .map_err(to_rfc)?
     } else {
         let rt = SecretString::from(form.require("refresh_token")?.to_string());
-        st.auth.refresh(rt, &client).await?
+        st.auth.refresh(rt, &client).await.map_err(to_rfc)?
     };
     Ok(token_response(&pair))
 }

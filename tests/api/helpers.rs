@@ -88,8 +88,18 @@ pub async fn postgres_available() -> bool {
 
 /// Where a test's database lives, removed when the test ends.
 pub enum Db {
-    Sqlite { dir: PathBuf, url: String },
-    Postgres { name: String, url: String },
+    Sqlite {
+        dir: PathBuf,
+        url: String,
+    },
+    Postgres {
+        name: String,
+        url: String,
+    },
+    /// Another TestApp's database (a second replica); not dropped by this one.
+    Shared {
+        url: String,
+    },
 }
 
 impl Db {
@@ -123,7 +133,7 @@ impl Db {
 
     pub fn url(&self) -> &str {
         match self {
-            Db::Sqlite { url, .. } | Db::Postgres { url, .. } => url,
+            Db::Sqlite { url, .. } | Db::Postgres { url, .. } | Db::Shared { url } => url,
         }
     }
 }
@@ -131,6 +141,7 @@ impl Db {
 impl Drop for Db {
     fn drop(&mut self) {
         match self {
+            Db::Shared { .. } => {}
             Db::Sqlite { dir, .. } => {
                 let _ = std::fs::remove_dir_all(dir);
             }
@@ -179,7 +190,15 @@ pub fn test_figment(db_url: &str, master: &str) -> Figment {
         .merge(Serialized::default("database.url", db_url))
         .merge(Serialized::default("keys.master_key", master))
         .merge(Serialized::default("http.request_timeout", "30s"))
+        .merge(Serialized::default(
+            "clients",
+            serde_json::json!([{"id": CLIENT_ID, "secret": CLIENT_SECRET}]),
+        ))
 }
+
+/// The confidential client every test server knows.
+pub const CLIENT_ID: &str = "orders-api";
+pub const CLIENT_SECRET: &str = "orders-api-secret-0123456789";
 
 pub struct TestApp {
     pub base: String,
@@ -202,9 +221,20 @@ impl TestApp {
         backend: Backend,
         tweak: impl FnOnce(Figment) -> Figment,
     ) -> Option<Self> {
-        init_logs();
         let db = Db::create(backend).await?;
-        let master = master_key();
+        Some(Self::spawn_on(db, master_key(), tweak).await)
+    }
+
+    /// A second server on this one's database and master key: another replica.
+    pub async fn replica(&self, tweak: impl FnOnce(Figment) -> Figment) -> Self {
+        let db = Db::Shared {
+            url: self.db.url().to_string(),
+        };
+        Self::spawn_on(db, self.master_key.clone(), tweak).await
+    }
+
+    async fn spawn_on(db: Db, master: String, tweak: impl FnOnce(Figment) -> Figment) -> Self {
+        init_logs();
         let settings = Settings::from_figment(tweak(test_figment(db.url(), &master))).unwrap();
         let app = Application::build(settings).await.unwrap();
         let addr = app.local_addr().unwrap();
@@ -213,7 +243,7 @@ impl TestApp {
         let server = tokio::spawn(app.run(async move {
             let _ = rx.await;
         }));
-        Some(Self {
+        Self {
             base: format!("http://{addr}"),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
@@ -224,7 +254,7 @@ impl TestApp {
             shutdown: Some(tx),
             server: Some(server),
             db,
-        })
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -282,23 +312,21 @@ impl TestApp {
 
     /// Runs a scalar query against the test's database, for asserting stored state.
     pub async fn scalar_i64(&self, sql: &'static str, bind: &str) -> i64 {
-        match &self.db {
-            Db::Sqlite { url, .. } => {
-                let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-                sqlx::query_scalar::<_, i64>(sql)
-                    .bind(bind)
-                    .fetch_one(&mut c)
-                    .await
-                    .unwrap()
-            }
-            Db::Postgres { url, .. } => {
-                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-                sqlx::query_scalar::<_, i64>(sql)
-                    .bind(bind)
-                    .fetch_one(&mut c)
-                    .await
-                    .unwrap()
-            }
+        let url = self.db.url();
+        if url.starts_with("sqlite") {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(bind)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        } else {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(bind)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
         }
     }
 

@@ -6,6 +6,7 @@ mod helpers;
 mod cli;
 mod hygiene;
 mod interop;
+mod keys;
 mod login;
 mod refresh;
 mod resilience;
