@@ -8,6 +8,7 @@ mod hygiene;
 mod interop;
 mod keys;
 mod login;
+mod oauth;
 mod refresh;
 mod resilience;
 mod userinfo;

@@ -1,0 +1,692 @@
+//! The standards endpoints: `/token` (RFC 6749), `/revoke` (RFC 7009), `/introspect`
+//! (RFC 7662), the revocation feed, `/logout/all`, and discovery (RFC 8414).
+
+use serde_json::{json, Value};
+
+use crate::helpers::{Backend, TestApp, CLIENT_ID, CLIENT_SECRET, PASSWORD};
+use crate::on_both;
+
+on_both!(
+    token_endpoint_grants,
+    token_endpoint_errors_and_client_auth,
+    revoke_refresh_and_access_tokens,
+    introspection,
+    revocation_feed,
+    logout_everywhere,
+    discovery_documents,
+);
+
+impl TestApp {
+    async fn form(
+        &self,
+        path: &str,
+        params: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> reqwest::Response {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .finish();
+        let mut req = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some((id, secret)) = basic {
+            req = req.basic_auth(id, Some(secret));
+        }
+        req.send().await.unwrap()
+    }
+
+    async fn introspect(&self, token: &str) -> Value {
+        let r = self
+            .form(
+                "/introspect",
+                &[("token", token)],
+                Some((CLIENT_ID, CLIENT_SECRET)),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        r.json().await.unwrap()
+    }
+}
+
+const CLIENT: Option<(&str, &str)> = Some((CLIENT_ID, CLIENT_SECRET));
+
+async fn token_endpoint_grants(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let user = app.create_user("alice", &["admin"]).await;
+    // Password grant, public first-party client.
+    let r = app
+        .form(
+            "/token",
+            &[
+                ("grant_type", "password"),
+                ("username", "Alice"),
+                ("password", PASSWORD),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.headers()["pragma"], "no-cache");
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(t["token_type"], "Bearer");
+    assert_eq!(t["expires_in"], 600);
+    let c = TestApp::claims(t["access_token"].as_str().unwrap());
+    assert_eq!(c["sub"], user.id.to_string());
+    assert_eq!(c["client_id"], "tessera");
+    assert_eq!(
+        app.userinfo(t["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+    // Refresh grant: same rotation as /refresh (the old token is then spent).
+    let rt = t["refresh_token"].as_str().unwrap();
+    let r = app
+        .form(
+            "/token",
+            &[("grant_type", "refresh_token"), ("refresh_token", rt)],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let t2: Value = r.json().await.unwrap();
+    assert_ne!(t2["refresh_token"], t["refresh_token"]);
+    // ... and /refresh continues the same family.
+    assert_eq!(
+        app.refresh(t2["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+
+    // A confidential client, by HTTP Basic and by form credentials.
+    let r = app
+        .form(
+            "/token",
+            &[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ],
+            CLIENT,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let conf: Value = r.json().await.unwrap();
+    assert_eq!(
+        TestApp::claims(conf["access_token"].as_str().unwrap())["client_id"],
+        CLIENT_ID
+    );
+    let r = app
+        .form(
+            "/token",
+            &[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", PASSWORD),
+                ("client_id", CLIENT_ID),
+                ("client_secret", CLIENT_SECRET),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    // RFC 6749 §6: a refresh token works only for the client it was issued to.
+    let crt = conf["refresh_token"].as_str().unwrap();
+    let r = app
+        .form(
+            "/token",
+            &[("grant_type", "refresh_token"), ("refresh_token", crt)],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        app.refresh(crt).await.status(),
+        401,
+        "/refresh is the first-party client"
+    );
+    let r = app
+        .form(
+            "/token",
+            &[("grant_type", "refresh_token"), ("refresh_token", crt)],
+            CLIENT,
+        )
+        .await;
+    assert_eq!(r.status(), 200, "the owning client can still refresh");
+}
+
+async fn token_endpoint_errors_and_client_auth(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    app.create_user("bob", &[]).await;
+    app.auth.store.set_disabled("bob", true, 0).await.unwrap();
+    let cases: Vec<(&str, Vec<(&str, &str)>, u16, &str)> = vec![
+        (
+            "no grant_type",
+            vec![("username", "alice"), ("password", PASSWORD)],
+            400,
+            "invalid_request",
+        ),
+        (
+            "unknown grant",
+            vec![("grant_type", "client_credentials")],
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            "authorization_code",
+            vec![("grant_type", "authorization_code"), ("code", "x")],
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            "missing password",
+            vec![("grant_type", "password"), ("username", "alice")],
+            400,
+            "invalid_request",
+        ),
+        (
+            "missing refresh_token",
+            vec![("grant_type", "refresh_token")],
+            400,
+            "invalid_request",
+        ),
+        (
+            "repeated parameter",
+            vec![
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("username", "bob"),
+                ("password", PASSWORD),
+            ],
+            400,
+            "invalid_request",
+        ),
+        (
+            "garbage refresh token",
+            vec![("grant_type", "refresh_token"), ("refresh_token", "nope")],
+            400,
+            "invalid_grant",
+        ),
+        (
+            "unknown client_id",
+            vec![
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", PASSWORD),
+                ("client_id", "mallory"),
+            ],
+            401,
+            "invalid_client",
+        ),
+        (
+            "confidential client without secret",
+            vec![
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", PASSWORD),
+                ("client_id", CLIENT_ID),
+            ],
+            401,
+            "invalid_client",
+        ),
+        (
+            "wrong client_secret",
+            vec![
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", PASSWORD),
+                ("client_id", CLIENT_ID),
+                ("client_secret", "wrong-secret-wrong-secret"),
+            ],
+            401,
+            "invalid_client",
+        ),
+    ];
+    for (what, params, status, error) in cases {
+        let r = app.form("/token", &params, None).await;
+        assert_eq!(r.status(), status, "{what}");
+        if status == 401 {
+            assert!(
+                r.headers()["www-authenticate"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("Basic"),
+                "{what}"
+            );
+        }
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], error, "{what}");
+    }
+    // Credential failures: one status, one body, for wrong password, unknown and disabled users.
+    let mut bodies = Vec::new();
+    for (u, p) in [
+        ("alice", "wrong password"),
+        ("nobody", PASSWORD),
+        ("bob", PASSWORD),
+    ] {
+        let r = app
+            .form(
+                "/token",
+                &[("grant_type", "password"), ("username", u), ("password", p)],
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), 400);
+        bodies.push(r.bytes().await.unwrap());
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&bodies[0]).unwrap()["error"],
+        "invalid_grant"
+    );
+    // Basic with a wrong secret, malformed Basic, and two methods at once.
+    let p = [
+        ("grant_type", "password"),
+        ("username", "alice"),
+        ("password", PASSWORD),
+    ];
+    let r = app
+        .form("/token", &p, Some((CLIENT_ID, "not-the-secret")))
+        .await;
+    assert_eq!(r.status(), 401);
+    let r = app
+        .client
+        .post(app.url("/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", "Basic !!!")
+        .body("grant_type=password&username=alice&password=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let mut both = p.to_vec();
+    both.push(("client_secret", CLIENT_SECRET));
+    both.push(("client_id", CLIENT_ID));
+    assert_eq!(app.form("/token", &both, CLIENT).await.status(), 400);
+    // JSON is not the token endpoint's format; GET is not its method.
+    let r = app
+        .post_json(
+            "/token",
+            &json!({"grant_type": "password", "username": "alice", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        app.client
+            .get(app.url("/token"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        405
+    );
+    // Nothing above created a session.
+    assert_eq!(
+        app.scalar_i64("SELECT COUNT(*) FROM sessions WHERE $1 = $1", "")
+            .await,
+        0
+    );
+}
+
+async fn revoke_refresh_and_access_tokens(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    // A refresh token: its session ends, and with it the session's access tokens.
+    let t = app.login_ok("alice").await;
+    let r = app
+        .form(
+            "/revoke",
+            &[
+                ("token", t["refresh_token"].as_str().unwrap()),
+                ("token_type_hint", "refresh_token"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        app.refresh(t["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        app.userinfo(t["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        401
+    );
+    // An access token: its jti is denylisted until it expires; the session lives on.
+    let t = app.login_ok("alice").await;
+    let access = t["access_token"].as_str().unwrap();
+    let r = app.form("/revoke", &[("token", access)], CLIENT).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.userinfo(access).await.status(), 401);
+    let jti = TestApp::claims(access)["jti"].as_str().unwrap().to_string();
+    assert_eq!(
+        app.scalar_i64("SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1", &jti)
+            .await,
+        1
+    );
+    assert_eq!(
+        app.refresh(t["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+    // RFC 7009 §2.2: unknown tokens get 200 as well; a missing token is malformed.
+    assert_eq!(
+        app.form("/revoke", &[("token", "whatever")], None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.form(
+            "/revoke",
+            &[("token", "x"), ("token_type_hint", "unknown_hint")],
+            None
+        )
+        .await
+        .status(),
+        200
+    );
+    let r = app.form("/revoke", &[], None).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+    // Presented client credentials must be right.
+    let r = app
+        .form("/revoke", &[("token", access)], Some((CLIENT_ID, "wrong")))
+        .await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
+}
+
+async fn introspection(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let user = app.create_user("alice", &["admin"]).await;
+    let t = app.login_ok("alice").await;
+    let access = t["access_token"].as_str().unwrap();
+    // Client authentication is required.
+    let r = app.form("/introspect", &[("token", access)], None).await;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic"));
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
+    assert_eq!(
+        app.form(
+            "/introspect",
+            &[("token", access)],
+            Some((CLIENT_ID, "nope"))
+        )
+        .await
+        .status(),
+        401
+    );
+    assert_eq!(
+        app.form(
+            "/introspect",
+            &[("token", access)],
+            Some(("tessera", CLIENT_SECRET))
+        )
+        .await
+        .status(),
+        401
+    );
+    assert_eq!(app.form("/introspect", &[], CLIENT).await.status(), 400);
+
+    let c = TestApp::claims(access);
+    let v = app.introspect(access).await;
+    assert_eq!(v["active"], true);
+    assert_eq!(v["sub"], user.id.to_string());
+    assert_eq!(v["token_type"], "Bearer");
+    for k in ["exp", "iat", "jti", "sid", "aud", "iss", "client_id"] {
+        assert_eq!(v[k], c[k], "{k}");
+    }
+    // A refresh token, without spending it.
+    let rt = t["refresh_token"].as_str().unwrap();
+    let v = app.introspect(rt).await;
+    assert_eq!(v["active"], true);
+    assert_eq!(v["token_type"], "refresh_token");
+    assert_eq!(v["sid"], c["sid"]);
+    let next: Value = app.refresh(rt).await.json().await.unwrap();
+    // After rotation the old refresh token is inactive, and introspecting it is not "reuse".
+    let inactive = |v: &Value| *v == json!({"active": false});
+    assert!(inactive(&app.introspect(rt).await));
+    let next_rt = next["refresh_token"].as_str().unwrap();
+    assert_eq!(app.introspect(next_rt).await["active"], true);
+    // Revoked, garbage, and forged tokens: exactly {"active":false}.
+    let r = app
+        .client
+        .post(app.url("/logout"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    for tok in [access, next_rt, "garbage", "a.b.c"] {
+        let r = app.form("/introspect", &[("token", tok)], CLIENT).await;
+        assert_eq!(r.text().await.unwrap(), r#"{"active":false}"#);
+    }
+}
+
+async fn revocation_feed(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let user = app.create_user("alice", &[]).await;
+    let feed = |since: Option<String>| {
+        let app = &app;
+        async move {
+            let mut req = app
+                .client
+                .get(app.url("/revocations"))
+                .basic_auth(CLIENT_ID, Some(CLIENT_SECRET));
+            if let Some(s) = since {
+                req = req.query(&[("since", s)]);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    // Closed without client authentication.
+    let r = app
+        .client
+        .get(app.url("/revocations"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let empty = feed(None).await;
+    assert_eq!(empty["revoked_tokens"], json!([]));
+    assert_eq!(empty["revoked_sessions"], json!([]));
+    assert_eq!(empty["not_before"], json!([]));
+    let cursor = empty["cursor"].as_str().unwrap().to_string();
+
+    let t = app.login_ok("alice").await;
+    let access = t["access_token"].as_str().unwrap();
+    let c = TestApp::claims(access);
+    let r = app
+        .client
+        .post(app.url("/logout"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let v = feed(Some(cursor.clone())).await;
+    let tokens = v["revoked_tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0]["jti"], c["jti"]);
+    assert_eq!(tokens[0]["exp"], c["exp"]);
+    assert_eq!(
+        v["revoked_sessions"].as_array().unwrap()[0]["sid"],
+        c["sid"]
+    );
+
+    // Logout everywhere publishes the user's cut-off.
+    let t2 = app.login_ok("alice").await;
+    let r = app
+        .client
+        .post(app.url("/logout/all"))
+        .bearer_auth(t2["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let v = feed(Some(cursor)).await;
+    let nbf = v["not_before"].as_array().unwrap();
+    assert_eq!(nbf.len(), 1);
+    assert_eq!(nbf[0]["sub"], user.id.to_string());
+    assert!(
+        nbf[0]["not_before"].as_i64().unwrap()
+            <= TestApp::claims(t2["access_token"].as_str().unwrap())["iat"]
+                .as_i64()
+                .unwrap()
+                + 1
+    );
+    // A cursor from the future sees nothing; a malformed one is a 400.
+    let later = (tessera::auth::now_ms() + 60_000).to_string();
+    let v = feed(Some(later)).await;
+    assert_eq!(v["revoked_tokens"], json!([]));
+    let r = app
+        .client
+        .get(app.url("/revocations?since=yesterday"))
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+async fn logout_everywhere(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    app.create_user("bob", &[]).await;
+    let s1 = app.login_ok("alice").await;
+    let s2 = app.login_ok("alice").await;
+    let bob = app.login_ok("bob").await;
+    let r = app
+        .client
+        .post(app.url("/logout/all"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = app
+        .client
+        .post(app.url("/logout/all"))
+        .bearer_auth(s1["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    for s in [&s1, &s2] {
+        assert_eq!(
+            app.userinfo(s["access_token"].as_str().unwrap())
+                .await
+                .status(),
+            401
+        );
+        assert_eq!(
+            app.refresh(s["refresh_token"].as_str().unwrap())
+                .await
+                .status(),
+            401
+        );
+    }
+    assert_eq!(
+        app.userinfo(bob["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.scalar_i64(
+            "SELECT COUNT(*) FROM sessions WHERE revoked_reason = $1",
+            "logout_all"
+        )
+        .await,
+        2
+    );
+    // A new login works at once.
+    let fresh = app.login_ok("alice").await;
+    assert_eq!(
+        app.userinfo(fresh["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+    // The CLI does the same for an operator.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["user", "revoke", "BOB"])
+        .env("DATABASE_URL", app.db.url())
+        .env("TESSERA__KEYS__MASTER_KEY", &app.master_key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        app.userinfo(bob["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        app.refresh(bob["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        401
+    );
+}
+
+async fn discovery_documents(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ] {
+        let r = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        let iss = "http://127.0.0.1:8080";
+        assert_eq!(v["issuer"], iss);
+        assert_eq!(v["jwks_uri"], format!("{iss}/.well-known/jwks.json"));
+        assert_eq!(v["token_endpoint"], format!("{iss}/token"));
+        assert_eq!(v["revocation_endpoint"], format!("{iss}/revoke"));
+        assert_eq!(v["introspection_endpoint"], format!("{iss}/introspect"));
+        assert_eq!(
+            v["grant_types_supported"],
+            json!(["password", "refresh_token"])
+        );
+        assert!(v["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("client_secret_basic")));
+        assert!(v.to_string().contains("ES256"));
+    }
+}
