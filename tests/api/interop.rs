@@ -1,42 +1,50 @@
-//! Tokens verified by an independent JOSE implementation (PyJWT), against the live JWKS.
+//! Tokens verified by independent JOSE implementations (PyJWT and npm `jose`) against the live
+//! JWKS, for every algorithm, across a key rotation.
 
 use std::process::Command;
 
 use serde_json::Value;
+use tessera::auth::keys::{generate, Activation, KeyAlg};
 
 use crate::helpers::{Backend, TestApp};
 use crate::on_both;
 
-on_both!(pyjwt_verifies_issued_tokens);
+on_both!(independent_verifiers_accept_tokens_across_rotation);
 
-/// Whether PyJWT can run here; in CI its absence is a failure, not a skip.
-fn pyjwt_available() -> bool {
-    let ok = Command::new("python3")
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop");
+
+/// Whether both verifiers can run here; in CI their absence is a failure, not a skip.
+fn verifiers_available() -> bool {
+    let py = Command::new("python3")
         .args(["-c", "import jwt, cryptography"])
         .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
+        .is_ok_and(|s| s.success());
+    let node = std::path::Path::new(DIR).join("node_modules/jose").exists();
+    if !(py && node) {
         assert!(
             std::env::var_os("CI").is_none(),
-            "PyJWT is required in CI (pip install 'pyjwt[crypto]')"
+            "CI needs PyJWT (pip install 'pyjwt[crypto]') and jose (npm ci in tests/interop)"
         );
         use std::io::Write;
         let _ = writeln!(
             std::io::stderr(),
-            "*** PyJWT interop test SKIPPED: pip install 'pyjwt[crypto]' ***"
+            "*** interop test SKIPPED: needs PyJWT and `npm ci` in tests/interop ***"
         );
     }
-    ok
+    py && node
 }
 
-/// Runs the PyJWT verifier off the runtime (it calls back into the server for the JWKS).
-async fn pyjwt(app: &TestApp, token: &str) -> (bool, String) {
+/// Runs one verifier off the runtime (it calls back into the server for the JWKS).
+async fn verify(verifier: &'static str, app: &TestApp, token: &str) -> (bool, String) {
     let (base, token) = (app.base.clone(), token.to_string());
     tokio::task::spawn_blocking(move || {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/verify_pyjwt.py");
-        let out = Command::new("python3")
-            .args([script, &base, &token, "http://127.0.0.1:8080", "tessera"])
+        let (prog, script) = match verifier {
+            "pyjwt" => ("python3", format!("{DIR}/verify_pyjwt.py")),
+            _ => ("node", format!("{DIR}/verify_jose.mjs")),
+        };
+        let out = Command::new(prog)
+            .args([&script, &base, &token, "http://127.0.0.1:8080", "tessera"])
+            .current_dir(DIR)
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string()
@@ -47,36 +55,53 @@ async fn pyjwt(app: &TestApp, token: &str) -> (bool, String) {
     .unwrap()
 }
 
-async fn pyjwt_verifies_issued_tokens(b: Backend) {
-    if !pyjwt_available() {
+async fn independent_verifiers_accept_tokens_across_rotation(b: Backend) {
+    if !verifiers_available() {
         return;
     }
-    for alg in ["ES256", "EdDSA", "RS256"] {
+    for alg in [KeyAlg::Es256, KeyAlg::EdDsa, KeyAlg::Rs256] {
         let Some(app) = TestApp::spawn_with(b, |f| {
-            f.merge(figment::providers::Serialized::default(
-                "keys.algorithm",
-                alg,
-            ))
+            f.merge(figment::providers::Serialized::default("keys.algorithm", alg.name()))
         })
         .await
         else {
             return;
         };
         let user = app.create_user("alice", &["admin"]).await;
-        let t = app.login_ok("alice").await;
-        let token = t["access_token"].as_str().unwrap().to_string();
-        let (ok, out) = pyjwt(&app, &token).await;
-        assert!(ok, "PyJWT rejected a {alg} token: {out}");
-        let claims: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
-        assert_eq!(claims["sub"], user.id.to_string());
-        assert_eq!(
-            format!("{:?}", jsonwebtoken::decode_header(&token).unwrap().alg),
-            alg
-        );
-        // And PyJWT refuses a tampered one, so the check above is not vacuous.
-        let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
-        parts[1] = parts[1].replacen('e', "f", 1);
-        let (ok, _) = pyjwt(&app, &parts.join(".")).await;
-        assert!(!ok, "PyJWT accepted a tampered {alg} token");
+        let before = app.login_ok("alice").await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // Rotate to a fresh key of the same algorithm; the old one is retired but published.
+        let m = generate(alg, 2048).unwrap();
+        let auth = &app.auth;
+        auth.keys
+            .add(auth.store.as_ref(), &m, Activation::Now, auth.schedule(), None, tessera::auth::now_ms())
+            .await
+            .unwrap();
+        let after = app.login_ok("alice").await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let kid = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid.unwrap();
+        assert_ne!(kid(&before), kid(&after), "the rotation did not change the signing key");
+        for verifier in ["pyjwt", "jose"] {
+            for token in [&before, &after] {
+                let (ok, out) = verify(verifier, &app, token).await;
+                assert!(ok, "{verifier} rejected a {} token: {out}", alg.name());
+                let claims: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+                assert_eq!(claims["sub"], user.id.to_string());
+            }
+            // A tampered token is refused, so the acceptance above is not vacuous.
+            let mut parts: Vec<String> = after.split('.').map(str::to_string).collect();
+            let payload = TestApp::claims(&after);
+            let mut forged = payload.clone();
+            forged["roles"] = serde_json::json!(["root"]);
+            use base64::Engine;
+            parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(serde_json::to_vec(&forged).unwrap());
+            let (ok, _) = verify(verifier, &app, &parts.join(".")).await;
+            assert!(!ok, "{verifier} accepted a tampered {} token", alg.name());
+        }
     }
 }
