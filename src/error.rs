@@ -53,7 +53,7 @@ pub enum Error {
 }
 
 /// The wire shape of every error body.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: &'static str,
     pub error_description: &'static str,

@@ -4,23 +4,18 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 
 use super::AppState;
 use crate::config::Settings;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/.well-known/oauth-authorization-server",
-            get(oauth_metadata),
-        )
-        .route(
-            "/.well-known/openid-configuration",
-            get(openid_configuration),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(oauth_metadata))
+        .routes(routes!(openid_configuration))
 }
 
 /// The RFC 8414 metadata document.
@@ -53,10 +48,16 @@ fn cached(v: Value) -> Response {
     res
 }
 
+/// RFC 8414 authorization server metadata.
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "discovery",
+    responses((status = 200, description = "Metadata", body = Object)))]
 async fn oauth_metadata(State(st): State<AppState>) -> Response {
     cached(metadata(&st.auth.settings))
 }
 
+/// The same metadata under the OpenID Connect discovery name.
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery",
+    responses((status = 200, description = "Metadata", body = Object)))]
 async fn openid_configuration(State(st): State<AppState>) -> Response {
     let mut v = metadata(&st.auth.settings);
     if let Value::Object(m) = &mut v {

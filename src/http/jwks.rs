@@ -3,15 +3,21 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 
 use super::AppState;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/.well-known/jwks.json", get(jwks))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(jwks))
 }
 
+/// The public signing keys (RFC 7517), pre-rendered, with a strong ETag.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "keys",
+    responses(
+        (status = 200, description = "The key set; Cache-Control: public, max-age", body = Object),
+        (status = 304, description = "Not modified (If-None-Match)"),
+    ))]
 async fn jwks(State(st): State<AppState>, headers: HeaderMap) -> Response {
     let ring = st.auth.keys.ring();
     let etag = HeaderValue::from_str(&ring.etag).unwrap_or(HeaderValue::from_static("\"0\""));

@@ -27,6 +27,10 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
+use axum::routing::get;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
 use crate::auth::Auth;
 use crate::error::Error;
 
@@ -39,6 +43,37 @@ pub struct AppState {
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The OpenAPI 3.1 document's fixed parts; paths come from the handlers' annotations.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tessera", description = "Standalone authentication server: password login, rotating refresh tokens, access JWTs, JWKS and revocation."),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "session", description = "First-party login, refresh and logout (JSON)"),
+        (name = "oauth", description = "RFC 6749 / 7009 / 7662 endpoints and the revocation feed (form-encoded)"),
+        (name = "keys", description = "Public keys for verifiers"),
+        (name = "discovery", description = "RFC 8414 metadata"),
+        (name = "operations", description = "Health and readiness"),
+    )
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = api.components.get_or_insert_with(Default::default);
+        let mut bearer = Http::new(HttpAuthScheme::Bearer);
+        bearer.bearer_format = Some("JWT".into());
+        components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+        );
+    }
+}
 
 /// UUIDv7 request ids: time-ordered, so logs sort naturally.
 #[derive(Clone, Copy, Default)]
@@ -63,13 +98,25 @@ pub fn router(auth: Arc<Auth>) -> Router {
             .unwrap_or(HeaderValue::from_static("public, max-age=300")),
         auth,
     };
-    let routes = Router::new()
+    // The OpenAPI document is generated from the same route table that serves requests, so
+    // the two cannot drift.
+    let (api_routes, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(session::router())
         .merge(userinfo::router())
         .merge(jwks::router())
         .merge(oauth::router())
         .merge(discovery::router())
         .merge(health::router())
+        .split_for_parts();
+    let openapi = bytes::Bytes::from(api.to_json().unwrap_or_else(|_| "{}".into()));
+    let routes = api_routes
+        .route(
+            "/openapi.json",
+            get(move || {
+                let body = openapi.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+            }),
+        )
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .with_state(state);

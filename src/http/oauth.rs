@@ -10,8 +10,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use secrecy::SecretString;
@@ -21,14 +20,40 @@ use serde_json::{json, Value};
 use super::session::{client_meta, token_response};
 use super::AppState;
 use crate::auth::Introspection;
-use crate::error::Error;
+use crate::error::{Error, ErrorBody};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/token", post(token))
-        .route("/revoke", post(revoke))
-        .route("/introspect", post(introspect))
-        .route("/revocations", get(revocations))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(token))
+        .routes(routes!(revoke))
+        .routes(routes!(introspect))
+        .routes(routes!(revocations))
+}
+
+/// Form parameters of `/token` (documentation only; parsing rejects repeated parameters).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct TokenForm {
+    /// `password` or `refresh_token`.
+    grant_type: String,
+    username: Option<String>,
+    password: Option<String>,
+    refresh_token: Option<String>,
+    /// With `client_secret` (client_secret_post), or alone for the public client.
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// Form parameters of `/revoke` and `/introspect`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct TokenParam {
+    token: String,
+    /// `access_token` or `refresh_token`; only orders the lookups.
+    token_type_hint: Option<String>,
 }
 
 /// A parsed `application/x-www-form-urlencoded` body. RFC 6749 §3.2: parameters must not be
@@ -138,6 +163,16 @@ fn require_client(st: &AppState, headers: &HeaderMap) -> Result<String, Error> {
     st.auth.authenticate_client(&id, &secret)
 }
 
+/// RFC 6749 token endpoint: the password (§4.3) and refresh_token (§6) grants.
+#[utoipa::path(post, path = "/token", tag = "oauth",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    security((), ("basic" = [])),
+    responses(
+        (status = 200, description = "RFC 6749 §5.1 response", body = super::session::TokenResponse),
+        (status = 400, description = "invalid_request, invalid_grant or unsupported_grant_type", body = ErrorBody),
+        (status = 401, description = "invalid_client", body = ErrorBody),
+        (status = 429, description = "slow_down", body = ErrorBody),
+    ))]
 #[tracing::instrument(skip_all)]
 async fn token(
     State(st): State<AppState>,
@@ -171,6 +206,15 @@ async fn token(
     Ok(token_response(&pair))
 }
 
+/// RFC 7009 revocation of a refresh or access token. Unknown tokens also get 200.
+#[utoipa::path(post, path = "/revoke", tag = "oauth",
+    request_body(content = TokenParam, content_type = "application/x-www-form-urlencoded"),
+    security((), ("basic" = [])),
+    responses(
+        (status = 200, description = "Revoked (or unknown)"),
+        (status = 400, description = "Missing token", body = ErrorBody),
+        (status = 401, description = "Wrong client credentials", body = ErrorBody),
+    ))]
 #[tracing::instrument(skip_all)]
 async fn revoke(
     State(st): State<AppState>,
@@ -184,6 +228,16 @@ async fn revoke(
     Ok((StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response())
 }
 
+/// RFC 7662 introspection, for authenticated clients. Inactive tokens get exactly
+/// `{"active":false}`.
+#[utoipa::path(post, path = "/introspect", tag = "oauth",
+    request_body(content = TokenParam, content_type = "application/x-www-form-urlencoded"),
+    security(("basic" = [])),
+    responses(
+        (status = 200, description = "active, sub, exp, iat, jti, sid, aud, iss, client_id, token_type", body = Object),
+        (status = 400, description = "Missing token", body = ErrorBody),
+        (status = 401, description = "Client authentication failed", body = ErrorBody),
+    ))]
 #[tracing::instrument(skip_all)]
 async fn introspect(
     State(st): State<AppState>,
@@ -240,8 +294,9 @@ async fn introspect(
     Ok(res)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 struct FeedQuery {
+    /// The `cursor` of the previous response; absent for the full current state.
     since: Option<String>,
 }
 
@@ -249,6 +304,15 @@ struct FeedQuery {
 /// poll ran is never skipped. Applying an entry twice is harmless.
 const FEED_OVERLAP_MS: i64 = 10_000;
 
+/// The revocation feed: denylisted `jti`s not yet expired, revoked sessions, and per-user
+/// `not_before` cut-offs since the cursor. Entries may repeat across polls; apply them
+/// idempotently.
+#[utoipa::path(get, path = "/revocations", tag = "oauth", params(FeedQuery), security(("basic" = [])),
+    responses(
+        (status = 200, description = "cursor, revoked_tokens, revoked_sessions, not_before", body = Object),
+        (status = 400, description = "Malformed cursor", body = ErrorBody),
+        (status = 401, description = "Client authentication failed", body = ErrorBody),
+    ))]
 #[tracing::instrument(skip_all)]
 async fn revocations(
     State(st): State<AppState>,

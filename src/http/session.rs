@@ -6,44 +6,52 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use axum::Extension;
-use axum::Router;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{AppJson, Bearer};
 use super::AppState;
 use crate::auth::{ClientMeta, TokenPair};
-use crate::error::Error;
+use crate::error::{Error, ErrorBody};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/login", post(login))
-        .route("/refresh", post(refresh))
-        .route("/logout", post(logout))
-        .route("/logout/all", post(logout_all))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(logout_all))
 }
 
-#[derive(Deserialize)]
+/// Credentials for `/login`.
+#[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
     username: String,
+    /// At most 1024 bytes.
+    #[schema(value_type = String, format = Password)]
     password: SecretString,
 }
 
-#[derive(Deserialize)]
+/// The refresh token to rotate.
+#[derive(Deserialize, ToSchema)]
 pub struct RefreshRequest {
+    #[schema(value_type = String)]
     refresh_token: SecretString,
 }
 
-#[derive(Deserialize)]
+/// Optional body of `/logout`.
+#[derive(Deserialize, ToSchema)]
 pub struct LogoutRequest {
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     refresh_token: Option<SecretString>,
 }
 
 /// The RFC 6749 §5.1 token response.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TokenResponse<'a> {
     access_token: &'a str,
     token_type: &'static str,
@@ -78,6 +86,15 @@ pub(super) fn client_meta(headers: &HeaderMap, peer: Option<SocketAddr>) -> Clie
     }
 }
 
+/// Password login: an access token and a refresh token.
+#[utoipa::path(post, path = "/login", tag = "session", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = TokenResponse),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "Wrong credentials, unknown or disabled user (identical bodies)", body = ErrorBody),
+        (status = 429, description = "Too many failures; see Retry-After", body = ErrorBody),
+        (status = 503, description = "Overloaded or database unavailable; see Retry-After", body = ErrorBody),
+    ))]
 #[tracing::instrument(skip_all)]
 async fn login(
     State(st): State<AppState>,
@@ -98,6 +115,14 @@ async fn login(
     Ok(token_response(&pair))
 }
 
+/// Rotates a refresh token: a new access token and the successor refresh token.
+#[utoipa::path(post, path = "/refresh", tag = "session", request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "Rotated", body = TokenResponse),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 401, description = "Unknown, expired, revoked or reused token", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ))]
 #[tracing::instrument(skip_all)]
 async fn refresh(
     State(st): State<AppState>,
@@ -113,6 +138,13 @@ async fn refresh(
     Ok(token_response(&pair))
 }
 
+/// Ends the session of the refresh token and/or the bearer token; denylists the bearer's `jti`.
+#[utoipa::path(post, path = "/logout", tag = "session", request_body(content = Option<LogoutRequest>),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 204, description = "Logged out (also for unknown tokens)"),
+        (status = 400, description = "No token given, or a malformed body", body = ErrorBody),
+    ))]
 #[tracing::instrument(skip_all)]
 async fn logout(
     State(st): State<AppState>,
@@ -143,6 +175,11 @@ async fn logout(
 
 /// `POST /logout/all`: every session of the caller ends, and every access token issued to them
 /// so far stops working.
+#[utoipa::path(post, path = "/logout/all", tag = "session", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Every session of the caller ended"),
+        (status = 401, description = "Invalid bearer token", body = ErrorBody),
+    ))]
 #[tracing::instrument(skip_all)]
 async fn logout_all(State(st): State<AppState>, bearer: Bearer) -> Result<Response, Error> {
     let token = bearer.0.ok_or(Error::InvalidToken)?;

@@ -3,21 +3,40 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use serde_json::{json, Value};
 
 use super::extract::Bearer;
 use super::AppState;
 use crate::auth::tokens::custom_claims;
-use crate::error::Error;
+use crate::error::{Error, ErrorBody};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/userinfo", get(userinfo).post(userinfo))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(userinfo, userinfo_post))
+}
+
+/// Who the bearer of the access token is.
+#[utoipa::path(get, path = "/userinfo", tag = "session", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller: sub, username, roles, sid and custom claims", body = Object),
+        (status = 401, description = "Missing, invalid, expired or revoked token (WWW-Authenticate: Bearer)", body = ErrorBody),
+        (status = 503, description = "Revocation state unavailable (fails closed)", body = ErrorBody),
+    ))]
+async fn userinfo(st: State<AppState>, bearer: Bearer) -> Result<Response, Error> {
+    userinfo_inner(st, bearer).await
+}
+
+/// The same as `GET /userinfo` (OpenID Connect allows both methods).
+#[utoipa::path(post, path = "/userinfo", tag = "session", security(("bearer" = [])),
+    responses((status = 200, description = "The caller", body = Object),
+              (status = 401, description = "Invalid token", body = ErrorBody)))]
+async fn userinfo_post(st: State<AppState>, bearer: Bearer) -> Result<Response, Error> {
+    userinfo_inner(st, bearer).await
 }
 
 #[tracing::instrument(skip_all)]
-async fn userinfo(State(st): State<AppState>, bearer: Bearer) -> Result<Response, Error> {
+async fn userinfo_inner(State(st): State<AppState>, bearer: Bearer) -> Result<Response, Error> {
     let token = bearer.0.ok_or(Error::InvalidToken)?;
     let who = st.auth.authenticate(&token).await?;
     let mut body = json!({

@@ -10,7 +10,8 @@ on_both!(
     limits_and_methods,
     jwks_is_cached_and_public_only,
     health_and_readiness,
-    no_5xx_from_garbage
+    no_5xx_from_garbage,
+    openapi_covers_every_endpoint,
 );
 
 async fn limits_and_methods(b: Backend) {
@@ -216,4 +217,51 @@ async fn no_5xx_from_garbage(b: Backend) {
             .status(),
         200
     );
+}
+
+async fn openapi_covers_every_endpoint(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let r = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["openapi"].as_str().unwrap().starts_with("3.1"));
+    let expected = [
+        ("/login", "post"),
+        ("/refresh", "post"),
+        ("/logout", "post"),
+        ("/logout/all", "post"),
+        ("/userinfo", "get"),
+        ("/token", "post"),
+        ("/revoke", "post"),
+        ("/introspect", "post"),
+        ("/revocations", "get"),
+        ("/.well-known/jwks.json", "get"),
+        ("/.well-known/oauth-authorization-server", "get"),
+        ("/.well-known/openid-configuration", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+    ];
+    for (path, method) in expected {
+        assert!(
+            v["paths"][path][method].is_object(),
+            "{method} {path} missing from the OpenAPI document"
+        );
+        // ... and the documented route really exists on the server (no 404).
+        let r = app
+            .client
+            .request(method.parse().unwrap(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(r.status(), 404, "{method} {path} documented but not served");
+    }
+    assert!(v["components"]["schemas"]["ErrorBody"].is_object());
+    assert!(v["components"]["securitySchemes"]["bearer"].is_object());
 }

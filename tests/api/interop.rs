@@ -61,7 +61,10 @@ async fn independent_verifiers_accept_tokens_across_rotation(b: Backend) {
     }
     for alg in [KeyAlg::Es256, KeyAlg::EdDsa, KeyAlg::Rs256] {
         let Some(app) = TestApp::spawn_with(b, |f| {
-            f.merge(figment::providers::Serialized::default("keys.algorithm", alg.name()))
+            f.merge(figment::providers::Serialized::default(
+                "keys.algorithm",
+                alg.name(),
+            ))
         })
         .await
         else {
@@ -76,7 +79,14 @@ async fn independent_verifiers_accept_tokens_across_rotation(b: Backend) {
         let m = generate(alg, 2048).unwrap();
         let auth = &app.auth;
         auth.keys
-            .add(auth.store.as_ref(), &m, Activation::Now, auth.schedule(), None, tessera::auth::now_ms())
+            .add(
+                auth.store.as_ref(),
+                &m,
+                Activation::Now,
+                auth.schedule(),
+                None,
+                tessera::auth::now_ms(),
+            )
             .await
             .unwrap();
         let after = app.login_ok("alice").await["access_token"]
@@ -84,7 +94,11 @@ async fn independent_verifiers_accept_tokens_across_rotation(b: Backend) {
             .unwrap()
             .to_string();
         let kid = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid.unwrap();
-        assert_ne!(kid(&before), kid(&after), "the rotation did not change the signing key");
+        assert_ne!(
+            kid(&before),
+            kid(&after),
+            "the rotation did not change the signing key"
+        );
         for verifier in ["pyjwt", "jose"] {
             for token in [&before, &after] {
                 let (ok, out) = verify(verifier, &app, token).await;
