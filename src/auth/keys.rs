@@ -284,11 +284,93 @@ pub fn thumbprint(jwk: &Value) -> String {
     URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, canonical.as_bytes()))
 }
 
+/// A parsed private key, kept for the life of the ring: signing never re-parses key material
+/// (jsonwebtoken's `encode` would parse it on every call).
+enum KeyPairKind {
+    Ec(EcdsaKeyPair),
+    Ed(Ed25519KeyPair),
+    Rsa(aws_lc_rs::rsa::KeyPair),
+}
+
 /// A key that signs.
 pub struct SigningKey {
     pub kid: String,
     pub alg: Algorithm,
-    pub encoding: EncodingKey,
+    pair: KeyPairKind,
+    /// `base64url({"typ":"at+jwt","alg":…,"kid":…})`, encoded once.
+    access_header: String,
+}
+
+impl SigningKey {
+    fn new(kid: String, alg: KeyAlg, pkcs8: &[u8]) -> Result<Self, KeyError> {
+        let rej = || KeyError::Rejected(format!("{} key cannot be parsed", alg.name()));
+        let pair = match alg {
+            KeyAlg::Es256 => KeyPairKind::Ec(
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
+                    .map_err(|_| rej())?,
+            ),
+            KeyAlg::EdDsa => KeyPairKind::Ed(Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| rej())?),
+            KeyAlg::Rs256 => {
+                KeyPairKind::Rsa(aws_lc_rs::rsa::KeyPair::from_pkcs8(pkcs8).map_err(|_| rej())?)
+            }
+        };
+        let header = json!({ "typ": "at+jwt", "alg": alg.name(), "kid": kid });
+        let access_header = URL_SAFE_NO_PAD.encode(header.to_string());
+        Ok(Self {
+            kid,
+            alg: alg.jwt(),
+            pair,
+            access_header,
+        })
+    }
+
+    /// Signs `message` (a JWS signing input) and returns the base64url signature.
+    pub fn sign_bytes(&self, message: &[u8]) -> Result<String, KeyError> {
+        let fail = |_| KeyError::Rejected("signing failed".into());
+        let sig = match &self.pair {
+            KeyPairKind::Ec(kp) => kp
+                .sign(&SystemRandom::new(), message)
+                .map_err(fail)?
+                .as_ref()
+                .to_vec(),
+            KeyPairKind::Ed(kp) => kp.sign(message).as_ref().to_vec(),
+            KeyPairKind::Rsa(kp) => {
+                let mut sig = vec![0u8; kp.public_modulus_len()];
+                let alg = &aws_lc_rs::signature::RSA_PKCS1_SHA256;
+                kp.sign(alg, &SystemRandom::new(), message, &mut sig)
+                    .map_err(fail)?;
+                sig
+            }
+        };
+        Ok(URL_SAFE_NO_PAD.encode(sig))
+    }
+
+    /// A compact JWS of `claims` with the access-token header `{"typ":"at+jwt","alg","kid"}`.
+    pub fn sign_access<C: serde::Serialize>(&self, claims: &C) -> Result<String, KeyError> {
+        let payload = serde_json::to_vec(claims).map_err(|e| KeyError::Rejected(e.to_string()))?;
+        let mut out = String::with_capacity(self.access_header.len() + payload.len() * 4 / 3 + 100);
+        out.push_str(&self.access_header);
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut out);
+        let sig = self.sign_bytes(out.as_bytes())?;
+        out.push('.');
+        out.push_str(&sig);
+        Ok(out)
+    }
+
+    /// A compact JWS with an arbitrary header (tests and tooling forge tokens with this).
+    pub fn sign_jws<H: serde::Serialize, C: serde::Serialize>(
+        &self,
+        header: &H,
+        claims: &C,
+    ) -> Result<String, KeyError> {
+        let enc = |v: Vec<u8>| URL_SAFE_NO_PAD.encode(v);
+        let h = serde_json::to_vec(header).map_err(|e| KeyError::Rejected(e.to_string()))?;
+        let c = serde_json::to_vec(claims).map_err(|e| KeyError::Rejected(e.to_string()))?;
+        let input = format!("{}.{}", enc(h), enc(c));
+        let sig = self.sign_bytes(input.as_bytes())?;
+        Ok(format!("{input}.{sig}"))
+    }
 }
 
 /// A published key that verifies.
@@ -356,18 +438,14 @@ impl KeyRing {
             if row.retire_at.is_some_and(|t| t <= now) {
                 continue;
             }
-            let material = master
+            let key = master
                 .open(&row.kid, &row.private_key_enc)
-                .and_then(|der| from_pkcs8(alg, der, Some(row.kid.clone())));
-            match material {
-                Ok(m) => signers.push(Signer {
+                .and_then(|der| SigningKey::new(row.kid.clone(), alg, &der));
+            match key {
+                Ok(key) => signers.push(Signer {
                     activate_at: row.activate_at,
                     retire_at: row.retire_at,
-                    key: Arc::new(SigningKey {
-                        kid: m.kid,
-                        alg: alg.jwt(),
-                        encoding: m.encoding,
-                    }),
+                    key: Arc::new(key),
                 }),
                 Err(e) => {
                     tracing::error!(kid = %row.kid, error = %e, "signing key cannot be opened")

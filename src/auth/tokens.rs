@@ -9,7 +9,7 @@
 //! - `iss`, `aud`, `exp`, `nbf`, `iat`, `sub`, `jti` and `sid` are required, with their JSON
 //!   types checked, and times are checked with a small leeway.
 
-use jsonwebtoken::{Header, Validation};
+use jsonwebtoken::Validation;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -65,14 +65,8 @@ pub fn custom_claims(claims: &Map<String, Value>) -> Map<String, Value> {
 }
 
 /// Signs claims with the active key: header `{"typ":"at+jwt","alg","kid"}`.
-pub fn sign(
-    key: &SigningKey,
-    claims: &AccessClaims<'_>,
-) -> Result<String, jsonwebtoken::errors::Error> {
-    let mut header = Header::new(key.alg);
-    header.typ = Some("at+jwt".into());
-    header.kid = Some(key.kid.clone());
-    jsonwebtoken::encode(&header, claims, &key.encoding)
+pub fn sign(key: &SigningKey, claims: &AccessClaims<'_>) -> Result<String, super::keys::KeyError> {
+    key.sign_access(claims)
 }
 
 /// `aud` may be a string or an array of strings (RFC 7519 §4.1.3).
