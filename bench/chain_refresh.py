@@ -2,6 +2,7 @@
 successor of the previous call (a real rotation every time, never the grace-window retry).
 
 Usage: chain_refresh.py BASE_URL USERNAME PASSWORD N
+       chain_refresh.py BASE_URL --token REFRESH_TOKEN N   (start from a token obtained earlier)
 Prints p50/p99/mean in milliseconds and the rotations per second of this single client.
 """
 import http.client
@@ -17,11 +18,14 @@ def main() -> int:
     u = urllib.parse.urlparse(base)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
     headers = {"content-type": "application/json"}
-    conn.request("POST", "/login", json.dumps({"username": user, "password": password}), headers)
-    r = conn.getresponse()
-    body = json.loads(r.read())
-    assert r.status == 200, body
-    rt = body["refresh_token"]
+    if user == "--token":
+        rt = password
+    else:
+        conn.request("POST", "/login", json.dumps({"username": user, "password": password}), headers)
+        r = conn.getresponse()
+        body = json.loads(r.read())
+        assert r.status == 200, body
+        rt = body["refresh_token"]
     times = []
     started = time.perf_counter()
     for _ in range(n):

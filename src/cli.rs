@@ -34,6 +34,26 @@ pub enum Cmd {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Benchmark ceiling: argon2id verifications per second on all cores.
+    #[command(hide = true)]
+    BenchHash {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// Benchmark ceiling: access-token verifications per second on all cores.
+    #[command(hide = true)]
+    BenchVerify {
+        #[arg(long, default_value = "ES256")]
+        alg: String,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// Benchmark baseline: a hello-world server on Tessera's serve loop.
+    #[command(hide = true)]
+    BenchHello {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        bind: String,
+    },
     /// Exit 0 when the local server answers /readyz with 200 (the container probe).
     Healthcheck {
         /// Base URL to probe; defaults to http://<http.bind>.
@@ -112,6 +132,21 @@ pub async fn run(cli: Cli, settings: Settings) -> ExitCode {
             activate_now,
         }) => keys_import(settings, pem, kid, activate_now).await,
         Cmd::Healthcheck { url } => healthcheck(url, &settings).await,
+        Cmd::BenchHash { seconds } => {
+            let p = settings.password.clone();
+            print_json(tokio::task::spawn_blocking(move || crate::bench::hash_ceiling(&p, seconds)).await)
+        }
+        Cmd::BenchVerify { alg, seconds } => {
+            let alg = KeyAlg::parse(&alg).ok_or("alg must be ES256, EdDSA or RS256");
+            match alg {
+                Ok(alg) => {
+                    let s = settings.clone();
+                    print_json(tokio::task::spawn_blocking(move || crate::bench::verify_ceiling(&s, alg, seconds)).await)
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Cmd::BenchHello { bind } => crate::bench::hello(&settings, &bind).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -120,6 +155,12 @@ pub async fn run(cli: Cli, settings: Settings) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn print_json(r: Result<Result<serde_json::Value, String>, tokio::task::JoinError>) -> Result<(), String> {
+    let v = r.map_err(|e| e.to_string())??;
+    println!("{v}");
+    Ok(())
 }
 
 async fn serve(settings: Settings) -> Result<(), String> {

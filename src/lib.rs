@@ -9,6 +9,8 @@
 pub mod app;
 /// The domain: passwords, access tokens, refresh sessions, signing keys.
 pub mod auth;
+/// Machine ceilings for the benchmark harness (`bench/run`).
+pub mod bench;
 /// The command line (serve, migrate, user, keys, healthcheck).
 pub mod cli;
 /// The typed, layered settings tree.

@@ -1,0 +1,305 @@
+"""Tessera's benchmark harness (run it through bench/run).
+
+Starts Tessera on Postgres and on SQLite, loads every hot path over loopback, measures each
+one's machine ceiling in the same run, and prints one table of figure / ceiling / ratio.
+Every load is bounded in time; nothing leaves 127.0.0.1.
+"""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "tessera")
+PORT = 18080
+HELLO_PORT = 18090
+BASE = f"http://127.0.0.1:{PORT}"
+PASSWORD = "correct horse battery staple"
+SECS = int(os.environ.get("BENCH_SECONDS", "8"))
+PG_ADMIN = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+CLIENT = ("bench", "bench-secret-0123456789")
+
+results = {}
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def sh(*args, env=None, input=None, check=True):
+    r = subprocess.run(args, env=env, input=input, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
+    return r.stdout
+
+
+def oha(url, secs, conc, method="GET", body=None, headers=(), basic=None, rate=None):
+    args = ["oha", "-z", f"{secs}s", "-c", str(conc), "--no-tui", "--output-format", "json", "-m", method]
+    for h in headers:
+        args += ["-H", h]
+    if body is not None:
+        args += ["-d", body]
+    if basic:
+        args += ["-a", f"{basic[0]}:{basic[1]}"]
+    if rate:
+        args += ["-q", str(rate)]
+    out = json.loads(sh(*args, url))
+    codes = out.get("statusCodeDistribution", {})
+    ok = sum(v for k, v in codes.items() if k.startswith("2"))
+    total = sum(codes.values()) or 1
+    pct = out["latencyPercentiles"]
+    return {
+        "rps": out["summary"]["requestsPerSec"],
+        "ok_rps": out["summary"]["requestsPerSec"] * ok / total,
+        "p50_ms": (pct.get("p50") or 0) * 1000,
+        "p99_ms": (pct.get("p99") or 0) * 1000,
+        "codes": codes,
+    }
+
+
+def http_json(method, path, body=None, headers=None):
+    req = urllib.request.Request(BASE + path, method=method, data=body, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def login(user="bench0"):
+    return http_json("POST", "/login", json.dumps({"username": user, "password": PASSWORD}).encode(),
+                     {"content-type": "application/json"})
+
+
+class Server:
+    def __init__(self, env, config):
+        self.proc = subprocess.Popen([BIN, "--config", config, "serve"], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.started = time.perf_counter()
+        deadline = time.time() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(BASE + "/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except Exception:
+                pass
+            if time.time() > deadline or self.proc.poll() is not None:
+                raise SystemExit("tessera did not become ready:\n" + (self.proc.stderr.read() if self.proc.poll() is not None else ""))
+            time.sleep(0.005)
+        self.ready_ms = (time.perf_counter() - self.started) * 1000
+
+    def peak_rss_mb(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def refresh_load(env, secs, conns=16):
+    """Each wrk thread keeps its own rotation chain (a real rotation per request)."""
+    tokens = [login(f"bench{i % 4}")["refresh_token"] for i in range(conns)]
+    with tempfile.NamedTemporaryFile("w", delete=False, suffix=".tokens") as f:
+        f.write("\n".join(tokens) + "\n")
+        path = f.name
+    try:
+        out = sh("wrk", "-t", str(conns), "-c", str(conns), "-d", f"{secs}s",
+                 "-s", os.path.join(ROOT, "bench", "refresh.lua"), BASE,
+                 env={**os.environ, "TOKENS_FILE": path})
+    finally:
+        os.unlink(path)
+    line = [l for l in out.splitlines() if l.startswith("{")][-1]
+    r = json.loads(line)
+    r["rps"] = (r["requests"] - r["non_2xx"]) / r["seconds"]
+    return r
+
+
+def chain_p99(secs, refresh_token):
+    """p99 of sequential real rotations by one client, about `secs` seconds' worth."""
+    out = sh("python3", os.path.join(ROOT, "bench", "chain_refresh.py"), BASE, "--token", refresh_token,
+             str(max(50, secs * 150)))
+    return json.loads(out)
+
+
+def backend_run(name, env, config):
+    log(f"== {name}: starting")
+    server = Server(env, config)
+    r = {"ready_ms": server.ready_ms}
+    access = login()["access_token"]
+
+    log(f"== {name}: JWKS")
+    r["jwks"] = oha(f"{BASE}/.well-known/jwks.json", SECS, 64)
+    log(f"== {name}: /userinfo")
+    r["userinfo"] = oha(f"{BASE}/userinfo", SECS, 16, headers=[f"authorization: Bearer {access}"])
+    log(f"== {name}: /introspect")
+    r["introspect"] = oha(f"{BASE}/introspect", SECS, 16, method="POST", body=f"token={access}",
+                          headers=["content-type: application/x-www-form-urlencoded"], basic=CLIENT)
+    log(f"== {name}: /login")
+    r["login"] = oha(f"{BASE}/login", SECS, 4, method="POST",
+                     body=json.dumps({"username": "bench2", "password": PASSWORD}),
+                     headers=["content-type: application/json"])
+    log(f"== {name}: /refresh")
+    r["refresh"] = refresh_load(env, SECS)
+    server.stop()
+
+    # The flood runs on a fresh process, so its peak RSS is the flood's.
+    log(f"== {name}: 300-login flood")
+    server = Server(env, config)
+    r["restart_ready_ms"] = server.ready_ms
+    idle_jwks = oha(f"{BASE}/.well-known/jwks.json", 5, 4, rate=200)
+    idle_refresh = chain_p99(5, login("bench1")["refresh_token"])
+    flood_rt = login("bench1")["refresh_token"]
+    flood_out = {}
+
+    def flood():
+        flood_out["login"] = oha(f"{BASE}/login", SECS + 4, 300, method="POST",
+                                 body=json.dumps({"username": "bench3", "password": PASSWORD}),
+                                 headers=["content-type: application/json"])
+
+    t = threading.Thread(target=flood)
+    t.start()
+    time.sleep(2)
+    busy_jwks = oha(f"{BASE}/.well-known/jwks.json", 5, 4, rate=200)
+    busy_refresh = chain_p99(4, flood_rt)
+    t.join()
+    r["flood"] = {
+        "peak_rss_mb": server.peak_rss_mb(),
+        "login": flood_out["login"],
+        "jwks_p99_idle_ms": idle_jwks["p99_ms"], "jwks_p99_flood_ms": busy_jwks["p99_ms"],
+        "refresh_p99_idle_ms": idle_refresh["p99_ms"], "refresh_p99_flood_ms": busy_refresh["p99_ms"],
+    }
+    server.stop()
+    return r
+
+
+def setup_users(env, config, n=4):
+    for i in range(n):
+        sh(BIN, "--config", config, "user", "add", f"bench{i}", "--password-stdin", env=env, input=PASSWORD + "\n")
+
+
+def pg_rotation_ceiling(db_url):
+    psql = ["psql", db_url, "-qAt", "-c"]
+    sh(*psql, """
+        INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
+                              idle_expires_at, absolute_expires_at, client_id)
+        SELECT ('00000000-0000-7000-8000-' || lpad(n::text, 12, '0'))::uuid,
+               (SELECT id FROM users ORDER BY username LIMIT 1), 0, 0, 0,
+               32503680000000, 32503680000000, 'tessera'
+        FROM generate_series(1, 10000) n ON CONFLICT DO NOTHING""")
+    out = sh("pgbench", "-n", "-M", "prepared", "-c", "8", "-j", "2", "-T", str(SECS),
+             "-f", os.path.join(ROOT, "bench", "rotation.sql"), db_url)
+    m = re.search(r"tps = ([0-9.]+)", out)
+    return float(m.group(1)) if m else 0.0
+
+
+def main():
+    os.chdir(tempfile.mkdtemp(prefix="tessera-bench-"))
+    base_env = {**os.environ, "TESSERA__HTTP__BIND": f"127.0.0.1:{PORT}", "TESSERA__LOG__LEVEL": "warn",
+                "TESSERA__KEYS__MASTER_KEY": sh("openssl", "rand", "-base64", "32").strip(),
+                # Benchmarks hammer one address; the per-address brute-force limit would trip.
+                "TESSERA__THROTTLE__IP_FREE_FAILURES": "0"}
+    base_env.pop("DATABASE_URL", None)
+    config = os.path.abspath("bench.toml")
+    with open(config, "w") as f:
+        f.write(f'[[clients]]\nid = "{CLIENT[0]}"\nsecret = "{CLIENT[1]}"\n')
+
+    log("== ceilings: argon2, token verification, hello-world")
+    results["hash"] = json.loads(sh(BIN, "bench-hash", "--seconds", "5", env=base_env))
+    results["verify"] = json.loads(sh(BIN, "bench-verify", "--alg", "ES256", "--seconds", "5", env=base_env))
+    hello = subprocess.Popen([BIN, "bench-hello", "--bind", f"127.0.0.1:{HELLO_PORT}"], env=base_env,
+                             stdout=subprocess.PIPE, text=True)
+    hello.stdout.readline()
+    results["hello"] = oha(f"http://127.0.0.1:{HELLO_PORT}/", SECS, 64)
+    hello.send_signal(signal.SIGTERM)
+    hello.wait(timeout=30)
+
+    # Postgres
+    db = f"tessera_bench_{os.getpid()}"
+    sh("psql", PG_ADMIN, "-qc", f"CREATE DATABASE {db}")
+    pg_url = PG_ADMIN.rsplit("/", 1)[0] + "/" + db
+    try:
+        env = {**base_env, "DATABASE_URL": pg_url}
+        setup_users(env, config)
+        results["postgres"] = backend_run("postgres", env, config)
+        log("== postgres: rotation SQL ceiling (pgbench -c 8 -j 2)")
+        results["postgres"]["rotation_sql_tps"] = pg_rotation_ceiling(pg_url)
+    finally:
+        sh("psql", PG_ADMIN, "-qc", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)", check=False)
+
+    # SQLite
+    env = {**base_env, "TESSERA__DATABASE__URL": "sqlite://bench-data/tessera.db"}
+    setup_users(env, config)
+    results["sqlite"] = backend_run("sqlite", env, config)
+
+    with open(os.path.join(ROOT, "bench", "last-run.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print_table()
+
+
+def print_table():
+    h, v, hello = results["hash"], results["verify"], results["hello"]
+    rows = []
+
+    def row(path, figure, ceiling, ratio, target):
+        rows.append((path, figure, ceiling, ratio, target))
+
+    for name in ("postgres", "sqlite"):
+        r = results[name]
+        f = r["flood"]
+        login = r["login"]["ok_rps"]
+        row(f"{name}: login/s (c=4)", f"{login:.1f}", f"{h['argon2_verifies_per_sec']:.1f} argon2/s",
+            f"{login / h['argon2_verifies_per_sec']:.2f}", ">= 0.85")
+        ceiling = r.get("rotation_sql_tps")
+        ref = r["refresh"]["rps"]
+        row(f"{name}: refresh/s (c=16)", f"{ref:.0f}", f"{ceiling:.0f} SQL tps" if ceiling else "-",
+            f"{ref / ceiling:.2f}" if ceiling else "-", ">= 0.6 and >= 2000/s" if ceiling else "")
+        row(f"{name}: JWKS req/s (c=64)", f"{r['jwks']['ok_rps']:.0f}", f"{hello['rps']:.0f} hello/s",
+            f"{r['jwks']['ok_rps'] / hello['rps']:.2f}", ">= 0.8")
+        row(f"{name}: /userinfo req/s (c=16)", f"{r['userinfo']['ok_rps']:.0f}",
+            f"{v['verifies_per_sec']:.0f} verify/s", f"{r['userinfo']['ok_rps'] / v['verifies_per_sec']:.2f}", ">= 0.5")
+        row(f"{name}: /introspect req/s (c=16)", f"{r['introspect']['ok_rps']:.0f}", "-", "-", "")
+        row(f"{name}: peak RSS, 300-login flood", f"{f['peak_rss_mb']:.0f} MB", "-", "-", "<= 150 MB")
+        row(f"{name}: /refresh p99 flood/idle", f"{f['refresh_p99_flood_ms']:.2f} / {f['refresh_p99_idle_ms']:.2f} ms", "-",
+            f"{f['refresh_p99_flood_ms'] / max(f['refresh_p99_idle_ms'], 1e-9):.2f}", "<= 3")
+        row(f"{name}: JWKS p99 flood/idle", f"{f['jwks_p99_flood_ms']:.2f} / {f['jwks_p99_idle_ms']:.2f} ms", "-",
+            f"{f['jwks_p99_flood_ms'] / max(f['jwks_p99_idle_ms'], 1e-9):.2f}", "<= 3")
+        row(f"{name}: start to /readyz 200", f"{r['restart_ready_ms']:.0f} ms", "-", "-", "<= 300 ms")
+    row("ES256 sign (per core)", f"{1e6 * h['cores'] / v['signs_per_sec']:.1f} us", "-", "-", "<= 20 us")
+
+    lat = []
+    for name in ("postgres", "sqlite"):
+        r = results[name]
+        for k in ("login", "jwks", "userinfo", "introspect", "refresh"):
+            lat.append((f"{name}: {k}", f"{r[k]['p50_ms']:.2f}", f"{r[k]['p99_ms']:.2f}"))
+
+    w = [max(len(str(x[i])) for x in rows + [("path", "figure", "ceiling", "ratio", "target")]) for i in range(5)]
+    fmt = " | ".join("{:<%d}" % n for n in w)
+    print("| " + fmt.format("path", "figure", "ceiling (same run)", "ratio", "target") + " |")
+    print("|" + "|".join("-" * (n + 2) for n in w) + "|")
+    for r in rows:
+        print("| " + fmt.format(*r) + " |")
+    print()
+    print("| path | p50 ms | p99 ms |")
+    print("|---|---|---|")
+    for l in lat:
+        print(f"| {l[0]} | {l[1]} | {l[2]} |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--table":
+        with open(os.path.join(ROOT, "bench", "last-run.json")) as f:
+            results.update(json.load(f))
+        print_table()
+    else:
+        main()

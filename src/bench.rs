@@ -1,0 +1,124 @@
+//! Ceilings for `bench/run`: what this machine can do without Tessera around it, measured in
+//! the same run as Tessera itself, so every figure is reported as a ratio to its own limit.
+//!
+//! - `bench-hash`: argon2id verifications per second, one thread per core, with the configured
+//!   parameters (the login ceiling);
+//! - `bench-verify`: access-token signature verifications per second, one thread per core (the
+//!   `/userinfo` ceiling);
+//! - `bench-hello`: a hello-world route on the same serve loop (the JWKS ceiling).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHasher, Version};
+use serde_json::json;
+
+use crate::auth::keys::{generate, KeyAlg, KeyRing, MasterKey};
+use crate::auth::tokens::{self, Expect};
+use crate::config::{PasswordSettings, Settings};
+use crate::store::KeyRow;
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Runs `work` on every core for `secs` seconds; returns operations per second.
+fn on_all_cores(secs: u64, work: impl Fn() -> bool + Send + Sync + 'static) -> f64 {
+    let work = Arc::new(work);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..cores())
+        .map(|_| {
+            let (work, stop, done) = (work.clone(), stop.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if work() {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// argon2id verifications per second on all cores (memory reused per thread, as in the server).
+pub fn hash_ceiling(p: &PasswordSettings, secs: u64) -> Result<serde_json::Value, String> {
+    let params = Params::new(p.m_cost, p.t_cost, p.p_cost, None).map_err(|e| e.to_string())?;
+    let a2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let phc = a2.hash_password(b"benchmark password").map_err(|e| e.to_string())?.to_string();
+    let parsed = argon2::PasswordHash::new(&phc).map_err(|e| e.to_string())?;
+    let salt = parsed.salt.ok_or("no salt")?;
+    let blocks = params.block_count();
+    let rate = on_all_cores(secs, move || {
+        thread_local!(static MEM: std::cell::RefCell<Vec<Block>> = const { std::cell::RefCell::new(Vec::new()) });
+        let mut out = [0u8; 32];
+        MEM.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.len() < blocks {
+                m.resize(blocks, Block::default());
+            }
+            a2.hash_password_into_with_memory(b"benchmark password", salt.as_ref(), &mut out, &mut m[..blocks])
+                .is_ok()
+        })
+    });
+    Ok(json!({ "argon2_verifies_per_sec": rate, "cores": cores(),
+               "m_cost": p.m_cost, "t_cost": p.t_cost, "p_cost": p.p_cost }))
+}
+
+/// Access-token verifications per second on all cores, with the server's own verify function.
+pub fn verify_ceiling(settings: &Settings, alg: KeyAlg, secs: u64) -> Result<serde_json::Value, String> {
+    let master = MasterKey::from_base64(&MasterKey::generate_base64().map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let m = generate(alg, 2048).map_err(|e| e.to_string())?;
+    let row = KeyRow {
+        kid: m.kid.clone(),
+        alg: alg.name().into(),
+        private_key_enc: master.seal(&m.kid, &m.pkcs8).map_err(|e| e.to_string())?,
+        public_jwk: m.jwk.to_string(),
+        created_at: 0,
+        publish_at: 0,
+        activate_at: 0,
+        retire_at: None,
+        remove_at: None,
+        succeeds: None,
+    };
+    let now = crate::auth::now_ms();
+    let ring = Arc::new(KeyRing::build(&[row], &master, now));
+    let key = ring.active().ok_or("no key")?.clone();
+    let t = &settings.tokens;
+    let claims = json!({
+        "iss": t.issuer, "sub": uuid::Uuid::now_v7(), "aud": t.audience,
+        "exp": now / 1000 + 600, "iat": now / 1000, "nbf": now / 1000,
+        "jti": uuid::Uuid::now_v7().to_string(), "sid": uuid::Uuid::now_v7(),
+        "client_id": "bench", "roles": ["user"],
+    });
+    let token = key.sign_access(&claims).map_err(|e| e.to_string())?;
+    let (issuer, audience, leeway) = (t.issuer.clone(), t.audience.clone(), t.leeway.as_secs());
+    let sign_per_sec = {
+        let key = key.clone();
+        let claims = claims.clone();
+        on_all_cores(1, move || key.sign_access(&claims).is_ok())
+    };
+    let rate = on_all_cores(secs, move || {
+        let expect = Expect { issuer: &issuer, audience: &audience, leeway_secs: leeway };
+        tokens::verify(&token, &ring, &expect, crate::auth::now_ms() / 1000).is_ok()
+    });
+    Ok(json!({ "alg": alg.name(), "verifies_per_sec": rate, "signs_per_sec": sign_per_sec, "cores": cores() }))
+}
+
+/// Serves a hello-world on `bind` with Tessera's own serve loop, until Ctrl-C or SIGTERM.
+pub async fn hello(settings: &Settings, bind: &str) -> Result<(), String> {
+    let router = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+    let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| e.to_string())?;
+    println!("{}", json!({ "listening": listener.local_addr().map_err(|e| e.to_string())?.to_string() }));
+    crate::http::serve::serve(listener, router, &settings.http, crate::app::shutdown_signal()).await;
+    Ok(())
+}
