@@ -20,7 +20,9 @@ use crate::config::{PasswordSettings, Settings};
 use crate::store::KeyRow;
 
 fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// Runs `work` on every core for `secs` seconds; returns operations per second.
@@ -53,7 +55,10 @@ fn on_all_cores(secs: u64, work: impl Fn() -> bool + Send + Sync + 'static) -> f
 pub fn hash_ceiling(p: &PasswordSettings, secs: u64) -> Result<serde_json::Value, String> {
     let params = Params::new(p.m_cost, p.t_cost, p.p_cost, None).map_err(|e| e.to_string())?;
     let a2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-    let phc = a2.hash_password(b"benchmark password").map_err(|e| e.to_string())?.to_string();
+    let phc = a2
+        .hash_password(b"benchmark password")
+        .map_err(|e| e.to_string())?
+        .to_string();
     let parsed = argon2::PasswordHash::new(&phc).map_err(|e| e.to_string())?;
     let salt = parsed.salt.ok_or("no salt")?;
     let blocks = params.block_count();
@@ -65,8 +70,13 @@ pub fn hash_ceiling(p: &PasswordSettings, secs: u64) -> Result<serde_json::Value
             if m.len() < blocks {
                 m.resize(blocks, Block::default());
             }
-            a2.hash_password_into_with_memory(b"benchmark password", salt.as_ref(), &mut out, &mut m[..blocks])
-                .is_ok()
+            a2.hash_password_into_with_memory(
+                b"benchmark password",
+                salt.as_ref(),
+                &mut out,
+                &mut m[..blocks],
+            )
+            .is_ok()
         })
     });
     Ok(json!({ "argon2_verifies_per_sec": rate, "cores": cores(),
@@ -74,7 +84,11 @@ pub fn hash_ceiling(p: &PasswordSettings, secs: u64) -> Result<serde_json::Value
 }
 
 /// Access-token verifications per second on all cores, with the server's own verify function.
-pub fn verify_ceiling(settings: &Settings, alg: KeyAlg, secs: u64) -> Result<serde_json::Value, String> {
+pub fn verify_ceiling(
+    settings: &Settings,
+    alg: KeyAlg,
+    secs: u64,
+) -> Result<serde_json::Value, String> {
     let master = MasterKey::from_base64(&MasterKey::generate_base64().map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
     let m = generate(alg, 2048).map_err(|e| e.to_string())?;
@@ -108,17 +122,34 @@ pub fn verify_ceiling(settings: &Settings, alg: KeyAlg, secs: u64) -> Result<ser
         on_all_cores(1, move || key.sign_access(&claims).is_ok())
     };
     let rate = on_all_cores(secs, move || {
-        let expect = Expect { issuer: &issuer, audience: &audience, leeway_secs: leeway };
+        let expect = Expect {
+            issuer: &issuer,
+            audience: &audience,
+            leeway_secs: leeway,
+        };
         tokens::verify(&token, &ring, &expect, crate::auth::now_ms() / 1000).is_ok()
     });
-    Ok(json!({ "alg": alg.name(), "verifies_per_sec": rate, "signs_per_sec": sign_per_sec, "cores": cores() }))
+    Ok(
+        json!({ "alg": alg.name(), "verifies_per_sec": rate, "signs_per_sec": sign_per_sec, "cores": cores() }),
+    )
 }
 
 /// Serves a hello-world on `bind` with Tessera's own serve loop, until Ctrl-C or SIGTERM.
 pub async fn hello(settings: &Settings, bind: &str) -> Result<(), String> {
     let router = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
-    let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| e.to_string())?;
-    println!("{}", json!({ "listening": listener.local_addr().map_err(|e| e.to_string())?.to_string() }));
-    crate::http::serve::serve(listener, router, &settings.http, crate::app::shutdown_signal()).await;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        json!({ "listening": listener.local_addr().map_err(|e| e.to_string())?.to_string() })
+    );
+    crate::http::serve::serve(
+        listener,
+        router,
+        &settings.http,
+        crate::app::shutdown_signal(),
+    )
+    .await;
     Ok(())
 }

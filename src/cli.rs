@@ -134,14 +134,21 @@ pub async fn run(cli: Cli, settings: Settings) -> ExitCode {
         Cmd::Healthcheck { url } => healthcheck(url, &settings).await,
         Cmd::BenchHash { seconds } => {
             let p = settings.password.clone();
-            print_json(tokio::task::spawn_blocking(move || crate::bench::hash_ceiling(&p, seconds)).await)
+            print_json(
+                tokio::task::spawn_blocking(move || crate::bench::hash_ceiling(&p, seconds)).await,
+            )
         }
         Cmd::BenchVerify { alg, seconds } => {
             let alg = KeyAlg::parse(&alg).ok_or("alg must be ES256, EdDSA or RS256");
             match alg {
                 Ok(alg) => {
                     let s = settings.clone();
-                    print_json(tokio::task::spawn_blocking(move || crate::bench::verify_ceiling(&s, alg, seconds)).await)
+                    print_json(
+                        tokio::task::spawn_blocking(move || {
+                            crate::bench::verify_ceiling(&s, alg, seconds)
+                        })
+                        .await,
+                    )
                 }
                 Err(e) => Err(e.to_string()),
             }
@@ -157,7 +164,9 @@ pub async fn run(cli: Cli, settings: Settings) -> ExitCode {
     }
 }
 
-fn print_json(r: Result<Result<serde_json::Value, String>, tokio::task::JoinError>) -> Result<(), String> {
+fn print_json(
+    r: Result<Result<serde_json::Value, String>, tokio::task::JoinError>,
+) -> Result<(), String> {
     let v = r.map_err(|e| e.to_string())??;
     println!("{v}");
     Ok(())

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 use crate::error::Error;
-use crate::store::{NewUser, RevocationFeed, RevokedToken, Rotation, Session, Store, User};
+use crate::store::{Grant, NewUser, RevocationFeed, RevokedToken, Rotation, Session, Store, User};
 use keys::Keys;
 use password::{PasswordError, Passwords, MAX_PASSWORD_BYTES};
 use session::RefreshTokens;
@@ -200,7 +200,11 @@ impl Auth {
         };
         self.store.create_session(&session).await?;
         tracing::info!(user_id = %user.id, session_id = %session.id, "login ok");
-        self.issue(&user, &session, now)
+        let grant = Grant {
+            roles: user.roles,
+            claims: user.claims,
+        };
+        self.issue(user.id, &grant, &session, now)
     }
 
     /// `POST /refresh`: one atomic rotation (invariant 1). A session only refreshes for the
@@ -222,11 +226,11 @@ impl Auth {
                 s.reuse_grace.as_millis() as i64,
             )
             .await?;
-        let session = match outcome {
-            Rotation::Rotated(s) => s,
-            Rotation::Retry(s) => {
+        let (session, grant) = match outcome {
+            Rotation::Rotated(s, g) => (s, g),
+            Rotation::Retry(s, g) => {
                 tracing::info!(session_id = %s.id, "refresh retried inside the grace window");
-                s
+                (s, g)
             }
             Rotation::ReuseDetected => {
                 tracing::warn!(session_id = %rt.session_id, "refresh token reuse: session revoked");
@@ -234,11 +238,7 @@ impl Auth {
             }
             Rotation::Invalid => return Err(Error::InvalidGrant),
         };
-        let user = match self.store.user_by_id(session.user_id).await? {
-            Some(u) if !u.disabled => u,
-            _ => return Err(Error::InvalidGrant),
-        };
-        self.issue(&user, &session, now)
+        self.issue(session.user_id, &grant, &session, now)
     }
 
     /// `POST /logout`: revokes the session named by the refresh token and/or the access token,
@@ -308,7 +308,13 @@ impl Auth {
 
     /// Signs an access token for `user` in `session` and mints the session's current refresh
     /// token.
-    fn issue(&self, user: &User, session: &Session, now: i64) -> Result<TokenPair, Error> {
+    fn issue(
+        &self,
+        user_id: Uuid,
+        grant: &Grant,
+        session: &Session,
+        now: i64,
+    ) -> Result<TokenPair, Error> {
         let ring = self.keys.ring();
         let key = ring
             .signer_at(now)
@@ -318,7 +324,7 @@ impl Auth {
         let ttl = t.access_ttl.as_secs() as i64;
         let claims = AccessClaims {
             iss: &t.issuer,
-            sub: user.id.to_string(),
+            sub: user_id.to_string(),
             aud: &t.audience,
             exp: iat + ttl,
             iat,
@@ -326,8 +332,8 @@ impl Auth {
             jti: Uuid::now_v7().to_string(),
             sid: session.id.to_string(),
             client_id: &session.client_id,
-            roles: &user.roles,
-            extra: tokens::custom_claims(&user.claims),
+            roles: &grant.roles,
+            extra: tokens::custom_claims(&grant.claims),
         };
         let access = tokens::sign(key, &claims)
             .map_err(|e| Error::Internal(format!("signing failed: {e}")))?;

@@ -12,13 +12,11 @@
 //!   successful verification.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher, Version};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Semaphore;
 
 use crate::config::PasswordSettings;
 
@@ -45,16 +43,23 @@ pub struct Verified {
     pub rehash: Option<String>,
 }
 
-/// Hashes and verifies passwords with bounded concurrency.
+/// Hashes and verifies passwords on a small dedicated thread pool.
+///
+/// One worker per slot (a core by default), each owning its argon2 memory block, so memory is
+/// bounded by `slots × m_cost` however hard logins are pushed. Workers run at a lower CPU
+/// priority (nice 10): when cheap requests (JWKS, refresh, verification) are waiting, the
+/// scheduler runs them first, and argon2 still gets every otherwise idle cycle. A bounded queue
+/// in front sheds excess logins at once (`Busy` → 503), and a job that waited longer than
+/// `queue_timeout` is dropped without being computed.
 pub struct Passwords {
     params: Params,
-    permits: Arc<Semaphore>,
+    queue: std::sync::mpsc::SyncSender<Job>,
     slots: usize,
-    waiting: AtomicUsize,
-    max_queue: usize,
     queue_timeout: Duration,
     dummy_hash: String,
 }
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
 
 impl std::fmt::Debug for Passwords {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,12 +70,23 @@ impl std::fmt::Debug for Passwords {
 }
 
 thread_local! {
-    /// The argon2 working memory of this blocking thread, reused across verifications.
+    /// The argon2 working memory of this worker thread, reused across verifications.
     static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Lowers the calling thread's scheduling priority (Linux: per-thread nice value).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on the calling thread's own tid has no memory-safety preconditions;
+    // a failure only leaves the priority unchanged.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
 impl Passwords {
-    /// Builds the hasher and computes the dummy hash (one argon2 run, at start-up).
+    /// Starts the workers and computes the dummy hash (one argon2 run, at start-up).
     pub fn new(s: &PasswordSettings) -> Result<Self, PasswordError> {
         let params = Params::new(s.m_cost, s.t_cost, s.p_cost, None)
             .map_err(|e| PasswordError::Internal(e.to_string()))?;
@@ -83,12 +99,32 @@ impl Passwords {
         };
         let dummy_secret = uuid::Uuid::new_v4().to_string();
         let dummy_hash = hash_blocking(&params, dummy_secret.as_bytes())?;
+        let (queue, jobs) = std::sync::mpsc::sync_channel::<Job>(s.max_queue);
+        let jobs = Arc::new(std::sync::Mutex::new(jobs));
+        for i in 0..slots {
+            let jobs = jobs.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        let job = match jobs.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            // The sender is gone: Tessera is shutting down.
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|e| PasswordError::Internal(e.to_string()))?;
+        }
         Ok(Self {
             params,
-            permits: Arc::new(Semaphore::new(slots)),
+            queue,
             slots,
-            waiting: AtomicUsize::new(0),
-            max_queue: s.max_queue,
             queue_timeout: s.queue_timeout,
             dummy_hash,
         })
@@ -126,33 +162,25 @@ impl Passwords {
         .await?
     }
 
-    /// Runs `f` on the blocking pool once a slot is free, or sheds the call.
+    /// Runs `f` on a worker, or sheds the call when the queue is full or the wait too long.
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, PasswordError> {
-        struct Waiting<'a>(&'a AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-        let queued = self.waiting.fetch_add(1, Ordering::Relaxed);
-        let _guard = Waiting(&self.waiting);
-        if queued >= self.slots + self.max_queue {
-            return Err(PasswordError::Busy);
-        }
-        let permit = tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| PasswordError::Busy)?
-            .map_err(|_| PasswordError::Busy)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            span.in_scope(f)
-        })
-        .await
-        .map_err(|e| PasswordError::Internal(e.to_string()))
+        let queued_at = std::time::Instant::now();
+        let deadline = self.queue_timeout;
+        let job: Job = Box::new(move || {
+            if queued_at.elapsed() > deadline {
+                let _ = tx.send(Err(PasswordError::Busy));
+                return;
+            }
+            let _ = tx.send(Ok(span.in_scope(f)));
+        });
+        self.queue.try_send(job).map_err(|_| PasswordError::Busy)?;
+        rx.await
+            .map_err(|_| PasswordError::Internal("password worker stopped".into()))?
     }
 }
 

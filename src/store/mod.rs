@@ -123,14 +123,21 @@ pub struct Session {
     pub client_id: String,
 }
 
+/// What an access token carries about its user, read together with a rotation.
+#[derive(Debug, Clone, Default)]
+pub struct Grant {
+    pub roles: Vec<String>,
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
 /// The outcome of one rotation attempt.
 #[derive(Debug, Clone)]
 pub enum Rotation {
     /// This request moved the session from `generation - 1` to `generation`.
-    Rotated(Session),
+    Rotated(Session, Grant),
     /// The presented generation was rotated moments ago (inside the grace window): the caller
     /// answers with the same successor, `generation`.
-    Retry(Session),
+    Retry(Session, Grant),
     /// Reuse outside the grace window: the session is now revoked (RFC 9700 §4.14.2).
     ReuseDetected,
     /// Unknown, expired, revoked, or the user is disabled.

@@ -92,6 +92,25 @@ impl From<SessionRow> for Session {
     }
 }
 
+/// A session row with the user's roles and claims, as the rotation returns it.
+#[derive(sqlx::FromRow)]
+pub(super) struct GrantRow {
+    #[sqlx(flatten)]
+    session: SessionRow,
+    user_roles: Json<Vec<String>>,
+    user_claims: Json<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl GrantRow {
+    pub(super) fn into_parts(self) -> (Session, super::Grant) {
+        let grant = super::Grant {
+            roles: self.user_roles.0,
+            claims: self.user_claims.0,
+        };
+        (self.session.into(), grant)
+    }
+}
+
 #[derive(sqlx::FromRow)]
 pub(super) struct KeyDbRow {
     kid: String,
@@ -386,11 +405,12 @@ macro_rules! impl_store {
                 idle_ttl_ms: i64,
                 grace_ms: i64,
             ) -> $crate::store::StoreResult<$crate::store::Rotation> {
-                use $crate::store::sql::SessionRow;
                 use $crate::store::Rotation;
                 // Invariant 1: exactly one request moves the family from g to g+1. The WHERE
                 // clause is the whole check, so two concurrent refreshes cannot both win.
-                let rotated: Option<SessionRow> = sqlx::query_as(
+                // The user's roles and claims come back with the row, so a refresh is one
+                // round trip; the EXISTS clause has already refused disabled users.
+                let rotated: Option<$crate::store::sql::GrantRow> = sqlx::query_as(
                     "UPDATE sessions
                      SET generation = generation + 1,
                          last_refreshed_at = $3,
@@ -400,7 +420,9 @@ macro_rules! impl_store {
                        AND idle_expires_at > $3 AND absolute_expires_at > $3 AND client_id = $5
                        AND EXISTS (SELECT 1 FROM users u
                                    WHERE u.id = sessions.user_id AND NOT u.disabled)
-                     RETURNING *",
+                     RETURNING *,
+                       (SELECT u.roles FROM users u WHERE u.id = sessions.user_id) AS user_roles,
+                       (SELECT u.claims FROM users u WHERE u.id = sessions.user_id) AS user_claims",
                 )
                 .bind(id)
                 .bind(generation)
@@ -410,7 +432,8 @@ macro_rules! impl_store {
                 .fetch_optional(&self.pool)
                 .await?;
                 if let Some(row) = rotated {
-                    return Ok(Rotation::Rotated(row.into()));
+                    let (session, grant) = row.into_parts();
+                    return Ok(Rotation::Rotated(session, grant));
                 }
                 // RFC 9700 §4.14.2: an old token presented outside the grace window means the
                 // token leaked; revoke the whole family. One statement, so a retry that is
@@ -433,8 +456,9 @@ macro_rules! impl_store {
                 }
                 // Inside the grace window: the same successor is the answer, if the family is
                 // still usable.
-                let retry: Option<SessionRow> = sqlx::query_as(
-                    "SELECT s.* FROM sessions s JOIN users u ON u.id = s.user_id
+                let retry: Option<$crate::store::sql::GrantRow> = sqlx::query_as(
+                    "SELECT s.*, u.roles AS user_roles, u.claims AS user_claims
+                     FROM sessions s JOIN users u ON u.id = s.user_id
                      WHERE s.id = $1 AND s.generation = $2 + 1 AND s.revoked_at IS NULL
                        AND s.last_refreshed_at > $3 - $4
                        AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3
@@ -448,7 +472,10 @@ macro_rules! impl_store {
                 .fetch_optional(&self.pool)
                 .await?;
                 Ok(match retry {
-                    Some(row) => Rotation::Retry(row.into()),
+                    Some(row) => {
+                        let (session, grant) = row.into_parts();
+                        Rotation::Retry(session, grant)
+                    }
                     None => Rotation::Invalid,
                 })
             }
