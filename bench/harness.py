@@ -24,6 +24,7 @@ PASSWORD = "correct horse battery staple"
 SECS = int(os.environ.get("BENCH_SECONDS", "8"))
 PG_ADMIN = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 CLIENT = ("bench", "bench-secret-0123456789")
+FLOOD_RATE = int(os.environ.get("BENCH_FLOOD_RATE", "1000"))
 
 results = {}
 
@@ -107,7 +108,7 @@ class Server:
             self.proc.kill()
 
 
-def refresh_load(env, secs, conns=16):
+def refresh_load(env, secs, conns=8):
     """Each wrk thread keeps its own rotation chain (a real rotation per request)."""
     tokens = [login(f"bench{i % 4}")["refresh_token"] for i in range(conns)]
     with tempfile.NamedTemporaryFile("w", delete=False, suffix=".tokens") as f:
@@ -163,9 +164,12 @@ def backend_run(name, env, config):
     flood_out = {}
 
     def flood():
+        # 300 concurrent login clients sending 1,000 attempts/s in all: ten times what argon2
+        # can serve on this machine. (An unthrottled closed loop would instead measure how
+        # fast the load generator, sharing these cores, can collect 503s.)
         flood_out["login"] = oha(f"{BASE}/login", SECS + 4, 300, method="POST",
                                  body=json.dumps({"username": "bench3", "password": PASSWORD}),
-                                 headers=["content-type: application/json"])
+                                 headers=["content-type: application/json"], rate=FLOOD_RATE)
 
     t = threading.Thread(target=flood)
     t.start()
@@ -262,14 +266,17 @@ def print_table():
             f"{login / h['argon2_verifies_per_sec']:.2f}", ">= 0.85")
         ceiling = r.get("rotation_sql_tps")
         ref = r["refresh"]["rps"]
-        row(f"{name}: refresh/s (c=16)", f"{ref:.0f}", f"{ceiling:.0f} SQL tps" if ceiling else "-",
+        row(f"{name}: refresh/s (c=8)", f"{ref:.0f}", f"{ceiling:.0f} SQL tps" if ceiling else "-",
             f"{ref / ceiling:.2f}" if ceiling else "-", ">= 0.6 and >= 2000/s" if ceiling else "")
         row(f"{name}: JWKS req/s (c=64)", f"{r['jwks']['ok_rps']:.0f}", f"{hello['rps']:.0f} hello/s",
             f"{r['jwks']['ok_rps'] / hello['rps']:.2f}", ">= 0.8")
         row(f"{name}: /userinfo req/s (c=16)", f"{r['userinfo']['ok_rps']:.0f}",
             f"{v['verifies_per_sec']:.0f} verify/s", f"{r['userinfo']['ok_rps'] / v['verifies_per_sec']:.2f}", ">= 0.5")
         row(f"{name}: /introspect req/s (c=16)", f"{r['introspect']['ok_rps']:.0f}", "-", "-", "")
+        fl = f["login"]["codes"]
         row(f"{name}: peak RSS, 300-login flood", f"{f['peak_rss_mb']:.0f} MB", "-", "-", "<= 150 MB")
+        row(f"{name}: flood outcome ({FLOOD_RATE}/s offered)",
+            f"{fl.get('200', 0)} ok, {fl.get('503', 0)} shed", "-", "-", "no other status")
         row(f"{name}: /refresh p99 flood/idle", f"{f['refresh_p99_flood_ms']:.2f} / {f['refresh_p99_idle_ms']:.2f} ms", "-",
             f"{f['refresh_p99_flood_ms'] / max(f['refresh_p99_idle_ms'], 1e-9):.2f}", "<= 3")
         row(f"{name}: JWKS p99 flood/idle", f"{f['jwks_p99_flood_ms']:.2f} / {f['jwks_p99_idle_ms']:.2f} ms", "-",

@@ -136,6 +136,8 @@ impl Auth {
             return Err(Error::InvalidRequest("username too long".into()));
         }
         check_password(&password)?;
+        // Shed before any database work when the password pipeline is full (invariant 4).
+        let _admission = self.passwords.admit()?;
         let name = Username::parse(username);
         let throttle_name = match &name {
             Ok(n) => n.as_str().to_string(),

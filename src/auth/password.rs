@@ -12,6 +12,7 @@
 //!   successful verification.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +56,9 @@ pub struct Passwords {
     params: Params,
     queue: std::sync::mpsc::SyncSender<Job>,
     slots: usize,
+    /// Logins admitted (computing or queued); at most `slots + max_queue`.
+    admitted: Arc<AtomicUsize>,
+    max_admitted: usize,
     queue_timeout: Duration,
     dummy_hash: String,
 }
@@ -72,6 +76,16 @@ impl std::fmt::Debug for Passwords {
 thread_local! {
     /// The argon2 working memory of this worker thread, reused across verifications.
     static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A reserved place in the password pipeline, released on drop.
+#[derive(Debug)]
+pub struct Admission(Arc<AtomicUsize>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Lowers the calling thread's scheduling priority (Linux: per-thread nice value).
@@ -125,9 +139,22 @@ impl Passwords {
             params,
             queue,
             slots,
+            admitted: Arc::new(AtomicUsize::new(0)),
+            max_admitted: slots + s.max_queue,
             queue_timeout: s.queue_timeout,
             dummy_hash,
         })
+    }
+
+    /// Reserves room for one password computation, before any other work is spent on the
+    /// request (database reads included), so that shedding a login flood costs next to nothing.
+    pub fn admit(&self) -> Result<Admission, PasswordError> {
+        let prev = self.admitted.fetch_add(1, Ordering::AcqRel);
+        let admission = Admission(self.admitted.clone());
+        if prev >= self.max_admitted {
+            return Err(PasswordError::Busy);
+        }
+        Ok(admission)
     }
 
     /// Hashes a new password with the configured parameters.
