@@ -211,8 +211,8 @@ impl Passwords {
     }
 }
 
-/// Hashes with a fresh random salt.
-fn hash_blocking(params: &Params, password: &[u8]) -> Result<String, PasswordError> {
+/// Hashes with a fresh random salt. Blocking: call it off the async runtime.
+pub fn hash_blocking(params: &Params, password: &[u8]) -> Result<String, PasswordError> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
         .hash_password(password)
         .map(|h| h.to_string())
@@ -220,8 +220,8 @@ fn hash_blocking(params: &Params, password: &[u8]) -> Result<String, PasswordErr
 }
 
 /// Verifies against a PHC string, reusing this thread's memory block. Any malformed or
-/// unsupported hash verifies as false.
-fn verify_blocking(password: &[u8], phc: &str) -> bool {
+/// unsupported hash verifies as false. Blocking: call it off the async runtime.
+pub fn verify_blocking(password: &[u8], phc: &str) -> bool {
     let Ok(parsed) = PasswordHash::new(phc) else {
         return false;
     };

@@ -1,0 +1,123 @@
+//! Microbenchmarks of the hot paths (`cargo bench`): password verification, access-token
+//! signing and verification per algorithm, refresh-token minting and checking, and building the
+//! key ring with its pre-rendered JWKS. The end-to-end harness is `bench/run`.
+
+use std::hint::black_box;
+
+use argon2::Params;
+use criterion::{criterion_group, criterion_main, Criterion};
+use serde_json::json;
+use tessera::auth::keys::{generate, KeyAlg, KeyRing, MasterKey};
+use tessera::auth::password::{hash_blocking, verify_blocking};
+use tessera::auth::session::RefreshTokens;
+use tessera::auth::tokens::{self, Expect};
+use tessera::store::KeyRow;
+
+fn ring(alg: KeyAlg, keys: usize) -> (KeyRing, MasterKey) {
+    let master = MasterKey::from_base64(&MasterKey::generate_base64().unwrap()).unwrap();
+    let rows: Vec<KeyRow> = (0..keys)
+        .map(|_| {
+            let m = generate(alg, 2048).unwrap();
+            KeyRow {
+                kid: m.kid.clone(),
+                alg: alg.name().into(),
+                private_key_enc: master.seal(&m.kid, &m.pkcs8).unwrap(),
+                public_jwk: m.jwk.to_string(),
+                created_at: 0,
+                publish_at: 0,
+                activate_at: 0,
+                retire_at: None,
+                remove_at: None,
+                succeeds: None,
+            }
+        })
+        .collect();
+    (KeyRing::build(&rows, &master, 1), master)
+}
+
+fn claims(now: i64) -> serde_json::Value {
+    json!({
+        "iss": "http://127.0.0.1:8080", "sub": uuid::Uuid::now_v7(), "aud": "tessera",
+        "exp": now + 600, "iat": now, "nbf": now, "jti": uuid::Uuid::now_v7().to_string(),
+        "sid": uuid::Uuid::now_v7(), "client_id": "tessera", "roles": ["user"],
+    })
+}
+
+fn password(c: &mut Criterion) {
+    let params = Params::new(19456, 2, 1, None).unwrap();
+    let phc = hash_blocking(&params, b"correct horse battery staple").unwrap();
+    c.bench_function("password verify (argon2id m=19456 t=2 p=1)", |b| {
+        b.iter(|| {
+            assert!(verify_blocking(
+                black_box(b"correct horse battery staple"),
+                &phc
+            ))
+        })
+    });
+}
+
+fn access_tokens(c: &mut Criterion) {
+    let now = tessera::auth::now_ms() / 1000;
+    let expect = Expect {
+        issuer: "http://127.0.0.1:8080",
+        audience: "tessera",
+        leeway_secs: 10,
+    };
+    for alg in [KeyAlg::Es256, KeyAlg::EdDsa, KeyAlg::Rs256] {
+        let (ring, _) = ring(alg, 1);
+        let key = ring.active().unwrap().clone();
+        let cl = claims(now);
+        c.bench_function(&format!("access token sign {}", alg.name()), |b| {
+            b.iter(|| key.sign_access(black_box(&cl)).unwrap())
+        });
+        let token = key.sign_access(&cl).unwrap();
+        c.bench_function(&format!("access token verify {}", alg.name()), |b| {
+            b.iter(|| tokens::verify(black_box(&token), &ring, &expect, now).unwrap())
+        });
+    }
+}
+
+fn refresh_tokens(c: &mut Criterion) {
+    let (_, master) = ring(KeyAlg::Es256, 1);
+    let rt = RefreshTokens::new(master.derive_hmac("refresh-token-v1"));
+    let sid = uuid::Uuid::now_v7();
+    c.bench_function("refresh token mint", |b| {
+        b.iter(|| rt.mint(black_box(sid), 7))
+    });
+    let token = rt.mint(sid, 7);
+    c.bench_function("refresh token parse+check", |b| {
+        b.iter(|| rt.parse(black_box(&token)).unwrap())
+    });
+}
+
+fn jwks(c: &mut Criterion) {
+    let master = MasterKey::from_base64(&MasterKey::generate_base64().unwrap()).unwrap();
+    let rows: Vec<KeyRow> = [KeyAlg::Es256, KeyAlg::EdDsa]
+        .into_iter()
+        .map(|alg| {
+            let m = generate(alg, 2048).unwrap();
+            KeyRow {
+                kid: m.kid.clone(),
+                alg: alg.name().into(),
+                private_key_enc: master.seal(&m.kid, &m.pkcs8).unwrap(),
+                public_jwk: m.jwk.to_string(),
+                created_at: 0,
+                publish_at: 0,
+                activate_at: 0,
+                retire_at: None,
+                remove_at: None,
+                succeeds: None,
+            }
+        })
+        .collect();
+    c.bench_function("key ring build + JWKS render (2 keys)", |b| {
+        b.iter(|| KeyRing::build(black_box(&rows), &master, 1))
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3));
+    targets = password, access_tokens, refresh_tokens, jwks
+}
+criterion_main!(benches);
