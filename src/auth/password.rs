@@ -113,7 +113,8 @@ impl Passwords {
         };
         let dummy_secret = uuid::Uuid::new_v4().to_string();
         let dummy_hash = hash_blocking(&params, dummy_secret.as_bytes())?;
-        let (queue, jobs) = std::sync::mpsc::sync_channel::<Job>(s.max_queue);
+        // Room for every admitted job: admission (not the channel) is what sheds load.
+        let (queue, jobs) = std::sync::mpsc::sync_channel::<Job>(slots + s.max_queue);
         let jobs = Arc::new(std::sync::Mutex::new(jobs));
         for i in 0..slots {
             let jobs = jobs.clone();

@@ -7,6 +7,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use super::sql::impl_store;
 use super::StoreResult;
 
+/// Idle time after which a pooled connection is checked before use.
+const IDLE_PING_AFTER: Duration = Duration::from_secs(1);
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Postgres behind a connection pool. Migrations take an advisory lock, so several replicas may
@@ -31,9 +34,19 @@ impl PgStore {
             .max_connections(max_connections.max(1))
             .min_connections(0)
             .acquire_timeout(acquire_timeout)
-            // Connections found broken are replaced instead of failing requests forever after a
-            // database restart.
-            .test_before_acquire(true)
+            // A connection that sat idle is pinged before use, so one broken by a database
+            // restart is replaced instead of failing a request. Busy connections are not: a
+            // ping per acquire would double the round trips of every request.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > IDLE_PING_AFTER {
+                        use sqlx::Connection;
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(opts);
         Ok(Self { pool })
     }

@@ -41,6 +41,8 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(acquire_timeout)
+            // An embedded database has no network to lose: no ping before each use.
+            .test_before_acquire(false)
             // Keep the one connection forever: an in-memory database lives only as long as it.
             .idle_timeout(None)
             .max_lifetime(None)
