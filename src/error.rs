@@ -145,7 +145,10 @@ impl IntoResponse for Error {
         let (status, body) = self.parts();
         match &self {
             Error::Internal(cause) => tracing::error!(%cause, "request failed"),
-            Error::Unavailable(cause) => tracing::warn!(%cause, "request shed"),
+            Error::Unavailable(cause) => {
+                tracing::warn!(%cause, "request shed");
+                metrics::counter!("requests_shed_total", "cause" => *cause).increment(1);
+            }
             Error::InvalidRequest(why) => tracing::debug!(%why, "invalid request"),
             _ => {}
         }

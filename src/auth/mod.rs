@@ -167,6 +167,7 @@ impl Auth {
             Some(u) if verified.ok && !u.disabled => u,
             _ => {
                 tracing::info!("login failed");
+                metrics::counter!("logins_total", "result" => "failed").increment(1);
                 throttle::failed(self.store.as_ref(), limits, &keys, now_ms()).await?;
                 return Err(Error::InvalidGrant);
             }
@@ -202,6 +203,7 @@ impl Auth {
         };
         self.store.create_session(&session).await?;
         tracing::info!(user_id = %user.id, session_id = %session.id, "login ok");
+        metrics::counter!("logins_total", "result" => "ok").increment(1);
         let grant = Grant {
             roles: user.roles,
             claims: user.claims,
@@ -235,6 +237,7 @@ impl Auth {
                 (s, g)
             }
             Rotation::ReuseDetected => {
+                metrics::counter!("refresh_reuse_detected_total").increment(1);
                 tracing::warn!(session_id = %rt.session_id, "refresh token reuse: session revoked");
                 return Err(Error::InvalidGrant);
             }

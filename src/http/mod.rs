@@ -5,6 +5,7 @@ mod discovery;
 mod extract;
 mod health;
 mod jwks;
+mod metrics;
 mod oauth;
 pub mod serve;
 mod session;
@@ -93,6 +94,8 @@ pub fn router(auth: Arc<Auth>) -> Router {
     let body_limit = s.http.body_limit;
     let timeout = s.http.request_timeout;
     let max_age = s.keys.jwks_max_age.as_secs();
+    // Install the metrics recorder before the first request is counted.
+    let _ = metrics::handle();
     let state = AppState {
         jwks_cache_control: HeaderValue::from_str(&format!("public, max-age={max_age}"))
             .unwrap_or(HeaderValue::from_static("public, max-age=300")),
@@ -107,6 +110,7 @@ pub fn router(auth: Arc<Auth>) -> Router {
         .merge(oauth::router())
         .merge(discovery::router())
         .merge(health::router())
+        .merge(metrics::router())
         .split_for_parts();
     let openapi = bytes::Bytes::from(api.to_json().unwrap_or_else(|_| "{}".into()));
     let routes = api_routes
@@ -145,9 +149,11 @@ pub fn router(auth: Arc<Auth>) -> Router {
         ))
         // 6. A panic becomes a logged 500 with the contract's body, never a dropped connection.
         .layer(CatchPanicLayer::custom(|_| Error::Internal("handler panicked".into()).into_response()))
-        // 7. Bound the time of each request; a slow dependency answers 503, not a hang.
+        // 7. Count and time requests (inside the panic guard, so 500s are counted too).
+        .layer(middleware::from_fn(metrics::record))
+        // 8. Bound the time of each request; a slow dependency answers 503, not a hang.
         .layer(middleware::from_fn(move |req: Request, next: Next| request_timeout(timeout, req, next)))
-        // 8. Cap bodies before any extractor buffers them.
+        // 9. Cap bodies before any extractor buffers them.
         .layer(DefaultBodyLimit::max(body_limit));
     routes.layer(stack)
 }

@@ -247,6 +247,7 @@ async fn openapi_covers_every_endpoint(b: Backend) {
         ("/.well-known/openid-configuration", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
+        ("/metrics", "get"),
     ];
     for (path, method) in expected {
         assert!(
