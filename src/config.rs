@@ -89,6 +89,7 @@ pub struct SessionSettings {
     pub absolute_ttl: Duration,
     #[serde(with = "humantime_serde")]
     pub reuse_grace: Duration,
+    pub refresh_cookie: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -277,6 +278,7 @@ pub fn unknown_env_keys() -> Vec<String> {
         "SESSIONS__IDLE_TTL",
         "SESSIONS__ABSOLUTE_TTL",
         "SESSIONS__REUSE_GRACE",
+        "SESSIONS__REFRESH_COOKIE",
         "KEYS__ALGORITHM",
         "KEYS__JWKS_MAX_AGE",
         "KEYS__PUBLISH_AHEAD",

@@ -112,7 +112,11 @@ async fn login(
             &st.auth.settings.tokens.client_id,
         )
         .await?;
-    Ok(token_response(&pair))
+    let mut res = token_response(&pair);
+    if st.auth.settings.sessions.refresh_cookie {
+        set_refresh_cookie(&mut res, &pair);
+    }
+    Ok(res)
 }
 
 /// Rotates a refresh token: a new access token and the successor refresh token.
@@ -126,16 +130,80 @@ async fn login(
 #[tracing::instrument(skip_all)]
 async fn refresh(
     State(st): State<AppState>,
-    AppJson(req): AppJson<RefreshRequest>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, Error> {
-    if req.refresh_token.expose_secret().is_empty() {
+    let body = read_body(body)?;
+    // The token comes from the JSON body, or else from the refresh cookie.
+    let (token, from_cookie) = if body.iter().all(u8::is_ascii_whitespace) {
+        let t = refresh_cookie(&headers)
+            .ok_or_else(|| Error::InvalidRequest("no refresh_token".into()))?;
+        (t, true)
+    } else {
+        let req: RefreshRequest = serde_json::from_slice(&body)
+            .map_err(|_| Error::InvalidRequest("malformed JSON body".into()))?;
+        (req.refresh_token, false)
+    };
+    if token.expose_secret().is_empty() {
         return Err(Error::InvalidRequest("empty refresh_token".into()));
     }
     let pair = st
         .auth
-        .refresh(req.refresh_token, &st.auth.settings.tokens.client_id)
+        .refresh(token, &st.auth.settings.tokens.client_id)
         .await?;
-    Ok(token_response(&pair))
+    let mut res = token_response(&pair);
+    if from_cookie {
+        set_refresh_cookie(&mut res, &pair);
+    }
+    Ok(res)
+}
+
+/// The name of the refresh-token cookie.
+pub const REFRESH_COOKIE: &str = "tessera_refresh";
+
+fn read_body(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Bytes, Error> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::PayloadTooLarge
+        } else {
+            Error::InvalidRequest("unreadable body".into())
+        }
+    })
+}
+
+/// The refresh token from the `Cookie` header, if any.
+fn refresh_cookie(headers: &HeaderMap) -> Option<SecretString> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == REFRESH_COOKIE)
+        .map(|(_, v)| SecretString::from(v.trim_matches('"').to_string()))
+        .filter(|t| !t.expose_secret().is_empty())
+}
+
+/// `Set-Cookie` for the refresh token: HttpOnly (no script can read it), Secure, and
+/// SameSite=Strict (never sent on cross-site requests, which is what stops CSRF here).
+fn set_refresh_cookie(res: &mut Response, pair: &TokenPair) {
+    let cookie = format!(
+        "{REFRESH_COOKIE}={}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
+        pair.refresh_token.expose_secret(),
+        pair.refresh_expires_in
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+fn clear_refresh_cookie(res: &mut Response) {
+    let cookie = format!("{REFRESH_COOKIE}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict");
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
 }
 
 /// Ends the session of the refresh token and/or the bearer token; denylists the bearer's `jti`.
@@ -149,28 +217,25 @@ async fn refresh(
 async fn logout(
     State(st): State<AppState>,
     bearer: Bearer,
+    headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, Error> {
-    let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Error::PayloadTooLarge
-        } else {
-            Error::InvalidRequest("unreadable body".into())
-        }
-    })?;
+    let body = read_body(body)?;
     let refresh = if body.iter().all(u8::is_ascii_whitespace) {
-        None
+        refresh_cookie(&headers)
     } else {
         let req: LogoutRequest = serde_json::from_slice(&body)
             .map_err(|_| Error::InvalidRequest("malformed JSON body".into()))?;
         req.refresh_token.filter(|t| !t.expose_secret().is_empty())
     };
     st.auth.logout(refresh, bearer.0.as_deref()).await?;
-    Ok((
+    let mut res = (
         StatusCode::NO_CONTENT,
         [(header::CACHE_CONTROL, "no-store")],
     )
-        .into_response())
+        .into_response();
+    clear_refresh_cookie(&mut res);
+    Ok(res)
 }
 
 /// `POST /logout/all`: every session of the caller ends, and every access token issued to them
