@@ -54,6 +54,9 @@ pub struct HttpSettings {
     pub header_read_timeout: Duration,
     pub body_limit: usize,
     pub max_header_bytes: usize,
+    /// Browser origins allowed to call Tessera (CORS, with credentials); empty: none.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -220,6 +223,14 @@ impl Settings {
         if self.http.body_limit == 0 || self.http.max_header_bytes < 8192 {
             return err("http.body_limit must be positive and http.max_header_bytes at least 8192");
         }
+        for o in &self.http.cors_origins {
+            let ok = (o.starts_with("https://") || o.starts_with("http://"))
+                && !o.ends_with('/')
+                && axum::http::HeaderValue::from_str(o).is_ok();
+            if !ok {
+                return err("http.cors_origins entries must be origins like \"https://app.example.com\" (no path, no '*')");
+            }
+        }
         if self.tokens.issuer.is_empty() || self.tokens.audience.is_empty() {
             return err("tokens.issuer and tokens.audience must not be empty");
         }
@@ -266,6 +277,7 @@ pub fn unknown_env_keys() -> Vec<String> {
         "HTTP__HEADER_READ_TIMEOUT",
         "HTTP__BODY_LIMIT",
         "HTTP__MAX_HEADER_BYTES",
+        "HTTP__CORS_ORIGINS",
         "DATABASE__URL",
         "DATABASE__URL_FILE",
         "DATABASE__MAX_CONNECTIONS",

@@ -94,6 +94,7 @@ pub fn router(auth: Arc<Auth>) -> Router {
     let body_limit = s.http.body_limit;
     let timeout = s.http.request_timeout;
     let max_age = s.keys.jwks_max_age.as_secs();
+    let auth_settings_cors = s.http.cors_origins.clone();
     // Install the metrics recorder before the first request is counted.
     let _ = metrics::handle();
     let state = AppState {
@@ -113,6 +114,7 @@ pub fn router(auth: Arc<Auth>) -> Router {
         .merge(metrics::router())
         .split_for_parts();
     let openapi = bytes::Bytes::from(api.to_json().unwrap_or_else(|_| "{}".into()));
+    let cors = cors_layer(&auth_settings_cors);
     let routes = api_routes
         .route(
             "/openapi.json",
@@ -155,7 +157,33 @@ pub fn router(auth: Arc<Auth>) -> Router {
         .layer(middleware::from_fn(move |req: Request, next: Next| request_timeout(timeout, req, next)))
         // 9. Cap bodies before any extractor buffers them.
         .layer(DefaultBodyLimit::max(body_limit));
-    routes.layer(stack)
+    // 10. CORS, innermost: preflights are answered here, for the configured origins only.
+    routes.layer(cors).layer(stack)
+}
+
+/// CORS for the configured origins (credentials allowed, for the refresh cookie); no origin
+/// at all when the list is empty.
+fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::Method;
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if list.is_empty() {
+        return CorsLayer::new();
+    }
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(list))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([
+            header::RETRY_AFTER,
+            header::WWW_AUTHENTICATE,
+            X_REQUEST_ID.clone(),
+        ])
+        .allow_credentials(true)
+        .max_age(Duration::from_secs(600))
 }
 
 async fn request_timeout(limit: Duration, req: Request, next: Next) -> Response {

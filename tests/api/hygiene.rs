@@ -12,6 +12,7 @@ on_both!(
     health_and_readiness,
     no_5xx_from_garbage,
     openapi_covers_every_endpoint,
+    cors_only_for_configured_origins,
 );
 
 async fn limits_and_methods(b: Backend) {
@@ -265,4 +266,62 @@ async fn openapi_covers_every_endpoint(b: Backend) {
     }
     assert!(v["components"]["schemas"]["ErrorBody"].is_object());
     assert!(v["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+async fn cors_only_for_configured_origins(b: Backend) {
+    let Some(app) = TestApp::spawn_with(b, |f| {
+        f.merge(figment::providers::Serialized::default(
+            "http.cors_origins",
+            vec!["https://app.example"],
+        ))
+    })
+    .await
+    else {
+        return;
+    };
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/login"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let r = preflight("https://app.example").await.unwrap();
+    assert!(r.status().is_success());
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert_eq!(r.headers()["access-control-allow-credentials"], "true");
+    let r = preflight("https://evil.example").await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    // A real request from the allowed origin carries the header; others do not.
+    app.create_user("alice", &[]).await;
+    let r = app
+        .client
+        .post(app.url("/login"))
+        .header("origin", "https://app.example")
+        .json(&json!({"username": "alice", "password": crate::helpers::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    // Without configuration, no origin is allowed.
+    let Some(plain) = TestApp::spawn(b).await else {
+        return;
+    };
+    let r = plain
+        .client
+        .request(reqwest::Method::OPTIONS, plain.url("/login"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
 }
