@@ -35,6 +35,12 @@ pub enum Error {
     /// Too many failed logins: wait this many seconds (RFC 8628 §3.5 `slow_down`).
     #[error("slow down")]
     SlowDown(u64),
+    /// A valid token whose user lacks the role the endpoint needs (RFC 6750 §3.1).
+    #[error("forbidden")]
+    Forbidden,
+    /// The resource already exists (a username taken).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
     /// The body is larger than the configured limit.
     #[error("payload too large")]
     PayloadTooLarge,
@@ -98,6 +104,16 @@ impl Error {
                 StatusCode::TOO_MANY_REQUESTS,
                 "slow_down",
                 "Too many failed attempts. Retry after the time given in Retry-After.",
+            ),
+            Error::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                "The access token does not grant this operation.",
+            ),
+            Error::Conflict(_) => (
+                StatusCode::CONFLICT,
+                "conflict",
+                "The resource already exists.",
             ),
             Error::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -163,6 +179,14 @@ impl IntoResponse for Error {
                     HeaderValue::from_static(r#"Bearer realm="tessera", error="invalid_token""#),
                 );
             }
+            Error::Forbidden => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        r#"Bearer realm="tessera", error="insufficient_scope""#,
+                    ),
+                );
+            }
             Error::InvalidClient => {
                 // RFC 6749 §5.2: a 401 for client authentication names the scheme.
                 h.insert(
@@ -196,6 +220,8 @@ mod tests {
             (Error::GrantRejected, 400, "invalid_grant"),
             (Error::UnsupportedGrantType, 400, "unsupported_grant_type"),
             (Error::SlowDown(3), 429, "slow_down"),
+            (Error::Forbidden, 403, "insufficient_scope"),
+            (Error::Conflict("username"), 409, "conflict"),
             (Error::PayloadTooLarge, 413, "invalid_request"),
             (Error::MethodNotAllowed, 405, "invalid_request"),
             (Error::NotFound, 404, "not_found"),

@@ -532,9 +532,7 @@ impl Auth {
             })
             .await
             .map_err(|e| match e {
-                crate::store::StoreError::Duplicate(_) => {
-                    Error::InvalidRequest("username already taken".into())
-                }
+                crate::store::StoreError::Duplicate(_) => Error::Conflict("username"),
                 other => other.into(),
             })?;
         Ok(user)

@@ -1,6 +1,7 @@
 //! The HTTP layer: routers, extractors and the middleware stack. No business rules live here;
 //! a handler parses input, calls one `Auth` method and shapes the response.
 
+mod admin;
 mod discovery;
 mod extract;
 mod health;
@@ -55,7 +56,8 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         (name = "oauth", description = "RFC 6749 / 7009 / 7662 endpoints and the revocation feed (form-encoded)"),
         (name = "keys", description = "Public keys for verifiers"),
         (name = "discovery", description = "RFC 8414 metadata"),
-        (name = "operations", description = "Health and readiness"),
+        (name = "operations", description = "Health, readiness and metrics"),
+        (name = "admin", description = "User management; needs an access token of a user with the admin role"),
     )
 )]
 struct ApiDoc;
@@ -112,6 +114,7 @@ pub fn router(auth: Arc<Auth>) -> Router {
         .merge(discovery::router())
         .merge(health::router())
         .merge(metrics::router())
+        .merge(admin::router())
         .split_for_parts();
     let openapi = bytes::Bytes::from(api.to_json().unwrap_or_else(|_| "{}".into()));
     let cors = cors_layer(&auth_settings_cors);

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod admin;
 mod cli;
 mod hygiene;
 mod interop;
