@@ -205,6 +205,11 @@ impl Settings {
         if !matches!(self.keys.algorithm.as_str(), "ES256" | "EdDSA" | "RS256") {
             return err("keys.algorithm must be ES256, EdDSA or RS256");
         }
+        if self.publish_ahead() < self.keys.jwks_max_age {
+            // Invariant 3: verifiers may cache the JWKS for jwks_max_age; a key that signed
+            // sooner after publication could be unknown to them.
+            return err("keys.publish_ahead must be at least keys.jwks_max_age");
+        }
         if !matches!(self.keys.rsa_bits, 2048 | 3072) {
             return err("keys.rsa_bits must be 2048 or 3072");
         }
@@ -368,6 +373,16 @@ mod tests {
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("hunter2"));
         assert!(!dbg.contains("c2VjcmV0LW1hc3Rlci1rZXk="));
+    }
+
+    #[test]
+    fn keys_cannot_sign_before_caches_expire() {
+        let r = Settings::from_figment(
+            Settings::figment(None)
+                .merge(Serialized::default("keys.jwks_max_age", "5m"))
+                .merge(Serialized::default("keys.publish_ahead", "1m")),
+        );
+        assert!(r.is_err());
     }
 
     #[test]

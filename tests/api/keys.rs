@@ -47,6 +47,7 @@ fn cli(app: &TestApp, args: &[&str]) -> (bool, String) {
         .env("DATABASE_URL", app.db.url())
         .env("TESSERA__KEYS__MASTER_KEY", &app.master_key)
         .env("TESSERA__KEYS__PUBLISH_AHEAD", "1s")
+        .env("TESSERA__KEYS__JWKS_MAX_AGE", "1s")
         .env("TESSERA__LOG__LEVEL", "warn")
         .output()
         .unwrap();
@@ -58,6 +59,7 @@ fn cli(app: &TestApp, args: &[&str]) -> (bool, String) {
 async fn rotation_fails_no_request(b: Backend) {
     let Some(app) = TestApp::spawn_with(b, |f| {
         f.merge(Serialized::default("keys.publish_ahead", "1s"))
+            .merge(Serialized::default("keys.jwks_max_age", "1s"))
     })
     .await
     else {
@@ -78,6 +80,7 @@ async fn rotation_fails_no_request(b: Backend) {
                 .env("DATABASE_URL", url)
                 .env("TESSERA__KEYS__MASTER_KEY", master)
                 .env("TESSERA__KEYS__PUBLISH_AHEAD", "1s")
+                .env("TESSERA__KEYS__JWKS_MAX_AGE", "1s")
                 .output()
                 .unwrap();
             (
