@@ -99,9 +99,29 @@ impl Form {
     }
 }
 
-/// `Authorization: Basic` credentials (RFC 6749 §2.3.1: id and secret are form-urlencoded
-/// before base64). `Ok(None)` when the header is absent or uses another scheme.
-fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, SecretString)>, Error> {
+/// `Authorization: Basic` credentials. RFC 6749 §2.3.1 has clients form-urlencode the id and
+/// secret before base64, but many send them raw (RFC 7617 Basic, `curl -u`): a raw secret with
+/// `+` or `%` would then decode differently. Both readings are kept and either may match.
+struct BasicCredentials {
+    decoded: (String, SecretString),
+    raw: (String, SecretString),
+}
+
+impl BasicCredentials {
+    fn authenticate(&self, st: &AppState) -> Result<String, Error> {
+        st.auth
+            .authenticate_client(&self.decoded.0, &self.decoded.1)
+            .or_else(|_| st.auth.authenticate_client(&self.raw.0, &self.raw.1))
+    }
+
+    /// Whether the id (in either reading) is `id`.
+    fn names(&self, id: &str) -> bool {
+        self.decoded.0 == id || self.raw.0 == id
+    }
+}
+
+/// `Ok(None)` when the header is absent or uses another scheme.
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<BasicCredentials>, Error> {
     let Some(v) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
@@ -118,12 +138,15 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, SecretString
     let raw = String::from_utf8(raw).map_err(|_| Error::InvalidClient)?;
     let (id, secret) = raw.split_once(':').ok_or(Error::InvalidClient)?;
     let decode = |s: &str| -> String {
-        form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
+        let plus = s.replace('+', " ");
+        percent_encoding::percent_decode_str(&plus)
+            .decode_utf8_lossy()
+            .into_owned()
     };
-    Ok(Some((decode(id), SecretString::from(decode(secret)))))
+    Ok(Some(BasicCredentials {
+        decoded: (decode(id), SecretString::from(decode(secret))),
+        raw: (id.to_string(), SecretString::from(secret.to_string())),
+    }))
 }
 
 /// Client authentication for `/token` and `/revoke`: HTTP Basic or form credentials
@@ -137,11 +160,11 @@ fn client_of(st: &AppState, headers: &HeaderMap, form: &Form) -> Result<String, 
         (Some(_), Some(_)) => Err(Error::InvalidRequest(
             "more than one client authentication method".into(),
         )),
-        (Some((id, secret)), None) => {
-            if form.get("client_id").is_some_and(|c| c != id) {
+        (Some(basic), None) => {
+            if form.get("client_id").is_some_and(|c| !basic.names(c)) {
                 return Err(Error::InvalidClient);
             }
-            st.auth.authenticate_client(&id, &secret)
+            basic.authenticate(st)
         }
         (None, Some(secret)) => {
             let id = form.get("client_id").ok_or(Error::InvalidClient)?;
@@ -159,8 +182,9 @@ fn client_of(st: &AppState, headers: &HeaderMap, form: &Form) -> Result<String, 
 
 /// Introspection and the feed require an authenticated confidential client (HTTP Basic).
 fn require_client(st: &AppState, headers: &HeaderMap) -> Result<String, Error> {
-    let (id, secret) = basic_credentials(headers)?.ok_or(Error::InvalidClient)?;
-    st.auth.authenticate_client(&id, &secret)
+    basic_credentials(headers)?
+        .ok_or(Error::InvalidClient)?
+        .authenticate(st)
 }
 
 /// RFC 6749 token endpoint: the password (§4.3) and refresh_token (§6) grants.

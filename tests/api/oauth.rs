@@ -14,6 +14,7 @@ on_both!(
     revocation_feed,
     logout_everywhere,
     discovery_documents,
+    basic_auth_raw_and_form_encoded,
 );
 
 impl TestApp {
@@ -690,4 +691,64 @@ async fn discovery_documents(b: Backend) {
             .contains(&json!("client_secret_basic")));
         assert!(v.to_string().contains("ES256"));
     }
+}
+
+async fn basic_auth_raw_and_form_encoded(b: Backend) {
+    use base64::Engine;
+    // A secret full of characters that form-urlencoding changes.
+    const ID: &str = "weird client";
+    const SECRET: &str = "a+b/c&d%2Fe:f=g 0123456789";
+    let Some(app) = TestApp::spawn_with(b, |f| {
+        f.merge(figment::providers::Serialized::default(
+            "clients",
+            json!([{"id": ID, "secret": SECRET}, {"id": CLIENT_ID, "secret": CLIENT_SECRET}]),
+        ))
+    })
+    .await
+    else {
+        return;
+    };
+    let basic = |id: &str, secret: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+        )
+    };
+    let encoded = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let introspect = |auth: String| {
+        app.client
+            .post(app.url("/introspect"))
+            .header("authorization", auth)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("token=x")
+            .send()
+    };
+    // RFC 6749 §2.3.1 (form-urlencoded, then base64) and raw RFC 7617 Basic both work.
+    assert_eq!(
+        introspect(basic(&encoded(ID), &encoded(SECRET)))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(introspect(basic(ID, SECRET)).await.unwrap().status(), 200);
+    // A near miss does not.
+    assert_eq!(
+        introspect(basic(ID, "a b/c&d%2Fe:f=g 0123456789"))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        introspect(basic(ID, &SECRET[..SECRET.len() - 1]))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        introspect(basic(CLIENT_ID, SECRET)).await.unwrap().status(),
+        401
+    );
 }
