@@ -175,6 +175,16 @@ async fn forged_tokens_are_refused(b: Backend) {
     )
     .await;
     assert_refused(&app, &format!("{}.{}", parts[0], parts[1]), "two segments").await;
+    // "Psychic signatures" (CVE-2022-21449): an all-zero ECDSA signature, r = s = 0.
+    let zeros = URL_SAFE_NO_PAD.encode([0u8; 64]);
+    let zero_sig = format!("{}.{}.{zeros}", parts[0], parts[1]);
+    assert_refused(&app, &zero_sig, "r = s = 0").await;
+    let zero_edited = format!(
+        "{}.{}.{zeros}",
+        parts[0],
+        b64(&with("roles", json!(["admin"])))
+    );
+    assert_refused(&app, &zero_edited, "r = s = 0, edited payload").await;
     assert_refused(
         &app,
         &format!("{}.{}.{}", parts[0], parts[1], &parts[2][..20]),
