@@ -175,7 +175,14 @@ impl Settings {
         if let Some(path) = config_file {
             fig = fig.merge(Toml::file_exact(path));
         }
-        fig.merge(Env::prefixed("TESSERA__").split("__")).merge(
+        // Unknown variables are left out here and reported by `unknown_env_keys`, rather than
+        // failing extraction; unknown keys in TOML files do fail.
+        fig.merge(
+            Env::prefixed("TESSERA__")
+                .filter(|k| is_known(k.as_str()))
+                .split("__"),
+        )
+        .merge(
             Env::raw()
                 .only(&["DATABASE_URL"])
                 .map(|_| "database.url".into()),
@@ -273,54 +280,60 @@ fn read_secret_file(path: &Path) -> Result<SecretString, ConfigError> {
         .map_err(|e| ConfigError(format!("cannot read secret file {}: {e}", path.display())))
 }
 
-/// Names `TESSERA__` environment variables that do not match any setting, so that a typo does
-/// not silently fall back to a default.
+fn is_known(key: &str) -> bool {
+    KNOWN.contains(&key.to_ascii_uppercase().as_str())
+}
+
+/// Every setting that can come from a `TESSERA__` environment variable.
+const KNOWN: &[&str] = &[
+    "HTTP__BIND",
+    "HTTP__REQUEST_TIMEOUT",
+    "HTTP__HEADER_READ_TIMEOUT",
+    "HTTP__BODY_LIMIT",
+    "HTTP__MAX_HEADER_BYTES",
+    "HTTP__CORS_ORIGINS",
+    "DATABASE__URL",
+    "DATABASE__URL_FILE",
+    "DATABASE__MAX_CONNECTIONS",
+    "DATABASE__ACQUIRE_TIMEOUT",
+    "TOKENS__ISSUER",
+    "TOKENS__AUDIENCE",
+    "TOKENS__ACCESS_TTL",
+    "TOKENS__LEEWAY",
+    "TOKENS__CLIENT_ID",
+    "SESSIONS__IDLE_TTL",
+    "SESSIONS__ABSOLUTE_TTL",
+    "SESSIONS__REUSE_GRACE",
+    "SESSIONS__REFRESH_COOKIE",
+    "KEYS__ALGORITHM",
+    "KEYS__JWKS_MAX_AGE",
+    "KEYS__PUBLISH_AHEAD",
+    "KEYS__ROTATE_EVERY",
+    "KEYS__RSA_BITS",
+    "KEYS__MASTER_KEY",
+    "KEYS__MASTER_KEY_FILE",
+    "PASSWORD__M_COST",
+    "PASSWORD__T_COST",
+    "PASSWORD__P_COST",
+    "PASSWORD__MAX_CONCURRENCY",
+    "PASSWORD__MAX_QUEUE",
+    "PASSWORD__QUEUE_TIMEOUT",
+    "THROTTLE__ACCOUNT_FREE_FAILURES",
+    "THROTTLE__IP_FREE_FAILURES",
+    "THROTTLE__BACKOFF_BASE",
+    "THROTTLE__BACKOFF_MAX",
+    "THROTTLE__WINDOW",
+    "LOG__FORMAT",
+    "LOG__LEVEL",
+];
+
+/// Names `TESSERA__` environment variables that do not match any setting. They are ignored
+/// (and reported at start-up), so a typo never silently becomes a default.
 pub fn unknown_env_keys() -> Vec<String> {
-    const KNOWN: &[&str] = &[
-        "HTTP__BIND",
-        "HTTP__REQUEST_TIMEOUT",
-        "HTTP__HEADER_READ_TIMEOUT",
-        "HTTP__BODY_LIMIT",
-        "HTTP__MAX_HEADER_BYTES",
-        "HTTP__CORS_ORIGINS",
-        "DATABASE__URL",
-        "DATABASE__URL_FILE",
-        "DATABASE__MAX_CONNECTIONS",
-        "DATABASE__ACQUIRE_TIMEOUT",
-        "TOKENS__ISSUER",
-        "TOKENS__AUDIENCE",
-        "TOKENS__ACCESS_TTL",
-        "TOKENS__LEEWAY",
-        "TOKENS__CLIENT_ID",
-        "SESSIONS__IDLE_TTL",
-        "SESSIONS__ABSOLUTE_TTL",
-        "SESSIONS__REUSE_GRACE",
-        "SESSIONS__REFRESH_COOKIE",
-        "KEYS__ALGORITHM",
-        "KEYS__JWKS_MAX_AGE",
-        "KEYS__PUBLISH_AHEAD",
-        "KEYS__ROTATE_EVERY",
-        "KEYS__RSA_BITS",
-        "KEYS__MASTER_KEY",
-        "KEYS__MASTER_KEY_FILE",
-        "PASSWORD__M_COST",
-        "PASSWORD__T_COST",
-        "PASSWORD__P_COST",
-        "PASSWORD__MAX_CONCURRENCY",
-        "PASSWORD__MAX_QUEUE",
-        "PASSWORD__QUEUE_TIMEOUT",
-        "THROTTLE__ACCOUNT_FREE_FAILURES",
-        "THROTTLE__IP_FREE_FAILURES",
-        "THROTTLE__BACKOFF_BASE",
-        "THROTTLE__BACKOFF_MAX",
-        "THROTTLE__WINDOW",
-        "LOG__FORMAT",
-        "LOG__LEVEL",
-    ];
     std::env::vars_os()
         .filter_map(|(k, _)| k.into_string().ok())
         .filter_map(|k| k.strip_prefix("TESSERA__").map(str::to_string))
-        .filter(|k| !KNOWN.contains(&k.to_ascii_uppercase().as_str()))
+        .filter(|k| !is_known(k))
         .map(|k| format!("TESSERA__{k}"))
         .collect()
 }

@@ -217,6 +217,30 @@ async fn migrate_is_idempotent(b: Backend) {
     .unwrap();
     assert!(first.0, "{}", first.1);
     assert!(second.0, "{}", second.1);
+    // A mistyped TESSERA__ variable is reported, not silently used or fatal; a bad value of a
+    // real setting is fatal and names the key.
+    let (url, master) = (db.url().to_string(), crate::helpers::master_key());
+    let (typo, bad) = tokio::task::spawn_blocking(move || {
+        let run = |k: &str, v: &str| {
+            Command::new(env!("CARGO_BIN_EXE_tessera"))
+                .arg("migrate")
+                .env("DATABASE_URL", &url)
+                .env("TESSERA__KEYS__MASTER_KEY", &master)
+                .env(k, v)
+                .output()
+                .unwrap()
+        };
+        (
+            run("TESSERA__HTTP__BINDD", "0.0.0.0:1"),
+            run("TESSERA__TOKENS__ACCESS_TTL", "soon"),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(typo.status.success());
+    assert!(String::from_utf8_lossy(&typo.stdout).contains("TESSERA__HTTP__BINDD"));
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("TOKENS.ACCESS_TTL"));
     // Postgres without a master key refuses to serve; the message names the setting.
     if b == Backend::Postgres {
         let url = db.url().to_string();
