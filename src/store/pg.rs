@@ -36,7 +36,9 @@ impl PgStore {
             .acquire_timeout(acquire_timeout)
             // A connection that sat idle is pinged before use, so one broken by a database
             // restart is replaced instead of failing a request. Busy connections are not: a
-            // ping per acquire would double the round trips of every request.
+            // ping per acquire would double the round trips of every request. (sqlx 0.9 also
+            // pings every connection as it returns to the pool, off the request's path, and
+            // closes it there if the ping fails.)
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {
