@@ -14,7 +14,8 @@ use crate::on_both;
 on_both!(
     user_commands_manage_accounts,
     migrate_is_idempotent,
-    serve_logs_no_secrets
+    serve_logs_no_secrets,
+    healthcheck_and_config_files,
 );
 
 fn tessera(db_url: &str, master: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
@@ -407,4 +408,64 @@ async fn serve_logs_no_secrets(b: Backend) {
         !logs.contains("$argon2id$"),
         "a password hash leaked into the logs"
     );
+}
+
+/// The container probe, and `--config` files layered over the defaults.
+async fn healthcheck_and_config_files(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let base = app.base.clone();
+    let (up, down, typo, layered) = tokio::task::spawn_blocking({
+        let (url, master) = (app.db.url().to_string(), app.master_key.clone());
+        move || {
+            let probe = |u: &str| {
+                Command::new(env!("CARGO_BIN_EXE_tessera"))
+                    .args(["healthcheck", "--url", u])
+                    .output()
+                    .unwrap()
+                    .status
+                    .success()
+            };
+            let dir =
+                std::env::temp_dir().join(format!("tessera-cfg-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let bad = dir.join("bad.toml");
+            std::fs::write(&bad, "[tokens]\naccess_tll = \"5m\"\n").unwrap();
+            let good = dir.join("good.toml");
+            std::fs::write(
+                &good,
+                "[tokens]\naccess_ttl = \"1s\"\n[keys]\nalgorithm = \"nope\"\n",
+            )
+            .unwrap();
+            let run = |cfg: &std::path::Path| {
+                Command::new(env!("CARGO_BIN_EXE_tessera"))
+                    .args(["--config", cfg.to_str().unwrap(), "migrate"])
+                    .env("DATABASE_URL", &url)
+                    .env("TESSERA__KEYS__MASTER_KEY", &master)
+                    .output()
+                    .unwrap()
+            };
+            let out = (
+                probe(&base),
+                probe("http://127.0.0.1:9"),
+                run(&bad),
+                run(&good),
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+            out
+        }
+    })
+    .await
+    .unwrap();
+    assert!(up, "healthcheck must pass against a ready server");
+    assert!(!down, "healthcheck must fail when nothing listens");
+    // A typo in a config file is an error naming the key; a bad value from the file, too.
+    assert!(!typo.status.success());
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("access_tll"));
+    assert!(
+        !layered.status.success(),
+        "the file's keys.algorithm must have been read"
+    );
+    assert!(String::from_utf8_lossy(&layered.stderr).contains("keys.algorithm"));
 }
