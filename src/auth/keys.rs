@@ -20,7 +20,7 @@ use aws_lc_rs::signature::{
 };
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
@@ -166,7 +166,6 @@ pub struct KeyMaterial {
     pub kid: String,
     pub alg: KeyAlg,
     pub pkcs8: Zeroizing<Vec<u8>>,
-    pub encoding: EncodingKey,
     /// The public JWK as published (with kid, use, alg).
     pub jwk: Value,
 }
@@ -215,7 +214,7 @@ pub fn from_pkcs8(
     kid: Option<String>,
 ) -> Result<KeyMaterial, KeyError> {
     let rej = |what: &str| KeyError::Rejected(what.to_string());
-    let (encoding, mut jwk) = match alg {
+    let mut jwk = match alg {
         KeyAlg::Es256 => {
             let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8)
                 .map_err(|_| rej("not a PKCS#8 P-256 key"))?;
@@ -228,7 +227,7 @@ pub fn from_pkcs8(
                 "x": URL_SAFE_NO_PAD.encode(&pt[1..33]),
                 "y": URL_SAFE_NO_PAD.encode(&pt[33..65]),
             });
-            (EncodingKey::from_ec_der(&pkcs8), jwk)
+            jwk
         }
         KeyAlg::EdDsa => {
             let kp =
@@ -237,7 +236,7 @@ pub fn from_pkcs8(
                 "kty": "OKP", "crv": "Ed25519",
                 "x": URL_SAFE_NO_PAD.encode(kp.public_key().as_ref()),
             });
-            (EncodingKey::from_ed_der(&pkcs8), jwk)
+            jwk
         }
         KeyAlg::Rs256 => {
             let kp = aws_lc_rs::rsa::KeyPair::from_pkcs8(&pkcs8)
@@ -252,10 +251,7 @@ pub fn from_pkcs8(
                 "n": URL_SAFE_NO_PAD.encode(&pc.n),
                 "e": URL_SAFE_NO_PAD.encode(&pc.e),
             });
-            // jsonwebtoken wants PKCS#1 for RSA; its PEM parser converts PKCS#8 for us.
-            let pem = Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.to_vec())));
-            let ek = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| rej("RSA key"))?;
-            (ek, jwk)
+            jwk
         }
     };
     let kid = kid.unwrap_or_else(|| thumbprint(&jwk));
@@ -266,7 +262,6 @@ pub fn from_pkcs8(
         kid,
         alg,
         pkcs8,
-        encoding,
         jwk,
     })
 }

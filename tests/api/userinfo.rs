@@ -138,15 +138,16 @@ async fn forged_tokens_are_refused(b: Backend) {
     // A foreign key claiming our kid, also with the foreign key embedded (jwk header) and a jku.
     let foreign = tessera::auth::keys::generate(tessera::auth::keys::KeyAlg::Es256, 2048).unwrap();
     let mut h = our_header(&app);
-    let tok = jsonwebtoken::encode(&h, &claims, &foreign.encoding).unwrap();
+    let tok = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ec_der(&foreign.pkcs8)).unwrap();
     assert_refused(&app, &tok, "foreign key with our kid").await;
     h.jwk = Some(serde_json::from_value(foreign.jwk.clone()).unwrap());
     h.jku = Some("http://127.0.0.1:9/jwks.json".into());
-    let tok = jsonwebtoken::encode(&h, &claims, &foreign.encoding).unwrap();
+    let tok = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ec_der(&foreign.pkcs8)).unwrap();
     assert_refused(&app, &tok, "embedded jwk / jku").await;
     let mut h2 = our_header(&app);
     h2.kid = Some(foreign.kid.clone());
-    let tok = jsonwebtoken::encode(&h2, &claims, &foreign.encoding).unwrap();
+    let tok =
+        jsonwebtoken::encode(&h2, &claims, &EncodingKey::from_ec_der(&foreign.pkcs8)).unwrap();
     assert_refused(&app, &tok, "unknown kid").await;
     // An EdDSA key with our kid, and an algorithm swap in the header.
     let ed = tessera::auth::keys::generate(tessera::auth::keys::KeyAlg::EdDsa, 2048).unwrap();
@@ -155,7 +156,7 @@ async fn forged_tokens_are_refused(b: Backend) {
     h3.kid = Some(kid.clone());
     assert_refused(
         &app,
-        &jsonwebtoken::encode(&h3, &claims, &ed.encoding).unwrap(),
+        &jsonwebtoken::encode(&h3, &claims, &EncodingKey::from_ed_der(&ed.pkcs8)).unwrap(),
         "alg swap to EdDSA",
     )
     .await;
