@@ -204,13 +204,7 @@ async fn disable_user(
     _admin: AdminUser,
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Response, Error> {
-    let user = user_of(&st, id).await?;
-    st.auth
-        .store
-        .set_disabled(&user.username, true, now_ms())
-        .await?;
-    st.auth.broadcast("revocations").await;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    set_disabled(&st, id, true).await
 }
 
 #[utoipa::path(post, path = "/admin/users/{id}/enable", tag = "admin", security(("bearer" = [])),
@@ -221,11 +215,22 @@ async fn enable_user(
     _admin: AdminUser,
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Response, Error> {
-    let user = user_of(&st, id).await?;
+    set_disabled(&st, id, false).await
+}
+
+async fn set_disabled(
+    st: &AppState,
+    id: Result<Path<Uuid>, PathRejection>,
+    disabled: bool,
+) -> Result<Response, Error> {
+    let user = user_of(st, id).await?;
     st.auth
         .store
-        .set_disabled(&user.username, false, now_ms())
+        .set_disabled(&user.username, disabled, now_ms())
         .await?;
+    if disabled {
+        st.auth.broadcast("revocations").await;
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

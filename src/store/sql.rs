@@ -142,6 +142,12 @@ impl From<KeyDbRow> for KeyRow {
     }
 }
 
+/// `ms` rounded down to a whole second. `tokens_not_before` has whole-second granularity because
+/// a token's `iat` does: a token issued later in the same second as a cut-off must still pass.
+pub(super) fn whole_second(ms: i64) -> i64 {
+    ms - ms.rem_euclid(1000)
+}
+
 /// How long a finished session or a revoked one is kept before the purge deletes it.
 pub(super) const SESSION_RETENTION_MS: i64 = 24 * 3600 * 1000;
 
@@ -242,7 +248,7 @@ macro_rules! impl_store {
                 // Disabling also cuts off every access token issued so far, including those of
                 // the current second (and publishes the cut-off in the revocation feed);
                 // re-enabling does not bring them back.
-                let not_before = now - now.rem_euclid(1000) + 1000;
+                let not_before = $crate::store::sql::whole_second(now) + 1000;
                 let r = sqlx::query(
                     "UPDATE users SET disabled = $2, updated_at = $3,
                          tokens_not_before = CASE WHEN $2 THEN $4 ELSE tokens_not_before END
@@ -263,7 +269,7 @@ macro_rules! impl_store {
                 reason: &str,
                 now: i64,
             ) -> $crate::store::StoreResult<bool> {
-                let not_before = now - now.rem_euclid(1000);
+                let not_before = $crate::store::sql::whole_second(now);
                 let mut tx = self.pool.begin().await?;
                 let r = sqlx::query("UPDATE users SET tokens_not_before = $2, updated_at = $3 WHERE id = $1")
                     .bind(user_id)
@@ -308,9 +314,7 @@ macro_rules! impl_store {
                 hash: &str,
                 now: i64,
             ) -> $crate::store::StoreResult<bool> {
-                // `tokens_not_before` has whole-second granularity because JWT `iat` does: a
-                // token issued later in the same second as the change must still be accepted.
-                let not_before = now - now.rem_euclid(1000);
+                let not_before = $crate::store::sql::whole_second(now);
                 let mut tx = self.pool.begin().await?;
                 let r = sqlx::query(
                     "UPDATE users SET password_hash = $2, tokens_not_before = $3, updated_at = $4
