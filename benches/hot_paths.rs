@@ -7,7 +7,7 @@ use std::hint::black_box;
 use argon2::Params;
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
-use tessera::auth::keys::{generate, KeyAlg, KeyRing, MasterKey};
+use tessera::auth::keys::{generate, sealed_row, KeyAlg, KeyRing, MasterKey};
 use tessera::auth::password::{hash_blocking, verify_blocking};
 use tessera::auth::session::RefreshTokens;
 use tessera::auth::tokens::{self, Expect};
@@ -18,18 +18,7 @@ fn ring(alg: KeyAlg, keys: usize) -> (KeyRing, MasterKey) {
     let rows: Vec<KeyRow> = (0..keys)
         .map(|_| {
             let m = generate(alg, 2048).unwrap();
-            KeyRow {
-                kid: m.kid.clone(),
-                alg: alg.name().into(),
-                private_key_enc: master.seal(&m.kid, &m.pkcs8).unwrap(),
-                public_jwk: m.jwk.to_string(),
-                created_at: 0,
-                publish_at: 0,
-                activate_at: 0,
-                retire_at: None,
-                remove_at: None,
-                succeeds: None,
-            }
+            sealed_row(&master, &m, 0, 0, None).unwrap()
         })
         .collect();
     (KeyRing::build(&rows, &master, 1), master)
@@ -96,18 +85,7 @@ fn jwks(c: &mut Criterion) {
         .into_iter()
         .map(|alg| {
             let m = generate(alg, 2048).unwrap();
-            KeyRow {
-                kid: m.kid.clone(),
-                alg: alg.name().into(),
-                private_key_enc: master.seal(&m.kid, &m.pkcs8).unwrap(),
-                public_jwk: m.jwk.to_string(),
-                created_at: 0,
-                publish_at: 0,
-                activate_at: 0,
-                retire_at: None,
-                remove_at: None,
-                succeeds: None,
-            }
+            sealed_row(&master, &m, 0, 0, None).unwrap()
         })
         .collect();
     c.bench_function("key ring build + JWKS render (2 keys)", |b| {

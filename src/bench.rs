@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHasher, Version};
 use serde_json::json;
 
-use crate::auth::keys::{generate, KeyAlg, KeyRing, MasterKey};
+use crate::auth::keys::{generate, sealed_row, KeyAlg, KeyRing, MasterKey};
 use crate::auth::tokens::{self, Expect};
 use crate::config::{PasswordSettings, Settings};
-use crate::store::KeyRow;
 
 fn cores() -> usize {
     std::thread::available_parallelism()
@@ -92,18 +91,7 @@ pub fn verify_ceiling(
     let master = MasterKey::from_base64(&MasterKey::generate_base64().map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
     let m = generate(alg, 2048).map_err(|e| e.to_string())?;
-    let row = KeyRow {
-        kid: m.kid.clone(),
-        alg: alg.name().into(),
-        private_key_enc: master.seal(&m.kid, &m.pkcs8).map_err(|e| e.to_string())?,
-        public_jwk: m.jwk.to_string(),
-        created_at: 0,
-        publish_at: 0,
-        activate_at: 0,
-        retire_at: None,
-        remove_at: None,
-        succeeds: None,
-    };
+    let row = sealed_row(&master, &m, 0, 0, None).map_err(|e| e.to_string())?;
     let now = crate::auth::now_ms();
     let ring = Arc::new(KeyRing::build(&[row], &master, now));
     let key = ring.active().ok_or("no key")?.clone();

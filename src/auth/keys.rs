@@ -666,7 +666,9 @@ async fn generate_blocking(alg: KeyAlg, rsa_bits: u32) -> Result<KeyMaterial, Ke
         .map_err(|e| KeyError::Rejected(e.to_string()))?
 }
 
-fn sealed_row(
+/// The stored row for `m`: sealed under `master`, created and published at `now`, signing from
+/// `activate_at`, with no retirement scheduled.
+pub fn sealed_row(
     master: &MasterKey,
     m: &KeyMaterial,
     now: i64,

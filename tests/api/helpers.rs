@@ -310,6 +310,23 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Asserts that neither token of a token response works any more: the access token is
+    /// refused by /userinfo, then the refresh token by /refresh (401 both).
+    pub async fn assert_pair_refused(&self, t: &Value) {
+        let access = t["access_token"].as_str().unwrap();
+        assert_eq!(
+            self.userinfo(access).await.status(),
+            401,
+            "access token still accepted"
+        );
+        let refresh = t["refresh_token"].as_str().unwrap();
+        assert_eq!(
+            self.refresh(refresh).await.status(),
+            401,
+            "refresh token still accepted"
+        );
+    }
+
     /// Runs a scalar query against the test's database, for asserting stored state.
     pub async fn scalar_i64(&self, sql: &'static str, bind: &str) -> i64 {
         let url = self.db.url();
