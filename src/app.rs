@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::keys::{KeyAlg, Keys, MasterKey};
 use crate::auth::password::Passwords;
+use crate::auth::revocation::RevocationCache;
 use crate::auth::session::RefreshTokens;
 use crate::auth::{now_ms, Auth};
 use crate::config::Settings;
@@ -52,12 +53,20 @@ pub async fn services(settings: Settings) -> Result<Arc<Auth>, StartError> {
         .await
         .map_err(start_err("password hasher"))?
         .map_err(start_err("password hasher"))?;
+    let t = &settings.tokens;
+    let horizon_ms = (t.access_ttl + t.leeway).as_millis().min(i64::MAX as u128) as i64;
+    let revocations = RevocationCache::new(
+        settings.revocation.cache && !settings.is_sqlite(),
+        settings.revocation.max_lag,
+        horizon_ms,
+    );
     Ok(Arc::new(Auth {
         store,
         passwords,
         keys,
         refresh,
         settings,
+        revocations,
     }))
 }
 
@@ -172,8 +181,9 @@ const RELOAD_EVERY: Duration = Duration::from_millis(crate::auth::keys::PROPAGAT
 /// How often automatic rotation and the purge of expired rows are considered.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
 
-/// Background work: keep the key ring current (on other replicas' NOTIFY, and by polling),
-/// rotate keys when due, and purge expired denylist rows and dead sessions.
+/// Background work: keep the key ring and the revocation state current (on change
+/// notifications, and by polling), rotate keys when due, and purge expired denylist rows and
+/// dead sessions.
 async fn upkeep(auth: Arc<Auth>) {
     let mut changes = match auth.store.listen_changes().await {
         Ok(rx) => rx,
@@ -182,8 +192,15 @@ async fn upkeep(auth: Arc<Auth>) {
             None
         }
     };
+    let cache = &auth.revocations;
+    if changes.is_some() {
+        cache.set_listening(true);
+    }
+    sync_revocations(&auth).await;
     let mut reload = tokio::time::interval(RELOAD_EVERY);
     reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut poll = tokio::time::interval(cache.poll_every());
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
     maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -195,14 +212,33 @@ async fn upkeep(auth: Arc<Auth>) {
         };
         tokio::select! {
             _ = reload.tick() => reload_keys(&auth).await,
-            msg = notified => {
-                if msg.is_none() {
+            _ = poll.tick(), if cache.enabled() => sync_revocations(&auth).await,
+            msg = notified => match msg.as_deref() {
+                None => {
                     changes = None;
+                    cache.set_listening(false);
                 }
-                reload_keys(&auth).await;
-            }
+                Some("lost") => cache.set_listening(false),
+                Some("listening") => {
+                    cache.set_listening(true);
+                    sync_revocations(&auth).await;
+                    reload_keys(&auth).await;
+                }
+                Some(payload) => {
+                    if !cache.apply_notification(payload) {
+                        reload_keys(&auth).await;
+                    }
+                }
+            },
             _ = maintain.tick() => maintain_once(&auth).await,
         }
+    }
+}
+
+async fn sync_revocations(auth: &Auth) {
+    if let Err(e) = auth.revocations.sync(auth.store.as_ref(), now_ms()).await {
+        auth.revocations.distrust();
+        tracing::warn!(error = %e, "revocation state not synced; checks read the database");
     }
 }
 

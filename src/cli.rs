@@ -263,8 +263,7 @@ async fn user(cmd: UserCmd, settings: Settings) -> Result<(), String> {
         UserCmd::Disable { username } => {
             let n = norm(&username)?;
             found(
-                store
-                    .set_disabled(&n, true, now_ms())
+                auth.set_disabled(&n, true)
                     .await
                     .map_err(|e| e.to_string())?,
                 &n,
@@ -275,8 +274,7 @@ async fn user(cmd: UserCmd, settings: Settings) -> Result<(), String> {
         UserCmd::Enable { username } => {
             let n = norm(&username)?;
             found(
-                store
-                    .set_disabled(&n, false, now_ms())
+                auth.set_disabled(&n, false)
                     .await
                     .map_err(|e| e.to_string())?,
                 &n,
@@ -301,8 +299,7 @@ async fn user(cmd: UserCmd, settings: Settings) -> Result<(), String> {
             let n = norm(&username)?;
             let roles = crate::auth::username::parse_roles(roles).map_err(|e| e.to_string())?;
             found(
-                store
-                    .set_roles(&n, &roles, now_ms())
+                auth.set_roles(&n, &roles)
                     .await
                     .map_err(|e| e.to_string())?,
                 &n,

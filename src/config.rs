@@ -27,6 +27,7 @@ pub struct Settings {
     pub keys: KeySettings,
     pub password: PasswordSettings,
     pub throttle: ThrottleSettings,
+    pub revocation: RevocationSettings,
     pub log: LogSettings,
     /// OAuth clients allowed to authenticate (introspection, the revocation feed, `/token`).
     #[serde(default)]
@@ -144,6 +145,15 @@ impl ThrottleSettings {
     }
 }
 
+/// The in-memory revocation state (see `auth::revocation`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationSettings {
+    pub cache: bool,
+    #[serde(with = "humantime_serde")]
+    pub max_lag: Duration,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
@@ -219,6 +229,11 @@ impl Settings {
         }
         if !matches!(self.keys.rsa_bits, 2048 | 3072) {
             return err("keys.rsa_bits must be 2048 or 3072");
+        }
+        if self.revocation.max_lag < Duration::from_millis(100)
+            || self.revocation.max_lag > Duration::from_secs(60)
+        {
+            return err("revocation.max_lag must be between 100ms and 60s");
         }
         if self.tokens.access_ttl < Duration::from_secs(1) {
             return err("tokens.access_ttl must be at least 1s");

@@ -5,6 +5,7 @@
 
 pub mod keys;
 pub mod password;
+pub mod revocation;
 pub mod session;
 pub mod throttle;
 pub mod tokens;
@@ -21,6 +22,7 @@ use crate::error::Error;
 use crate::store::{Grant, NewUser, RevocationFeed, RevokedToken, Rotation, Session, Store, User};
 use keys::Keys;
 use password::{PasswordError, Passwords, MAX_PASSWORD_BYTES};
+use revocation::{Check, RevocationCache};
 use session::RefreshTokens;
 use tokens::{AccessClaims, Expect, VerifiedClaims};
 pub use username::Username;
@@ -70,6 +72,8 @@ pub struct Auth {
     pub keys: Keys,
     pub refresh: RefreshTokens,
     pub settings: Arc<Settings>,
+    /// In-memory revocation state (invariant 2 without a query per verification).
+    pub revocations: RevocationCache,
 }
 
 impl std::fmt::Debug for Auth {
@@ -202,6 +206,7 @@ impl Auth {
             client_id: client_id.to_string(),
         };
         self.store.create_session(&session).await?;
+        self.revocations.session_live(session.id, user.id);
         tracing::info!(user_id = %user.id, session_id = %session.id, "login ok");
         metrics::counter!("logins_total", "result" => "ok").increment(1);
         let grant = Grant {
@@ -229,7 +234,8 @@ impl Auth {
                 s.idle_ttl.as_millis() as i64,
                 s.reuse_grace.as_millis() as i64,
             )
-            .await?;
+            .await
+            .map_err(|e| self.db_error(e))?;
         let (session, grant) = match outcome {
             Rotation::Rotated(s, g) => (s, g),
             Rotation::Retry(s, g) => {
@@ -237,12 +243,14 @@ impl Auth {
                 (s, g)
             }
             Rotation::ReuseDetected => {
+                self.revocations.revoke_session(rt.session_id);
                 metrics::counter!("refresh_reuse_detected_total").increment(1);
                 tracing::warn!(session_id = %rt.session_id, "refresh token reuse: session revoked");
                 return Err(Error::InvalidGrant);
             }
             Rotation::Invalid => return Err(Error::InvalidGrant),
         };
+        self.revocations.session_live(session.id, session.user_id);
         self.issue(session.user_id, &grant, &session, now)
     }
 
@@ -262,21 +270,14 @@ impl Auth {
             self.store
                 .revoke_session(rt.session_id, "logout", now)
                 .await?;
+            self.revocations.revoke_session(rt.session_id);
         }
         if let Some(token) = access {
             let ring = self.keys.ring();
             if let Ok(c) = tokens::verify(token, &ring, &self.expect(), now / 1000) {
-                self.store
-                    .revoke_token(&RevokedToken {
-                        jti: c.jti.clone(),
-                        user_id: c.sub,
-                        session_id: Some(c.sid),
-                        expires_at: c.exp.saturating_mul(1000),
-                        revoked_at: now,
-                        reason: "logout".into(),
-                    })
-                    .await?;
+                self.deny_token(&c, "logout", now).await?;
                 self.store.revoke_session(c.sid, "logout", now).await?;
+                self.revocations.revoke_session(c.sid);
             }
         }
         Ok(())
@@ -290,25 +291,58 @@ impl Auth {
             tracing::debug!(reason = %e, "access token refused");
             Error::InvalidToken
         })?;
+        let iat_ms = claims.iat.saturating_mul(1000);
+        let accepts = |u: &User| !u.disabled && iat_ms >= u.tokens_not_before;
+        let refused = || {
+            tracing::debug!("access token revoked");
+            Error::InvalidToken
+        };
+        let check = self.revocations.check(claims.sub, claims.sid, &claims.jti);
+        let source = if matches!(check, Check::Unknown) {
+            "database"
+        } else {
+            "memory"
+        };
+        metrics::counter!("token_checks_total", "source" => source).increment(1);
+        let user = match check {
+            Check::Revoked => return Err(refused()),
+            Check::User(u) if accepts(&u) => User::clone(&u),
+            Check::User(_) => return Err(refused()),
+            Check::Load(epoch) => {
+                let u = self.token_status(&claims, accepts).await?;
+                self.revocations.remember(&u, claims.sid, epoch);
+                // A revocation may have arrived while the rows were read.
+                if matches!(
+                    self.revocations.check(claims.sub, claims.sid, &claims.jti),
+                    Check::Revoked
+                ) {
+                    return Err(refused());
+                }
+                u
+            }
+            Check::Unknown => self.token_status(&claims, accepts).await?,
+        };
+        Ok(Authenticated { claims, user })
+    }
+
+    /// Every revocation check of invariant 2 in one database read; the user row if all pass.
+    async fn token_status(
+        &self,
+        claims: &VerifiedClaims,
+        accepts: impl Fn(&User) -> bool,
+    ) -> Result<User, Error> {
         let status = self
             .store
             .token_status(claims.sub, claims.sid, &claims.jti)
-            .await?;
-        let user = match status.user {
-            Some(u)
-                if !u.disabled
-                    && !status.session_revoked
-                    && !status.jti_revoked
-                    && claims.iat.saturating_mul(1000) >= u.tokens_not_before =>
-            {
-                u
-            }
+            .await
+            .map_err(|e| self.db_error(e))?;
+        match status.user {
+            Some(u) if accepts(&u) && !status.session_revoked && !status.jti_revoked => Ok(u),
             _ => {
                 tracing::debug!("access token revoked");
-                return Err(Error::InvalidToken);
+                Err(Error::InvalidToken)
             }
-        };
-        Ok(Authenticated { claims, user })
+        }
     }
 
     /// Signs an access token for `user` in `session` and mints the session's current refresh
@@ -360,9 +394,63 @@ impl Auth {
 
     /// Revokes every session of a user and sets `tokens_not_before` (CLI `user revoke`).
     pub async fn revoke_user(&self, user_id: Uuid, reason: &str) -> Result<(), Error> {
-        self.store.revoke_user(user_id, reason, now_ms()).await?;
-        self.broadcast("revocations").await;
+        let now = now_ms();
+        let sessions = self
+            .store
+            .revoke_user(user_id, reason, now)
+            .await?
+            .ok_or(Error::NotFound)?;
+        self.revocations.revoke_sessions(&sessions);
+        self.revocations.invalidate_user(user_id);
         Ok(())
+    }
+
+    /// Disables or re-enables a user (CLI and admin API). Disabling refuses every token issued
+    /// so far. Returns false when there is no such user.
+    pub async fn set_disabled(&self, username: &str, disabled: bool) -> Result<bool, Error> {
+        let id = self
+            .store
+            .set_disabled(username, disabled, now_ms())
+            .await?;
+        if let Some(id) = id {
+            self.revocations.invalidate_user(id);
+        }
+        Ok(id.is_some())
+    }
+
+    /// Replaces a user's roles (CLI and admin API). Returns false when there is no such user.
+    pub async fn set_roles(&self, username: &str, roles: &[String]) -> Result<bool, Error> {
+        let id = self.store.set_roles(username, roles, now_ms()).await?;
+        if let Some(id) = id {
+            self.revocations.invalidate_user(id);
+        }
+        Ok(id.is_some())
+    }
+
+    /// Denylists a verified access token until it expires.
+    async fn deny_token(&self, c: &VerifiedClaims, reason: &str, now: i64) -> Result<(), Error> {
+        let expires_at = c.exp.saturating_mul(1000);
+        self.store
+            .revoke_token(&RevokedToken {
+                jti: c.jti.clone(),
+                user_id: c.sub,
+                session_id: Some(c.sid),
+                expires_at,
+                revoked_at: now,
+                reason: reason.into(),
+            })
+            .await?;
+        self.revocations.revoke_jti(&c.jti, expires_at);
+        Ok(())
+    }
+
+    /// Maps a store error; one that says the database is unreachable also stops the in-memory
+    /// revocation state from being trusted until its next successful sync (fail closed).
+    fn db_error(&self, e: crate::store::StoreError) -> Error {
+        if matches!(e, crate::store::StoreError::Unavailable(_)) {
+            self.revocations.distrust();
+        }
+        e.into()
     }
 
     /// RFC 7009 revocation. A refresh token revokes its session; an access token goes on the
@@ -387,21 +475,10 @@ impl Auth {
             self.store
                 .revoke_session(rt.session_id, "revoked", now)
                 .await?;
+            self.revocations.revoke_session(rt.session_id);
         }
         if let Some(c) = &access {
-            self.store
-                .revoke_token(&RevokedToken {
-                    jti: c.jti.clone(),
-                    user_id: c.sub,
-                    session_id: Some(c.sid),
-                    expires_at: c.exp.saturating_mul(1000),
-                    revoked_at: now,
-                    reason: "revoked".into(),
-                })
-                .await?;
-        }
-        if refresh.is_some() || access.is_some() {
-            self.broadcast("revocations").await;
+            self.deny_token(c, "revoked", now).await?;
         }
         Ok(())
     }
@@ -548,9 +625,12 @@ impl Auth {
         let name = Username::parse(username).map_err(|e| Error::InvalidRequest(e.to_string()))?;
         check_new_password(&password)?;
         let hash = self.passwords.hash(password).await?;
-        Ok(self
-            .store
-            .set_password(name.as_str(), &hash, now_ms())
-            .await?)
+        let now = now_ms();
+        let Some((id, sessions)) = self.store.set_password(name.as_str(), &hash, now).await? else {
+            return Ok(false);
+        };
+        self.revocations.revoke_sessions(&sessions);
+        self.revocations.invalidate_user(id);
+        Ok(true)
     }
 }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::extract::{AppJson, Bearer};
 use super::AppState;
-use crate::auth::{now_ms, Authenticated};
+use crate::auth::Authenticated;
 use crate::error::{Error, ErrorBody};
 use crate::store::User;
 
@@ -167,10 +167,7 @@ async fn set_roles(
     let user = user_of(&st, id).await?;
     let roles = crate::auth::username::parse_roles(req.roles)
         .map_err(|e| Error::InvalidRequest(e.to_string()))?;
-    st.auth
-        .store
-        .set_roles(&user.username, &roles, now_ms())
-        .await?;
+    st.auth.set_roles(&user.username, &roles).await?;
     let user = st
         .auth
         .store
@@ -192,7 +189,6 @@ async fn set_password(
 ) -> Result<Response, Error> {
     let user = user_of(&st, id).await?;
     st.auth.set_password(&user.username, req.password).await?;
-    st.auth.broadcast("revocations").await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -224,13 +220,7 @@ async fn set_disabled(
     disabled: bool,
 ) -> Result<Response, Error> {
     let user = user_of(st, id).await?;
-    st.auth
-        .store
-        .set_disabled(&user.username, disabled, now_ms())
-        .await?;
-    if disabled {
-        st.auth.broadcast("revocations").await;
-    }
+    st.auth.set_disabled(&user.username, disabled).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -202,15 +202,36 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
     async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;
-    /// Returns false when there is no such user.
-    async fn set_disabled(&self, username: &str, disabled: bool, now: i64) -> StoreResult<bool>;
-    async fn set_roles(&self, username: &str, roles: &[String], now: i64) -> StoreResult<bool>;
+    /// Returns the user's id, or `None` when there is no such user.
+    async fn set_disabled(
+        &self,
+        username: &str,
+        disabled: bool,
+        now: i64,
+    ) -> StoreResult<Option<Uuid>>;
+    /// Returns the user's id, or `None` when there is no such user.
+    async fn set_roles(
+        &self,
+        username: &str,
+        roles: &[String],
+        now: i64,
+    ) -> StoreResult<Option<Uuid>>;
     /// Replaces the hash, revokes every session of the user and sets `tokens_not_before`, in one
-    /// transaction.
-    async fn set_password(&self, username: &str, hash: &str, now: i64) -> StoreResult<bool>;
+    /// transaction. Returns the user's id and the sessions revoked; `None`: no such user.
+    async fn set_password(
+        &self,
+        username: &str,
+        hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<(Uuid, Vec<Uuid>)>>;
     /// Revokes every session of the user and sets `tokens_not_before` (logout everywhere).
-    /// Returns false when there is no such user.
-    async fn revoke_user(&self, user_id: Uuid, reason: &str, now: i64) -> StoreResult<bool>;
+    /// Returns the sessions revoked, or `None` when there is no such user.
+    async fn revoke_user(
+        &self,
+        user_id: Uuid,
+        reason: &str,
+        now: i64,
+    ) -> StoreResult<Option<Vec<Uuid>>>;
     /// Replaces the hash after a successful login (parameter upgrade); sessions stay.
     async fn rehash_password(
         &self,
@@ -270,12 +291,17 @@ pub trait Store: Send + Sync + 'static {
         horizon_ms: i64,
     ) -> StoreResult<RevocationFeed>;
 
+    /// Users whose row changed at or after `since` (ms), with their `updated_at`.
+    async fn users_changed_since(&self, since: i64) -> StoreResult<Vec<(Uuid, i64)>>;
+
     /// Tells other replicas that `what` changed (Postgres NOTIFY; a no-op on SQLite).
     async fn notify_change(&self, _what: &str) -> StoreResult<()> {
         Ok(())
     }
-    /// A stream of change notifications from other processes, where the backend has one
-    /// (Postgres LISTEN). `None` means: poll.
+    /// A stream of change notifications, where the backend has one (Postgres LISTEN). `None`
+    /// means: poll. Besides the payloads written by `notify_change` and the database triggers,
+    /// the stream carries `lost` when the listening connection broke (notifications may be
+    /// missed from then on) and `listening` once it listens again.
     async fn listen_changes(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<String>>> {
         Ok(None)
     }

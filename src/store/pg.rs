@@ -78,27 +78,35 @@ impl_store!(PgStore, MIGRATOR, {
     }
 
     async fn listen_changes(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<String>>> {
-        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
-        listener.listen(CHANNEL).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let mut listener = relisten(&self.pool).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let pool = self.pool.clone();
         tokio::spawn(async move {
             loop {
-                // `try_recv` yields None after a lost connection and reconnects on the next
-                // call; tell the consumer to resync, since notifications may have been missed.
                 match listener.try_recv().await {
                     Ok(Some(n)) => {
                         if tx.send(n.payload().to_string()).await.is_err() {
                             return;
                         }
                     }
-                    Ok(None) => {
-                        if tx.send("resync".into()).await.is_err() {
+                    // The connection broke: say so at once (the consumer stops trusting what
+                    // it learnt from notifications), then listen on a fresh connection.
+                    Ok(None) | Err(_) => {
+                        if tx.send("lost".into()).await.is_err() {
                             return;
                         }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "change listener failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        listener = loop {
+                            match relisten(&pool).await {
+                                Ok(l) => break l,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "change listener down; retrying");
+                                    tokio::time::sleep(Duration::from_millis(500)).await;
+                                }
+                            }
+                        };
+                        if tx.send("listening".into()).await.is_err() {
+                            return;
+                        }
                     }
                 }
             }
@@ -106,6 +114,14 @@ impl_store!(PgStore, MIGRATOR, {
         Ok(Some(rx))
     }
 });
+
+async fn relisten(pool: &PgPool) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    // Report a lost connection at once instead of after a reconnect, which hides the gap.
+    listener.eager_reconnect(false);
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}
 
 /// The NOTIFY channel replicas share.
 const CHANNEL: &str = "tessera_changes";

@@ -244,23 +244,22 @@ macro_rules! impl_store {
                 username: &str,
                 disabled: bool,
                 now: i64,
-            ) -> $crate::store::StoreResult<bool> {
+            ) -> $crate::store::StoreResult<Option<uuid::Uuid>> {
                 // Disabling also cuts off every access token issued so far, including those of
                 // the current second (and publishes the cut-off in the revocation feed);
                 // re-enabling does not bring them back.
                 let not_before = $crate::store::sql::whole_second(now) + 1000;
-                let r = sqlx::query(
+                Ok(sqlx::query_scalar(
                     "UPDATE users SET disabled = $2, updated_at = $3,
                          tokens_not_before = CASE WHEN $2 THEN $4 ELSE tokens_not_before END
-                     WHERE username = $1",
+                     WHERE username = $1 RETURNING id",
                 )
                 .bind(username)
                 .bind(disabled)
                 .bind(now)
                 .bind(not_before)
-                .execute(&self.pool)
-                .await?;
-                Ok(r.rows_affected() == 1)
+                .fetch_optional(&self.pool)
+                .await?)
             }
 
             async fn revoke_user(
@@ -268,7 +267,7 @@ macro_rules! impl_store {
                 user_id: uuid::Uuid,
                 reason: &str,
                 now: i64,
-            ) -> $crate::store::StoreResult<bool> {
+            ) -> $crate::store::StoreResult<Option<Vec<uuid::Uuid>>> {
                 let not_before = $crate::store::sql::whole_second(now);
                 let mut tx = self.pool.begin().await?;
                 let r = sqlx::query("UPDATE users SET tokens_not_before = $2, updated_at = $3 WHERE id = $1")
@@ -278,19 +277,19 @@ macro_rules! impl_store {
                     .execute(&mut *tx)
                     .await?;
                 if r.rows_affected() != 1 {
-                    return Ok(false);
+                    return Ok(None);
                 }
-                sqlx::query(
+                let sessions: Vec<uuid::Uuid> = sqlx::query_scalar(
                     "UPDATE sessions SET revoked_at = $2, revoked_reason = $3
-                     WHERE user_id = $1 AND revoked_at IS NULL",
+                     WHERE user_id = $1 AND revoked_at IS NULL RETURNING id",
                 )
                 .bind(user_id)
                 .bind(now)
                 .bind(reason)
-                .execute(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                Ok(true)
+                Ok(Some(sessions))
             }
 
             async fn set_roles(
@@ -298,14 +297,15 @@ macro_rules! impl_store {
                 username: &str,
                 roles: &[String],
                 now: i64,
-            ) -> $crate::store::StoreResult<bool> {
-                let r = sqlx::query("UPDATE users SET roles = $2, updated_at = $3 WHERE username = $1")
-                    .bind(username)
-                    .bind(sqlx::types::Json(roles))
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(r.rows_affected() == 1)
+            ) -> $crate::store::StoreResult<Option<uuid::Uuid>> {
+                Ok(sqlx::query_scalar(
+                    "UPDATE users SET roles = $2, updated_at = $3 WHERE username = $1 RETURNING id",
+                )
+                .bind(username)
+                .bind(sqlx::types::Json(roles))
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?)
             }
 
             async fn set_password(
@@ -313,33 +313,32 @@ macro_rules! impl_store {
                 username: &str,
                 hash: &str,
                 now: i64,
-            ) -> $crate::store::StoreResult<bool> {
+            ) -> $crate::store::StoreResult<Option<(uuid::Uuid, Vec<uuid::Uuid>)>> {
                 let not_before = $crate::store::sql::whole_second(now);
                 let mut tx = self.pool.begin().await?;
-                let r = sqlx::query(
+                let id: Option<uuid::Uuid> = sqlx::query_scalar(
                     "UPDATE users SET password_hash = $2, tokens_not_before = $3, updated_at = $4
-                     WHERE username = $1",
+                     WHERE username = $1 RETURNING id",
                 )
                 .bind(username)
                 .bind(hash)
                 .bind(not_before)
                 .bind(now)
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?;
-                if r.rows_affected() != 1 {
-                    return Ok(false);
-                }
-                sqlx::query(
+                let Some(id) = id else {
+                    return Ok(None);
+                };
+                let sessions: Vec<uuid::Uuid> = sqlx::query_scalar(
                     "UPDATE sessions SET revoked_at = $2, revoked_reason = 'password_changed'
-                     WHERE user_id = (SELECT id FROM users WHERE username = $1)
-                       AND revoked_at IS NULL",
+                     WHERE user_id = $1 AND revoked_at IS NULL RETURNING id",
                 )
-                .bind(username)
+                .bind(id)
                 .bind(now)
-                .execute(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                Ok(true)
+                Ok(Some((id, sessions)))
             }
 
             async fn rehash_password(
@@ -733,6 +732,16 @@ macro_rules! impl_store {
                 .fetch_all(&self.pool)
                 .await?;
                 Ok($crate::store::RevocationFeed { tokens, sessions, users })
+            }
+
+            async fn users_changed_since(
+                &self,
+                since: i64,
+            ) -> $crate::store::StoreResult<Vec<(uuid::Uuid, i64)>> {
+                Ok(sqlx::query_as("SELECT id, updated_at FROM users WHERE updated_at >= $1")
+                    .bind(since)
+                    .fetch_all(&self.pool)
+                    .await?)
             }
         }
     };

@@ -276,11 +276,7 @@ async fn admin_requires_the_admin_role(b: Backend) {
             .status(),
         200
     );
-    app.auth
-        .store
-        .set_roles("root", &[], tessera::auth::now_ms())
-        .await
-        .unwrap();
+    app.auth.set_roles("root", &[]).await.unwrap();
     assert_eq!(
         app.admin(Method::GET, "/admin/users", &root, None)
             .await

@@ -310,6 +310,24 @@ impl TestApp {
             .unwrap()
     }
 
+    /// For a change made by another process (a replica, the CLI): on Postgres it reaches this
+    /// server's in-memory revocation state by NOTIFY, within milliseconds rather than before
+    /// the writer returns. Polls `/userinfo` until it answers `status`, for at most 3 s.
+    pub async fn userinfo_becomes(&self, token: &str, status: u16) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let got = self.userinfo(token).await.status().as_u16();
+            if got == status {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "/userinfo still answers {got}, expected {status}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Asserts that neither token of a token response works any more: the access token is
     /// refused by /userinfo, then the refresh token by /refresh (401 both).
     pub async fn assert_pair_refused(&self, t: &Value) {
@@ -344,6 +362,25 @@ impl TestApp {
                 .fetch_one(&mut c)
                 .await
                 .unwrap()
+        }
+    }
+
+    /// Runs a statement on the test's database from a connection of its own: a write made
+    /// behind the server's back (an operator's SQL, another process).
+    pub async fn exec_sql(&self, sql: String) {
+        let url = self.db.url();
+        if url.starts_with("sqlite") {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .unwrap();
+        } else {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await
+                .unwrap();
         }
     }
 

@@ -79,7 +79,7 @@ async fn credential_failures_are_indistinguishable(b: Backend) {
     };
     app.create_user("bob", &[]).await;
     app.create_user("carol", &[]).await;
-    app.auth.store.set_disabled("carol", true, 0).await.unwrap();
+    app.auth.set_disabled("carol", true).await.unwrap();
 
     let mut bodies = Vec::new();
     for (u, p) in [

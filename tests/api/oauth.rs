@@ -170,7 +170,7 @@ async fn token_endpoint_errors_and_client_auth(b: Backend) {
     };
     app.create_user("alice", &[]).await;
     app.create_user("bob", &[]).await;
-    app.auth.store.set_disabled("bob", true, 0).await.unwrap();
+    app.auth.set_disabled("bob", true).await.unwrap();
     type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
     let cases: Vec<Case> = vec![
         (

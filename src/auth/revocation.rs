@@ -1,0 +1,422 @@
+//! The revocation state each replica keeps in memory, so that verifying an access token
+//! (`/userinfo`, `/introspect`, the admin API) needs no database round trip while still
+//! keeping invariant 2.
+//!
+//! It holds:
+//! - denylisted `jti`s, until the token's own `exp`;
+//! - revoked sessions, for `access_ttl + leeway` after the revocation (no token issued before
+//!   can live longer, and none is issued after);
+//! - a bounded cache of user rows: `disabled`, `tokens_not_before`, and what `/userinfo` shows.
+//!
+//! How it stays right:
+//! - A write made through this process is applied here before its request answers.
+//! - On Postgres, triggers NOTIFY every relevant write, whoever makes it (another replica, the
+//!   CLI, an operator's SQL); the listener applies them within milliseconds.
+//! - A poll of the revocation feed and of `users.updated_at` runs every `max_lag / 2`. It is
+//!   the safety net and the liveness check of the database.
+//! - The state is trusted only while the listener is connected and the last poll succeeded less
+//!   than `max_lag` ago. Otherwise every check reads the database, as it would without this
+//!   cache, and fails closed (503) when the database cannot answer.
+//! - SQLite has no notifications (the CLI writes from another process), so there the state is
+//!   never trusted and every check reads the (in-process) database.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use crate::store::{Store, StoreError, User};
+
+/// Cached user rows beyond this are dropped wholesale (they reload on demand).
+const MAX_USERS: usize = 100_000;
+/// Likewise for sessions known to exist and not be revoked.
+const MAX_LIVE_SESSIONS: usize = 500_000;
+/// Rows are written with the writer's clock and become visible at commit: a poll re-reads this
+/// much before its cursor, so a slow commit or a skewed replica clock is not missed.
+const OVERLAP_MS: i64 = 10_000;
+
+/// What the in-memory state says about a token.
+#[derive(Debug)]
+pub enum Check {
+    /// The state cannot be trusted right now: ask the database.
+    Unknown,
+    /// The `jti` or the session is revoked.
+    Revoked,
+    /// The session is live and belongs to the user, and this is the user's current row.
+    User(Arc<User>),
+    /// Nothing known is revoked, but the session or the user row is not cached: read them from
+    /// the database, then `remember` them with the epoch given.
+    Load(u64),
+}
+
+#[derive(Default)]
+struct State {
+    /// jti -> token expiry (ms).
+    jtis: HashMap<String, i64>,
+    /// session id -> when this process learnt of the revocation (ms); the row's own time may be
+    /// anything an operator wrote.
+    sessions: HashMap<Uuid, i64>,
+    users: HashMap<Uuid, Arc<User>>,
+    /// session id -> its user, for sessions read from the database (or created here) unrevoked.
+    /// A later revocation lands in `sessions`, which is checked first.
+    live: HashMap<Uuid, Uuid>,
+    /// The `now` of the last successful sync; the next one reads from here (minus the overlap).
+    cursor: Option<i64>,
+}
+
+/// See the module documentation.
+pub struct RevocationCache {
+    enabled: bool,
+    max_lag: Duration,
+    horizon_ms: i64,
+    base: Instant,
+    /// Nanoseconds after `base` at which the last successful sync started; 0: none, or
+    /// distrusted since.
+    synced_at: AtomicU64,
+    listening: AtomicBool,
+    /// Bumped by every user invalidation: a row read before a bump is not cached.
+    user_epoch: AtomicU64,
+    state: RwLock<State>,
+}
+
+impl std::fmt::Debug for RevocationCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevocationCache")
+            .field("enabled", &self.enabled)
+            .field("trusted", &self.trusted())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RevocationCache {
+    /// `horizon_ms` is how long a revoked session still matters (access TTL plus leeway).
+    pub fn new(enabled: bool, max_lag: Duration, horizon_ms: i64) -> Self {
+        Self {
+            enabled,
+            max_lag,
+            horizon_ms,
+            base: Instant::now(),
+            synced_at: AtomicU64::new(0),
+            listening: AtomicBool::new(false),
+            user_epoch: AtomicU64::new(0),
+            state: RwLock::new(State::default()),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// How often the upkeep task should sync.
+    pub fn poll_every(&self) -> Duration {
+        (self.max_lag / 2).max(Duration::from_millis(50))
+    }
+
+    fn mono_ns(&self) -> u64 {
+        // Never 0, which means "not synced".
+        (self.base.elapsed().as_nanos() as u64).max(1)
+    }
+
+    /// True when checks may be answered from memory.
+    pub fn trusted(&self) -> bool {
+        if !self.enabled || !self.listening.load(Ordering::Acquire) {
+            return false;
+        }
+        let at = self.synced_at.load(Ordering::Acquire);
+        at != 0 && self.mono_ns().saturating_sub(at) < self.max_lag.as_nanos() as u64
+    }
+
+    /// Stops trusting the state until the next successful sync (the database looked
+    /// unreachable, or the listener broke).
+    pub fn distrust(&self) {
+        self.synced_at.store(0, Ordering::Release);
+    }
+
+    /// The change listener is connected (`true`) or lost (`false`).
+    pub fn set_listening(&self, on: bool) {
+        self.listening.store(on, Ordering::Release);
+        if !on {
+            self.distrust();
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The revocation checks of invariant 2 for one token, from memory.
+    pub fn check(&self, user_id: Uuid, session_id: Uuid, jti: &str) -> Check {
+        if !self.trusted() {
+            return Check::Unknown;
+        }
+        let epoch = self.user_epoch.load(Ordering::Acquire);
+        let st = self.read();
+        if st.jtis.contains_key(jti) || st.sessions.contains_key(&session_id) {
+            return Check::Revoked;
+        }
+        if st.live.get(&session_id) != Some(&user_id) {
+            return Check::Load(epoch);
+        }
+        match st.users.get(&user_id) {
+            Some(u) => Check::User(u.clone()),
+            None => Check::Load(epoch),
+        }
+    }
+
+    /// Caches what the database said about a token that passed: its session is live and
+    /// belongs to `user`, whose row this is. The row is not kept if a user invalidation
+    /// happened since `epoch` (it may be stale).
+    pub fn remember(&self, user: &User, session_id: Uuid, epoch: u64) {
+        let mut row = user.clone();
+        // Not needed to verify tokens; keep it out of long-lived memory.
+        row.password_hash = String::new();
+        let mut st = self.write();
+        if st.live.len() >= MAX_LIVE_SESSIONS {
+            st.live.clear();
+        }
+        st.live.insert(session_id, user.id);
+        if self.user_epoch.load(Ordering::Acquire) != epoch {
+            return;
+        }
+        if st.users.len() >= MAX_USERS {
+            st.users.clear();
+        }
+        st.users.insert(user.id, Arc::new(row));
+    }
+
+    /// A session created or rotated by this process: it exists and is not revoked.
+    pub fn session_live(&self, session_id: Uuid, user_id: Uuid) {
+        if !self.enabled {
+            return;
+        }
+        let mut st = self.write();
+        if st.live.len() >= MAX_LIVE_SESSIONS {
+            st.live.clear();
+        }
+        st.live.insert(session_id, user_id);
+    }
+
+    pub fn revoke_jti(&self, jti: &str, expires_at: i64) {
+        self.write().jtis.insert(jti.to_string(), expires_at);
+    }
+
+    pub fn revoke_session(&self, id: Uuid) {
+        self.revoke_sessions(&[id]);
+    }
+
+    pub fn revoke_sessions(&self, ids: &[Uuid]) {
+        let now = crate::auth::now_ms();
+        let mut st = self.write();
+        for id in ids {
+            st.sessions.insert(*id, now);
+        }
+    }
+
+    /// Forgets a user's cached row (it changed).
+    pub fn invalidate_user(&self, id: Uuid) {
+        let mut st = self.write();
+        self.user_epoch.fetch_add(1, Ordering::AcqRel);
+        st.users.remove(&id);
+    }
+
+    /// Applies one change notification; returns false for payloads that are not about
+    /// revocation (key changes, listener state).
+    pub fn apply_notification(&self, payload: &str) -> bool {
+        if let Some(id) = payload.strip_prefix("user:") {
+            if let Ok(id) = Uuid::parse_str(id) {
+                self.invalidate_user(id);
+            } else {
+                self.distrust();
+            }
+            return true;
+        }
+        if let Some(rest) = payload.strip_prefix("session:") {
+            match rest
+                .split_once(':')
+                .and_then(|(id, _)| Uuid::parse_str(id).ok())
+            {
+                Some(id) => self.revoke_session(id),
+                None => self.distrust(),
+            }
+            return true;
+        }
+        if let Some(rest) = payload.strip_prefix("jti:") {
+            match rest
+                .split_once(':')
+                .and_then(|(exp, jti)| Some((exp.parse::<i64>().ok()?, jti)))
+            {
+                Some((exp, jti)) => self.revoke_jti(jti, exp),
+                None => self.distrust(),
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Reads what changed since the last sync and applies it; marks the state fresh.
+    pub async fn sync(&self, store: &dyn Store, now: i64) -> Result<(), StoreError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let started = self.mono_ns();
+        let cursor = self.read().cursor;
+        let since = cursor.map(|c| c - OVERLAP_MS).unwrap_or(0);
+        let read = async {
+            let feed = store.revocations_since(since, now, self.horizon_ms).await?;
+            // On the first sync no user row is cached yet: nothing to invalidate.
+            let changed = match cursor {
+                Some(_) => store.users_changed_since(since).await?,
+                None => Vec::new(),
+            };
+            Ok::<_, StoreError>((feed, changed))
+        };
+        let (feed, changed) = match tokio::time::timeout(self.max_lag, read).await {
+            Ok(r) => r?,
+            Err(_) => return Err(StoreError::Unavailable("revocation sync timed out".into())),
+        };
+        {
+            let mut st = self.write();
+            for (jti, exp, _) in feed.tokens {
+                st.jtis.insert(jti, exp);
+            }
+            for (id, _) in feed.sessions {
+                st.sessions.entry(id).or_insert(now);
+            }
+            let mut evicted = false;
+            for (id, not_before) in feed.users {
+                if st
+                    .users
+                    .get(&id)
+                    .is_some_and(|u| u.tokens_not_before < not_before)
+                {
+                    st.users.remove(&id);
+                    evicted = true;
+                }
+            }
+            for (id, updated_at) in changed {
+                if st.users.get(&id).is_some_and(|u| u.updated_at < updated_at) {
+                    st.users.remove(&id);
+                    evicted = true;
+                }
+            }
+            if evicted {
+                self.user_epoch.fetch_add(1, Ordering::AcqRel);
+            }
+            let oldest = now - self.horizon_ms;
+            st.jtis.retain(|_, exp| *exp > now);
+            st.sessions.retain(|_, at| *at > oldest);
+            st.cursor = Some(now);
+        }
+        self.synced_at.store(started, Ordering::Release);
+        Ok(())
+    }
+
+    /// Sizes, for metrics: (jtis, revoked sessions, live sessions, users).
+    pub fn sizes(&self) -> (usize, usize, usize, usize) {
+        let st = self.read();
+        (
+            st.jtis.len(),
+            st.sessions.len(),
+            st.live.len(),
+            st.users.len(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: Uuid, updated_at: i64) -> User {
+        User {
+            id,
+            username: "u".into(),
+            password_hash: "$argon2id$secret".into(),
+            roles: vec![],
+            claims: Default::default(),
+            disabled: false,
+            tokens_not_before: 0,
+            created_at: 0,
+            updated_at,
+        }
+    }
+
+    fn trusted_cache() -> RevocationCache {
+        let c = RevocationCache::new(true, Duration::from_secs(60), 610_000);
+        c.set_listening(true);
+        c.synced_at.store(c.mono_ns(), Ordering::Release);
+        c
+    }
+
+    #[test]
+    fn untrusted_until_listening_and_synced() {
+        let c = RevocationCache::new(true, Duration::from_secs(60), 1);
+        assert!(matches!(
+            c.check(Uuid::nil(), Uuid::nil(), "j"),
+            Check::Unknown
+        ));
+        c.set_listening(true);
+        assert!(!c.trusted(), "listening but never synced");
+        c.synced_at.store(c.mono_ns(), Ordering::Release);
+        assert!(c.trusted());
+        c.set_listening(false);
+        assert!(!c.trusted());
+        let off = RevocationCache::new(false, Duration::from_secs(60), 1);
+        off.set_listening(true);
+        off.synced_at.store(off.mono_ns(), Ordering::Release);
+        assert!(!off.trusted(), "a disabled cache is never trusted");
+    }
+
+    #[test]
+    fn stale_state_is_not_trusted() {
+        let c = RevocationCache::new(true, Duration::from_millis(1), 1);
+        c.set_listening(true);
+        c.synced_at.store(c.mono_ns(), Ordering::Release);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!c.trusted());
+    }
+
+    #[test]
+    fn notifications_revoke_and_invalidate() {
+        let c = trusted_cache();
+        let (uid, sid) = (Uuid::now_v7(), Uuid::now_v7());
+        let Check::Load(epoch) = c.check(uid, sid, "j1") else {
+            panic!("expected a load")
+        };
+        c.remember(&user(uid, 1), sid, epoch);
+        match c.check(uid, sid, "j1") {
+            Check::User(u) => assert!(u.password_hash.is_empty(), "hash must not be cached"),
+            other => panic!("{other:?}"),
+        }
+        // Another user presenting the same session is not answered from memory.
+        assert!(matches!(c.check(Uuid::now_v7(), sid, "j1"), Check::Load(_)));
+        assert!(c.apply_notification(&format!("user:{uid}")));
+        assert!(matches!(c.check(uid, sid, "j1"), Check::Load(_)));
+        assert!(c.apply_notification("jti:99:j1"));
+        assert!(matches!(c.check(uid, sid, "j1"), Check::Revoked));
+        assert!(c.apply_notification(&format!("session:{sid}:5")));
+        assert!(matches!(c.check(uid, sid, "j2"), Check::Revoked));
+        assert!(!c.apply_notification("keys"));
+        // A payload that cannot be read makes the state untrusted rather than wrong.
+        assert!(c.apply_notification("session:garbage"));
+        assert!(!c.trusted());
+    }
+
+    #[test]
+    fn a_row_read_before_an_invalidation_is_not_cached() {
+        let c = trusted_cache();
+        let uid = Uuid::now_v7();
+        let Check::Load(epoch) = c.check(uid, Uuid::nil(), "j") else {
+            panic!("expected a load")
+        };
+        c.invalidate_user(uid);
+        c.remember(&user(uid, 1), Uuid::nil(), epoch);
+        assert!(matches!(c.check(uid, Uuid::nil(), "j"), Check::Load(_)));
+    }
+}
