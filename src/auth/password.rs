@@ -47,8 +47,8 @@ pub struct Verified {
 /// Hashes and verifies passwords on a small dedicated thread pool.
 ///
 /// One worker per slot (a core by default), each owning its argon2 memory block, so memory is
-/// bounded by `slots × m_cost` however hard logins are pushed. Workers run at a lower CPU
-/// priority (nice 10): when cheap requests (JWKS, refresh, verification) are waiting, the
+/// bounded by `slots × m_cost` however hard logins are pushed. Workers run at the lowest CPU
+/// priority (`SCHED_IDLE`): when cheap requests (JWKS, refresh, verification) are waiting, the
 /// scheduler runs them first, and argon2 still gets every otherwise idle cycle. A bounded queue
 /// in front sheds excess logins at once (`Busy` → 503), and a job that waited longer than
 /// `queue_timeout` is dropped without being computed.
@@ -88,14 +88,20 @@ impl Drop for Admission {
     }
 }
 
-/// Lowers the calling thread's scheduling priority (Linux: per-thread nice value).
+/// Lowers the calling thread's scheduling priority. On Linux the thread moves to `SCHED_IDLE`:
+/// it runs whenever a core would otherwise idle, and any other runnable thread (a tokio worker
+/// with a JWKS or refresh request, a Postgres backend) preempts it at once on wake-up, which a
+/// nice value alone does not guarantee. Where that is refused, nice 10.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: setpriority on the calling thread's own tid has no memory-safety preconditions;
-    // a failure only leaves the priority unchanged.
+    // SAFETY: both calls act on the calling thread only (pid 0 / its own tid) and have no
+    // memory-safety preconditions; a failure only leaves the priority unchanged.
     unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+        }
     }
 }
 

@@ -20,7 +20,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     ))]
 async fn jwks(State(st): State<AppState>, headers: HeaderMap) -> Response {
     let ring = st.auth.keys.ring();
-    let etag = HeaderValue::from_str(&ring.etag).unwrap_or(HeaderValue::from_static("\"0\""));
+    let etag = ring.etag_header.clone();
     let cache = st.jwks_cache_control.clone();
     // RFC 9110 §13.1.2: If-None-Match with a matching (or `*`) entity tag gets 304.
     let matches = headers

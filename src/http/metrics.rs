@@ -1,14 +1,12 @@
-//! `GET /metrics`: Prometheus text format. Per-route request counts and latency histograms, plus
+//! `GET /metrics`: Prometheus text format. Per-route request counts and latency histograms
+//! (recorded by `edge`), plus
 //! the domain counters recorded in `auth` (logins, refreshes, shed requests).
 //!
 //! The recorder is process-wide (the `metrics` facade allows one), installed on first use.
 
 use std::sync::OnceLock;
-use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
 use axum::http::header;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use utoipa_axum::router::OpenApiRouter;
@@ -55,23 +53,4 @@ pub fn router() -> OpenApiRouter<AppState> {
 async fn metrics() -> Response {
     let body = handle().map(|h| h.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
-}
-
-/// Counts and times every request by route template (never by raw path, so cardinality stays
-/// bounded whatever clients send).
-pub async fn record(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
-    let started = Instant::now();
-    let res = next.run(req).await;
-    let status = res.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    res
 }

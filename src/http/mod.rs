@@ -3,6 +3,7 @@
 
 mod admin;
 mod discovery;
+mod edge;
 mod extract;
 mod health;
 mod jwks;
@@ -15,19 +16,12 @@ mod userinfo;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{header, HeaderName, HeaderValue};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue};
+use axum::response::IntoResponse;
 use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::TraceLayer;
 
 use axum::routing::get;
 use utoipa::OpenApi;
@@ -43,8 +37,6 @@ pub struct AppState {
     /// `Cache-Control` of the JWKS, rendered once.
     pub jwks_cache_control: HeaderValue,
 }
-
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The OpenAPI 3.1 document's fixed parts; paths come from the handlers' annotations.
 #[derive(OpenApi)]
@@ -79,18 +71,6 @@ impl utoipa::Modify for SecuritySchemes {
 }
 
 /// UUIDv7 request ids: time-ordered, so logs sort naturally.
-#[derive(Clone, Copy, Default)]
-struct MakeV7;
-
-impl MakeRequestId for MakeV7 {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
-            .ok()
-            .map(RequestId::new)
-    }
-}
-
-/// The whole application router with its middleware stack.
 pub fn router(auth: Arc<Auth>) -> Router {
     let s = &auth.settings;
     let body_limit = s.http.body_limit;
@@ -117,7 +97,6 @@ pub fn router(auth: Arc<Auth>) -> Router {
         .merge(admin::router())
         .split_for_parts();
     let openapi = bytes::Bytes::from(api.to_json().unwrap_or_else(|_| "{}".into()));
-    let cors = cors_layer(&auth_settings_cors);
     let routes = api_routes
         .route(
             "/openapi.json",
@@ -132,41 +111,19 @@ pub fn router(auth: Arc<Auth>) -> Router {
 
     // Layers, outermost first:
     let stack = ServiceBuilder::new()
-        // 1. Give every request an id before anything logs (a client-sent id is kept).
-        .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeV7))
-        // 2. Keep credentials out of anything that prints headers.
-        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
-        // 3. One span per request, carrying the id; no headers or bodies are recorded.
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let id = req
-                .headers()
-                .get(&X_REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        .layer(edge::EdgeLayer { timeout })
+        .layer(CatchPanicLayer::custom(|_| {
+            Error::Internal("handler panicked".into()).into_response()
         }))
-        // 4. Echo the id on every response, errors included.
-        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
-        // 5. Basic response hygiene.
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        // 6. A panic becomes a logged 500 with the contract's body, never a dropped connection.
-        .layer(CatchPanicLayer::custom(|_| Error::Internal("handler panicked".into()).into_response()))
-        // 7. Count and time requests (inside the panic guard, so 500s are counted too).
-        .layer(middleware::from_fn(metrics::record))
-        // 8. Bound the time of each request; a slow dependency answers 503, not a hang.
-        .layer(middleware::from_fn(move |req: Request, next: Next| request_timeout(timeout, req, next)))
-        // 9. Cap bodies before any extractor buffers them.
         .layer(DefaultBodyLimit::max(body_limit));
-    // 10. CORS, innermost: preflights are answered here, for the configured origins only.
-    routes.layer(cors).layer(stack)
+    match cors_layer(&auth_settings_cors) {
+        Some(cors) => routes.layer(cors).layer(stack),
+        // Without configured origins there is nothing for CORS to do: leave it out.
+        None => routes.layer(stack),
+    }
 }
 
-/// CORS for the configured origins (credentials allowed, for the refresh cookie); no origin
-/// at all when the list is empty.
-fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     use axum::http::Method;
     use tower_http::cors::{AllowOrigin, CorsLayer};
     let list: Vec<HeaderValue> = origins
@@ -174,24 +131,18 @@ fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
         .filter_map(|o| HeaderValue::from_str(o).ok())
         .collect();
     if list.is_empty() {
-        return CorsLayer::new();
+        return None;
     }
-    CorsLayer::new()
+    let layer = CorsLayer::new()
         .allow_origin(AllowOrigin::list(list))
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .expose_headers([
             header::RETRY_AFTER,
             header::WWW_AUTHENTICATE,
-            X_REQUEST_ID.clone(),
+            edge::X_REQUEST_ID.clone(),
         ])
         .allow_credentials(true)
-        .max_age(Duration::from_secs(600))
-}
-
-async fn request_timeout(limit: Duration, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(res) => res,
-        Err(_) => Error::Unavailable("request timed out").into_response(),
-    }
+        .max_age(Duration::from_secs(600));
+    Some(layer)
 }

@@ -1,0 +1,222 @@
+//! The one middleware every route goes through, as a single service with a single future:
+//! - a request id (UUIDv7, or the caller's `x-request-id`), on the request, the response and
+//!   the trace span;
+//! - `Authorization`, `Cookie` and `Proxy-Authorization` marked sensitive, so no `Debug` of
+//!   the request prints them;
+//! - the request timeout (`http.request_timeout`, answered 503);
+//! - `X-Content-Type-Options: nosniff`;
+//! - per-route metrics (`http_requests_total`, `http_request_duration_seconds`).
+//!
+//! It replaces a stack of separate tower-http layers and `from_fn` middlewares: one future
+//! instead of seven nested ones, and no allocation for metric labels. This matters on the
+//! cheapest paths (the JWKS), where the middleware costs as much as the handler.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{OnceLock, RwLock};
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tower::{Layer, Service};
+use tracing::instrument::Instrumented;
+use tracing::Instrument;
+
+use crate::error::Error;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// See the module documentation.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeLayer {
+    pub timeout: Duration,
+}
+
+impl<S> Layer<S> for EdgeLayer {
+    type Service = Edge<S>;
+    fn layer(&self, inner: S) -> Edge<S> {
+        Edge {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Edge<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S, B> Service<Request> for Edge<S>
+where
+    S: Service<Request, Response = axum::http::Response<B>, Error = Infallible>,
+    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = EdgeFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let started = Instant::now();
+        let headers = req.headers_mut();
+        let id = match headers.get(&X_REQUEST_ID) {
+            Some(v) => v.clone(),
+            None => {
+                let v = new_request_id();
+                headers.insert(X_REQUEST_ID.clone(), v.clone());
+                v
+            }
+        };
+        for name in [
+            header::AUTHORIZATION,
+            header::PROXY_AUTHORIZATION,
+            header::COOKIE,
+        ] {
+            if let header::Entry::Occupied(mut e) = headers.entry(name) {
+                for v in e.iter_mut() {
+                    v.set_sensitive(true);
+                }
+            }
+        }
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map(|p| intern(p.as_str()))
+            .unwrap_or("unmatched");
+        let method = method_label(req.method());
+        let span = tracing::info_span!(
+            "http",
+            method = %req.method(),
+            path = %req.uri().path(),
+            request_id = id.to_str().unwrap_or("-"),
+        );
+        let inner = self.inner.call(req).instrument(span);
+        EdgeFuture {
+            inner: tokio::time::timeout(self.timeout, inner),
+            id,
+            route,
+            method,
+            started,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Edge`].
+    pub struct EdgeFuture<F> {
+        #[pin]
+        inner: tokio::time::Timeout<Instrumented<F>>,
+        id: HeaderValue,
+        route: &'static str,
+        method: &'static str,
+        started: Instant,
+    }
+}
+
+impl<F, B> Future for EdgeFuture<F>
+where
+    F: Future<Output = Result<axum::http::Response<B>, Infallible>>,
+    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut res = match ready!(this.inner.poll(cx)) {
+            Ok(Ok(res)) => res.map(axum::body::Body::new),
+            Ok(Err(never)) => match never {},
+            Err(_elapsed) => Error::Unavailable("request timed out").into_response(),
+        };
+        let latency = this.started.elapsed();
+        let status = res.status();
+        let h = res.headers_mut();
+        h.insert(X_REQUEST_ID.clone(), this.id.clone());
+        if !h.contains_key(header::X_CONTENT_TYPE_OPTIONS) {
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+        }
+        tracing::debug!(
+            request_id = this.id.to_str().unwrap_or("-"),
+            status = status.as_u16(),
+            latency_us = latency.as_micros() as u64,
+            "response"
+        );
+        let route: &'static str = this.route;
+        let method: &'static str = this.method;
+        metrics::counter!("http_requests_total",
+            "route" => route, "method" => method, "status" => status_label(status))
+        .increment(1);
+        metrics::histogram!("http_request_duration_seconds", "route" => route)
+            .record(latency.as_secs_f64());
+        Poll::Ready(Ok(res))
+    }
+}
+
+/// A fresh UUIDv7 as a header value, formatted without an intermediate `String`.
+fn new_request_id() -> HeaderValue {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let s = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("-"))
+}
+
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
+fn status_label(s: StatusCode) -> &'static str {
+    match s.as_u16() {
+        200 => "200",
+        204 => "204",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        404 => "404",
+        429 => "429",
+        503 => "503",
+        _ => intern(s.as_str()),
+    }
+}
+
+/// A `'static` copy of a label value. Only route templates and status codes come here, so the
+/// set is small and bounded.
+fn intern(s: &str) -> &'static str {
+    static SET: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
+    let set = SET.get_or_init(Default::default);
+    if let Some(v) = set
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(s)
+        .copied()
+    {
+        return v;
+    }
+    let mut w = set.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(v) = w.get(s).copied() {
+        return v;
+    }
+    let leaked: &'static str = Box::leak(s.to_owned().into_boxed_str());
+    w.insert(leaked);
+    leaked
+}
