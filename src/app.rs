@@ -211,7 +211,17 @@ async fn upkeep(auth: Arc<Auth>) {
             }
         };
         tokio::select! {
-            _ = reload.tick() => reload_keys(&auth).await,
+            _ = reload.tick() => {
+                // Started while the database was down: keep trying to listen.
+                if changes.is_none() {
+                    if let Ok(Some(rx)) = auth.store.listen_changes().await {
+                        changes = Some(rx);
+                        cache.set_listening(true);
+                        sync_revocations(&auth).await;
+                    }
+                }
+                reload_keys(&auth).await
+            }
             _ = poll.tick(), if cache.enabled() => sync_revocations(&auth).await,
             msg = notified => match msg.as_deref() {
                 None => {

@@ -215,6 +215,7 @@ impl RevocationCache {
         let mut st = self.write();
         for id in ids {
             st.sessions.insert(*id, now);
+            st.live.remove(id);
         }
     }
 
@@ -287,6 +288,7 @@ impl RevocationCache {
             }
             for (id, _) in feed.sessions {
                 st.sessions.entry(id).or_insert(now);
+                st.live.remove(&id);
             }
             let mut evicted = false;
             for (id, not_before) in feed.users {

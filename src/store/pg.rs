@@ -1,8 +1,10 @@
 //! The production store: Postgres, shared by every replica.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection};
 
 use super::sql::impl_store;
 use super::StoreResult;
@@ -17,6 +19,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 #[derive(Clone)]
 pub struct PgStore {
     pub(crate) pool: PgPool,
+    /// Connections reserved for the refresh rotation (see `HotConns`).
+    hot: Arc<HotConns>,
 }
 
 impl PgStore {
@@ -30,8 +34,16 @@ impl PgStore {
         let opts: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| {
             super::StoreError::Other(format!("bad database url: {}", redact(&e.to_string())))
         })?;
+        // Half of the connections serve the refresh rotation, the rest everything else.
+        let hot_size = (max_connections / 2).max(1);
+        let hot = Arc::new(HotConns {
+            opts: opts.clone(),
+            idle: Mutex::new(Vec::new()),
+            permits: tokio::sync::Semaphore::new(hot_size as usize),
+            acquire_timeout,
+        });
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
+            .max_connections(max_connections.saturating_sub(hot_size).max(1))
             .min_connections(0)
             .acquire_timeout(acquire_timeout)
             // A connection that sat idle is pinged before use, so one broken by a database
@@ -50,12 +62,120 @@ impl PgStore {
                 })
             })
             .connect_lazy_with(opts);
-        Ok(Self { pool })
+        Ok(Self { pool, hot })
+    }
+
+    /// A connection for the refresh rotation.
+    pub(crate) async fn rotation_conn(&self) -> StoreResult<HotConn<'_>> {
+        self.hot.get().await
     }
 
     /// The underlying pool (tests and tooling).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+}
+
+/// A few connections kept outside sqlx's pool for the one statement of a refresh. sqlx's pool
+/// sends a ping (a Sync round trip) every time a connection returns to it; on the refresh path
+/// that doubles the round trips Postgres serves. Here a connection goes back to the idle list
+/// only after its statement completed (`HotConn::release`); one dropped mid-statement (a
+/// cancelled request) or after an error is closed instead, which is what the ping guards
+/// against. A connection idle for more than a second is pinged before use, like the pool's.
+struct HotConns {
+    opts: PgConnectOptions,
+    idle: Mutex<Vec<(PgConnection, Instant)>>,
+    permits: tokio::sync::Semaphore,
+    acquire_timeout: Duration,
+}
+
+impl HotConns {
+    async fn get(&self) -> StoreResult<HotConn<'_>> {
+        let unavailable = |what: &str| super::StoreError::Unavailable(what.to_string());
+        let started = Instant::now();
+        let permit = tokio::time::timeout(self.acquire_timeout, self.permits.acquire())
+            .await
+            .map_err(|_| unavailable("no refresh connection free"))?
+            .map_err(|_| unavailable("refresh connections closed"))?;
+        let popped = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match popped {
+            Some((mut c, since)) => {
+                if since.elapsed() > IDLE_PING_AFTER && c.ping().await.is_err() {
+                    None
+                } else {
+                    Some(c)
+                }
+            }
+            None => None,
+        };
+        let conn = match conn {
+            Some(c) => c,
+            None => {
+                let left = self.acquire_timeout.saturating_sub(started.elapsed());
+                tokio::time::timeout(left, self.opts.connect())
+                    .await
+                    .map_err(|_| unavailable("connecting timed out"))??
+            }
+        };
+        Ok(HotConn {
+            conn: Some(conn),
+            home: self,
+            _permit: permit,
+            clean: false,
+        })
+    }
+}
+
+/// A connection lent by `HotConns`; see there.
+pub(crate) struct HotConn<'a> {
+    conn: Option<PgConnection>,
+    home: &'a HotConns,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+    clean: bool,
+}
+
+impl HotConn<'_> {
+    /// The statement completed: the connection may serve the next refresh.
+    pub(crate) fn release(mut self) {
+        self.clean = true;
+    }
+}
+
+impl std::ops::Deref for HotConn<'_> {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        // Only `Drop` takes the connection out.
+        self.conn.as_ref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl std::ops::DerefMut for HotConn<'_> {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.conn.as_mut().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for HotConn<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            if self.clean {
+                self.home
+                    .idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((c, Instant::now()));
+            }
+            // Otherwise dropped: the socket closes, and Postgres rolls back anything open.
+            // The failure may be the database restarting: drop the idle ones too rather than
+            // fail one request per stale connection.
+            else {
+                self.home
+                    .idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
+            }
+        }
     }
 }
 

@@ -413,6 +413,7 @@ macro_rules! impl_store {
                 // clause is the whole check, so two concurrent refreshes cannot both win.
                 // The user's roles and claims come back with the row, so a refresh is one
                 // round trip; the EXISTS clause has already refused disabled users.
+                let mut conn = self.rotation_conn().await?;
                 let rotated: Option<$crate::store::sql::GrantRow> = sqlx::query_as(
                     "UPDATE sessions
                      SET generation = generation + 1,
@@ -432,8 +433,9 @@ macro_rules! impl_store {
                 .bind(now)
                 .bind(now.saturating_add(idle_ttl_ms))
                 .bind(client_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *conn)
                 .await?;
+                conn.release();
                 if let Some(row) = rotated {
                     let (session, grant) = row.into_parts();
                     return Ok(Rotation::Rotated(session, grant));

@@ -55,6 +55,31 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    /// A connection for the refresh rotation: the one pooled connection.
+    pub(crate) async fn rotation_conn(&self) -> StoreResult<RotationConn> {
+        Ok(RotationConn(self.pool.acquire().await?))
+    }
+}
+
+/// The pooled connection, with the same `release` as the Postgres store's (a no-op here).
+pub(crate) struct RotationConn(sqlx::pool::PoolConnection<sqlx::Sqlite>);
+
+impl RotationConn {
+    pub(crate) fn release(self) {}
+}
+
+impl std::ops::Deref for RotationConn {
+    type Target = sqlx::SqliteConnection;
+    fn deref(&self) -> &sqlx::SqliteConnection {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for RotationConn {
+    fn deref_mut(&mut self) -> &mut sqlx::SqliteConnection {
+        &mut self.0
+    }
 }
 
 impl_store!(SqliteStore, MIGRATOR, {});
