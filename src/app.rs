@@ -216,8 +216,7 @@ async fn upkeep(auth: Arc<Auth>) {
                 if changes.is_none() {
                     if let Ok(Some(rx)) = auth.store.listen_changes().await {
                         changes = Some(rx);
-                        cache.set_listening(true);
-                        sync_revocations(&auth).await;
+                        listening_again(&auth).await;
                     }
                 }
                 reload_keys(&auth).await
@@ -230,8 +229,7 @@ async fn upkeep(auth: Arc<Auth>) {
                 }
                 Some("lost") => cache.set_listening(false),
                 Some("listening") => {
-                    cache.set_listening(true);
-                    sync_revocations(&auth).await;
+                    listening_again(&auth).await;
                     reload_keys(&auth).await;
                 }
                 Some(payload) => {
@@ -243,6 +241,13 @@ async fn upkeep(auth: Arc<Auth>) {
             _ = maintain.tick() => maintain_once(&auth).await,
         }
     }
+}
+
+/// The change listener is (back) up: notifications may have been missed until now, so the
+/// revocation state resyncs before it is trusted again.
+async fn listening_again(auth: &Auth) {
+    auth.revocations.set_listening(true);
+    sync_revocations(auth).await;
 }
 
 async fn sync_revocations(auth: &Auth) {

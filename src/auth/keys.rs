@@ -391,9 +391,7 @@ pub struct KeyRing {
     pub verifying: HashMap<String, VerifyingKey>,
     /// The pre-rendered JWKS body and its strong ETag.
     pub jwks: bytes::Bytes,
-    pub etag: String,
-    /// `etag` as a ready header value.
-    pub etag_header: axum::http::HeaderValue,
+    pub etag: axum::http::HeaderValue,
 }
 
 impl KeyRing {
@@ -457,14 +455,13 @@ impl KeyRing {
             "\"{}\"",
             URL_SAFE_NO_PAD.encode(&digest::digest(&digest::SHA256, &body).as_ref()[..16])
         );
-        let etag_header = axum::http::HeaderValue::from_str(&etag)
+        let etag = axum::http::HeaderValue::from_str(&etag)
             .unwrap_or(axum::http::HeaderValue::from_static("\"0\""));
         Self {
             signers,
             verifying,
             jwks: body.into(),
             etag,
-            etag_header,
         }
     }
 

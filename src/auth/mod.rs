@@ -412,19 +412,21 @@ impl Auth {
             .store
             .set_disabled(username, disabled, now_ms())
             .await?;
-        if let Some(id) = id {
-            self.revocations.invalidate_user(id);
-        }
-        Ok(id.is_some())
+        Ok(self.user_changed(id))
     }
 
     /// Replaces a user's roles (CLI and admin API). Returns false when there is no such user.
     pub async fn set_roles(&self, username: &str, roles: &[String]) -> Result<bool, Error> {
         let id = self.store.set_roles(username, roles, now_ms()).await?;
+        Ok(self.user_changed(id))
+    }
+
+    /// Forgets the cached row of a user a store write just changed; false: no such user.
+    fn user_changed(&self, id: Option<Uuid>) -> bool {
         if let Some(id) = id {
             self.revocations.invalidate_user(id);
         }
-        Ok(id.is_some())
+        id.is_some()
     }
 
     /// Denylists a verified access token until it expires.
@@ -576,13 +578,6 @@ impl Auth {
             publish_ahead_ms: ms(s.publish_ahead()),
             keep_after_retire_ms: ms(s.tokens.access_ttl + s.tokens.leeway) + keys::RELOAD_SLACK_MS,
             rotate_every_ms: ms(s.keys.rotate_every),
-        }
-    }
-
-    /// Tells other replicas to reload; failures only delay them until their next poll.
-    pub async fn broadcast(&self, what: &str) {
-        if let Err(e) = self.store.notify_change(what).await {
-            tracing::warn!(error = %e, "change not broadcast; replicas will poll");
         }
     }
 

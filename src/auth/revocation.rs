@@ -318,17 +318,6 @@ impl RevocationCache {
         self.synced_at.store(started, Ordering::Release);
         Ok(())
     }
-
-    /// Sizes, for metrics: (jtis, revoked sessions, live sessions, users).
-    pub fn sizes(&self) -> (usize, usize, usize, usize) {
-        let st = self.read();
-        (
-            st.jtis.len(),
-            st.sessions.len(),
-            st.live.len(),
-            st.users.len(),
-        )
-    }
 }
 
 #[cfg(test)]

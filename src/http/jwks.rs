@@ -20,7 +20,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     ))]
 async fn jwks(State(st): State<AppState>, headers: HeaderMap) -> Response {
     let ring = st.auth.keys.ring();
-    let etag = ring.etag_header.clone();
+    let etag = ring.etag.clone();
     let cache = st.jwks_cache_control.clone();
     // RFC 9110 §13.1.2: If-None-Match with a matching (or `*`) entity tag gets 304.
     let matches = headers
@@ -29,7 +29,7 @@ async fn jwks(State(st): State<AppState>, headers: HeaderMap) -> Response {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|t| t.trim().trim_start_matches("W/"))
-        .any(|t| t == "*" || t == ring.etag);
+        .any(|t| t == "*" || t.as_bytes() == etag.as_bytes());
     if matches {
         return (
             StatusCode::NOT_MODIFIED,

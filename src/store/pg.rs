@@ -157,24 +157,15 @@ impl std::ops::DerefMut for HotConn<'_> {
 
 impl Drop for HotConn<'_> {
     fn drop(&mut self) {
-        if let Some(c) = self.conn.take() {
-            if self.clean {
-                self.home
-                    .idle
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((c, Instant::now()));
-            }
-            // Otherwise dropped: the socket closes, and Postgres rolls back anything open.
-            // The failure may be the database restarting: drop the idle ones too rather than
-            // fail one request per stale connection.
-            else {
-                self.home
-                    .idle
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clear();
-            }
+        let Some(c) = self.conn.take() else { return };
+        let mut idle = self.home.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if self.clean {
+            idle.push((c, Instant::now()));
+        } else {
+            // `c` is dropped: the socket closes, and Postgres rolls back anything open. The
+            // failure may be the database restarting: drop the idle ones too rather than fail
+            // one request per stale connection.
+            idle.clear();
         }
     }
 }

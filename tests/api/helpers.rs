@@ -314,18 +314,10 @@ impl TestApp {
     /// server's in-memory revocation state by NOTIFY, within milliseconds rather than before
     /// the writer returns. Polls `/userinfo` until it answers `status`, for at most 3 s.
     pub async fn userinfo_becomes(&self, token: &str, status: u16) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-        loop {
-            let got = self.userinfo(token).await.status().as_u16();
-            if got == status {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "/userinfo still answers {got}, expected {status}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        eventually(3, &format!("/userinfo answers {status}"), || async {
+            self.userinfo(token).await.status().as_u16() == status
+        })
+        .await;
     }
 
     /// Asserts that neither token of a token response works any more: the access token is
@@ -422,6 +414,22 @@ fn init_logs() {
 
 /// A TCP proxy in front of Postgres that a test can cut and restore, to inject database
 /// outages without touching the shared server.
+/// Polls `check` every 10 ms until it holds; fails the test after `secs` seconds.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 pub struct Proxy {
     pub port: u16,
     up: Arc<std::sync::atomic::AtomicBool>,

@@ -5,7 +5,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{eventually, Backend, TestApp};
 use crate::on_both;
 
 on_both!(
@@ -328,15 +328,14 @@ async fn revocation_state_follows_any_writer(b: Backend) {
     let bobs = app.login_ok("bob").await;
     let token = |t: &Value| t["access_token"].as_str().unwrap().to_string();
     // Postgres: once the first sync is done, checks are answered from memory.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while b == Backend::Postgres && !app.auth.revocations.trusted() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the in-memory revocation state never became trusted"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    if b == Backend::Sqlite {
+    if b == Backend::Postgres {
+        eventually(
+            5,
+            "the in-memory revocation state becomes trusted",
+            || async { app.auth.revocations.trusted() },
+        )
+        .await;
+    } else {
         assert!(
             !app.auth.revocations.trusted(),
             "SQLite must read the database"
@@ -386,18 +385,11 @@ async fn revocation_state_follows_any_writer(b: Backend) {
     // A role granted by hand shows in /userinfo.
     app.exec_sql(r#"UPDATE users SET roles = '["auditor"]' WHERE username = 'bob'"#.into())
         .await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    loop {
+    eventually(3, "the role granted by hand shows in /userinfo", || async {
         let v: Value = app.userinfo(&token(&bobs)).await.json().await.unwrap();
-        if v["roles"] == json!(["auditor"]) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "role change never seen: {v}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+        v["roles"] == json!(["auditor"])
+    })
+    .await;
     // Past the next polls (max_lag is 2 s), whatever they prune, the revocations still hold,
     // even with the odd timestamps written by hand.
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
