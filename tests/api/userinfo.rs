@@ -396,4 +396,27 @@ async fn revocation_state_follows_any_writer(b: Backend) {
     assert_eq!(app.userinfo(&token(&first)).await.status(), 401);
     assert_eq!(app.userinfo(&token(&second)).await.status(), 401);
     assert_eq!(app.userinfo(&token(&third)).await.status(), 200);
+    // Reading the state wrote nothing: the rows are exactly as written by hand.
+    assert_eq!(
+        app.scalar_i64("SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1", jti)
+            .await,
+        1
+    );
+    assert_eq!(
+        app.scalar_i64(
+            "SELECT COUNT(*) FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE u.username = $1 AND s.revoked_at IS NOT NULL",
+            "alice"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        app.scalar_i64(
+            "SELECT tokens_not_before FROM users WHERE username = $1",
+            "alice"
+        )
+        .await,
+        0
+    );
 }
