@@ -56,7 +56,7 @@ pub async fn services(settings: Settings) -> Result<Arc<Auth>, StartError> {
     let t = &settings.tokens;
     let horizon_ms = (t.access_ttl + t.leeway).as_millis().min(i64::MAX as u128) as i64;
     let revocations = RevocationCache::new(
-        settings.revocation.cache && !settings.is_sqlite(),
+        settings.revocation.cache,
         settings.revocation.max_lag,
         horizon_ms,
     );
@@ -228,7 +228,7 @@ async fn upkeep(auth: Arc<Auth>) {
                     cache.set_listening(false);
                 }
                 Some("lost") => cache.set_listening(false),
-                Some("listening") => {
+                Some("resync") => {
                     listening_again(&auth).await;
                     reload_keys(&auth).await;
                 }
@@ -243,9 +243,11 @@ async fn upkeep(auth: Arc<Auth>) {
     }
 }
 
-/// The change listener is (back) up: notifications may have been missed until now, so the
-/// revocation state resyncs before it is trusted again.
+/// The change listener is (back) up, or saw a change it cannot describe: anything may have
+/// changed, so the revocation state forgets what it knew to be valid and resyncs before it is
+/// trusted again.
 async fn listening_again(auth: &Auth) {
+    auth.revocations.forget_valid();
     auth.revocations.set_listening(true);
     sync_revocations(auth).await;
 }

@@ -12,13 +12,16 @@
 //! - A write made through this process is applied here before its request answers.
 //! - On Postgres, triggers NOTIFY every relevant write, whoever makes it (another replica, the
 //!   CLI, an operator's SQL); the listener applies them within milliseconds.
+//! - On SQLite, a watcher reads `PRAGMA data_version` every 100 ms. It changes only when
+//!   another connection (the CLI, an operator's `sqlite3`) committed; then, as after a lost
+//!   Postgres listener, everything known to be *valid* (live sessions, user rows) is
+//!   forgotten and reread from the database on demand. What is known to be revoked is kept:
+//!   it can only make a check stricter.
 //! - A poll of the revocation feed and of `users.updated_at` runs every `max_lag / 2`. It is
 //!   the safety net and the liveness check of the database.
-//! - The state is trusted only while the listener is connected and the last poll succeeded less
-//!   than `max_lag` ago. Otherwise every check reads the database, as it would without this
-//!   cache, and fails closed (503) when the database cannot answer.
-//! - SQLite has no notifications (the CLI writes from another process), so there the state is
-//!   never trusted and every check reads the (in-process) database.
+//! - The state is trusted only while the listener (or watcher) runs and the last poll
+//!   succeeded less than `max_lag` ago. Otherwise every check reads the database, as it would
+//!   without this cache, and fails closed (503) when the database cannot answer.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -170,20 +173,20 @@ impl RevocationCache {
     }
 
     /// Caches what the database said about a token that passed: its session is live and
-    /// belongs to `user`, whose row this is. The row is not kept if a user invalidation
-    /// happened since `epoch` (it may be stale).
+    /// belongs to `user`, whose row this is. Nothing is kept if an invalidation happened
+    /// since `epoch` (what was read may be stale).
     pub fn remember(&self, user: &User, session_id: Uuid, epoch: u64) {
         let mut row = user.clone();
         // Not needed to verify tokens; keep it out of long-lived memory.
         row.password_hash = String::new();
         let mut st = self.write();
+        if self.user_epoch.load(Ordering::Acquire) != epoch {
+            return;
+        }
         if st.live.len() >= MAX_LIVE_SESSIONS {
             st.live.clear();
         }
         st.live.insert(session_id, user.id);
-        if self.user_epoch.load(Ordering::Acquire) != epoch {
-            return;
-        }
         if st.users.len() >= MAX_USERS {
             st.users.clear();
         }
@@ -224,6 +227,16 @@ impl RevocationCache {
         let mut st = self.write();
         self.user_epoch.fetch_add(1, Ordering::AcqRel);
         st.users.remove(&id);
+    }
+
+    /// Forgets every session known to be live and every cached user row: the database may
+    /// have changed in ways no notification described (a row deleted or rewritten by hand).
+    /// They are reread on demand; known revocations stay.
+    pub fn forget_valid(&self) {
+        let mut st = self.write();
+        self.user_epoch.fetch_add(1, Ordering::AcqRel);
+        st.users.clear();
+        st.live.clear();
     }
 
     /// Applies one change notification; returns false for payloads that are not about
@@ -397,6 +410,31 @@ mod tests {
         // A payload that cannot be read makes the state untrusted rather than wrong.
         assert!(c.apply_notification("session:garbage"));
         assert!(!c.trusted());
+    }
+
+    #[test]
+    fn forgetting_keeps_revocations_and_drops_what_was_valid() {
+        let c = trusted_cache();
+        let (uid, sid, dead) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let Check::Load(epoch) = c.check(uid, sid, "j") else {
+            panic!("expected a load")
+        };
+        c.remember(&user(uid, 1), sid, epoch);
+        c.revoke_session(dead);
+        c.revoke_jti("gone", i64::MAX);
+        assert!(matches!(c.check(uid, sid, "j"), Check::User(_)));
+        c.forget_valid();
+        assert!(matches!(c.check(uid, sid, "j"), Check::Load(_)));
+        assert!(matches!(c.check(uid, dead, "j"), Check::Revoked));
+        assert!(matches!(c.check(uid, sid, "gone"), Check::Revoked));
+        // A read that started before the reset is not remembered, not even the session.
+        c.remember(&user(uid, 1), sid, epoch);
+        assert!(matches!(c.check(uid, sid, "j"), Check::Load(_)));
+        c.session_live(sid, uid);
+        assert!(
+            matches!(c.check(uid, sid, "j"), Check::Load(_)),
+            "no user row yet"
+        );
     }
 
     #[test]

@@ -298,10 +298,12 @@ pub trait Store: Send + Sync + 'static {
     async fn notify_change(&self, _what: &str) -> StoreResult<()> {
         Ok(())
     }
-    /// A stream of change notifications, where the backend has one (Postgres LISTEN). `None`
-    /// means: poll. Besides the payloads written by `notify_change` and the database triggers,
-    /// the stream carries `lost` when the listening connection broke (notifications may be
-    /// missed from then on) and `listening` once it listens again.
+    /// A stream of change notifications. `None` means: poll. Postgres LISTENs (the payloads
+    /// written by `notify_change` and by the database triggers); SQLite watches
+    /// `PRAGMA data_version` for commits by other connections. Either stream also carries
+    /// `lost` when changes may be going unseen from now on, and `resync` when anything may
+    /// have changed without a precise notification (after `lost`, or on SQLite after any
+    /// commit by another connection): the consumer forgets what it cached and rereads.
     async fn listen_changes(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<String>>> {
         Ok(None)
     }

@@ -215,7 +215,7 @@ impl_store!(PgStore, MIGRATOR, {
                                 }
                             }
                         };
-                        if tx.send("listening".into()).await.is_err() {
+                        if tx.send("resync".into()).await.is_err() {
                             return;
                         }
                     }

@@ -2,6 +2,8 @@
 //! when no `DATABASE_URL` is given.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -18,7 +20,13 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 #[derive(Clone)]
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
+    /// Bumped each time the pool opens its connection: `PRAGMA data_version` readings are
+    /// only comparable on one connection.
+    generation: Arc<AtomicU64>,
 }
+
+/// How often the change watcher asks SQLite whether another connection committed.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
 
 impl SqliteStore {
     /// Opens (and creates, with its parent directory) the database file named by `url`.
@@ -38,7 +46,13 @@ impl SqliteStore {
                 })?;
             }
         }
+        let generation = Arc::new(AtomicU64::new(0));
+        let opened = generation.clone();
         let pool = SqlitePoolOptions::new()
+            .after_connect(move |_, _| {
+                opened.fetch_add(1, Ordering::AcqRel);
+                Box::pin(async { Ok(()) })
+            })
             .max_connections(1)
             .acquire_timeout(acquire_timeout)
             // An embedded database has no network to lose: no ping before each use.
@@ -48,7 +62,7 @@ impl SqliteStore {
             .max_lifetime(None)
             .connect_with(opts)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, generation })
     }
 
     /// The underlying pool (tests and tooling).
@@ -82,4 +96,62 @@ impl std::ops::DerefMut for RotationConn {
     }
 }
 
-impl_store!(SqliteStore, MIGRATOR, {});
+impl SqliteStore {
+    /// Which connection answered, and its `data_version`; `None` for the connection when it
+    /// changed while the query ran (the reading is not comparable with anything).
+    async fn data_version(&self) -> StoreResult<(Option<u64>, i64)> {
+        let before = self.generation.load(Ordering::Acquire);
+        let v: i64 = sqlx::query_scalar("PRAGMA data_version")
+            .fetch_one(&self.pool)
+            .await?;
+        let after = self.generation.load(Ordering::Acquire);
+        Ok(((before == after).then_some(after), v))
+    }
+}
+
+/// Sends `resync` whenever a connection other than ours may have committed since the last
+/// reading (the CLI, another process, an operator's `sqlite3` shell), or when a reading is not
+/// comparable with the last one; `lost` when SQLite cannot be read, then `resync` once it
+/// can. Our own commits do not change `data_version` on our connection.
+async fn watch(
+    store: SqliteStore,
+    mut last: (Option<u64>, i64),
+    tx: tokio::sync::mpsc::Sender<String>,
+) {
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut healthy = true;
+    loop {
+        tick.tick().await;
+        if tx.is_closed() {
+            return;
+        }
+        let msg = match store.data_version().await {
+            Ok(now) => {
+                let same = healthy && now.0.is_some() && now == last;
+                healthy = true;
+                last = now;
+                (!same).then_some("resync")
+            }
+            Err(_) if healthy => {
+                healthy = false;
+                Some("lost")
+            }
+            Err(_) => None,
+        };
+        if let Some(m) = msg {
+            if tx.send(m.into()).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl_store!(SqliteStore, MIGRATOR, {
+    async fn listen_changes(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<String>>> {
+        let first = self.data_version().await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(watch(self.clone(), first, tx));
+        Ok(Some(rx))
+    }
+});

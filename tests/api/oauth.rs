@@ -628,6 +628,9 @@ async fn logout_everywhere(b: Backend) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Written by another process: it reaches the server's revocation state within ms.
+    app.userinfo_becomes(bob["access_token"].as_str().unwrap(), 401)
+        .await;
     app.assert_pair_refused(&bob).await;
 }
 
