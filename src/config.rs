@@ -123,6 +123,9 @@ pub struct PasswordSettings {
     pub max_queue: usize,
     #[serde(with = "humantime_serde")]
     pub queue_timeout: Duration,
+    /// While hashing, yield the CPU this often (0: never); see `auth::password`.
+    #[serde(with = "humantime_serde")]
+    pub yield_every: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -229,6 +232,9 @@ impl Settings {
         }
         if !matches!(self.keys.rsa_bits, 2048 | 3072) {
             return err("keys.rsa_bits must be 2048 or 3072");
+        }
+        if self.password.yield_every > Duration::from_millis(100) {
+            return err("password.yield_every must be at most 100ms (0s turns it off)");
         }
         if self.revocation.max_lag < Duration::from_millis(100)
             || self.revocation.max_lag > Duration::from_secs(60)

@@ -12,7 +12,7 @@
 //!   successful verification.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,8 +48,9 @@ pub struct Verified {
 ///
 /// One worker per slot (a core by default), each owning its argon2 memory block, so memory is
 /// bounded by `slots × m_cost` however hard logins are pushed. Workers run at the lowest CPU
-/// priority (`SCHED_IDLE`): when cheap requests (JWKS, refresh, verification) are waiting, the
-/// scheduler runs them first, and argon2 still gets every otherwise idle cycle. A bounded queue
+/// priority (`SCHED_IDLE`), and while hashing they yield the CPU every 500 µs (see
+/// `Yielder`): when cheap requests (JWKS, refresh, verification) or a database backend are
+/// waiting, they run first, and argon2 still gets every otherwise idle cycle. A bounded queue
 /// in front sheds excess logins at once (`Busy` → 503), and a job that waited longer than
 /// `queue_timeout` is dropped without being computed.
 pub struct Passwords {
@@ -89,9 +90,9 @@ impl Drop for Admission {
 }
 
 /// Lowers the calling thread's scheduling priority. On Linux the thread moves to `SCHED_IDLE`:
-/// it runs whenever a core would otherwise idle, and any other runnable thread (a tokio worker
-/// with a JWKS or refresh request, a Postgres backend) preempts it at once on wake-up, which a
-/// nice value alone does not guarantee. Where that is refused, nice 10.
+/// it runs whenever a core would otherwise idle, and a thread of this process (a tokio worker
+/// with a JWKS or refresh request) preempts it at once on wake-up, which a nice value alone
+/// does not guarantee. Where that is refused, nice 10.
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: both calls act on the calling thread only (pid 0 / its own tid) and have no
@@ -102,6 +103,139 @@ fn lower_priority() {
             let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
             let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
         }
+    }
+}
+
+/// Makes a hashing thread give up its core every `password.yield_every` (1 ms by default) to
+/// whatever else is runnable.
+///
+/// `SCHED_IDLE` alone is not enough. The kernel compares scheduling policies only between
+/// threads of one task group, and every other process is in another group: a Postgres backend,
+/// a sidecar, a process in another session or container. Such a process, woken while argon2
+/// holds its core, waited for the next scheduler tick (4 ms at HZ=250). Under a login flood that
+/// added about 4 ms to every database round trip of a refresh. A timer signal whose handler calls
+/// `sched_yield` bounds that wait to the timer period. The signals cost hashing throughput:
+/// about 7% at 1 ms and 12% at 500 µs on the 2-core VM of the benchmarks. The timer only runs
+/// during a hash; an idle worker gets no signals.
+#[cfg(target_os = "linux")]
+struct Yielder {
+    timer: libc::timer_t,
+    every_ns: libc::c_long,
+}
+
+/// Yields taken so far (an atomic add is async-signal-safe).
+#[cfg(target_os = "linux")]
+static YIELDS: AtomicU64 = AtomicU64::new(0);
+
+#[cfg(target_os = "linux")]
+extern "C" fn yield_now(_: libc::c_int) {
+    YIELDS.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: `sched_yield` is async-signal-safe and has no preconditions; errno is restored so
+    // that the interrupted code never sees it change.
+    unsafe {
+        let errno = *libc::__errno_location();
+        libc::sched_yield();
+        *libc::__errno_location() = errno;
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Yielder {
+    /// The signal used. Ignored by default, so one that arrives before the handler is
+    /// installed (or from outside) does nothing.
+    const SIGNAL: libc::c_int = libc::SIGURG;
+
+    /// A disarmed timer aimed at the calling thread; `None` when `every` is zero or the
+    /// system refuses a timer (hashing then runs without yielding).
+    fn for_this_thread(every: Duration) -> Option<Self> {
+        let every_ns = libc::c_long::try_from(every.as_nanos()).ok()?;
+        if every_ns <= 0 || every_ns >= 1_000_000_000 {
+            return None;
+        }
+        static HANDLER: std::sync::Once = std::sync::Once::new();
+        HANDLER.call_once(|| {
+            // SAFETY: installs a handler that only calls an async-signal-safe function;
+            // SA_RESTART keeps interrupted system calls transparent to other threads.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = yield_now as *const () as libc::sighandler_t;
+                sa.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut sa.sa_mask);
+                libc::sigaction(Self::SIGNAL, &sa, std::ptr::null_mut());
+            }
+        });
+        // SAFETY: `sigevent` is plain data (all-zero is valid); the timer targets this thread's
+        // own id, and the timer id is written by the call before it is read.
+        unsafe {
+            let mut ev: libc::sigevent = std::mem::zeroed();
+            ev.sigev_notify = libc::SIGEV_THREAD_ID;
+            ev.sigev_signo = Self::SIGNAL;
+            ev.sigev_notify_thread_id = libc::gettid();
+            let mut id: libc::timer_t = std::ptr::null_mut();
+            (libc::timer_create(libc::CLOCK_MONOTONIC, &mut ev, &mut id) == 0).then_some(Self {
+                timer: id,
+                every_ns,
+            })
+        }
+    }
+
+    fn set(&self, ns: libc::c_long) {
+        let t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: ns,
+        };
+        let spec = libc::itimerspec {
+            it_interval: t,
+            it_value: t,
+        };
+        // SAFETY: the timer id is valid (created above, deleted only on drop).
+        unsafe {
+            libc::timer_settime(self.timer, 0, &spec, std::ptr::null_mut());
+        }
+    }
+
+    /// Runs `f` with the timer armed.
+    fn during<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.set(self.every_ns);
+        let r = f();
+        self.set(0);
+        r
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Yielder {
+    fn drop(&mut self) {
+        // SAFETY: deletes the timer this value owns, once.
+        unsafe {
+            libc::timer_delete(self.timer);
+        }
+    }
+}
+
+/// Runs one job on a hashing thread (see [`Yielder`]).
+struct Worker {
+    #[cfg(target_os = "linux")]
+    yielder: Option<Yielder>,
+}
+
+impl Worker {
+    fn start(every: Duration) -> Self {
+        lower_priority();
+        #[cfg(not(target_os = "linux"))]
+        let _ = every;
+        Self {
+            #[cfg(target_os = "linux")]
+            yielder: Yielder::for_this_thread(every),
+        }
+    }
+
+    fn run(&self, job: Job) {
+        #[cfg(target_os = "linux")]
+        if let Some(y) = &self.yielder {
+            return y.during(job);
+        }
+        job()
     }
 }
 
@@ -124,17 +258,18 @@ impl Passwords {
         let jobs = Arc::new(std::sync::Mutex::new(jobs));
         for i in 0..slots {
             let jobs = jobs.clone();
+            let every = s.yield_every;
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
                 .spawn(move || {
-                    lower_priority();
+                    let worker = Worker::start(every);
                     loop {
                         let job = match jobs.lock() {
                             Ok(rx) => rx.recv(),
                             Err(_) => return,
                         };
                         match job {
-                            Ok(job) => job(),
+                            Ok(job) => worker.run(job),
                             // The sender is gone: Tessera is shutting down.
                             Err(_) => return,
                         }
@@ -294,6 +429,46 @@ mod tests {
         // Second run on the same thread reuses the block and still agrees.
         assert!(verify_blocking(b"correct horse", &h));
         assert!(!verify_blocking(b"correct horse", "not a phc string"));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_hashing_thread_yields_while_armed_and_only_then() {
+        std::thread::spawn(|| {
+            assert!(
+                Yielder::for_this_thread(Duration::ZERO).is_none(),
+                "0 turns it off"
+            );
+            let y = Yielder::for_this_thread(Duration::from_millis(1)).expect("a timer");
+            let spin = |ms| {
+                let until = std::time::Instant::now() + Duration::from_millis(ms);
+                while std::time::Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+            };
+            let before = YIELDS.load(Ordering::Relaxed);
+            // A real hash, and a 30 ms busy loop, with the timer armed.
+            let h = y.during(|| hash_blocking(&params(), b"pw").unwrap());
+            assert!(verify_blocking(b"pw", &h));
+            y.during(|| spin(30));
+            let armed = YIELDS.load(Ordering::Relaxed) - before;
+            assert!(
+                armed >= 10,
+                "only {armed} yields in 30+ ms of hashing at 1 ms"
+            );
+            // Disarmed: no more signals (other tests' threads could only add to the count if
+            // they armed a timer, and none does).
+            std::thread::sleep(Duration::from_millis(5));
+            let after = YIELDS.load(Ordering::Relaxed);
+            spin(20);
+            assert_eq!(
+                YIELDS.load(Ordering::Relaxed),
+                after,
+                "the timer kept firing"
+            );
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
