@@ -14,7 +14,7 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher, Version};
 use secrecy::{ExposeSecret, SecretString};
@@ -48,9 +48,9 @@ pub struct Verified {
 ///
 /// One worker per slot (a core by default), each owning its argon2 memory block, so memory is
 /// bounded by `slots × m_cost` however hard logins are pushed. Workers run at the lowest CPU
-/// priority (`SCHED_IDLE`), and while hashing they yield the CPU every 500 µs (see
-/// `Yielder`): when cheap requests (JWKS, refresh, verification) or a database backend are
-/// waiting, they run first, and argon2 still gets every otherwise idle cycle. A bounded queue
+/// priority (`SCHED_IDLE`), and while other requests are being served they yield the CPU every
+/// 500 µs (see `Yielder`): when cheap requests (JWKS, refresh, verification) or a database
+/// backend are waiting, they run first, and argon2 still gets every otherwise idle cycle. A bounded queue
 /// in front sheds excess logins at once (`Busy` → 503), and a job that waited longer than
 /// `queue_timeout` is dropped without being computed.
 pub struct Passwords {
@@ -106,8 +106,8 @@ fn lower_priority() {
     }
 }
 
-/// Makes a hashing thread give up its core every `password.yield_every` (1 ms by default) to
-/// whatever else is runnable.
+/// Makes a hashing thread give up its core every `password.yield_every` (500 µs by default)
+/// to whatever else is runnable.
 ///
 /// `SCHED_IDLE` alone is not enough. The kernel compares scheduling policies only between
 /// threads of one task group, and every other process is in another group: a Postgres backend,
@@ -115,8 +115,10 @@ fn lower_priority() {
 /// holds its core, waited for the next scheduler tick (4 ms at HZ=250). Under a login flood that
 /// added about 4 ms to every database round trip of a refresh. A timer signal whose handler calls
 /// `sched_yield` bounds that wait to the timer period. The signals cost hashing throughput:
-/// about 7% at 1 ms and 12% at 500 µs on the 2-core VM of the benchmarks. The timer only runs
-/// during a hash; an idle worker gets no signals.
+/// about 7% at 1 ms and 12% at 500 µs on the 2-core VM of the benchmarks. So the timer runs
+/// only during a hash that starts while other requests are being served (any in the last
+/// second): a pure login load, where nothing else waits, keeps all of argon2's throughput, and
+/// an idle worker gets no signals.
 #[cfg(target_os = "linux")]
 struct Yielder {
     timer: libc::timer_t,
@@ -213,6 +215,36 @@ impl Drop for Yielder {
     }
 }
 
+/// When a request other than a login was last served, in ms after `clock_base()` (0: never).
+static OTHER_WORK_AT_MS: AtomicU64 = AtomicU64::new(0);
+/// Hashing yields only while other requests were served this recently: a pure login load
+/// keeps all of argon2's throughput, and nothing else is waiting then.
+const OTHER_WORK_WINDOW_MS: u64 = 1_000;
+
+fn clock_base() -> Instant {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+fn ms_since_base(at: Instant) -> u64 {
+    at.saturating_duration_since(clock_base()).as_millis() as u64 + 1
+}
+
+/// Called by the HTTP edge for every request that is not a login: hashing yields the CPU
+/// while such requests keep arriving. One relaxed load per request, and a store at most once
+/// a millisecond.
+pub fn note_other_request(at: Instant) {
+    let ms = ms_since_base(at);
+    if OTHER_WORK_AT_MS.load(Ordering::Relaxed) != ms {
+        OTHER_WORK_AT_MS.store(ms, Ordering::Relaxed);
+    }
+}
+
+fn other_work_recently(now_ms: u64) -> bool {
+    let at = OTHER_WORK_AT_MS.load(Ordering::Relaxed);
+    at != 0 && now_ms.saturating_sub(at) < OTHER_WORK_WINDOW_MS
+}
+
 /// Runs one job on a hashing thread (see [`Yielder`]).
 struct Worker {
     #[cfg(target_os = "linux")]
@@ -233,7 +265,9 @@ impl Worker {
     fn run(&self, job: Job) {
         #[cfg(target_os = "linux")]
         if let Some(y) = &self.yielder {
-            return y.during(job);
+            if other_work_recently(ms_since_base(Instant::now())) {
+                return y.during(job);
+            }
         }
         job()
     }
@@ -469,6 +503,16 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn other_requests_are_recent_for_one_second() {
+        let t = Instant::now();
+        note_other_request(t);
+        let at = ms_since_base(t);
+        assert!(other_work_recently(at));
+        assert!(other_work_recently(at + OTHER_WORK_WINDOW_MS - 1));
+        assert!(!other_work_recently(at + OTHER_WORK_WINDOW_MS));
     }
 
     #[test]

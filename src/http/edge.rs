@@ -5,7 +5,9 @@
 //!   the request prints them;
 //! - the request timeout (`http.request_timeout`, answered 503);
 //! - `X-Content-Type-Options: nosniff`;
-//! - per-route metrics (`http_requests_total`, `http_request_duration_seconds`).
+//! - per-route metrics (`http_requests_total`, `http_request_duration_seconds`);
+//! - a note, for every request but a login, that password hashing should yield the CPU (see
+//!   `auth::password`).
 //!
 //! It replaces a stack of separate tower-http layers and `from_fn` middlewares: one future
 //! instead of seven nested ones, and no allocation for metric labels. This matters on the
@@ -93,6 +95,9 @@ where
             .get::<MatchedPath>()
             .map(|p| intern(p.as_str()))
             .unwrap_or("unmatched");
+        if route != "/login" {
+            crate::auth::password::note_other_request(started);
+        }
         let method = method_label(req.method());
         let span = tracing::info_span!(
             "http",
