@@ -475,8 +475,8 @@ mod tests {
             );
             let y = Yielder::for_this_thread(Duration::from_millis(1)).expect("a timer");
             let spin = |ms| {
-                let until = std::time::Instant::now() + Duration::from_millis(ms);
-                while std::time::Instant::now() < until {
+                let until = Instant::now() + Duration::from_millis(ms);
+                while Instant::now() < until {
                     std::hint::spin_loop();
                 }
             };
