@@ -11,7 +11,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
-use crate::auth::keys::{KeyAlg, Keys, MasterKey};
+use crate::auth::keys::{Keys, MasterKey};
 use crate::auth::password::Passwords;
 use crate::auth::revocation::RevocationCache;
 use crate::auth::session::RefreshTokens;
@@ -36,8 +36,7 @@ pub async fn services(settings: Settings) -> Result<Arc<Auth>, StartError> {
         .map_err(start_err("database"))?;
     store.migrate().await.map_err(start_err("migrations"))?;
     let master = master_key(&settings)?;
-    let alg = KeyAlg::parse(&settings.keys.algorithm)
-        .ok_or_else(|| StartError("keys.algorithm".into()))?;
+    let alg = settings.keys.algorithm;
     let keys = Keys::load(
         store.as_ref(),
         master,
@@ -53,8 +52,7 @@ pub async fn services(settings: Settings) -> Result<Arc<Auth>, StartError> {
         .await
         .map_err(start_err("password hasher"))?
         .map_err(start_err("password hasher"))?;
-    let t = &settings.tokens;
-    let horizon_ms = (t.access_ttl + t.leeway).as_millis().min(i64::MAX as u128) as i64;
+    let horizon_ms = crate::time::millis(settings.token_horizon());
     let revocations = RevocationCache::new(
         settings.revocation.cache,
         settings.revocation.max_lag,
@@ -268,16 +266,20 @@ async fn reload_keys(auth: &Auth) {
 async fn maintain_once(auth: &Auth) {
     let now = now_ms();
     let s = &auth.settings.keys;
-    if let Some(alg) = KeyAlg::parse(&s.algorithm) {
-        match auth
-            .keys
-            .rotate_if_due(auth.store.as_ref(), alg, s.rsa_bits, auth.schedule(), now)
-            .await
-        {
-            Ok(Some(kid)) => tracing::info!(%kid, "automatic key rotation: new key published"),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "automatic key rotation failed"),
-        }
+    match auth
+        .keys
+        .rotate_if_due(
+            auth.store.as_ref(),
+            s.algorithm,
+            s.rsa_bits,
+            auth.schedule(),
+            now,
+        )
+        .await
+    {
+        Ok(Some(kid)) => tracing::info!(%kid, "automatic key rotation: new key published"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "automatic key rotation failed"),
     }
     match auth.store.purge_expired(now).await {
         Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired rows"),

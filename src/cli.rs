@@ -326,7 +326,7 @@ async fn user(cmd: UserCmd, settings: Settings) -> Result<(), String> {
 async fn keys_rotate(settings: Settings) -> Result<(), String> {
     let auth = app::services(settings).await.map_err(|e| e.to_string())?;
     let s = &auth.settings.keys;
-    let alg = KeyAlg::parse(&s.algorithm).ok_or("keys.algorithm")?;
+    let alg = s.algorithm;
     let bits = s.rsa_bits;
     let m = tokio::task::spawn_blocking(move || keys::generate(alg, bits))
         .await

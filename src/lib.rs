@@ -23,3 +23,5 @@ pub mod http;
 pub mod store;
 /// Logging setup.
 pub mod telemetry;
+/// Unix milliseconds, the one time representation, and its conversions.
+pub mod time;

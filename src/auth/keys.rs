@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use aws_lc_rs::aead::{Aad, Nonce, RandomizedNonceKey, AES_256_GCM, NONCE_LEN};
 use aws_lc_rs::digest;
@@ -26,6 +27,7 @@ use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use crate::store::{KeyRow, Store, StoreError};
+use crate::time::millis;
 
 /// Why a key operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -137,13 +139,12 @@ pub enum KeyAlg {
 }
 
 impl KeyAlg {
+    /// Every algorithm, in the order discovery lists them.
+    pub const ALL: [KeyAlg; 3] = [KeyAlg::Es256, KeyAlg::EdDsa, KeyAlg::Rs256];
+
+    /// The JOSE name (`ES256`, `EdDSA`, `RS256`).
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "ES256" => Some(Self::Es256),
-            "EdDSA" => Some(Self::EdDsa),
-            "RS256" => Some(Self::Rs256),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|a| a.name() == s)
     }
     pub fn name(self) -> &'static str {
         match self {
@@ -158,6 +159,29 @@ impl KeyAlg {
             Self::EdDsa => Algorithm::EdDSA,
             Self::Rs256 => Algorithm::RS256,
         }
+    }
+}
+
+impl std::fmt::Display for KeyAlg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl serde::Serialize for KeyAlg {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for KeyAlg {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "keys.algorithm must be ES256, EdDSA or RS256, not {s:?}"
+            ))
+        })
     }
 }
 
@@ -496,7 +520,7 @@ pub const PROPAGATION_MS: i64 = 5_000;
 /// with it for up to `PROPAGATION_MS`.
 pub const RELOAD_SLACK_MS: i64 = 2 * PROPAGATION_MS;
 
-/// Timing of the key lifecycle, from the settings.
+/// Timing of the key lifecycle, from the settings (`Settings::key_schedule`).
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {
     /// A new key is published this long before it signs (≥ the JWKS cache lifetime).
@@ -506,6 +530,17 @@ pub struct Schedule {
     pub keep_after_retire_ms: i64,
     /// Automatic rotation period; 0 turns it off.
     pub rotate_every_ms: i64,
+}
+
+impl Schedule {
+    /// `token_horizon` is how long a token stays acceptable after it is signed.
+    pub fn new(publish_ahead: Duration, token_horizon: Duration, rotate_every: Duration) -> Self {
+        Self {
+            publish_ahead_ms: millis(publish_ahead),
+            keep_after_retire_ms: millis(token_horizon) + RELOAD_SLACK_MS,
+            rotate_every_ms: millis(rotate_every),
+        }
+    }
 }
 
 /// How a new key enters service.

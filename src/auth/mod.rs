@@ -12,14 +12,16 @@ pub mod tokens;
 pub mod username;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use crate::config::Settings;
 use crate::error::Error;
-use crate::store::{Grant, NewUser, RevocationFeed, RevokedToken, Rotation, Session, Store, User};
+use crate::store::{
+    NewUser, RevocationFeed, RevokedToken, Rotation, RotationAttempt, Session, Store,
+    SubjectClaims, User,
+};
 use keys::Keys;
 use password::{PasswordError, Passwords, MAX_PASSWORD_BYTES};
 use revocation::{Check, RevocationCache};
@@ -27,13 +29,7 @@ use session::RefreshTokens;
 use tokens::{AccessClaims, Expect, VerifiedClaims};
 pub use username::Username;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::time::now_ms;
 
 /// A freshly issued pair of tokens.
 #[derive(Debug)]
@@ -209,7 +205,7 @@ impl Auth {
         self.revocations.session_live(session.id, user.id);
         tracing::info!(user_id = %user.id, session_id = %session.id, "login ok");
         metrics::counter!("logins_total", "result" => "ok").increment(1);
-        let grant = Grant {
+        let grant = SubjectClaims {
             roles: user.roles,
             claims: user.claims,
         };
@@ -226,14 +222,14 @@ impl Auth {
         let s = &self.settings.sessions;
         let outcome = self
             .store
-            .rotate_session(
-                rt.session_id,
-                rt.generation,
+            .rotate_session(&RotationAttempt {
+                session_id: rt.session_id,
+                generation: rt.generation,
                 client_id,
                 now,
-                s.idle_ttl.as_millis() as i64,
-                s.reuse_grace.as_millis() as i64,
-            )
+                idle_expires_at: now.saturating_add(crate::time::millis(s.idle_ttl)),
+                grace_ms: crate::time::millis(s.reuse_grace),
+            })
             .await
             .map_err(|e| self.db_error(e))?;
         let (session, grant) = match outcome {
@@ -350,7 +346,7 @@ impl Auth {
     fn issue(
         &self,
         user_id: Uuid,
-        grant: &Grant,
+        grant: &SubjectClaims,
         session: &Session,
         now: i64,
     ) -> Result<TokenPair, Error> {
@@ -540,8 +536,7 @@ impl Auth {
     /// tokens that can still be alive.
     pub async fn revocations(&self, since: i64) -> Result<(RevocationFeed, i64), Error> {
         let now = now_ms();
-        let t = &self.settings.tokens;
-        let horizon = (t.access_ttl + t.leeway).as_millis() as i64;
+        let horizon = crate::time::millis(self.settings.token_horizon());
         let feed = self.store.revocations_since(since, now, horizon).await?;
         Ok((feed, now))
     }
@@ -572,13 +567,7 @@ impl Auth {
 
     /// The key lifecycle timing from the settings.
     pub fn schedule(&self) -> keys::Schedule {
-        let s = &self.settings;
-        let ms = |d: std::time::Duration| d.as_millis().min(i64::MAX as u128) as i64;
-        keys::Schedule {
-            publish_ahead_ms: ms(s.publish_ahead()),
-            keep_after_retire_ms: ms(s.tokens.access_ttl + s.tokens.leeway) + keys::RELOAD_SLACK_MS,
-            rotate_every_ms: ms(s.keys.rotate_every),
-        }
+        self.settings.key_schedule()
     }
 
     /// Creates a user (CLI and admin API).

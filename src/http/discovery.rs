@@ -8,6 +8,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::AppState;
+use crate::auth::keys::KeyAlg;
 use crate::config::Settings;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -34,9 +35,14 @@ pub fn metadata(s: &Settings) -> Value {
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
         // The algorithms access tokens may be signed with (RFC 9068 JWTs).
-        "token_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
+        "token_signing_alg_values_supported": algs(),
         "service_documentation": format!("{iss}/openapi.json"),
     })
+}
+
+/// Every algorithm Tessera can sign with (`keys.algorithm` may change between rotations).
+fn algs() -> Value {
+    json!(KeyAlg::ALL.map(KeyAlg::name))
 }
 
 fn cached(v: Value) -> Response {
@@ -62,10 +68,7 @@ async fn openid_configuration(State(st): State<AppState>) -> Response {
     let mut v = metadata(&st.auth.settings);
     if let Value::Object(m) = &mut v {
         m.insert("subject_types_supported".into(), json!(["public"]));
-        m.insert(
-            "id_token_signing_alg_values_supported".into(),
-            json!(["ES256", "EdDSA", "RS256"]),
-        );
+        m.insert("id_token_signing_alg_values_supported".into(), algs());
         m.insert(
             "claims_supported".into(),
             json!([

@@ -1,21 +1,41 @@
-//! Persistence. The `Store` trait is everything the domain needs from a database; `PgStore` and
-//! `SqliteStore` implement it. Nothing outside this module writes SQL.
+//! Persistence: the only layer that writes SQL.
 //!
-//! Both backends keep timestamps as integer milliseconds since the Unix epoch and share one set
-//! of queries (see `sql.rs`), so the test suite running every scenario on both is what catches
-//! a query mistake. Driver errors are translated into `StoreError` here; callers never match on
-//! `sqlx::Error`.
+//! - `Store` is everything the domain needs from a database, as a union of small traits, one
+//!   per capability: users, sessions, the denylist, the login throttle, signing keys, the
+//!   change feed, and upkeep (migrations, readiness, purges).
+//! - Each capability lives in its own file, with its SQL as `const` strings, its row types,
+//!   and bodies that bind and call. Every query is written once and runs on Postgres and
+//!   SQLite alike (`backend::on_backend!`); the test suite running every scenario on both is
+//!   what catches a query mistake.
+//! - `pg.rs` and `sqlite.rs` hold only connection setup and the change watchers.
+//! - Both backends keep timestamps as integer milliseconds since the Unix epoch
+//!   (`crate::time`). Driver errors become `StoreError` here; callers never match on
+//!   `sqlx::Error`.
 
+mod backend;
+mod denylist;
+mod feed;
+mod keys;
+mod model;
 mod pg;
-mod sql;
+mod sessions;
 mod sqlite;
+mod throttle;
+mod upkeep;
+mod users;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use secrecy::ExposeSecret;
+use tokio::sync::mpsc::Receiver;
 use uuid::Uuid;
 
+pub use backend::SqlStore;
+pub use model::{
+    KeyRow, NewUser, RevocationFeed, RevokedToken, Rotation, RotationAttempt, Session,
+    SubjectClaims, TokenStatus, User,
+};
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -79,125 +99,9 @@ impl From<sqlx::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// A user row.
-#[derive(Debug, Clone)]
-pub struct User {
-    pub id: Uuid,
-    pub username: String,
-    /// argon2id PHC string. Not a secret in the sense of a password, but never logged.
-    pub password_hash: String,
-    pub roles: Vec<String>,
-    pub claims: serde_json::Map<String, serde_json::Value>,
-    pub disabled: bool,
-    /// Milliseconds; tokens with `iat` before this are refused.
-    pub tokens_not_before: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-/// A new user to insert.
-#[derive(Debug, Clone)]
-pub struct NewUser {
-    pub id: Uuid,
-    pub username: String,
-    pub password_hash: String,
-    pub roles: Vec<String>,
-    pub now: i64,
-}
-
-/// A session (refresh-token family) row.
-#[derive(Debug, Clone)]
-pub struct Session {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub generation: i64,
-    pub created_at: i64,
-    pub last_refreshed_at: i64,
-    pub idle_expires_at: i64,
-    pub absolute_expires_at: i64,
-    pub revoked_at: Option<i64>,
-    pub revoked_reason: Option<String>,
-    pub user_agent: Option<String>,
-    pub ip: Option<String>,
-    /// The OAuth client the session was issued to; refreshes must come from the same client.
-    pub client_id: String,
-}
-
-/// What an access token carries about its user, read together with a rotation.
-#[derive(Debug, Clone, Default)]
-pub struct Grant {
-    pub roles: Vec<String>,
-    pub claims: serde_json::Map<String, serde_json::Value>,
-}
-
-/// The outcome of one rotation attempt.
-#[derive(Debug, Clone)]
-pub enum Rotation {
-    /// This request moved the session from `generation - 1` to `generation`.
-    Rotated(Session, Grant),
-    /// The presented generation was rotated moments ago (inside the grace window): the caller
-    /// answers with the same successor, `generation`.
-    Retry(Session, Grant),
-    /// Reuse outside the grace window: the session is now revoked (RFC 9700 §4.14.2).
-    ReuseDetected,
-    /// Unknown, expired, revoked, or the user is disabled.
-    Invalid,
-}
-
-/// A denylisted access token.
-#[derive(Debug, Clone)]
-pub struct RevokedToken {
-    pub jti: String,
-    pub user_id: Uuid,
-    pub session_id: Option<Uuid>,
-    pub expires_at: i64,
-    pub revoked_at: i64,
-    pub reason: String,
-}
-
-/// What the verifier needs to know about a token's subject and session, in one read.
-#[derive(Debug, Clone)]
-pub struct TokenStatus {
-    pub user: Option<User>,
-    pub session_revoked: bool,
-    pub jti_revoked: bool,
-}
-
-/// A signing key row; the private key is sealed.
-#[derive(Debug, Clone)]
-pub struct KeyRow {
-    pub kid: String,
-    pub alg: String,
-    pub private_key_enc: Vec<u8>,
-    pub public_jwk: String,
-    pub created_at: i64,
-    pub publish_at: i64,
-    pub activate_at: i64,
-    pub retire_at: Option<i64>,
-    pub remove_at: Option<i64>,
-    /// For automatic rotations: the kid this key replaces (unique, so one replica wins).
-    pub succeeds: Option<String>,
-}
-
-/// Revocations that happened at or after a point in time, for the revocation feed.
-#[derive(Debug, Clone, Default)]
-pub struct RevocationFeed {
-    /// (jti, token expiry ms, revoked at ms) for denylisted tokens not yet expired.
-    pub tokens: Vec<(String, i64, i64)>,
-    /// (session id, revoked at ms) for sessions whose access tokens may still be alive.
-    pub sessions: Vec<(Uuid, i64)>,
-    /// (user id, tokens_not_before ms) for users whose cut-off may still matter.
-    pub users: Vec<(Uuid, i64)>,
-}
-
-/// Everything the domain asks of a database.
+/// Accounts.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Runs the embedded migrations (idempotent; serialised by an advisory lock on Postgres).
-    async fn migrate(&self) -> StoreResult<()>;
-    /// A round trip, for readiness.
-    async fn ping(&self) -> StoreResult<()>;
-
+pub trait UserStore {
     async fn create_user(&self, user: NewUser) -> StoreResult<User>;
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
     async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>>;
@@ -240,34 +144,36 @@ pub trait Store: Send + Sync + 'static {
         new_hash: &str,
         now: i64,
     ) -> StoreResult<()>;
+}
 
+/// Refresh-token families.
+#[async_trait]
+pub trait SessionStore {
     async fn create_session(&self, session: &Session) -> StoreResult<()>;
     async fn session(&self, id: Uuid) -> StoreResult<Option<Session>>;
-    /// One atomic rotation of `id` from `generation`.
-    /// One atomic rotation of `id` from `generation`, for the client the session belongs to.
-    async fn rotate_session(
-        &self,
-        id: Uuid,
-        generation: i64,
-        client_id: &str,
-        now: i64,
-        idle_ttl_ms: i64,
-        grace_ms: i64,
-    ) -> StoreResult<Rotation>;
+    /// One atomic rotation (invariant 1), for the client the session belongs to.
+    async fn rotate_session(&self, attempt: &RotationAttempt<'_>) -> StoreResult<Rotation>;
     /// Returns false when there was no live session to revoke.
     async fn revoke_session(&self, id: Uuid, reason: &str, now: i64) -> StoreResult<bool>;
+}
 
+/// Revoked access tokens, and the revocation check of a token.
+#[async_trait]
+pub trait DenylistStore {
     /// Idempotent: denylisting a `jti` twice keeps the first row.
     async fn revoke_token(&self, token: &RevokedToken) -> StoreResult<()>;
+    /// Every revocation rule of invariant 2 for one token, in one read.
     async fn token_status(
         &self,
         user_id: Uuid,
         session_id: Uuid,
         jti: &str,
     ) -> StoreResult<TokenStatus>;
-    /// Deletes denylist rows whose token has expired and sessions long past their end.
-    async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
+}
 
+/// Failed-login counters.
+#[async_trait]
+pub trait ThrottleStore {
     /// The latest `locked_until` (ms) of the two throttle keys, or 0.
     async fn throttle_locked_until(&self, account: &str, ip: &str, now: i64) -> StoreResult<i64>;
     /// Counts one failure for `key` (restarting the count when the window began before
@@ -275,13 +181,21 @@ pub trait Store: Send + Sync + 'static {
     async fn throttle_fail(&self, key: &str, now: i64, window_cutoff: i64) -> StoreResult<i64>;
     async fn throttle_lock(&self, key: &str, until: i64) -> StoreResult<()>;
     async fn throttle_clear(&self, key: &str) -> StoreResult<()>;
+}
 
+/// Signing keys.
+#[async_trait]
+pub trait KeyStore {
     async fn keys(&self) -> StoreResult<Vec<KeyRow>>;
     async fn insert_key(&self, key: &KeyRow) -> StoreResult<()>;
     /// Inserts `key` and schedules every other unretired key to retire at `retire_at` and leave
     /// the JWKS at `remove_at`, in one transaction.
     async fn rotate_keys(&self, key: &KeyRow, retire_at: i64, remove_at: i64) -> StoreResult<()>;
+}
 
+/// What changed, read back (the revocation feed) and pushed between replicas.
+#[async_trait]
+pub trait ChangeFeed {
     /// Revocations since `since` (ms) that can still matter at `now`: denylisted tokens not yet
     /// expired, and session revocations and user cut-offs newer than `now - horizon_ms`.
     async fn revocations_since(
@@ -290,39 +204,81 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         horizon_ms: i64,
     ) -> StoreResult<RevocationFeed>;
-
     /// Users whose row changed at or after `since` (ms), with their `updated_at`.
     async fn users_changed_since(&self, since: i64) -> StoreResult<Vec<(Uuid, i64)>>;
-
     /// Tells other replicas that `what` changed (Postgres NOTIFY; a no-op on SQLite).
-    async fn notify_change(&self, _what: &str) -> StoreResult<()> {
-        Ok(())
-    }
+    async fn notify_change(&self, what: &str) -> StoreResult<()>;
     /// A stream of change notifications. `None` means: poll. Postgres LISTENs (the payloads
     /// written by `notify_change` and by the database triggers); SQLite watches
     /// `PRAGMA data_version` for commits by other connections. Either stream also carries
     /// `lost` when changes may be going unseen from now on, and `resync` when anything may
     /// have changed without a precise notification (after `lost`, or on SQLite after any
     /// commit by another connection): the consumer forgets what it cached and rereads.
-    async fn listen_changes(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<String>>> {
-        Ok(None)
-    }
+    async fn listen_changes(&self) -> StoreResult<Option<Receiver<String>>>;
 }
 
-/// Opens the store named by the settings and returns it as a trait object.
+/// The schema, readiness, and the purge of expired rows.
+#[async_trait]
+pub trait Upkeep {
+    /// Runs the embedded migrations (idempotent; serialised by an advisory lock on Postgres).
+    async fn migrate(&self) -> StoreResult<()>;
+    /// A round trip, for readiness.
+    async fn ping(&self) -> StoreResult<()>;
+    /// Deletes denylist rows whose token has expired, sessions long past their end, and
+    /// throttle rows nobody waits on.
+    async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
+}
+
+/// Everything the domain asks of a database.
+pub trait Store:
+    UserStore
+    + SessionStore
+    + DenylistStore
+    + ThrottleStore
+    + KeyStore
+    + ChangeFeed
+    + Upkeep
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> Store for T where
+    T: UserStore
+        + SessionStore
+        + DenylistStore
+        + ThrottleStore
+        + KeyStore
+        + ChangeFeed
+        + Upkeep
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// `ms` rounded down to a whole second. `tokens_not_before` has whole-second granularity because
+/// a token's `iat` does: a token issued later in the same second as a cut-off must still pass.
+fn whole_second(ms: i64) -> i64 {
+    crate::time::UnixMillis(ms).whole_second().0
+}
+
+/// How long a finished session or a revoked one is kept before the purge deletes it.
+const SESSION_RETENTION_MS: i64 = 24 * 3600 * 1000;
+
+/// Opens the store named by the settings. Nothing is migrated here: `serve` and `migrate` do
+/// that; read-only commands only read.
 pub async fn connect(db: &DatabaseSettings) -> StoreResult<Arc<dyn Store>> {
     let url = db.url.expose_secret();
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(
-            SqliteStore::connect(url, db.acquire_timeout).await?,
-        ))
+    let store = if url.starts_with("sqlite:") {
+        SqlStore::Sqlite(SqliteStore::connect(url, db.acquire_timeout).await?)
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Arc::new(
-            PgStore::connect(url, db.max_connections, db.acquire_timeout).await?,
-        ))
+        SqlStore::Postgres(PgStore::connect(url, db.max_connections, db.acquire_timeout).await?)
     } else {
-        Err(StoreError::Other(
+        return Err(StoreError::Other(
             "database.url must start with sqlite: or postgres:".into(),
-        ))
-    }
+        ));
+    };
+    Ok(Arc::new(store))
 }

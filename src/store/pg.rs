@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
-use super::sql::impl_store;
+use super::backend::{Backend, Release};
 use super::StoreResult;
 
 /// Idle time after which a pooled connection is checked before use.
@@ -18,7 +18,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 /// start at once.
 #[derive(Clone)]
 pub struct PgStore {
-    pub(crate) pool: PgPool,
+    pool: PgPool,
     /// Connections reserved for the refresh rotation (see `HotConns`).
     hot: Arc<HotConns>,
 }
@@ -64,15 +64,22 @@ impl PgStore {
             .connect_lazy_with(opts);
         Ok(Self { pool, hot })
     }
+}
 
-    /// A connection for the refresh rotation.
-    pub(crate) async fn rotation_conn(&self) -> StoreResult<HotConn<'_>> {
-        self.hot.get().await
+impl Backend for PgStore {
+    type Db = sqlx::Postgres;
+    type RotationConn<'a> = HotConn<'a>;
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
-    /// The underlying pool (tests and tooling).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        &MIGRATOR
+    }
+
+    async fn rotation_conn(&self) -> StoreResult<HotConn<'_>> {
+        self.hot.get().await
     }
 }
 
@@ -127,16 +134,16 @@ impl HotConns {
 }
 
 /// A connection lent by `HotConns`; see there.
-pub(crate) struct HotConn<'a> {
+pub struct HotConn<'a> {
     conn: Option<PgConnection>,
     home: &'a HotConns,
     _permit: tokio::sync::SemaphorePermit<'a>,
     clean: bool,
 }
 
-impl HotConn<'_> {
+impl Release for HotConn<'_> {
     /// The statement completed: the connection may serve the next refresh.
-    pub(crate) fn release(mut self) {
+    fn release(mut self) {
         self.clean = true;
     }
 }
@@ -179,8 +186,9 @@ fn redact(msg: &str) -> String {
     }
 }
 
-impl_store!(PgStore, MIGRATOR, {
-    async fn notify_change(&self, what: &str) -> StoreResult<()> {
+impl PgStore {
+    /// NOTIFY every replica (the channel the triggers of migration 0004 also write to).
+    pub(super) async fn notify_change(&self, what: &str) -> StoreResult<()> {
         sqlx::query("SELECT pg_notify('tessera_changes', $1)")
             .bind(what)
             .execute(&self.pool)
@@ -188,7 +196,10 @@ impl_store!(PgStore, MIGRATOR, {
         Ok(())
     }
 
-    async fn listen_changes(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<String>>> {
+    /// LISTENs on a connection of its own; see `ChangeFeed::listen_changes`.
+    pub(super) async fn listen_changes(
+        &self,
+    ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<String>>> {
         let mut listener = relisten(&self.pool).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         let pool = self.pool.clone();
@@ -224,7 +235,7 @@ impl_store!(PgStore, MIGRATOR, {
         });
         Ok(Some(rx))
     }
-});
+}
 
 async fn relisten(pool: &PgPool) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
     let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;

@@ -10,7 +10,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::sql::impl_store;
+use super::backend::{Backend, Release};
 use super::{StoreError, StoreResult};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -19,7 +19,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 /// what SQLite does with writers anyway, and rules out `SQLITE_BUSY` between our own requests.
 #[derive(Clone)]
 pub struct SqliteStore {
-    pub(crate) pool: SqlitePool,
+    pool: SqlitePool,
     /// Bumped each time the pool opens its connection: `PRAGMA data_version` readings are
     /// only comparable on one connection.
     generation: Arc<AtomicU64>,
@@ -64,23 +64,31 @@ impl SqliteStore {
             .await?;
         Ok(Self { pool, generation })
     }
+}
 
-    /// The underlying pool (tests and tooling).
-    pub fn pool(&self) -> &SqlitePool {
+impl Backend for SqliteStore {
+    type Db = sqlx::Sqlite;
+    type RotationConn<'a> = RotationConn;
+
+    fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
-    /// A connection for the refresh rotation: the one pooled connection.
-    pub(crate) async fn rotation_conn(&self) -> StoreResult<RotationConn> {
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        &MIGRATOR
+    }
+
+    /// The one pooled connection: SQLite has a single writer anyway.
+    async fn rotation_conn(&self) -> StoreResult<RotationConn> {
         Ok(RotationConn(self.pool.acquire().await?))
     }
 }
 
 /// The pooled connection, with the same `release` as the Postgres store's (a no-op here).
-pub(crate) struct RotationConn(sqlx::pool::PoolConnection<sqlx::Sqlite>);
+pub struct RotationConn(sqlx::pool::PoolConnection<sqlx::Sqlite>);
 
-impl RotationConn {
-    pub(crate) fn release(self) {}
+impl Release for RotationConn {
+    fn release(self) {}
 }
 
 impl std::ops::Deref for RotationConn {
@@ -147,11 +155,14 @@ async fn watch(
     }
 }
 
-impl_store!(SqliteStore, MIGRATOR, {
-    async fn listen_changes(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<String>>> {
+impl SqliteStore {
+    /// Starts the `data_version` watcher; see `ChangeFeed::listen_changes`.
+    pub(super) async fn listen_changes(
+        &self,
+    ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<String>>> {
         let first = self.data_version().await?;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(watch(self.clone(), first, tx));
         Ok(Some(rx))
     }
-});
+}

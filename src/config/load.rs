@@ -1,0 +1,394 @@
+//! Loading the settings: the layers, `<key>_file` indirection, and the known environment keys.
+//!
+//! - The known `TESSERA__` keys are derived from the settings tree itself: the defaults are
+//!   serialised and every leaf becomes a key (`HTTP__BIND`, `REVOCATION__MAX_LAG`, …). A
+//!   setting added to `Settings` is known to the environment layer at once; no list is kept by
+//!   hand.
+//! - Any setting `x` may instead be given as `x_file`, a path whose trimmed content is the
+//!   value (Docker and Kubernetes secrets). This is resolved here, once, for every key.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::Value;
+use figment::Figment;
+
+use super::Settings;
+
+/// The reference configuration, compiled in.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// The suffix that makes a key's value the content of a file.
+const FILE_SUFFIX: &str = "_file";
+
+/// A configuration that cannot be used, with the key and source named.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+impl Settings {
+    /// Loads the layered configuration from the process environment.
+    pub fn load(config_file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::from_figment(Self::figment(config_file))
+    }
+
+    /// The layered figment, before extraction. Tests add their own layers on top.
+    pub fn figment(config_file: Option<&Path>) -> Figment {
+        let mut fig = Figment::new().merge(Toml::string(DEFAULT_TOML));
+        if let Some(path) = config_file {
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        // Unknown variables are left out here and reported by `unknown_env_keys`, rather than
+        // failing extraction; unknown keys in TOML files do fail.
+        fig.merge(
+            Env::prefixed("TESSERA__")
+                .filter(|k| is_known(k.as_str()))
+                .split("__"),
+        )
+        .merge(
+            Env::raw()
+                .only(&["DATABASE_URL"])
+                .map(|_| "database.url".into()),
+        )
+    }
+
+    /// Resolves `<key>_file` values, extracts and validates the settings.
+    pub fn from_figment(fig: Figment) -> Result<Self, ConfigError> {
+        let fig = resolve_files(fig)?;
+        let s: Settings = fig.extract().map_err(|e| ConfigError(e.to_string()))?;
+        s.validate()?;
+        Ok(s)
+    }
+}
+
+/// Replaces every `x_file = "PATH"` in the tree with `x = <content of PATH, trimmed>`. The
+/// figment is rebuilt only when some key used a file, so errors keep naming their source
+/// otherwise.
+fn resolve_files(fig: Figment) -> Result<Figment, ConfigError> {
+    let mut tree: Value = fig.extract().map_err(|e| ConfigError(e.to_string()))?;
+    if !replace_files(&mut tree)? {
+        return Ok(fig);
+    }
+    Ok(Figment::from(Serialized::defaults(tree)))
+}
+
+/// Walks dictionaries and arrays; returns whether anything was replaced.
+fn replace_files(v: &mut Value) -> Result<bool, ConfigError> {
+    match v {
+        Value::Dict(_, dict) => {
+            let mut changed = false;
+            let file_keys: Vec<String> = dict
+                .keys()
+                .filter(|k| k.ends_with(FILE_SUFFIX))
+                .cloned()
+                .collect();
+            for file_key in file_keys {
+                let Some(Value::String(_, path)) = dict.remove(&file_key) else {
+                    return Err(ConfigError(format!("{file_key} must be a file path")));
+                };
+                let content = std::fs::read_to_string(&path)
+                    .map_err(|e| ConfigError(format!("cannot read {file_key} file {path}: {e}")))?;
+                let key = file_key.trim_end_matches(FILE_SUFFIX).to_string();
+                dict.insert(key, Value::from(content.trim().to_string()));
+                changed = true;
+            }
+            for child in dict.values_mut() {
+                changed |= replace_files(child)?;
+            }
+            Ok(changed)
+        }
+        Value::Array(_, items) => {
+            let mut changed = false;
+            for item in items {
+                changed |= replace_files(item)?;
+            }
+            Ok(changed)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Every key a `TESSERA__` variable may set, upper-case and without the prefix
+/// (`HTTP__BIND`), each also with `_FILE`. Derived from the serialised defaults.
+pub fn known_env_keys() -> &'static BTreeSet<String> {
+    static KEYS: OnceLock<BTreeSet<String>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let defaults = Figment::new()
+            .merge(Toml::string(DEFAULT_TOML))
+            .extract::<Settings>()
+            .ok()
+            .and_then(|s| serde_json::to_value(s).ok());
+        let mut keys = BTreeSet::new();
+        if let Some(tree) = defaults {
+            leaf_keys(&tree, "", &mut keys);
+        }
+        let files: Vec<String> = keys.iter().map(|k| format!("{k}_FILE")).collect();
+        keys.extend(files);
+        keys
+    })
+}
+
+fn leaf_keys(v: &serde_json::Value, prefix: &str, out: &mut BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map {
+                let key = if prefix.is_empty() {
+                    k.to_ascii_uppercase()
+                } else {
+                    format!("{prefix}__{}", k.to_ascii_uppercase())
+                };
+                leaf_keys(child, &key, out);
+            }
+        }
+        // Scalars, nulls (unset optional settings) and arrays are set as a whole.
+        _ => {
+            out.insert(prefix.to_string());
+        }
+    }
+}
+
+fn is_known(key: &str) -> bool {
+    known_env_keys().contains(&key.to_ascii_uppercase())
+}
+
+/// Names `TESSERA__` environment variables that do not match any setting. They are ignored
+/// (and reported at start-up), so a typo never silently becomes a default.
+pub fn unknown_env_keys() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter_map(|k| k.strip_prefix("TESSERA__").map(str::to_string))
+        .filter(|k| !is_known(k))
+        .map(|k| format!("TESSERA__{k}"))
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return figment's own error
+mod tests {
+    use std::time::Duration;
+
+    use figment::Jail;
+    use secrecy::ExposeSecret;
+
+    use super::*;
+    use crate::config::KeyAlg;
+
+    /// Settings from the defaults and the (jailed) environment.
+    fn load(jail: &Jail) -> Result<Settings, ConfigError> {
+        let _ = jail;
+        Settings::load(None)
+    }
+
+    #[test]
+    fn defaults_match_the_operator_table() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let s = load(jail).unwrap();
+            assert_eq!(s.http.bind, "127.0.0.1:8080");
+            assert_eq!(s.tokens.issuer, "http://127.0.0.1:8080");
+            assert_eq!(s.tokens.audience, "tessera");
+            assert_eq!(s.tokens.access_ttl, Duration::from_secs(600));
+            assert_eq!(s.tokens.leeway, Duration::from_secs(10));
+            assert_eq!(s.sessions.idle_ttl, Duration::from_secs(7 * 86400));
+            assert_eq!(s.sessions.absolute_ttl, Duration::from_secs(30 * 86400));
+            assert_eq!(s.sessions.reuse_grace, Duration::from_secs(10));
+            assert_eq!(s.keys.algorithm, KeyAlg::Es256);
+            assert_eq!(s.keys.jwks_max_age, Duration::from_secs(300));
+            assert_eq!(s.publish_ahead(), Duration::from_secs(300));
+            assert_eq!(s.keys.rotate_every, Duration::from_secs(30 * 86400));
+            assert_eq!(s.token_horizon(), Duration::from_secs(610));
+            assert_eq!(
+                (s.password.m_cost, s.password.t_cost, s.password.p_cost),
+                (19456, 2, 1)
+            );
+            assert!(s.is_sqlite());
+            Ok(())
+        });
+    }
+
+    /// Every key of `config/default.toml`, a value other than its default, and what the
+    /// settings tree must then hold (as serialised). A key added to the file without a row
+    /// here fails the test.
+    const EVERY_KEY: &[(&str, &str, &str)] = &[
+        ("http.bind", "0.0.0.0:9999", r#""0.0.0.0:9999""#),
+        ("http.request_timeout", "7s", r#""7s""#),
+        ("http.header_read_timeout", "3s", r#""3s""#),
+        ("http.body_limit", "4096", "4096"),
+        ("http.max_header_bytes", "9000", "9000"),
+        (
+            "http.cors_origins",
+            r#"["https://app.example"]"#,
+            r#"["https://app.example"]"#,
+        ),
+        (
+            "database.url",
+            "postgres://db.example/tessera",
+            r#""[REDACTED]""#,
+        ),
+        ("database.max_connections", "7", "7"),
+        ("database.acquire_timeout", "2s", r#""2s""#),
+        (
+            "tokens.issuer",
+            "https://auth.example",
+            r#""https://auth.example""#,
+        ),
+        ("tokens.audience", "orders", r#""orders""#),
+        ("tokens.access_ttl", "5m", r#""5m""#),
+        ("tokens.leeway", "3s", r#""3s""#),
+        ("tokens.client_id", "web", r#""web""#),
+        ("sessions.idle_ttl", "2d", r#""2days""#),
+        ("sessions.absolute_ttl", "9d", r#""9days""#),
+        ("sessions.reuse_grace", "4s", r#""4s""#),
+        ("sessions.refresh_cookie", "false", "false"),
+        ("keys.algorithm", "EdDSA", r#""EdDSA""#),
+        ("keys.jwks_max_age", "2m", r#""2m""#),
+        ("keys.rotate_every", "0s", r#""0s""#),
+        ("keys.rsa_bits", "3072", "3072"),
+        ("password.m_cost", "20000", "20000"),
+        ("password.t_cost", "3", "3"),
+        ("password.p_cost", "2", "2"),
+        ("password.max_concurrency", "3", "3"),
+        ("password.max_queue", "9", "9"),
+        ("password.queue_timeout", "1s", r#""1s""#),
+        ("password.yield_every", "2ms", r#""2ms""#),
+        ("throttle.account_free_failures", "8", "8"),
+        ("throttle.ip_free_failures", "0", "0"),
+        ("throttle.backoff_base", "2s", r#""2s""#),
+        ("throttle.backoff_max", "1h", r#""1h""#),
+        ("throttle.window", "30m", r#""30m""#),
+        ("revocation.cache", "false", "false"),
+        ("revocation.max_lag", "5s", r#""5s""#),
+        ("log.format", "json", r#""json""#),
+        ("log.level", "debug", r#""debug""#),
+    ];
+
+    fn default_toml_keys() -> Vec<String> {
+        let tree: Value = Figment::from(Toml::string(DEFAULT_TOML)).extract().unwrap();
+        let Value::Dict(_, sections) = tree else {
+            panic!("default.toml is a table")
+        };
+        let mut keys = Vec::new();
+        for (section, table) in sections {
+            let Value::Dict(_, table) = table else {
+                panic!("{section} is a table")
+            };
+            keys.extend(table.keys().map(|k| format!("{section}.{k}")));
+        }
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn every_key_of_default_toml_can_be_set_from_the_environment() {
+        let mut covered: Vec<String> = EVERY_KEY.iter().map(|(k, _, _)| k.to_string()).collect();
+        covered.sort();
+        assert_eq!(
+            covered,
+            default_toml_keys(),
+            "EVERY_KEY and default.toml differ"
+        );
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            for (key, value, _) in EVERY_KEY {
+                let var = format!("TESSERA__{}", key.to_ascii_uppercase().replace('.', "__"));
+                jail.set_env(var, value);
+            }
+            assert_eq!(unknown_env_keys(), Vec::<String>::new());
+            let s = load(jail).unwrap();
+            let tree = serde_json::to_value(&s).unwrap();
+            for (key, _, expected) in EVERY_KEY {
+                let (section, name) = key.split_once('.').unwrap();
+                let expected: serde_json::Value = serde_json::from_str(expected).unwrap();
+                assert_eq!(tree[section][name], expected, "{key} did not land");
+            }
+            // The three that were once dropped at start-up, read back typed.
+            assert_eq!(s.password.yield_every, Duration::from_millis(2));
+            assert!(!s.revocation.cache);
+            assert_eq!(s.revocation.max_lag, Duration::from_secs(5));
+            assert_eq!(
+                s.database.url.expose_secret(),
+                "postgres://db.example/tessera"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_typo_is_reported_and_ignored() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("TESSERA__HTTP__BINDD", "0.0.0.0:1");
+            jail.set_env("TESSERA__KEYS__PUBLISH_AHEAD", "10m");
+            assert_eq!(unknown_env_keys(), vec!["TESSERA__HTTP__BINDD".to_string()]);
+            let s = load(jail).unwrap();
+            assert_eq!(s.http.bind, "127.0.0.1:8080");
+            assert_eq!(s.publish_ahead(), Duration::from_secs(600));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn any_secret_can_come_from_a_file() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("master", "c2VjcmV0LW1hc3Rlci1rZXk=\n")?;
+            jail.create_file("db", "postgres://u:hunter2@db/x\n")?;
+            jail.create_file("client", "  a-client-secret-of-32-chars  \n")?;
+            jail.create_file(
+                "extra.toml",
+                "[[clients]]\nid = \"orders\"\nsecret_file = \"client\"\n",
+            )?;
+            jail.set_env("TESSERA__KEYS__MASTER_KEY_FILE", "master");
+            jail.set_env("TESSERA__DATABASE__URL_FILE", "db");
+            assert_eq!(unknown_env_keys(), Vec::<String>::new());
+            let s = Settings::load(Some(Path::new("extra.toml"))).unwrap();
+            let master = s.keys.master_key.as_ref().unwrap();
+            assert_eq!(master.expose_secret(), "c2VjcmV0LW1hc3Rlci1rZXk=");
+            assert_eq!(s.database.url.expose_secret(), "postgres://u:hunter2@db/x");
+            let secret = s.clients[0].secret.as_ref().unwrap();
+            assert_eq!(secret.expose_secret(), "a-client-secret-of-32-chars");
+            // Secrets never print, not in Debug and not in the serialised tree.
+            let shown = format!("{s:?} {}", serde_json::to_string(&s).unwrap());
+            for secret in ["hunter2", "c2VjcmV0LW1hc3Rlci1rZXk=", "a-client-secret"] {
+                assert!(!shown.contains(secret), "{secret} printed");
+            }
+            // A missing file is an error that names the key.
+            jail.set_env("TESSERA__KEYS__MASTER_KEY_FILE", "nowhere");
+            let e = load(jail).unwrap_err().to_string();
+            assert!(e.contains("master_key_file"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn keys_cannot_sign_before_caches_expire() {
+        let r = Settings::from_figment(
+            Figment::from(Toml::string(DEFAULT_TOML))
+                .merge(Serialized::default("keys.jwks_max_age", "5m"))
+                .merge(Serialized::default("keys.publish_ahead", "1m")),
+        );
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn weak_password_parameters_are_refused() {
+        let r = Settings::from_figment(
+            Figment::from(Toml::string(DEFAULT_TOML))
+                .merge(Serialized::default("password.m_cost", 1024)),
+        );
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn an_unknown_algorithm_names_the_setting() {
+        let e = Settings::from_figment(
+            Figment::from(Toml::string(DEFAULT_TOML))
+                .merge(Serialized::default("keys.algorithm", "HS256")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("keys.algorithm"), "{e}");
+    }
+}

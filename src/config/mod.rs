@@ -1,0 +1,261 @@
+//! One typed settings tree.
+//!
+//! Layers, later ones winning: built-in defaults, then `config/default.toml` (embedded in the
+//! binary, so the reference file and the defaults cannot drift), then an optional `--config`
+//! file, then `TESSERA__SECTION__KEY` environment variables, then `DATABASE_URL` (see `load`).
+//! Secrets are `SecretString`, so a `Debug` of the settings never prints them; every setting can
+//! also be read from a file (`<key>_file`), for container secrets.
+
+mod load;
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+
+pub use crate::auth::keys::KeyAlg;
+pub use load::{known_env_keys, unknown_env_keys, ConfigError, DEFAULT_TOML};
+
+/// The whole configuration. `Serialize` exists so that the known keys can be derived from the
+/// tree itself (`known_env_keys`); secrets serialise as a placeholder, never as their value.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub tokens: TokenSettings,
+    pub sessions: SessionSettings,
+    pub keys: KeySettings,
+    pub password: PasswordSettings,
+    pub throttle: ThrottleSettings,
+    pub revocation: RevocationSettings,
+    pub log: LogSettings,
+    /// OAuth clients allowed to authenticate (introspection, the revocation feed, `/token`).
+    #[serde(default)]
+    pub clients: Vec<ClientSettings>,
+}
+
+/// A confidential client (`[[clients]]` in a config file).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    pub id: String,
+    #[serde(default, serialize_with = "redacted")]
+    pub secret: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub bind: String,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    pub body_limit: usize,
+    pub max_header_bytes: usize,
+    /// Browser origins allowed to call Tessera (CORS, with credentials); empty: none.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// May carry a password, hence secret.
+    #[serde(serialize_with = "redacted")]
+    pub url: SecretString,
+    pub max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    pub issuer: String,
+    pub audience: String,
+    #[serde(with = "humantime_serde")]
+    pub access_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    pub client_id: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    #[serde(with = "humantime_serde")]
+    pub idle_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub absolute_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reuse_grace: Duration,
+    pub refresh_cookie: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    pub algorithm: KeyAlg,
+    #[serde(with = "humantime_serde")]
+    pub jwks_max_age: Duration,
+    #[serde(default, with = "humantime_serde::option")]
+    pub publish_ahead: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub rotate_every: Duration,
+    pub rsa_bits: u32,
+    #[serde(default, serialize_with = "redacted")]
+    pub master_key: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordSettings {
+    pub m_cost: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+    pub max_concurrency: usize,
+    pub max_queue: usize,
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// While hashing, yield the CPU this often (0: never); see `auth::password`.
+    #[serde(with = "humantime_serde")]
+    pub yield_every: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleSettings {
+    pub account_free_failures: u32,
+    pub ip_free_failures: u32,
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl ThrottleSettings {
+    /// False when both allowances are 0 (throttling off).
+    pub fn enabled(&self) -> bool {
+        self.account_free_failures > 0 || self.ip_free_failures > 0
+    }
+}
+
+/// The in-memory revocation state (see `auth::revocation`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationSettings {
+    pub cache: bool,
+    #[serde(with = "humantime_serde")]
+    pub max_lag: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Serialises a secret as a fixed placeholder: the tree's shape without its value.
+fn redacted<S: Serializer, T>(_: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("[REDACTED]")
+}
+
+impl Settings {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: &str| Err(ConfigError(m.to_string()));
+        if self.publish_ahead() < self.keys.jwks_max_age {
+            // Invariant 3: verifiers may cache the JWKS for jwks_max_age; a key that signed
+            // sooner after publication could be unknown to them.
+            return err("keys.publish_ahead must be at least keys.jwks_max_age");
+        }
+        if !matches!(self.keys.rsa_bits, 2048 | 3072) {
+            return err("keys.rsa_bits must be 2048 or 3072");
+        }
+        if self.password.yield_every > Duration::from_millis(100) {
+            return err("password.yield_every must be at most 100ms (0s turns it off)");
+        }
+        if self.revocation.max_lag < Duration::from_millis(100)
+            || self.revocation.max_lag > Duration::from_secs(60)
+        {
+            return err("revocation.max_lag must be between 100ms and 60s");
+        }
+        if self.tokens.access_ttl < Duration::from_secs(1) {
+            return err("tokens.access_ttl must be at least 1s");
+        }
+        if self.sessions.idle_ttl.is_zero() || self.sessions.absolute_ttl.is_zero() {
+            return err("sessions.idle_ttl and sessions.absolute_ttl must be positive");
+        }
+        if self.password.m_cost < 19456 || self.password.t_cost < 2 || self.password.p_cost < 1 {
+            // OWASP's minimum for argon2id. Lower values are refused rather than silently used.
+            return err(
+                "password parameters below the OWASP minimum (m_cost=19456, t_cost=2, p_cost=1)",
+            );
+        }
+        if self.http.body_limit == 0 || self.http.max_header_bytes < 8192 {
+            return err("http.body_limit must be positive and http.max_header_bytes at least 8192");
+        }
+        for o in &self.http.cors_origins {
+            let ok = (o.starts_with("https://") || o.starts_with("http://"))
+                && !o.ends_with('/')
+                && axum::http::HeaderValue::from_str(o).is_ok();
+            if !ok {
+                return err("http.cors_origins entries must be origins like \"https://app.example.com\" (no path, no '*')");
+            }
+        }
+        if self.tokens.issuer.is_empty() || self.tokens.audience.is_empty() {
+            return err("tokens.issuer and tokens.audience must not be empty");
+        }
+        let mut ids = std::collections::HashSet::new();
+        for c in &self.clients {
+            if c.id.is_empty() || c.id.contains(':') || !ids.insert(c.id.as_str()) {
+                return err("every [[clients]] entry needs a unique, non-empty id without ':'");
+            }
+            if c.id == self.tokens.client_id {
+                return err("a [[clients]] id must differ from tokens.client_id (the public first-party client)");
+            }
+            match &c.secret {
+                Some(s) if s.expose_secret().len() >= 16 => {}
+                _ => return err("every [[clients]] entry needs a secret (or secret_file) of at least 16 characters"),
+            }
+        }
+        Ok(())
+    }
+
+    /// The time a new key is published before it signs (`keys.publish_ahead`, defaulting to the
+    /// JWKS cache lifetime).
+    pub fn publish_ahead(&self) -> Duration {
+        self.keys.publish_ahead.unwrap_or(self.keys.jwks_max_age)
+    }
+
+    /// How long an access token issued now can still be accepted somewhere: its lifetime plus
+    /// the verifiers' leeway. A revocation matters for this long, and no longer.
+    pub fn token_horizon(&self) -> Duration {
+        self.tokens.access_ttl + self.tokens.leeway
+    }
+
+    /// The key lifecycle timing (invariant 3), from `keys.*` and the token horizon.
+    pub fn key_schedule(&self) -> crate::auth::keys::Schedule {
+        crate::auth::keys::Schedule::new(
+            self.publish_ahead(),
+            self.token_horizon(),
+            self.keys.rotate_every,
+        )
+    }
+
+    /// True when the configured database is SQLite.
+    pub fn is_sqlite(&self) -> bool {
+        self.database.url.expose_secret().starts_with("sqlite:")
+    }
+}

@@ -1,0 +1,65 @@
+//! The two backends behind one type. Every query is written once, in the capability files
+//! (`users.rs`, `sessions.rs`, …), and runs on both: `on_backend!` expands a body once per
+//! backend, each time with a concrete, fully typed connection pool.
+
+use std::ops::DerefMut;
+
+use sqlx::migrate::Migrator;
+
+use super::pg::PgStore;
+use super::sqlite::SqliteStore;
+use super::StoreResult;
+
+/// What a database backend provides to the shared queries.
+pub(crate) trait Backend: Send + Sync {
+    type Db: sqlx::Database;
+    /// A connection lent for the one statement of a refresh rotation (see `PgStore`).
+    type RotationConn<'a>: DerefMut<Target = <Self::Db as sqlx::Database>::Connection>
+        + Release
+        + Send
+    where
+        Self: 'a;
+
+    /// The pool every other statement runs on.
+    fn pool(&self) -> &sqlx::Pool<Self::Db>;
+    /// The backend's embedded migrations.
+    fn migrator(&self) -> &'static Migrator;
+    /// A connection for the rotation statement.
+    async fn rotation_conn(&self) -> StoreResult<Self::RotationConn<'_>>;
+}
+
+/// A rotation connection's way home.
+pub(crate) trait Release {
+    /// Hands back a connection whose statement completed; one dropped without this (an error,
+    /// a cancelled request) is closed instead.
+    fn release(self);
+}
+
+/// The store: Postgres or SQLite.
+#[derive(Clone)]
+pub enum SqlStore {
+    Postgres(PgStore),
+    Sqlite(SqliteStore),
+}
+
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SqlStore::Postgres(_) => "SqlStore::Postgres",
+            SqlStore::Sqlite(_) => "SqlStore::Sqlite",
+        })
+    }
+}
+
+/// `on_backend!(store, |b| body)`: runs `body` with `b` bound to the concrete backend
+/// (`&PgStore` or `&SqliteStore`). The body is compiled once per backend.
+macro_rules! on_backend {
+    ($store:expr, |$b:ident| $body:expr) => {
+        match $store {
+            $crate::store::backend::SqlStore::Postgres($b) => $body,
+            $crate::store::backend::SqlStore::Sqlite($b) => $body,
+        }
+    };
+}
+
+pub(crate) use on_backend;

@@ -1,0 +1,103 @@
+//! Signing keys: sealed private keys and their lifecycle times.
+
+use async_trait::async_trait;
+
+use super::backend::{on_backend, Backend, SqlStore};
+use super::{KeyRow, KeyStore, StoreResult};
+
+const LIST: &str = "SELECT * FROM signing_keys ORDER BY activate_at, kid";
+
+const INSERT: &str = "
+    INSERT INTO signing_keys (kid, alg, private_key_enc, public_jwk, created_at,
+                              publish_at, activate_at, retire_at, remove_at, succeeds)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// Every other key that is not retiring sooner retires when the new one starts signing.
+const SCHEDULE_RETIREMENT: &str = "
+    UPDATE signing_keys SET retire_at = $2, remove_at = $3
+    WHERE kid <> $1 AND (retire_at IS NULL OR retire_at > $2)";
+
+#[derive(sqlx::FromRow)]
+struct KeyDbRow {
+    kid: String,
+    alg: String,
+    private_key_enc: Vec<u8>,
+    public_jwk: String,
+    created_at: i64,
+    publish_at: i64,
+    activate_at: i64,
+    retire_at: Option<i64>,
+    remove_at: Option<i64>,
+    succeeds: Option<String>,
+}
+
+impl From<KeyDbRow> for KeyRow {
+    fn from(r: KeyDbRow) -> Self {
+        KeyRow {
+            kid: r.kid,
+            alg: r.alg,
+            private_key_enc: r.private_key_enc,
+            public_jwk: r.public_jwk,
+            created_at: r.created_at,
+            publish_at: r.publish_at,
+            activate_at: r.activate_at,
+            retire_at: r.retire_at,
+            remove_at: r.remove_at,
+            succeeds: r.succeeds,
+        }
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqlStore {
+    async fn keys(&self) -> StoreResult<Vec<KeyRow>> {
+        let rows: Vec<KeyDbRow> =
+            on_backend!(self, |b| sqlx::query_as(LIST).fetch_all(b.pool()).await)?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn insert_key(&self, k: &KeyRow) -> StoreResult<()> {
+        on_backend!(self, |b| sqlx::query(INSERT)
+            .bind(&k.kid)
+            .bind(&k.alg)
+            .bind(&k.private_key_enc)
+            .bind(&k.public_jwk)
+            .bind(k.created_at)
+            .bind(k.publish_at)
+            .bind(k.activate_at)
+            .bind(k.retire_at)
+            .bind(k.remove_at)
+            .bind(&k.succeeds)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    async fn rotate_keys(&self, k: &KeyRow, retire_at: i64, remove_at: i64) -> StoreResult<()> {
+        on_backend!(self, |b| {
+            let mut tx = b.pool().begin().await?;
+            sqlx::query(INSERT)
+                .bind(&k.kid)
+                .bind(&k.alg)
+                .bind(&k.private_key_enc)
+                .bind(&k.public_jwk)
+                .bind(k.created_at)
+                .bind(k.publish_at)
+                .bind(k.activate_at)
+                .bind(None::<i64>)
+                .bind(None::<i64>)
+                .bind(&k.succeeds)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(SCHEDULE_RETIREMENT)
+                .bind(&k.kid)
+                .bind(retire_at)
+                .bind(remove_at)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,132 @@
+//! The rows the store reads and writes, and the arguments of its multi-value operations. Times
+//! are integer milliseconds since the Unix epoch (`crate::time`), as both databases keep them.
+
+use uuid::Uuid;
+
+/// A user row.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: Uuid,
+    pub username: String,
+    /// argon2id PHC string. Not a secret in the sense of a password, but never logged.
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub disabled: bool,
+    /// Milliseconds; tokens with `iat` before this are refused.
+    pub tokens_not_before: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A new user to insert.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: Uuid,
+    pub username: String,
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    pub now: i64,
+}
+
+/// A session (refresh-token family) row.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub generation: i64,
+    pub created_at: i64,
+    pub last_refreshed_at: i64,
+    pub idle_expires_at: i64,
+    pub absolute_expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub revoked_reason: Option<String>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    /// The OAuth client the session was issued to; refreshes must come from the same client.
+    pub client_id: String,
+}
+
+/// The roles and custom claims of a token's subject, read together with a rotation so that a
+/// refresh is one round trip.
+#[derive(Debug, Clone, Default)]
+pub struct SubjectClaims {
+    pub roles: Vec<String>,
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One refresh-token rotation attempt: move session `session_id` from `generation` to the
+/// next, for `client_id`, at `now` (invariant 1).
+#[derive(Debug, Clone, Copy)]
+pub struct RotationAttempt<'a> {
+    pub session_id: Uuid,
+    /// The generation the presented token carries.
+    pub generation: i64,
+    /// The client presenting it; a session refreshes only for its own client (RFC 6749 §6).
+    pub client_id: &'a str,
+    pub now: i64,
+    /// The session's new idle expiry (capped by its absolute expiry in the statement).
+    pub idle_expires_at: i64,
+    /// How long after a rotation its predecessor still gets the same successor.
+    pub grace_ms: i64,
+}
+
+/// The outcome of one rotation attempt.
+#[derive(Debug, Clone)]
+pub enum Rotation {
+    /// This request moved the session from `generation - 1` to `generation`.
+    Rotated(Session, SubjectClaims),
+    /// The presented generation was rotated moments ago (inside the grace window): the caller
+    /// answers with the same successor, `generation`.
+    Retry(Session, SubjectClaims),
+    /// Reuse outside the grace window: the session is now revoked (RFC 9700 §4.14.2).
+    ReuseDetected,
+    /// Unknown, expired, revoked, or the user is disabled.
+    Invalid,
+}
+
+/// A denylisted access token.
+#[derive(Debug, Clone)]
+pub struct RevokedToken {
+    pub jti: String,
+    pub user_id: Uuid,
+    pub session_id: Option<Uuid>,
+    pub expires_at: i64,
+    pub revoked_at: i64,
+    pub reason: String,
+}
+
+/// What the verifier needs to know about a token's subject and session, in one read.
+#[derive(Debug, Clone)]
+pub struct TokenStatus {
+    pub user: Option<User>,
+    pub session_revoked: bool,
+    pub jti_revoked: bool,
+}
+
+/// A signing key row; the private key is sealed.
+#[derive(Debug, Clone)]
+pub struct KeyRow {
+    pub kid: String,
+    pub alg: String,
+    pub private_key_enc: Vec<u8>,
+    pub public_jwk: String,
+    pub created_at: i64,
+    pub publish_at: i64,
+    pub activate_at: i64,
+    pub retire_at: Option<i64>,
+    pub remove_at: Option<i64>,
+    /// For automatic rotations: the kid this key replaces (unique, so one replica wins).
+    pub succeeds: Option<String>,
+}
+
+/// Revocations that happened at or after a point in time, for the revocation feed.
+#[derive(Debug, Clone, Default)]
+pub struct RevocationFeed {
+    /// (jti, token expiry ms, revoked at ms) for denylisted tokens not yet expired.
+    pub tokens: Vec<(String, i64, i64)>,
+    /// (session id, revoked at ms) for sessions whose access tokens may still be alive.
+    pub sessions: Vec<(Uuid, i64)>,
+    /// (user id, tokens_not_before ms) for users whose cut-off may still matter.
+    pub users: Vec<(Uuid, i64)>,
+}

@@ -1,0 +1,195 @@
+//! Sessions: one row per refresh-token family, and its atomic rotation (invariant 1).
+
+use async_trait::async_trait;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::backend::{on_backend, Backend, Release, SqlStore};
+use super::{Rotation, RotationAttempt, Session, SessionStore, StoreResult, SubjectClaims};
+
+const INSERT: &str = "
+    INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
+                          idle_expires_at, absolute_expires_at, user_agent, ip, client_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+const BY_ID: &str = "SELECT * FROM sessions WHERE id = $1";
+
+/// Invariant 1: exactly one request moves the family from g to g+1. The WHERE clause is the
+/// whole check, so two concurrent refreshes cannot both win. The user's roles and claims come
+/// back with the row, so a refresh is one round trip; the EXISTS clause has already refused
+/// disabled users.
+const ROTATE: &str = "
+    UPDATE sessions
+    SET generation = generation + 1,
+        last_refreshed_at = $3,
+        idle_expires_at = CASE WHEN $4 < absolute_expires_at
+                               THEN $4 ELSE absolute_expires_at END
+    WHERE id = $1 AND generation = $2 AND revoked_at IS NULL
+      AND idle_expires_at > $3 AND absolute_expires_at > $3 AND client_id = $5
+      AND EXISTS (SELECT 1 FROM users u
+                  WHERE u.id = sessions.user_id AND NOT u.disabled)
+    RETURNING *,
+      (SELECT u.roles FROM users u WHERE u.id = sessions.user_id) AS user_roles,
+      (SELECT u.claims FROM users u WHERE u.id = sessions.user_id) AS user_claims";
+
+/// RFC 9700 §4.14.2: an old token presented outside the grace window means the token leaked;
+/// revoke the whole family. One statement, so a retry that is inside the window can never be
+/// mistaken for reuse.
+const REVOKE_ON_REUSE: &str = "
+    UPDATE sessions
+    SET revoked_at = $3, revoked_reason = 'refresh_token_reuse'
+    WHERE id = $1 AND revoked_at IS NULL AND generation > $2
+      AND NOT (generation = $2 + 1 AND last_refreshed_at > $3 - $4)
+    RETURNING id";
+
+/// Inside the grace window: the same successor is the answer, if the family is still usable.
+const RETRY: &str = "
+    SELECT s.*, u.roles AS user_roles, u.claims AS user_claims
+    FROM sessions s JOIN users u ON u.id = s.user_id
+    WHERE s.id = $1 AND s.generation = $2 + 1 AND s.revoked_at IS NULL
+      AND s.last_refreshed_at > $3 - $4
+      AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3
+      AND s.client_id = $5 AND NOT u.disabled";
+
+const REVOKE: &str = "
+    UPDATE sessions SET revoked_at = $2, revoked_reason = $3
+    WHERE id = $1 AND revoked_at IS NULL";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SessionRow {
+    id: Uuid,
+    user_id: Uuid,
+    generation: i64,
+    created_at: i64,
+    last_refreshed_at: i64,
+    idle_expires_at: i64,
+    absolute_expires_at: i64,
+    revoked_at: Option<i64>,
+    revoked_reason: Option<String>,
+    user_agent: Option<String>,
+    ip: Option<String>,
+    client_id: String,
+}
+
+impl From<SessionRow> for Session {
+    fn from(r: SessionRow) -> Self {
+        Session {
+            id: r.id,
+            user_id: r.user_id,
+            generation: r.generation,
+            created_at: r.created_at,
+            last_refreshed_at: r.last_refreshed_at,
+            idle_expires_at: r.idle_expires_at,
+            absolute_expires_at: r.absolute_expires_at,
+            revoked_at: r.revoked_at,
+            revoked_reason: r.revoked_reason,
+            user_agent: r.user_agent,
+            ip: r.ip,
+            client_id: r.client_id,
+        }
+    }
+}
+
+/// A session row with the user's roles and claims, as the rotation returns it.
+#[derive(sqlx::FromRow)]
+struct RotatedRow {
+    #[sqlx(flatten)]
+    session: SessionRow,
+    user_roles: Json<Vec<String>>,
+    user_claims: Json<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl RotatedRow {
+    fn into_parts(self) -> (Session, SubjectClaims) {
+        let subject = SubjectClaims {
+            roles: self.user_roles.0,
+            claims: self.user_claims.0,
+        };
+        (self.session.into(), subject)
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqlStore {
+    async fn create_session(&self, s: &Session) -> StoreResult<()> {
+        on_backend!(self, |b| sqlx::query(INSERT)
+            .bind(s.id)
+            .bind(s.user_id)
+            .bind(s.generation)
+            .bind(s.created_at)
+            .bind(s.last_refreshed_at)
+            .bind(s.idle_expires_at)
+            .bind(s.absolute_expires_at)
+            .bind(&s.user_agent)
+            .bind(&s.ip)
+            .bind(&s.client_id)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    async fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {
+        let row: Option<SessionRow> = on_backend!(self, |b| sqlx::query_as(BY_ID)
+            .bind(id)
+            .fetch_optional(b.pool())
+            .await)?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn rotate_session(&self, a: &RotationAttempt<'_>) -> StoreResult<Rotation> {
+        let rotated: Option<RotatedRow> = on_backend!(self, |b| {
+            let mut conn = b.rotation_conn().await?;
+            let row = sqlx::query_as(ROTATE)
+                .bind(a.session_id)
+                .bind(a.generation)
+                .bind(a.now)
+                .bind(a.idle_expires_at)
+                .bind(a.client_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            conn.release();
+            row
+        });
+        if let Some(row) = rotated {
+            let (session, subject) = row.into_parts();
+            return Ok(Rotation::Rotated(session, subject));
+        }
+        let revoked: Option<(Uuid,)> = on_backend!(self, |b| sqlx::query_as(REVOKE_ON_REUSE)
+            .bind(a.session_id)
+            .bind(a.generation)
+            .bind(a.now)
+            .bind(a.grace_ms)
+            .fetch_optional(b.pool())
+            .await)?;
+        if revoked.is_some() {
+            return Ok(Rotation::ReuseDetected);
+        }
+        let retry: Option<RotatedRow> = on_backend!(self, |b| sqlx::query_as(RETRY)
+            .bind(a.session_id)
+            .bind(a.generation)
+            .bind(a.now)
+            .bind(a.grace_ms)
+            .bind(a.client_id)
+            .fetch_optional(b.pool())
+            .await)?;
+        Ok(match retry {
+            Some(row) => {
+                let (session, subject) = row.into_parts();
+                Rotation::Retry(session, subject)
+            }
+            None => Rotation::Invalid,
+        })
+    }
+
+    async fn revoke_session(&self, id: Uuid, reason: &str, now: i64) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(REVOKE)
+            .bind(id)
+            .bind(now)
+            .bind(reason)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+}

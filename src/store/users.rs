@@ -1,0 +1,231 @@
+//! Users: accounts, their roles and claims, and the writes that cut off their tokens.
+
+use async_trait::async_trait;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::backend::{on_backend, Backend, SqlStore};
+use super::{whole_second, NewUser, StoreError, StoreResult, User, UserStore};
+
+const INSERT: &str = "
+    INSERT INTO users (id, username, password_hash, roles, claims, disabled,
+                       tokens_not_before, created_at, updated_at)
+    VALUES ($1, $2, $3, $4, '{}', FALSE, 0, $5, $5)";
+
+const BY_USERNAME: &str = "
+    SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
+           created_at, updated_at
+    FROM users WHERE username = $1";
+
+const BY_ID: &str = "
+    SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
+           created_at, updated_at
+    FROM users WHERE id = $1";
+
+const LIST: &str = "
+    SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
+           created_at, updated_at
+    FROM users ORDER BY username";
+
+/// Disabling also cuts off every access token issued so far, including those of the current
+/// second (and publishes the cut-off in the revocation feed); re-enabling does not bring them
+/// back.
+const SET_DISABLED: &str = "
+    UPDATE users SET disabled = $2, updated_at = $3,
+        tokens_not_before = CASE WHEN $2 THEN $4 ELSE tokens_not_before END
+    WHERE username = $1 RETURNING id";
+
+const SET_ROLES: &str = "
+    UPDATE users SET roles = $2, updated_at = $3 WHERE username = $1 RETURNING id";
+
+const CUT_OFF_TOKENS: &str = "
+    UPDATE users SET tokens_not_before = $2, updated_at = $3 WHERE id = $1";
+
+const SET_PASSWORD: &str = "
+    UPDATE users SET password_hash = $2, tokens_not_before = $3, updated_at = $4
+    WHERE username = $1 RETURNING id";
+
+/// Compare-and-set: a concurrent password change wins over the upgrade.
+const REHASH: &str = "
+    UPDATE users SET password_hash = $3, updated_at = $4
+    WHERE id = $1 AND password_hash = $2";
+
+const REVOKE_SESSIONS_OF_USER: &str = "
+    UPDATE sessions SET revoked_at = $2, revoked_reason = $3
+    WHERE user_id = $1 AND revoked_at IS NULL RETURNING id";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct UserRow {
+    id: Uuid,
+    username: String,
+    password_hash: String,
+    roles: Json<Vec<String>>,
+    claims: Json<serde_json::Map<String, serde_json::Value>>,
+    disabled: bool,
+    tokens_not_before: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<UserRow> for User {
+    fn from(r: UserRow) -> Self {
+        User {
+            id: r.id,
+            username: r.username,
+            password_hash: r.password_hash,
+            roles: r.roles.0,
+            claims: r.claims.0,
+            disabled: r.disabled,
+            tokens_not_before: r.tokens_not_before,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[async_trait]
+impl UserStore for SqlStore {
+    async fn create_user(&self, u: NewUser) -> StoreResult<User> {
+        on_backend!(self, |b| sqlx::query(INSERT)
+            .bind(u.id)
+            .bind(&u.username)
+            .bind(&u.password_hash)
+            .bind(Json(&u.roles))
+            .bind(u.now)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        self.user_by_id(u.id)
+            .await?
+            .ok_or_else(|| StoreError::Other("user vanished after insert".into()))
+    }
+
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
+        let row: Option<UserRow> = on_backend!(self, |b| sqlx::query_as(BY_USERNAME)
+            .bind(username)
+            .fetch_optional(b.pool())
+            .await)?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>> {
+        let row: Option<UserRow> = on_backend!(self, |b| sqlx::query_as(BY_ID)
+            .bind(id)
+            .fetch_optional(b.pool())
+            .await)?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        let rows: Vec<UserRow> =
+            on_backend!(self, |b| sqlx::query_as(LIST).fetch_all(b.pool()).await)?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn set_disabled(
+        &self,
+        username: &str,
+        disabled: bool,
+        now: i64,
+    ) -> StoreResult<Option<Uuid>> {
+        let not_before = whole_second(now) + 1000;
+        Ok(on_backend!(self, |b| sqlx::query_scalar(SET_DISABLED)
+            .bind(username)
+            .bind(disabled)
+            .bind(now)
+            .bind(not_before)
+            .fetch_optional(b.pool())
+            .await)?)
+    }
+
+    async fn set_roles(
+        &self,
+        username: &str,
+        roles: &[String],
+        now: i64,
+    ) -> StoreResult<Option<Uuid>> {
+        Ok(on_backend!(self, |b| sqlx::query_scalar(SET_ROLES)
+            .bind(username)
+            .bind(Json(roles))
+            .bind(now)
+            .fetch_optional(b.pool())
+            .await)?)
+    }
+
+    async fn revoke_user(
+        &self,
+        user_id: Uuid,
+        reason: &str,
+        now: i64,
+    ) -> StoreResult<Option<Vec<Uuid>>> {
+        let not_before = whole_second(now);
+        on_backend!(self, |b| {
+            let mut tx = b.pool().begin().await?;
+            let r = sqlx::query(CUT_OFF_TOKENS)
+                .bind(user_id)
+                .bind(not_before)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            if r.rows_affected() != 1 {
+                return Ok(None);
+            }
+            let sessions: Vec<Uuid> = sqlx::query_scalar(REVOKE_SESSIONS_OF_USER)
+                .bind(user_id)
+                .bind(now)
+                .bind(reason)
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Some(sessions))
+        })
+    }
+
+    async fn set_password(
+        &self,
+        username: &str,
+        hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<(Uuid, Vec<Uuid>)>> {
+        let not_before = whole_second(now);
+        on_backend!(self, |b| {
+            let mut tx = b.pool().begin().await?;
+            let id: Option<Uuid> = sqlx::query_scalar(SET_PASSWORD)
+                .bind(username)
+                .bind(hash)
+                .bind(not_before)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(id) = id else {
+                return Ok(None);
+            };
+            let sessions: Vec<Uuid> = sqlx::query_scalar(REVOKE_SESSIONS_OF_USER)
+                .bind(id)
+                .bind(now)
+                .bind("password_changed")
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Some((id, sessions)))
+        })
+    }
+
+    async fn rehash_password(
+        &self,
+        id: Uuid,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        on_backend!(self, |b| sqlx::query(REHASH)
+            .bind(id)
+            .bind(old_hash)
+            .bind(new_hash)
+            .bind(now)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+}
