@@ -17,6 +17,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "tessera")
+BENCH_BIN = os.path.join(ROOT, "target", "release", "examples", "tessera-bench")
 PORT = 18080
 HELLO_PORT = 18090
 BASE = f"http://127.0.0.1:{PORT}"
@@ -146,13 +147,13 @@ def backend_run(name, env, config):
     r["hello"] = hello_ceiling(env)
     r["jwks"] = oha(f"{BASE}/.well-known/jwks.json", SECS, 64)
     log(f"== {name}: verify ceiling, then /userinfo")
-    r["verify"] = json.loads(sh(BIN, "bench-verify", "--alg", "ES256", "--seconds", "4", env=env))
+    r["verify"] = json.loads(sh(BENCH_BIN, "verify", "--alg", "ES256", "--seconds", "4", env=env))
     r["userinfo"] = oha(f"{BASE}/userinfo", SECS, 16, headers=[f"authorization: Bearer {access}"])
     log(f"== {name}: /introspect")
     r["introspect"] = oha(f"{BASE}/introspect", SECS, 16, method="POST", body=f"token={access}",
                           headers=["content-type: application/x-www-form-urlencoded"], basic=CLIENT)
     log(f"== {name}: argon2 ceiling, then /login")
-    r["hash"] = json.loads(sh(BIN, "bench-hash", "--seconds", "4", env=env))
+    r["hash"] = json.loads(sh(BENCH_BIN, "hash", "--seconds", "4", env=env))
     r["login"] = oha(f"{BASE}/login", SECS, 4, method="POST",
                      body=json.dumps({"username": "bench2", "password": PASSWORD}),
                      headers=["content-type: application/json"])
@@ -204,7 +205,7 @@ def backend_run(name, env, config):
 
 def hello_ceiling(env):
     """Requests per second of a hello-world on Tessera's serve loop, same load shape as JWKS."""
-    hello = subprocess.Popen([BIN, "bench-hello", "--bind", f"127.0.0.1:{HELLO_PORT}"], env=env,
+    hello = subprocess.Popen([BENCH_BIN, "hello", "--bind", f"127.0.0.1:{HELLO_PORT}"], env=env,
                              stdout=subprocess.PIPE, text=True)
     hello.stdout.readline()
     try:

@@ -3,23 +3,31 @@
 //! Passwords are checked against argon2id hashes; callers get a short-lived access JWT and an
 //! opaque rotating refresh token; APIs verify access tokens against the JWKS. Data flows one
 //! way: `http` → `auth` → `store`.
+//!
+//! A tour, in the order a request meets the rooms:
+//! - `main.rs` parses the command line, loads `config`, starts `telemetry`, dispatches to `cli`.
+//! - `app` wires the store, the master key and `auth::Auth`, binds the port and serves.
+//! - `http` is the edge: `serve` (the accept loop), `edge` (request ids, timeouts, metrics,
+//!   `Cache-Control`), one file per endpoint group, the extractors, and `http::error`, where
+//!   `AuthError` becomes a status and an OAuth error body.
+//! - `auth` is the domain. `Auth` is a façade whose use cases live one file each (`login`,
+//!   `sessions`, `access`, `users`, `clients`), over `tokens` (JWS sign and verify),
+//!   `keys/` (master key, material, ring, lifecycle), `password/` (argon2id on its own threads),
+//!   `refresh_token`, `throttle`, `revocation` (the in-memory revocation state) and `upkeep`.
+//! - `store` is the only room with SQL: one file per capability, on Postgres and SQLite alike.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 /// Start-up and the serve loop with graceful shutdown.
 pub mod app;
-/// The domain: passwords, access tokens, refresh sessions, signing keys.
+/// The domain: passwords, access tokens, refresh sessions, signing keys. No HTTP, no SQL.
 pub mod auth;
-/// Machine ceilings for the benchmark harness (`bench/run`).
-pub mod bench;
 /// The command line (serve, migrate, user, keys, healthcheck).
 pub mod cli;
 /// The typed, layered settings tree.
 pub mod config;
-/// The one error type and its status mapping.
-pub mod error;
-/// Routers, extractors and the middleware stack.
+/// Routers, extractors, the middleware stack, and `ApiError`.
 pub mod http;
-/// The `Store` trait and its Postgres and SQLite implementations.
+/// The `Store` traits and their Postgres and SQLite implementation.
 pub mod store;
 /// Logging setup.
 pub mod telemetry;

@@ -9,17 +9,17 @@
 
 use std::time::Duration;
 
+use super::AuthError;
 use crate::config::ThrottleSettings;
-use crate::error::Error;
 use crate::store::Store;
 
 /// The throttle keys of one login attempt.
-pub struct Keys {
+pub struct AttemptKeys {
     pub account: String,
     pub ip: Option<String>,
 }
 
-impl Keys {
+impl AttemptKeys {
     pub fn new(username: &str, ip: Option<&str>) -> Self {
         Self {
             account: format!("u:{username}"),
@@ -51,9 +51,9 @@ pub fn backoff(s: &ThrottleSettings, failures: i64, free: u32) -> Option<Duratio
 pub async fn check(
     store: &dyn Store,
     s: &ThrottleSettings,
-    keys: &Keys,
+    keys: &AttemptKeys,
     now: i64,
-) -> Result<(), Error> {
+) -> Result<(), AuthError> {
     if !s.enabled() {
         return Ok(());
     }
@@ -61,7 +61,9 @@ pub async fn check(
     let until = store.throttle_locked_until(&keys.account, ip, now).await?;
     if until > now {
         let secs = (until - now + 999) / 1000;
-        return Err(Error::SlowDown(secs.max(1) as u64));
+        return Err(AuthError::Throttled {
+            retry_after_secs: secs.max(1) as u64,
+        });
     }
     Ok(())
 }
@@ -70,9 +72,9 @@ pub async fn check(
 pub async fn failed(
     store: &dyn Store,
     s: &ThrottleSettings,
-    keys: &Keys,
+    keys: &AttemptKeys,
     now: i64,
-) -> Result<(), Error> {
+) -> Result<(), AuthError> {
     if !s.enabled() {
         return Ok(());
     }
@@ -94,7 +96,11 @@ pub async fn failed(
 }
 
 /// Clears the account's count after a successful login.
-pub async fn succeeded(store: &dyn Store, s: &ThrottleSettings, keys: &Keys) -> Result<(), Error> {
+pub async fn succeeded(
+    store: &dyn Store,
+    s: &ThrottleSettings,
+    keys: &AttemptKeys,
+) -> Result<(), AuthError> {
     if s.enabled() {
         store.throttle_clear(&keys.account).await?;
     }

@@ -5,7 +5,7 @@
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use secrecy::SecretString;
@@ -15,14 +15,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::error::{ApiError, ErrorBody};
 use super::extract::{AppJson, Bearer};
 use super::AppState;
-use crate::auth::Authenticated;
-use crate::error::{Error, ErrorBody};
+use crate::auth::{Authenticated, UserRef};
 use crate::store::User;
-
-/// The role that may use `/admin`.
-pub const ADMIN_ROLE: &str = "admin";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -35,23 +32,18 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_sessions))
 }
 
-/// A caller authenticated with an access token whose user holds the `admin` role.
+/// A caller authenticated with an access token whose user holds the `admin` role
+/// (`auth::access::ADMIN_ROLE`).
 pub struct AdminUser(#[allow(dead_code)] pub Authenticated);
 
 impl FromRequestParts<AppState> for AdminUser {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     #[tracing::instrument(skip_all)]
-    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Error> {
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
         let Bearer(token) = Bearer::from_request_parts(parts, st).await?;
-        let who = st
-            .auth
-            .authenticate(&token.ok_or(Error::InvalidToken)?)
-            .await?;
-        if !who.user.roles.iter().any(|r| r == ADMIN_ROLE) {
-            return Err(Error::Forbidden);
-        }
-        Ok(AdminUser(who))
+        let token = token.ok_or(ApiError::InvalidToken)?;
+        Ok(AdminUser(st.auth.authenticate_admin(&token).await?))
     }
 }
 
@@ -100,30 +92,24 @@ pub struct PasswordRequest {
     password: SecretString,
 }
 
-fn no_store(mut res: Response) -> Response {
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
-}
-
-async fn user_of(st: &AppState, id: Result<Path<Uuid>, PathRejection>) -> Result<User, Error> {
-    let Path(id) = id.map_err(|_| Error::InvalidRequest("malformed user id".into()))?;
-    st.auth.store.user_by_id(id).await?.ok_or(Error::NotFound)
+/// The user named by the path; a malformed id is a malformed request.
+fn user_id(id: Result<Path<Uuid>, PathRejection>) -> Result<UserRef<'static>, ApiError> {
+    let Path(id) = id.map_err(|_| ApiError::InvalidRequest("malformed user id".into()))?;
+    Ok(UserRef::Id(id))
 }
 
 #[utoipa::path(get, path = "/admin/users", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = Vec<UserView>),
               (status = 401, body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
-async fn list_users(State(st): State<AppState>, _admin: AdminUser) -> Result<Response, Error> {
+async fn list_users(State(st): State<AppState>, _admin: AdminUser) -> Result<Response, ApiError> {
     let users: Vec<UserView> = st
         .auth
-        .store
         .list_users()
         .await?
         .into_iter()
         .map(Into::into)
         .collect();
-    Ok(no_store(Json(users).into_response()))
+    Ok(Json(users).into_response())
 }
 
 #[utoipa::path(post, path = "/admin/users", tag = "admin", security(("bearer" = [])), request_body = NewUserRequest,
@@ -133,14 +119,12 @@ async fn create_user(
     State(st): State<AppState>,
     _admin: AdminUser,
     AppJson(req): AppJson<NewUserRequest>,
-) -> Result<Response, Error> {
+) -> Result<Response, ApiError> {
     let user = st
         .auth
         .create_user(&req.username, req.password, req.roles)
         .await?;
-    Ok(no_store(
-        (StatusCode::CREATED, Json(UserView::from(user))).into_response(),
-    ))
+    Ok((StatusCode::CREATED, Json(UserView::from(user))).into_response())
 }
 
 #[utoipa::path(get, path = "/admin/users/{id}", tag = "admin", security(("bearer" = [])),
@@ -150,9 +134,9 @@ async fn get_user(
     State(st): State<AppState>,
     _admin: AdminUser,
     id: Result<Path<Uuid>, PathRejection>,
-) -> Result<Response, Error> {
-    let user = user_of(&st, id).await?;
-    Ok(no_store(Json(UserView::from(user)).into_response()))
+) -> Result<Response, ApiError> {
+    let user = st.auth.user(user_id(id)?).await?;
+    Ok(Json(UserView::from(user)).into_response())
 }
 
 #[utoipa::path(put, path = "/admin/users/{id}/roles", tag = "admin", security(("bearer" = [])),
@@ -163,18 +147,9 @@ async fn set_roles(
     _admin: AdminUser,
     id: Result<Path<Uuid>, PathRejection>,
     AppJson(req): AppJson<RolesRequest>,
-) -> Result<Response, Error> {
-    let user = user_of(&st, id).await?;
-    let roles = crate::auth::username::parse_roles(req.roles)
-        .map_err(|e| Error::InvalidRequest(e.to_string()))?;
-    st.auth.set_roles(&user.username, &roles).await?;
-    let user = st
-        .auth
-        .store
-        .user_by_id(user.id)
-        .await?
-        .ok_or(Error::NotFound)?;
-    Ok(no_store(Json(UserView::from(user)).into_response()))
+) -> Result<Response, ApiError> {
+    let user = st.auth.set_roles(user_id(id)?, req.roles).await?;
+    Ok(Json(UserView::from(user)).into_response())
 }
 
 #[utoipa::path(put, path = "/admin/users/{id}/password", tag = "admin", security(("bearer" = [])),
@@ -186,9 +161,8 @@ async fn set_password(
     _admin: AdminUser,
     id: Result<Path<Uuid>, PathRejection>,
     AppJson(req): AppJson<PasswordRequest>,
-) -> Result<Response, Error> {
-    let user = user_of(&st, id).await?;
-    st.auth.set_password(&user.username, req.password).await?;
+) -> Result<Response, ApiError> {
+    st.auth.set_password(user_id(id)?, req.password).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -199,7 +173,7 @@ async fn disable_user(
     State(st): State<AppState>,
     _admin: AdminUser,
     id: Result<Path<Uuid>, PathRejection>,
-) -> Result<Response, Error> {
+) -> Result<Response, ApiError> {
     set_disabled(&st, id, true).await
 }
 
@@ -210,7 +184,7 @@ async fn enable_user(
     State(st): State<AppState>,
     _admin: AdminUser,
     id: Result<Path<Uuid>, PathRejection>,
-) -> Result<Response, Error> {
+) -> Result<Response, ApiError> {
     set_disabled(&st, id, false).await
 }
 
@@ -218,9 +192,8 @@ async fn set_disabled(
     st: &AppState,
     id: Result<Path<Uuid>, PathRejection>,
     disabled: bool,
-) -> Result<Response, Error> {
-    let user = user_of(st, id).await?;
-    st.auth.set_disabled(&user.username, disabled).await?;
+) -> Result<Response, ApiError> {
+    st.auth.set_disabled(user_id(id)?, disabled).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -231,8 +204,9 @@ async fn revoke_sessions(
     State(st): State<AppState>,
     _admin: AdminUser,
     id: Result<Path<Uuid>, PathRejection>,
-) -> Result<Response, Error> {
-    let user = user_of(&st, id).await?;
-    st.auth.revoke_user(user.id, "revoked_by_admin").await?;
+) -> Result<Response, ApiError> {
+    st.auth
+        .revoke_user(user_id(id)?, "revoked_by_admin")
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

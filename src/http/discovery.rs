@@ -58,14 +58,14 @@ fn cached(v: Value) -> Response {
 #[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "discovery",
     responses((status = 200, description = "Metadata", body = Object)))]
 async fn oauth_metadata(State(st): State<AppState>) -> Response {
-    cached(metadata(&st.auth.settings))
+    cached(metadata(&st.settings))
 }
 
 /// The same metadata under the OpenID Connect discovery name.
 #[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery",
     responses((status = 200, description = "Metadata", body = Object)))]
 async fn openid_configuration(State(st): State<AppState>) -> Response {
-    let mut v = metadata(&st.auth.settings);
+    let mut v = metadata(&st.settings);
     if let Value::Object(m) = &mut v {
         m.insert("subject_types_supported".into(), json!(["public"]));
         m.insert("id_token_signing_alg_values_supported".into(), algs());

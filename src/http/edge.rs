@@ -4,10 +4,12 @@
 //! - `Authorization`, `Cookie` and `Proxy-Authorization` marked sensitive, so no `Debug` of
 //!   the request prints them;
 //! - the request timeout (`http.request_timeout`, answered 503);
-//! - `X-Content-Type-Options: nosniff`;
+//! - `X-Content-Type-Options: nosniff`, and `Cache-Control: no-store` on every answer that does
+//!   not set its own (tokens, errors, user data: RFC 6749 §5.1; only the JWKS and discovery
+//!   documents are cacheable);
 //! - per-route metrics (`http_requests_total`, `http_request_duration_seconds`);
-//! - a note, for every request but a login, that password hashing should yield the CPU (see
-//!   `auth::password`).
+//! - a note on `auth::password::Activity`, for every request but a login, that password hashing
+//!   should yield the CPU.
 //!
 //! It replaces a stack of separate tower-http layers and `from_fn` middlewares: one future
 //! instead of seven nested ones, and no allocation for metric labels. This matters on the
@@ -28,14 +30,16 @@ use tower::{Layer, Service};
 use tracing::instrument::Instrumented;
 use tracing::Instrument;
 
-use crate::error::Error;
+use super::error::ApiError;
+use crate::auth::password::Activity;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// See the module documentation.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EdgeLayer {
     pub timeout: Duration,
+    pub activity: Activity,
 }
 
 impl<S> Layer<S> for EdgeLayer {
@@ -44,6 +48,7 @@ impl<S> Layer<S> for EdgeLayer {
         Edge {
             inner,
             timeout: self.timeout,
+            activity: self.activity.clone(),
         }
     }
 }
@@ -52,6 +57,7 @@ impl<S> Layer<S> for EdgeLayer {
 pub struct Edge<S> {
     inner: S,
     timeout: Duration,
+    activity: Activity,
 }
 
 impl<S, B> Service<Request> for Edge<S>
@@ -96,7 +102,7 @@ where
             .map(|p| intern(p.as_str()))
             .unwrap_or("unmatched");
         if route != "/login" {
-            crate::auth::password::note_other_request(started);
+            self.activity.note_other_request(started);
         }
         let method = method_label(req.method());
         let span = tracing::info_span!(
@@ -141,12 +147,15 @@ where
         let mut res = match ready!(this.inner.poll(cx)) {
             Ok(Ok(res)) => res.map(axum::body::Body::new),
             Ok(Err(never)) => match never {},
-            Err(_elapsed) => Error::Unavailable("request timed out").into_response(),
+            Err(_elapsed) => ApiError::Unavailable("request timed out").into_response(),
         };
         let latency = this.started.elapsed();
         let status = res.status();
         let h = res.headers_mut();
         h.insert(X_REQUEST_ID.clone(), this.id.clone());
+        if !h.contains_key(header::CACHE_CONTROL) {
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
         if !h.contains_key(header::X_CONTENT_TYPE_OPTIONS) {
             h.insert(
                 header::X_CONTENT_TYPE_OPTIONS,

@@ -6,20 +6,20 @@ use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 
-use crate::error::Error;
+use super::error::ApiError;
 
 /// `axum::Json` with the contract's error body: a malformed, mistyped or wrongly labelled body
 /// is 400 `invalid_request`, an oversized one 413.
 #[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(Error))]
+#[from_request(via(axum::Json), rejection(ApiError))]
 pub struct AppJson<T>(pub T);
 
-impl From<JsonRejection> for Error {
+impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Error::PayloadTooLarge
+            ApiError::PayloadTooLarge
         } else {
-            Error::InvalidRequest(r.body_text())
+            ApiError::InvalidRequest(r.body_text())
         }
     }
 }
@@ -29,19 +29,19 @@ impl From<JsonRejection> for Error {
 pub struct Bearer(pub Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Bearer {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
     #[tracing::instrument(skip_all)]
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
         let Some(value) = values.next() else {
             return Ok(Bearer(None));
         };
         if values.next().is_some() {
-            return Err(Error::InvalidToken);
+            return Err(ApiError::InvalidToken);
         }
-        let value = value.to_str().map_err(|_| Error::InvalidToken)?;
-        let (scheme, token) = value.split_once(' ').ok_or(Error::InvalidToken)?;
+        let value = value.to_str().map_err(|_| ApiError::InvalidToken)?;
+        let (scheme, token) = value.split_once(' ').ok_or(ApiError::InvalidToken)?;
         let token = token.trim();
         // b64token syntax (RFC 6750 §2.1).
         let syntax_ok = !token.is_empty()
@@ -49,7 +49,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b));
         if !scheme.eq_ignore_ascii_case("bearer") || !syntax_ok {
-            return Err(Error::InvalidToken);
+            return Err(ApiError::InvalidToken);
         }
         Ok(Bearer(Some(token.to_string())))
     }

@@ -29,9 +29,9 @@ async fn healthz() -> Json<serde_json::Value> {
     responses((status = 200, description = "Ready", body = Object),
               (status = 503, description = "Not ready", body = Object)))]
 async fn readyz(State(st): State<AppState>) -> Response {
-    let db = st.auth.store.ping().await.is_ok();
-    let key = st.auth.keys.ring().active().is_some();
-    let status = if db && key {
+    let r = st.auth.readiness().await;
+    let (db, key) = (r.database, r.signing_key);
+    let status = if r.ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

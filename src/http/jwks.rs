@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::error::ApiError;
 use super::AppState;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -19,8 +20,10 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 304, description = "Not modified (If-None-Match)"),
     ))]
 async fn jwks(State(st): State<AppState>, headers: HeaderMap) -> Response {
-    let ring = st.auth.keys.ring();
-    let etag = ring.etag.clone();
+    let jwks = st.auth.jwks();
+    let Ok(etag) = HeaderValue::from_str(&jwks.etag) else {
+        return ApiError::Internal("unrepresentable ETag".into()).into_response();
+    };
     let cache = st.jwks_cache_control.clone();
     // RFC 9110 §13.1.2: If-None-Match with a matching (or `*`) entity tag gets 304.
     let matches = headers
@@ -46,7 +49,7 @@ async fn jwks(State(st): State<AppState>, headers: HeaderMap) -> Response {
             (header::ETAG, etag),
             (header::CACHE_CONTROL, cache),
         ],
-        ring.jwks.clone(),
+        jwks.body,
     )
         .into_response()
 }

@@ -4,6 +4,7 @@
 mod admin;
 mod discovery;
 mod edge;
+pub mod error;
 mod extract;
 mod health;
 mod jwks;
@@ -28,12 +29,16 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::Auth;
-use crate::error::Error;
+use crate::config::Settings;
+use error::ApiError;
 
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct AppState {
+    /// The domain: every handler calls one of its use cases.
     pub auth: Arc<Auth>,
+    /// What handlers need to shape answers (cookie mode, discovery, introspection's `iss`).
+    pub settings: Arc<Settings>,
     /// `Cache-Control` of the JWKS, rendered once.
     pub jwks_cache_control: HeaderValue,
 }
@@ -70,18 +75,20 @@ impl utoipa::Modify for SecuritySchemes {
     }
 }
 
-/// UUIDv7 request ids: time-ordered, so logs sort naturally.
-pub fn router(auth: Arc<Auth>) -> Router {
-    let s = &auth.settings;
+/// Every route of the contract, the OpenAPI document, and the middleware stack.
+pub fn router(auth: Arc<Auth>, settings: Arc<Settings>) -> Router {
+    let s = &settings;
     let body_limit = s.http.body_limit;
     let timeout = s.http.request_timeout;
     let max_age = s.keys.jwks_max_age.as_secs();
-    let auth_settings_cors = s.http.cors_origins.clone();
+    let cors = cors_layer(&s.http.cors_origins);
+    let activity = auth.activity();
     // Install the metrics recorder before the first request is counted.
     let _ = metrics::handle();
     let state = AppState {
         jwks_cache_control: HeaderValue::from_str(&format!("public, max-age={max_age}"))
             .unwrap_or(HeaderValue::from_static("public, max-age=300")),
+        settings: settings.clone(),
         auth,
     };
     // The OpenAPI document is generated from the same route table that serves requests, so
@@ -105,18 +112,18 @@ pub fn router(auth: Arc<Auth>) -> Router {
                 async move { ([(header::CONTENT_TYPE, "application/json")], body) }
             }),
         )
-        .fallback(|| async { Error::NotFound })
-        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state);
 
     // Layers, outermost first:
     let stack = ServiceBuilder::new()
-        .layer(edge::EdgeLayer { timeout })
+        .layer(edge::EdgeLayer { timeout, activity })
         .layer(CatchPanicLayer::custom(|_| {
-            Error::Internal("handler panicked".into()).into_response()
+            ApiError::Internal("handler panicked".into()).into_response()
         }))
         .layer(DefaultBodyLimit::max(body_limit));
-    match cors_layer(&auth_settings_cors) {
+    match cors {
         Some(cors) => routes.layer(cors).layer(stack),
         // Without configured origins there is nothing for CORS to do: leave it out.
         None => routes.layer(stack),

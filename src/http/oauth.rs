@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::engine::general_purpose::STANDARD;
@@ -17,10 +17,10 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::error::{token_endpoint, ApiError, ErrorBody};
 use super::session::{client_meta, token_response};
 use super::AppState;
-use crate::auth::Introspection;
-use crate::error::{Error, ErrorBody};
+use crate::auth::{ClientAuth, ClientId, Introspection};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -61,12 +61,12 @@ struct TokenParam {
 struct Form(HashMap<String, String>);
 
 impl Form {
-    fn parse(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Self, Error> {
+    fn parse(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Self, ApiError> {
         let body = body.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Error::PayloadTooLarge
+                ApiError::PayloadTooLarge
             } else {
-                Error::InvalidRequest("unreadable body".into())
+                ApiError::InvalidRequest("unreadable body".into())
             }
         })?;
         let ct = headers
@@ -75,14 +75,14 @@ impl Form {
             .unwrap_or("");
         let mime = ct.split(';').next().unwrap_or("").trim();
         if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-            return Err(Error::InvalidRequest(
+            return Err(ApiError::InvalidRequest(
                 "expected application/x-www-form-urlencoded".into(),
             ));
         }
         let mut map = HashMap::new();
         for (k, v) in form_urlencoded::parse(&body) {
             if map.insert(k.into_owned(), v.into_owned()).is_some() {
-                return Err(Error::InvalidRequest("repeated parameter".into()));
+                return Err(ApiError::InvalidRequest("repeated parameter".into()));
             }
         }
         Ok(Form(map))
@@ -93,98 +93,84 @@ impl Form {
         self.0.get(k).map(String::as_str).filter(|v| !v.is_empty())
     }
 
-    fn require(&self, k: &str) -> Result<&str, Error> {
+    fn require(&self, k: &str) -> Result<&str, ApiError> {
         self.get(k)
-            .ok_or_else(|| Error::InvalidRequest(format!("missing {k}")))
+            .ok_or_else(|| ApiError::InvalidRequest(format!("missing {k}")))
     }
 }
 
-/// `Authorization: Basic` credentials. RFC 6749 §2.3.1 has clients form-urlencode the id and
-/// secret before base64, but many send them raw (RFC 7617 Basic, `curl -u`): a raw secret with
-/// `+` or `%` would then decode differently. Both readings are kept and either may match.
-struct BasicCredentials {
-    decoded: (String, SecretString),
-    raw: (String, SecretString),
-}
-
-impl BasicCredentials {
-    fn authenticate(&self, st: &AppState) -> Result<String, Error> {
-        st.auth
-            .authenticate_client(&self.decoded.0, &self.decoded.1)
-            .or_else(|_| st.auth.authenticate_client(&self.raw.0, &self.raw.1))
-    }
-
-    /// Whether the id (in either reading) is `id`.
-    fn names(&self, id: &str) -> bool {
-        self.decoded.0 == id || self.raw.0 == id
-    }
-}
-
-/// `Ok(None)` when the header is absent or uses another scheme.
-fn basic_credentials(headers: &HeaderMap) -> Result<Option<BasicCredentials>, Error> {
+/// `Authorization: Basic` credentials, as candidate readings: RFC 6749 §2.3.1 has clients
+/// form-urlencode the id and secret before base64, but many send them raw (RFC 7617 Basic,
+/// `curl -u`), and a raw secret with `+` or `%` would then decode differently. Both readings
+/// are kept and either may match. `Ok(None)` when the header is absent or uses another scheme.
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<Vec<(String, SecretString)>>, ApiError> {
     let Some(v) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let v = v.to_str().map_err(|_| Error::InvalidClient)?;
+    let v = v.to_str().map_err(|_| ApiError::InvalidClient)?;
     let Some((scheme, b64)) = v.split_once(' ') else {
-        return Err(Error::InvalidClient);
+        return Err(ApiError::InvalidClient);
     };
     if !scheme.eq_ignore_ascii_case("basic") {
         return Ok(None);
     }
     let raw = STANDARD
         .decode(b64.trim())
-        .map_err(|_| Error::InvalidClient)?;
-    let raw = String::from_utf8(raw).map_err(|_| Error::InvalidClient)?;
-    let (id, secret) = raw.split_once(':').ok_or(Error::InvalidClient)?;
+        .map_err(|_| ApiError::InvalidClient)?;
+    let raw = String::from_utf8(raw).map_err(|_| ApiError::InvalidClient)?;
+    let (id, secret) = raw.split_once(':').ok_or(ApiError::InvalidClient)?;
     let decode = |s: &str| -> String {
         let plus = s.replace('+', " ");
         percent_encoding::percent_decode_str(&plus)
             .decode_utf8_lossy()
             .into_owned()
     };
-    Ok(Some(BasicCredentials {
-        decoded: (decode(id), SecretString::from(decode(secret))),
-        raw: (id.to_string(), SecretString::from(secret.to_string())),
-    }))
+    Ok(Some(vec![
+        (decode(id), SecretString::from(decode(secret))),
+        (id.to_string(), SecretString::from(secret.to_string())),
+    ]))
 }
 
-/// Client authentication for `/token` and `/revoke`: HTTP Basic or form credentials
-/// (`client_secret_post`), or none for the public first-party client. Presented credentials
-/// must be valid.
-fn client_of(st: &AppState, headers: &HeaderMap, form: &Form) -> Result<String, Error> {
+/// How the request presents its client: HTTP Basic (`client_secret_basic`), form credentials
+/// (`client_secret_post`), or neither (the public client, RFC 6749 §2.1). Using two methods
+/// at once is a malformed request (§2.3).
+fn client_auth(headers: &HeaderMap, form: &Form) -> Result<ClientAuth, ApiError> {
     let basic = basic_credentials(headers)?;
-    let post = form.get("client_secret");
-    let first_party = &st.auth.settings.tokens.client_id;
-    match (basic, post) {
-        (Some(_), Some(_)) => Err(Error::InvalidRequest(
-            "more than one client authentication method".into(),
-        )),
-        (Some(basic), None) => {
-            if form.get("client_id").is_some_and(|c| !basic.names(c)) {
-                return Err(Error::InvalidClient);
-            }
-            basic.authenticate(st)
+    let client_id = form.get("client_id").map(str::to_string);
+    Ok(match (basic, form.get("client_secret")) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidRequest(
+                "more than one client authentication method".into(),
+            ))
         }
-        (None, Some(secret)) => {
-            let id = form.get("client_id").ok_or(Error::InvalidClient)?;
-            st.auth
-                .authenticate_client(id, &SecretString::from(secret.to_string()))
-        }
-        (None, None) => match form.get("client_id") {
-            None => Ok(first_party.clone()),
-            Some(id) if id == first_party => Ok(first_party.clone()),
-            // A confidential client without its secret, or an unknown client.
-            Some(_) => Err(Error::InvalidClient),
+        (Some(readings), None) => ClientAuth::Secret {
+            readings,
+            claimed_id: client_id,
         },
-    }
+        (None, Some(secret)) => ClientAuth::Secret {
+            readings: client_id
+                .map(|id| (id, SecretString::from(secret.to_string())))
+                .into_iter()
+                .collect(),
+            claimed_id: None,
+        },
+        (None, None) => ClientAuth::Public { client_id },
+    })
+}
+
+/// Client authentication at `/token` and `/revoke`.
+fn client_of(st: &AppState, headers: &HeaderMap, form: &Form) -> Result<ClientId, ApiError> {
+    Ok(st.auth.authenticate_client(&client_auth(headers, form)?)?)
 }
 
 /// Introspection and the feed require an authenticated confidential client (HTTP Basic).
-fn require_client(st: &AppState, headers: &HeaderMap) -> Result<String, Error> {
-    basic_credentials(headers)?
-        .ok_or(Error::InvalidClient)?
-        .authenticate(st)
+fn require_client(st: &AppState, headers: &HeaderMap) -> Result<ClientId, ApiError> {
+    let readings = basic_credentials(headers)?.ok_or(ApiError::InvalidClient)?;
+    let auth = ClientAuth::Secret {
+        readings,
+        claimed_id: None,
+    };
+    Ok(st.auth.authenticate_confidential_client(&auth)?)
 }
 
 /// RFC 6749 token endpoint: the password (§4.3) and refresh_token (§6) grants.
@@ -203,18 +189,14 @@ async fn token(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Error> {
+) -> Result<Response, ApiError> {
     let form = Form::parse(&headers, body)?;
     let grant = form.require("grant_type")?;
     if !matches!(grant, "password" | "refresh_token") {
-        return Err(Error::UnsupportedGrantType);
+        return Err(ApiError::UnsupportedGrantType);
     }
     let client = client_of(&st, &headers, &form)?;
     // Same code as /login and /refresh; only the status of invalid_grant differs (§5.2).
-    let to_rfc = |e: Error| match e {
-        Error::InvalidGrant => Error::GrantRejected,
-        other => other,
-    };
     let pair = if grant == "password" {
         let username = form.require("username")?;
         let password = SecretString::from(form.require("password")?.to_string());
@@ -222,10 +204,10 @@ async fn token(
         st.auth
             .login(username, password, meta, &client)
             .await
-            .map_err(to_rfc)?
+            .map_err(token_endpoint)?
     } else {
         let rt = SecretString::from(form.require("refresh_token")?.to_string());
-        st.auth.refresh(rt, &client).await.map_err(to_rfc)?
+        st.auth.refresh(rt, &client).await.map_err(token_endpoint)?
     };
     Ok(token_response(&pair))
 }
@@ -244,12 +226,12 @@ async fn revoke(
     State(st): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Error> {
+) -> Result<Response, ApiError> {
     let form = Form::parse(&headers, body)?;
     client_of(&st, &headers, &form)?;
     let token = SecretString::from(form.require("token")?.to_string());
     st.auth.revoke(&token, form.get("token_type_hint")).await?;
-    Ok((StatusCode::OK, [(header::CACHE_CONTROL, "no-store")]).into_response())
+    Ok(StatusCode::OK.into_response())
 }
 
 /// RFC 7662 introspection, for authenticated clients. Inactive tokens get exactly
@@ -267,11 +249,11 @@ async fn introspect(
     State(st): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Error> {
+) -> Result<Response, ApiError> {
     require_client(&st, &headers)?;
     let form = Form::parse(&headers, body)?;
     let token = SecretString::from(form.require("token")?.to_string());
-    let t = &st.auth.settings.tokens;
+    let t = &st.settings.tokens;
     let body = match st
         .auth
         .introspect(&token, form.get("token_type_hint"))
@@ -312,10 +294,7 @@ async fn introspect(
             })
         }
     };
-    let mut res = Json(body).into_response();
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
+    Ok(Json(body).into_response())
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -342,16 +321,16 @@ async fn revocations(
     State(st): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, Error> {
+) -> Result<Response, ApiError> {
     require_client(&st, &headers)?;
-    let Query(q) = query.map_err(|_| Error::InvalidRequest("malformed query".into()))?;
+    let Query(q) = query.map_err(|_| ApiError::InvalidRequest("malformed query".into()))?;
     let since = match q.since.as_deref() {
         None | Some("") => 0,
         Some(c) => c
             .parse::<i64>()
             .ok()
             .filter(|v| *v >= 0)
-            .ok_or_else(|| Error::InvalidRequest("malformed cursor".into()))?,
+            .ok_or_else(|| ApiError::InvalidRequest("malformed cursor".into()))?,
     };
     let (feed, now) = st.auth.revocations(since).await?;
     let body = json!({
@@ -366,8 +345,5 @@ async fn revocations(
             "sub": sub.to_string(), "not_before": nbf / 1000,
         })).collect::<Vec<Value>>(),
     });
-    let mut res = Json(body).into_response();
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
+    Ok(Json(body).into_response())
 }

@@ -10,10 +10,10 @@ use axum::Extension;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use super::error::{ApiError, ErrorBody};
 use super::extract::{AppJson, Bearer};
 use super::AppState;
 use crate::auth::{ClientMeta, TokenPair};
-use crate::error::{Error, ErrorBody};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -60,7 +60,7 @@ pub struct TokenResponse<'a> {
     refresh_expires_in: i64,
 }
 
-/// Serialises a token pair with `Cache-Control: no-store` (RFC 6749 §5.1).
+/// Serialises a token pair (RFC 6749 §5.1; the edge adds `Cache-Control: no-store`).
 pub fn token_response(pair: &TokenPair) -> Response {
     let body = TokenResponse {
         access_token: pair.access_token.expose_secret(),
@@ -70,9 +70,8 @@ pub fn token_response(pair: &TokenPair) -> Response {
         refresh_expires_in: pair.refresh_expires_in,
     };
     let mut res = axum::Json(body).into_response();
-    let h = res.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    res.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     res
 }
 
@@ -101,19 +100,15 @@ async fn login(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     AppJson(req): AppJson<LoginRequest>,
-) -> Result<Response, Error> {
+) -> Result<Response, ApiError> {
     let meta = client_meta(&headers, peer.map(|Extension(ConnectInfo(p))| p));
+    let client = st.auth.first_party();
     let pair = st
         .auth
-        .login(
-            &req.username,
-            req.password,
-            meta,
-            &st.auth.settings.tokens.client_id,
-        )
+        .login(&req.username, req.password, meta, &client)
         .await?;
     let mut res = token_response(&pair);
-    if st.auth.settings.sessions.refresh_cookie {
+    if st.settings.sessions.refresh_cookie {
         set_refresh_cookie(&mut res, &pair);
     }
     Ok(res)
@@ -132,25 +127,22 @@ async fn refresh(
     State(st): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Response, Error> {
+) -> Result<Response, ApiError> {
     let body = read_body(body)?;
     // The token comes from the JSON body, or else from the refresh cookie.
     let (token, from_cookie) = if body.iter().all(u8::is_ascii_whitespace) {
         let t = refresh_cookie(&headers)
-            .ok_or_else(|| Error::InvalidRequest("no refresh_token".into()))?;
+            .ok_or_else(|| ApiError::InvalidRequest("no refresh_token".into()))?;
         (t, true)
     } else {
         let req: RefreshRequest = serde_json::from_slice(&body)
-            .map_err(|_| Error::InvalidRequest("malformed JSON body".into()))?;
+            .map_err(|_| ApiError::InvalidRequest("malformed JSON body".into()))?;
         (req.refresh_token, false)
     };
     if token.expose_secret().is_empty() {
-        return Err(Error::InvalidRequest("empty refresh_token".into()));
+        return Err(ApiError::InvalidRequest("empty refresh_token".into()));
     }
-    let pair = st
-        .auth
-        .refresh(token, &st.auth.settings.tokens.client_id)
-        .await?;
+    let pair = st.auth.refresh(token, &st.auth.first_party()).await?;
     let mut res = token_response(&pair);
     if from_cookie {
         set_refresh_cookie(&mut res, &pair);
@@ -163,12 +155,12 @@ pub const REFRESH_COOKIE: &str = "tessera_refresh";
 
 fn read_body(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Bytes, Error> {
+) -> Result<Bytes, ApiError> {
     body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Error::PayloadTooLarge
+            ApiError::PayloadTooLarge
         } else {
-            Error::InvalidRequest("unreadable body".into())
+            ApiError::InvalidRequest("unreadable body".into())
         }
     })
 }
@@ -219,21 +211,17 @@ async fn logout(
     bearer: Bearer,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Response, Error> {
+) -> Result<Response, ApiError> {
     let body = read_body(body)?;
     let refresh = if body.iter().all(u8::is_ascii_whitespace) {
         refresh_cookie(&headers)
     } else {
         let req: LogoutRequest = serde_json::from_slice(&body)
-            .map_err(|_| Error::InvalidRequest("malformed JSON body".into()))?;
+            .map_err(|_| ApiError::InvalidRequest("malformed JSON body".into()))?;
         req.refresh_token.filter(|t| !t.expose_secret().is_empty())
     };
     st.auth.logout(refresh, bearer.0.as_deref()).await?;
-    let mut res = (
-        StatusCode::NO_CONTENT,
-        [(header::CACHE_CONTROL, "no-store")],
-    )
-        .into_response();
+    let mut res = StatusCode::NO_CONTENT.into_response();
     clear_refresh_cookie(&mut res);
     Ok(res)
 }
@@ -246,12 +234,8 @@ async fn logout(
         (status = 401, description = "Invalid bearer token", body = ErrorBody),
     ))]
 #[tracing::instrument(skip_all)]
-async fn logout_all(State(st): State<AppState>, bearer: Bearer) -> Result<Response, Error> {
-    let token = bearer.0.ok_or(Error::InvalidToken)?;
+async fn logout_all(State(st): State<AppState>, bearer: Bearer) -> Result<Response, ApiError> {
+    let token = bearer.0.ok_or(ApiError::InvalidToken)?;
     st.auth.logout_all(&token).await?;
-    Ok((
-        StatusCode::NO_CONTENT,
-        [(header::CACHE_CONTROL, "no-store")],
-    )
-        .into_response())
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -1,14 +1,13 @@
 //! `GET /userinfo`: who the bearer of a valid access token is.
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use super::error::{ApiError, ErrorBody};
 use super::extract::Bearer;
 use super::AppState;
 use crate::auth::tokens::custom_claims;
-use crate::error::{Error, ErrorBody};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -23,7 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 401, description = "Missing, invalid, expired or revoked token (WWW-Authenticate: Bearer)", body = ErrorBody),
         (status = 503, description = "Revocation state unavailable (fails closed)", body = ErrorBody),
     ))]
-async fn userinfo(st: State<AppState>, bearer: Bearer) -> Result<Response, Error> {
+async fn userinfo(st: State<AppState>, bearer: Bearer) -> Result<Response, ApiError> {
     userinfo_inner(st, bearer).await
 }
 
@@ -31,13 +30,13 @@ async fn userinfo(st: State<AppState>, bearer: Bearer) -> Result<Response, Error
 #[utoipa::path(post, path = "/userinfo", tag = "session", security(("bearer" = [])),
     responses((status = 200, description = "The caller", body = Object),
               (status = 401, description = "Invalid token", body = ErrorBody)))]
-async fn userinfo_post(st: State<AppState>, bearer: Bearer) -> Result<Response, Error> {
+async fn userinfo_post(st: State<AppState>, bearer: Bearer) -> Result<Response, ApiError> {
     userinfo_inner(st, bearer).await
 }
 
 #[tracing::instrument(skip_all)]
-async fn userinfo_inner(State(st): State<AppState>, bearer: Bearer) -> Result<Response, Error> {
-    let token = bearer.0.ok_or(Error::InvalidToken)?;
+async fn userinfo_inner(State(st): State<AppState>, bearer: Bearer) -> Result<Response, ApiError> {
+    let token = bearer.0.ok_or(ApiError::InvalidToken)?;
     let who = st.auth.authenticate(&token).await?;
     let mut body = json!({
         "sub": who.user.id.to_string(),
@@ -50,8 +49,5 @@ async fn userinfo_inner(State(st): State<AppState>, bearer: Bearer) -> Result<Re
             map.entry(k).or_insert(v);
         }
     }
-    let mut res = axum::Json(body).into_response();
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
+    Ok(axum::Json(body).into_response())
 }

@@ -50,6 +50,9 @@ pub enum StoreError {
     /// The database cannot be reached or the pool is exhausted. The caller fails closed (503).
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The tables do not exist: the database was never migrated.
+    #[error("the database has no schema")]
+    NoSchema,
     /// Anything else: a bug or corrupted data.
     #[error("database error: {0}")]
     Other(String),
@@ -80,6 +83,10 @@ impl From<sqlx::Error> for StoreError {
                 // Postgres class 08 (connection), 57P (operator intervention: shutdown, restart),
                 // 53 (insufficient resources); SQLite BUSY/LOCKED. All are transient.
                 let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+                // Postgres 42P01 (undefined_table); SQLite reports a generic error.
+                if code == "42P01" || db.message().starts_with("no such table") {
+                    return StoreError::NoSchema;
+                }
                 if code.starts_with("08")
                     || code.starts_with("57P")
                     || code.starts_with("53")

@@ -106,18 +106,36 @@ async fn admin_manages_users(b: Backend) {
             .status(),
         400
     );
+    // An unknown user is a 404 that says so, not "No such endpoint", for every operation.
     let unknown = uuid::Uuid::now_v7();
-    assert_eq!(
-        app.admin(
-            Method::GET,
-            &format!("/admin/users/{unknown}"),
-            &admin,
-            None
-        )
-        .await
-        .status(),
-        404
-    );
+    for (method, path, body) in [
+        (Method::GET, format!("/admin/users/{unknown}"), None),
+        (
+            Method::PUT,
+            format!("/admin/users/{unknown}/roles"),
+            Some(json!({"roles": ["ops"]})),
+        ),
+        (
+            Method::PUT,
+            format!("/admin/users/{unknown}/password"),
+            Some(json!({"password": "a long new password"})),
+        ),
+        (
+            Method::POST,
+            format!("/admin/users/{unknown}/disable"),
+            None,
+        ),
+        (Method::POST, format!("/admin/users/{unknown}/revoke"), None),
+    ] {
+        let r = app.admin(method, &path, &admin, body).await;
+        assert_eq!(r.status(), 404, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!({"error": "not_found", "error_description": "No such user."}),
+            "{path}"
+        );
+    }
 
     // Roles: new tokens carry them.
     let r = app
@@ -241,13 +259,7 @@ async fn admin_requires_the_admin_role(b: Backend) {
         )
         .await;
     assert_eq!(r.status(), 403);
-    assert!(app
-        .auth
-        .store
-        .user_by_username("x")
-        .await
-        .unwrap()
-        .is_none());
+    assert!(app.store.user_by_username("x").await.unwrap().is_none());
     // No token, or a forged one: 401.
     assert_eq!(
         app.client
@@ -276,7 +288,10 @@ async fn admin_requires_the_admin_role(b: Backend) {
             .status(),
         200
     );
-    app.auth.set_roles("root", &[]).await.unwrap();
+    app.auth
+        .set_roles(tessera::auth::UserRef::Name("root"), vec![])
+        .await
+        .unwrap();
     assert_eq!(
         app.admin(Method::GET, "/admin/users", &root, None)
             .await

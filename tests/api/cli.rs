@@ -14,6 +14,7 @@ use crate::on_both;
 on_both!(
     user_commands_manage_accounts,
     migrate_is_idempotent,
+    read_only_commands_create_nothing,
     serve_logs_no_secrets,
     healthcheck_and_config_files,
 );
@@ -76,13 +77,7 @@ async fn user_commands_manage_accounts(b: Backend) {
     .await;
     assert!(ok, "{out}");
     assert!(!out.contains("s3cret"), "the password was echoed: {out}");
-    let stored = app
-        .auth
-        .store
-        .user_by_username("bob")
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = app.store.user_by_username("bob").await.unwrap().unwrap();
     assert_eq!(stored.roles, vec!["admin", "ops"]);
     assert!(stored
         .password_hash
@@ -124,13 +119,7 @@ async fn user_commands_manage_accounts(b: Backend) {
     )
     .await;
     assert!(!ok);
-    assert!(app
-        .auth
-        .store
-        .user_by_username("carl")
-        .await
-        .unwrap()
-        .is_none());
+    assert!(app.store.user_by_username("carl").await.unwrap().is_none());
 
     let (ok, out) = run(&app, &["user", "list"], None).await;
     assert!(
@@ -147,8 +136,7 @@ async fn user_commands_manage_accounts(b: Backend) {
     .await;
     assert!(ok, "{out}");
     assert_eq!(
-        app.auth
-            .store
+        app.store
             .user_by_username("bob")
             .await
             .unwrap()
@@ -234,12 +222,13 @@ async fn migrate_is_idempotent(b: Backend) {
     assert!(String::from_utf8_lossy(&typo.stdout).contains("TESSERA__HTTP__BINDD"));
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("TOKENS.ACCESS_TTL"));
-    // Postgres without a master key refuses to serve; the message names the setting.
+    // Postgres without a master key refuses to start the service (here, to rotate keys); the
+    // message names the setting.
     if b == Backend::Postgres {
         let url = db.url().to_string();
         let out = tokio::task::spawn_blocking(move || {
             Command::new(env!("CARGO_BIN_EXE_tessera"))
-                .args(["user", "list"])
+                .args(["keys", "rotate"])
                 .env("DATABASE_URL", &url)
                 .env_remove("TESSERA__KEYS__MASTER_KEY")
                 .output()
@@ -249,6 +238,71 @@ async fn migrate_is_idempotent(b: Backend) {
         .unwrap();
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("master_key"));
+    }
+}
+
+/// `user list` and `keys list` open only the store. On a database that was never migrated
+/// they say so and create nothing; on a migrated, empty one they answer without creating a
+/// signing key; and they need no master key, on either backend.
+async fn read_only_commands_create_nothing(b: Backend) {
+    let Some(db) = Db::create(b).await else {
+        return;
+    };
+    let url = db.url().to_string();
+    let (fresh, migrated, users, keys) = tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str]| {
+            Command::new(env!("CARGO_BIN_EXE_tessera"))
+                .args(args)
+                .env("DATABASE_URL", &url)
+                .env_remove("TESSERA__KEYS__MASTER_KEY")
+                .env("TESSERA__LOG__LEVEL", "warn")
+                .output()
+                .unwrap()
+        };
+        let fresh = run(&["user", "list"]);
+        let migrated = run(&["migrate"]);
+        (
+            fresh,
+            migrated,
+            run(&["user", "list"]),
+            run(&["keys", "list"]),
+        )
+    })
+    .await
+    .unwrap();
+    let text = |o: &std::process::Output| {
+        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+    };
+    assert!(!fresh.status.success(), "{}", text(&fresh));
+    assert!(text(&fresh).contains("tessera migrate"), "{}", text(&fresh));
+    assert!(migrated.status.success(), "{}", text(&migrated));
+    assert!(users.status.success(), "{}", text(&users));
+    assert!(text(&users).contains("USERNAME"), "{}", text(&users));
+    assert!(keys.status.success(), "{}", text(&keys));
+    assert!(text(&keys).starts_with("KID"), "{}", text(&keys));
+    assert_eq!(
+        key_rows(db.url()).await,
+        0,
+        "a read-only command created a key"
+    );
+    if let Db::Sqlite { dir, .. } = &db {
+        assert!(
+            !dir.join("master.key").exists(),
+            "a read-only command generated a master key"
+        );
+    }
+}
+
+/// The number of signing keys stored in the database at `url`.
+async fn key_rows(url: &str) -> i64 {
+    use sqlx::Connection;
+    const COUNT: &str = "SELECT COUNT(*) FROM signing_keys";
+    if url.starts_with("sqlite") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query_scalar(COUNT).fetch_one(&mut c).await.unwrap()
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query_scalar(COUNT).fetch_one(&mut c).await.unwrap()
     }
 }
 

@@ -16,8 +16,10 @@ use secrecy::SecretString;
 use serde_json::Value;
 use sqlx::{Connection, Executor};
 use tessera::app::Application;
+use tessera::auth::keys::{KeyRing, MasterKey, SigningKey};
 use tessera::auth::Auth;
 use tessera::config::{Settings, DEFAULT_TOML};
+use tessera::store::Store;
 use tokio::sync::oneshot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +206,8 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub auth: Arc<Auth>,
+    /// The server's own store, for asserting and seeding stored state.
+    pub store: Arc<dyn Store>,
     pub master_key: String,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -239,6 +243,7 @@ impl TestApp {
         let app = Application::build(settings).await.unwrap();
         let addr = app.local_addr().unwrap();
         let auth = app.auth();
+        let store = app.store();
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run(async move {
             let _ = rx.await;
@@ -250,11 +255,21 @@ impl TestApp {
                 .build()
                 .unwrap(),
             auth,
+            store,
             master_key: master,
             shutdown: Some(tx),
             server: Some(server),
             db,
         }
+    }
+
+    /// The key that signs now, built from the stored rows and the master key as any replica
+    /// would: tests forge tokens with it.
+    pub async fn signing_key(&self) -> Arc<SigningKey> {
+        let rows = self.store.keys().await.unwrap();
+        let master = MasterKey::from_base64(&SecretString::from(self.master_key.clone())).unwrap();
+        let ring = KeyRing::build(&rows, &master, tessera::time::now_ms());
+        ring.active().unwrap().clone()
     }
 
     pub fn url(&self, path: &str) -> String {

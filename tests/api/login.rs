@@ -53,7 +53,6 @@ async fn login_issues_tokens_and_a_session(b: Backend) {
     // The session row exists, is live, and stores no token.
     let sid = c["sid"].as_str().unwrap();
     let session = app
-        .auth
         .store
         .session(sid.parse().unwrap())
         .await
@@ -79,7 +78,10 @@ async fn credential_failures_are_indistinguishable(b: Backend) {
     };
     app.create_user("bob", &[]).await;
     app.create_user("carol", &[]).await;
-    app.auth.set_disabled("carol", true).await.unwrap();
+    app.auth
+        .set_disabled(tessera::auth::UserRef::Name("carol"), true)
+        .await
+        .unwrap();
 
     let mut bodies = Vec::new();
     for (u, p) in [
@@ -221,20 +223,12 @@ async fn outdated_hashes_are_upgraded_at_login(b: Backend) {
     .unwrap()
     .to_string();
     // Fixture: store a hash made with other parameters.
-    let user = app
-        .auth
-        .store
-        .user_by_username("erin")
-        .await
-        .unwrap()
-        .unwrap();
-    app.auth
-        .store
+    let user = app.store.user_by_username("erin").await.unwrap().unwrap();
+    app.store
         .rehash_password(user.id, &user.password_hash, &old, 1)
         .await
         .unwrap();
     assert!(app
-        .auth
         .store
         .user_by_username("erin")
         .await
@@ -244,7 +238,6 @@ async fn outdated_hashes_are_upgraded_at_login(b: Backend) {
         .contains("m=20480"));
     app.login_ok("erin").await;
     let after = app
-        .auth
         .store
         .user_by_username("erin")
         .await

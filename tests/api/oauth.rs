@@ -170,7 +170,10 @@ async fn token_endpoint_errors_and_client_auth(b: Backend) {
     };
     app.create_user("alice", &[]).await;
     app.create_user("bob", &[]).await;
-    app.auth.set_disabled("bob", true).await.unwrap();
+    app.auth
+        .set_disabled(tessera::auth::UserRef::Name("bob"), true)
+        .await
+        .unwrap();
     type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
     let cases: Vec<Case> = vec![
         (
@@ -554,7 +557,7 @@ async fn revocation_feed(b: Backend) {
                 + 1
     );
     // A cursor from the future sees nothing; a malformed one is a 400.
-    let later = (tessera::auth::now_ms() + 60_000).to_string();
+    let later = (tessera::time::now_ms() + 60_000).to_string();
     let v = feed(Some(later)).await;
     assert_eq!(v["revoked_tokens"], json!([]));
     let r = app

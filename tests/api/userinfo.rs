@@ -20,15 +20,13 @@ fn b64(v: &Value) -> String {
 }
 
 /// Signs arbitrary header and claims with the server's own active key.
-fn sign_with_ours(app: &TestApp, header: Header, claims: &Value) -> String {
-    let ring = app.auth.keys.ring();
-    let key = ring.active().unwrap();
-    key.sign_jws(&header, claims).unwrap()
+async fn sign_with_ours(app: &TestApp, header: Header, claims: &Value) -> String {
+    let key = app.signing_key().await;
+    tessera::auth::tokens::sign_jws(&key, &header, claims).unwrap()
 }
 
-fn our_header(app: &TestApp) -> Header {
-    let ring = app.auth.keys.ring();
-    let key = ring.active().unwrap();
+async fn our_header(app: &TestApp) -> Header {
+    let key = app.signing_key().await;
     let mut h = Header::new(key.alg);
     h.typ = Some("at+jwt".into());
     h.kid = Some(key.kid.clone());
@@ -86,11 +84,11 @@ async fn forged_tokens_are_refused(b: Backend) {
     let real = t["access_token"].as_str().unwrap().to_string();
     let claims = TestApp::claims(&real);
     let now = claims["iat"].as_i64().unwrap();
-    let kid = our_header(&app).kid.unwrap();
+    let kid = our_header(&app).await.kid.unwrap();
 
     // Control: the forging helper itself produces an accepted token, so every refusal below is
     // due to the one thing each case changes.
-    let control = sign_with_ours(&app, our_header(&app), &claims);
+    let control = sign_with_ours(&app, our_header(&app).await, &claims).await;
     assert_eq!(
         app.userinfo(&control).await.status(),
         200,
@@ -138,14 +136,14 @@ async fn forged_tokens_are_refused(b: Backend) {
     }
     // A foreign key claiming our kid, also with the foreign key embedded (jwk header) and a jku.
     let foreign = tessera::auth::keys::generate(tessera::auth::keys::KeyAlg::Es256, 2048).unwrap();
-    let mut h = our_header(&app);
+    let mut h = our_header(&app).await;
     let tok = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ec_der(&foreign.pkcs8)).unwrap();
     assert_refused(&app, &tok, "foreign key with our kid").await;
     h.jwk = Some(serde_json::from_value(foreign.jwk.clone()).unwrap());
     h.jku = Some("http://127.0.0.1:9/jwks.json".into());
     let tok = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ec_der(&foreign.pkcs8)).unwrap();
     assert_refused(&app, &tok, "embedded jwk / jku").await;
-    let mut h2 = our_header(&app);
+    let mut h2 = our_header(&app).await;
     h2.kid = Some(foreign.kid.clone());
     let tok =
         jsonwebtoken::encode(&h2, &claims, &EncodingKey::from_ec_der(&foreign.pkcs8)).unwrap();
@@ -201,18 +199,18 @@ async fn forged_tokens_are_refused(b: Backend) {
     .await;
 
     // Signed by our own key, but the claims or header are wrong.
-    let mut h = our_header(&app);
+    let mut h = our_header(&app).await;
     h.typ = Some("JWT".into());
-    assert_refused(&app, &sign_with_ours(&app, h, &claims), "typ JWT").await;
-    let mut h = our_header(&app);
+    assert_refused(&app, &sign_with_ours(&app, h, &claims).await, "typ JWT").await;
+    let mut h = our_header(&app).await;
     h.typ = None;
-    assert_refused(&app, &sign_with_ours(&app, h, &claims), "no typ").await;
-    let mut h = our_header(&app);
+    assert_refused(&app, &sign_with_ours(&app, h, &claims).await, "no typ").await;
+    let mut h = our_header(&app).await;
     h.crit = Some(vec!["exp".into()]);
-    assert_refused(&app, &sign_with_ours(&app, h, &claims), "crit").await;
-    let mut h = our_header(&app);
+    assert_refused(&app, &sign_with_ours(&app, h, &claims).await, "crit").await;
+    let mut h = our_header(&app).await;
     h.kid = None;
-    assert_refused(&app, &sign_with_ours(&app, h, &claims), "no kid").await;
+    assert_refused(&app, &sign_with_ours(&app, h, &claims).await, "no kid").await;
     let cases = [
         ("wrong iss", with("iss", json!("https://evil.example"))),
         ("wrong aud", with("aud", json!("someone-else"))),
@@ -240,14 +238,20 @@ async fn forged_tokens_are_refused(b: Backend) {
         ("no sid", without("sid")),
     ];
     for (what, c) in cases {
-        assert_refused(&app, &sign_with_ours(&app, our_header(&app), &c), what).await;
+        assert_refused(
+            &app,
+            &sign_with_ours(&app, our_header(&app).await, &c).await,
+            what,
+        )
+        .await;
     }
     // An aud array that contains ours is fine (RFC 7519 §4.1.3).
     let ok = sign_with_ours(
         &app,
-        our_header(&app),
+        our_header(&app).await,
         &with("aud", json!(["other", "tessera"])),
-    );
+    )
+    .await;
     assert_eq!(app.userinfo(&ok).await.status(), 200);
     // Duplicate JSON members in the payload, signed by our key.
     let dup_payload = format!(
@@ -257,10 +261,9 @@ async fn forged_tokens_are_refused(b: Backend) {
         now - 600,
         claims["sid"]
     );
-    let h = b64(&serde_json::to_value(our_header(&app)).unwrap());
+    let h = b64(&serde_json::to_value(our_header(&app).await).unwrap());
     let signing_input = format!("{h}.{}", URL_SAFE_NO_PAD.encode(dup_payload));
-    let ring = app.auth.keys.ring();
-    let key = ring.active().unwrap();
+    let key = app.signing_key().await;
     let sig = key.sign_bytes(signing_input.as_bytes()).unwrap();
     assert_refused(&app, &format!("{signing_input}.{sig}"), "duplicate exp").await;
 
@@ -331,7 +334,7 @@ async fn revocation_state_follows_any_writer(b: Backend) {
     eventually(
         5,
         "the in-memory revocation state becomes trusted",
-        || async { app.auth.revocations.trusted() },
+        || async { app.auth.readiness().await.revocation_state_trusted },
     )
     .await;
     assert_eq!(app.userinfo(&token(&first)).await.status(), 200);
@@ -396,7 +399,7 @@ async fn revocation_state_follows_any_writer(b: Backend) {
     assert_eq!(app.userinfo(&token(&bobs)).await.status(), 401);
     assert_eq!(app.userinfo(&token(&third)).await.status(), 200);
     assert!(
-        app.auth.revocations.trusted(),
+        app.auth.readiness().await.revocation_state_trusted,
         "the state stays trusted while the database is reachable"
     );
     // Reading the state wrote nothing: the rows are exactly as written by hand.

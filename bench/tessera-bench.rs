@@ -1,11 +1,13 @@
-//! Ceilings for `bench/run`: what this machine can do without Tessera around it, measured in
-//! the same run as Tessera itself, so every figure is reported as a ratio to its own limit.
+//! `tessera-bench`: the ceilings `bench/run` measures Tessera against: what this machine can do
+//! without Tessera around it, measured in the same run as Tessera itself, so every figure is
+//! reported as a ratio to its own limit. Built for `bench/run` only
+//! (`cargo build --release --example tessera-bench`); not part of the product binary.
 //!
-//! - `bench-hash`: argon2id verifications per second, one thread per core, with the configured
+//! - `hash`: argon2id verifications per second, one thread per core, with the configured
 //!   parameters (the login ceiling);
-//! - `bench-verify`: access-token signature verifications per second, one thread per core (the
+//! - `verify`: access-token signature verifications per second, one thread per core (the
 //!   `/userinfo` ceiling);
-//! - `bench-hello`: a hello-world route on the same serve loop (the JWKS ceiling).
+//! - `hello`: a hello-world route on Tessera's own serve loop (the JWKS ceiling).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,9 +16,76 @@ use std::time::{Duration, Instant};
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHasher, Version};
 use serde_json::json;
 
-use crate::auth::keys::{generate, sealed_row, KeyAlg, KeyRing, MasterKey};
-use crate::auth::tokens::{self, Expect};
-use crate::config::{PasswordSettings, Settings};
+use clap::{Parser, Subcommand};
+use tessera::auth::keys::{generate, sealed_row, KeyAlg, KeyRing, MasterKey};
+use tessera::auth::tokens::{self, Expect};
+use tessera::config::{PasswordSettings, Settings};
+use tessera::time::now_ms;
+
+#[derive(Parser)]
+#[command(name = "tessera-bench", about = "Machine ceilings for bench/run")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// argon2id verifications per second on all cores.
+    Hash {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// Access-token verifications (and signatures) per second on all cores.
+    Verify {
+        #[arg(long, default_value = "ES256")]
+        alg: String,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// A hello-world server on Tessera's serve loop, until Ctrl-C or SIGTERM.
+    Hello {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        bind: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match Settings::load(None) {
+        Err(e) => Err(e.to_string()),
+        Ok(settings) => match cli.cmd {
+            Cmd::Hash { seconds } => {
+                let p = settings.password.clone();
+                print_json(tokio::task::spawn_blocking(move || hash_ceiling(&p, seconds)).await)
+            }
+            Cmd::Verify { alg, seconds } => match KeyAlg::parse(&alg) {
+                Some(alg) => print_json(
+                    tokio::task::spawn_blocking(move || verify_ceiling(&settings, alg, seconds))
+                        .await,
+                ),
+                None => Err("alg must be ES256, EdDSA or RS256".into()),
+            },
+            Cmd::Hello { bind } => hello(&settings, &bind).await,
+        },
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_json(
+    r: Result<Result<serde_json::Value, String>, tokio::task::JoinError>,
+) -> Result<(), String> {
+    let v = r.map_err(|e| e.to_string())??;
+    println!("{v}");
+    Ok(())
+}
 
 fn cores() -> usize {
     std::thread::available_parallelism()
@@ -51,7 +120,7 @@ fn on_all_cores(secs: u64, work: impl Fn() -> bool + Send + Sync + 'static) -> f
 }
 
 /// argon2id verifications per second on all cores (memory reused per thread, as in the server).
-pub fn hash_ceiling(p: &PasswordSettings, secs: u64) -> Result<serde_json::Value, String> {
+fn hash_ceiling(p: &PasswordSettings, secs: u64) -> Result<serde_json::Value, String> {
     let params = Params::new(p.m_cost, p.t_cost, p.p_cost, None).map_err(|e| e.to_string())?;
     let a2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
     let phc = a2
@@ -83,7 +152,7 @@ pub fn hash_ceiling(p: &PasswordSettings, secs: u64) -> Result<serde_json::Value
 }
 
 /// Access-token verifications per second on all cores, with the server's own verify function.
-pub fn verify_ceiling(
+fn verify_ceiling(
     settings: &Settings,
     alg: KeyAlg,
     secs: u64,
@@ -92,7 +161,7 @@ pub fn verify_ceiling(
         .map_err(|e| e.to_string())?;
     let m = generate(alg, 2048).map_err(|e| e.to_string())?;
     let row = sealed_row(&master, &m, 0, 0, None).map_err(|e| e.to_string())?;
-    let now = crate::auth::now_ms();
+    let now = now_ms();
     let ring = Arc::new(KeyRing::build(&[row], &master, now));
     let key = ring.active().ok_or("no key")?.clone();
     let t = &settings.tokens;
@@ -102,12 +171,12 @@ pub fn verify_ceiling(
         "jti": uuid::Uuid::now_v7().to_string(), "sid": uuid::Uuid::now_v7(),
         "client_id": "bench", "roles": ["user"],
     });
-    let token = key.sign_access(&claims).map_err(|e| e.to_string())?;
+    let token = tokens::sign(&key, &claims).map_err(|e| e.to_string())?;
     let (issuer, audience, leeway) = (t.issuer.clone(), t.audience.clone(), t.leeway.as_secs());
     let sign_per_sec = {
         let key = key.clone();
         let claims = claims.clone();
-        on_all_cores(1, move || key.sign_access(&claims).is_ok())
+        on_all_cores(1, move || tokens::sign(&key, &claims).is_ok())
     };
     let rate = on_all_cores(secs, move || {
         let expect = Expect {
@@ -115,7 +184,7 @@ pub fn verify_ceiling(
             audience: &audience,
             leeway_secs: leeway,
         };
-        tokens::verify(&token, &ring, &expect, crate::auth::now_ms() / 1000).is_ok()
+        tokens::verify(&token, &ring, &expect, now_ms() / 1000).is_ok()
     });
     Ok(
         json!({ "alg": alg.name(), "verifies_per_sec": rate, "signs_per_sec": sign_per_sec, "cores": cores() }),
@@ -123,7 +192,7 @@ pub fn verify_ceiling(
 }
 
 /// Serves a hello-world on `bind` with Tessera's own serve loop, until Ctrl-C or SIGTERM.
-pub async fn hello(settings: &Settings, bind: &str) -> Result<(), String> {
+async fn hello(settings: &Settings, bind: &str) -> Result<(), String> {
     let router = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
     let listener = tokio::net::TcpListener::bind(bind)
         .await
@@ -132,11 +201,11 @@ pub async fn hello(settings: &Settings, bind: &str) -> Result<(), String> {
         "{}",
         json!({ "listening": listener.local_addr().map_err(|e| e.to_string())?.to_string() })
     );
-    crate::http::serve::serve(
+    tessera::http::serve::serve(
         listener,
         router,
         &settings.http,
-        crate::app::shutdown_signal(),
+        tessera::app::shutdown_signal(),
     )
     .await;
     Ok(())

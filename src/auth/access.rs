@@ -1,0 +1,186 @@
+//! Access: verifying access tokens against every rule of invariant 2, RFC 7662 introspection,
+//! and the revocation feed for stateless verifiers.
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::revocation::Check;
+use super::tokens::{self, VerifiedClaims};
+use super::{Auth, AuthError};
+use crate::store::{RevocationFeed, Session, User};
+use crate::time::{millis, now_ms, UnixMillis};
+
+/// The role that may use the admin API.
+pub const ADMIN_ROLE: &str = "admin";
+
+/// A caller whose access token passed every check of invariant 2.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub claims: VerifiedClaims,
+    pub user: User,
+}
+
+/// An active token, as introspection reports it.
+#[derive(Debug)]
+pub enum Introspection {
+    Access(Box<Authenticated>),
+    Refresh(Box<(Session, User)>),
+}
+
+impl Auth {
+    /// The claims of an access token whose signature and claims check out, revoked or not
+    /// (logout and RFC 7009 revocation act on such tokens).
+    pub(super) fn verify_signature(&self, token: &str) -> Option<VerifiedClaims> {
+        let ring = self.keys.ring();
+        tokens::verify(token, &ring, &self.expect(), UnixMillis::now().as_secs()).ok()
+    }
+
+    /// Verifies an access token (RFC 9068 §4) and then every revocation rule of invariant 2.
+    ///
+    /// Errors: `InvalidToken`, `StoreUnavailable` (the revocation state cannot be trusted and
+    /// the database cannot answer: fail closed).
+    pub async fn authenticate(&self, token: &str) -> Result<Authenticated, AuthError> {
+        let ring = self.keys.ring();
+        let now = UnixMillis::now();
+        let claims = tokens::verify(token, &ring, &self.expect(), now.as_secs()).map_err(|e| {
+            tracing::debug!(reason = %e, "access token refused");
+            AuthError::InvalidToken
+        })?;
+        let iat_ms = UnixMillis::from_secs(claims.iat).0;
+        let accepts = |u: &User| !u.disabled && iat_ms >= u.tokens_not_before;
+        let refused = || {
+            tracing::debug!("access token revoked");
+            AuthError::InvalidToken
+        };
+        let check = self.revocations.check(claims.sub, claims.sid, &claims.jti);
+        let source = if matches!(check, Check::Unknown) {
+            "database"
+        } else {
+            "memory"
+        };
+        metrics::counter!("token_checks_total", "source" => source).increment(1);
+        let user = match check {
+            Check::Revoked => return Err(refused()),
+            Check::User(u) if accepts(&u) => User::clone(&u),
+            Check::User(_) => return Err(refused()),
+            Check::Load(epoch) => {
+                let u = self.token_status(&claims, accepts).await?;
+                self.revocations.remember(&u, claims.sid, epoch);
+                // A revocation may have arrived while the rows were read.
+                if matches!(
+                    self.revocations.check(claims.sub, claims.sid, &claims.jti),
+                    Check::Revoked
+                ) {
+                    return Err(refused());
+                }
+                u
+            }
+            Check::Unknown => self.token_status(&claims, accepts).await?,
+        };
+        Ok(Authenticated { claims, user })
+    }
+
+    /// `authenticate`, and the user must hold the `admin` role now (read from the database
+    /// row, not from the token, so removing the role takes effect at once).
+    ///
+    /// Errors: those of `authenticate`, and `InsufficientRole`.
+    pub async fn authenticate_admin(&self, token: &str) -> Result<Authenticated, AuthError> {
+        let who = self.authenticate(token).await?;
+        if !who.user.roles.iter().any(|r| r == ADMIN_ROLE) {
+            return Err(AuthError::InsufficientRole);
+        }
+        Ok(who)
+    }
+
+    /// Every revocation check of invariant 2 in one database read; the user row if all pass.
+    async fn token_status(
+        &self,
+        claims: &VerifiedClaims,
+        accepts: impl Fn(&User) -> bool,
+    ) -> Result<User, AuthError> {
+        let status = self
+            .store
+            .token_status(claims.sub, claims.sid, &claims.jti)
+            .await
+            .map_err(|e| self.db_error(e))?;
+        match status.user {
+            Some(u) if accepts(&u) && !status.session_revoked && !status.jti_revoked => Ok(u),
+            _ => {
+                tracing::debug!("access token revoked");
+                Err(AuthError::InvalidToken)
+            }
+        }
+    }
+
+    /// RFC 7662 introspection. `None` means inactive: unknown, expired, revoked, or the user
+    /// is disabled. Side-effect free: introspecting a refresh token does not rotate it. The
+    /// hint only orders the lookups (§2.1).
+    ///
+    /// Errors: `StoreUnavailable`.
+    pub async fn introspect(
+        &self,
+        token: &SecretString,
+        hint: Option<&str>,
+    ) -> Result<Option<Introspection>, AuthError> {
+        if hint == Some("refresh_token") {
+            if let Some(i) = self.introspect_refresh(token).await? {
+                return Ok(Some(i));
+            }
+            return self.introspect_access(token).await;
+        }
+        if let Some(i) = self.introspect_access(token).await? {
+            return Ok(Some(i));
+        }
+        self.introspect_refresh(token).await
+    }
+
+    async fn introspect_access(
+        &self,
+        token: &SecretString,
+    ) -> Result<Option<Introspection>, AuthError> {
+        match self.authenticate(token.expose_secret()).await {
+            Ok(a) => Ok(Some(Introspection::Access(Box::new(a)))),
+            Err(AuthError::InvalidToken) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn introspect_refresh(
+        &self,
+        token: &SecretString,
+    ) -> Result<Option<Introspection>, AuthError> {
+        let Some(rt) = self.refresh.parse(token) else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        let Some(s) = self.store.session(rt.session_id).await? else {
+            return Ok(None);
+        };
+        let live = s.revoked_at.is_none()
+            && s.generation == rt.generation
+            && s.idle_expires_at > now
+            && s.absolute_expires_at > now;
+        if !live {
+            return Ok(None);
+        }
+        let Some(user) = self
+            .store
+            .user_by_id(s.user_id)
+            .await?
+            .filter(|u| !u.disabled)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Introspection::Refresh(Box::new((s, user)))))
+    }
+
+    /// The revocation feed since `since` (ms): everything a stateless verifier must apply to
+    /// tokens that can still be alive, and the time it was read at (ms).
+    ///
+    /// Errors: `StoreUnavailable`.
+    pub async fn revocations(&self, since: i64) -> Result<(RevocationFeed, i64), AuthError> {
+        let now = now_ms();
+        let horizon = millis(self.settings.token_horizon());
+        let feed = self.store.revocations_since(since, now, horizon).await?;
+        Ok((feed, now))
+    }
+}

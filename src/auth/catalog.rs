@@ -1,0 +1,32 @@
+//! Read-only views for operators' commands (`tessera user list`, `tessera keys list`). They
+//! open only the store: no migration, no key generation, no hashing threads.
+
+use std::sync::Arc;
+
+use super::keys::KeyInfo;
+use crate::store::{Store, StoreError, User};
+use crate::time::now_ms;
+
+/// The read-only face of the domain.
+pub struct Catalog {
+    store: Arc<dyn Store>,
+}
+
+impl Catalog {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// Every user, ordered by username. Errors are the store's own, so that an operator
+    /// can be told a database has no schema yet (`StoreError::NoSchema`).
+    pub async fn users(&self) -> Result<Vec<User>, StoreError> {
+        self.store.list_users().await
+    }
+
+    /// Every signing key with its state now, in activation order.
+    pub async fn keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
+        let now = now_ms();
+        let rows = self.store.keys().await?;
+        Ok(rows.iter().map(|r| KeyInfo::of(r, now)).collect())
+    }
+}

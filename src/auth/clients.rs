@@ -1,0 +1,110 @@
+//! OAuth clients: who is asking, at `/token`, `/revoke`, `/introspect` and the revocation feed.
+//!
+//! - The first-party client (`tokens.client_id`, `tessera` by default) is public: it presents
+//!   no secret (RFC 6749 §2.1), and `/login` and `/refresh` act for it.
+//! - Confidential clients (`[[clients]]`) authenticate with a secret (RFC 6749 §2.3.1), by
+//!   HTTP Basic or form parameters; the transport is the HTTP layer's business, the check is
+//!   here, in constant time.
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{Auth, AuthError};
+
+/// An authenticated client (or the public first-party client). Only this module makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientId(String);
+
+impl ClientId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How a request presented its client.
+#[derive(Debug)]
+pub enum ClientAuth {
+    /// No secret (`none`): the public first-party client, named or not.
+    Public { client_id: Option<String> },
+    /// A secret (`client_secret_basic` or `client_secret_post`). `readings` holds each
+    /// reading of the id and secret the transport allows (HTTP Basic has two: RFC 6749
+    /// §2.3.1's form-encoded one and RFC 7617's raw one); any may match. `claimed_id` is a
+    /// `client_id` parameter sent alongside, which must name the same client.
+    Secret {
+        readings: Vec<(String, SecretString)>,
+        claimed_id: Option<String>,
+    },
+}
+
+impl Auth {
+    /// The public first-party client, which `/login` and `/refresh` act for.
+    pub fn first_party(&self) -> ClientId {
+        ClientId(self.settings.tokens.client_id.clone())
+    }
+
+    /// Client authentication for `/token` and `/revoke`: a confidential client with its
+    /// secret, or the public first-party client without one.
+    ///
+    /// Errors: `InvalidClient` (a wrong secret, an unknown client, a confidential client
+    /// without its secret, or a `client_id` that names another client than the secret's).
+    pub fn authenticate_client(&self, auth: &ClientAuth) -> Result<ClientId, AuthError> {
+        match auth {
+            ClientAuth::Public { client_id: None } => Ok(self.first_party()),
+            ClientAuth::Public {
+                client_id: Some(id),
+            } if *id == self.settings.tokens.client_id => Ok(self.first_party()),
+            // A confidential client without its secret, or an unknown client.
+            ClientAuth::Public { .. } => Err(AuthError::InvalidClient),
+            ClientAuth::Secret {
+                readings,
+                claimed_id,
+            } => {
+                if claimed_id
+                    .as_deref()
+                    .is_some_and(|c| !readings.iter().any(|(id, _)| id == c))
+                {
+                    return Err(AuthError::InvalidClient);
+                }
+                readings
+                    .iter()
+                    .find_map(|(id, secret)| self.check_secret(id, secret))
+                    .ok_or_else(|| {
+                        tracing::info!("client authentication failed");
+                        AuthError::InvalidClient
+                    })
+            }
+        }
+    }
+
+    /// Client authentication for introspection and the revocation feed, which only
+    /// confidential clients may use.
+    ///
+    /// Errors: `InvalidClient`.
+    pub fn authenticate_confidential_client(
+        &self,
+        auth: &ClientAuth,
+    ) -> Result<ClientId, AuthError> {
+        match auth {
+            ClientAuth::Public { .. } => Err(AuthError::InvalidClient),
+            secret => self.authenticate_client(secret),
+        }
+    }
+
+    /// Checks a confidential client's secret in constant time: both sides are hashed first,
+    /// so not even the length is compared directly, and every configured client is compared.
+    fn check_secret(&self, id: &str, secret: &SecretString) -> Option<ClientId> {
+        use aws_lc_rs::digest::{digest, SHA256};
+        let presented = digest(&SHA256, secret.expose_secret().as_bytes());
+        let mut ok = false;
+        for c in &self.settings.clients {
+            let Some(expected) = &c.secret else { continue };
+            let expected = digest(&SHA256, expected.expose_secret().as_bytes());
+            let same = aws_lc_rs::constant_time::verify_slices_are_equal(
+                presented.as_ref(),
+                expected.as_ref(),
+            )
+            .is_ok();
+            ok |= same && c.id == id;
+        }
+        ok.then(|| ClientId(id.to_string()))
+    }
+}

@@ -1,0 +1,67 @@
+//! The domain's error: what went wrong, in the domain's words. The HTTP layer chooses statuses
+//! and OAuth error codes for these (`ApiError`, in the HTTP layer); nothing here knows either.
+
+use crate::store::StoreError;
+
+/// Every way a use case of `Auth` can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Wrong password, unknown or disabled user. One variant, so that callers cannot tell
+    /// which (invariant 4).
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// An unknown, expired, revoked or reused refresh token, or one of another client.
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    /// A bearer access token failed verification or a revocation check (RFC 6750 §3.1).
+    #[error("invalid access token")]
+    InvalidToken,
+    /// A valid token whose user lacks the role the operation needs.
+    #[error("insufficient role")]
+    InsufficientRole,
+    /// Client authentication failed (RFC 6749 §5.2 `invalid_client`).
+    #[error("invalid client")]
+    InvalidClient,
+    /// Too many failed logins for this username or address: retry after this many seconds.
+    #[error("throttled for {retry_after_secs} s")]
+    Throttled { retry_after_secs: u64 },
+    /// Shedding load, or a resource the request needs is missing (no signing key): retry
+    /// later. The reason is a fixed label, for logs and metrics.
+    #[error("overloaded: {0}")]
+    Overloaded(&'static str),
+    /// No such user.
+    #[error("user not found")]
+    UserNotFound,
+    /// The username is taken (after normalisation).
+    #[error("username taken")]
+    UsernameTaken,
+    /// Input the domain refuses (an empty username, a short password); the text is for logs.
+    #[error("bad input: {0}")]
+    BadInput(String),
+    /// The database cannot be reached: fail closed (invariant 6).
+    #[error("store unavailable")]
+    StoreUnavailable,
+    /// A bug or corrupted data. The cause is logged, never shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for AuthError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => AuthError::StoreUnavailable,
+            other => AuthError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<super::password::PasswordError> for AuthError {
+    fn from(e: super::password::PasswordError) -> Self {
+        match e {
+            super::password::PasswordError::Busy => {
+                AuthError::Overloaded("password hashing saturated")
+            }
+            super::password::PasswordError::Internal(m) => AuthError::Internal(m),
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The master key: 32 bytes that seal private signing keys at rest (AES-256-GCM, bound to the
+//! kid) and from which other secrets are derived (HKDF-SHA256).
+
+use std::path::{Path, PathBuf};
+
+use aws_lc_rs::aead::{Aad, Nonce, RandomizedNonceKey, AES_256_GCM, NONCE_LEN};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+use super::KeyError;
+use crate::config::Settings;
+
+/// The 32-byte master key. Its `Debug` never prints the bytes.
+pub struct MasterKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey([REDACTED])")
+    }
+}
+
+impl MasterKey {
+    /// Parses 32 bytes given in standard base64.
+    pub fn from_base64(s: &SecretString) -> Result<Self, KeyError> {
+        let raw = Zeroizing::new(
+            STANDARD
+                .decode(s.expose_secret().trim())
+                .map_err(|_| KeyError::MasterKey("not standard base64"))?,
+        );
+        let bytes: [u8; 32] = raw
+            .as_slice()
+            .try_into()
+            .map_err(|_| KeyError::MasterKey("must decode to exactly 32 bytes"))?;
+        Ok(Self(Zeroizing::new(bytes)))
+    }
+
+    /// 32 fresh random bytes, base64-encoded (for the SQLite development default).
+    pub fn generate_base64() -> Result<SecretString, KeyError> {
+        let mut k = Zeroizing::new([0u8; 32]);
+        aws_lc_rs::rand::fill(&mut k[..]).map_err(|_| KeyError::MasterKey("no randomness"))?;
+        Ok(SecretString::from(STANDARD.encode(&k[..])))
+    }
+
+    fn aead(&self) -> Result<RandomizedNonceKey, KeyError> {
+        RandomizedNonceKey::new(&AES_256_GCM, &self.0[..]).map_err(|_| KeyError::MasterKey("aes"))
+    }
+
+    /// Seals `plaintext` as nonce ‖ ciphertext ‖ tag, bound to `kid`.
+    pub fn seal(&self, kid: &str, plaintext: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let mut buf = plaintext.to_vec();
+        let nonce = self
+            .aead()?
+            .seal_in_place_append_tag(Aad::from(aad(kid).as_bytes()), &mut buf)
+            .map_err(|_| KeyError::Rejected("seal failed".into()))?;
+        let mut out = nonce.as_ref().to_vec();
+        out.extend_from_slice(&buf);
+        buf.iter_mut().for_each(|b| *b = 0);
+        Ok(out)
+    }
+
+    /// Opens what `seal` produced for the same `kid`.
+    pub fn open(&self, kid: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        if sealed.len() < NONCE_LEN + 16 {
+            return Err(KeyError::Unseal(kid.to_string()));
+        }
+        let (n, ct) = sealed.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = n
+            .try_into()
+            .map_err(|_| KeyError::Unseal(kid.to_string()))?;
+        let mut buf = Zeroizing::new(ct.to_vec());
+        let len = self
+            .aead()?
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad(kid).as_bytes()),
+                &mut buf,
+            )
+            .map_err(|_| KeyError::Unseal(kid.to_string()))?
+            .len();
+        buf.truncate(len);
+        Ok(buf)
+    }
+
+    /// A purpose-bound HMAC key derived from the master key (HKDF-SHA256).
+    pub fn derive_hmac(&self, purpose: &str) -> aws_lc_rs::hmac::Key {
+        let prk = aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, b"tessera")
+            .extract(&self.0[..]);
+        let info = [purpose.as_bytes()];
+        match prk.expand(&info, aws_lc_rs::hmac::HMAC_SHA256) {
+            Ok(okm) => okm.into(),
+            // expand only fails for outputs longer than 255 hash lengths; 32 bytes cannot.
+            Err(_) => aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.0[..]),
+        }
+    }
+}
+
+impl MasterKey {
+    /// The master key from `keys.master_key` (or `keys.master_key_file`). Postgres requires
+    /// one. A SQLite database without one gets a generated key kept beside it in `master.key`
+    /// (created once, mode 0600, with a warning); an in-memory database gets a throw-away one.
+    pub fn from_settings(settings: &Settings) -> Result<Self, KeyError> {
+        if let Some(k) = &settings.keys.master_key {
+            return Self::from_base64(k);
+        }
+        if !settings.is_sqlite() {
+            return Err(KeyError::Config(
+                "keys.master_key (TESSERA__KEYS__MASTER_KEY or TESSERA__KEYS__MASTER_KEY_FILE) is \
+                 required with Postgres; create one with `openssl rand -base64 32`",
+            ));
+        }
+        let Some(path) = sqlite_master_key_path(settings.database.url.expose_secret()) else {
+            tracing::warn!(
+                "in-memory SQLite and no keys.master_key: using a throw-away master key"
+            );
+            return Self::from_base64(&Self::generate_base64()?);
+        };
+        if let Ok(existing) = std::fs::read_to_string(&path) {
+            return Self::from_base64(&existing.trim().to_string().into());
+        }
+        tracing::warn!(
+            path = %path.display(),
+            "no keys.master_key configured: generated one for this SQLite database. Set \
+             TESSERA__KEYS__MASTER_KEY in production."
+        );
+        let k = Self::generate_base64()?;
+        write_private(&path, k.expose_secret()).map_err(|e| KeyError::File {
+            path: path.display().to_string(),
+            cause: e.to_string(),
+        })?;
+        Self::from_base64(&k)
+    }
+}
+
+/// `data/master.key` for `sqlite://data/tessera.db`; `None` for an in-memory database.
+fn sqlite_master_key_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let file = rest.split('?').next()?;
+    if file.is_empty() || file.starts_with(":memory:") {
+        return None;
+    }
+    let dir = Path::new(file)
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    Some(dir.join("master.key"))
+}
+
+/// Creates `path` (and its directory) readable by the owner only; never overwrites.
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)?;
+        }
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(content.as_bytes())?;
+    f.write_all(b"\n")
+}
+
+fn aad(kid: &str) -> String {
+    format!("tessera-signing-key:{kid}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealing_is_bound_to_the_kid() {
+        let mk = MasterKey::from_base64(&MasterKey::generate_base64().unwrap()).unwrap();
+        let sealed = mk.seal("a", b"private").unwrap();
+        assert_eq!(&mk.open("a", &sealed).unwrap()[..], b"private");
+        assert!(mk.open("b", &sealed).is_err());
+        assert!(!format!("{mk:?}").contains(&STANDARD.encode(&mk.0[..])));
+    }
+
+    #[test]
+    fn master_key_must_be_32_bytes() {
+        assert!(MasterKey::from_base64(&SecretString::from("c2hvcnQ=")).is_err());
+        assert!(MasterKey::from_base64(&SecretString::from("not base64!")).is_err());
+    }
+}

@@ -1,0 +1,139 @@
+//! `Auth::login`: password login, behind admission control and the throttle (invariant 4), and
+//! the rules every password must meet.
+
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use super::password::MAX_PASSWORD_BYTES;
+use super::{throttle, username, Auth, AuthError, ClientId, ClientMeta, TokenPair, Username};
+use crate::store::{Session, SubjectClaims};
+use crate::time::{now_ms, UnixMillis};
+
+/// Longest `User-Agent` kept on a session, in characters.
+const MAX_USER_AGENT_CHARS: usize = 512;
+
+/// Checks a password's size before any hashing happens.
+pub fn check_password(pw: &SecretString) -> Result<(), AuthError> {
+    let n = pw.expose_secret().len();
+    if n == 0 {
+        return Err(AuthError::BadInput("empty password".into()));
+    }
+    if n > MAX_PASSWORD_BYTES {
+        return Err(AuthError::BadInput("password too long".into()));
+    }
+    Ok(())
+}
+
+/// Password rules for new passwords (NIST SP 800-63B: at least 8 characters, no composition
+/// rules).
+pub fn check_new_password(pw: &SecretString) -> Result<(), AuthError> {
+    check_password(pw)?;
+    if pw.expose_secret().chars().count() < 8 {
+        return Err(AuthError::BadInput(
+            "password must have at least 8 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The throttle's name for a login attempt: the normalised username, or for input no account
+/// can have, a digest of it (so raw input such as NUL bytes never reaches SQL).
+fn throttle_name(raw: &str, parsed: &Result<Username, username::NameError>) -> String {
+    match parsed {
+        Ok(n) => n.as_str().to_string(),
+        Err(_) => {
+            use base64::Engine;
+            let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, raw.as_bytes());
+            format!(
+                "#{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d)
+            )
+        }
+    }
+}
+
+impl Auth {
+    /// Password login (`POST /login`, and `/token` with `grant_type=password`, RFC 6749
+    /// §4.3): a new session for `client`. Every credential failure is the same
+    /// `InvalidCredentials`, after the same amount of argon2 work (invariant 4).
+    ///
+    /// Errors: `BadInput` (empty or oversized username or password), `Overloaded` (shed before
+    /// any database work), `Throttled`, `InvalidCredentials`, `StoreUnavailable`.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: SecretString,
+        meta: ClientMeta,
+        client: &ClientId,
+    ) -> Result<TokenPair, AuthError> {
+        if username.is_empty() {
+            return Err(AuthError::BadInput("empty username".into()));
+        }
+        if username.len() > username::MAX_RAW_BYTES {
+            return Err(AuthError::BadInput("username too long".into()));
+        }
+        check_password(&password)?;
+        // Shed before any database work when the password pipeline is full (invariant 4).
+        let _admission = self.passwords.admit()?;
+        let name = Username::parse(username);
+        let keys = throttle::AttemptKeys::new(&throttle_name(username, &name), meta.ip.as_deref());
+        let limits = &self.settings.throttle;
+        throttle::check(self.store.as_ref(), limits, &keys, now_ms()).await?;
+        let user = match name {
+            Ok(name) => self.store.user_by_username(name.as_str()).await?,
+            // Not a name anyone can have: still pay for one verification.
+            Err(_) => None,
+        };
+        let verified = self
+            .passwords
+            .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
+            .await?;
+        let user = match user {
+            Some(u) if verified.ok && !u.disabled => u,
+            _ => {
+                tracing::info!("login failed");
+                metrics::counter!("logins_total", "result" => "failed").increment(1);
+                throttle::failed(self.store.as_ref(), limits, &keys, now_ms()).await?;
+                return Err(AuthError::InvalidCredentials);
+            }
+        };
+        throttle::succeeded(self.store.as_ref(), limits, &keys).await?;
+        let now = UnixMillis::now();
+        if let Some(new_hash) = verified.rehash {
+            if let Err(e) = self
+                .store
+                .rehash_password(user.id, &user.password_hash, &new_hash, now.0)
+                .await
+            {
+                tracing::warn!(error = %e, "password re-hash not stored");
+            }
+        }
+        let s = &self.settings.sessions;
+        let absolute = now.plus(s.absolute_ttl);
+        let session = Session {
+            id: Uuid::now_v7(),
+            user_id: user.id,
+            generation: 0,
+            created_at: now.0,
+            last_refreshed_at: now.0,
+            idle_expires_at: now.plus(s.idle_ttl).min(absolute).0,
+            absolute_expires_at: absolute.0,
+            revoked_at: None,
+            revoked_reason: None,
+            user_agent: meta
+                .user_agent
+                .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
+            ip: meta.ip,
+            client_id: client.as_str().to_string(),
+        };
+        self.store.create_session(&session).await?;
+        self.revocations.session_live(session.id, user.id);
+        tracing::info!(user_id = %user.id, session_id = %session.id, "login ok");
+        metrics::counter!("logins_total", "result" => "ok").increment(1);
+        let subject = SubjectClaims {
+            roles: user.roles,
+            claims: user.claims,
+        };
+        self.issue(&subject, &session, now)
+    }
+}

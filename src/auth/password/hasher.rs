@@ -1,0 +1,106 @@
+//! argon2id itself: hashing, verifying against a PHC string with reused memory, and deciding
+//! when a stored hash is outdated. Everything here blocks: call it off the async runtime.
+
+use std::cell::RefCell;
+
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher, Version};
+
+use super::PasswordError;
+
+/// A stored hash asking for more memory than this (KiB) is refused rather than computed.
+const MAX_M_COST: u32 = 1024 * 1024;
+
+thread_local! {
+    /// The argon2 working memory of this worker thread, reused across verifications.
+    static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Hashes with a fresh random salt. Blocking: call it off the async runtime.
+pub fn hash_blocking(params: &Params, password: &[u8]) -> Result<String, PasswordError> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+        .hash_password(password)
+        .map(|h| h.to_string())
+        .map_err(|e| PasswordError::Internal(e.to_string()))
+}
+
+/// Verifies against a PHC string, reusing this thread's memory block. Any malformed or
+/// unsupported hash verifies as false. Blocking: call it off the async runtime.
+pub fn verify_blocking(password: &[u8], phc: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    if parsed.algorithm != argon2::ARGON2ID_IDENT {
+        return false;
+    }
+    let version = match parsed.version.map(Version::try_from) {
+        None => Version::V0x13,
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let (Ok(params), Some(salt), Some(expected)) =
+        (Params::try_from(&parsed), parsed.salt, parsed.hash)
+    else {
+        return false;
+    };
+    if params.m_cost() > MAX_M_COST {
+        return false;
+    }
+    let a2 = Argon2::new(Algorithm::Argon2id, version, params.clone());
+    let mut out = vec![0u8; expected.len()];
+    let done = BLOCKS.with(|cell| {
+        let mut blocks = cell.borrow_mut();
+        let need = params.block_count();
+        if blocks.len() < need {
+            blocks.resize(need, Block::default());
+        }
+        a2.hash_password_into_with_memory(password, salt.as_ref(), &mut out, &mut blocks[..need])
+    });
+    done.is_ok()
+        && aws_lc_rs::constant_time::verify_slices_are_equal(&out, expected.as_bytes()).is_ok()
+}
+
+/// True when the stored hash was made with other parameters than the configured ones.
+pub(super) fn needs_rehash(phc: &str, want: &Params) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return true;
+    };
+    let Ok(p) = Params::try_from(&parsed) else {
+        return true;
+    };
+    parsed.algorithm != argon2::ARGON2ID_IDENT
+        || parsed.version != Some(19)
+        || p.m_cost() != want.m_cost()
+        || p.t_cost() != want.t_cost()
+        || p.p_cost() != want.p_cost()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> Params {
+        Params::new(19456, 2, 1, None).unwrap()
+    }
+
+    #[test]
+    fn verify_round_trip_with_reused_memory() {
+        let h = hash_blocking(&params(), b"correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        assert!(verify_blocking(b"correct horse", &h));
+        assert!(!verify_blocking(b"correct horsf", &h));
+        // Second run on the same thread reuses the block and still agrees.
+        assert!(verify_blocking(b"correct horse", &h));
+        assert!(!verify_blocking(b"correct horse", "not a phc string"));
+    }
+
+    #[test]
+    fn outdated_parameters_ask_for_a_rehash() {
+        let old = Params::new(20000, 2, 1, None).unwrap();
+        let h = hash_blocking(&old, b"pw").unwrap();
+        assert!(needs_rehash(&h, &params()));
+        assert!(!needs_rehash(
+            &hash_blocking(&params(), b"pw").unwrap(),
+            &params()
+        ));
+    }
+}

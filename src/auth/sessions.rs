@@ -1,0 +1,158 @@
+//! Sessions: refresh-token rotation (invariant 1), logout, logout everywhere, RFC 7009
+//! revocation, and issuing a token pair for a session.
+
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use super::tokens::{self, AccessClaims};
+use super::{Auth, AuthError, ClientId, Ending, TokenPair};
+use crate::store::{Rotation, RotationAttempt, Session, SubjectClaims};
+use crate::time::{millis, UnixMillis};
+
+impl Auth {
+    /// Refresh-token rotation (`POST /refresh`, and `/token` with `grant_type=refresh_token`,
+    /// RFC 6749 §6): one atomic rotation (invariant 1). A session refreshes only for the
+    /// client it was issued to.
+    ///
+    /// Errors: `InvalidRefreshToken` (unknown, expired, revoked, reused, another client's),
+    /// `StoreUnavailable`.
+    pub async fn refresh(
+        &self,
+        token: SecretString,
+        client: &ClientId,
+    ) -> Result<TokenPair, AuthError> {
+        let Some(rt) = self.refresh.parse(&token) else {
+            return Err(AuthError::InvalidRefreshToken);
+        };
+        let now = UnixMillis::now();
+        let s = &self.settings.sessions;
+        let outcome = self
+            .store
+            .rotate_session(&RotationAttempt {
+                session_id: rt.session_id,
+                generation: rt.generation,
+                client_id: client.as_str(),
+                now: now.0,
+                idle_expires_at: now.plus(s.idle_ttl).0,
+                grace_ms: millis(s.reuse_grace),
+            })
+            .await
+            .map_err(|e| self.db_error(e))?;
+        let (session, subject) = match outcome {
+            Rotation::Rotated(s, g) => (s, g),
+            Rotation::Retry(s, g) => {
+                tracing::info!(session_id = %s.id, "refresh retried inside the grace window");
+                (s, g)
+            }
+            Rotation::ReuseDetected => {
+                // The rotation statement has revoked the session (RFC 9700 §4.14.2).
+                self.sessions_ended(&[rt.session_id]);
+                metrics::counter!("refresh_reuse_detected_total").increment(1);
+                tracing::warn!(session_id = %rt.session_id, "refresh token reuse: session revoked");
+                return Err(AuthError::InvalidRefreshToken);
+            }
+            Rotation::Invalid => return Err(AuthError::InvalidRefreshToken),
+        };
+        self.revocations.session_live(session.id, session.user_id);
+        self.issue(&subject, &session, now)
+    }
+
+    /// `POST /logout`: revokes the session named by the refresh token and/or the access token,
+    /// and denylists the access token's `jti` until it expires. Unknown tokens are ignored, so
+    /// logout is idempotent.
+    ///
+    /// Errors: `BadInput` (no token at all), `StoreUnavailable`.
+    pub async fn logout(
+        &self,
+        refresh: Option<SecretString>,
+        access: Option<&str>,
+    ) -> Result<(), AuthError> {
+        if refresh.is_none() && access.is_none() {
+            return Err(AuthError::BadInput("no token to revoke".into()));
+        }
+        if let Some(rt) = refresh.as_ref().and_then(|t| self.refresh.parse(t)) {
+            self.end_sessions(Ending::Session(rt.session_id), "logout")
+                .await?;
+        }
+        if let Some(c) = access.and_then(|t| self.verify_signature(t)) {
+            self.deny(&c, "logout").await?;
+            self.end_sessions(Ending::Session(c.sid), "logout").await?;
+        }
+        Ok(())
+    }
+
+    /// `POST /logout/all`: ends every session of the bearer and cuts off every access token
+    /// issued to them so far.
+    ///
+    /// Errors: `InvalidToken`, `StoreUnavailable`.
+    pub async fn logout_all(&self, token: &str) -> Result<(), AuthError> {
+        let who = self.authenticate(token).await?;
+        self.end_sessions(Ending::AllOf(who.user.id), "logout_all")
+            .await
+    }
+
+    /// RFC 7009 revocation. A refresh token revokes its session; an access token goes on the
+    /// denylist until it expires (and its session is left alone, as RFC 7009 §2.1 allows).
+    /// Unknown or invalid tokens are accepted silently (§2.2). The hint only orders the
+    /// attempts (§2.1).
+    ///
+    /// Errors: `StoreUnavailable`.
+    pub async fn revoke(&self, token: &SecretString, hint: Option<&str>) -> Result<(), AuthError> {
+        let as_refresh = || self.refresh.parse(token);
+        let as_access = || self.verify_signature(token.expose_secret());
+        let (refresh, access) = if hint == Some("access_token") {
+            let a = as_access();
+            (if a.is_none() { as_refresh() } else { None }, a)
+        } else {
+            let r = as_refresh();
+            (r, if r.is_none() { as_access() } else { None })
+        };
+        if let Some(rt) = refresh {
+            self.end_sessions(Ending::Session(rt.session_id), "revoked")
+                .await?;
+        }
+        if let Some(c) = &access {
+            self.deny(c, "revoked").await?;
+        }
+        Ok(())
+    }
+
+    /// Signs an access token for the session's user and mints the session's current refresh
+    /// token (RFC 9068 §2.2 claims).
+    pub(super) fn issue(
+        &self,
+        subject: &SubjectClaims,
+        session: &Session,
+        now: UnixMillis,
+    ) -> Result<TokenPair, AuthError> {
+        let ring = self.keys.ring();
+        let key = ring
+            .signer_at(now.0)
+            .ok_or(AuthError::Overloaded("no active signing key"))?;
+        let t = &self.settings.tokens;
+        let iat = now.as_secs();
+        let ttl = t.access_ttl.as_secs() as i64;
+        let claims = AccessClaims {
+            iss: &t.issuer,
+            sub: session.user_id.to_string(),
+            aud: &t.audience,
+            exp: iat + ttl,
+            iat,
+            nbf: iat,
+            jti: Uuid::now_v7().to_string(),
+            sid: session.id.to_string(),
+            client_id: &session.client_id,
+            roles: &subject.roles,
+            extra: tokens::custom_claims(&subject.claims),
+        };
+        let access = tokens::sign(key, &claims)
+            .map_err(|e| AuthError::Internal(format!("signing failed: {e}")))?;
+        let ends = session.idle_expires_at.min(session.absolute_expires_at);
+        Ok(TokenPair {
+            access_token: SecretString::from(access),
+            expires_in: ttl,
+            refresh_token: self.refresh.mint(session.id, session.generation),
+            refresh_expires_in: UnixMillis(ends - now.0).as_secs().max(0),
+        })
+    }
+}

@@ -1,0 +1,70 @@
+//! The public face of the signing keys: the JWKS for verifiers, and the operator's manual
+//! rotation and key import (invariant 3 holds for both).
+
+use bytes::Bytes;
+
+use super::keys::{self, Activation, KeyMaterial};
+use super::{Auth, AuthError};
+use crate::time::now_ms;
+
+/// The published key set (RFC 7517 §5), pre-rendered: the body and its strong entity tag.
+#[derive(Debug, Clone)]
+pub struct Jwks {
+    /// `{"keys":[…]}`, public members only.
+    pub body: Bytes,
+    /// A strong ETag (RFC 9110 §8.8.3), quotes included.
+    pub etag: String,
+}
+
+impl Auth {
+    /// The JWKS as it stands now.
+    pub fn jwks(&self) -> Jwks {
+        let ring = self.keys.ring();
+        Jwks {
+            body: ring.jwks.clone(),
+            etag: ring.etag.clone(),
+        }
+    }
+
+    /// Publishes a new key of `keys.algorithm` now; it signs after `keys.publish_ahead` (plus
+    /// the propagation slack), and the current key retires then. Returns the new kid.
+    ///
+    /// Errors: `Internal` (key generation or the store failed).
+    pub async fn rotate_key(&self) -> Result<String, AuthError> {
+        let k = &self.settings.keys;
+        let (alg, bits) = (k.algorithm, k.rsa_bits);
+        let m = tokio::task::spawn_blocking(move || keys::generate(alg, bits))
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        self.add_key(&m, Activation::AfterPublishAhead).await
+    }
+
+    /// Adds a key (an imported one, or one made by `rotate_key`). `Activation::Now` signs at
+    /// once and is only safe when verifiers already trust the key. Returns its kid.
+    ///
+    /// Errors: `BadInput` (a key with this kid exists), `Internal`.
+    pub async fn add_key(
+        &self,
+        material: &KeyMaterial,
+        activation: Activation,
+    ) -> Result<String, AuthError> {
+        let schedule = self.settings.key_schedule();
+        let added = self
+            .keys
+            .add(
+                self.store.as_ref(),
+                material,
+                activation,
+                schedule,
+                None,
+                now_ms(),
+            )
+            .await
+            .map_err(|e| match e {
+                keys::KeyError::Rejected(why) => AuthError::BadInput(why),
+                other => AuthError::Internal(other.to_string()),
+            })?;
+        Ok(added.unwrap_or_else(|| material.kid.clone()))
+    }
+}

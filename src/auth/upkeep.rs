@@ -1,0 +1,119 @@
+//! Background upkeep: keep the key ring and the revocation state current (on change
+//! notifications, and by polling), rotate keys when due, and purge expired denylist rows and
+//! dead sessions. Every replica runs it; each step is safe to run concurrently.
+
+use std::time::Duration;
+
+use super::keys::PROPAGATION_MS;
+use super::Auth;
+use crate::time::now_ms;
+
+/// How often the key ring is re-read when no change notification arrives (SQLite, or a lost
+/// Postgres listener).
+const RELOAD_EVERY: Duration = Duration::from_millis(PROPAGATION_MS as u64);
+/// How often automatic rotation and the purge of expired rows are considered.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
+
+impl Auth {
+    /// Runs until the task is aborted (at shutdown).
+    pub async fn upkeep(&self) {
+        let mut changes = match self.store.listen_changes().await {
+            Ok(rx) => rx,
+            Err(e) => {
+                tracing::warn!(error = %e, "change notifications unavailable; polling only");
+                None
+            }
+        };
+        let cache = &self.revocations;
+        if changes.is_some() {
+            cache.set_listening(true);
+        }
+        self.sync_revocations().await;
+        let mut reload = tokio::time::interval(RELOAD_EVERY);
+        reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut poll = tokio::time::interval(cache.poll_every());
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
+        maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let notified = async {
+                match changes.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = reload.tick() => {
+                    // Started while the database was down: keep trying to listen.
+                    if changes.is_none() {
+                        if let Ok(Some(rx)) = self.store.listen_changes().await {
+                            changes = Some(rx);
+                            self.listening_again().await;
+                        }
+                    }
+                    self.reload_keys().await
+                }
+                _ = poll.tick(), if cache.enabled() => self.sync_revocations().await,
+                msg = notified => match msg.as_deref() {
+                    None => {
+                        changes = None;
+                        cache.set_listening(false);
+                    }
+                    Some("lost") => cache.set_listening(false),
+                    Some("resync") => {
+                        self.listening_again().await;
+                        self.reload_keys().await;
+                    }
+                    Some(payload) => {
+                        if !cache.apply_notification(payload) {
+                            self.reload_keys().await;
+                        }
+                    }
+                },
+                _ = maintain.tick() => self.maintain_once().await,
+            }
+        }
+    }
+
+    /// The change listener is (back) up, or saw a change it cannot describe: anything may have
+    /// changed, so the revocation state forgets what it knew to be valid and resyncs before it
+    /// is trusted again.
+    async fn listening_again(&self) {
+        self.revocations.forget_valid();
+        self.revocations.set_listening(true);
+        self.sync_revocations().await;
+    }
+
+    async fn sync_revocations(&self) {
+        if let Err(e) = self.revocations.sync(self.store.as_ref(), now_ms()).await {
+            self.revocations.distrust();
+            tracing::warn!(error = %e, "revocation state not synced; checks read the database");
+        }
+    }
+
+    async fn reload_keys(&self) {
+        if let Err(e) = self.keys.reload(self.store.as_ref(), now_ms()).await {
+            tracing::warn!(error = %e, "key reload failed");
+        }
+    }
+
+    async fn maintain_once(&self) {
+        let now = now_ms();
+        let k = &self.settings.keys;
+        let schedule = self.settings.key_schedule();
+        match self
+            .keys
+            .rotate_if_due(self.store.as_ref(), k.algorithm, k.rsa_bits, schedule, now)
+            .await
+        {
+            Ok(Some(kid)) => tracing::info!(%kid, "automatic key rotation: new key published"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "automatic key rotation failed"),
+        }
+        match self.store.purge_expired(now).await {
+            Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired rows"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "purge failed"),
+        }
+    }
+}

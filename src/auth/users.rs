@@ -1,0 +1,129 @@
+//! Account administration, for the admin API and the CLI. Every write that changes what a
+//! user's tokens may do goes through `Auth::user_changed` or `Auth::end_sessions`.
+
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use super::login::check_new_password;
+use super::username::{self, Username};
+use super::{Auth, AuthError, Ending};
+use crate::store::{NewUser, StoreError, User};
+use crate::time::now_ms;
+
+/// A user, by id (the admin API) or by username (the CLI; normalised before lookup).
+#[derive(Debug, Clone, Copy)]
+pub enum UserRef<'a> {
+    Id(Uuid),
+    Name(&'a str),
+}
+
+impl Auth {
+    /// Creates a user with a new password and roles.
+    ///
+    /// Errors: `BadInput` (username, password rules, role names), `UsernameTaken`,
+    /// `Overloaded` (hashing saturated).
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password: SecretString,
+        roles: Vec<String>,
+    ) -> Result<User, AuthError> {
+        let name = Username::parse(username).map_err(|e| AuthError::BadInput(e.to_string()))?;
+        check_new_password(&password)?;
+        let roles = parse_roles(roles)?;
+        let hash = self.passwords.hash(password).await?;
+        self.store
+            .create_user(NewUser {
+                id: Uuid::now_v7(),
+                username: name.as_str().to_string(),
+                password_hash: hash,
+                roles,
+                now: now_ms(),
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::Duplicate(_) => AuthError::UsernameTaken,
+                other => other.into(),
+            })
+    }
+
+    /// One user. Errors: `UserNotFound`, `BadInput` (a name no account can have).
+    pub async fn user(&self, who: UserRef<'_>) -> Result<User, AuthError> {
+        let found = match who {
+            UserRef::Id(id) => self.store.user_by_id(id).await?,
+            UserRef::Name(raw) => {
+                let name = Username::parse(raw).map_err(|e| AuthError::BadInput(e.to_string()))?;
+                self.store.user_by_username(name.as_str()).await?
+            }
+        };
+        found.ok_or(AuthError::UserNotFound)
+    }
+
+    /// Every user, ordered by username.
+    pub async fn list_users(&self) -> Result<Vec<User>, AuthError> {
+        Ok(self.store.list_users().await?)
+    }
+
+    /// Sets a new password; every session of the user is revoked and earlier access tokens
+    /// stop working.
+    ///
+    /// Errors: `UserNotFound`, `BadInput` (password rules), `Overloaded`.
+    pub async fn set_password(
+        &self,
+        who: UserRef<'_>,
+        password: SecretString,
+    ) -> Result<(), AuthError> {
+        let user = self.user(who).await?;
+        check_new_password(&password)?;
+        let hash = self.passwords.hash(password).await?;
+        let now = now_ms();
+        self.user_changed(self.store.set_password(&user.username, &hash, now))
+            .await?;
+        Ok(())
+    }
+
+    /// Replaces the user's roles and returns the updated user.
+    ///
+    /// Errors: `UserNotFound`, `BadInput` (role names).
+    pub async fn set_roles(&self, who: UserRef<'_>, roles: Vec<String>) -> Result<User, AuthError> {
+        let user = self.user(who).await?;
+        let roles = parse_roles(roles)?;
+        let now = now_ms();
+        self.user_changed(async {
+            let id = self.store.set_roles(&user.username, &roles, now).await?;
+            Ok(id.map(|id| (id, Vec::new())))
+        })
+        .await?;
+        self.user(UserRef::Id(user.id)).await
+    }
+
+    /// Disables or re-enables a user. Disabling refuses every token issued so far;
+    /// re-enabling does not bring those back.
+    ///
+    /// Errors: `UserNotFound`.
+    pub async fn set_disabled(&self, who: UserRef<'_>, disabled: bool) -> Result<(), AuthError> {
+        let user = self.user(who).await?;
+        let now = now_ms();
+        self.user_changed(async {
+            let id = self
+                .store
+                .set_disabled(&user.username, disabled, now)
+                .await?;
+            Ok(id.map(|id| (id, Vec::new())))
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Ends every session of the user and cuts off every access token issued so far.
+    ///
+    /// Errors: `UserNotFound`.
+    pub async fn revoke_user(&self, who: UserRef<'_>, reason: &str) -> Result<(), AuthError> {
+        let user = self.user(who).await?;
+        self.end_sessions(Ending::AllOf(user.id), reason).await
+    }
+}
+
+fn parse_roles(roles: Vec<String>) -> Result<Vec<String>, AuthError> {
+    username::parse_roles(roles).map_err(|e| AuthError::BadInput(e.to_string()))
+}

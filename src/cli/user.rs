@@ -1,0 +1,143 @@
+//! `tessera user …`: account administration from the shell.
+
+use std::io::Write;
+
+use clap::Subcommand;
+
+use super::{catalog, read_password, CliError};
+use crate::app;
+use crate::auth::{UserRef, Username};
+use crate::config::Settings;
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Create a user.
+    Add {
+        username: String,
+        /// Read the password from the first line of standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+        /// A role to grant (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// List users.
+    List,
+    /// Disable a user: logins, refreshes and existing access tokens stop working.
+    Disable { username: String },
+    /// Enable a disabled user.
+    Enable { username: String },
+    /// Set a new password; every session of the user is revoked.
+    SetPassword {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Replace the user's roles (no --role clears them).
+    SetRoles {
+        username: String,
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// End every session of the user and cut off every access token issued so far.
+    Revoke { username: String },
+}
+
+pub(super) async fn run(cmd: UserCmd, settings: Settings) -> Result<(), CliError> {
+    match cmd {
+        UserCmd::Add {
+            username,
+            password_stdin,
+            roles,
+        } => add(settings, &username, password_stdin, roles).await,
+        UserCmd::List => list(settings).await,
+        UserCmd::Disable { username } => set_disabled(settings, &username, true).await,
+        UserCmd::Enable { username } => set_disabled(settings, &username, false).await,
+        UserCmd::SetPassword {
+            username,
+            password_stdin,
+        } => set_password(settings, &username, password_stdin).await,
+        UserCmd::SetRoles { username, roles } => set_roles(settings, &username, roles).await,
+        UserCmd::Revoke { username } => revoke(settings, &username).await,
+    }
+}
+
+/// The normalised form of a username, as it is stored and shown.
+fn normalised(raw: &str) -> Result<String, CliError> {
+    Username::parse(raw)
+        .map(|u| u.as_str().to_string())
+        .map_err(|e| CliError::Usage(e.to_string()))
+}
+
+async fn add(
+    settings: Settings,
+    username: &str,
+    password_stdin: bool,
+    roles: Vec<String>,
+) -> Result<(), CliError> {
+    let pw = read_password(password_stdin)?;
+    let auth = app::services(settings).await?.auth;
+    let u = auth.create_user(username, pw, roles).await?;
+    println!("created user {} ({})", u.username, u.id);
+    Ok(())
+}
+
+async fn list(settings: Settings) -> Result<(), CliError> {
+    let users = catalog(&settings).await?.users().await?;
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`| head`) is not an error of the command.
+    let _ = writeln!(
+        out,
+        "{:<36}  {:<24}  {:<8}  ROLES",
+        "ID", "USERNAME", "STATUS"
+    );
+    for u in users {
+        let status = if u.disabled { "disabled" } else { "active" };
+        let _ = writeln!(
+            out,
+            "{:<36}  {:<24}  {:<8}  {}",
+            u.id,
+            u.username,
+            status,
+            u.roles.join(",")
+        );
+    }
+    Ok(())
+}
+
+async fn set_disabled(settings: Settings, username: &str, disabled: bool) -> Result<(), CliError> {
+    let name = normalised(username)?;
+    let auth = app::services(settings).await?.auth;
+    auth.set_disabled(UserRef::Name(&name), disabled).await?;
+    println!("{} {name}", if disabled { "disabled" } else { "enabled" });
+    Ok(())
+}
+
+async fn set_password(
+    settings: Settings,
+    username: &str,
+    password_stdin: bool,
+) -> Result<(), CliError> {
+    let pw = read_password(password_stdin)?;
+    let auth = app::services(settings).await?.auth;
+    auth.set_password(UserRef::Name(username), pw).await?;
+    println!("password changed; sessions revoked");
+    Ok(())
+}
+
+async fn set_roles(settings: Settings, username: &str, roles: Vec<String>) -> Result<(), CliError> {
+    let name = normalised(username)?;
+    let auth = app::services(settings).await?.auth;
+    let user = auth.set_roles(UserRef::Name(&name), roles).await?;
+    println!("roles of {name}: {}", user.roles.join(","));
+    Ok(())
+}
+
+async fn revoke(settings: Settings, username: &str) -> Result<(), CliError> {
+    let name = normalised(username)?;
+    let auth = app::services(settings).await?.auth;
+    auth.revoke_user(UserRef::Name(&name), "revoked_by_operator")
+        .await?;
+    println!("revoked every session and access token of {name}");
+    Ok(())
+}

@@ -1,0 +1,331 @@
+//! `ApiError`: every failure a request can end in. HTTP statuses and OAuth 2.0 error codes are
+//! chosen here and nowhere else: domain errors (`AuthError`) map in `From`, and the cases only
+//! the transport knows (a body too large, a wrong method, no such route) are added here.
+//!
+//! Bodies use OAuth's vocabulary (`{"error", "error_description"}`, RFC 6749 §5.2). Internal
+//! causes are logged with the request's span and never returned to the client. Like every
+//! answer, errors carry `Cache-Control: no-store` (set once, by the edge middleware).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::auth::AuthError;
+
+/// Every failure a request can end in.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed (RFC 6749 §5.2 `invalid_request`).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// Wrong credentials, unknown or disabled user, or an unusable refresh token. One variant,
+    /// one body: callers cannot tell which of those it was. The first-party `/login` and
+    /// `/refresh` answer 401; the token endpoint answers 400 (RFC 6749 §5.2, see
+    /// `token_endpoint`).
+    #[error("invalid grant")]
+    InvalidGrant { status: StatusCode },
+    /// Client authentication failed (RFC 6749 §5.2 `invalid_client`).
+    #[error("invalid client")]
+    InvalidClient,
+    /// `grant_type` names a grant this server does not offer.
+    #[error("unsupported grant type")]
+    UnsupportedGrantType,
+    /// A bearer access token failed verification (RFC 6750 §3.1 `invalid_token`).
+    #[error("invalid token")]
+    InvalidToken,
+    /// Too many failed logins: wait this many seconds (RFC 8628 §3.5 `slow_down`).
+    #[error("slow down")]
+    SlowDown(u64),
+    /// A valid token whose user lacks the role the endpoint needs (RFC 6750 §3.1).
+    #[error("forbidden")]
+    Forbidden,
+    /// The resource already exists (a username taken).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// The body is larger than the configured limit.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// A route exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// No such route.
+    #[error("not found")]
+    NotFound,
+    /// No such user (the admin API).
+    #[error("user not found")]
+    UserNotFound,
+    /// Load shedding or a dependency (the database) is down: fail closed, ask to retry.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(&'static str),
+    /// A bug or an unexpected failure. The cause is logged, never returned.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The wire shape of every error body.
+#[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: &'static str,
+    pub error_description: &'static str,
+}
+
+impl ApiError {
+    /// Status, OAuth error code and the public description. The description is a fixed string per
+    /// variant, so no input or internal detail can leak into a response.
+    pub fn parts(&self) -> (StatusCode, ErrorBody) {
+        let (status, error, error_description) = match self {
+            ApiError::InvalidRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "The request is missing a required parameter or is malformed.",
+            ),
+            ApiError::InvalidGrant { status } => (
+                *status,
+                "invalid_grant",
+                "The credentials or the refresh token are invalid, expired or revoked.",
+            ),
+            ApiError::InvalidClient => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "Client authentication failed.",
+            ),
+            ApiError::UnsupportedGrantType => (
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "The grant type is not supported by this server.",
+            ),
+            ApiError::InvalidToken => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "The access token is missing, invalid, expired or revoked.",
+            ),
+            ApiError::SlowDown(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "slow_down",
+                "Too many failed attempts. Retry after the time given in Retry-After.",
+            ),
+            ApiError::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                "The access token does not grant this operation.",
+            ),
+            ApiError::Conflict(_) => (
+                StatusCode::CONFLICT,
+                "conflict",
+                "The resource already exists.",
+            ),
+            ApiError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                "The request body is too large.",
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request",
+                "The method is not allowed on this endpoint.",
+            ),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "No such endpoint."),
+            ApiError::UserNotFound => (StatusCode::NOT_FOUND, "not_found", "No such user."),
+            ApiError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "The server is temporarily unable to handle the request. Retry later.",
+            ),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "The server encountered an unexpected condition.",
+            ),
+        };
+        (
+            status,
+            ErrorBody {
+                error,
+                error_description,
+            },
+        )
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::InvalidCredentials | AuthError::InvalidRefreshToken => {
+                ApiError::InvalidGrant {
+                    status: StatusCode::UNAUTHORIZED,
+                }
+            }
+            AuthError::InvalidToken => ApiError::InvalidToken,
+            AuthError::InsufficientRole => ApiError::Forbidden,
+            AuthError::InvalidClient => ApiError::InvalidClient,
+            AuthError::Throttled { retry_after_secs } => ApiError::SlowDown(retry_after_secs),
+            AuthError::Overloaded(cause) => ApiError::Unavailable(cause),
+            AuthError::UserNotFound => ApiError::UserNotFound,
+            AuthError::UsernameTaken => ApiError::Conflict("username"),
+            AuthError::BadInput(why) => ApiError::InvalidRequest(why),
+            AuthError::StoreUnavailable => ApiError::Unavailable("database unavailable"),
+            AuthError::Internal(cause) => ApiError::Internal(cause),
+        }
+    }
+}
+
+/// A domain error as the token endpoint answers it: RFC 6749 §5.2 has `invalid_grant` be
+/// 400 there, where the first-party endpoints answer 401.
+pub fn token_endpoint(e: AuthError) -> ApiError {
+    match ApiError::from(e) {
+        ApiError::InvalidGrant { .. } => ApiError::InvalidGrant {
+            status: StatusCode::BAD_REQUEST,
+        },
+        other => other,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.parts();
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(%cause, "request failed"),
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(%cause, "request shed");
+                metrics::counter!("requests_shed_total", "cause" => *cause).increment(1);
+            }
+            ApiError::InvalidRequest(why) => tracing::debug!(%why, "invalid request"),
+            _ => {}
+        }
+        let mut res = (status, axum::Json(body)).into_response();
+        let h = res.headers_mut();
+        match self {
+            ApiError::InvalidToken => {
+                // RFC 6750 §3: a 401 for a bearer token names the scheme and the error.
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="tessera", error="invalid_token""#),
+                );
+            }
+            ApiError::Forbidden => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        r#"Bearer realm="tessera", error="insufficient_scope""#,
+                    ),
+                );
+            }
+            ApiError::InvalidClient => {
+                // RFC 6749 §5.2: a 401 for client authentication names the scheme.
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Basic realm="tessera", charset="UTF-8""#),
+                );
+            }
+            ApiError::Unavailable(_) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::SlowDown(secs) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            _ => {}
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_mapping_is_pinned() {
+        let cases = [
+            (ApiError::InvalidRequest("x".into()), 400, "invalid_request"),
+            (
+                ApiError::InvalidGrant {
+                    status: StatusCode::UNAUTHORIZED,
+                },
+                401,
+                "invalid_grant",
+            ),
+            (ApiError::InvalidToken, 401, "invalid_token"),
+            (ApiError::InvalidClient, 401, "invalid_client"),
+            (
+                token_endpoint(AuthError::InvalidCredentials),
+                400,
+                "invalid_grant",
+            ),
+            (
+                ApiError::UnsupportedGrantType,
+                400,
+                "unsupported_grant_type",
+            ),
+            (ApiError::SlowDown(3), 429, "slow_down"),
+            (ApiError::Forbidden, 403, "insufficient_scope"),
+            (ApiError::Conflict("username"), 409, "conflict"),
+            (ApiError::PayloadTooLarge, 413, "invalid_request"),
+            (ApiError::MethodNotAllowed, 405, "invalid_request"),
+            (ApiError::NotFound, 404, "not_found"),
+            (ApiError::UserNotFound, 404, "not_found"),
+            (ApiError::Unavailable("db"), 503, "temporarily_unavailable"),
+            (ApiError::Internal("boom".into()), 500, "server_error"),
+        ];
+        for (e, status, code) in cases {
+            let (s, b) = e.parts();
+            assert_eq!(s.as_u16(), status);
+            assert_eq!(b.error, code);
+        }
+    }
+
+    #[test]
+    fn domain_errors_map_to_their_answers() {
+        let cases = [
+            (AuthError::InvalidCredentials, 401, "invalid_grant"),
+            (AuthError::InvalidRefreshToken, 401, "invalid_grant"),
+            (AuthError::InvalidToken, 401, "invalid_token"),
+            (AuthError::InsufficientRole, 403, "insufficient_scope"),
+            (AuthError::InvalidClient, 401, "invalid_client"),
+            (
+                AuthError::Throttled {
+                    retry_after_secs: 3,
+                },
+                429,
+                "slow_down",
+            ),
+            (
+                AuthError::Overloaded("busy"),
+                503,
+                "temporarily_unavailable",
+            ),
+            (AuthError::UserNotFound, 404, "not_found"),
+            (AuthError::UsernameTaken, 409, "conflict"),
+            (AuthError::BadInput("x".into()), 400, "invalid_request"),
+            (AuthError::StoreUnavailable, 503, "temporarily_unavailable"),
+            (AuthError::Internal("boom".into()), 500, "server_error"),
+        ];
+        for (e, status, code) in cases {
+            let shown = e.to_string();
+            let (s, b) = ApiError::from(e).parts();
+            assert_eq!((s.as_u16(), b.error), (status, code), "{shown}");
+        }
+        // The unknown user of the admin API is not an unknown endpoint.
+        let (_, user) = ApiError::from(AuthError::UserNotFound).parts();
+        let (_, route) = ApiError::NotFound.parts();
+        assert_ne!(user.error_description, route.error_description);
+        // Only the token endpoint answers invalid_grant with 400; everything else is as at
+        // the first-party endpoints.
+        let (s, _) = token_endpoint(AuthError::InvalidRefreshToken).parts();
+        assert_eq!(s.as_u16(), 400);
+        let (s, _) = token_endpoint(AuthError::InvalidClient).parts();
+        assert_eq!(s.as_u16(), 401);
+        let retry = ApiError::from(AuthError::Throttled {
+            retry_after_secs: 7,
+        })
+        .into_response();
+        assert_eq!(retry.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[test]
+    fn internal_detail_never_reaches_the_body() {
+        let (_, b) = ApiError::Internal("password=hunter2".into()).parts();
+        assert!(!b.error_description.contains("hunter2"));
+        let (_, b) = ApiError::InvalidRequest("secret-token".into()).parts();
+        assert!(!b.error_description.contains("secret-token"));
+    }
+}
