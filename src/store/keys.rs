@@ -57,24 +57,18 @@ impl KeyStore for SqlStore {
     }
 
     async fn insert_key(&self, k: &KeyRow) -> StoreResult<()> {
-        on_backend!(self, |b| sqlx::query(INSERT)
-            .bind(&k.kid)
-            .bind(&k.alg)
-            .bind(&k.private_key_enc)
-            .bind(&k.public_jwk)
-            .bind(k.created_at)
-            .bind(k.publish_at)
-            .bind(k.activate_at)
-            .bind(k.retire_at)
-            .bind(k.remove_at)
-            .bind(&k.succeeds)
-            .execute(b.pool())
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(())
+        self.write_key(k, None).await
     }
 
     async fn rotate_keys(&self, k: &KeyRow, retire_at: i64, remove_at: i64) -> StoreResult<()> {
+        self.write_key(k, Some((retire_at, remove_at))).await
+    }
+}
+
+impl SqlStore {
+    /// Inserts `k` and, with `retire`, schedules every other key to retire and leave the JWKS
+    /// at those times, in one transaction.
+    async fn write_key(&self, k: &KeyRow, retire: Option<(i64, i64)>) -> StoreResult<()> {
         on_backend!(self, |b| {
             let mut tx = b.pool().begin().await?;
             sqlx::query(INSERT)
@@ -85,17 +79,19 @@ impl KeyStore for SqlStore {
                 .bind(k.created_at)
                 .bind(k.publish_at)
                 .bind(k.activate_at)
-                .bind(None::<i64>)
-                .bind(None::<i64>)
+                .bind(k.retire_at)
+                .bind(k.remove_at)
                 .bind(&k.succeeds)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(SCHEDULE_RETIREMENT)
-                .bind(&k.kid)
-                .bind(retire_at)
-                .bind(remove_at)
-                .execute(&mut *tx)
-                .await?;
+            if let Some((retire_at, remove_at)) = retire {
+                sqlx::query(SCHEDULE_RETIREMENT)
+                    .bind(&k.kid)
+                    .bind(retire_at)
+                    .bind(remove_at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await?;
         });
         Ok(())

@@ -1,33 +1,55 @@
 //! `/admin/users…`: user management for callers with the `admin` role.
 
+use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::helpers::{Backend, TestApp, PASSWORD};
 use crate::on_both;
 
-on_both!(admin_manages_users, admin_requires_the_admin_role);
+on_both!(
+    admin_creates_users,
+    admin_lists_and_reads_users,
+    admin_answers_404_for_an_unknown_user,
+    admin_sets_roles,
+    admin_disables_and_enables,
+    admin_revokes_every_session,
+    admin_sets_a_password,
+    admin_requires_the_admin_role,
+);
 
-impl TestApp {
-    async fn admin(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> reqwest::Response {
-        let mut req = self
-            .client
-            .request(method, self.url(path))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        req.send().await.unwrap()
-    }
+/// A server with an admin (`root`) and a user `carol` (role `ops`) created through the API;
+/// returns the admin's access token and carol's id.
+async fn with_admin_and_carol(b: Backend) -> Option<(TestApp, String, String)> {
+    let app = TestApp::spawn(b).await?;
+    app.create_user("root", &["admin"]).await;
+    let admin = app.login_ok("root").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app
+        .admin(
+            Method::POST,
+            "/admin/users",
+            &admin,
+            Some(json!({"username": "Carol", "password": CAROL_PW, "roles": ["ops"]})),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let carol: Value = r.json().await.unwrap();
+    let id = carol["id"].as_str().unwrap().to_string();
+    Some((app, admin, id))
 }
 
-async fn admin_manages_users(b: Backend) {
-    use reqwest::Method;
+const CAROL_PW: &str = "carol's password";
+
+/// Carol's token response; asserts the login succeeded.
+async fn carol_logs_in(app: &TestApp) -> Value {
+    let r = app.login("carol", CAROL_PW).await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+async fn admin_creates_users(b: Backend) {
     let Some(app) = TestApp::spawn(b).await else {
         return;
     };
@@ -36,13 +58,12 @@ async fn admin_manages_users(b: Backend) {
         .as_str()
         .unwrap()
         .to_string();
-
     let r = app
         .admin(
             Method::POST,
             "/admin/users",
             &admin,
-            Some(json!({"username": "Carol", "password": "carol's password", "roles": ["ops"]})),
+            Some(json!({"username": "Carol", "password": CAROL_PW, "roles": ["ops"]})),
         )
         .await;
     assert_eq!(r.status(), 201);
@@ -50,36 +71,34 @@ async fn admin_manages_users(b: Backend) {
     assert_eq!(carol["username"], "carol");
     assert_eq!(carol["roles"], json!(["ops"]));
     assert!(carol.get("password_hash").is_none());
-    let id = carol["id"].as_str().unwrap().to_string();
     // Duplicates (after normalisation), weak passwords and bad roles are refused.
-    let r = app
-        .admin(
-            Method::POST,
-            "/admin/users",
-            &admin,
-            Some(json!({"username": "CAROL", "password": "another password"})),
-        )
-        .await;
-    assert_eq!(r.status(), 409);
-    let r = app
-        .admin(
-            Method::POST,
-            "/admin/users",
-            &admin,
-            Some(json!({"username": "dan", "password": "short"})),
-        )
-        .await;
-    assert_eq!(r.status(), 400);
-    let r = app
-        .admin(
-            Method::POST,
-            "/admin/users",
-            &admin,
-            Some(json!({"username": "dan", "password": "long enough pw", "roles": ["a b"]})),
-        )
-        .await;
-    assert_eq!(r.status(), 400);
-    // List and get.
+    for (body, status) in [
+        (
+            json!({"username": "CAROL", "password": "another password"}),
+            409,
+        ),
+        (json!({"username": "dan", "password": "short"}), 400),
+        (
+            json!({"username": "dan", "password": "long enough pw", "roles": ["a b"]}),
+            400,
+        ),
+    ] {
+        let r = app
+            .admin(Method::POST, "/admin/users", &admin, Some(body.clone()))
+            .await;
+        assert_eq!(r.status(), status, "{body}");
+    }
+    assert_eq!(
+        app.scalar_i64("SELECT COUNT(*) FROM users WHERE $1 = $1", "")
+            .await,
+        2
+    );
+}
+
+async fn admin_lists_and_reads_users(b: Backend) {
+    let Some((app, admin, id)) = with_admin_and_carol(b).await else {
+        return;
+    };
     let list: Value = app
         .admin(Method::GET, "/admin/users", &admin, None)
         .await
@@ -99,14 +118,22 @@ async fn admin_manages_users(b: Backend) {
         .json()
         .await
         .unwrap();
-    assert_eq!(got["id"], carol["id"]);
+    assert_eq!(got["id"], id.as_str());
+    assert_eq!(got["username"], "carol");
+    assert!(got.get("password_hash").is_none());
     assert_eq!(
         app.admin(Method::GET, "/admin/users/not-a-uuid", &admin, None)
             .await
             .status(),
         400
     );
-    // An unknown user is a 404 that says so, not "No such endpoint", for every operation.
+}
+
+/// An unknown user is a 404 that says so, not "No such endpoint", for every operation.
+async fn admin_answers_404_for_an_unknown_user(b: Backend) {
+    let Some((app, admin, _)) = with_admin_and_carol(b).await else {
+        return;
+    };
     let unknown = uuid::Uuid::now_v7();
     for (method, path, body) in [
         (Method::GET, format!("/admin/users/{unknown}"), None),
@@ -125,6 +152,7 @@ async fn admin_manages_users(b: Backend) {
             format!("/admin/users/{unknown}/disable"),
             None,
         ),
+        (Method::POST, format!("/admin/users/{unknown}/enable"), None),
         (Method::POST, format!("/admin/users/{unknown}/revoke"), None),
     ] {
         let r = app.admin(method, &path, &admin, body).await;
@@ -136,8 +164,20 @@ async fn admin_manages_users(b: Backend) {
             "{path}"
         );
     }
+    // An unknown path is still "No such endpoint".
+    let r = app
+        .admin(Method::GET, "/admin/nothing-here", &admin, None)
+        .await;
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error_description"], "No such endpoint.");
+}
 
-    // Roles: new tokens carry them.
+/// New tokens carry the new roles.
+async fn admin_sets_roles(b: Backend) {
+    let Some((app, admin, id)) = with_admin_and_carol(b).await else {
+        return;
+    };
     let r = app
         .admin(
             Method::PUT,
@@ -147,70 +187,76 @@ async fn admin_manages_users(b: Backend) {
         )
         .await;
     assert_eq!(r.status(), 200);
-    let t = app
-        .login("carol", "carol's password")
-        .await
-        .json::<Value>()
-        .await
-        .unwrap();
+    let shown: Value = r.json().await.unwrap();
+    assert_eq!(shown["roles"], json!(["ops", "billing"]));
+    let t = carol_logs_in(&app).await;
     assert_eq!(
         TestApp::claims(t["access_token"].as_str().unwrap())["roles"],
         json!(["ops", "billing"])
     );
-    let carol_access = t["access_token"].as_str().unwrap().to_string();
-
-    // Disable: existing tokens stop working, logins fail; enable: logins work again.
-    assert_eq!(
-        app.admin(
-            Method::POST,
-            &format!("/admin/users/{id}/disable"),
+    let r = app
+        .admin(
+            Method::PUT,
+            &format!("/admin/users/{id}/roles"),
             &admin,
-            None
+            Some(json!({"roles": ["a b"]})),
         )
-        .await
-        .status(),
-        204
-    );
+        .await;
+    assert_eq!(r.status(), 400);
+}
+
+/// Disabling cuts off existing tokens and logins; enabling lets logins work again.
+async fn admin_disables_and_enables(b: Backend) {
+    let Some((app, admin, id)) = with_admin_and_carol(b).await else {
+        return;
+    };
+    let carol_access = carol_logs_in(&app).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = |what: &str| format!("/admin/users/{id}/{what}");
+    let r = app
+        .admin(Method::POST, &path("disable"), &admin, None)
+        .await;
+    assert_eq!(r.status(), 204);
     assert_eq!(app.userinfo(&carol_access).await.status(), 401);
-    assert_eq!(app.login("carol", "carol's password").await.status(), 401);
-    assert_eq!(
-        app.admin(
-            Method::POST,
-            &format!("/admin/users/{id}/enable"),
-            &admin,
-            None
-        )
-        .await
-        .status(),
-        204
-    );
-    let t = app
-        .login("carol", "carol's password")
-        .await
-        .json::<Value>()
-        .await
-        .unwrap();
+    assert_eq!(app.login("carol", CAROL_PW).await.status(), 401);
+    let r = app.admin(Method::POST, &path("enable"), &admin, None).await;
+    assert_eq!(r.status(), 204);
+    carol_logs_in(&app).await;
+}
 
-    // Revoke every session.
-    assert_eq!(
-        app.admin(
+async fn admin_revokes_every_session(b: Backend) {
+    let Some((app, admin, id)) = with_admin_and_carol(b).await else {
+        return;
+    };
+    let t = carol_logs_in(&app).await;
+    let r = app
+        .admin(
             Method::POST,
             &format!("/admin/users/{id}/revoke"),
             &admin,
-            None
+            None,
         )
-        .await
-        .status(),
-        204
-    );
+        .await;
+    assert_eq!(r.status(), 204);
+    app.assert_pair_refused(&t).await;
+    let sid = TestApp::claims(t["access_token"].as_str().unwrap())["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let session = app.store.session(sid.parse().unwrap()).await.unwrap();
     assert_eq!(
-        app.refresh(t["refresh_token"].as_str().unwrap())
-            .await
-            .status(),
-        401
+        session.unwrap().revoked_reason.as_deref(),
+        Some("revoked_by_admin")
     );
+}
 
-    // Set a password: the old one stops working.
+/// A new password: the old one stops working.
+async fn admin_sets_a_password(b: Backend) {
+    let Some((app, admin, id)) = with_admin_and_carol(b).await else {
+        return;
+    };
     let r = app
         .admin(
             Method::PUT,
@@ -220,17 +266,11 @@ async fn admin_manages_users(b: Backend) {
         )
         .await;
     assert_eq!(r.status(), 204);
-    assert_eq!(app.login("carol", "carol's password").await.status(), 401);
+    assert_eq!(app.login("carol", CAROL_PW).await.status(), 401);
     assert_eq!(app.login("carol", "a fresh password").await.status(), 200);
-    assert_eq!(
-        app.scalar_i64("SELECT COUNT(*) FROM users WHERE $1 = $1", "")
-            .await,
-        2
-    );
 }
 
 async fn admin_requires_the_admin_role(b: Backend) {
-    use reqwest::Method;
     let Some(app) = TestApp::spawn(b).await else {
         return;
     };

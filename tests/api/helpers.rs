@@ -316,6 +316,81 @@ impl TestApp {
             .await
     }
 
+    /// A GET without credentials.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// A POST with a bearer token and no body (`/logout`, `/logout/all`).
+    pub async fn post_bearer(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The JWKS document; asserts a 200.
+    pub async fn jwks(&self) -> Value {
+        let r = self.get("/.well-known/jwks.json").await;
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// A form-encoded POST, with HTTP Basic client credentials if given.
+    pub async fn form(
+        &self,
+        path: &str,
+        params: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> reqwest::Response {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .finish();
+        let mut req = self
+            .client
+            .post(self.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some((id, secret)) = basic {
+            req = req.basic_auth(id, Some(secret));
+        }
+        req.send().await.unwrap()
+    }
+
+    /// RFC 7662 introspection as the test's confidential client; asserts a 200.
+    pub async fn introspect(&self, token: &str) -> Value {
+        let r = self
+            .form(
+                "/introspect",
+                &[("token", token)],
+                Some((CLIENT_ID, CLIENT_SECRET)),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        r.json().await.unwrap()
+    }
+
+    /// A request to the admin API with a bearer token and an optional JSON body.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.unwrap()
+    }
+
     pub async fn userinfo(&self, token: &str) -> reqwest::Response {
         self.client
             .get(self.url("/userinfo"))

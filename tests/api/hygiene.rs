@@ -82,12 +82,7 @@ async fn jwks_is_cached_and_public_only(b: Backend) {
     let Some(app) = TestApp::spawn(b).await else {
         return;
     };
-    let r = app
-        .client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/.well-known/jwks.json").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "public, max-age=300");
     assert_eq!(r.headers()["content-type"], "application/json");
@@ -224,12 +219,7 @@ async fn openapi_covers_every_endpoint(b: Backend) {
     let Some(app) = TestApp::spawn(b).await else {
         return;
     };
-    let r = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/openapi.json").await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert!(v["openapi"].as_str().unwrap().starts_with("3.1"));

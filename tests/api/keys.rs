@@ -20,16 +20,7 @@ on_both!(
 );
 
 async fn jwks_kids(app: &TestApp) -> HashSet<String> {
-    let v: Value = app
-        .client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["keys"]
+    app.jwks().await["keys"]
         .as_array()
         .unwrap()
         .iter()
@@ -223,15 +214,7 @@ async fn import_every_algorithm(b: Backend) {
         assert_eq!(format!("{:?}", header.alg), alg.name());
         assert_eq!(app.userinfo(&token).await.status(), 200);
         // The published JWK is the public half of the key we imported.
-        let v: Value = app
-            .client
-            .get(app.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = app.jwks().await;
         let jwk = v["keys"]
             .as_array()
             .unwrap()
@@ -419,13 +402,7 @@ async fn replicas_pick_up_keys_and_revocations(b: Backend) {
     assert_eq!(replica.userinfo(token).await.status(), 200);
     // A logout on one replica is enforced by the other: at once with SQLite (which reads the
     // database), within milliseconds with Postgres (NOTIFY to the in-memory state).
-    let r = a
-        .client
-        .post(a.url("/logout"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let r = a.post_bearer("/logout", token).await;
     assert_eq!(r.status(), 204);
     replica.userinfo_becomes(token, 401).await;
     // A refresh family rotated on one replica continues on the other.

@@ -17,41 +17,6 @@ on_both!(
     basic_auth_raw_and_form_encoded,
 );
 
-impl TestApp {
-    async fn form(
-        &self,
-        path: &str,
-        params: &[(&str, &str)],
-        basic: Option<(&str, &str)>,
-    ) -> reqwest::Response {
-        let body: String = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(params)
-            .finish();
-        let mut req = self
-            .client
-            .post(self.url(path))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body);
-        if let Some((id, secret)) = basic {
-            req = req.basic_auth(id, Some(secret));
-        }
-        req.send().await.unwrap()
-    }
-
-    async fn introspect(&self, token: &str) -> Value {
-        let r = self
-            .form(
-                "/introspect",
-                &[("token", token)],
-                Some((CLIENT_ID, CLIENT_SECRET)),
-            )
-            .await;
-        assert_eq!(r.status(), 200);
-        assert_eq!(r.headers()["cache-control"], "no-store");
-        r.json().await.unwrap()
-    }
-}
-
 const CLIENT: Option<(&str, &str)> = Some((CLIENT_ID, CLIENT_SECRET));
 
 async fn token_endpoint_grants(b: Backend) {
@@ -466,13 +431,7 @@ async fn introspection(b: Backend) {
     let next_rt = next["refresh_token"].as_str().unwrap();
     assert_eq!(app.introspect(next_rt).await["active"], true);
     // Revoked, garbage, and forged tokens: exactly {"active":false}.
-    let r = app
-        .client
-        .post(app.url("/logout"))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap();
+    let r = app.post_bearer("/logout", access).await;
     assert_eq!(r.status(), 204);
     for tok in [access, next_rt, "garbage", "a.b.c"] {
         let r = app.form("/introspect", &[("token", tok)], CLIENT).await;
@@ -501,12 +460,7 @@ async fn revocation_feed(b: Backend) {
         }
     };
     // Closed without client authentication.
-    let r = app
-        .client
-        .get(app.url("/revocations"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/revocations").await;
     assert_eq!(r.status(), 401);
     let empty = feed(None).await;
     assert_eq!(empty["revoked_tokens"], json!([]));
@@ -517,13 +471,7 @@ async fn revocation_feed(b: Backend) {
     let t = app.login_ok("alice").await;
     let access = t["access_token"].as_str().unwrap();
     let c = TestApp::claims(access);
-    let r = app
-        .client
-        .post(app.url("/logout"))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap();
+    let r = app.post_bearer("/logout", access).await;
     assert_eq!(r.status(), 204);
     let v = feed(Some(cursor.clone())).await;
     let tokens = v["revoked_tokens"].as_array().unwrap();
@@ -538,12 +486,8 @@ async fn revocation_feed(b: Backend) {
     // Logout everywhere publishes the user's cut-off.
     let t2 = app.login_ok("alice").await;
     let r = app
-        .client
-        .post(app.url("/logout/all"))
-        .bearer_auth(t2["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+        .post_bearer("/logout/all", t2["access_token"].as_str().unwrap())
+        .await;
     assert_eq!(r.status(), 204);
     let v = feed(Some(cursor)).await;
     let nbf = v["not_before"].as_array().unwrap();
@@ -587,12 +531,8 @@ async fn logout_everywhere(b: Backend) {
         .unwrap();
     assert_eq!(r.status(), 401);
     let r = app
-        .client
-        .post(app.url("/logout/all"))
-        .bearer_auth(s1["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+        .post_bearer("/logout/all", s1["access_token"].as_str().unwrap())
+        .await;
     assert_eq!(r.status(), 204);
     for s in [&s1, &s2] {
         app.assert_pair_refused(s).await;

@@ -280,13 +280,7 @@ async fn logout_revokes_session_and_access_token(b: Backend) {
     let s = session_of(&app, access).await;
     assert_eq!(s.revoked_reason.as_deref(), Some("logout"));
     // Logging out twice is fine; the other session is untouched.
-    let r = app
-        .client
-        .post(app.url("/logout"))
-        .bearer_auth(access)
-        .send()
-        .await
-        .unwrap();
+    let r = app.post_bearer("/logout", access).await;
     assert_eq!(r.status(), 204);
     assert_eq!(
         app.userinfo(other["access_token"].as_str().unwrap())
