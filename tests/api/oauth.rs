@@ -8,7 +8,9 @@ use crate::on_both;
 
 on_both!(
     token_endpoint_grants,
-    token_endpoint_errors_and_client_auth,
+    token_endpoint_refuses_malformed_requests,
+    token_endpoint_authenticates_clients,
+    token_endpoint_credential_failures_look_alike,
     revoke_refresh_and_access_tokens,
     introspection,
     revocation_feed,
@@ -129,18 +131,12 @@ async fn token_endpoint_grants(b: Backend) {
     assert_eq!(r.status(), 200, "the owning client can still refresh");
 }
 
-async fn token_endpoint_errors_and_client_auth(b: Backend) {
+async fn token_endpoint_refuses_malformed_requests(b: Backend) {
     let Some(app) = TestApp::spawn(b).await else {
         return;
     };
     app.create_user("alice", &[]).await;
-    app.create_user("bob", &[]).await;
-    app.auth
-        .set_disabled(tessera::auth::UserRef::Name("bob"), true)
-        .await
-        .unwrap();
-    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
-    let cases: Vec<Case> = vec![
+    let cases: Vec<TokenCase> = vec![
         (
             "no grant_type",
             vec![("username", "alice"), ("password", PASSWORD)],
@@ -188,6 +184,34 @@ async fn token_endpoint_errors_and_client_auth(b: Backend) {
             400,
             "invalid_grant",
         ),
+    ];
+    assert_token_errors(&app, cases).await;
+    // JSON is not the token endpoint's format; GET is not its method.
+    let r = app
+        .post_json(
+            "/token",
+            &json!({"grant_type": "password", "username": "alice", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        app.client
+            .get(app.url("/token"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        405
+    );
+    assert_no_session(&app).await;
+}
+
+async fn token_endpoint_authenticates_clients(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    let cases: Vec<TokenCase> = vec![
         (
             "unknown client_id",
             vec![
@@ -223,42 +247,7 @@ async fn token_endpoint_errors_and_client_auth(b: Backend) {
             "invalid_client",
         ),
     ];
-    for (what, params, status, error) in cases {
-        let r = app.form("/token", &params, None).await;
-        assert_eq!(r.status(), status, "{what}");
-        if status == 401 {
-            assert!(
-                r.headers()["www-authenticate"]
-                    .to_str()
-                    .unwrap()
-                    .starts_with("Basic"),
-                "{what}"
-            );
-        }
-        assert_eq!(r.json::<Value>().await.unwrap()["error"], error, "{what}");
-    }
-    // Credential failures: one status, one body, for wrong password, unknown and disabled users.
-    let mut bodies = Vec::new();
-    for (u, p) in [
-        ("alice", "wrong password"),
-        ("nobody", PASSWORD),
-        ("bob", PASSWORD),
-    ] {
-        let r = app
-            .form(
-                "/token",
-                &[("grant_type", "password"), ("username", u), ("password", p)],
-                None,
-            )
-            .await;
-        assert_eq!(r.status(), 400);
-        bodies.push(r.bytes().await.unwrap());
-    }
-    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
-    assert_eq!(
-        serde_json::from_slice::<Value>(&bodies[0]).unwrap()["error"],
-        "invalid_grant"
-    );
+    assert_token_errors(&app, cases).await;
     // Basic with a wrong secret, malformed Basic, and two methods at once.
     let p = [
         ("grant_type", "password"),
@@ -283,24 +272,68 @@ async fn token_endpoint_errors_and_client_auth(b: Backend) {
     both.push(("client_secret", CLIENT_SECRET));
     both.push(("client_id", CLIENT_ID));
     assert_eq!(app.form("/token", &both, CLIENT).await.status(), 400);
-    // JSON is not the token endpoint's format; GET is not its method.
-    let r = app
-        .post_json(
-            "/token",
-            &json!({"grant_type": "password", "username": "alice", "password": PASSWORD}),
-        )
-        .await;
-    assert_eq!(r.status(), 400);
+    assert_no_session(&app).await;
+}
+
+/// Credential failures: one status, one body, for wrong password, unknown and disabled users.
+async fn token_endpoint_credential_failures_look_alike(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    app.create_user("bob", &[]).await;
+    app.auth
+        .set_disabled(tessera::auth::UserRef::Name("bob"), true)
+        .await
+        .unwrap();
+    let mut bodies = Vec::new();
+    for (u, p) in [
+        ("alice", "wrong password"),
+        ("nobody", PASSWORD),
+        ("bob", PASSWORD),
+    ] {
+        let r = app
+            .form(
+                "/token",
+                &[("grant_type", "password"), ("username", u), ("password", p)],
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), 400);
+        bodies.push(r.bytes().await.unwrap());
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
     assert_eq!(
-        app.client
-            .get(app.url("/token"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        405
+        serde_json::from_slice::<Value>(&bodies[0]).unwrap()["error"],
+        "invalid_grant"
     );
-    // Nothing above created a session.
+    assert_no_session(&app).await;
+}
+
+/// Sends each case to `/token` and checks its status and error code (and, for a 401, the
+/// `WWW-Authenticate: Basic` challenge of RFC 6749 §5.2).
+async fn assert_token_errors(app: &TestApp, cases: Vec<TokenCase<'_>>) {
+    for (what, params, status, error) in cases {
+        let r = app.form("/token", &params, None).await;
+        assert_eq!(r.status(), status, "{what}");
+        if status == 401 {
+            assert!(
+                r.headers()["www-authenticate"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("Basic"),
+                "{what}"
+            );
+        }
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], error, "{what}");
+    }
+}
+
+/// What is sent, the form, and the status and `error` expected.
+type TokenCase<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
+
+/// Nothing a refused request did created a session.
+async fn assert_no_session(app: &TestApp) {
     assert_eq!(
         app.scalar_i64("SELECT COUNT(*) FROM sessions WHERE $1 = $1", "")
             .await,
