@@ -11,7 +11,10 @@ use crate::on_both;
 on_both!(
     revocation_state_follows_any_writer,
     userinfo_returns_the_caller,
-    forged_tokens_are_refused,
+    forged_algorithms_and_keys_are_refused,
+    tampered_signatures_are_refused,
+    our_key_with_a_bad_header_is_refused,
+    our_key_with_bad_claims_is_refused,
     missing_and_malformed_credentials
 );
 
@@ -75,38 +78,76 @@ async fn userinfo_returns_the_caller(b: Backend) {
     assert_eq!(r.status(), 200);
 }
 
-async fn forged_tokens_are_refused(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
-        return;
-    };
-    app.create_user("alice", &["user"]).await;
-    let t = app.login_ok("alice").await;
-    let real = t["access_token"].as_str().unwrap().to_string();
-    let claims = TestApp::claims(&real);
-    let now = claims["iat"].as_i64().unwrap();
-    let kid = our_header(&app).await.kid.unwrap();
+/// One logged-in user, the real access token and its claims: the material every forgery
+/// starts from.
+struct Forgery {
+    app: TestApp,
+    real: String,
+    claims: Value,
+    now: i64,
+    kid: String,
+}
 
-    // Control: the forging helper itself produces an accepted token, so every refusal below is
-    // due to the one thing each case changes.
-    let control = sign_with_ours(&app, our_header(&app).await, &claims).await;
-    assert_eq!(
-        app.userinfo(&control).await.status(),
-        200,
-        "control token refused"
-    );
+impl Forgery {
+    async fn new(b: Backend) -> Option<Self> {
+        let app = TestApp::spawn(b).await?;
+        app.create_user("alice", &["user"]).await;
+        let real = app.login_ok("alice").await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let claims = TestApp::claims(&real);
+        let now = claims["iat"].as_i64().unwrap();
+        let kid = our_header(&app).await.kid.unwrap();
+        // Control: the forging helper itself produces an accepted token, so every refusal is
+        // due to the one thing each case changes.
+        let control = sign_with_ours(&app, our_header(&app).await, &claims).await;
+        assert_eq!(
+            app.userinfo(&control).await.status(),
+            200,
+            "control token refused"
+        );
+        Some(Self {
+            app,
+            real,
+            claims,
+            now,
+            kid,
+        })
+    }
 
-    let parts: Vec<&str> = real.split('.').collect();
-    let with = |k: &str, v: Value| {
-        let mut c = claims.clone();
+    /// The real token's three segments.
+    fn parts(&self) -> Vec<&str> {
+        self.real.split('.').collect()
+    }
+
+    /// The real claims with `k` set to `v`.
+    fn with(&self, k: &str, v: Value) -> Value {
+        let mut c = self.claims.clone();
         c[k] = v;
         c
-    };
-    let without = |k: &str| {
-        let mut c = claims.clone();
+    }
+
+    /// The real claims without `k`.
+    fn without(&self, k: &str) -> Value {
+        let mut c = self.claims.clone();
         c.as_object_mut().unwrap().remove(k);
         c
-    };
+    }
 
+    /// The real token still works: no forgery changed any state.
+    async fn real_still_works(&self) {
+        assert_eq!(self.app.userinfo(&self.real).await.status(), 200);
+    }
+}
+
+/// `none`, HMAC with our public key, foreign keys, embedded keys and algorithm swaps.
+async fn forged_algorithms_and_keys_are_refused(b: Backend) {
+    let Some(f) = Forgery::new(b).await else {
+        return;
+    };
+    let (app, claims, kid) = (&f.app, &f.claims, &f.kid);
+    let parts = f.parts();
     // alg none, in several spellings.
     for alg in ["none", "None", "NONE", "nOnE"] {
         let h = json!({"alg": alg, "typ": "at+jwt", "kid": kid});
@@ -157,6 +198,17 @@ async fn forged_tokens_are_refused(b: Backend) {
     )
     .await;
 
+    f.real_still_works().await;
+}
+
+/// Edited payloads, stripped, truncated, extended and all-zero signatures.
+async fn tampered_signatures_are_refused(b: Backend) {
+    let Some(f) = Forgery::new(b).await else {
+        return;
+    };
+    let app = &f.app;
+    let parts = f.parts();
+    let with = |k: &str, v: Value| f.with(k, v);
     // Edited payload with the original signature; stripped and truncated signatures.
     let edited = b64(&with("roles", json!(["admin"])));
     assert_refused(
@@ -195,6 +247,15 @@ async fn forged_tokens_are_refused(b: Backend) {
     )
     .await;
 
+    f.real_still_works().await;
+}
+
+/// Signed by our own key, but the header breaks RFC 9068 (typ, crit, kid).
+async fn our_key_with_a_bad_header_is_refused(b: Backend) {
+    let Some(f) = Forgery::new(b).await else {
+        return;
+    };
+    let (app, claims) = (&f.app, &f.claims);
     // Signed by our own key, but the claims or header are wrong.
     let mut h = our_header(&app).await;
     h.typ = Some("JWT".into());
@@ -208,6 +269,17 @@ async fn forged_tokens_are_refused(b: Backend) {
     let mut h = our_header(&app).await;
     h.kid = None;
     assert_refused(&app, &sign_with_ours(&app, h, &claims).await, "no kid").await;
+    f.real_still_works().await;
+}
+
+/// Signed by our own key, but the claims are wrong, missing or mistyped.
+async fn our_key_with_bad_claims_is_refused(b: Backend) {
+    let Some(f) = Forgery::new(b).await else {
+        return;
+    };
+    let (app, claims, now) = (&f.app, &f.claims, f.now);
+    let with = |k: &str, v: Value| f.with(k, v);
+    let without = |k: &str| f.without(k);
     let cases = [
         ("wrong iss", with("iss", json!("https://evil.example"))),
         ("wrong aud", with("aud", json!("someone-else"))),
@@ -264,8 +336,7 @@ async fn forged_tokens_are_refused(b: Backend) {
     let sig = key.sign_bytes(signing_input.as_bytes()).unwrap();
     assert_refused(&app, &format!("{signing_input}.{sig}"), "duplicate exp").await;
 
-    // The real token still works: nothing above changed state.
-    assert_eq!(app.userinfo(&real).await.status(), 200);
+    f.real_still_works().await;
 }
 
 async fn missing_and_malformed_credentials(b: Backend) {
