@@ -11,11 +11,14 @@ use serde_json::{json, Value};
 
 use crate::helpers::{Backend, TestApp};
 use crate::on_both;
+use tessera::auth::keys::KeyMaterial;
 
 on_both!(
     rotation_fails_no_request,
     import_every_algorithm,
+    import_refuses_what_is_not_a_key,
     forgeries_signed_with_an_imported_key,
+    duplicate_members_are_refused,
     replicas_pick_up_keys_and_revocations,
 );
 
@@ -63,26 +66,7 @@ async fn rotation_fails_no_request(b: Backend) {
     assert_eq!(jwks_kids(&app).await, HashSet::from([old_kid.clone()]));
 
     // Rotate from the CLI, as an operator would, while the server runs.
-    let (ok, out) = tokio::task::spawn_blocking({
-        let (url, master) = (app.db.url().to_string(), app.master_key.clone());
-        move || {
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
-                .args(["keys", "rotate"])
-                .env("DATABASE_URL", url)
-                .env("TESSERA__KEYS__MASTER_KEY", master)
-                .env("TESSERA__KEYS__PUBLISH_AHEAD", "1s")
-                .env("TESSERA__KEYS__JWKS_MAX_AGE", "1s")
-                .output()
-                .unwrap();
-            (
-                out.status.success(),
-                String::from_utf8_lossy(&out.stdout).to_string()
-                    + &String::from_utf8_lossy(&out.stderr),
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let (ok, out) = cli(&app, &["keys", "rotate"]);
     assert!(ok, "{out}");
 
     // Through the change-over: every login and every verification succeeds; every token's kid
@@ -141,7 +125,7 @@ async fn rotation_fails_no_request(b: Backend) {
 }
 
 /// Writes `m`'s private key as a PKCS#8 PEM file.
-fn pem_file(m: &tessera::auth::keys::KeyMaterial) -> tempfile_path::Path {
+fn pem_file(m: &KeyMaterial) -> tempfile_path::Path {
     let path =
         std::env::temp_dir().join(format!("tessera-key-{}.pem", uuid::Uuid::new_v4().simple()));
     std::fs::write(
@@ -233,7 +217,14 @@ async fn import_every_algorithm(b: Backend) {
         );
         assert!(!ok, "a duplicate kid must be refused");
     }
-    // Not PKCS#8, or not a key at all: refused, and nothing changes.
+}
+
+/// Not PKCS#8, or not a key at all: refused, and nothing changes.
+async fn import_refuses_what_is_not_a_key(b: Backend) {
+    use tessera::auth::keys::{generate, KeyAlg};
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
     let ec = generate(KeyAlg::Es256, 2048).unwrap();
     let path = std::env::temp_dir().join(format!(
         "tessera-sec1-{}.pem",
@@ -259,11 +250,11 @@ async fn import_every_algorithm(b: Backend) {
     );
 }
 
-async fn forgeries_signed_with_an_imported_key(b: Backend) {
+/// A server whose signing key is one we hold (imported as `mine` and active at once), and a
+/// real token it signed.
+async fn with_imported_key(b: Backend) -> Option<(TestApp, KeyMaterial, String)> {
     use tessera::auth::keys::{generate, KeyAlg};
-    let Some(app) = TestApp::spawn(b).await else {
-        return;
-    };
+    let app = TestApp::spawn(b).await?;
     app.create_user("alice", &[]).await;
     let m = generate(KeyAlg::Es256, 2048).unwrap();
     let file = pem_file(&m);
@@ -281,13 +272,27 @@ async fn forgeries_signed_with_an_imported_key(b: Backend) {
     );
     assert!(ok, "{out}");
     let real = login_until_kid(&app, "mine").await;
+    Some((app, m, real))
+}
+
+/// The access-token header for the imported key.
+fn mine_header() -> Header {
+    let mut header = Header::new(jsonwebtoken::Algorithm::ES256);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some("mine".into());
+    header
+}
+
+/// Signed with a key the server trusts, claims of the wrong JSON type are still refused.
+async fn forgeries_signed_with_an_imported_key(b: Backend) {
+    let Some((app, m, real)) = with_imported_key(b).await else {
+        return;
+    };
     let claims = TestApp::claims(&real);
     let now = claims["iat"].as_i64().unwrap();
     // We hold the private key: sign whatever we like.
     let key = EncodingKey::from_ec_der(&m.pkcs8);
-    let mut header = Header::new(jsonwebtoken::Algorithm::ES256);
-    header.typ = Some("at+jwt".into());
-    header.kid = Some("mine".into());
+    let header = mine_header();
     let sign = |c: &Value| jsonwebtoken::encode(&header, c, &key).unwrap();
     assert_eq!(
         app.userinfo(&sign(&claims)).await.status(),
@@ -329,7 +334,16 @@ async fn forgeries_signed_with_an_imported_key(b: Backend) {
             "{what} was accepted"
         );
     }
-    // Duplicate members, in the payload and in the header, signed with the imported key.
+}
+
+/// Duplicate members, in the payload and in the header, signed with the imported key.
+async fn duplicate_members_are_refused(b: Backend) {
+    let Some((app, m, real)) = with_imported_key(b).await else {
+        return;
+    };
+    let claims = TestApp::claims(&real);
+    let key = EncodingKey::from_ec_der(&m.pkcs8);
+    let header = mine_header();
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     let h = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap());
