@@ -12,7 +12,10 @@ use crate::helpers::{Backend, Db, TestApp};
 use crate::on_both;
 
 on_both!(
-    user_commands_manage_accounts,
+    user_add_creates_an_account,
+    user_add_refuses_bad_input,
+    list_commands_show_no_secrets,
+    user_changes_take_effect,
     migrate_is_idempotent,
     read_only_commands_create_nothing,
     serve_logs_no_secrets,
@@ -56,10 +59,10 @@ async fn run(
         .unwrap()
 }
 
-async fn user_commands_manage_accounts(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
-        return;
-    };
+/// A server with `bob` (roles admin and ops) created by `tessera user add`, and a token pair
+/// of his.
+async fn with_bob_added(b: Backend) -> Option<(TestApp, Value)> {
+    let app = TestApp::spawn(b).await?;
     let (ok, out) = run(
         &app,
         &[
@@ -90,6 +93,27 @@ async fn user_commands_manage_accounts(b: Backend) {
         json!(["admin", "ops"])
     );
 
+    Some((app, t))
+}
+
+/// `user add` stores a normalised name, the roles, and an argon2id hash; the password is never
+/// echoed.
+async fn user_add_creates_an_account(b: Backend) {
+    let Some((app, t)) = with_bob_added(b).await else {
+        return;
+    };
+    assert_eq!(
+        app.userinfo(t["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+}
+
+async fn user_add_refuses_bad_input(b: Backend) {
+    let Some((app, _)) = with_bob_added(b).await else {
+        return;
+    };
     // Duplicates, short passwords and bad roles are refused without touching the stored user.
     let (ok, _) = run(
         &app,
@@ -121,6 +145,18 @@ async fn user_commands_manage_accounts(b: Backend) {
     assert!(!ok);
     assert!(app.store.user_by_username("carl").await.unwrap().is_none());
 
+    assert_eq!(
+        app.scalar_i64("SELECT COUNT(*) FROM users WHERE $1 = $1", "")
+            .await,
+        1
+    );
+}
+
+/// `user list` and `keys list` show accounts and keys, never a hash.
+async fn list_commands_show_no_secrets(b: Backend) {
+    let Some((app, _)) = with_bob_added(b).await else {
+        return;
+    };
     let (ok, out) = run(&app, &["user", "list"], None).await;
     assert!(
         ok && out.contains("bob") && out.contains("admin,ops"),
@@ -128,6 +164,18 @@ async fn user_commands_manage_accounts(b: Backend) {
     );
     assert!(!out.contains("argon2"), "user list must not print hashes");
 
+    let (ok, out) = run(&app, &["keys", "list"], None).await;
+    assert!(
+        ok && out.contains("ES256") && out.contains("active"),
+        "{out}"
+    );
+}
+
+/// `set-roles`, `disable`, `enable` and `set-password` take effect on the running server.
+async fn user_changes_take_effect(b: Backend) {
+    let Some((app, t)) = with_bob_added(b).await else {
+        return;
+    };
     let (ok, out) = run(
         &app,
         &["user", "set-roles", "bob", "--role", "viewer"],
@@ -175,11 +223,6 @@ async fn user_commands_manage_accounts(b: Backend) {
 
     let (ok, _) = run(&app, &["user", "disable", "nobody"], None).await;
     assert!(!ok, "unknown user must fail");
-    let (ok, out) = run(&app, &["keys", "list"], None).await;
-    assert!(
-        ok && out.contains("ES256") && out.contains("active"),
-        "{out}"
-    );
 }
 
 async fn migrate_is_idempotent(b: Backend) {
@@ -327,48 +370,8 @@ async fn serve_logs_no_secrets(b: Backend) {
         .unwrap()
     };
     assert!(ok, "{out}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .arg("serve")
-        .env("DATABASE_URL", db.url())
-        .env("TESSERA__KEYS__MASTER_KEY", &master)
-        .env("TESSERA__HTTP__BIND", "127.0.0.1:0")
-        .env("TESSERA__LOG__FORMAT", "json")
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    for pipe in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut l = log.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-    }
-    let mut base = None;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let l = log.lock().unwrap().clone();
-        if let Some(i) = l.find("tessera listening") {
-            let rest = &l[i..];
-            if let Some(j) = rest.find("127.0.0.1:") {
-                let port: String = rest[j + 10..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_digit())
-                    .collect();
-                base = Some(format!("http://127.0.0.1:{port}"));
-                break;
-            }
-        }
-    }
-    let base = base.expect("server did not start");
+    let server = Served::start(db.url(), &master).await;
+    let base = server.base.clone();
     let c = reqwest::Client::new();
     let login = |pw: &'static str| {
         c.post(format!("{base}/login"))
@@ -417,23 +420,7 @@ async fn serve_logs_no_secrets(b: Backend) {
         .unwrap();
     assert_eq!(r.status(), 401);
 
-    // Graceful stop on SIGTERM.
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        status.success(),
-        "SIGTERM must end the server cleanly: {status:?}"
-    );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
-    let logs = log.lock().unwrap().clone();
+    let logs = server.stop().await;
     assert!(
         logs.contains("login ok"),
         "expected trace logs, got: {}",
@@ -514,4 +501,83 @@ async fn healthcheck_and_config_files(b: Backend) {
         "the file's keys.algorithm must have been read"
     );
     assert!(String::from_utf8_lossy(&layered.stderr).contains("keys.algorithm"));
+}
+
+/// `tessera serve` as a child process at trace level with JSON logs, everything it prints
+/// collected.
+struct Served {
+    child: std::process::Child,
+    base: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Served {
+    async fn start(db_url: &str, master: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .arg("serve")
+            .env("DATABASE_URL", db_url)
+            .env("TESSERA__KEYS__MASTER_KEY", master)
+            .env("TESSERA__HTTP__BIND", "127.0.0.1:0")
+            .env("TESSERA__LOG__FORMAT", "json")
+            .env("RUST_LOG", "trace")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        // The bound address is in the "tessera listening" line.
+        let mut base = None;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let l = log.lock().unwrap().clone();
+            if let Some(i) = l.find("tessera listening") {
+                let rest = &l[i..];
+                if let Some(j) = rest.find("127.0.0.1:") {
+                    let port: String = rest[j + 10..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit())
+                        .collect();
+                    base = Some(format!("http://127.0.0.1:{port}"));
+                    break;
+                }
+            }
+        }
+        let base = base.expect("server did not start");
+        Self { child, base, log }
+    }
+
+    /// Stops the server with SIGTERM, asserts that it exits cleanly (graceful shutdown), and
+    /// returns everything it logged.
+    async fn stop(self) -> String {
+        let Self { mut child, log, .. } = self;
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            status.success(),
+            "SIGTERM must end the server cleanly: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let logs = log.lock().unwrap().clone();
+        logs
+    }
 }

@@ -8,6 +8,7 @@ use crate::on_both;
 
 on_both!(
     token_endpoint_grants,
+    token_endpoint_confidential_client,
     token_endpoint_refuses_malformed_requests,
     token_endpoint_authenticates_clients,
     token_endpoint_credential_failures_look_alike,
@@ -21,6 +22,8 @@ on_both!(
 
 const CLIENT: Option<(&str, &str)> = Some((CLIENT_ID, CLIENT_SECRET));
 
+/// The password and refresh_token grants for the public first-party client, the same
+/// rotation as `/refresh`.
 async fn token_endpoint_grants(b: Backend) {
     let Some(app) = TestApp::spawn(b).await else {
         return;
@@ -72,8 +75,15 @@ async fn token_endpoint_grants(b: Backend) {
             .status(),
         200
     );
+}
 
-    // A confidential client, by HTTP Basic and by form credentials.
+/// A confidential client, by HTTP Basic and by form credentials; its refresh tokens work only
+/// for it (RFC 6749 §6).
+async fn token_endpoint_confidential_client(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.create_user("alice", &["admin"]).await;
     let r = app
         .form(
             "/token",
