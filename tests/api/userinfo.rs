@@ -151,7 +151,7 @@ async fn forged_algorithms_and_keys_are_refused(b: Backend) {
     // alg none, in several spellings.
     for alg in ["none", "None", "NONE", "nOnE"] {
         let h = json!({"alg": alg, "typ": "at+jwt", "kid": kid});
-        assert_refused(&app, &format!("{}.{}.", b64(&h), parts[1]), alg).await;
+        assert_refused(app, &format!("{}.{}.", b64(&h), parts[1]), alg).await;
     }
     // HS256 signed with the public key material as the HMAC secret (key confusion).
     let jwks = app
@@ -170,29 +170,29 @@ async fn forged_algorithms_and_keys_are_refused(b: Backend) {
         h.typ = Some("at+jwt".into());
         h.kid = Some(kid.clone());
         let tok = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_secret(&secret)).unwrap();
-        assert_refused(&app, &tok, "HS256 with the public key").await;
+        assert_refused(app, &tok, "HS256 with the public key").await;
     }
     // A foreign key claiming our kid, also with the foreign key embedded (jwk header) and a jku.
     let foreign = tessera::auth::keys::generate(tessera::auth::keys::KeyAlg::Es256, 2048).unwrap();
-    let mut h = our_header(&app).await;
+    let mut h = our_header(app).await;
     let tok = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ec_der(&foreign.pkcs8)).unwrap();
-    assert_refused(&app, &tok, "foreign key with our kid").await;
+    assert_refused(app, &tok, "foreign key with our kid").await;
     h.jwk = Some(serde_json::from_value(foreign.jwk.clone()).unwrap());
     h.jku = Some("http://127.0.0.1:9/jwks.json".into());
     let tok = jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ec_der(&foreign.pkcs8)).unwrap();
-    assert_refused(&app, &tok, "embedded jwk / jku").await;
-    let mut h2 = our_header(&app).await;
+    assert_refused(app, &tok, "embedded jwk / jku").await;
+    let mut h2 = our_header(app).await;
     h2.kid = Some(foreign.kid.clone());
     let tok =
         jsonwebtoken::encode(&h2, &claims, &EncodingKey::from_ec_der(&foreign.pkcs8)).unwrap();
-    assert_refused(&app, &tok, "unknown kid").await;
+    assert_refused(app, &tok, "unknown kid").await;
     // An EdDSA key with our kid, and an algorithm swap in the header.
     let ed = tessera::auth::keys::generate(tessera::auth::keys::KeyAlg::EdDsa, 2048).unwrap();
     let mut h3 = Header::new(Algorithm::EdDSA);
     h3.typ = Some("at+jwt".into());
     h3.kid = Some(kid.clone());
     assert_refused(
-        &app,
+        app,
         &jsonwebtoken::encode(&h3, &claims, &EncodingKey::from_ed_der(&ed.pkcs8)).unwrap(),
         "alg swap to EdDSA",
     )
@@ -212,36 +212,36 @@ async fn tampered_signatures_are_refused(b: Backend) {
     // Edited payload with the original signature; stripped and truncated signatures.
     let edited = b64(&with("roles", json!(["admin"])));
     assert_refused(
-        &app,
+        app,
         &format!("{}.{}.{}", parts[0], edited, parts[2]),
         "edited payload",
     )
     .await;
     assert_refused(
-        &app,
+        app,
         &format!("{}.{}.", parts[0], parts[1]),
         "stripped signature",
     )
     .await;
-    assert_refused(&app, &format!("{}.{}", parts[0], parts[1]), "two segments").await;
+    assert_refused(app, &format!("{}.{}", parts[0], parts[1]), "two segments").await;
     // "Psychic signatures" (CVE-2022-21449): an all-zero ECDSA signature, r = s = 0.
     let zeros = URL_SAFE_NO_PAD.encode([0u8; 64]);
     let zero_sig = format!("{}.{}.{zeros}", parts[0], parts[1]);
-    assert_refused(&app, &zero_sig, "r = s = 0").await;
+    assert_refused(app, &zero_sig, "r = s = 0").await;
     let zero_edited = format!(
         "{}.{}.{zeros}",
         parts[0],
         b64(&with("roles", json!(["admin"])))
     );
-    assert_refused(&app, &zero_edited, "r = s = 0, edited payload").await;
+    assert_refused(app, &zero_edited, "r = s = 0, edited payload").await;
     assert_refused(
-        &app,
+        app,
         &format!("{}.{}.{}", parts[0], parts[1], &parts[2][..20]),
         "truncated signature",
     )
     .await;
     assert_refused(
-        &app,
+        app,
         &format!("{}.{}.{}x", parts[0], parts[1], parts[2]),
         "extended signature",
     )
@@ -257,18 +257,18 @@ async fn our_key_with_a_bad_header_is_refused(b: Backend) {
     };
     let (app, claims) = (&f.app, &f.claims);
     // Signed by our own key, but the claims or header are wrong.
-    let mut h = our_header(&app).await;
+    let mut h = our_header(app).await;
     h.typ = Some("JWT".into());
-    assert_refused(&app, &sign_with_ours(&app, h, &claims).await, "typ JWT").await;
-    let mut h = our_header(&app).await;
+    assert_refused(app, &sign_with_ours(app, h, claims).await, "typ JWT").await;
+    let mut h = our_header(app).await;
     h.typ = None;
-    assert_refused(&app, &sign_with_ours(&app, h, &claims).await, "no typ").await;
-    let mut h = our_header(&app).await;
+    assert_refused(app, &sign_with_ours(app, h, claims).await, "no typ").await;
+    let mut h = our_header(app).await;
     h.crit = Some(vec!["exp".into()]);
-    assert_refused(&app, &sign_with_ours(&app, h, &claims).await, "crit").await;
-    let mut h = our_header(&app).await;
+    assert_refused(app, &sign_with_ours(app, h, claims).await, "crit").await;
+    let mut h = our_header(app).await;
     h.kid = None;
-    assert_refused(&app, &sign_with_ours(&app, h, &claims).await, "no kid").await;
+    assert_refused(app, &sign_with_ours(app, h, claims).await, "no kid").await;
     f.real_still_works().await;
 }
 
@@ -308,16 +308,16 @@ async fn our_key_with_bad_claims_is_refused(b: Backend) {
     ];
     for (what, c) in cases {
         assert_refused(
-            &app,
-            &sign_with_ours(&app, our_header(&app).await, &c).await,
+            app,
+            &sign_with_ours(app, our_header(app).await, &c).await,
             what,
         )
         .await;
     }
     // An aud array that contains ours is fine (RFC 7519 §4.1.3).
     let ok = sign_with_ours(
-        &app,
-        our_header(&app).await,
+        app,
+        our_header(app).await,
         &with("aud", json!(["other", "tessera"])),
     )
     .await;
@@ -330,11 +330,11 @@ async fn our_key_with_bad_claims_is_refused(b: Backend) {
         now - 600,
         claims["sid"]
     );
-    let h = b64(&serde_json::to_value(our_header(&app).await).unwrap());
+    let h = b64(&serde_json::to_value(our_header(app).await).unwrap());
     let signing_input = format!("{h}.{}", URL_SAFE_NO_PAD.encode(dup_payload));
     let key = app.signing_key().await;
     let sig = key.sign_bytes(signing_input.as_bytes()).unwrap();
-    assert_refused(&app, &format!("{signing_input}.{sig}"), "duplicate exp").await;
+    assert_refused(app, &format!("{signing_input}.{sig}"), "duplicate exp").await;
 
     f.real_still_works().await;
 }
