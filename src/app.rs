@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::auth::keys::MasterKey;
-use crate::auth::Auth;
+use crate::auth::keys::{KeyError, MasterKey};
+use crate::auth::{Auth, Catalog};
 use crate::config::Settings;
-use crate::store::{self, Store};
+use crate::store::{self, Store, StoreError};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -29,18 +29,36 @@ pub struct Services {
     pub auth: Arc<Auth>,
 }
 
-/// Opens and migrates the store, loads the master key and starts `Auth` (which creates the
-/// first signing key on an empty database).
-pub async fn services(settings: Settings) -> Result<Services, StartError> {
-    let settings = Arc::new(settings);
+/// Opens the store and runs the pending migrations (`tessera migrate`, and `serve` first).
+pub async fn migrate(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
     let store = store::connect(&settings.database)
         .await
         .map_err(start_err("database"))?;
     store.migrate().await.map_err(start_err("migrations"))?;
-    let master = MasterKey::from_settings(&settings).map_err(start_err("keys.master_key"))?;
+    Ok(store)
+}
+
+/// The read-only view for operators' listings: the store alone, opened without creating a
+/// database file, never migrated, with no master key and no hashing threads.
+pub async fn catalog(settings: &Settings) -> Result<Catalog, StoreError> {
+    Ok(Catalog::new(
+        store::connect_existing(&settings.database).await?,
+    ))
+}
+
+/// Opens and migrates the store, loads the master key and starts `Auth` (which creates the
+/// first signing key on an empty database).
+pub async fn services(settings: Settings) -> Result<Services, StartError> {
+    let settings = Arc::new(settings);
+    let store = migrate(&settings).await?;
+    let master = MasterKey::from_settings(&settings).map_err(|e| match e {
+        // Already names the setting.
+        KeyError::Config(why) => StartError(why.to_string()),
+        other => StartError(format!("keys.master_key: {other}")),
+    })?;
     let auth = Auth::start(settings.clone(), store.clone(), master)
         .await
-        .map_err(start_err("start-up"))?;
+        .map_err(|e| StartError(e.to_string()))?;
     Ok(Services {
         settings,
         store,

@@ -38,11 +38,6 @@ impl UnixMillis {
     pub fn plus(self, d: Duration) -> Self {
         Self(self.0.saturating_add(millis(d)))
     }
-
-    /// `self - d`, saturating.
-    pub fn minus(self, d: Duration) -> Self {
-        Self(self.0.saturating_sub(millis(d)))
-    }
 }
 
 /// A duration in whole milliseconds, saturating at `i64::MAX`.
@@ -68,6 +63,5 @@ mod tests {
         assert_eq!(t.plus(Duration::from_millis(1)).0, 1_700_000_001_000);
         assert_eq!(UnixMillis(-1).as_secs(), -1);
         assert_eq!(millis(Duration::MAX), i64::MAX);
-        assert_eq!(UnixMillis(5).minus(Duration::from_millis(10)).0, -5);
     }
 }

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use super::keys::KeyInfo;
-use crate::store::{Store, StoreError, User};
+use super::AuthError;
+use crate::store::{Store, User};
 use crate::time::now_ms;
 
 /// The read-only face of the domain.
@@ -17,14 +18,17 @@ impl Catalog {
         Self { store }
     }
 
-    /// Every user, ordered by username. Errors are the store's own, so that an operator
-    /// can be told a database has no schema yet (`StoreError::NoSchema`).
-    pub async fn users(&self) -> Result<Vec<User>, StoreError> {
-        self.store.list_users().await
+    /// Every user, ordered by username.
+    ///
+    /// Errors: `NoSchema` (never migrated), `StoreUnavailable`.
+    pub async fn users(&self) -> Result<Vec<User>, AuthError> {
+        Ok(self.store.list_users().await?)
     }
 
     /// Every signing key with its state now, in activation order.
-    pub async fn keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
+    ///
+    /// Errors: `NoSchema`, `StoreUnavailable`.
+    pub async fn keys(&self) -> Result<Vec<KeyInfo>, AuthError> {
         let now = now_ms();
         let rows = self.store.keys().await?;
         Ok(rows.iter().map(|r| KeyInfo::of(r, now)).collect())

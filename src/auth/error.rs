@@ -25,10 +25,11 @@ pub enum AuthError {
     /// Too many failed logins for this username or address: retry after this many seconds.
     #[error("throttled for {retry_after_secs} s")]
     Throttled { retry_after_secs: u64 },
-    /// Shedding load, or a resource the request needs is missing (no signing key): retry
-    /// later. The reason is a fixed label, for logs and metrics.
-    #[error("overloaded: {0}")]
-    Overloaded(&'static str),
+    /// Shedding load (password hashing saturated), or a resource the request needs is
+    /// missing (no signing key): retry later. The reason is a fixed label, for logs and
+    /// metrics.
+    #[error("unavailable: {0}")]
+    Unavailable(&'static str),
     /// No such user.
     #[error("user not found")]
     UserNotFound,
@@ -39,8 +40,11 @@ pub enum AuthError {
     #[error("bad input: {0}")]
     BadInput(String),
     /// The database cannot be reached: fail closed (invariant 6).
-    #[error("store unavailable")]
+    #[error("database unavailable")]
     StoreUnavailable,
+    /// The database has no tables yet: it was never migrated (`tessera migrate`).
+    #[error("the database has no schema")]
+    NoSchema,
     /// A bug or corrupted data. The cause is logged, never shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -50,6 +54,7 @@ impl From<StoreError> for AuthError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(_) => AuthError::StoreUnavailable,
+            StoreError::NoSchema => AuthError::NoSchema,
             other => AuthError::Internal(other.to_string()),
         }
     }
@@ -59,7 +64,7 @@ impl From<super::password::PasswordError> for AuthError {
     fn from(e: super::password::PasswordError) -> Self {
         match e {
             super::password::PasswordError::Busy => {
-                AuthError::Overloaded("password hashing saturated")
+                AuthError::Unavailable("password hashing saturated")
             }
             super::password::PasswordError::Internal(m) => AuthError::Internal(m),
         }

@@ -57,8 +57,9 @@ impl Auth {
     /// §4.3): a new session for `client`. Every credential failure is the same
     /// `InvalidCredentials`, after the same amount of argon2 work (invariant 4).
     ///
-    /// Errors: `BadInput` (empty or oversized username or password), `Overloaded` (shed before
-    /// any database work), `Throttled`, `InvalidCredentials`, `StoreUnavailable`.
+    /// Errors: `BadInput` (empty or oversized username or password), `Unavailable` (shed
+    /// before any database work, or no key signs), `Throttled`, `InvalidCredentials`,
+    /// `StoreUnavailable`, `Internal` (signing failed).
     pub async fn login(
         &self,
         username: &str,

@@ -13,7 +13,8 @@
 //!
 //! Every write that revokes something goes through one of three private helpers below
 //! (`end_sessions`, `user_changed`, `deny`), which also update the in-memory revocation state,
-//! so that no use case can forget to (invariant 2).
+//! so that no use case can forget to (invariant 2). The one revocation the store makes on its
+//! own, reuse detection inside the rotation statement, is reported through `sessions_ended`.
 
 pub mod access;
 mod catalog;
@@ -39,6 +40,7 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::config::Settings;
+pub use crate::store::User;
 use crate::store::{RevokedToken, Store, StoreError};
 use crate::time::{now_ms, UnixMillis};
 pub use access::{Authenticated, Introspection};
@@ -122,6 +124,9 @@ type UserWrite = Option<(Uuid, Vec<Uuid>)>;
 impl Auth {
     /// Builds the service on a migrated store: loads the signing keys (creating the first one
     /// on an empty database) and starts the password hashing threads.
+    ///
+    /// Errors: `StoreUnavailable`, `NoSchema`, `Internal` (a key that cannot be generated or
+    /// stored, threads that cannot start).
     pub async fn start(
         settings: Arc<Settings>,
         store: Arc<dyn Store>,
@@ -130,12 +135,16 @@ impl Auth {
         let k = &settings.keys;
         let keys = Keys::load(store.as_ref(), master, k.algorithm, k.rsa_bits, now_ms())
             .await
-            .map_err(|e| AuthError::Internal(format!("signing keys: {e}")))?;
+            .map_err(|e| match e {
+                keys::KeyError::Store(s) => s.into(),
+                other => AuthError::Internal(format!("signing keys: {other}")),
+            })?;
         let refresh = RefreshTokens::new(keys.master().derive_hmac("refresh-token-v1"));
         let pw = settings.password.clone();
         let passwords = tokio::task::spawn_blocking(move || Passwords::new(&pw))
             .await
-            .map_err(|e| AuthError::Internal(format!("password hasher: {e}")))??;
+            .map_err(|e| AuthError::Internal(format!("password hasher: {e}")))?
+            .map_err(|e| AuthError::Internal(format!("password hasher: {e}")))?;
         let revocations = RevocationCache::new(
             settings.revocation.cache,
             settings.revocation.max_lag,

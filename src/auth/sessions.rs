@@ -15,7 +15,7 @@ impl Auth {
     /// client it was issued to.
     ///
     /// Errors: `InvalidRefreshToken` (unknown, expired, revoked, reused, another client's),
-    /// `StoreUnavailable`.
+    /// `Unavailable` (no key signs), `StoreUnavailable`, `Internal` (signing failed).
     pub async fn refresh(
         &self,
         token: SecretString,
@@ -128,7 +128,7 @@ impl Auth {
         let ring = self.keys.ring();
         let key = ring
             .signer_at(now.0)
-            .ok_or(AuthError::Overloaded("no active signing key"))?;
+            .ok_or(AuthError::Unavailable("no active signing key"))?;
         let t = &self.settings.tokens;
         let iat = now.as_secs();
         let ttl = t.access_ttl.as_secs() as i64;

@@ -29,7 +29,7 @@ impl Auth {
     /// Publishes a new key of `keys.algorithm` now; it signs after `keys.publish_ahead` (plus
     /// the propagation slack), and the current key retires then. Returns the new kid.
     ///
-    /// Errors: `Internal` (key generation or the store failed).
+    /// Errors: `StoreUnavailable`, `Internal` (key generation or the store failed).
     pub async fn rotate_key(&self) -> Result<String, AuthError> {
         let k = &self.settings.keys;
         let (alg, bits) = (k.algorithm, k.rsa_bits);
@@ -43,7 +43,7 @@ impl Auth {
     /// Adds a key (an imported one, or one made by `rotate_key`). `Activation::Now` signs at
     /// once and is only safe when verifiers already trust the key. Returns its kid.
     ///
-    /// Errors: `BadInput` (a key with this kid exists), `Internal`.
+    /// Errors: `BadInput` (a key with this kid exists), `StoreUnavailable`, `Internal`.
     pub async fn add_key(
         &self,
         material: &KeyMaterial,
@@ -63,6 +63,7 @@ impl Auth {
             .await
             .map_err(|e| match e {
                 keys::KeyError::Rejected(why) => AuthError::BadInput(why),
+                keys::KeyError::Store(s) => s.into(),
                 other => AuthError::Internal(other.to_string()),
             })?;
         Ok(added.unwrap_or_else(|| material.kid.clone()))

@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::AuthError;
 use crate::config::ThrottleSettings;
 use crate::store::Store;
+use crate::time::millis;
 
 /// The throttle keys of one login attempt.
 pub struct AttemptKeys {
@@ -26,10 +27,6 @@ impl AttemptKeys {
             ip: ip.map(|ip| format!("ip:{ip}")),
         }
     }
-}
-
-fn ms(d: Duration) -> i64 {
-    d.as_millis().min(i64::MAX as u128) as i64
 }
 
 /// The wait after the `failures`-th failure, given `free` free failures.
@@ -78,7 +75,7 @@ pub async fn failed(
     if !s.enabled() {
         return Ok(());
     }
-    let window_cutoff = now - ms(s.window);
+    let window_cutoff = now - millis(s.window);
     let mut pairs = vec![(keys.account.as_str(), s.account_free_failures)];
     if let (Some(ip), true) = (keys.ip.as_deref(), s.ip_free_failures > 0) {
         pairs.push((ip, s.ip_free_failures));
@@ -89,7 +86,7 @@ pub async fn failed(
         }
         let failures = store.throttle_fail(key, now, window_cutoff).await?;
         if let Some(wait) = backoff(s, failures, free) {
-            store.throttle_lock(key, now + ms(wait)).await?;
+            store.throttle_lock(key, now + millis(wait)).await?;
         }
     }
     Ok(())

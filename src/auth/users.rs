@@ -1,6 +1,8 @@
 //! Account administration, for the admin API and the CLI. Every write that changes what a
 //! user's tokens may do goes through `Auth::user_changed` or `Auth::end_sessions`.
 
+use std::future::Future;
+
 use secrecy::SecretString;
 use uuid::Uuid;
 
@@ -21,7 +23,7 @@ impl Auth {
     /// Creates a user with a new password and roles.
     ///
     /// Errors: `BadInput` (username, password rules, role names), `UsernameTaken`,
-    /// `Overloaded` (hashing saturated).
+    /// `Unavailable` (hashing saturated), `StoreUnavailable`.
     pub async fn create_user(
         &self,
         username: &str,
@@ -47,7 +49,9 @@ impl Auth {
             })
     }
 
-    /// One user. Errors: `UserNotFound`, `BadInput` (a name no account can have).
+    /// One user.
+    ///
+    /// Errors: `UserNotFound`, `BadInput` (a name no account can have), `StoreUnavailable`.
     pub async fn user(&self, who: UserRef<'_>) -> Result<User, AuthError> {
         let found = match who {
             UserRef::Id(id) => self.store.user_by_id(id).await?,
@@ -60,6 +64,8 @@ impl Auth {
     }
 
     /// Every user, ordered by username.
+    ///
+    /// Errors: `StoreUnavailable`.
     pub async fn list_users(&self) -> Result<Vec<User>, AuthError> {
         Ok(self.store.list_users().await?)
     }
@@ -67,7 +73,8 @@ impl Auth {
     /// Sets a new password; every session of the user is revoked and earlier access tokens
     /// stop working.
     ///
-    /// Errors: `UserNotFound`, `BadInput` (password rules), `Overloaded`.
+    /// Errors: `UserNotFound`, `BadInput` (password rules), `Unavailable` (hashing
+    /// saturated), `StoreUnavailable`.
     pub async fn set_password(
         &self,
         who: UserRef<'_>,
@@ -84,43 +91,44 @@ impl Auth {
 
     /// Replaces the user's roles and returns the updated user.
     ///
-    /// Errors: `UserNotFound`, `BadInput` (role names).
+    /// Errors: `UserNotFound`, `BadInput` (role names), `StoreUnavailable`.
     pub async fn set_roles(&self, who: UserRef<'_>, roles: Vec<String>) -> Result<User, AuthError> {
         let user = self.user(who).await?;
         let roles = parse_roles(roles)?;
-        let now = now_ms();
-        self.user_changed(async {
-            let id = self.store.set_roles(&user.username, &roles, now).await?;
-            Ok(id.map(|id| (id, Vec::new())))
-        })
-        .await?;
-        self.user(UserRef::Id(user.id)).await
+        let id = self
+            .row_changed(self.store.set_roles(&user.username, &roles, now_ms()))
+            .await?;
+        self.user(UserRef::Id(id)).await
     }
 
     /// Disables or re-enables a user. Disabling refuses every token issued so far;
     /// re-enabling does not bring those back.
     ///
-    /// Errors: `UserNotFound`.
+    /// Errors: `UserNotFound`, `StoreUnavailable`.
     pub async fn set_disabled(&self, who: UserRef<'_>, disabled: bool) -> Result<(), AuthError> {
         let user = self.user(who).await?;
-        let now = now_ms();
-        self.user_changed(async {
-            let id = self
-                .store
-                .set_disabled(&user.username, disabled, now)
-                .await?;
-            Ok(id.map(|id| (id, Vec::new())))
-        })
-        .await?;
+        self.row_changed(self.store.set_disabled(&user.username, disabled, now_ms()))
+            .await?;
         Ok(())
     }
 
     /// Ends every session of the user and cuts off every access token issued so far.
     ///
-    /// Errors: `UserNotFound`.
+    /// Errors: `UserNotFound`, `StoreUnavailable`.
     pub async fn revoke_user(&self, who: UserRef<'_>, reason: &str) -> Result<(), AuthError> {
         let user = self.user(who).await?;
         self.end_sessions(Ending::AllOf(user.id), reason).await
+    }
+}
+
+impl Auth {
+    /// `user_changed` for a write that ends no session and returns the user's id, if any.
+    async fn row_changed(
+        &self,
+        write: impl Future<Output = Result<Option<Uuid>, StoreError>>,
+    ) -> Result<Uuid, AuthError> {
+        self.user_changed(async { Ok(write.await?.map(|id| (id, Vec::new()))) })
+            .await
     }
 }
 

@@ -69,20 +69,22 @@ pub enum CliError {
 fn domain_message(e: &AuthError) -> String {
     match e {
         AuthError::UserNotFound => "no such user".into(),
-        AuthError::UsernameTaken => "that username is taken".into(),
-        AuthError::BadInput(why) => why.clone(),
+        AuthError::UsernameTaken => "conflict: username".into(),
+        AuthError::BadInput(why) => format!("invalid request: {why}"),
+        AuthError::NoSchema => no_schema(),
         other => other.to_string(),
     }
 }
 
 fn store_message(e: &StoreError) -> String {
     match e {
-        StoreError::NoSchema => {
-            "the database has no schema yet: run `tessera migrate` (or start the server) first"
-                .into()
-        }
+        StoreError::NoSchema => no_schema(),
         other => other.to_string(),
     }
+}
+
+fn no_schema() -> String {
+    "the database has no schema yet: run `tessera migrate` (or start the server) first".into()
 }
 
 /// Runs the parsed command line.
@@ -110,17 +112,14 @@ async fn serve(settings: Settings) -> Result<(), CliError> {
 }
 
 async fn migrate(settings: Settings) -> Result<(), CliError> {
-    let store = crate::store::connect(&settings.database).await?;
-    store.migrate().await?;
+    app::migrate(&settings).await?;
     println!("migrations applied");
     Ok(())
 }
 
 /// The read-only view: the store alone.
 async fn catalog(settings: &Settings) -> Result<Catalog, CliError> {
-    Ok(Catalog::new(
-        crate::store::connect(&settings.database).await?,
-    ))
+    Ok(app::catalog(settings).await?)
 }
 
 /// A password from the first line of standard input (`--password-stdin`, or whenever stdin is

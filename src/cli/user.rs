@@ -6,7 +6,7 @@ use clap::Subcommand;
 
 use super::{catalog, read_password, CliError};
 use crate::app;
-use crate::auth::{UserRef, Username};
+use crate::auth::{AuthError, UserRef, Username};
 use crate::config::Settings;
 
 #[derive(Debug, Subcommand)]
@@ -62,6 +62,14 @@ pub(super) async fn run(cmd: UserCmd, settings: Settings) -> Result<(), CliError
     }
 }
 
+/// A domain error, with the name in "no such user".
+fn named(name: &str) -> impl Fn(AuthError) -> CliError + '_ {
+    move |e| match e {
+        AuthError::UserNotFound => CliError::Usage(format!("no such user: {name}")),
+        other => other.into(),
+    }
+}
+
 /// The normalised form of a username, as it is stored and shown.
 fn normalised(raw: &str) -> Result<String, CliError> {
     Username::parse(raw)
@@ -108,7 +116,9 @@ async fn list(settings: Settings) -> Result<(), CliError> {
 async fn set_disabled(settings: Settings, username: &str, disabled: bool) -> Result<(), CliError> {
     let name = normalised(username)?;
     let auth = app::services(settings).await?.auth;
-    auth.set_disabled(UserRef::Name(&name), disabled).await?;
+    auth.set_disabled(UserRef::Name(&name), disabled)
+        .await
+        .map_err(named(&name))?;
     println!("{} {name}", if disabled { "disabled" } else { "enabled" });
     Ok(())
 }
@@ -118,9 +128,12 @@ async fn set_password(
     username: &str,
     password_stdin: bool,
 ) -> Result<(), CliError> {
+    let name = normalised(username)?;
     let pw = read_password(password_stdin)?;
     let auth = app::services(settings).await?.auth;
-    auth.set_password(UserRef::Name(username), pw).await?;
+    auth.set_password(UserRef::Name(&name), pw)
+        .await
+        .map_err(named(&name))?;
     println!("password changed; sessions revoked");
     Ok(())
 }
@@ -128,7 +141,10 @@ async fn set_password(
 async fn set_roles(settings: Settings, username: &str, roles: Vec<String>) -> Result<(), CliError> {
     let name = normalised(username)?;
     let auth = app::services(settings).await?.auth;
-    let user = auth.set_roles(UserRef::Name(&name), roles).await?;
+    let user = auth
+        .set_roles(UserRef::Name(&name), roles)
+        .await
+        .map_err(named(&name))?;
     println!("roles of {name}: {}", user.roles.join(","));
     Ok(())
 }
@@ -137,7 +153,8 @@ async fn revoke(settings: Settings, username: &str) -> Result<(), CliError> {
     let name = normalised(username)?;
     let auth = app::services(settings).await?.auth;
     auth.revoke_user(UserRef::Name(&name), "revoked_by_operator")
-        .await?;
+        .await
+        .map_err(named(&name))?;
     println!("revoked every session and access token of {name}");
     Ok(())
 }

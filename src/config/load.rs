@@ -90,7 +90,10 @@ fn replace_files(v: &mut Value) -> Result<bool, ConfigError> {
                 };
                 let content = std::fs::read_to_string(&path)
                     .map_err(|e| ConfigError(format!("cannot read {file_key} file {path}: {e}")))?;
-                let key = file_key.trim_end_matches(FILE_SUFFIX).to_string();
+                let key = file_key
+                    .strip_suffix(FILE_SUFFIX)
+                    .unwrap_or(&file_key)
+                    .to_string();
                 dict.insert(key, Value::from(content.trim().to_string()));
                 changed = true;
             }

@@ -18,8 +18,7 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AppJson, Bearer};
 use super::AppState;
-use crate::auth::{Authenticated, UserRef};
-use crate::store::User;
+use crate::auth::{Authenticated, User, UserRef};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

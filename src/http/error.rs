@@ -159,7 +159,9 @@ impl From<AuthError> for ApiError {
             AuthError::InsufficientRole => ApiError::Forbidden,
             AuthError::InvalidClient => ApiError::InvalidClient,
             AuthError::Throttled { retry_after_secs } => ApiError::SlowDown(retry_after_secs),
-            AuthError::Overloaded(cause) => ApiError::Unavailable(cause),
+            AuthError::Unavailable(cause) => ApiError::Unavailable(cause),
+            // `serve` migrates before it listens: a missing schema is an operator's mistake.
+            AuthError::NoSchema => ApiError::Internal("the database has no schema".into()),
             AuthError::UserNotFound => ApiError::UserNotFound,
             AuthError::UsernameTaken => ApiError::Conflict("username"),
             AuthError::BadInput(why) => ApiError::InvalidRequest(why),
@@ -289,10 +291,11 @@ mod tests {
                 "slow_down",
             ),
             (
-                AuthError::Overloaded("busy"),
+                AuthError::Unavailable("busy"),
                 503,
                 "temporarily_unavailable",
             ),
+            (AuthError::NoSchema, 500, "server_error"),
             (AuthError::UserNotFound, 404, "not_found"),
             (AuthError::UsernameTaken, 409, "conflict"),
             (AuthError::BadInput("x".into()), 400, "invalid_request"),

@@ -21,6 +21,7 @@ use super::error::{token_endpoint, ApiError, ErrorBody};
 use super::session::{client_meta, token_response};
 use super::AppState;
 use crate::auth::{ClientAuth, ClientId, Introspection};
+use crate::time::UnixMillis;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -285,8 +286,8 @@ async fn introspect(
                 "token_type": "refresh_token",
                 "sub": user.id.to_string(),
                 "username": user.username,
-                "exp": session.idle_expires_at.min(session.absolute_expires_at) / 1000,
-                "iat": session.last_refreshed_at / 1000,
+                "exp": secs(session.idle_expires_at.min(session.absolute_expires_at)),
+                "iat": secs(session.last_refreshed_at),
                 "sid": session.id.to_string(),
                 "aud": t.audience,
                 "iss": t.issuer,
@@ -295,6 +296,11 @@ async fn introspect(
         }
     };
     Ok(Json(body).into_response())
+}
+
+/// A stored time (ms) as a JWT `NumericDate` (whole seconds).
+fn secs(ms: i64) -> i64 {
+    UnixMillis(ms).as_secs()
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -336,13 +342,13 @@ async fn revocations(
     let body = json!({
         "cursor": (now - FEED_OVERLAP_MS).max(0).to_string(),
         "revoked_tokens": feed.tokens.iter().map(|(jti, exp, at)| json!({
-            "jti": jti, "exp": exp / 1000, "revoked_at": at / 1000,
+            "jti": jti, "exp": secs(*exp), "revoked_at": secs(*at),
         })).collect::<Vec<Value>>(),
         "revoked_sessions": feed.sessions.iter().map(|(sid, at)| json!({
-            "sid": sid.to_string(), "revoked_at": at / 1000,
+            "sid": sid.to_string(), "revoked_at": secs(*at),
         })).collect::<Vec<Value>>(),
         "not_before": feed.users.iter().map(|(sub, nbf)| json!({
-            "sub": sub.to_string(), "not_before": nbf / 1000,
+            "sub": sub.to_string(), "not_before": secs(*nbf),
         })).collect::<Vec<Value>>(),
     });
     Ok(Json(body).into_response())

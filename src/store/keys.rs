@@ -79,8 +79,9 @@ impl SqlStore {
                 .bind(k.created_at)
                 .bind(k.publish_at)
                 .bind(k.activate_at)
-                .bind(k.retire_at)
-                .bind(k.remove_at)
+                // A key that takes over starts with no retirement of its own.
+                .bind(k.retire_at.filter(|_| retire.is_none()))
+                .bind(k.remove_at.filter(|_| retire.is_none()))
                 .bind(&k.succeeds)
                 .execute(&mut *tx)
                 .await?;

@@ -81,7 +81,10 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::Protocol(_) => StoreError::Unavailable(e.to_string()),
             sqlx::Error::Database(db) => {
                 // Postgres class 08 (connection), 57P (operator intervention: shutdown, restart),
-                // 53 (insufficient resources); SQLite BUSY/LOCKED. All are transient.
+                // 53 (insufficient resources), and a connection refused by the server: 55000
+                // (the database does not accept connections), 3D000 (it does not exist),
+                // 28000/28P01 (the credentials are refused); SQLite BUSY/LOCKED. The client
+                // did nothing wrong in any of them: fail closed (503) and retry later.
                 let code = db.code().map(|c| c.to_string()).unwrap_or_default();
                 // Postgres 42P01 (undefined_table); SQLite reports a generic error.
                 if code == "42P01" || db.message().starts_with("no such table") {
@@ -90,6 +93,7 @@ impl From<sqlx::Error> for StoreError {
                 if code.starts_with("08")
                     || code.starts_with("57P")
                     || code.starts_with("53")
+                    || matches!(code.as_str(), "55000" | "3D000" | "28000" | "28P01")
                     || code == "5"
                     || code == "6"
                     || code == "517"
@@ -274,12 +278,22 @@ fn whole_second(ms: i64) -> i64 {
 /// How long a finished session or a revoked one is kept before the purge deletes it.
 const SESSION_RETENTION_MS: i64 = 24 * 3600 * 1000;
 
-/// Opens the store named by the settings. Nothing is migrated here: `serve` and `migrate` do
-/// that; read-only commands only read.
+/// Opens the store named by the settings, creating a SQLite database file if there is none.
+/// Nothing is migrated here: `serve` and `migrate` do that.
 pub async fn connect(db: &DatabaseSettings) -> StoreResult<Arc<dyn Store>> {
+    open(db, true).await
+}
+
+/// Opens an existing store for reading: a missing SQLite file is `StoreError::NoSchema`, and
+/// nothing is created.
+pub async fn connect_existing(db: &DatabaseSettings) -> StoreResult<Arc<dyn Store>> {
+    open(db, false).await
+}
+
+async fn open(db: &DatabaseSettings, create: bool) -> StoreResult<Arc<dyn Store>> {
     let url = db.url.expose_secret();
     let store = if url.starts_with("sqlite:") {
-        SqlStore::Sqlite(SqliteStore::connect(url, db.acquire_timeout).await?)
+        SqlStore::Sqlite(SqliteStore::connect(url, db.acquire_timeout, create).await?)
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         SqlStore::Postgres(PgStore::connect(url, db.max_connections, db.acquire_timeout).await?)
     } else {

@@ -29,17 +29,18 @@ pub struct SqliteStore {
 const WATCH_EVERY: Duration = Duration::from_millis(100);
 
 impl SqliteStore {
-    /// Opens (and creates, with its parent directory) the database file named by `url`.
-    pub async fn connect(url: &str, acquire_timeout: Duration) -> StoreResult<Self> {
+    /// Opens the database file named by `url`; with `create`, creates it (and its parent
+    /// directory) when missing. Without, a missing file is `StoreError::NoSchema`.
+    pub async fn connect(url: &str, acquire_timeout: Duration, create: bool) -> StoreResult<Self> {
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Other(format!("bad sqlite url: {e}")))?
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         let path = opts.get_filename();
-        if let Some(dir) = path.parent() {
+        if let (Some(dir), true) = (path.parent(), create) {
             if !dir.as_os_str().is_empty() && path.to_str() != Some(":memory:") {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     StoreError::Other(format!("cannot create {}: {e}", dir.display()))
@@ -61,7 +62,14 @@ impl SqliteStore {
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(opts)
-            .await?;
+            .await
+            .map_err(|e| match &e {
+                // SQLITE_CANTOPEN: no such file, and we were not to create one.
+                sqlx::Error::Database(db) if !create && db.code().as_deref() == Some("14") => {
+                    StoreError::NoSchema
+                }
+                _ => e.into(),
+            })?;
         Ok(Self { pool, generation })
     }
 }

@@ -292,7 +292,11 @@ async fn read_only_commands_create_nothing(b: Backend) {
         return;
     };
     let url = db.url().to_string();
-    let (fresh, migrated, users, keys) = tokio::task::spawn_blocking(move || {
+    let file = match &db {
+        Db::Sqlite { dir, .. } => Some(dir.join("tessera.db")),
+        _ => None,
+    };
+    let (fresh, created, migrated, users, keys) = tokio::task::spawn_blocking(move || {
         let run = |args: &[&str]| {
             Command::new(env!("CARGO_BIN_EXE_tessera"))
                 .args(args)
@@ -303,13 +307,10 @@ async fn read_only_commands_create_nothing(b: Backend) {
                 .unwrap()
         };
         let fresh = run(&["user", "list"]);
+        let created = file.is_some_and(|f| f.exists());
         let migrated = run(&["migrate"]);
-        (
-            fresh,
-            migrated,
-            run(&["user", "list"]),
-            run(&["keys", "list"]),
-        )
+        let (users, keys) = (run(&["user", "list"]), run(&["keys", "list"]));
+        (fresh, created, migrated, users, keys)
     })
     .await
     .unwrap();
@@ -318,6 +319,10 @@ async fn read_only_commands_create_nothing(b: Backend) {
     };
     assert!(!fresh.status.success(), "{}", text(&fresh));
     assert!(text(&fresh).contains("tessera migrate"), "{}", text(&fresh));
+    assert!(
+        !created,
+        "a read-only command created a SQLite database file"
+    );
     assert!(migrated.status.success(), "{}", text(&migrated));
     assert!(users.status.success(), "{}", text(&users));
     assert!(text(&users).contains("USERNAME"), "{}", text(&users));

@@ -11,7 +11,8 @@ use crate::on_both;
 
 on_both!(
     excess_logins_are_shed_fast,
-    database_outage_fails_closed_and_recovers
+    database_outage_fails_closed_and_recovers,
+    a_database_refusing_connections_fails_closed,
 );
 
 async fn excess_logins_are_shed_fast(b: Backend) {
@@ -131,4 +132,60 @@ async fn database_outage_fails_closed_and_recovers(b: Backend) {
     assert_eq!(r.status(), 200);
     app.login_ok("alice").await;
     drop(probe);
+}
+
+/// An operator blocks connections to the database (`ALLOW_CONNECTIONS false`, as during a
+/// maintenance window or a restore): Postgres refuses each new connection with SQLSTATE
+/// 55000. Every request that needs the database fails closed with 503 and `Retry-After`, not
+/// 500, and the server recovers once connections are allowed again (invariant 6).
+async fn a_database_refusing_connections_fails_closed(b: Backend) {
+    use sqlx::{Connection, Executor};
+    if b == Backend::Sqlite {
+        return;
+    }
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let crate::helpers::Db::Postgres { name, .. } = &app.db else {
+        unreachable!("a Postgres test app")
+    };
+    app.create_user("alice", &[]).await;
+    let t = app.login_ok("alice").await;
+    let refresh = t["refresh_token"].as_str().unwrap();
+    let mut admin = sqlx::PgConnection::connect(&crate::helpers::pg_admin_url())
+        .await
+        .unwrap();
+    let block = |allow: bool| {
+        sqlx::AssertSqlSafe(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {allow}"))
+    };
+    admin.execute(block(false)).await.unwrap();
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        )))
+        .await
+        .unwrap();
+    let fails_closed = |r: reqwest::Response, what: &'static str| async move {
+        assert_eq!(r.status(), 503, "{what}");
+        assert_eq!(r.headers()["retry-after"], "1", "{what}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "temporarily_unavailable", "{what}");
+    };
+    // The first attempt may meet a connection the termination broke; every one answers 503.
+    for _ in 0..3 {
+        fails_closed(app.refresh(refresh).await, "refresh").await;
+        fails_closed(app.login("alice", PASSWORD).await, "login").await;
+    }
+    crate::helpers::eventually(5, "/userinfo fails closed", || async {
+        app.userinfo(t["access_token"].as_str().unwrap())
+            .await
+            .status()
+            == 503
+    })
+    .await;
+    admin.execute(block(true)).await.unwrap();
+    crate::helpers::eventually(10, "refresh works again", || async {
+        app.refresh(refresh).await.status() == 200
+    })
+    .await;
 }

@@ -1,0 +1,115 @@
+//! The revocation state's own rules: trust, notifications, and what is forgotten when.
+
+use super::*;
+
+fn user(id: Uuid, updated_at: i64) -> User {
+    User {
+        id,
+        username: "u".into(),
+        password_hash: "$argon2id$secret".into(),
+        roles: vec![],
+        claims: Default::default(),
+        disabled: false,
+        tokens_not_before: 0,
+        created_at: 0,
+        updated_at,
+    }
+}
+
+fn trusted_cache() -> RevocationCache {
+    let c = RevocationCache::new(true, Duration::from_secs(60), 610_000);
+    c.set_listening(true);
+    c.synced_at.store(c.mono_ns(), Ordering::Release);
+    c
+}
+
+#[test]
+fn untrusted_until_listening_and_synced() {
+    let c = RevocationCache::new(true, Duration::from_secs(60), 1);
+    assert!(matches!(
+        c.check(Uuid::nil(), Uuid::nil(), "j"),
+        Check::Unknown
+    ));
+    c.set_listening(true);
+    assert!(!c.trusted(), "listening but never synced");
+    c.synced_at.store(c.mono_ns(), Ordering::Release);
+    assert!(c.trusted());
+    c.set_listening(false);
+    assert!(!c.trusted());
+    let off = RevocationCache::new(false, Duration::from_secs(60), 1);
+    off.set_listening(true);
+    off.synced_at.store(off.mono_ns(), Ordering::Release);
+    assert!(!off.trusted(), "a disabled cache is never trusted");
+}
+
+#[test]
+fn stale_state_is_not_trusted() {
+    let c = RevocationCache::new(true, Duration::from_millis(1), 1);
+    c.set_listening(true);
+    c.synced_at.store(c.mono_ns(), Ordering::Release);
+    std::thread::sleep(Duration::from_millis(5));
+    assert!(!c.trusted());
+}
+
+#[test]
+fn notifications_revoke_and_invalidate() {
+    let c = trusted_cache();
+    let (uid, sid) = (Uuid::now_v7(), Uuid::now_v7());
+    let Check::Load(epoch) = c.check(uid, sid, "j1") else {
+        panic!("expected a load")
+    };
+    c.remember(&user(uid, 1), sid, epoch);
+    match c.check(uid, sid, "j1") {
+        Check::User(u) => assert!(u.password_hash.is_empty(), "hash must not be cached"),
+        other => panic!("{other:?}"),
+    }
+    // Another user presenting the same session is not answered from memory.
+    assert!(matches!(c.check(Uuid::now_v7(), sid, "j1"), Check::Load(_)));
+    assert!(c.apply_notification(&format!("user:{uid}")));
+    assert!(matches!(c.check(uid, sid, "j1"), Check::Load(_)));
+    assert!(c.apply_notification("jti:99:j1"));
+    assert!(matches!(c.check(uid, sid, "j1"), Check::Revoked));
+    assert!(c.apply_notification(&format!("session:{sid}:5")));
+    assert!(matches!(c.check(uid, sid, "j2"), Check::Revoked));
+    assert!(!c.apply_notification("keys"));
+    // A payload that cannot be read makes the state untrusted rather than wrong.
+    assert!(c.apply_notification("session:garbage"));
+    assert!(!c.trusted());
+}
+
+#[test]
+fn forgetting_keeps_revocations_and_drops_what_was_valid() {
+    let c = trusted_cache();
+    let (uid, sid, dead) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let Check::Load(epoch) = c.check(uid, sid, "j") else {
+        panic!("expected a load")
+    };
+    c.remember(&user(uid, 1), sid, epoch);
+    c.revoke_session(dead);
+    c.revoke_jti("gone", i64::MAX);
+    assert!(matches!(c.check(uid, sid, "j"), Check::User(_)));
+    c.forget_valid();
+    assert!(matches!(c.check(uid, sid, "j"), Check::Load(_)));
+    assert!(matches!(c.check(uid, dead, "j"), Check::Revoked));
+    assert!(matches!(c.check(uid, sid, "gone"), Check::Revoked));
+    // A read that started before the reset is not remembered, not even the session.
+    c.remember(&user(uid, 1), sid, epoch);
+    assert!(matches!(c.check(uid, sid, "j"), Check::Load(_)));
+    c.session_live(sid, uid);
+    assert!(
+        matches!(c.check(uid, sid, "j"), Check::Load(_)),
+        "no user row yet"
+    );
+}
+
+#[test]
+fn a_row_read_before_an_invalidation_is_not_cached() {
+    let c = trusted_cache();
+    let uid = Uuid::now_v7();
+    let Check::Load(epoch) = c.check(uid, Uuid::nil(), "j") else {
+        panic!("expected a load")
+    };
+    c.invalidate_user(uid);
+    c.remember(&user(uid, 1), Uuid::nil(), epoch);
+    assert!(matches!(c.check(uid, Uuid::nil(), "j"), Check::Load(_)));
+}
