@@ -9,7 +9,8 @@ use crate::helpers::{eventually, Backend, TestApp};
 use crate::on_both;
 
 on_both!(
-    revocation_state_follows_any_writer,
+    revocations_written_by_hand_hold,
+    user_changes_written_by_hand_apply,
     userinfo_returns_the_caller,
     forged_algorithms_and_keys_are_refused,
     tampered_signatures_are_refused,
@@ -387,17 +388,17 @@ async fn missing_and_malformed_credentials(b: Backend) {
 /// Revocations written behind the server's back (an operator's SQL, another process) are
 /// enforced: on Postgres through the in-memory state, which answers verifications without a
 /// query and learns of every write by NOTIFY; on SQLite by reading the database every time.
-async fn revocation_state_follows_any_writer(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
-        return;
-    };
+/// A server whose in-memory revocation state is trusted (answering checks from memory), with
+/// three sessions of alice and one of bob, each token accepted.
+async fn trusted_with_sessions(b: Backend) -> Option<(TestApp, [String; 4])> {
+    let app = TestApp::spawn(b).await?;
     app.create_user("alice", &[]).await;
     app.create_user("bob", &[]).await;
-    let first = app.login_ok("alice").await;
-    let second = app.login_ok("alice").await;
-    let third = app.login_ok("alice").await;
-    let bobs = app.login_ok("bob").await;
-    let token = |t: &Value| t["access_token"].as_str().unwrap().to_string();
+    let mut tokens = Vec::new();
+    for who in ["alice", "alice", "alice", "bob"] {
+        let t = app.login_ok(who).await;
+        tokens.push(t["access_token"].as_str().unwrap().to_string());
+    }
     // Once the first sync is done, checks are answered from memory.
     eventually(
         5,
@@ -405,74 +406,67 @@ async fn revocation_state_follows_any_writer(b: Backend) {
         || async { app.auth.readiness().await.revocation_state_trusted },
     )
     .await;
-    assert_eq!(app.userinfo(&token(&first)).await.status(), 200);
-    for t in [&second, &third, &bobs] {
-        assert_eq!(app.userinfo(&token(t)).await.status(), 200);
+    for t in &tokens {
+        assert_eq!(app.userinfo(t).await.status(), 200);
     }
+    Some((app, tokens.try_into().unwrap()))
+}
 
-    // A UUID literal: SQLite stores UUIDs as 16-byte blobs.
-    let uuid = |v: &Value| {
-        let id = uuid::Uuid::parse_str(v.as_str().unwrap()).unwrap();
-        match b {
-            Backend::Postgres => format!("'{id}'"),
-            Backend::Sqlite => format!("X'{}'", id.simple()),
-        }
+/// A SQL literal for a UUID claim of `token`: SQLite stores UUIDs as 16-byte blobs.
+fn uuid_literal(b: Backend, token: &str, claim: &str) -> String {
+    let c = TestApp::claims(token);
+    let id = uuid::Uuid::parse_str(c[claim].as_str().unwrap()).unwrap();
+    match b {
+        Backend::Postgres => format!("'{id}'"),
+        Backend::Sqlite => format!("X'{}'", id.simple()),
+    }
+}
+
+/// Revocations written by hand (another process, an operator's SQL) reach the in-memory
+/// state: a revoked session, a denylisted jti, a deleted session. They still hold after the
+/// next polls, and reading them changed no row.
+async fn revocations_written_by_hand_hold(b: Backend) {
+    let Some((app, [first, second, third, bobs])) = trusted_with_sessions(b).await else {
+        return;
     };
-    // A session revoked by hand.
-    let sid = uuid(&TestApp::claims(&token(&first))["sid"]);
+    let sid = uuid_literal(b, &first, "sid");
     app.exec_sql(format!(
         "UPDATE sessions SET revoked_at = 1, revoked_reason = 'sql' WHERE id = {sid}"
     ))
     .await;
-    app.userinfo_becomes(&token(&first), 401).await;
-    // A jti denylisted by hand.
-    let c = TestApp::claims(&token(&second));
-    let (jti, sub) = (c["jti"].as_str().unwrap(), uuid(&c["sub"]));
+    app.userinfo_becomes(&first, 401).await;
+    let jti = TestApp::claims(&second)["jti"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sub = uuid_literal(b, &second, "sub");
     app.exec_sql(format!(
         "INSERT INTO revoked_tokens (jti, user_id, session_id, expires_at, revoked_at, reason)
          VALUES ('{jti}', {sub}, NULL, 9999999999999, 1, 'sql')"
     ))
     .await;
-    app.userinfo_becomes(&token(&second), 401).await;
-    // The other session of the same user is untouched...
-    assert_eq!(app.userinfo(&token(&third)).await.status(), 200);
-    // ...until the user is disabled by hand. Bob is not affected.
-    app.exec_sql("UPDATE users SET disabled = TRUE WHERE username = 'alice'".into())
-        .await;
-    app.userinfo_becomes(&token(&third), 401).await;
-    assert_eq!(app.userinfo(&token(&bobs)).await.status(), 200);
-    // Re-enabled by hand: the user row is read again, and the token is accepted again (the
-    // hand-written change did not set a cut-off).
-    app.exec_sql("UPDATE users SET disabled = FALSE WHERE username = 'alice'".into())
-        .await;
-    app.userinfo_becomes(&token(&third), 200).await;
-    // A role granted by hand shows in /userinfo.
-    app.exec_sql(r#"UPDATE users SET roles = '["auditor"]' WHERE username = 'bob'"#.into())
-        .await;
-    eventually(3, "the role granted by hand shows in /userinfo", || async {
-        let v: Value = app.userinfo(&token(&bobs)).await.json().await.unwrap();
-        v["roles"] == json!(["auditor"])
-    })
-    .await;
+    app.userinfo_becomes(&second, 401).await;
+    // The other session of the same user is untouched.
+    assert_eq!(app.userinfo(&third).await.status(), 200);
     // A session row deleted by hand ends its tokens too (it was known to be live).
-    let bobs_sid = uuid(&TestApp::claims(&token(&bobs))["sid"]);
+    let bobs_sid = uuid_literal(b, &bobs, "sid");
     app.exec_sql(format!("DELETE FROM sessions WHERE id = {bobs_sid}"))
         .await;
-    app.userinfo_becomes(&token(&bobs), 401).await;
+    app.userinfo_becomes(&bobs, 401).await;
     // Past the next polls (max_lag is 2 s), whatever they prune, the revocations still hold,
     // even with the odd timestamps written by hand.
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    assert_eq!(app.userinfo(&token(&first)).await.status(), 401);
-    assert_eq!(app.userinfo(&token(&second)).await.status(), 401);
-    assert_eq!(app.userinfo(&token(&bobs)).await.status(), 401);
-    assert_eq!(app.userinfo(&token(&third)).await.status(), 200);
+    for t in [&first, &second, &bobs] {
+        assert_eq!(app.userinfo(t).await.status(), 401);
+    }
+    assert_eq!(app.userinfo(&third).await.status(), 200);
     assert!(
         app.auth.readiness().await.revocation_state_trusted,
         "the state stays trusted while the database is reachable"
     );
     // Reading the state wrote nothing: the rows are exactly as written by hand.
     assert_eq!(
-        app.scalar_i64("SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1", jti)
+        app.scalar_i64("SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1", &jti)
             .await,
         1
     );
@@ -485,6 +479,31 @@ async fn revocation_state_follows_any_writer(b: Backend) {
         .await,
         1
     );
+}
+
+/// User rows changed by hand reach the in-memory state: disabled, re-enabled (no cut-off was
+/// written, so earlier tokens work again), and a role granted.
+async fn user_changes_written_by_hand_apply(b: Backend) {
+    let Some((app, [_, _, third, bobs])) = trusted_with_sessions(b).await else {
+        return;
+    };
+    // Disabled by hand: alice's tokens stop working; bob is not affected.
+    app.exec_sql("UPDATE users SET disabled = TRUE WHERE username = 'alice'".into())
+        .await;
+    app.userinfo_becomes(&third, 401).await;
+    assert_eq!(app.userinfo(&bobs).await.status(), 200);
+    // Re-enabled by hand: the user row is read again, and the token is accepted again.
+    app.exec_sql("UPDATE users SET disabled = FALSE WHERE username = 'alice'".into())
+        .await;
+    app.userinfo_becomes(&third, 200).await;
+    // A role granted by hand shows in /userinfo.
+    app.exec_sql(r#"UPDATE users SET roles = '["auditor"]' WHERE username = 'bob'"#.into())
+        .await;
+    eventually(3, "the role granted by hand shows in /userinfo", || async {
+        let v: Value = app.userinfo(&bobs).await.json().await.unwrap();
+        v["roles"] == json!(["auditor"])
+    })
+    .await;
     assert_eq!(
         app.scalar_i64(
             "SELECT tokens_not_before FROM users WHERE username = $1",
