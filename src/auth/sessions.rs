@@ -91,13 +91,22 @@ impl Auth {
             .await
     }
 
-    /// RFC 7009 revocation. A refresh token revokes its session; an access token goes on the
-    /// denylist until it expires (and its session is left alone, as RFC 7009 §2.1 allows).
-    /// Unknown or invalid tokens are accepted silently (§2.2). The hint only orders the
-    /// attempts (§2.1).
+    /// RFC 7009 revocation, by `client`. A refresh token revokes its session; an access token
+    /// goes on the denylist until it expires (and its session is left alone, as RFC 7009 §2.1
+    /// allows). Unknown or invalid tokens are accepted silently (§2.2). The hint only orders
+    /// the attempts (§2.1).
+    ///
+    /// Only the client a token was issued to may revoke it (§2.1). A token of another client
+    /// is left valid and the call still succeeds: answering differently would tell a client
+    /// that a token it should not hold is live.
     ///
     /// Errors: `StoreUnavailable`.
-    pub async fn revoke(&self, token: &SecretString, hint: Option<&str>) -> Result<(), AuthError> {
+    pub async fn revoke(
+        &self,
+        token: &SecretString,
+        hint: Option<&str>,
+        client: &ClientId,
+    ) -> Result<(), AuthError> {
         let as_refresh = || self.refresh.parse(token);
         let as_access = || self.verify_signature(token.expose_secret());
         let (refresh, access) = if hint == Some("access_token") {
@@ -108,11 +117,20 @@ impl Auth {
             (r, if r.is_none() { as_access() } else { None })
         };
         if let Some(rt) = refresh {
-            self.end_sessions(Ending::Session(rt.session_id), "revoked")
-                .await?;
+            let session = self.store.session(rt.session_id).await?;
+            if session.is_some_and(|s| s.client_id == client.as_str()) {
+                self.end_sessions(Ending::Session(rt.session_id), "revoked")
+                    .await?;
+            } else {
+                tracing::info!("revocation of another client's refresh token ignored");
+            }
         }
         if let Some(c) = &access {
-            self.deny(c, "revoked").await?;
+            if c.client_id.as_deref() == Some(client.as_str()) {
+                self.deny(c, "revoked").await?;
+            } else {
+                tracing::info!("revocation of another client's access token ignored");
+            }
         }
         Ok(())
     }

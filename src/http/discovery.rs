@@ -33,7 +33,7 @@ pub fn metadata(s: &Settings) -> Value {
         "response_types_supported": ["token"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         // The algorithms access tokens may be signed with (RFC 9068 JWTs).
         "token_signing_alg_values_supported": algs(),
         "service_documentation": format!("{iss}/openapi.json"),

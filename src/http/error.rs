@@ -24,9 +24,10 @@ pub enum ApiError {
     /// `token_endpoint`).
     #[error("invalid grant")]
     InvalidGrant { status: StatusCode },
-    /// Client authentication failed (RFC 6749 §5.2 `invalid_client`).
+    /// Client authentication failed (RFC 6749 §5.2 `invalid_client`). `challenge`: the client
+    /// used the `Authorization` header, so the 401 names the Basic scheme.
     #[error("invalid client")]
-    InvalidClient,
+    InvalidClient { challenge: bool },
     /// `grant_type` names a grant this server does not offer.
     #[error("unsupported grant type")]
     UnsupportedGrantType,
@@ -84,7 +85,7 @@ impl ApiError {
                 "invalid_grant",
                 "The credentials or the refresh token are invalid, expired or revoked.",
             ),
-            ApiError::InvalidClient => (
+            ApiError::InvalidClient { .. } => (
                 StatusCode::UNAUTHORIZED,
                 "invalid_client",
                 "Client authentication failed.",
@@ -157,7 +158,7 @@ impl From<AuthError> for ApiError {
             }
             AuthError::InvalidToken => ApiError::InvalidToken,
             AuthError::InsufficientRole => ApiError::Forbidden,
-            AuthError::InvalidClient => ApiError::InvalidClient,
+            AuthError::InvalidClient => ApiError::InvalidClient { challenge: false },
             AuthError::Throttled { retry_after_secs } => ApiError::SlowDown(retry_after_secs),
             AuthError::Unavailable(cause) => ApiError::Unavailable(cause),
             // `serve` migrates before it listens: a missing schema is an operator's mistake.
@@ -212,8 +213,9 @@ impl IntoResponse for ApiError {
                     ),
                 );
             }
-            ApiError::InvalidClient => {
-                // RFC 6749 §5.2: a 401 for client authentication names the scheme.
+            ApiError::InvalidClient { challenge: true } => {
+                // RFC 6749 §5.2: when the client used the Authorization header, the 401 names
+                // its scheme; otherwise there is no challenge to answer.
                 h.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(r#"Basic realm="tessera", charset="UTF-8""#),
@@ -247,7 +249,11 @@ mod tests {
                 "invalid_grant",
             ),
             (ApiError::InvalidToken, 401, "invalid_token"),
-            (ApiError::InvalidClient, 401, "invalid_client"),
+            (
+                ApiError::InvalidClient { challenge: true },
+                401,
+                "invalid_client",
+            ),
             (
                 token_endpoint(AuthError::InvalidCredentials),
                 400,

@@ -2,6 +2,7 @@
 //! a handler parses input, calls one `Auth` method and shapes the response.
 
 mod admin;
+mod client_auth;
 mod discovery;
 mod edge;
 pub mod error;

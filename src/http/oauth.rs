@@ -2,25 +2,23 @@
 //! `POST /revoke` (RFC 7009), `POST /introspect` (RFC 7662) and `GET /revocations` (the
 //! revocation feed). Bodies are form-encoded where the RFCs say so.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::client_auth::{authenticate, Clients, Form};
 use super::error::{token_endpoint, ApiError, ErrorBody};
 use super::session::{client_meta, token_response};
 use super::AppState;
-use crate::auth::{ClientAuth, ClientId, Introspection};
+use crate::auth::Introspection;
 use crate::time::UnixMillis;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -31,7 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(token))
         .routes(routes!(revoke))
         .routes(routes!(introspect))
-        .routes(routes!(revocations))
+        .routes(routes!(revocations, revocations_post))
 }
 
 /// Form parameters of `/token` (documentation only; parsing rejects repeated parameters).
@@ -57,123 +55,6 @@ struct TokenParam {
     token_type_hint: Option<String>,
 }
 
-/// A parsed `application/x-www-form-urlencoded` body. RFC 6749 §3.2: parameters must not be
-/// repeated, so a repeated one is a malformed request.
-struct Form(HashMap<String, String>);
-
-impl Form {
-    fn parse(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Self, ApiError> {
-        let body = body.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::InvalidRequest("unreadable body".into())
-            }
-        })?;
-        let ct = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let mime = ct.split(';').next().unwrap_or("").trim();
-        if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-            return Err(ApiError::InvalidRequest(
-                "expected application/x-www-form-urlencoded".into(),
-            ));
-        }
-        let mut map = HashMap::new();
-        for (k, v) in form_urlencoded::parse(&body) {
-            if map.insert(k.into_owned(), v.into_owned()).is_some() {
-                return Err(ApiError::InvalidRequest("repeated parameter".into()));
-            }
-        }
-        Ok(Form(map))
-    }
-
-    /// A parameter; empty values count as missing (RFC 6749 §3.1).
-    fn get(&self, k: &str) -> Option<&str> {
-        self.0.get(k).map(String::as_str).filter(|v| !v.is_empty())
-    }
-
-    fn require(&self, k: &str) -> Result<&str, ApiError> {
-        self.get(k)
-            .ok_or_else(|| ApiError::InvalidRequest(format!("missing {k}")))
-    }
-}
-
-/// `Authorization: Basic` credentials, as candidate readings: RFC 6749 §2.3.1 has clients
-/// form-urlencode the id and secret before base64, but many send them raw (RFC 7617 Basic,
-/// `curl -u`), and a raw secret with `+` or `%` would then decode differently. Both readings
-/// are kept and either may match. `Ok(None)` when the header is absent or uses another scheme.
-fn basic_credentials(headers: &HeaderMap) -> Result<Option<Vec<(String, SecretString)>>, ApiError> {
-    let Some(v) = headers.get(header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let v = v.to_str().map_err(|_| ApiError::InvalidClient)?;
-    let Some((scheme, b64)) = v.split_once(' ') else {
-        return Err(ApiError::InvalidClient);
-    };
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Ok(None);
-    }
-    let raw = STANDARD
-        .decode(b64.trim())
-        .map_err(|_| ApiError::InvalidClient)?;
-    let raw = String::from_utf8(raw).map_err(|_| ApiError::InvalidClient)?;
-    let (id, secret) = raw.split_once(':').ok_or(ApiError::InvalidClient)?;
-    let decode = |s: &str| -> String {
-        let plus = s.replace('+', " ");
-        percent_encoding::percent_decode_str(&plus)
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    Ok(Some(vec![
-        (decode(id), SecretString::from(decode(secret))),
-        (id.to_string(), SecretString::from(secret.to_string())),
-    ]))
-}
-
-/// How the request presents its client: HTTP Basic (`client_secret_basic`), form credentials
-/// (`client_secret_post`), or neither (the public client, RFC 6749 §2.1). Using two methods
-/// at once is a malformed request (§2.3).
-fn client_auth(headers: &HeaderMap, form: &Form) -> Result<ClientAuth, ApiError> {
-    let basic = basic_credentials(headers)?;
-    let client_id = form.get("client_id").map(str::to_string);
-    Ok(match (basic, form.get("client_secret")) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::InvalidRequest(
-                "more than one client authentication method".into(),
-            ))
-        }
-        (Some(readings), None) => ClientAuth::Secret {
-            readings,
-            claimed_id: client_id,
-        },
-        (None, Some(secret)) => ClientAuth::Secret {
-            readings: client_id
-                .map(|id| (id, SecretString::from(secret.to_string())))
-                .into_iter()
-                .collect(),
-            claimed_id: None,
-        },
-        (None, None) => ClientAuth::Public { client_id },
-    })
-}
-
-/// Client authentication at `/token` and `/revoke`.
-fn client_of(st: &AppState, headers: &HeaderMap, form: &Form) -> Result<ClientId, ApiError> {
-    Ok(st.auth.authenticate_client(&client_auth(headers, form)?)?)
-}
-
-/// Introspection and the feed require an authenticated confidential client (HTTP Basic).
-fn require_client(st: &AppState, headers: &HeaderMap) -> Result<ClientId, ApiError> {
-    let readings = basic_credentials(headers)?.ok_or(ApiError::InvalidClient)?;
-    let auth = ClientAuth::Secret {
-        readings,
-        claimed_id: None,
-    };
-    Ok(st.auth.authenticate_confidential_client(&auth)?)
-}
-
 /// RFC 6749 token endpoint: the password (§4.3) and refresh_token (§6) grants.
 #[utoipa::path(post, path = "/token", tag = "oauth",
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
@@ -196,7 +77,7 @@ async fn token(
     if !matches!(grant, "password" | "refresh_token") {
         return Err(ApiError::UnsupportedGrantType);
     }
-    let client = client_of(&st, &headers, &form)?;
+    let client = authenticate(&st, &headers, Some(&form), Clients::Any)?;
     // Same code as /login and /refresh; only the status of invalid_grant differs (§5.2).
     let pair = if grant == "password" {
         let username = form.require("username")?;
@@ -229,9 +110,11 @@ async fn revoke(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let form = Form::parse(&headers, body)?;
-    client_of(&st, &headers, &form)?;
+    let client = authenticate(&st, &headers, Some(&form), Clients::Any)?;
     let token = SecretString::from(form.require("token")?.to_string());
-    st.auth.revoke(&token, form.get("token_type_hint")).await?;
+    st.auth
+        .revoke(&token, form.get("token_type_hint"), &client)
+        .await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -251,8 +134,8 @@ async fn introspect(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    require_client(&st, &headers)?;
     let form = Form::parse(&headers, body)?;
+    authenticate(&st, &headers, Some(&form), Clients::Confidential)?;
     let token = SecretString::from(form.require("token")?.to_string());
     let t = &st.settings.tokens;
     let body = match st
@@ -328,9 +211,45 @@ async fn revocations(
     headers: HeaderMap,
     query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    require_client(&st, &headers)?;
+    authenticate(&st, &headers, None, Clients::Confidential)?;
     let Query(q) = query.map_err(|_| ApiError::InvalidRequest("malformed query".into()))?;
-    let since = match q.since.as_deref() {
+    feed(&st, q.since.as_deref()).await
+}
+
+/// Form parameters of `POST /revocations`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct FeedForm {
+    /// The `cursor` of the previous response; absent for the full current state.
+    since: Option<String>,
+    /// With `client_secret` (client_secret_post), instead of HTTP Basic.
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// The revocation feed, asked for with a form: for clients that authenticate with
+/// `client_secret_post`, which a GET cannot carry.
+#[utoipa::path(post, path = "/revocations", tag = "oauth", security(("basic" = [])),
+    request_body(content = FeedForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "As GET /revocations", body = Object),
+        (status = 400, description = "Malformed cursor or form", body = ErrorBody),
+        (status = 401, description = "Client authentication failed", body = ErrorBody),
+    ))]
+#[tracing::instrument(skip_all)]
+async fn revocations_post(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let form = Form::parse(&headers, body)?;
+    authenticate(&st, &headers, Some(&form), Clients::Confidential)?;
+    feed(&st, form.get("since")).await
+}
+
+/// The feed since a cursor (ms, as text; absent or empty: everything still relevant).
+async fn feed(st: &AppState, since: Option<&str>) -> Result<Response, ApiError> {
+    let since = match since {
         None | Some("") => 0,
         Some(c) => c
             .parse::<i64>()

@@ -13,6 +13,8 @@ on_both!(
     token_endpoint_authenticates_clients,
     token_endpoint_credential_failures_look_alike,
     revoke_refresh_and_access_tokens,
+    revoke_only_by_the_owning_client,
+    every_endpoint_takes_both_client_auth_methods,
     introspection,
     revocation_feed,
     logout_everywhere,
@@ -268,6 +270,10 @@ async fn token_endpoint_authenticates_clients(b: Backend) {
         .form("/token", &p, Some((CLIENT_ID, "not-the-secret")))
         .await;
     assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic"));
     let r = app
         .client
         .post(app.url("/token"))
@@ -327,13 +333,8 @@ async fn assert_token_errors(app: &TestApp, cases: Vec<TokenCase<'_>>) {
         let r = app.form("/token", &params, None).await;
         assert_eq!(r.status(), status, "{what}");
         if status == 401 {
-            assert!(
-                r.headers()["www-authenticate"]
-                    .to_str()
-                    .unwrap()
-                    .starts_with("Basic"),
-                "{what}"
-            );
+            // RFC 6749 §5.2: no challenge for a client that did not use the header.
+            assert!(r.headers().get("www-authenticate").is_none(), "{what}");
         }
         assert_eq!(r.json::<Value>().await.unwrap()["error"], error, "{what}");
     }
@@ -370,10 +371,11 @@ async fn revoke_refresh_and_access_tokens(b: Backend) {
         .await;
     assert_eq!(r.status(), 200);
     app.assert_pair_refused(&t).await;
-    // An access token: its jti is denylisted until it expires; the session lives on.
+    // An access token: its jti is denylisted until it expires; the session lives on. Both
+    // tokens are the public first-party client's, so no client authentication is needed.
     let t = app.login_ok("alice").await;
     let access = t["access_token"].as_str().unwrap();
-    let r = app.form("/revoke", &[("token", access)], CLIENT).await;
+    let r = app.form("/revoke", &[("token", access)], None).await;
     assert_eq!(r.status(), 200);
     assert_eq!(app.userinfo(access).await.status(), 401);
     let jti = TestApp::claims(access)["jti"].as_str().unwrap().to_string();
@@ -423,13 +425,10 @@ async fn introspection(b: Backend) {
     let user = app.create_user("alice", &["admin"]).await;
     let t = app.login_ok("alice").await;
     let access = t["access_token"].as_str().unwrap();
-    // Client authentication is required.
+    // Client authentication is required (no challenge: the client used no header).
     let r = app.form("/introspect", &[("token", access)], None).await;
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .starts_with("Basic"));
+    assert!(r.headers().get("www-authenticate").is_none());
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
     assert_eq!(
         app.form(
@@ -706,5 +705,179 @@ async fn basic_auth_raw_and_form_encoded(b: Backend) {
     assert_eq!(
         introspect(basic(CLIENT_ID, SECRET)).await.unwrap().status(),
         401
+    );
+}
+
+/// A second confidential client, to try another client's tokens with.
+const OTHER: (&str, &str) = ("billing-api", "billing-api-secret-0123456789");
+
+/// A server that knows `orders-api` and `billing-api`.
+async fn with_two_clients(b: Backend) -> Option<TestApp> {
+    TestApp::spawn_with(b, |f| {
+        f.merge(figment::providers::Serialized::default(
+            "clients",
+            json!([
+                {"id": CLIENT_ID, "secret": CLIENT_SECRET},
+                {"id": OTHER.0, "secret": OTHER.1},
+            ]),
+        ))
+    })
+    .await
+}
+
+/// RFC 7009 §2.1: only the client a token was issued to can revoke it. A token of
+/// `orders-api` presented without credentials (as the public client) or by `billing-api` is
+/// answered 200 and stays valid; `orders-api` itself revokes it.
+async fn revoke_only_by_the_owning_client(b: Backend) {
+    let Some(app) = with_two_clients(b).await else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    let grant = [
+        ("grant_type", "password"),
+        ("username", "alice"),
+        ("password", PASSWORD),
+    ];
+    let r = app.form("/token", &grant, CLIENT).await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let (access, refresh) = (
+        t["access_token"].as_str().unwrap(),
+        t["refresh_token"].as_str().unwrap(),
+    );
+    for who in [None, Some(OTHER)] {
+        for token in [access, refresh] {
+            let r = app.form("/revoke", &[("token", token)], who).await;
+            assert_eq!(r.status(), 200, "{who:?}");
+        }
+    }
+    // Both tokens still work, and nothing was written.
+    assert_eq!(app.introspect(access).await["active"], true);
+    assert_eq!(app.introspect(refresh).await["active"], true);
+    assert_eq!(
+        app.scalar_i64("SELECT COUNT(*) FROM revoked_tokens WHERE $1 = $1", "")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.scalar_i64(
+            "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NOT NULL AND $1 = $1",
+            ""
+        )
+        .await,
+        0
+    );
+    // The owner revokes both.
+    for token in [access, refresh] {
+        let r = app.form("/revoke", &[("token", token)], CLIENT).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(app.introspect(token).await, json!({"active": false}));
+    }
+    let r = app
+        .form(
+            "/token",
+            &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+            CLIENT,
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    // A first-party token is revoked by another client? No: it belongs to the public client.
+    let t = app.login_ok("alice").await;
+    let r = app
+        .form(
+            "/revoke",
+            &[("token", t["refresh_token"].as_str().unwrap())],
+            Some(OTHER),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        app.refresh(t["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+}
+
+/// One client-authentication path: `/introspect` and `/revocations` take
+/// `client_secret_post` as well as Basic (authlib and openid-client reuse the token
+/// endpoint's method), and a 401 carries a Basic challenge only after a Basic attempt.
+async fn every_endpoint_takes_both_client_auth_methods(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    let access = app.login_ok("alice").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let post = [("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut p: Vec<(&str, &str)> = post.to_vec();
+        p.extend_from_slice(extra);
+        p
+    };
+    let mut params = with(&[]);
+    params.push(("token", &access));
+    let r = app.form("/introspect", &params, None).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["active"], true);
+    assert_eq!(v["client_id"], "tessera");
+    // The feed by POST with form credentials, and by GET with Basic, say the same.
+    let r = app
+        .form("/revocations", &with(&[("since", "0")]), None)
+        .await;
+    assert_eq!(r.status(), 200);
+    let by_post: Value = r.json().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/revocations?since=0"))
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let by_get: Value = r.json().await.unwrap();
+    assert_eq!(by_post["revoked_tokens"], by_get["revoked_tokens"]);
+    // Wrong secrets: 401 invalid_client, with a Basic challenge only for a Basic attempt.
+    for path in ["/introspect", "/revocations", "/token", "/revoke"] {
+        let wrong = [
+            ("client_id", CLIENT_ID),
+            ("client_secret", "wrong-secret-wrong-secret"),
+            ("token", "x"),
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "x"),
+        ];
+        let r = app.form(path, &wrong, None).await;
+        assert_eq!(r.status(), 401, "{path}");
+        assert!(r.headers().get("www-authenticate").is_none(), "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "invalid_client", "{path}");
+        let r = app
+            .form(path, &wrong[2..], Some((CLIENT_ID, "wrong")))
+            .await;
+        assert_eq!(r.status(), 401, "{path}");
+        assert!(
+            r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Basic"),
+            "{path}"
+        );
+    }
+    // Introspection without any client is still refused.
+    let r = app.form("/introspect", &[("token", &access)], None).await;
+    assert_eq!(r.status(), 401);
+    // Discovery says what each endpoint accepts.
+    let meta: Value = app
+        .get("/.well-known/oauth-authorization-server")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        meta["introspection_endpoint_auth_methods_supported"],
+        json!(["client_secret_basic", "client_secret_post"])
     );
 }

@@ -1,0 +1,162 @@
+//! The request side of OAuth client authentication (RFC 6749 §2.3), the same for every
+//! endpoint that authenticates clients (`/token`, `/revoke`, `/introspect`, `/revocations`):
+//! `client_secret_basic` (HTTP Basic) or `client_secret_post` (form parameters), or no secret
+//! for the public first-party client. The check itself is `auth::clients`.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{header, HeaderMap, StatusCode};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use secrecy::SecretString;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::auth::{AuthError, ClientAuth, ClientId};
+
+/// A parsed `application/x-www-form-urlencoded` body. RFC 6749 §3.2: parameters must not be
+/// repeated, so a repeated one is a malformed request.
+pub struct Form(HashMap<String, String>);
+
+impl Form {
+    pub fn parse(
+        headers: &HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Result<Self, ApiError> {
+        let body = body.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::InvalidRequest("unreadable body".into())
+            }
+        })?;
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            return Err(ApiError::InvalidRequest(
+                "expected application/x-www-form-urlencoded".into(),
+            ));
+        }
+        let mut map = HashMap::new();
+        for (k, v) in form_urlencoded::parse(&body) {
+            if map.insert(k.into_owned(), v.into_owned()).is_some() {
+                return Err(ApiError::InvalidRequest("repeated parameter".into()));
+            }
+        }
+        Ok(Form(map))
+    }
+
+    /// A parameter; empty values count as missing (RFC 6749 §3.1).
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    pub fn require(&self, k: &str) -> Result<&str, ApiError> {
+        self.get(k)
+            .ok_or_else(|| ApiError::InvalidRequest(format!("missing {k}")))
+    }
+}
+
+/// `Authorization: Basic` credentials, as candidate readings: RFC 6749 §2.3.1 has clients
+/// form-urlencode the id and secret before base64, but many send them raw (RFC 7617 Basic,
+/// `curl -u`), and a raw secret with `+` or `%` would then decode differently. Both readings
+/// are kept and either may match. `Ok(None)` when the header is absent or uses another scheme.
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<Vec<(String, SecretString)>>, ApiError> {
+    let Some(v) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let v = v.to_str().map_err(|_| BASIC_REFUSED)?;
+    let Some((scheme, b64)) = v.split_once(' ') else {
+        return Err(BASIC_REFUSED);
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Ok(None);
+    }
+    let raw = STANDARD.decode(b64.trim()).map_err(|_| BASIC_REFUSED)?;
+    let raw = String::from_utf8(raw).map_err(|_| BASIC_REFUSED)?;
+    let (id, secret) = raw.split_once(':').ok_or(BASIC_REFUSED)?;
+    let decode = |s: &str| -> String {
+        let plus = s.replace('+', " ");
+        percent_encoding::percent_decode_str(&plus)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    Ok(Some(vec![
+        (decode(id), SecretString::from(decode(secret))),
+        (id.to_string(), SecretString::from(secret.to_string())),
+    ]))
+}
+
+/// A Basic header that cannot be read: `invalid_client`, with the Basic challenge.
+const BASIC_REFUSED: ApiError = ApiError::InvalidClient { challenge: true };
+
+/// How the request presents its client: HTTP Basic (`client_secret_basic`), form credentials
+/// (`client_secret_post`), or neither (the public client, RFC 6749 §2.1). Using two methods
+/// at once is a malformed request (§2.3). The flag says whether the `Authorization` header was
+/// used, which decides the challenge of a 401 (RFC 6749 §5.2).
+fn presented(headers: &HeaderMap, form: Option<&Form>) -> Result<(ClientAuth, bool), ApiError> {
+    let basic = basic_credentials(headers)?;
+    let param = |k: &str| form.and_then(|f| f.get(k));
+    let client_id = param("client_id").map(str::to_string);
+    Ok(match (basic, param("client_secret")) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidRequest(
+                "more than one client authentication method".into(),
+            ))
+        }
+        (Some(readings), None) => (
+            ClientAuth::Secret {
+                readings,
+                claimed_id: client_id,
+            },
+            true,
+        ),
+        (None, Some(secret)) => (
+            ClientAuth::Secret {
+                readings: client_id
+                    .map(|id| (id, SecretString::from(secret.to_string())))
+                    .into_iter()
+                    .collect(),
+                claimed_id: None,
+            },
+            false,
+        ),
+        (None, None) => (ClientAuth::Public { client_id }, false),
+    })
+}
+
+/// Which clients an endpoint serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clients {
+    /// Confidential clients, and the public first-party client (`/token`, `/revoke`).
+    Any,
+    /// Confidential clients only (`/introspect`, `/revocations`).
+    Confidential,
+}
+
+/// Authenticates the client of a request, from its headers and, for a form-encoded request,
+/// its form. A failure is 401 `invalid_client`, with `WWW-Authenticate: Basic` only when the
+/// client used the `Authorization` header (RFC 6749 §5.2).
+pub fn authenticate(
+    st: &AppState,
+    headers: &HeaderMap,
+    form: Option<&Form>,
+    clients: Clients,
+) -> Result<ClientId, ApiError> {
+    let (auth, used_header) = presented(headers, form)?;
+    let checked = match clients {
+        Clients::Any => st.auth.authenticate_client(&auth),
+        Clients::Confidential => st.auth.authenticate_confidential_client(&auth),
+    };
+    checked.map_err(|e| match e {
+        AuthError::InvalidClient => ApiError::InvalidClient {
+            challenge: used_header,
+        },
+        other => other.into(),
+    })
+}
