@@ -79,26 +79,35 @@ impl Auth {
         let name = Username::parse(username);
         let keys = throttle::AttemptKeys::new(&throttle_name(username, &name), meta.ip.as_deref());
         let limits = &self.settings.throttle;
-        throttle::check(self.store.as_ref(), limits, &keys, now_ms()).await?;
-        let user = match name {
-            Ok(name) => self.store.user_by_username(name.as_str()).await?,
-            // Not a name anyone can have: still pay for one verification.
-            Err(_) => None,
+        // Counted before hashing, so that a parallel burst hashes at most the allowance.
+        let reservation = throttle::reserve(self.store.as_ref(), limits, &keys, now_ms()).await?;
+        let checked = async {
+            let user = match name {
+                Ok(name) => self.store.user_by_username(name.as_str()).await?,
+                // Not a name anyone can have: still pay for one verification.
+                Err(_) => None,
+            };
+            let stored = user.as_ref().map(|u| u.password_hash.clone());
+            let verified = self.passwords.verify(password, stored).await?;
+            Ok::<_, AuthError>((user, verified))
         };
-        let verified = self
-            .passwords
-            .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
-            .await?;
+        let (user, verified) = match checked.await {
+            Ok(checked) => checked,
+            Err(e) => {
+                throttle::abandon(self.store.as_ref(), reservation).await;
+                return Err(e);
+            }
+        };
         let user = match user {
             Some(u) if verified.ok && !u.disabled => u,
             _ => {
                 tracing::info!("login failed");
                 metrics::counter!("logins_total", "result" => "failed").increment(1);
-                throttle::failed(self.store.as_ref(), limits, &keys, now_ms()).await?;
+                throttle::failed(self.store.as_ref(), limits, reservation, now_ms()).await?;
                 return Err(AuthError::InvalidCredentials);
             }
         };
-        throttle::succeeded(self.store.as_ref(), limits, &keys).await?;
+        throttle::succeeded(self.store.as_ref(), reservation).await?;
         let now = UnixMillis::now();
         if let Some(new_hash) = verified.rehash {
             if let Err(e) = self

@@ -187,10 +187,21 @@ pub trait DenylistStore {
 pub trait ThrottleStore {
     /// The latest `locked_until` (ms) of the two throttle keys, or 0.
     async fn throttle_locked_until(&self, account: &str, ip: &str, now: i64) -> StoreResult<i64>;
-    /// Counts one failure for `key` (restarting the count when the window began before
-    /// `window_cutoff`) and returns the count, atomically.
-    async fn throttle_fail(&self, key: &str, now: i64, window_cutoff: i64) -> StoreResult<i64>;
+    /// Counts one attempt for `key` (restarting the count when the window began before
+    /// `window_cutoff`) and returns the count, atomically; `None`, counting nothing, while
+    /// the key waits.
+    async fn throttle_reserve(
+        &self,
+        key: &str,
+        now: i64,
+        window_cutoff: i64,
+    ) -> StoreResult<Option<i64>>;
+    /// For an attempt past the allowance: if the key has waited and its wait is over, starts
+    /// its next wait (until `until`) and returns true: this attempt is the one allowed.
+    async fn throttle_take_turn(&self, key: &str, now: i64, until: i64) -> StoreResult<bool>;
     async fn throttle_lock(&self, key: &str, until: i64) -> StoreResult<()>;
+    /// Takes back one counted attempt of `key` (a reservation that was not a failure).
+    async fn throttle_release(&self, key: &str) -> StoreResult<()>;
     async fn throttle_clear(&self, key: &str) -> StoreResult<()>;
 }
 

@@ -12,6 +12,9 @@ on_both!(
     malformed_logins_are_invalid_request,
     outdated_hashes_are_upgraded_at_login,
     repeated_failures_are_throttled,
+    a_parallel_burst_hashes_at_most_the_allowance,
+    a_burst_from_one_address_hashes_at_most_its_allowance,
+    a_burst_across_replicas_hashes_at_most_the_allowance,
 );
 
 async fn login_issues_tokens_and_a_session(b: Backend) {
@@ -263,8 +266,8 @@ async fn repeated_failures_are_throttled(b: Backend) {
     };
     app.create_user("alice", &[]).await;
     app.create_user("bob", &[]).await;
-    // Three free failures, and a fourth that starts the wait: all plain 401s.
-    for _ in 0..4 {
+    // Three free failures, all plain 401s; the third uses up the allowance and starts the wait.
+    for _ in 0..3 {
         assert_eq!(app.login("alice", "not the password").await.status(), 401);
     }
     // Now even the right password waits: 429 slow_down with Retry-After.
@@ -285,10 +288,10 @@ async fn repeated_failures_are_throttled(b: Backend) {
             "u:alice"
         )
         .await,
-        4
+        3
     );
     // Unknown usernames are throttled the same way, so a 429 reveals nothing.
-    for _ in 0..4 {
+    for _ in 0..3 {
         assert_eq!(app.login("ghost", "not the password").await.status(), 401);
     }
     assert_eq!(app.login("ghost", PASSWORD).await.status(), 429);
@@ -306,4 +309,100 @@ async fn repeated_failures_are_throttled(b: Backend) {
         0
     );
     assert_eq!(app.login("alice", "not the password").await.status(), 401);
+}
+
+/// Sends every `(username, password)` login at once; returns how many were answered 401
+/// (their password was hashed) and how many 429 `slow_down` (refused before hashing).
+async fn burst(apps: &[&TestApp], logins: &[(String, &str)]) -> (usize, usize) {
+    let calls = logins
+        .iter()
+        .enumerate()
+        .map(|(i, (u, p))| apps[i % apps.len()].login(u, p));
+    let (mut hashed, mut refused) = (0, 0);
+    for r in futures::future::join_all(calls).await {
+        match r.status().as_u16() {
+            401 => hashed += 1,
+            429 => {
+                assert!(r.headers().contains_key("retry-after"));
+                assert_eq!(r.json::<Value>().await.unwrap()["error"], "slow_down");
+                refused += 1;
+            }
+            s => panic!("unexpected status {s} in a burst"),
+        }
+    }
+    (hashed, refused)
+}
+
+/// Throttle settings for the burst tests: only the given allowances, a long wait.
+fn allowances(account: u32, ip: u32) -> impl FnOnce(figment::Figment) -> figment::Figment {
+    use figment::providers::Serialized;
+    move |f| {
+        f.merge(Serialized::default(
+            "throttle.account_free_failures",
+            account,
+        ))
+        .merge(Serialized::default("throttle.ip_free_failures", ip))
+        .merge(Serialized::default("throttle.backoff_base", "1m"))
+    }
+}
+
+/// 60 wrong guesses for one username, released together: the attempt is reserved before
+/// hashing, so only the allowance (5) reaches argon2 and the rest get 429 at once.
+async fn a_parallel_burst_hashes_at_most_the_allowance(b: Backend) {
+    let Some(app) = TestApp::spawn_with(b, allowances(5, 0)).await else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    let guesses: Vec<(String, &str)> = (0..60).map(|_| ("alice".into(), "wrong guess")).collect();
+    assert_eq!(burst(&[&app], &guesses).await, (5, 55));
+    assert_eq!(
+        app.scalar_i64(
+            "SELECT failures FROM login_throttle WHERE key = $1",
+            "u:alice"
+        )
+        .await,
+        5
+    );
+    // The right password waits too, and the count is exactly the hashed failures.
+    assert_eq!(app.login("alice", PASSWORD).await.status(), 429);
+}
+
+/// 10 different usernames from one address at once, with `ip_free_failures = 5`.
+async fn a_burst_from_one_address_hashes_at_most_its_allowance(b: Backend) {
+    let Some(app) = TestApp::spawn_with(b, allowances(0, 5)).await else {
+        return;
+    };
+    let guesses: Vec<(String, &str)> = (0..10).map(|i| (format!("user{i}"), "wrong")).collect();
+    assert_eq!(burst(&[&app], &guesses).await, (5, 5));
+    assert_eq!(
+        app.scalar_i64(
+            "SELECT failures FROM login_throttle WHERE key = $1",
+            "ip:127.0.0.1"
+        )
+        .await,
+        5
+    );
+}
+
+/// The reservation is in the database: two replicas sharing a burst still hash only the
+/// allowance between them. A success hands its address reservation back.
+async fn a_burst_across_replicas_hashes_at_most_the_allowance(b: Backend) {
+    let Some(app) = TestApp::spawn_with(b, allowances(5, 50)).await else {
+        return;
+    };
+    let replica = app.replica(allowances(5, 50)).await;
+    app.create_user("alice", &[]).await;
+    app.create_user("bob", &[]).await;
+    app.login_ok("bob").await;
+    let guesses: Vec<(String, &str)> = (0..40).map(|_| ("alice".into(), "wrong")).collect();
+    assert_eq!(burst(&[&app, &replica], &guesses).await, (5, 35));
+    // Bob's success is not counted against the address: 5 failures only.
+    assert_eq!(
+        app.scalar_i64(
+            "SELECT failures FROM login_throttle WHERE key = $1",
+            "ip:127.0.0.1"
+        )
+        .await,
+        5
+    );
 }
