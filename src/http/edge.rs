@@ -3,7 +3,6 @@
 //!   the trace span;
 //! - `Authorization`, `Cookie` and `Proxy-Authorization` marked sensitive, so no `Debug` of
 //!   the request prints them;
-//! - the request timeout (`http.request_timeout`, answered 503);
 //! - `X-Content-Type-Options: nosniff`, and `Cache-Control: no-store` on every answer that does
 //!   not set its own (tokens, errors, user data: RFC 6749 §5.1; only the JWKS and discovery
 //!   documents are cacheable);
@@ -21,16 +20,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{OnceLock, RwLock};
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tower::{Layer, Service};
 use tracing::instrument::Instrumented;
 use tracing::Instrument;
 
-use super::error::ApiError;
 use crate::auth::password::Activity;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -38,7 +36,6 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// See the module documentation.
 #[derive(Debug, Clone)]
 pub struct EdgeLayer {
-    pub timeout: Duration,
     pub activity: Activity,
 }
 
@@ -47,7 +44,6 @@ impl<S> Layer<S> for EdgeLayer {
     fn layer(&self, inner: S) -> Edge<S> {
         Edge {
             inner,
-            timeout: self.timeout,
             activity: self.activity.clone(),
         }
     }
@@ -56,7 +52,6 @@ impl<S> Layer<S> for EdgeLayer {
 #[derive(Debug, Clone)]
 pub struct Edge<S> {
     inner: S,
-    timeout: Duration,
     activity: Activity,
 }
 
@@ -113,7 +108,7 @@ where
         );
         let inner = self.inner.call(req).instrument(span);
         EdgeFuture {
-            inner: tokio::time::timeout(self.timeout, inner),
+            inner,
             id,
             route,
             method,
@@ -126,7 +121,7 @@ pin_project_lite::pin_project! {
     /// The response future of [`Edge`].
     pub struct EdgeFuture<F> {
         #[pin]
-        inner: tokio::time::Timeout<Instrumented<F>>,
+        inner: Instrumented<F>,
         id: HeaderValue,
         route: &'static str,
         method: &'static str,
@@ -145,9 +140,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut res = match ready!(this.inner.poll(cx)) {
-            Ok(Ok(res)) => res.map(axum::body::Body::new),
-            Ok(Err(never)) => match never {},
-            Err(_elapsed) => ApiError::Unavailable("request timed out").into_response(),
+            Ok(res) => res.map(axum::body::Body::new),
+            Err(never) => match never {},
         };
         let latency = this.started.elapsed();
         let status = res.status();

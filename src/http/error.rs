@@ -43,6 +43,9 @@ pub enum ApiError {
     /// The resource already exists (a username taken).
     #[error("conflict: {0}")]
     Conflict(&'static str),
+    /// The request head is larger than `http.max_header_bytes` (RFC 6585 §5).
+    #[error("request head too large")]
+    HeaderTooLarge,
     /// The body is larger than the configured limit.
     #[error("payload too large")]
     PayloadTooLarge,
@@ -114,6 +117,11 @@ impl ApiError {
                 StatusCode::CONFLICT,
                 "conflict",
                 "The resource already exists.",
+            ),
+            ApiError::HeaderTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "invalid_request",
+                "The request head is too large.",
             ),
             ApiError::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -268,6 +276,7 @@ mod tests {
             (ApiError::Forbidden, 403, "insufficient_scope"),
             (ApiError::Conflict("username"), 409, "conflict"),
             (ApiError::PayloadTooLarge, 413, "invalid_request"),
+            (ApiError::HeaderTooLarge, 431, "invalid_request"),
             (ApiError::MethodNotAllowed, 405, "invalid_request"),
             (ApiError::NotFound, 404, "not_found"),
             (ApiError::UserNotFound, 404, "not_found"),

@@ -7,6 +7,7 @@ mod discovery;
 mod edge;
 pub mod error;
 mod extract;
+mod guard;
 mod health;
 mod jwks;
 mod metrics;
@@ -118,17 +119,27 @@ pub fn router(auth: Arc<Auth>, settings: Arc<Settings>) -> Router {
         .with_state(state);
 
     // Layers, outermost first:
-    let stack = ServiceBuilder::new()
-        .layer(edge::EdgeLayer { timeout, activity })
+    // - edge: request id, span, metrics, nosniff, no-store (every answer, including CORS
+    //   preflights and the limits' own answers);
+    // - CORS, only when origins are configured: it sees every answer made below it;
+    // - guard: the head-size limit (431) and the request timeout (503), as JSON errors;
+    // - panics become a JSON 500; bodies are capped (413) where extractors read them.
+    let inner = ServiceBuilder::new()
+        .layer(guard::GuardLayer {
+            timeout,
+            max_header_bytes: s.http.max_header_bytes,
+        })
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()
         }))
         .layer(DefaultBodyLimit::max(body_limit));
-    match cors {
-        Some(cors) => routes.layer(cors).layer(stack),
+    let routes = routes.layer(inner);
+    let routes = match cors {
+        Some(cors) => routes.layer(cors),
         // Without configured origins there is nothing for CORS to do: leave it out.
-        None => routes.layer(stack),
-    }
+        None => routes,
+    };
+    routes.layer(edge::EdgeLayer { activity })
 }
 
 fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
@@ -143,8 +154,13 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     }
     let layer = CorsLayer::new()
         .allow_origin(AllowOrigin::list(list))
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        // Every method a route uses, and every request header clients send.
+        .allow_methods([Method::GET, Method::POST, Method::PUT])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            edge::X_REQUEST_ID.clone(),
+        ])
         .expose_headers([
             header::RETRY_AFTER,
             header::WWW_AUTHENTICATE,

@@ -33,7 +33,9 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout)
-        .max_buf_size(cfg.max_header_bytes);
+        // A hard cap on what one connection may buffer; heads between `max_header_bytes` and
+        // this are refused by `guard` with the contract's JSON 431, larger ones by hyper.
+        .max_buf_size(cfg.max_header_bytes.saturating_mul(4).max(64 * 1024));
     builder.http2().timer(TokioTimer::new());
     let first_byte = cfg.header_read_timeout;
     let graceful = GracefulShutdown::new();

@@ -13,6 +13,7 @@ on_both!(
     no_5xx_from_garbage,
     openapi_covers_every_endpoint,
     cors_only_for_configured_origins,
+    answers_made_below_the_router_keep_the_contract,
 );
 
 async fn limits_and_methods(b: Backend) {
@@ -67,14 +68,16 @@ async fn limits_and_methods(b: Backend) {
     let addr = app.base.trim_start_matches("http://").to_string();
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let req = format!(
-        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
         "a".repeat(40_000)
     );
     let _ = s.write_all(req.as_bytes()).await;
-    let mut buf = vec![0u8; 64];
-    let n = s.read(&mut buf).await.unwrap_or(0);
-    let head = String::from_utf8_lossy(&buf[..n]).to_string();
-    assert!(n == 0 || head.starts_with("HTTP/1.1 431"), "{head}");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let answer = String::from_utf8_lossy(&buf).to_string();
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert!(answer.contains("x-request-id: "), "{answer}");
+    assert!(answer.contains(r#""error":"invalid_request""#), "{answer}");
     app.login_ok("alice").await;
 }
 
@@ -314,4 +317,78 @@ async fn cors_only_for_configured_origins(b: Backend) {
         .await
         .unwrap();
     assert!(r.headers().get("access-control-allow-origin").is_none());
+}
+
+/// The answers the limits make (431 for a large head, 503 for a timeout) carry the JSON error
+/// body, `x-request-id` and, for a listed origin, CORS; preflights allow every method the
+/// routes use and the headers clients send.
+async fn answers_made_below_the_router_keep_the_contract(b: Backend) {
+    use figment::providers::Serialized;
+    const ORIGIN: &str = "https://app.example";
+    let Some(app) = TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default("http.cors_origins", vec![ORIGIN]))
+            .merge(Serialized::default("http.request_timeout", "5ms"))
+    })
+    .await
+    else {
+        return;
+    };
+    let contract = |r: reqwest::Response, status: u16, error: &'static str| async move {
+        assert_eq!(r.status(), status);
+        assert_eq!(
+            r.headers()["access-control-allow-origin"],
+            ORIGIN,
+            "{status}"
+        );
+        assert!(r.headers().contains_key("x-request-id"), "{status}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], error, "{status}");
+    };
+    // A head over 16 KiB (and under hyper's hard cap).
+    let r = app
+        .client
+        .get(app.url("/healthz"))
+        .header("origin", ORIGIN)
+        .header("x-big", "a".repeat(20_000))
+        .send()
+        .await
+        .unwrap();
+    contract(r, 431, "invalid_request").await;
+    // A login takes an argon2 verification, far longer than 5 ms.
+    app.create_user("alice", &[]).await;
+    let r = app
+        .client
+        .post(app.url("/login"))
+        .header("origin", ORIGIN)
+        .json(&json!({"username": "alice", "password": crate::helpers::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    contract(r, 503, "temporarily_unavailable").await;
+    // Preflights for PUT with the headers a browser app sends.
+    let r = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/admin/users/x/roles"))
+        .header("origin", ORIGIN)
+        .header("access-control-request-method", "PUT")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type, x-request-id",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let methods = r.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_ascii_uppercase();
+    assert!(methods.contains("PUT"), "{methods}");
+    let allowed = r.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for h in ["authorization", "content-type", "x-request-id"] {
+        assert!(allowed.contains(h), "{h} not in {allowed}");
+    }
 }

@@ -1,0 +1,112 @@
+//! The request limits enforced inside CORS, so that their answers carry the contract like any
+//! other: the JSON error body, `x-request-id` (added by the edge, outside) and, for a listed
+//! origin, the CORS headers (added by the CORS layer, outside):
+//! - a request head over `http.max_header_bytes` is answered 431;
+//! - a request that takes longer than `http.request_timeout` is answered 503.
+//!
+//! hyper itself refuses heads past a larger hard cap (see `serve`), with a bare 431: that cap
+//! bounds the memory one connection can hold, this one is the contract.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use tower::{Layer, Service};
+
+use super::error::ApiError;
+
+/// See the module documentation.
+#[derive(Debug, Clone, Copy)]
+pub struct GuardLayer {
+    pub timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+impl<S> Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard {
+            inner,
+            limits: *self,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Guard<S> {
+    inner: S,
+    limits: GuardLayer,
+}
+
+/// The size of the request head as it came on the wire (HTTP/1.1), near enough: the request
+/// line and every `name: value\r\n`.
+fn head_bytes(req: &Request) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    line + headers
+}
+
+impl<S, B> Service<Request> for Guard<S>
+where
+    S: Service<Request, Response = axum::http::Response<B>, Error = Infallible>,
+    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = GuardFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if head_bytes(&req) > self.limits.max_header_bytes {
+            return GuardFuture::Refused {
+                response: Some(ApiError::HeaderTooLarge.into_response()),
+            };
+        }
+        GuardFuture::Running {
+            inner: tokio::time::timeout(self.limits.timeout, self.inner.call(req)),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Guard`].
+    #[project = GuardProj]
+    pub enum GuardFuture<F> {
+        Refused { response: Option<Response> },
+        Running { #[pin] inner: tokio::time::Timeout<F> },
+    }
+}
+
+impl<F, B> Future for GuardFuture<F>
+where
+    F: Future<Output = Result<axum::http::Response<B>, Infallible>>,
+    B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            GuardProj::Refused { response } => Poll::Ready(Ok(response
+                .take()
+                .unwrap_or_else(|| ApiError::HeaderTooLarge.into_response()))),
+            GuardProj::Running { inner } => Poll::Ready(Ok(match ready!(inner.poll(cx)) {
+                Ok(Ok(res)) => res.map(axum::body::Body::new),
+                Ok(Err(never)) => match never {},
+                Err(_elapsed) => ApiError::Unavailable("request timed out").into_response(),
+            })),
+        }
+    }
+}
