@@ -29,14 +29,32 @@ impl UnixMillis {
         Self(secs.saturating_mul(1000))
     }
 
-    /// This time rounded down to a whole second.
-    pub fn whole_second(self) -> Self {
-        Self(self.0 - self.0.rem_euclid(1000))
-    }
-
     /// `self + d`, saturating.
     pub fn plus(self, d: Duration) -> Self {
         Self(self.0.saturating_add(millis(d)))
+    }
+}
+
+impl UnixMillis {
+    /// A fresh UUIDv7 whose timestamp is this time (RFC 9562 §5.7), random otherwise: a `jti`
+    /// that also says, to the millisecond, when its token was issued.
+    pub fn uuid_v7(self) -> uuid::Uuid {
+        let ms = self.0.max(0) as u64;
+        let ts =
+            uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, (ms % 1000) as u32 * 1_000_000);
+        uuid::Uuid::new_v7(ts)
+    }
+
+    /// The timestamp of a UUIDv7; `None` for any other string.
+    pub fn of_uuid_v7(s: &str) -> Option<Self> {
+        let u = uuid::Uuid::parse_str(s).ok()?;
+        if u.get_version_num() != 7 {
+            return None;
+        }
+        let (secs, nanos) = u.get_timestamp()?.to_unix();
+        Some(Self(
+            i64::try_from(secs).ok()?.checked_mul(1000)? + i64::from(nanos / 1_000_000),
+        ))
     }
 }
 
@@ -58,10 +76,17 @@ mod tests {
     fn conversions() {
         let t = UnixMillis(1_700_000_000_999);
         assert_eq!(t.as_secs(), 1_700_000_000);
-        assert_eq!(t.whole_second(), UnixMillis(1_700_000_000_000));
         assert_eq!(UnixMillis::from_secs(2), UnixMillis(2000));
         assert_eq!(t.plus(Duration::from_millis(1)).0, 1_700_000_001_000);
         assert_eq!(UnixMillis(-1).as_secs(), -1);
         assert_eq!(millis(Duration::MAX), i64::MAX);
+        let id = t.uuid_v7();
+        assert_eq!(UnixMillis::of_uuid_v7(&id.to_string()), Some(t));
+        assert_ne!(t.uuid_v7(), id, "random beyond the timestamp");
+        assert_eq!(UnixMillis::of_uuid_v7("not-a-uuid"), None);
+        assert_eq!(
+            UnixMillis::of_uuid_v7(&uuid::Uuid::new_v4().to_string()),
+            None
+        );
     }
 }

@@ -26,6 +26,15 @@ pub enum Introspection {
     Refresh(Box<(Session, User)>),
 }
 
+/// When a token was issued, to the millisecond: the timestamp of its UUIDv7 `jti`, when that
+/// lies in the second `iat` names; otherwise the start of that second (which refuses the
+/// token if a cut-off fell in the same second: the safe side).
+fn issued_at(c: &VerifiedClaims) -> UnixMillis {
+    UnixMillis::of_uuid_v7(&c.jti)
+        .filter(|t| t.as_secs() == c.iat)
+        .unwrap_or(UnixMillis::from_secs(c.iat))
+}
+
 impl Auth {
     /// The claims of an access token whose signature and claims check out, revoked or not
     /// (logout and RFC 7009 revocation act on such tokens).
@@ -45,8 +54,10 @@ impl Auth {
             tracing::debug!(reason = %e, "access token refused");
             AuthError::InvalidToken
         })?;
-        let iat_ms = UnixMillis::from_secs(claims.iat).0;
-        let accepts = |u: &User| !u.disabled && iat_ms >= u.tokens_not_before;
+        let issued = issued_at(&claims).0;
+        // A cut-off (disable, password change, logout-all, revoke) refuses every token issued
+        // up to it, and none issued after it, to the millisecond.
+        let accepts = |u: &User| !u.disabled && issued > u.tokens_not_before;
         let refused = || {
             tracing::debug!("access token revoked");
             AuthError::InvalidToken

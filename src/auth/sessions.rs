@@ -2,7 +2,6 @@
 //! revocation, and issuing a token pair for a session.
 
 use secrecy::{ExposeSecret, SecretString};
-use uuid::Uuid;
 
 use super::tokens::{self, AccessClaims};
 use super::{Auth, AuthError, ClientId, Ending, TokenPair};
@@ -157,7 +156,9 @@ impl Auth {
             exp: iat + ttl,
             iat,
             nbf: iat,
-            jti: Uuid::now_v7().to_string(),
+            // The jti's timestamp is the issuance time to the millisecond, which cut-offs are
+            // compared with (`iat` has whole seconds only).
+            jti: now.uuid_v7().to_string(),
             sid: session.id.to_string(),
             client_id: &session.client_id,
             roles: &subject.roles,

@@ -266,8 +266,13 @@ async fn feed(st: &AppState, since: Option<&str>) -> Result<Response, ApiError> 
         "revoked_sessions": feed.sessions.iter().map(|(sid, at)| json!({
             "sid": sid.to_string(), "revoked_at": secs(*at),
         })).collect::<Vec<Value>>(),
+        // `not_before` in whole seconds is rounded up, so a verifier comparing `iat` refuses
+        // every token of the cut-off's second (the safe side); `not_before_ms` is exact, for
+        // a verifier that reads the issuance time from the UUIDv7 `jti`.
         "not_before": feed.users.iter().map(|(sub, nbf)| json!({
-            "sub": sub.to_string(), "not_before": secs(*nbf),
+            "sub": sub.to_string(),
+            "not_before": secs(nbf.saturating_add(999)),
+            "not_before_ms": nbf,
         })).collect::<Vec<Value>>(),
     });
     Ok(Json(body).into_response())

@@ -280,12 +280,6 @@ impl<T> Store for T where
 {
 }
 
-/// `ms` rounded down to a whole second. `tokens_not_before` has whole-second granularity because
-/// a token's `iat` does: a token issued later in the same second as a cut-off must still pass.
-fn whole_second(ms: i64) -> i64 {
-    crate::time::UnixMillis(ms).whole_second().0
-}
-
 /// How long a finished session or a revoked one is kept before the purge deletes it.
 const SESSION_RETENTION_MS: i64 = 24 * 3600 * 1000;
 

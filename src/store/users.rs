@@ -5,7 +5,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
-use super::{whole_second, NewUser, StoreError, StoreResult, User, UserStore};
+use super::{NewUser, StoreError, StoreResult, User, UserStore};
 
 const INSERT: &str = "
     INSERT INTO users (id, username, password_hash, roles, claims, disabled,
@@ -27,9 +27,8 @@ const LIST: &str = "
            created_at, updated_at
     FROM users ORDER BY username";
 
-/// Disabling also cuts off every access token issued so far, including those of the current
-/// second (and publishes the cut-off in the revocation feed); re-enabling does not bring them
-/// back.
+/// Disabling also cuts off every access token issued so far (and publishes the cut-off in the
+/// revocation feed); re-enabling does not bring them back.
 const SET_DISABLED: &str = "
     UPDATE users SET disabled = $2, updated_at = $3,
         tokens_not_before = CASE WHEN $2 THEN $4 ELSE tokens_not_before END
@@ -128,12 +127,11 @@ impl UserStore for SqlStore {
         disabled: bool,
         now: i64,
     ) -> StoreResult<Option<Uuid>> {
-        let not_before = whole_second(now) + 1000;
         Ok(on_backend!(self, |b| sqlx::query_scalar(SET_DISABLED)
             .bind(username)
             .bind(disabled)
             .bind(now)
-            .bind(not_before)
+            .bind(now)
             .fetch_optional(b.pool())
             .await)?)
     }
@@ -158,12 +156,11 @@ impl UserStore for SqlStore {
         reason: &str,
         now: i64,
     ) -> StoreResult<Option<Vec<Uuid>>> {
-        let not_before = whole_second(now);
         on_backend!(self, |b| {
             let mut tx = b.pool().begin().await?;
             let r = sqlx::query(CUT_OFF_TOKENS)
                 .bind(user_id)
-                .bind(not_before)
+                .bind(now)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
@@ -187,13 +184,12 @@ impl UserStore for SqlStore {
         hash: &str,
         now: i64,
     ) -> StoreResult<Option<(Uuid, Vec<Uuid>)>> {
-        let not_before = whole_second(now);
         on_backend!(self, |b| {
             let mut tx = b.pool().begin().await?;
             let id: Option<Uuid> = sqlx::query_scalar(SET_PASSWORD)
                 .bind(username)
                 .bind(hash)
-                .bind(not_before)
+                .bind(now)
                 .bind(now)
                 .fetch_optional(&mut *tx)
                 .await?;

@@ -14,6 +14,7 @@ on_both!(
     admin_disables_and_enables,
     admin_revokes_every_session,
     admin_sets_a_password,
+    a_cut_off_refuses_only_tokens_issued_before_it,
     admin_requires_the_admin_role,
 );
 
@@ -338,4 +339,35 @@ async fn admin_requires_the_admin_role(b: Backend) {
             .status(),
         403
     );
+}
+
+/// Within one second: carol's token from before a disable is refused; disabled, re-enabled and
+/// logged in again, her new token and its refresh are accepted. Cut-offs compare issuance
+/// times to the millisecond (the `jti` is a UUIDv7 of the issuance time), not `iat` seconds.
+async fn a_cut_off_refuses_only_tokens_issued_before_it(b: Backend) {
+    let Some((app, admin, id)) = with_admin_and_carol(b).await else {
+        return;
+    };
+    let path = |what: &str| format!("/admin/users/{id}/{what}");
+    for _ in 0..3 {
+        let before = carol_logs_in(&app).await;
+        for what in ["disable", "enable"] {
+            let r = app.admin(Method::POST, &path(what), &admin, None).await;
+            assert_eq!(r.status(), 204);
+        }
+        let after = carol_logs_in(&app).await;
+        let access = |t: &Value| t["access_token"].as_str().unwrap().to_string();
+        assert_eq!(app.userinfo(&access(&before)).await.status(), 401);
+        assert_eq!(app.userinfo(&access(&after)).await.status(), 200);
+        let r = app.refresh(after["refresh_token"].as_str().unwrap()).await;
+        assert_eq!(r.status(), 200);
+        let refreshed: Value = r.json().await.unwrap();
+        assert_eq!(app.userinfo(&access(&refreshed)).await.status(), 200);
+        // The same for a revocation of every session: a login right after it works.
+        let r = app.admin(Method::POST, &path("revoke"), &admin, None).await;
+        assert_eq!(r.status(), 204);
+        app.assert_pair_refused(&refreshed).await;
+        let again = carol_logs_in(&app).await;
+        assert_eq!(app.userinfo(&access(&again)).await.status(), 200);
+    }
 }
