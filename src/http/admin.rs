@@ -98,8 +98,8 @@ fn user_id(id: Result<Path<Uuid>, PathRejection>) -> Result<UserRef<'static>, Ap
 }
 
 #[utoipa::path(get, path = "/admin/users", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = Vec<UserView>),
-              (status = 401, body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
+    responses((status = 200, description = "Every user", body = Vec<UserView>),
+              (status = 401, description = "Missing or invalid access token", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
 async fn list_users(State(st): State<AppState>, _admin: AdminUser) -> Result<Response, ApiError> {
     let users: Vec<UserView> = st
         .auth
@@ -112,8 +112,8 @@ async fn list_users(State(st): State<AppState>, _admin: AdminUser) -> Result<Res
 }
 
 #[utoipa::path(post, path = "/admin/users", tag = "admin", security(("bearer" = [])), request_body = NewUserRequest,
-    responses((status = 201, body = UserView), (status = 400, body = ErrorBody),
-              (status = 409, description = "Username taken", body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 201, description = "Created", body = UserView), (status = 400, description = "Malformed request", body = ErrorBody),
+              (status = 409, description = "Username taken", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
 async fn create_user(
     State(st): State<AppState>,
     _admin: AdminUser,
@@ -128,7 +128,7 @@ async fn create_user(
 
 #[utoipa::path(get, path = "/admin/users/{id}", tag = "admin", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "User id")),
-    responses((status = 200, body = UserView), (status = 404, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, description = "The user", body = UserView), (status = 404, description = "No such user", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
 async fn get_user(
     State(st): State<AppState>,
     _admin: AdminUser,
@@ -140,7 +140,7 @@ async fn get_user(
 
 #[utoipa::path(put, path = "/admin/users/{id}/roles", tag = "admin", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "User id")), request_body = RolesRequest,
-    responses((status = 200, body = UserView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "The user", body = UserView), (status = 400, description = "Malformed request", body = ErrorBody), (status = 404, description = "No such user", body = ErrorBody)))]
 async fn set_roles(
     State(st): State<AppState>,
     _admin: AdminUser,
@@ -154,7 +154,7 @@ async fn set_roles(
 #[utoipa::path(put, path = "/admin/users/{id}/password", tag = "admin", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "User id")), request_body = PasswordRequest,
     responses((status = 204, description = "Password set; every session of the user revoked"),
-              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+              (status = 400, description = "Malformed request", body = ErrorBody), (status = 404, description = "No such user", body = ErrorBody)))]
 async fn set_password(
     State(st): State<AppState>,
     _admin: AdminUser,
@@ -167,7 +167,7 @@ async fn set_password(
 
 #[utoipa::path(post, path = "/admin/users/{id}/disable", tag = "admin", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "User id")),
-    responses((status = 204, description = "Disabled; existing access tokens stop working"), (status = 404, body = ErrorBody)))]
+    responses((status = 204, description = "Disabled; existing access tokens stop working"), (status = 404, description = "No such user", body = ErrorBody)))]
 async fn disable_user(
     State(st): State<AppState>,
     _admin: AdminUser,
@@ -178,7 +178,7 @@ async fn disable_user(
 
 #[utoipa::path(post, path = "/admin/users/{id}/enable", tag = "admin", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "User id")),
-    responses((status = 204, description = "Enabled"), (status = 404, body = ErrorBody)))]
+    responses((status = 204, description = "Enabled"), (status = 404, description = "No such user", body = ErrorBody)))]
 async fn enable_user(
     State(st): State<AppState>,
     _admin: AdminUser,
@@ -198,7 +198,7 @@ async fn set_disabled(
 
 #[utoipa::path(post, path = "/admin/users/{id}/revoke", tag = "admin", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "User id")),
-    responses((status = 204, description = "Every session revoked, every access token cut off"), (status = 404, body = ErrorBody)))]
+    responses((status = 204, description = "Every session revoked, every access token cut off"), (status = 404, description = "No such user", body = ErrorBody)))]
 async fn revoke_sessions(
     State(st): State<AppState>,
     _admin: AdminUser,

@@ -1,5 +1,6 @@
 //! `GET /.well-known/oauth-authorization-server` (RFC 8414) and
-//! `GET /.well-known/openid-configuration`: where the endpoints and keys are.
+//! `GET /.well-known/openid-configuration`: where the endpoints and keys are, and what each
+//! accepts. Every member is true of this server; none describes something it does not do.
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
@@ -30,7 +31,9 @@ pub fn metadata(s: &Settings) -> Value {
         "introspection_endpoint": format!("{iss}/introspect"),
         "userinfo_endpoint": format!("{iss}/userinfo"),
         "grant_types_supported": ["password", "refresh_token"],
-        "response_types_supported": ["token"],
+        // RFC 8414 §2 requires the member; with no authorization endpoint, no response type
+        // is supported (in particular not the implicit grant's "token").
+        "response_types_supported": [],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
@@ -61,29 +64,11 @@ async fn oauth_metadata(State(st): State<AppState>) -> Response {
     cached(metadata(&st.settings))
 }
 
-/// The same metadata under the OpenID Connect discovery name.
+/// The same RFC 8414 document under the OpenID Connect discovery name, for clients that look
+/// only there. Tessera is not an OpenID Provider: it issues no ID token and has no
+/// authorization endpoint, so it does not claim OpenID Connect Discovery fields.
 #[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery",
-    responses((status = 200, description = "Metadata", body = Object)))]
+    responses((status = 200, description = "The RFC 8414 metadata", body = Object)))]
 async fn openid_configuration(State(st): State<AppState>) -> Response {
-    let mut v = metadata(&st.settings);
-    if let Value::Object(m) = &mut v {
-        m.insert("subject_types_supported".into(), json!(["public"]));
-        m.insert("id_token_signing_alg_values_supported".into(), algs());
-        m.insert(
-            "claims_supported".into(),
-            json!([
-                "sub",
-                "iss",
-                "aud",
-                "exp",
-                "iat",
-                "nbf",
-                "jti",
-                "sid",
-                "client_id",
-                "roles"
-            ]),
-        );
-    }
-    cached(v)
+    cached(metadata(&st.settings))
 }

@@ -187,6 +187,7 @@ fn secs(ms: i64) -> i64 {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct FeedQuery {
     /// The `cursor` of the previous response; absent for the full current state.
     since: Option<String>,

@@ -14,6 +14,7 @@ on_both!(
     openapi_covers_every_endpoint,
     cors_only_for_configured_origins,
     answers_made_below_the_router_keep_the_contract,
+    openapi_document_is_valid_openapi_3_1,
 );
 
 async fn limits_and_methods(b: Backend) {
@@ -391,4 +392,56 @@ async fn answers_made_below_the_router_keep_the_contract(b: Backend) {
     for h in ["authorization", "content-type", "x-request-id"] {
         assert!(allowed.contains(h), "{h} not in {allowed}");
     }
+}
+
+/// `/openapi.json` passes `openapi-spec-validator` (PyPI) as OpenAPI 3.1, every error of it.
+async fn openapi_document_is_valid_openapi_3_1(b: Backend) {
+    use std::process::Command;
+    let available = Command::new("python3")
+        .args(["-c", "import openapi_spec_validator"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !available {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs openapi-spec-validator (pip install openapi-spec-validator)"
+        );
+        eprintln!("*** OpenAPI validation SKIPPED: pip install openapi-spec-validator ***");
+        return;
+    }
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let doc = app.get("/openapi.json").await.text().await.unwrap();
+    let path = std::env::temp_dir().join(format!(
+        "tessera-openapi-{}.json",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(&path, &doc).unwrap();
+    const CHECK: &str = "import json, sys\n\
+from openapi_spec_validator import OpenAPIV31SpecValidator\n\
+doc = json.load(open(sys.argv[1]))\n\
+errors = list(OpenAPIV31SpecValidator(doc).iter_errors())\n\
+for e in errors: print(list(e.absolute_path), e.message)\n\
+sys.exit(1 if errors else 0)";
+    let out = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || {
+            Command::new("python3")
+                .args(["-c", CHECK, path.to_str().unwrap()])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(v["openapi"], "3.1.0");
 }

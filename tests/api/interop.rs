@@ -1,5 +1,6 @@
 //! Tokens verified by independent JOSE implementations (PyJWT and npm `jose`) against the live
-//! JWKS, for every algorithm, across a key rotation.
+//! JWKS, for every algorithm, across a key rotation; and an OAuth client library
+//! (`openid-client`) using discovery, both grants, introspection and revocation.
 
 use std::process::Command;
 
@@ -9,7 +10,10 @@ use tessera::auth::keys::{generate, Activation, KeyAlg};
 use crate::helpers::{Backend, TestApp};
 use crate::on_both;
 
-on_both!(independent_verifiers_accept_tokens_across_rotation);
+on_both!(
+    independent_verifiers_accept_tokens_across_rotation,
+    an_oauth_client_library_uses_every_endpoint,
+);
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop");
 
@@ -19,7 +23,8 @@ fn verifiers_available() -> bool {
         .args(["-c", "import jwt, cryptography"])
         .status()
         .is_ok_and(|s| s.success());
-    let node = std::path::Path::new(DIR).join("node_modules/jose").exists();
+    let modules = std::path::Path::new(DIR).join("node_modules");
+    let node = modules.join("jose").exists() && modules.join("openid-client").exists();
     if !(py && node) {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -107,4 +112,54 @@ async fn independent_verifiers_accept_tokens_across_rotation(b: Backend) {
             assert!(!ok, "{verifier} accepted a tampered {} token", alg.name());
         }
     }
+}
+
+/// openid-client 5 discovers Tessera (both documents), then, as `client_secret_basic` and as
+/// `client_secret_post`, runs the password grant, introspects, refreshes and revokes.
+async fn an_oauth_client_library_uses_every_endpoint(b: Backend) {
+    if !verifiers_available() {
+        return;
+    }
+    // The issuer must be the URL the client discovers: bind a known port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Some(app) = TestApp::spawn_with(b, |f| {
+        use figment::providers::Serialized;
+        f.merge(Serialized::default(
+            "http.bind",
+            format!("127.0.0.1:{port}"),
+        ))
+        .merge(Serialized::default(
+            "tokens.issuer",
+            format!("http://127.0.0.1:{port}"),
+        ))
+    })
+    .await
+    else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    let base = app.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .args([
+                &format!("{DIR}/oauth_client.cjs"),
+                &base,
+                crate::helpers::CLIENT_ID,
+                crate::helpers::CLIENT_SECRET,
+                "alice",
+                crate::helpers::PASSWORD,
+            ])
+            .current_dir(DIR)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("ok"), "{text}");
 }

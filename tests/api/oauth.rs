@@ -645,6 +645,21 @@ async fn discovery_documents(b: Backend) {
             .unwrap()
             .contains(&json!("client_secret_basic")));
         assert!(v.to_string().contains("ES256"));
+        // Exactly true: no authorization endpoint, so no response type and no implicit grant;
+        // no ID token, so no OpenID Connect fields.
+        assert_eq!(v["response_types_supported"], json!([]));
+        for absent in [
+            "authorization_endpoint",
+            "id_token_signing_alg_values_supported",
+            "subject_types_supported",
+            "claims_supported",
+        ] {
+            assert!(v.get(absent).is_none(), "{path} claims {absent}");
+        }
+        assert_eq!(
+            v["introspection_endpoint_auth_methods_supported"],
+            json!(["client_secret_basic", "client_secret_post"])
+        );
     }
 }
 
