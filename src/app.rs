@@ -107,12 +107,26 @@ impl Application {
             async move { auth.upkeep().await }
         });
         let router = crate::http::router(auth, settings.clone());
+        // Verifiers compare `iss` with the URL they were given: say which one tokens carry.
+        tracing::info!(issuer = %settings.tokens.issuer, "access tokens are issued by");
+        if settings.publish_ahead() < MIN_PUBLISH_AHEAD {
+            tracing::warn!(
+                publish_ahead = ?settings.publish_ahead(),
+                "keys.publish_ahead is under 30s: verifiers that refetch the JWKS on an unknown \
+                 kid at most every 30s (PyJWT, jose, express-oauth2-jwt-bearer) will refuse \
+                 tokens of a new key for a while after each rotation"
+            );
+        }
         tracing::info!(addr = ?self.listener.local_addr().ok(), "tessera listening");
         crate::http::serve::serve(self.listener, router, &settings.http, shutdown).await;
         upkeep.abort();
         tracing::info!("tessera stopped");
     }
 }
+
+/// The shortest `keys.publish_ahead` common verifiers cope with: they refetch the JWKS on an
+/// unknown `kid` at most every 30 s.
+const MIN_PUBLISH_AHEAD: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {

@@ -2,6 +2,8 @@
 //! set, overrides `log.level`. Nothing secret is ever recorded: secrets are typed and extractors
 //! skip their arguments.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter};
@@ -24,6 +26,12 @@ pub fn init(log: &LogSettings) {
                     .flatten_event(true),
             )
             .try_init(),
-        LogFormat::Text => registry.with(fmt::layer()).try_init(),
+        // Colour only for a terminal, and never with NO_COLOR set (no-color.org): logs written
+        // to a file or a pipe carry no escape codes.
+        LogFormat::Text => registry
+            .with(fmt::layer().with_ansi(
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            ))
+            .try_init(),
     };
 }

@@ -35,8 +35,9 @@ pub struct LoginRequest {
     password: SecretString,
 }
 
-/// The refresh token to rotate.
+/// The refresh token to rotate (documentation of the body; see `body_token` for parsing).
 #[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
 pub struct RefreshRequest {
     #[schema(value_type = String)]
     refresh_token: SecretString,
@@ -130,14 +131,13 @@ async fn refresh(
 ) -> Result<Response, ApiError> {
     let body = read_body(body)?;
     // The token comes from the JSON body, or else from the refresh cookie.
-    let (token, from_cookie) = if body.iter().all(u8::is_ascii_whitespace) {
-        let t = refresh_cookie(&headers)
-            .ok_or_else(|| ApiError::InvalidRequest("no refresh_token".into()))?;
-        (t, true)
-    } else {
-        let req: RefreshRequest = serde_json::from_slice(&body)
-            .map_err(|_| ApiError::InvalidRequest("malformed JSON body".into()))?;
-        (req.refresh_token, false)
+    let (token, from_cookie) = match body_token(&body)? {
+        Some(t) => (t, false),
+        None => {
+            let t = refresh_cookie(&headers)
+                .ok_or_else(|| ApiError::InvalidRequest("no refresh_token".into()))?;
+            (t, true)
+        }
     };
     if token.expose_secret().is_empty() {
         return Err(ApiError::InvalidRequest("empty refresh_token".into()));
@@ -148,6 +148,18 @@ async fn refresh(
         set_refresh_cookie(&mut res, &pair);
     }
     Ok(res)
+}
+
+/// The refresh token of a `/refresh` or `/logout` body. `None` when the body carries none: it
+/// is empty, `null`, or an object without `refresh_token` (`fetch` users send `{}`); the
+/// cookie is used then.
+fn body_token(body: &Bytes) -> Result<Option<SecretString>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let req: Option<LogoutRequest> = serde_json::from_slice(body)
+        .map_err(|_| ApiError::InvalidRequest("malformed JSON body".into()))?;
+    Ok(req.and_then(|r| r.refresh_token))
 }
 
 /// The name of the refresh-token cookie.
@@ -213,12 +225,9 @@ async fn logout(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = read_body(body)?;
-    let refresh = if body.iter().all(u8::is_ascii_whitespace) {
-        refresh_cookie(&headers)
-    } else {
-        let req: LogoutRequest = serde_json::from_slice(&body)
-            .map_err(|_| ApiError::InvalidRequest("malformed JSON body".into()))?;
-        req.refresh_token.filter(|t| !t.expose_secret().is_empty())
+    let refresh = match body_token(&body)? {
+        None => refresh_cookie(&headers),
+        Some(t) => Some(t).filter(|t| !t.expose_secret().is_empty()),
     };
     st.auth.logout(refresh, bearer.0.as_deref()).await?;
     let mut res = StatusCode::NO_CONTENT.into_response();

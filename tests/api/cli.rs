@@ -18,6 +18,7 @@ on_both!(
     user_changes_take_effect,
     migrate_is_idempotent,
     read_only_commands_create_nothing,
+    text_logs_to_a_pipe_carry_no_colour,
     serve_logs_no_secrets,
     healthcheck_and_config_files,
 );
@@ -585,4 +586,31 @@ impl Served {
         let logs = log.lock().unwrap().clone();
         logs
     }
+}
+
+/// Text logs written to a pipe (not a terminal) carry no ANSI escape codes.
+async fn text_logs_to_a_pipe_carry_no_colour(b: Backend) {
+    let Some(db) = Db::create(b).await else {
+        return;
+    };
+    let url = db.url().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .arg("migrate")
+            .env("DATABASE_URL", &url)
+            .env("TESSERA__LOG__FORMAT", "text")
+            .env("RUST_LOG", "debug")
+            .env_remove("NO_COLOR")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("DEBUG"), "expected debug logs: {text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "escape codes in piped logs: {text}"
+    );
 }

@@ -447,4 +447,25 @@ async fn refresh_cookie_flow(b: Backend) {
             .status(),
         401
     );
+    // `fetch` users send `{}` or `null` as the body: the cookie is used then too.
+    let t = app.login_ok("alice").await;
+    let mut rt = t["refresh_token"].as_str().unwrap().to_string();
+    for body in ["{}", "null", " { } "] {
+        let r = app
+            .client
+            .post(app.url("/refresh"))
+            .header("content-type", "application/json")
+            .header("cookie", format!("tessera_refresh={rt}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{body}");
+        assert!(r.headers().contains_key("set-cookie"), "{body}");
+        let next: Value = r.json().await.unwrap();
+        rt = next["refresh_token"].as_str().unwrap().to_string();
+    }
+    // ... and without a cookie, such a body is still malformed.
+    let r = app.post_json("/refresh", &json!({})).await;
+    assert_eq!(r.status(), 400);
 }
