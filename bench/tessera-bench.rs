@@ -182,6 +182,7 @@ fn verify_ceiling(
         let expect = Expect {
             issuer: &issuer,
             audience: &audience,
+            also: &[],
             leeway_secs: leeway,
         };
         tokens::verify(&token, &ring, &expect, now_ms() / 1000).is_ok()

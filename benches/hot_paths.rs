@@ -50,6 +50,7 @@ fn access_tokens(c: &mut Criterion) {
     let expect = Expect {
         issuer: "http://127.0.0.1:8080",
         audience: "tessera",
+        also: &[],
         leeway_secs: 10,
     };
     for alg in [KeyAlg::Es256, KeyAlg::EdDsa, KeyAlg::Rs256] {

@@ -40,7 +40,8 @@ impl Auth {
     /// (logout and RFC 7009 revocation act on such tokens).
     pub(super) fn verify_signature(&self, token: &str) -> Option<VerifiedClaims> {
         let ring = self.keys.ring();
-        tokens::verify(token, &ring, &self.expect(), UnixMillis::now().as_secs()).ok()
+        let expect = self.expect_any_audience();
+        tokens::verify(token, &ring, &expect, UnixMillis::now().as_secs()).ok()
     }
 
     /// Verifies an access token (RFC 9068 §4) and then every revocation rule of invariant 2.
@@ -48,9 +49,18 @@ impl Auth {
     /// Errors: `InvalidToken`, `StoreUnavailable` (the revocation state cannot be trusted and
     /// the database cannot answer: fail closed).
     pub async fn authenticate(&self, token: &str) -> Result<Authenticated, AuthError> {
+        self.authenticate_for(token, &self.expect()).await
+    }
+
+    /// `authenticate`, with the audiences `expect` accepts.
+    async fn authenticate_for(
+        &self,
+        token: &str,
+        expect: &tokens::Expect<'_>,
+    ) -> Result<Authenticated, AuthError> {
         let ring = self.keys.ring();
         let now = UnixMillis::now();
-        let claims = tokens::verify(token, &ring, &self.expect(), now.as_secs()).map_err(|e| {
+        let claims = tokens::verify(token, &ring, expect, now.as_secs()).map_err(|e| {
             tracing::debug!(reason = %e, "access token refused");
             AuthError::InvalidToken
         })?;
@@ -148,7 +158,9 @@ impl Auth {
         &self,
         token: &SecretString,
     ) -> Result<Option<Introspection>, AuthError> {
-        match self.authenticate(token.expose_secret()).await {
+        // Introspection answers for every audience Tessera mints tokens for.
+        let expect = self.expect_any_audience();
+        match self.authenticate_for(token.expose_secret(), &expect).await {
             Ok(a) => Ok(Some(Introspection::Access(Box::new(a)))),
             Err(AuthError::InvalidToken) => Ok(None),
             Err(e) => Err(e),

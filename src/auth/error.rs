@@ -13,6 +13,13 @@ pub enum AuthError {
     /// An unknown, expired, revoked or reused refresh token, or one of another client.
     #[error("invalid refresh token")]
     InvalidRefreshToken,
+    /// The requested scope is unknown, or not allowed for this client or resource (RFC 6749
+    /// §5.2 `invalid_scope`).
+    #[error("invalid scope")]
+    InvalidScope,
+    /// The requested resource is unknown, or not the session's (RFC 8707 §2 `invalid_target`).
+    #[error("invalid target")]
+    InvalidTarget,
     /// A bearer access token failed verification or a revocation check (RFC 6750 §3.1).
     #[error("invalid access token")]
     InvalidToken,

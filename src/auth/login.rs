@@ -5,7 +5,9 @@ use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::password::MAX_PASSWORD_BYTES;
-use super::{throttle, username, Auth, AuthError, ClientId, ClientMeta, TokenPair, Username};
+use super::{
+    throttle, username, Auth, AuthError, ClientId, ClientMeta, TokenPair, TokenRequest, Username,
+};
 use crate::store::{Session, SubjectClaims};
 use crate::time::{now_ms, UnixMillis};
 
@@ -66,6 +68,7 @@ impl Auth {
         password: SecretString,
         meta: ClientMeta,
         client: &ClientId,
+        req: &TokenRequest,
     ) -> Result<TokenPair, AuthError> {
         if username.is_empty() {
             return Err(AuthError::BadInput("empty username".into()));
@@ -74,6 +77,8 @@ impl Auth {
             return Err(AuthError::BadInput("username too long".into()));
         }
         check_password(&password)?;
+        // A request that cannot be granted costs no hashing.
+        let granted = self.grant(client, req)?;
         // Shed before any database work when the password pipeline is full (invariant 4).
         let _admission = self.passwords.admit()?;
         let name = Username::parse(username);
@@ -135,6 +140,8 @@ impl Auth {
                 .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
             ip: meta.ip,
             client_id: client.as_str().to_string(),
+            scope: granted.scope.clone(),
+            resource: granted.resource.clone(),
         };
         self.store.create_session(&session).await?;
         self.revocations.session_live(session.id, user.id);
@@ -144,6 +151,6 @@ impl Auth {
             roles: user.roles,
             claims: user.claims,
         };
-        self.issue(&subject, &session, now)
+        self.issue(&subject, &session, &granted, now)
     }
 }

@@ -45,7 +45,7 @@ use crate::store::{RevokedToken, Store, StoreError};
 use crate::time::{now_ms, UnixMillis};
 pub use access::{Authenticated, Introspection};
 pub use catalog::Catalog;
-pub use clients::{ClientAuth, ClientId};
+pub use clients::{ClientAuth, ClientId, Granted, TokenRequest};
 pub use error::AuthError;
 use keys::{Keys, MasterKey};
 use password::Passwords;
@@ -65,6 +65,8 @@ pub struct TokenPair {
     pub refresh_token: SecretString,
     /// Seconds until the session ends (idle or absolute expiry, whichever is first).
     pub refresh_expires_in: i64,
+    /// The scope the access token carries (RFC 6749 §5.1); `None` when none was asked for.
+    pub scope: Option<String>,
 }
 
 /// Where a login came from, recorded on the session.
@@ -101,6 +103,8 @@ pub struct Auth {
     settings: Arc<Settings>,
     /// In-memory revocation state (invariant 2 without a query per verification).
     revocations: RevocationCache,
+    /// The `[[resources]]` ids: the audiences besides `tokens.audience`.
+    resource_ids: Vec<String>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -150,6 +154,7 @@ impl Auth {
             settings.revocation.max_lag,
             crate::time::millis(settings.token_horizon()),
         );
+        let resource_ids = settings.resources.iter().map(|r| r.id.clone()).collect();
         Ok(Self {
             store,
             passwords,
@@ -157,6 +162,7 @@ impl Auth {
             refresh,
             settings,
             revocations,
+            resource_ids,
         })
     }
 
@@ -175,10 +181,23 @@ impl Auth {
         }
     }
 
+    /// What Tessera's own endpoints accept: tokens for `tokens.audience`.
     fn expect(&self) -> Expect<'_> {
         Expect {
             issuer: &self.settings.tokens.issuer,
             audience: &self.settings.tokens.audience,
+            also: &[],
+            leeway_secs: self.settings.tokens.leeway.as_secs(),
+        }
+    }
+
+    /// What introspection and revocation accept: tokens for any audience Tessera mints for
+    /// (`tokens.audience` and every `[[resources]]` id).
+    fn expect_any_audience(&self) -> Expect<'_> {
+        Expect {
+            issuer: &self.settings.tokens.issuer,
+            audience: &self.settings.tokens.audience,
+            also: &self.resource_ids,
             leeway_secs: self.settings.tokens.leeway.as_secs(),
         }
     }

@@ -4,7 +4,7 @@
 use secrecy::{ExposeSecret, SecretString};
 
 use super::tokens::{self, AccessClaims};
-use super::{Auth, AuthError, ClientId, Ending, TokenPair};
+use super::{Auth, AuthError, ClientId, Ending, Granted, TokenPair, TokenRequest};
 use crate::store::{Rotation, RotationAttempt, Session, SubjectClaims};
 use crate::time::{millis, UnixMillis};
 
@@ -19,6 +19,7 @@ impl Auth {
         &self,
         token: SecretString,
         client: &ClientId,
+        req: &TokenRequest,
     ) -> Result<TokenPair, AuthError> {
         let Some(rt) = self.refresh.parse(&token) else {
             return Err(AuthError::InvalidRefreshToken);
@@ -53,7 +54,11 @@ impl Auth {
             Rotation::Invalid => return Err(AuthError::InvalidRefreshToken),
         };
         self.revocations.session_live(session.id, session.user_id);
-        self.issue(&subject, &session, now)
+        // A narrower scope may be asked for; the session keeps its own (RFC 6749 §6). Asked
+        // for wrongly, the rotation stands: a corrected retry inside the grace window gets
+        // the same successor.
+        let granted = self.narrow(&session.granted(), req)?;
+        self.issue(&subject, &session, &granted, now)
     }
 
     /// `POST /logout`: revokes the session named by the refresh token and/or the access token,
@@ -140,6 +145,7 @@ impl Auth {
         &self,
         subject: &SubjectClaims,
         session: &Session,
+        granted: &Granted,
         now: UnixMillis,
     ) -> Result<TokenPair, AuthError> {
         let ring = self.keys.ring();
@@ -152,7 +158,7 @@ impl Auth {
         let claims = AccessClaims {
             iss: &t.issuer,
             sub: session.user_id.to_string(),
-            aud: &t.audience,
+            aud: granted.resource.as_deref().unwrap_or(&t.audience),
             exp: iat + ttl,
             iat,
             nbf: iat,
@@ -161,6 +167,7 @@ impl Auth {
             jti: now.uuid_v7().to_string(),
             sid: session.id.to_string(),
             client_id: &session.client_id,
+            scope: granted.scope.as_deref(),
             roles: &subject.roles,
             extra: tokens::custom_claims(&subject.claims),
         };
@@ -172,6 +179,7 @@ impl Auth {
             expires_in: ttl,
             refresh_token: self.refresh.mint(session.id, session.generation),
             refresh_expires_in: UnixMillis(ends - now.0).as_secs().max(0),
+            scope: granted.scope.clone(),
         })
     }
 }

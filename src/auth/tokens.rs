@@ -54,6 +54,9 @@ pub struct AccessClaims<'a> {
     pub jti: String,
     pub sid: String,
     pub client_id: &'a str,
+    /// The granted scope, space-separated (RFC 9068 §2.2.3); absent when none was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<&'a str>,
     pub roles: &'a [String],
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -98,7 +101,7 @@ pub fn sign_jws<H: Serialize, C: Serialize>(
 }
 
 /// `aud` may be a string or an array of strings (RFC 7519 §4.1.3).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum Audience {
     One(String),
@@ -121,6 +124,8 @@ pub struct VerifiedClaims {
     pub client_id: Option<String>,
     #[serde(default)]
     pub roles: Vec<String>,
+    #[serde(default)]
+    pub scope: Option<String>,
 }
 
 /// What verification checks against.
@@ -128,6 +133,8 @@ pub struct VerifiedClaims {
 pub struct Expect<'a> {
     pub issuer: &'a str,
     pub audience: &'a str,
+    /// Further audiences accepted (RFC 8707 resources); empty for Tessera's own endpoints.
+    pub also: &'a [String],
     pub leeway_secs: u64,
 }
 
@@ -174,7 +181,10 @@ pub fn verify(
     v.validate_exp = true;
     v.validate_nbf = true;
     v.set_issuer(&[expect.issuer]);
-    v.set_audience(&[expect.audience]);
+    let mut audiences = Vec::with_capacity(1 + expect.also.len());
+    audiences.push(expect.audience);
+    audiences.extend(expect.also.iter().map(String::as_str));
+    v.set_audience(&audiences);
     v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
     let data = jsonwebtoken::decode::<VerifiedClaims>(token, &key.decoding, &v)
         .map_err(|e| TokenError::Rejected(format!("{:?}", e.kind())))?;

@@ -241,6 +241,7 @@ mod tests {
         ("tokens.access_ttl", "5m", r#""5m""#),
         ("tokens.leeway", "3s", r#""3s""#),
         ("tokens.client_id", "web", r#""web""#),
+        ("tokens.scopes", r#"["profile"]"#, r#"["profile"]"#),
         ("sessions.idle_ttl", "2d", r#""2days""#),
         ("sessions.absolute_ttl", "9d", r#""9days""#),
         ("sessions.reuse_grace", "4s", r#""4s""#),

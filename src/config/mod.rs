@@ -33,6 +33,21 @@ pub struct Settings {
     /// OAuth clients allowed to authenticate (introspection, the revocation feed, `/token`).
     #[serde(default)]
     pub clients: Vec<ClientSettings>,
+    /// APIs a token can be asked for (RFC 8707 resource indicators); none: every token is for
+    /// `tokens.audience`.
+    #[serde(default)]
+    pub resources: Vec<ResourceSettings>,
+}
+
+/// An API that tokens can be minted for (`[[resources]]` in a config file).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSettings {
+    /// The resource indicator (RFC 8707 §2), an absolute URI; tokens for it carry it as `aud`.
+    pub id: String,
+    /// The scopes that make sense for this API; a token for it carries no other.
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 /// A confidential client (`[[clients]]` in a config file).
@@ -42,6 +57,9 @@ pub struct ClientSettings {
     pub id: String,
     #[serde(default, serialize_with = "redacted")]
     pub secret: Option<SecretString>,
+    /// The scopes this client may ask for (RFC 6749 §3.3).
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -80,6 +98,9 @@ pub struct TokenSettings {
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
     pub client_id: String,
+    /// The scopes the first-party client (`client_id`) may ask for.
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -216,6 +237,27 @@ impl Settings {
         }
         if self.tokens.issuer.is_empty() || self.tokens.audience.is_empty() {
             return err("tokens.issuer and tokens.audience must not be empty");
+        }
+        let all_scopes = self
+            .tokens
+            .scopes
+            .iter()
+            .chain(self.clients.iter().flat_map(|c| &c.scopes))
+            .chain(self.resources.iter().flat_map(|r| &r.scopes));
+        for scope in all_scopes {
+            // RFC 6749 §3.3: scope-token = 1*NQCHAR.
+            let nqchar =
+                |b: u8| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b);
+            if scope.is_empty() || !scope.bytes().all(nqchar) {
+                return err("scopes must be non-empty and contain no spaces, quotes or backslashes (RFC 6749 §3.3)");
+            }
+        }
+        let mut resource_ids = std::collections::HashSet::new();
+        for r in &self.resources {
+            let absolute = r.id.contains(':') && !r.id.contains('#') && !r.id.contains(' ');
+            if !absolute || r.id == self.tokens.audience || !resource_ids.insert(r.id.as_str()) {
+                return err("every [[resources]] entry needs a unique absolute URI id without a fragment (RFC 8707 §2), other than tokens.audience");
+            }
         }
         let mut ids = std::collections::HashSet::new();
         for c in &self.clients {

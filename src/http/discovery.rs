@@ -21,7 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The RFC 8414 metadata document.
-pub fn metadata(s: &Settings) -> Value {
+pub fn metadata(s: &Settings, scopes: Vec<String>) -> Value {
     let iss = s.tokens.issuer.trim_end_matches('/');
     json!({
         "issuer": s.tokens.issuer,
@@ -39,6 +39,7 @@ pub fn metadata(s: &Settings) -> Value {
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         // The algorithms access tokens may be signed with (RFC 9068 JWTs).
         "token_signing_alg_values_supported": algs(),
+        "scopes_supported": scopes,
         "service_documentation": format!("{iss}/openapi.json"),
     })
 }
@@ -61,7 +62,7 @@ fn cached(v: Value) -> Response {
 #[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "discovery",
     responses((status = 200, description = "Metadata", body = Object)))]
 async fn oauth_metadata(State(st): State<AppState>) -> Response {
-    cached(metadata(&st.settings))
+    cached(metadata(&st.settings, st.auth.scopes_supported()))
 }
 
 /// The same RFC 8414 document under the OpenID Connect discovery name, for clients that look
@@ -70,5 +71,5 @@ async fn oauth_metadata(State(st): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery",
     responses((status = 200, description = "The RFC 8414 metadata", body = Object)))]
 async fn openid_configuration(State(st): State<AppState>) -> Response {
-    cached(metadata(&st.settings))
+    cached(metadata(&st.settings, st.auth.scopes_supported()))
 }

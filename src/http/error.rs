@@ -31,6 +31,12 @@ pub enum ApiError {
     /// `grant_type` names a grant this server does not offer.
     #[error("unsupported grant type")]
     UnsupportedGrantType,
+    /// RFC 6749 §5.2 `invalid_scope`.
+    #[error("invalid scope")]
+    InvalidScope,
+    /// RFC 8707 §2 `invalid_target`.
+    #[error("invalid target")]
+    InvalidTarget,
     /// A bearer access token failed verification (RFC 6750 §3.1 `invalid_token`).
     #[error("invalid token")]
     InvalidToken,
@@ -87,6 +93,16 @@ impl ApiError {
                 *status,
                 "invalid_grant",
                 "The credentials or the refresh token are invalid, expired or revoked.",
+            ),
+            ApiError::InvalidScope => (
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                "The requested scope is invalid, unknown, or not allowed.",
+            ),
+            ApiError::InvalidTarget => (
+                StatusCode::BAD_REQUEST,
+                "invalid_target",
+                "The requested resource is invalid or unknown.",
             ),
             ApiError::InvalidClient { .. } => (
                 StatusCode::UNAUTHORIZED,
@@ -165,6 +181,8 @@ impl From<AuthError> for ApiError {
                 }
             }
             AuthError::InvalidToken => ApiError::InvalidToken,
+            AuthError::InvalidScope => ApiError::InvalidScope,
+            AuthError::InvalidTarget => ApiError::InvalidTarget,
             AuthError::InsufficientRole => ApiError::Forbidden,
             AuthError::InvalidClient => ApiError::InvalidClient { challenge: false },
             AuthError::Throttled { retry_after_secs } => ApiError::SlowDown(retry_after_secs),
@@ -296,6 +314,8 @@ mod tests {
             (AuthError::InvalidCredentials, 401, "invalid_grant"),
             (AuthError::InvalidRefreshToken, 401, "invalid_grant"),
             (AuthError::InvalidToken, 401, "invalid_token"),
+            (AuthError::InvalidScope, 400, "invalid_scope"),
+            (AuthError::InvalidTarget, 400, "invalid_target"),
             (AuthError::InsufficientRole, 403, "insufficient_scope"),
             (AuthError::InvalidClient, 401, "invalid_client"),
             (

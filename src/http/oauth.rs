@@ -18,7 +18,7 @@ use super::client_auth::{authenticate, Clients, Form};
 use super::error::{token_endpoint, ApiError, ErrorBody};
 use super::session::{client_meta, token_response};
 use super::AppState;
-use crate::auth::Introspection;
+use crate::auth::{Introspection, TokenRequest};
 use crate::time::UnixMillis;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -41,6 +41,10 @@ struct TokenForm {
     username: Option<String>,
     password: Option<String>,
     refresh_token: Option<String>,
+    /// Space-separated scopes to ask for (RFC 6749 §3.3); at a refresh, a narrower scope.
+    scope: Option<String>,
+    /// The API the access token is for (RFC 8707): a `[[resources]]` id, which becomes `aud`.
+    resource: Option<String>,
     /// With `client_secret` (client_secret_post), or alone for the public client.
     client_id: Option<String>,
     client_secret: Option<String>,
@@ -78,18 +82,26 @@ async fn token(
         return Err(ApiError::UnsupportedGrantType);
     }
     let client = authenticate(&st, &headers, Some(&form), Clients::Any)?;
+    // RFC 6749 §3.3 and RFC 8707 §2.
+    let req = TokenRequest {
+        scope: form.get("scope").map(str::to_string),
+        resource: form.get("resource").map(str::to_string),
+    };
     // Same code as /login and /refresh; only the status of invalid_grant differs (§5.2).
     let pair = if grant == "password" {
         let username = form.require("username")?;
         let password = SecretString::from(form.require("password")?.to_string());
         let meta = client_meta(&headers, peer.map(|Extension(ConnectInfo(p))| p));
         st.auth
-            .login(username, password, meta, &client)
+            .login(username, password, meta, &client, &req)
             .await
             .map_err(token_endpoint)?
     } else {
         let rt = SecretString::from(form.require("refresh_token")?.to_string());
-        st.auth.refresh(rt, &client).await.map_err(token_endpoint)?
+        st.auth
+            .refresh(rt, &client, &req)
+            .await
+            .map_err(token_endpoint)?
     };
     Ok(token_response(&pair))
 }
@@ -138,7 +150,7 @@ async fn introspect(
     authenticate(&st, &headers, Some(&form), Clients::Confidential)?;
     let token = SecretString::from(form.require("token")?.to_string());
     let t = &st.settings.tokens;
-    let body = match st
+    let mut body = match st
         .auth
         .introspect(&token, form.get("token_type_hint"))
         .await?
@@ -156,10 +168,11 @@ async fn introspect(
                 "nbf": c.nbf,
                 "jti": c.jti,
                 "sid": c.sid.to_string(),
-                "aud": t.audience,
+                "aud": c.aud,
                 "iss": t.issuer,
                 "client_id": c.client_id,
                 "roles": a.user.roles,
+                "scope": c.scope,
             })
         }
         Some(Introspection::Refresh(b)) => {
@@ -172,12 +185,19 @@ async fn introspect(
                 "exp": secs(session.idle_expires_at.min(session.absolute_expires_at)),
                 "iat": secs(session.last_refreshed_at),
                 "sid": session.id.to_string(),
-                "aud": t.audience,
+                "aud": session.resource.as_deref().unwrap_or(&t.audience),
                 "iss": t.issuer,
                 "client_id": session.client_id,
+                "scope": session.scope,
             })
         }
     };
+    // RFC 7662 §2.2: `scope` only when the token has one.
+    if let Some(m) = body.as_object_mut() {
+        if m.get("scope").is_some_and(Value::is_null) {
+            m.remove("scope");
+        }
+    }
     Ok(Json(body).into_response())
 }
 

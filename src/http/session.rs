@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AppJson, Bearer};
 use super::AppState;
-use crate::auth::{ClientMeta, TokenPair};
+use crate::auth::{ClientMeta, TokenPair, TokenRequest};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -33,6 +33,13 @@ pub struct LoginRequest {
     /// At most 1024 bytes.
     #[schema(value_type = String, format = Password)]
     password: SecretString,
+    /// Space-separated scopes to ask for (RFC 6749 §3.3); `tokens.scopes` says which may be
+    /// granted.
+    #[serde(default)]
+    scope: Option<String>,
+    /// The API the access token is for (RFC 8707): a `[[resources]]` id, which becomes `aud`.
+    #[serde(default)]
+    resource: Option<String>,
 }
 
 /// The refresh token to rotate (documentation of the body; see `body_token` for parsing).
@@ -59,6 +66,9 @@ pub struct TokenResponse<'a> {
     expires_in: i64,
     refresh_token: &'a str,
     refresh_expires_in: i64,
+    /// The granted scope, when one was asked for (RFC 6749 §5.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
 }
 
 /// Serialises a token pair (RFC 6749 §5.1; the edge adds `Cache-Control: no-store`).
@@ -69,6 +79,7 @@ pub fn token_response(pair: &TokenPair) -> Response {
         expires_in: pair.expires_in,
         refresh_token: pair.refresh_token.expose_secret(),
         refresh_expires_in: pair.refresh_expires_in,
+        scope: pair.scope.as_deref(),
     };
     let mut res = axum::Json(body).into_response();
     res.headers_mut()
@@ -106,7 +117,16 @@ async fn login(
     let client = st.auth.first_party();
     let pair = st
         .auth
-        .login(&req.username, req.password, meta, &client)
+        .login(
+            &req.username,
+            req.password,
+            meta,
+            &client,
+            &TokenRequest {
+                scope: req.scope,
+                resource: req.resource,
+            },
+        )
         .await?;
     let mut res = token_response(&pair);
     if st.settings.sessions.refresh_cookie {
@@ -142,7 +162,10 @@ async fn refresh(
     if token.expose_secret().is_empty() {
         return Err(ApiError::InvalidRequest("empty refresh_token".into()));
     }
-    let pair = st.auth.refresh(token, &st.auth.first_party()).await?;
+    let pair = st
+        .auth
+        .refresh(token, &st.auth.first_party(), &TokenRequest::default())
+        .await?;
     let mut res = token_response(&pair);
     if from_cookie {
         set_refresh_cookie(&mut res, &pair);

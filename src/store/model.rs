@@ -45,6 +45,20 @@ pub struct Session {
     pub ip: Option<String>,
     /// The OAuth client the session was issued to; refreshes must come from the same client.
     pub client_id: String,
+    /// The scope granted at login, space-separated (RFC 6749 §3.3); `None`: none asked for.
+    pub scope: Option<String>,
+    /// The RFC 8707 resource its access tokens are for (`aud`); `None`: `tokens.audience`.
+    pub resource: Option<String>,
+}
+
+impl Session {
+    /// What the session was granted at login.
+    pub fn granted(&self) -> crate::auth::Granted {
+        crate::auth::Granted {
+            scope: self.scope.clone(),
+            resource: self.resource.clone(),
+        }
+    }
 }
 
 /// The roles and custom claims of a token's subject, read together with a rotation so that a

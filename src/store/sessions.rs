@@ -9,8 +9,9 @@ use super::{Rotation, RotationAttempt, Session, SessionStore, StoreResult, Subje
 
 const INSERT: &str = "
     INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
-                          idle_expires_at, absolute_expires_at, user_agent, ip, client_id)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+                          idle_expires_at, absolute_expires_at, user_agent, ip, client_id,
+                          scope, resource)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
 const BY_ID: &str = "SELECT * FROM sessions WHERE id = $1";
 
@@ -69,6 +70,8 @@ pub(super) struct SessionRow {
     user_agent: Option<String>,
     ip: Option<String>,
     client_id: String,
+    scope: Option<String>,
+    resource: Option<String>,
 }
 
 impl From<SessionRow> for Session {
@@ -86,6 +89,8 @@ impl From<SessionRow> for Session {
             user_agent: r.user_agent,
             ip: r.ip,
             client_id: r.client_id,
+            scope: r.scope,
+            resource: r.resource,
         }
     }
 }
@@ -123,6 +128,8 @@ impl SessionStore for SqlStore {
             .bind(&s.user_agent)
             .bind(&s.ip)
             .bind(&s.client_id)
+            .bind(&s.scope)
+            .bind(&s.resource)
             .execute(b.pool())
             .await
             .map(|r| r.rows_affected()))?;
