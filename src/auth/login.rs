@@ -81,7 +81,7 @@ impl Auth {
         let granted = self.grant(client, req)?;
         // Shed before any database work when the password pipeline is full (invariant 4).
         let _admission = self.passwords.admit()?;
-        let name = Username::parse(username);
+        let name = Username::for_lookup(username);
         let keys = throttle::AttemptKeys::new(&throttle_name(username, &name), meta.ip.as_deref());
         let limits = &self.settings.throttle;
         // Counted before hashing, so that a parallel burst hashes at most the allowance.

@@ -56,7 +56,8 @@ impl Auth {
         let found = match who {
             UserRef::Id(id) => self.store.user_by_id(id).await?,
             UserRef::Name(raw) => {
-                let name = Username::parse(raw).map_err(|e| AuthError::BadInput(e.to_string()))?;
+                let name =
+                    Username::for_lookup(raw).map_err(|e| AuthError::BadInput(e.to_string()))?;
                 self.store.user_by_username(name.as_str()).await?
             }
         };

@@ -72,7 +72,7 @@ fn named(name: &str) -> impl Fn(AuthError) -> CliError + '_ {
 
 /// The normalised form of a username, as it is stored and shown.
 fn normalised(raw: &str) -> Result<String, CliError> {
-    Username::parse(raw)
+    Username::for_lookup(raw)
         .map(|u| u.as_str().to_string())
         .map_err(|e| CliError::Usage(e.to_string()))
 }

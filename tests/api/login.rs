@@ -9,6 +9,7 @@ on_both!(
     login_issues_tokens_and_a_session,
     credential_failures_are_indistinguishable,
     usernames_are_normalised,
+    lookalike_usernames_make_no_new_account,
     malformed_logins_are_invalid_request,
     outdated_hashes_are_upgraded_at_login,
     repeated_failures_are_throttled,
@@ -405,4 +406,49 @@ async fn a_burst_across_replicas_hashes_at_most_the_allowance(b: Backend) {
         .await,
         5
     );
+}
+
+/// RFC 8265 PRECIS: names with invisible characters, a soft hyphen, a bidirectional override
+/// or a space cannot become accounts that display like an existing one; an account created
+/// before PRECIS (here, a name with a space) still logs in.
+async fn lookalike_usernames_make_no_new_account(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.create_user("root", &["admin"]).await;
+    app.create_user("alice", &[]).await;
+    let admin = app.login_ok("root").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for name in [
+        "ali\u{200B}ce",
+        "ali\u{00AD}ce",
+        "\u{202E}ecila",
+        "al ice",
+        "alice\u{FE0F}",
+    ] {
+        let r = app
+            .admin(
+                reqwest::Method::POST,
+                "/admin/users",
+                &admin,
+                Some(json!({"username": name, "password": "a long enough password"})),
+            )
+            .await;
+        assert_eq!(r.status(), 400, "{name:?}");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+        // Logging in with it is a plain failed login, never alice's account.
+        assert_eq!(app.login(name, PASSWORD).await.status(), 401, "{name:?}");
+    }
+    assert_eq!(
+        app.scalar_i64("SELECT COUNT(*) FROM users WHERE $1 = $1", "")
+            .await,
+        2
+    );
+    // A name stored before PRECIS, with a space: found by the old normalisation.
+    app.create_user("johnsmith", &[]).await;
+    app.exec_sql("UPDATE users SET username = 'john smith' WHERE username = 'johnsmith'".into())
+        .await;
+    app.login_ok("John Smith").await;
 }
