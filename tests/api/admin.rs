@@ -18,25 +18,35 @@ on_both!(
     admin_requires_the_admin_role,
 );
 
-/// A server with an admin (`root`) and a user `carol` (role `ops`) created through the API;
-/// returns the admin's access token and carol's id.
-async fn with_admin_and_carol(b: Backend) -> Option<(TestApp, String, String)> {
+/// A server with an admin (`root`); returns the admin's access token.
+async fn with_admin(b: Backend) -> Option<(TestApp, String)> {
     let app = TestApp::spawn(b).await?;
     app.create_user("root", &["admin"]).await;
     let admin = app.login_ok("root").await["access_token"]
         .as_str()
         .unwrap()
         .to_string();
+    Some((app, admin))
+}
+
+/// Creates `carol` (role `ops`) through the admin API; returns the answer's user.
+async fn create_carol(app: &TestApp, admin: &str) -> Value {
     let r = app
         .admin(
             Method::POST,
             "/admin/users",
-            &admin,
+            admin,
             Some(json!({"username": "Carol", "password": CAROL_PW, "roles": ["ops"]})),
         )
         .await;
     assert_eq!(r.status(), 201);
-    let carol: Value = r.json().await.unwrap();
+    r.json().await.unwrap()
+}
+
+/// A server with an admin and `carol`; returns the admin's access token and carol's id.
+async fn with_admin_and_carol(b: Backend) -> Option<(TestApp, String, String)> {
+    let (app, admin) = with_admin(b).await?;
+    let carol = create_carol(&app, &admin).await;
     let id = carol["id"].as_str().unwrap().to_string();
     Some((app, admin, id))
 }
@@ -51,24 +61,10 @@ async fn carol_logs_in(app: &TestApp) -> Value {
 }
 
 async fn admin_creates_users(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, admin)) = with_admin(b).await else {
         return;
     };
-    app.create_user("root", &["admin"]).await;
-    let admin = app.login_ok("root").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let r = app
-        .admin(
-            Method::POST,
-            "/admin/users",
-            &admin,
-            Some(json!({"username": "Carol", "password": CAROL_PW, "roles": ["ops"]})),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
-    let carol: Value = r.json().await.unwrap();
+    let carol = create_carol(&app, &admin).await;
     assert_eq!(carol["username"], "carol");
     assert_eq!(carol["roles"], json!(["ops"]));
     assert!(carol.get("password_hash").is_none());
