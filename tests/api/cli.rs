@@ -19,6 +19,7 @@ on_both!(
     migrate_is_idempotent,
     read_only_commands_create_nothing,
     text_logs_to_a_pipe_carry_no_colour,
+    start_up_names_the_issuer_and_warns_of_a_short_publish_ahead,
     serve_logs_no_secrets,
     healthcheck_and_config_files,
 );
@@ -519,13 +520,18 @@ struct Served {
 
 impl Served {
     async fn start(db_url: &str, master: &str) -> Self {
+        Self::start_with(db_url, master, &[("RUST_LOG", "trace")]).await
+    }
+
+    /// `start`, with more environment variables.
+    async fn start_with(db_url: &str, master: &str, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
             .arg("serve")
             .env("DATABASE_URL", db_url)
             .env("TESSERA__KEYS__MASTER_KEY", master)
             .env("TESSERA__HTTP__BIND", "127.0.0.1:0")
             .env("TESSERA__LOG__FORMAT", "json")
-            .env("RUST_LOG", "trace")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -613,4 +619,29 @@ async fn text_logs_to_a_pipe_carry_no_colour(b: Backend) {
         !text.contains('\u{1b}'),
         "escape codes in piped logs: {text}"
     );
+}
+
+/// Start-up logs the issuer tokens carry (verifiers must expect exactly it), and warns when
+/// `keys.publish_ahead` is shorter than the 30 s common verifiers wait between JWKS refetches.
+async fn start_up_names_the_issuer_and_warns_of_a_short_publish_ahead(b: Backend) {
+    let Some(db) = Db::create(b).await else {
+        return;
+    };
+    let master = crate::helpers::master_key();
+    let server = Served::start_with(
+        db.url(),
+        &master,
+        &[
+            ("TESSERA__KEYS__PUBLISH_AHEAD", "10s"),
+            ("TESSERA__KEYS__JWKS_MAX_AGE", "10s"),
+            ("TESSERA__TOKENS__ISSUER", "https://auth.example.test"),
+        ],
+    )
+    .await;
+    let logs = server.stop().await;
+    assert!(
+        logs.contains("https://auth.example.test") && logs.contains("issued by"),
+        "{logs}"
+    );
+    assert!(logs.contains("publish_ahead is under 30s"), "{logs}");
 }
