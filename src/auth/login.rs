@@ -1,6 +1,8 @@
 //! `Auth::login`: password login, behind admission control and the throttle (invariant 4), and
 //! the rules every password must meet.
 
+use std::time::Duration;
+
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
@@ -85,7 +87,11 @@ impl Auth {
         let keys = throttle::AttemptKeys::new(&throttle_name(username, &name), meta.ip.as_deref());
         let limits = &self.settings.throttle;
         // Counted before hashing, so that a parallel burst hashes at most the allowance.
-        let reservation = throttle::reserve(self.store.as_ref(), limits, &keys, now_ms()).await?;
+        // An unsettled attempt (a dropped request) holds a used-up key no longer than a
+        // request may take.
+        let hold = self.settings.http.request_timeout + Duration::from_secs(1);
+        let reservation =
+            throttle::reserve(self.store.as_ref(), limits, &keys, now_ms(), hold).await?;
         let checked = async {
             let user = match name {
                 Ok(name) => self.store.user_by_username(name.as_str()).await?,

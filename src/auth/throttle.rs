@@ -8,19 +8,19 @@
 //! exists. A successful login clears the username's count. Backoff rather than hard lockout
 //! keeps an attacker from locking a user out for long.
 //!
-//! An attempt is *reserved* before its password is hashed: one atomic increment per key in the
-//! database, which counts it as a failure until it is settled. Past a key's allowance, an
-//! attempt goes on only if it is the one attempt allowed after a served wait, and it claims
-//! that turn atomically; any other is refused at once. So a parallel burst, on one replica or
-//! many, hashes at most the allowance, and after each wait exactly one guess. After the
-//! verification, a failure keeps its count (and starts or lengthens the wait); a success
-//! clears the username's count and hands back the address's reservation.
+//! An attempt is *reserved* before its password is hashed: one atomic statement per key in the
+//! database counts it as a failure until it is settled, or refuses it (counting nothing) while
+//! the key waits. The attempt that uses up a key's allowance makes the key wait at once (a
+//! hold, for as long as its check may take), so a parallel burst, on one replica or many,
+//! hashes at most the allowance, and after each wait exactly one guess. After the
+//! verification, a failure keeps its count and turns the hold into the real wait; a success
+//! clears the username's count and hands back the address's count and hold.
 
 use std::time::Duration;
 
 use super::AuthError;
 use crate::config::ThrottleSettings;
-use crate::store::Store;
+use crate::store::{Reserve, Store};
 use crate::time::millis;
 
 /// The throttle keys of one login attempt.
@@ -53,14 +53,17 @@ pub fn backoff(s: &ThrottleSettings, failures: i64, free: u32) -> Option<Duratio
     Some(s.backoff_base.saturating_mul(factor).min(s.backoff_max))
 }
 
-/// The attempt counted against each of its keys, until `failed` or `succeeded` settles it.
-#[must_use = "a reservation is settled by `failed` or `succeeded`"]
+/// The attempt counted against each of its keys, until `failed`, `succeeded` or `abandon`
+/// settles it.
+#[must_use = "a reservation is settled by `failed`, `succeeded` or `abandon`"]
 #[derive(Debug, Default)]
 pub struct Reservation {
     /// (key, its count including this attempt, its free allowance).
     counts: Vec<(String, i64, u32)>,
     /// Whether the account key is counted (its success clears it rather than releasing).
     account: Option<String>,
+    /// The hold this attempt set on a key whose allowance it used up.
+    hold_until: i64,
 }
 
 /// Whole seconds until `until` (ms), at least one.
@@ -68,26 +71,36 @@ fn retry_after(until: i64, now: i64) -> u64 {
     ((until - now + 999) / 1000).max(1) as u64
 }
 
-/// Reserves the attempt against each key, or refuses it: `Throttled` while a key waits, or
-/// when this attempt would go past a key's allowance (a parallel burst).
+/// Reserves the attempt against each key, or refuses it with `Throttled` while a key waits.
+/// The attempt that uses up a key's allowance makes it wait at once, so that a parallel burst
+/// (on one replica or many) hashes at most the allowance, and after each wait one guess.
+///
+/// `hold` is how long the attempt that uses up an allowance holds the key while its password
+/// is checked: longer than a request may take. Its settlement replaces the hold with the real
+/// wait (or clears it); an attempt that never settles (its request was dropped or timed out)
+/// frees the key when the hold ends.
 pub async fn reserve(
     store: &dyn Store,
     s: &ThrottleSettings,
     keys: &AttemptKeys,
     now: i64,
+    hold: Duration,
 ) -> Result<Reservation, AuthError> {
-    let mut r = Reservation::default();
+    let mut r = Reservation {
+        hold_until: now + millis(hold),
+        ..Reservation::default()
+    };
     if !s.enabled() {
         return Ok(r);
     }
     let ip = keys.ip.as_deref().unwrap_or("");
+    let waiting = |until: i64| AuthError::Throttled {
+        retry_after_secs: retry_after(until, now),
+    };
     let until = store.throttle_locked_until(&keys.account, ip, now).await?;
     if until > now {
-        return Err(AuthError::Throttled {
-            retry_after_secs: retry_after(until, now),
-        });
+        return Err(waiting(until));
     }
-    let window_cutoff = now - millis(s.window);
     let mut pairs = Vec::new();
     if s.account_free_failures > 0 {
         pairs.push((keys.account.as_str(), s.account_free_failures));
@@ -96,47 +109,35 @@ pub async fn reserve(
     if let (Some(ip), true) = (keys.ip.as_deref(), s.ip_free_failures > 0) {
         pairs.push((ip, s.ip_free_failures));
     }
-    // A refused attempt hands back what it took, and is told to wait at least as long as the
-    // failure that uses up the allowance makes a key wait.
-    let refuse = |r: Reservation| async move {
-        release(store, &r.counts).await?;
-        Err(AuthError::Throttled {
-            retry_after_secs: retry_after(now + millis(s.backoff_base), now),
-        })
-    };
     for (key, free) in pairs {
-        let Some(count) = store.throttle_reserve(key, now, window_cutoff).await? else {
-            // The key started waiting since the check above.
-            return refuse(r).await;
+        let reserved = store
+            .throttle_reserve(&Reserve {
+                key,
+                now,
+                window_cutoff: now - millis(s.window),
+                free: i64::from(free),
+                hold_until: r.hold_until,
+            })
+            .await?;
+        let Some(count) = reserved else {
+            // The key started waiting since the check above: hand back what this attempt
+            // took, and report the wait.
+            abandon(store, r).await;
+            let until = store.throttle_locked_until(&keys.account, ip, now).await?;
+            return Err(waiting(until.max(now + millis(s.backoff_base))));
         };
         r.counts.push((key.to_string(), count, free));
-        if count > i64::from(free) {
-            let next = backoff(s, count, free).unwrap_or(s.backoff_base);
-            if !store
-                .throttle_take_turn(key, now, now + millis(next))
-                .await?
-            {
-                // Past the allowance, and not the one attempt after a wait: the allowance is
-                // held by attempts in flight.
-                return refuse(r).await;
-            }
-        }
     }
     Ok(r)
-}
-
-async fn release(store: &dyn Store, counts: &[(String, i64, u32)]) -> Result<(), AuthError> {
-    for (key, _, _) in counts {
-        store.throttle_release(key).await?;
-    }
-    Ok(())
 }
 
 /// Hands back an attempt that was neither a success nor a failure (the password could not be
 /// checked: shed, or the database failed). Best effort: the counts expire with the window.
 pub async fn abandon(store: &dyn Store, r: Reservation) {
-    if let Err(e) = release(store, &r.counts).await {
-        tracing::warn!(error = %e, "login throttle reservation not handed back");
+    for (key, _, _) in &r.counts {
+        if let Err(e) = store.throttle_release(key, r.hold_until).await {
+            tracing::warn!(error = %e, "login throttle reservation not handed back");
+        }
     }
 }
 
@@ -149,7 +150,9 @@ pub async fn failed(
 ) -> Result<(), AuthError> {
     for (key, count, free) in &r.counts {
         if let Some(wait) = backoff(s, *count, *free) {
-            store.throttle_lock(key, now + millis(wait)).await?;
+            store
+                .throttle_settle_failed(key, r.hold_until, now + millis(wait))
+                .await?;
         }
     }
     Ok(())
@@ -162,7 +165,7 @@ pub async fn succeeded(store: &dyn Store, r: Reservation) -> Result<(), AuthErro
         if r.account.as_deref() == Some(key.as_str()) {
             store.throttle_clear(key).await?;
         } else {
-            store.throttle_release(key).await?;
+            store.throttle_release(key, r.hold_until).await?;
         }
     }
     Ok(())

@@ -187,22 +187,27 @@ pub trait DenylistStore {
 pub trait ThrottleStore {
     /// The latest `locked_until` (ms) of the two throttle keys, or 0.
     async fn throttle_locked_until(&self, account: &str, ip: &str, now: i64) -> StoreResult<i64>;
-    /// Counts one attempt for `key` (restarting the count when the window began before
-    /// `window_cutoff`) and returns the count, atomically; `None`, counting nothing, while
-    /// the key waits.
-    async fn throttle_reserve(
-        &self,
-        key: &str,
-        now: i64,
-        window_cutoff: i64,
-    ) -> StoreResult<Option<i64>>;
-    /// For an attempt past the allowance: if the key has waited and its wait is over, starts
-    /// its next wait (until `until`) and returns true: this attempt is the one allowed.
-    async fn throttle_take_turn(&self, key: &str, now: i64, until: i64) -> StoreResult<bool>;
-    async fn throttle_lock(&self, key: &str, until: i64) -> StoreResult<()>;
-    /// Takes back one counted attempt of `key` (a reservation that was not a failure).
-    async fn throttle_release(&self, key: &str) -> StoreResult<()>;
+    /// Reserves one attempt for `key`, atomically; `None`, counting nothing, while the key
+    /// waits. Returns the count including this attempt.
+    async fn throttle_reserve(&self, reserve: &Reserve<'_>) -> StoreResult<Option<i64>>;
+    /// Settles a failed attempt: the key waits until `until`, replacing the attempt's `hold`.
+    async fn throttle_settle_failed(&self, key: &str, hold: i64, until: i64) -> StoreResult<()>;
+    /// Hands back an attempt that was no failure, and the `hold` it set.
+    async fn throttle_release(&self, key: &str, hold: i64) -> StoreResult<()>;
     async fn throttle_clear(&self, key: &str) -> StoreResult<()>;
+}
+
+/// One attempt to reserve against a throttle key (milliseconds throughout).
+#[derive(Debug, Clone, Copy)]
+pub struct Reserve<'a> {
+    pub key: &'a str,
+    pub now: i64,
+    /// Counts from windows that began before this are forgotten.
+    pub window_cutoff: i64,
+    /// The key's free allowance: the attempt whose count reaches it makes the key wait.
+    pub free: i64,
+    /// Until when that attempt holds the key while its password is checked.
+    pub hold_until: i64,
 }
 
 /// Signing keys.

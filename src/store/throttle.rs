@@ -9,31 +9,35 @@ const LOCKED_UNTIL: &str = "
     SELECT MAX(locked_until) FROM login_throttle
     WHERE (key = $1 OR key = $2) AND locked_until > $3";
 
-/// One upsert, so concurrent attempts are all counted; none while the key waits (then no row
-/// comes back).
+/// One upsert reserves an attempt, or refuses it (no row comes back) while the key waits.
+/// The attempt whose count reaches the allowance ($4) makes the key wait at once, until
+/// `$5`, so that no attempt racing it goes on; its settlement then sets the real wait, or
+/// clears it. Refused attempts count nothing.
 const RESERVE: &str = "
     INSERT INTO login_throttle (key, failures, window_start, locked_until)
-    VALUES ($1, 1, $2, 0)
+    VALUES ($1, 1, $2, CASE WHEN 1 >= $4 THEN $5 ELSE 0 END)
     ON CONFLICT (key) DO UPDATE SET
       failures = CASE WHEN login_throttle.window_start < $3
                       THEN 1 ELSE login_throttle.failures + 1 END,
       window_start = CASE WHEN login_throttle.window_start < $3
-                          THEN $2 ELSE login_throttle.window_start END
+                          THEN $2 ELSE login_throttle.window_start END,
+      locked_until = CASE WHEN (CASE WHEN login_throttle.window_start < $3
+                                     THEN 1 ELSE login_throttle.failures + 1 END) >= $4
+                          THEN $5 ELSE login_throttle.locked_until END
     WHERE login_throttle.locked_until <= $2
     RETURNING failures";
 
-/// The one attempt allowed after a wait takes the key's next wait at once, so that attempts
-/// racing it find the key waiting. Only a key that has waited (`locked_until <> 0`) has such
-/// an attempt: a burst before any wait gets no more than the allowance.
-const TAKE_TURN: &str = "
+/// A failure's wait replaces the hold its reservation set ($2), or lengthens a shorter one.
+const SETTLE_FAILED: &str = "
     UPDATE login_throttle SET locked_until = $3
-    WHERE key = $1 AND locked_until <> 0 AND locked_until <= $2";
+    WHERE key = $1 AND (locked_until = $2 OR locked_until < $3)";
 
-const LOCK: &str = "
-    UPDATE login_throttle SET locked_until = $2 WHERE key = $1 AND locked_until < $2";
-
+/// An attempt that was no failure: its count, and the hold it set ($2), are handed back.
 const RELEASE: &str = "
-    UPDATE login_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0";
+    UPDATE login_throttle
+    SET failures = CASE WHEN failures > 0 THEN failures - 1 ELSE 0 END,
+        locked_until = CASE WHEN locked_until = $2 THEN 0 ELSE locked_until END
+    WHERE key = $1";
 
 const CLEAR: &str = "DELETE FROM login_throttle WHERE key = $1";
 
@@ -49,34 +53,21 @@ impl ThrottleStore for SqlStore {
         Ok(until.unwrap_or(0))
     }
 
-    async fn throttle_reserve(
-        &self,
-        key: &str,
-        now: i64,
-        window_cutoff: i64,
-    ) -> StoreResult<Option<i64>> {
+    async fn throttle_reserve(&self, r: &super::Reserve<'_>) -> StoreResult<Option<i64>> {
         Ok(on_backend!(self, |b| sqlx::query_scalar(RESERVE)
-            .bind(key)
-            .bind(now)
-            .bind(window_cutoff)
+            .bind(r.key)
+            .bind(r.now)
+            .bind(r.window_cutoff)
+            .bind(r.free)
+            .bind(r.hold_until)
             .fetch_optional(b.pool())
             .await)?)
     }
 
-    async fn throttle_take_turn(&self, key: &str, now: i64, until: i64) -> StoreResult<bool> {
-        let n = on_backend!(self, |b| sqlx::query(TAKE_TURN)
+    async fn throttle_settle_failed(&self, key: &str, hold: i64, until: i64) -> StoreResult<()> {
+        on_backend!(self, |b| sqlx::query(SETTLE_FAILED)
             .bind(key)
-            .bind(now)
-            .bind(until)
-            .execute(b.pool())
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(n == 1)
-    }
-
-    async fn throttle_lock(&self, key: &str, until: i64) -> StoreResult<()> {
-        on_backend!(self, |b| sqlx::query(LOCK)
-            .bind(key)
+            .bind(hold)
             .bind(until)
             .execute(b.pool())
             .await
@@ -84,9 +75,10 @@ impl ThrottleStore for SqlStore {
         Ok(())
     }
 
-    async fn throttle_release(&self, key: &str) -> StoreResult<()> {
+    async fn throttle_release(&self, key: &str, hold: i64) -> StoreResult<()> {
         on_backend!(self, |b| sqlx::query(RELEASE)
             .bind(key)
+            .bind(hold)
             .execute(b.pool())
             .await
             .map(|r| r.rows_affected()))?;

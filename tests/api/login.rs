@@ -16,6 +16,7 @@ on_both!(
     a_parallel_burst_hashes_at_most_the_allowance,
     a_burst_from_one_address_hashes_at_most_its_allowance,
     a_burst_across_replicas_hashes_at_most_the_allowance,
+    dropped_logins_do_not_lock_the_account,
 );
 
 async fn login_issues_tokens_and_a_session(b: Backend) {
@@ -451,4 +452,35 @@ async fn lookalike_usernames_make_no_new_account(b: Backend) {
     app.exec_sql("UPDATE users SET username = 'john smith' WHERE username = 'johnsmith'".into())
         .await;
     app.login_ok("John Smith").await;
+}
+
+/// Logins whose requests die before their password is checked (a 5 ms request timeout on one
+/// replica) count against the allowance, but hold a used-up key only as long as a request may
+/// take: the right password works again right after, not at the end of the window.
+async fn dropped_logins_do_not_lock_the_account(b: Backend) {
+    use figment::providers::Serialized;
+    let Some(app) = TestApp::spawn_with(b, allowances(2, 0)).await else {
+        return;
+    };
+    let hasty = app
+        .replica(|f| allowances(2, 0)(f).merge(Serialized::default("http.request_timeout", "5ms")))
+        .await;
+    app.create_user("alice", &[]).await;
+    for _ in 0..3 {
+        let s = hasty.login("alice", PASSWORD).await.status().as_u16();
+        assert!(s == 503 || s == 429, "{s}");
+    }
+    // The second dropped attempt used up the allowance: the key is held for now...
+    assert_eq!(app.login("alice", PASSWORD).await.status(), 429);
+    // ...for the hasty replica's request timeout plus a second, not fifteen minutes.
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    app.login_ok("alice").await;
+    assert_eq!(
+        app.scalar_i64(
+            "SELECT COUNT(*) FROM login_throttle WHERE key = $1",
+            "u:alice"
+        )
+        .await,
+        0
+    );
 }
