@@ -36,12 +36,15 @@ fn issued_at(c: &VerifiedClaims) -> UnixMillis {
 }
 
 impl Auth {
-    /// The claims of an access token whose signature and claims check out, revoked or not
-    /// (logout and RFC 7009 revocation act on such tokens).
-    pub(super) fn verify_signature(&self, token: &str) -> Option<VerifiedClaims> {
+    /// The claims of an access token whose signature and claims check out for `expect`,
+    /// revoked or not (logout and RFC 7009 revocation act on such tokens).
+    pub(super) fn verify_signature(
+        &self,
+        token: &str,
+        expect: &tokens::Expect<'_>,
+    ) -> Option<VerifiedClaims> {
         let ring = self.keys.ring();
-        let expect = self.expect_any_audience();
-        tokens::verify(token, &ring, &expect, UnixMillis::now().as_secs()).ok()
+        tokens::verify(token, &ring, expect, UnixMillis::now().as_secs()).ok()
     }
 
     /// Verifies an access token (RFC 9068 §4) and then every revocation rule of invariant 2.

@@ -74,15 +74,28 @@ impl Auth {
         if refresh.is_none() && access.is_none() {
             return Err(AuthError::BadInput("no token to revoke".into()));
         }
+        // Logout is the first-party client's: another client's tokens (refresh tokens it was
+        // issued, access tokens minted for other APIs) are left alone, as at /revoke.
+        let me = self.first_party();
         if let Some(rt) = refresh.as_ref().and_then(|t| self.refresh.parse(t)) {
-            self.end_sessions(Ending::Session(rt.session_id), "logout")
-                .await?;
+            if self.owns_session(rt.session_id, &me).await? {
+                self.end_sessions(Ending::Session(rt.session_id), "logout")
+                    .await?;
+            }
         }
-        if let Some(c) = access.and_then(|t| self.verify_signature(t)) {
-            self.deny(&c, "logout").await?;
-            self.end_sessions(Ending::Session(c.sid), "logout").await?;
+        if let Some(c) = access.and_then(|t| self.verify_signature(t, &self.expect())) {
+            if c.client_id.as_deref() == Some(me.as_str()) {
+                self.deny(&c, "logout").await?;
+                self.end_sessions(Ending::Session(c.sid), "logout").await?;
+            }
         }
         Ok(())
+    }
+
+    /// Whether session `id` exists and was issued to `client`.
+    async fn owns_session(&self, id: uuid::Uuid, client: &ClientId) -> Result<bool, AuthError> {
+        let session = self.store.session(id).await?;
+        Ok(session.is_some_and(|s| s.client_id == client.as_str()))
     }
 
     /// `POST /logout/all`: ends every session of the bearer and cuts off every access token
@@ -112,7 +125,8 @@ impl Auth {
         client: &ClientId,
     ) -> Result<(), AuthError> {
         let as_refresh = || self.refresh.parse(token);
-        let as_access = || self.verify_signature(token.expose_secret());
+        let any_audience = self.expect_any_audience();
+        let as_access = || self.verify_signature(token.expose_secret(), &any_audience);
         let (refresh, access) = if hint == Some("access_token") {
             let a = as_access();
             (if a.is_none() { as_refresh() } else { None }, a)
@@ -121,8 +135,7 @@ impl Auth {
             (r, if r.is_none() { as_access() } else { None })
         };
         if let Some(rt) = refresh {
-            let session = self.store.session(rt.session_id).await?;
-            if session.is_some_and(|s| s.client_id == client.as_str()) {
+            if self.owns_session(rt.session_id, client).await? {
                 self.end_sessions(Ending::Session(rt.session_id), "revoked")
                     .await?;
             } else {

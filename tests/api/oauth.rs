@@ -16,6 +16,7 @@ on_both!(
     revoke_only_by_the_owning_client,
     scope_is_granted_per_client_and_resource,
     refresh_keeps_or_narrows_the_grant,
+    logout_leaves_other_clients_and_audiences_alone,
     every_endpoint_takes_both_client_auth_methods,
     introspection,
     revocation_feed,
@@ -1085,4 +1086,37 @@ async fn refresh_grant(app: &TestApp, rt: &str, extra: &[(&str, &str)]) -> reqwe
     let mut p = vec![("grant_type", "refresh_token"), ("refresh_token", rt)];
     p.extend_from_slice(extra);
     app.form("/token", &p, CLIENT).await
+}
+
+/// `/logout` is the first-party client's: a confidential client's refresh token, or an access
+/// token minted for another API, is answered 204 and left valid (the same rule as `/revoke`).
+async fn logout_leaves_other_clients_and_audiences_alone(b: Backend) {
+    let Some(app) = with_scopes(b).await else {
+        return;
+    };
+    let theirs: Value = grant(&app, &[]).await.json().await.unwrap();
+    let rt = theirs["refresh_token"].as_str().unwrap();
+    let r = app
+        .post_json("/logout", &json!({"refresh_token": rt}))
+        .await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(app.introspect(rt).await["active"], true);
+    let r = app
+        .post_json(
+            "/login",
+            &json!({"username": "alice", "password": PASSWORD, "resource": ORDERS}),
+        )
+        .await;
+    let for_orders: Value = r.json().await.unwrap();
+    let access = for_orders["access_token"].as_str().unwrap();
+    assert_eq!(app.post_bearer("/logout", access).await.status(), 204);
+    assert_eq!(app.introspect(access).await["active"], true);
+    assert_eq!(
+        app.scalar_i64(
+            "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NOT NULL AND $1 = $1",
+            ""
+        )
+        .await,
+        0
+    );
 }
