@@ -30,7 +30,8 @@ pub fn init(log: &LogSettings) {
         // to a file or a pipe carry no escape codes.
         LogFormat::Text => registry
             .with(fmt::layer().with_ansi(
-                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+                std::io::stdout().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
             ))
             .try_init(),
     };

@@ -32,6 +32,10 @@ impl Form {
                 ApiError::InvalidRequest("unreadable body".into())
             }
         })?;
+        // No body at all is an empty form (a POST /revocations with Basic and no cursor).
+        if body.is_empty() {
+            return Ok(Form(HashMap::new()));
+        }
         let ct = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())

@@ -1,7 +1,10 @@
 //! The request limits enforced inside CORS, so that their answers carry the contract like any
 //! other: the JSON error body, `x-request-id` (added by the edge, outside) and, for a listed
 //! origin, the CORS headers (added by the CORS layer, outside):
-//! - a request head over `http.max_header_bytes` is answered 431;
+//! - a request head over `http.max_header_bytes`, or with more than `MAX_HEADER_FIELDS`
+//!   fields, is answered 431;
+//! - a declared `Content-Length` over `http.body_limit` is answered 413 at once, without
+//!   waiting for a body that may never come;
 //! - a request that takes longer than `http.request_timeout` is answered 503.
 //!
 //! hyper itself refuses heads past a larger hard cap (see `serve`), with a bare 431: that cap
@@ -19,11 +22,15 @@ use tower::{Layer, Service};
 
 use super::error::ApiError;
 
+/// The most header fields a request may have.
+pub const MAX_HEADER_FIELDS: usize = 100;
+
 /// See the module documentation.
 #[derive(Debug, Clone, Copy)]
 pub struct GuardLayer {
     pub timeout: Duration,
     pub max_header_bytes: usize,
+    pub body_limit: usize,
 }
 
 impl<S> Layer<S> for GuardLayer {
@@ -54,6 +61,17 @@ fn head_bytes(req: &Request) -> usize {
     line + headers
 }
 
+/// The `Content-Length` a request declares, if it declares one that parses.
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 impl<S, B> Service<Request> for Guard<S>
 where
     S: Service<Request, Response = axum::http::Response<B>, Error = Infallible>,
@@ -69,9 +87,18 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        if head_bytes(&req) > self.limits.max_header_bytes {
+        let refused = if head_bytes(&req) > self.limits.max_header_bytes
+            || req.headers().len() > MAX_HEADER_FIELDS
+        {
+            Some(ApiError::HeaderTooLarge)
+        } else if declared_length(&req).is_some_and(|n| n > self.limits.body_limit as u64) {
+            Some(ApiError::PayloadTooLarge)
+        } else {
+            None
+        };
+        if let Some(e) = refused {
             return GuardFuture::Refused {
-                response: Some(ApiError::HeaderTooLarge.into_response()),
+                response: Some(e.into_response()),
             };
         }
         GuardFuture::Running {

@@ -7,7 +7,7 @@ mod discovery;
 mod edge;
 pub mod error;
 mod extract;
-mod guard;
+pub(crate) mod guard;
 mod health;
 mod jwks;
 mod metrics;
@@ -128,6 +128,7 @@ pub fn router(auth: Arc<Auth>, settings: Arc<Settings>) -> Router {
         .layer(guard::GuardLayer {
             timeout,
             max_header_bytes: s.http.max_header_bytes,
+            body_limit,
         })
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()

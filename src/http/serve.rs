@@ -35,7 +35,10 @@ pub async fn serve(
         .header_read_timeout(cfg.header_read_timeout)
         // A hard cap on what one connection may buffer; heads between `max_header_bytes` and
         // this are refused by `guard` with the contract's JSON 431, larger ones by hyper.
-        .max_buf_size(cfg.max_header_bytes.saturating_mul(4).max(64 * 1024));
+        .max_buf_size(cfg.max_header_bytes.saturating_mul(4).max(64 * 1024))
+        // Likewise for the number of header fields (hyper's default, 100, answers a bare 431
+        // to a small head with many fields): `guard` refuses more than MAX_HEADER_FIELDS.
+        .max_headers(4 * crate::http::guard::MAX_HEADER_FIELDS);
     builder.http2().timer(TokioTimer::new());
     let first_byte = cfg.header_read_timeout;
     let graceful = GracefulShutdown::new();

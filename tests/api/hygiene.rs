@@ -355,6 +355,25 @@ async fn answers_made_below_the_router_keep_the_contract(b: Backend) {
         .await
         .unwrap();
     contract(r, 431, "invalid_request").await;
+    // A small head with too many fields (a proxy may add them).
+    let mut req = app.client.get(app.url("/healthz")).header("origin", ORIGIN);
+    for i in 0..110 {
+        req = req.header(format!("x-h{i}"), "1");
+    }
+    contract(req.send().await.unwrap(), 431, "invalid_request").await;
+    // A declared body over the limit is refused at once, not after waiting for it.
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(
+        b"POST /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), s.read_to_end(&mut buf)).await;
+    let answer = String::from_utf8_lossy(&buf).to_string();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains(r#""error":"invalid_request""#), "{answer}");
     // A login takes an argon2 verification, far longer than 5 ms.
     app.create_user("alice", &[]).await;
     let r = app

@@ -858,6 +858,15 @@ async fn every_endpoint_takes_both_client_auth_methods(b: Backend) {
     assert_eq!(r.status(), 200);
     let by_get: Value = r.json().await.unwrap();
     assert_eq!(by_post["revoked_tokens"], by_get["revoked_tokens"]);
+    // POST with Basic and no body at all: the whole feed.
+    let r = app
+        .client
+        .post(app.url("/revocations"))
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     // Wrong secrets: 401 invalid_client, with a Basic challenge only for a Basic attempt.
     for path in ["/introspect", "/revocations", "/token", "/revoke"] {
         let wrong = [
