@@ -226,6 +226,11 @@ mod tests {
             r#"["https://app.example"]"#,
         ),
         (
+            "http.trusted_proxies",
+            r#"["10.0.0.0/8"]"#,
+            r#"["10.0.0.0/8"]"#,
+        ),
+        (
             "database.url",
             "postgres://db.example/tessera",
             r#""[REDACTED]""#,

@@ -75,6 +75,9 @@ pub struct HttpSettings {
     /// Browser origins allowed to call Tessera (CORS, with credentials); empty: none.
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// Proxies (CIDRs or addresses) whose `Forwarded` / `X-Forwarded-For` name the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -234,6 +237,9 @@ impl Settings {
             if !ok {
                 return err("http.cors_origins entries must be origins like \"https://app.example.com\" (no path, no '*')");
             }
+        }
+        if let Err(e) = crate::http::client_addr::parse_trusted(&self.http.trusted_proxies) {
+            return Err(ConfigError(format!("http.trusted_proxies: {e}")));
         }
         if self.tokens.issuer.is_empty() || self.tokens.audience.is_empty() {
             return err("tokens.issuer and tokens.audience must not be empty");

@@ -3,7 +3,9 @@
 //!   the trace span;
 //! - `Authorization`, `Cookie` and `Proxy-Authorization` marked sensitive, so no `Debug` of
 //!   the request prints them;
-//! - `X-Content-Type-Options: nosniff`, and `Cache-Control: no-store` on every answer that does
+//! - `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`,
+//!   `Content-Security-Policy: default-src 'none'; frame-ancestors 'none'`, and
+//!   `Cache-Control: no-store` on every answer that does
 //!   not set its own (tokens, errors, user data: RFC 6749 §5.1; only the JWKS and discovery
 //!   documents are cacheable);
 //! - per-route metrics (`http_requests_total`, `http_request_duration_seconds`);
@@ -149,6 +151,20 @@ where
         h.insert(X_REQUEST_ID.clone(), this.id.clone());
         if !h.contains_key(header::CACHE_CONTROL) {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        // An API answer is never a page: it sends no referrer on, may not be framed, and
+        // loads nothing (OWASP REST Security Cheat Sheet).
+        if !h.contains_key(header::REFERRER_POLICY) {
+            h.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
+        }
+        if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+            );
         }
         if !h.contains_key(header::X_CONTENT_TYPE_OPTIONS) {
             h.insert(

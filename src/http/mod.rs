@@ -2,6 +2,7 @@
 //! a handler parses input, calls one `Auth` method and shapes the response.
 
 mod admin;
+pub(crate) mod client_addr;
 mod client_auth;
 mod discovery;
 mod edge;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// What handlers need to shape answers (cookie mode, discovery, introspection's `iss`).
     pub settings: Arc<Settings>,
+    /// `http.trusted_proxies`, parsed (see `client_addr`).
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
     /// `Cache-Control` of the JWKS, rendered once.
     pub jwks_cache_control: HeaderValue,
 }
@@ -91,6 +94,10 @@ pub fn router(auth: Arc<Auth>, settings: Arc<Settings>) -> Router {
         jwks_cache_control: HeaderValue::from_str(&format!("public, max-age={max_age}"))
             .unwrap_or(HeaderValue::from_static("public, max-age=300")),
         settings: settings.clone(),
+        // Validated with the settings; an entry that does not parse trusts nothing.
+        trusted_proxies: Arc::new(
+            client_addr::parse_trusted(&s.http.trusted_proxies).unwrap_or_default(),
+        ),
         auth,
     };
     // The OpenAPI document is generated from the same route table that serves requests, so

@@ -91,7 +91,7 @@ async fn token(
     let pair = if grant == "password" {
         let username = form.require("username")?;
         let password = SecretString::from(form.require("password")?.to_string());
-        let meta = client_meta(&headers, peer.map(|Extension(ConnectInfo(p))| p));
+        let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(p))| p));
         st.auth
             .login(username, password, meta, &client, &req)
             .await

@@ -87,13 +87,21 @@ pub fn token_response(pair: &TokenPair) -> Response {
     res
 }
 
-pub(super) fn client_meta(headers: &HeaderMap, peer: Option<SocketAddr>) -> ClientMeta {
+/// Where a login comes from: the user agent, and the client address (the socket peer, or what
+/// a trusted proxy forwarded; see `client_addr`).
+pub(super) fn client_meta(
+    st: &AppState,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> ClientMeta {
     ClientMeta {
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
-        ip: peer.map(|p| p.ip().to_string()),
+        ip: peer.map(|p| {
+            super::client_addr::client_ip(headers, p.ip(), &st.trusted_proxies).to_string()
+        }),
     }
 }
 
@@ -113,7 +121,7 @@ async fn login(
     headers: HeaderMap,
     AppJson(req): AppJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let meta = client_meta(&headers, peer.map(|Extension(ConnectInfo(p))| p));
+    let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(p))| p));
     let client = st.auth.first_party();
     let pair = st
         .auth

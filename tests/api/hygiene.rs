@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, TestApp, PASSWORD};
 use crate::on_both;
 
 on_both!(
@@ -15,6 +15,7 @@ on_both!(
     cors_only_for_configured_origins,
     answers_made_below_the_router_keep_the_contract,
     openapi_document_is_valid_openapi_3_1,
+    every_answer_carries_the_security_headers,
 );
 
 async fn limits_and_methods(b: Backend) {
@@ -463,4 +464,32 @@ sys.exit(1 if errors else 0)";
     );
     let v: Value = serde_json::from_str(&doc).unwrap();
     assert_eq!(v["openapi"], "3.1.0");
+}
+
+/// Every answer, success or error, carries the headers that keep a browser from treating it
+/// as a page: nosniff, no referrer, a CSP that loads nothing and forbids framing.
+async fn every_answer_carries_the_security_headers(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    let login = app.login("alice", PASSWORD).await;
+    let answers = vec![
+        login,
+        app.login("alice", "wrong").await,
+        app.get("/.well-known/jwks.json").await,
+        app.get("/healthz").await,
+        app.get("/nowhere").await,
+        app.userinfo("garbage").await,
+    ];
+    for r in answers {
+        let h = r.headers();
+        let what = format!("{} {}", r.status(), r.url().path());
+        assert_eq!(h["x-content-type-options"], "nosniff", "{what}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{what}");
+        assert_eq!(
+            h["content-security-policy"], "default-src 'none'; frame-ancestors 'none'",
+            "{what}"
+        );
+    }
 }

@@ -17,6 +17,7 @@ on_both!(
     a_burst_from_one_address_hashes_at_most_its_allowance,
     a_burst_across_replicas_hashes_at_most_the_allowance,
     dropped_logins_do_not_lock_the_account,
+    forwarded_addresses_only_from_trusted_proxies,
 );
 
 async fn login_issues_tokens_and_a_session(b: Backend) {
@@ -482,5 +483,101 @@ async fn dropped_logins_do_not_lock_the_account(b: Backend) {
         )
         .await,
         0
+    );
+}
+
+/// How many sessions were opened from `ip`.
+async fn ips(app: &TestApp, ip: &str) -> i64 {
+    app.scalar_i64("SELECT COUNT(*) FROM sessions WHERE ip = $1", ip)
+        .await
+}
+
+/// Logs in with an extra header; returns the status.
+async fn login_via(app: &TestApp, password: &str, name: &str, value: &str) -> u16 {
+    app.client
+        .post(app.url("/login"))
+        .header(name, value)
+        .json(&json!({"username": "alice", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// `X-Forwarded-For` and RFC 7239 `Forwarded` name the client only when the socket peer is a
+/// trusted proxy; then sessions and the throttle use the forwarded address. From anyone else,
+/// a forged header changes nothing.
+async fn forwarded_addresses_only_from_trusted_proxies(b: Backend) {
+    use figment::providers::Serialized;
+    let Some(trusting) = TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default(
+            "http.trusted_proxies",
+            ["127.0.0.1/32"],
+        ))
+    })
+    .await
+    else {
+        return;
+    };
+    trusting.create_user("alice", &[]).await;
+    assert_eq!(
+        login_via(
+            &trusting,
+            PASSWORD,
+            "x-forwarded-for",
+            "198.51.100.1, 203.0.113.7"
+        )
+        .await,
+        200
+    );
+    assert_eq!(ips(&trusting, "203.0.113.7").await, 1);
+    assert_eq!(
+        login_via(
+            &trusting,
+            PASSWORD,
+            "forwarded",
+            r#"for="[2001:db8::1]:4711""#
+        )
+        .await,
+        200
+    );
+    assert_eq!(ips(&trusting, "2001:db8::1").await, 1);
+    assert_eq!(
+        login_via(&trusting, "wrong", "x-forwarded-for", "203.0.113.8").await,
+        401
+    );
+    assert_eq!(
+        trusting
+            .scalar_i64(
+                "SELECT failures FROM login_throttle WHERE key = $1",
+                "ip:203.0.113.8"
+            )
+            .await,
+        1
+    );
+    // The default trusts no proxy: the socket address is used, whatever the header says.
+    let Some(plain) = TestApp::spawn(b).await else {
+        return;
+    };
+    plain.create_user("alice", &[]).await;
+    assert_eq!(
+        login_via(&plain, PASSWORD, "x-forwarded-for", "203.0.113.7").await,
+        200
+    );
+    assert_eq!(ips(&plain, "127.0.0.1").await, 1);
+    assert_eq!(ips(&plain, "203.0.113.7").await, 0);
+    assert_eq!(
+        login_via(&plain, "wrong", "x-forwarded-for", "203.0.113.8").await,
+        401
+    );
+    assert_eq!(
+        plain
+            .scalar_i64(
+                "SELECT failures FROM login_throttle WHERE key = $1",
+                "ip:127.0.0.1"
+            )
+            .await,
+        1
     );
 }
