@@ -31,7 +31,7 @@ impl Auth {
         roles: Vec<String>,
     ) -> Result<User, AuthError> {
         let name = Username::parse(username).map_err(|e| AuthError::BadInput(e.to_string()))?;
-        check_new_password(&password)?;
+        check_new_password(&password, name.as_str(), &self.settings.password)?;
         let roles = parse_roles(roles)?;
         let hash = self.passwords.hash(password).await?;
         self.store
@@ -82,7 +82,7 @@ impl Auth {
         password: SecretString,
     ) -> Result<(), AuthError> {
         let user = self.user(who).await?;
-        check_new_password(&password)?;
+        check_new_password(&password, &user.username, &self.settings.password)?;
         let hash = self.passwords.hash(password).await?;
         let now = now_ms();
         self.user_changed(self.store.set_password(&user.username, &hash, now))

@@ -63,6 +63,14 @@ impl Settings {
     }
 }
 
+#[cfg(test)]
+impl Settings {
+    /// The built-in defaults alone, for unit tests.
+    pub(crate) fn load_defaults_for_tests() -> Self {
+        Self::from_figment(Figment::from(Toml::string(DEFAULT_TOML))).unwrap()
+    }
+}
+
 /// Replaces every `x_file = "PATH"` in the tree with `x = <content of PATH, trimmed>`. The
 /// figment is rebuilt only when some key used a file, so errors keep naming their source
 /// otherwise.
@@ -255,6 +263,8 @@ mod tests {
         ("keys.jwks_max_age", "2m", r#""2m""#),
         ("keys.rotate_every", "0s", r#""0s""#),
         ("keys.rsa_bits", "3072", "3072"),
+        ("password.min_length", "12", "12"),
+        ("password.min_score", "3", "3"),
         ("password.m_cost", "20000", "20000"),
         ("password.t_cost", "3", "3"),
         ("password.p_cost", "2", "2"),

@@ -136,6 +136,10 @@ pub struct KeySettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordSettings {
+    /// Fewest characters a new password may have (NIST SP 800-63B: at least 8).
+    pub min_length: usize,
+    /// Lowest zxcvbn score (0 to 4) a new password may have; 0 turns the check off.
+    pub min_score: u8,
     pub m_cost: u32,
     pub t_cost: u32,
     pub p_cost: u32,
@@ -206,6 +210,12 @@ impl Settings {
         }
         if !matches!(self.keys.rsa_bits, 2048 | 3072) {
             return err("keys.rsa_bits must be 2048 or 3072");
+        }
+        if self.password.min_length < 8
+            || self.password.min_length > 64
+            || self.password.min_score > 4
+        {
+            return err("password.min_length must be 8 to 64 and password.min_score 0 to 4");
         }
         if self.password.yield_every > Duration::from_millis(100) {
             return err("password.yield_every must be at most 100ms (0s turns it off)");

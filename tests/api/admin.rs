@@ -75,6 +75,8 @@ async fn admin_creates_users(b: Backend) {
             409,
         ),
         (json!({"username": "dan", "password": "short"}), 400),
+        // A common password (NIST SP 800-63B: refused against a dictionary).
+        (json!({"username": "dan", "password": "password123"}), 400),
         (
             json!({"username": "dan", "password": "long enough pw", "roles": ["a b"]}),
             400,

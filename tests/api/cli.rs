@@ -116,6 +116,15 @@ async fn user_add_refuses_bad_input(b: Backend) {
     let Some((app, _)) = with_bob_added(b).await else {
         return;
     };
+    // A common password is refused, and the message names the rule.
+    let (ok, out) = run(
+        &app,
+        &["user", "add", "carl", "--password-stdin"],
+        Some("password123\n"),
+    )
+    .await;
+    assert!(!ok);
+    assert!(out.contains("too common"), "{out}");
     // Duplicates, short passwords and bad roles are refused without touching the stored user.
     let (ok, _) = run(
         &app,
