@@ -285,14 +285,7 @@ async fn repeated_failures_are_throttled(b: Backend) {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"], "slow_down");
     // The count lives in the database, shared by replicas.
-    assert_eq!(
-        app.scalar_i64(
-            "SELECT failures FROM login_throttle WHERE key = $1",
-            "u:alice"
-        )
-        .await,
-        3
-    );
+    assert_eq!(throttle_failures(&app, "u:alice").await, 3);
     // Unknown usernames are throttled the same way, so a 429 reveals nothing.
     for _ in 0..3 {
         assert_eq!(app.login("ghost", "not the password").await.status(), 401);
@@ -358,14 +351,7 @@ async fn a_parallel_burst_hashes_at_most_the_allowance(b: Backend) {
     app.create_user("alice", &[]).await;
     let guesses: Vec<(String, &str)> = (0..60).map(|_| ("alice".into(), "wrong guess")).collect();
     assert_eq!(burst(&[&app], &guesses).await, (5, 55));
-    assert_eq!(
-        app.scalar_i64(
-            "SELECT failures FROM login_throttle WHERE key = $1",
-            "u:alice"
-        )
-        .await,
-        5
-    );
+    assert_eq!(throttle_failures(&app, "u:alice").await, 5);
     // The right password waits too, and the count is exactly the hashed failures.
     assert_eq!(app.login("alice", PASSWORD).await.status(), 429);
 }
@@ -377,14 +363,7 @@ async fn a_burst_from_one_address_hashes_at_most_its_allowance(b: Backend) {
     };
     let guesses: Vec<(String, &str)> = (0..10).map(|i| (format!("user{i}"), "wrong")).collect();
     assert_eq!(burst(&[&app], &guesses).await, (5, 5));
-    assert_eq!(
-        app.scalar_i64(
-            "SELECT failures FROM login_throttle WHERE key = $1",
-            "ip:127.0.0.1"
-        )
-        .await,
-        5
-    );
+    assert_eq!(throttle_failures(&app, "ip:127.0.0.1").await, 5);
 }
 
 /// The reservation is in the database: two replicas sharing a burst still hash only the
@@ -400,14 +379,7 @@ async fn a_burst_across_replicas_hashes_at_most_the_allowance(b: Backend) {
     let guesses: Vec<(String, &str)> = (0..40).map(|_| ("alice".into(), "wrong")).collect();
     assert_eq!(burst(&[&app, &replica], &guesses).await, (5, 35));
     // Bob's success is not counted against the address: 5 failures only.
-    assert_eq!(
-        app.scalar_i64(
-            "SELECT failures FROM login_throttle WHERE key = $1",
-            "ip:127.0.0.1"
-        )
-        .await,
-        5
-    );
+    assert_eq!(throttle_failures(&app, "ip:127.0.0.1").await, 5);
 }
 
 /// RFC 8265 PRECIS: names with invisible characters, a soft hyphen, a bidirectional override
@@ -559,15 +531,7 @@ async fn forwarded_addresses_only_from_trusted_proxies(b: Backend) {
         login_via(&trusting, "wrong", "x-forwarded-for", "203.0.113.8").await,
         401
     );
-    assert_eq!(
-        trusting
-            .scalar_i64(
-                "SELECT failures FROM login_throttle WHERE key = $1",
-                "ip:203.0.113.8"
-            )
-            .await,
-        1
-    );
+    assert_eq!(throttle_failures(&trusting, "ip:203.0.113.8").await, 1);
     // The default trusts no proxy: the socket address is used, whatever the header says.
     let Some(plain) = TestApp::spawn(b).await else {
         return;
@@ -583,13 +547,11 @@ async fn forwarded_addresses_only_from_trusted_proxies(b: Backend) {
         login_via(&plain, "wrong", "x-forwarded-for", "203.0.113.8").await,
         401
     );
-    assert_eq!(
-        plain
-            .scalar_i64(
-                "SELECT failures FROM login_throttle WHERE key = $1",
-                "ip:127.0.0.1"
-            )
-            .await,
-        1
-    );
+    assert_eq!(throttle_failures(&plain, "ip:127.0.0.1").await, 1);
+}
+
+/// The failures counted against a throttle key (`u:NAME` or `ip:ADDRESS`); panics if none.
+async fn throttle_failures(app: &TestApp, key: &str) -> i64 {
+    app.scalar_i64("SELECT failures FROM login_throttle WHERE key = $1", key)
+        .await
 }
