@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use secrecy::SecretString;
@@ -25,13 +25,7 @@ impl Form {
         headers: &HeaderMap,
         body: Result<Bytes, BytesRejection>,
     ) -> Result<Self, ApiError> {
-        let body = body.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::InvalidRequest("unreadable body".into())
-            }
-        })?;
+        let body = body?;
         // No body at all is an empty form (a POST /revocations with Basic and no cursor).
         if body.is_empty() {
             return Ok(Form(HashMap::new()));

@@ -1,7 +1,7 @@
 //! Extractors. JSON bodies and bearer tokens are turned into the contract's error bodies here,
 //! so no handler ever sees an axum rejection.
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -20,6 +20,17 @@ impl From<JsonRejection> for ApiError {
             ApiError::PayloadTooLarge
         } else {
             ApiError::InvalidRequest(r.body_text())
+        }
+    }
+}
+
+/// A raw body that could not be read: 413 when it is over the limit, 400 otherwise.
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::InvalidRequest("unreadable body".into())
         }
     }
 }

@@ -157,7 +157,7 @@ async fn refresh(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = read_body(body)?;
+    let body = body?;
     // The token comes from the JSON body, or else from the refresh cookie.
     let (token, from_cookie) = match body_token(&body)? {
         Some(t) => (t, false),
@@ -195,18 +195,6 @@ fn body_token(body: &Bytes) -> Result<Option<SecretString>, ApiError> {
 
 /// The name of the refresh-token cookie.
 pub const REFRESH_COOKIE: &str = "tessera_refresh";
-
-fn read_body(
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Bytes, ApiError> {
-    body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge
-        } else {
-            ApiError::InvalidRequest("unreadable body".into())
-        }
-    })
-}
 
 /// The refresh token from the `Cookie` header, if any.
 fn refresh_cookie(headers: &HeaderMap) -> Option<SecretString> {
@@ -255,7 +243,7 @@ async fn logout(
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = read_body(body)?;
+    let body = body?;
     let refresh = match body_token(&body)? {
         None => refresh_cookie(&headers),
         Some(t) => Some(t).filter(|t| !t.expose_secret().is_empty()),
