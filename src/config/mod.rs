@@ -241,11 +241,16 @@ impl Settings {
             return err("http.body_limit must be positive and http.max_header_bytes at least 8192");
         }
         for o in &self.http.cors_origins {
-            let ok = (o.starts_with("https://") || o.starts_with("http://"))
-                && !o.ends_with('/')
-                && axum::http::HeaderValue::from_str(o).is_ok();
-            if !ok {
-                return err("http.cors_origins entries must be origins like \"https://app.example.com\" (no path, no '*')");
+            // Browsers send an origin in one serialisation (RFC 6454 §6.2); the allowlist is
+            // compared byte for byte, so an entry in another form would never match.
+            match crate::http::csrf::normalize(o) {
+                Some(n) if n == *o => {}
+                Some(n) => {
+                    return Err(ConfigError(format!(
+                        "http.cors_origins: {o:?} is not in the form browsers send; write {n:?}"
+                    )))
+                }
+                None => return err("http.cors_origins entries must be origins like \"https://app.example.com\" (no path, no '*')"),
             }
         }
         if let Err(e) = crate::http::client_addr::parse_trusted(&self.http.trusted_proxies) {

@@ -46,6 +46,10 @@ pub enum ApiError {
     /// A valid token whose user lacks the role the endpoint needs (RFC 6750 §3.1).
     #[error("forbidden")]
     Forbidden,
+    /// Cookie mode: a request the refresh cookie authenticates comes from an origin that is
+    /// neither in `http.cors_origins` nor Tessera's own (CSRF; see `csrf`).
+    #[error("cross-origin request")]
+    CrossOrigin,
     /// The resource already exists (a username taken).
     #[error("conflict: {0}")]
     Conflict(&'static str),
@@ -128,6 +132,11 @@ impl ApiError {
                 StatusCode::FORBIDDEN,
                 "insufficient_scope",
                 "The access token does not grant this operation.",
+            ),
+            ApiError::CrossOrigin => (
+                StatusCode::FORBIDDEN,
+                "invalid_request",
+                "The request's origin may not use the session cookie.",
             ),
             ApiError::Conflict(_) => (
                 StatusCode::CONFLICT,

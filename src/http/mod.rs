@@ -4,6 +4,7 @@
 mod admin;
 pub(crate) mod client_addr;
 mod client_auth;
+pub(crate) mod csrf;
 mod discovery;
 mod edge;
 pub mod error;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// `http.trusted_proxies`, parsed (see `client_addr`).
     pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// Origins that may use the refresh cookie in cookie mode (see `csrf`).
+    pub allowed_origins: Arc<csrf::AllowedOrigins>,
     /// `Cache-Control` of the JWKS, rendered once.
     pub jwks_cache_control: HeaderValue,
 }
@@ -93,6 +96,10 @@ pub fn router(auth: Arc<Auth>, settings: Arc<Settings>) -> Router {
     let state = AppState {
         jwks_cache_control: HeaderValue::from_str(&format!("public, max-age={max_age}"))
             .unwrap_or(HeaderValue::from_static("public, max-age=300")),
+        allowed_origins: Arc::new(csrf::AllowedOrigins::new(
+            &s.http.cors_origins,
+            &s.tokens.issuer,
+        )),
         settings: settings.clone(),
         // Validated with the settings; an entry that does not parse trusts nothing.
         trusted_proxies: Arc::new(

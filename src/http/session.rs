@@ -10,6 +10,7 @@ use axum::Extension;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use super::csrf::Missing;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AppJson, Bearer};
 use super::AppState;
@@ -58,13 +59,17 @@ pub struct LogoutRequest {
     refresh_token: Option<SecretString>,
 }
 
-/// The RFC 6749 §5.1 token response.
+/// The RFC 6749 §5.1 token response. In cookie mode `/login` and `/refresh` leave out
+/// `refresh_token`: it is in the `__Host-tessera_refresh` cookie instead.
 #[derive(Serialize, ToSchema)]
 pub struct TokenResponse<'a> {
     access_token: &'a str,
     token_type: &'static str,
+    /// Seconds until the access token expires.
     expires_in: i64,
-    refresh_token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    /// Seconds until the refresh token expires if unused.
     refresh_expires_in: i64,
     /// The granted scope, when one was asked for (RFC 6749 §5.1).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,11 +78,26 @@ pub struct TokenResponse<'a> {
 
 /// Serialises a token pair (RFC 6749 §5.1; the edge adds `Cache-Control: no-store`).
 pub fn token_response(pair: &TokenPair) -> Response {
+    token_body(pair, Some(pair.refresh_token.expose_secret()))
+}
+
+/// The answer of `/login` and `/refresh`: in cookie mode the refresh token goes into the
+/// cookie and not into the body, where a script could read it.
+fn session_response(st: &AppState, pair: &TokenPair) -> Response {
+    if !st.settings.sessions.refresh_cookie {
+        return token_response(pair);
+    }
+    let mut res = token_body(pair, None);
+    set_refresh_cookie(&mut res, pair);
+    res
+}
+
+fn token_body(pair: &TokenPair, refresh_token: Option<&str>) -> Response {
     let body = TokenResponse {
         access_token: pair.access_token.expose_secret(),
         token_type: "Bearer",
         expires_in: pair.expires_in,
-        refresh_token: pair.refresh_token.expose_secret(),
+        refresh_token,
         refresh_expires_in: pair.refresh_expires_in,
         scope: pair.scope.as_deref(),
     };
@@ -111,6 +131,7 @@ pub(super) fn client_meta(
         (status = 200, description = "Logged in", body = TokenResponse),
         (status = 400, description = "Malformed request", body = ErrorBody),
         (status = 401, description = "Wrong credentials, unknown or disabled user (identical bodies)", body = ErrorBody),
+        (status = 403, description = "Cookie mode: the request names an origin that is not allowed", body = ErrorBody),
         (status = 429, description = "Too many failures; see Retry-After", body = ErrorBody),
         (status = 503, description = "Overloaded or database unavailable; see Retry-After", body = ErrorBody),
     ))]
@@ -121,6 +142,9 @@ async fn login(
     headers: HeaderMap,
     AppJson(req): AppJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
+    if st.settings.sessions.refresh_cookie {
+        st.allowed_origins.check(&headers, Missing::Allow)?;
+    }
     let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(p))| p));
     let client = st.auth.first_party();
     let pair = st
@@ -136,11 +160,7 @@ async fn login(
             },
         )
         .await?;
-    let mut res = token_response(&pair);
-    if st.settings.sessions.refresh_cookie {
-        set_refresh_cookie(&mut res, &pair);
-    }
-    Ok(res)
+    Ok(session_response(&st, &pair))
 }
 
 /// Rotates a refresh token: a new access token and the successor refresh token.
@@ -149,6 +169,7 @@ async fn login(
         (status = 200, description = "Rotated", body = TokenResponse),
         (status = 400, description = "Malformed request", body = ErrorBody),
         (status = 401, description = "Unknown, expired, revoked or reused token", body = ErrorBody),
+        (status = 403, description = "Cookie mode: the request's origin may not use the cookie (CSRF)", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     ))]
 #[tracing::instrument(skip_all)]
@@ -158,27 +179,39 @@ async fn refresh(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
-    // The token comes from the JSON body, or else from the refresh cookie.
-    let (token, from_cookie) = match body_token(&body)? {
-        Some(t) => (t, false),
-        None => {
-            let t = refresh_cookie(&headers)
-                .ok_or_else(|| ApiError::InvalidRequest("no refresh_token".into()))?;
-            (t, true)
-        }
-    };
-    if token.expose_secret().is_empty() {
-        return Err(ApiError::InvalidRequest("empty refresh_token".into()));
-    }
+    let token = session_token(&st, &headers, &body)?
+        .ok_or_else(|| ApiError::InvalidRequest("no refresh_token".into()))?;
     let pair = st
         .auth
         .refresh(token, &st.auth.first_party(), &TokenRequest::default())
         .await?;
-    let mut res = token_response(&pair);
-    if from_cookie {
-        set_refresh_cookie(&mut res, &pair);
+    Ok(session_response(&st, &pair))
+}
+
+/// The refresh token of a `/refresh` or `/logout` request.
+/// - Body mode: the body's `refresh_token`.
+/// - Cookie mode: the `__Host-tessera_refresh` cookie, from an allowed origin only (403
+///   otherwise, see `csrf`); a `refresh_token` in the body is refused, so that one deployment
+///   does not take refresh tokens two ways.
+fn session_token(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Option<SecretString>, ApiError> {
+    let in_body = body_token(body)?;
+    if !st.settings.sessions.refresh_cookie {
+        return Ok(in_body.filter(|t| !t.expose_secret().is_empty()));
     }
-    Ok(res)
+    if in_body.is_some() {
+        return Err(ApiError::InvalidRequest(
+            "cookie mode: the refresh token is read from the cookie only".into(),
+        ));
+    }
+    let cookie = refresh_cookie(headers);
+    if cookie.is_some() {
+        st.allowed_origins.check(headers, Missing::Refuse)?;
+    }
+    Ok(cookie)
 }
 
 /// The refresh token of a `/refresh` or `/logout` body. `None` when the body carries none: it
@@ -193,8 +226,10 @@ fn body_token(body: &Bytes) -> Result<Option<SecretString>, ApiError> {
     Ok(req.and_then(|r| r.refresh_token))
 }
 
-/// The name of the refresh-token cookie.
-pub const REFRESH_COOKIE: &str = "tessera_refresh";
+/// The name of the refresh-token cookie. The `__Host-` prefix makes browsers refuse it unless it
+/// is `Secure`, has `Path=/` and no `Domain`, so no sibling subdomain can set or shadow it
+/// (RFC 6265bis §4.1.3.2).
+pub const REFRESH_COOKIE: &str = "__Host-tessera_refresh";
 
 /// The refresh token from the `Cookie` header, if any.
 fn refresh_cookie(headers: &HeaderMap) -> Option<SecretString> {
@@ -210,7 +245,8 @@ fn refresh_cookie(headers: &HeaderMap) -> Option<SecretString> {
 }
 
 /// `Set-Cookie` for the refresh token: HttpOnly (no script can read it), Secure, and
-/// SameSite=Strict (never sent on cross-site requests, which is what stops CSRF here).
+/// SameSite=Strict (never sent on cross-site requests; the origin check in `csrf` is the second
+/// layer). `Max-Age` is the idle lifetime left.
 fn set_refresh_cookie(res: &mut Response, pair: &TokenPair) {
     let cookie = format!(
         "{REFRESH_COOKIE}={}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
@@ -235,6 +271,7 @@ fn clear_refresh_cookie(res: &mut Response) {
     responses(
         (status = 204, description = "Logged out (also for unknown tokens)"),
         (status = 400, description = "No token given, or a malformed body", body = ErrorBody),
+        (status = 403, description = "Cookie mode: the request's origin may not use the cookie (CSRF)", body = ErrorBody),
     ))]
 #[tracing::instrument(skip_all)]
 async fn logout(
@@ -244,13 +281,12 @@ async fn logout(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
-    let refresh = match body_token(&body)? {
-        None => refresh_cookie(&headers),
-        Some(t) => Some(t).filter(|t| !t.expose_secret().is_empty()),
-    };
+    let refresh = session_token(&st, &headers, &body)?;
     st.auth.logout(refresh, bearer.0.as_deref()).await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
-    clear_refresh_cookie(&mut res);
+    if st.settings.sessions.refresh_cookie {
+        clear_refresh_cookie(&mut res);
+    }
     Ok(res)
 }
 

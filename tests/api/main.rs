@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin;
 mod cli;
+mod cookie;
 mod hygiene;
 mod interop;
 mod keys;

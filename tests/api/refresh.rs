@@ -17,7 +17,6 @@ on_both!(
     logout_revokes_session_and_access_token,
     logout_with_only_a_refresh_token,
     disabled_users_and_password_changes_end_sessions,
-    refresh_cookie_flow,
 );
 
 async fn session_of(app: &TestApp, access: &str) -> tessera::store::Session {
@@ -382,90 +381,4 @@ async fn disabled_users_and_password_changes_end_sessions(b: Backend) {
             .status(),
         200
     );
-}
-
-async fn refresh_cookie_flow(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
-        return;
-    };
-    app.create_user("alice", &[]).await;
-    let r = app.login("alice", crate::helpers::PASSWORD).await;
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    for attr in [
-        "tessera_refresh=",
-        "HttpOnly",
-        "Secure",
-        "SameSite=Strict",
-        "Path=/",
-    ] {
-        assert!(cookie.contains(attr), "{attr} missing from {cookie}");
-    }
-    let t: Value = r.json().await.unwrap();
-    let rt = t["refresh_token"].as_str().unwrap();
-    assert!(cookie.starts_with(&format!("tessera_refresh={rt};")));
-    // /refresh with no body takes the cookie, and rotates it.
-    let r = app
-        .client
-        .post(app.url("/refresh"))
-        .header("cookie", format!("other=1; tessera_refresh={rt}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let next_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    let t2: Value = r.json().await.unwrap();
-    let rt2 = t2["refresh_token"].as_str().unwrap();
-    assert_ne!(rt2, rt);
-    assert!(next_cookie.starts_with(&format!("tessera_refresh={rt2};")));
-    // No body and no cookie: malformed.
-    assert_eq!(
-        app.client
-            .post(app.url("/refresh"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
-    // /logout with the cookie ends the session and clears the cookie.
-    let r = app
-        .client
-        .post(app.url("/logout"))
-        .header("cookie", format!("tessera_refresh={rt2}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    assert!(r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .contains("Max-Age=0"));
-    assert_eq!(app.refresh(rt2).await.status(), 401);
-    assert_eq!(
-        app.userinfo(t2["access_token"].as_str().unwrap())
-            .await
-            .status(),
-        401
-    );
-    // `fetch` users send `{}` or `null` as the body: the cookie is used then too.
-    let t = app.login_ok("alice").await;
-    let mut rt = t["refresh_token"].as_str().unwrap().to_string();
-    for body in ["{}", "null", " { } "] {
-        let r = app
-            .client
-            .post(app.url("/refresh"))
-            .header("content-type", "application/json")
-            .header("cookie", format!("tessera_refresh={rt}"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{body}");
-        assert!(r.headers().contains_key("set-cookie"), "{body}");
-        let next: Value = r.json().await.unwrap();
-        rt = next["refresh_token"].as_str().unwrap().to_string();
-    }
-    // ... and without a cookie, such a body is still malformed.
-    let r = app.post_json("/refresh", &json!({})).await;
-    assert_eq!(r.status(), 400);
 }
