@@ -8,7 +8,7 @@ use argon2::Params;
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
 use tessera::auth::keys::{generate, sealed_row, KeyAlg, KeyRing, MasterKey};
-use tessera::auth::password::{hash_blocking, verify_blocking};
+use tessera::auth::password::{hash_blocking, verify_blocking, CostCaps};
 use tessera::auth::refresh_token::RefreshTokens;
 use tessera::auth::tokens::{self, Expect};
 use tessera::store::KeyRow;
@@ -39,7 +39,8 @@ fn password(c: &mut Criterion) {
         b.iter(|| {
             assert!(verify_blocking(
                 black_box(b"correct horse battery staple"),
-                &phc
+                &phc,
+                &CostCaps::DEFAULTS
             ))
         })
     });

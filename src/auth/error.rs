@@ -43,7 +43,11 @@ pub enum AuthError {
     /// The username is taken (after normalisation).
     #[error("username taken")]
     UsernameTaken,
-    /// Input the domain refuses (an empty username, a short password); the text is for logs.
+    /// A new password breaks a rule of `password.*`; the rule is safe to show.
+    #[error("{0}")]
+    WeakPassword(super::login::PasswordRule),
+    /// Input the domain refuses (an empty username, an oversized password); the text is for
+    /// logs.
     #[error("bad input: {0}")]
     BadInput(String),
     /// The database cannot be reached: fail closed (invariant 6).

@@ -29,30 +29,43 @@ pub fn check_password(pw: &SecretString) -> Result<(), AuthError> {
     Ok(())
 }
 
+/// The rule of `password.*` a new password broke. Its text names the rule and the settings,
+/// never the password, so it may be shown to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordRule {
+    /// Fewer than `password.min_length` characters (after NFKC normalisation).
+    #[error("password must have at least {min} characters (password.min_length)")]
+    MinLength { min: usize },
+    /// A zxcvbn score below `password.min_score`: common, breached or easily guessed.
+    #[error("password is too common or too easy to guess: strength {score} of 4, at least {min} needed (password.min_score)")]
+    MinScore { score: u8, min: u8 },
+}
+
 /// Password rules for new passwords (NIST SP 800-63B §5.1.1.2, ASVS 5 §6): at least
-/// `password.min_length` characters, no composition rules, and not common or easily guessed
-/// (a zxcvbn score of at least `password.min_score`, with the username as a known input).
-/// Each refusal names its rule.
+/// `password.min_length` characters after NFKC normalisation, at most 1024 bytes and never
+/// truncated, no composition rules, and not common or easily guessed (a zxcvbn score of at
+/// least `password.min_score`, with the username as a known input).
+///
+/// Errors: `BadInput` (empty or oversized), `WeakPassword` naming the rule that failed.
 pub fn check_new_password(
     pw: &SecretString,
     username: &str,
     rules: &PasswordSettings,
 ) -> Result<(), AuthError> {
     check_password(pw)?;
-    let pw = pw.expose_secret();
+    let pw = super::password::normalize(pw.expose_secret());
     if pw.chars().count() < rules.min_length {
-        return Err(AuthError::BadInput(format!(
-            "password must have at least {} characters",
-            rules.min_length
-        )));
+        return Err(AuthError::WeakPassword(PasswordRule::MinLength {
+            min: rules.min_length,
+        }));
     }
     if rules.min_score > 0 {
-        let score = u8::from(zxcvbn::zxcvbn(pw, &[username]).score());
+        let score = u8::from(zxcvbn::zxcvbn(&pw, &[username]).score());
         if score < rules.min_score {
-            return Err(AuthError::BadInput(format!(
-                "password is too common or too easy to guess (strength {score} of 4, at least {} needed)",
-                rules.min_score
-            )));
+            return Err(AuthError::WeakPassword(PasswordRule::MinScore {
+                score,
+                min: rules.min_score,
+            }));
         }
     }
     Ok(())
@@ -195,11 +208,16 @@ mod tests {
         for weak in ["password123", "qwertyuiop", "11111111", "alice2024"] {
             let e = check(weak, "alice").unwrap_err().to_string();
             assert!(e.contains("too common"), "{weak}: {e}");
+            assert!(e.contains("password.min_score"), "{weak}: {e}");
         }
         assert!(check("short", "alice")
             .unwrap_err()
             .to_string()
             .contains("at least 8 characters"));
+        // Length counts characters after NFKC: "ﬀ" (one character) becomes "ff" (two).
+        assert!(check("\u{FB00}\u{FB00}\u{FB00}xyz", "alice").is_err());
+        let e = check("\u{FB00}\u{FB00}\u{FB00}\u{FB00}qz", "alice").unwrap_err();
+        assert!(!e.to_string().contains("characters"), "{e}");
         // No composition rules: long lower-case passphrases pass.
         for good in [
             "correct horse battery staple",

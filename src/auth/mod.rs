@@ -20,6 +20,7 @@ pub mod access;
 mod catalog;
 pub mod clients;
 mod error;
+pub mod import;
 pub mod keys;
 pub mod login;
 pub mod password;

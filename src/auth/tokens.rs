@@ -42,6 +42,11 @@ const REGISTERED: &[&str] = &[
     "amr",
 ];
 
+/// Whether `name` is a claim Tessera sets itself, which a custom claim may not take.
+pub fn is_registered(name: &str) -> bool {
+    REGISTERED.contains(&name)
+}
+
 /// The claims Tessera signs.
 #[derive(Debug, Serialize)]
 pub struct AccessClaims<'a> {

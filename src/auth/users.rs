@@ -40,6 +40,8 @@ impl Auth {
                 username: name.as_str().to_string(),
                 password_hash: hash,
                 roles,
+                claims: Default::default(),
+                disabled: false,
                 now: now_ms(),
             })
             .await

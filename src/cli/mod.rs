@@ -5,6 +5,7 @@
 //! store, through `auth::Catalog`: they never migrate and never create a key.
 
 mod healthcheck;
+mod import;
 mod keys;
 mod user;
 

@@ -15,11 +15,29 @@ pub enum UserCmd {
     Add {
         username: String,
         /// Read the password from the first line of standard input instead of prompting.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "password_hash")]
         password_stdin: bool,
+        /// Take an existing password hash instead of a password: argon2id/argon2i PHC, bcrypt,
+        /// PBKDF2 (PHC, passlib or Django form) or a Keycloak credential JSON; `-` reads it
+        /// from standard input. The first login re-hashes it to argon2id.
+        #[arg(long, value_name = "HASH")]
+        password_hash: Option<String>,
         /// A role to grant (repeatable).
         #[arg(long = "role")]
         roles: Vec<String>,
+    },
+    /// Import users with their password hashes from a JSON Lines file (`-`: standard input).
+    /// Each line: {"username", "password_hash", "roles"?, "claims"?, "disabled"?}. Every line is
+    /// checked first; nothing is imported if one is bad, unless --skip-invalid.
+    Import {
+        file: std::path::PathBuf,
+        /// Import the good lines even if some are bad (each bad one is still reported).
+        #[arg(long)]
+        skip_invalid: bool,
+        /// What an existing username does: `fail` imports nothing, `skip` leaves that user as
+        /// it is (so an import can be re-run).
+        #[arg(long, value_enum, default_value = "fail")]
+        on_conflict: super::import::Conflict,
     },
     /// List users.
     List,
@@ -47,9 +65,21 @@ pub(super) async fn run(cmd: UserCmd, settings: Settings) -> Result<(), CliError
     match cmd {
         UserCmd::Add {
             username,
+            password_hash: Some(hash),
+            roles,
+            ..
+        } => super::import::add_with_hash(settings, &username, &hash, roles).await,
+        UserCmd::Add {
+            username,
             password_stdin,
             roles,
+            password_hash: None,
         } => add(settings, &username, password_stdin, roles).await,
+        UserCmd::Import {
+            file,
+            skip_invalid,
+            on_conflict,
+        } => super::import::import(settings, &file, skip_invalid, on_conflict).await,
         UserCmd::List => list(settings).await,
         UserCmd::Disable { username } => set_disabled(settings, &username, true).await,
         UserCmd::Enable { username } => set_disabled(settings, &username, false).await,

@@ -150,6 +150,13 @@ pub struct PasswordSettings {
     /// While hashing, yield the CPU this often (0: never); see `auth::password`.
     #[serde(with = "humantime_serde")]
     pub yield_every: Duration,
+    /// Cost caps on stored hashes, applied at import and at every verification, so that no
+    /// hash can make a login a denial of service: bcrypt cost, PBKDF2 iterations, and argon2
+    /// memory (KiB) and passes.
+    pub max_bcrypt_cost: u32,
+    pub max_pbkdf2_iterations: u32,
+    pub max_argon2_m_cost: u32,
+    pub max_argon2_t_cost: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -236,6 +243,10 @@ impl Settings {
             return err(
                 "password parameters below the OWASP minimum (m_cost=19456, t_cost=2, p_cost=1)",
             );
+        }
+        let p = &self.password;
+        if p.m_cost > p.max_argon2_m_cost || p.t_cost > p.max_argon2_t_cost {
+            return err("password.m_cost and t_cost must not exceed password.max_argon2_m_cost and max_argon2_t_cost");
         }
         if self.http.body_limit == 0 || self.http.max_header_bytes < 8192 {
             return err("http.body_limit must be positive and http.max_header_bytes at least 8192");

@@ -50,6 +50,9 @@ pub enum ApiError {
     /// neither in `http.cors_origins` nor Tessera's own (CSRF; see `csrf`).
     #[error("cross-origin request")]
     CrossOrigin,
+    /// A new password breaks a `password.*` rule: 400 `invalid_request` naming the rule.
+    #[error("weak password: {0}")]
+    WeakPassword(crate::auth::login::PasswordRule),
     /// The resource already exists (a username taken).
     #[error("conflict: {0}")]
     Conflict(&'static str),
@@ -80,15 +83,25 @@ pub enum ApiError {
 #[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: &'static str,
-    pub error_description: &'static str,
+    /// A fixed text per error, or a refused password's rule, which names settings only.
+    #[schema(value_type = String)]
+    pub error_description: std::borrow::Cow<'static, str>,
 }
 
 impl ApiError {
     /// Status, OAuth error code and the public description. The description is a fixed string per
-    /// variant, so no input or internal detail can leak into a response.
+    /// variant (or a password rule, built from settings only), so no input or internal detail can
+    /// leak into a response.
     pub fn parts(&self) -> (StatusCode, ErrorBody) {
+        if let ApiError::WeakPassword(rule) = self {
+            let body = ErrorBody {
+                error: "invalid_request",
+                error_description: rule.to_string().into(),
+            };
+            return (StatusCode::BAD_REQUEST, body);
+        }
         let (status, error, error_description) = match self {
-            ApiError::InvalidRequest(_) => (
+            ApiError::InvalidRequest(_) | ApiError::WeakPassword(_) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "The request is missing a required parameter or is malformed.",
@@ -175,7 +188,7 @@ impl ApiError {
             status,
             ErrorBody {
                 error,
-                error_description,
+                error_description: error_description.into(),
             },
         )
     }
@@ -201,6 +214,7 @@ impl From<AuthError> for ApiError {
             AuthError::UserNotFound => ApiError::UserNotFound,
             AuthError::UsernameTaken => ApiError::Conflict("username"),
             AuthError::BadInput(why) => ApiError::InvalidRequest(why),
+            AuthError::WeakPassword(rule) => ApiError::WeakPassword(rule),
             AuthError::StoreUnavailable => ApiError::Unavailable("database unavailable"),
             AuthError::Internal(cause) => ApiError::Internal(cause),
         }

@@ -33,8 +33,8 @@ use uuid::Uuid;
 
 pub use backend::SqlStore;
 pub use model::{
-    KeyRow, NewUser, RevocationFeed, RevokedToken, Rotation, RotationAttempt, Session,
-    SubjectClaims, TokenStatus, User,
+    Imported, KeyRow, NewUser, OnConflict, RevocationFeed, RevokedToken, Rotation, RotationAttempt,
+    Session, SubjectClaims, TokenStatus, User,
 };
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
@@ -114,6 +114,13 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[async_trait]
 pub trait UserStore {
     async fn create_user(&self, user: NewUser) -> StoreResult<User>;
+    /// Creates many users in one transaction. With `OnConflict::Fail`, one existing username
+    /// means nothing is created (every such name is reported).
+    async fn import_users(
+        &self,
+        users: &[NewUser],
+        on_conflict: OnConflict,
+    ) -> StoreResult<Imported>;
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
     async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;

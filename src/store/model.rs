@@ -26,7 +26,29 @@ pub struct NewUser {
     pub username: String,
     pub password_hash: String,
     pub roles: Vec<String>,
+    /// Custom claims copied into access tokens.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub disabled: bool,
     pub now: i64,
+}
+
+/// What `import_users` does with a username that exists already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Leave the existing user as it is and go on (a re-run of an import is a no-op).
+    Skip,
+    /// Import nothing.
+    Fail,
+}
+
+/// The outcome of `import_users`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Imported {
+    /// Users created.
+    pub created: usize,
+    /// Usernames that exist already: skipped, or with `OnConflict::Fail` the reason nothing
+    /// was imported.
+    pub existing: Vec<String>,
 }
 
 /// A session (refresh-token family) row.

@@ -5,12 +5,19 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
-use super::{NewUser, StoreError, StoreResult, User, UserStore};
+use super::{Imported, NewUser, OnConflict, StoreError, StoreResult, User, UserStore};
 
 const INSERT: &str = "
     INSERT INTO users (id, username, password_hash, roles, claims, disabled,
                        tokens_not_before, created_at, updated_at)
-    VALUES ($1, $2, $3, $4, '{}', FALSE, 0, $5, $5)";
+    VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7)";
+
+/// `INSERT` that leaves an existing username alone (affects no row then).
+const IMPORT: &str = "
+    INSERT INTO users (id, username, password_hash, roles, claims, disabled,
+                       tokens_not_before, created_at, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7)
+    ON CONFLICT (username) DO NOTHING";
 
 const BY_USERNAME: &str = "
     SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
@@ -90,6 +97,8 @@ impl UserStore for SqlStore {
             .bind(&u.username)
             .bind(&u.password_hash)
             .bind(Json(&u.roles))
+            .bind(Json(&u.claims))
+            .bind(u.disabled)
             .bind(u.now)
             .execute(b.pool())
             .await
@@ -97,6 +106,41 @@ impl UserStore for SqlStore {
         self.user_by_id(u.id)
             .await?
             .ok_or_else(|| StoreError::Other("user vanished after insert".into()))
+    }
+
+    async fn import_users(
+        &self,
+        users: &[NewUser],
+        on_conflict: OnConflict,
+    ) -> StoreResult<Imported> {
+        on_backend!(self, |b| {
+            let mut tx = b.pool().begin().await?;
+            let mut done = Imported::default();
+            for u in users {
+                let r = sqlx::query(IMPORT)
+                    .bind(u.id)
+                    .bind(&u.username)
+                    .bind(&u.password_hash)
+                    .bind(Json(&u.roles))
+                    .bind(Json(&u.claims))
+                    .bind(u.disabled)
+                    .bind(u.now)
+                    .execute(&mut *tx)
+                    .await?;
+                if r.rows_affected() == 1 {
+                    done.created += 1;
+                } else {
+                    done.existing.push(u.username.clone());
+                }
+            }
+            if on_conflict == OnConflict::Fail && !done.existing.is_empty() {
+                // Dropping the transaction rolls it back.
+                done.created = 0;
+                return Ok(done);
+            }
+            tx.commit().await?;
+            Ok(done)
+        })
     }
 
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>> {

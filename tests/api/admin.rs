@@ -87,6 +87,26 @@ async fn admin_creates_users(b: Backend) {
             .await;
         assert_eq!(r.status(), status, "{body}");
     }
+    // A refused password is answered with the rule it broke, and never echoed.
+    for (pw, rule) in [
+        ("password123", "password.min_score"),
+        ("short", "password.min_length"),
+    ] {
+        let r = app
+            .admin(
+                Method::POST,
+                "/admin/users",
+                &admin,
+                Some(json!({"username": "dan", "password": pw})),
+            )
+            .await;
+        assert_eq!(r.status(), 400);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "invalid_request");
+        let why = v["error_description"].as_str().unwrap();
+        assert!(why.contains(rule), "{why}");
+        assert!(!why.contains(pw), "{why}");
+    }
     assert_eq!(
         app.scalar_i64("SELECT COUNT(*) FROM users WHERE $1 = $1", "")
             .await,

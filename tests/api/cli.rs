@@ -24,7 +24,12 @@ on_both!(
     healthcheck_and_config_files,
 );
 
-fn tessera(db_url: &str, master: &str, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+pub(crate) fn tessera(
+    db_url: &str,
+    master: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (bool, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
     cmd.args(args)
         .env("DATABASE_URL", db_url)

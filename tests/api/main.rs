@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod cookie;
 mod hygiene;
+mod import;
 mod interop;
 mod keys;
 mod login;

@@ -5,10 +5,8 @@ use std::cell::RefCell;
 
 use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher, Version};
 
+use super::formats::{verify_foreign, CostCaps};
 use super::PasswordError;
-
-/// A stored hash asking for more memory than this (KiB) is refused rather than computed.
-const MAX_M_COST: u32 = 1024 * 1024;
 
 thread_local! {
     /// The argon2 working memory of this worker thread, reused across verifications.
@@ -23,15 +21,23 @@ pub fn hash_blocking(params: &Params, password: &[u8]) -> Result<String, Passwor
         .map_err(|e| PasswordError::Internal(e.to_string()))
 }
 
-/// Verifies against a PHC string, reusing this thread's memory block. Any malformed or
-/// unsupported hash verifies as false. Blocking: call it off the async runtime.
-pub fn verify_blocking(password: &[u8], phc: &str) -> bool {
-    let Ok(parsed) = PasswordHash::new(phc) else {
+/// Verifies against a stored hash: argon2id or argon2i here, reusing this thread's memory
+/// block; bcrypt and PBKDF2 in `formats`. A malformed or unsupported hash, or one over a cost
+/// cap, verifies as false. Blocking: call it off the async runtime.
+pub fn verify_blocking(password: &[u8], stored: &str, caps: &CostCaps) -> bool {
+    if !stored.starts_with("$argon2") {
+        return verify_foreign(password, stored, caps);
+    }
+    let Ok(parsed) = PasswordHash::new(stored) else {
         return false;
     };
-    if parsed.algorithm != argon2::ARGON2ID_IDENT {
+    let algorithm = if parsed.algorithm == argon2::ARGON2ID_IDENT {
+        Algorithm::Argon2id
+    } else if parsed.algorithm == argon2::ARGON2I_IDENT {
+        Algorithm::Argon2i
+    } else {
         return false;
-    }
+    };
     let version = match parsed.version.map(Version::try_from) {
         None => Version::V0x13,
         Some(Ok(v)) => v,
@@ -42,10 +48,10 @@ pub fn verify_blocking(password: &[u8], phc: &str) -> bool {
     else {
         return false;
     };
-    if params.m_cost() > MAX_M_COST {
+    if params.m_cost() > caps.argon2_m_cost || params.t_cost() > caps.argon2_t_cost {
         return false;
     }
-    let a2 = Argon2::new(Algorithm::Argon2id, version, params.clone());
+    let a2 = Argon2::new(algorithm, version, params.clone());
     let mut out = vec![0u8; expected.len()];
     let done = BLOCKS.with(|cell| {
         let mut blocks = cell.borrow_mut();
@@ -80,6 +86,10 @@ mod tests {
 
     fn params() -> Params {
         Params::new(19456, 2, 1, None).unwrap()
+    }
+
+    fn verify_blocking(pw: &[u8], stored: &str) -> bool {
+        super::verify_blocking(pw, stored, &CostCaps::DEFAULTS)
     }
 
     #[test]

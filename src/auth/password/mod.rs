@@ -12,8 +12,14 @@
 //! - An unknown user is verified against a dummy hash made with the same parameters, so the
 //!   time taken does not reveal whether an account exists.
 //! - A stored hash whose parameters differ from the configured ones is re-hashed after a
-//!   successful verification.
+//!   successful verification. So is a hash imported from another system (`formats`: bcrypt,
+//!   PBKDF2, argon2i), within the cost caps `password.max_*`.
+//! - Passwords are compared after NFKC normalisation (NIST SP 800-63B §5.1.1.2): new hashes are
+//!   made from the NFKC form. A password that NFKC changes is also tried as typed, for hashes
+//!   made before (or elsewhere) from raw input, and such a hash is re-hashed from the NFKC form.
+//!   The unknown-user path makes the same number of verifications.
 
+mod formats;
 mod hasher;
 mod pool;
 mod yield_timer;
@@ -26,6 +32,7 @@ use argon2::Params;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::PasswordSettings;
+pub use formats::{import, CostCaps, ImportError};
 use hasher::needs_rehash;
 pub use hasher::{hash_blocking, verify_blocking};
 use pool::Job;
@@ -33,6 +40,17 @@ pub use yield_timer::Activity;
 
 /// Longest accepted password, in bytes. Longer input is refused before argon2 runs.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// The form of a password that is hashed and compared: its NFKC normalisation (Unicode UAX #15),
+/// so that one password typed with different keyboards or input methods (full-width digits,
+/// ligatures, composed accents) is the same password.
+pub fn normalize(password: &str) -> zeroize::Zeroizing<String> {
+    use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
+    zeroize::Zeroizing::new(match is_nfkc_quick(password.chars()) {
+        IsNormalized::Yes => password.to_string(),
+        _ => password.nfkc().collect(),
+    })
+}
 
 /// Why a hash or verification could not run.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +85,7 @@ pub struct Passwords {
     max_admitted: usize,
     queue_timeout: Duration,
     dummy_hash: String,
+    caps: CostCaps,
     activity: Activity,
 }
 
@@ -113,6 +132,7 @@ impl Passwords {
             max_admitted: slots + s.max_queue,
             queue_timeout: s.queue_timeout,
             dummy_hash,
+            caps: CostCaps::from(s),
             activity,
         })
     }
@@ -134,10 +154,10 @@ impl Passwords {
         Ok(admission)
     }
 
-    /// Hashes a new password with the configured parameters.
+    /// Hashes a new password (its NFKC form) with the configured parameters.
     pub async fn hash(&self, password: SecretString) -> Result<String, PasswordError> {
         let params = self.params.clone();
-        self.run(move || hash_blocking(&params, password.expose_secret().as_bytes()))
+        self.run(move || hash_blocking(&params, normalize(password.expose_secret()).as_bytes()))
             .await?
     }
 
@@ -148,16 +168,25 @@ impl Passwords {
         password: SecretString,
         stored: Option<String>,
     ) -> Result<Verified, PasswordError> {
-        let params = self.params.clone();
+        let (params, caps) = (self.params.clone(), self.caps);
         let (phc, real) = match stored {
             Some(h) => (h, true),
             None => (self.dummy_hash.clone(), false),
         };
         self.run(move || {
-            let pw = password.expose_secret().as_bytes();
-            let ok = verify_blocking(pw, &phc) && real;
-            let rehash = if ok && needs_rehash(&phc, &params) {
-                Some(hash_blocking(&params, pw)?)
+            let typed = password.expose_secret();
+            let nfkc = normalize(typed);
+            let (ok, as_typed) = if verify_blocking(nfkc.as_bytes(), &phc, &caps) {
+                (true, false)
+            } else if nfkc.as_str() != typed {
+                // A hash made from raw input (before NFKC, or by another system).
+                (verify_blocking(typed.as_bytes(), &phc, &caps), true)
+            } else {
+                (false, false)
+            };
+            let ok = ok && real;
+            let rehash = if ok && (as_typed || needs_rehash(&phc, &params)) {
+                Some(hash_blocking(&params, nfkc.as_bytes())?)
             } else {
                 None
             };

@@ -185,7 +185,11 @@ mod tests {
             let before = YIELDS.load(Ordering::Relaxed);
             // A real hash, and a 30 ms busy loop, with the timer armed.
             let h = y.during(|| super::super::hash_blocking(&params, b"pw").unwrap());
-            assert!(super::super::verify_blocking(b"pw", &h));
+            assert!(super::super::verify_blocking(
+                b"pw",
+                &h,
+                &super::super::CostCaps::DEFAULTS
+            ));
             y.during(|| spin(30));
             let armed = YIELDS.load(Ordering::Relaxed) - before;
             assert!(
