@@ -106,7 +106,11 @@ impl Application {
             let auth = auth.clone();
             async move { auth.upkeep().await }
         });
-        let router = crate::http::router(auth, settings.clone());
+        let audit = tokio::spawn({
+            let auth = auth.clone();
+            async move { auth.run_audit_writer().await }
+        });
+        let router = crate::http::router(auth.clone(), settings.clone());
         // Verifiers compare `iss` with the URL they were given: say which one tokens carry.
         tracing::info!(issuer = %settings.tokens.issuer, "access tokens are issued by");
         if settings.publish_ahead() < MIN_PUBLISH_AHEAD {
@@ -120,6 +124,9 @@ impl Application {
         tracing::info!(addr = ?self.listener.local_addr().ok(), "tessera listening");
         crate::http::serve::serve(self.listener, router, &settings.http, shutdown).await;
         upkeep.abort();
+        // The audit rows still queued are written before the process ends.
+        auth.stop_audit();
+        let _ = audit.await;
         tracing::info!("tessera stopped");
     }
 }

@@ -42,11 +42,66 @@ impl Auth {
     }
 
     /// Client authentication for `/token` and `/revoke`: a confidential client with its
-    /// secret, or the public first-party client without one.
+    /// secret, or the public first-party client without one. A failure is an audit event.
     ///
     /// Errors: `InvalidClient` (a wrong secret, an unknown client, a confidential client
     /// without its secret, or a `client_id` that names another client than the secret's).
-    pub fn authenticate_client(&self, auth: &ClientAuth) -> Result<ClientId, AuthError> {
+    pub async fn authenticate_client(&self, auth: &ClientAuth) -> Result<ClientId, AuthError> {
+        let checked = self.check_client(auth);
+        if checked.is_err() {
+            self.client_auth_failed(auth).await;
+        }
+        checked
+    }
+
+    /// Client authentication for introspection and the revocation feed, which only
+    /// confidential clients may use. A failure is an audit event.
+    ///
+    /// Errors: `InvalidClient`.
+    pub async fn authenticate_confidential_client(
+        &self,
+        auth: &ClientAuth,
+    ) -> Result<ClientId, AuthError> {
+        let checked = match auth {
+            ClientAuth::Public { .. } => Err(AuthError::InvalidClient),
+            secret => self.check_client(secret),
+        };
+        if checked.is_err() {
+            self.client_auth_failed(auth).await;
+        }
+        checked
+    }
+
+    /// Records a failed client authentication, naming the client only when it is one Tessera
+    /// knows (a name sent by anyone would let them write what they like into the trail).
+    async fn client_auth_failed(&self, auth: &ClientAuth) {
+        let named = match auth {
+            ClientAuth::Public { client_id } => client_id.clone(),
+            ClientAuth::Secret {
+                readings,
+                claimed_id,
+            } => claimed_id
+                .clone()
+                .or_else(|| readings.first().map(|(id, _)| id.clone())),
+        };
+        let known = named.filter(|id| {
+            *id == self.settings.tokens.client_id
+                || self.settings.clients.iter().any(|c| c.id == *id)
+        });
+        let (record, reason) = match (&known, auth) {
+            (None, _) => (super::audit::Record::default(), "unknown_client"),
+            (Some(id), ClientAuth::Public { .. }) => {
+                (super::audit::Record::default().client(id), "no_secret")
+            }
+            (Some(id), ClientAuth::Secret { .. }) => {
+                (super::audit::Record::default().client(id), "bad_secret")
+            }
+        };
+        self.audit(super::audit::Event::ClientAuthFailed, record.reason(reason))
+            .await;
+    }
+
+    fn check_client(&self, auth: &ClientAuth) -> Result<ClientId, AuthError> {
         match auth {
             ClientAuth::Public { client_id: None } => Ok(self.first_party()),
             ClientAuth::Public {
@@ -72,20 +127,6 @@ impl Auth {
                         AuthError::InvalidClient
                     })
             }
-        }
-    }
-
-    /// Client authentication for introspection and the revocation feed, which only
-    /// confidential clients may use.
-    ///
-    /// Errors: `InvalidClient`.
-    pub fn authenticate_confidential_client(
-        &self,
-        auth: &ClientAuth,
-    ) -> Result<ClientId, AuthError> {
-        match auth {
-            ClientAuth::Public { .. } => Err(AuthError::InvalidClient),
-            secret => self.authenticate_client(secret),
         }
     }
 

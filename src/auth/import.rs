@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::audit::{Event, Record};
 use super::password::{self, CostCaps};
 use super::username::{self, Username};
 use super::{tokens, Auth, AuthError};
@@ -112,6 +113,13 @@ impl Auth {
         report.existing = done.existing;
         report.applied = on_conflict == OnConflict::Skip || report.existing.is_empty();
         if report.applied {
+            for u in users
+                .iter()
+                .filter(|u| !report.existing.contains(&u.username))
+            {
+                self.audit(Event::UserCreated, Record::user(u.id).reason("imported"))
+                    .await;
+            }
             tracing::info!(
                 created = report.created,
                 existing = report.existing.len(),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
+use super::audit::{Event, Record};
 use super::password::MAX_PASSWORD_BYTES;
 use super::{
     throttle, username, Auth, AuthError, ClientId, ClientMeta, TokenPair, TokenRequest, Username,
@@ -122,7 +123,19 @@ impl Auth {
         // request may take.
         let hold = self.settings.http.request_timeout + Duration::from_secs(1);
         let reservation =
-            throttle::reserve(self.store.as_ref(), limits, &keys, now_ms(), hold).await?;
+            match throttle::reserve(self.store.as_ref(), limits, &keys, now_ms(), hold).await {
+                Ok(r) => r,
+                Err(e) => {
+                    if matches!(e, AuthError::Throttled { .. }) {
+                        self.audit(
+                            Event::LoginThrottled,
+                            Record::default().client(client.as_str()),
+                        )
+                        .await;
+                    }
+                    return Err(e);
+                }
+            };
         let checked = async {
             let user = match name {
                 Ok(name) => self.store.user_by_username(name.as_str()).await?,
@@ -142,7 +155,21 @@ impl Auth {
         };
         let user = match user {
             Some(u) if verified.ok && !u.disabled => u,
-            _ => {
+            other => {
+                let (user_id, reason) = match &other {
+                    None => (None, "unknown_user"),
+                    Some(u) if verified.ok => (Some(u.id), "disabled"),
+                    Some(u) => (Some(u.id), "bad_password"),
+                };
+                let record = Record {
+                    user_id,
+                    ..Record::default()
+                };
+                self.audit(
+                    Event::LoginFailed,
+                    record.client(client.as_str()).reason(reason),
+                )
+                .await;
                 tracing::info!("login failed");
                 metrics::counter!("logins_total", "result" => "failed").increment(1);
                 throttle::failed(self.store.as_ref(), limits, reservation, now_ms()).await?;
@@ -183,6 +210,11 @@ impl Auth {
         self.store.create_session(&session).await?;
         self.revocations.session_live(session.id, user.id);
         tracing::info!(user_id = %user.id, session_id = %session.id, "login ok");
+        self.audit(
+            Event::LoginSucceeded,
+            Record::session(user.id, session.id).client(client.as_str()),
+        )
+        .await;
         metrics::counter!("logins_total", "result" => "ok").increment(1);
         let subject = SubjectClaims {
             roles: user.roles,

@@ -17,6 +17,7 @@
 //! own, reuse detection inside the rotation statement, is reported through `sessions_ended`.
 
 pub mod access;
+pub mod audit;
 mod catalog;
 pub mod clients;
 mod error;
@@ -106,6 +107,8 @@ pub struct Auth {
     revocations: RevocationCache,
     /// The `[[resources]]` ids: the audiences besides `tokens.audience`.
     resource_ids: Vec<String>,
+    /// The audit trail.
+    audit: audit::AuditTrail,
 }
 
 impl std::fmt::Debug for Auth {
@@ -157,6 +160,7 @@ impl Auth {
         );
         let resource_ids = settings.resources.iter().map(|r| r.id.clone()).collect();
         Ok(Self {
+            audit: audit::AuditTrail::new(store.clone()),
             store,
             passwords,
             keys,
@@ -165,6 +169,31 @@ impl Auth {
             revocations,
             resource_ids,
         })
+    }
+
+    /// Records a security event (see `audit`).
+    async fn audit(&self, event: audit::Event, record: audit::Record) {
+        self.audit.record(event, record).await
+    }
+
+    /// Writes audit rows in batches until `stop_audit`; the server runs it alongside `upkeep`.
+    pub async fn run_audit_writer(&self) {
+        self.audit.run_writer().await
+    }
+
+    /// Has the audit writer write what is queued and stop.
+    pub fn stop_audit(&self) {
+        self.audit.stop()
+    }
+
+    /// A page of the audit trail, oldest first (`GET /admin/audit`).
+    ///
+    /// Errors: `StoreUnavailable`.
+    pub async fn audit_events(
+        &self,
+        query: &crate::store::AuditQuery,
+    ) -> Result<Vec<crate::store::AuditEvent>, AuthError> {
+        Ok(self.audit.page(query).await?)
     }
 
     /// The clock of requests other than logins, which the hashing threads read (see

@@ -3,6 +3,7 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
+use super::audit::{Event, Record};
 use super::tokens::{self, AccessClaims};
 use super::{Auth, AuthError, ClientId, Ending, Granted, TokenPair, TokenRequest};
 use crate::store::{Rotation, RotationAttempt, Session, SubjectClaims};
@@ -47,6 +48,17 @@ impl Auth {
             Rotation::ReuseDetected => {
                 // The rotation statement has revoked the session (RFC 9700 §4.14.2).
                 self.sessions_ended(&[rt.session_id]);
+                let user_id = match self.store.session(rt.session_id).await {
+                    Ok(s) => s.map(|s| s.user_id),
+                    Err(_) => None,
+                };
+                let record = Record {
+                    user_id,
+                    session_id: Some(rt.session_id),
+                    ..Record::default()
+                };
+                self.audit(Event::ReuseDetected, record.client(client.as_str()))
+                    .await;
                 metrics::counter!("refresh_reuse_detected_total").increment(1);
                 tracing::warn!(session_id = %rt.session_id, "refresh token reuse: session revoked");
                 return Err(AuthError::InvalidRefreshToken);
@@ -54,6 +66,11 @@ impl Auth {
             Rotation::Invalid => return Err(AuthError::InvalidRefreshToken),
         };
         self.revocations.session_live(session.id, session.user_id);
+        self.audit(
+            Event::Refreshed,
+            Record::session(session.user_id, session.id).client(client.as_str()),
+        )
+        .await;
         // A narrower scope may be asked for; the session keeps its own (RFC 6749 §6). Asked
         // for wrongly, the rotation stands: a corrected retry inside the grace window gets
         // the same successor.
@@ -77,25 +94,39 @@ impl Auth {
         // Logout is the first-party client's: another client's tokens (refresh tokens it was
         // issued, access tokens minted for other APIs) are left alone, as at /revoke.
         let me = self.first_party();
+        let mut ended = None;
         if let Some(rt) = refresh.as_ref().and_then(|t| self.refresh.parse(t)) {
-            if self.owns_session(rt.session_id, &me).await? {
+            if let Some(user_id) = self.session_owner(rt.session_id, &me).await? {
                 self.end_sessions(Ending::Session(rt.session_id), "logout")
                     .await?;
+                ended = Some(Record::session(user_id, rt.session_id));
             }
         }
         if let Some(c) = access.and_then(|t| self.verify_signature(t, &self.expect())) {
             if c.client_id.as_deref() == Some(me.as_str()) {
                 self.deny(&c, "logout").await?;
                 self.end_sessions(Ending::Session(c.sid), "logout").await?;
+                if ended.is_none() {
+                    ended = Some(Record::session(c.sub, c.sid));
+                }
             }
+        }
+        if let Some(record) = ended {
+            self.audit(Event::Logout, record.client(me.as_str())).await;
         }
         Ok(())
     }
 
-    /// Whether session `id` exists and was issued to `client`.
-    async fn owns_session(&self, id: uuid::Uuid, client: &ClientId) -> Result<bool, AuthError> {
+    /// The user of session `id`, if it exists and was issued to `client`.
+    async fn session_owner(
+        &self,
+        id: uuid::Uuid,
+        client: &ClientId,
+    ) -> Result<Option<uuid::Uuid>, AuthError> {
         let session = self.store.session(id).await?;
-        Ok(session.is_some_and(|s| s.client_id == client.as_str()))
+        Ok(session
+            .filter(|s| s.client_id == client.as_str())
+            .map(|s| s.user_id))
     }
 
     /// `POST /logout/all`: ends every session of the bearer and cuts off every access token
@@ -105,7 +136,10 @@ impl Auth {
     pub async fn logout_all(&self, token: &str) -> Result<(), AuthError> {
         let who = self.authenticate(token).await?;
         self.end_sessions(Ending::AllOf(who.user.id), "logout_all")
-            .await
+            .await?;
+        self.audit(Event::LogoutAll, Record::user(who.user.id))
+            .await;
+        Ok(())
     }
 
     /// RFC 7009 revocation, by `client`. A refresh token revokes its session; an access token
@@ -135,7 +169,7 @@ impl Auth {
             (r, if r.is_none() { as_access() } else { None })
         };
         if let Some(rt) = refresh {
-            if self.owns_session(rt.session_id, client).await? {
+            if self.session_owner(rt.session_id, client).await?.is_some() {
                 self.end_sessions(Ending::Session(rt.session_id), "revoked")
                     .await?;
             } else {

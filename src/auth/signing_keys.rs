@@ -37,17 +37,20 @@ impl Auth {
             .await
             .map_err(|e| AuthError::Internal(e.to_string()))?
             .map_err(|e| AuthError::Internal(e.to_string()))?;
-        self.add_key(&m, Activation::AfterPublishAhead).await
+        self.add_key(&m, Activation::AfterPublishAhead, "manual")
+            .await
     }
 
     /// Adds a key (an imported one, or one made by `rotate_key`). `Activation::Now` signs at
-    /// once and is only safe when verifiers already trust the key. Returns its kid.
+    /// once and is only safe when verifiers already trust the key. `why` is the audit event's
+    /// reason code (`manual`, `imported`). Returns its kid.
     ///
     /// Errors: `BadInput` (a key with this kid exists), `StoreUnavailable`, `Internal`.
     pub async fn add_key(
         &self,
         material: &KeyMaterial,
         activation: Activation,
+        why: &'static str,
     ) -> Result<String, AuthError> {
         let schedule = self.settings.key_schedule();
         let added = self
@@ -66,6 +69,11 @@ impl Auth {
                 keys::KeyError::Store(s) => s.into(),
                 other => AuthError::Internal(other.to_string()),
             })?;
+        self.audit(
+            super::audit::Event::KeyRotated,
+            super::audit::Record::default().reason(why),
+        )
+        .await;
         Ok(added.unwrap_or_else(|| material.kid.clone()))
     }
 }

@@ -106,9 +106,22 @@ impl Auth {
             .rotate_if_due(self.store.as_ref(), k.algorithm, k.rsa_bits, schedule, now)
             .await
         {
-            Ok(Some(kid)) => tracing::info!(%kid, "automatic key rotation: new key published"),
+            Ok(Some(kid)) => {
+                tracing::info!(%kid, "automatic key rotation: new key published");
+                self.audit(
+                    super::audit::Event::KeyRotated,
+                    super::audit::Record::default().reason("automatic"),
+                )
+                .await;
+            }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "automatic key rotation failed"),
+        }
+        let retention = crate::time::millis(self.settings.audit.retention);
+        match self.store.purge_audit(now - retention).await {
+            Ok(n) if n > 0 => tracing::debug!(rows = n, "purged old audit events"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "audit purge failed"),
         }
         match self.store.purge_expired(now).await {
             Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired rows"),

@@ -6,6 +6,7 @@ use std::future::Future;
 use secrecy::SecretString;
 use uuid::Uuid;
 
+use super::audit::{Event, Record};
 use super::login::check_new_password;
 use super::username::{self, Username};
 use super::{Auth, AuthError, Ending};
@@ -34,7 +35,8 @@ impl Auth {
         check_new_password(&password, name.as_str(), &self.settings.password)?;
         let roles = parse_roles(roles)?;
         let hash = self.passwords.hash(password).await?;
-        self.store
+        let user = self
+            .store
             .create_user(NewUser {
                 id: Uuid::now_v7(),
                 username: name.as_str().to_string(),
@@ -48,7 +50,10 @@ impl Auth {
             .map_err(|e| match e {
                 StoreError::Duplicate(_) => AuthError::UsernameTaken,
                 other => other.into(),
-            })
+            })?;
+        self.audit(Event::UserCreated, Record::user(user.id).reason("created"))
+            .await;
+        Ok(user)
     }
 
     /// One user.
@@ -89,6 +94,8 @@ impl Auth {
         let now = now_ms();
         self.user_changed(self.store.set_password(&user.username, &hash, now))
             .await?;
+        self.audit(Event::PasswordChanged, Record::user(user.id))
+            .await;
         Ok(())
     }
 
@@ -101,6 +108,7 @@ impl Auth {
         let id = self
             .row_changed(self.store.set_roles(&user.username, &roles, now_ms()))
             .await?;
+        self.audit(Event::RolesChanged, Record::user(id)).await;
         self.user(UserRef::Id(id)).await
     }
 
@@ -112,6 +120,12 @@ impl Auth {
         let user = self.user(who).await?;
         self.row_changed(self.store.set_disabled(&user.username, disabled, now_ms()))
             .await?;
+        let event = if disabled {
+            Event::UserDisabled
+        } else {
+            Event::UserEnabled
+        };
+        self.audit(event, Record::user(user.id)).await;
         Ok(())
     }
 
@@ -120,7 +134,9 @@ impl Auth {
     /// Errors: `UserNotFound`, `StoreUnavailable`.
     pub async fn revoke_user(&self, who: UserRef<'_>, reason: &str) -> Result<(), AuthError> {
         let user = self.user(who).await?;
-        self.end_sessions(Ending::AllOf(user.id), reason).await
+        self.end_sessions(Ending::AllOf(user.id), reason).await?;
+        self.audit(Event::UserRevoked, Record::user(user.id)).await;
+        Ok(())
     }
 }
 

@@ -92,7 +92,7 @@ async fn import(
     } else {
         Activation::AfterPublishAhead
     };
-    services.auth.add_key(&m, activation).await?;
+    services.auth.add_key(&m, activation, "imported").await?;
     let when = if now {
         "now".to_string()
     } else {

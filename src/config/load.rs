@@ -258,7 +258,7 @@ mod tests {
         ("sessions.idle_ttl", "2d", r#""2days""#),
         ("sessions.absolute_ttl", "9d", r#""9days""#),
         ("sessions.reuse_grace", "4s", r#""4s""#),
-        ("sessions.refresh_cookie", "false", "false"),
+        ("sessions.refresh_cookie", "true", "true"),
         ("keys.algorithm", "EdDSA", r#""EdDSA""#),
         ("keys.jwks_max_age", "2m", r#""2m""#),
         ("keys.rotate_every", "0s", r#""0s""#),
@@ -283,6 +283,7 @@ mod tests {
         ("throttle.window", "30m", r#""30m""#),
         ("revocation.cache", "false", "false"),
         ("revocation.max_lag", "5s", r#""5s""#),
+        ("audit.retention", "30d", r#""30days""#),
         ("log.format", "json", r#""json""#),
         ("log.level", "debug", r#""debug""#),
     ];

@@ -29,6 +29,7 @@ pub struct Settings {
     pub password: PasswordSettings,
     pub throttle: ThrottleSettings,
     pub revocation: RevocationSettings,
+    pub audit: AuditSettings,
     pub log: LogSettings,
     /// OAuth clients allowed to authenticate (introspection, the revocation feed, `/token`).
     #[serde(default)]
@@ -37,6 +38,15 @@ pub struct Settings {
     /// `tokens.audience`.
     #[serde(default)]
     pub resources: Vec<ResourceSettings>,
+}
+
+/// The audit trail (`auth::audit`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// Events older than this are purged.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
 }
 
 /// An API that tokens can be minted for (`[[resources]]` in a config file).

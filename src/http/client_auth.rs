@@ -140,7 +140,7 @@ pub enum Clients {
 /// Authenticates the client of a request, from its headers and, for a form-encoded request,
 /// its form. A failure is 401 `invalid_client`, with `WWW-Authenticate: Basic` only when the
 /// client used the `Authorization` header (RFC 6749 §5.2).
-pub fn authenticate(
+pub async fn authenticate(
     st: &AppState,
     headers: &HeaderMap,
     form: Option<&Form>,
@@ -148,8 +148,8 @@ pub fn authenticate(
 ) -> Result<ClientId, ApiError> {
     let (auth, used_header) = presented(headers, form)?;
     let checked = match clients {
-        Clients::Any => st.auth.authenticate_client(&auth),
-        Clients::Confidential => st.auth.authenticate_confidential_client(&auth),
+        Clients::Any => st.auth.authenticate_client(&auth).await,
+        Clients::Confidential => st.auth.authenticate_confidential_client(&auth).await,
     };
     checked.map_err(|e| match e {
         AuthError::InvalidClient => ApiError::InvalidClient {

@@ -2,6 +2,7 @@
 //! a handler parses input, calls one `Auth` method and shapes the response.
 
 mod admin;
+mod audit;
 pub(crate) mod client_addr;
 mod client_auth;
 pub(crate) mod csrf;
@@ -93,6 +94,9 @@ pub fn router(auth: Arc<Auth>, settings: Arc<Settings>) -> Router {
     let activity = auth.activity();
     // Install the metrics recorder before the first request is counted.
     let _ = metrics::handle();
+    // Validated with the settings; an entry that does not parse trusts nothing.
+    let trusted_proxies =
+        Arc::new(client_addr::parse_trusted(&s.http.trusted_proxies).unwrap_or_default());
     let state = AppState {
         jwks_cache_control: HeaderValue::from_str(&format!("public, max-age={max_age}"))
             .unwrap_or(HeaderValue::from_static("public, max-age=300")),
@@ -101,10 +105,7 @@ pub fn router(auth: Arc<Auth>, settings: Arc<Settings>) -> Router {
             &s.tokens.issuer,
         )),
         settings: settings.clone(),
-        // Validated with the settings; an entry that does not parse trusts nothing.
-        trusted_proxies: Arc::new(
-            client_addr::parse_trusted(&s.http.trusted_proxies).unwrap_or_default(),
-        ),
+        trusted_proxies: trusted_proxies.clone(),
         auth,
     };
     // The OpenAPI document is generated from the same route table that serves requests, so
@@ -118,6 +119,7 @@ pub fn router(auth: Arc<Auth>, settings: Arc<Settings>) -> Router {
         .merge(health::router())
         .merge(metrics::router())
         .merge(admin::router())
+        .merge(audit::router())
         .split_for_parts();
     let openapi = bytes::Bytes::from(api.to_json().unwrap_or_else(|_| "{}".into()));
     let routes = api_routes
@@ -154,7 +156,10 @@ pub fn router(auth: Arc<Auth>, settings: Arc<Settings>) -> Router {
         // Without configured origins there is nothing for CORS to do: leave it out.
         None => routes,
     };
-    routes.layer(edge::EdgeLayer { activity })
+    routes.layer(edge::EdgeLayer {
+        activity,
+        trusted_proxies,
+    })
 }
 
 fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {

@@ -81,7 +81,7 @@ async fn token(
     if !matches!(grant, "password" | "refresh_token") {
         return Err(ApiError::UnsupportedGrantType);
     }
-    let client = authenticate(&st, &headers, Some(&form), Clients::Any)?;
+    let client = authenticate(&st, &headers, Some(&form), Clients::Any).await?;
     // RFC 6749 §3.3 and RFC 8707 §2.
     let req = TokenRequest {
         scope: form.get("scope").map(str::to_string),
@@ -122,7 +122,7 @@ async fn revoke(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let form = Form::parse(&headers, body)?;
-    let client = authenticate(&st, &headers, Some(&form), Clients::Any)?;
+    let client = authenticate(&st, &headers, Some(&form), Clients::Any).await?;
     let token = SecretString::from(form.require("token")?.to_string());
     st.auth
         .revoke(&token, form.get("token_type_hint"), &client)
@@ -147,7 +147,7 @@ async fn introspect(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let form = Form::parse(&headers, body)?;
-    authenticate(&st, &headers, Some(&form), Clients::Confidential)?;
+    authenticate(&st, &headers, Some(&form), Clients::Confidential).await?;
     let token = SecretString::from(form.require("token")?.to_string());
     let t = &st.settings.tokens;
     let mut body = match st
@@ -232,7 +232,7 @@ async fn revocations(
     headers: HeaderMap,
     query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    authenticate(&st, &headers, None, Clients::Confidential)?;
+    authenticate(&st, &headers, None, Clients::Confidential).await?;
     let Query(q) = query.map_err(|_| ApiError::InvalidRequest("malformed query".into()))?;
     feed(&st, q.since.as_deref()).await
 }
@@ -264,7 +264,7 @@ async fn revocations_post(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let form = Form::parse(&headers, body)?;
-    authenticate(&st, &headers, Some(&form), Clients::Confidential)?;
+    authenticate(&st, &headers, Some(&form), Clients::Confidential).await?;
     feed(&st, form.get("since")).await
 }
 

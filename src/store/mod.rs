@@ -12,6 +12,7 @@
 //!   (`crate::time`). Driver errors become `StoreError` here; callers never match on
 //!   `sqlx::Error`.
 
+mod audit;
 mod backend;
 mod denylist;
 mod feed;
@@ -33,8 +34,8 @@ use uuid::Uuid;
 
 pub use backend::SqlStore;
 pub use model::{
-    Imported, KeyRow, NewUser, OnConflict, RevocationFeed, RevokedToken, Rotation, RotationAttempt,
-    Session, SubjectClaims, TokenStatus, User,
+    AuditEvent, AuditQuery, Imported, KeyRow, NewUser, OnConflict, RevocationFeed, RevokedToken,
+    Rotation, RotationAttempt, Session, SubjectClaims, TokenStatus, User,
 };
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
@@ -109,6 +110,17 @@ impl From<sqlx::Error> for StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The audit trail.
+#[async_trait]
+pub trait AuditStore {
+    /// Appends events, in one statement per few hundred.
+    async fn insert_audit(&self, events: &[AuditEvent]) -> StoreResult<()>;
+    /// A page of events (see `AuditQuery`).
+    async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+    /// Deletes events older than `before` (ms); returns how many.
+    async fn purge_audit(&self, before: i64) -> StoreResult<u64>;
+}
 
 /// Accounts.
 #[async_trait]
@@ -265,7 +277,8 @@ pub trait Upkeep {
 
 /// Everything the domain asks of a database.
 pub trait Store:
-    UserStore
+    AuditStore
+    + UserStore
     + SessionStore
     + DenylistStore
     + ThrottleStore
@@ -279,7 +292,8 @@ pub trait Store:
 }
 
 impl<T> Store for T where
-    T: UserStore
+    T: AuditStore
+        + UserStore
         + SessionStore
         + DenylistStore
         + ThrottleStore

@@ -166,3 +166,34 @@ pub struct RevocationFeed {
     /// (user id, tokens_not_before ms) for users whose cut-off may still matter.
     pub users: Vec<(Uuid, i64)>,
 }
+
+/// One row of the audit trail. Never a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// UUIDv7: ordering by id is ordering by time.
+    pub id: Uuid,
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    /// The event's name (`login.failed`, …; see `auth::audit::Event`).
+    pub event: String,
+    pub user_id: Option<Uuid>,
+    pub session_id: Option<Uuid>,
+    pub client_id: Option<String>,
+    /// The client address.
+    pub ip: Option<String>,
+    pub request_id: Option<String>,
+    /// A reason code (`bad_password`, `unknown_user`, …).
+    pub reason: Option<String>,
+}
+
+/// A page of the audit trail: events at or after `since`, after the cursor `after`, oldest
+/// first, at most `limit`.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub user_id: Option<Uuid>,
+    pub event: Option<String>,
+    /// Milliseconds since the epoch.
+    pub since: i64,
+    pub after: Option<Uuid>,
+    pub limit: u32,
+}

@@ -447,6 +447,25 @@ async fn serve_logs_no_secrets(b: Backend) {
         "expected trace logs, got: {}",
         &logs[..logs.len().min(2000)]
     );
+    // Audit events are structured JSON lines with `event=…`, the reason and the address.
+    let audit: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "audit")
+        .collect();
+    let failed = audit
+        .iter()
+        .find(|v| v["event"] == "login.failed")
+        .unwrap_or_else(|| panic!("no login.failed audit line in {audit:?}"));
+    assert_eq!(failed["reason"], "bad_password");
+    assert_eq!(failed["ip"], "127.0.0.1");
+    assert!(failed["request_id"].is_string(), "{failed}");
+    for event in ["login.succeeded", "token.refreshed", "session.logout"] {
+        assert!(
+            audit.iter().any(|v| v["event"] == event),
+            "no {event} audit line"
+        );
+    }
     let sig = |tok: &str| tok.rsplit('.').next().unwrap().to_string();
     for (what, secret) in [
         ("password", "zoe's long password".to_string()),

@@ -67,6 +67,18 @@ async fn imported_users_log_in_and_are_rehashed(b: Backend) {
     assert!(ok, "{out}");
     assert!(out.contains("imported 6 user(s)"), "{out}");
     assert!(!out.contains("$2b$"), "a hash reached the output: {out}");
+    // The CLI writes its audit rows before it exits.
+    let created = app
+        .store
+        .audit_events(&tessera::store::AuditQuery {
+            event: Some("user.created".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 6);
+    assert!(created.iter().all(|e| e.reason.as_deref() == Some("imported")));
 
     for name in ["alice", "amir", "bob", "carol", "dave"] {
         let before = stored_hash(&app, name).await;

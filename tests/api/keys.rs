@@ -387,7 +387,11 @@ async fn replicas_pick_up_keys_and_revocations(b: Backend) {
     // A key added through replica A appears on B without a restart: at once with Postgres
     // NOTIFY, within the poll interval with SQLite.
     let m = generate(KeyAlg::EdDsa, 2048).unwrap();
-    let kid = a.auth.add_key(&m, Activation::Now).await.unwrap();
+    let kid = a
+        .auth
+        .add_key(&m, Activation::Now, "imported")
+        .await
+        .unwrap();
     let started = Instant::now();
     while !jwks_kids(&replica).await.contains(&kid) {
         assert!(

@@ -1,0 +1,278 @@
+//! The audit trail. Every security event is:
+//! - a structured log line (target `audit`, `event=…`; JSON with `log.format = "json"`);
+//! - a row of `audit_events`, listed by `GET /admin/audit` and purged after `audit.retention`;
+//! - a count in `/metrics` (`audit_events_total{event}`).
+//!
+//! Each carries the time, the user and session when known, the OAuth client, the client
+//! address and the request id (from the `RequestContext` the HTTP edge sets for each request),
+//! and a reason code. Never a password, token, hash or key.
+//!
+//! In a server, rows are written by a background writer in batches, so that an event costs the
+//! request a channel send and not a database round trip (`/refresh` stays one statement). If
+//! the writer falls `QUEUE` events behind (the database is down), further rows are dropped and
+//! counted in `audit_events_dropped_total`; the log line is written regardless. The CLI, which
+//! runs no writer, writes each row before the command returns.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Mutex, Notify};
+use uuid::Uuid;
+
+use crate::store::{AuditEvent, AuditQuery, Store};
+use crate::time::UnixMillis;
+
+/// Events the writer may fall behind by before rows are dropped.
+const QUEUE: usize = 16_384;
+/// Most rows written in one go.
+const BATCH: usize = 1_000;
+/// Longest request id kept, in characters (a client may send its own).
+const MAX_REQUEST_ID_CHARS: usize = 128;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Event {
+    LoginSucceeded,
+    /// `reason`: `unknown_user`, `bad_password`, `disabled`.
+    LoginFailed,
+    /// Refused by the throttle before any password was checked.
+    LoginThrottled,
+    Refreshed,
+    /// A spent refresh token came back: the session was revoked (RFC 9700 §4.14.2).
+    ReuseDetected,
+    Logout,
+    LogoutAll,
+    PasswordChanged,
+    /// `reason`: `created` or `imported`.
+    UserCreated,
+    UserDisabled,
+    UserEnabled,
+    RolesChanged,
+    /// Every session of the user ended by an administrator.
+    UserRevoked,
+    /// `reason`: `manual`, `automatic` or `imported`.
+    KeyRotated,
+    /// `reason`: `unknown_client`, `bad_secret`, `not_confidential`.
+    ClientAuthFailed,
+}
+
+impl Event {
+    pub const ALL: [Event; 15] = [
+        Event::LoginSucceeded,
+        Event::LoginFailed,
+        Event::LoginThrottled,
+        Event::Refreshed,
+        Event::ReuseDetected,
+        Event::Logout,
+        Event::LogoutAll,
+        Event::PasswordChanged,
+        Event::UserCreated,
+        Event::UserDisabled,
+        Event::UserEnabled,
+        Event::RolesChanged,
+        Event::UserRevoked,
+        Event::KeyRotated,
+        Event::ClientAuthFailed,
+    ];
+
+    /// The event's name in logs, rows, metrics and the admin API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Event::LoginSucceeded => "login.succeeded",
+            Event::LoginFailed => "login.failed",
+            Event::LoginThrottled => "login.throttled",
+            Event::Refreshed => "token.refreshed",
+            Event::ReuseDetected => "session.reuse_detected",
+            Event::Logout => "session.logout",
+            Event::LogoutAll => "session.logout_all",
+            Event::PasswordChanged => "user.password_changed",
+            Event::UserCreated => "user.created",
+            Event::UserDisabled => "user.disabled",
+            Event::UserEnabled => "user.enabled",
+            Event::RolesChanged => "user.roles_changed",
+            Event::UserRevoked => "user.sessions_revoked",
+            Event::KeyRotated => "key.rotated",
+            Event::ClientAuthFailed => "client.auth_failed",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Event> {
+        Event::ALL.into_iter().find(|e| e.name() == name)
+    }
+}
+
+/// Where the request being served comes from; set by the HTTP edge for each request.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub request_id: Option<String>,
+    /// The client address (the socket peer, or what a trusted proxy forwarded).
+    pub client_ip: Option<String>,
+}
+
+tokio::task_local! {
+    static REQUEST: RequestContext;
+}
+
+impl RequestContext {
+    /// Runs `f` with this context visible to the events it records.
+    pub fn scope<F: std::future::Future>(
+        self,
+        f: F,
+    ) -> tokio::task::futures::TaskLocalFuture<RequestContext, F> {
+        REQUEST.scope(self, f)
+    }
+
+    fn current() -> RequestContext {
+        REQUEST.try_with(Clone::clone).unwrap_or_default()
+    }
+}
+
+/// One event to record: who and what. Time, address and request id are added.
+#[derive(Debug, Clone, Default)]
+pub struct Record {
+    pub user_id: Option<Uuid>,
+    pub session_id: Option<Uuid>,
+    pub client_id: Option<String>,
+    pub reason: Option<&'static str>,
+}
+
+impl Record {
+    pub fn user(id: Uuid) -> Self {
+        Record {
+            user_id: Some(id),
+            ..Record::default()
+        }
+    }
+
+    pub fn session(user_id: Uuid, session_id: Uuid) -> Self {
+        Record {
+            user_id: Some(user_id),
+            session_id: Some(session_id),
+            ..Record::default()
+        }
+    }
+
+    pub fn client(mut self, client_id: &str) -> Self {
+        self.client_id = Some(client_id.to_string());
+        self
+    }
+
+    pub fn reason(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+}
+
+/// The writer of the audit trail (see the module documentation).
+pub struct AuditTrail {
+    store: Arc<dyn Store>,
+    queue: mpsc::Sender<AuditEvent>,
+    pending: Mutex<Option<mpsc::Receiver<AuditEvent>>>,
+    /// A background writer is running: rows go through the queue.
+    batched: AtomicBool,
+    stop: Notify,
+}
+
+impl AuditTrail {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        let (queue, pending) = mpsc::channel(QUEUE);
+        AuditTrail {
+            store,
+            queue,
+            pending: Mutex::new(Some(pending)),
+            batched: AtomicBool::new(false),
+            stop: Notify::new(),
+        }
+    }
+
+    /// Records one event: the log line and the count at once, the row now (CLI) or through the
+    /// writer (server).
+    pub async fn record(&self, event: Event, r: Record) {
+        let ctx = RequestContext::current();
+        let row = AuditEvent {
+            id: Uuid::now_v7(),
+            at: UnixMillis::now().0,
+            event: event.name().to_string(),
+            user_id: r.user_id,
+            session_id: r.session_id,
+            client_id: r.client_id,
+            ip: ctx.client_ip,
+            request_id: ctx
+                .request_id
+                .map(|id| id.chars().take(MAX_REQUEST_ID_CHARS).collect()),
+            reason: r.reason.map(str::to_string),
+        };
+        tracing::info!(
+            target: "audit",
+            event = event.name(),
+            user_id = row.user_id.map(tracing::field::display),
+            session_id = row.session_id.map(tracing::field::display),
+            client_id = row.client_id.as_deref(),
+            ip = row.ip.as_deref(),
+            request_id = row.request_id.as_deref(),
+            reason = r.reason,
+            "audit event"
+        );
+        metrics::counter!("audit_events_total", "event" => event.name()).increment(1);
+        if self.batched.load(Ordering::Acquire) {
+            if self.queue.try_send(row).is_err() {
+                metrics::counter!("audit_events_dropped_total").increment(1);
+            }
+        } else if let Err(e) = self.store.insert_audit(std::slice::from_ref(&row)).await {
+            metrics::counter!("audit_events_dropped_total").increment(1);
+            tracing::warn!(error = %e, event = event.name(), "audit row not stored");
+        }
+    }
+
+    /// Writes queued rows in batches until `stop`, then drains the queue. Run once, by the
+    /// server, alongside the upkeep loop.
+    pub async fn run_writer(&self) {
+        let Some(mut rx) = self.pending.lock().await.take() else {
+            return;
+        };
+        self.batched.store(true, Ordering::Release);
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        return;
+                    }
+                    self.write(&mut batch).await;
+                }
+                _ = self.stop.notified() => {
+                    self.batched.store(false, Ordering::Release);
+                    while let Ok(row) = rx.try_recv() {
+                        batch.push(row);
+                        if batch.len() == BATCH {
+                            self.write(&mut batch).await;
+                        }
+                    }
+                    self.write(&mut batch).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Asks the writer to write what is queued and stop; later events are written directly.
+    pub fn stop(&self) {
+        self.stop.notify_one();
+    }
+
+    async fn write(&self, batch: &mut Vec<AuditEvent>) {
+        if batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.insert_audit(batch).await {
+            metrics::counter!("audit_events_dropped_total").increment(batch.len() as u64);
+            tracing::warn!(error = %e, rows = batch.len(), "audit rows not stored");
+        }
+        batch.clear();
+    }
+
+    /// A page of the trail.
+    pub async fn page(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, crate::store::StoreError> {
+        self.store.audit_events(q).await
+    }
+}

@@ -1,0 +1,151 @@
+//! `GET /admin/audit`: the audit trail, for an admin token (see `auth::audit`).
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::admin::AdminUser;
+use super::error::{ApiError, ErrorBody};
+use super::AppState;
+use crate::auth::audit::Event;
+use crate::store::{AuditEvent, AuditQuery};
+
+/// Events per page unless `limit` says otherwise, and the most it may say.
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_events))
+}
+
+/// Filters and the cursor of `GET /admin/audit`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    /// Only this user's events (a user id).
+    user: Option<String>,
+    /// Only this event, e.g. `login.failed`.
+    event: Option<String>,
+    /// Only events at or after this RFC 3339 time, e.g. `2026-11-29T00:00:00Z`.
+    since: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Events per page, 1 to 1000 (default 100).
+    limit: Option<u32>,
+}
+
+/// One event. Never a secret.
+#[derive(Serialize, ToSchema)]
+pub struct AuditEventView {
+    id: Uuid,
+    /// RFC 3339, UTC, milliseconds.
+    time: String,
+    /// Milliseconds since the epoch.
+    at: i64,
+    event: String,
+    user_id: Option<Uuid>,
+    session_id: Option<Uuid>,
+    client_id: Option<String>,
+    /// The client address.
+    ip: Option<String>,
+    request_id: Option<String>,
+    /// A reason code, e.g. `bad_password`, `unknown_user`, `disabled`.
+    reason: Option<String>,
+}
+
+impl From<AuditEvent> for AuditEventView {
+    fn from(e: AuditEvent) -> Self {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.at.max(0) as u64);
+        AuditEventView {
+            id: e.id,
+            time: humantime::format_rfc3339_millis(time).to_string(),
+            at: e.at,
+            event: e.event,
+            user_id: e.user_id,
+            session_id: e.session_id,
+            client_id: e.client_id,
+            ip: e.ip,
+            request_id: e.request_id,
+            reason: e.reason,
+        }
+    }
+}
+
+/// A page of the audit trail, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    events: Vec<AuditEventView>,
+    /// Pass as `cursor` for the next page; `null` when this page is the last one so far.
+    next_cursor: Option<Uuid>,
+}
+
+/// The audit trail, oldest first, filtered by user, event and time, in pages with a cursor.
+#[utoipa::path(get, path = "/admin/audit", tag = "admin", params(AuditParams), security(("bearer" = [])),
+    responses((status = 200, description = "A page of events", body = AuditPage),
+              (status = 400, description = "Malformed filter", body = ErrorBody),
+              (status = 401, description = "Missing or invalid access token", body = ErrorBody),
+              (status = 403, description = "Not an admin", body = ErrorBody)))]
+async fn list_events(
+    State(st): State<AppState>,
+    _admin: AdminUser,
+    params: Result<Query<AuditParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params.map_err(|_| ApiError::InvalidRequest("malformed query".into()))?;
+    let bad = |what: &str| ApiError::InvalidRequest(format!("malformed {what}"));
+    let user_id = p
+        .user
+        .map(|u| u.parse::<Uuid>().map_err(|_| bad("user")))
+        .transpose()?;
+    let event = p
+        .event
+        .map(|e| {
+            Event::parse(&e)
+                .map(|e| e.name().to_string())
+                .ok_or_else(|| bad("event"))
+        })
+        .transpose()?;
+    let since = match p.since {
+        None => 0,
+        Some(t) => {
+            let t = humantime::parse_rfc3339_weak(&t).map_err(|_| bad("since"))?;
+            let ms = t
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|_| bad("since"))?
+                .as_millis();
+            i64::try_from(ms).map_err(|_| bad("since"))?
+        }
+    };
+    let after = p
+        .cursor
+        .map(|c| c.parse::<Uuid>().map_err(|_| bad("cursor")))
+        .transpose()?;
+    let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(bad("limit"));
+    }
+    let events = st
+        .auth
+        .audit_events(&AuditQuery {
+            user_id,
+            event,
+            since,
+            after,
+            limit,
+        })
+        .await?;
+    let next_cursor = (events.len() == limit as usize)
+        .then(|| events.last().map(|e| e.id))
+        .flatten();
+    let page = AuditPage {
+        events: events.into_iter().map(Into::into).collect(),
+        next_cursor,
+    };
+    Ok(Json(page).into_response())
+}
