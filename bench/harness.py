@@ -237,7 +237,7 @@ def pg_rotation_ceiling(db_url):
 
 def main():
     os.chdir(tempfile.mkdtemp(prefix="tessera-bench-"))
-    base_env = {**os.environ, "TESSERA__HTTP__BIND": f"127.0.0.1:{PORT}", "TESSERA__LOG__LEVEL": "warn",
+    base_env = {**os.environ, "TESSERA__HTTP__BIND": f"127.0.0.1:{PORT}", "TESSERA__LOG__LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warn"),
                 "TESSERA__KEYS__MASTER_KEY": sh("openssl", "rand", "-base64", "32").strip(),
                 # Benchmarks hammer one address; the per-address brute-force limit would trip.
                 "TESSERA__THROTTLE__IP_FREE_FAILURES": "0"}

@@ -108,13 +108,6 @@ where
         if route != "/login" {
             self.activity.note_other_request(started);
         }
-        let method = method_label(req.method());
-        let span = tracing::info_span!(
-            "http",
-            method = %req.method(),
-            path = %req.uri().path(),
-            request_id = id.to_str().unwrap_or("-"),
-        );
         let context = RequestContext {
             request_id: id.to_str().ok().map(str::to_string),
             client_ip: req
@@ -125,6 +118,14 @@ where
                         .to_string()
                 }),
         };
+        let method = method_label(req.method());
+        let span = tracing::info_span!(
+            "http",
+            method = %req.method(),
+            path = %req.uri().path(),
+            request_id = id.to_str().unwrap_or("-"),
+            client_ip = context.client_ip.as_deref(),
+        );
         let inner = context.scope(self.inner.call(req)).instrument(span);
         EdgeFuture {
             inner,
