@@ -50,6 +50,9 @@ pub enum Event {
     RolesChanged,
     /// Every session of the user ended by an administrator.
     UserRevoked,
+    ClaimsChanged,
+    /// One session ended by an administrator.
+    SessionRevoked,
     /// `reason`: `manual`, `automatic` or `imported`.
     KeyRotated,
     /// `reason`: `unknown_client`, `bad_secret`, `not_confidential`.
@@ -57,7 +60,7 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Event; 15] = [
+    pub const ALL: [Event; 17] = [
         Event::LoginSucceeded,
         Event::LoginFailed,
         Event::LoginThrottled,
@@ -71,6 +74,8 @@ impl Event {
         Event::UserEnabled,
         Event::RolesChanged,
         Event::UserRevoked,
+        Event::ClaimsChanged,
+        Event::SessionRevoked,
         Event::KeyRotated,
         Event::ClientAuthFailed,
     ];
@@ -91,6 +96,8 @@ impl Event {
             Event::UserEnabled => "user.enabled",
             Event::RolesChanged => "user.roles_changed",
             Event::UserRevoked => "user.sessions_revoked",
+            Event::ClaimsChanged => "user.claims_changed",
+            Event::SessionRevoked => "session.revoked",
             Event::KeyRotated => "key.rotated",
             Event::ClientAuthFailed => "client.auth_failed",
         }

@@ -40,6 +40,9 @@ pub enum AuthError {
     /// No such user.
     #[error("user not found")]
     UserNotFound,
+    /// No such session.
+    #[error("session not found")]
+    SessionNotFound,
     /// The username is taken (after normalisation).
     #[error("username taken")]
     UsernameTaken,

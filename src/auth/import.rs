@@ -131,6 +131,20 @@ impl Auth {
     }
 }
 
+/// Custom claims a user may have: none named like a claim Tessera sets (`sub`, `roles`, …), and
+/// at most `MAX_CLAIMS_BYTES` of JSON, since they go into every access token.
+pub fn check_claims(claims: &Map<String, Value>) -> Result<(), String> {
+    if let Some(k) = claims.keys().find(|k| tokens::is_registered(k)) {
+        return Err(format!(
+            "claim {k:?} is set by Tessera and cannot be a custom claim"
+        ));
+    }
+    if serde_json::to_vec(claims).map_or(0, |v| v.len()) > MAX_CLAIMS_BYTES {
+        return Err(format!("claims are larger than {MAX_CLAIMS_BYTES} bytes"));
+    }
+    Ok(())
+}
+
 /// Checks one line and makes the row to insert.
 fn prepare(l: ImportLine, caps: &CostCaps, now: i64) -> Result<NewUser, String> {
     let name = Username::parse(&l.username).map_err(|e| e.to_string())?;
@@ -141,14 +155,7 @@ fn prepare(l: ImportLine, caps: &CostCaps, now: i64) -> Result<NewUser, String> 
     };
     let password_hash = password::import(&hash_input, caps).map_err(|e| e.to_string())?;
     let roles = username::parse_roles(l.roles).map_err(|e| e.to_string())?;
-    if let Some(k) = l.claims.keys().find(|k| tokens::is_registered(k)) {
-        return Err(format!(
-            "claim {k:?} is set by Tessera and cannot be imported"
-        ));
-    }
-    if serde_json::to_vec(&l.claims).map_or(0, |v| v.len()) > MAX_CLAIMS_BYTES {
-        return Err(format!("claims are larger than {MAX_CLAIMS_BYTES} bytes"));
-    }
+    check_claims(&l.claims)?;
     Ok(NewUser {
         id: Uuid::now_v7(),
         username: name.as_str().to_string(),

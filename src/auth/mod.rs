@@ -42,8 +42,8 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::config::Settings;
-pub use crate::store::User;
 use crate::store::{RevokedToken, Store, StoreError};
+pub use crate::store::{Session, User};
 use crate::time::{now_ms, UnixMillis};
 pub use access::{Authenticated, Introspection};
 pub use catalog::Catalog;
@@ -53,7 +53,7 @@ use keys::{Keys, MasterKey};
 use password::Passwords;
 use refresh_token::RefreshTokens;
 use revocation::RevocationCache;
-pub use signing_keys::Jwks;
+pub use signing_keys::{Jwks, Rekeyed};
 use tokens::{Expect, VerifiedClaims};
 pub use username::Username;
 pub use users::UserRef;
@@ -147,7 +147,8 @@ impl Auth {
                 keys::KeyError::Store(s) => s.into(),
                 other => AuthError::Internal(format!("signing keys: {other}")),
             })?;
-        let refresh = RefreshTokens::new(keys.master().derive_hmac("refresh-token-v1"));
+        let refresh = RefreshTokens::new(keys.master().derive_hmac("refresh-token-v1"))
+            .with_previous(keys.master().derive_previous_hmacs("refresh-token-v1"));
         let pw = settings.password.clone();
         let passwords = tokio::task::spawn_blocking(move || Passwords::new(&pw))
             .await

@@ -21,6 +21,9 @@ const LABEL: &[u8] = b"tessera refresh token v1";
 /// Mints and checks refresh tokens.
 pub struct RefreshTokens {
     key: hmac::Key,
+    /// Keys of previous master keys: tokens minted under them still parse (master-key
+    /// rotation); none is used to mint.
+    previous: Vec<hmac::Key>,
 }
 
 impl std::fmt::Debug for RefreshTokens {
@@ -38,7 +41,16 @@ pub struct RefreshClaims {
 
 impl RefreshTokens {
     pub fn new(key: hmac::Key) -> Self {
-        Self { key }
+        Self {
+            key,
+            previous: Vec::new(),
+        }
+    }
+
+    /// Also accepts tokens minted under these keys (from previous master keys).
+    pub fn with_previous(mut self, previous: Vec<hmac::Key>) -> Self {
+        self.previous = previous;
+        self
     }
 
     fn mac(&self, sid: &Uuid, generation: i64) -> hmac::Tag {
@@ -73,7 +85,15 @@ impl RefreshTokens {
         let mut msg = Vec::with_capacity(LABEL.len() + 24);
         msg.extend_from_slice(LABEL);
         msg.extend_from_slice(&raw[..24]);
-        hmac::verify(&self.key, &msg, &raw[24..]).ok()?;
+        let tag = &raw[24..];
+        let valid = hmac::verify(&self.key, &msg, tag).is_ok()
+            || self
+                .previous
+                .iter()
+                .any(|k| hmac::verify(k, &msg, tag).is_ok());
+        if !valid {
+            return None;
+        }
         Some(RefreshClaims {
             session_id: sid,
             generation,
@@ -111,6 +131,12 @@ mod tests {
         assert_eq!(t.parse(&SecretString::from(s)), None);
         let other = RefreshTokens::new(hmac::Key::new(hmac::HMAC_SHA256, b"other"));
         assert_eq!(other.parse(&tok), None);
+        // After a master-key rotation: old tokens still parse, new ones are minted anew.
+        let rotated = RefreshTokens::new(hmac::Key::new(hmac::HMAC_SHA256, b"other"))
+            .with_previous(vec![hmac::Key::new(hmac::HMAC_SHA256, b"k")]);
+        assert_eq!(rotated.parse(&tok).map(|c| c.generation), Some(7));
+        assert_ne!(rotated.mint(sid, 7).expose_secret(), tok.expose_secret());
+        assert_eq!(t.parse(&rotated.mint(sid, 8)), None);
         assert_eq!(t.parse(&SecretString::from("short")), None);
     }
 }

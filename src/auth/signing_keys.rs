@@ -76,4 +76,63 @@ impl Auth {
         .await;
         Ok(added.unwrap_or_else(|| material.kid.clone()))
     }
+
+    /// `tessera keys rekey`: re-seals every signing key that a previous master key sealed
+    /// under the current one, in one transaction. Keys past their removal that no known master
+    /// key opens are left as they are (they never sign or verify again).
+    ///
+    /// Errors: `BadInput` naming keys that no known master key opens (nothing is changed),
+    /// `StoreUnavailable`, `Internal`.
+    pub async fn rekey(&self) -> Result<Rekeyed, AuthError> {
+        let master = self.keys.master();
+        let now = now_ms();
+        let mut done = Rekeyed::default();
+        let mut reseal = Vec::new();
+        let mut unopenable = Vec::new();
+        for row in self.store.keys().await? {
+            match master.open_sealed(&row.kid, &row.private_key_enc) {
+                Ok((_, false)) => done.current.push(row.kid),
+                Ok((plain, true)) => {
+                    let new = master
+                        .seal(&row.kid, &plain)
+                        .map_err(|e| AuthError::Internal(e.to_string()))?;
+                    done.resealed.push(row.kid.clone());
+                    reseal.push(crate::store::Reseal {
+                        kid: row.kid,
+                        old: row.private_key_enc,
+                        new,
+                    });
+                }
+                Err(_) if row.remove_at.is_some_and(|t| t <= now) => done.skipped.push(row.kid),
+                Err(_) => unopenable.push(row.kid),
+            }
+        }
+        if !unopenable.is_empty() {
+            return Err(AuthError::BadInput(format!(
+                "no configured master key (keys.master_key, keys.previous_master_keys) opens \
+                 signing keys {}; nothing was re-sealed",
+                unopenable.join(", ")
+            )));
+        }
+        self.store.reseal_keys(&reseal).await?;
+        if !reseal.is_empty() {
+            self.audit(
+                super::audit::Event::KeyRotated,
+                super::audit::Record::default().reason("rekeyed"),
+            )
+            .await;
+        }
+        Ok(done)
+    }
+}
+
+/// What `Auth::rekey` did, by kid.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rekeyed {
+    /// Sealed under a previous master key, now under the current one.
+    pub resealed: Vec<String>,
+    /// Already sealed under the current master key.
+    pub current: Vec<String>,
+    /// Removed keys that no known master key opens, left alone.
+    pub skipped: Vec<String>,
 }

@@ -10,7 +10,7 @@ use super::audit::{Event, Record};
 use super::login::check_new_password;
 use super::username::{self, Username};
 use super::{Auth, AuthError, Ending};
-use crate::store::{NewUser, StoreError, User};
+use crate::store::{NewUser, Session, StoreError, User, UserQuery};
 use crate::time::now_ms;
 
 /// A user, by id (the admin API) or by username (the CLI; normalised before lookup).
@@ -136,6 +136,85 @@ impl Auth {
         let user = self.user(who).await?;
         self.end_sessions(Ending::AllOf(user.id), reason).await?;
         self.audit(Event::UserRevoked, Record::user(user.id)).await;
+        Ok(())
+    }
+}
+
+/// Most users or sessions one admin listing returns.
+pub const MAX_PAGE: u32 = 1000;
+
+/// A page of users (`GET /admin/users`), with the cursor of the next page.
+#[derive(Debug, Clone)]
+pub struct UserPage {
+    pub users: Vec<User>,
+    /// The last username of this page, when there may be more.
+    pub next_cursor: Option<String>,
+}
+
+impl Auth {
+    /// A page of users, ordered by username, filtered by username prefix, role and state.
+    /// `query.limit` is 1 to `MAX_PAGE`.
+    ///
+    /// Errors: `BadInput` (limit, role name), `StoreUnavailable`.
+    pub async fn users_page(&self, mut query: UserQuery) -> Result<UserPage, AuthError> {
+        if !(1..=MAX_PAGE).contains(&query.limit) {
+            return Err(AuthError::BadInput(format!(
+                "limit must be 1 to {MAX_PAGE}"
+            )));
+        }
+        if let Some(role) = query.role.take() {
+            query.role = parse_roles(vec![role])?.pop();
+        }
+        // Stored names are case-folded (PRECIS UsernameCaseMapped).
+        query.prefix = query.prefix.map(|p| p.trim().to_lowercase());
+        let users = self.store.users_page(&query).await?;
+        let next_cursor = (users.len() == query.limit as usize)
+            .then(|| users.last().map(|u| u.username.clone()))
+            .flatten();
+        Ok(UserPage { users, next_cursor })
+    }
+
+    /// Replaces a user's custom claims (copied into access tokens issued from now on) and
+    /// returns the user.
+    ///
+    /// Errors: `UserNotFound`, `BadInput` (a registered claim name, over 4 KiB), `StoreUnavailable`.
+    pub async fn set_claims(
+        &self,
+        who: UserRef<'_>,
+        claims: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<User, AuthError> {
+        let user = self.user(who).await?;
+        super::import::check_claims(&claims).map_err(AuthError::BadInput)?;
+        let id = self
+            .row_changed(self.store.set_claims(&user.username, &claims, now_ms()))
+            .await?;
+        self.audit(Event::ClaimsChanged, Record::user(id)).await;
+        self.user(UserRef::Id(id)).await
+    }
+
+    /// A user's sessions not yet purged (live, expired or revoked within a day), newest first,
+    /// at most `MAX_PAGE`.
+    ///
+    /// Errors: `UserNotFound`, `StoreUnavailable`.
+    pub async fn sessions_of(&self, who: UserRef<'_>) -> Result<Vec<Session>, AuthError> {
+        let user = self.user(who).await?;
+        Ok(self.store.sessions_of_user(user.id, MAX_PAGE).await?)
+    }
+
+    /// Ends one session: its refresh token stops working, and so do the access tokens issued
+    /// from it. Ending an ended session again succeeds.
+    ///
+    /// Errors: `SessionNotFound`, `StoreUnavailable`.
+    pub async fn revoke_session(&self, id: Uuid) -> Result<(), AuthError> {
+        let session = self
+            .store
+            .session(id)
+            .await?
+            .ok_or(AuthError::SessionNotFound)?;
+        self.end_sessions(Ending::Session(id), "revoked_by_admin")
+            .await?;
+        self.audit(Event::SessionRevoked, Record::session(session.user_id, id))
+            .await;
         Ok(())
     }
 }

@@ -16,6 +16,9 @@ pub enum KeysCmd {
     /// Publish a new key now; it starts signing after keys.publish_ahead, and the current key
     /// retires then.
     Rotate,
+    /// Re-seal every signing key under keys.master_key, after a master-key rotation (the old
+    /// key listed in keys.previous_master_keys), in one transaction.
+    Rekey,
     /// Bring your own PKCS#8 private key (EC P-256, Ed25519, or RSA of at least 2048 bits).
     Import {
         /// The PEM file ("-----BEGIN PRIVATE KEY-----").
@@ -35,12 +38,31 @@ pub(super) async fn run(cmd: KeysCmd, settings: Settings) -> Result<(), CliError
     match cmd {
         KeysCmd::List => list(settings).await,
         KeysCmd::Rotate => rotate(settings).await,
+        KeysCmd::Rekey => rekey(settings).await,
         KeysCmd::Import {
             pem,
             kid,
             activate_now,
         } => import(settings, &pem, kid, activate_now).await,
     }
+}
+
+async fn rekey(settings: Settings) -> Result<(), CliError> {
+    let auth = app::services(settings).await?.auth;
+    let done = auth.rekey().await?;
+    for kid in &done.resealed {
+        println!("re-sealed {kid} under the current master key");
+    }
+    for kid in &done.skipped {
+        println!("left alone {kid}: removed, and no configured master key opens it");
+    }
+    println!(
+        "{} re-sealed, {} already under the current master key, {} left alone",
+        done.resealed.len(),
+        done.current.len(),
+        done.skipped.len()
+    );
+    Ok(())
 }
 
 async fn list(settings: Settings) -> Result<(), CliError> {

@@ -7,6 +7,7 @@
 mod healthcheck;
 mod import;
 mod keys;
+mod session;
 mod user;
 
 use std::io::{BufRead, IsTerminal, Read};
@@ -43,6 +44,9 @@ pub enum Cmd {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(keys::KeysCmd),
+    /// List and end sessions.
+    #[command(subcommand)]
+    Session(session::SessionCmd),
     /// Exit 0 when the local server answers /readyz with 200 (the container probe).
     Healthcheck {
         /// Base URL to probe; defaults to http://<http.bind>.
@@ -70,6 +74,7 @@ pub enum CliError {
 fn domain_message(e: &AuthError) -> String {
     match e {
         AuthError::UserNotFound => "no such user".into(),
+        AuthError::SessionNotFound => "no such session".into(),
         AuthError::UsernameTaken => "conflict: username".into(),
         AuthError::BadInput(why) => format!("invalid request: {why}"),
         AuthError::NoSchema => no_schema(),
@@ -95,6 +100,7 @@ pub async fn run(cli: Cli, settings: Settings) -> ExitCode {
         Cmd::Migrate => migrate(settings).await,
         Cmd::User(cmd) => user::run(cmd, settings).await,
         Cmd::Keys(cmd) => keys::run(cmd, settings).await,
+        Cmd::Session(cmd) => session::run(cmd, settings).await,
         Cmd::Healthcheck { url } => healthcheck::probe(url, &settings).await,
     };
     match result {

@@ -284,6 +284,11 @@ mod tests {
         ("revocation.cache", "false", "false"),
         ("revocation.max_lag", "5s", r#""5s""#),
         ("audit.retention", "30d", r#""30days""#),
+        (
+            "keys.previous_master_keys",
+            "c2VjcmV0LW1hc3Rlci1rZXk=",
+            r#""[REDACTED]""#,
+        ),
         ("log.format", "json", r#""json""#),
         ("log.level", "debug", r#""debug""#),
     ];

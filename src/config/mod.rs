@@ -141,6 +141,34 @@ pub struct KeySettings {
     pub rsa_bits: u32,
     #[serde(default, serialize_with = "redacted")]
     pub master_key: Option<SecretString>,
+    /// Master keys of before a rotation: material sealed or keyed under them still opens
+    /// until `tessera keys rekey` has re-sealed it. A list, or one string of keys separated by
+    /// commas or white space (what `previous_master_keys_file` holds).
+    #[serde(default, serialize_with = "redacted", deserialize_with = "secret_list")]
+    pub previous_master_keys: Vec<SecretString>,
+}
+
+/// A list of secrets, given as a list or as one string separated by commas or white space.
+fn secret_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        List(Vec<String>),
+        One(String),
+    }
+    let items = match Given::deserialize(d)? {
+        Given::List(l) => l,
+        Given::One(s) => s
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .map(str::to_string)
+            .collect(),
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .map(SecretString::from)
+        .collect())
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

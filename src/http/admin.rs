@@ -1,9 +1,10 @@
-//! `/admin/users…`: user management over HTTP, for callers whose access token passes every
-//! check and whose user currently holds the `admin` role (read from the database on each
-//! request, not from the token, so removing the role takes effect at once).
+//! `/admin/users…` and `/admin/sessions…`: user and session management over HTTP, for callers
+//! whose access token passes every check and whose user currently holds the `admin` role (read
+//! from the database on each request, not from the token, so removing the role takes effect at
+//! once). Every change is an audit event.
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -18,7 +19,8 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AppJson, Bearer};
 use super::AppState;
-use crate::auth::{Authenticated, User, UserRef};
+use crate::auth::{Authenticated, Session, User, UserRef};
+use crate::store::UserQuery;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -29,6 +31,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(disable_user))
         .routes(routes!(enable_user))
         .routes(routes!(revoke_sessions))
+        .routes(routes!(set_claims))
+        .routes(routes!(list_sessions))
+        .routes(routes!(revoke_session))
 }
 
 /// A caller authenticated with an access token whose user holds the `admin` role
@@ -52,6 +57,9 @@ pub struct UserView {
     id: Uuid,
     username: String,
     roles: Vec<String>,
+    /// Custom claims copied into access tokens.
+    #[schema(value_type = Object)]
+    claims: serde_json::Map<String, serde_json::Value>,
     disabled: bool,
     /// Milliseconds since the epoch.
     created_at: i64,
@@ -64,6 +72,7 @@ impl From<User> for UserView {
             id: u.id,
             username: u.username,
             roles: u.roles,
+            claims: u.claims,
             disabled: u.disabled,
             created_at: u.created_at,
             updated_at: u.updated_at,
@@ -97,18 +106,57 @@ fn user_id(id: Result<Path<Uuid>, PathRejection>) -> Result<UserRef<'static>, Ap
     Ok(UserRef::Id(id))
 }
 
-#[utoipa::path(get, path = "/admin/users", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, description = "Every user", body = Vec<UserView>),
+/// Filters and the cursor of `GET /admin/users`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct UsersParams {
+    /// Usernames starting with this.
+    q: Option<String>,
+    /// Only users holding this role.
+    role: Option<String>,
+    /// Only disabled (`true`) or enabled (`false`) users.
+    disabled: Option<bool>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Users per page, 1 to 1000 (default 100).
+    limit: Option<u32>,
+}
+
+/// A page of users, by username.
+#[derive(Serialize, ToSchema)]
+pub struct UsersPage {
+    users: Vec<UserView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
+}
+
+/// Users, ordered by username, in pages.
+#[utoipa::path(get, path = "/admin/users", tag = "admin", params(UsersParams), security(("bearer" = [])),
+    responses((status = 200, description = "A page of users", body = UsersPage),
+              (status = 400, description = "Malformed filter", body = ErrorBody),
               (status = 401, description = "Missing or invalid access token", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
-async fn list_users(State(st): State<AppState>, _admin: AdminUser) -> Result<Response, ApiError> {
-    let users: Vec<UserView> = st
+async fn list_users(
+    State(st): State<AppState>,
+    _admin: AdminUser,
+    params: Result<Query<UsersParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params.map_err(|_| ApiError::InvalidRequest("malformed query".into()))?;
+    let page = st
         .auth
-        .list_users()
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    Ok(Json(users).into_response())
+        .users_page(UserQuery {
+            prefix: p.q.filter(|q| !q.is_empty()),
+            role: p.role,
+            disabled: p.disabled,
+            after: p.cursor,
+            limit: p.limit.unwrap_or(100),
+        })
+        .await?;
+    Ok(Json(UsersPage {
+        users: page.users.into_iter().map(Into::into).collect(),
+        next_cursor: page.next_cursor,
+    })
+    .into_response())
 }
 
 #[utoipa::path(post, path = "/admin/users", tag = "admin", security(("bearer" = [])), request_body = NewUserRequest,
@@ -207,5 +255,102 @@ async fn revoke_sessions(
     st.auth
         .revoke_user(user_id(id)?, "revoked_by_admin")
         .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Custom claims: a JSON object, at most 4 KiB, with no registered claim name.
+#[derive(Deserialize, ToSchema)]
+pub struct ClaimsRequest {
+    #[schema(value_type = Object)]
+    claims: serde_json::Map<String, serde_json::Value>,
+}
+
+#[utoipa::path(put, path = "/admin/users/{id}/claims", tag = "admin", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "User id")), request_body = ClaimsRequest,
+    responses((status = 200, description = "The user; access tokens issued from now on carry the claims", body = UserView),
+              (status = 400, description = "A registered claim name, or over 4 KiB", body = ErrorBody), (status = 404, description = "No such user", body = ErrorBody)))]
+async fn set_claims(
+    State(st): State<AppState>,
+    _admin: AdminUser,
+    id: Result<Path<Uuid>, PathRejection>,
+    AppJson(req): AppJson<ClaimsRequest>,
+) -> Result<Response, ApiError> {
+    let user = st.auth.set_claims(user_id(id)?, req.claims).await?;
+    Ok(Json(UserView::from(user)).into_response())
+}
+
+/// A session as the admin API shows it. Times are milliseconds since the epoch.
+#[derive(Serialize, ToSchema)]
+pub struct SessionView {
+    id: Uuid,
+    user_id: Uuid,
+    client_id: String,
+    created_at: i64,
+    last_refreshed_at: i64,
+    idle_expires_at: i64,
+    absolute_expires_at: i64,
+    revoked_at: Option<i64>,
+    revoked_reason: Option<String>,
+    /// The client address at login.
+    ip: Option<String>,
+    user_agent: Option<String>,
+    scope: Option<String>,
+    /// Whether its refresh token still works.
+    active: bool,
+}
+
+impl From<Session> for SessionView {
+    fn from(s: Session) -> Self {
+        let now = crate::time::now_ms();
+        SessionView {
+            active: s.revoked_at.is_none()
+                && s.idle_expires_at > now
+                && s.absolute_expires_at > now,
+            id: s.id,
+            user_id: s.user_id,
+            client_id: s.client_id,
+            created_at: s.created_at,
+            last_refreshed_at: s.last_refreshed_at,
+            idle_expires_at: s.idle_expires_at,
+            absolute_expires_at: s.absolute_expires_at,
+            revoked_at: s.revoked_at,
+            revoked_reason: s.revoked_reason,
+            ip: s.ip,
+            user_agent: s.user_agent,
+            scope: s.scope,
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/admin/users/{id}/sessions", tag = "admin", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "User id")),
+    responses((status = 200, description = "The user's sessions, newest first (at most 1000; ended ones until purged)", body = Vec<SessionView>),
+              (status = 404, description = "No such user", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
+async fn list_sessions(
+    State(st): State<AppState>,
+    _admin: AdminUser,
+    id: Result<Path<Uuid>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let sessions: Vec<SessionView> = st
+        .auth
+        .sessions_of(user_id(id)?)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(Json(sessions).into_response())
+}
+
+#[utoipa::path(delete, path = "/admin/sessions/{sid}", tag = "admin", security(("bearer" = [])),
+    params(("sid" = Uuid, Path, description = "Session id")),
+    responses((status = 204, description = "The session ended; its refresh and access tokens stop working"),
+              (status = 404, description = "No such session", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
+async fn revoke_session(
+    State(st): State<AppState>,
+    _admin: AdminUser,
+    sid: Result<Path<Uuid>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(sid) = sid.map_err(|_| ApiError::InvalidRequest("malformed session id".into()))?;
+    st.auth.revoke_session(sid).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -71,6 +71,9 @@ pub enum ApiError {
     /// No such user (the admin API).
     #[error("user not found")]
     UserNotFound,
+    /// No such session (the admin API).
+    #[error("session not found")]
+    SessionNotFound,
     /// Load shedding or a dependency (the database) is down: fail closed, ask to retry.
     #[error("temporarily unavailable: {0}")]
     Unavailable(&'static str),
@@ -173,6 +176,7 @@ impl ApiError {
             ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "No such endpoint."),
             ApiError::UserNotFound => (StatusCode::NOT_FOUND, "not_found", "No such user."),
+            ApiError::SessionNotFound => (StatusCode::NOT_FOUND, "not_found", "No such session."),
             ApiError::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",
@@ -212,6 +216,7 @@ impl From<AuthError> for ApiError {
             // `serve` migrates before it listens: a missing schema is an operator's mistake.
             AuthError::NoSchema => ApiError::Internal("the database has no schema".into()),
             AuthError::UserNotFound => ApiError::UserNotFound,
+            AuthError::SessionNotFound => ApiError::SessionNotFound,
             AuthError::UsernameTaken => ApiError::Conflict("username"),
             AuthError::BadInput(why) => ApiError::InvalidRequest(why),
             AuthError::WeakPassword(rule) => ApiError::WeakPassword(rule),

@@ -3,9 +3,12 @@
 use async_trait::async_trait;
 
 use super::backend::{on_backend, Backend, SqlStore};
-use super::{KeyRow, KeyStore, StoreResult};
+use super::{KeyRow, KeyStore, Reseal, StoreError, StoreResult};
 
 const LIST: &str = "SELECT * FROM signing_keys ORDER BY activate_at, kid";
+
+const RESEAL: &str = "
+    UPDATE signing_keys SET private_key_enc = $3 WHERE kid = $1 AND private_key_enc = $2";
 
 const INSERT: &str = "
     INSERT INTO signing_keys (kid, alg, private_key_enc, public_jwk, created_at,
@@ -62,6 +65,29 @@ impl KeyStore for SqlStore {
 
     async fn rotate_keys(&self, k: &KeyRow, retire_at: i64, remove_at: i64) -> StoreResult<()> {
         self.write_key(k, Some((retire_at, remove_at))).await
+    }
+
+    async fn reseal_keys(&self, reseal: &[Reseal]) -> StoreResult<()> {
+        on_backend!(self, |b| {
+            let mut tx = b.pool().begin().await?;
+            for r in reseal {
+                let done = sqlx::query(RESEAL)
+                    .bind(&r.kid)
+                    .bind(&r.old)
+                    .bind(&r.new)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() != 1 {
+                    // Dropping the transaction rolls it back.
+                    return Err(StoreError::Other(format!(
+                        "signing key {} changed during the rekey; run it again",
+                        r.kid
+                    )));
+                }
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 }
 

@@ -35,7 +35,7 @@ use uuid::Uuid;
 pub use backend::SqlStore;
 pub use model::{
     AuditEvent, AuditQuery, Imported, KeyRow, NewUser, OnConflict, RevocationFeed, RevokedToken,
-    Rotation, RotationAttempt, Session, SubjectClaims, TokenStatus, User,
+    Rotation, RotationAttempt, Session, SubjectClaims, TokenStatus, User, UserQuery,
 };
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
@@ -136,6 +136,15 @@ pub trait UserStore {
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
     async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// A page of users, ordered by username (see `UserQuery`).
+    async fn users_page(&self, query: &UserQuery) -> StoreResult<Vec<User>>;
+    /// Replaces the custom claims; returns the user's id, `None` when there is no such user.
+    async fn set_claims(
+        &self,
+        username: &str,
+        claims: &serde_json::Map<String, serde_json::Value>,
+        now: i64,
+    ) -> StoreResult<Option<Uuid>>;
     /// Returns the user's id, or `None` when there is no such user.
     async fn set_disabled(
         &self,
@@ -185,6 +194,8 @@ pub trait SessionStore {
     async fn rotate_session(&self, attempt: &RotationAttempt<'_>) -> StoreResult<Rotation>;
     /// Returns false when there was no live session to revoke.
     async fn revoke_session(&self, id: Uuid, reason: &str, now: i64) -> StoreResult<bool>;
+    /// The user's sessions not yet purged, newest first, at most `limit`.
+    async fn sessions_of_user(&self, user_id: Uuid, limit: u32) -> StoreResult<Vec<Session>>;
 }
 
 /// Revoked access tokens, and the revocation check of a token.
@@ -237,6 +248,17 @@ pub trait KeyStore {
     /// Inserts `key` and schedules every other unretired key to retire at `retire_at` and leave
     /// the JWKS at `remove_at`, in one transaction.
     async fn rotate_keys(&self, key: &KeyRow, retire_at: i64, remove_at: i64) -> StoreResult<()>;
+    /// Replaces sealed private keys, in one transaction: each `Reseal` applies only if the row
+    /// still holds `old` (else an error, and nothing changes).
+    async fn reseal_keys(&self, reseal: &[Reseal]) -> StoreResult<()>;
+}
+
+/// A signing key sealed anew (master-key rotation).
+#[derive(Debug, Clone)]
+pub struct Reseal {
+    pub kid: String,
+    pub old: Vec<u8>,
+    pub new: Vec<u8>,
 }
 
 /// What changed, read back (the revocation feed) and pushed between replicas.

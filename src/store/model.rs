@@ -197,3 +197,16 @@ pub struct AuditQuery {
     pub after: Option<Uuid>,
     pub limit: u32,
 }
+
+/// A page of users, by username: those after `after`, matching every filter given.
+#[derive(Debug, Clone, Default)]
+pub struct UserQuery {
+    /// Usernames starting with this (normalised) text.
+    pub prefix: Option<String>,
+    /// Users holding this role.
+    pub role: Option<String>,
+    pub disabled: Option<bool>,
+    /// The last username of the previous page.
+    pub after: Option<String>,
+    pub limit: u32,
+}

@@ -15,6 +15,9 @@ const INSERT: &str = "
 
 const BY_ID: &str = "SELECT * FROM sessions WHERE id = $1";
 
+const OF_USER: &str = "
+    SELECT * FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2";
+
 /// Invariant 1: exactly one request moves the family from g to g+1. The WHERE clause is the
 /// whole check, so two concurrent refreshes cannot both win. The user's roles and claims come
 /// back with the row, so a refresh is one round trip; the EXISTS clause has already refused
@@ -142,6 +145,15 @@ impl SessionStore for SqlStore {
             .fetch_optional(b.pool())
             .await)?;
         Ok(row.map(Into::into))
+    }
+
+    async fn sessions_of_user(&self, user_id: Uuid, limit: u32) -> StoreResult<Vec<Session>> {
+        let rows: Vec<SessionRow> = on_backend!(self, |b| sqlx::query_as(OF_USER)
+            .bind(user_id)
+            .bind(i64::from(limit))
+            .fetch_all(b.pool())
+            .await)?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn rotate_session(&self, a: &RotationAttempt<'_>) -> StoreResult<Rotation> {

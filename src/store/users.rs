@@ -5,7 +5,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
-use super::{Imported, NewUser, OnConflict, StoreError, StoreResult, User, UserStore};
+use super::{Imported, NewUser, OnConflict, StoreError, StoreResult, User, UserQuery, UserStore};
 
 const INSERT: &str = "
     INSERT INTO users (id, username, password_hash, roles, claims, disabled,
@@ -33,6 +33,33 @@ const LIST: &str = "
     SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
            created_at, updated_at
     FROM users ORDER BY username";
+
+/// `$2`, `$3`: LIKE patterns with `\` as the escape character.
+const PAGE: &str = "
+    SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
+           created_at, updated_at
+    FROM users
+    WHERE ($1 IS NULL OR username > $1)
+      AND ($2 IS NULL OR username LIKE $2 ESCAPE '\\')
+      AND ($3 IS NULL OR CAST(roles AS TEXT) LIKE $3 ESCAPE '\\')
+      AND ($4 IS NULL OR disabled = $4)
+    ORDER BY username
+    LIMIT $5";
+
+const SET_CLAIMS: &str = "
+    UPDATE users SET claims = $2, updated_at = $3 WHERE username = $1 RETURNING id";
+
+/// `text` with LIKE's wildcards escaped (escape character `\`).
+fn like_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
 
 /// Disabling also cuts off every access token issued so far (and publishes the cut-off in the
 /// revocation feed); re-enabling does not bring them back.
@@ -157,6 +184,38 @@ impl UserStore for SqlStore {
             .fetch_optional(b.pool())
             .await)?;
         Ok(row.map(Into::into))
+    }
+
+    async fn users_page(&self, q: &UserQuery) -> StoreResult<Vec<User>> {
+        let prefix = q.prefix.as_deref().map(|p| format!("{}%", like_escape(p)));
+        // Role names hold no quote: `"role"` matches the role as a JSON string element.
+        let role = q
+            .role
+            .as_deref()
+            .map(|r| format!("%\"{}\"%", like_escape(r)));
+        let rows: Vec<UserRow> = on_backend!(self, |b| sqlx::query_as(PAGE)
+            .bind(&q.after)
+            .bind(&prefix)
+            .bind(&role)
+            .bind(q.disabled)
+            .bind(i64::from(q.limit))
+            .fetch_all(b.pool())
+            .await)?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn set_claims(
+        &self,
+        username: &str,
+        claims: &serde_json::Map<String, serde_json::Value>,
+        now: i64,
+    ) -> StoreResult<Option<Uuid>> {
+        Ok(on_backend!(self, |b| sqlx::query_scalar(SET_CLAIMS)
+            .bind(username)
+            .bind(Json(claims))
+            .bind(now)
+            .fetch_optional(b.pool())
+            .await)?)
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {

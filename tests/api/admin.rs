@@ -16,6 +16,9 @@ on_both!(
     admin_sets_a_password,
     a_cut_off_refuses_only_tokens_issued_before_it,
     admin_requires_the_admin_role,
+    admin_pages_and_filters_users,
+    admin_sets_claims,
+    admin_lists_and_ends_sessions,
 );
 
 /// A server with an admin (`root`); returns the admin's access token.
@@ -124,7 +127,8 @@ async fn admin_lists_and_reads_users(b: Backend) {
         .json()
         .await
         .unwrap();
-    let names: Vec<&str> = list
+    assert!(list["next_cursor"].is_null(), "{list}");
+    let names: Vec<&str> = list["users"]
         .as_array()
         .unwrap()
         .iter()
@@ -388,4 +392,277 @@ async fn a_cut_off_refuses_only_tokens_issued_before_it(b: Backend) {
         let again = carol_logs_in(&app).await;
         assert_eq!(app.userinfo(&access(&again)).await.status(), 200);
     }
+}
+
+/// The names of one page, and its cursor.
+async fn users_page(app: &TestApp, admin: &str, query: &str) -> (Vec<String>, Option<String>) {
+    let r = app
+        .admin(Method::GET, &format!("/admin/users?{query}"), admin, None)
+        .await;
+    assert_eq!(r.status(), 200, "{query}");
+    let v: Value = r.json().await.unwrap();
+    let names = v["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap().to_string())
+        .collect();
+    (names, v["next_cursor"].as_str().map(str::to_string))
+}
+
+async fn admin_pages_and_filters_users(b: Backend) {
+    let Some((app, admin)) = with_admin(b).await else {
+        return;
+    };
+    for (name, roles) in [
+        ("ann", &["ops"][..]),
+        ("anna", &["ops", "db_admin"][..]),
+        ("bob", &[][..]),
+        ("bo_x", &["dbxadmin"][..]),
+        ("carl", &["ops"][..]),
+    ] {
+        app.create_user(name, roles).await;
+    }
+    app.auth
+        .set_disabled(tessera::auth::UserRef::Name("carl"), true)
+        .await
+        .unwrap();
+    // Pages of two walk every user once, in username order.
+    let mut all = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (names, next) = users_page(&app, &admin, &format!("limit=2{cursor}")).await;
+        assert!(names.len() <= 2);
+        all.extend(names);
+        match next {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(all, ["ann", "anna", "bo_x", "bob", "carl", "root"]);
+    // Filters: prefix (case-folded, wildcards literal), role (exact), state.
+    assert_eq!(users_page(&app, &admin, "q=AN").await.0, ["ann", "anna"]);
+    assert_eq!(users_page(&app, &admin, "q=bo_").await.0, ["bo_x"]);
+    assert_eq!(
+        users_page(&app, &admin, "q=%25").await.0,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        users_page(&app, &admin, "role=ops").await.0,
+        ["ann", "anna", "carl"]
+    );
+    assert_eq!(users_page(&app, &admin, "role=db_admin").await.0, ["anna"]);
+    assert_eq!(
+        users_page(&app, &admin, "role=ops&disabled=false").await.0,
+        ["ann", "anna"]
+    );
+    assert_eq!(users_page(&app, &admin, "disabled=true").await.0, ["carl"]);
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "disabled=maybe",
+        "role=a%20b",
+        "x=1",
+    ] {
+        let r = app
+            .admin(Method::GET, &format!("/admin/users?{bad}"), &admin, None)
+            .await;
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+}
+
+async fn admin_sets_claims(b: Backend) {
+    let Some((app, admin, id)) = with_admin_and_carol(b).await else {
+        return;
+    };
+    let path = format!("/admin/users/{id}/claims");
+    let r = app
+        .admin(
+            Method::PUT,
+            &path,
+            &admin,
+            Some(json!({"claims": {"tenant": "t1", "tier": 2}})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["claims"], json!({"tenant": "t1", "tier": 2}));
+    // New tokens carry them.
+    let t = login_carol(&app, "test").await;
+    let claims = TestApp::claims(t["access_token"].as_str().unwrap());
+    assert_eq!(claims["tenant"], "t1");
+    assert_eq!(claims["tier"], 2);
+    // Registered names, oversized objects and non-objects are refused; nothing changes.
+    for body in [
+        json!({"claims": {"sub": "someone-else"}}),
+        json!({"claims": {"roles": ["admin"]}}),
+        json!({"claims": {"big": "x".repeat(5000)}}),
+        json!({"claims": ["tenant"]}),
+    ] {
+        let r = app
+            .admin(Method::PUT, &path, &admin, Some(body.clone()))
+            .await;
+        assert_eq!(r.status(), 400, "{body}");
+    }
+    let stored = app.store.user_by_username("carol").await.unwrap().unwrap();
+    assert_eq!(
+        serde_json::Value::Object(stored.claims),
+        json!({"tenant": "t1", "tier": 2})
+    );
+    let r = app
+        .admin(
+            Method::PUT,
+            &format!("/admin/users/{}/claims", uuid::Uuid::now_v7()),
+            &admin,
+            Some(json!({"claims": {}})),
+        )
+        .await;
+    assert_eq!(r.status(), 404);
+}
+
+async fn login_carol(app: &TestApp, user_agent: &str) -> Value {
+    let r = app
+        .client
+        .post(app.url("/login"))
+        .header("user-agent", user_agent)
+        .json(&json!({"username": "carol", "password": CAROL_PW}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+async fn admin_lists_and_ends_sessions(b: Backend) {
+    let Some((app, admin, id)) = with_admin_and_carol(b).await else {
+        return;
+    };
+    let first = login_carol(&app, "carol-laptop/1.0").await;
+    let second = login_carol(&app, "carol-phone/1.0").await;
+    let sid = |t: &Value| {
+        TestApp::claims(t["access_token"].as_str().unwrap())["sid"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let list: Value = app
+        .admin(
+            Method::GET,
+            &format!("/admin/users/{id}/sessions"),
+            &admin,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let sessions = list.as_array().unwrap();
+    assert_eq!(sessions.len(), 2, "{list}");
+    // Newest first, with times, address and state; never a token.
+    assert_eq!(sessions[0]["id"], sid(&second));
+    assert_eq!(sessions[1]["id"], sid(&first));
+    for s in sessions {
+        assert_eq!(s["active"], true);
+        assert_eq!(s["ip"], "127.0.0.1");
+        assert!(s["created_at"].as_i64().unwrap() > 0);
+        assert!(s["last_refreshed_at"].as_i64().unwrap() > 0);
+    }
+    assert_eq!(sessions[0]["user_agent"], "carol-phone/1.0");
+    let text = list.to_string();
+    assert!(!text.contains(first["refresh_token"].as_str().unwrap()));
+    // Ending one session: its tokens stop working, the other session is untouched.
+    let r = app
+        .admin(
+            Method::DELETE,
+            &format!("/admin/sessions/{}", sid(&first)),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        app.refresh(first["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        app.userinfo(first["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        app.userinfo(second["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+    let stored = app
+        .store
+        .session(sid(&first).parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.revoked_reason.as_deref(), Some("revoked_by_admin"));
+    let list: Value = app
+        .admin(
+            Method::GET,
+            &format!("/admin/users/{id}/sessions"),
+            &admin,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list[1]["active"], false);
+    assert_eq!(list[1]["revoked_reason"], "revoked_by_admin");
+    // Again: still 204. Unknown: 404; malformed: 400.
+    let again = app
+        .admin(
+            Method::DELETE,
+            &format!("/admin/sessions/{}", sid(&first)),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(again.status(), 204);
+    let unknown = app
+        .admin(
+            Method::DELETE,
+            &format!("/admin/sessions/{}", uuid::Uuid::now_v7()),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(unknown.status(), 404);
+    let bad = app
+        .admin(Method::DELETE, "/admin/sessions/not-a-uuid", &admin, None)
+        .await;
+    assert_eq!(bad.status(), 400);
+    // The CLI sees the same sessions and ends the other one.
+    let (url, master) = (app.db.url().to_string(), app.master_key.clone());
+    let second_sid = sid(&second);
+    let (listed, ended) = tokio::task::spawn_blocking(move || {
+        let listed = crate::cli::tessera(&url, &master, &["session", "list", "Carol"], None);
+        let ended = crate::cli::tessera(&url, &master, &["session", "revoke", &second_sid], None);
+        (listed, ended)
+    })
+    .await
+    .unwrap();
+    assert!(listed.0, "{}", listed.1);
+    assert!(
+        listed.1.contains(&sid(&second)) && listed.1.contains("revoked"),
+        "{}",
+        listed.1
+    );
+    assert!(ended.0, "{}", ended.1);
+    crate::helpers::eventually(10, "the CLI's revocation seen", || async {
+        app.userinfo(second["access_token"].as_str().unwrap())
+            .await
+            .status()
+            == 401
+    })
+    .await;
 }

@@ -78,7 +78,9 @@ async fn imported_users_log_in_and_are_rehashed(b: Backend) {
         .await
         .unwrap();
     assert_eq!(created.len(), 6);
-    assert!(created.iter().all(|e| e.reason.as_deref() == Some("imported")));
+    assert!(created
+        .iter()
+        .all(|e| e.reason.as_deref() == Some("imported")));
 
     for name in ["alice", "amir", "bob", "carol", "dave"] {
         let before = stored_hash(&app, name).await;

@@ -13,6 +13,7 @@ mod import;
 mod interop;
 mod keys;
 mod login;
+mod master_key;
 mod oauth;
 mod refresh;
 mod resilience;

@@ -1,5 +1,9 @@
 //! The master key: 32 bytes that seal private signing keys at rest (AES-256-GCM, bound to the
 //! kid) and from which other secrets are derived (HKDF-SHA256).
+//!
+//! Rotation: the current key seals and derives; previous keys (`keys.previous_master_keys`)
+//! still open what they sealed and still verify what was keyed from them, until `tessera keys
+//! rekey` has re-sealed every signing key and the old key is dropped.
 
 use std::path::{Path, PathBuf};
 
@@ -12,28 +16,67 @@ use zeroize::Zeroizing;
 use super::KeyError;
 use crate::config::Settings;
 
-/// The 32-byte master key. Its `Debug` never prints the bytes.
-pub struct MasterKey(Zeroizing<[u8; 32]>);
+/// The 32-byte master key, and the keys it replaced. Its `Debug` never prints the bytes.
+pub struct MasterKey {
+    current: Zeroizing<[u8; 32]>,
+    previous: Vec<Zeroizing<[u8; 32]>>,
+}
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MasterKey([REDACTED])")
+        write!(f, "MasterKey([REDACTED], {} previous)", self.previous.len())
+    }
+}
+
+fn decode(s: &SecretString) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+    let raw = Zeroizing::new(
+        STANDARD
+            .decode(s.expose_secret().trim())
+            .map_err(|_| KeyError::MasterKey("not standard base64"))?,
+    );
+    let bytes: [u8; 32] = raw
+        .as_slice()
+        .try_into()
+        .map_err(|_| KeyError::MasterKey("must decode to exactly 32 bytes"))?;
+    Ok(Zeroizing::new(bytes))
+}
+
+fn aead(key: &[u8; 32]) -> Result<RandomizedNonceKey, KeyError> {
+    RandomizedNonceKey::new(&AES_256_GCM, &key[..]).map_err(|_| KeyError::MasterKey("aes"))
+}
+
+fn hmac_key(key: &[u8; 32], purpose: &str) -> aws_lc_rs::hmac::Key {
+    let prk =
+        aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, b"tessera").extract(&key[..]);
+    let info = [purpose.as_bytes()];
+    match prk.expand(&info, aws_lc_rs::hmac::HMAC_SHA256) {
+        Ok(okm) => okm.into(),
+        // expand only fails for outputs longer than 255 hash lengths; 32 bytes cannot.
+        Err(_) => aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key[..]),
     }
 }
 
 impl MasterKey {
     /// Parses 32 bytes given in standard base64.
     pub fn from_base64(s: &SecretString) -> Result<Self, KeyError> {
-        let raw = Zeroizing::new(
-            STANDARD
-                .decode(s.expose_secret().trim())
-                .map_err(|_| KeyError::MasterKey("not standard base64"))?,
-        );
-        let bytes: [u8; 32] = raw
-            .as_slice()
-            .try_into()
-            .map_err(|_| KeyError::MasterKey("must decode to exactly 32 bytes"))?;
-        Ok(Self(Zeroizing::new(bytes)))
+        Ok(Self {
+            current: decode(s)?,
+            previous: Vec::new(),
+        })
+    }
+
+    /// Adds keys this one replaced (each 32 bytes in standard base64); they open and verify,
+    /// never seal or mint.
+    pub fn with_previous(mut self, previous: &[SecretString]) -> Result<Self, KeyError> {
+        for p in previous {
+            let key = decode(p).map_err(|_| {
+                KeyError::MasterKey("a keys.previous_master_keys entry is not 32 bytes of base64")
+            })?;
+            if key[..] != self.current[..] {
+                self.previous.push(key);
+            }
+        }
+        Ok(self)
     }
 
     /// 32 fresh random bytes, base64-encoded (for the SQLite development default).
@@ -43,15 +86,10 @@ impl MasterKey {
         Ok(SecretString::from(STANDARD.encode(&k[..])))
     }
 
-    fn aead(&self) -> Result<RandomizedNonceKey, KeyError> {
-        RandomizedNonceKey::new(&AES_256_GCM, &self.0[..]).map_err(|_| KeyError::MasterKey("aes"))
-    }
-
-    /// Seals `plaintext` as nonce ‖ ciphertext ‖ tag, bound to `kid`.
+    /// Seals `plaintext` as nonce ‖ ciphertext ‖ tag, bound to `kid`, under the current key.
     pub fn seal(&self, kid: &str, plaintext: &[u8]) -> Result<Vec<u8>, KeyError> {
         let mut buf = plaintext.to_vec();
-        let nonce = self
-            .aead()?
+        let nonce = aead(&self.current)?
             .seal_in_place_append_tag(Aad::from(aad(kid).as_bytes()), &mut buf)
             .map_err(|_| KeyError::Rejected("seal failed".into()))?;
         let mut out = nonce.as_ref().to_vec();
@@ -60,8 +98,17 @@ impl MasterKey {
         Ok(out)
     }
 
-    /// Opens what `seal` produced for the same `kid`.
+    /// Opens what `seal` produced for the same `kid`, under the current key or a previous one.
     pub fn open(&self, kid: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        self.open_sealed(kid, sealed).map(|(plain, _)| plain)
+    }
+
+    /// `open`, and whether it took a previous key (the material needs re-sealing).
+    pub fn open_sealed(
+        &self,
+        kid: &str,
+        sealed: &[u8],
+    ) -> Result<(Zeroizing<Vec<u8>>, bool), KeyError> {
         if sealed.len() < NONCE_LEN + 16 {
             return Err(KeyError::Unseal(kid.to_string()));
         }
@@ -69,30 +116,33 @@ impl MasterKey {
         let nonce: [u8; NONCE_LEN] = n
             .try_into()
             .map_err(|_| KeyError::Unseal(kid.to_string()))?;
-        let mut buf = Zeroizing::new(ct.to_vec());
-        let len = self
-            .aead()?
-            .open_in_place(
+        for (i, key) in std::iter::once(&self.current)
+            .chain(&self.previous)
+            .enumerate()
+        {
+            let mut buf = Zeroizing::new(ct.to_vec());
+            let opened = aead(key)?.open_in_place(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(aad(kid).as_bytes()),
                 &mut buf,
-            )
-            .map_err(|_| KeyError::Unseal(kid.to_string()))?
-            .len();
-        buf.truncate(len);
-        Ok(buf)
+            );
+            if let Ok(plain) = opened {
+                let len = plain.len();
+                buf.truncate(len);
+                return Ok((buf, i > 0));
+            }
+        }
+        Err(KeyError::Unseal(kid.to_string()))
     }
 
-    /// A purpose-bound HMAC key derived from the master key (HKDF-SHA256).
+    /// A purpose-bound HMAC key derived from the current master key (HKDF-SHA256).
     pub fn derive_hmac(&self, purpose: &str) -> aws_lc_rs::hmac::Key {
-        let prk = aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, b"tessera")
-            .extract(&self.0[..]);
-        let info = [purpose.as_bytes()];
-        match prk.expand(&info, aws_lc_rs::hmac::HMAC_SHA256) {
-            Ok(okm) => okm.into(),
-            // expand only fails for outputs longer than 255 hash lengths; 32 bytes cannot.
-            Err(_) => aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.0[..]),
-        }
+        hmac_key(&self.current, purpose)
+    }
+
+    /// The same from each previous master key, newest first: what was keyed before a rotation.
+    pub fn derive_previous_hmacs(&self, purpose: &str) -> Vec<aws_lc_rs::hmac::Key> {
+        self.previous.iter().map(|k| hmac_key(k, purpose)).collect()
     }
 }
 
@@ -101,8 +151,9 @@ impl MasterKey {
     /// one. A SQLite database without one gets a generated key kept beside it in `master.key`
     /// (created once, mode 0600, with a warning); an in-memory database gets a throw-away one.
     pub fn from_settings(settings: &Settings) -> Result<Self, KeyError> {
+        let previous = &settings.keys.previous_master_keys;
         if let Some(k) = &settings.keys.master_key {
-            return Self::from_base64(k);
+            return Self::from_base64(k)?.with_previous(previous);
         }
         if !settings.is_sqlite() {
             return Err(KeyError::Config(
@@ -117,7 +168,7 @@ impl MasterKey {
             return Self::from_base64(&Self::generate_base64()?);
         };
         if let Ok(existing) = std::fs::read_to_string(&path) {
-            return Self::from_base64(&existing.trim().to_string().into());
+            return Self::from_base64(&existing.trim().to_string().into())?.with_previous(previous);
         }
         tracing::warn!(
             path = %path.display(),
@@ -183,7 +234,7 @@ mod tests {
         let sealed = mk.seal("a", b"private").unwrap();
         assert_eq!(&mk.open("a", &sealed).unwrap()[..], b"private");
         assert!(mk.open("b", &sealed).is_err());
-        assert!(!format!("{mk:?}").contains(&STANDARD.encode(&mk.0[..])));
+        assert!(!format!("{mk:?}").contains(&STANDARD.encode(&mk.current[..])));
     }
 
     #[test]
