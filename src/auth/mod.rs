@@ -24,6 +24,7 @@ mod error;
 pub mod import;
 pub mod keys;
 pub mod login;
+mod observe;
 pub mod password;
 pub mod refresh_token;
 pub mod revocation;

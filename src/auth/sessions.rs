@@ -39,9 +39,16 @@ impl Auth {
             })
             .await
             .map_err(|e| self.db_error(e))?;
+        let outcome_metric = |result: &'static str| {
+            metrics::counter!("refresh_total", "result" => result).increment(1);
+        };
         let (session, subject) = match outcome {
-            Rotation::Rotated(s, g) => (s, g),
+            Rotation::Rotated(s, g) => {
+                outcome_metric("rotated");
+                (s, g)
+            }
             Rotation::Retry(s, g) => {
+                outcome_metric("retry_in_grace");
                 tracing::info!(session_id = %s.id, "refresh retried inside the grace window");
                 (s, g)
             }
@@ -60,10 +67,14 @@ impl Auth {
                 self.audit(Event::ReuseDetected, record.client(client.as_str()))
                     .await;
                 metrics::counter!("refresh_reuse_detected_total").increment(1);
+                outcome_metric("reuse");
                 tracing::warn!(session_id = %rt.session_id, "refresh token reuse: session revoked");
                 return Err(AuthError::InvalidRefreshToken);
             }
-            Rotation::Invalid => return Err(AuthError::InvalidRefreshToken),
+            Rotation::Invalid => {
+                outcome_metric(self.why_invalid(rt.session_id, client, now.0).await);
+                return Err(AuthError::InvalidRefreshToken);
+            }
         };
         self.revocations.session_live(session.id, session.user_id);
         self.audit(
@@ -76,6 +87,19 @@ impl Auth {
         // the same successor.
         let granted = self.narrow(&session.granted(), req)?;
         self.issue(&subject, &session, &granted, now)
+    }
+
+    /// Why a well-formed refresh token did not rotate, for `refresh_total{result}`: one read,
+    /// on the failure path only.
+    async fn why_invalid(&self, id: uuid::Uuid, client: &ClientId, now: i64) -> &'static str {
+        match self.store.session(id).await {
+            Ok(None) => "unknown",
+            Ok(Some(s)) if s.revoked_at.is_some() => "revoked",
+            Ok(Some(s)) if s.idle_expires_at <= now || s.absolute_expires_at <= now => "expired",
+            Ok(Some(s)) if s.client_id != client.as_str() => "wrong_client",
+            Ok(Some(_)) => "stale",
+            Err(_) => "unknown",
+        }
     }
 
     /// `POST /logout`: revokes the session named by the refresh token and/or the access token,

@@ -118,14 +118,19 @@ impl Auth {
             Err(e) => tracing::warn!(error = %e, "automatic key rotation failed"),
         }
         let retention = crate::time::millis(self.settings.audit.retention);
+        let purged = |table: &'static str, n: u64| {
+            metrics::counter!("upkeep_purged_rows_total", "table" => table).increment(n);
+        };
         match self.store.purge_audit(now - retention).await {
-            Ok(n) if n > 0 => tracing::debug!(rows = n, "purged old audit events"),
-            Ok(_) => {}
+            Ok(n) => purged("audit_events", n),
             Err(e) => tracing::warn!(error = %e, "audit purge failed"),
         }
         match self.store.purge_expired(now).await {
-            Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired rows"),
-            Ok(_) => {}
+            Ok(p) => {
+                purged("revoked_tokens", p.revoked_tokens);
+                purged("sessions", p.sessions);
+                purged("login_throttle", p.login_throttle);
+            }
             Err(e) => tracing::warn!(error = %e, "purge failed"),
         }
     }

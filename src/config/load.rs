@@ -226,6 +226,7 @@ mod tests {
         ("http.bind", "0.0.0.0:9999", r#""0.0.0.0:9999""#),
         ("http.request_timeout", "7s", r#""7s""#),
         ("http.header_read_timeout", "3s", r#""3s""#),
+        ("http.shutdown_grace", "7s", r#""7s""#),
         ("http.body_limit", "4096", "4096"),
         ("http.max_header_bytes", "9000", "9000"),
         (

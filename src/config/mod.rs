@@ -30,6 +30,7 @@ pub struct Settings {
     pub throttle: ThrottleSettings,
     pub revocation: RevocationSettings,
     pub audit: AuditSettings,
+    pub metrics: MetricsSettings,
     pub log: LogSettings,
     /// OAuth clients allowed to authenticate (introspection, the revocation feed, `/token`).
     #[serde(default)]
@@ -38,6 +39,15 @@ pub struct Settings {
     /// `tokens.audience`.
     #[serde(default)]
     pub resources: Vec<ResourceSettings>,
+}
+
+/// `/metrics`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// When set, `/metrics` answers only requests with `Authorization: Bearer <this>`.
+    #[serde(default, serialize_with = "redacted")]
+    pub bearer_token: Option<SecretString>,
 }
 
 /// The audit trail (`auth::audit`).
@@ -80,6 +90,9 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// After SIGTERM, how long in-flight requests may take to finish before the process exits.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
     pub body_limit: usize,
     pub max_header_bytes: usize,
     /// Browser origins allowed to call Tessera (CORS, with credentials); empty: none.

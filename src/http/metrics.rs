@@ -1,14 +1,17 @@
 //! `GET /metrics`: Prometheus text format. Per-route request counts and latency histograms
-//! (recorded by `edge`), plus
-//! the domain counters recorded in `auth` (logins, refreshes, shed requests).
+//! (recorded by `edge`), the domain counters recorded in `auth` (logins, refresh outcomes, shed
+//! requests, audit events, purged rows), and the state gauges `Auth::observe` sets at each
+//! scrape. With `metrics.bearer_token` set, only a request bearing that token is answered.
 //!
 //! The recorder is process-wide (the `metrics` facade allows one), installed on first use.
 
 use std::sync::OnceLock;
 
-use axum::http::header;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use secrecy::{ExposeSecret, SecretString};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -26,6 +29,11 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 .set_buckets_for_metric(
                     Matcher::Full("http_request_duration_seconds".into()),
                     &buckets,
+                )
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full("password_hash_seconds".into()),
+                    &[0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0],
                 )
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
@@ -48,9 +56,31 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
-async fn metrics() -> Response {
+#[utoipa::path(get, path = "/metrics", tag = "operations", security((), ("bearer" = [])),
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain"),
+              (status = 401, description = "metrics.bearer_token is set and the request does not bear it", body = super::error::ErrorBody)))]
+async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(expected) = &st.settings.metrics.bearer_token {
+        if !bears(&headers, expected) {
+            return super::error::ApiError::InvalidToken.into_response();
+        }
+    }
+    st.auth.observe().await;
     let body = handle().map(|h| h.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Whether the request bears `expected`, compared in constant time (both sides hashed first).
+fn bears(headers: &HeaderMap, expected: &SecretString) -> bool {
+    use aws_lc_rs::digest::{digest, SHA256};
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    aws_lc_rs::constant_time::verify_slices_are_equal(
+        digest(&SHA256, given.as_bytes()).as_ref(),
+        digest(&SHA256, expected.expose_secret().as_bytes()).as_ref(),
+    )
+    .is_ok()
 }

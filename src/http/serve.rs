@@ -18,9 +18,6 @@ use tower::ServiceExt;
 
 use crate::config::HttpSettings;
 
-/// How long in-flight requests may take to finish after shutdown is asked for.
-const DRAIN: Duration = Duration::from_secs(20);
-
 /// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests.
 pub async fn serve(
     listener: TcpListener,
@@ -75,7 +72,7 @@ pub async fn serve(
         }
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
+    if tokio::time::timeout(cfg.shutdown_grace, graceful.shutdown())
         .await
         .is_err()
     {

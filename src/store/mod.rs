@@ -294,7 +294,25 @@ pub trait Upkeep {
     async fn ping(&self) -> StoreResult<()>;
     /// Deletes denylist rows whose token has expired, sessions long past their end, and
     /// throttle rows nobody waits on.
-    async fn purge_expired(&self, now: i64) -> StoreResult<u64>;
+    async fn purge_expired(&self, now: i64) -> StoreResult<Purged>;
+    /// The connection pool's state, for `/metrics`.
+    fn pool_stats(&self) -> PoolStats;
+}
+
+/// Rows deleted by one `purge_expired`, by table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub revoked_tokens: u64,
+    pub sessions: u64,
+    pub login_throttle: u64,
+}
+
+/// Connections of the database pool (the refresh path's own connections not included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
 }
 
 /// Everything the domain asks of a database.

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::backend::{on_backend, Backend, SqlStore};
-use super::{StoreError, StoreResult, Upkeep, SESSION_RETENTION_MS};
+use super::{PoolStats, Purged, StoreError, StoreResult, Upkeep, SESSION_RETENTION_MS};
 
 const PING: &str = "SELECT 1";
 
@@ -42,7 +42,18 @@ impl Upkeep for SqlStore {
         Ok(())
     }
 
-    async fn purge_expired(&self, now: i64) -> StoreResult<u64> {
+    fn pool_stats(&self) -> PoolStats {
+        on_backend!(self, |b| {
+            let pool = b.pool();
+            PoolStats {
+                open: pool.size(),
+                idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+                max: pool.options().get_max_connections(),
+            }
+        })
+    }
+
+    async fn purge_expired(&self, now: i64) -> StoreResult<Purged> {
         let cutoff = now - SESSION_RETENTION_MS;
         let a = on_backend!(self, |b| sqlx::query(PURGE_DENYLIST)
             .bind(now)
@@ -60,6 +71,10 @@ impl Upkeep for SqlStore {
             .execute(b.pool())
             .await
             .map(|r| r.rows_affected()))?;
-        Ok(a + b + c)
+        Ok(Purged {
+            revoked_tokens: a,
+            sessions: b,
+            login_throttle: c,
+        })
     }
 }

@@ -15,6 +15,7 @@ mod keys;
 mod login;
 mod master_key;
 mod oauth;
+mod operations;
 mod refresh;
 mod resilience;
 mod userinfo;

@@ -143,6 +143,12 @@ impl Passwords {
         &self.activity
     }
 
+    /// Logins admitted and not finished (hashing or queued), and the number of hashing
+    /// threads, for `/metrics`.
+    pub fn load(&self) -> (usize, usize) {
+        (self.admitted.load(Ordering::Acquire), self.slots)
+    }
+
     /// Reserves room for one password computation, before any other work is spent on the
     /// request (database reads included), so that shedding a login flood costs next to nothing.
     pub fn admit(&self) -> Result<Admission, PasswordError> {
@@ -209,7 +215,10 @@ impl Passwords {
                 let _ = tx.send(Err(PasswordError::Busy));
                 return;
             }
-            let _ = tx.send(Ok(span.in_scope(f)));
+            let started = std::time::Instant::now();
+            let out = span.in_scope(f);
+            metrics::histogram!("password_hash_seconds").record(started.elapsed().as_secs_f64());
+            let _ = tx.send(Ok(out));
         });
         self.queue.try_send(job).map_err(|_| PasswordError::Busy)?;
         rx.await

@@ -69,6 +69,18 @@ struct State {
     cursor: Option<i64>,
 }
 
+/// What `RevocationCache::stats` reports.
+#[derive(Debug, Clone, Copy)]
+pub struct RevocationStats {
+    pub jtis: usize,
+    pub sessions: usize,
+    pub users: usize,
+    pub live: usize,
+    /// `None`: never synced, or distrusted since.
+    pub since_sync: Option<Duration>,
+    pub trusted: bool,
+}
+
 /// See the module documentation.
 pub struct RevocationCache {
     enabled: bool,
@@ -120,6 +132,21 @@ impl RevocationCache {
     fn mono_ns(&self) -> u64 {
         // Never 0, which means "not synced".
         (self.base.elapsed().as_nanos() as u64).max(1)
+    }
+
+    /// Entries held (denylisted jtis, revoked sessions, cached users, live sessions) and the
+    /// time since the last successful sync, for `/metrics`.
+    pub fn stats(&self) -> RevocationStats {
+        let at = self.synced_at.load(Ordering::Acquire);
+        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+        RevocationStats {
+            jtis: s.jtis.len(),
+            sessions: s.sessions.len(),
+            users: s.users.len(),
+            live: s.live.len(),
+            since_sync: (at != 0).then(|| Duration::from_nanos(self.mono_ns().saturating_sub(at))),
+            trusted: self.trusted(),
+        }
     }
 
     /// True when checks may be answered from memory.

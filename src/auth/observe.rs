@@ -1,0 +1,65 @@
+//! `Auth::observe`: the gauges `/metrics` reads at each scrape. Counters and histograms are
+//! recorded where things happen; these describe state.
+
+use super::keys::KeyState;
+use super::Auth;
+use crate::time::now_ms;
+
+impl Auth {
+    /// Sets the state gauges:
+    /// - `tessera_build_info{version}` (1);
+    /// - `password_queue_depth` (logins hashing or waiting), `password_slots`;
+    /// - `db_pool_connections{state="open"|"idle"}`, `db_pool_max_connections`;
+    /// - `revocation_state_trusted` (0 or 1), `revocation_state_entries{kind}`,
+    ///   `revocation_state_sync_age_seconds` (absent until a first sync);
+    /// - `signing_keys{state}` and `signing_key_active_age_seconds` (since the active key
+    ///   started signing), from one read of the key table.
+    pub async fn observe(&self) {
+        metrics::gauge!("tessera_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        let (depth, slots) = self.passwords.load();
+        metrics::gauge!("password_queue_depth").set(depth as f64);
+        metrics::gauge!("password_slots").set(slots as f64);
+        let pool = self.store.pool_stats();
+        metrics::gauge!("db_pool_connections", "state" => "open").set(f64::from(pool.open));
+        metrics::gauge!("db_pool_connections", "state" => "idle").set(f64::from(pool.idle));
+        metrics::gauge!("db_pool_max_connections").set(f64::from(pool.max));
+        let r = self.revocations.stats();
+        metrics::gauge!("revocation_state_trusted").set(if r.trusted { 1.0 } else { 0.0 });
+        for (kind, n) in [
+            ("jti", r.jtis),
+            ("session", r.sessions),
+            ("user", r.users),
+            ("live_session", r.live),
+        ] {
+            metrics::gauge!("revocation_state_entries", "kind" => kind).set(n as f64);
+        }
+        if let Some(age) = r.since_sync {
+            metrics::gauge!("revocation_state_sync_age_seconds").set(age.as_secs_f64());
+        }
+        let now = now_ms();
+        if let Ok(rows) = self.store.keys().await {
+            const STATES: [KeyState; 4] = [
+                KeyState::Pending,
+                KeyState::Active,
+                KeyState::Retired,
+                KeyState::Removed,
+            ];
+            let mut active_since: Option<i64> = None;
+            let states: Vec<KeyState> = rows.iter().map(|r| KeyState::of(r, now)).collect();
+            for (row, state) in rows.iter().zip(&states) {
+                if *state == KeyState::Active {
+                    active_since =
+                        Some(active_since.map_or(row.activate_at, |t| t.max(row.activate_at)));
+                }
+            }
+            for state in STATES {
+                let n = states.iter().filter(|s| **s == state).count();
+                metrics::gauge!("signing_keys", "state" => state.name()).set(n as f64);
+            }
+            if let Some(t) = active_since {
+                metrics::gauge!("signing_key_active_age_seconds")
+                    .set((now - t).max(0) as f64 / 1000.0);
+            }
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! What an operator reads: `/metrics` (state gauges, refresh outcomes, the scrape token).
+
+use figment::providers::Serialized;
+use serde_json::Value;
+
+use crate::helpers::{Backend, TestApp};
+use crate::on_both;
+
+on_both!(metrics_answer_an_operators_questions);
+
+/// The value of the sample `line` (name and labels exactly), if present.
+fn sample(text: &str, line: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(line)?.strip_prefix(' ')?.parse().ok())
+}
+
+async fn metrics_answer_an_operators_questions(b: Backend) {
+    const TOKEN: &str = "scrape-token-0123456789";
+    let Some(app) = TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default("metrics.bearer_token", TOKEN))
+    })
+    .await
+    else {
+        return;
+    };
+    // The scrape token is required, and compared exactly.
+    assert_eq!(app.get("/metrics").await.status(), 401);
+    let r = app.post_bearer("/metrics", TOKEN).await;
+    assert_eq!(r.status(), 405);
+    for wrong in ["scrape-token-012345678", "scrape-token-01234567890", ""] {
+        let r = app
+            .client
+            .get(app.url("/metrics"))
+            .bearer_auth(wrong)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{wrong}");
+    }
+    // Refresh outcomes by reason.
+    app.create_user("alice", &[]).await;
+    let t = app.login_ok("alice").await;
+    let rt = t["refresh_token"].as_str().unwrap().to_string();
+    let next: Value = app.refresh(&rt).await.json().await.unwrap();
+    app.post_bearer("/logout/all", next["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        app.refresh(next["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        401
+    );
+    let scrape = || async {
+        let r = app
+            .client
+            .get(app.url("/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    };
+    let text = scrape().await;
+    let has = |line: &str| sample(&text, line).unwrap_or_else(|| panic!("no {line} in\n{text}"));
+    assert!(has(r#"refresh_total{result="rotated"}"#) >= 1.0);
+    assert!(has(r#"refresh_total{result="revoked"}"#) >= 1.0);
+    assert_eq!(
+        has(&format!(
+            r#"tessera_build_info{{version="{}"}}"#,
+            env!("CARGO_PKG_VERSION")
+        )),
+        1.0
+    );
+    // State: hashing, pool, revocation state, keys.
+    assert!(has("password_slots") >= 1.0);
+    assert!(has("password_queue_depth") >= 0.0);
+    assert!(text.contains("password_hash_seconds_bucket"), "{text}");
+    assert!(has(r#"db_pool_connections{state="open"}"#) >= 1.0);
+    assert!(has("db_pool_max_connections") >= 1.0);
+    assert!(has(r#"revocation_state_entries{kind="session"}"#) >= 0.0);
+    assert!(has("revocation_state_trusted") <= 1.0);
+    assert!(has(r#"signing_keys{state="active"}"#) >= 1.0);
+    assert!(has("signing_key_active_age_seconds") >= 0.0);
+    // Trusted once synced.
+    crate::helpers::eventually(10, "revocation state trusted", || async {
+        sample(&scrape().await, "revocation_state_trusted") == Some(1.0)
+    })
+    .await;
+}
