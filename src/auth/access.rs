@@ -181,10 +181,7 @@ impl Auth {
         let Some(s) = self.store.session(rt.session_id).await? else {
             return Ok(None);
         };
-        let live = s.revoked_at.is_none()
-            && s.generation == rt.generation
-            && s.idle_expires_at > now
-            && s.absolute_expires_at > now;
+        let live = s.is_live(now) && s.generation == rt.generation;
         if !live {
             return Ok(None);
         }

@@ -5,7 +5,10 @@
 //!
 //! Each carries the time, the user and session when known, the OAuth client, the client
 //! address and the request id (from the `RequestContext` the HTTP edge sets for each request),
-//! and a reason code. Never a password, token, hash or key.
+//! and a reason code. Never a password, token, hash or key. `login.throttled` carries no user:
+//! a refused attempt is not looked up, and its name need not be an account's. Rows are listed by
+//! id (UUIDv7, taken when the event happens); a batch written late can land behind a cursor
+//! already handed out, so a client following the trail should re-read its last minute.
 //!
 //! In a server, rows are written by a background writer in batches, so that an event costs the
 //! request a channel send and not a database round trip (`/refresh` stays one statement). If
@@ -32,30 +35,39 @@ const MAX_REQUEST_ID_CHARS: usize = 128;
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Event {
+    /// A password login issued a session.
     LoginSucceeded,
     /// `reason`: `unknown_user`, `bad_password`, `disabled`.
     LoginFailed,
     /// Refused by the throttle before any password was checked.
     LoginThrottled,
+    /// A refresh token rotated (or was retried inside the grace window).
     Refreshed,
     /// A spent refresh token came back: the session was revoked (RFC 9700 §4.14.2).
     ReuseDetected,
+    /// `/logout` ended a session.
     Logout,
+    /// `/logout/all` ended every session of the caller.
     LogoutAll,
+    /// A new password was set (every session of the user ended).
     PasswordChanged,
     /// `reason`: `created` or `imported`.
     UserCreated,
+    /// Disabled: every token of the user refused from now on.
     UserDisabled,
     UserEnabled,
+    /// The roles were replaced.
     RolesChanged,
     /// Every session of the user ended by an administrator.
     UserRevoked,
+    /// The custom claims were replaced.
     ClaimsChanged,
     /// One session ended by an administrator.
     SessionRevoked,
-    /// `reason`: `manual`, `automatic` or `imported`.
+    /// A signing key added or re-sealed; `reason`: `manual`, `automatic`, `imported`, `rekeyed`.
     KeyRotated,
-    /// `reason`: `unknown_client`, `bad_secret`, `not_confidential`.
+    /// `reason`: `unknown_client`, `bad_secret`, `no_secret` (a confidential client without its
+    /// secret).
     ClientAuthFailed,
 }
 
@@ -103,6 +115,7 @@ impl Event {
         }
     }
 
+    /// The event named `name` (as `name()` spells it), if any.
     pub fn parse(name: &str) -> Option<Event> {
         Event::ALL.into_iter().find(|e| e.name() == name)
     }
@@ -144,6 +157,7 @@ pub struct Record {
 }
 
 impl Record {
+    /// An event about user `id`.
     pub fn user(id: Uuid) -> Self {
         Record {
             user_id: Some(id),
@@ -151,6 +165,7 @@ impl Record {
         }
     }
 
+    /// An event about one session of a user.
     pub fn session(user_id: Uuid, session_id: Uuid) -> Self {
         Record {
             user_id: Some(user_id),
@@ -159,11 +174,13 @@ impl Record {
         }
     }
 
+    /// The OAuth client the event concerns (only a configured client's id).
     pub fn client(mut self, client_id: &str) -> Self {
         self.client_id = Some(client_id.to_string());
         self
     }
 
+    /// A reason code (a fixed word, never input).
     pub fn reason(mut self, reason: &'static str) -> Self {
         self.reason = Some(reason);
         self
@@ -181,6 +198,7 @@ pub struct AuditTrail {
 }
 
 impl AuditTrail {
+    /// A trail writing to `store`, directly until `run_writer` starts batching.
     pub fn new(store: Arc<dyn Store>) -> Self {
         let (queue, pending) = mpsc::channel(QUEUE);
         AuditTrail {
@@ -221,11 +239,20 @@ impl AuditTrail {
             "audit event"
         );
         metrics::counter!("audit_events_total", "event" => event.name()).increment(1);
-        if self.batched.load(Ordering::Acquire) {
-            if self.queue.try_send(row).is_err() {
-                metrics::counter!("audit_events_dropped_total").increment(1);
+        let row = if self.batched.load(Ordering::Acquire) {
+            match self.queue.try_send(row) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    metrics::counter!("audit_events_dropped_total").increment(1);
+                    return;
+                }
+                // The writer has stopped (shutdown): write it here.
+                Err(mpsc::error::TrySendError::Closed(row)) => row,
             }
-        } else if let Err(e) = self.store.insert_audit(std::slice::from_ref(&row)).await {
+        } else {
+            row
+        };
+        if let Err(e) = self.store.insert_audit(std::slice::from_ref(&row)).await {
             metrics::counter!("audit_events_dropped_total").increment(1);
             tracing::warn!(error = %e, event = event.name(), "audit row not stored");
         }
@@ -249,6 +276,9 @@ impl AuditTrail {
                 }
                 _ = self.stop.notified() => {
                     self.batched.store(false, Ordering::Release);
+                    // Closed first: a send racing the drain fails with `Closed`, and its
+                    // sender writes the row itself.
+                    rx.close();
                     while let Ok(row) = rx.try_recv() {
                         batch.push(row);
                         if batch.len() == BATCH {

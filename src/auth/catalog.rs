@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::keys::KeyInfo;
 use super::AuthError;
-use crate::store::{Store, User};
+use crate::store::{Session, Store, User};
 use crate::time::now_ms;
 
 /// The read-only face of the domain.
@@ -23,6 +23,24 @@ impl Catalog {
     /// Errors: `NoSchema` (never migrated), `StoreUnavailable`.
     pub async fn users(&self) -> Result<Vec<User>, AuthError> {
         Ok(self.store.list_users().await?)
+    }
+
+    /// A user's sessions not yet purged, newest first (at most `users::MAX_PAGE`).
+    ///
+    /// Errors: `UserNotFound`, `BadInput` (a name no account can have), `NoSchema`,
+    /// `StoreUnavailable`.
+    pub async fn sessions(&self, username: &str) -> Result<Vec<Session>, AuthError> {
+        let name = super::Username::for_lookup(username)
+            .map_err(|e| AuthError::BadInput(e.to_string()))?;
+        let user = self
+            .store
+            .user_by_username(name.as_str())
+            .await?
+            .ok_or(AuthError::UserNotFound)?;
+        Ok(self
+            .store
+            .sessions_of_user(user.id, super::users::MAX_PAGE)
+            .await?)
     }
 
     /// Every signing key with its state now, in activation order.

@@ -43,8 +43,8 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::config::Settings;
+pub use crate::store::{AuditEvent, AuditQuery, Session, User, UserQuery};
 use crate::store::{RevokedToken, Store, StoreError};
-pub use crate::store::{Session, User};
 use crate::time::{now_ms, UnixMillis};
 pub use access::{Authenticated, Introspection};
 pub use catalog::Catalog;

@@ -1,9 +1,14 @@
 //! `Auth::observe`: the gauges `/metrics` reads at each scrape. Counters and histograms are
 //! recorded where things happen; these describe state.
 
+use std::time::Duration;
+
 use super::keys::KeyState;
 use super::Auth;
 use crate::time::now_ms;
+
+/// Longest a scrape waits for the key table; past it, the key gauges keep their last values.
+const KEYS_READ_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl Auth {
     /// Sets the state gauges:
@@ -11,9 +16,10 @@ impl Auth {
     /// - `password_queue_depth` (logins hashing or waiting), `password_slots`;
     /// - `db_pool_connections{state="open"|"idle"}`, `db_pool_max_connections`;
     /// - `revocation_state_trusted` (0 or 1), `revocation_state_entries{kind}`,
-    ///   `revocation_state_sync_age_seconds` (absent until a first sync);
+    ///   `revocation_state_sync_age_seconds` (NaN until a first sync, or while distrusted);
     /// - `signing_keys{state}` and `signing_key_active_age_seconds` (since the active key
-    ///   started signing), from one read of the key table.
+    ///   started signing; NaN with no active key), from one read of the key table (given up
+    ///   after 500 ms).
     pub async fn observe(&self) {
         metrics::gauge!("tessera_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         let (depth, slots) = self.passwords.load();
@@ -33,11 +39,13 @@ impl Auth {
         ] {
             metrics::gauge!("revocation_state_entries", "kind" => kind).set(n as f64);
         }
-        if let Some(age) = r.since_sync {
-            metrics::gauge!("revocation_state_sync_age_seconds").set(age.as_secs_f64());
-        }
+        // NaN (no sample value) rather than a stale one, when there is nothing to measure.
+        metrics::gauge!("revocation_state_sync_age_seconds")
+            .set(r.since_sync.map_or(f64::NAN, |age| age.as_secs_f64()));
         let now = now_ms();
-        if let Ok(rows) = self.store.keys().await {
+        // A scrape must answer while the database is down, when it matters most.
+        let keys = tokio::time::timeout(KEYS_READ_TIMEOUT, self.store.keys()).await;
+        if let Ok(Ok(rows)) = keys {
             const STATES: [KeyState; 4] = [
                 KeyState::Pending,
                 KeyState::Active,
@@ -56,10 +64,8 @@ impl Auth {
                 let n = states.iter().filter(|s| **s == state).count();
                 metrics::gauge!("signing_keys", "state" => state.name()).set(n as f64);
             }
-            if let Some(t) = active_since {
-                metrics::gauge!("signing_key_active_age_seconds")
-                    .set((now - t).max(0) as f64 / 1000.0);
-            }
+            metrics::gauge!("signing_key_active_age_seconds")
+                .set(active_since.map_or(f64::NAN, |t| (now - t).max(0) as f64 / 1000.0));
         }
     }
 }

@@ -95,7 +95,7 @@ impl Auth {
         match self.store.session(id).await {
             Ok(None) => "unknown",
             Ok(Some(s)) if s.revoked_at.is_some() => "revoked",
-            Ok(Some(s)) if s.idle_expires_at <= now || s.absolute_expires_at <= now => "expired",
+            Ok(Some(s)) if s.is_expired(now) => "expired",
             Ok(Some(s)) if s.client_id != client.as_str() => "wrong_client",
             Ok(Some(_)) => "stale",
             Err(_) => "unknown",

@@ -165,8 +165,11 @@ impl Auth {
         if let Some(role) = query.role.take() {
             query.role = parse_roles(vec![role])?.pop();
         }
-        // Stored names are case-folded (PRECIS UsernameCaseMapped).
-        query.prefix = query.prefix.map(|p| p.trim().to_lowercase());
+        // Stored names are width- and case-folded (PRECIS UsernameCaseMapped).
+        query.prefix = query.prefix.map(|p| {
+            use unicode_normalization::UnicodeNormalization;
+            p.trim().nfkc().collect::<String>().to_lowercase()
+        });
         let users = self.store.users_page(&query).await?;
         let next_cursor = (users.len() == query.limit as usize)
             .then(|| users.last().map(|u| u.username.clone()))

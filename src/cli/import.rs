@@ -124,11 +124,20 @@ fn read_lines(mut input: Box<dyn BufRead>) -> Result<Vec<NumberedLine>, CliError
             continue;
         }
         let parsed = serde_json::from_slice::<ImportLine>(&buf).map_err(|e| {
-            // serde's message names the field or the position, never the values.
-            format!(
-                "not an import line: {}",
-                e.to_string().split(" at line").next().unwrap_or("")
-            )
+            // Only messages that name fields are passed on; "invalid type" and "invalid value"
+            // messages quote the value, which may be a hash.
+            let text = e.to_string();
+            let text = text.split(" at line").next().unwrap_or("");
+            if text.starts_with("unknown field") || text.starts_with("missing field") {
+                format!("not an import line: {text}")
+            } else if e.is_data() {
+                format!(
+                    "not an import line: a field has the wrong type (column {})",
+                    e.column()
+                )
+            } else {
+                format!("not JSON (column {})", e.column())
+            }
         });
         out.push((n, parsed));
     }

@@ -1,10 +1,10 @@
-//! `tessera session …`: a user's sessions, and ending one.
+//! `tessera session …`: a user's sessions (read-only: no migration, no keys), and ending one.
 
 use clap::Subcommand;
 
-use super::{rfc3339, CliError};
+use super::{catalog, rfc3339, CliError};
 use crate::app;
-use crate::auth::{AuthError, UserRef};
+use crate::auth::AuthError;
 use crate::config::Settings;
 
 #[derive(Debug, Subcommand)]
@@ -23,9 +23,9 @@ pub(super) async fn run(cmd: SessionCmd, settings: Settings) -> Result<(), CliEr
 }
 
 async fn list(settings: Settings, username: &str) -> Result<(), CliError> {
-    let auth = app::services(settings).await?.auth;
-    let sessions = auth
-        .sessions_of(UserRef::Name(username))
+    let sessions = catalog(&settings)
+        .await?
+        .sessions(username)
         .await
         .map_err(|e| match e {
             AuthError::UserNotFound => CliError::Usage(format!("no such user: {username}")),
@@ -39,7 +39,7 @@ async fn list(settings: Settings, username: &str) -> Result<(), CliError> {
     for s in sessions {
         let state = if s.revoked_at.is_some() {
             "revoked"
-        } else if s.idle_expires_at <= now || s.absolute_expires_at <= now {
+        } else if s.is_expired(now) {
             "expired"
         } else {
             "active"

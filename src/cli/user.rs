@@ -18,8 +18,9 @@ pub enum UserCmd {
         #[arg(long, conflicts_with = "password_hash")]
         password_stdin: bool,
         /// Take an existing password hash instead of a password: argon2id/argon2i PHC, bcrypt,
-        /// PBKDF2 (PHC, passlib or Django form) or a Keycloak credential JSON; `-` reads it
-        /// from standard input. The first login re-hashes it to argon2id.
+        /// PBKDF2 (PHC, passlib or Django form) or a Keycloak credential JSON. Prefer `-`, which
+        /// reads it from standard input: a value given here is visible to other local users
+        /// (process list) and stays in shell history. The first login re-hashes to argon2id.
         #[arg(long, value_name = "HASH")]
         password_hash: Option<String>,
         /// A role to grant (repeatable).

@@ -295,6 +295,14 @@ impl Settings {
                 "password parameters below the OWASP minimum (m_cost=19456, t_cost=2, p_cost=1)",
             );
         }
+        if self
+            .metrics
+            .bearer_token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().trim().is_empty())
+        {
+            return err("metrics.bearer_token must not be empty (leave it unset to open /metrics)");
+        }
         let p = &self.password;
         if p.m_cost > p.max_argon2_m_cost || p.t_cost > p.max_argon2_t_cost {
             return err("password.m_cost and t_cost must not exceed password.max_argon2_m_cost and max_argon2_t_cost");

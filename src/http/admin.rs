@@ -19,8 +19,7 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AppJson, Bearer};
 use super::AppState;
-use crate::auth::{Authenticated, Session, User, UserRef};
-use crate::store::UserQuery;
+use crate::auth::{Authenticated, Session, User, UserQuery, UserRef};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -303,9 +302,7 @@ impl From<Session> for SessionView {
     fn from(s: Session) -> Self {
         let now = crate::time::now_ms();
         SessionView {
-            active: s.revoked_at.is_none()
-                && s.idle_expires_at > now
-                && s.absolute_expires_at > now,
+            active: s.is_live(now),
             id: s.id,
             user_id: s.user_id,
             client_id: s.client_id,

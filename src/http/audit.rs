@@ -14,7 +14,7 @@ use super::admin::AdminUser;
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::auth::audit::Event;
-use crate::store::{AuditEvent, AuditQuery};
+use crate::auth::{AuditEvent, AuditQuery};
 
 /// Events per page unless `limit` says otherwise, and the most it may say.
 const DEFAULT_LIMIT: u32 = 100;

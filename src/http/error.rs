@@ -326,6 +326,13 @@ mod tests {
             (ApiError::MethodNotAllowed, 405, "invalid_request"),
             (ApiError::NotFound, 404, "not_found"),
             (ApiError::UserNotFound, 404, "not_found"),
+            (ApiError::SessionNotFound, 404, "not_found"),
+            (ApiError::CrossOrigin, 403, "invalid_request"),
+            (
+                ApiError::WeakPassword(crate::auth::login::PasswordRule::MinLength { min: 8 }),
+                400,
+                "invalid_request",
+            ),
             (ApiError::Unavailable("db"), 503, "temporarily_unavailable"),
             (ApiError::Internal("boom".into()), 500, "server_error"),
         ];
@@ -360,6 +367,15 @@ mod tests {
             ),
             (AuthError::NoSchema, 500, "server_error"),
             (AuthError::UserNotFound, 404, "not_found"),
+            (AuthError::SessionNotFound, 404, "not_found"),
+            (
+                AuthError::WeakPassword(crate::auth::login::PasswordRule::MinScore {
+                    score: 0,
+                    min: 2,
+                }),
+                400,
+                "invalid_request",
+            ),
             (AuthError::UsernameTaken, 409, "conflict"),
             (AuthError::BadInput("x".into()), 400, "invalid_request"),
             (AuthError::StoreUnavailable, 503, "temporarily_unavailable"),
@@ -370,6 +386,12 @@ mod tests {
             let (s, b) = ApiError::from(e).parts();
             assert_eq!((s.as_u16(), b.error), (status, code), "{shown}");
         }
+        // A refused password's answer names the rule and the setting.
+        let (_, b) = ApiError::from(AuthError::WeakPassword(
+            crate::auth::login::PasswordRule::MinLength { min: 8 },
+        ))
+        .parts();
+        assert!(b.error_description.contains("password.min_length"));
         // The unknown user of the admin API is not an unknown endpoint.
         let (_, user) = ApiError::from(AuthError::UserNotFound).parts();
         let (_, route) = ApiError::NotFound.parts();

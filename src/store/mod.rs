@@ -257,7 +257,9 @@ pub trait KeyStore {
 #[derive(Debug, Clone)]
 pub struct Reseal {
     pub kid: String,
+    /// The sealed key as it is stored now (the compare of compare-and-set).
     pub old: Vec<u8>,
+    /// The same key sealed under the current master key.
     pub new: Vec<u8>,
 }
 
@@ -310,8 +312,11 @@ pub struct Purged {
 /// Connections of the database pool (the refresh path's own connections not included).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {
+    /// Connections open (idle or in use).
     pub open: u32,
+    /// Open connections not in use.
     pub idle: u32,
+    /// `database.max_connections`.
     pub max: u32,
 }
 

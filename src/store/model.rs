@@ -74,6 +74,16 @@ pub struct Session {
 }
 
 impl Session {
+    /// Past its idle or absolute expiry at `now` (ms).
+    pub fn is_expired(&self, now: i64) -> bool {
+        self.idle_expires_at <= now || self.absolute_expires_at <= now
+    }
+
+    /// Neither revoked nor expired at `now` (ms): its refresh token still works.
+    pub fn is_live(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && !self.is_expired(now)
+    }
+
     /// What the session was granted at login.
     pub fn granted(&self) -> crate::auth::Granted {
         crate::auth::Granted {

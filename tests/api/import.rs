@@ -153,7 +153,7 @@ async fn bad_import_lines_are_reported_by_number(b: Backend) {
     for (line, why) in [
         (2, "max_bcrypt_cost"),
         (3, "unrecognised"),
-        (4, "not an import line"),
+        (4, "not JSON"),
         (5, "\"sub\""),
         (6, "repeats line 1"),
         (8, "max_pbkdf2_iterations"),

@@ -66,7 +66,9 @@ impl MasterKey {
     }
 
     /// Adds keys this one replaced (each 32 bytes in standard base64); they open and verify,
-    /// never seal or mint.
+    /// never seal or mint. A repeat of the current key is ignored.
+    ///
+    /// Errors: `MasterKey` when an entry is not 32 bytes of standard base64.
     pub fn with_previous(mut self, previous: &[SecretString]) -> Result<Self, KeyError> {
         for p in previous {
             let key = decode(p).map_err(|_| {
@@ -104,6 +106,8 @@ impl MasterKey {
     }
 
     /// `open`, and whether it took a previous key (the material needs re-sealing).
+    ///
+    /// Errors: `Unseal(kid)` when no configured key opens it (wrong key, tampered, wrong kid).
     pub fn open_sealed(
         &self,
         kid: &str,

@@ -72,9 +72,13 @@ struct State {
 /// What `RevocationCache::stats` reports.
 #[derive(Debug, Clone, Copy)]
 pub struct RevocationStats {
+    /// Denylisted access-token ids not yet expired.
     pub jtis: usize,
+    /// Revoked sessions inside the token horizon.
     pub sessions: usize,
+    /// Cached user rows.
     pub users: usize,
+    /// Sessions known to be live.
     pub live: usize,
     /// `None`: never synced, or distrusted since.
     pub since_sync: Option<Duration>,
