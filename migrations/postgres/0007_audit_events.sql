@@ -11,7 +11,8 @@ CREATE TABLE audit_events (
     client_id   TEXT,
     ip          TEXT,              -- the client address (see http.trusted_proxies)
     request_id  TEXT,
-    reason      TEXT               -- a reason code, e.g. bad_password, unknown_user
+    reason      TEXT,              -- a reason code, e.g. bad_password, unknown_user
+    actor_id    UUID                -- the administrator who acted, for admin API actions
 );
 CREATE INDEX audit_events_at ON audit_events (at);
 CREATE INDEX audit_events_user ON audit_events (user_id, id);

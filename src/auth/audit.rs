@@ -29,8 +29,11 @@ use crate::time::UnixMillis;
 const QUEUE: usize = 16_384;
 /// Most rows written in one go.
 const BATCH: usize = 1_000;
-/// Longest request id kept, in characters (a client may send its own).
+/// Longest request id kept, in characters (the edge replaces longer ones a client sends).
 const MAX_REQUEST_ID_CHARS: usize = 128;
+/// How long after it happens an event appears in `GET /admin/audit`: more than any replica's
+/// writer takes to store it, so that a cursor never passes a row written late.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -127,6 +130,8 @@ pub struct RequestContext {
     pub request_id: Option<String>,
     /// The client address (the socket peer, or what a trusted proxy forwarded).
     pub client_ip: Option<String>,
+    /// The administrator acting in this request, once the admin API has authenticated one.
+    pub actor: Arc<std::sync::OnceLock<Uuid>>,
 }
 
 tokio::task_local! {
@@ -144,6 +149,11 @@ impl RequestContext {
 
     fn current() -> RequestContext {
         REQUEST.try_with(Clone::clone).unwrap_or_default()
+    }
+
+    /// Names the administrator acting in the current request (no-op outside one).
+    pub fn set_actor(id: Uuid) {
+        let _ = REQUEST.try_with(|c| c.actor.set(id));
     }
 }
 
@@ -226,6 +236,7 @@ impl AuditTrail {
                 .request_id
                 .map(|id| id.chars().take(MAX_REQUEST_ID_CHARS).collect()),
             reason: r.reason.map(str::to_string),
+            actor_id: ctx.actor.get().copied(),
         };
         tracing::info!(
             target: "audit",
@@ -235,6 +246,7 @@ impl AuditTrail {
             client_id = row.client_id.as_deref(),
             ip = row.ip.as_deref(),
             request_id = row.request_id.as_deref(),
+            actor_id = row.actor_id.map(tracing::field::display),
             reason = r.reason,
             "audit event"
         );

@@ -134,6 +134,12 @@ impl Auth {
 /// Custom claims a user may have: none named like a claim Tessera sets (`sub`, `roles`, …), and
 /// at most `MAX_CLAIMS_BYTES` of JSON, since they go into every access token.
 pub fn check_claims(claims: &Map<String, Value>) -> Result<(), String> {
+    if claims.keys().any(String::is_empty) {
+        return Err("a claim name is empty".into());
+    }
+    if has_nul(&Value::Object(claims.clone())) {
+        return Err("claims may not contain U+0000".into());
+    }
     if let Some(k) = claims.keys().find(|k| tokens::is_registered(k)) {
         return Err(format!(
             "claim {k:?} is set by Tessera and cannot be a custom claim"
@@ -143,6 +149,16 @@ pub fn check_claims(claims: &Map<String, Value>) -> Result<(), String> {
         return Err(format!("claims are larger than {MAX_CLAIMS_BYTES} bytes"));
     }
     Ok(())
+}
+
+/// Whether any string or key in `v` holds U+0000, which Postgres text cannot store.
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 /// Checks one line and makes the row to insert.

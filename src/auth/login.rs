@@ -37,6 +37,9 @@ pub enum PasswordRule {
     /// Fewer than `password.min_length` characters (after NFKC normalisation).
     #[error("password must have at least {min} characters (password.min_length)")]
     MinLength { min: usize },
+    /// Longer than the 1024 bytes Tessera accepts (never truncated).
+    #[error("password must be at most {max} bytes")]
+    MaxBytes { max: usize },
     /// A zxcvbn score below `password.min_score`: common, breached or easily guessed.
     #[error("password is too common or too easy to guess: strength {score} of 4, at least {min} needed (password.min_score)")]
     MinScore { score: u8, min: u8 },
@@ -53,6 +56,11 @@ pub fn check_new_password(
     username: &str,
     rules: &PasswordSettings,
 ) -> Result<(), AuthError> {
+    if pw.expose_secret().len() > MAX_PASSWORD_BYTES {
+        return Err(AuthError::WeakPassword(PasswordRule::MaxBytes {
+            max: MAX_PASSWORD_BYTES,
+        }));
+    }
     check_password(pw)?;
     let pw = super::password::normalize(pw.expose_secret());
     if pw.chars().count() < rules.min_length {

@@ -188,14 +188,31 @@ impl Auth {
         self.audit.stop()
     }
 
-    /// A page of the audit trail, oldest first (`GET /admin/audit`).
+    /// A page of the audit trail, oldest first (`GET /admin/audit`), and the cursor of the
+    /// next page when there is one. Events of the last `audit::SETTLE` are left out, so that a
+    /// client following the cursor never passes a row that a replica writes a little late.
+    /// `query.limit` is 1 to `users::MAX_PAGE`; `query.before` is set here.
     ///
-    /// Errors: `StoreUnavailable`.
+    /// Errors: `BadInput` (limit), `StoreUnavailable`.
     pub async fn audit_events(
         &self,
         query: &crate::store::AuditQuery,
-    ) -> Result<Vec<crate::store::AuditEvent>, AuthError> {
-        Ok(self.audit.page(query).await?)
+    ) -> Result<(Vec<crate::store::AuditEvent>, Option<Uuid>), AuthError> {
+        if !(1..=users::MAX_PAGE).contains(&query.limit) {
+            return Err(AuthError::BadInput(format!(
+                "limit must be 1 to {}",
+                users::MAX_PAGE
+            )));
+        }
+        let mut q = query.clone();
+        q.before = now_ms() - crate::time::millis(audit::SETTLE);
+        // One more than asked: whether a next page exists.
+        q.limit += 1;
+        let mut events = self.audit.page(&q).await?;
+        let more = events.len() > query.limit as usize;
+        events.truncate(query.limit as usize);
+        let next = more.then(|| events.last().map(|e| e.id)).flatten();
+        Ok((events, next))
     }
 
     /// The clock of requests other than logins, which the hashing threads read (see

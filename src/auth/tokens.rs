@@ -23,8 +23,18 @@ use super::keys::{KeyError, KeyRing, SigningKey};
 /// Longest token we even try to parse.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-/// Claims whose names custom claims may not take.
+/// Claims whose names custom claims may not take: those Tessera sets, and registered JWT and
+/// RFC 9068 claims a verifier could read as Tessera's word (`groups`, `entitlements`, `act`,
+/// `cnf`, …).
 const REGISTERED: &[&str] = &[
+    "username",
+    "groups",
+    "entitlements",
+    "act",
+    "may_act",
+    "cnf",
+    "azp",
+    "nonce",
     "iss",
     "sub",
     "aud",

@@ -162,6 +162,10 @@ impl Auth {
                 "limit must be 1 to {MAX_PAGE}"
             )));
         }
+        let nul = |s: &Option<String>| s.as_deref().is_some_and(|s| s.contains('\0'));
+        if nul(&query.prefix) || nul(&query.after) {
+            return Err(AuthError::BadInput("U+0000 in a filter".into()));
+        }
         if let Some(role) = query.role.take() {
             query.role = parse_roles(vec![role])?.pop();
         }
@@ -170,8 +174,13 @@ impl Auth {
             use unicode_normalization::UnicodeNormalization;
             p.trim().nfkc().collect::<String>().to_lowercase()
         });
-        let users = self.store.users_page(&query).await?;
-        let next_cursor = (users.len() == query.limit as usize)
+        let limit = query.limit as usize;
+        // One more than asked: whether a next page exists.
+        query.limit += 1;
+        let mut users = self.store.users_page(&query).await?;
+        let more = users.len() > limit;
+        users.truncate(limit);
+        let next_cursor = more
             .then(|| users.last().map(|u| u.username.clone()))
             .flatten();
         Ok(UserPage { users, next_cursor })
@@ -214,10 +223,12 @@ impl Auth {
             .session(id)
             .await?
             .ok_or(AuthError::SessionNotFound)?;
-        self.end_sessions(Ending::Session(id), "revoked_by_admin")
-            .await?;
-        self.audit(Event::SessionRevoked, Record::session(session.user_id, id))
-            .await;
+        if session.revoked_at.is_none() {
+            self.end_sessions(Ending::Session(id), "revoked_by_admin")
+                .await?;
+            self.audit(Event::SessionRevoked, Record::session(session.user_id, id))
+                .await;
+        }
         Ok(())
     }
 }

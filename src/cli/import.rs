@@ -78,7 +78,8 @@ pub(super) async fn import(
             .map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
         Box::new(std::io::BufReader::new(f))
     };
-    let lines = read_lines(input)?;
+    let lines =
+        read_lines(input).map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
     let auth = app::services(settings).await?.auth;
     let report = auth
         .import_users(lines, skip_invalid, on_conflict.into())
@@ -119,6 +120,10 @@ fn read_lines(mut input: Box<dyn BufRead>) -> Result<Vec<NumberedLine>, CliError
             let mut rest = Vec::new();
             input.read_until(b'\n', &mut rest)?;
             continue;
+        }
+        if n == 1 && buf.starts_with(b"\xEF\xBB\xBF") {
+            // A UTF-8 byte order mark, as some editors write.
+            buf.drain(..3);
         }
         if buf.iter().all(u8::is_ascii_whitespace) {
             continue;

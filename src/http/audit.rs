@@ -16,9 +16,8 @@ use super::AppState;
 use crate::auth::audit::Event;
 use crate::auth::{AuditEvent, AuditQuery};
 
-/// Events per page unless `limit` says otherwise, and the most it may say.
+/// Events per page unless `limit` says otherwise.
 const DEFAULT_LIMIT: u32 = 100;
-const MAX_LIMIT: u32 = 1000;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_events))
@@ -58,6 +57,8 @@ pub struct AuditEventView {
     request_id: Option<String>,
     /// A reason code, e.g. `bad_password`, `unknown_user`, `disabled`.
     reason: Option<String>,
+    /// The administrator who acted, for admin API actions.
+    actor_id: Option<Uuid>,
 }
 
 impl From<AuditEvent> for AuditEventView {
@@ -74,6 +75,7 @@ impl From<AuditEvent> for AuditEventView {
             ip: e.ip,
             request_id: e.request_id,
             reason: e.reason,
+            actor_id: e.actor_id,
         }
     }
 }
@@ -113,24 +115,14 @@ async fn list_events(
         .transpose()?;
     let since = match p.since {
         None => 0,
-        Some(t) => {
-            let t = humantime::parse_rfc3339_weak(&t).map_err(|_| bad("since"))?;
-            let ms = t
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_err(|_| bad("since"))?
-                .as_millis();
-            i64::try_from(ms).map_err(|_| bad("since"))?
-        }
+        Some(t) => rfc3339_ms(&t).ok_or_else(|| bad("since"))?,
     };
     let after = p
         .cursor
         .map(|c| c.parse::<Uuid>().map_err(|_| bad("cursor")))
         .transpose()?;
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(bad("limit"));
-    }
-    let events = st
+    let (events, next_cursor) = st
         .auth
         .audit_events(&AuditQuery {
             user_id,
@@ -138,14 +130,58 @@ async fn list_events(
             since,
             after,
             limit,
+            before: 0,
         })
         .await?;
-    let next_cursor = (events.len() == limit as usize)
-        .then(|| events.last().map(|e| e.id))
-        .flatten();
     let page = AuditPage {
         events: events.into_iter().map(Into::into).collect(),
         next_cursor,
     };
     Ok(Json(page).into_response())
+}
+
+/// An RFC 3339 date-time (`Z` or a `±hh:mm` offset, `T` or `t`) in milliseconds since the epoch.
+fn rfc3339_ms(text: &str) -> Option<i64> {
+    let t = text.trim().to_ascii_uppercase();
+    let (local, offset_ms) = match t.strip_suffix('Z') {
+        Some(local) => (local.to_string(), 0),
+        None => {
+            let split = t.len().checked_sub(6)?;
+            let (local, offset) = t.split_at(split);
+            let sign = match offset.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (h, m) = offset.get(1..)?.split_once(':')?;
+            let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            (local.to_string(), sign * (h * 60 + m) * 60_000)
+        }
+    };
+    let utc = humantime::parse_rfc3339_weak(&format!("{local}Z")).ok()?;
+    let ms = i64::try_from(utc.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis()).ok()?;
+    Some(ms - offset_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_with_offsets() {
+        let z = super::rfc3339_ms("2026-01-01T00:00:00Z").unwrap();
+        assert_eq!(super::rfc3339_ms("2026-01-01t00:00:00z"), Some(z));
+        assert_eq!(super::rfc3339_ms("2025-12-31T19:00:00-05:00"), Some(z));
+        assert_eq!(super::rfc3339_ms("2026-01-01T02:00:00+02:00"), Some(z));
+        assert_eq!(super::rfc3339_ms("2026-01-01T00:00:00.250Z"), Some(z + 250));
+        for bad in [
+            "yesterday",
+            "2026-01-01",
+            "2026-01-01T00:00:00+25:00",
+            "+01:00",
+        ] {
+            assert_eq!(super::rfc3339_ms(bad), None, "{bad}");
+        }
+    }
 }

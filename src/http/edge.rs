@@ -81,9 +81,11 @@ where
     fn call(&mut self, mut req: Request) -> Self::Future {
         let started = Instant::now();
         let headers = req.headers_mut();
+        // A caller's id is kept if it is 1 to 128 visible ASCII characters, so that logs, the
+        // audit trail and the answer all carry it exactly; anything else gets a fresh one.
         let id = match headers.get(&X_REQUEST_ID) {
-            Some(v) => v.clone(),
-            None => {
+            Some(v) if usable_request_id(v.as_bytes()) => v.clone(),
+            _ => {
                 let v = new_request_id();
                 headers.insert(X_REQUEST_ID.clone(), v.clone());
                 v
@@ -109,6 +111,7 @@ where
             self.activity.note_other_request(started);
         }
         let context = RequestContext {
+            actor: Default::default(),
             request_id: id.to_str().ok().map(str::to_string),
             client_ip: req
                 .extensions()
@@ -208,6 +211,10 @@ where
 }
 
 /// A fresh UUIDv7 as a header value, formatted without an intermediate `String`.
+fn usable_request_id(id: &[u8]) -> bool {
+    (1..=128).contains(&id.len()) && id.iter().all(|b| b.is_ascii_graphic())
+}
+
 fn new_request_id() -> HeaderValue {
     let mut buf = uuid::Uuid::encode_buffer();
     let s = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);

@@ -76,8 +76,10 @@ fn bears(headers: &HeaderMap, expected: &SecretString) -> bool {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+        .and_then(|v| v.split_once(' '))
+        // The scheme is case-insensitive (RFC 7235 §2.1).
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token.trim());
     aws_lc_rs::constant_time::verify_slices_are_equal(
         digest(&SHA256, given.as_bytes()).as_ref(),
         digest(&SHA256, expected.expose_secret().as_bytes()).as_ref(),

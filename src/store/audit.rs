@@ -6,18 +6,23 @@ use uuid::Uuid;
 use super::backend::{on_backend, Backend, SqlStore};
 use super::{AuditEvent, AuditQuery, AuditStore, StoreResult};
 
-const COLUMNS: &str = "id, at, event, user_id, session_id, client_id, ip, request_id, reason";
+const COLUMNS: &str =
+    "id, at, event, user_id, session_id, client_id, ip, request_id, reason, actor_id";
 
-/// Rows per `INSERT` (9 parameters each; far under either database's parameter limit).
+/// Parameters per row.
+const PER_ROW: usize = 10;
+
+/// Rows per `INSERT` (far under either database's parameter limit).
 const ROWS_PER_INSERT: usize = 200;
 
 const PAGE: &str = "
-    SELECT id, at, event, user_id, session_id, client_id, ip, request_id, reason
+    SELECT id, at, event, user_id, session_id, client_id, ip, request_id, reason, actor_id
     FROM audit_events
     WHERE at >= $1
       AND ($2 IS NULL OR user_id = $2)
       AND ($3 IS NULL OR event = $3)
       AND ($4 IS NULL OR id > $4)
+      AND at < $6
     ORDER BY id
     LIMIT $5";
 
@@ -34,6 +39,7 @@ struct AuditRow {
     ip: Option<String>,
     request_id: Option<String>,
     reason: Option<String>,
+    actor_id: Option<Uuid>,
 }
 
 impl From<AuditRow> for AuditEvent {
@@ -48,6 +54,7 @@ impl From<AuditRow> for AuditEvent {
             ip: r.ip,
             request_id: r.request_id,
             reason: r.reason,
+            actor_id: r.actor_id,
         }
     }
 }
@@ -56,7 +63,9 @@ impl From<AuditRow> for AuditEvent {
 fn insert_sql(rows: usize) -> String {
     let values: Vec<String> = (0..rows)
         .map(|r| {
-            let p: Vec<String> = (1..=9).map(|c| format!("${}", r * 9 + c)).collect();
+            let p: Vec<String> = (1..=PER_ROW)
+                .map(|c| format!("${}", r * PER_ROW + c))
+                .collect();
             format!("({})", p.join(", "))
         })
         .collect();
@@ -84,7 +93,8 @@ impl AuditStore for SqlStore {
                         .bind(&e.client_id)
                         .bind(&e.ip)
                         .bind(&e.request_id)
-                        .bind(&e.reason);
+                        .bind(&e.reason)
+                        .bind(e.actor_id);
                 }
                 q.execute(b.pool()).await.map(|r| r.rows_affected())
             })?;
@@ -99,6 +109,7 @@ impl AuditStore for SqlStore {
             .bind(&query.event)
             .bind(query.after)
             .bind(i64::from(query.limit))
+            .bind(query.before)
             .fetch_all(b.pool())
             .await)?;
         Ok(rows.into_iter().map(Into::into).collect())

@@ -194,10 +194,12 @@ pub struct AuditEvent {
     pub request_id: Option<String>,
     /// A reason code (`bad_password`, `unknown_user`, …).
     pub reason: Option<String>,
+    /// The administrator who acted (admin API actions); `None` otherwise (the CLI included).
+    pub actor_id: Option<Uuid>,
 }
 
-/// A page of the audit trail: events at or after `since`, after the cursor `after`, oldest
-/// first, at most `limit`.
+/// A page of the audit trail: events at or after `since` and before `before`, after the cursor
+/// `after`, oldest first, at most `limit`.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
     pub user_id: Option<Uuid>,
@@ -206,6 +208,9 @@ pub struct AuditQuery {
     pub since: i64,
     pub after: Option<Uuid>,
     pub limit: u32,
+    /// Only events before this time (ms): the newest ones are left out until every replica's
+    /// writer has surely stored them, so that a cursor never passes a row written late.
+    pub before: i64,
 }
 
 /// A page of users, by username: those after `after`, matching every filter given.

@@ -38,7 +38,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // LIKE compares case as Postgres does (the admin listing's role and name filters).
+            .pragma("case_sensitive_like", "ON");
         let path = opts.get_filename();
         if let (Some(dir), true) = (path.parent(), create) {
             if !dir.as_os_str().is_empty() && path.to_str() != Some(":memory:") {

@@ -91,9 +91,11 @@ async fn admin_creates_users(b: Backend) {
         assert_eq!(r.status(), status, "{body}");
     }
     // A refused password is answered with the rule it broke, and never echoed.
+    let long = "x".repeat(1025);
     for (pw, rule) in [
         ("password123", "password.min_score"),
         ("short", "password.min_length"),
+        (long.as_str(), "at most 1024 bytes"),
     ] {
         let r = app
             .admin(
@@ -457,6 +459,27 @@ async fn admin_pages_and_filters_users(b: Backend) {
         ["ann", "anna"]
     );
     assert_eq!(users_page(&app, &admin, "disabled=true").await.0, ["carl"]);
+    // A full last page says there is no next one.
+    let (names, next) = users_page(&app, &admin, "role=ops&limit=3").await;
+    assert_eq!((names.len(), next), (3, None));
+    // Roles compare exactly, on both backends.
+    app.create_user("shouty", &["OPS"]).await;
+    assert_eq!(
+        users_page(&app, &admin, "role=ops").await.0,
+        ["ann", "anna", "carl"]
+    );
+    assert_eq!(users_page(&app, &admin, "role=OPS").await.0, ["shouty"]);
+    // Full-width prefixes are folded like names.
+    assert_eq!(
+        users_page(&app, &admin, "q=%EF%BC%A1N").await.0,
+        ["ann", "anna"]
+    );
+    for bad in ["q=%00", "cursor=a%00"] {
+        let r = app
+            .admin(Method::GET, &format!("/admin/users?{bad}"), &admin, None)
+            .await;
+        assert_eq!(r.status(), 400, "{bad}");
+    }
     for bad in [
         "limit=0",
         "limit=1001",
@@ -498,6 +521,10 @@ async fn admin_sets_claims(b: Backend) {
         json!({"claims": {"roles": ["admin"]}}),
         json!({"claims": {"big": "x".repeat(5000)}}),
         json!({"claims": ["tenant"]}),
+        json!({"claims": {"groups": ["admin"]}}),
+        json!({"claims": {"username": "root"}}),
+        json!({"claims": {"": "empty"}}),
+        json!({"claims": {"k": "a\u{0}b"}}),
     ] {
         let r = app
             .admin(Method::PUT, &path, &admin, Some(body.clone()))
@@ -665,4 +692,21 @@ async fn admin_lists_and_ends_sessions(b: Backend) {
             == 401
     })
     .await;
+    // Each ending is an audit event naming the administrator (the CLI has none); ending an
+    // ended session again records nothing.
+    let root = app.store.user_by_username("root").await.unwrap().unwrap();
+    let q = tessera::store::AuditQuery {
+        event: Some("session.revoked".into()),
+        limit: 10,
+        before: i64::MAX,
+        ..Default::default()
+    };
+    crate::helpers::eventually(10, "session.revoked audited", || async {
+        app.store.audit_events(&q).await.unwrap().len() == 2
+    })
+    .await;
+    let rows = app.store.audit_events(&q).await.unwrap();
+    assert_eq!(rows[0].actor_id, Some(root.id));
+    assert_eq!(rows[0].session_id, Some(sid(&first).parse().unwrap()));
+    assert_eq!(rows[1].actor_id, None);
 }

@@ -159,6 +159,10 @@ async fn security_events_are_audited_without_secrets(b: Backend) {
     assert_eq!(ok["session_id"], sid);
     assert_eq!(ok["ip"], "127.0.0.1");
     assert_eq!(ok["client_id"], "tessera");
+    assert!(ok["actor_id"].is_null());
+    // Admin actions name the administrator.
+    let disabled = named(&events, "user.disabled")[0];
+    assert_eq!(disabled["actor_id"], admin_user.id.to_string());
     assert!(ok["time"].as_str().unwrap().ends_with('Z'));
     let mut reasons: Vec<(&str, Option<&str>)> = named(&events, "login.failed")
         .iter()
@@ -267,6 +271,11 @@ async fn the_audit_listing_filters_and_pages(b: Backend) {
     let mut sorted = ids.clone();
     sorted.sort();
     assert_eq!(ids, sorted);
+    // `since` with an offset: the same instant as in UTC.
+    let in_utc = all_events(&app, &admin, "&since=2020-01-01T05:00:00Z").await;
+    let offset = all_events(&app, &admin, "&since=2020-01-01T00:00:00-05:00").await;
+    assert_eq!(in_utc, offset);
+    assert!(!in_utc.is_empty());
     // `since` in the future: nothing.
     assert!(all_events(&app, &admin, "&since=2999-01-01T00:00:00Z")
         .await
@@ -301,6 +310,7 @@ async fn old_audit_events_are_purged(b: Backend) {
     };
     let now = tessera::time::now_ms();
     let row = |days: i64, event: &str| tessera::store::AuditEvent {
+        actor_id: None,
         id: uuid::Uuid::now_v7(),
         at: now - days * 86_400_000,
         event: event.into(),
@@ -322,6 +332,7 @@ async fn old_audit_events_are_purged(b: Backend) {
         app.store
             .audit_events(&tessera::store::AuditQuery {
                 limit: 100,
+                before: i64::MAX,
                 ..Default::default()
             })
             .await

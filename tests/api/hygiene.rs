@@ -63,6 +63,19 @@ async fn limits_and_methods(b: Backend) {
         .await
         .unwrap();
     assert_eq!(r.headers()["x-request-id"], "trace-me-123");
+    // One that logs and the audit trail could not carry exactly is replaced.
+    for unusable in ["x".repeat(129), "a b".to_string()] {
+        let r = app
+            .client
+            .get(app.url("/healthz"))
+            .header("x-request-id", &unusable)
+            .send()
+            .await
+            .unwrap();
+        let id = r.headers()["x-request-id"].to_str().unwrap();
+        assert_ne!(id, unusable);
+        assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 7);
+    }
     let r = app.client.get(app.url("/healthz")).send().await.unwrap();
     let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);

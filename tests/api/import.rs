@@ -73,6 +73,7 @@ async fn imported_users_log_in_and_are_rehashed(b: Backend) {
         .audit_events(&tessera::store::AuditQuery {
             event: Some("user.created".into()),
             limit: 100,
+            before: i64::MAX,
             ..Default::default()
         })
         .await

@@ -82,6 +82,15 @@ async fn metrics_answer_an_operators_questions(b: Backend) {
     assert!(has("revocation_state_trusted") <= 1.0);
     assert!(has(r#"signing_keys{state="active"}"#) >= 1.0);
     assert!(has("signing_key_active_age_seconds") >= 0.0);
+    // The scheme is case-insensitive (RFC 7235 §2.1).
+    let r = app
+        .client
+        .get(app.url("/metrics"))
+        .header("authorization", format!("bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     // Trusted once synced.
     crate::helpers::eventually(10, "revocation state trusted", || async {
         sample(&scrape().await, "revocation_state_trusted") == Some(1.0)
