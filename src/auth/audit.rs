@@ -124,14 +124,36 @@ impl Event {
     }
 }
 
-/// Where the request being served comes from; set by the HTTP edge for each request.
+/// A request's id: one Tessera made, or the caller's (kept only when logs and rows can carry
+/// it exactly).
 #[derive(Debug, Clone, Default)]
+pub enum RequestId {
+    #[default]
+    None,
+    Made(Uuid),
+    Given(Box<str>),
+}
+
+impl RequestId {
+    fn text(&self) -> Option<String> {
+        match self {
+            RequestId::None => None,
+            RequestId::Made(id) => Some(id.to_string()),
+            RequestId::Given(id) => Some(id.chars().take(MAX_REQUEST_ID_CHARS).collect()),
+        }
+    }
+}
+
+/// Where the request being served comes from; set by the HTTP edge for each request. Building
+/// one allocates nothing for a request without its own id: every request pays for it, few
+/// record an event.
+#[derive(Debug, Default)]
 pub struct RequestContext {
-    pub request_id: Option<String>,
+    pub request_id: RequestId,
     /// The client address (the socket peer, or what a trusted proxy forwarded).
-    pub client_ip: Option<String>,
+    pub client_ip: Option<std::net::IpAddr>,
     /// The administrator acting in this request, once the admin API has authenticated one.
-    pub actor: Arc<std::sync::OnceLock<Uuid>>,
+    pub actor: std::sync::OnceLock<Uuid>,
 }
 
 tokio::task_local! {
@@ -147,8 +169,17 @@ impl RequestContext {
         REQUEST.scope(self, f)
     }
 
-    fn current() -> RequestContext {
-        REQUEST.try_with(Clone::clone).unwrap_or_default()
+    /// The current request's id, client address and acting administrator, as stored.
+    fn current() -> (Option<String>, Option<String>, Option<Uuid>) {
+        REQUEST
+            .try_with(|c| {
+                (
+                    c.request_id.text(),
+                    c.client_ip.map(|ip| ip.to_string()),
+                    c.actor.get().copied(),
+                )
+            })
+            .unwrap_or_default()
     }
 
     /// Names the administrator acting in the current request (no-op outside one).
@@ -223,7 +254,7 @@ impl AuditTrail {
     /// Records one event: the log line and the count at once, the row now (CLI) or through the
     /// writer (server).
     pub async fn record(&self, event: Event, r: Record) {
-        let ctx = RequestContext::current();
+        let (request_id, ip, actor_id) = RequestContext::current();
         let row = AuditEvent {
             id: Uuid::now_v7(),
             at: UnixMillis::now().0,
@@ -231,12 +262,10 @@ impl AuditTrail {
             user_id: r.user_id,
             session_id: r.session_id,
             client_id: r.client_id,
-            ip: ctx.client_ip,
-            request_id: ctx
-                .request_id
-                .map(|id| id.chars().take(MAX_REQUEST_ID_CHARS).collect()),
+            ip,
+            request_id,
             reason: r.reason.map(str::to_string),
-            actor_id: ctx.actor.get().copied(),
+            actor_id,
         };
         tracing::info!(
             target: "audit",

@@ -14,7 +14,8 @@ impl Auth {
     /// Sets the state gauges:
     /// - `tessera_build_info{version}` (1);
     /// - `password_queue_depth` (logins hashing or waiting), `password_slots`;
-    /// - `db_pool_connections{state="open"|"idle"}`, `db_pool_max_connections`;
+    /// - `db_pool_connections{state="open"|"idle"}`, `db_pool_max_connections`,
+    ///   `db_pool_acquire_wait_seconds` (one acquire timed at the scrape; NaN past 500 ms);
     /// - `revocation_state_trusted` (0 or 1), `revocation_state_entries{kind}`,
     ///   `revocation_state_sync_age_seconds` (NaN until a first sync, or while distrusted);
     /// - `signing_keys{state}` and `signing_key_active_age_seconds` (since the active key
@@ -29,6 +30,11 @@ impl Auth {
         metrics::gauge!("db_pool_connections", "state" => "open").set(f64::from(pool.open));
         metrics::gauge!("db_pool_connections", "state" => "idle").set(f64::from(pool.idle));
         metrics::gauge!("db_pool_max_connections").set(f64::from(pool.max));
+        // The wait a query would have now: near zero with an idle connection, the queueing
+        // time when every connection is busy, NaN when none came within the probe's limit.
+        let wait = self.store.probe_acquire(KEYS_READ_TIMEOUT).await;
+        metrics::gauge!("db_pool_acquire_wait_seconds")
+            .set(wait.map_or(f64::NAN, |w| w.as_secs_f64()));
         let r = self.revocations.stats();
         metrics::gauge!("revocation_state_trusted").set(if r.trusted { 1.0 } else { 0.0 });
         for (kind, n) in [

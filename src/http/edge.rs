@@ -33,7 +33,7 @@ use tower::{Layer, Service};
 use tracing::instrument::Instrumented;
 use tracing::Instrument;
 
-use crate::auth::audit::RequestContext;
+use crate::auth::audit::{RequestContext, RequestId};
 use crate::auth::password::Activity;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -83,12 +83,16 @@ where
         let headers = req.headers_mut();
         // A caller's id is kept if it is 1 to 128 visible ASCII characters, so that logs, the
         // audit trail and the answer all carry it exactly; anything else gets a fresh one.
-        let id = match headers.get(&X_REQUEST_ID) {
-            Some(v) if usable_request_id(v.as_bytes()) => v.clone(),
+        let (id, request_id) = match headers.get(&X_REQUEST_ID) {
+            Some(v) if usable_request_id(v.as_bytes()) => {
+                let given = v.to_str().unwrap_or_default().into();
+                (v.clone(), RequestId::Given(given))
+            }
             _ => {
-                let v = new_request_id();
+                let made = uuid::Uuid::now_v7();
+                let v = request_id_header(made);
                 headers.insert(X_REQUEST_ID.clone(), v.clone());
-                v
+                (v, RequestId::Made(made))
             }
         };
         for name in [
@@ -112,13 +116,12 @@ where
         }
         let context = RequestContext {
             actor: Default::default(),
-            request_id: id.to_str().ok().map(str::to_string),
+            request_id,
             client_ip: req
                 .extensions()
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
                 .map(|peer| {
                     super::client_addr::client_ip(req.headers(), peer.0.ip(), &self.trusted_proxies)
-                        .to_string()
                 }),
         };
         let method = method_label(req.method());
@@ -127,7 +130,7 @@ where
             method = %req.method(),
             path = %req.uri().path(),
             request_id = id.to_str().unwrap_or("-"),
-            client_ip = context.client_ip.as_deref(),
+            client_ip = context.client_ip.map(tracing::field::display),
         );
         let inner = context.scope(self.inner.call(req)).instrument(span);
         EdgeFuture {
@@ -215,9 +218,9 @@ fn usable_request_id(id: &[u8]) -> bool {
     (1..=128).contains(&id.len()) && id.iter().all(|b| b.is_ascii_graphic())
 }
 
-fn new_request_id() -> HeaderValue {
+fn request_id_header(id: uuid::Uuid) -> HeaderValue {
     let mut buf = uuid::Uuid::encode_buffer();
-    let s = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+    let s = id.hyphenated().encode_lower(&mut buf);
     HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("-"))
 }
 

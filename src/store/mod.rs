@@ -299,6 +299,9 @@ pub trait Upkeep {
     async fn purge_expired(&self, now: i64) -> StoreResult<Purged>;
     /// The connection pool's state, for `/metrics`.
     fn pool_stats(&self) -> PoolStats;
+    /// How long taking a connection from the pool takes now (waiting for one when all are in
+    /// use), giving up after `limit`: `None` then, or when the database is unreachable.
+    async fn probe_acquire(&self, limit: std::time::Duration) -> Option<std::time::Duration>;
 }
 
 /// Rows deleted by one `purge_expired`, by table.

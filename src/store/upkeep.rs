@@ -53,6 +53,14 @@ impl Upkeep for SqlStore {
         })
     }
 
+    async fn probe_acquire(&self, limit: std::time::Duration) -> Option<std::time::Duration> {
+        let started = std::time::Instant::now();
+        on_backend!(self, |b| {
+            let conn = tokio::time::timeout(limit, b.pool().acquire()).await;
+            matches!(conn, Ok(Ok(_))).then(|| started.elapsed())
+        })
+    }
+
     async fn purge_expired(&self, now: i64) -> StoreResult<Purged> {
         let cutoff = now - SESSION_RETENTION_MS;
         let a = on_backend!(self, |b| sqlx::query(PURGE_DENYLIST)

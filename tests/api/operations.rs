@@ -78,6 +78,7 @@ async fn metrics_answer_an_operators_questions(b: Backend) {
     assert!(text.contains("password_hash_seconds_bucket"), "{text}");
     assert!(has(r#"db_pool_connections{state="open"}"#) >= 1.0);
     assert!(has("db_pool_max_connections") >= 1.0);
+    assert!(has("db_pool_acquire_wait_seconds") < 0.5);
     assert!(has(r#"revocation_state_entries{kind="session"}"#) >= 0.0);
     assert!(has("revocation_state_trusted") <= 1.0);
     assert!(has(r#"signing_keys{state="active"}"#) >= 1.0);
