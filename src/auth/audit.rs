@@ -10,6 +10,9 @@
 //! id (UUIDv7, taken when the event happens); a batch written late can land behind a cursor
 //! already handed out, so a client following the trail should re-read its last minute.
 //!
+//! `token.refreshed` is stored only with `audit.store_refreshes` (off by default: a row per
+//! refresh costs `/refresh` throughput); it is always logged and counted.
+//!
 //! In a server, rows are written by a background writer in batches, so that an event costs the
 //! request a channel send and not a database round trip (`/refresh` stays one statement). If
 //! the writer falls `QUEUE` events behind (the database is down), further rows are dropped and
@@ -231,6 +234,8 @@ impl Record {
 /// The writer of the audit trail (see the module documentation).
 pub struct AuditTrail {
     store: Arc<dyn Store>,
+    /// `audit.store_refreshes`.
+    store_refreshes: bool,
     queue: mpsc::Sender<AuditEvent>,
     pending: Mutex<Option<mpsc::Receiver<AuditEvent>>>,
     /// A background writer is running: rows go through the queue.
@@ -240,10 +245,11 @@ pub struct AuditTrail {
 
 impl AuditTrail {
     /// A trail writing to `store`, directly until `run_writer` starts batching.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>, store_refreshes: bool) -> Self {
         let (queue, pending) = mpsc::channel(QUEUE);
         AuditTrail {
             store,
+            store_refreshes,
             queue,
             pending: Mutex::new(Some(pending)),
             batched: AtomicBool::new(false),
@@ -280,6 +286,9 @@ impl AuditTrail {
             "audit event"
         );
         metrics::counter!("audit_events_total", "event" => event.name()).increment(1);
+        if event == Event::Refreshed && !self.store_refreshes {
+            return;
+        }
         let row = if self.batched.load(Ordering::Acquire) {
             match self.queue.try_send(row) {
                 Ok(()) => return,

@@ -162,7 +162,7 @@ impl Auth {
         );
         let resource_ids = settings.resources.iter().map(|r| r.id.clone()).collect();
         Ok(Self {
-            audit: audit::AuditTrail::new(store.clone()),
+            audit: audit::AuditTrail::new(store.clone(), settings.audit.store_refreshes),
             store,
             passwords,
             keys,

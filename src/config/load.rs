@@ -285,6 +285,7 @@ mod tests {
         ("revocation.cache", "false", "false"),
         ("revocation.max_lag", "5s", r#""5s""#),
         ("audit.retention", "30d", r#""30days""#),
+        ("audit.store_refreshes", "true", "true"),
         (
             "keys.previous_master_keys",
             "c2VjcmV0LW1hc3Rlci1rZXk=",

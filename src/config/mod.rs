@@ -57,6 +57,9 @@ pub struct AuditSettings {
     /// Events older than this are purged.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// Whether `token.refreshed` events are stored as rows too (they are always logged and
+    /// counted). Off by default: a row per refresh costs `/refresh` throughput, on SQLite most.
+    pub store_refreshes: bool,
 }
 
 /// An API that tokens can be minted for (`[[resources]]` in a config file).

@@ -44,6 +44,7 @@ async fn security_events_are_audited_without_secrets(b: Backend) {
     let Some(app) = TestApp::spawn_with(b, |f| {
         f.merge(Serialized::default("throttle.account_free_failures", 2))
             .merge(Serialized::default("sessions.reuse_grace", "0s"))
+            .merge(Serialized::default("audit.store_refreshes", true))
     })
     .await
     else {
@@ -230,7 +231,15 @@ async fn the_audit_listing_filters_and_pages(b: Backend) {
         .as_str()
         .unwrap()
         .to_string();
-    for _ in 0..5 {
+    // By default a refresh is logged and counted, not stored (audit.store_refreshes).
+    let first = app.login_ok("alice").await;
+    assert_eq!(
+        app.refresh(first["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+    for _ in 0..4 {
         app.login_ok("alice").await;
     }
     eventually(10, "seven logins audited", || async {
@@ -240,6 +249,9 @@ async fn the_audit_listing_filters_and_pages(b: Backend) {
             == 6
     })
     .await;
+    assert!(all_events(&app, &admin, "&event=token.refreshed")
+        .await
+        .is_empty());
     // By user and event.
     let mine = all_events(&app, &admin, &format!("&user={}", alice.id)).await;
     assert_eq!(mine.len(), 6, "{mine:#?}"); // created + five logins
