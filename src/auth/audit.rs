@@ -260,6 +260,13 @@ impl AuditTrail {
     /// Records one event: the log line and the count at once, the row now (CLI) or through the
     /// writer (server).
     pub async fn record(&self, event: Event, r: Record) {
+        metrics::counter!("audit_events_total", "event" => event.name()).increment(1);
+        let store_row = event != Event::Refreshed || self.store_refreshes;
+        // The hottest event (a refresh) is usually neither stored nor logged at info: then
+        // nothing more is built for it.
+        if !store_row && !tracing::enabled!(target: "audit", tracing::Level::INFO) {
+            return;
+        }
         let (request_id, ip, actor_id) = RequestContext::current();
         let row = AuditEvent {
             id: Uuid::now_v7(),
@@ -285,8 +292,7 @@ impl AuditTrail {
             reason = r.reason,
             "audit event"
         );
-        metrics::counter!("audit_events_total", "event" => event.name()).increment(1);
-        if event == Event::Refreshed && !self.store_refreshes {
+        if !store_row {
             return;
         }
         let row = if self.batched.load(Ordering::Acquire) {

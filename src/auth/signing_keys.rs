@@ -12,8 +12,8 @@ use crate::time::now_ms;
 pub struct Jwks {
     /// `{"keys":[…]}`, public members only.
     pub body: Bytes,
-    /// A strong ETag (RFC 9110 §8.8.3), quotes included.
-    pub etag: String,
+    /// A strong ETag (RFC 9110 §8.8.3), quotes included; visible ASCII.
+    pub etag: Bytes,
 }
 
 impl Auth {

@@ -12,7 +12,8 @@
 //! - a note on `auth::password::Activity`, for every request but a login, that password hashing
 //!   should yield the CPU;
 //! - the request's `auth::audit::RequestContext` (request id, client address), which audit
-//!   events read.
+//!   events read; only on routes that can record one, so the JWKS, discovery, health and
+//!   metrics paths do not pay for the task-local.
 //!
 //! It replaces a stack of separate tower-http layers and `from_fn` middlewares: one future
 //! instead of seven nested ones, and no allocation for metric labels. This matters on the
@@ -114,25 +115,35 @@ where
         if route != "/login" {
             self.activity.note_other_request(started);
         }
-        let context = RequestContext {
-            actor: Default::default(),
-            request_id,
-            client_ip: req
-                .extensions()
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|peer| {
-                    super::client_addr::client_ip(req.headers(), peer.0.ip(), &self.trusted_proxies)
-                }),
-        };
+        let client_ip = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|peer| {
+                super::client_addr::client_ip(req.headers(), peer.0.ip(), &self.trusted_proxies)
+            });
         let method = method_label(req.method());
         let span = tracing::info_span!(
             "http",
             method = %req.method(),
             path = %req.uri().path(),
             request_id = id.to_str().unwrap_or("-"),
-            client_ip = context.client_ip.map(tracing::field::display),
+            client_ip = client_ip.map(tracing::field::display),
         );
-        let inner = context.scope(self.inner.call(req)).instrument(span);
+        let inner = if records_events(route) {
+            let context = RequestContext {
+                actor: Default::default(),
+                request_id,
+                client_ip,
+            };
+            Scoped::With {
+                f: context.scope(self.inner.call(req)),
+            }
+        } else {
+            Scoped::Without {
+                f: self.inner.call(req),
+            }
+        }
+        .instrument(span);
         EdgeFuture {
             inner,
             id,
@@ -143,11 +154,40 @@ where
     }
 }
 
+/// Whether a route can record an audit event, and so needs the request's context. The
+/// public documents, health and metrics never do.
+fn records_events(route: &str) -> bool {
+    !(route.starts_with("/.well-known/")
+        || matches!(
+            route,
+            "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "unmatched"
+        ))
+}
+
+pin_project_lite::pin_project! {
+    /// The handler's future, inside the request's audit context or not.
+    #[project = ScopedProj]
+    pub enum Scoped<F> {
+        With { #[pin] f: tokio::task::futures::TaskLocalFuture<RequestContext, F> },
+        Without { #[pin] f: F },
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.project() {
+            ScopedProj::With { f } => f.poll(cx),
+            ScopedProj::Without { f } => f.poll(cx),
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
     /// The response future of [`Edge`].
     pub struct EdgeFuture<F> {
         #[pin]
-        inner: Instrumented<tokio::task::futures::TaskLocalFuture<RequestContext, F>>,
+        inner: Instrumented<Scoped<F>>,
         id: HeaderValue,
         route: &'static str,
         method: &'static str,

@@ -21,7 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     ))]
 async fn jwks(State(st): State<AppState>, headers: HeaderMap) -> Response {
     let jwks = st.auth.jwks();
-    let Ok(etag) = HeaderValue::from_str(&jwks.etag) else {
+    let Ok(etag) = HeaderValue::from_maybe_shared(jwks.etag) else {
         return ApiError::Internal("unrepresentable ETag".into()).into_response();
     };
     let cache = st.jwks_cache_control.clone();

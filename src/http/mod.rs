@@ -37,9 +37,20 @@ use crate::auth::Auth;
 use crate::config::Settings;
 use error::ApiError;
 
-/// Shared state of every handler.
+/// Shared state of every handler: one `Arc`, so that handing it to a handler is one reference
+/// count, not one per field (it is cloned for every request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct SharedState {
     /// The domain: every handler calls one of its use cases.
     pub auth: Arc<Auth>,
     /// What handlers need to shape answers (cookie mode, discovery, introspection's `iss`).
@@ -97,7 +108,7 @@ pub fn router(auth: Arc<Auth>, settings: Arc<Settings>) -> Router {
     // Validated with the settings; an entry that does not parse trusts nothing.
     let trusted_proxies =
         Arc::new(client_addr::parse_trusted(&s.http.trusted_proxies).unwrap_or_default());
-    let state = AppState {
+    let state = AppState(Arc::new(SharedState {
         jwks_cache_control: HeaderValue::from_str(&format!("public, max-age={max_age}"))
             .unwrap_or(HeaderValue::from_static("public, max-age=300")),
         allowed_origins: Arc::new(csrf::AllowedOrigins::new(
@@ -107,7 +118,7 @@ pub fn router(auth: Arc<Auth>, settings: Arc<Settings>) -> Router {
         settings: settings.clone(),
         trusted_proxies: trusted_proxies.clone(),
         auth,
-    };
+    }));
     // The OpenAPI document is generated from the same route table that serves requests, so
     // the two cannot drift.
     let (api_routes, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())

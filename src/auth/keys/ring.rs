@@ -103,9 +103,10 @@ struct Signer {
 pub struct KeyRing {
     signers: Vec<Signer>,
     pub verifying: HashMap<String, VerifyingKey>,
-    /// The pre-rendered JWKS body and its strong ETag.
+    /// The pre-rendered JWKS body and its strong ETag (quotes included; shared, so that
+    /// serving it copies nothing).
     pub jwks: bytes::Bytes,
-    pub etag: String,
+    pub etag: bytes::Bytes,
 }
 
 impl KeyRing {
@@ -173,7 +174,7 @@ impl KeyRing {
             signers,
             verifying,
             jwks: body.into(),
-            etag,
+            etag: etag.into(),
         }
     }
 
