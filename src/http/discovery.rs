@@ -30,6 +30,9 @@ pub fn metadata(s: &Settings, scopes: Vec<String>) -> Value {
         "revocation_endpoint": format!("{iss}/revoke"),
         "introspection_endpoint": format!("{iss}/introspect"),
         "userinfo_endpoint": format!("{iss}/userinfo"),
+        // An extension member (RFC 8414 §2 allows them): the revocation feed, which
+        // tessera-verify and other verifiers poll.
+        "revocation_feed_endpoint": format!("{iss}/revocations"),
         "grant_types_supported": ["password", "refresh_token"],
         // RFC 8414 §2 requires the member; with no authorization endpoint, no response type
         // is supported (in particular not the implicit grant's "token").

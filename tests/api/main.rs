@@ -19,3 +19,4 @@ mod operations;
 mod refresh;
 mod resilience;
 mod userinfo;
+mod verifier;

@@ -1,0 +1,440 @@
+//! The issuer's key set (RFC 7517), cached.
+//!
+//! - Freshness follows the JWKS answer's `Cache-Control: max-age` (clamped to
+//!   [`MIN_TTL`, `MAX_TTL`]); a background task refreshes at 80% of it, revalidating with
+//!   `If-None-Match`, so requests never wait on the network in steady state.
+//! - An unknown `kid` may trigger one refetch ([`KeyCache::key_for`]): requests that miss at
+//!   the same time share it (single-flight, by an async mutex), and another refetch happens at
+//!   most once per `refetch_interval`, whatever the tokens say.
+//! - When refreshing fails, the last good set keeps serving, flagged stale, until
+//!   `hard_limit` after the last successful fetch; then no key is trusted.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+
+use crate::error::VerifyError;
+
+/// Shortest freshness honoured (a `max-age=0` server would otherwise be polled constantly).
+/// Tessera publishes keys `keys.publish_ahead` (at least its max-age) before they sign, so
+/// honouring its max-age down to this floor means a new key is known before it is used.
+pub(crate) const MIN_TTL: Duration = Duration::from_secs(1);
+/// Longest freshness honoured, so a rotation is seen within this even with a long max-age.
+pub(crate) const MAX_TTL: Duration = Duration::from_secs(3600);
+/// Freshness when the server sends no `max-age`.
+const DEFAULT_TTL: Duration = Duration::from_secs(300);
+/// Largest key set read (bytes).
+const MAX_JWKS_BYTES: usize = 1 << 20;
+
+/// A verification key: the algorithm is the key's own, never the token's.
+pub(crate) struct Key {
+    pub alg: Algorithm,
+    pub decoding: DecodingKey,
+}
+
+/// Where the keys come from.
+pub(crate) enum Source {
+    /// Fetched from this URL (and refreshed).
+    Url(String),
+    /// Given once; never refreshed, never stale.
+    Static,
+}
+
+struct Cached {
+    keys: Arc<HashMap<String, Arc<Key>>>,
+    etag: Option<http::HeaderValue>,
+    /// When the last fetch (a 200 or a 304) succeeded.
+    ok_at: Instant,
+    /// How long that answer may be used without revalidation.
+    ttl: Duration,
+}
+
+/// See the module documentation.
+pub(crate) struct KeyCache {
+    source: Source,
+    http: reqwest::Client,
+    accepted: Vec<Algorithm>,
+    refetch_interval: Duration,
+    hard_limit: Duration,
+    state: RwLock<Cached>,
+    /// Start of the last unknown-`kid` refetch; held while one runs.
+    refetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Key-set requests sent, of any outcome.
+    fetches: AtomicU64,
+}
+
+impl KeyCache {
+    /// A cache of the set at `url`, fetched now. Errors: the fetch failed or the set has no
+    /// usable key.
+    pub(crate) async fn fetch_new(
+        url: String,
+        http: reqwest::Client,
+        accepted: Vec<Algorithm>,
+        refetch_interval: Duration,
+        hard_limit: Duration,
+    ) -> Result<Self, crate::SetupError> {
+        let cache = KeyCache {
+            source: Source::Url(url.clone()),
+            http,
+            accepted,
+            refetch_interval,
+            hard_limit,
+            state: RwLock::new(Cached {
+                keys: Arc::default(),
+                etag: None,
+                ok_at: Instant::now(),
+                ttl: Duration::ZERO,
+            }),
+            refetch: tokio::sync::Mutex::new(None),
+            fetches: AtomicU64::new(0),
+        };
+        cache
+            .refresh()
+            .await
+            .map_err(|reason| crate::SetupError::Fetch {
+                url: url.clone(),
+                reason,
+            })?;
+        if cache.read().keys.is_empty() {
+            return Err(crate::SetupError::NoKeys(url));
+        }
+        Ok(cache)
+    }
+
+    /// A cache holding the set `jwks` (a JWKS document) for good.
+    pub(crate) fn fixed(
+        jwks: &[u8],
+        http: reqwest::Client,
+        accepted: Vec<Algorithm>,
+    ) -> Result<Self, crate::SetupError> {
+        let keys = parse_jwks(jwks, &accepted).map_err(crate::SetupError::Metadata)?;
+        if keys.is_empty() {
+            return Err(crate::SetupError::NoKeys("the given key set".into()));
+        }
+        Ok(KeyCache {
+            source: Source::Static,
+            http,
+            accepted,
+            refetch_interval: Duration::MAX,
+            hard_limit: Duration::MAX,
+            state: RwLock::new(Cached {
+                keys: Arc::new(keys),
+                etag: None,
+                ok_at: Instant::now(),
+                ttl: Duration::MAX,
+            }),
+            refetch: tokio::sync::Mutex::new(None),
+            fetches: AtomicU64::new(0),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Cached> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The key `kid` names, from the cache as it stands. `Ok(None)`: not in the set.
+    pub(crate) fn cached(&self, kid: &str) -> Result<Option<Arc<Key>>, VerifyError> {
+        let c = self.read();
+        if c.ok_at.elapsed() > self.hard_limit {
+            return Err(VerifyError::KeysUnavailable);
+        }
+        Ok(c.keys.get(kid).cloned())
+    }
+
+    /// The key `kid` names, refetching the set once if it is unknown (single-flight, and at
+    /// most once per `refetch_interval`).
+    pub(crate) async fn key_for(&self, kid: &str) -> Result<Arc<Key>, VerifyError> {
+        if let Some(key) = self.cached(kid)? {
+            return Ok(key);
+        }
+        if matches!(self.source, Source::Static) {
+            return Err(VerifyError::UnknownKey);
+        }
+        let mut last = self.refetch.lock().await;
+        // A refetch that finished while this request waited may have brought the key.
+        if let Some(key) = self.cached(kid)? {
+            return Ok(key);
+        }
+        if last.is_some_and(|t| t.elapsed() < self.refetch_interval) {
+            return Err(VerifyError::UnknownKey);
+        }
+        *last = Some(Instant::now());
+        if let Err(e) = self.refresh().await {
+            tracing::warn!(error = %e, "refetching the key set for an unknown kid failed");
+        }
+        drop(last);
+        self.cached(kid)?.ok_or(VerifyError::UnknownKey)
+    }
+
+    /// How many key-set requests have been sent.
+    pub(crate) fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// Whether the cached set is past its freshness and could not be revalidated.
+    pub(crate) fn is_stale(&self) -> bool {
+        let c = self.read();
+        c.ok_at.elapsed() > c.ttl
+    }
+
+    /// When the background task should next refresh: at 80% of the freshness.
+    pub(crate) fn next_refresh_in(&self) -> Duration {
+        let c = self.read();
+        (c.ttl.mul_f64(0.8)).saturating_sub(c.ok_at.elapsed())
+    }
+
+    /// Fetches the set (conditionally, with the last ETag) and replaces the cache on success.
+    /// Errors (the reason, for a log line): network, status, body, or a set with no usable
+    /// key; the cache is then left as it was.
+    pub(crate) async fn refresh(&self) -> Result<(), String> {
+        let Source::Url(url) = &self.source else {
+            return Ok(());
+        };
+        let result = self.fetch(url).await;
+        let label = match &result {
+            Ok(true) => "updated",
+            Ok(false) => "not_modified",
+            Err(_) => "error",
+        };
+        metrics::counter!("tessera_verify_key_refreshes_total", "result" => label).increment(1);
+        metrics::gauge!("tessera_verify_keys_stale").set(if self.is_stale() { 1.0 } else { 0.0 });
+        result.map(|_| ())
+    }
+
+    /// `Ok(true)`: a new set; `Ok(false)`: not modified.
+    async fn fetch(&self, url: &str) -> Result<bool, String> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let etag = self.read().etag.clone();
+        let mut req = self.http.get(url).header(
+            http::header::ACCEPT,
+            "application/jwk-set+json, application/json",
+        );
+        if let Some(etag) = etag {
+            req = req.header(http::header::IF_NONE_MATCH, etag);
+        }
+        let res = req.send().await.map_err(describe)?;
+        let ttl = crate::http_client::max_age(res.headers())
+            .unwrap_or(DEFAULT_TTL)
+            .clamp(MIN_TTL, MAX_TTL);
+        match res.status() {
+            reqwest::StatusCode::NOT_MODIFIED => {
+                let mut c = self.state.write().unwrap_or_else(|p| p.into_inner());
+                c.ok_at = Instant::now();
+                c.ttl = ttl;
+                Ok(false)
+            }
+            reqwest::StatusCode::OK => {
+                let etag = res.headers().get(http::header::ETAG).cloned();
+                let body = read_capped(res, MAX_JWKS_BYTES).await?;
+                let keys = parse_jwks(&body, &self.accepted)?;
+                if keys.is_empty() {
+                    return Err("the key set has no usable signing key".into());
+                }
+                let mut c = self.state.write().unwrap_or_else(|p| p.into_inner());
+                *c = Cached {
+                    keys: Arc::new(keys),
+                    etag,
+                    ok_at: Instant::now(),
+                    ttl,
+                };
+                Ok(true)
+            }
+            s => Err(format!("status {}", s.as_u16())),
+        }
+    }
+}
+
+/// A reqwest error as a log reason: its kind and message, without the URL.
+pub(crate) fn describe(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    format!("{kind}: {}", e.without_url())
+}
+
+/// The body of `res`, refused past `cap` bytes.
+pub(crate) async fn read_capped(mut res: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(describe)? {
+        if body.len() + chunk.len() > cap {
+            return Err(format!("answer larger than {cap} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The usable keys of a JWKS document, by `kid`. A key is usable when it has a `kid`, is
+/// meant for signatures (`use` absent or `sig`; `key_ops`, if present, includes `verify`), is
+/// asymmetric, and its algorithm (its `alg`, or the one its curve implies) is accepted and
+/// fits its type and curve. Other keys are skipped, so one odd key does not take the set down.
+/// A `kid` listed twice is dropped altogether: which key it means is ambiguous.
+/// Errors: the document is not a JSON object with a `keys` array.
+pub(crate) fn parse_jwks(
+    body: &[u8],
+    accepted: &[Algorithm],
+) -> Result<HashMap<String, Arc<Key>>, String> {
+    #[derive(serde::Deserialize)]
+    struct Set {
+        keys: Vec<serde_json::Value>,
+    }
+    let set: Set = serde_json::from_slice(body).map_err(|_| "not a JWK set".to_string())?;
+    let mut out = HashMap::new();
+    let mut twice = Vec::new();
+    for value in set.keys {
+        let Ok(jwk) = serde_json::from_value::<Jwk>(value) else {
+            continue;
+        };
+        let Some(kid) = jwk.common.key_id.clone() else {
+            continue;
+        };
+        let Some(key) = usable(&jwk, accepted) else {
+            tracing::debug!(%kid, "skipping a key this verifier does not accept");
+            continue;
+        };
+        if out.insert(kid.clone(), Arc::new(key)).is_some() {
+            twice.push(kid);
+        }
+    }
+    for kid in twice {
+        tracing::warn!(%kid, "the key set lists this kid twice; neither key is trusted");
+        out.remove(&kid);
+    }
+    Ok(out)
+}
+
+fn usable(jwk: &Jwk, accepted: &[Algorithm]) -> Option<Key> {
+    if jwk
+        .common
+        .public_key_use
+        .as_ref()
+        .is_some_and(|u| *u != PublicKeyUse::Signature)
+    {
+        return None;
+    }
+    if let Some(ops) = &jwk.common.key_operations {
+        if !ops
+            .iter()
+            .any(|op| matches!(op, jsonwebtoken::jwk::KeyOperations::Verify))
+        {
+            return None;
+        }
+    }
+    let alg = match (&jwk.common.key_algorithm, &jwk.algorithm) {
+        (Some(a), _) => signing_alg(*a)?,
+        (None, AlgorithmParameters::EllipticCurve(p)) => match p.curve {
+            EllipticCurve::P256 => Algorithm::ES256,
+            EllipticCurve::P384 => Algorithm::ES384,
+            _ => return None,
+        },
+        (None, AlgorithmParameters::OctetKeyPair(p)) if p.curve == EllipticCurve::Ed25519 => {
+            Algorithm::EdDSA
+        }
+        // An RSA key without `alg` could mean PKCS#1 v1.5 or PSS: too ambiguous to pin.
+        _ => return None,
+    };
+    let fits = match (&jwk.algorithm, alg) {
+        (AlgorithmParameters::EllipticCurve(p), Algorithm::ES256) => p.curve == EllipticCurve::P256,
+        (AlgorithmParameters::EllipticCurve(p), Algorithm::ES384) => p.curve == EllipticCurve::P384,
+        (AlgorithmParameters::OctetKeyPair(p), Algorithm::EdDSA) => {
+            p.curve == EllipticCurve::Ed25519
+        }
+        (
+            AlgorithmParameters::RSA(_),
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512,
+        ) => true,
+        _ => false,
+    };
+    if !fits || !accepted.contains(&alg) {
+        return None;
+    }
+    let decoding = DecodingKey::from_jwk(jwk).ok()?;
+    Some(Key { alg, decoding })
+}
+
+/// The JWS algorithm of a JWK `alg`, for asymmetric signing algorithms only.
+fn signing_alg(a: KeyAlgorithm) -> Option<Algorithm> {
+    Some(match a {
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        KeyAlgorithm::ES384 => Algorithm::ES384,
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::RS384 => Algorithm::RS384,
+        KeyAlgorithm::RS512 => Algorithm::RS512,
+        KeyAlgorithm::PS256 => Algorithm::PS256,
+        KeyAlgorithm::PS384 => Algorithm::PS384,
+        KeyAlgorithm::PS512 => Algorithm::PS512,
+        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: &[Algorithm] = &[Algorithm::ES256, Algorithm::EdDSA, Algorithm::RS256];
+    const P256_X: &str = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU";
+    const P256_Y: &str = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0";
+
+    fn ec(kid: &str, extra: serde_json::Value) -> serde_json::Value {
+        let mut k = serde_json::json!({"kty":"EC","crv":"P-256","x":P256_X,"y":P256_Y,"kid":kid});
+        for (n, v) in extra.as_object().unwrap() {
+            k[n] = v.clone();
+        }
+        k
+    }
+
+    fn parse(keys: Vec<serde_json::Value>) -> Vec<String> {
+        let body = serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap();
+        let mut kids: Vec<String> = parse_jwks(&body, ALL).unwrap().into_keys().collect();
+        kids.sort();
+        kids
+    }
+
+    #[test]
+    fn keeps_signing_keys_and_skips_the_rest() {
+        let kids = parse(vec![
+            ec("plain", serde_json::json!({})),
+            ec("alg", serde_json::json!({"alg":"ES256","use":"sig"})),
+            ec("enc", serde_json::json!({"use":"enc"})),
+            ec("ops", serde_json::json!({"key_ops":["sign"]})),
+            ec("wrong-curve", serde_json::json!({"alg":"ES384"})),
+            ec("not-accepted", serde_json::json!({"alg":"RS256"})),
+            serde_json::json!({"kty":"oct","k":"c2VjcmV0","kid":"hmac","alg":"HS256"}),
+            serde_json::json!({"kty":"EC","crv":"P-256","x":P256_X,"y":P256_Y}),
+            serde_json::json!({"kty":"weird","kid":"weird"}),
+        ]);
+        assert_eq!(kids, vec!["alg", "plain"]);
+    }
+
+    #[test]
+    fn a_kid_listed_twice_is_dropped() {
+        let kids = parse(vec![
+            ec("dup", serde_json::json!({})),
+            ec("dup", serde_json::json!({})),
+            ec("one", serde_json::json!({})),
+        ]);
+        assert_eq!(kids, vec!["one"]);
+    }
+
+    #[test]
+    fn a_document_that_is_not_a_set_is_an_error() {
+        assert!(parse_jwks(b"[]", ALL).is_err());
+        assert!(parse_jwks(b"{\"keys\":{}}", ALL).is_err());
+        assert!(parse_jwks(b"not json", ALL).is_err());
+        assert!(parse_jwks(b"{\"keys\":[]}", ALL).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,293 @@
+//! tower middleware: [`VerifyLayer`] authenticates, [`RequireRole`] authorises.
+//!
+//! Answers (RFC 6750 §3), each with `Cache-Control: no-store` and a JSON body
+//! `{"error", "error_description"}`:
+//! - no usable token, or a refused one: 401 with `WWW-Authenticate: Bearer
+//!   error="invalid_token"`;
+//! - more than one `Authorization` header: 400 `invalid_request`;
+//! - a verified token without a required role: 403 with `WWW-Authenticate: Bearer
+//!   error="insufficient_scope"`;
+//! - with [`crate::StalePolicy::Unavailable`], a verifier whose keys or revocation state are
+//!   stale: 503 `temporarily_unavailable` with `Retry-After`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::claims::Claims;
+use crate::error::VerifyError;
+use crate::verifier::{StalePolicy, Verifier};
+
+/// The response body of the layers: the inner service's, or an error's JSON.
+pub type LayerBody<B> = Either<B, Full<Bytes>>;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Verifies the bearer token of every request and inserts its [`Claims`] into the request
+/// extensions; refuses the request otherwise (see the module documentation).
+#[derive(Clone, Debug)]
+pub struct VerifyLayer {
+    verifier: Verifier,
+}
+
+impl VerifyLayer {
+    pub fn new(verifier: Verifier) -> Self {
+        VerifyLayer { verifier }
+    }
+}
+
+impl<S> Layer<S> for VerifyLayer {
+    type Service = VerifyService<S>;
+    fn layer(&self, inner: S) -> VerifyService<S> {
+        VerifyService {
+            inner,
+            verifier: self.verifier.clone(),
+        }
+    }
+}
+
+/// The service of [`VerifyLayer`].
+#[derive(Clone, Debug)]
+pub struct VerifyService<S> {
+    inner: S,
+    verifier: Verifier,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for VerifyService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    ReqBody: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<LayerBody<ResBody>>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        // The clone that was polled ready serves this request; the fresh one waits its turn.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let verifier = self.verifier.clone();
+        Box::pin(async move {
+            let token = match bearer(req.headers()) {
+                Ok(t) => t,
+                Err(refusal) => return Ok(refusal.respond(verifier.stale_policy())),
+            };
+            match verifier.verify(&token).await {
+                Ok(claims) => {
+                    req.extensions_mut().insert(claims);
+                    inner.call(req).await.map(|r| r.map(Either::Left))
+                }
+                Err(e) => Ok(Refusal::Token(e).respond(verifier.stale_policy())),
+            }
+        })
+    }
+}
+
+/// Requires a role of the [`Claims`] a [`VerifyLayer`] (applied outside this one) inserted:
+/// 403 `insufficient_scope` without it, 401 when no verified claims are present.
+#[derive(Clone, Copy, Debug)]
+pub struct RequireRole(pub &'static str);
+
+impl<S> Layer<S> for RequireRole {
+    type Service = RequireRoleService<S>;
+    fn layer(&self, inner: S) -> RequireRoleService<S> {
+        RequireRoleService {
+            inner,
+            role: self.0,
+        }
+    }
+}
+
+/// The service of [`RequireRole`].
+#[derive(Clone, Debug)]
+pub struct RequireRoleService<S> {
+    inner: S,
+    role: &'static str,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireRoleService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    ReqBody: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<LayerBody<ResBody>>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let refusal = match req.extensions().get::<Claims>() {
+            None => Some(Refusal::Token(VerifyError::Missing)),
+            Some(c) if !c.has_role(self.role) => Some(Refusal::Token(VerifyError::MissingRole)),
+            Some(_) => None,
+        };
+        if let Some(refusal) = refusal {
+            metrics::counter!("tessera_verify_total", "outcome" => "missing_role").increment(1);
+            let res = refusal.respond(StalePolicy::Reject);
+            return Box::pin(async move { Ok(res) });
+        }
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move { inner.call(req).await.map(|r| r.map(Either::Left)) })
+    }
+}
+
+/// Why a request is refused before reaching the handler.
+pub(crate) enum Refusal {
+    /// More than one `Authorization` header (RFC 6750 §3.1 `invalid_request`).
+    Ambiguous,
+    Token(VerifyError),
+}
+
+impl Refusal {
+    pub(crate) fn respond<B>(self, policy: StalePolicy) -> Response<LayerBody<B>> {
+        let (status, error, description) = match &self {
+            Refusal::Ambiguous => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "more than one Authorization header".to_string(),
+            ),
+            Refusal::Token(VerifyError::MissingRole) => (
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                "the token lacks a required role".to_string(),
+            ),
+            Refusal::Token(e) if e.is_unavailable() && policy == StalePolicy::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                e.to_string(),
+            ),
+            Refusal::Token(e) => (StatusCode::UNAUTHORIZED, "invalid_token", e.to_string()),
+        };
+        let body = serde_json::json!({ "error": error, "error_description": description });
+        let mut res = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
+        *res.status_mut() = status;
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match status {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST => {
+                // The description is one of this crate's fixed texts: a valid header value.
+                let challenge =
+                    format!("Bearer error=\"{error}\", error_description=\"{description}\"");
+                if let Ok(v) = HeaderValue::from_str(&challenge) {
+                    h.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            _ => {}
+        }
+        res
+    }
+}
+
+/// The bearer token of a request (RFC 6750 §2.1): one `Authorization` header, scheme `Bearer`
+/// in any case, and a `b64token`.
+pub(crate) fn bearer(headers: &http::HeaderMap) -> Result<String, Refusal> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(Refusal::Token(VerifyError::Missing));
+    };
+    if values.next().is_some() {
+        return Err(Refusal::Ambiguous);
+    }
+    let value = value.as_bytes();
+    let Some((scheme, rest)) = value.split_first_chunk::<7>() else {
+        return Err(Refusal::Token(VerifyError::Missing));
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return Err(Refusal::Token(VerifyError::Missing));
+    }
+    let token = rest.trim_ascii();
+    let b64token = |b: &u8| b.is_ascii_alphanumeric() || b"-._~+/=".contains(b);
+    if token.is_empty() || !token.iter().all(b64token) {
+        return Err(Refusal::Token(VerifyError::Malformed));
+    }
+    // All ASCII, checked above.
+    Ok(String::from_utf8_lossy(token).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(values: &[&str]) -> Result<String, &'static str> {
+        let mut h = http::HeaderMap::new();
+        for v in values {
+            h.append(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        bearer(&h).map_err(|r| match r {
+            Refusal::Ambiguous => "ambiguous",
+            Refusal::Token(VerifyError::Missing) => "missing",
+            Refusal::Token(VerifyError::Malformed) => "malformed",
+            Refusal::Token(_) => "other",
+        })
+    }
+
+    #[test]
+    fn reads_one_bearer_token() {
+        assert_eq!(auth(&["Bearer a.b.c"]), Ok("a.b.c".into()));
+        assert_eq!(auth(&["bearer  a.b.c "]), Ok("a.b.c".into()));
+        assert_eq!(auth(&[]), Err("missing"));
+        assert_eq!(auth(&["Basic dXNlcjpwYXNz"]), Err("missing"));
+        assert_eq!(auth(&["Bearer"]), Err("missing"));
+        assert_eq!(auth(&["Bearer "]), Err("malformed"));
+        assert_eq!(auth(&["Bearer a b"]), Err("malformed"));
+        assert_eq!(auth(&["Bearer a.b.c", "Bearer d.e.f"]), Err("ambiguous"));
+    }
+
+    #[test]
+    fn refusals_follow_rfc_6750() {
+        let r = Refusal::Token(VerifyError::Expired).respond::<Full<Bytes>>(StalePolicy::Reject);
+        assert_eq!(r.status(), 401);
+        let www = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(www.starts_with("Bearer error=\"invalid_token\""), "{www}");
+        let r =
+            Refusal::Token(VerifyError::MissingRole).respond::<Full<Bytes>>(StalePolicy::Reject);
+        assert_eq!(r.status(), 403);
+        assert!(r.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .contains("insufficient_scope"));
+        let stale = Refusal::Token(VerifyError::RevocationStale);
+        assert_eq!(
+            stale
+                .respond::<Full<Bytes>>(StalePolicy::Unavailable)
+                .status(),
+            503
+        );
+        let stale = Refusal::Token(VerifyError::RevocationStale);
+        assert_eq!(
+            stale.respond::<Full<Bytes>>(StalePolicy::Reject).status(),
+            401
+        );
+        assert_eq!(
+            Refusal::Ambiguous
+                .respond::<Full<Bytes>>(StalePolicy::Reject)
+                .status(),
+            400
+        );
+    }
+}

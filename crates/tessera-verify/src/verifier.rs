@@ -1,0 +1,599 @@
+//! [`Verifier`]: set up once, shared by every request (it is a cheap `Arc` clone).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, Validation};
+use serde::Deserialize;
+
+use crate::claims::Claims;
+use crate::error::{SetupError, VerifyError};
+use crate::feed::{Feed, FeedSource};
+use crate::keys::KeyCache;
+
+/// Longest token even parsed (bytes).
+const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Largest metadata document read (bytes).
+const MAX_METADATA_BYTES: usize = 256 * 1024;
+
+/// Every asymmetric JWS algorithm the verifier can check (RFC 7518 §3); HMAC and `none` are
+/// never accepted.
+const ASYMMETRIC: &[Algorithm] = &[
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
+
+/// What to do with a request while the verifier cannot vouch for its state: the revocation
+/// feed unread for longer than `max_staleness`, or the key set older than the hard limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StalePolicy {
+    /// Refuse with 401 `invalid_token` (the default: fail closed).
+    #[default]
+    Reject,
+    /// Refuse with 503 and `Retry-After`, so clients retry rather than log in again.
+    Unavailable,
+    /// Accept tokens that are otherwise valid, ignoring the stale revocation state (fail
+    /// open; a warning is logged by the poller). Keys past the hard limit are still refused.
+    Accept,
+}
+
+/// Verifies Tessera's access tokens. See the crate documentation.
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    issuer: String,
+    audience: String,
+    leeway: i64,
+    horizon: i64,
+    required_roles: Vec<String>,
+    stale_policy: StalePolicy,
+    keys: Arc<KeyCache>,
+    feed: Option<Arc<Feed>>,
+    /// One prebuilt validation per accepted algorithm.
+    validations: HashMap<Algorithm, Validation>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("issuer", &self.inner.issuer)
+            .field("audience", &self.inner.audience)
+            .field("revocation_feed", &self.inner.feed.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// A verifier for tokens of `issuer` (exactly as in their `iss`, e.g.
+    /// `https://auth.example.com`) meant for `audience`, with every default. It reads the
+    /// issuer's RFC 8414 metadata and key set before returning.
+    ///
+    /// Errors: [`SetupError`] when the metadata or the keys cannot be fetched or used.
+    pub async fn discover(
+        issuer: impl Into<String>,
+        audience: impl Into<String>,
+    ) -> Result<Self, SetupError> {
+        Self::builder(issuer, audience).build().await
+    }
+
+    /// A verifier that reads keys from `jwks_url` directly, without metadata discovery.
+    ///
+    /// Errors: [`SetupError`] when the key set cannot be fetched or has no usable key.
+    pub async fn from_jwks_url(
+        jwks_url: impl Into<String>,
+        issuer: impl Into<String>,
+        audience: impl Into<String>,
+    ) -> Result<Self, SetupError> {
+        Self::builder(issuer, audience)
+            .jwks_url(jwks_url)
+            .build()
+            .await
+    }
+
+    /// A builder for every other setting.
+    pub fn builder(issuer: impl Into<String>, audience: impl Into<String>) -> VerifierBuilder {
+        VerifierBuilder {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            jwks_url: None,
+            jwks: None,
+            leeway: Duration::from_secs(10),
+            required_roles: Vec::new(),
+            algorithms: ASYMMETRIC.to_vec(),
+            http_timeout: Duration::from_secs(5),
+            http: None,
+            refetch_interval: Duration::from_secs(5),
+            key_hard_limit: Duration::from_secs(24 * 3600),
+            feed: None,
+            feed_url: None,
+            max_staleness: None,
+            stale_policy: StalePolicy::Reject,
+            token_horizon: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    /// Verifies `token` (the compact JWS, without `Bearer `): signature, header and claims,
+    /// then the required roles and the revocation state. Awaits only when the `kid` is unknown
+    /// and a refetch is allowed.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    pub async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        let result = self.verify_inner(token).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
+        };
+        metrics::counter!("tessera_verify_total", "outcome" => outcome).increment(1);
+        result
+    }
+
+    async fn verify_inner(&self, token: &str) -> Result<Claims, VerifyError> {
+        let inner = &*self.inner;
+        let kid = checked_header(token)?;
+        let key = inner.keys.key_for(&kid).await?;
+        let validation = inner
+            .validations
+            .get(&key.alg)
+            .ok_or(VerifyError::Header("alg"))?;
+        let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, validation)
+            .map_err(|e| refusal(e.kind()))?
+            .claims;
+        let now = crate::feed::unix_now();
+        if claims.iat > now + inner.leeway {
+            return Err(VerifyError::NotYetValid);
+        }
+        if claims.exp.saturating_sub(claims.iat) > inner.horizon {
+            return Err(VerifyError::Claim("lifetime"));
+        }
+        if claims.jti.is_empty() || claims.sid.is_empty() || claims.sub.is_empty() {
+            return Err(VerifyError::Claim("empty"));
+        }
+        if let Some(feed) = &inner.feed {
+            if feed.is_stale() && inner.stale_policy != StalePolicy::Accept {
+                return Err(VerifyError::RevocationStale);
+            }
+            feed.check(&claims)?;
+        }
+        if !inner.required_roles.iter().all(|r| claims.has_role(r)) {
+            return Err(VerifyError::MissingRole);
+        }
+        Ok(claims)
+    }
+
+    /// What to answer while the state is stale (see [`StalePolicy`]).
+    pub fn stale_policy(&self) -> StalePolicy {
+        self.inner.stale_policy
+    }
+
+    /// Whether the cached key set is past its freshness and could not be revalidated (the
+    /// issuer is unreachable); it keeps serving until the hard limit.
+    pub fn keys_stale(&self) -> bool {
+        self.inner.keys.is_stale()
+    }
+
+    /// Whether the revocation feed has not been read for longer than `max_staleness`;
+    /// `false` without a feed.
+    pub fn revocations_stale(&self) -> bool {
+        self.inner.feed.as_ref().is_some_and(|f| f.is_stale())
+    }
+
+    /// How many key-set requests this verifier has sent (set-up, background refreshes and
+    /// unknown-`kid` refetches).
+    pub fn key_set_fetches(&self) -> u64 {
+        self.inner.keys.fetches()
+    }
+
+    /// How many revocation entries are held (0 without a feed).
+    pub fn revocation_entries(&self) -> usize {
+        self.inner.feed.as_ref().map_or(0, |f| f.len())
+    }
+}
+
+/// The `kid` of a token whose header passes RFC 8725 / RFC 9068 checks. The algorithm is
+/// checked later, against the key's own.
+fn checked_header(token: &str) -> Result<String, VerifyError> {
+    if token.len() > MAX_TOKEN_BYTES || token.bytes().filter(|b| *b == b'.').count() != 2 {
+        return Err(VerifyError::Malformed);
+    }
+    let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
+    match header.typ.as_deref() {
+        Some(t)
+            if t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt") => {
+        }
+        _ => return Err(VerifyError::Header("typ")),
+    }
+    if header.crit.is_some() {
+        return Err(VerifyError::Header("crit"));
+    }
+    // Keys come only from the issuer's JWKS; a token naming its own key is an attack.
+    if header.jku.is_some() || header.jwk.is_some() || header.x5u.is_some() || header.x5c.is_some()
+    {
+        return Err(VerifyError::Header("key reference"));
+    }
+    header.kid.ok_or(VerifyError::Header("kid"))
+}
+
+fn refusal(kind: &jsonwebtoken::errors::ErrorKind) -> VerifyError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match kind {
+        K::ExpiredSignature => VerifyError::Expired,
+        K::ImmatureSignature => VerifyError::NotYetValid,
+        K::InvalidSignature => VerifyError::Signature,
+        K::InvalidIssuer => VerifyError::Claim("iss"),
+        K::InvalidAudience => VerifyError::Claim("aud"),
+        K::MissingRequiredClaim(_) => VerifyError::Claim("missing"),
+        K::InvalidSubject => VerifyError::Claim("sub"),
+        K::Json(e) if e.to_string().starts_with("missing field") => VerifyError::Claim("missing"),
+        K::Json(_) => VerifyError::Claim("type"),
+        K::InvalidAlgorithm | K::InvalidAlgorithmName | K::MissingAlgorithm => {
+            VerifyError::Header("alg")
+        }
+        K::InvalidEcdsaKey | K::InvalidEddsaKey | K::InvalidRsaKey(_) | K::InvalidKeyFormat => {
+            VerifyError::Signature
+        }
+        _ => VerifyError::Malformed,
+    }
+}
+
+/// Settings of a [`Verifier`]; every one has a default.
+#[must_use]
+pub struct VerifierBuilder {
+    issuer: String,
+    audience: String,
+    jwks_url: Option<String>,
+    jwks: Option<Vec<u8>>,
+    leeway: Duration,
+    required_roles: Vec<String>,
+    algorithms: Vec<Algorithm>,
+    http_timeout: Duration,
+    http: Option<reqwest::Client>,
+    refetch_interval: Duration,
+    key_hard_limit: Duration,
+    feed: Option<(String, String, Duration)>,
+    feed_url: Option<String>,
+    max_staleness: Option<Duration>,
+    stale_policy: StalePolicy,
+    token_horizon: Duration,
+}
+
+impl std::fmt::Debug for VerifierBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifierBuilder")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("feed_client_id", &self.feed.as_ref().map(|f| &f.0))
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifierBuilder {
+    /// Read keys from this URL instead of the metadata's `jwks_uri` (no discovery).
+    pub fn jwks_url(mut self, url: impl Into<String>) -> Self {
+        self.jwks_url = Some(url.into());
+        self
+    }
+
+    /// Use this JWKS document for good: no network for keys, no refresh (tests, pinned keys).
+    pub fn jwks(mut self, document: impl Into<Vec<u8>>) -> Self {
+        self.jwks = Some(document.into());
+        self
+    }
+
+    /// Clock skew allowed on `exp`, `nbf` and `iat` (whole seconds; default 10 s).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// A role every token must carry (403 `insufficient_scope` otherwise); may repeat.
+    pub fn require_role(mut self, role: impl Into<String>) -> Self {
+        self.required_roles.push(role.into());
+        self
+    }
+
+    /// The JWS algorithms accepted (default: every asymmetric one). HMAC algorithms are
+    /// ignored: a verifier that holds only public keys must never accept them.
+    pub fn algorithms(mut self, algorithms: &[Algorithm]) -> Self {
+        self.algorithms = algorithms
+            .iter()
+            .copied()
+            .filter(|a| ASYMMETRIC.contains(a))
+            .collect();
+        self
+    }
+
+    /// Timeout of each metadata, key-set and feed request (default 5 s).
+    pub fn http_timeout(mut self, timeout: Duration) -> Self {
+        self.http_timeout = timeout;
+        self
+    }
+
+    /// Use this HTTP client (for a private CA or a proxy) instead of the built-in one
+    /// (rustls, Mozilla roots). `http_timeout` then does not apply.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// Least time between two refetches caused by unknown `kid`s (default 5 s).
+    pub fn refetch_interval(mut self, interval: Duration) -> Self {
+        self.refetch_interval = interval;
+        self
+    }
+
+    /// How long after the last successful fetch cached keys are still trusted while the
+    /// issuer is unreachable (default 24 h). Past it every token is refused.
+    pub fn key_hard_limit(mut self, limit: Duration) -> Self {
+        self.key_hard_limit = limit;
+        self
+    }
+
+    /// Poll Tessera's revocation feed every `poll_every`, authenticating as the confidential
+    /// client `client_id` (HTTP Basic, RFC 6749 §2.3.1).
+    pub fn with_revocation_feed(
+        mut self,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+        poll_every: Duration,
+    ) -> Self {
+        self.feed = Some((client_id.into(), client_secret.into(), poll_every));
+        self
+    }
+
+    /// The feed's URL (default: the metadata's `revocation_feed_endpoint`, else
+    /// `{issuer}/revocations`).
+    pub fn revocation_feed_url(mut self, url: impl Into<String>) -> Self {
+        self.feed_url = Some(url.into());
+        self
+    }
+
+    /// How long the feed may go unread before the [`StalePolicy`] applies (default: three
+    /// poll intervals, at least 30 s).
+    pub fn max_staleness(mut self, max: Duration) -> Self {
+        self.max_staleness = Some(max);
+        self
+    }
+
+    /// What to answer while the verifier's state is stale (default [`StalePolicy::Reject`]).
+    pub fn on_stale(mut self, policy: StalePolicy) -> Self {
+        self.stale_policy = policy;
+        self
+    }
+
+    /// The longest lifetime (`exp - iat`) a token may have (default 24 h): longer ones are
+    /// refused, and revocation entries are kept this long. Set it at or above Tessera's
+    /// `tokens.access_ttl`.
+    pub fn token_horizon(mut self, horizon: Duration) -> Self {
+        self.token_horizon = horizon;
+        self
+    }
+
+    /// Fetches metadata (unless a JWKS URL or document was given), the key set and the first
+    /// feed page, then starts the background refresh and polling tasks (on the current tokio
+    /// runtime; they stop when the last clone of the verifier is dropped).
+    ///
+    /// Errors: [`SetupError`].
+    pub async fn build(self) -> Result<Verifier, SetupError> {
+        if self.issuer.is_empty() || self.audience.is_empty() {
+            return Err(SetupError::Config(
+                "issuer and audience must not be empty".into(),
+            ));
+        }
+        if self.algorithms.is_empty() {
+            return Err(SetupError::Config(
+                "no asymmetric algorithm accepted".into(),
+            ));
+        }
+        if let Some((_, _, every)) = &self.feed {
+            if every.is_zero() {
+                return Err(SetupError::Config(
+                    "the feed's poll interval is zero".into(),
+                ));
+            }
+        }
+        let http = match self.http.clone() {
+            Some(c) => c,
+            None => crate::http_client::build(self.http_timeout).map_err(SetupError::Config)?,
+        };
+        let (keys, feed_endpoint) = match (self.jwks.as_deref(), self.jwks_url.clone()) {
+            (Some(doc), _) => (
+                KeyCache::fixed(doc, http.clone(), self.algorithms.clone())?,
+                None,
+            ),
+            (None, url) => {
+                let (url, feed_endpoint) = match url {
+                    Some(url) => (url, None),
+                    None => {
+                        let meta = discover(&http, &self.issuer).await?;
+                        (meta.jwks_uri, meta.revocation_feed_endpoint)
+                    }
+                };
+                let keys = KeyCache::fetch_new(
+                    url,
+                    http.clone(),
+                    self.algorithms.clone(),
+                    self.refetch_interval,
+                    self.key_hard_limit,
+                )
+                .await?;
+                (keys, feed_endpoint)
+            }
+        };
+        let keys = Arc::new(keys);
+        let mut tasks = vec![tokio::spawn(refresh_keys(keys.clone()))];
+        let feed = match self.feed {
+            None => None,
+            Some((client_id, secret, every)) => {
+                let url = self.feed_url.or(feed_endpoint).unwrap_or_else(|| {
+                    format!("{}/revocations", self.issuer.trim_end_matches('/'))
+                });
+                let max_staleness = self
+                    .max_staleness
+                    .unwrap_or_else(|| (every * 3).max(Duration::from_secs(30)));
+                let feed = Arc::new(Feed::new(
+                    FeedSource {
+                        url,
+                        client_id,
+                        secret,
+                    },
+                    http.clone(),
+                    self.leeway,
+                    self.token_horizon,
+                    max_staleness,
+                ));
+                feed.poll().await.map_err(SetupError::Feed)?;
+                tasks.push(tokio::spawn(poll_feed(feed.clone(), every)));
+                Some(feed)
+            }
+        };
+        let validations = self
+            .algorithms
+            .iter()
+            .map(|alg| {
+                let mut v = Validation::new(*alg);
+                v.leeway = self.leeway.as_secs();
+                v.validate_exp = true;
+                v.validate_nbf = true;
+                v.set_issuer(&[&self.issuer]);
+                v.set_audience(&[&self.audience]);
+                v.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+                (*alg, v)
+            })
+            .collect();
+        Ok(Verifier {
+            inner: Arc::new(Inner {
+                issuer: self.issuer,
+                audience: self.audience,
+                leeway: self.leeway.as_secs() as i64,
+                horizon: self.token_horizon.as_secs() as i64,
+                required_roles: self.required_roles,
+                stale_policy: self.stale_policy,
+                keys,
+                feed,
+                validations,
+                tasks,
+            }),
+        })
+    }
+}
+
+/// The members of RFC 8414 metadata the verifier uses.
+#[derive(Deserialize)]
+struct Metadata {
+    issuer: String,
+    jwks_uri: String,
+    #[serde(default)]
+    revocation_feed_endpoint: Option<String>,
+}
+
+/// Reads the issuer's metadata: first at the RFC 8414 §3.1 location (the well-known suffix
+/// inserted before the issuer's path), then, for an issuer with a path, appended to it. The
+/// document's `issuer` must equal `issuer` exactly (RFC 8414 §3.3).
+async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Metadata, SetupError> {
+    const SUFFIX: &str = "/.well-known/oauth-authorization-server";
+    let trimmed = issuer.trim_end_matches('/');
+    let mut urls = vec![];
+    match trimmed.find("://").map(|i| i + 3) {
+        Some(start) => match trimmed[start..].find('/') {
+            Some(p) => {
+                let (origin, path) = trimmed.split_at(start + p);
+                urls.push(format!("{origin}{SUFFIX}{path}"));
+                urls.push(format!("{trimmed}{SUFFIX}"));
+            }
+            None => urls.push(format!("{trimmed}{SUFFIX}")),
+        },
+        None => return Err(SetupError::Config(format!("{issuer:?} is not a URL"))),
+    }
+    let mut last = None;
+    for url in urls {
+        match fetch_json(http, &url).await {
+            Ok(body) => {
+                let meta: Metadata = serde_json::from_slice(&body)
+                    .map_err(|e| SetupError::Metadata(e.to_string()))?;
+                if meta.issuer != issuer {
+                    return Err(SetupError::IssuerMismatch {
+                        expected: issuer.to_string(),
+                        found: meta.issuer,
+                    });
+                }
+                return Ok(meta);
+            }
+            Err(reason) => last = Some(SetupError::Fetch { url, reason }),
+        }
+    }
+    Err(last.unwrap_or_else(|| SetupError::Config("no metadata URL".into())))
+}
+
+async fn fetch_json(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+    let res = http
+        .get(url)
+        .header(http::header::ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(crate::keys::describe)?;
+    if res.status() != reqwest::StatusCode::OK {
+        return Err(format!("status {}", res.status().as_u16()));
+    }
+    crate::keys::read_capped(res, MAX_METADATA_BYTES).await
+}
+
+/// Refreshes the key set at 80% of its freshness; after a failure, retries with backoff (1 s
+/// doubling to 30 s), logging a warning once the set is stale.
+async fn refresh_keys(keys: Arc<KeyCache>) {
+    let mut backoff = Duration::from_secs(1);
+    let mut wait = keys.next_refresh_in();
+    loop {
+        tokio::time::sleep(wait).await;
+        match keys.refresh().await {
+            Ok(()) => {
+                backoff = Duration::from_secs(1);
+                wait = keys.next_refresh_in().max(Duration::from_secs(1));
+            }
+            Err(e) => {
+                if keys.is_stale() {
+                    tracing::warn!(error = %e, "the key set is stale: the issuer is unreachable; serving the last good set");
+                } else {
+                    tracing::info!(error = %e, "refreshing the key set failed; retrying");
+                }
+                wait = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// Polls the feed every `every`; a failure is logged, and a warning once the state is stale.
+async fn poll_feed(feed: Arc<Feed>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = feed.poll().await {
+            if feed.is_stale() {
+                tracing::warn!(error = %e, "the revocation feed is stale: polling has failed for longer than max_staleness");
+            } else {
+                tracing::info!(error = %e, "polling the revocation feed failed; retrying");
+            }
+        }
+    }
+}
