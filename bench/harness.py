@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,6 +79,16 @@ def login(user="bench0"):
 
 class Server:
     def __init__(self, env, config):
+        # A leftover process on the port would answer /readyz and be measured instead.
+        try:
+            urllib.request.urlopen(BASE + "/healthz", timeout=1)
+            taken = True
+        except urllib.error.HTTPError:
+            taken = True
+        except OSError:
+            taken = False
+        if taken:
+            raise SystemExit(f"something already answers on {BASE}: stop it first")
         self.proc = subprocess.Popen([BIN, "--config", config, "serve"], env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.started = time.perf_counter()

@@ -17,15 +17,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     if let (Some(id), Some(secret)) = (env("FEED_CLIENT_ID"), env("FEED_CLIENT_SECRET")) {
         let poll = humantime::parse_duration(&env("FEED_POLL").unwrap_or("5s".into()))?;
-        verifier = verifier.with_revocation_feed(id, secret, poll);
+        verifier = verifier.with_revocation_feed(id, secret.into(), poll);
     }
+    // RequireRole sits inside VerifyLayer: it reads the claims VerifyLayer verified.
     let app = Router::new()
         .route("/orders", get(orders))
         .route("/admin", get(admin).route_layer(RequireRole("admin")))
         .layer(VerifyLayer::new(verifier.build().await?));
-    let bind = env("BIND").unwrap_or("127.0.0.1:8081".into());
-    let listener = tokio::net::TcpListener::bind(&bind).await?;
-    tracing::info!("orders-api listening on http://{bind}");
+    let listener = tokio::net::TcpListener::bind(env("BIND").unwrap_or("127.0.0.1:8081".into()));
+    let addr = listener.await?;
+    tracing::info!("orders-api listening on http://{}", addr.local_addr()?);
+    let listener = addr;
     axum::serve(listener, app).await?;
     Ok(())
 }

@@ -522,6 +522,7 @@ where
 
 pub struct Proxy {
     pub port: u16,
+    target: Arc<std::sync::RwLock<String>>,
     up: Arc<std::sync::atomic::AtomicBool>,
     conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     accept: tokio::task::JoinHandle<()>,
@@ -534,16 +535,16 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
-        let target = target.to_string();
+        let target = Arc::new(std::sync::RwLock::new(target.to_string()));
         let accept = tokio::spawn({
-            let (up, conns) = (up.clone(), conns.clone());
+            let (up, conns, target) = (up.clone(), conns.clone(), target.clone());
             async move {
                 while let Ok((mut inbound, _)) = listener.accept().await {
                     if !up.load(Ordering::SeqCst) {
                         drop(inbound);
                         continue;
                     }
-                    let target = target.clone();
+                    let target = target.read().unwrap().clone();
                     let h = tokio::spawn(async move {
                         if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
                             let _ =
@@ -556,10 +557,16 @@ impl Proxy {
         });
         Self {
             port,
+            target,
             up,
             conns,
             accept,
         }
+    }
+
+    /// Sends new connections to `target` (`host:port`) from now on.
+    pub fn retarget(&self, target: &str) {
+        *self.target.write().unwrap() = target.to_string();
     }
 
     /// Drops every open connection and refuses new ones, like a crashed database.

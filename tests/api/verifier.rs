@@ -17,7 +17,10 @@ use figment::Figment;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tessera::auth::keys::{generate, KeyAlg};
-use tessera_verify::{Claims, RequireRole, StalePolicy, Verifier, VerifyError, VerifyLayer};
+use tessera_verify::{
+    Claims, RequireRole, RequireScope, StalePolicy, Verifier, VerifyError, VerifyLayer,
+};
+use tokio::io::AsyncBufReadExt;
 use tower::ServiceExt;
 
 use crate::helpers::{eventually, Backend, Proxy, TestApp, CLIENT_ID, CLIENT_SECRET};
@@ -32,6 +35,7 @@ on_both!(
     a_disabled_user_is_refused_after_the_cutoff,
     tessera_unreachable,
     orders_api_example,
+    set_up_fails_loudly,
 );
 
 const AUDIENCE: &str = "tessera";
@@ -43,27 +47,22 @@ struct Issuer {
     url: String,
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
+/// The proxy listens first (its address is the issuer); it is pointed at Tessera once
+/// Tessera has bound its own port.
 async fn issuer(b: Backend, tweak: impl FnOnce(Figment) -> Figment) -> Option<Issuer> {
-    let port = free_port();
-    let proxy = Proxy::start(&format!("127.0.0.1:{port}")).await;
+    let proxy = Proxy::start("127.0.0.1:9").await;
     let url = format!("http://127.0.0.1:{}", proxy.port);
     let iss = url.clone();
     let app = TestApp::spawn_with(b, move |f| {
-        tweak(
-            f.merge(Serialized::default(
-                "http.bind",
-                format!("127.0.0.1:{port}"),
-            ))
-            .merge(Serialized::default("tokens.issuer", iss)),
-        )
+        tweak(f.merge(Serialized::default("tokens.issuer", iss)))
     })
     .await?;
+    proxy.retarget(app.base.trim_start_matches("http://"));
     Some(Issuer { app, proxy, url })
+}
+
+fn secret(s: &str) -> tessera_verify::SecretString {
+    tessera_verify::SecretString::from(s.to_string())
 }
 
 impl Issuer {
@@ -77,7 +76,7 @@ impl Issuer {
     fn with_feed(&self) -> tessera_verify::VerifierBuilder {
         Verifier::builder(&self.url, AUDIENCE).with_revocation_feed(
             CLIENT_ID,
-            CLIENT_SECRET,
+            secret(CLIENT_SECRET),
             Duration::from_millis(200),
         )
     }
@@ -95,6 +94,10 @@ fn api(verifier: Verifier) -> Router {
     }
     Router::new()
         .route("/admin", get(orders).route_layer(RequireRole("admin")))
+        .route(
+            "/write",
+            get(orders).route_layer(RequireScope("orders:write")),
+        )
         .route("/orders", get(orders))
         .layer(VerifyLayer::new(verifier))
 }
@@ -128,7 +131,11 @@ async fn call(api: &Router, path: &str, token: Option<&str>) -> (u16, String, Va
 
 async fn every_algorithm_verifies_through_the_layer(b: Backend) {
     for alg in ["ES256", "EdDSA", "RS256"] {
-        let Some(iss) = issuer(b, |f| f.merge(Serialized::default("keys.algorithm", alg))).await
+        let Some(iss) = issuer(b, |f| {
+            f.merge(Serialized::default("keys.algorithm", alg))
+                .merge(Serialized::default("tokens.scopes", ["orders:write"]))
+        })
+        .await
         else {
             return;
         };
@@ -178,6 +185,22 @@ async fn every_algorithm_verifies_through_the_layer(b: Backend) {
         assert_eq!(status, 401);
         assert!(www.starts_with("Bearer error=\"invalid_token\""), "{www}");
         assert_eq!(body["error"], "invalid_token");
+        // Scopes: only a token granted `orders:write` passes RequireScope.
+        assert_eq!(call(&api, "/write", Some(&token)).await.0, 403, "{alg}");
+        let scoped: Value = iss
+            .app
+            .post_json(
+                "/login",
+                &json!({"username": "bob", "password": crate::helpers::PASSWORD,
+                    "scope": "orders:write"}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let scoped = scoped["access_token"].as_str().unwrap();
+        let (status, _, body) = call(&api, "/write", Some(scoped)).await;
+        assert_eq!(status, 200, "{alg}: {body}");
     }
 }
 
@@ -671,17 +694,31 @@ async fn orders_api_example(b: Backend) {
         .join("examples")
         .join("orders-api");
     assert!(bin.exists(), "{} is built by cargo test", bin.display());
-    let bind = format!("127.0.0.1:{}", free_port());
     let mut child = tokio::process::Command::new(bin)
         .env("ISSUER", &iss.url)
         .env("AUDIENCE", AUDIENCE)
-        .env("BIND", &bind)
+        .env("BIND", "127.0.0.1:0")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
         .env("FEED_CLIENT_ID", CLIENT_ID)
         .env("FEED_CLIENT_SECRET", CLIENT_SECRET)
         .env("FEED_POLL", "200ms")
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    // It says where it listens; the rest of its output is drained.
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let bind = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some((_, addr)) = line.split_once("listening on http://") {
+                return addr.trim().to_string();
+            }
+        }
+        panic!("orders-api exited without listening");
+    })
+    .await
+    .expect("orders-api did not start");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let http = reqwest::Client::new();
     let get = |path: &str, token: Option<String>| {
         let mut r = http.get(format!("http://{bind}{path}"));
@@ -725,4 +762,135 @@ async fn orders_api_example(b: Backend) {
     })
     .await;
     child.kill().await.unwrap();
+}
+
+/// A misconfigured verifier does not start: it says what is wrong.
+async fn set_up_fails_loudly(b: Backend) {
+    use tessera_verify::SetupError;
+    let Some(iss) = issuer(b, |f| f).await else {
+        return;
+    };
+    // RFC 8414 §3.3: the metadata's issuer must be exactly the configured one.
+    let err = Verifier::discover(format!("{}/", iss.url), AUDIENCE)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SetupError::IssuerMismatch { .. }), "{err}");
+    let err = Verifier::discover("http://127.0.0.1:9", AUDIENCE)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SetupError::Fetch { .. }), "{err}");
+    let err = Verifier::builder(&iss.url, AUDIENCE)
+        .with_revocation_feed(
+            CLIENT_ID,
+            secret("not-the-secret-at-all"),
+            Duration::from_secs(1),
+        )
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SetupError::Feed(_)), "{err}");
+    assert!(!err.to_string().contains("not-the-secret"), "{err}");
+    let err = Verifier::builder(&iss.url, AUDIENCE)
+        .algorithms(&[Algorithm::HS256])
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SetupError::Config(_)), "{err}");
+    // Keys of an algorithm the verifier does not accept: no usable key.
+    let err = Verifier::builder(&iss.url, AUDIENCE)
+        .algorithms(&[Algorithm::RS256])
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SetupError::NoKeys(_)), "{err}");
+}
+
+/// The key cache against a JWKS server that counts: it revalidates in the background with
+/// `If-None-Match`, keeps its keys on 304, and picks up a changed set without any request
+/// asking for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_cache_revalidates_in_the_background() {
+    use axum::http::{header, HeaderMap, StatusCode};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Served {
+        body: String,
+        etag: String,
+        requests: u64,
+        conditional: u64,
+    }
+    let first = generate(KeyAlg::Es256, 2048).unwrap();
+    let second = generate(KeyAlg::Es256, 2048).unwrap();
+    let set = |keys: &[&tessera::auth::keys::KeyMaterial]| {
+        let keys: Vec<Value> = keys.iter().map(|k| k.jwk.clone()).collect();
+        json!({ "keys": keys }).to_string()
+    };
+    let served = Arc::new(Mutex::new(Served {
+        body: set(&[&first]),
+        etag: "\"v1\"".into(),
+        ..Served::default()
+    }));
+    let app = Router::new().route(
+        "/jwks",
+        get({
+            let served = served.clone();
+            move |headers: HeaderMap| async move {
+                let mut s = served.lock().unwrap();
+                s.requests += 1;
+                let cache = (header::CACHE_CONTROL, "max-age=1".to_string());
+                let tag = s.etag.clone();
+                if headers.get(header::IF_NONE_MATCH).is_some() {
+                    s.conditional += 1;
+                }
+                if headers.get(header::IF_NONE_MATCH).map(|v| v.as_bytes()) == Some(tag.as_bytes())
+                {
+                    return (
+                        StatusCode::NOT_MODIFIED,
+                        [cache, (header::ETAG, tag)],
+                        String::new(),
+                    );
+                }
+                (StatusCode::OK, [cache, (header::ETAG, tag)], s.body.clone())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let now = tessera::time::now_ms() / 1000;
+    let claims = json!({"iss": "https://issuer.example", "sub": "u", "aud": AUDIENCE,
+        "exp": now + 60, "iat": now, "nbf": now, "jti": "j", "sid": "s", "client_id": "c"});
+    let verifier = Verifier::from_jwks_url(
+        format!("http://{addr}/jwks"),
+        "https://issuer.example",
+        AUDIENCE,
+    )
+    .await
+    .unwrap();
+    let by_first = foreign_token(&first, &first.kid, &claims);
+    let by_second = foreign_token(&second, &second.kid, &claims);
+    assert!(verifier.verify(&by_first).await.is_ok());
+    eventually(5, "two background revalidations", || async {
+        served.lock().unwrap().conditional >= 2
+    })
+    .await;
+    assert!(verifier.verify(&by_first).await.is_ok(), "kept on 304");
+    assert!(!verifier.keys_stale());
+    // The set changes: the background refresh brings the new key before any token needs it.
+    {
+        let mut s = served.lock().unwrap();
+        s.body = set(&[&first, &second]);
+        s.etag = "\"v2\"".into();
+    }
+    let seen = served.lock().unwrap().requests;
+    eventually(5, "the changed set is fetched", || async {
+        served.lock().unwrap().requests > seen
+    })
+    .await;
+    eventually(2, "the new key verifies", || async {
+        verifier.verify(&by_second).await.is_ok()
+    })
+    .await;
+    server.abort();
 }

@@ -16,16 +16,18 @@ pub struct Claims {
     /// The audiences; they contain the verifier's configured audience.
     #[serde(deserialize_with = "one_or_many")]
     pub aud: Vec<String>,
+    /// Expiry (RFC 7519 §4.1.4), Unix seconds.
     pub exp: i64,
+    /// Issuance (RFC 7519 §4.1.6), Unix seconds.
     pub iat: i64,
+    /// Not before (RFC 7519 §4.1.5), Unix seconds.
     pub nbf: i64,
     /// The token's own id; the revocation feed lists revoked ones.
     pub jti: String,
     /// The session (refresh-token family) the token was issued from.
     pub sid: String,
-    /// The OAuth client the token was issued to (RFC 9068 §2.2).
-    #[serde(default)]
-    pub client_id: Option<String>,
+    /// The OAuth client the token was issued to (RFC 9068 §2.2, required).
+    pub client_id: String,
     /// The user's roles.
     #[serde(default)]
     pub roles: Vec<String>,
@@ -90,7 +92,8 @@ mod tests {
     fn base() -> Value {
         serde_json::json!({
             "iss": "https://auth.example", "sub": "u", "aud": "api", "exp": 20, "iat": 10,
-            "nbf": 10, "jti": "j", "sid": "s", "roles": ["admin"], "tenant": "acme"
+            "nbf": 10, "jti": "j", "sid": "s", "client_id": "tessera", "roles": ["admin"],
+            "tenant": "acme"
         })
     }
 
@@ -118,9 +121,11 @@ mod tests {
             v[k] = bad;
             assert!(claims(v).is_err(), "{k}");
         }
-        let mut v = base();
-        v.as_object_mut().unwrap().remove("sid");
-        assert!(claims(v).is_err());
+        for k in ["sid", "client_id", "jti", "sub"] {
+            let mut v = base();
+            v.as_object_mut().unwrap().remove(k);
+            assert!(claims(v).is_err(), "without {k}");
+        }
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub enum VerifyError {
     /// The token is valid but lacks a required role (RFC 6750 §3.1 `insufficient_scope`).
     #[error("missing role")]
     MissingRole,
+    /// The token is valid but its `scope` lacks a required scope (RFC 6750 §3.1).
+    #[error("missing scope")]
+    MissingScope,
     /// The cached key set is older than the hard limit: the server has been unreachable too
     /// long for its keys to be trusted.
     #[error("signing keys unavailable")]
@@ -62,6 +65,7 @@ impl VerifyError {
             VerifyError::Claim(_) => "claim",
             VerifyError::Revoked => "revoked",
             VerifyError::MissingRole => "missing_role",
+            VerifyError::MissingScope => "missing_scope",
             VerifyError::KeysUnavailable => "keys_unavailable",
             VerifyError::RevocationStale => "revocation_stale",
         }
@@ -83,13 +87,26 @@ impl VerifyError {
 pub enum SetupError {
     /// A URL could not be fetched, or answered other than 200 with JSON.
     #[error("fetching {url}: {reason}")]
-    Fetch { url: String, reason: String },
+    Fetch {
+        /// What was fetched.
+        url: String,
+        /// Why it failed (network, status, timeout), without secrets.
+        reason: String,
+    },
     /// The metadata's `issuer` is not exactly the configured one (RFC 8414 §3.3).
     #[error("the metadata names issuer {found:?}, not {expected:?}")]
-    IssuerMismatch { expected: String, found: String },
+    IssuerMismatch {
+        /// The configured issuer.
+        expected: String,
+        /// The metadata's `issuer`.
+        found: String,
+    },
     /// The metadata lacks `jwks_uri`, or a member has the wrong type.
     #[error("authorization server metadata: {0}")]
     Metadata(String),
+    /// A key set given to the builder is not a JWK set (RFC 7517 §5).
+    #[error("key set: {0}")]
+    KeySet(String),
     /// The key set holds no key this verifier accepts.
     #[error("the key set at {0} has no usable signing key")]
     NoKeys(String),

@@ -6,8 +6,11 @@
 //! repeat between polls; applying one twice changes nothing. An entry is dropped once no token
 //! it could refuse is still valid:
 //! - a `jti` after its own `exp` plus the leeway;
-//! - a `sid` or a cut-off after `token_horizon` has passed since it was made (the verifier
-//!   refuses tokens that live longer than the horizon, so none issued earlier survives it).
+//! - a `sid` or a cut-off once `token_horizon` plus the leeway has passed since it was made
+//!   (the verifier refuses tokens that live longer than the horizon, so none issued earlier
+//!   is still accepted then).
+//!
+//! A cut-off refuses every token issued at or before it, in milliseconds, as Tessera does.
 //!
 //! So the state holds what was revoked within one horizon, and no more.
 
@@ -15,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::claims::Claims;
@@ -27,7 +31,7 @@ const MAX_FEED_BYTES: usize = 64 << 20;
 pub(crate) struct FeedSource {
     pub url: String,
     pub client_id: String,
-    pub secret: String,
+    pub secret: SecretString,
 }
 
 impl std::fmt::Debug for FeedSource {
@@ -57,7 +61,7 @@ impl Revocations {
             || self
                 .users
                 .get(&c.sub)
-                .is_some_and(|(cut_ms, _)| c.issued_at_ms() < *cut_ms)
+                .is_some_and(|(cut_ms, _)| c.issued_at_ms() <= *cut_ms)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -73,7 +77,7 @@ impl Revocations {
             }
         }
         for s in page.revoked_sessions {
-            let drop_at = s.revoked_at.saturating_add(horizon);
+            let drop_at = s.revoked_at.saturating_add(horizon).saturating_add(leeway);
             if drop_at >= now {
                 let e = self.sids.entry(s.sid).or_insert(drop_at);
                 *e = (*e).max(drop_at);
@@ -84,7 +88,10 @@ impl Revocations {
             let cut_ms = u
                 .not_before_ms
                 .unwrap_or_else(|| u.not_before.saturating_mul(1000));
-            let drop_at = (cut_ms / 1000).saturating_add(horizon + 1);
+            let drop_at = (cut_ms / 1000)
+                .saturating_add(horizon)
+                .saturating_add(leeway)
+                .saturating_add(1);
             if drop_at >= now {
                 let e = self.users.entry(u.sub).or_insert((cut_ms, drop_at));
                 // A later cut-off supersedes an earlier one; an earlier never undoes a later.
@@ -142,6 +149,7 @@ pub(crate) struct Feed {
     leeway_secs: i64,
     horizon_secs: i64,
     max_staleness: Duration,
+    timeout: Duration,
     state: RwLock<Revocations>,
     cursor: Mutex<Option<String>>,
     /// When a poll last succeeded.
@@ -155,13 +163,15 @@ impl Feed {
         leeway: Duration,
         horizon: Duration,
         max_staleness: Duration,
+        timeout: Duration,
     ) -> Self {
         Feed {
             source,
             http,
-            leeway_secs: leeway.as_secs() as i64,
-            horizon_secs: horizon.as_secs() as i64,
+            leeway_secs: i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX),
+            horizon_secs: i64::try_from(horizon.as_secs()).unwrap_or(i64::MAX),
             max_staleness,
+            timeout,
             state: RwLock::default(),
             cursor: Mutex::new(None),
             ok_at: RwLock::new(Instant::now()),
@@ -198,7 +208,10 @@ impl Feed {
     /// Polls once and applies the answer. Errors (the reason, for a log line): network,
     /// status, or an unreadable answer; the state and cursor are then unchanged.
     pub(crate) async fn poll(&self) -> Result<(), String> {
-        let result = self.fetch().await;
+        let result = match tokio::time::timeout(self.timeout, self.fetch()).await {
+            Ok(r) => r,
+            Err(_) => Err("timed out".to_string()),
+        };
         metrics::counter!("tessera_verify_feed_polls_total",
             "result" => if result.is_ok() { "ok" } else { "error" })
         .increment(1);
@@ -217,10 +230,10 @@ impl Feed {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let mut req = self
-            .http
-            .get(&self.source.url)
-            .basic_auth(&self.source.client_id, Some(&self.source.secret));
+        let mut req = self.http.get(&self.source.url).basic_auth(
+            &self.source.client_id,
+            Some(self.source.secret.expose_secret()),
+        );
         if let Some(c) = &cursor {
             req = req.query(&[("since", c)]);
         }
@@ -261,7 +274,7 @@ mod tests {
     fn claims(sub: &str, sid: &str, jti: &str, iat: i64) -> Claims {
         serde_json::from_value(serde_json::json!({
             "iss": "i", "sub": sub, "aud": "a", "exp": iat + 600, "iat": iat, "nbf": iat,
-            "jti": jti, "sid": sid
+            "jti": jti, "sid": sid, "client_id": "c"
         }))
         .unwrap()
     }
@@ -288,6 +301,17 @@ mod tests {
         // Issued in the cut-off's second but before it (iat decides without a UUIDv7 jti).
         assert!(r.refuses(&claims("u1", "x", "x", now)));
         assert!(!r.refuses(&claims("u1", "x", "x", now + 1)));
+        // Issued exactly at the cut-off: refused, as Tessera refuses it.
+        let mut r = Revocations::default();
+        r.apply(
+            page(serde_json::json!({"cursor": "1",
+                "not_before": [{"sub": "u1", "not_before": now, "not_before_ms": now * 1000}]})),
+            now,
+            10,
+            3600,
+        );
+        assert!(r.refuses(&claims("u1", "x", "x", now)));
+        assert!(!r.refuses(&claims("u1", "x", "x", now + 1)));
         assert!(!r.refuses(&claims("u2", "x", "x", now)));
     }
 
@@ -301,8 +325,8 @@ mod tests {
         };
         r.apply(cut(now + 5), now, 10, 3600);
         r.apply(cut(now), now, 10, 3600);
-        assert!(r.refuses(&claims("u", "x", "x", now + 4)));
-        assert!(!r.refuses(&claims("u", "x", "x", now + 5)));
+        assert!(r.refuses(&claims("u", "x", "x", now + 5)));
+        assert!(!r.refuses(&claims("u", "x", "x", now + 6)));
     }
 
     #[test]
@@ -321,8 +345,14 @@ mod tests {
         assert_eq!(r.len(), 3, "the expired jti is never added");
         r.prune(now + 16);
         assert_eq!(r.len(), 2, "the live jti goes after exp + leeway");
+        r.prune(now + 3500);
+        assert_eq!(
+            r.len(),
+            2,
+            "a token of the horizon's length may still be in its leeway"
+        );
         r.prune(now + 3600);
-        assert_eq!(r.len(), 0, "session and cut-off go after the horizon");
+        assert_eq!(r.len(), 0, "session and cut-off go after horizon + leeway");
     }
 
     #[test]
@@ -330,7 +360,7 @@ mod tests {
         let s = FeedSource {
             url: "u".into(),
             client_id: "c".into(),
-            secret: "hunter2-secret".into(),
+            secret: SecretString::from("hunter2-secret"),
         };
         assert!(!format!("{s:?}").contains("hunter2"));
     }

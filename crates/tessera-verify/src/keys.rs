@@ -5,7 +5,10 @@
 //!   `If-None-Match`, so requests never wait on the network in steady state.
 //! - An unknown `kid` may trigger one refetch ([`KeyCache::key_for`]): requests that miss at
 //!   the same time share it (single-flight, by an async mutex), and another refetch happens at
-//!   most once per `refetch_interval`, whatever the tokens say.
+//!   most once per `refetch_interval`, whatever the tokens say. The fetch runs on its own task
+//!   holding the mutex, so a request that gives up does not cancel it for the others.
+//! - Every fetch, background or on demand, holds that mutex: an older answer never replaces a
+//!   newer set, and each is bounded by the HTTP timeout even with a caller's own client.
 //! - When refreshing fails, the last good set keeps serving, flagged stale, until
 //!   `hard_limit` after the last successful fetch; then no key is trusted.
 
@@ -27,6 +30,8 @@ pub(crate) const MIN_TTL: Duration = Duration::from_secs(1);
 pub(crate) const MAX_TTL: Duration = Duration::from_secs(3600);
 /// Freshness when the server sends no `max-age`.
 const DEFAULT_TTL: Duration = Duration::from_secs(300);
+/// Why a fetched set was not used: it holds no key this verifier accepts.
+const NO_USABLE_KEY: &str = "the key set has no usable signing key";
 /// Largest key set read (bytes).
 const MAX_JWKS_BYTES: usize = 1 << 20;
 
@@ -61,8 +66,10 @@ pub(crate) struct KeyCache {
     refetch_interval: Duration,
     hard_limit: Duration,
     state: RwLock<Cached>,
-    /// Start of the last unknown-`kid` refetch; held while one runs.
-    refetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Start of the last unknown-`kid` refetch; held while any fetch runs.
+    refetch: Arc<tokio::sync::Mutex<Option<Instant>>>,
+    /// Bound on each fetch.
+    timeout: Duration,
     /// Key-set requests sent, of any outcome.
     fetches: AtomicU64,
 }
@@ -76,6 +83,7 @@ impl KeyCache {
         accepted: Vec<Algorithm>,
         refetch_interval: Duration,
         hard_limit: Duration,
+        timeout: Duration,
     ) -> Result<Self, crate::SetupError> {
         let cache = KeyCache {
             source: Source::Url(url.clone()),
@@ -83,26 +91,21 @@ impl KeyCache {
             accepted,
             refetch_interval,
             hard_limit,
+            timeout,
             state: RwLock::new(Cached {
                 keys: Arc::default(),
                 etag: None,
                 ok_at: Instant::now(),
                 ttl: Duration::ZERO,
             }),
-            refetch: tokio::sync::Mutex::new(None),
+            refetch: Arc::default(),
             fetches: AtomicU64::new(0),
         };
-        cache
-            .refresh()
-            .await
-            .map_err(|reason| crate::SetupError::Fetch {
-                url: url.clone(),
-                reason,
-            })?;
-        if cache.read().keys.is_empty() {
-            return Err(crate::SetupError::NoKeys(url));
+        match cache.refresh_unlocked().await {
+            Ok(()) => Ok(cache),
+            Err(reason) if reason == NO_USABLE_KEY => Err(crate::SetupError::NoKeys(url)),
+            Err(reason) => Err(crate::SetupError::Fetch { url, reason }),
         }
-        Ok(cache)
     }
 
     /// A cache holding the set `jwks` (a JWKS document) for good.
@@ -111,7 +114,7 @@ impl KeyCache {
         http: reqwest::Client,
         accepted: Vec<Algorithm>,
     ) -> Result<Self, crate::SetupError> {
-        let keys = parse_jwks(jwks, &accepted).map_err(crate::SetupError::Metadata)?;
+        let keys = parse_jwks(jwks, &accepted).map_err(crate::SetupError::KeySet)?;
         if keys.is_empty() {
             return Err(crate::SetupError::NoKeys("the given key set".into()));
         }
@@ -121,13 +124,14 @@ impl KeyCache {
             accepted,
             refetch_interval: Duration::MAX,
             hard_limit: Duration::MAX,
+            timeout: Duration::MAX,
             state: RwLock::new(Cached {
                 keys: Arc::new(keys),
                 etag: None,
                 ok_at: Instant::now(),
                 ttl: Duration::MAX,
             }),
-            refetch: tokio::sync::Mutex::new(None),
+            refetch: Arc::default(),
             fetches: AtomicU64::new(0),
         })
     }
@@ -147,15 +151,15 @@ impl KeyCache {
 
     /// The key `kid` names, refetching the set once if it is unknown (single-flight, and at
     /// most once per `refetch_interval`).
-    pub(crate) async fn key_for(&self, kid: &str) -> Result<Arc<Key>, VerifyError> {
+    pub(crate) async fn key_for(self: &Arc<Self>, kid: &str) -> Result<Arc<Key>, VerifyError> {
         if let Some(key) = self.cached(kid)? {
             return Ok(key);
         }
         if matches!(self.source, Source::Static) {
             return Err(VerifyError::UnknownKey);
         }
-        let mut last = self.refetch.lock().await;
-        // A refetch that finished while this request waited may have brought the key.
+        let mut last = self.refetch.clone().lock_owned().await;
+        // A fetch that finished while this request waited may have brought the key.
         if let Some(key) = self.cached(kid)? {
             return Ok(key);
         }
@@ -163,10 +167,15 @@ impl KeyCache {
             return Err(VerifyError::UnknownKey);
         }
         *last = Some(Instant::now());
-        if let Err(e) = self.refresh().await {
-            tracing::warn!(error = %e, "refetching the key set for an unknown kid failed");
-        }
-        drop(last);
+        let cache = self.clone();
+        let fetch = tokio::spawn(async move {
+            if let Err(e) = cache.refresh_unlocked().await {
+                tracing::warn!(error = %e, "refetching the key set for an unknown kid failed");
+            }
+            drop(last);
+        });
+        // Cancelled or not, the task finishes the fetch and then releases the lock.
+        let _ = fetch.await;
         self.cached(kid)?.ok_or(VerifyError::UnknownKey)
     }
 
@@ -184,17 +193,26 @@ impl KeyCache {
     /// When the background task should next refresh: at 80% of the freshness.
     pub(crate) fn next_refresh_in(&self) -> Duration {
         let c = self.read();
-        (c.ttl.mul_f64(0.8)).saturating_sub(c.ok_at.elapsed())
+        (c.ttl.saturating_mul(4) / 5).saturating_sub(c.ok_at.elapsed())
     }
 
-    /// Fetches the set (conditionally, with the last ETag) and replaces the cache on success.
-    /// Errors (the reason, for a log line): network, status, body, or a set with no usable
-    /// key; the cache is then left as it was.
+    /// Fetches the set (conditionally, with the last ETag) and replaces the cache on success,
+    /// after any fetch already running. Errors (the reason, for a log line): network, status,
+    /// timeout, body, or a set with no usable key; the cache is then left as it was.
     pub(crate) async fn refresh(&self) -> Result<(), String> {
+        let _turn = self.refetch.lock().await;
+        self.refresh_unlocked().await
+    }
+
+    /// `refresh`, for a caller that holds the fetch lock (or needs none: set-up).
+    async fn refresh_unlocked(&self) -> Result<(), String> {
         let Source::Url(url) = &self.source else {
             return Ok(());
         };
-        let result = self.fetch(url).await;
+        let result = match tokio::time::timeout(self.timeout, self.fetch(url)).await {
+            Ok(r) => r,
+            Err(_) => Err("timed out".to_string()),
+        };
         let label = match &result {
             Ok(true) => "updated",
             Ok(false) => "not_modified",
@@ -232,7 +250,7 @@ impl KeyCache {
                 let body = read_capped(res, MAX_JWKS_BYTES).await?;
                 let keys = parse_jwks(&body, &self.accepted)?;
                 if keys.is_empty() {
-                    return Err("the key set has no usable signing key".into());
+                    return Err(NO_USABLE_KEY.into());
                 }
                 let mut c = self.state.write().unwrap_or_else(|p| p.into_inner());
                 *c = Cached {

@@ -37,6 +37,7 @@ pub struct VerifyLayer {
 }
 
 impl VerifyLayer {
+    /// A layer verifying with `verifier` (clones share its caches and tasks).
     pub fn new(verifier: Verifier) -> Self {
         VerifyLayer { verifier }
     }
@@ -95,29 +96,53 @@ where
     }
 }
 
-/// Requires a role of the [`Claims`] a [`VerifyLayer`] (applied outside this one) inserted:
-/// 403 `insufficient_scope` without it, 401 when no verified claims are present.
+/// Requires a role of the [`Claims`] a [`VerifyLayer`] inserted: 403 `insufficient_scope`
+/// without it, 401 when no verified claims are present. Apply it inside the `VerifyLayer`
+/// (with axum: `route_layer` on the route, `layer(VerifyLayer)` on the router).
 #[derive(Clone, Copy, Debug)]
 pub struct RequireRole(pub &'static str);
 
+/// Requires a scope in the `scope` claim (RFC 9068 §2.2.3) of the [`Claims`] a
+/// [`VerifyLayer`] inserted: 403 `insufficient_scope` without it. For APIs that authorise on
+/// OAuth scopes (Tessera's `[[resources]]`) rather than roles.
+#[derive(Clone, Copy, Debug)]
+pub struct RequireScope(pub &'static str);
+
+/// What a [`RequireService`] checks.
+#[derive(Clone, Copy, Debug)]
+enum Requirement {
+    Role(&'static str),
+    Scope(&'static str),
+}
+
 impl<S> Layer<S> for RequireRole {
-    type Service = RequireRoleService<S>;
-    fn layer(&self, inner: S) -> RequireRoleService<S> {
-        RequireRoleService {
+    type Service = RequireService<S>;
+    fn layer(&self, inner: S) -> RequireService<S> {
+        RequireService {
             inner,
-            role: self.0,
+            need: Requirement::Role(self.0),
         }
     }
 }
 
-/// The service of [`RequireRole`].
-#[derive(Clone, Debug)]
-pub struct RequireRoleService<S> {
-    inner: S,
-    role: &'static str,
+impl<S> Layer<S> for RequireScope {
+    type Service = RequireService<S>;
+    fn layer(&self, inner: S) -> RequireService<S> {
+        RequireService {
+            inner,
+            need: Requirement::Scope(self.0),
+        }
+    }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireRoleService<S>
+/// The service of [`RequireRole`] and [`RequireScope`].
+#[derive(Clone, Debug)]
+pub struct RequireService<S> {
+    inner: S,
+    need: Requirement,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send,
@@ -133,14 +158,18 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let refusal = match req.extensions().get::<Claims>() {
-            None => Some(Refusal::Token(VerifyError::Missing)),
-            Some(c) if !c.has_role(self.role) => Some(Refusal::Token(VerifyError::MissingRole)),
-            Some(_) => None,
+        let refusal = match (req.extensions().get::<Claims>(), self.need) {
+            (None, _) => Some(VerifyError::Missing),
+            (Some(c), Requirement::Role(r)) if !c.has_role(r) => Some(VerifyError::MissingRole),
+            (Some(c), Requirement::Scope(w)) if !c.scopes().any(|s| s == w) => {
+                Some(VerifyError::MissingScope)
+            }
+            (Some(_), _) => None,
         };
-        if let Some(refusal) = refusal {
-            metrics::counter!("tessera_verify_total", "outcome" => "missing_role").increment(1);
-            let res = refusal.respond(StalePolicy::Reject);
+        if let Some(e) = refusal {
+            metrics::counter!("tessera_verify_forbidden_total", "outcome" => e.outcome())
+                .increment(1);
+            let res = Refusal::Token(e).respond(StalePolicy::Reject);
             return Box::pin(async move { Ok(res) });
         }
         let clone = self.inner.clone();
@@ -153,6 +182,7 @@ where
 pub(crate) enum Refusal {
     /// More than one `Authorization` header (RFC 6750 §3.1 `invalid_request`).
     Ambiguous,
+    /// No token, a refused one, or a missing role or scope.
     Token(VerifyError),
 }
 
@@ -168,6 +198,11 @@ impl Refusal {
                 StatusCode::FORBIDDEN,
                 "insufficient_scope",
                 "the token lacks a required role".to_string(),
+            ),
+            Refusal::Token(VerifyError::MissingScope) => (
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                "the token lacks a required scope".to_string(),
             ),
             Refusal::Token(e) if e.is_unavailable() && policy == StalePolicy::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -258,36 +293,62 @@ mod tests {
         assert_eq!(auth(&["Bearer a.b.c", "Bearer d.e.f"]), Err("ambiguous"));
     }
 
+    /// Every refusal, under every policy: status, error code and challenge.
     #[test]
     fn refusals_follow_rfc_6750() {
-        let r = Refusal::Token(VerifyError::Expired).respond::<Full<Bytes>>(StalePolicy::Reject);
-        assert_eq!(r.status(), 401);
-        let www = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
-        assert!(www.starts_with("Bearer error=\"invalid_token\""), "{www}");
-        let r =
-            Refusal::Token(VerifyError::MissingRole).respond::<Full<Bytes>>(StalePolicy::Reject);
-        assert_eq!(r.status(), 403);
+        use VerifyError as E;
+        let all = [
+            E::Missing,
+            E::Malformed,
+            E::Header("typ"),
+            E::UnknownKey,
+            E::Signature,
+            E::Expired,
+            E::NotYetValid,
+            E::Claim("iss"),
+            E::Revoked,
+            E::MissingRole,
+            E::MissingScope,
+            E::KeysUnavailable,
+            E::RevocationStale,
+        ];
+        for policy in [
+            StalePolicy::Reject,
+            StalePolicy::Unavailable,
+            StalePolicy::Accept,
+        ] {
+            for e in all.iter().cloned() {
+                let (status, code) = match &e {
+                    E::MissingRole | E::MissingScope => (403, "insufficient_scope"),
+                    e if e.is_unavailable() && policy == StalePolicy::Unavailable => {
+                        (503, "temporarily_unavailable")
+                    }
+                    _ => (401, "invalid_token"),
+                };
+                let what = format!("{e:?} {policy:?}");
+                let r = Refusal::Token(e).respond::<Full<Bytes>>(policy);
+                assert_eq!(r.status(), status, "{what}");
+                assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store", "{what}");
+                match r.headers().get(header::WWW_AUTHENTICATE) {
+                    Some(www) => {
+                        let www = www.to_str().unwrap();
+                        assert!(
+                            www.starts_with(&format!("Bearer error=\"{code}\"")),
+                            "{what}: {www}"
+                        );
+                    }
+                    None => {
+                        assert_eq!(status, 503, "{what}");
+                        assert_eq!(r.headers()[header::RETRY_AFTER], "5");
+                    }
+                }
+            }
+        }
+        let r = Refusal::Ambiguous.respond::<Full<Bytes>>(StalePolicy::Reject);
+        assert_eq!(r.status(), 400);
         assert!(r.headers()[header::WWW_AUTHENTICATE]
             .to_str()
             .unwrap()
-            .contains("insufficient_scope"));
-        let stale = Refusal::Token(VerifyError::RevocationStale);
-        assert_eq!(
-            stale
-                .respond::<Full<Bytes>>(StalePolicy::Unavailable)
-                .status(),
-            503
-        );
-        let stale = Refusal::Token(VerifyError::RevocationStale);
-        assert_eq!(
-            stale.respond::<Full<Bytes>>(StalePolicy::Reject).status(),
-            401
-        );
-        assert_eq!(
-            Refusal::Ambiguous
-                .respond::<Full<Bytes>>(StalePolicy::Reject)
-                .status(),
-            400
-        );
+            .contains("invalid_request"));
     }
 }

@@ -29,14 +29,24 @@
 //!   ([`StalePolicy`]).
 //! - **tower**: [`VerifyLayer`] puts [`Claims`] into the request extensions, and answers 401
 //!   with `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750 §3) or 403
-//!   `insufficient_scope` for a missing role ([`RequireRole`]). With the `axum` feature,
-//!   [`Claims`] is also an extractor.
+//!   `insufficient_scope` for a missing role ([`RequireRole`]) or scope ([`RequireScope`]).
+//!   With the `axum` feature, [`Claims`] is also an extractor.
 //! - **Metrics**, through the `metrics` facade: `tessera_verify_total{outcome}`,
-//!   `tessera_verify_key_refreshes_total{result}`, `tessera_verify_feed_polls_total{result}`,
+//!   `tessera_verify_forbidden_total{outcome}`, `tessera_verify_key_refreshes_total{result}`,
+//!   `tessera_verify_keys_stale`, `tessera_verify_feed_polls_total{result}`,
 //!   `tessera_verify_feed_lag_seconds`, `tessera_verify_revocation_entries`.
+//!
+//! Two staleness signals differ on purpose: [`Verifier::keys_stale`] means the key set is past
+//! its `max-age` and could not be revalidated, yet still serves (until the hard limit);
+//! [`Verifier::revocations_stale`] means the feed is past `max_staleness`, and the
+//! [`StalePolicy`] applies.
 //!
 //! Tokens never reach the logs: every span skips its arguments, and errors name only the
 //! check that failed.
+
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![warn(missing_docs)]
 
 mod claims;
 mod error;
@@ -52,5 +62,6 @@ mod extract;
 pub use claims::Claims;
 pub use error::{SetupError, VerifyError};
 pub use jsonwebtoken::Algorithm;
-pub use layer::{RequireRole, RequireRoleService, VerifyLayer, VerifyService};
+pub use layer::{LayerBody, RequireRole, RequireScope, RequireService, VerifyLayer, VerifyService};
+pub use secrecy::SecretString;
 pub use verifier::{StalePolicy, Verifier, VerifierBuilder};

@@ -1,10 +1,20 @@
 //! [`Verifier`]: set up once, shared by every request (it is a cheap `Arc` clone).
+//!
+//! Invariants:
+//! - a token is accepted only if its `kid` names a key of the issuer's set as last fetched
+//!   (within the hard limit), the signature verifies with that key's own algorithm, and every
+//!   claim check passes;
+//! - with a revocation feed, a token is also checked against the state of the last successful
+//!   poll, and that poll is at most `max_staleness` old (unless the policy fails open);
+//! - the background tasks exist only once `build` has succeeded, and stop when the last clone
+//!   of the verifier is dropped.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, Validation};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::claims::Claims;
@@ -122,6 +132,7 @@ impl Verifier {
             algorithms: ASYMMETRIC.to_vec(),
             http_timeout: Duration::from_secs(5),
             http: None,
+            allow_http: false,
             refetch_interval: Duration::from_secs(5),
             key_hard_limit: Duration::from_secs(24 * 3600),
             feed: None,
@@ -266,9 +277,10 @@ pub struct VerifierBuilder {
     algorithms: Vec<Algorithm>,
     http_timeout: Duration,
     http: Option<reqwest::Client>,
+    allow_http: bool,
     refetch_interval: Duration,
     key_hard_limit: Duration,
-    feed: Option<(String, String, Duration)>,
+    feed: Option<(String, SecretString, Duration)>,
     feed_url: Option<String>,
     max_staleness: Option<Duration>,
     stale_policy: StalePolicy,
@@ -328,9 +340,19 @@ impl VerifierBuilder {
     }
 
     /// Use this HTTP client (for a private CA or a proxy) instead of the built-in one
-    /// (rustls, Mozilla roots). `http_timeout` then does not apply.
+    /// (rustls on aws-lc-rs, the platform's certificate verifier). `http_timeout` still bounds
+    /// every request.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
+        self
+    }
+
+    /// Allow plain `http://` URLs for metadata, keys and the feed on hosts other than the
+    /// loopback (a private network behind a service mesh, say). Without it they must be
+    /// `https://`, since keys fetched in clear can be replaced in transit and the feed's
+    /// client secret travels in the request (RFC 8414 §2).
+    pub fn allow_http(mut self) -> Self {
+        self.allow_http = true;
         self
     }
 
@@ -347,15 +369,15 @@ impl VerifierBuilder {
         self
     }
 
-    /// Poll Tessera's revocation feed every `poll_every`, authenticating as the confidential
-    /// client `client_id` (HTTP Basic, RFC 6749 §2.3.1).
+    /// Poll Tessera's revocation feed every `poll_every` (100 ms to 1 h), authenticating as
+    /// the confidential client `client_id` (HTTP Basic, RFC 6749 §2.3.1).
     pub fn with_revocation_feed(
         mut self,
         client_id: impl Into<String>,
-        client_secret: impl Into<String>,
+        client_secret: SecretString,
         poll_every: Duration,
     ) -> Self {
-        self.feed = Some((client_id.into(), client_secret.into(), poll_every));
+        self.feed = Some((client_id.into(), client_secret, poll_every));
         self
     }
 
@@ -393,23 +415,7 @@ impl VerifierBuilder {
     ///
     /// Errors: [`SetupError`].
     pub async fn build(self) -> Result<Verifier, SetupError> {
-        if self.issuer.is_empty() || self.audience.is_empty() {
-            return Err(SetupError::Config(
-                "issuer and audience must not be empty".into(),
-            ));
-        }
-        if self.algorithms.is_empty() {
-            return Err(SetupError::Config(
-                "no asymmetric algorithm accepted".into(),
-            ));
-        }
-        if let Some((_, _, every)) = &self.feed {
-            if every.is_zero() {
-                return Err(SetupError::Config(
-                    "the feed's poll interval is zero".into(),
-                ));
-            }
-        }
+        self.validate()?;
         let http = match self.http.clone() {
             Some(c) => c,
             None => crate::http_client::build(self.http_timeout).map_err(SetupError::Config)?,
@@ -423,33 +429,43 @@ impl VerifierBuilder {
                 let (url, feed_endpoint) = match url {
                     Some(url) => (url, None),
                     None => {
-                        let meta = discover(&http, &self.issuer).await?;
+                        let meta = tokio::time::timeout(
+                            self.http_timeout.saturating_mul(2),
+                            discover(&http, &self.issuer, self.allow_http),
+                        )
+                        .await
+                        .map_err(|_| SetupError::Fetch {
+                            url: self.issuer.clone(),
+                            reason: "metadata discovery timed out".into(),
+                        })??;
                         (meta.jwks_uri, meta.revocation_feed_endpoint)
                     }
                 };
+                check_url(&url, self.allow_http)?;
                 let keys = KeyCache::fetch_new(
                     url,
                     http.clone(),
                     self.algorithms.clone(),
                     self.refetch_interval,
                     self.key_hard_limit,
+                    self.http_timeout,
                 )
                 .await?;
                 (keys, feed_endpoint)
             }
         };
         let keys = Arc::new(keys);
-        let mut tasks = vec![tokio::spawn(refresh_keys(keys.clone()))];
         let feed = match self.feed {
             None => None,
             Some((client_id, secret, every)) => {
                 let url = self.feed_url.or(feed_endpoint).unwrap_or_else(|| {
                     format!("{}/revocations", self.issuer.trim_end_matches('/'))
                 });
+                check_url(&url, self.allow_http)?;
                 let max_staleness = self
                     .max_staleness
-                    .unwrap_or_else(|| (every * 3).max(Duration::from_secs(30)));
-                let feed = Arc::new(Feed::new(
+                    .unwrap_or_else(|| every.saturating_mul(3).max(Duration::from_secs(30)));
+                let feed = Feed::new(
                     FeedSource {
                         url,
                         client_id,
@@ -459,12 +475,20 @@ impl VerifierBuilder {
                     self.leeway,
                     self.token_horizon,
                     max_staleness,
-                ));
+                    self.http_timeout,
+                );
                 feed.poll().await.map_err(SetupError::Feed)?;
-                tasks.push(tokio::spawn(poll_feed(feed.clone(), every)));
-                Some(feed)
+                Some((Arc::new(feed), every))
             }
         };
+        // Nothing can fail from here on: only now do the background tasks start.
+        let mut tasks = Vec::new();
+        if self.jwks.is_none() {
+            tasks.push(tokio::spawn(refresh_keys(keys.clone())));
+        }
+        if let Some((feed, every)) = &feed {
+            tasks.push(tokio::spawn(poll_feed(feed.clone(), *every)));
+        }
         let validations = self
             .algorithms
             .iter()
@@ -483,16 +507,77 @@ impl VerifierBuilder {
             inner: Arc::new(Inner {
                 issuer: self.issuer,
                 audience: self.audience,
-                leeway: self.leeway.as_secs() as i64,
-                horizon: self.token_horizon.as_secs() as i64,
+                leeway: secs(self.leeway),
+                horizon: secs(self.token_horizon),
                 required_roles: self.required_roles,
                 stale_policy: self.stale_policy,
                 keys,
-                feed,
+                feed: feed.map(|(f, _)| f),
                 validations,
                 tasks,
             }),
         })
+    }
+
+    /// Refuses settings that cannot work: the errors name the setting.
+    fn validate(&self) -> Result<(), SetupError> {
+        let bad = |what: &str| Err(SetupError::Config(what.to_string()));
+        if self.issuer.is_empty() || self.audience.is_empty() {
+            return bad("issuer and audience must not be empty");
+        }
+        if self.algorithms.is_empty() {
+            return bad("algorithms: no asymmetric algorithm accepted");
+        }
+        if self.leeway > Duration::from_secs(300) {
+            return bad("leeway: at most 5 minutes");
+        }
+        if self.token_horizon < Duration::from_secs(60)
+            || self.token_horizon > Duration::from_secs(30 * 86_400)
+        {
+            return bad("token_horizon: 1 minute to 30 days");
+        }
+        if self.refetch_interval < Duration::from_secs(1) {
+            return bad("refetch_interval: at least 1 second");
+        }
+        if self.key_hard_limit < Duration::from_secs(1) {
+            return bad("key_hard_limit: at least 1 second");
+        }
+        if self.http_timeout.is_zero() {
+            return bad("http_timeout: must not be zero");
+        }
+        if let Some((_, _, every)) = &self.feed {
+            if *every < Duration::from_millis(100) || *every > Duration::from_secs(3600) {
+                return bad("the feed's poll interval: 100 ms to 1 hour");
+            }
+            if self.max_staleness.is_some_and(|m| m < *every) {
+                return bad("max_staleness: at least the poll interval");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whole seconds as `i64`, saturating.
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// `https://`, or `http://` to the loopback or with `allow_http`.
+fn check_url(url: &str, allow_http: bool) -> Result<(), SetupError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|_| SetupError::Config(format!("{url:?} is not a URL")))?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if allow_http || loopback => Ok(()),
+        _ => Err(SetupError::Config(format!(
+            "{url} must be https (or call allow_http() for a trusted network)"
+        ))),
     }
 }
 
@@ -508,7 +593,11 @@ struct Metadata {
 /// Reads the issuer's metadata: first at the RFC 8414 §3.1 location (the well-known suffix
 /// inserted before the issuer's path), then, for an issuer with a path, appended to it. The
 /// document's `issuer` must equal `issuer` exactly (RFC 8414 §3.3).
-async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Metadata, SetupError> {
+async fn discover(
+    http: &reqwest::Client,
+    issuer: &str,
+    allow_http: bool,
+) -> Result<Metadata, SetupError> {
     const SUFFIX: &str = "/.well-known/oauth-authorization-server";
     let trimmed = issuer.trim_end_matches('/');
     let mut urls = vec![];
@@ -525,6 +614,7 @@ async fn discover(http: &reqwest::Client, issuer: &str) -> Result<Metadata, Setu
     }
     let mut last = None;
     for url in urls {
+        check_url(&url, allow_http)?;
         match fetch_json(http, &url).await {
             Ok(body) => {
                 let meta: Metadata = serde_json::from_slice(&body)
