@@ -6,7 +6,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::revocation::Check;
 use super::tokens::{self, VerifiedClaims};
 use super::{Auth, AuthError};
-use crate::store::{RevocationFeed, Session, User};
+use crate::store::{FeedPage, FeedPosition, Session, User};
 use crate::time::{millis, now_ms, UnixMillis};
 
 /// The role that may use the admin API.
@@ -197,14 +197,22 @@ impl Auth {
         Ok(Some(Introspection::Refresh(Box::new((s, user)))))
     }
 
-    /// The revocation feed since `since` (ms): everything a stateless verifier must apply to
-    /// tokens that can still be alive, and the time it was read at (ms).
+    /// One page of the revocation feed after `after`: at most `limit` entries a stateless
+    /// verifier must apply to tokens that can still be alive, in feed order, and the time it
+    /// was read at (ms). `page.more_after` is where the next page starts when one follows.
     ///
     /// Errors: `StoreUnavailable`.
-    pub async fn revocations(&self, since: i64) -> Result<(RevocationFeed, i64), AuthError> {
+    pub async fn revocations(
+        &self,
+        after: &FeedPosition,
+        limit: usize,
+    ) -> Result<(FeedPage, i64), AuthError> {
         let now = now_ms();
         let horizon = millis(self.settings.token_horizon());
-        let feed = self.store.revocations_since(since, now, horizon).await?;
-        Ok((feed, now))
+        let page = self
+            .store
+            .revocations_page(after, now, horizon, limit)
+            .await?;
+        Ok((page, now))
     }
 }

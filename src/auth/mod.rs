@@ -43,7 +43,9 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::config::Settings;
-pub use crate::store::{AuditEvent, AuditQuery, Session, User, UserQuery};
+pub use crate::store::{
+    AuditEvent, AuditQuery, FeedKind, FeedPage, FeedPosition, Session, User, UserQuery,
+};
 use crate::store::{RevokedToken, Store, StoreError};
 use crate::time::{now_ms, UnixMillis};
 pub use access::{Authenticated, Introspection};

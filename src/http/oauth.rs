@@ -18,7 +18,7 @@ use super::client_auth::{authenticate, Clients, Form};
 use super::error::{token_endpoint, ApiError, ErrorBody};
 use super::session::{client_meta, token_response};
 use super::AppState;
-use crate::auth::{Introspection, TokenRequest};
+use crate::auth::{FeedKind, FeedPosition, Introspection, TokenRequest};
 use crate::time::UnixMillis;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -211,7 +211,15 @@ fn secs(ms: i64) -> i64 {
 struct FeedQuery {
     /// The `cursor` of the previous response; absent for the full current state.
     since: Option<String>,
+    /// Most entries in one answer: 1 to 10000, default 1000. With `has_more`, ask again at
+    /// once with the returned `cursor`.
+    limit: Option<String>,
 }
+
+/// Entries in one feed answer when the client names no `limit`.
+const FEED_PAGE: usize = 1000;
+/// Most entries in one feed answer.
+const FEED_PAGE_MAX: usize = 10_000;
 
 /// Entries of the feed overlap by this much between polls, so a revocation committed while a
 /// poll ran is never skipped. Applying an entry twice is harmless.
@@ -222,7 +230,7 @@ const FEED_OVERLAP_MS: i64 = 10_000;
 /// idempotently.
 #[utoipa::path(get, path = "/revocations", tag = "oauth", params(FeedQuery), security(("basic" = [])),
     responses(
-        (status = 200, description = "cursor, revoked_tokens, revoked_sessions, not_before", body = Object),
+        (status = 200, description = "cursor, has_more, revoked_tokens, revoked_sessions, not_before", body = Object),
         (status = 400, description = "Malformed cursor", body = ErrorBody),
         (status = 401, description = "Client authentication failed", body = ErrorBody),
     ))]
@@ -234,7 +242,7 @@ async fn revocations(
 ) -> Result<Response, ApiError> {
     authenticate(&st, &headers, None, Clients::Confidential).await?;
     let Query(q) = query.map_err(|_| ApiError::InvalidRequest("malformed query".into()))?;
-    feed(&st, q.since.as_deref()).await
+    feed(&st, q.since.as_deref(), q.limit.as_deref()).await
 }
 
 /// Form parameters of `POST /revocations`.
@@ -243,6 +251,8 @@ async fn revocations(
 struct FeedForm {
     /// The `cursor` of the previous response; absent for the full current state.
     since: Option<String>,
+    /// Most entries in one answer: 1 to 10000, default 1000.
+    limit: Option<String>,
     /// With `client_secret` (client_secret_post), instead of HTTP Basic.
     client_id: Option<String>,
     client_secret: Option<String>,
@@ -265,22 +275,41 @@ async fn revocations_post(
 ) -> Result<Response, ApiError> {
     let form = Form::parse(&headers, body)?;
     authenticate(&st, &headers, Some(&form), Clients::Confidential).await?;
-    feed(&st, form.get("since")).await
+    feed(&st, form.get("since"), form.get("limit")).await
 }
 
-/// The feed since a cursor (ms, as text; absent or empty: everything still relevant).
-async fn feed(st: &AppState, since: Option<&str>) -> Result<Response, ApiError> {
-    let since = match since {
-        None | Some("") => 0,
-        Some(c) => c
-            .parse::<i64>()
+/// One page of the feed after a cursor (absent or empty: everything still relevant).
+///
+/// A cursor is `MS` (every entry from that millisecond on; what a final page returns, with
+/// the overlap that catches revocations committed late) or `MS.KIND.KEY` (strictly after that
+/// entry; what a page followed by more returns). Entries are ordered by time, then kind
+/// (token, session, user), then key.
+async fn feed(
+    st: &AppState,
+    since: Option<&str>,
+    limit: Option<&str>,
+) -> Result<Response, ApiError> {
+    let after =
+        parse_cursor(since).ok_or_else(|| ApiError::InvalidRequest("malformed cursor".into()))?;
+    let limit = match limit {
+        None | Some("") => FEED_PAGE,
+        Some(l) => l
+            .parse::<usize>()
             .ok()
-            .filter(|v| *v >= 0)
-            .ok_or_else(|| ApiError::InvalidRequest("malformed cursor".into()))?,
+            .filter(|n| (1..=FEED_PAGE_MAX).contains(n))
+            .ok_or_else(|| {
+                ApiError::InvalidRequest(format!("limit must be 1 to {FEED_PAGE_MAX}"))
+            })?,
     };
-    let (feed, now) = st.auth.revocations(since).await?;
+    let (page, now) = st.auth.revocations(&after, limit).await?;
+    let feed = &page.entries;
+    let (cursor, has_more) = match &page.more_after {
+        Some(p) => (format!("{}.{}.{}", p.at, p.kind as u8, p.key), true),
+        None => ((now - FEED_OVERLAP_MS).max(0).to_string(), false),
+    };
     let body = json!({
-        "cursor": (now - FEED_OVERLAP_MS).max(0).to_string(),
+        "cursor": cursor,
+        "has_more": has_more,
         "revoked_tokens": feed.tokens.iter().map(|(jti, exp, at)| json!({
             "jti": jti, "exp": secs(*exp), "revoked_at": secs(*at),
         })).collect::<Vec<Value>>(),
@@ -297,4 +326,39 @@ async fn feed(st: &AppState, since: Option<&str>) -> Result<Response, ApiError> 
         })).collect::<Vec<Value>>(),
     });
     Ok(Json(body).into_response())
+}
+
+/// A feed cursor (see `feed`); `None` when malformed.
+fn parse_cursor(since: Option<&str>) -> Option<FeedPosition> {
+    let since = since.unwrap_or_default();
+    if since.is_empty() {
+        return Some(FeedPosition {
+            at: 0,
+            kind: FeedKind::Token,
+            key: String::new(),
+        });
+    }
+    let mut parts = since.splitn(3, '.');
+    let at = parts.next()?.parse::<i64>().ok().filter(|v| *v >= 0)?;
+    let (kind, key) = match (parts.next(), parts.next()) {
+        (None, _) => (FeedKind::Token, String::new()),
+        (Some(k), Some(key)) => {
+            let kind = match k {
+                "0" => FeedKind::Token,
+                "1" => FeedKind::Session,
+                "2" => FeedKind::User,
+                _ => return None,
+            };
+            let ok = match kind {
+                FeedKind::Token => !key.is_empty() && key.len() <= 128,
+                _ => uuid::Uuid::parse_str(key).is_ok_and(|u| u.to_string() == key),
+            };
+            if !ok {
+                return None;
+            }
+            (kind, key.to_string())
+        }
+        (Some(_), None) => return None,
+    };
+    Some(FeedPosition { at, kind, key })
 }

@@ -34,8 +34,9 @@ use uuid::Uuid;
 
 pub use backend::SqlStore;
 pub use model::{
-    AuditEvent, AuditQuery, Imported, KeyRow, NewUser, OnConflict, RevocationFeed, RevokedToken,
-    Rotation, RotationAttempt, Session, SubjectClaims, TokenStatus, User, UserQuery,
+    AuditEvent, AuditQuery, FeedKind, FeedPage, FeedPosition, Imported, KeyRow, NewUser,
+    OnConflict, RevocationFeed, RevokedToken, Rotation, RotationAttempt, Session, SubjectClaims,
+    TokenStatus, User, UserQuery,
 };
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
@@ -274,6 +275,15 @@ pub trait ChangeFeed {
         now: i64,
         horizon_ms: i64,
     ) -> StoreResult<RevocationFeed>;
+    /// At most `limit` (≥ 1) revocations after `after` in feed order (time, kind, key) that
+    /// can still matter at `now`, and where the page ends if more follow.
+    async fn revocations_page(
+        &self,
+        after: &FeedPosition,
+        now: i64,
+        horizon_ms: i64,
+        limit: usize,
+    ) -> StoreResult<FeedPage>;
     /// Users whose row changed at or after `since` (ms), with their `updated_at`.
     async fn users_changed_since(&self, since: i64) -> StoreResult<Vec<(Uuid, i64)>>;
     /// Tells other replicas that `what` changed (Postgres NOTIFY; a no-op on SQLite).

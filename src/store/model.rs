@@ -177,6 +177,37 @@ pub struct RevocationFeed {
     pub users: Vec<(Uuid, i64)>,
 }
 
+/// What one entry of the revocation feed revokes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FeedKind {
+    /// A denylisted access token (`jti`).
+    Token = 0,
+    /// A revoked session (`sid`).
+    Session = 1,
+    /// A user's cut-off (`tokens_not_before`).
+    User = 2,
+}
+
+/// A place in the revocation feed, whose entries are ordered by (time, kind, key): the last
+/// entry a page returned. Keys compare bytewise (`jti`) or as UUID bytes (ids), the order both
+/// backends use.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FeedPosition {
+    /// Milliseconds: `revoked_at`, or the user's `tokens_not_before`.
+    pub at: i64,
+    pub kind: FeedKind,
+    /// The `jti`, or the id as a UUID string.
+    pub key: String,
+}
+
+/// One page of the revocation feed: at most the limit asked for, in feed order.
+#[derive(Debug, Default)]
+pub struct FeedPage {
+    pub entries: RevocationFeed,
+    /// Where the page ends, when more entries follow it.
+    pub more_after: Option<FeedPosition>,
+}
+
 /// One row of the audit trail. Never a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {

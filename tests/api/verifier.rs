@@ -73,12 +73,12 @@ impl Issuer {
             .to_string()
     }
 
+    /// A verifier polling the feed every 200 ms, one entry per page, so that every poll
+    /// with anything to say walks several pages.
     fn with_feed(&self) -> tessera_verify::VerifierBuilder {
-        Verifier::builder(&self.url, AUDIENCE).with_revocation_feed(
-            CLIENT_ID,
-            secret(CLIENT_SECRET),
-            Duration::from_millis(200),
-        )
+        Verifier::builder(&self.url, AUDIENCE)
+            .with_revocation_feed(CLIENT_ID, secret(CLIENT_SECRET), Duration::from_millis(200))
+            .revocation_feed_url(format!("{}/revocations?limit=1", self.url))
     }
 }
 

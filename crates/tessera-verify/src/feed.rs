@@ -24,8 +24,10 @@ use serde::Deserialize;
 use crate::claims::Claims;
 use crate::error::VerifyError;
 
-/// Largest feed answer read (bytes).
-const MAX_FEED_BYTES: usize = 64 << 20;
+/// Largest feed answer read (bytes); Tessera's pages are at most a few MB.
+const MAX_FEED_BYTES: usize = 16 << 20;
+/// Most pages read in one poll (a backlog longer than this continues at the next poll).
+const MAX_PAGES_PER_POLL: usize = 1000;
 
 /// Where and how to poll.
 pub(crate) struct FeedSource {
@@ -114,6 +116,9 @@ impl Revocations {
 #[derive(Debug, Deserialize)]
 struct Page {
     cursor: String,
+    /// More entries follow at once: ask again with `cursor`.
+    #[serde(default)]
+    has_more: bool,
     #[serde(default)]
     revoked_tokens: Vec<RevokedToken>,
     #[serde(default)]
@@ -224,7 +229,21 @@ impl Feed {
         result
     }
 
+    /// Reads pages until one says no more follow, applying each and keeping its cursor, so
+    /// that a failure part-way resumes where it stopped. Only a complete pass counts as a
+    /// successful poll.
     async fn fetch(&self) -> Result<(), String> {
+        for _ in 0..MAX_PAGES_PER_POLL {
+            if !self.fetch_page().await? {
+                *self.ok_at.write().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                return Ok(());
+            }
+        }
+        Err(format!("more than {MAX_PAGES_PER_POLL} pages pending"))
+    }
+
+    /// One page; `Ok(true)` when more follow.
+    async fn fetch_page(&self) -> Result<bool, String> {
         let cursor = self
             .cursor
             .lock()
@@ -244,7 +263,7 @@ impl Feed {
         let body = crate::keys::read_capped(res, MAX_FEED_BYTES).await?;
         let page: Page =
             serde_json::from_slice(&body).map_err(|_| "unreadable feed answer".to_string())?;
-        let next = page.cursor.clone();
+        let (next, more) = (page.cursor.clone(), page.has_more);
         let now = unix_now();
         let entries = {
             let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
@@ -253,9 +272,8 @@ impl Feed {
             s.len()
         };
         *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = Some(next);
-        *self.ok_at.write().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         metrics::gauge!("tessera_verify_revocation_entries").set(entries as f64);
-        Ok(())
+        Ok(more)
     }
 }
 
