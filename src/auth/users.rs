@@ -99,14 +99,24 @@ impl Auth {
         Ok(())
     }
 
-    /// Replaces the user's roles and returns the updated user.
+    /// Replaces the user's roles and returns the updated user. When a role is taken away,
+    /// every access token issued so far is cut off (`tokens_not_before`), so that APIs
+    /// verifying on their own learn it from the revocation feed; sessions stay, and the next
+    /// refresh carries the new roles.
     ///
     /// Errors: `UserNotFound`, `BadInput` (role names), `StoreUnavailable`.
     pub async fn set_roles(&self, who: UserRef<'_>, roles: Vec<String>) -> Result<User, AuthError> {
         let user = self.user(who).await?;
         let roles = parse_roles(roles)?;
+        // A role taken away must not outlive its tokens at APIs that verify on their own: the
+        // cut-off reaches them through the revocation feed, and the user's next refresh gets
+        // a token with the new roles (sessions stay).
+        let narrowed = user.roles.iter().any(|r| !roles.contains(r));
         let id = self
-            .row_changed(self.store.set_roles(&user.username, &roles, now_ms()))
+            .row_changed(
+                self.store
+                    .set_roles(&user.username, &roles, now_ms(), narrowed),
+            )
             .await?;
         self.audit(Event::RolesChanged, Record::user(id)).await;
         self.user(UserRef::Id(id)).await
@@ -187,7 +197,8 @@ impl Auth {
     }
 
     /// Replaces a user's custom claims (copied into access tokens issued from now on) and
-    /// returns the user.
+    /// returns the user. A claim removed or changed cuts off every access token issued so far,
+    /// as a role taken away does.
     ///
     /// Errors: `UserNotFound`, `BadInput` (a registered claim name, over 4 KiB), `StoreUnavailable`.
     pub async fn set_claims(
@@ -197,8 +208,14 @@ impl Auth {
     ) -> Result<User, AuthError> {
         let user = self.user(who).await?;
         super::import::check_claims(&claims).map_err(AuthError::BadInput)?;
+        // A claim removed or changed may have granted something: tokens carrying the old value
+        // are cut off, as for a role taken away. Adding a claim takes nothing away.
+        let narrowed = user.claims.iter().any(|(k, v)| claims.get(k) != Some(v));
         let id = self
-            .row_changed(self.store.set_claims(&user.username, &claims, now_ms()))
+            .row_changed(
+                self.store
+                    .set_claims(&user.username, &claims, now_ms(), narrowed),
+            )
             .await?;
         self.audit(Event::ClaimsChanged, Record::user(id)).await;
         self.user(UserRef::Id(id)).await

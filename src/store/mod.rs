@@ -139,12 +139,15 @@ pub trait UserStore {
     async fn list_users(&self) -> StoreResult<Vec<User>>;
     /// A page of users, ordered by username (see `UserQuery`).
     async fn users_page(&self, query: &UserQuery) -> StoreResult<Vec<User>>;
-    /// Replaces the custom claims; returns the user's id, `None` when there is no such user.
+    /// Replaces the custom claims; with `cut_off`, also refuses every access token issued so
+    /// far (`tokens_not_before = now`). Returns the user's id, `None` when there is no such
+    /// user.
     async fn set_claims(
         &self,
         username: &str,
         claims: &serde_json::Map<String, serde_json::Value>,
         now: i64,
+        cut_off: bool,
     ) -> StoreResult<Option<Uuid>>;
     /// Returns the user's id, or `None` when there is no such user.
     async fn set_disabled(
@@ -153,12 +156,14 @@ pub trait UserStore {
         disabled: bool,
         now: i64,
     ) -> StoreResult<Option<Uuid>>;
+    /// Replaces the roles; with `cut_off`, also refuses every access token issued so far.
     /// Returns the user's id, or `None` when there is no such user.
     async fn set_roles(
         &self,
         username: &str,
         roles: &[String],
         now: i64,
+        cut_off: bool,
     ) -> StoreResult<Option<Uuid>>;
     /// Replaces the hash, revokes every session of the user and sets `tokens_not_before`, in one
     /// transaction. Returns the user's id and the sessions revoked; `None`: no such user.

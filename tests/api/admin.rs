@@ -341,8 +341,8 @@ async fn admin_requires_the_admin_role(b: Backend) {
             .status(),
         401
     );
-    // A role claim in the token is not enough: the role is read from the database, so taking
-    // it away takes effect at once.
+    // A role claim in the token is not enough: the role is read from the database, and taking
+    // it away cuts off the tokens issued before (401), at once.
     let root = app.login_ok("root").await["access_token"]
         .as_str()
         .unwrap()
@@ -359,6 +359,17 @@ async fn admin_requires_the_admin_role(b: Backend) {
         .unwrap();
     assert_eq!(
         app.admin(Method::GET, "/admin/users", &root, None)
+            .await
+            .status(),
+        401
+    );
+    // A token issued after the change is valid, but lacks the role: 403.
+    let demoted = app.login_ok("root").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        app.admin(Method::GET, "/admin/users", &demoted, None)
             .await
             .status(),
         403

@@ -36,6 +36,7 @@ on_both!(
     tessera_unreachable,
     orders_api_example,
     set_up_fails_loudly,
+    a_role_taken_away_reaches_the_verifier,
 );
 
 const AUDIENCE: &str = "tessera";
@@ -893,4 +894,60 @@ async fn key_cache_revalidates_in_the_background() {
     })
     .await;
     server.abort();
+}
+
+/// Taking a role away cuts off the user's earlier access tokens everywhere; the session stays,
+/// and a refresh brings a token with the new roles. Adding a role cuts nothing off.
+async fn a_role_taken_away_reaches_the_verifier(b: Backend) {
+    let Some(iss) = issuer(b, |f| f).await else {
+        return;
+    };
+    iss.app.create_user("root", &["admin"]).await;
+    let dave = iss.app.create_user("dave", &["admin"]).await;
+    let root = iss.access("root").await;
+    let verifier = iss.with_feed().build().await.unwrap();
+    let api = api(verifier.clone());
+    let pair = iss.app.login_ok("dave").await;
+    let old = pair["access_token"].as_str().unwrap().to_string();
+    assert_eq!(call(&api, "/admin", Some(&old)).await.0, 200);
+    let set_roles = |roles: Value| {
+        let (app, root) = (&iss.app, root.clone());
+        let path = format!("/admin/users/{}/roles", dave.id);
+        async move {
+            let r = app
+                .admin(
+                    reqwest::Method::PUT,
+                    &path,
+                    &root,
+                    Some(json!({ "roles": roles })),
+                )
+                .await;
+            assert!(r.status().is_success(), "{}", r.status());
+        }
+    };
+    // Adding a role takes nothing away.
+    set_roles(json!(["admin", "auditor"])).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(verifier.verify(&old).await.is_ok());
+    assert_eq!(iss.app.userinfo(&old).await.status(), 200);
+    // Taking admin away: the old token is refused by the verifier and by Tessera.
+    set_roles(json!(["auditor"])).await;
+    eventually(3, "the demoted token is refused", || async {
+        verifier.verify(&old).await == Err(VerifyError::Revoked)
+    })
+    .await;
+    assert_eq!(iss.app.userinfo(&old).await.status(), 401);
+    // The session stays: a refresh brings a token with the new roles.
+    let r: Value = iss
+        .app
+        .refresh(pair["refresh_token"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let new = r["access_token"].as_str().unwrap();
+    let c = verifier.verify(new).await.unwrap();
+    assert_eq!(c.roles, vec!["auditor"]);
+    assert_eq!(call(&api, "/admin", Some(new)).await.0, 403);
+    assert_eq!(call(&api, "/orders", Some(new)).await.0, 200);
 }

@@ -671,19 +671,27 @@ async fn refresh_keys(keys: Arc<KeyCache>) {
     }
 }
 
-/// Polls the feed every `every`; a failure is logged, and a warning once the state is stale.
+/// Polls the feed every `every`. A failure is logged at debug, and once the state is stale a
+/// warning at most every 30 s, so a long outage does not flood the log.
 async fn poll_feed(feed: Arc<Feed>, every: Duration) {
+    const WARN_EVERY: Duration = Duration::from_secs(30);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let mut warned: Option<std::time::Instant> = None;
     loop {
         tick.tick().await;
-        if let Err(e) = feed.poll().await {
-            if feed.is_stale() {
-                tracing::warn!(error = %e, "the revocation feed is stale: polling has failed for longer than max_staleness");
-            } else {
-                tracing::info!(error = %e, "polling the revocation feed failed; retrying");
+        match feed.poll().await {
+            Ok(()) => {
+                if warned.take().is_some() {
+                    tracing::info!("the revocation feed is read again");
+                }
             }
+            Err(e) if feed.is_stale() && warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) => {
+                warned = Some(std::time::Instant::now());
+                tracing::warn!(error = %e, "the revocation feed is stale: polling has failed for longer than max_staleness");
+            }
+            Err(e) => tracing::debug!(error = %e, "polling the revocation feed failed; retrying"),
         }
     }
 }
