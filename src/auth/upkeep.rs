@@ -13,10 +13,31 @@ use crate::time::now_ms;
 const RELOAD_EVERY: Duration = Duration::from_millis(PROPAGATION_MS as u64);
 /// How often automatic rotation and the purge of expired rows are considered.
 const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
+/// Every this many maintenance rounds, the purge also sweeps idle-expired sessions (a table
+/// scan; see `store::upkeep`): hourly.
+const SWEEP_IDLE_EVERY: u32 = 60;
 
 impl Auth {
-    /// Runs until the task is aborted (at shutdown).
+    /// Runs until the task is aborted (at shutdown): the state-keeping loop and the
+    /// maintenance loop side by side, so that a long purge never holds up a revocation sync.
     pub async fn upkeep(&self) {
+        tokio::join!(self.keep_current(), self.maintain());
+    }
+
+    /// Rotation when due and the purges, every `MAINTAIN_EVERY`.
+    async fn maintain(&self) {
+        let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
+        maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut round: u32 = 0;
+        loop {
+            maintain.tick().await;
+            self.maintain_once(round % SWEEP_IDLE_EVERY == 0).await;
+            round = round.wrapping_add(1);
+        }
+    }
+
+    /// Keeps the key ring and the revocation state current: notifications and polling.
+    async fn keep_current(&self) {
         let mut changes = match self.store.listen_changes().await {
             Ok(rx) => rx,
             Err(e) => {
@@ -33,8 +54,6 @@ impl Auth {
         reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut poll = tokio::time::interval(cache.poll_every());
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
-        maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let notified = async {
                 match changes.as_mut() {
@@ -70,7 +89,6 @@ impl Auth {
                         }
                     }
                 },
-                _ = maintain.tick() => self.maintain_once().await,
             }
         }
     }
@@ -97,7 +115,7 @@ impl Auth {
         }
     }
 
-    async fn maintain_once(&self) {
+    async fn maintain_once(&self, sweep_idle: bool) {
         let now = now_ms();
         let k = &self.settings.keys;
         let schedule = self.settings.key_schedule();
@@ -125,11 +143,13 @@ impl Auth {
             Ok(n) => purged("audit_events", n),
             Err(e) => tracing::warn!(error = %e, "audit purge failed"),
         }
-        match self.store.purge_expired(now).await {
+        let started = std::time::Instant::now();
+        match self.store.purge_expired(now, sweep_idle).await {
             Ok(p) => {
                 purged("revoked_tokens", p.revoked_tokens);
                 purged("sessions", p.sessions);
                 purged("login_throttle", p.login_throttle);
+                metrics::histogram!("upkeep_purge_seconds").record(started.elapsed().as_secs_f64());
             }
             Err(e) => tracing::warn!(error = %e, "purge failed"),
         }

@@ -310,8 +310,12 @@ pub trait Upkeep {
     /// A round trip, for readiness.
     async fn ping(&self) -> StoreResult<()>;
     /// Deletes denylist rows whose token has expired, sessions long past their end, and
-    /// throttle rows nobody waits on.
-    async fn purge_expired(&self, now: i64) -> StoreResult<Purged>;
+    /// throttle rows nobody waits on, in batches of `PURGE_BATCH` rows (one short statement
+    /// each, with a pause between them), so that no purge holds locks or the database for
+    /// long. Sessions found by their indexed ends (absolute expiry, revocation) go every time;
+    /// with `sweep_idle`, also those only past their idle expiry, which has no index (see
+    /// `purge_expired`'s implementation for why).
+    async fn purge_expired(&self, now: i64, sweep_idle: bool) -> StoreResult<Purged>;
     /// The connection pool's state, for `/metrics`.
     fn pool_stats(&self) -> PoolStats;
     /// How long taking a connection from the pool takes now (waiting for one when all are in
@@ -320,6 +324,9 @@ pub trait Upkeep {
 }
 
 /// Rows deleted by one `purge_expired`, by table.
+/// Rows one purge statement deletes at most.
+pub const PURGE_BATCH: i64 = 5000;
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Purged {
     pub revoked_tokens: u64,

@@ -3,18 +3,53 @@
 use async_trait::async_trait;
 
 use super::backend::{on_backend, Backend, SqlStore};
-use super::{PoolStats, Purged, StoreError, StoreResult, Upkeep, SESSION_RETENTION_MS};
+use super::{
+    PoolStats, Purged, StoreError, StoreResult, Upkeep, PURGE_BATCH, SESSION_RETENTION_MS,
+};
 
 const PING: &str = "SELECT 1";
 
-const PURGE_DENYLIST: &str = "DELETE FROM revoked_tokens WHERE expires_at < $1";
+const PURGE_DENYLIST: &str = "
+    DELETE FROM revoked_tokens WHERE jti IN
+        (SELECT jti FROM revoked_tokens WHERE expires_at < $1 LIMIT $2)";
 
+// Both ends are indexed: with nothing to delete this reads two index pages.
 const PURGE_SESSIONS: &str = "
-    DELETE FROM sessions
-    WHERE absolute_expires_at < $1 OR idle_expires_at < $1 OR revoked_at < $1";
+    DELETE FROM sessions WHERE id IN
+        (SELECT id FROM sessions WHERE absolute_expires_at < $1 OR revoked_at < $1 LIMIT $2)";
+
+// `idle_expires_at` changes at every refresh. An index on it costs the refresh path its HOT
+// updates: measured on Postgres 15 with 1M sessions, rotations fell from 12,224 to 11,455/s
+// and none of 172k updates was HOT (all 183k were without the index). Without it, this
+// statement scans the table (67 ms at 1M rows with nothing to delete), so it runs hourly, not
+// every minute; the sessions it finds are dead already (a refresh checks the idle expiry).
+const PURGE_IDLE_SESSIONS: &str = "
+    DELETE FROM sessions WHERE id IN
+        (SELECT id FROM sessions WHERE idle_expires_at < $1 LIMIT $2)";
 
 const PURGE_THROTTLE: &str = "
-    DELETE FROM login_throttle WHERE locked_until < $1 AND window_start < $2";
+    DELETE FROM login_throttle WHERE key IN
+        (SELECT key FROM login_throttle WHERE locked_until < $1 AND window_start < $2 LIMIT $3)";
+
+/// Pause between two purge batches: the hot paths' statements get the database in between.
+const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Runs `batch` until it deletes fewer than `PURGE_BATCH` rows; the total deleted.
+async fn in_batches<F, Fut>(mut batch: F) -> StoreResult<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<u64>>,
+{
+    let mut total = 0;
+    loop {
+        let n = batch().await?;
+        total += n;
+        if n < PURGE_BATCH as u64 {
+            return Ok(total);
+        }
+        tokio::time::sleep(PURGE_PAUSE).await;
+    }
+}
 
 #[async_trait]
 impl Upkeep for SqlStore {
@@ -61,24 +96,47 @@ impl Upkeep for SqlStore {
         })
     }
 
-    async fn purge_expired(&self, now: i64) -> StoreResult<Purged> {
+    async fn purge_expired(&self, now: i64, sweep_idle: bool) -> StoreResult<Purged> {
         let cutoff = now - SESSION_RETENTION_MS;
-        let a = on_backend!(self, |b| sqlx::query(PURGE_DENYLIST)
-            .bind(now)
-            .execute(b.pool())
-            .await
-            .map(|r| r.rows_affected()))?;
-        let b = on_backend!(self, |b| sqlx::query(PURGE_SESSIONS)
-            .bind(cutoff)
-            .execute(b.pool())
-            .await
-            .map(|r| r.rows_affected()))?;
-        let c = on_backend!(self, |b| sqlx::query(PURGE_THROTTLE)
-            .bind(now)
-            .bind(cutoff)
-            .execute(b.pool())
-            .await
-            .map(|r| r.rows_affected()))?;
+        let a = in_batches(|| async {
+            Ok(on_backend!(self, |b| sqlx::query(PURGE_DENYLIST)
+                .bind(now)
+                .bind(PURGE_BATCH)
+                .execute(b.pool())
+                .await
+                .map(|r| r.rows_affected()))?)
+        })
+        .await?;
+        let mut b = in_batches(|| async {
+            Ok(on_backend!(self, |b| sqlx::query(PURGE_SESSIONS)
+                .bind(cutoff)
+                .bind(PURGE_BATCH)
+                .execute(b.pool())
+                .await
+                .map(|r| r.rows_affected()))?)
+        })
+        .await?;
+        if sweep_idle {
+            b += in_batches(|| async {
+                Ok(on_backend!(self, |b| sqlx::query(PURGE_IDLE_SESSIONS)
+                    .bind(cutoff)
+                    .bind(PURGE_BATCH)
+                    .execute(b.pool())
+                    .await
+                    .map(|r| r.rows_affected()))?)
+            })
+            .await?;
+        }
+        let c = in_batches(|| async {
+            Ok(on_backend!(self, |b| sqlx::query(PURGE_THROTTLE)
+                .bind(now)
+                .bind(cutoff)
+                .bind(PURGE_BATCH)
+                .execute(b.pool())
+                .await
+                .map(|r| r.rows_affected()))?)
+        })
+        .await?;
         Ok(Purged {
             revoked_tokens: a,
             sessions: b,

@@ -6,7 +6,10 @@ use serde_json::Value;
 use crate::helpers::{Backend, TestApp};
 use crate::on_both;
 
-on_both!(metrics_answer_an_operators_questions);
+on_both!(
+    metrics_answer_an_operators_questions,
+    the_purge_deletes_in_batches_what_is_dead
+);
 
 /// The value of the sample `line` (name and labels exactly), if present.
 fn sample(text: &str, line: &str) -> Option<f64> {
@@ -97,4 +100,83 @@ async fn metrics_answer_an_operators_questions(b: Backend) {
         sample(&scrape().await, "revocation_state_trusted") == Some(1.0)
     })
     .await;
+}
+
+/// The upkeep purge, over more rows than one batch: expired denylist rows and sessions past
+/// their absolute end or long revoked go every time; idle-expired sessions only in the hourly
+/// sweep; live rows stay. Counted by reading the tables back.
+async fn the_purge_deletes_in_batches_what_is_dead(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let user = app.create_user("alice", &[]).await;
+    let now = tessera::time::now_ms();
+    let day = 86_400_000i64;
+    let (uid, new_id) = match b {
+        Backend::Postgres => (format!("'{}'", user.id), "md5(k || i)::uuid"),
+        Backend::Sqlite => (format!("X'{}'", user.id.simple()), "randomblob(16)"),
+    };
+    let batch = tessera::store::PURGE_BATCH;
+    // (kind, rows, idle_expires_at, absolute_expires_at, revoked_at)
+    let kinds = [
+        ("live", 10, now + day, now + 30 * day, "NULL".to_string()),
+        (
+            "absolute",
+            batch + 7,
+            now - 40 * day,
+            now - 2 * day,
+            "NULL".to_string(),
+        ),
+        (
+            "revoked",
+            5,
+            now + day,
+            now + 30 * day,
+            (now - 2 * day).to_string(),
+        ),
+        ("idle", 9, now - 2 * day, now + 30 * day, "NULL".to_string()),
+    ];
+    for (k, n, idle, abs, revoked) in &kinds {
+        app.exec_sql(format!(
+            "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < {n})
+             INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
+                                   idle_expires_at, absolute_expires_at, revoked_at, client_id)
+             SELECT {id}, {uid}, 0, {c}, {c}, {idle}, {abs}, {revoked}, 'tessera'
+             FROM (SELECT i, '{k}' AS k FROM seq) s",
+            id = new_id,
+            c = now - 40 * day,
+        ))
+        .await;
+    }
+    app.exec_sql(format!(
+        "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < {n})
+         INSERT INTO revoked_tokens (jti, user_id, session_id, expires_at, revoked_at, reason)
+         SELECT 'old-' || i, {uid}, NULL, {exp}, {exp}, 'test' FROM seq",
+        n = batch + 3,
+        exp = now - 1000,
+    ))
+    .await;
+    app.exec_sql(format!(
+        "INSERT INTO revoked_tokens (jti, user_id, session_id, expires_at, revoked_at, reason)
+         VALUES ('live-1', {uid}, NULL, {}, {now}, 'test')",
+        now + 600_000
+    ))
+    .await;
+    let count = |sql: &'static str| app.scalar_i64(sql, "");
+    let sessions = "SELECT COUNT(*) FROM sessions WHERE $1 = $1";
+    let tokens = "SELECT COUNT(*) FROM revoked_tokens WHERE $1 = $1";
+    assert_eq!(count(sessions).await, 10 + batch + 7 + 5 + 9);
+
+    let p = app.store.purge_expired(now, false).await.unwrap();
+    assert_eq!(p.revoked_tokens, batch as u64 + 3);
+    assert_eq!(p.sessions, batch as u64 + 7 + 5);
+    assert_eq!(count(tokens).await, 1, "the live denylist row stays");
+    assert_eq!(
+        count(sessions).await,
+        10 + 9,
+        "idle-expired rows wait for the sweep"
+    );
+    let p = app.store.purge_expired(now, true).await.unwrap();
+    assert_eq!((p.sessions, p.revoked_tokens), (9, 0));
+    assert_eq!(count(sessions).await, 10, "live sessions stay");
 }
