@@ -325,7 +325,7 @@ pub trait Upkeep {
 
 /// Rows deleted by one `purge_expired`, by table.
 /// Rows one purge statement deletes at most.
-pub const PURGE_BATCH: i64 = 5000;
+pub const PURGE_BATCH: i64 = 1000;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Purged {

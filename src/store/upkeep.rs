@@ -32,7 +32,7 @@ const PURGE_THROTTLE: &str = "
         (SELECT key FROM login_throttle WHERE locked_until < $1 AND window_start < $2 LIMIT $3)";
 
 /// Pause between two purge batches: the hot paths' statements get the database in between.
-const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Runs `batch` until it deletes fewer than `PURGE_BATCH` rows; the total deleted.
 async fn in_batches<F, Fut>(mut batch: F) -> StoreResult<u64>
