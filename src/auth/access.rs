@@ -6,7 +6,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::revocation::Check;
 use super::tokens::{self, VerifiedClaims};
 use super::{Auth, AuthError};
-use crate::store::{FeedPage, FeedPosition, Session, User};
+use crate::store::{FeedPage, FeedStart, Session, User};
 use crate::time::{millis, now_ms, UnixMillis};
 
 /// The role that may use the admin API.
@@ -197,21 +197,21 @@ impl Auth {
         Ok(Some(Introspection::Refresh(Box::new((s, user)))))
     }
 
-    /// One page of the revocation feed after `after`: at most `limit` entries a stateless
+    /// One page of the revocation feed from `start`: at most `limit` entries a stateless
     /// verifier must apply to tokens that can still be alive, in feed order, and the time it
     /// was read at (ms). `page.more_after` is where the next page starts when one follows.
     ///
     /// Errors: `StoreUnavailable`.
     pub async fn revocations(
         &self,
-        after: &FeedPosition,
+        start: &FeedStart,
         limit: usize,
     ) -> Result<(FeedPage, i64), AuthError> {
         let now = now_ms();
         let horizon = millis(self.settings.token_horizon());
         let page = self
             .store
-            .revocations_page(after, now, horizon, limit)
+            .revocations_page(start, now, horizon, limit)
             .await?;
         Ok((page, now))
     }

@@ -44,7 +44,7 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 pub use crate::store::{
-    AuditEvent, AuditQuery, FeedKind, FeedPage, FeedPosition, Session, User, UserQuery,
+    AuditEvent, AuditQuery, FeedKind, FeedPage, FeedPosition, FeedStart, Session, User, UserQuery,
 };
 use crate::store::{RevokedToken, Store, StoreError};
 use crate::time::{now_ms, UnixMillis};

@@ -18,8 +18,10 @@ use super::client_auth::{authenticate, Clients, Form};
 use super::error::{token_endpoint, ApiError, ErrorBody};
 use super::session::{client_meta, token_response};
 use super::AppState;
-use crate::auth::{FeedKind, FeedPosition, Introspection, TokenRequest};
+use crate::auth::{FeedKind, FeedPosition, FeedStart, Introspection, TokenRequest};
 use crate::time::UnixMillis;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -281,30 +283,38 @@ async fn revocations_post(
 /// One page of the feed after a cursor (absent or empty: everything still relevant).
 ///
 /// A cursor is `MS` (every entry from that millisecond on; what a final page returns, with
-/// the overlap that catches revocations committed late) or `MS.KIND.KEY` (strictly after that
-/// entry; what a page followed by more returns). Entries are ordered by time, then kind
-/// (token, session, user), then key.
+/// the overlap that catches revocations committed late) or `MS.KIND.KEY` with the key in
+/// base64url (strictly after that entry; what a page followed by more returns). Entries are
+/// ordered by time, then kind (token, session, user), then key. Cursors hold only URL-safe
+/// characters.
 async fn feed(
     st: &AppState,
     since: Option<&str>,
     limit: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let after =
+    let start =
         parse_cursor(since).ok_or_else(|| ApiError::InvalidRequest("malformed cursor".into()))?;
     let limit = match limit {
         None | Some("") => FEED_PAGE,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=FEED_PAGE_MAX).contains(n))
+        Some(l) => digits(l)
+            .filter(|n| (1..=FEED_PAGE_MAX as u64).contains(n))
+            .map(|n| n as usize)
             .ok_or_else(|| {
                 ApiError::InvalidRequest(format!("limit must be 1 to {FEED_PAGE_MAX}"))
             })?,
     };
-    let (page, now) = st.auth.revocations(&after, limit).await?;
+    let (page, now) = st.auth.revocations(&start, limit).await?;
     let feed = &page.entries;
     let (cursor, has_more) = match &page.more_after {
-        Some(p) => (format!("{}.{}.{}", p.at, p.kind as u8, p.key), true),
+        Some(p) => (
+            format!(
+                "{}.{}.{}",
+                p.at,
+                p.kind as u8,
+                URL_SAFE_NO_PAD.encode(p.key.as_bytes())
+            ),
+            true,
+        ),
         None => ((now - FEED_OVERLAP_MS).max(0).to_string(), false),
     };
     let body = json!({
@@ -329,36 +339,40 @@ async fn feed(
 }
 
 /// A feed cursor (see `feed`); `None` when malformed.
-fn parse_cursor(since: Option<&str>) -> Option<FeedPosition> {
+fn parse_cursor(since: Option<&str>) -> Option<FeedStart> {
     let since = since.unwrap_or_default();
     if since.is_empty() {
-        return Some(FeedPosition {
-            at: 0,
-            kind: FeedKind::Token,
-            key: String::new(),
-        });
+        return Some(FeedStart::From(0));
     }
     let mut parts = since.splitn(3, '.');
-    let at = parts.next()?.parse::<i64>().ok().filter(|v| *v >= 0)?;
+    let at = i64::try_from(digits(parts.next()?)?).ok()?;
     let (kind, key) = match (parts.next(), parts.next()) {
-        (None, _) => (FeedKind::Token, String::new()),
-        (Some(k), Some(key)) => {
-            let kind = match k {
-                "0" => FeedKind::Token,
-                "1" => FeedKind::Session,
-                "2" => FeedKind::User,
-                _ => return None,
-            };
-            let ok = match kind {
-                FeedKind::Token => !key.is_empty() && key.len() <= 128,
-                _ => uuid::Uuid::parse_str(key).is_ok_and(|u| u.to_string() == key),
-            };
-            if !ok {
-                return None;
-            }
-            (kind, key.to_string())
-        }
+        (None, _) => return Some(FeedStart::From(at)),
+        (Some(k), Some(key)) => (k, key),
         (Some(_), None) => return None,
     };
-    Some(FeedPosition { at, kind, key })
+    let kind = match kind {
+        "0" => FeedKind::Token,
+        "1" => FeedKind::Session,
+        "2" => FeedKind::User,
+        _ => return None,
+    };
+    let key = URL_SAFE_NO_PAD
+        .decode(key)
+        .ok()
+        .and_then(|k| String::from_utf8(k).ok())?;
+    let ok = match kind {
+        // Any text a row can hold: Postgres text cannot hold NUL.
+        FeedKind::Token => key.len() <= 1024 && !key.contains('\0'),
+        _ => uuid::Uuid::parse_str(&key).is_ok_and(|u| u.to_string() == key),
+    };
+    ok.then_some(FeedStart::After(FeedPosition { at, kind, key }))
+}
+
+/// A non-negative decimal written with ASCII digits only (no sign, no spaces), up to 18
+/// digits.
+fn digits(s: &str) -> Option<u64> {
+    (!s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
 }

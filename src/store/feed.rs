@@ -6,7 +6,10 @@ use tokio::sync::mpsc::Receiver;
 use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
-use super::{ChangeFeed, FeedKind, FeedPage, FeedPosition, RevocationFeed, StoreResult};
+use super::{
+    ChangeFeed, FeedKind, FeedPage, FeedPosition, FeedStart, RevocationFeed, StoreError,
+    StoreResult,
+};
 
 const REVOKED_TOKENS: &str = "
     SELECT jti, expires_at, revoked_at FROM revoked_tokens
@@ -21,28 +24,42 @@ const USER_CUT_OFFS: &str = "
     WHERE tokens_not_before >= $1 AND tokens_not_before > $2
     ORDER BY tokens_not_before";
 
-// The paged feed: entries after a position (time, then key within a time), oldest first.
-// `$2` is false when the position's kind sorts after this one (then only later times count),
-// `$3` the position's key when the kinds are equal, else the least key. Postgres compares the
-// `jti` in the "C" collation, the bytewise order SQLite and Rust use.
-const PAGE_TOKENS_PG: &str = "
+// The paged feed, oldest first. Two shapes per kind, both index range scans on (time, key):
+// `FROM` every entry at or after a time ($1), `AFTER` every entry after a (time, key) ($1,
+// $2). Then the horizon and the limit. Postgres compares the `jti` in the "C" collation, the
+// bytewise order SQLite and the merge use.
+const TOKENS_FROM: &str = "
     SELECT jti, expires_at, revoked_at FROM revoked_tokens
-    WHERE (revoked_at > $1 OR (revoked_at = $1 AND $2 AND jti COLLATE \"C\" > $3))
-      AND expires_at > $4
-    ORDER BY revoked_at, jti COLLATE \"C\" LIMIT $5";
-const PAGE_TOKENS_SQLITE: &str = "
+    WHERE revoked_at >= $1 AND expires_at > $2
+    ORDER BY revoked_at, jti LIMIT $3";
+const TOKENS_FROM_PG: &str = "
     SELECT jti, expires_at, revoked_at FROM revoked_tokens
-    WHERE (revoked_at > $1 OR (revoked_at = $1 AND $2 AND jti > $3)) AND expires_at > $4
-    ORDER BY revoked_at, jti LIMIT $5";
-const PAGE_SESSIONS: &str = "
+    WHERE revoked_at >= $1 AND expires_at > $2
+    ORDER BY revoked_at, jti COLLATE \"C\" LIMIT $3";
+const TOKENS_AFTER: &str = "
+    SELECT jti, expires_at, revoked_at FROM revoked_tokens
+    WHERE (revoked_at, jti) > ($1, $2) AND expires_at > $3
+    ORDER BY revoked_at, jti LIMIT $4";
+const TOKENS_AFTER_PG: &str = "
+    SELECT jti, expires_at, revoked_at FROM revoked_tokens
+    WHERE (revoked_at, jti COLLATE \"C\") > ($1, $2) AND expires_at > $3
+    ORDER BY revoked_at, jti COLLATE \"C\" LIMIT $4";
+const SESSIONS_FROM: &str = "
     SELECT id, revoked_at FROM sessions
-    WHERE (revoked_at > $1 OR (revoked_at = $1 AND $2 AND id > $3)) AND revoked_at > $4
-    ORDER BY revoked_at, id LIMIT $5";
-const PAGE_USERS: &str = "
+    WHERE revoked_at >= $1 AND revoked_at > $2
+    ORDER BY revoked_at, id LIMIT $3";
+const SESSIONS_AFTER: &str = "
+    SELECT id, revoked_at FROM sessions
+    WHERE (revoked_at, id) > ($1, $2) AND revoked_at > $3
+    ORDER BY revoked_at, id LIMIT $4";
+const USERS_FROM: &str = "
     SELECT id, tokens_not_before FROM users
-    WHERE (tokens_not_before > $1 OR (tokens_not_before = $1 AND $2 AND id > $3))
-      AND tokens_not_before > $4
-    ORDER BY tokens_not_before, id LIMIT $5";
+    WHERE tokens_not_before >= $1 AND tokens_not_before > $2
+    ORDER BY tokens_not_before, id LIMIT $3";
+const USERS_AFTER: &str = "
+    SELECT id, tokens_not_before FROM users
+    WHERE (tokens_not_before, id) > ($1, $2) AND tokens_not_before > $3
+    ORDER BY tokens_not_before, id LIMIT $4";
 
 const USERS_CHANGED: &str = "SELECT id, updated_at FROM users WHERE updated_at >= $1";
 
@@ -80,35 +97,53 @@ impl ChangeFeed for SqlStore {
 
     async fn revocations_page(
         &self,
-        after: &FeedPosition,
+        start: &FeedStart,
         now: i64,
         horizon_ms: i64,
         limit: usize,
     ) -> StoreResult<FeedPage> {
         let oldest = now - horizon_ms;
         let n = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-        // Per kind: whether entries at the position's own time still count, and from which key.
-        let bounds = |kind: FeedKind| match kind.cmp(&after.kind) {
-            std::cmp::Ordering::Less => (false, String::new()),
-            std::cmp::Ordering::Equal => (true, after.key.clone()),
-            std::cmp::Ordering::Greater => (true, String::new()),
+        // Per kind, where its entries start: at a time, or after a key of the position's own
+        // kind. After a position, a kind sorting before the position's starts at the next
+        // millisecond, one sorting after it at the position's millisecond.
+        let from = |kind: FeedKind| match start {
+            FeedStart::From(at) => (*at, None),
+            FeedStart::After(p) => match p.kind.cmp(&kind) {
+                std::cmp::Ordering::Greater => (p.at.saturating_add(1), None),
+                std::cmp::Ordering::Less => (p.at, None),
+                std::cmp::Ordering::Equal => (p.at, Some(p.key.as_str())),
+            },
         };
-        let (same, key) = bounds(FeedKind::Token);
-        let tokens: Vec<(String, i64, i64)> = match self {
-            SqlStore::Postgres(b) => {
-                sqlx::query_as(PAGE_TOKENS_PG)
-                    .bind(after.at)
-                    .bind(same)
+        let tokens: Vec<(String, i64, i64)> = match (from(FeedKind::Token), self) {
+            ((at, None), SqlStore::Postgres(b)) => {
+                sqlx::query_as(TOKENS_FROM_PG)
+                    .bind(at)
+                    .bind(now)
+                    .bind(n)
+                    .fetch_all(b.pool())
+                    .await?
+            }
+            ((at, None), SqlStore::Sqlite(b)) => {
+                sqlx::query_as(TOKENS_FROM)
+                    .bind(at)
+                    .bind(now)
+                    .bind(n)
+                    .fetch_all(b.pool())
+                    .await?
+            }
+            ((at, Some(key)), SqlStore::Postgres(b)) => {
+                sqlx::query_as(TOKENS_AFTER_PG)
+                    .bind(at)
                     .bind(key)
                     .bind(now)
                     .bind(n)
                     .fetch_all(b.pool())
                     .await?
             }
-            SqlStore::Sqlite(b) => {
-                sqlx::query_as(PAGE_TOKENS_SQLITE)
-                    .bind(after.at)
-                    .bind(same)
+            ((at, Some(key)), SqlStore::Sqlite(b)) => {
+                sqlx::query_as(TOKENS_AFTER)
+                    .bind(at)
                     .bind(key)
                     .bind(now)
                     .bind(n)
@@ -116,28 +151,33 @@ impl ChangeFeed for SqlStore {
                     .await?
             }
         };
-        let id_bound = |kind| {
-            let (same, key) = bounds(kind);
-            (same, Uuid::parse_str(&key).unwrap_or(Uuid::nil()))
-        };
-        let (same, key) = id_bound(FeedKind::Session);
-        let sessions: Vec<(Uuid, i64)> = on_backend!(self, |b| sqlx::query_as(PAGE_SESSIONS)
-            .bind(after.at)
-            .bind(same)
-            .bind(key)
-            .bind(oldest)
-            .bind(n)
-            .fetch_all(b.pool())
-            .await)?;
-        let (same, key) = id_bound(FeedKind::User);
-        let users: Vec<(Uuid, i64)> = on_backend!(self, |b| sqlx::query_as(PAGE_USERS)
-            .bind(after.at)
-            .bind(same)
-            .bind(key)
-            .bind(oldest)
-            .bind(n)
-            .fetch_all(b.pool())
-            .await)?;
+        let mut ids = [Vec::new(), Vec::new()];
+        for (slot, kind, (sql_from, sql_after)) in [
+            (0, FeedKind::Session, (SESSIONS_FROM, SESSIONS_AFTER)),
+            (1, FeedKind::User, (USERS_FROM, USERS_AFTER)),
+        ] {
+            ids[slot] = match from(kind) {
+                (at, None) => on_backend!(self, |b| sqlx::query_as(sql_from)
+                    .bind(at)
+                    .bind(oldest)
+                    .bind(n)
+                    .fetch_all(b.pool())
+                    .await)?,
+                (at, Some(key)) => {
+                    // A position of an id kind always holds a UUID (the HTTP layer checks).
+                    let id = Uuid::parse_str(key)
+                        .map_err(|_| StoreError::Other("feed position: not a UUID".into()))?;
+                    on_backend!(self, |b| sqlx::query_as(sql_after)
+                        .bind(at)
+                        .bind(id)
+                        .bind(oldest)
+                        .bind(n)
+                        .fetch_all(b.pool())
+                        .await)?
+                }
+            };
+        }
+        let [sessions, users] = ids;
         Ok(merge_page(tokens, sessions, users, limit))
     }
 
@@ -222,8 +262,10 @@ mod tests {
         let sessions = vec![(id(1), 10), (id(2), 30)];
         let users = vec![(id(3), 20)];
         let page = merge_page(tokens.clone(), sessions.clone(), users.clone(), 3);
-        assert_eq!(page.entries.tokens, vec![("a".to_string(), 99, 10)]);
+        // Feed order: (10, token a), (10, session 1), (20, token b), (20, user 3), (30, …).
+        assert_eq!(page.entries.tokens, tokens);
         assert_eq!(page.entries.sessions, vec![(id(1), 10)]);
+        assert!(page.entries.users.is_empty());
         assert_eq!(
             page.entries.tokens.len() + page.entries.sessions.len() + page.entries.users.len(),
             3

@@ -34,7 +34,7 @@ use uuid::Uuid;
 
 pub use backend::SqlStore;
 pub use model::{
-    AuditEvent, AuditQuery, FeedKind, FeedPage, FeedPosition, Imported, KeyRow, NewUser,
+    AuditEvent, AuditQuery, FeedKind, FeedPage, FeedPosition, FeedStart, Imported, KeyRow, NewUser,
     OnConflict, RevocationFeed, RevokedToken, Rotation, RotationAttempt, Session, SubjectClaims,
     TokenStatus, User, UserQuery,
 };
@@ -280,11 +280,11 @@ pub trait ChangeFeed {
         now: i64,
         horizon_ms: i64,
     ) -> StoreResult<RevocationFeed>;
-    /// At most `limit` (≥ 1) revocations after `after` in feed order (time, kind, key) that
+    /// At most `limit` (≥ 1) revocations from `start` in feed order (time, kind, key) that
     /// can still matter at `now`, and where the page ends if more follow.
     async fn revocations_page(
         &self,
-        after: &FeedPosition,
+        start: &FeedStart,
         now: i64,
         horizon_ms: i64,
         limit: usize,

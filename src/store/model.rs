@@ -200,6 +200,15 @@ pub struct FeedPosition {
     pub key: String,
 }
 
+/// Where a page of the revocation feed starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedStart {
+    /// Every entry of this millisecond on (the cursor of a final page, or none: `From(0)`).
+    From(i64),
+    /// Every entry after this one (the cursor of a page followed by more).
+    After(FeedPosition),
+}
+
 /// One page of the revocation feed: at most the limit asked for, in feed order.
 #[derive(Debug, Default)]
 pub struct FeedPage {

@@ -608,6 +608,21 @@ async fn revocation_feed_pages(b: Backend) {
             .unwrap();
         expected.insert(format!("u:{}", u.id));
     }
+    // Keys a cursor must carry whatever they hold: the least one (empty), and long non-ASCII.
+    for jti in [String::new(), "é".repeat(128), "a&b=c #+%".to_string()] {
+        app.store
+            .revoke_token(&tessera::store::RevokedToken {
+                jti: jti.clone(),
+                user_id: users[1].id,
+                session_id: None,
+                expires_at: now + 600_000,
+                revoked_at: now - 3000,
+                reason: "test".into(),
+            })
+            .await
+            .unwrap();
+        expected.insert(format!("t:{jti}"));
+    }
     let get = |query: String| {
         let app = &app;
         async move {
@@ -623,6 +638,13 @@ async fn revocation_feed_pages(b: Backend) {
     let mut since = String::new();
     let mut pages = 0;
     loop {
+        // Cursors hold only URL-safe characters: pasted into the URL as they are.
+        assert!(
+            since
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+            "{since}"
+        );
         let r = get(format!("since={since}&limit=4")).await;
         assert_eq!(r.status(), 200);
         let v: Value = r.json().await.unwrap();
@@ -663,7 +685,17 @@ async fn revocation_feed_pages(b: Backend) {
     // The default page holds everything here.
     let v: Value = get(String::new()).await.json().await.unwrap();
     assert_eq!(v["has_more"], json!(false));
-    assert_eq!(v["revoked_tokens"].as_array().unwrap().len(), 23);
+    assert_eq!(
+        v["revoked_tokens"].as_array().unwrap().len(),
+        26,
+        "{:?}",
+        v["revoked_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["jti"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    );
     for bad in [
         "limit=0",
         "limit=10001",
@@ -671,10 +703,17 @@ async fn revocation_feed_pages(b: Backend) {
         "limit=-1",
         "since=1.9.x",
         "since=1.1.not-a-uuid",
-        "since=1.0.",
+        "since=1.1.",
         "since=1.0",
         "since=-5",
-        "since=1.1.0190C3D2-7A8E-7C1E-9B2A-1F2E3D4C5B6A",
+        "since=+5",
+        "since=-0",
+        "since=%205",
+        "since=1.0.%00",
+        "since=1.0.AA",
+        "since=1.0.@@",
+        "since=1.1.MDE5MEMzRDItN0E4RS03QzFFLTlCMkEtMUYyRTNENEM1QjZB",
+        "limit=+5",
     ] {
         let r = get(bad.to_string()).await;
         assert_eq!(r.status(), 400, "{bad}");

@@ -8,7 +8,8 @@ use crate::on_both;
 
 on_both!(
     metrics_answer_an_operators_questions,
-    the_purge_deletes_in_batches_what_is_dead
+    the_purge_deletes_in_batches_what_is_dead,
+    a_large_revocation_state_loads_in_pages
 );
 
 /// The value of the sample `line` (name and labels exactly), if present.
@@ -179,4 +180,41 @@ async fn the_purge_deletes_in_batches_what_is_dead(b: Backend) {
     let p = app.store.purge_expired(now, true).await.unwrap();
     assert_eq!((p.sessions, p.revoked_tokens), (9, 0));
     assert_eq!(count(sessions).await, 10, "live sessions stay");
+}
+
+/// A replica starting on more revocations than one page of its first load reads them all: a
+/// token denylisted by hand as the very last entry is refused once the state is trusted.
+async fn a_large_revocation_state_loads_in_pages(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let user = app.create_user("alice", &[]).await;
+    let token = app.login_ok("alice").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let jti = TestApp::claims(&token)["jti"].as_str().unwrap().to_string();
+    let now = tessera::time::now_ms();
+    let uid = match b {
+        Backend::Postgres => format!("'{}'", user.id),
+        Backend::Sqlite => format!("X'{}'", user.id.simple()),
+    };
+    // 100,050 entries (more than a page of 100,000), then the real token's, last in feed order.
+    app.exec_sql(format!(
+        "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < 100050)
+         INSERT INTO revoked_tokens (jti, user_id, session_id, expires_at, revoked_at, reason)
+         SELECT 'bulk-' || i, {uid}, NULL, {exp}, {at} + i / 1000, 'test' FROM seq;
+         INSERT INTO revoked_tokens (jti, user_id, session_id, expires_at, revoked_at, reason)
+         VALUES ('{jti}', {uid}, NULL, {exp}, {last}, 'test')",
+        exp = now + 600_000,
+        at = now - 200_000,
+        last = now - 1000,
+    ))
+    .await;
+    let replica = app.replica(|f| f).await;
+    crate::helpers::eventually(30, "the replica's revocation state is trusted", || async {
+        replica.auth.readiness().await.revocation_state_trusted
+    })
+    .await;
+    assert_eq!(replica.userinfo(&token).await.status(), 401);
 }

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::store::{Store, StoreError, User};
+use crate::store::{FeedStart, Store, StoreError, User};
 
 /// Cached user rows beyond this are dropped wholesale (they reload on demand).
 const MAX_USERS: usize = 100_000;
@@ -39,6 +39,8 @@ const MAX_LIVE_SESSIONS: usize = 500_000;
 /// Rows are written with the writer's clock and become visible at commit: a poll re-reads this
 /// much before its cursor, so a slow commit or a skewed replica clock is not missed.
 const OVERLAP_MS: i64 = 10_000;
+/// Entries read per page by the first load (each page within `max_lag`).
+const LOAD_PAGE: usize = 100_000;
 
 /// What the in-memory state says about a token.
 #[derive(Debug)]
@@ -311,6 +313,9 @@ impl RevocationCache {
         }
         let started = self.mono_ns();
         let cursor = self.read().cursor;
+        if cursor.is_none() {
+            return self.load_in_pages(store, now).await;
+        }
         let since = cursor.map(|c| c - OVERLAP_MS).unwrap_or(0);
         let read = async {
             let feed = store.revocations_since(since, now, self.horizon_ms).await?;
@@ -361,6 +366,55 @@ impl RevocationCache {
         }
         self.synced_at.store(started, Ordering::Release);
         Ok(())
+    }
+
+    /// The first sync: reads the whole feed in pages of `LOAD_PAGE` entries in feed order,
+    /// each within `max_lag`, so that a state of any size loads instead of timing out as one
+    /// read. The state is trusted once the last page is in, as fresh as that page; a later
+    /// sync reads from `now` (minus the overlap) on. A failure part-way starts over at the
+    /// next sync (entries already applied stay: they only make checks stricter).
+    async fn load_in_pages(&self, store: &dyn Store, now: i64) -> Result<(), StoreError> {
+        let mut start = FeedStart::From(0);
+        loop {
+            let page_started = self.mono_ns();
+            let read = store.revocations_page(&start, now, self.horizon_ms, LOAD_PAGE);
+            let page = match tokio::time::timeout(self.max_lag, read).await {
+                Ok(r) => r?,
+                Err(_) => return Err(StoreError::Unavailable("revocation load timed out".into())),
+            };
+            {
+                let mut st = self.write();
+                for (jti, exp, _) in page.entries.tokens {
+                    st.jtis.insert(jti, exp);
+                }
+                for (id, _) in page.entries.sessions {
+                    st.sessions.entry(id).or_insert(now);
+                    st.live.remove(&id);
+                }
+                let mut evicted = false;
+                for (id, not_before) in page.entries.users {
+                    if st
+                        .users
+                        .get(&id)
+                        .is_some_and(|u| u.tokens_not_before < not_before)
+                    {
+                        st.users.remove(&id);
+                        evicted = true;
+                    }
+                }
+                if evicted {
+                    self.user_epoch.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            match page.more_after {
+                Some(p) => start = FeedStart::After(p),
+                None => {
+                    self.write().cursor = Some(now);
+                    self.synced_at.store(page_started, Ordering::Release);
+                    return Ok(());
+                }
+            }
+        }
     }
 }
 
