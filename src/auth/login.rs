@@ -185,7 +185,14 @@ impl Auth {
             }
         };
         throttle::succeeded(self.store.as_ref(), reservation).await?;
+        // The token's time first, then the row it is minted from: the row read before the
+        // password check may be older than a role change or a disable made meanwhile, and a
+        // cut-off made after that change is then always later than this token.
         let now = UnixMillis::now();
+        let user = match self.store.user_by_id(user.id).await? {
+            Some(u) if !u.disabled => u,
+            _ => return Err(AuthError::InvalidCredentials),
+        };
         if let Some(new_hash) = verified.rehash {
             if let Err(e) = self
                 .store

@@ -113,11 +113,11 @@ impl Auth {
         // a token with the new roles (sessions stay).
         let narrowed = user.roles.iter().any(|r| !roles.contains(r));
         let id = self
-            .row_changed(
-                self.store
-                    .set_roles(&user.username, &roles, now_ms(), narrowed),
-            )
+            .row_changed(self.store.set_roles(&user.username, &roles, now_ms()))
             .await?;
+        if narrowed {
+            self.cut_off_after(id).await?;
+        }
         self.audit(Event::RolesChanged, Record::user(id)).await;
         self.user(UserRef::Id(id)).await
     }
@@ -212,11 +212,11 @@ impl Auth {
         // are cut off, as for a role taken away. Adding a claim takes nothing away.
         let narrowed = user.claims.iter().any(|(k, v)| claims.get(k) != Some(v));
         let id = self
-            .row_changed(
-                self.store
-                    .set_claims(&user.username, &claims, now_ms(), narrowed),
-            )
+            .row_changed(self.store.set_claims(&user.username, &claims, now_ms()))
             .await?;
+        if narrowed {
+            self.cut_off_after(id).await?;
+        }
         self.audit(Event::ClaimsChanged, Record::user(id)).await;
         self.user(UserRef::Id(id)).await
     }
@@ -251,6 +251,15 @@ impl Auth {
 }
 
 impl Auth {
+    /// Cuts off the user's access tokens as of now, a clock read after the change that calls
+    /// for it has committed: a token minted from the old row (whose issuance time is taken
+    /// before that row is read, see `login` and the rotation) is then always before it.
+    async fn cut_off_after(&self, id: Uuid) -> Result<(), AuthError> {
+        self.row_changed(self.store.cut_off_tokens(id, now_ms()))
+            .await
+            .map(|_| ())
+    }
+
     /// `user_changed` for a write that ends no session and returns the user's id, if any.
     async fn row_changed(
         &self,

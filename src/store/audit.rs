@@ -26,7 +26,8 @@ const PAGE: &str = "
     ORDER BY id
     LIMIT $5";
 
-const PURGE: &str = "DELETE FROM audit_events WHERE at < $1";
+const PURGE: &str = "
+    DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE at < $1 LIMIT $2)";
 
 #[derive(sqlx::FromRow)]
 struct AuditRow {
@@ -116,10 +117,16 @@ impl AuditStore for SqlStore {
     }
 
     async fn purge_audit(&self, before: i64) -> StoreResult<u64> {
-        Ok(on_backend!(self, |b| sqlx::query(PURGE)
-            .bind(before)
-            .execute(b.pool())
-            .await
-            .map(|r| r.rows_affected()))?)
+        // In batches, as the other purges: the largest table must not hold the database (or
+        // SQLite's one writer) for one long statement after an outage or a shorter retention.
+        super::upkeep::in_batches(|| async {
+            Ok(on_backend!(self, |b| sqlx::query(PURGE)
+                .bind(before)
+                .bind(super::PURGE_BATCH)
+                .execute(b.pool())
+                .await
+                .map(|r| r.rows_affected()))?)
+        })
+        .await
     }
 }

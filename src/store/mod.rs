@@ -139,15 +139,12 @@ pub trait UserStore {
     async fn list_users(&self) -> StoreResult<Vec<User>>;
     /// A page of users, ordered by username (see `UserQuery`).
     async fn users_page(&self, query: &UserQuery) -> StoreResult<Vec<User>>;
-    /// Replaces the custom claims; with `cut_off`, also refuses every access token issued so
-    /// far (`tokens_not_before = now`). Returns the user's id, `None` when there is no such
-    /// user.
+    /// Replaces the custom claims; returns the user's id, `None` when there is no such user.
     async fn set_claims(
         &self,
         username: &str,
         claims: &serde_json::Map<String, serde_json::Value>,
         now: i64,
-        cut_off: bool,
     ) -> StoreResult<Option<Uuid>>;
     /// Returns the user's id, or `None` when there is no such user.
     async fn set_disabled(
@@ -156,15 +153,16 @@ pub trait UserStore {
         disabled: bool,
         now: i64,
     ) -> StoreResult<Option<Uuid>>;
-    /// Replaces the roles; with `cut_off`, also refuses every access token issued so far.
     /// Returns the user's id, or `None` when there is no such user.
     async fn set_roles(
         &self,
         username: &str,
         roles: &[String],
         now: i64,
-        cut_off: bool,
     ) -> StoreResult<Option<Uuid>>;
+    /// Refuses every access token of the user issued before `now` (`tokens_not_before`);
+    /// sessions stay. Returns the user's id, `None` when there is no such user.
+    async fn cut_off_tokens(&self, user_id: Uuid, now: i64) -> StoreResult<Option<Uuid>>;
     /// Replaces the hash, revokes every session of the user and sets `tokens_not_before`, in one
     /// transaction. Returns the user's id and the sessions revoked; `None`: no such user.
     async fn set_password(
@@ -323,10 +321,10 @@ pub trait Upkeep {
     async fn probe_acquire(&self, limit: std::time::Duration) -> Option<std::time::Duration>;
 }
 
-/// Rows deleted by one `purge_expired`, by table.
 /// Rows one purge statement deletes at most.
 pub const PURGE_BATCH: i64 = 1000;
 
+/// Rows deleted by one `purge_expired`, by table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Purged {
     pub revoked_tokens: u64,

@@ -35,7 +35,7 @@ const PURGE_THROTTLE: &str = "
 const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Runs `batch` until it deletes fewer than `PURGE_BATCH` rows; the total deleted.
-async fn in_batches<F, Fut>(mut batch: F) -> StoreResult<u64>
+pub(super) async fn in_batches<F, Fut>(mut batch: F) -> StoreResult<u64>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = StoreResult<u64>>,

@@ -47,9 +47,7 @@ const PAGE: &str = "
     LIMIT $5";
 
 const SET_CLAIMS: &str = "
-    UPDATE users SET claims = $2, updated_at = $3,
-        tokens_not_before = CASE WHEN $4 THEN $3 ELSE tokens_not_before END
-    WHERE username = $1 RETURNING id";
+    UPDATE users SET claims = $2, updated_at = $3 WHERE username = $1 RETURNING id";
 
 /// `text` with LIKE's wildcards escaped (escape character `\`).
 fn like_escape(text: &str) -> String {
@@ -71,9 +69,10 @@ const SET_DISABLED: &str = "
     WHERE username = $1 RETURNING id";
 
 const SET_ROLES: &str = "
-    UPDATE users SET roles = $2, updated_at = $3,
-        tokens_not_before = CASE WHEN $4 THEN $3 ELSE tokens_not_before END
-    WHERE username = $1 RETURNING id";
+    UPDATE users SET roles = $2, updated_at = $3 WHERE username = $1 RETURNING id";
+
+const CUT_OFF: &str = "
+    UPDATE users SET tokens_not_before = $2, updated_at = $2 WHERE id = $1 RETURNING id";
 
 const CUT_OFF_TOKENS: &str = "
     UPDATE users SET tokens_not_before = $2, updated_at = $3 WHERE id = $1";
@@ -213,13 +212,11 @@ impl UserStore for SqlStore {
         username: &str,
         claims: &serde_json::Map<String, serde_json::Value>,
         now: i64,
-        cut_off: bool,
     ) -> StoreResult<Option<Uuid>> {
         Ok(on_backend!(self, |b| sqlx::query_scalar(SET_CLAIMS)
             .bind(username)
             .bind(Json(claims))
             .bind(now)
-            .bind(cut_off)
             .fetch_optional(b.pool())
             .await)?)
     }
@@ -250,13 +247,19 @@ impl UserStore for SqlStore {
         username: &str,
         roles: &[String],
         now: i64,
-        cut_off: bool,
     ) -> StoreResult<Option<Uuid>> {
         Ok(on_backend!(self, |b| sqlx::query_scalar(SET_ROLES)
             .bind(username)
             .bind(Json(roles))
             .bind(now)
-            .bind(cut_off)
+            .fetch_optional(b.pool())
+            .await)?)
+    }
+
+    async fn cut_off_tokens(&self, user_id: Uuid, now: i64) -> StoreResult<Option<Uuid>> {
+        Ok(on_backend!(self, |b| sqlx::query_scalar(CUT_OFF)
+            .bind(user_id)
+            .bind(now)
             .fetch_optional(b.pool())
             .await)?)
     }

@@ -951,3 +951,60 @@ async fn a_role_taken_away_reaches_the_verifier(b: Backend) {
     assert_eq!(call(&api, "/admin", Some(new)).await.0, 403);
     assert_eq!(call(&api, "/orders", Some(new)).await.0, 200);
 }
+
+/// A feed that stops taking the verifier's cursor (a server upgraded to another cursor shape)
+/// makes the verifier start over from the whole feed, instead of failing every poll until it
+/// goes stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_cursor_starts_the_feed_over() {
+    use axum::extract::Query;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    let log: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let app = Router::new().route(
+        "/revocations",
+        get({
+            let log = log.clone();
+            move |Query(q): Query<HashMap<String, String>>| async move {
+                let since = q.get("since").cloned();
+                log.lock().unwrap().push(since.clone());
+                match since {
+                    // The cursor this server handed out before its "upgrade".
+                    Some(c) if c == "old-shape" => (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        Json(json!({"error": "invalid_request"})),
+                    ),
+                    Some(_) => (
+                        axum::http::StatusCode::OK,
+                        Json(json!({"cursor": "new", "has_more": false})),
+                    ),
+                    None => (
+                        axum::http::StatusCode::OK,
+                        Json(json!({"cursor": "old-shape", "has_more": false})),
+                    ),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let key = generate(KeyAlg::Es256, 2048).unwrap();
+    let verifier = Verifier::builder("https://issuer.example", AUDIENCE)
+        .jwks(json!({ "keys": [key.jwk] }).to_string())
+        .with_revocation_feed(CLIENT_ID, secret(CLIENT_SECRET), Duration::from_millis(100))
+        .revocation_feed_url(format!("http://{addr}/revocations"))
+        .build()
+        .await
+        .unwrap();
+    // First poll: no cursor, gets "old-shape"; next: refused; then from the start again.
+    eventually(5, "the feed was read again from the start", || async {
+        let log = log.lock().unwrap();
+        log.iter().filter(|s| s.is_none()).count() >= 2
+            && log.iter().any(|s| s.as_deref() == Some("old-shape"))
+    })
+    .await;
+    assert!(!verifier.revocations_stale());
+    server.abort();
+}

@@ -257,6 +257,12 @@ impl Feed {
             req = req.query(&[("since", c)]);
         }
         let res = req.send().await.map_err(crate::keys::describe)?;
+        if res.status() == reqwest::StatusCode::BAD_REQUEST && cursor.is_some() {
+            // A cursor the server no longer takes (an upgrade changed its shape): read the
+            // whole feed again; applying entries twice is harmless.
+            *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            return Err("the server refused the cursor; starting over".into());
+        }
         if res.status() != reqwest::StatusCode::OK {
             return Err(format!("status {}", res.status().as_u16()));
         }
