@@ -8,7 +8,8 @@
 --   nothing; every seeded user's password is whatever `phc` hashes);
 -- - sessions: M live sessions spread over the users, ids
 --   00000000-0000-7000-8000-<12-digit n> (bench/rotation.sql refreshes those);
--- - revoked: R denylisted jtis and R/10 revoked sessions, inside the token horizon;
+-- - revoked: R denylisted jtis (UUIDs, as Tessera's own) and R/10 revoked sessions, inside
+--   the token horizon;
 -- - expired: E sessions already past their absolute expiry and the purge's retention (what one
 --   upkeep purge then deletes);
 -- - audit: A audit events, if the table exists.
@@ -47,7 +48,7 @@ SELECT ('00000000-0000-7000-a000-' || lpad(n::text, 12, '0'))::uuid,
 FROM generate_series(1, :revoked / 10) n;
 
 INSERT INTO revoked_tokens (jti, user_id, session_id, expires_at, revoked_at, reason)
-SELECT 'seed-' || n, md5('user' || (1 + n % :users))::uuid, NULL,
+SELECT md5('jti' || n)::uuid::text, md5('user' || (1 + n % :users))::uuid, NULL,
        :now + 600000 - (n % 300000), :now - (n % 300000), 'seeded'
 FROM generate_series(1, :revoked) n;
 

@@ -113,3 +113,21 @@ fn a_row_read_before_an_invalidation_is_not_cached() {
     c.remember(&user(uid, 1), Uuid::nil(), epoch);
     assert!(matches!(c.check(uid, Uuid::nil(), "j"), Check::Load(_)));
 }
+
+#[test]
+fn jtis_are_held_compactly_and_compared_exactly() {
+    let mut j = Jtis::default();
+    let id = "0190c3d2-7a8e-7c1e-9b2a-1f2e3d4c5b6a";
+    j.insert(id, 10);
+    j.insert("not-a-uuid", 20);
+    assert_eq!((j.uuids.len(), j.text.len()), (1, 1));
+    assert!(j.contains(id) && j.contains("not-a-uuid"));
+    // Another spelling of the same UUID is another jti: never matched by the UUID entry.
+    assert!(!j.contains(&id.to_uppercase()));
+    assert!(!j.contains("0190c3d27a8e7c1e9b2a1f2e3d4c5b6a"));
+    j.insert(&id.to_uppercase(), 30);
+    assert_eq!((j.uuids.len(), j.text.len()), (1, 2));
+    j.retain_live(15);
+    assert!(!j.contains(id) && j.contains("not-a-uuid"));
+    assert_eq!(j.len(), 2);
+}
