@@ -119,14 +119,6 @@ impl AuditStore for SqlStore {
     async fn purge_audit(&self, before: i64) -> StoreResult<u64> {
         // In batches, as the other purges: the largest table must not hold the database (or
         // SQLite's one writer) for one long statement after an outage or a shorter retention.
-        super::upkeep::in_batches(|| async {
-            Ok(on_backend!(self, |b| sqlx::query(PURGE)
-                .bind(before)
-                .bind(super::PURGE_BATCH)
-                .execute(b.pool())
-                .await
-                .map(|r| r.rows_affected()))?)
-        })
-        .await
+        self.purge_in_batches(PURGE, &[before]).await
     }
 }

@@ -115,67 +115,45 @@ impl ChangeFeed for SqlStore {
                 std::cmp::Ordering::Equal => (p.at, Some(p.key.as_str())),
             },
         };
-        let tokens: Vec<(String, i64, i64)> = match (from(FeedKind::Token), self) {
-            ((at, None), SqlStore::Postgres(b)) => {
-                sqlx::query_as(TOKENS_FROM_PG)
-                    .bind(at)
-                    .bind(now)
-                    .bind(n)
-                    .fetch_all(b.pool())
-                    .await?
-            }
-            ((at, None), SqlStore::Sqlite(b)) => {
-                sqlx::query_as(TOKENS_FROM)
-                    .bind(at)
-                    .bind(now)
-                    .bind(n)
-                    .fetch_all(b.pool())
-                    .await?
-            }
-            ((at, Some(key)), SqlStore::Postgres(b)) => {
-                sqlx::query_as(TOKENS_AFTER_PG)
-                    .bind(at)
-                    .bind(key)
-                    .bind(now)
-                    .bind(n)
-                    .fetch_all(b.pool())
-                    .await?
-            }
-            ((at, Some(key)), SqlStore::Sqlite(b)) => {
-                sqlx::query_as(TOKENS_AFTER)
-                    .bind(at)
-                    .bind(key)
-                    .bind(now)
-                    .bind(n)
-                    .fetch_all(b.pool())
-                    .await?
-            }
+        // One statement per kind: `*_FROM` binds (time, horizon, limit), `*_AFTER` binds
+        // (time, key, horizon, limit).
+        let (at, key) = from(FeedKind::Token);
+        let sql = match (key.is_some(), matches!(self, SqlStore::Postgres(_))) {
+            (false, true) => TOKENS_FROM_PG,
+            (false, false) => TOKENS_FROM,
+            (true, true) => TOKENS_AFTER_PG,
+            (true, false) => TOKENS_AFTER,
         };
+        let tokens: Vec<(String, i64, i64)> = on_backend!(self, |b| {
+            let q = sqlx::query_as(sql).bind(at);
+            let q = match key {
+                Some(k) => q.bind(k),
+                None => q,
+            };
+            q.bind(now).bind(n).fetch_all(b.pool()).await
+        })?;
         let mut ids = [Vec::new(), Vec::new()];
         for (slot, kind, (sql_from, sql_after)) in [
             (0, FeedKind::Session, (SESSIONS_FROM, SESSIONS_AFTER)),
             (1, FeedKind::User, (USERS_FROM, USERS_AFTER)),
         ] {
-            ids[slot] = match from(kind) {
-                (at, None) => on_backend!(self, |b| sqlx::query_as(sql_from)
-                    .bind(at)
-                    .bind(oldest)
-                    .bind(n)
-                    .fetch_all(b.pool())
-                    .await)?,
-                (at, Some(key)) => {
-                    // A position of an id kind always holds a UUID (the HTTP layer checks).
-                    let id = Uuid::parse_str(key)
-                        .map_err(|_| StoreError::Other("feed position: not a UUID".into()))?;
-                    on_backend!(self, |b| sqlx::query_as(sql_after)
-                        .bind(at)
-                        .bind(id)
-                        .bind(oldest)
-                        .bind(n)
-                        .fetch_all(b.pool())
-                        .await)?
-                }
-            };
+            let (at, key) = from(kind);
+            // A position of an id kind always holds a UUID (the HTTP layer checks).
+            let id = key
+                .map(|k| {
+                    Uuid::parse_str(k)
+                        .map_err(|_| StoreError::Other("feed position: not a UUID".into()))
+                })
+                .transpose()?;
+            let sql = if id.is_some() { sql_after } else { sql_from };
+            ids[slot] = on_backend!(self, |b| {
+                let q = sqlx::query_as(sql).bind(at);
+                let q = match id {
+                    Some(id) => q.bind(id),
+                    None => q,
+                };
+                q.bind(oldest).bind(n).fetch_all(b.pool()).await
+            })?;
         }
         let [sessions, users] = ids;
         Ok(merge_page(tokens, sessions, users, limit))

@@ -34,20 +34,32 @@ const PURGE_THROTTLE: &str = "
 /// Pause between two purge batches: the hot paths' statements get the database in between.
 const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// Runs `batch` until it deletes fewer than `PURGE_BATCH` rows; the total deleted.
-pub(super) async fn in_batches<F, Fut>(mut batch: F) -> StoreResult<u64>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = StoreResult<u64>>,
-{
-    let mut total = 0;
-    loop {
-        let n = batch().await?;
-        total += n;
-        if n < PURGE_BATCH as u64 {
-            return Ok(total);
+impl SqlStore {
+    /// Runs the purge statement `sql` with `binds` and then `PURGE_BATCH` as its parameters,
+    /// again after a pause while it deletes a whole batch; the total deleted.
+    pub(super) async fn purge_in_batches(
+        &self,
+        sql: &'static str,
+        binds: &[i64],
+    ) -> StoreResult<u64> {
+        let mut total = 0;
+        loop {
+            let n = on_backend!(self, |b| {
+                let mut q = sqlx::query(sql);
+                for v in binds {
+                    q = q.bind(*v);
+                }
+                q.bind(PURGE_BATCH)
+                    .execute(b.pool())
+                    .await
+                    .map(|r| r.rows_affected())
+            })?;
+            total += n;
+            if n < PURGE_BATCH as u64 {
+                return Ok(total);
+            }
+            tokio::time::sleep(PURGE_PAUSE).await;
         }
-        tokio::time::sleep(PURGE_PAUSE).await;
     }
 }
 
@@ -98,45 +110,16 @@ impl Upkeep for SqlStore {
 
     async fn purge_expired(&self, now: i64, sweep_idle: bool) -> StoreResult<Purged> {
         let cutoff = now - SESSION_RETENTION_MS;
-        let a = in_batches(|| async {
-            Ok(on_backend!(self, |b| sqlx::query(PURGE_DENYLIST)
-                .bind(now)
-                .bind(PURGE_BATCH)
-                .execute(b.pool())
-                .await
-                .map(|r| r.rows_affected()))?)
-        })
-        .await?;
-        let mut b = in_batches(|| async {
-            Ok(on_backend!(self, |b| sqlx::query(PURGE_SESSIONS)
-                .bind(cutoff)
-                .bind(PURGE_BATCH)
-                .execute(b.pool())
-                .await
-                .map(|r| r.rows_affected()))?)
-        })
-        .await?;
+        let a = self.purge_in_batches(PURGE_DENYLIST, &[now]).await?;
+        let mut b = self.purge_in_batches(PURGE_SESSIONS, &[cutoff]).await?;
         if sweep_idle {
-            b += in_batches(|| async {
-                Ok(on_backend!(self, |b| sqlx::query(PURGE_IDLE_SESSIONS)
-                    .bind(cutoff)
-                    .bind(PURGE_BATCH)
-                    .execute(b.pool())
-                    .await
-                    .map(|r| r.rows_affected()))?)
-            })
-            .await?;
+            b += self
+                .purge_in_batches(PURGE_IDLE_SESSIONS, &[cutoff])
+                .await?;
         }
-        let c = in_batches(|| async {
-            Ok(on_backend!(self, |b| sqlx::query(PURGE_THROTTLE)
-                .bind(now)
-                .bind(cutoff)
-                .bind(PURGE_BATCH)
-                .execute(b.pool())
-                .await
-                .map(|r| r.rows_affected()))?)
-        })
-        .await?;
+        let c = self
+            .purge_in_batches(PURGE_THROTTLE, &[now, cutoff])
+            .await?;
         Ok(Purged {
             revoked_tokens: a,
             sessions: b,

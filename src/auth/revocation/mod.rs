@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::store::{FeedStart, Store, StoreError, User};
+use crate::store::{FeedStart, RevocationFeed, Store, StoreError, User};
 
 /// Cached user rows beyond this are dropped wholesale (they reload on demand).
 const MAX_USERS: usize = 100_000;
@@ -355,18 +355,15 @@ impl RevocationCache {
             return Ok(());
         }
         let started = self.mono_ns();
+        // Read apart from the `let else`: the read guard must be gone before a load writes.
         let cursor = self.read().cursor;
-        if cursor.is_none() {
+        let Some(cursor) = cursor else {
             return self.load_in_pages(store, now).await;
-        }
-        let since = cursor.map(|c| c - OVERLAP_MS).unwrap_or(0);
+        };
+        let since = cursor - OVERLAP_MS;
         let read = async {
             let feed = store.revocations_since(since, now, self.horizon_ms).await?;
-            // On the first sync no user row is cached yet: nothing to invalidate.
-            let changed = match cursor {
-                Some(_) => store.users_changed_since(since).await?,
-                None => Vec::new(),
-            };
+            let changed = store.users_changed_since(since).await?;
             Ok::<_, StoreError>((feed, changed))
         };
         let (feed, changed) = match tokio::time::timeout(self.max_lag, read).await {
@@ -375,33 +372,7 @@ impl RevocationCache {
         };
         {
             let mut st = self.write();
-            for (jti, exp, _) in feed.tokens {
-                st.jtis.insert(&jti, exp);
-            }
-            for (id, _) in feed.sessions {
-                st.sessions.entry(id).or_insert(now);
-                st.live.remove(&id);
-            }
-            let mut evicted = false;
-            for (id, not_before) in feed.users {
-                if st
-                    .users
-                    .get(&id)
-                    .is_some_and(|u| u.tokens_not_before < not_before)
-                {
-                    st.users.remove(&id);
-                    evicted = true;
-                }
-            }
-            for (id, updated_at) in changed {
-                if st.users.get(&id).is_some_and(|u| u.updated_at < updated_at) {
-                    st.users.remove(&id);
-                    evicted = true;
-                }
-            }
-            if evicted {
-                self.user_epoch.fetch_add(1, Ordering::AcqRel);
-            }
+            self.apply(&mut st, feed, changed, now);
             let oldest = now - self.horizon_ms;
             st.jtis.retain_live(now);
             st.sessions.retain(|_, at| *at > oldest);
@@ -409,6 +380,38 @@ impl RevocationCache {
         }
         self.synced_at.store(started, Ordering::Release);
         Ok(())
+    }
+
+    /// Applies revocations read from the store, and forgets cached user rows that a cut-off
+    /// or a change (`changed`: id, `updated_at`) made stale.
+    fn apply(&self, st: &mut State, feed: RevocationFeed, changed: Vec<(Uuid, i64)>, now: i64) {
+        for (jti, exp, _) in feed.tokens {
+            st.jtis.insert(&jti, exp);
+        }
+        for (id, _) in feed.sessions {
+            st.sessions.entry(id).or_insert(now);
+            st.live.remove(&id);
+        }
+        let mut evicted = false;
+        for (id, not_before) in feed.users {
+            if st
+                .users
+                .get(&id)
+                .is_some_and(|u| u.tokens_not_before < not_before)
+            {
+                st.users.remove(&id);
+                evicted = true;
+            }
+        }
+        for (id, updated_at) in changed {
+            if st.users.get(&id).is_some_and(|u| u.updated_at < updated_at) {
+                st.users.remove(&id);
+                evicted = true;
+            }
+        }
+        if evicted {
+            self.user_epoch.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// The first sync: reads the whole feed in pages of `LOAD_PAGE` entries in feed order,
@@ -425,30 +428,7 @@ impl RevocationCache {
                 Ok(r) => r?,
                 Err(_) => return Err(StoreError::Unavailable("revocation load timed out".into())),
             };
-            {
-                let mut st = self.write();
-                for (jti, exp, _) in page.entries.tokens {
-                    st.jtis.insert(&jti, exp);
-                }
-                for (id, _) in page.entries.sessions {
-                    st.sessions.entry(id).or_insert(now);
-                    st.live.remove(&id);
-                }
-                let mut evicted = false;
-                for (id, not_before) in page.entries.users {
-                    if st
-                        .users
-                        .get(&id)
-                        .is_some_and(|u| u.tokens_not_before < not_before)
-                    {
-                        st.users.remove(&id);
-                        evicted = true;
-                    }
-                }
-                if evicted {
-                    self.user_epoch.fetch_add(1, Ordering::AcqRel);
-                }
-            }
+            self.apply(&mut self.write(), page.entries, Vec::new(), now);
             match page.more_after {
                 Some(p) => start = FeedStart::After(p),
                 None => {
