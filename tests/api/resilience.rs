@@ -1,8 +1,6 @@
 //! Invariants 4 and 6: load shedding under a login flood, and failing closed (503) through a
 //! database outage, then recovering without a restart.
 
-use std::time::Duration;
-
 use figment::providers::Serialized;
 use serde_json::Value;
 
@@ -116,16 +114,17 @@ async fn database_outage_fails_closed_and_recovers(b: Backend) {
     );
 
     proxy.restore();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
+    // Recovery without a restart; how soon depends on the machine's load, so no fixed sleep.
+    crate::helpers::eventually(10, "/readyz answers 200 again", || async {
         app.client
             .get(app.url("/readyz"))
             .send()
             .await
             .unwrap()
-            .status(),
-        200
-    );
+            .status()
+            == 200
+    })
+    .await;
     // Nothing was lost or half-done: the refresh token that failed during the outage still works.
     assert_eq!(app.userinfo(access).await.status(), 200);
     let r = app.refresh(refresh).await;
