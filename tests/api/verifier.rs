@@ -925,13 +925,26 @@ async fn a_role_taken_away_reaches_the_verifier(b: Backend) {
             assert!(r.status().is_success(), "{}", r.status());
         }
     };
-    // Adding a role takes nothing away.
+    let cut_off = || {
+        iss.app.scalar_i64(
+            "SELECT tokens_not_before FROM users WHERE username = $1",
+            "dave",
+        )
+    };
+    let before = cut_off().await;
+    // Adding a role takes nothing away: the stored cut-off stays.
     set_roles(json!(["admin", "auditor"])).await;
+    assert_eq!(cut_off().await, before);
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(verifier.verify(&old).await.is_ok());
     assert_eq!(iss.app.userinfo(&old).await.status(), 200);
     // Taking admin away: the old token is refused by the verifier and by Tessera.
     set_roles(json!(["auditor"])).await;
+    let stored = cut_off().await;
+    assert!(
+        stored > before && stored >= TestApp::claims(&old)["iat"].as_i64().unwrap() * 1000,
+        "the cut-off is stored after the old token's issuance: {stored}"
+    );
     eventually(3, "the demoted token is refused", || async {
         verifier.verify(&old).await == Err(VerifyError::Revoked)
     })
