@@ -2,12 +2,13 @@
 //! revocation state's poll), and the push notifications between replicas.
 
 use async_trait::async_trait;
+use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc::Receiver;
 use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
 use super::{
-    ChangeFeed, FeedKind, FeedPage, FeedPosition, FeedStart, RevocationFeed, StoreError,
+    ChangeFeed, FeedKind, FeedPage, FeedPosition, FeedStart, RevocationFeed, RowStream, StoreError,
     StoreResult,
 };
 
@@ -60,6 +61,12 @@ const USERS_AFTER: &str = "
     SELECT id, tokens_not_before FROM users
     WHERE (tokens_not_before, id) > ($1, $2) AND tokens_not_before > $3
     ORDER BY tokens_not_before, id LIMIT $4";
+
+// The revocation state's first load: everything that still matters, in no particular order
+// (a sequential scan of the denylist, which is all live rows; the sessions' feed index). On
+// Postgres the denylist is read as a binary COPY (see `copy`).
+const DENYLIST_ALL: &str = "SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > $1";
+const REVOKED_SESSIONS_ALL: &str = "SELECT id FROM sessions WHERE revoked_at > $1";
 
 const USERS_CHANGED: &str = "SELECT id, updated_at FROM users WHERE updated_at >= $1";
 
@@ -157,6 +164,33 @@ impl ChangeFeed for SqlStore {
         }
         let [sessions, users] = ids;
         Ok(merge_page(tokens, sessions, users, limit))
+    }
+
+    fn denylist_all(&self, now: i64) -> RowStream<'_, (String, i64)> {
+        match self {
+            // `now` is an integer: formatting it into the statement cannot inject anything
+            // (COPY takes no parameters).
+            SqlStore::Postgres(pg) => super::copy::text_int8_rows(
+                pg.pool().clone(),
+                format!(
+                    "COPY ({}) TO STDOUT (FORMAT binary)",
+                    DENYLIST_ALL.replace("$1", &now.to_string())
+                ),
+            ),
+            SqlStore::Sqlite(b) => sqlx::query_as(DENYLIST_ALL)
+                .bind(now)
+                .fetch(b.pool())
+                .map_err(StoreError::from)
+                .boxed(),
+        }
+    }
+
+    fn revoked_sessions_all(&self, oldest: i64) -> RowStream<'_, Uuid> {
+        on_backend!(self, |b| sqlx::query_scalar(REVOKED_SESSIONS_ALL)
+            .bind(oldest)
+            .fetch(b.pool())
+            .map_err(StoreError::from)
+            .boxed())
     }
 
     async fn users_changed_since(&self, since: i64) -> StoreResult<Vec<(Uuid, i64)>> {

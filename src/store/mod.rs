@@ -14,6 +14,7 @@
 
 mod audit;
 mod backend;
+mod copy;
 mod denylist;
 mod feed;
 mod keys;
@@ -111,6 +112,9 @@ impl From<sqlx::Error> for StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Rows read as they arrive.
+pub type RowStream<'a, T> = futures_util::stream::BoxStream<'a, StoreResult<T>>;
 
 /// The audit trail.
 #[async_trait]
@@ -287,6 +291,12 @@ pub trait ChangeFeed {
         horizon_ms: i64,
         limit: usize,
     ) -> StoreResult<FeedPage>;
+    /// The revocation state's first load: every denylisted token not expired at `now` (ms),
+    /// as (`jti`, `expires_at`), streamed as the rows arrive from one statement (one snapshot),
+    /// so that millions of rows neither wait behind pages nor sit in a buffer.
+    fn denylist_all(&self, now: i64) -> RowStream<'_, (String, i64)>;
+    /// Likewise, every session revoked after `oldest` (ms).
+    fn revoked_sessions_all(&self, oldest: i64) -> RowStream<'_, Uuid>;
     /// Users whose row changed at or after `since` (ms), with their `updated_at`.
     async fn users_changed_since(&self, since: i64) -> StoreResult<Vec<(Uuid, i64)>>;
     /// Tells other replicas that `what` changed (Postgres NOTIFY; a no-op on SQLite).

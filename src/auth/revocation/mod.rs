@@ -28,9 +28,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use uuid::Uuid;
 
-use crate::store::{FeedStart, RevocationFeed, Store, StoreError, User};
+use dense::{DenseSet, Entry};
+
+use crate::store::{RevocationFeed, RowStream, Store, StoreError, User};
 
 /// Cached user rows beyond this are dropped wholesale (they reload on demand).
 const MAX_USERS: usize = 100_000;
@@ -39,8 +42,10 @@ const MAX_LIVE_SESSIONS: usize = 500_000;
 /// Rows are written with the writer's clock and become visible at commit: a poll re-reads this
 /// much before its cursor, so a slow commit or a skewed replica clock is not missed.
 const OVERLAP_MS: i64 = 10_000;
-/// Entries read per page by the first load (each page within `max_lag`).
-const LOAD_PAGE: usize = 100_000;
+/// The first load reads at least this many rows per `max_lag`, or fails.
+const LOAD_CHUNK: usize = 100_000;
+/// How often lapsed entries are dropped (ms).
+const PRUNE_EVERY_MS: i64 = 15_000;
 
 /// What the in-memory state says about a token.
 #[derive(Debug)]
@@ -57,33 +62,36 @@ pub enum Check {
 }
 
 /// Denylisted `jti`s and their tokens' expiry (ms), compactly: Tessera's own `jti`s are
-/// UUIDs, held as their 16 bytes (about 40 bytes an entry with the map's own overhead, against
-/// about 90 as a `String`); any other text (a token from elsewhere, a row written by hand) is
-/// kept as text. A `jti` is held as a UUID only in its canonical lowercase hyphenated form, so
-/// two different strings never meet in one entry.
+/// UUIDs, held as their 16 bytes in a [`DenseSet`] (20 bytes an entry); any other text (a
+/// token from elsewhere, a row written by hand) is kept as text. A `jti` is held as a UUID only
+/// in its canonical lowercase hyphenated form, so two different strings never meet in one
+/// entry.
 #[derive(Default)]
 struct Jtis {
-    uuids: HashMap<u128, i64>,
+    uuids: DenseSet,
     text: HashMap<Box<str>, i64>,
 }
 
 impl Jtis {
-    fn canonical_uuid(jti: &str) -> Option<u128> {
+    fn canonical_uuid(jti: &str) -> Option<[u8; 16]> {
         let id = Uuid::try_parse(jti).ok()?;
         let mut buf = Uuid::encode_buffer();
-        (id.hyphenated().encode_lower(&mut buf) == jti).then(|| id.as_u128())
+        (id.hyphenated().encode_lower(&mut buf) == jti).then(|| *id.as_bytes())
     }
 
     fn insert(&mut self, jti: &str, exp: i64) {
         match Self::canonical_uuid(jti) {
             Some(id) => self.uuids.insert(id, exp),
-            None => self.text.insert(jti.into(), exp),
-        };
+            None => {
+                let held = self.text.entry(jti.into()).or_insert(exp);
+                *held = (*held).max(exp);
+            }
+        }
     }
 
     fn contains(&self, jti: &str) -> bool {
         match Self::canonical_uuid(jti) {
-            Some(id) => self.uuids.contains_key(&id),
+            Some(id) => self.uuids.contains(&id),
             None => self.text.contains_key(jti),
         }
     }
@@ -92,9 +100,9 @@ impl Jtis {
         self.uuids.len() + self.text.len()
     }
 
-    /// Keeps the entries whose token has not expired at `now`.
+    /// Drops the entries whose token has expired at `now`.
     fn retain_live(&mut self, now: i64) {
-        self.uuids.retain(|_, exp| *exp > now);
+        self.uuids.retain_after(now);
         self.text.retain(|_, exp| *exp > now);
     }
 }
@@ -103,15 +111,18 @@ impl Jtis {
 struct State {
     /// Denylisted jti -> token expiry (ms).
     jtis: Jtis,
-    /// session id -> when this process learnt of the revocation (ms); the row's own time may be
-    /// anything an operator wrote.
-    sessions: HashMap<Uuid, i64>,
+    /// Revoked session ids, each kept for the token horizon after this process learnt of the
+    /// revocation (the row's own time may be anything an operator wrote).
+    sessions: DenseSet,
     users: HashMap<Uuid, Arc<User>>,
     /// session id -> its user, for sessions read from the database (or created here) unrevoked.
     /// A later revocation lands in `sessions`, which is checked first.
     live: HashMap<Uuid, Uuid>,
     /// The `now` of the last successful sync; the next one reads from here (minus the overlap).
     cursor: Option<i64>,
+    /// When lapsed entries are next dropped (ms): a pass over millions of entries under the
+    /// write lock is not worth making every sync, and a lapsed entry only costs memory.
+    next_prune: i64,
 }
 
 /// What `RevocationCache::stats` reports.
@@ -236,7 +247,7 @@ impl RevocationCache {
         }
         let epoch = self.user_epoch.load(Ordering::Acquire);
         let st = self.read();
-        if st.jtis.contains(jti) || st.sessions.contains_key(&session_id) {
+        if st.jtis.contains(jti) || st.sessions.contains(session_id.as_bytes()) {
             return Check::Revoked;
         }
         if st.live.get(&session_id) != Some(&user_id) {
@@ -293,7 +304,7 @@ impl RevocationCache {
         let now = crate::time::now_ms();
         let mut st = self.write();
         for id in ids {
-            st.sessions.insert(*id, now);
+            st.sessions.insert(*id.as_bytes(), now + self.horizon_ms);
             st.live.remove(id);
         }
     }
@@ -358,7 +369,7 @@ impl RevocationCache {
         // Read apart from the `let else`: the read guard must be gone before a load writes.
         let cursor = self.read().cursor;
         let Some(cursor) = cursor else {
-            return self.load_in_pages(store, now).await;
+            return self.load(store, now).await;
         };
         let since = cursor - OVERLAP_MS;
         let read = async {
@@ -373,9 +384,11 @@ impl RevocationCache {
         {
             let mut st = self.write();
             self.apply(&mut st, feed, changed, now);
-            let oldest = now - self.horizon_ms;
-            st.jtis.retain_live(now);
-            st.sessions.retain(|_, at| *at > oldest);
+            if now >= st.next_prune {
+                st.jtis.retain_live(now);
+                st.sessions.retain_after(now);
+                st.next_prune = now + PRUNE_EVERY_MS;
+            }
             st.cursor = Some(now);
         }
         self.synced_at.store(started, Ordering::Release);
@@ -389,7 +402,7 @@ impl RevocationCache {
             st.jtis.insert(&jti, exp);
         }
         for (id, _) in feed.sessions {
-            st.sessions.entry(id).or_insert(now);
+            st.sessions.insert(*id.as_bytes(), now + self.horizon_ms);
             st.live.remove(&id);
         }
         let mut evicted = false;
@@ -414,32 +427,87 @@ impl RevocationCache {
         }
     }
 
-    /// The first sync: reads the whole feed in pages of `LOAD_PAGE` entries in feed order,
-    /// each within `max_lag`, so that a state of any size loads instead of timing out as one
-    /// read. The state is trusted once the last page is in, as fresh as that page; a later
-    /// sync reads from `now` (minus the overlap) on. A failure part-way starts over at the
-    /// next sync (entries already applied stay: they only make checks stricter).
-    async fn load_in_pages(&self, store: &dyn Store, now: i64) -> Result<(), StoreError> {
-        let mut start = FeedStart::From(0);
+    /// The first sync: reads every denylisted token and every session revoked inside the
+    /// horizon, each as one streamed statement whose rows are taken as they arrive. Each
+    /// `LOAD_CHUNK` rows must arrive within `max_lag`, so that a state of any size loads while a
+    /// stalled read still fails. Entries are gathered apart from the live state (checks keep
+    /// reading the database meanwhile), sorted once, then merged with what notifications
+    /// brought during the load. The state is trusted once both reads are complete, as fresh as
+    /// the moment the second began; the next sync reads from `now` (minus the overlap) on. A
+    /// failure part-way starts over at the next sync.
+    async fn load(&self, store: &dyn Store, now: i64) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let reads_started = self.mono_ns();
+        let mut jti_ids = Vec::new();
+        let mut jti_text = Vec::new();
+        let jtis = self.drain(
+            store.denylist_all(now),
+            |(jti, exp)| match Jtis::canonical_uuid(&jti) {
+                Some(id) => jti_ids.push(Entry::new(id, exp)),
+                None => jti_text.push((jti, exp)),
+            },
+        );
+        let until = now + self.horizon_ms;
+        let mut sessions = Vec::new();
+        let revoked = self.drain(store.revoked_sessions_all(now - self.horizon_ms), |id| {
+            sessions.push(Entry::new(id.into_bytes(), until))
+        });
+        // Two connections, so the smaller read hides behind the larger.
+        let (jtis, revoked) = tokio::join!(jtis, revoked);
+        jtis?;
+        revoked?;
+        let read = started.elapsed();
+        let jti_ids = DenseSet::from_entries(jti_ids);
+        let sessions = DenseSet::from_entries(sessions);
+        {
+            let mut st = self.write();
+            st.jtis.uuids.absorb(jti_ids);
+            for (jti, exp) in jti_text {
+                st.jtis.insert(&jti, exp);
+            }
+            st.sessions.absorb(sessions);
+            st.cursor = Some(now);
+            st.next_prune = now + PRUNE_EVERY_MS;
+            tracing::info!(
+                jtis = st.jtis.len(),
+                sessions = st.sessions.len(),
+                read_ms = read.as_millis() as u64,
+                total_ms = started.elapsed().as_millis() as u64,
+                "revocation state loaded"
+            );
+        }
+        self.synced_at.store(reads_started, Ordering::Release);
+        Ok(())
+    }
+
+    /// Feeds every row of `rows` to `each`; fails when `LOAD_CHUNK` rows take longer than
+    /// `max_lag`.
+    async fn drain<T>(
+        &self,
+        mut rows: RowStream<'_, T>,
+        mut each: impl FnMut(T),
+    ) -> Result<(), StoreError> {
         loop {
-            let page_started = self.mono_ns();
-            let read = store.revocations_page(&start, now, self.horizon_ms, LOAD_PAGE);
-            let page = match tokio::time::timeout(self.max_lag, read).await {
-                Ok(r) => r?,
-                Err(_) => return Err(StoreError::Unavailable("revocation load timed out".into())),
-            };
-            self.apply(&mut self.write(), page.entries, Vec::new(), now);
-            match page.more_after {
-                Some(p) => start = FeedStart::After(p),
-                None => {
-                    self.write().cursor = Some(now);
-                    self.synced_at.store(page_started, Ordering::Release);
-                    return Ok(());
+            // One timer per chunk: a timer per row would cost more than decoding it.
+            let chunk = async {
+                for _ in 0..LOAD_CHUNK {
+                    match rows.next().await {
+                        Some(row) => each(row?),
+                        None => return Ok(true),
+                    }
                 }
+                Ok::<_, StoreError>(false)
+            };
+            match tokio::time::timeout(self.max_lag, chunk).await {
+                Ok(Ok(true)) => return Ok(()),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(StoreError::Unavailable("revocation load timed out".into())),
             }
         }
     }
 }
 
+mod dense;
 #[cfg(test)]
 mod tests;

@@ -118,16 +118,30 @@ fn a_row_read_before_an_invalidation_is_not_cached() {
 fn jtis_are_held_compactly_and_compared_exactly() {
     let mut j = Jtis::default();
     let id = "0190c3d2-7a8e-7c1e-9b2a-1f2e3d4c5b6a";
-    j.insert(id, 10);
-    j.insert("not-a-uuid", 20);
+    j.insert(id, 10_000);
+    j.insert("not-a-uuid", 20_000);
     assert_eq!((j.uuids.len(), j.text.len()), (1, 1));
     assert!(j.contains(id) && j.contains("not-a-uuid"));
     // Another spelling of the same UUID is another jti: never matched by the UUID entry.
     assert!(!j.contains(&id.to_uppercase()));
     assert!(!j.contains("0190c3d27a8e7c1e9b2a1f2e3d4c5b6a"));
-    j.insert(&id.to_uppercase(), 30);
+    j.insert(&id.to_uppercase(), 30_000);
     assert_eq!((j.uuids.len(), j.text.len()), (1, 2));
-    j.retain_live(15);
+    j.retain_live(15_000);
     assert!(!j.contains(id) && j.contains("not-a-uuid"));
     assert_eq!(j.len(), 2);
+}
+
+#[test]
+fn revoked_sessions_are_kept_for_the_horizon() {
+    let c = trusted_cache();
+    let (uid, sid) = (Uuid::now_v7(), Uuid::now_v7());
+    c.revoke_session(sid);
+    assert!(matches!(c.check(uid, sid, "j"), Check::Revoked));
+    let now = crate::time::now_ms();
+    let mut st = c.write();
+    st.sessions.retain_after(now + 600_000);
+    assert_eq!(st.sessions.len(), 1, "inside the 610 s horizon");
+    st.sessions.retain_after(now + 612_000);
+    assert_eq!(st.sessions.len(), 0, "past the horizon");
 }
