@@ -7,6 +7,7 @@ Every load is bounded in time; nothing leaves 127.0.0.1.
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -42,7 +43,43 @@ def sh(*args, env=None, input=None, check=True):
     return r.stdout
 
 
-def oha(url, secs, conc, method="GET", body=None, headers=(), basic=None, rate=None):
+def cpu_seconds(pid):
+    """CPU time (user + system) a process has used, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_seconds():
+    """CPU time the whole machine has spent busy (all cores), in seconds."""
+    with open("/proc/stat") as f:
+        t = [int(x) for x in f.readline().split()[1:]]
+    return (sum(t[:8]) - t[3] - t[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuShare:
+    """Where the cores went during a load: Tessera (`pid`), the load generator (children of
+    this script) and everything else (Postgres, mostly), each in cores (CPU-seconds per second)."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.t = time.perf_counter()
+        self.server = cpu_seconds(pid)
+        ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.client = ch.ru_utime + ch.ru_stime
+        self.busy = busy_seconds()
+
+    def done(self):
+        wall = time.perf_counter() - self.t
+        ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server = (cpu_seconds(self.pid) - self.server) / wall
+        client = (ch.ru_utime + ch.ru_stime - self.client) / wall
+        busy = (busy_seconds() - self.busy) / wall
+        return {"server_cores": server, "client_cores": client, "other_cores": max(busy - server - client, 0.0)}
+
+
+def oha(url, secs, conc, method="GET", body=None, headers=(), basic=None, rate=None, pid=None):
+    cpu = CpuShare(pid) if pid else None
     args = ["oha", "-z", f"{secs}s", "-c", str(conc), "--no-tui", "--output-format", "json", "-m", method]
     for h in headers:
         args += ["-H", h]
@@ -63,6 +100,7 @@ def oha(url, secs, conc, method="GET", body=None, headers=(), basic=None, rate=N
         "p50_ms": (pct.get("p50") or 0) * 1000,
         "p99_ms": (pct.get("p99") or 0) * 1000,
         "codes": codes,
+        **(cpu.done() if cpu else {}),
     }
 
 
@@ -120,9 +158,10 @@ class Server:
             self.proc.kill()
 
 
-def refresh_load(env, secs, conns=8):
+def refresh_load(env, secs, conns=8, pid=None):
     """Each wrk thread keeps its own rotation chain (a real rotation per request)."""
     tokens = [login(f"bench{i % 4}")["refresh_token"] for i in range(conns)]
+    cpu = CpuShare(pid) if pid else None
     with tempfile.NamedTemporaryFile("w", delete=False, suffix=".tokens") as f:
         f.write("\n".join(tokens) + "\n")
         path = f.name
@@ -135,6 +174,7 @@ def refresh_load(env, secs, conns=8):
     line = [l for l in out.splitlines() if l.startswith("{")][-1]
     r = json.loads(line)
     r["rps"] = (r["requests"] - r["non_2xx"]) / r["seconds"]
+    r.update(cpu.done() if cpu else {})
     return r
 
 
@@ -156,10 +196,11 @@ def backend_run(name, env, config):
     # during a run, and adjacent measurements keep the ratios honest.
     log(f"== {name}: hello-world ceiling, then JWKS")
     r["hello"] = hello_ceiling(env)
-    r["jwks"] = oha(f"{BASE}/.well-known/jwks.json", SECS, 64)
+    r["jwks"] = oha(f"{BASE}/.well-known/jwks.json", SECS, 64, pid=server.proc.pid)
     log(f"== {name}: verify ceiling, then /userinfo")
     r["verify"] = json.loads(sh(BENCH_BIN, "verify", "--alg", "ES256", "--seconds", "4", env=env))
-    r["userinfo"] = oha(f"{BASE}/userinfo", SECS, 16, headers=[f"authorization: Bearer {access}"])
+    r["userinfo"] = oha(f"{BASE}/userinfo", SECS, 16, headers=[f"authorization: Bearer {access}"],
+                        pid=server.proc.pid)
     log(f"== {name}: /introspect")
     r["introspect"] = oha(f"{BASE}/introspect", SECS, 16, method="POST", body=f"token={access}",
                           headers=["content-type: application/x-www-form-urlencoded"], basic=CLIENT)
@@ -173,7 +214,7 @@ def backend_run(name, env, config):
         # This machine's speed drifts by tens of percent within a minute: take the rotation-SQL
         # ceiling right before and right after the load, and use their mean.
         before = pg_rotation_ceiling(env["DATABASE_URL"])
-        r["refresh"] = refresh_load(env, SECS)
+        r["refresh"] = refresh_load(env, SECS, pid=server.proc.pid)
         after = pg_rotation_ceiling(env["DATABASE_URL"])
         r["rotation_sql_tps"] = (before + after) / 2
         r["rotation_sql_tps_runs"] = [before, after]
@@ -301,6 +342,19 @@ def print_table():
         row(f"{name}: /userinfo req/s (c=16)", f"{r['userinfo']['ok_rps']:.0f}",
             f"{v['verifies_per_sec']:.0f} verify/s", f"{r['userinfo']['ok_rps'] / v['verifies_per_sec']:.2f}", ">= 0.5")
         row(f"{name}: /introspect req/s (c=16)", f"{r['introspect']['ok_rps']:.0f}", "-", "-", "")
+        # What bounds the ratios above: the cores each party used during the load. Per core of
+        # Tessera, /userinfo against the verify ceiling per core.
+        for k in ("jwks", "userinfo", "refresh"):
+            c = r[k]
+            if "server_cores" in c:
+                row(f"{name}: {k} cores: tessera / load gen / other", f"{c['server_cores']:.2f} / "
+                    f"{c['client_cores']:.2f} / {c['other_cores']:.2f}", "-", "-", "")
+        u = r["userinfo"]
+        if u.get("server_cores"):
+            per_core = u["ok_rps"] / u["server_cores"]
+            ceiling = v["verifies_per_sec"] / v["cores"]
+            row(f"{name}: /userinfo per Tessera core", f"{per_core:.0f}", f"{ceiling:.0f} verify/s/core",
+                f"{per_core / ceiling:.2f}", "")
         fl = f["login"]["codes"]
         row(f"{name}: peak RSS, 300-login flood", f"{f['peak_rss_mb']:.0f} MB", "-", "-", "<= 150 MB")
         row(f"{name}: flood outcome ({FLOOD_RATE}/s offered)",

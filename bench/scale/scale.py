@@ -224,8 +224,10 @@ def explain(db_url):
         ("denylist lookup", "SELECT 1 FROM revoked_tokens WHERE jti = md5('jti5')::uuid::text"),
         ("feed page (tokens)", f"SELECT jti, expires_at, revoked_at FROM revoked_tokens WHERE revoked_at > 0"
                                f" AND expires_at > {now} ORDER BY revoked_at, jti COLLATE \"C\" LIMIT 1001"),
-        ("purge (indexed ends)", f"SELECT id FROM sessions WHERE absolute_expires_at < {now - DAY}"
-                                 f" OR revoked_at < {now - DAY} LIMIT 5000"),
+        ("purge batch (ended sessions)", f"SELECT id FROM sessions WHERE absolute_expires_at < {now - DAY}"
+                                         f" ORDER BY absolute_expires_at LIMIT 250"),
+        ("purge batch (revoked sessions)", f"SELECT id FROM sessions WHERE revoked_at < {now - DAY}"
+                                           f" ORDER BY revoked_at LIMIT 250"),
     ]:
         plans[name] = h.sh("psql", db_url, "-qAtc", "EXPLAIN " + sql).strip()
     return plans

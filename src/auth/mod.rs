@@ -161,6 +161,7 @@ impl Auth {
             settings.revocation.cache,
             settings.revocation.max_lag,
             crate::time::millis(settings.token_horizon()),
+            crate::time::millis(settings.tokens.leeway),
         );
         let resource_ids = settings.resources.iter().map(|r| r.id.clone()).collect();
         Ok(Self {

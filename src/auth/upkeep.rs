@@ -144,7 +144,9 @@ impl Auth {
             Err(e) => tracing::warn!(error = %e, "audit purge failed"),
         }
         let started = std::time::Instant::now();
-        match self.store.purge_expired(now, sweep_idle).await {
+        // A token is accepted until `exp + leeway`: its denylist row must live that long.
+        let leeway = crate::time::millis(self.settings.tokens.leeway);
+        match self.store.purge_expired(now - leeway, sweep_idle).await {
             Ok(p) => {
                 purged("revoked_tokens", p.revoked_tokens);
                 purged("sessions", p.sessions);

@@ -7,59 +7,68 @@
 //! each field as a 32-bit length (−1 for NULL) followed by its bytes; then a count of −1.
 //! Integers are big-endian.
 
-use bytes::{Buf, Bytes, BytesMut};
-use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use sqlx::postgres::{PgPool, PgPoolCopyExt};
+use bytes::{Buf, BytesMut};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 
+use super::pg::PgStore;
 use super::{RowStream, StoreError, StoreResult};
+
+const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 
 /// Rows are handed on once this much COPY data is buffered (PostgreSQL sends a message per row).
 const BATCH_BYTES: usize = 64 * 1024;
 
 /// The rows of `statement`, a `COPY (SELECT <text>, <int8> …) TO STDOUT (FORMAT binary)`, as
-/// they arrive, on a connection of `pool` held until the last row.
-pub(super) fn text_int8_rows(pool: PgPool, statement: String) -> RowStream<'static, (String, i64)> {
-    struct Copy {
-        start: Option<(PgPool, String)>,
-        data: Option<BoxStream<'static, sqlx::Result<Bytes>>>,
-        rows: TextInt8Rows,
-    }
-    let copy = Copy {
-        start: Some((pool, statement)),
-        data: None,
-        rows: TextInt8Rows::default(),
-    };
-    stream::try_unfold(copy, |mut c| async move {
-        if let Some((pool, statement)) = c.start.take() {
-            c.data = Some(pool.copy_out_raw(&statement).await?);
-        }
-        let Some(data) = c.data.as_mut() else {
-            return Ok(None);
-        };
-        while c.rows.buf.len() < BATCH_BYTES && !c.rows.ended {
-            match data.next().await {
-                Some(piece) => c.rows.push(&piece?),
-                None => {
-                    c.data = None;
-                    break;
+/// they arrive.
+///
+/// The COPY runs in a task of its own, on a connection of its own (outside the pools), and
+/// hands on batches through a small channel. When the stream is dropped before the end (the
+/// reader timed out or failed), the task stops and closes that connection: a connection left
+/// in the middle of a COPY must never serve another statement.
+pub(super) fn text_int8_rows(pg: PgStore, statement: String) -> RowStream<'static, (String, i64)> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<StoreResult<Vec<(String, i64)>>>(4);
+    tokio::spawn(async move {
+        let read = async {
+            let mut conn = pg.dedicated_conn().await?;
+            let mut data = conn.copy_out_raw(&statement).await?;
+            let mut rows = TextInt8Rows::default();
+            // Read to the end of the COPY whatever happens with the rows, so that the
+            // protocol ends in step; a row split over pieces simply waits for the next one.
+            while let Some(piece) = data.next().await {
+                rows.push(&piece?);
+                if rows.buf.len() >= BATCH_BYTES {
+                    let batch = rows.rows()?;
+                    if !batch.is_empty() && tx.send(Ok(batch)).await.is_err() {
+                        return Ok(());
+                    }
                 }
             }
+            let batch = rows.rows()?;
+            if !rows.ended {
+                return Err(bad("ended without its trailer"));
+            }
+            let _ = tx.send(Ok(batch)).await;
+            drop(data);
+            // Best effort: the rows are in; a failed goodbye changes nothing.
+            let _ = sqlx::Connection::close(conn).await;
+            Ok(())
+        };
+        let outcome = tokio::select! {
+            r = read => r,
+            // The reader is gone: stop reading (the connection is dropped, hence closed).
+            _ = tx.closed() => Ok(()),
+        };
+        if let Err(e) = outcome {
+            let _ = tx.send(Err(e)).await;
         }
-        let batch = c.rows.rows()?;
-        if c.data.is_none() && !c.rows.ended {
-            return Err(bad("ended without its trailer"));
-        }
-        if c.rows.ended {
-            c.data = None;
-        }
-        Ok(Some((batch, c)))
+    });
+    stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|batch| (batch, rx))
     })
     .map_ok(|batch| stream::iter(batch.into_iter().map(Ok)))
     .try_flatten()
     .boxed()
 }
-
-const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 
 /// Parses rows of two columns, `text` and `int8`, from COPY data arriving in arbitrary pieces.
 #[derive(Default)]

@@ -2,7 +2,7 @@
 //! revocation state's poll), and the push notifications between replicas.
 
 use async_trait::async_trait;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 use tokio::sync::mpsc::Receiver;
 use uuid::Uuid;
 
@@ -67,6 +67,11 @@ const USERS_AFTER: &str = "
 // Postgres the denylist is read as a binary COPY (see `copy`).
 const DENYLIST_ALL: &str = "SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > $1";
 const REVOKED_SESSIONS_ALL: &str = "SELECT id FROM sessions WHERE revoked_at > $1";
+const DENYLIST_PAGE_SQLITE: &str = "
+    SELECT rowid, jti, expires_at FROM revoked_tokens
+    WHERE rowid > $1 AND expires_at > $2 ORDER BY rowid LIMIT $3";
+/// Rows per page of the first load's reads on SQLite.
+const SQLITE_PAGE: i64 = 10_000;
 
 const USERS_CHANGED: &str = "SELECT id, updated_at FROM users WHERE updated_at >= $1";
 
@@ -171,26 +176,77 @@ impl ChangeFeed for SqlStore {
             // `now` is an integer: formatting it into the statement cannot inject anything
             // (COPY takes no parameters).
             SqlStore::Postgres(pg) => super::copy::text_int8_rows(
-                pg.pool().clone(),
+                pg.clone(),
                 format!(
                     "COPY ({}) TO STDOUT (FORMAT binary)",
                     DENYLIST_ALL.replace("$1", &now.to_string())
                 ),
             ),
-            SqlStore::Sqlite(b) => sqlx::query_as(DENYLIST_ALL)
-                .bind(now)
-                .fetch(b.pool())
-                .map_err(StoreError::from)
-                .boxed(),
+            // SQLite has one connection: read in pages, so that requests get it in between.
+            SqlStore::Sqlite(b) => {
+                let pool = b.pool().clone();
+                stream::try_unfold(Some(i64::MIN), move |after| {
+                    let pool = pool.clone();
+                    async move {
+                        let Some(after) = after else {
+                            return Ok::<_, StoreError>(None);
+                        };
+                        let rows: Vec<(i64, String, i64)> = sqlx::query_as(DENYLIST_PAGE_SQLITE)
+                            .bind(after)
+                            .bind(now)
+                            .bind(SQLITE_PAGE)
+                            .fetch_all(&pool)
+                            .await?;
+                        let next = rows
+                            .last()
+                            .filter(|_| rows.len() as i64 == SQLITE_PAGE)
+                            .map(|r| r.0);
+                        let rows: Vec<_> = rows.into_iter().map(|(_, j, e)| (j, e)).collect();
+                        Ok(Some((rows, next)))
+                    }
+                })
+                .map_ok(|rows| stream::iter(rows.into_iter().map(Ok)))
+                .try_flatten()
+                .boxed()
+            }
         }
     }
 
     fn revoked_sessions_all(&self, oldest: i64) -> RowStream<'_, Uuid> {
-        on_backend!(self, |b| sqlx::query_scalar(REVOKED_SESSIONS_ALL)
-            .bind(oldest)
-            .fetch(b.pool())
-            .map_err(StoreError::from)
-            .boxed())
+        match self {
+            SqlStore::Postgres(pg) => sqlx::query_scalar(REVOKED_SESSIONS_ALL)
+                .bind(oldest)
+                .fetch(pg.pool())
+                .map_err(StoreError::from)
+                .boxed(),
+            // In pages on the feed's (time, id) index, as for the denylist.
+            SqlStore::Sqlite(b) => {
+                let pool = b.pool().clone();
+                stream::try_unfold(Some(None), move |after: Option<Option<(i64, Uuid)>>| {
+                    let pool = pool.clone();
+                    async move {
+                        let Some(after) = after else {
+                            return Ok::<_, StoreError>(None);
+                        };
+                        let q = match after {
+                            Some((at, id)) => sqlx::query_as(SESSIONS_AFTER).bind(at).bind(id),
+                            None => sqlx::query_as(SESSIONS_FROM).bind(i64::MIN),
+                        };
+                        let rows: Vec<(Uuid, i64)> =
+                            q.bind(oldest).bind(SQLITE_PAGE).fetch_all(&pool).await?;
+                        let next = rows
+                            .last()
+                            .filter(|_| rows.len() as i64 == SQLITE_PAGE)
+                            .map(|&(id, at)| Some((at, id)));
+                        let ids: Vec<Uuid> = rows.into_iter().map(|(id, _)| id).collect();
+                        Ok(Some((ids, next)))
+                    }
+                })
+                .map_ok(|ids| stream::iter(ids.into_iter().map(Ok)))
+                .try_flatten()
+                .boxed()
+            }
+        }
     }
 
     async fn users_changed_since(&self, since: i64) -> StoreResult<Vec<(Uuid, i64)>> {

@@ -64,6 +64,16 @@ impl PgStore {
             .connect_lazy_with(opts);
         Ok(Self { pool, hot })
     }
+
+    /// A connection outside both pools, closed when dropped: for a read that may be cut short
+    /// mid-protocol (a `COPY` abandoned part-way leaves a connection that must not be reused).
+    pub(super) async fn dedicated_conn(&self) -> StoreResult<PgConnection> {
+        let timeout = self.hot.acquire_timeout;
+        tokio::time::timeout(timeout, self.hot.opts.connect())
+            .await
+            .map_err(|_| super::StoreError::Unavailable("connecting timed out".into()))?
+            .map_err(super::StoreError::from)
+    }
 }
 
 impl Backend for PgStore {

@@ -1,5 +1,7 @@
 //! Schema migrations, the readiness ping, and the purge of rows nobody needs any more.
 
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
 
 use super::backend::{on_backend, Backend, SqlStore};
@@ -9,14 +11,24 @@ use super::{
 
 const PING: &str = "SELECT 1";
 
+// Each batch is found by an index range scan, in index order. Without the `ORDER BY`, Postgres
+// may pick a sequential scan for a small `LIMIT` (it expects matches spread over the table):
+// with 1M expired sessions behind 1M live ones, every batch then read the live ones first,
+// and a refresh chain's p99 went from 0.55 to 11.4 ms during the purge (47.6 s long). One
+// statement per indexed end, for the same reason (an `OR` of the two could not be read in
+// order).
 const PURGE_DENYLIST: &str = "
     DELETE FROM revoked_tokens WHERE jti IN
-        (SELECT jti FROM revoked_tokens WHERE expires_at < $1 LIMIT $2)";
+        (SELECT jti FROM revoked_tokens WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)";
 
-// Both ends are indexed: with nothing to delete this reads two index pages.
-const PURGE_SESSIONS: &str = "
+const PURGE_ENDED_SESSIONS: &str = "
     DELETE FROM sessions WHERE id IN
-        (SELECT id FROM sessions WHERE absolute_expires_at < $1 OR revoked_at < $1 LIMIT $2)";
+        (SELECT id FROM sessions WHERE absolute_expires_at < $1
+         ORDER BY absolute_expires_at LIMIT $2)";
+
+const PURGE_REVOKED_SESSIONS: &str = "
+    DELETE FROM sessions WHERE id IN
+        (SELECT id FROM sessions WHERE revoked_at < $1 ORDER BY revoked_at LIMIT $2)";
 
 // `idle_expires_at` changes at every refresh. An index on it costs the refresh path its HOT
 // updates: measured on Postgres 15 with 1M sessions, rotations fell from 12,224 to 11,455/s
@@ -31,12 +43,17 @@ const PURGE_THROTTLE: &str = "
     DELETE FROM login_throttle WHERE key IN
         (SELECT key FROM login_throttle WHERE locked_until < $1 AND window_start < $2 LIMIT $3)";
 
-/// Pause between two purge batches: the hot paths' statements get the database in between.
-const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+/// The least pause between two purge batches.
+const PURGE_PAUSE: Duration = Duration::from_millis(5);
+/// After a batch that took `t`, the purge waits `PURGE_YIELD × t` (at least `PURGE_PAUSE`): it
+/// works at most a third of the time, and the hot paths' statements get the database, its WAL
+/// and the CPU in between, however slow the batches are on a given machine.
+const PURGE_YIELD: u32 = 2;
 
 impl SqlStore {
     /// Runs the purge statement `sql` with `binds` and then `PURGE_BATCH` as its parameters,
-    /// again after a pause while it deletes a whole batch; the total deleted.
+    /// again after a pause while it deletes a whole batch; the total deleted. The pause grows
+    /// with the batch's own time (see `PURGE_YIELD`).
     pub(super) async fn purge_in_batches(
         &self,
         sql: &'static str,
@@ -44,6 +61,7 @@ impl SqlStore {
     ) -> StoreResult<u64> {
         let mut total = 0;
         loop {
+            let started = Instant::now();
             let n = on_backend!(self, |b| {
                 let mut q = sqlx::query(sql);
                 for v in binds {
@@ -58,7 +76,7 @@ impl SqlStore {
             if n < PURGE_BATCH as u64 {
                 return Ok(total);
             }
-            tokio::time::sleep(PURGE_PAUSE).await;
+            tokio::time::sleep((started.elapsed() * PURGE_YIELD).max(PURGE_PAUSE)).await;
         }
     }
 }
@@ -111,7 +129,12 @@ impl Upkeep for SqlStore {
     async fn purge_expired(&self, now: i64, sweep_idle: bool) -> StoreResult<Purged> {
         let cutoff = now - SESSION_RETENTION_MS;
         let a = self.purge_in_batches(PURGE_DENYLIST, &[now]).await?;
-        let mut b = self.purge_in_batches(PURGE_SESSIONS, &[cutoff]).await?;
+        let mut b = self
+            .purge_in_batches(PURGE_ENDED_SESSIONS, &[cutoff])
+            .await?;
+        b += self
+            .purge_in_batches(PURGE_REVOKED_SESSIONS, &[cutoff])
+            .await?;
         if sweep_idle {
             b += self
                 .purge_in_batches(PURGE_IDLE_SESSIONS, &[cutoff])

@@ -146,6 +146,8 @@ pub struct RevocationCache {
     enabled: bool,
     max_lag: Duration,
     horizon_ms: i64,
+    /// The verifiers' leeway past `exp` (ms): a denylisted `jti` is kept that much longer.
+    leeway_ms: i64,
     base: Instant,
     /// Nanoseconds after `base` at which the last successful sync started; 0: none, or
     /// distrusted since.
@@ -166,12 +168,14 @@ impl std::fmt::Debug for RevocationCache {
 }
 
 impl RevocationCache {
-    /// `horizon_ms` is how long a revoked session still matters (access TTL plus leeway).
-    pub fn new(enabled: bool, max_lag: Duration, horizon_ms: i64) -> Self {
+    /// `horizon_ms` is how long a revoked session still matters (access TTL plus leeway);
+    /// `leeway_ms` how long past its `exp` a token is still accepted.
+    pub fn new(enabled: bool, max_lag: Duration, horizon_ms: i64, leeway_ms: i64) -> Self {
         Self {
             enabled,
             max_lag,
             horizon_ms,
+            leeway_ms,
             base: Instant::now(),
             synced_at: AtomicU64::new(0),
             listening: AtomicBool::new(false),
@@ -292,8 +296,12 @@ impl RevocationCache {
         st.live.insert(session_id, user_id);
     }
 
+    /// `expires_at` is the token's `exp` (ms); the entry is kept `leeway` longer, as long as
+    /// a verifier may still accept the token.
     pub fn revoke_jti(&self, jti: &str, expires_at: i64) {
-        self.write().jtis.insert(jti, expires_at);
+        self.write()
+            .jtis
+            .insert(jti, expires_at.saturating_add(self.leeway_ms));
     }
 
     pub fn revoke_session(&self, id: Uuid) {
@@ -373,7 +381,10 @@ impl RevocationCache {
         };
         let since = cursor - OVERLAP_MS;
         let read = async {
-            let feed = store.revocations_since(since, now, self.horizon_ms).await?;
+            // Tokens are accepted until `exp + leeway`: so long their denylisting matters.
+            let feed = store
+                .revocations_since(since, now - self.leeway_ms, self.horizon_ms)
+                .await?;
             let changed = store.users_changed_since(since).await?;
             Ok::<_, StoreError>((feed, changed))
         };
@@ -399,7 +410,7 @@ impl RevocationCache {
     /// or a change (`changed`: id, `updated_at`) made stale.
     fn apply(&self, st: &mut State, feed: RevocationFeed, changed: Vec<(Uuid, i64)>, now: i64) {
         for (jti, exp, _) in feed.tokens {
-            st.jtis.insert(&jti, exp);
+            st.jtis.insert(&jti, exp.saturating_add(self.leeway_ms));
         }
         for (id, _) in feed.sessions {
             st.sessions.insert(*id.as_bytes(), now + self.horizon_ms);
@@ -440,22 +451,22 @@ impl RevocationCache {
         let reads_started = self.mono_ns();
         let mut jti_ids = Vec::new();
         let mut jti_text = Vec::new();
-        let jtis = self.drain(
-            store.denylist_all(now),
+        // One read after the other: SQLite (or a pool of one) has a single connection.
+        let leeway = self.leeway_ms;
+        self.drain(
+            store.denylist_all(now - leeway),
             |(jti, exp)| match Jtis::canonical_uuid(&jti) {
-                Some(id) => jti_ids.push(Entry::new(id, exp)),
-                None => jti_text.push((jti, exp)),
+                Some(id) => jti_ids.push(Entry::new(id, exp.saturating_add(leeway))),
+                None => jti_text.push((jti, exp.saturating_add(leeway))),
             },
-        );
+        )
+        .await?;
         let until = now + self.horizon_ms;
         let mut sessions = Vec::new();
-        let revoked = self.drain(store.revoked_sessions_all(now - self.horizon_ms), |id| {
+        self.drain(store.revoked_sessions_all(now - self.horizon_ms), |id| {
             sessions.push(Entry::new(id.into_bytes(), until))
-        });
-        // Two connections, so the smaller read hides behind the larger.
-        let (jtis, revoked) = tokio::join!(jtis, revoked);
-        jtis?;
-        revoked?;
+        })
+        .await?;
         let read = started.elapsed();
         let jti_ids = DenseSet::from_entries(jti_ids);
         let sessions = DenseSet::from_entries(sessions);

@@ -17,7 +17,7 @@ fn user(id: Uuid, updated_at: i64) -> User {
 }
 
 fn trusted_cache() -> RevocationCache {
-    let c = RevocationCache::new(true, Duration::from_secs(60), 610_000);
+    let c = RevocationCache::new(true, Duration::from_secs(60), 610_000, 0);
     c.set_listening(true);
     c.synced_at.store(c.mono_ns(), Ordering::Release);
     c
@@ -25,7 +25,7 @@ fn trusted_cache() -> RevocationCache {
 
 #[test]
 fn untrusted_until_listening_and_synced() {
-    let c = RevocationCache::new(true, Duration::from_secs(60), 1);
+    let c = RevocationCache::new(true, Duration::from_secs(60), 1, 0);
     assert!(matches!(
         c.check(Uuid::nil(), Uuid::nil(), "j"),
         Check::Unknown
@@ -36,7 +36,7 @@ fn untrusted_until_listening_and_synced() {
     assert!(c.trusted());
     c.set_listening(false);
     assert!(!c.trusted());
-    let off = RevocationCache::new(false, Duration::from_secs(60), 1);
+    let off = RevocationCache::new(false, Duration::from_secs(60), 1, 0);
     off.set_listening(true);
     off.synced_at.store(off.mono_ns(), Ordering::Release);
     assert!(!off.trusted(), "a disabled cache is never trusted");
@@ -44,7 +44,7 @@ fn untrusted_until_listening_and_synced() {
 
 #[test]
 fn stale_state_is_not_trusted() {
-    let c = RevocationCache::new(true, Duration::from_millis(1), 1);
+    let c = RevocationCache::new(true, Duration::from_millis(1), 1, 0);
     c.set_listening(true);
     c.synced_at.store(c.mono_ns(), Ordering::Release);
     std::thread::sleep(Duration::from_millis(5));
@@ -144,4 +144,27 @@ fn revoked_sessions_are_kept_for_the_horizon() {
     assert_eq!(st.sessions.len(), 1, "inside the 610 s horizon");
     st.sessions.retain_after(now + 612_000);
     assert_eq!(st.sessions.len(), 0, "past the horizon");
+}
+
+#[test]
+fn a_denylisted_jti_outlives_its_exp_by_the_leeway() {
+    // A verifier accepts a token until `exp + leeway`: its denylisting must hold that long.
+    let c = RevocationCache::new(true, Duration::from_secs(60), 610_000, 10_000);
+    c.set_listening(true);
+    c.synced_at.store(c.mono_ns(), Ordering::Release);
+    let now = crate::time::now_ms();
+    let id = Uuid::now_v7().to_string();
+    c.revoke_jti(&id, now - 5_000);
+    c.revoke_jti("hand-written", now - 5_000);
+    c.write().jtis.retain_live(now);
+    assert!(matches!(
+        c.check(Uuid::nil(), Uuid::nil(), &id),
+        Check::Revoked
+    ));
+    assert!(matches!(
+        c.check(Uuid::nil(), Uuid::nil(), "hand-written"),
+        Check::Revoked
+    ));
+    c.write().jtis.retain_live(now + 6_000);
+    assert_eq!(c.stats().jtis, 0, "gone once exp + leeway has passed");
 }
