@@ -209,9 +209,11 @@ impl Auth {
     ) -> Result<(FeedPage, i64), AuthError> {
         let now = now_ms();
         let horizon = millis(self.settings.token_horizon());
+        // A token is accepted until `exp + leeway`: its denylisting is listed that long.
+        let leeway = millis(self.settings.tokens.leeway);
         let page = self
             .store
-            .revocations_page(start, now, horizon, limit)
+            .revocations_page(start, now - leeway, horizon, limit)
             .await?;
         Ok((page, now))
     }

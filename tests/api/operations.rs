@@ -3,13 +3,14 @@
 use figment::providers::Serialized;
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, TestApp, CLIENT_ID, CLIENT_SECRET};
 use crate::on_both;
 
 on_both!(
     metrics_answer_an_operators_questions,
     the_purge_deletes_in_batches_what_is_dead,
-    a_large_revocation_state_loads_whole
+    a_large_revocation_state_loads_whole,
+    a_denylisting_outlives_exp_by_the_leeway
 );
 
 /// The value of the sample `line` (name and labels exactly), if present.
@@ -218,4 +219,73 @@ async fn a_large_revocation_state_loads_whole(b: Backend) {
     })
     .await;
     assert_eq!(replica.userinfo(&token).await.status(), 401);
+}
+
+/// A token is accepted until `exp + leeway` (10 s by default), so its denylisting must last as
+/// long: a row whose `exp` passed 3 s ago stays in the table through a replica's start-up
+/// purge, is listed by the feed, and is loaded into the replica's state (a token carrying that
+/// `jti` is refused); one 60 s past its `exp` is purged.
+async fn a_denylisting_outlives_exp_by_the_leeway(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let user = app.create_user("alice", &[]).await;
+    let token = app.login_ok("alice").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let jti = TestApp::claims(&token)["jti"].as_str().unwrap().to_string();
+    let now = tessera::time::now_ms();
+    let uid = match b {
+        Backend::Postgres => format!("'{}'", user.id),
+        Backend::Sqlite => format!("X'{}'", user.id.simple()),
+    };
+    app.exec_sql(format!(
+        "INSERT INTO revoked_tokens (jti, user_id, session_id, expires_at, revoked_at, reason)
+         VALUES ('{jti}', {uid}, NULL, {recent}, {recent}, 'test'),
+                ('long-gone', {uid}, NULL, {old}, {old}, 'test')",
+        recent = now - 3_000,
+        old = now - 60_000,
+    ))
+    .await;
+    // A new replica purges at start-up and loads its revocation state.
+    let replica = app.replica(|f| f).await;
+    crate::helpers::eventually(30, "the replica's revocation state is trusted", || async {
+        replica.auth.readiness().await.revocation_state_trusted
+    })
+    .await;
+    crate::helpers::eventually(10, "the long-expired row purged", || async {
+        app.scalar_i64(
+            "SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1",
+            "long-gone",
+        )
+        .await
+            == 0
+    })
+    .await;
+    assert_eq!(
+        app.scalar_i64("SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1", &jti)
+            .await,
+        1,
+        "inside exp + leeway: kept"
+    );
+    // The real token is still inside its own exp, so /userinfo reaches the revocation check.
+    assert_eq!(replica.userinfo(&token).await.status(), 401);
+    let feed: Value = app
+        .client
+        .get(app.url("/revocations"))
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: Vec<&str> = feed["revoked_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["jti"].as_str())
+        .collect();
+    assert_eq!(listed, [jti.as_str()], "{feed}");
 }
