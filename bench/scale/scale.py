@@ -1,9 +1,9 @@
 """Tessera at scale (run it through bench/scale/run).
 
 Seeds a database directly at each size (users N, live sessions M, revocations R: R denylisted
-jtis and R/10 revoked sessions inside the token horizon), starts Tessera on it, and measures
-the hot paths, the revocation feed, start-up, memory, one purge of M expired sessions, and the
-disk used. Prints each figure against the smallest size, and the query plans of the hot
+jtis and R/10 revoked sessions inside the token horizon; N audit events), starts Tessera on it,
+and measures the hot paths, the revocation feed, the admin listings (users, audit trail),
+start-up, memory, one purge of M expired sessions, and the disk used. Prints each figure against the smallest size, and the query plans of the hot
 statements at the largest size.
 
 Postgres is seeded by bench/scale/seed-postgres.sql (generate_series); SQLite by batched
@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -73,6 +74,37 @@ def start(env, config):
     return server, ready, trusted
 
 
+def admin_pages(path, key, n=30, walk=10):
+    """Latency of the first page of an admin listing (default page size), n times, and of each
+    of `walk` further pages followed by their cursor."""
+    token = h.login("benchadmin")["access_token"]
+
+    def get(url):
+        req = urllib.request.Request(h.BASE + url)
+        req.add_header("authorization", f"Bearer {token}")
+        t = time.perf_counter()
+        with urllib.request.urlopen(req, timeout=60) as r:
+            body = r.read()
+        return (time.perf_counter() - t) * 1000, body
+    first, size = [], 0
+    for _ in range(n):
+        ms, body = get(path)
+        first.append(ms)
+        size = len(body)
+    first.sort()
+    walked, cursor = [], json.loads(body).get("next_cursor")
+    for _ in range(walk):
+        if not cursor:
+            break
+        sep = "&" if "?" in path else "?"
+        ms, body = get(f"{path}{sep}cursor={urllib.parse.quote(str(cursor))}")
+        walked.append(ms)
+        cursor = json.loads(body).get("next_cursor")
+    return {"p50_ms": first[len(first) // 2], "p99_ms": first[min(len(first) - 1, int(len(first) * 0.99))],
+            "bytes": size, "rows": len(json.loads(body).get(key, [])),
+            "walk_max_ms": max(walked) if walked else None}
+
+
 def feed_poll(n=30):
     """Latency of a first-page `GET /revocations` (the default page), n times."""
     times, size = [], 0
@@ -95,12 +127,14 @@ def feed_poll(n=30):
 
 def phc_of(env, config):
     h.setup_users(env, config)  # bench0..3, for the loads; their hash is the PHC every user gets
+    h.sh(h.BIN, "--config", config, "user", "add", "benchadmin", "--password-stdin", "--role", "admin",
+         env=env, input=h.PASSWORD + "\n")
 
 
 def seed_postgres(url, n, m, r, expired=0):
     phc = h.sh("psql", url, "-qAtc", "SELECT password_hash FROM users WHERE username = 'bench0'").strip()
     h.sh("psql", url, "-q", "-v", f"users={n}", "-v", f"sessions={m}", "-v", f"revoked={r}",
-         "-v", f"expired={expired}", "-v", "audit=0", "-v", f"phc={phc}",
+         "-v", f"expired={expired}", "-v", f"audit={0 if expired else n}", "-v", f"phc={phc}",
          "-f", os.path.join(ROOT, "bench", "scale", "seed-postgres.sql"))
 
 
@@ -132,6 +166,11 @@ def seed_sqlite(path, n, m, r, expired=0, only_expired=False):
                 " VALUES (?, ?, NULL, ?, ?, 'seeded')",
                 ((str(uuid.UUID(int=(0x7171 << 96) | i)), uid(1 + i % n), now + 600000 - i % 300000, now - i % 300000)
                  for i in range(1, r + 1)))
+            # N audit events, one a second back from now (as the Postgres seed).
+            db.executemany(
+                "INSERT INTO audit_events (id, at, event, user_id, ip, reason)"
+                " VALUES (?, ?, 'login.succeeded', ?, '127.0.0.1', NULL)",
+                ((sid(0xAD17, i), now - i * 1000, uid(1 + i % n)) for i in range(1, n + 1)))
         db.executemany(
             "INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at, idle_expires_at,"
             " absolute_expires_at, client_id) VALUES (?, ?, 0, ?, ?, ?, ?, 'tessera')",
@@ -174,6 +213,8 @@ def run_size(backend, env, config, n, m, r, db_url=None, db_path=None):
     out["introspect"] = h.oha(f"{h.BASE}/introspect", SECS, 16, method="POST", body=f"token={access}",
                               headers=["content-type: application/x-www-form-urlencoded"], basic=h.CLIENT)
     out["feed"] = feed_poll()
+    out["admin_users"] = admin_pages("/admin/users", "users")
+    out["admin_audit"] = admin_pages("/admin/audit", "events")
     out["steady_rss_mb"] = rss_mb(server.proc.pid, "VmRSS")
     out["peak_rss_mb"] = rss_mb(server.proc.pid, "VmHWM")
     out["revocation_entries"] = metric(metrics(), 'revocation_state_entries{kind="jti"}')
@@ -291,6 +332,11 @@ def table(results, plans):
     add("/introspect p99 ms", lambda v: v["introspect"]["p99_ms"], 2)
     add("/revocations first page p99 ms", lambda v: v["feed"]["p99_ms"], 1)
     add("/revocations first page KB", lambda v: v["feed"]["bytes"] / 1000)
+    add("/admin/users first page p99 ms", lambda v: v.get("admin_users", {}).get("p99_ms"), 1)
+    add("/admin/users first page KB", lambda v: v.get("admin_users", {}).get("bytes", 0) / 1000 or None)
+    add("/admin/users next 10 pages, slowest ms", lambda v: v.get("admin_users", {}).get("walk_max_ms"), 1)
+    add("/admin/audit first page p99 ms (N events)", lambda v: v.get("admin_audit", {}).get("p99_ms"), 1)
+    add("/admin/audit next 10 pages, slowest ms", lambda v: v.get("admin_audit", {}).get("walk_max_ms"), 1)
     add("peak RSS MB", lambda v: v["peak_rss_mb"])
     add("steady RSS MB", lambda v: v["steady_rss_mb"])
     add("revocation state jtis", lambda v: v["revocation_entries"])

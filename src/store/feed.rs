@@ -45,22 +45,38 @@ const TOKENS_AFTER_PG: &str = "
     SELECT jti, expires_at, revoked_at FROM revoked_tokens
     WHERE (revoked_at, jti COLLATE \"C\") > ($1, $2) AND expires_at > $3
     ORDER BY revoked_at, jti COLLATE \"C\" LIMIT $4";
+// Sessions and user cut-offs have one time column: the horizon is folded into the start by
+// `one_lower_bound`, so each statement has a single lower bound on it. SQLite takes only one
+// of two range terms on a column as its index bound: with `t >= $1 AND t > $2` and 1M users
+// whose cut-off is 0, a first page read every index entry (21 ms; the feed's first page p99
+// was 41 ms at 1M users).
 const SESSIONS_FROM: &str = "
     SELECT id, revoked_at FROM sessions
-    WHERE revoked_at >= $1 AND revoked_at > $2
-    ORDER BY revoked_at, id LIMIT $3";
+    WHERE revoked_at >= $1
+    ORDER BY revoked_at, id LIMIT $2";
 const SESSIONS_AFTER: &str = "
     SELECT id, revoked_at FROM sessions
-    WHERE (revoked_at, id) > ($1, $2) AND revoked_at > $3
-    ORDER BY revoked_at, id LIMIT $4";
+    WHERE (revoked_at, id) > ($1, $2)
+    ORDER BY revoked_at, id LIMIT $3";
 const USERS_FROM: &str = "
     SELECT id, tokens_not_before FROM users
-    WHERE tokens_not_before >= $1 AND tokens_not_before > $2
-    ORDER BY tokens_not_before, id LIMIT $3";
+    WHERE tokens_not_before >= $1
+    ORDER BY tokens_not_before, id LIMIT $2";
 const USERS_AFTER: &str = "
     SELECT id, tokens_not_before FROM users
-    WHERE (tokens_not_before, id) > ($1, $2) AND tokens_not_before > $3
-    ORDER BY tokens_not_before, id LIMIT $4";
+    WHERE (tokens_not_before, id) > ($1, $2)
+    ORDER BY tokens_not_before, id LIMIT $3";
+
+/// Where a page of an id kind starts, given a position (`at`, `id`) and the horizon: entries
+/// after the position whose time is later than `oldest`. A position at or before the horizon
+/// means "everything inside it": from `oldest + 1`.
+fn one_lower_bound(at: i64, id: Option<Uuid>, oldest: i64) -> (i64, Option<Uuid>) {
+    if at > oldest {
+        (at, id)
+    } else {
+        (oldest.saturating_add(1), None)
+    }
+}
 
 // The revocation state's first load: everything that still matters, in no particular order
 // (a sequential scan of the denylist, which is all live rows; the sessions' feed index). On
@@ -157,6 +173,7 @@ impl ChangeFeed for SqlStore {
                         .map_err(|_| StoreError::Other("feed position: not a UUID".into()))
                 })
                 .transpose()?;
+            let (at, id) = one_lower_bound(at, id, oldest);
             let sql = if id.is_some() { sql_after } else { sql_from };
             ids[slot] = on_backend!(self, |b| {
                 let q = sqlx::query_as(sql).bind(at);
@@ -164,7 +181,7 @@ impl ChangeFeed for SqlStore {
                     Some(id) => q.bind(id),
                     None => q,
                 };
-                q.bind(oldest).bind(n).fetch_all(b.pool()).await
+                q.bind(n).fetch_all(b.pool()).await
             })?;
         }
         let [sessions, users] = ids;
@@ -228,12 +245,12 @@ impl ChangeFeed for SqlStore {
                         let Some(after) = after else {
                             return Ok::<_, StoreError>(None);
                         };
+                        // Every row read is inside the horizon, so a later page needs no bound.
                         let q = match after {
                             Some((at, id)) => sqlx::query_as(SESSIONS_AFTER).bind(at).bind(id),
-                            None => sqlx::query_as(SESSIONS_FROM).bind(i64::MIN),
+                            None => sqlx::query_as(SESSIONS_FROM).bind(oldest.saturating_add(1)),
                         };
-                        let rows: Vec<(Uuid, i64)> =
-                            q.bind(oldest).bind(SQLITE_PAGE).fetch_all(&pool).await?;
+                        let rows: Vec<(Uuid, i64)> = q.bind(SQLITE_PAGE).fetch_all(&pool).await?;
                         let next = rows
                             .last()
                             .filter(|_| rows.len() as i64 == SQLITE_PAGE)
