@@ -15,16 +15,31 @@ const PER_ROW: usize = 10;
 /// Rows per `INSERT` (far under either database's parameter limit).
 const ROWS_PER_INSERT: usize = 200;
 
-const PAGE: &str = "
-    SELECT id, at, event, user_id, session_id, client_id, ip, request_id, reason, actor_id
-    FROM audit_events
-    WHERE at >= $1
-      AND ($2 IS NULL OR user_id = $2)
-      AND ($3 IS NULL OR event = $3)
-      AND ($4 IS NULL OR id > $4)
-      AND at < $6
-    ORDER BY id
-    LIMIT $5";
+/// A page of events, with `$at` the expression for the time column.
+macro_rules! page {
+    ($at:literal) => {
+        concat!(
+            "SELECT id, at, event, user_id, session_id, client_id, ip, request_id, reason, actor_id
+             FROM audit_events
+             WHERE ",
+            $at,
+            " >= $1
+               AND ($2 IS NULL OR user_id = $2)
+               AND ($3 IS NULL OR event = $3)
+               AND ($4 IS NULL OR id > $4)
+               AND ",
+            $at,
+            " < $6
+             ORDER BY id
+             LIMIT $5"
+        )
+    };
+}
+const PAGE: &str = page!("at");
+/// On SQLite, `+at` keeps the planner off the `at` index: it took that index for the time
+/// range and then sorted every event in it by id (1M events: 660 ms a page). Read in id order
+/// on the primary key, a page stops after `limit` rows (2 ms).
+const PAGE_SQLITE: &str = page!("+at");
 
 const PURGE: &str = "
     DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE at < $1 LIMIT $2)";
@@ -104,7 +119,11 @@ impl AuditStore for SqlStore {
     }
 
     async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
-        let rows: Vec<AuditRow> = on_backend!(self, |b| sqlx::query_as(PAGE)
+        let sql = match self {
+            SqlStore::Postgres(_) => PAGE,
+            SqlStore::Sqlite(_) => PAGE_SQLITE,
+        };
+        let rows: Vec<AuditRow> = on_backend!(self, |b| sqlx::query_as(sql)
             .bind(query.since)
             .bind(query.user_id)
             .bind(&query.event)

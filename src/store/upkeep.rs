@@ -44,7 +44,7 @@ const PURGE_THROTTLE: &str = "
         (SELECT key FROM login_throttle WHERE locked_until < $1 AND window_start < $2 LIMIT $3)";
 
 /// The least pause between two purge batches.
-const PURGE_PAUSE: Duration = Duration::from_millis(5);
+const PURGE_PAUSE: Duration = Duration::from_millis(3);
 /// After a batch that took `t`, the purge waits `PURGE_YIELD × t` (at least `PURGE_PAUSE`): it
 /// works at most a third of the time, and the hot paths' statements get the database, its WAL
 /// and the CPU in between, however slow the batches are on a given machine.

@@ -190,17 +190,8 @@ async fn a_large_revocation_state_loads_whole(b: Backend) {
     let Some(app) = TestApp::spawn(b).await else {
         return;
     };
-    let user = app.create_user("alice", &[]).await;
-    let token = app.login_ok("alice").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let jti = TestApp::claims(&token)["jti"].as_str().unwrap().to_string();
+    let (token, jti, uid) = alice_with_token(&app, b).await;
     let now = tessera::time::now_ms();
-    let uid = match b {
-        Backend::Postgres => format!("'{}'", user.id),
-        Backend::Sqlite => format!("X'{}'", user.id.simple()),
-    };
     // 100,050 entries (more than a chunk of 100,000), then the real token's.
     app.exec_sql(format!(
         "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < 100050)
@@ -213,11 +204,7 @@ async fn a_large_revocation_state_loads_whole(b: Backend) {
         last = now - 1000,
     ))
     .await;
-    let replica = app.replica(|f| f).await;
-    crate::helpers::eventually(30, "the replica's revocation state is trusted", || async {
-        replica.auth.readiness().await.revocation_state_trusted
-    })
-    .await;
+    let replica = trusted_replica(&app).await;
     assert_eq!(replica.userinfo(&token).await.status(), 401);
 }
 
@@ -229,17 +216,8 @@ async fn a_denylisting_outlives_exp_by_the_leeway(b: Backend) {
     let Some(app) = TestApp::spawn(b).await else {
         return;
     };
-    let user = app.create_user("alice", &[]).await;
-    let token = app.login_ok("alice").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let jti = TestApp::claims(&token)["jti"].as_str().unwrap().to_string();
+    let (token, jti, uid) = alice_with_token(&app, b).await;
     let now = tessera::time::now_ms();
-    let uid = match b {
-        Backend::Postgres => format!("'{}'", user.id),
-        Backend::Sqlite => format!("X'{}'", user.id.simple()),
-    };
     app.exec_sql(format!(
         "INSERT INTO revoked_tokens (jti, user_id, session_id, expires_at, revoked_at, reason)
          VALUES ('{jti}', {uid}, NULL, {recent}, {recent}, 'test'),
@@ -249,11 +227,7 @@ async fn a_denylisting_outlives_exp_by_the_leeway(b: Backend) {
     ))
     .await;
     // A new replica purges at start-up and loads its revocation state.
-    let replica = app.replica(|f| f).await;
-    crate::helpers::eventually(30, "the replica's revocation state is trusted", || async {
-        replica.auth.readiness().await.revocation_state_trusted
-    })
-    .await;
+    let replica = trusted_replica(&app).await;
     crate::helpers::eventually(10, "the long-expired row purged", || async {
         app.scalar_i64(
             "SELECT COUNT(*) FROM revoked_tokens WHERE jti = $1",
@@ -272,12 +246,8 @@ async fn a_denylisting_outlives_exp_by_the_leeway(b: Backend) {
     // The real token is still inside its own exp, so /userinfo reaches the revocation check.
     assert_eq!(replica.userinfo(&token).await.status(), 401);
     let feed: Value = app
-        .client
-        .get(app.url("/revocations"))
-        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
-        .send()
+        .form("/revocations", &[], Some((CLIENT_ID, CLIENT_SECRET)))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -288,4 +258,29 @@ async fn a_denylisting_outlives_exp_by_the_leeway(b: Backend) {
         .filter_map(|e| e["jti"].as_str())
         .collect();
     assert_eq!(listed, [jti.as_str()], "{feed}");
+}
+
+/// Alice, one access token of hers, its `jti`, and her id as an SQL literal on this backend.
+async fn alice_with_token(app: &TestApp, b: Backend) -> (String, String, String) {
+    let user = app.create_user("alice", &[]).await;
+    let token = app.login_ok("alice").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let jti = TestApp::claims(&token)["jti"].as_str().unwrap().to_string();
+    let uid = match b {
+        Backend::Postgres => format!("'{}'", user.id),
+        Backend::Sqlite => format!("X'{}'", user.id.simple()),
+    };
+    (token, jti, uid)
+}
+
+/// A new replica on the same database, once its revocation state is trusted.
+async fn trusted_replica(app: &TestApp) -> TestApp {
+    let replica = app.replica(|f| f).await;
+    crate::helpers::eventually(30, "the replica's revocation state is trusted", || async {
+        replica.auth.readiness().await.revocation_state_trusted
+    })
+    .await;
+    replica
 }
