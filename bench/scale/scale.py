@@ -307,12 +307,19 @@ def main():
 
 
 def table(results, plans):
-    rows = [("figure", *results.keys())]
+    # Each figure against the smallest size: the largest size of each backend ÷ its smallest.
+    spans = []
+    for backend in ("postgres", "sqlite"):
+        idx = [i for i, k in enumerate(results) if k.startswith(backend)]
+        if len(idx) > 1:
+            spans.append((backend, idx[0], idx[-1]))
+    rows = [("figure", *results.keys(), *[f"{b} largest ÷ smallest" for b, _, _ in spans])]
     def fmt(v, d=0):
         return "-" if v is None else f"{v:.{d}f}"
     def add(name, get, d=0):
         vals = [get(v) for v in results.values()]
-        rows.append((name, *[fmt(x, d) for x in vals]))
+        ratios = [vals[hi] / vals[lo] if vals[lo] and vals[hi] is not None else None for _, lo, hi in spans]
+        rows.append((name, *[fmt(x, d) for x in vals], *[fmt(r, 2) for r in ratios]))
     def ratio_row(name, get):
         for backend in ("postgres", "sqlite"):
             keys = [k for k in results if k.startswith(backend)]
