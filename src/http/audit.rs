@@ -142,6 +142,10 @@ async fn list_events(
 
 /// An RFC 3339 date-time (`Z` or a `±hh:mm` offset, `T` or `t`) in milliseconds since the epoch.
 fn rfc3339_ms(text: &str) -> Option<i64> {
+    // RFC 3339 is ASCII: anything else is refused before any byte-offset split.
+    if !text.is_ascii() {
+        return None;
+    }
     let t = text.trim().to_ascii_uppercase();
     let (local, offset_ms) = match t.strip_suffix('Z') {
         Some(local) => (local.to_string(), 0),
@@ -154,6 +158,11 @@ fn rfc3339_ms(text: &str) -> Option<i64> {
                 _ => return None,
             };
             let (h, m) = offset.get(1..)?.split_once(':')?;
+            // `time-numoffset = ("+" / "-") time-hour ":" time-minute`: two digits each.
+            let two_digits = |x: &str| x.len() == 2 && x.bytes().all(|b| b.is_ascii_digit());
+            if !two_digits(h) || !two_digits(m) {
+                return None;
+            }
             let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
             if h > 23 || m > 59 {
                 return None;
@@ -180,6 +189,14 @@ mod tests {
             "2026-01-01",
             "2026-01-01T00:00:00+25:00",
             "+01:00",
+            // Found by an attack pass: a multi-byte character where the offset split falls
+            // panicked (500); a signed hour was read as an offset.
+            "日1234",
+            "a日日b",
+            "2026-01-01T00:00:00+日:0",
+            "2026-01-01T00:00:00+-1:00",
+            "2026-01-01T00:00:00++1:00",
+            "2026-01-01T00:00:00+1:000",
         ] {
             assert_eq!(super::rfc3339_ms(bad), None, "{bad}");
         }

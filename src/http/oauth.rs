@@ -338,6 +338,9 @@ async fn feed(
     Ok(Json(body).into_response())
 }
 
+/// The longest token key a feed cursor takes back (bytes, before base64url).
+const MAX_CURSOR_KEY_BYTES: usize = 64 * 1024;
+
 /// A feed cursor (see `feed`); `None` when malformed.
 fn parse_cursor(since: Option<&str>) -> Option<FeedStart> {
     let since = since.unwrap_or_default();
@@ -362,8 +365,10 @@ fn parse_cursor(since: Option<&str>) -> Option<FeedStart> {
         .ok()
         .and_then(|k| String::from_utf8(k).ok())?;
     let ok = match kind {
-        // Any text a row can hold: Postgres text cannot hold NUL.
-        FeedKind::Token => key.len() <= 1024 && !key.contains('\0'),
+        // Any text a row can hold (Postgres text cannot hold NUL), up to a bound far beyond
+        // any real `jti`: a cursor the feed hands out must always be taken back, whatever a
+        // row written by hand holds (a 1496-byte jti once made a refused cursor).
+        FeedKind::Token => key.len() <= MAX_CURSOR_KEY_BYTES && !key.contains('\0'),
         _ => uuid::Uuid::parse_str(&key).is_ok_and(|u| u.to_string() == key),
     };
     ok.then_some(FeedStart::After(FeedPosition { at, kind, key }))

@@ -608,8 +608,14 @@ async fn revocation_feed_pages(b: Backend) {
             .unwrap();
         expected.insert(format!("u:{}", u.id));
     }
-    // Keys a cursor must carry whatever they hold: the least one (empty), and long non-ASCII.
-    for jti in [String::new(), "é".repeat(128), "a&b=c #+%".to_string()] {
+    // Keys a cursor must carry whatever they hold: the least one (empty), long non-ASCII, and
+    // one of 1500 bytes (a cursor on it was once refused: keys were capped at 1024 bytes).
+    for jti in [
+        String::new(),
+        "é".repeat(128),
+        "a&b=c #+%".to_string(),
+        "日".repeat(500),
+    ] {
         app.store
             .revoke_token(&tessera::store::RevokedToken {
                 jti: jti.clone(),
@@ -687,7 +693,7 @@ async fn revocation_feed_pages(b: Backend) {
     assert_eq!(v["has_more"], json!(false));
     assert_eq!(
         v["revoked_tokens"].as_array().unwrap().len(),
-        26,
+        27,
         "{:?}",
         v["revoked_tokens"]
             .as_array()
