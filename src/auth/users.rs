@@ -111,11 +111,15 @@ impl Auth {
         // A role taken away must not outlive its tokens at APIs that verify on their own: the
         // cut-off reaches them through the revocation feed, and the user's next refresh gets
         // a token with the new roles (sessions stay).
-        let narrowed = user.roles.iter().any(|r| !roles.contains(r));
-        let id = self
-            .row_changed(self.store.set_roles(&user.username, &roles, now_ms()))
-            .await?;
-        if narrowed {
+        // Decided on what the write replaced (read in its transaction), not on `user`: a
+        // concurrent change between the two would otherwise take a role away unnoticed.
+        let (id, old) = self
+            .store
+            .set_roles(&user.username, &roles, now_ms())
+            .await?
+            .ok_or(AuthError::UserNotFound)?;
+        self.revocations.invalidate_user(id);
+        if old.iter().any(|r| !roles.contains(r)) {
             self.cut_off_after(id).await?;
         }
         self.audit(Event::RolesChanged, Record::user(id)).await;
@@ -210,11 +214,13 @@ impl Auth {
         super::import::check_claims(&claims).map_err(AuthError::BadInput)?;
         // A claim removed or changed may have granted something: tokens carrying the old value
         // are cut off, as for a role taken away. Adding a claim takes nothing away.
-        let narrowed = user.claims.iter().any(|(k, v)| claims.get(k) != Some(v));
-        let id = self
-            .row_changed(self.store.set_claims(&user.username, &claims, now_ms()))
-            .await?;
-        if narrowed {
+        let (id, old) = self
+            .store
+            .set_claims(&user.username, &claims, now_ms())
+            .await?
+            .ok_or(AuthError::UserNotFound)?;
+        self.revocations.invalidate_user(id);
+        if old.iter().any(|(k, v)| claims.get(k) != Some(v)) {
             self.cut_off_after(id).await?;
         }
         self.audit(Event::ClaimsChanged, Record::user(id)).await;

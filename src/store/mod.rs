@@ -143,13 +143,14 @@ pub trait UserStore {
     async fn list_users(&self) -> StoreResult<Vec<User>>;
     /// A page of users, ordered by username (see `UserQuery`).
     async fn users_page(&self, query: &UserQuery) -> StoreResult<Vec<User>>;
-    /// Replaces the custom claims; returns the user's id, `None` when there is no such user.
+    /// Replaces the custom claims; returns the user's id and the claims replaced (read in the
+    /// same transaction), `None` when there is no such user.
     async fn set_claims(
         &self,
         username: &str,
         claims: &serde_json::Map<String, serde_json::Value>,
         now: i64,
-    ) -> StoreResult<Option<Uuid>>;
+    ) -> StoreResult<Option<(Uuid, serde_json::Map<String, serde_json::Value>)>>;
     /// Returns the user's id, or `None` when there is no such user.
     async fn set_disabled(
         &self,
@@ -157,13 +158,15 @@ pub trait UserStore {
         disabled: bool,
         now: i64,
     ) -> StoreResult<Option<Uuid>>;
-    /// Returns the user's id, or `None` when there is no such user.
+    /// Replaces the roles; returns the user's id and the roles replaced (read in the same
+    /// transaction, so a concurrent change cannot slip between), `None` when there is no such
+    /// user.
     async fn set_roles(
         &self,
         username: &str,
         roles: &[String],
         now: i64,
-    ) -> StoreResult<Option<Uuid>>;
+    ) -> StoreResult<Option<(Uuid, Vec<String>)>>;
     /// Refuses every access token of the user issued before `now` (`tokens_not_before`);
     /// sessions stay. Returns the user's id, `None` when there is no such user.
     async fn cut_off_tokens(&self, user_id: Uuid, now: i64) -> StoreResult<Option<Uuid>>;

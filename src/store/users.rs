@@ -46,8 +46,15 @@ const PAGE: &str = "
     ORDER BY username
     LIMIT $5";
 
-const SET_CLAIMS: &str = "
-    UPDATE users SET claims = $2, updated_at = $3 WHERE username = $1 RETURNING id";
+const SET_CLAIMS: &str = "UPDATE users SET claims = $2, updated_at = $3 WHERE id = $1";
+
+// What a role or claim change replaces is read in the change's own transaction, with the row
+// locked (`FOR UPDATE` on Postgres; `BEGIN IMMEDIATE` takes SQLite's write lock before the
+// read): whether something was taken away, which decides a cut-off, is then decided on what
+// the write really replaced, not on an earlier read a concurrent change could have made stale.
+const ROLES_CLAIMS_FOR_UPDATE_PG: &str =
+    "SELECT id, roles, claims FROM users WHERE username = $1 FOR UPDATE";
+const ROLES_CLAIMS_FOR_UPDATE: &str = "SELECT id, roles, claims FROM users WHERE username = $1";
 
 /// `text` with LIKE's wildcards escaped (escape character `\`).
 fn like_escape(text: &str) -> String {
@@ -68,8 +75,7 @@ const SET_DISABLED: &str = "
         tokens_not_before = CASE WHEN $2 THEN $4 ELSE tokens_not_before END
     WHERE username = $1 RETURNING id";
 
-const SET_ROLES: &str = "
-    UPDATE users SET roles = $2, updated_at = $3 WHERE username = $1 RETURNING id";
+const SET_ROLES: &str = "UPDATE users SET roles = $2, updated_at = $3 WHERE id = $1";
 
 const CUT_OFF: &str = "
     UPDATE users SET tokens_not_before = $2, updated_at = $2 WHERE id = $1 RETURNING id";
@@ -212,13 +218,11 @@ impl UserStore for SqlStore {
         username: &str,
         claims: &serde_json::Map<String, serde_json::Value>,
         now: i64,
-    ) -> StoreResult<Option<Uuid>> {
-        Ok(on_backend!(self, |b| sqlx::query_scalar(SET_CLAIMS)
-            .bind(username)
-            .bind(Json(claims))
-            .bind(now)
-            .fetch_optional(b.pool())
-            .await)?)
+    ) -> StoreResult<Option<(Uuid, serde_json::Map<String, serde_json::Value>)>> {
+        let replaced = self
+            .replace_roles_or_claims(username, SET_CLAIMS, Json(claims), now)
+            .await?;
+        Ok(replaced.map(|(id, _, old_claims)| (id, old_claims)))
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
@@ -247,13 +251,11 @@ impl UserStore for SqlStore {
         username: &str,
         roles: &[String],
         now: i64,
-    ) -> StoreResult<Option<Uuid>> {
-        Ok(on_backend!(self, |b| sqlx::query_scalar(SET_ROLES)
-            .bind(username)
-            .bind(Json(roles))
-            .bind(now)
-            .fetch_optional(b.pool())
-            .await)?)
+    ) -> StoreResult<Option<(Uuid, Vec<String>)>> {
+        let replaced = self
+            .replace_roles_or_claims(username, SET_ROLES, Json(roles), now)
+            .await?;
+        Ok(replaced.map(|(id, old_roles, _)| (id, old_roles)))
     }
 
     async fn cut_off_tokens(&self, user_id: Uuid, now: i64) -> StoreResult<Option<Uuid>> {
@@ -337,5 +339,59 @@ impl UserStore for SqlStore {
             .await
             .map(|r| r.rows_affected()))?;
         Ok(())
+    }
+}
+
+/// A user's id, roles and claims as one row.
+type RolesClaims = (
+    Uuid,
+    Json<Vec<String>>,
+    Json<serde_json::Map<String, serde_json::Value>>,
+);
+
+impl SqlStore {
+    /// Runs `update` (binds: id, `value`, `now`) on the user named `username` in one
+    /// transaction with the locked read of what it replaces; returns the id and the roles and
+    /// claims the row held before, `None` when there is no such user.
+    async fn replace_roles_or_claims<T>(
+        &self,
+        username: &str,
+        update: &'static str,
+        value: Json<T>,
+        now: i64,
+    ) -> StoreResult<
+        Option<(
+            Uuid,
+            Vec<String>,
+            serde_json::Map<String, serde_json::Value>,
+        )>,
+    >
+    where
+        T: serde::Serialize + Send + Sync,
+    {
+        let (begin, read) = match self {
+            SqlStore::Postgres(_) => ("BEGIN", ROLES_CLAIMS_FOR_UPDATE_PG),
+            SqlStore::Sqlite(_) => ("BEGIN IMMEDIATE", ROLES_CLAIMS_FOR_UPDATE),
+        };
+        Ok(on_backend!(self, |b| {
+            let mut tx = b.pool().begin_with(begin).await?;
+            let old: Option<RolesClaims> = sqlx::query_as(read)
+                .bind(username)
+                .fetch_optional(&mut *tx)
+                .await?;
+            match old {
+                Some((id, roles, claims)) => {
+                    sqlx::query(update)
+                        .bind(id)
+                        .bind(&value)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(Some((id, roles.0, claims.0)))
+                }
+                None => Ok(None),
+            }
+        })?)
     }
 }

@@ -19,6 +19,7 @@ on_both!(
     admin_pages_and_filters_users,
     admin_sets_claims,
     admin_lists_and_ends_sessions,
+    a_role_change_sees_what_it_replaces_under_a_concurrent_writer,
 );
 
 /// A server with an admin (`root`); returns the admin's access token.
@@ -720,4 +721,60 @@ async fn admin_lists_and_ends_sessions(b: Backend) {
     assert_eq!(rows[0].actor_id, Some(root.id));
     assert_eq!(rows[0].session_id, Some(sid(&first).parse().unwrap()));
     assert_eq!(rows[1].actor_id, None);
+}
+
+/// Whether a role change cuts off tokens depends on the roles it replaced, so it must be told
+/// what it really replaced. Another writer holds alice's row (Postgres: `FOR UPDATE`; SQLite:
+/// the write lock) while a change starts, then gives her `r-mid` and commits: the change must
+/// report `r-mid` as replaced. Reading before the lock (the old code read the user first)
+/// reported `r-start`, and taking `r-mid` away went without a cut-off.
+async fn a_role_change_sees_what_it_replaces_under_a_concurrent_writer(b: Backend) {
+    use sqlx::Connection;
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.create_user("alice", &["r-start"]).await;
+    let url = app.db.url().to_string();
+    let mut pg = None;
+    let mut lite = None;
+    match b {
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+            sqlx::query("SELECT id FROM users WHERE username = 'alice' FOR UPDATE")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            pg = Some(c);
+        }
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            lite = Some(c);
+        }
+    }
+    let store = app.store.clone();
+    let change = tokio::spawn(async move {
+        store
+            .set_roles("alice", &["r-new".to_string()], tessera::time::now_ms())
+            .await
+    });
+    // Let the change reach the lock (if it is quicker, it reads `r-mid` anyway).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mid = r#"UPDATE users SET roles = '["r-mid"]' WHERE username = 'alice'"#;
+    if let Some(mut c) = pg {
+        sqlx::query(mid).execute(&mut c).await.unwrap();
+        sqlx::query("COMMIT").execute(&mut c).await.unwrap();
+    }
+    if let Some(mut c) = lite {
+        sqlx::query(mid).execute(&mut c).await.unwrap();
+        sqlx::query("COMMIT").execute(&mut c).await.unwrap();
+    }
+    let (_, replaced) = change.await.unwrap().unwrap().unwrap();
+    assert_eq!(replaced, ["r-mid"]);
+    let stored = app.store.user_by_username("alice").await.unwrap().unwrap();
+    assert_eq!(stored.roles, ["r-new"]);
 }
