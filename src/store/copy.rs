@@ -8,7 +8,7 @@
 //! Integers are big-endian.
 
 use bytes::{Buf, BytesMut};
-use futures_util::stream::{self, StreamExt, TryStreamExt};
+use futures_util::stream::{self, StreamExt};
 
 use super::pg::PgStore;
 use super::{RowStream, StoreError, StoreResult};
@@ -62,12 +62,9 @@ pub(super) fn text_int8_rows(pg: PgStore, statement: String) -> RowStream<'stati
             let _ = tx.send(Err(e)).await;
         }
     });
-    stream::unfold(rx, |mut rx| async move {
+    super::rows_of_batches(stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|batch| (batch, rx))
-    })
-    .map_ok(|batch| stream::iter(batch.into_iter().map(Ok)))
-    .try_flatten()
-    .boxed()
+    }))
 }
 
 /// Parses rows of two columns, `text` and `int8`, from COPY data arriving in arbitrary pieces.

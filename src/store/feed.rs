@@ -67,6 +67,34 @@ const USERS_AFTER: &str = "
     WHERE (tokens_not_before, id) > ($1, $2)
     ORDER BY tokens_not_before, id LIMIT $3";
 
+/// The rows of a keyset-paged read on SQLite: `page(after)` reads at most `SQLITE_PAGE` rows
+/// after a key (`None`: from the start); a full page is followed by the page after its last
+/// row's `key`. Each row is handed on as `item(row)`.
+fn sqlite_pages<K, R, T, P, F>(page: P, key: fn(&R) -> K, item: fn(R) -> T) -> RowStream<'static, T>
+where
+    K: Send + 'static,
+    R: Send + 'static,
+    T: Send + 'static,
+    P: Fn(Option<K>) -> F + Send + 'static,
+    F: std::future::Future<Output = Result<Vec<R>, sqlx::Error>> + Send + 'static,
+{
+    let batches = stream::try_unfold(Some(None), move |after: Option<Option<K>>| {
+        let read = after.map(&page);
+        async move {
+            let Some(read) = read else {
+                return Ok::<_, StoreError>(None);
+            };
+            let rows = read.await?;
+            let next = rows
+                .last()
+                .filter(|_| rows.len() as i64 == SQLITE_PAGE)
+                .map(|r| Some(key(r)));
+            Ok(Some((rows.into_iter().map(item).collect::<Vec<_>>(), next)))
+        }
+    });
+    super::rows_of_batches(batches)
+}
+
 /// Where a page of an id kind starts, given a position (`at`, `id`) and the horizon: entries
 /// after the position whose time is later than `oldest`. A position at or before the horizon
 /// means "everything inside it": from `oldest + 1`.
@@ -202,29 +230,21 @@ impl ChangeFeed for SqlStore {
             // SQLite has one connection: read in pages, so that requests get it in between.
             SqlStore::Sqlite(b) => {
                 let pool = b.pool().clone();
-                stream::try_unfold(Some(i64::MIN), move |after| {
-                    let pool = pool.clone();
-                    async move {
-                        let Some(after) = after else {
-                            return Ok::<_, StoreError>(None);
-                        };
-                        let rows: Vec<(i64, String, i64)> = sqlx::query_as(DENYLIST_PAGE_SQLITE)
-                            .bind(after)
-                            .bind(now)
-                            .bind(SQLITE_PAGE)
-                            .fetch_all(&pool)
-                            .await?;
-                        let next = rows
-                            .last()
-                            .filter(|_| rows.len() as i64 == SQLITE_PAGE)
-                            .map(|r| r.0);
-                        let rows: Vec<_> = rows.into_iter().map(|(_, j, e)| (j, e)).collect();
-                        Ok(Some((rows, next)))
-                    }
-                })
-                .map_ok(|rows| stream::iter(rows.into_iter().map(Ok)))
-                .try_flatten()
-                .boxed()
+                sqlite_pages(
+                    move |after: Option<i64>| {
+                        let pool = pool.clone();
+                        async move {
+                            sqlx::query_as(DENYLIST_PAGE_SQLITE)
+                                .bind(after.unwrap_or(i64::MIN))
+                                .bind(now)
+                                .bind(SQLITE_PAGE)
+                                .fetch_all(&pool)
+                                .await
+                        }
+                    },
+                    |&(rowid, _, _): &(i64, String, i64)| rowid,
+                    |(_, jti, exp)| (jti, exp),
+                )
             }
         }
     }
@@ -239,29 +259,19 @@ impl ChangeFeed for SqlStore {
             // In pages on the feed's (time, id) index, as for the denylist.
             SqlStore::Sqlite(b) => {
                 let pool = b.pool().clone();
-                stream::try_unfold(Some(None), move |after: Option<Option<(i64, Uuid)>>| {
-                    let pool = pool.clone();
-                    async move {
-                        let Some(after) = after else {
-                            return Ok::<_, StoreError>(None);
-                        };
+                sqlite_pages(
+                    move |after: Option<(i64, Uuid)>| {
+                        let pool = pool.clone();
                         // Every row read is inside the horizon, so a later page needs no bound.
                         let q = match after {
                             Some((at, id)) => sqlx::query_as(SESSIONS_AFTER).bind(at).bind(id),
                             None => sqlx::query_as(SESSIONS_FROM).bind(oldest.saturating_add(1)),
                         };
-                        let rows: Vec<(Uuid, i64)> = q.bind(SQLITE_PAGE).fetch_all(&pool).await?;
-                        let next = rows
-                            .last()
-                            .filter(|_| rows.len() as i64 == SQLITE_PAGE)
-                            .map(|&(id, at)| Some((at, id)));
-                        let ids: Vec<Uuid> = rows.into_iter().map(|(id, _)| id).collect();
-                        Ok(Some((ids, next)))
-                    }
-                })
-                .map_ok(|ids| stream::iter(ids.into_iter().map(Ok)))
-                .try_flatten()
-                .boxed()
+                        async move { q.bind(SQLITE_PAGE).fetch_all(&pool).await }
+                    },
+                    |&(id, at): &(Uuid, i64)| (at, id),
+                    |(id, _)| id,
+                )
             }
         }
     }

@@ -116,6 +116,17 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Rows read as they arrive.
 pub type RowStream<'a, T> = futures_util::stream::BoxStream<'a, StoreResult<T>>;
 
+/// The rows of a stream of batches (pages, COPY chunks), one by one.
+fn rows_of_batches<T: Send + 'static>(
+    batches: impl futures_util::Stream<Item = StoreResult<Vec<T>>> + Send + 'static,
+) -> RowStream<'static, T> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    batches
+        .map_ok(|batch| stream::iter(batch.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
+}
+
 /// The audit trail.
 #[async_trait]
 pub trait AuditStore {
