@@ -296,12 +296,17 @@ impl RevocationCache {
         st.live.insert(session_id, user_id);
     }
 
-    /// `expires_at` is the token's `exp` (ms); the entry is kept `leeway` longer, as long as
-    /// a verifier may still accept the token.
+    /// How long a denylisted `jti` is kept (ms), given its token's `exp`: `leeway` longer, as
+    /// long as a verifier may still accept the token.
+    fn jti_kept_until(&self, exp: i64) -> i64 {
+        exp.saturating_add(self.leeway_ms)
+    }
+
+    /// `expires_at` is the token's `exp` (ms).
     pub fn revoke_jti(&self, jti: &str, expires_at: i64) {
         self.write()
             .jtis
-            .insert(jti, expires_at.saturating_add(self.leeway_ms));
+            .insert(jti, self.jti_kept_until(expires_at));
     }
 
     pub fn revoke_session(&self, id: Uuid) {
@@ -410,7 +415,7 @@ impl RevocationCache {
     /// or a change (`changed`: id, `updated_at`) made stale.
     fn apply(&self, st: &mut State, feed: RevocationFeed, changed: Vec<(Uuid, i64)>, now: i64) {
         for (jti, exp, _) in feed.tokens {
-            st.jtis.insert(&jti, exp.saturating_add(self.leeway_ms));
+            st.jtis.insert(&jti, self.jti_kept_until(exp));
         }
         for (id, _) in feed.sessions {
             st.sessions.insert(*id.as_bytes(), now + self.horizon_ms);
@@ -444,7 +449,7 @@ impl RevocationCache {
     /// stalled read still fails. Entries are gathered apart from the live state (checks keep
     /// reading the database meanwhile), sorted once, then merged with what notifications
     /// brought during the load. The state is trusted once both reads are complete, as fresh as
-    /// the moment the second began; the next sync reads from `now` (minus the overlap) on. A
+    /// the moment the first began; the next sync reads from `now` (minus the overlap) on. A
     /// failure part-way starts over at the next sync.
     async fn load(&self, store: &dyn Store, now: i64) -> Result<(), StoreError> {
         let started = Instant::now();
@@ -452,12 +457,11 @@ impl RevocationCache {
         let mut jti_ids = Vec::new();
         let mut jti_text = Vec::new();
         // One read after the other: SQLite (or a pool of one) has a single connection.
-        let leeway = self.leeway_ms;
         self.drain(
-            store.denylist_all(now - leeway),
+            store.denylist_all(now - self.leeway_ms),
             |(jti, exp)| match Jtis::canonical_uuid(&jti) {
-                Some(id) => jti_ids.push(Entry::new(id, exp.saturating_add(leeway))),
-                None => jti_text.push((jti, exp.saturating_add(leeway))),
+                Some(id) => jti_ids.push(Entry::new(id, self.jti_kept_until(exp))),
+                None => jti_text.push((jti, self.jti_kept_until(exp))),
             },
         )
         .await?;
