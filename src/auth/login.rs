@@ -12,8 +12,8 @@ use super::{
     throttle, username, Auth, AuthError, ClientId, ClientMeta, TokenPair, TokenRequest, Username,
 };
 use crate::config::PasswordSettings;
-use crate::store::{Session, SubjectClaims};
-use crate::time::{now_ms, UnixMillis};
+use crate::store::Session;
+use crate::time::UnixMillis;
 
 /// Longest `User-Agent` kept on a session, in characters.
 const MAX_USER_AGENT_CHARS: usize = 512;
@@ -125,25 +125,33 @@ impl Auth {
         let _admission = self.passwords.admit()?;
         let name = Username::for_lookup(username);
         let keys = throttle::AttemptKeys::new(&throttle_name(username, &name), meta.ip.as_deref());
-        let limits = &self.settings.throttle;
-        // Counted before hashing, so that a parallel burst hashes at most the allowance.
-        // An unsettled attempt (a dropped request) holds a used-up key no longer than a
-        // request may take.
-        let hold = self.settings.http.request_timeout + Duration::from_secs(1);
-        let reservation =
-            match throttle::reserve(self.store.as_ref(), limits, &keys, now_ms(), hold).await {
-                Ok(r) => r,
-                Err(e) => {
-                    if matches!(e, AuthError::Throttled { .. }) {
-                        self.audit(
-                            Event::LoginThrottled,
-                            Record::default().client(client.as_str()),
-                        )
-                        .await;
-                    }
-                    return Err(e);
+        // A slot on each key is reserved before hashing, so that a parallel burst hashes at
+        // most the allowance; attempts beyond it wait for those ahead (invariant 11). A slot
+        // whose request is dropped is handed back; one whose process dies is held no longer
+        // than a request may take.
+        let lease = self.settings.http.request_timeout + Duration::from_secs(1);
+        let reservation = match self
+            .throttle
+            .reserve(
+                &self.store,
+                &keys,
+                lease,
+                self.settings.password.queue_timeout,
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                if matches!(e, AuthError::Throttled { .. }) {
+                    self.audit(
+                        Event::LoginThrottled,
+                        Record::default().client(client.as_str()),
+                    )
+                    .await;
                 }
-            };
+                return Err(e);
+            }
+        };
         let checked = async {
             let user = match name {
                 Ok(name) => self.store.user_by_username(name.as_str()).await?,
@@ -157,7 +165,7 @@ impl Auth {
         let (user, verified) = match checked.await {
             Ok(checked) => checked,
             Err(e) => {
-                throttle::abandon(self.store.as_ref(), reservation).await;
+                self.throttle.abandon(reservation).await;
                 return Err(e);
             }
         };
@@ -180,20 +188,16 @@ impl Auth {
                 .await;
                 tracing::info!("login failed");
                 metrics::counter!("logins_total", "result" => "failed").increment(1);
-                throttle::failed(self.store.as_ref(), limits, reservation, now_ms()).await?;
+                self.throttle.failed(reservation).await?;
                 return Err(AuthError::InvalidCredentials);
             }
         };
-        throttle::succeeded(self.store.as_ref(), reservation).await?;
-        // The token's time first, then the row it is minted from: the row read before the
-        // password check may be older than a role change or a disable made meanwhile, and a
-        // cut-off made after that change is then always later than this token.
-        let now = UnixMillis::now();
-        let user = match self.store.user_by_id(user.id).await? {
-            Some(u) if !u.disabled => u,
-            _ => return Err(AuthError::InvalidCredentials),
-        };
+        self.throttle.succeeded(reservation).await?;
+        // Minted after the cut-off that was read with the credential, never at or before it.
+        let now = UnixMillis(UnixMillis::now().0.max(user.tokens_not_before + 1));
         if let Some(new_hash) = verified.rehash {
+            // Against the hash that was verified, not a later read: a reset that committed
+            // meanwhile is not undone (the store's compare-and-set).
             if let Err(e) = self
                 .store
                 .rehash_password(user.id, &user.password_hash, &new_hash, now.0)
@@ -222,7 +226,28 @@ impl Auth {
             scope: granted.scope.clone(),
             resource: granted.resource.clone(),
         };
-        self.store.create_session(&session).await?;
+        // The session exists only if the credential verified is still the user's: a password
+        // change, disable, role removal or logout-everywhere that raced this login moved the
+        // cut-off and refuses it, or finds the session and revokes it. Roles and claims come
+        // from that same locked read.
+        let Some(subject) = self
+            .store
+            .create_session(&session, user.tokens_not_before)
+            .await?
+        else {
+            tracing::info!(user_id = %user.id, "login refused: the account changed while it was checked");
+            let record = Record {
+                user_id: Some(user.id),
+                ..Record::default()
+            };
+            self.audit(
+                Event::LoginFailed,
+                record.client(client.as_str()).reason("account_changed"),
+            )
+            .await;
+            metrics::counter!("logins_total", "result" => "failed").increment(1);
+            return Err(AuthError::InvalidCredentials);
+        };
         self.revocations.session_live(session.id, user.id);
         tracing::info!(user_id = %user.id, session_id = %session.id, "login ok");
         self.audit(
@@ -231,10 +256,6 @@ impl Auth {
         )
         .await;
         metrics::counter!("logins_total", "result" => "ok").increment(1);
-        let subject = SubjectClaims {
-            roles: user.roles,
-            claims: user.claims,
-        };
         self.issue(&subject, &session, &granted, now)
     }
 }

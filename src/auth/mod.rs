@@ -112,6 +112,8 @@ pub struct Auth {
     resource_ids: Vec<String>,
     /// The audit trail.
     audit: audit::AuditTrail,
+    /// The login throttle (invariant 11).
+    throttle: throttle::Throttle,
 }
 
 impl std::fmt::Debug for Auth {
@@ -166,6 +168,7 @@ impl Auth {
         let resource_ids = settings.resources.iter().map(|r| r.id.clone()).collect();
         Ok(Self {
             audit: audit::AuditTrail::new(store.clone(), settings.audit.store_refreshes),
+            throttle: throttle::Throttle::new(settings.throttle.clone()),
             store,
             passwords,
             keys,

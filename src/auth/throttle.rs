@@ -8,20 +8,28 @@
 //! exists. A successful login clears the username's count. Backoff rather than hard lockout
 //! keeps an attacker from locking a user out for long.
 //!
-//! An attempt is *reserved* before its password is hashed: one atomic statement per key in the
-//! database counts it as a failure until it is settled, or refuses it (counting nothing) while
-//! the key waits. The attempt that uses up a key's allowance makes the key wait at once (a
-//! hold, for as long as its check may take), so a parallel burst, on one replica or many,
-//! hashes at most the allowance, and after each wait exactly one guess. After the
-//! verification, a failure keeps its count and turns the hold into the real wait; a success
-//! clears the username's count and hands back the address's count and hold.
+//! The throttle counts failures, never attempts in flight (invariant 11, OWASP ASVS 5 V6.3).
+//! Before its password is hashed, an attempt *reserves* a slot on each key, in one atomic
+//! statement: a key lets at most the allowance it has left be checked at once (one guess once
+//! it is used up, after each wait). An attempt beyond that waits, for at most
+//! `password.queue_timeout`, for the attempts ahead of it to settle, and then goes on with the
+//! updated count: cleared by a success, reduced by failures, or refused with 429 if they used
+//! the allowance up. So a parallel burst of wrong guesses, on one replica or many, hashes at
+//! most the allowance, and correct logins are never refused because others were in flight.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use super::AuthError;
 use crate::config::ThrottleSettings;
 use crate::store::{Reserve, Store};
-use crate::time::millis;
+use crate::time::{millis, now_ms};
+
+/// How often a waiting attempt looks again when no settlement in this process woke it (one
+/// made by another replica is seen only this way).
+const RECHECK: Duration = Duration::from_millis(20);
 
 /// The throttle keys of one login attempt.
 pub struct AttemptKeys {
@@ -40,7 +48,7 @@ impl AttemptKeys {
 
 /// The wait after the `failures`-th failure, given `free` failures allowed: none before the
 /// allowance is used up, `backoff_base` for the failure that uses it up, then doubling up to
-/// `backoff_max`.
+/// `backoff_max`. (The store computes the same in its settlement statement.)
 pub fn backoff(s: &ThrottleSettings, failures: i64, free: u32) -> Option<Duration> {
     if free == 0 {
         return None;
@@ -53,17 +61,57 @@ pub fn backoff(s: &ThrottleSettings, failures: i64, free: u32) -> Option<Duratio
     Some(s.backoff_base.saturating_mul(factor).min(s.backoff_max))
 }
 
-/// The attempt counted against each of its keys, until `failed`, `succeeded` or `abandon`
-/// settles it.
+/// The throttle of one process: the settings, and the signal that wakes its waiting attempts
+/// when one of its own attempts settles.
+#[derive(Debug)]
+pub struct Throttle {
+    settings: ThrottleSettings,
+    settled: Arc<Notify>,
+}
+
+/// An attempt's slots on its keys, until `failed`, `succeeded` or `abandon` settles it. Dropped
+/// unsettled (its request was cancelled), it hands its slots back in the background; a process
+/// that dies leaves them to expire with their lease.
 #[must_use = "a reservation is settled by `failed`, `succeeded` or `abandon`"]
-#[derive(Debug, Default)]
 pub struct Reservation {
-    /// (key, its count including this attempt, its free allowance).
-    counts: Vec<(String, i64, u32)>,
-    /// Whether the account key is counted (its success clears it rather than releasing).
+    store: Arc<dyn Store>,
+    settled: Arc<Notify>,
+    /// (key, its free allowance).
+    keys: Vec<(String, u32)>,
+    /// The account key (a success clears it rather than releasing).
     account: Option<String>,
-    /// The hold this attempt set on a key whose allowance it used up.
-    hold_until: i64,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("keys", &self.keys.len())
+            .finish()
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let keys = std::mem::take(&mut self.keys);
+        if keys.is_empty() {
+            return;
+        }
+        let (store, settled) = (self.store.clone(), self.settled.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                release(store.as_ref(), &keys).await;
+                settled.notify_waiters();
+            });
+        }
+    }
+}
+
+async fn release(store: &dyn Store, keys: &[(String, u32)]) {
+    for (key, _) in keys {
+        if let Err(e) = store.throttle_release(key).await {
+            tracing::warn!(error = %e, "login throttle reservation not handed back");
+        }
+    }
 }
 
 /// Whole seconds until `until` (ms), at least one.
@@ -71,104 +119,150 @@ fn retry_after(until: i64, now: i64) -> u64 {
     ((until - now + 999) / 1000).max(1) as u64
 }
 
-/// Reserves the attempt against each key, or refuses it with `Throttled` while a key waits.
-/// The attempt that uses up a key's allowance makes it wait at once, so that a parallel burst
-/// (on one replica or many) hashes at most the allowance, and after each wait one guess.
-///
-/// `hold` is how long the attempt that uses up an allowance holds the key while its password
-/// is checked: longer than a request may take. Its settlement replaces the hold with the real
-/// wait (or clears it); an attempt that never settles (its request was dropped or timed out)
-/// frees the key when the hold ends.
-pub async fn reserve(
-    store: &dyn Store,
-    s: &ThrottleSettings,
-    keys: &AttemptKeys,
-    now: i64,
-    hold: Duration,
-) -> Result<Reservation, AuthError> {
-    let mut r = Reservation {
-        hold_until: now + millis(hold),
-        ..Reservation::default()
-    };
-    if !s.enabled() {
-        return Ok(r);
+impl Throttle {
+    pub fn new(settings: ThrottleSettings) -> Self {
+        Self {
+            settings,
+            settled: Arc::new(Notify::new()),
+        }
     }
-    let ip = keys.ip.as_deref().unwrap_or("");
-    let waiting = |until: i64| AuthError::Throttled {
-        retry_after_secs: retry_after(until, now),
-    };
-    let until = store.throttle_locked_until(&keys.account, ip, now).await?;
-    if until > now {
-        return Err(waiting(until));
-    }
-    let mut pairs = Vec::new();
-    if s.account_free_failures > 0 {
-        pairs.push((keys.account.as_str(), s.account_free_failures));
-        r.account = Some(keys.account.clone());
-    }
-    if let (Some(ip), true) = (keys.ip.as_deref(), s.ip_free_failures > 0) {
-        pairs.push((ip, s.ip_free_failures));
-    }
-    for (key, free) in pairs {
-        let reserved = store
-            .throttle_reserve(&Reserve {
-                key,
-                now,
-                window_cutoff: now - millis(s.window),
-                free: i64::from(free),
-                hold_until: r.hold_until,
-            })
-            .await?;
-        let Some(count) = reserved else {
-            // The key started waiting since the check above: hand back what this attempt
-            // took, and report the wait.
-            abandon(store, r).await;
-            let until = store.throttle_locked_until(&keys.account, ip, now).await?;
-            return Err(waiting(until.max(now + millis(s.backoff_base))));
+
+    /// Reserves the attempt against each key, waiting up to `queue_timeout` while the keys'
+    /// allowances are in use by attempts in flight.
+    ///
+    /// `lease` is how long a slot is held if the attempt is never settled (its process died):
+    /// longer than a request may take.
+    ///
+    /// Errors: `Throttled` while a key waits after failures (or the attempts ahead of this one
+    /// used its allowance up); `Unavailable("login queue")` when the attempts ahead did not
+    /// settle within `queue_timeout`; `StoreUnavailable`.
+    pub async fn reserve(
+        &self,
+        store: &Arc<dyn Store>,
+        keys: &AttemptKeys,
+        lease: Duration,
+        queue_timeout: Duration,
+    ) -> Result<Reservation, AuthError> {
+        let s = &self.settings;
+        let mut r = Reservation {
+            store: store.clone(),
+            settled: self.settled.clone(),
+            keys: Vec::new(),
+            account: None,
         };
-        r.counts.push((key.to_string(), count, free));
-    }
-    Ok(r)
-}
-
-/// Hands back an attempt that was neither a success nor a failure (the password could not be
-/// checked: shed, or the database failed). Best effort: the counts expire with the window.
-pub async fn abandon(store: &dyn Store, r: Reservation) {
-    for (key, _, _) in &r.counts {
-        if let Err(e) = store.throttle_release(key, r.hold_until).await {
-            tracing::warn!(error = %e, "login throttle reservation not handed back");
+        if !s.enabled() {
+            return Ok(r);
+        }
+        let mut pairs = Vec::new();
+        if s.account_free_failures > 0 {
+            pairs.push((keys.account.clone(), s.account_free_failures));
+            r.account = Some(keys.account.clone());
+        }
+        if let (Some(ip), true) = (keys.ip.as_deref(), s.ip_free_failures > 0) {
+            pairs.push((ip.to_string(), s.ip_free_failures));
+        }
+        let ip = keys.ip.as_deref().unwrap_or("");
+        let deadline = Instant::now() + queue_timeout;
+        loop {
+            // Registered before looking, so a settlement between the look and the wait wakes
+            // this attempt.
+            let woken = self.settled.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let now = now_ms();
+            let until = store.throttle_locked_until(&keys.account, ip, now).await?;
+            if until > now {
+                return Err(AuthError::Throttled {
+                    retry_after_secs: retry_after(until, now),
+                });
+            }
+            let mut all = true;
+            for (key, free) in &pairs {
+                let reserved = store
+                    .throttle_reserve(&Reserve {
+                        key,
+                        now,
+                        window_cutoff: now - millis(s.window),
+                        free: i64::from(*free),
+                        lease_until: now + millis(lease),
+                    })
+                    .await?;
+                if reserved.is_none() {
+                    all = false;
+                    break;
+                }
+                r.keys.push((key.clone(), *free));
+            }
+            if all {
+                return Ok(r);
+            }
+            // A key is busy: hand back what this attempt took, then wait for a settlement.
+            let taken = std::mem::take(&mut r.keys);
+            release(store.as_ref(), &taken).await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(AuthError::Unavailable("login queue"));
+            }
+            let _ = tokio::time::timeout(left.min(RECHECK), woken).await;
         }
     }
-}
 
-/// Settles a failed attempt: its counts stay, and a key whose allowance is used up waits.
-pub async fn failed(
-    store: &dyn Store,
-    s: &ThrottleSettings,
-    r: Reservation,
-    now: i64,
-) -> Result<(), AuthError> {
-    for (key, count, free) in &r.counts {
-        if let Some(wait) = backoff(s, *count, *free) {
-            store
-                .throttle_settle_failed(key, r.hold_until, now + millis(wait))
-                .await?;
-        }
+    /// Hands back an attempt that was neither a success nor a failure (the password could not
+    /// be checked: shed, or the database failed).
+    pub async fn abandon(&self, mut r: Reservation) {
+        let keys = std::mem::take(&mut r.keys);
+        release(r.store.as_ref(), &keys).await;
+        self.settled.notify_waiters();
     }
-    Ok(())
-}
 
-/// Settles a successful attempt: the username's count is cleared, and the address's
-/// reservation handed back.
-pub async fn succeeded(store: &dyn Store, r: Reservation) -> Result<(), AuthError> {
-    for (key, _, _) in &r.counts {
-        if r.account.as_deref() == Some(key.as_str()) {
-            store.throttle_clear(key).await?;
-        } else {
-            store.throttle_release(key, r.hold_until).await?;
+    /// Settles a failed attempt: counted against each key, and a key whose allowance is used up
+    /// waits.
+    pub async fn failed(&self, mut r: Reservation) -> Result<(), AuthError> {
+        let s = &self.settings;
+        let keys = std::mem::take(&mut r.keys);
+        let mut result = Ok(());
+        for (i, (key, free)) in keys.iter().enumerate() {
+            let counted = r
+                .store
+                .throttle_failed(
+                    key,
+                    now_ms(),
+                    i64::from(*free),
+                    millis(s.backoff_base),
+                    millis(s.backoff_max),
+                )
+                .await;
+            if let Err(e) = counted {
+                // The keys not yet settled are handed back, never left to their lease.
+                release(r.store.as_ref(), &keys[i + 1..]).await;
+                result = Err(e.into());
+                break;
+            }
         }
+        self.settled.notify_waiters();
+        result
     }
-    Ok(())
+
+    /// Settles a successful attempt: the username's count is cleared, and the address's slot
+    /// handed back.
+    pub async fn succeeded(&self, mut r: Reservation) -> Result<(), AuthError> {
+        let keys = std::mem::take(&mut r.keys);
+        let mut result = Ok(());
+        for (i, (key, _)) in keys.iter().enumerate() {
+            let done = if r.account.as_deref() == Some(key.as_str()) {
+                r.store.throttle_clear(key, now_ms()).await
+            } else {
+                r.store.throttle_release(key).await
+            };
+            if let Err(e) = done {
+                release(r.store.as_ref(), &keys[i + 1..]).await;
+                result = Err(e.into());
+                break;
+            }
+        }
+        self.settled.notify_waiters();
+        result
+    }
 }
 
 #[cfg(test)]

@@ -197,7 +197,9 @@ pub trait UserStore {
         reason: &str,
         now: i64,
     ) -> StoreResult<Option<Vec<Uuid>>>;
-    /// Replaces the hash after a successful login (parameter upgrade); sessions stay.
+    /// Replaces the hash after a successful login (parameter upgrade); sessions stay. Writes
+    /// only while the stored hash is still `old_hash`, the one the password was verified
+    /// against, so a password change made meanwhile is never undone.
     async fn rehash_password(
         &self,
         id: Uuid,
@@ -210,7 +212,17 @@ pub trait UserStore {
 /// Refresh-token families.
 #[async_trait]
 pub trait SessionStore {
-    async fn create_session(&self, session: &Session) -> StoreResult<()>;
+    /// Creates `session` only if its user is still enabled and the user's cut-off
+    /// (`tokens_not_before`) is still `fence`, the value read with the credential that was
+    /// verified: in one transaction that holds the user row, so a password change, disable,
+    /// role removal or logout-everywhere that raced the login either refuses it here or, if it
+    /// commits later, revokes the session it finds. Returns the user's roles and claims as
+    /// read under that lock; `None` when the fence no longer holds (nothing was written).
+    async fn create_session(
+        &self,
+        session: &Session,
+        fence: i64,
+    ) -> StoreResult<Option<SubjectClaims>>;
     async fn session(&self, id: Uuid) -> StoreResult<Option<Session>>;
     /// One atomic rotation (invariant 1), for the client the session belongs to.
     async fn rotate_session(&self, attempt: &RotationAttempt<'_>) -> StoreResult<Rotation>;
@@ -234,19 +246,29 @@ pub trait DenylistStore {
     ) -> StoreResult<TokenStatus>;
 }
 
-/// Failed-login counters.
+/// Failed-login counters, and the attempts in flight for each key (invariant 11).
 #[async_trait]
 pub trait ThrottleStore {
     /// The latest `locked_until` (ms) of the two throttle keys, or 0.
     async fn throttle_locked_until(&self, account: &str, ip: &str, now: i64) -> StoreResult<i64>;
-    /// Reserves one attempt for `key`, atomically; `None`, counting nothing, while the key
-    /// waits. Returns the count including this attempt.
+    /// Reserves one in-flight attempt for `key`, atomically; `None`, taking nothing, while
+    /// the key waits or while as many attempts are in flight as its allowance left. Returns
+    /// the key's failures in the window.
     async fn throttle_reserve(&self, reserve: &Reserve<'_>) -> StoreResult<Option<i64>>;
-    /// Settles a failed attempt: the key waits until `until`, replacing the attempt's `hold`.
-    async fn throttle_settle_failed(&self, key: &str, hold: i64, until: i64) -> StoreResult<()>;
-    /// Hands back an attempt that was no failure, and the `hold` it set.
-    async fn throttle_release(&self, key: &str, hold: i64) -> StoreResult<()>;
-    async fn throttle_clear(&self, key: &str) -> StoreResult<()>;
+    /// Settles a failed attempt: counts it, hands its slot back, and once the count reaches
+    /// `free` makes the key wait `base_ms`, doubling with each further failure up to `max_ms`.
+    async fn throttle_failed(
+        &self,
+        key: &str,
+        now: i64,
+        free: i64,
+        base_ms: i64,
+        max_ms: i64,
+    ) -> StoreResult<()>;
+    /// Hands back an attempt that was no failure.
+    async fn throttle_release(&self, key: &str) -> StoreResult<()>;
+    /// A success: clears the key's failures and wait, and hands back its slot.
+    async fn throttle_clear(&self, key: &str, now: i64) -> StoreResult<()>;
 }
 
 /// One attempt to reserve against a throttle key (milliseconds throughout).
@@ -254,12 +276,12 @@ pub trait ThrottleStore {
 pub struct Reserve<'a> {
     pub key: &'a str,
     pub now: i64,
-    /// Counts from windows that began before this are forgotten.
+    /// Failures from windows that began before this are forgotten.
     pub window_cutoff: i64,
-    /// The key's free allowance: the attempt whose count reaches it makes the key wait.
+    /// The key's free allowance of failures.
     pub free: i64,
-    /// Until when that attempt holds the key while its password is checked.
-    pub hold_until: i64,
+    /// Until when this attempt's slot is held if it is never settled (its process died).
+    pub lease_until: i64,
 }
 
 /// Signing keys.

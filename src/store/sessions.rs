@@ -13,6 +13,17 @@ const INSERT: &str = "
                           scope, resource)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
+/// The user row a login's session is created under, locked until the session is written
+/// (`FOR SHARE` on Postgres; SQLite's `BEGIN IMMEDIATE` already holds the write lock). A
+/// concurrent password change, disable or cut-off either committed before (the fence fails)
+/// or waits for the session to exist, and then revokes it with the user's other sessions.
+const FENCE_PG: &str = "
+    SELECT roles, claims FROM users
+    WHERE id = $1 AND NOT disabled AND tokens_not_before = $2 FOR SHARE";
+const FENCE: &str = "
+    SELECT roles, claims FROM users
+    WHERE id = $1 AND NOT disabled AND tokens_not_before = $2";
+
 const BY_ID: &str = "SELECT * FROM sessions WHERE id = $1";
 
 const OF_USER: &str = "
@@ -119,24 +130,46 @@ impl RotatedRow {
 
 #[async_trait]
 impl SessionStore for SqlStore {
-    async fn create_session(&self, s: &Session) -> StoreResult<()> {
-        on_backend!(self, |b| sqlx::query(INSERT)
-            .bind(s.id)
-            .bind(s.user_id)
-            .bind(s.generation)
-            .bind(s.created_at)
-            .bind(s.last_refreshed_at)
-            .bind(s.idle_expires_at)
-            .bind(s.absolute_expires_at)
-            .bind(&s.user_agent)
-            .bind(&s.ip)
-            .bind(&s.client_id)
-            .bind(&s.scope)
-            .bind(&s.resource)
-            .execute(b.pool())
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(())
+    async fn create_session(&self, s: &Session, fence: i64) -> StoreResult<Option<SubjectClaims>> {
+        let (begin, read) = match self {
+            SqlStore::Postgres(_) => ("BEGIN", FENCE_PG),
+            SqlStore::Sqlite(_) => ("BEGIN IMMEDIATE", FENCE),
+        };
+        type Subject = (
+            Json<Vec<String>>,
+            Json<serde_json::Map<String, serde_json::Value>>,
+        );
+        on_backend!(self, |b| {
+            let mut tx = b.pool().begin_with(begin).await?;
+            let subject: Option<Subject> = sqlx::query_as(read)
+                .bind(s.user_id)
+                .bind(fence)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some((roles, claims)) = subject else {
+                return Ok(None);
+            };
+            sqlx::query(INSERT)
+                .bind(s.id)
+                .bind(s.user_id)
+                .bind(s.generation)
+                .bind(s.created_at)
+                .bind(s.last_refreshed_at)
+                .bind(s.idle_expires_at)
+                .bind(s.absolute_expires_at)
+                .bind(&s.user_agent)
+                .bind(&s.ip)
+                .bind(&s.client_id)
+                .bind(&s.scope)
+                .bind(&s.resource)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Some(SubjectClaims {
+                roles: roles.0,
+                claims: claims.0,
+            }))
+        })
     }
 
     async fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {

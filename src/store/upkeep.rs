@@ -41,7 +41,8 @@ const PURGE_IDLE_SESSIONS: &str = "
 
 const PURGE_THROTTLE: &str = "
     DELETE FROM login_throttle WHERE key IN
-        (SELECT key FROM login_throttle WHERE locked_until < $1 AND window_start < $2 LIMIT $3)";
+        (SELECT key FROM login_throttle
+         WHERE locked_until < $1 AND window_start < $2 AND pending_until < $1 LIMIT $3)";
 
 /// The least pause between two purge batches.
 const PURGE_PAUSE: Duration = Duration::from_millis(3);

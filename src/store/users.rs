@@ -68,26 +68,43 @@ fn like_escape(text: &str) -> String {
     out
 }
 
+// Every write of a cut-off (`tokens_not_before`) moves it strictly forward, even within one
+// millisecond of the last: a login creates its session only while the cut-off is still the one
+// it read with the credential it verified (`sessions::FENCE`), so each password change,
+// disable, role removal or logout-everywhere must change the value.
+
 /// Disabling also cuts off every access token issued so far (and publishes the cut-off in the
 /// revocation feed); re-enabling does not bring them back.
 const SET_DISABLED: &str = "
     UPDATE users SET disabled = $2, updated_at = $3,
-        tokens_not_before = CASE WHEN $2 THEN $4 ELSE tokens_not_before END
+        tokens_not_before = CASE WHEN NOT $2 THEN tokens_not_before
+                                 WHEN $4 > tokens_not_before THEN $4
+                                 ELSE tokens_not_before + 1 END
     WHERE username = $1 RETURNING id";
 
 const SET_ROLES: &str = "UPDATE users SET roles = $2, updated_at = $3 WHERE id = $1";
 
 const CUT_OFF: &str = "
-    UPDATE users SET tokens_not_before = $2, updated_at = $2 WHERE id = $1 RETURNING id";
+    UPDATE users SET updated_at = $2,
+        tokens_not_before = CASE WHEN $2 > tokens_not_before THEN $2
+                                 ELSE tokens_not_before + 1 END
+    WHERE id = $1 RETURNING id";
 
 const CUT_OFF_TOKENS: &str = "
-    UPDATE users SET tokens_not_before = $2, updated_at = $3 WHERE id = $1";
+    UPDATE users SET updated_at = $3,
+        tokens_not_before = CASE WHEN $2 > tokens_not_before THEN $2
+                                 ELSE tokens_not_before + 1 END
+    WHERE id = $1";
 
 const SET_PASSWORD: &str = "
-    UPDATE users SET password_hash = $2, tokens_not_before = $3, updated_at = $4
+    UPDATE users SET password_hash = $2, updated_at = $4,
+        tokens_not_before = CASE WHEN $3 > tokens_not_before THEN $3
+                                 ELSE tokens_not_before + 1 END
     WHERE username = $1 RETURNING id";
 
-/// Compare-and-set: a concurrent password change wins over the upgrade.
+/// Compare-and-set against the hash that was verified (`$2`), never a later read of the row:
+/// a password change committed while the login was hashing has replaced it, and wins over the
+/// upgrade.
 const REHASH: &str = "
     UPDATE users SET password_hash = $3, updated_at = $4
     WHERE id = $1 AND password_hash = $2";

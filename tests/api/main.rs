@@ -8,6 +8,7 @@ mod audit;
 mod browser;
 mod cli;
 mod cookie;
+mod findings;
 mod hygiene;
 mod import;
 mod interop;
