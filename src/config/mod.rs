@@ -101,9 +101,27 @@ pub struct HttpSettings {
     /// Browser origins allowed to call Tessera (CORS, with credentials); empty: none.
     #[serde(default)]
     pub cors_origins: Vec<String>,
-    /// Proxies (CIDRs or addresses) whose `Forwarded` / `X-Forwarded-For` name the client.
+    /// Proxies (CIDRs or addresses) whose forwarded-for header names the client.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// The one header the trusted proxies write the client's address into; the other is
+    /// never read.
+    #[serde(default)]
+    pub forwarded_header: ForwardedHeader,
+}
+
+/// Which header a deployment's proxies append the client's address to. Proxies pass the other
+/// through as the client sent it, so only the one they write may be believed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (nginx `$proxy_add_x_forwarded_for`, HAProxy `option forwardfor`,
+    /// Traefik, Caddy, cloud load balancers).
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=…` (for proxies configured to append it).
+    #[serde(rename = "forwarded")]
+    Forwarded,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

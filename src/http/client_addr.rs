@@ -1,13 +1,17 @@
 //! The client's address. It is the socket peer, unless that peer is a trusted proxy
-//! (`http.trusted_proxies`). Then the address comes from RFC 7239 `Forwarded` or from
-//! `X-Forwarded-For`: the right-most entry that is not itself a trusted proxy. Headers from
-//! any other peer are ignored, so a client cannot choose the address its logins are
-//! throttled and logged under.
+//! (`http.trusted_proxies`). Then the address comes from the one header the deployment's
+//! proxies write (`http.forwarded_header`: `X-Forwarded-For` or RFC 7239 `Forwarded`), read
+//! from the right: the right-most entry that is not itself a trusted proxy. The other header is
+//! never read: nginx, HAProxy, Traefik and Caddy append to one and pass the other through as
+//! the client wrote it. Headers from any other peer are ignored, so a client cannot choose the
+//! address its logins are throttled and logged under.
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::http::{header, HeaderMap};
 use ipnet::IpNet;
+
+use crate::config::ForwardedHeader;
 
 /// Parses `http.trusted_proxies`: CIDRs, or single addresses.
 pub fn parse_trusted(list: &[String]) -> Result<Vec<IpNet>, String> {
@@ -21,46 +25,73 @@ pub fn parse_trusted(list: &[String]) -> Result<Vec<IpNet>, String> {
         .collect()
 }
 
-/// The client address of a request that came from `peer`.
-pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
-        return peer;
-    }
-    // The chain as the proxies appended to it: client first, nearest proxy last.
-    let chain = forwarded_for(headers).or_else(|| x_forwarded_for(headers));
-    let Some(chain) = chain else {
-        return peer;
-    };
-    chain
-        .iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .or_else(|| chain.first())
-        .copied()
-        .unwrap_or(peer)
+/// Whom a deployment trusts to name the client, and in which header.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyTrust {
+    /// `http.trusted_proxies`, parsed.
+    pub proxies: Vec<IpNet>,
+    /// `http.forwarded_header`.
+    pub header: ForwardedHeader,
 }
 
-/// The `for=` addresses of every `Forwarded` header (RFC 7239 §4), in order. `None` when the
-/// header is absent or any element cannot be read (then nothing from it is believed).
-fn forwarded_for(headers: &HeaderMap) -> Option<Vec<IpAddr>> {
-    let mut out = Vec::new();
-    let mut seen = false;
-    for value in headers.get_all(header::FORWARDED) {
-        seen = true;
-        let value = value.to_str().ok()?;
-        for element in value.split(',') {
-            for pair in element.split(';') {
-                let Some((k, v)) = pair.trim().split_once('=') else {
-                    continue;
-                };
-                if k.trim().eq_ignore_ascii_case("for") {
-                    out.push(node_ip(v.trim().trim_matches('"'))?);
+impl ProxyTrust {
+    fn trusts(&self, ip: &IpAddr) -> bool {
+        self.proxies.iter().any(|net| net.contains(ip))
+    }
+}
+
+/// The client address of a request that came from `peer`.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trust: &ProxyTrust) -> IpAddr {
+    if !trust.trusts(&peer) {
+        return peer;
+    }
+    // The chain as the proxies appended to it (client first, nearest proxy last), walked from
+    // the nearest: each trusted hop vouches for the entry to its left. An entry that cannot be
+    // read ends the walk; the last hop read is then the best address known.
+    let entries = match trust.header {
+        ForwardedHeader::XForwardedFor => x_forwarded_for(headers),
+        ForwardedHeader::Forwarded => forwarded_for(headers),
+    };
+    let mut client = peer;
+    for entry in entries.iter().rev() {
+        match entry {
+            Some(ip) => {
+                client = *ip;
+                if !trust.trusts(ip) {
+                    break;
                 }
+            }
+            None => break,
+        }
+    }
+    client
+}
+
+/// The `for=` nodes of every `Forwarded` header (RFC 7239 §4), in order; `None` for a node or
+/// element that cannot be read (`unknown`, an obfuscated name, garbage).
+fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    let mut out = Vec::new();
+    for value in headers.get_all(header::FORWARDED) {
+        let Ok(value) = value.to_str() else {
+            out.push(None);
+            continue;
+        };
+        for element in value.split(',') {
+            let node = element.split(';').find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                k.trim()
+                    .eq_ignore_ascii_case("for")
+                    .then(|| node_ip(v.trim().trim_matches('"')))
+            });
+            // An element without `for=` names no hop; one with an unreadable node does.
+            match node {
+                Some(ip) => out.push(ip),
+                None if element.trim().is_empty() => out.push(None),
+                None => {}
             }
         }
     }
-    (seen && !out.is_empty()).then_some(out)
+    out
 }
 
 /// An RFC 7239 §6 node: `192.0.2.60`, `192.0.2.60:4711`, `[2001:db8::1]`, `[2001:db8::1]:4711`.
@@ -73,15 +104,17 @@ fn node_ip(node: &str) -> Option<IpAddr> {
         .or_else(|| node.parse::<SocketAddr>().ok().map(|s| s.ip()))
 }
 
-/// The addresses of every `X-Forwarded-For` header, in order; `None` when absent or unreadable.
-fn x_forwarded_for(headers: &HeaderMap) -> Option<Vec<IpAddr>> {
+/// The entries of every `X-Forwarded-For` header, in order; `None` for one that is not an
+/// address.
+fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
     let mut out = Vec::new();
     for value in headers.get_all("x-forwarded-for") {
-        for part in value.to_str().ok()?.split(',') {
-            out.push(node_ip(part.trim())?);
+        match value.to_str() {
+            Ok(v) => out.extend(v.split(',').map(|part| node_ip(part.trim()))),
+            Err(_) => out.push(None),
         }
     }
-    (!out.is_empty()).then_some(out)
+    out
 }
 
 #[cfg(test)]
@@ -96,49 +129,79 @@ mod tests {
         h
     }
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn trust(header: ForwardedHeader) -> ProxyTrust {
+        ProxyTrust {
+            proxies: parse_trusted(&["10.0.0.0/8".into(), "192.168.1.1".into()]).unwrap(),
+            header,
+        }
+    }
+
     #[test]
     fn only_a_trusted_peer_is_believed() {
-        let trusted = parse_trusted(&["10.0.0.0/8".into(), "192.168.1.1".into()]).unwrap();
-        let peer: IpAddr = "10.1.2.3".parse().unwrap();
-        let stranger: IpAddr = "203.0.113.9".parse().unwrap();
+        let xff_trust = trust(ForwardedHeader::XForwardedFor);
+        let peer = ip("10.1.2.3");
+        let stranger = ip("203.0.113.9");
         let xff = headers(&[("x-forwarded-for", "198.51.100.7, 10.9.9.9")]);
         // From the proxy: the right-most address that is not a proxy.
-        assert_eq!(
-            client_ip(&xff, peer, &trusted),
-            "198.51.100.7".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(client_ip(&xff, peer, &xff_trust), ip("198.51.100.7"));
         // From anyone else, the header changes nothing.
-        assert_eq!(client_ip(&xff, stranger, &trusted), stranger);
-        assert_eq!(client_ip(&xff, peer, &[]), peer);
+        assert_eq!(client_ip(&xff, stranger, &xff_trust), stranger);
+        assert_eq!(client_ip(&xff, peer, &ProxyTrust::default()), peer);
         // A client cannot put itself further left: the right-most untrusted entry wins.
         let spoof = headers(&[("x-forwarded-for", "1.2.3.4, 198.51.100.7")]);
+        assert_eq!(client_ip(&spoof, peer, &xff_trust), ip("198.51.100.7"));
+        // Only proxies in the chain: the left-most one.
+        let proxies = headers(&[("x-forwarded-for", "10.5.5.5, 10.6.6.6")]);
+        assert_eq!(client_ip(&proxies, peer, &xff_trust), ip("10.5.5.5"));
+        assert!(parse_trusted(&["10.0.0.0/33".into()]).is_err());
+    }
+
+    /// nginx, HAProxy, Traefik and Caddy append to `X-Forwarded-For` and pass a client's
+    /// `Forwarded` through untouched: with the default setting it is never read.
+    #[test]
+    fn the_header_the_proxy_does_not_write_is_never_read() {
+        let peer = ip("10.1.2.3");
+        let forged = headers(&[
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ]);
         assert_eq!(
-            client_ip(&spoof, peer, &trusted),
-            "198.51.100.7".parse::<IpAddr>().unwrap()
+            client_ip(&forged, peer, &trust(ForwardedHeader::XForwardedFor)),
+            ip("198.51.100.7")
         );
-        // RFC 7239, with ports, quotes and IPv6, preferred over X-Forwarded-For.
+        // And the other way round, for proxies that write RFC 7239.
         let fwd = headers(&[
             (
                 "forwarded",
                 r#"for="[2001:db8::1]:4711";proto=https, for=10.2.2.2"#,
             ),
-            ("x-forwarded-for", "198.51.100.7"),
+            ("x-forwarded-for", "6.6.6.6"),
         ]);
         assert_eq!(
-            client_ip(&fwd, peer, &trusted),
-            "2001:db8::1".parse::<IpAddr>().unwrap()
+            client_ip(&fwd, peer, &trust(ForwardedHeader::Forwarded)),
+            ip("2001:db8::1")
         );
-        // Garbage is not believed.
+    }
+
+    /// An unreadable entry stops the walk from the right; what was read before it stands.
+    #[test]
+    fn a_chain_is_read_from_the_right_up_to_an_unreadable_entry() {
+        let t = trust(ForwardedHeader::XForwardedFor);
+        let peer = ip("10.1.2.3");
+        let left_junk = headers(&[("x-forwarded-for", "not-an-ip, 198.51.100.7")]);
+        assert_eq!(client_ip(&left_junk, peer, &t), ip("198.51.100.7"));
+        let mid_junk = headers(&[("x-forwarded-for", "1.2.3.4, junk, 10.9.9.9")]);
+        assert_eq!(client_ip(&mid_junk, peer, &t), ip("10.9.9.9"));
         let junk = headers(&[("x-forwarded-for", "not-an-ip")]);
-        assert_eq!(client_ip(&junk, peer, &trusted), peer);
-        let unknown = headers(&[("forwarded", "for=unknown")]);
-        assert_eq!(client_ip(&unknown, peer, &trusted), peer);
-        // Only proxies in the chain: the left-most one.
-        let proxies = headers(&[("x-forwarded-for", "10.5.5.5, 10.6.6.6")]);
-        assert_eq!(
-            client_ip(&proxies, peer, &trusted),
-            "10.5.5.5".parse::<IpAddr>().unwrap()
-        );
-        assert!(parse_trusted(&["10.0.0.0/33".into()]).is_err());
+        assert_eq!(client_ip(&junk, peer, &t), peer);
+        let f = trust(ForwardedHeader::Forwarded);
+        let unknown = headers(&[("forwarded", "for=unknown, for=198.51.100.7")]);
+        assert_eq!(client_ip(&unknown, peer, &f), ip("198.51.100.7"));
+        let only_unknown = headers(&[("forwarded", "for=unknown")]);
+        assert_eq!(client_ip(&only_unknown, peer, &f), peer);
     }
 }

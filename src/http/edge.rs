@@ -44,7 +44,7 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct EdgeLayer {
     pub activity: Activity,
     /// `http.trusted_proxies`, parsed: whose forwarded addresses are believed.
-    pub trusted_proxies: std::sync::Arc<Vec<ipnet::IpNet>>,
+    pub trusted_proxies: std::sync::Arc<super::client_addr::ProxyTrust>,
 }
 
 impl<S> Layer<S> for EdgeLayer {
@@ -62,7 +62,7 @@ impl<S> Layer<S> for EdgeLayer {
 pub struct Edge<S> {
     inner: S,
     activity: Activity,
-    trusted_proxies: std::sync::Arc<Vec<ipnet::IpNet>>,
+    trusted_proxies: std::sync::Arc<super::client_addr::ProxyTrust>,
 }
 
 impl<S, B> Service<Request> for Edge<S>

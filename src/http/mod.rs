@@ -56,7 +56,7 @@ pub struct SharedState {
     /// What handlers need to shape answers (cookie mode, discovery, introspection's `iss`).
     pub settings: Arc<Settings>,
     /// `http.trusted_proxies`, parsed (see `client_addr`).
-    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    pub trusted_proxies: Arc<client_addr::ProxyTrust>,
     /// Origins that may use the refresh cookie in cookie mode (see `csrf`).
     pub allowed_origins: Arc<csrf::AllowedOrigins>,
     /// `Cache-Control` of the JWKS, rendered once.
@@ -106,8 +106,10 @@ pub fn router(auth: Arc<Auth>, settings: Arc<Settings>) -> Router {
     // Install the metrics recorder before the first request is counted.
     let _ = metrics::handle();
     // Validated with the settings; an entry that does not parse trusts nothing.
-    let trusted_proxies =
-        Arc::new(client_addr::parse_trusted(&s.http.trusted_proxies).unwrap_or_default());
+    let trusted_proxies = Arc::new(client_addr::ProxyTrust {
+        proxies: client_addr::parse_trusted(&s.http.trusted_proxies).unwrap_or_default(),
+        header: s.http.forwarded_header,
+    });
     let state = AppState(Arc::new(SharedState {
         jwks_cache_control: HeaderValue::from_str(&format!("public, max-age={max_age}"))
             .unwrap_or(HeaderValue::from_static("public, max-age=300")),

@@ -14,6 +14,7 @@ on_both!(
     old_password_logins_never_outlive_a_password_change,
     a_session_is_created_only_under_the_credential_verified,
     correct_logins_in_parallel_all_succeed,
+    a_client_written_forwarded_header_is_not_believed,
 );
 
 /// A Django PBKDF2 hash of [`PASSWORD`]: re-hashed to argon2id at the first login.
@@ -261,4 +262,62 @@ async fn correct_logins_in_parallel_all_succeed(b: Backend) {
         .await,
         0
     );
+}
+
+async fn ip(app: &TestApp, ip: &str) -> i64 {
+    app.scalar_i64("SELECT COUNT(*) FROM sessions WHERE ip = $1", ip)
+        .await
+}
+
+/// Behind nginx (`deploy/compose/nginx.conf`: `X-Forwarded-For $proxy_add_x_forwarded_for`), a
+/// client's own `Forwarded` arrives untouched beside the proxy's `X-Forwarded-For`. It picked
+/// the address sessions, the throttle and the audit trail recorded. Only the header set in
+/// `http.forwarded_header` is read; set to `forwarded`, that one is, and from the right.
+async fn a_client_written_forwarded_header_is_not_believed(b: Backend) {
+    use figment::providers::Serialized;
+    let behind = |header: &'static str| {
+        move |f: figment::Figment| {
+            f.merge(Serialized::default(
+                "http.trusted_proxies",
+                ["127.0.0.1/32"],
+            ))
+            .merge(Serialized::default("http.forwarded_header", header))
+        }
+    };
+    let Some(app) = TestApp::spawn_with(b, behind("x-forwarded-for")).await else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    let login = |app: &TestApp, fwd: &'static str, xff: &'static str| {
+        app.client
+            .post(app.url("/login"))
+            .header("forwarded", fwd)
+            .header("x-forwarded-for", xff)
+            .json(&json!({"username": "alice", "password": PASSWORD}))
+            .send()
+    };
+    let r = login(&app, "for=6.6.6.6", "198.51.100.7").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(ip(&app, "198.51.100.7").await, 1);
+    assert_eq!(ip(&app, "6.6.6.6").await, 0);
+    // A chain with an unreadable entry: the walk from the right stops there, keeping what it
+    // read (the whole chain used to be dropped, leaving the proxy's own address).
+    let r = login(&app, "for=6.6.6.6", "junk, 198.51.100.8")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(ip(&app, "198.51.100.8").await, 1);
+    let rfc = app.replica(behind("forwarded")).await;
+    let r = login(&rfc, r#"for=unknown, for="[2001:db8::7]:443""#, "6.6.6.6")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(ip(&rfc, "2001:db8::7").await, 1);
+    assert_eq!(ip(&rfc, "6.6.6.6").await, 0);
+    // A bad setting is refused at start-up.
+    let bad = tessera::config::Settings::from_figment(
+        crate::helpers::test_figment("sqlite::memory:", &crate::helpers::master_key())
+            .merge(Serialized::default("http.forwarded_header", "x-real-ip")),
+    );
+    assert!(bad.is_err());
 }

@@ -482,8 +482,8 @@ async fn login_via(app: &TestApp, password: &str, name: &str, value: &str) -> u1
         .as_u16()
 }
 
-/// `X-Forwarded-For` and RFC 7239 `Forwarded` name the client only when the socket peer is a
-/// trusted proxy; then sessions and the throttle use the forwarded address. From anyone else,
+/// The forwarded-for header (`X-Forwarded-For` by default) names the client only when the
+/// socket peer is a trusted proxy; then sessions and the throttle use the forwarded address. From anyone else,
 /// a forged header changes nothing.
 async fn forwarded_addresses_only_from_trusted_proxies(b: Backend) {
     use figment::providers::Serialized;
@@ -509,6 +509,7 @@ async fn forwarded_addresses_only_from_trusted_proxies(b: Backend) {
         200
     );
     assert_eq!(ips(&trusting, "203.0.113.7").await, 1);
+    // The proxy writes X-Forwarded-For (the default): a Forwarded header is the client's own.
     assert_eq!(
         login_via(
             &trusting,
@@ -519,7 +520,8 @@ async fn forwarded_addresses_only_from_trusted_proxies(b: Backend) {
         .await,
         200
     );
-    assert_eq!(ips(&trusting, "2001:db8::1").await, 1);
+    assert_eq!(ips(&trusting, "2001:db8::1").await, 0);
+    assert_eq!(ips(&trusting, "127.0.0.1").await, 1);
     assert_eq!(
         login_via(&trusting, "wrong", "x-forwarded-for", "203.0.113.8").await,
         401
