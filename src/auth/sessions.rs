@@ -25,7 +25,22 @@ impl Auth {
         let Some(rt) = self.refresh.parse(&token) else {
             return Err(AuthError::InvalidRefreshToken);
         };
+        // Everything that can refuse the request is decided before the rotation (RFC 6749
+        // §6: the old token is revoked only once the new one is issued). A refusal after it
+        // would leave the client holding a spent token, and its retry after the grace window
+        // would revoke the session as reuse. A narrower scope or a resource is asked for
+        // rarely, so only then is the session's grant (which never changes) read first.
+        if req.scope.is_some() || req.resource.as_deref().is_some_and(|r| !r.is_empty()) {
+            if let Some(own) = self.store.session(rt.session_id).await? {
+                if own.client_id == client.as_str() {
+                    self.narrow(&own.granted(), req)?;
+                }
+            }
+        }
         let now = UnixMillis::now();
+        if self.keys.ring().signer_at(now.0).is_none() {
+            return Err(AuthError::Unavailable("no active signing key"));
+        }
         let s = &self.settings.sessions;
         let outcome = self
             .store
@@ -82,9 +97,8 @@ impl Auth {
             Record::session(session.user_id, session.id).client(client.as_str()),
         )
         .await;
-        // A narrower scope may be asked for; the session keeps its own (RFC 6749 §6). Asked
-        // for wrongly, the rotation stands: a corrected retry inside the grace window gets
-        // the same successor.
+        // A narrower scope may be asked for; the session keeps its own (RFC 6749 §6). It was
+        // checked before the rotation, against the same grant.
         let granted = self.narrow(&session.granted(), req)?;
         self.issue(&subject, &session, &granted, now)
     }

@@ -239,6 +239,7 @@ mod tests {
             r#"["10.0.0.0/8"]"#,
             r#"["10.0.0.0/8"]"#,
         ),
+        ("http.forwarded_header", "forwarded", r#""forwarded""#),
         (
             "database.url",
             "postgres://db.example/tessera",

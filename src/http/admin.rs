@@ -45,7 +45,7 @@ impl FromRequestParts<AppState> for AdminUser {
     #[tracing::instrument(skip_all)]
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
         let Bearer(token) = Bearer::from_request_parts(parts, st).await?;
-        let token = token.ok_or(ApiError::InvalidToken)?;
+        let token = token.ok_or(ApiError::MissingToken)?;
         Ok(AdminUser(st.auth.authenticate_admin(&token).await?))
     }
 }

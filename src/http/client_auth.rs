@@ -17,8 +17,9 @@ use super::AppState;
 use crate::auth::{AuthError, ClientAuth, ClientId};
 
 /// A parsed `application/x-www-form-urlencoded` body. RFC 6749 §3.2: parameters must not be
-/// repeated, so a repeated one is a malformed request.
-pub struct Form(HashMap<String, String>);
+/// repeated, so a repeated one is a malformed request; `resource` is the exception (RFC 8707
+/// §2 allows several), kept apart.
+pub struct Form(HashMap<String, String>, Vec<String>);
 
 impl Form {
     pub fn parse(
@@ -28,7 +29,7 @@ impl Form {
         let body = body?;
         // No body at all is an empty form (a POST /revocations with Basic and no cursor).
         if body.is_empty() {
-            return Ok(Form(HashMap::new()));
+            return Ok(Form(HashMap::new(), Vec::new()));
         }
         let ct = headers
             .get(header::CONTENT_TYPE)
@@ -41,12 +42,31 @@ impl Form {
             ));
         }
         let mut map = HashMap::new();
+        let mut resources = Vec::new();
         for (k, v) in form_urlencoded::parse(&body) {
-            if map.insert(k.into_owned(), v.into_owned()).is_some() {
+            if k == "resource" {
+                resources.push(v.into_owned());
+            } else if map.insert(k.into_owned(), v.into_owned()).is_some() {
                 return Err(ApiError::InvalidRequest("repeated parameter".into()));
             }
         }
-        Ok(Form(map))
+        Ok(Form(map, resources))
+    }
+
+    /// The `resource` asked for (RFC 8707 §2), `None` when none (or only empty ones) was
+    /// given. Several that name the same resource are that one (openid-client sends an array);
+    /// a token is minted for one resource per request, so different ones are refused.
+    ///
+    /// Errors: `MultipleResources` (400 `invalid_target`).
+    pub fn resource(&self) -> Result<Option<&str>, ApiError> {
+        let mut named = self.1.iter().map(String::as_str).filter(|r| !r.is_empty());
+        let Some(first) = named.next() else {
+            return Ok(None);
+        };
+        if named.any(|r| r != first) {
+            return Err(ApiError::MultipleResources);
+        }
+        Ok(Some(first))
     }
 
     /// A parameter; empty values count as missing (RFC 6749 §3.1).

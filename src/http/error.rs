@@ -25,7 +25,9 @@ pub enum ApiError {
     #[error("invalid grant")]
     InvalidGrant { status: StatusCode },
     /// Client authentication failed (RFC 6749 §5.2 `invalid_client`). `challenge`: the client
-    /// used the `Authorization` header, so the 401 names the Basic scheme.
+    /// used the `Authorization` header, so the answer is 401 naming the Basic scheme (RFC 9110
+    /// §15.5.2: a 401 carries a challenge); otherwise 400, as §5.2 allows, since there is no
+    /// scheme to challenge and a Basic challenge would misdirect a form-authenticating client.
     #[error("invalid client")]
     InvalidClient { challenge: bool },
     /// `grant_type` names a grant this server does not offer.
@@ -37,9 +39,17 @@ pub enum ApiError {
     /// RFC 8707 §2 `invalid_target`.
     #[error("invalid target")]
     InvalidTarget,
+    /// RFC 8707 §2 `invalid_target`: different `resource` parameters in one request; Tessera
+    /// mints a token for one resource at a time.
+    #[error("more than one resource")]
+    MultipleResources,
     /// A bearer access token failed verification (RFC 6750 §3.1 `invalid_token`).
     #[error("invalid token")]
     InvalidToken,
+    /// An endpoint that needs a bearer token got none (RFC 6750 §3.1: the challenge then
+    /// carries no error code). The body still has the contract's shape, `invalid_token`.
+    #[error("no token")]
+    MissingToken,
     /// Too many failed logins: wait this many seconds (RFC 8628 §3.5 `slow_down`).
     #[error("slow down")]
     SlowDown(u64),
@@ -124,8 +134,17 @@ impl ApiError {
                 "invalid_target",
                 "The requested resource is invalid or unknown.",
             ),
-            ApiError::InvalidClient { .. } => (
-                StatusCode::UNAUTHORIZED,
+            ApiError::MultipleResources => (
+                StatusCode::BAD_REQUEST,
+                "invalid_target",
+                "Tessera issues a token for one resource per request: send a single resource parameter (or the same one repeated).",
+            ),
+            ApiError::InvalidClient { challenge } => (
+                if *challenge {
+                    StatusCode::UNAUTHORIZED
+                } else {
+                    StatusCode::BAD_REQUEST
+                },
                 "invalid_client",
                 "Client authentication failed.",
             ),
@@ -138,6 +157,11 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED,
                 "invalid_token",
                 "The access token is missing, invalid, expired or revoked.",
+            ),
+            ApiError::MissingToken => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "This endpoint needs a bearer access token (Authorization: Bearer).",
             ),
             ApiError::SlowDown(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
@@ -259,6 +283,13 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static(r#"Bearer realm="tessera", error="invalid_token""#),
                 );
             }
+            ApiError::MissingToken => {
+                // RFC 6750 §3.1: no authentication information, no error code.
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="tessera""#),
+                );
+            }
             ApiError::Forbidden => {
                 h.insert(
                     header::WWW_AUTHENTICATE,
@@ -303,9 +334,16 @@ mod tests {
                 "invalid_grant",
             ),
             (ApiError::InvalidToken, 401, "invalid_token"),
+            (ApiError::MissingToken, 401, "invalid_token"),
+            (ApiError::MultipleResources, 400, "invalid_target"),
             (
                 ApiError::InvalidClient { challenge: true },
                 401,
+                "invalid_client",
+            ),
+            (
+                ApiError::InvalidClient { challenge: false },
+                400,
                 "invalid_client",
             ),
             (
@@ -352,7 +390,7 @@ mod tests {
             (AuthError::InvalidScope, 400, "invalid_scope"),
             (AuthError::InvalidTarget, 400, "invalid_target"),
             (AuthError::InsufficientRole, 403, "insufficient_scope"),
-            (AuthError::InvalidClient, 401, "invalid_client"),
+            (AuthError::InvalidClient, 400, "invalid_client"),
             (
                 AuthError::Throttled {
                     retry_after_secs: 3,
@@ -401,7 +439,7 @@ mod tests {
         let (s, _) = token_endpoint(AuthError::InvalidRefreshToken).parts();
         assert_eq!(s.as_u16(), 400);
         let (s, _) = token_endpoint(AuthError::InvalidClient).parts();
-        assert_eq!(s.as_u16(), 401);
+        assert_eq!(s.as_u16(), 400);
         let retry = ApiError::from(AuthError::Throttled {
             retry_after_secs: 7,
         })

@@ -36,7 +36,9 @@ impl From<BytesRejection> for ApiError {
 }
 
 /// The raw bearer token of `Authorization: Bearer …` (RFC 6750 §2.1), when present.
-/// Its value is never logged: the extractor is `instrument(skip_all)`.
+/// Another scheme (a staging proxy's `Basic` credentials) is not a bearer token, and not a
+/// failed bearer authentication either: it is `None`, as no header is. Its value is never
+/// logged: the extractor is `instrument(skip_all)`.
 pub struct Bearer(pub Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Bearer {
@@ -51,17 +53,24 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
         if values.next().is_some() {
             return Err(ApiError::InvalidToken);
         }
-        let value = value.to_str().map_err(|_| ApiError::InvalidToken)?;
-        let (scheme, token) = value.split_once(' ').ok_or(ApiError::InvalidToken)?;
-        let token = token.trim();
+        let value = value.as_bytes();
+        let (scheme, token) = match value.iter().position(|b| *b == b' ') {
+            Some(i) => (&value[..i], &value[i + 1..]),
+            None => (value, &b""[..]),
+        };
+        if !scheme.eq_ignore_ascii_case(b"bearer") {
+            return Ok(Bearer(None));
+        }
+        let token = token.trim_ascii();
         // b64token syntax (RFC 6750 §2.1).
         let syntax_ok = !token.is_empty()
             && token
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b));
-        if !scheme.eq_ignore_ascii_case("bearer") || !syntax_ok {
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(b));
+        if !syntax_ok {
             return Err(ApiError::InvalidToken);
         }
-        Ok(Bearer(Some(token.to_string())))
+        // Only ASCII passed the syntax check.
+        Ok(Bearer(Some(String::from_utf8_lossy(token).into_owned())))
     }
 }

@@ -61,6 +61,9 @@ pub fn router() -> OpenApiRouter<AppState> {
               (status = 401, description = "metrics.bearer_token is set and the request does not bear it", body = super::error::ErrorBody)))]
 async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(expected) = &st.settings.metrics.bearer_token {
+        if !headers.contains_key(header::AUTHORIZATION) {
+            return super::error::ApiError::MissingToken.into_response();
+        }
         if !bears(&headers, expected) {
             return super::error::ApiError::InvalidToken.into_response();
         }

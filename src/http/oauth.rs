@@ -87,7 +87,7 @@ async fn token(
     // RFC 6749 §3.3 and RFC 8707 §2.
     let req = TokenRequest {
         scope: form.get("scope").map(str::to_string),
-        resource: form.get("resource").map(str::to_string),
+        resource: form.resource()?.map(str::to_string),
     };
     // Same code as /login and /refresh; only the status of invalid_grant differs (§5.2).
     let pair = if grant == "password" {

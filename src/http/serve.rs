@@ -1,6 +1,12 @@
 //! The accept loop: hyper with a header-read timeout, a request-head size limit and graceful
 //! shutdown. `axum::serve` has neither limit, and a connection that never sends a byte is not
 //! covered by hyper's header timeout, hence the first-byte deadline below.
+//!
+//! HTTP/1.1 only. hyper's HTTP/2 server has no head deadline: an h2c connection that sent
+//! only the preface, or a HEADERS frame without END_HEADERS, stayed open past
+//! `http.header_read_timeout`. Tessera sits behind a TLS-terminating proxy, which speaks
+//! HTTP/2 to browsers and HTTP/1.1 to its upstream; a prior-knowledge h2c preface is answered
+//! as a malformed HTTP/1 request and the connection closed.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,7 +31,7 @@ pub async fn serve(
     cfg: &HttpSettings,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -36,7 +42,6 @@ pub async fn serve(
         // Likewise for the number of header fields (hyper's default, 100, answers a bare 431
         // to a small head with many fields): `guard` refuses more than MAX_HEADER_FIELDS.
         .max_headers(4 * crate::http::guard::MAX_HEADER_FIELDS);
-    builder.http2().timer(TokioTimer::new());
     let first_byte = cfg.header_read_timeout;
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -64,7 +69,7 @@ pub async fn serve(
                         r.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                         r
                     });
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc));
+                    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
                     let _ = watcher.watch(conn.into_owned()).await;
                 });
             }

@@ -231,16 +231,33 @@ fn body_token(body: &Bytes) -> Result<Option<SecretString>, ApiError> {
 /// (RFC 6265bis §4.1.3.2).
 pub const REFRESH_COOKIE: &str = "__Host-tessera_refresh";
 
-/// The refresh token from the `Cookie` header, if any.
+/// The refresh token from the `Cookie` header, if any. The header is read as bytes (RFC
+/// 6265bis §5.4): another cookie's value may hold UTF-8 or other non-ASCII bytes (analytics
+/// scripts set such cookies, possibly on a parent domain), and that must not hide this one.
+/// Names are compared byte for byte after trimming only spaces and tabs, so a name such as
+/// `\u{2000}__Host-tessera_refresh` is another cookie, never this one.
 fn refresh_cookie(headers: &HeaderMap) -> Option<SecretString> {
+    // A header value holds no control character but HTAB, so ASCII trimming is exactly
+    // trimming spaces and tabs; Unicode spaces stay part of the name.
+    let trim = <[u8]>::trim_ascii;
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == REFRESH_COOKIE)
-        .map(|(_, v)| SecretString::from(v.trim_matches('"').to_string()))
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .filter_map(|pair| {
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            Some((trim(&pair[..eq]), trim(&pair[eq + 1..])))
+        })
+        .find(|(name, _)| *name == REFRESH_COOKIE.as_bytes())
+        .and_then(|(_, value)| {
+            let value = value
+                .strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(value);
+            // A refresh token is base64url: anything else is no token of ours.
+            std::str::from_utf8(value).ok().map(str::to_string)
+        })
+        .map(SecretString::from)
         .filter(|t| !t.expose_secret().is_empty())
 }
 
@@ -299,7 +316,7 @@ async fn logout(
     ))]
 #[tracing::instrument(skip_all)]
 async fn logout_all(State(st): State<AppState>, bearer: Bearer) -> Result<Response, ApiError> {
-    let token = bearer.0.ok_or(ApiError::InvalidToken)?;
+    let token = bearer.0.ok_or(ApiError::MissingToken)?;
     st.auth.logout_all(&token).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

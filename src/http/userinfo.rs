@@ -36,7 +36,7 @@ async fn userinfo_post(st: State<AppState>, bearer: Bearer) -> Result<Response, 
 
 #[tracing::instrument(skip_all)]
 async fn userinfo_inner(State(st): State<AppState>, bearer: Bearer) -> Result<Response, ApiError> {
-    let token = bearer.0.ok_or(ApiError::InvalidToken)?;
+    let token = bearer.0.ok_or(ApiError::MissingToken)?;
     let who = st.auth.authenticate(&token).await?;
     let mut body = json!({
         "sub": who.user.id.to_string(),

@@ -15,7 +15,18 @@ on_both!(
     a_session_is_created_only_under_the_credential_verified,
     correct_logins_in_parallel_all_succeed,
     a_client_written_forwarded_header_is_not_believed,
+    a_refused_refresh_leaves_the_session_unrotated,
+    a_non_ascii_cookie_does_not_hide_the_refresh_cookie,
+    logout_ignores_an_authorization_scheme_it_does_not_use,
+    invalid_client_without_the_header_is_400_without_a_challenge,
+    repeated_resource_parameters,
+    no_token_gets_a_challenge_without_an_error_code,
 );
+
+#[tokio::test]
+async fn h2c_connections_get_the_head_deadline() {
+    h2c_is_closed_within_the_head_deadline().await
+}
 
 /// A Django PBKDF2 hash of [`PASSWORD`]: re-hashed to argon2id at the first login.
 const DJANGO: &str = "pbkdf2_sha256$1000$saltysalt123$bdlERmmw+duuk5FecWFTVO0M81ggrAuyxRe4nczc3tw=";
@@ -320,4 +331,354 @@ async fn a_client_written_forwarded_header_is_not_believed(b: Backend) {
             .merge(Serialized::default("http.forwarded_header", "x-real-ip")),
     );
     assert!(bad.is_err());
+}
+
+/// A confidential client that may ask for the orders scopes, and an orders API resource.
+fn orders(f: figment::Figment) -> figment::Figment {
+    use figment::providers::Serialized;
+    f.merge(Serialized::default(
+        "clients",
+        json!([{"id": crate::helpers::CLIENT_ID, "secret": crate::helpers::CLIENT_SECRET,
+                "scopes": ["orders:read", "orders:write"]}]),
+    ))
+    .merge(Serialized::default(
+        "resources",
+        json!([{"id": "https://orders.example", "scopes": ["orders:read", "orders:write"]},
+               {"id": "https://billing.example", "scopes": ["orders:read"]}]),
+    ))
+    .merge(Serialized::default("sessions.reuse_grace", "1s"))
+}
+
+const CLIENT: Option<(&str, &str)> =
+    Some((crate::helpers::CLIENT_ID, crate::helpers::CLIENT_SECRET));
+
+/// Authlib and requests-oauthlib re-send the scope they first asked for. A refresh refused
+/// 400 `invalid_scope` had already rotated the session, so the retry after the grace window
+/// was taken for reuse and the user logged out by a request that was refused.
+async fn a_refused_refresh_leaves_the_session_unrotated(b: Backend) {
+    let Some(app) = TestApp::spawn_with(b, orders).await else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    let r = app
+        .form(
+            "/token",
+            &[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", PASSWORD),
+                ("scope", "orders:read"),
+            ],
+            CLIENT,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let rt = t["refresh_token"].as_str().unwrap().to_string();
+    let refresh = |extra: Vec<(&'static str, &'static str)>| {
+        let mut p = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt.as_str()),
+        ];
+        p.extend(extra);
+        let app = &app;
+        async move { app.form("/token", &p, CLIENT).await }
+    };
+    let r = refresh(vec![("scope", "orders:read orders:write")]).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_scope");
+    let r = refresh(vec![("resource", "https://orders.example")]).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_target");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = refresh(vec![]).await;
+    assert_eq!(r.status(), 200, "the refused refreshes spent the token");
+    let next: Value = r.json().await.unwrap();
+    assert_eq!(next["scope"], "orders:read");
+    assert_eq!(
+        app.scalar_i64(
+            "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL AND generation = 1
+             AND client_id <> $1",
+            ""
+        )
+        .await,
+        1
+    );
+}
+
+/// RFC 6265bis §5.4: the `Cookie` header is bytes. A UTF-8 analytics cookie beside the
+/// refresh cookie made /refresh and /logout answer 400 (and the session outlived the logout).
+/// A name with a Unicode space in front is another cookie.
+async fn a_non_ascii_cookie_does_not_hide_the_refresh_cookie(b: Backend) {
+    use figment::providers::Serialized;
+    let Some(app) = TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default("sessions.refresh_cookie", true))
+            .merge(Serialized::default(
+                "http.cors_origins",
+                vec!["https://app.example"],
+            ))
+    })
+    .await
+    else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    let r = app
+        .client
+        .post(app.url("/login"))
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    let token = set
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_string();
+    let post = |path: &'static str, cookie: Vec<u8>| {
+        let req = app
+            .client
+            .post(app.url(path))
+            .header("origin", "https://app.example")
+            .header(
+                "cookie",
+                reqwest::header::HeaderValue::from_bytes(&cookie).unwrap(),
+            );
+        async move { req.send().await.unwrap() }
+    };
+    let utmz = |name: &str, token: &str| {
+        let mut c = b"__utmz=1.2.3.utmcsr=survey|utmccn=Unders\xc3\xb8gelse; ".to_vec();
+        c.extend_from_slice(format!("{name}={token}").as_bytes());
+        c
+    };
+    // A Unicode space before the name: not the __Host- cookie, so no token at all.
+    let r = post("/refresh", utmz("\u{2000}__Host-tessera_refresh", &token)).await;
+    assert_eq!(r.status(), 400);
+    let r = post("/refresh", utmz("__Host-tessera_refresh", &token)).await;
+    assert_eq!(r.status(), 200);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    let token = set
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_string();
+    let r = post("/logout", utmz("__Host-tessera_refresh", &token)).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        app.scalar_i64(
+            "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL AND client_id <> $1",
+            ""
+        )
+        .await,
+        0,
+        "the session outlived the logout"
+    );
+}
+
+/// A staging proxy's `Authorization: Basic` beside a refresh token: not a failed Bearer
+/// authentication. /logout answered 401 and the session stayed alive.
+async fn logout_ignores_an_authorization_scheme_it_does_not_use(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    let t = app.login_ok("alice").await;
+    let r = app
+        .client
+        .post(app.url("/logout"))
+        .header("authorization", "Basic c3RhZ2luZzpzdGFnaW5n")
+        .json(&json!({"refresh_token": t["refresh_token"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        app.refresh(t["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        401
+    );
+    // /logout/all needs a bearer token: Basic alone is none (401, bare challenge).
+    let r = app
+        .client
+        .post(app.url("/logout/all"))
+        .header("authorization", "Basic c3RhZ2luZzpzdGFnaW5n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], r#"Bearer realm="tessera""#);
+}
+
+/// RFC 9110 §15.5.2: a 401 must carry a challenge. Without the Authorization header there is
+/// none to give, so a failed client authentication is 400 (RFC 6749 §5.2); with it, 401 and
+/// the Basic challenge.
+async fn invalid_client_without_the_header_is_400_without_a_challenge(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let wrong = [
+        ("client_id", crate::helpers::CLIENT_ID),
+        ("client_secret", "not-the-secret-not-the-secret"),
+        ("grant_type", "refresh_token"),
+        ("refresh_token", "x"),
+        ("token", "x"),
+    ];
+    for path in ["/token", "/revoke", "/introspect", "/revocations"] {
+        let r = app.form(path, &wrong, None).await;
+        assert_eq!(r.status(), 400, "{path}");
+        assert!(r.headers().get("www-authenticate").is_none(), "{path}");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
+        let r = app
+            .form(
+                path,
+                &wrong[2..],
+                Some((crate::helpers::CLIENT_ID, "wrong")),
+            )
+            .await;
+        assert_eq!(r.status(), 401, "{path}");
+        assert!(r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic "));
+    }
+    let r = app.get("/revocations").await;
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("www-authenticate").is_none());
+}
+
+/// openid-client 5 and 6 send `resource` as an array. The same resource twice is that
+/// resource; two different ones are `invalid_target` saying so, not a generic 400.
+async fn repeated_resource_parameters(b: Backend) {
+    let Some(app) = TestApp::spawn_with(b, orders).await else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    let grant = [
+        ("grant_type", "password"),
+        ("username", "alice"),
+        ("password", PASSWORD),
+        ("scope", "orders:read"),
+    ];
+    let with = |resources: &[&'static str]| {
+        let mut p = grant.to_vec();
+        p.extend(resources.iter().map(|r| ("resource", *r)));
+        p
+    };
+    let r = app
+        .form(
+            "/token",
+            &with(&["https://orders.example", "https://orders.example"]),
+            CLIENT,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(
+        TestApp::claims(t["access_token"].as_str().unwrap())["aud"],
+        "https://orders.example"
+    );
+    let r = app
+        .form(
+            "/token",
+            &with(&["https://orders.example", "https://billing.example"]),
+            CLIENT,
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "invalid_target");
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("one resource"),
+        "{v}"
+    );
+}
+
+/// RFC 6750 §3.1: a request without any authentication information gets a challenge with no
+/// error code; a refused token gets `invalid_token`.
+async fn no_token_gets_a_challenge_without_an_error_code(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    for (method, path) in [
+        (reqwest::Method::GET, "/userinfo"),
+        (reqwest::Method::GET, "/admin/users"),
+        (reqwest::Method::POST, "/logout/all"),
+    ] {
+        let r = app
+            .client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            r#"Bearer realm="tessera""#,
+            "{path}"
+        );
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_token");
+        let r = app
+            .client
+            .request(method, app.url(path))
+            .bearer_auth("not.a.token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            r#"Bearer realm="tessera", error="invalid_token""#,
+            "{path}"
+        );
+    }
+}
+
+/// An h2c connection (prior knowledge) that sends only the preface and SETTINGS, or a
+/// HEADERS frame without END_HEADERS, stayed open past `http.header_read_timeout`. It is
+/// closed within the deadline, as a slow HTTP/1.1 head is. No database is involved.
+async fn h2c_is_closed_within_the_head_deadline() {
+    use figment::providers::Serialized;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |f| {
+        f.merge(Serialized::default("http.header_read_timeout", "2s"))
+    })
+    .await
+    else {
+        return;
+    };
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let settings = [0u8, 0, 0, 4, 0, 0, 0, 0, 0];
+    // HEADERS on stream 1 without END_HEADERS (flags 0), one byte of header block.
+    let headers = [0u8, 0, 1, 1, 0, 0, 0, 0, 1, 0x82];
+    for extra in [&[][..], &headers[..]] {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(preface).await.unwrap();
+        c.write_all(&settings).await.unwrap();
+        c.write_all(extra).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 4096];
+        let closed = tokio::time::timeout(Duration::from_secs(4), async {
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "still open after {:?}", started.elapsed());
+    }
 }

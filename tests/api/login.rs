@@ -445,17 +445,16 @@ async fn dropped_logins_do_not_lock_the_account(b: Backend) {
         let s = r.status().as_u16();
         assert!(s == 503 || s == 200, "{s}");
     }
-    let held = || async {
+    // Nothing was counted as a failure; a slot a dropped request held is handed back, or
+    // ends with its lease (a request timeout and a second) if the request died mid-statement.
+    assert_eq!(
         app.scalar_i64(
-            "SELECT COALESCE(MAX(failures + pending), 0) FROM login_throttle WHERE key = $1",
+            "SELECT COALESCE(MAX(failures), 0) FROM login_throttle WHERE key = $1",
             "u:alice",
         )
-        .await
-    };
-    crate::helpers::eventually(3, "the dropped attempts' slots are handed back", || async {
-        held().await == 0
-    })
-    .await;
+        .await,
+        0
+    );
     app.login_ok("alice").await;
     // Two wrong guesses still use the allowance up: nothing dropped was counted.
     assert_eq!(app.login("alice", "wrong guess").await.status(), 401);

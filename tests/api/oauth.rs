@@ -236,7 +236,7 @@ async fn token_endpoint_authenticates_clients(b: Backend) {
                 ("password", PASSWORD),
                 ("client_id", "mallory"),
             ],
-            401,
+            400,
             "invalid_client",
         ),
         (
@@ -247,7 +247,7 @@ async fn token_endpoint_authenticates_clients(b: Backend) {
                 ("password", PASSWORD),
                 ("client_id", CLIENT_ID),
             ],
-            401,
+            400,
             "invalid_client",
         ),
         (
@@ -259,7 +259,7 @@ async fn token_endpoint_authenticates_clients(b: Backend) {
                 ("client_id", CLIENT_ID),
                 ("client_secret", "wrong-secret-wrong-secret"),
             ],
-            401,
+            400,
             "invalid_client",
         ),
     ];
@@ -330,16 +330,14 @@ async fn token_endpoint_credential_failures_look_alike(b: Backend) {
     assert_no_session(&app).await;
 }
 
-/// Sends each case to `/token` and checks its status and error code (and, for a 401, the
-/// `WWW-Authenticate: Basic` challenge of RFC 6749 §5.2).
+/// Sends each case to `/token` and checks its status and error code. None of them uses the
+/// `Authorization` header, so a failed client authentication is 400 with no challenge (RFC
+/// 6749 §5.2; a 401 would need one, RFC 9110 §15.5.2).
 async fn assert_token_errors(app: &TestApp, cases: Vec<TokenCase<'_>>) {
     for (what, params, status, error) in cases {
         let r = app.form("/token", &params, None).await;
         assert_eq!(r.status(), status, "{what}");
-        if status == 401 {
-            // RFC 6749 §5.2: no challenge for a client that did not use the header.
-            assert!(r.headers().get("www-authenticate").is_none(), "{what}");
-        }
+        assert!(r.headers().get("www-authenticate").is_none(), "{what}");
         assert_eq!(r.json::<Value>().await.unwrap()["error"], error, "{what}");
     }
 }
@@ -429,9 +427,9 @@ async fn introspection(b: Backend) {
     let user = app.create_user("alice", &["admin"]).await;
     let t = app.login_ok("alice").await;
     let access = t["access_token"].as_str().unwrap();
-    // Client authentication is required (no challenge: the client used no header).
+    // Client authentication is required (400, no challenge: the client used no header).
     let r = app.form("/introspect", &[("token", access)], None).await;
-    assert_eq!(r.status(), 401);
+    assert_eq!(r.status(), 400);
     assert!(r.headers().get("www-authenticate").is_none());
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
     assert_eq!(
@@ -507,7 +505,8 @@ async fn revocation_feed(b: Backend) {
     };
     // Closed without client authentication.
     let r = app.get("/revocations").await;
-    assert_eq!(r.status(), 401);
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
     let empty = feed(None).await;
     assert_eq!(empty["revoked_tokens"], json!([]));
     assert_eq!(empty["revoked_sessions"], json!([]));
@@ -1036,7 +1035,8 @@ async fn every_endpoint_takes_both_client_auth_methods(b: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    // Wrong secrets: 401 invalid_client, with a Basic challenge only for a Basic attempt.
+    // Wrong secrets: invalid_client, 400 without a challenge for form credentials, 401 with
+    // a Basic challenge for a Basic attempt.
     for path in ["/introspect", "/revocations", "/token", "/revoke"] {
         let wrong = [
             ("client_id", CLIENT_ID),
@@ -1046,7 +1046,7 @@ async fn every_endpoint_takes_both_client_auth_methods(b: Backend) {
             ("refresh_token", "x"),
         ];
         let r = app.form(path, &wrong, None).await;
-        assert_eq!(r.status(), 401, "{path}");
+        assert_eq!(r.status(), 400, "{path}");
         assert!(r.headers().get("www-authenticate").is_none(), "{path}");
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"], "invalid_client", "{path}");
@@ -1064,7 +1064,7 @@ async fn every_endpoint_takes_both_client_auth_methods(b: Backend) {
     }
     // Introspection without any client is still refused.
     let r = app.form("/introspect", &[("token", &access)], None).await;
-    assert_eq!(r.status(), 401);
+    assert_eq!(r.status(), 400);
     // Discovery says what each endpoint accepts.
     let meta: Value = app
         .get("/.well-known/oauth-authorization-server")

@@ -350,14 +350,19 @@ async fn missing_and_malformed_credentials(b: Backend) {
         .to_str()
         .unwrap()
         .starts_with("Bearer"));
-    for auth in [
-        "Basic YWxpY2U6cHc=",
-        "Bearer",
-        "Bearer ",
-        "Bearer a.b.c",
-        "Bearer ey J",
-        "Token abc",
-    ] {
+    // Another scheme is no bearer token at all: 401 with a bare challenge (RFC 6750 §3.1).
+    for auth in ["Basic YWxpY2U6cHc=", "Token abc"] {
+        let r = app
+            .client
+            .get(app.url("/userinfo"))
+            .header("authorization", auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{auth}");
+        assert_eq!(r.headers()["www-authenticate"], r#"Bearer realm="tessera""#);
+    }
+    for auth in ["Bearer", "Bearer ", "Bearer a.b.c", "Bearer ey J"] {
         let r = app
             .client
             .get(app.url("/userinfo"))

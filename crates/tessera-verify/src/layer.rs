@@ -2,8 +2,9 @@
 //!
 //! Answers (RFC 6750 §3), each with `Cache-Control: no-store` and a JSON body
 //! `{"error", "error_description"}`:
-//! - no usable token, or a refused one: 401 with `WWW-Authenticate: Bearer
-//!   error="invalid_token"`;
+//! - no bearer token: 401 with a bare `WWW-Authenticate: Bearer` (RFC 6750 §3.1: a request
+//!   without authentication information gets no error code);
+//! - a refused token: 401 with `WWW-Authenticate: Bearer error="invalid_token"`;
 //! - more than one `Authorization` header: 400 `invalid_request`;
 //! - a verified token without a required role: 403 with `WWW-Authenticate: Bearer
 //!   error="insufficient_scope"`;
@@ -224,6 +225,10 @@ impl Refusal {
             StatusCode::SERVICE_UNAVAILABLE => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
+            StatusCode::UNAUTHORIZED if matches!(self, Refusal::Token(VerifyError::Missing)) => {
+                // RFC 6750 §3.1: no authentication information, no error code.
+                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST => {
                 // The description is one of this crate's fixed texts: a valid header value.
                 let challenge =
@@ -326,10 +331,14 @@ mod tests {
                     _ => (401, "invalid_token"),
                 };
                 let what = format!("{e:?} {policy:?}");
+                let e_kind = e.clone();
                 let r = Refusal::Token(e).respond::<Full<Bytes>>(policy);
                 assert_eq!(r.status(), status, "{what}");
                 assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store", "{what}");
                 match r.headers().get(header::WWW_AUTHENTICATE) {
+                    Some(www) if matches!(e_kind, E::Missing) => {
+                        assert_eq!(www, "Bearer", "{what}");
+                    }
                     Some(www) => {
                         let www = www.to_str().unwrap();
                         assert!(
