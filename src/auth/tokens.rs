@@ -5,8 +5,9 @@
 //! - the key is chosen by `kid` among published keys, and the algorithm is pinned to that key's
 //!   own algorithm, never read from the token (so `none`, HS256-with-the-public-key and
 //!   algorithm swaps cannot work);
-//! - `typ` must be `at+jwt` (RFC 9068 §4), and any `crit` header is refused (RFC 7515 §4.1.11:
-//!   we understand no extensions);
+//! - the JOSE header follows `tessera_proto::jose`, the policy every verifier shares: `typ`
+//!   `at+jwt` (RFC 9068 §4), registered members of their registered types, no `crit` (RFC 7515
+//!   §4.1.11: we understand no extensions), no key references (`jku`, `jwk`, `x5u`, `x5c`);
 //! - `iss`, `aud`, `exp`, `nbf`, `iat`, `sub`, `jti` and `sid` are required, with their JSON
 //!   types checked, and times are checked with a small leeway.
 
@@ -176,19 +177,18 @@ pub fn verify(
     if token.len() > MAX_TOKEN_BYTES || token.split('.').count() != 3 {
         return Err(TokenError::Malformed);
     }
-    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
-    match header.typ.as_deref() {
-        Some(t)
-            if t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt") => {
-        }
-        _ => return Err(TokenError::Header("typ")),
-    }
-    if header.crit.is_some() {
-        return Err(TokenError::Header("crit"));
-    }
-    let kid = header.kid.as_deref().ok_or(TokenError::Header("kid"))?;
-    let key = ring.verifying.get(kid).ok_or(TokenError::UnknownKey)?;
-    if header.alg != key.alg {
+    // The header policy shared with every verifier (tessera-proto): member types, `typ`,
+    // no `crit`, no key references, no JWE members.
+    let header = tessera_proto::jose::check_access_header(token).map_err(|e| match e {
+        tessera_proto::jose::HeaderRefusal::Malformed => TokenError::Malformed,
+        tessera_proto::jose::HeaderRefusal::Member(m) => TokenError::Header(m),
+    })?;
+    let key = ring
+        .verifying
+        .get(header.kid.as_str())
+        .ok_or(TokenError::UnknownKey)?;
+    // The algorithm is the key's own; the header must name exactly it.
+    if header.alg.parse::<jsonwebtoken::Algorithm>().ok() != Some(key.alg) {
         return Err(TokenError::Header("alg"));
     }
     let mut v = Validation::new(key.alg);

@@ -21,6 +21,7 @@ on_both!(
     invalid_client_without_the_header_is_400_without_a_challenge,
     repeated_resource_parameters,
     no_token_gets_a_challenge_without_an_error_code,
+    header_members_of_the_wrong_type_are_refused,
 );
 
 #[tokio::test]
@@ -680,5 +681,85 @@ async fn h2c_is_closed_within_the_head_deadline() {
         })
         .await;
         assert!(closed.is_ok(), "still open after {:?}", started.elapsed());
+    }
+}
+
+/// RFC 7515 §4.1: a registered header member of the wrong JSON type is refused, not read as
+/// absent. `"crit": null` in a token re-signed with Tessera's own key was accepted by
+/// /userinfo and /introspect. The server and tessera-verify share one policy now.
+async fn header_members_of_the_wrong_type_are_refused(b: Backend) {
+    use base64::Engine;
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    let real = app.login_ok("alice").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let claims = TestApp::claims(&real);
+    let key = app.signing_key().await;
+    let alg = format!("{:?}", key.alg);
+    let sign = |header: Value| tessera::auth::tokens::sign_jws(&key, &header, &claims).unwrap();
+    // The header as Tessera writes it passes (the check is not too strict).
+    let good = sign(json!({"typ": "at+jwt", "alg": alg, "kid": key.kid}));
+    assert_eq!(app.userinfo(&good).await.status(), 200);
+    let issuer = claims["iss"].as_str().unwrap().to_string();
+    let verifier = tessera_verify::Verifier::builder(issuer, "tessera")
+        .jwks_url(app.url("/.well-known/jwks.json"))
+        .build()
+        .await
+        .unwrap();
+    assert!(verifier.verify(&good).await.is_ok());
+    let mut bad = Vec::new();
+    for (member, value) in [
+        ("crit", Value::Null),
+        ("crit", json!([])),
+        ("cty", Value::Null),
+        ("x5t", json!(7)),
+        ("x5u", Value::Null),
+        ("jwk", Value::Null),
+        ("b64", json!(false)),
+        ("zip", json!("DEF")),
+    ] {
+        let mut h = json!({"typ": "at+jwt", "alg": alg, "kid": key.kid});
+        h[member] = value.clone();
+        bad.push((format!("{member}: {value}"), sign(h)));
+    }
+    for header in [
+        json!({"typ": "at+jwt", "alg": alg, "kid": [key.kid]}),
+        json!({"typ": ["at+jwt"], "alg": alg, "kid": key.kid}),
+        json!({"typ": "at+jwt", "alg": [alg], "kid": key.kid}),
+    ] {
+        bad.push((header.to_string(), sign(header)));
+    }
+    // A duplicate member: two parsers must never read two different headers.
+    let dup = format!(
+        r#"{{"typ":"at+jwt","alg":"{alg}","kid":"nope","kid":"{}"}}"#,
+        key.kid
+    );
+    let rest = good.split_once('.').unwrap().1;
+    let payload = rest.rsplit_once('.').unwrap().0;
+    let input = format!(
+        "{}.{payload}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(dup)
+    );
+    let sig = key.sign_bytes(input.as_bytes()).unwrap();
+    bad.push(("duplicate kid".into(), format!("{input}.{sig}")));
+    for (what, token) in &bad {
+        assert_eq!(
+            app.userinfo(token).await.status(),
+            401,
+            "/userinfo took {what}"
+        );
+        assert_eq!(
+            app.introspect(token).await,
+            json!({"active": false}),
+            "{what}"
+        );
+        assert!(
+            verifier.verify(token).await.is_err(),
+            "tessera-verify took {what}"
+        );
     }
 }

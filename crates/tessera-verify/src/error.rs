@@ -11,9 +11,11 @@ pub enum VerifyError {
     /// Not a compact JWS (RFC 7515 §7.1), too long, or not decodable.
     #[error("malformed token")]
     Malformed,
-    /// A JOSE header this verifier refuses: `typ` other than `at+jwt`, `crit`, a missing
-    /// `kid`, an `alg` other than the key's, or a key-carrying header (`jku`, `jwk`, `x5u`,
-    /// `x5c`); RFC 8725 §3.1, RFC 9068 §4.
+    /// A JOSE header this verifier refuses (the policy of `tessera_proto::jose`, shared with
+    /// the server): `typ` other than `at+jwt`, a registered member of the wrong JSON type,
+    /// `crit`, `cty`, a JWE member, a missing `kid`, an `alg` of `none` or other than the
+    /// key's, or a key-carrying header (`jku`, `jwk`, `x5u`, `x5c`); RFC 7515 §4.1, RFC 8725
+    /// §3.1, RFC 9068 §4.
     #[error("unacceptable header: {0}")]
     Header(&'static str),
     /// The `kid` names no key of the issuer's JWKS, even after a refetch.

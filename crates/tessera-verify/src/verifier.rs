@@ -219,28 +219,18 @@ impl Verifier {
     }
 }
 
-/// The `kid` of a token whose header passes RFC 8725 / RFC 9068 checks. The algorithm is
-/// checked later, against the key's own.
+/// The `kid` of a token whose header passes Tessera's header policy (`tessera_proto::jose`:
+/// RFC 7515 member types, RFC 8725, RFC 9068). The algorithm is checked later, against the
+/// key's own.
 fn checked_header(token: &str) -> Result<String, VerifyError> {
-    if token.len() > MAX_TOKEN_BYTES || token.bytes().filter(|b| *b == b'.').count() != 2 {
+    if token.len() > MAX_TOKEN_BYTES {
         return Err(VerifyError::Malformed);
     }
-    let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
-    match header.typ.as_deref() {
-        Some(t)
-            if t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt") => {
-        }
-        _ => return Err(VerifyError::Header("typ")),
+    match tessera_proto::jose::check_access_header(token) {
+        Ok(h) => Ok(h.kid),
+        Err(tessera_proto::jose::HeaderRefusal::Malformed) => Err(VerifyError::Malformed),
+        Err(tessera_proto::jose::HeaderRefusal::Member(m)) => Err(VerifyError::Header(m)),
     }
-    if header.crit.is_some() {
-        return Err(VerifyError::Header("crit"));
-    }
-    // Keys come only from the issuer's JWKS; a token naming its own key is an attack.
-    if header.jku.is_some() || header.jwk.is_some() || header.x5u.is_some() || header.x5c.is_some()
-    {
-        return Err(VerifyError::Header("key reference"));
-    }
-    header.kid.ok_or(VerifyError::Header("kid"))
 }
 
 fn refusal(kind: &jsonwebtoken::errors::ErrorKind) -> VerifyError {
