@@ -82,9 +82,85 @@ impl SqlStore {
     }
 }
 
+/// What Postgres recorded for 0008 when it still built its three indexes in one transaction;
+/// the migration now builds one CONCURRENTLY, and 0010-0014 the rest, to the same schema.
+const PG_0008_TRANSACTIONAL_SHA384: &str = "9190898aabc0fdfb0107d13072b989e72eb9a96e8b359d6d731d725b6d36bf39198a9c1a41cebbadcaf03e68a06fe0da";
+
+/// Indexes that migrations build `CONCURRENTLY`. A build that was interrupted (the process was
+/// killed, the statement failed) leaves an invalid index behind, which `IF NOT EXISTS` would
+/// then take as built.
+const PG_CONCURRENT_INDEXES: &[&str] = &[
+    "revoked_tokens_feed_idx",
+    "sessions_feed_idx",
+    "users_feed_idx",
+    "users_username_skeleton_key",
+];
+
+const PG_INVALID_INDEXES: &str = "
+    SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+    WHERE NOT i.indisvalid AND c.relname = ANY($1)";
+
+/// Runs the Postgres migrations under sqlx's advisory lock (re-entrant, so held across the
+/// repairs below and the run), on a dedicated connection: if a migration fails while holding
+/// the lock, the connection is closed (detached and dropped) instead of returning to the pool
+/// with the lock still held. Before the run, under the lock (a replica building an index
+/// concurrently holds it, so its in-progress, not yet valid index is never taken for a dead
+/// one): the record of 0008's transactional form is updated to its current checksum, and an
+/// index a concurrent build left invalid is dropped, so that its migration builds it again.
+async fn pg_migrate(pg: &super::pg::PgStore) -> StoreResult<()> {
+    use sqlx::migrate::Migrate;
+    let mut conn = pg.pool().acquire().await?;
+    let result = async {
+        conn.lock().await?;
+        conn.ensure_migrations_table("_sqlx_migrations").await?;
+        if let Some(m) = pg.migrator().iter().find(|m| m.version == 8) {
+            let old = (0..PG_0008_TRANSACTIONAL_SHA384.len())
+                .step_by(2)
+                .filter_map(|i| {
+                    u8::from_str_radix(&PG_0008_TRANSACTIONAL_SHA384[i..i + 2], 16).ok()
+                })
+                .collect::<Vec<u8>>();
+            sqlx::query(
+                "UPDATE _sqlx_migrations SET checksum = $1 WHERE version = 8 AND checksum = $2",
+            )
+            .bind(&*m.checksum)
+            .bind(old)
+            .execute(&mut *conn)
+            .await?;
+        }
+        let invalid: Vec<String> = sqlx::query_scalar(PG_INVALID_INDEXES)
+            .bind(PG_CONCURRENT_INDEXES)
+            .fetch_all(&mut *conn)
+            .await?;
+        for name in invalid {
+            tracing::warn!(index = %name, "dropping an index an interrupted build left invalid");
+            // `name` is one of PG_CONCURRENT_INDEXES, not input.
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP INDEX CONCURRENTLY IF EXISTS {name}"
+            )))
+            .execute(&mut *conn)
+            .await?;
+        }
+        pg.migrator().run_direct(None, &mut *conn, false).await?;
+        conn.unlock().await?;
+        Ok::<_, sqlx::migrate::MigrateError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            drop(conn.detach());
+            Err(StoreError::Other(format!("migration failed: {e}")))
+        }
+    }
+}
+
 #[async_trait]
 impl Upkeep for SqlStore {
     async fn migrate(&self) -> StoreResult<()> {
+        if let SqlStore::Postgres(pg) = self {
+            return pg_migrate(pg).await;
+        }
         on_backend!(self, |b| {
             // A dedicated connection: if a migration fails while holding Postgres's advisory
             // lock, the connection is closed (detached and dropped) instead of returning to

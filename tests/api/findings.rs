@@ -24,6 +24,11 @@ on_both!(
     header_members_of_the_wrong_type_are_refused,
 );
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_migrations_build_big_indexes_concurrently() {
+    migrations_build_indexes_concurrently().await
+}
+
 #[tokio::test]
 async fn h2c_connections_get_the_head_deadline() {
     h2c_is_closed_within_the_head_deadline().await
@@ -762,4 +767,82 @@ async fn header_members_of_the_wrong_type_are_refused(b: Backend) {
             "tessera-verify took {what}"
         );
     }
+}
+
+/// 0008 built three indexes inside the migration's transaction: a SHARE lock on `sessions` for
+/// 1-2 s at 1M rows, during a rolling deploy. They are built CONCURRENTLY now, one statement
+/// per migration. A database that ran the old 0008 upgrades (its recorded checksum is
+/// updated; the indexes exist), and an index an interrupted build left invalid is rebuilt.
+async fn migrations_build_indexes_concurrently() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let migrations = std::fs::read_dir("migrations/postgres").unwrap();
+    for entry in migrations {
+        let path = entry.unwrap().path();
+        let sql = std::fs::read_to_string(&path).unwrap();
+        let upper = sql.to_uppercase();
+        let builds = upper.contains("CREATE INDEX") || upper.contains("CREATE UNIQUE INDEX");
+        let version: u32 = path.file_name().unwrap().to_str().unwrap()[..4]
+            .parse()
+            .unwrap();
+        if builds && version >= 8 {
+            assert!(
+                sql.starts_with("-- no-transaction"),
+                "{path:?} builds in a transaction"
+            );
+            assert!(upper.contains("CONCURRENTLY"), "{path:?}");
+        }
+    }
+    // A database migrated by the transactional 0008, with 0010-0014 not yet run.
+    app.exec_sql(
+        "UPDATE _sqlx_migrations SET checksum = decode('9190898aabc0fdfb0107d13072b989e72eb9a96e8b359d6d731d725b6d36bf39198a9c1a41cebbadcaf03e68a06fe0da', 'hex') WHERE version = 8;
+         DELETE FROM _sqlx_migrations WHERE version BETWEEN 10 AND 14;
+         DROP INDEX users_feed_idx;"
+            .into(),
+    )
+    .await;
+    // An interrupted concurrent build of users_feed_idx: it fails (two equal created_at) and
+    // leaves an invalid index of that name behind.
+    app.create_user("alice", &[]).await;
+    app.create_user("bob", &[]).await;
+    app.exec_sql("UPDATE users SET created_at = 1".into()).await;
+    let url = app.db.url().to_string();
+    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let failed =
+        sqlx::raw_sql("CREATE UNIQUE INDEX CONCURRENTLY users_feed_idx ON users (created_at)")
+            .execute(&mut c)
+            .await;
+    assert!(failed.is_err());
+    let invalid = "SELECT COUNT(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                   WHERE c.relname = $1 AND NOT i.indisvalid";
+    assert_eq!(app.scalar_i64(invalid, "users_feed_idx").await, 1);
+    app.store.migrate().await.unwrap();
+    for index in [
+        "revoked_tokens_feed_idx",
+        "sessions_feed_idx",
+        "users_feed_idx",
+    ] {
+        assert_eq!(app.scalar_i64(invalid, index).await, 0, "{index}");
+        assert_eq!(
+            app.scalar_i64("SELECT COUNT(*) FROM pg_class WHERE relname = $1", index)
+                .await,
+            1,
+            "{index}"
+        );
+    }
+    let def = "SELECT COUNT(*) FROM pg_indexes WHERE indexname = $1 AND indexdef LIKE '%tokens_not_before, id%'";
+    assert_eq!(app.scalar_i64(def, "users_feed_idx").await, 1);
+    assert_eq!(
+        app.scalar_i64(
+            "SELECT COUNT(*) FROM _sqlx_migrations WHERE success AND version >= $1::int",
+            "8"
+        )
+        .await,
+        7
+    );
+    // Running again changes nothing.
+    app.store.migrate().await.unwrap();
 }
