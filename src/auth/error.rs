@@ -46,6 +46,13 @@ pub enum AuthError {
     /// The username is taken (after normalisation).
     #[error("username taken")]
     UsernameTaken,
+    /// The username looks like an existing account's: it has the same confusable skeleton
+    /// (Unicode UTS #39 §4).
+    #[error("username looks like an existing one")]
+    UsernameConfusable,
+    /// A new username breaks a naming rule; the rule is safe to show.
+    #[error("{0}")]
+    BadUsername(super::username::NameError),
     /// A new password breaks a rule of `password.*`; the rule is safe to show.
     #[error("{0}")]
     WeakPassword(super::login::PasswordRule),

@@ -88,15 +88,25 @@ impl Auth {
         let mut report = ImportReport::default();
         let mut users: Vec<NewUser> = Vec::new();
         let mut seen = std::collections::HashMap::new();
+        let mut looks = std::collections::HashMap::new();
         let now = now_ms();
         for (line, parsed) in lines {
             let user = parsed.and_then(|l| prepare(l, &caps, now));
             match user {
                 Ok(u) => {
+                    let skeleton = u.skeleton.clone().unwrap_or_default();
                     if let Some(first) = seen.insert(u.username.clone(), line) {
                         report.invalid.push(LineError {
                             line,
                             reason: format!("username {} repeats line {first}", u.username),
+                        });
+                    } else if let Some(first) = looks.insert(skeleton, line) {
+                        report.invalid.push(LineError {
+                            line,
+                            reason: format!(
+                                "username {} looks like line {first}'s (UTS #39 confusable)",
+                                u.username
+                            ),
                         });
                     } else {
                         users.push(u);
@@ -175,6 +185,7 @@ fn prepare(l: ImportLine, caps: &CostCaps, now: i64) -> Result<NewUser, String> 
     Ok(NewUser {
         id: Uuid::now_v7(),
         username: name.as_str().to_string(),
+        skeleton: Some(name.skeleton()),
         password_hash,
         roles,
         claims: l.claims,

@@ -26,6 +26,11 @@ impl Auth {
 
     /// Rotation when due and the purges, every `MAINTAIN_EVERY`.
     async fn maintain(&self) {
+        match self.backfill_username_skeletons().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(users = n, "username skeletons filled in"),
+            Err(e) => tracing::warn!(error = %e, "username skeletons not filled in"),
+        }
         let mut maintain = tokio::time::interval(MAINTAIN_EVERY);
         maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut round: u32 = 0;

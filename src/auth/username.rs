@@ -3,6 +3,7 @@
 use precis_core::profile::Profile;
 use precis_profiles::UsernameCaseMapped;
 use unicode_normalization::UnicodeNormalization;
+use unicode_security::{skeleton, RestrictionLevel, RestrictionLevelDetection};
 
 /// Longest raw username accepted on the wire, in bytes.
 pub const MAX_RAW_BYTES: usize = 256;
@@ -22,6 +23,8 @@ pub enum NameError {
     Length,
     #[error("username may contain only letters, digits and visible symbols (RFC 8265 UsernameCaseMapped): no spaces, invisible or control characters")]
     Disallowed,
+    #[error("username mixes scripts: its letters and digits must be of one script, or Han with Hiragana and Katakana, Hangul or Bopomofo, each also with Latin (Unicode UTS #39 restriction level highly restrictive)")]
+    MixedScript,
     #[error("role names must be 1 to 64 characters of letters, digits, '_', '-', ':' or '.'")]
     Role,
 }
@@ -43,7 +46,23 @@ impl Username {
         if n == 0 || n > MAX_CHARS {
             return Err(NameError::Length);
         }
+        // UTS #39 §5.2, on the letters and digits: the symbols PRECIS allows (`.`, `-`, `_`,
+        // `@`, `+`) belong to no script and would otherwise make every e-mail-like name
+        // "unrestricted".
+        let letters: String = enforced.chars().filter(|c| c.is_alphanumeric()).collect();
+        if !letters
+            .as_str()
+            .check_restriction_level(RestrictionLevel::HighlyRestrictive)
+        {
+            return Err(NameError::MixedScript);
+        }
         Ok(Self(enforced.into_owned()))
+    }
+
+    /// The name's confusable skeleton (UTS #39 §4), made case-blind: `rоot` (Cyrillic о),
+    /// `r00t` and `ROOT` all give the skeleton of `root`. Two accounts never share one.
+    pub fn skeleton(&self) -> String {
+        skeleton_key(self.as_str())
     }
 
     /// The form to look an existing account up by. The PRECIS form when the input has one;
@@ -77,6 +96,14 @@ impl Username {
     }
 }
 
+/// The case-blind confusable skeleton of `name`: skeleton, lower case, skeleton again (the
+/// skeleton mapping is case-sensitive and maps some letters to capitals, `l` to `I`'s form
+/// and back).
+pub fn skeleton_key(name: &str) -> String {
+    let once: String = skeleton(name).collect();
+    skeleton(&once.to_lowercase()).collect()
+}
+
 /// Validates role names and removes duplicates, keeping order.
 pub fn parse_roles(roles: Vec<String>) -> Result<Vec<String>, NameError> {
     let mut out: Vec<String> = Vec::new();
@@ -99,6 +126,39 @@ pub fn parse_roles(roles: Vec<String>) -> Result<Vec<String>, NameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mixed_scripts_are_refused_and_lookalikes_share_a_skeleton() {
+        // Latin r, Cyrillic о, Latin o, t: renders as "root".
+        let e = Username::parse("r\u{043E}ot").unwrap_err();
+        assert!(matches!(e, NameError::MixedScript), "{e}");
+        assert!(e.to_string().contains("UTS #39"), "{e}");
+        for ok in [
+            "root",
+            "josé",
+            "παύλος",
+            "日本語abc",
+            "alice@example.com",
+            "a.b-c_d+1",
+        ] {
+            assert!(Username::parse(ok).is_ok(), "{ok}");
+        }
+        // Single-script look-alikes are allowed as names, but share a skeleton.
+        let root = Username::parse("root").unwrap().skeleton();
+        for lookalike in ["r00t", "ROOT", "rooT"] {
+            assert_eq!(
+                Username::parse(lookalike).unwrap().skeleton(),
+                root,
+                "{lookalike}"
+            );
+        }
+        // A whole-Cyrillic look-alike ("рор") is one script, and has the Latin one's skeleton.
+        assert_eq!(
+            skeleton_key("\u{0440}\u{043E}\u{0440}"),
+            Username::parse("pop").unwrap().skeleton()
+        );
+        assert_ne!(Username::parse("rout").unwrap().skeleton(), root);
+    }
 
     #[test]
     fn precis_merges_case_and_width_and_refuses_lookalikes() {

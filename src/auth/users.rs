@@ -23,7 +23,9 @@ pub enum UserRef<'a> {
 impl Auth {
     /// Creates a user with a new password and roles.
     ///
-    /// Errors: `BadInput` (username, password rules, role names), `UsernameTaken`,
+    /// Errors: `BadUsername` (naming rules: PRECIS, length, mixed scripts), `BadInput`
+    /// (password rules, role names), `UsernameTaken`, `UsernameConfusable` (it looks like an
+    /// existing account's name, UTS #39),
     /// `Unavailable` (hashing saturated), `StoreUnavailable`.
     pub async fn create_user(
         &self,
@@ -31,7 +33,7 @@ impl Auth {
         password: SecretString,
         roles: Vec<String>,
     ) -> Result<User, AuthError> {
-        let name = Username::parse(username).map_err(|e| AuthError::BadInput(e.to_string()))?;
+        let name = Username::parse(username).map_err(AuthError::BadUsername)?;
         check_new_password(&password, name.as_str(), &self.settings.password)?;
         let roles = parse_roles(roles)?;
         let hash = self.passwords.hash(password).await?;
@@ -40,6 +42,7 @@ impl Auth {
             .create_user(NewUser {
                 id: Uuid::now_v7(),
                 username: name.as_str().to_string(),
+                skeleton: Some(name.skeleton()),
                 password_hash: hash,
                 roles,
                 claims: Default::default(),
@@ -48,12 +51,45 @@ impl Auth {
             })
             .await
             .map_err(|e| match e {
+                StoreError::Duplicate("username_skeleton") => AuthError::UsernameConfusable,
                 StoreError::Duplicate(_) => AuthError::UsernameTaken,
                 other => other.into(),
             })?;
         self.audit(Event::UserCreated, Record::user(user.id).reason("created"))
             .await;
         Ok(user)
+    }
+
+    /// Fills in the confusable skeleton of accounts named before skeletons were stored, in
+    /// pages of 500, so that a new name that looks like theirs is refused too. Runs once at
+    /// start-up, in the background, on every replica (the writes are idempotent). An older
+    /// account whose skeleton another account already holds keeps none: both still log in.
+    /// Returns how many were filled in.
+    ///
+    /// Errors: `StoreUnavailable`.
+    pub async fn backfill_username_skeletons(&self) -> Result<u64, AuthError> {
+        const PAGE: u32 = 500;
+        let mut after = Uuid::nil();
+        let mut filled = 0;
+        loop {
+            let page = self.store.users_missing_skeleton(after, PAGE).await?;
+            let Some((last, _)) = page.last() else {
+                return Ok(filled);
+            };
+            after = *last;
+            for (id, name) in &page {
+                if self
+                    .store
+                    .set_skeleton(*id, &super::username::skeleton_key(name))
+                    .await?
+                {
+                    filled += 1;
+                }
+            }
+            if page.len() < PAGE as usize {
+                return Ok(filled);
+            }
+        }
     }
 
     /// One user.

@@ -63,6 +63,13 @@ pub enum ApiError {
     /// A new password breaks a `password.*` rule: 400 `invalid_request` naming the rule.
     #[error("weak password: {0}")]
     WeakPassword(crate::auth::login::PasswordRule),
+    /// A new username breaks a naming rule (PRECIS, length, mixed scripts): 400
+    /// `invalid_request` naming the rule.
+    #[error("bad username: {0}")]
+    BadUsername(crate::auth::username::NameError),
+    /// A new username looks like an existing account's (UTS #39 confusable skeleton): 409.
+    #[error("confusable username")]
+    ConfusableUsername,
     /// The resource already exists (a username taken).
     #[error("conflict: {0}")]
     Conflict(&'static str),
@@ -106,15 +113,21 @@ impl ApiError {
     /// variant (or a password rule, built from settings only), so no input or internal detail can
     /// leak into a response.
     pub fn parts(&self) -> (StatusCode, ErrorBody) {
-        if let ApiError::WeakPassword(rule) = self {
+        // A broken rule names itself: its text is built from settings and fixed strings only.
+        let rule = match self {
+            ApiError::WeakPassword(rule) => Some(rule.to_string()),
+            ApiError::BadUsername(rule) => Some(rule.to_string()),
+            _ => None,
+        };
+        if let Some(rule) = rule {
             let body = ErrorBody {
                 error: "invalid_request",
-                error_description: rule.to_string().into(),
+                error_description: rule.into(),
             };
             return (StatusCode::BAD_REQUEST, body);
         }
         let (status, error, error_description) = match self {
-            ApiError::InvalidRequest(_) | ApiError::WeakPassword(_) => (
+            ApiError::InvalidRequest(_) | ApiError::WeakPassword(_) | ApiError::BadUsername(_) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "The request is missing a required parameter or is malformed.",
@@ -183,6 +196,11 @@ impl ApiError {
                 "conflict",
                 "The resource already exists.",
             ),
+            ApiError::ConfusableUsername => (
+                StatusCode::CONFLICT,
+                "conflict",
+                "The username looks like an existing account's (Unicode UTS #39 confusable skeleton): choose a name that does not.",
+            ),
             ApiError::HeaderTooLarge => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "invalid_request",
@@ -242,6 +260,8 @@ impl From<AuthError> for ApiError {
             AuthError::UserNotFound => ApiError::UserNotFound,
             AuthError::SessionNotFound => ApiError::SessionNotFound,
             AuthError::UsernameTaken => ApiError::Conflict("username"),
+            AuthError::UsernameConfusable => ApiError::ConfusableUsername,
+            AuthError::BadUsername(rule) => ApiError::BadUsername(rule),
             AuthError::BadInput(why) => ApiError::InvalidRequest(why),
             AuthError::WeakPassword(rule) => ApiError::WeakPassword(rule),
             AuthError::StoreUnavailable => ApiError::Unavailable("database unavailable"),
@@ -359,6 +379,12 @@ mod tests {
             (ApiError::SlowDown(3), 429, "slow_down"),
             (ApiError::Forbidden, 403, "insufficient_scope"),
             (ApiError::Conflict("username"), 409, "conflict"),
+            (ApiError::ConfusableUsername, 409, "conflict"),
+            (
+                ApiError::BadUsername(crate::auth::username::NameError::MixedScript),
+                400,
+                "invalid_request",
+            ),
             (ApiError::PayloadTooLarge, 413, "invalid_request"),
             (ApiError::HeaderTooLarge, 431, "invalid_request"),
             (ApiError::MethodNotAllowed, 405, "invalid_request"),

@@ -67,7 +67,11 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 let msg = db.message();
                 let constraint = db.constraint().unwrap_or_default();
-                let field = if msg.contains("username") || constraint == "users_username_key" {
+                let field = if msg.contains("username_skeleton")
+                    || constraint == "users_username_skeleton_key"
+                {
+                    "username_skeleton"
+                } else if msg.contains("username") || constraint == "users_username_key" {
                     "username"
                 } else if msg.contains("succeeds") || constraint == "signing_keys_succeeds_key" {
                     "succeeds"
@@ -150,6 +154,15 @@ pub trait UserStore {
         on_conflict: OnConflict,
     ) -> StoreResult<Imported>;
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
+    /// Accounts without a stored skeleton (named before skeletons were kept), id order, after
+    /// `after` (the nil UUID to start), at most `limit`.
+    async fn users_missing_skeleton(
+        &self,
+        after: Uuid,
+        limit: u32,
+    ) -> StoreResult<Vec<(Uuid, String)>>;
+    /// Stores the user's skeleton; `false` when another account holds it (or it was set).
+    async fn set_skeleton(&self, id: Uuid, skeleton: &str) -> StoreResult<bool>;
     async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;
     /// A page of users, ordered by username (see `UserQuery`).

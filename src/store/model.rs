@@ -24,6 +24,9 @@ pub struct User {
 pub struct NewUser {
     pub id: Uuid,
     pub username: String,
+    /// The username's confusable skeleton (`auth::username::skeleton_key`): unique among
+    /// users, so no new name looks like another. `None` only for rows written without one.
+    pub skeleton: Option<String>,
     pub password_hash: String,
     pub roles: Vec<String>,
     /// Custom claims copied into access tokens.

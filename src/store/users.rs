@@ -9,15 +9,25 @@ use super::{Imported, NewUser, OnConflict, StoreError, StoreResult, User, UserQu
 
 const INSERT: &str = "
     INSERT INTO users (id, username, password_hash, roles, claims, disabled,
-                       tokens_not_before, created_at, updated_at)
-    VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7)";
+                       tokens_not_before, created_at, updated_at, username_skeleton)
+    VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7, $8)";
 
-/// `INSERT` that leaves an existing username alone (affects no row then).
+/// `INSERT` that leaves an existing username, or one it looks like (the same skeleton), alone
+/// (affects no row then).
 const IMPORT: &str = "
     INSERT INTO users (id, username, password_hash, roles, claims, disabled,
-                       tokens_not_before, created_at, updated_at)
-    VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7)
-    ON CONFLICT (username) DO NOTHING";
+                       tokens_not_before, created_at, updated_at, username_skeleton)
+    VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7, $8)
+    ON CONFLICT DO NOTHING";
+
+/// Accounts named before skeletons were stored, in id order from a cursor.
+const MISSING_SKELETON: &str = "
+    SELECT id, username FROM users
+    WHERE username_skeleton IS NULL AND id > $1 ORDER BY id LIMIT $2";
+
+/// Fills in one skeleton; a unique violation means another account holds it already.
+const SET_SKELETON: &str = "
+    UPDATE users SET username_skeleton = $2 WHERE id = $1 AND username_skeleton IS NULL";
 
 const BY_USERNAME: &str = "
     SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
@@ -153,6 +163,7 @@ impl UserStore for SqlStore {
             .bind(Json(&u.claims))
             .bind(u.disabled)
             .bind(u.now)
+            .bind(&u.skeleton)
             .execute(b.pool())
             .await
             .map(|r| r.rows_affected()))?;
@@ -178,6 +189,7 @@ impl UserStore for SqlStore {
                     .bind(Json(&u.claims))
                     .bind(u.disabled)
                     .bind(u.now)
+                    .bind(&u.skeleton)
                     .execute(&mut *tx)
                     .await?;
                 if r.rows_affected() == 1 {
@@ -194,6 +206,34 @@ impl UserStore for SqlStore {
             tx.commit().await?;
             Ok(done)
         })
+    }
+
+    async fn users_missing_skeleton(
+        &self,
+        after: Uuid,
+        limit: u32,
+    ) -> StoreResult<Vec<(Uuid, String)>> {
+        Ok(on_backend!(self, |b| sqlx::query_as(MISSING_SKELETON)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(b.pool())
+            .await)?)
+    }
+
+    async fn set_skeleton(&self, id: Uuid, skeleton: &str) -> StoreResult<bool> {
+        let done = on_backend!(self, |b| sqlx::query(SET_SKELETON)
+            .bind(id)
+            .bind(skeleton)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()));
+        match done {
+            Ok(n) => Ok(n == 1),
+            Err(e) => match StoreError::from(e) {
+                StoreError::Duplicate(_) => Ok(false),
+                other => Err(other),
+            },
+        }
     }
 
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>> {

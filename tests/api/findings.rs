@@ -22,6 +22,7 @@ on_both!(
     repeated_resource_parameters,
     no_token_gets_a_challenge_without_an_error_code,
     header_members_of_the_wrong_type_are_refused,
+    homoglyph_usernames_make_no_new_account,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,6 +60,7 @@ async fn import_legacy(app: &TestApp, name: &str) -> Uuid {
         .create_user(tessera::store::NewUser {
             id,
             username: name.into(),
+            skeleton: None,
             password_hash: DJANGO.into(),
             roles: vec![],
             claims: Default::default(),
@@ -845,4 +847,84 @@ async fn migrations_build_indexes_concurrently() {
     );
     // Running again changes nothing.
     app.store.migrate().await.unwrap();
+}
+
+/// UTS #39: `rоot` with a Cyrillic о made a second account that renders as `root`. Names that
+/// mix scripts are refused, naming the rule, and so is a name whose confusable skeleton is an
+/// existing account's, also one named before skeletons were stored.
+async fn homoglyph_usernames_make_no_new_account(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let admin = admin_token(&app).await;
+    let create = |name: &'static str| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            let r = app
+                .admin(
+                    reqwest::Method::POST,
+                    "/admin/users",
+                    admin,
+                    Some(json!({"username": name, "password": "a long enough password"})),
+                )
+                .await;
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = create("r\u{043E}ot").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_request");
+    let why = body["error_description"].as_str().unwrap();
+    assert!(
+        why.contains("mixes scripts") && why.contains("UTS #39"),
+        "{why}"
+    );
+    // A name PRECIS refuses names its rule too, not the generic text.
+    let (status, body) = create("al ice").await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("RFC 8265"),
+        "{body}"
+    );
+    // One script, but the skeleton of root's.
+    for lookalike in ["r00t", "rooт"] {
+        let (status, body) = create(lookalike).await;
+        if lookalike == "r00t" {
+            assert_eq!(status, 409, "{lookalike}: {body}");
+            assert!(
+                body["error_description"]
+                    .as_str()
+                    .unwrap()
+                    .contains("confusable"),
+                "{body}"
+            );
+        } else {
+            assert_eq!(status, 400, "{lookalike}: {body}");
+        }
+    }
+    // An account named before skeletons were stored: filled in at start-up, then guarded.
+    import_legacy(&app, "admin").await;
+    app.auth.backfill_username_skeletons().await.unwrap();
+    let (status, _) = create("adrnin").await;
+    assert_eq!(status, 409, "rn looks like m");
+    let (status, _) = create("alice").await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        app.scalar_i64("SELECT COUNT(*) FROM users WHERE username <> $1", "")
+            .await,
+        3,
+        "root, admin and alice only"
+    );
+    assert_eq!(
+        app.scalar_i64(
+            "SELECT COUNT(*) FROM users WHERE username_skeleton IS NULL AND username <> $1",
+            ""
+        )
+        .await,
+        0
+    );
 }

@@ -261,6 +261,7 @@ async fn passwords_are_compared_after_nfkc(b: Backend) {
         .create_user(tessera::store::NewUser {
             id: uuid::Uuid::now_v7(),
             username: "lena".into(),
+            skeleton: None,
             password_hash: raw.clone(),
             roles: vec![],
             claims: Default::default(),
