@@ -130,8 +130,11 @@ impl Throttle {
     /// Reserves the attempt against each key, waiting up to `queue_timeout` while the keys'
     /// allowances are in use by attempts in flight.
     ///
-    /// `lease` is how long a slot is held if the attempt is never settled (its process died):
-    /// longer than a request may take.
+    /// The work runs in a task of its own, so that a request dropped mid-statement (a client
+    /// that went away, a request timeout) never leaves a slot taken in the database with no
+    /// reservation to hand it back: the task finishes, and a reservation nobody waits for any
+    /// more is dropped, which hands it back. `lease` is how long a slot is held if even that
+    /// never happens (the process died): longer than a request may take.
     ///
     /// Errors: `Throttled` while a key waits after failures (or the attempts ahead of this one
     /// used its allowance up); `Unavailable("login queue")` when the attempts ahead did not
@@ -143,125 +146,164 @@ impl Throttle {
         lease: Duration,
         queue_timeout: Duration,
     ) -> Result<Reservation, AuthError> {
-        let s = &self.settings;
-        let mut r = Reservation {
-            store: store.clone(),
-            settled: self.settled.clone(),
-            keys: Vec::new(),
-            account: None,
+        let (store, settled, settings) =
+            (store.clone(), self.settled.clone(), self.settings.clone());
+        let keys = AttemptKeys {
+            account: keys.account.clone(),
+            ip: keys.ip.clone(),
         };
-        if !s.enabled() {
-            return Ok(r);
-        }
-        let mut pairs = Vec::new();
-        if s.account_free_failures > 0 {
-            pairs.push((keys.account.clone(), s.account_free_failures));
-            r.account = Some(keys.account.clone());
-        }
-        if let (Some(ip), true) = (keys.ip.as_deref(), s.ip_free_failures > 0) {
-            pairs.push((ip.to_string(), s.ip_free_failures));
-        }
-        let ip = keys.ip.as_deref().unwrap_or("");
-        let deadline = Instant::now() + queue_timeout;
-        loop {
-            // Registered before looking, so a settlement between the look and the wait wakes
-            // this attempt.
-            let woken = self.settled.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            let now = now_ms();
-            let until = store.throttle_locked_until(&keys.account, ip, now).await?;
-            if until > now {
-                return Err(AuthError::Throttled {
-                    retry_after_secs: retry_after(until, now),
-                });
-            }
-            let mut all = true;
-            for (key, free) in &pairs {
-                let reserved = store
-                    .throttle_reserve(&Reserve {
-                        key,
-                        now,
-                        window_cutoff: now - millis(s.window),
-                        free: i64::from(*free),
-                        lease_until: now + millis(lease),
-                    })
-                    .await?;
-                if reserved.is_none() {
-                    all = false;
-                    break;
-                }
-                r.keys.push((key.clone(), *free));
-            }
-            if all {
-                return Ok(r);
-            }
-            // A key is busy: hand back what this attempt took, then wait for a settlement.
-            let taken = std::mem::take(&mut r.keys);
-            release(store.as_ref(), &taken).await;
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(AuthError::Unavailable("login queue"));
-            }
-            let _ = tokio::time::timeout(left.min(RECHECK), woken).await;
-        }
+        tokio::spawn(reserve(
+            store,
+            settled,
+            settings,
+            keys,
+            lease,
+            queue_timeout,
+        ))
+        .await
+        .map_err(|e| AuthError::Internal(format!("throttle reservation task: {e}")))?
     }
 
     /// Hands back an attempt that was neither a success nor a failure (the password could not
     /// be checked: shed, or the database failed).
     pub async fn abandon(&self, mut r: Reservation) {
         let keys = std::mem::take(&mut r.keys);
-        release(r.store.as_ref(), &keys).await;
-        self.settled.notify_waiters();
+        let (store, settled) = (r.store.clone(), self.settled.clone());
+        let _ = tokio::spawn(async move {
+            release(store.as_ref(), &keys).await;
+            settled.notify_waiters();
+        })
+        .await;
     }
 
     /// Settles a failed attempt: counted against each key, and a key whose allowance is used up
-    /// waits.
+    /// waits. In a task of its own, like the reservation.
     pub async fn failed(&self, mut r: Reservation) -> Result<(), AuthError> {
-        let s = &self.settings;
         let keys = std::mem::take(&mut r.keys);
-        let mut result = Ok(());
-        for (i, (key, free)) in keys.iter().enumerate() {
-            let counted = r
-                .store
-                .throttle_failed(
-                    key,
-                    now_ms(),
-                    i64::from(*free),
-                    millis(s.backoff_base),
-                    millis(s.backoff_max),
-                )
-                .await;
-            if let Err(e) = counted {
-                // The keys not yet settled are handed back, never left to their lease.
-                release(r.store.as_ref(), &keys[i + 1..]).await;
-                result = Err(e.into());
-                break;
+        let (store, settled) = (r.store.clone(), self.settled.clone());
+        let (base, max) = (
+            millis(self.settings.backoff_base),
+            millis(self.settings.backoff_max),
+        );
+        let settle = async move {
+            let mut result = Ok(());
+            for (i, (key, free)) in keys.iter().enumerate() {
+                let counted = store
+                    .throttle_failed(key, now_ms(), i64::from(*free), base, max)
+                    .await;
+                if let Err(e) = counted {
+                    // The keys not yet settled are handed back, never left to their lease.
+                    release(store.as_ref(), &keys[i + 1..]).await;
+                    result = Err(e.into());
+                    break;
+                }
             }
-        }
-        self.settled.notify_waiters();
-        result
+            settled.notify_waiters();
+            result
+        };
+        tokio::spawn(settle)
+            .await
+            .map_err(|e| AuthError::Internal(format!("throttle settlement task: {e}")))?
     }
 
     /// Settles a successful attempt: the username's count is cleared, and the address's slot
-    /// handed back.
+    /// handed back. In a task of its own, like the reservation.
     pub async fn succeeded(&self, mut r: Reservation) -> Result<(), AuthError> {
         let keys = std::mem::take(&mut r.keys);
-        let mut result = Ok(());
-        for (i, (key, _)) in keys.iter().enumerate() {
-            let done = if r.account.as_deref() == Some(key.as_str()) {
-                r.store.throttle_clear(key, now_ms()).await
-            } else {
-                r.store.throttle_release(key).await
-            };
-            if let Err(e) = done {
-                release(r.store.as_ref(), &keys[i + 1..]).await;
-                result = Err(e.into());
+        let account = r.account.take();
+        let (store, settled) = (r.store.clone(), self.settled.clone());
+        let settle = async move {
+            let mut result = Ok(());
+            for (i, (key, _)) in keys.iter().enumerate() {
+                let done = if account.as_deref() == Some(key.as_str()) {
+                    store.throttle_clear(key, now_ms()).await
+                } else {
+                    store.throttle_release(key).await
+                };
+                if let Err(e) = done {
+                    release(store.as_ref(), &keys[i + 1..]).await;
+                    result = Err(e.into());
+                    break;
+                }
+            }
+            settled.notify_waiters();
+            result
+        };
+        tokio::spawn(settle)
+            .await
+            .map_err(|e| AuthError::Internal(format!("throttle settlement task: {e}")))?
+    }
+}
+
+/// The body of [`Throttle::reserve`], on its own task.
+async fn reserve(
+    store: Arc<dyn Store>,
+    settled: Arc<Notify>,
+    s: ThrottleSettings,
+    keys: AttemptKeys,
+    lease: Duration,
+    queue_timeout: Duration,
+) -> Result<Reservation, AuthError> {
+    let mut r = Reservation {
+        store: store.clone(),
+        settled: settled.clone(),
+        keys: Vec::new(),
+        account: None,
+    };
+    if !s.enabled() {
+        return Ok(r);
+    }
+    let mut pairs = Vec::new();
+    if s.account_free_failures > 0 {
+        pairs.push((keys.account.clone(), s.account_free_failures));
+        r.account = Some(keys.account.clone());
+    }
+    if let (Some(ip), true) = (keys.ip.as_deref(), s.ip_free_failures > 0) {
+        pairs.push((ip.to_string(), s.ip_free_failures));
+    }
+    let ip = keys.ip.as_deref().unwrap_or("");
+    let deadline = Instant::now() + queue_timeout;
+    loop {
+        // Registered before looking, so a settlement between the look and the wait wakes
+        // this attempt.
+        let woken = settled.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let now = now_ms();
+        let until = store.throttle_locked_until(&keys.account, ip, now).await?;
+        if until > now {
+            return Err(AuthError::Throttled {
+                retry_after_secs: retry_after(until, now),
+            });
+        }
+        let mut all = true;
+        for (key, free) in &pairs {
+            let reserved = store
+                .throttle_reserve(&Reserve {
+                    key,
+                    now,
+                    window_cutoff: now - millis(s.window),
+                    free: i64::from(*free),
+                    lease_until: now + millis(lease),
+                })
+                .await?;
+            if reserved.is_none() {
+                all = false;
                 break;
             }
+            r.keys.push((key.clone(), *free));
         }
-        self.settled.notify_waiters();
-        result
+        if all {
+            return Ok(r);
+        }
+        // A key is busy: hand back what this attempt took, then wait for a settlement.
+        let taken = std::mem::take(&mut r.keys);
+        release(store.as_ref(), &taken).await;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(AuthError::Unavailable("login queue"));
+        }
+        let _ = tokio::time::timeout(left.min(RECHECK), woken).await;
     }
 }
 

@@ -61,7 +61,14 @@ pub fn router() -> OpenApiRouter<AppState> {
               (status = 401, description = "metrics.bearer_token is set and the request does not bear it", body = super::error::ErrorBody)))]
 async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(expected) = &st.settings.metrics.bearer_token {
-        if !headers.contains_key(header::AUTHORIZATION) {
+        // No bearer token at all (no header, or another scheme): a bare challenge (RFC 6750
+        // §3.1).
+        let bearer = headers.get(header::AUTHORIZATION).is_some_and(|v| {
+            v.as_bytes()
+                .get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer "))
+        });
+        if !bearer {
             return super::error::ApiError::MissingToken.into_response();
         }
         if !bears(&headers, expected) {
