@@ -1,7 +1,13 @@
 -- The login throttle counts failures only (invariant 11). Attempts still being checked are
--- counted apart, in `pending`: a key lets at most its remaining allowance be in flight at once
--- (one, once the allowance is used up), and further attempts wait for them instead of failing.
--- `pending_until` is the lease of those attempts: a process that died mid-check leaves a count
--- that is forgotten once the lease ends.
-ALTER TABLE login_throttle ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE login_throttle ADD COLUMN pending_until INTEGER NOT NULL DEFAULT 0;   -- ms since the epoch
+-- rows here instead, one per attempt and key, each with its own lease: a key lets at most the
+-- allowance it has left be in flight at once (one, once the allowance is used up), and further
+-- attempts wait for them instead of failing. A process that dies mid-check leaves rows that
+-- stop counting when their lease ends (a request timeout and a second), whatever other
+-- attempts do meanwhile; the upkeep loop deletes them.
+CREATE TABLE login_attempts (
+    key         TEXT NOT NULL,
+    id          BLOB NOT NULL,
+    lease_until INTEGER NOT NULL,   -- ms since the epoch
+    PRIMARY KEY (key, id)
+);
+CREATE INDEX login_attempts_lease_until_idx ON login_attempts (lease_until);

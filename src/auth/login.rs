@@ -181,6 +181,8 @@ impl Auth {
                     user_id,
                     ..Record::default()
                 };
+                // Counted first: nothing between the check and the count may be cut short.
+                self.throttle.failed(reservation).await?;
                 self.audit(
                     Event::LoginFailed,
                     record.client(client.as_str()).reason(reason),
@@ -188,7 +190,6 @@ impl Auth {
                 .await;
                 tracing::info!("login failed");
                 metrics::counter!("logins_total", "result" => "failed").increment(1);
-                self.throttle.failed(reservation).await?;
                 return Err(AuthError::InvalidCredentials);
             }
         };
@@ -227,9 +228,11 @@ impl Auth {
             resource: granted.resource.clone(),
         };
         // The session exists only if the credential verified is still the user's: a password
-        // change, disable, role removal or logout-everywhere that raced this login moved the
-        // cut-off and refuses it, or finds the session and revokes it. Roles and claims come
-        // from that same locked read.
+        // change, disable, role removal or logout-everywhere that committed since the read
+        // moved the cut-off, and refuses it. One that commits later finds the session: a
+        // password change or logout-everywhere revokes it, a disable refuses its tokens, and a
+        // role removal cuts off this token while the session's next refresh reads the new
+        // roles. Roles and claims come from that same locked read.
         let Some(subject) = self
             .store
             .create_session(&session, user.tokens_not_before)

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use super::AuthError;
 use crate::config::ThrottleSettings;
@@ -76,6 +77,8 @@ pub struct Throttle {
 pub struct Reservation {
     store: Arc<dyn Store>,
     settled: Arc<Notify>,
+    /// The attempt's id, the same on each of its keys.
+    attempt: Uuid,
     /// (key, its free allowance).
     keys: Vec<(String, u32)>,
     /// The account key (a success clears it rather than releasing).
@@ -96,19 +99,19 @@ impl Drop for Reservation {
         if keys.is_empty() {
             return;
         }
-        let (store, settled) = (self.store.clone(), self.settled.clone());
+        let (store, settled, attempt) = (self.store.clone(), self.settled.clone(), self.attempt);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                release(store.as_ref(), &keys).await;
+                release(store.as_ref(), attempt, &keys).await;
                 settled.notify_waiters();
             });
         }
     }
 }
 
-async fn release(store: &dyn Store, keys: &[(String, u32)]) {
+async fn release(store: &dyn Store, attempt: Uuid, keys: &[(String, u32)]) {
     for (key, _) in keys {
-        if let Err(e) = store.throttle_release(key).await {
+        if let Err(e) = store.throttle_release(key, attempt).await {
             tracing::warn!(error = %e, "login throttle reservation not handed back");
         }
     }
@@ -168,9 +171,9 @@ impl Throttle {
     /// be checked: shed, or the database failed).
     pub async fn abandon(&self, mut r: Reservation) {
         let keys = std::mem::take(&mut r.keys);
-        let (store, settled) = (r.store.clone(), self.settled.clone());
+        let (store, settled, attempt) = (r.store.clone(), self.settled.clone(), r.attempt);
         let _ = tokio::spawn(async move {
-            release(store.as_ref(), &keys).await;
+            release(store.as_ref(), attempt, &keys).await;
             settled.notify_waiters();
         })
         .await;
@@ -180,7 +183,7 @@ impl Throttle {
     /// waits. In a task of its own, like the reservation.
     pub async fn failed(&self, mut r: Reservation) -> Result<(), AuthError> {
         let keys = std::mem::take(&mut r.keys);
-        let (store, settled) = (r.store.clone(), self.settled.clone());
+        let (store, settled, attempt) = (r.store.clone(), self.settled.clone(), r.attempt);
         let (base, max) = (
             millis(self.settings.backoff_base),
             millis(self.settings.backoff_max),
@@ -189,11 +192,12 @@ impl Throttle {
             let mut result = Ok(());
             for (i, (key, free)) in keys.iter().enumerate() {
                 let counted = store
-                    .throttle_failed(key, now_ms(), i64::from(*free), base, max)
+                    .throttle_failed(key, attempt, now_ms(), i64::from(*free), base, max)
                     .await;
                 if let Err(e) = counted {
-                    // The keys not yet settled are handed back, never left to their lease.
-                    release(store.as_ref(), &keys[i + 1..]).await;
+                    // This key's attempt and the keys not yet settled are handed back (if the
+                    // database lets us; otherwise their leases end).
+                    release(store.as_ref(), attempt, &keys[i..]).await;
                     result = Err(e.into());
                     break;
                 }
@@ -211,17 +215,17 @@ impl Throttle {
     pub async fn succeeded(&self, mut r: Reservation) -> Result<(), AuthError> {
         let keys = std::mem::take(&mut r.keys);
         let account = r.account.take();
-        let (store, settled) = (r.store.clone(), self.settled.clone());
+        let (store, settled, attempt) = (r.store.clone(), self.settled.clone(), r.attempt);
         let settle = async move {
             let mut result = Ok(());
             for (i, (key, _)) in keys.iter().enumerate() {
                 let done = if account.as_deref() == Some(key.as_str()) {
-                    store.throttle_clear(key, now_ms()).await
+                    store.throttle_clear(key, attempt).await
                 } else {
-                    store.throttle_release(key).await
+                    store.throttle_release(key, attempt).await
                 };
                 if let Err(e) = done {
-                    release(store.as_ref(), &keys[i + 1..]).await;
+                    release(store.as_ref(), attempt, &keys[i..]).await;
                     result = Err(e.into());
                     break;
                 }
@@ -247,6 +251,7 @@ async fn reserve(
     let mut r = Reservation {
         store: store.clone(),
         settled: settled.clone(),
+        attempt: Uuid::now_v7(),
         keys: Vec::new(),
         account: None,
     };
@@ -281,13 +286,14 @@ async fn reserve(
             let reserved = store
                 .throttle_reserve(&Reserve {
                     key,
+                    attempt: r.attempt,
                     now,
                     window_cutoff: now - millis(s.window),
                     free: i64::from(*free),
                     lease_until: now + millis(lease),
                 })
                 .await?;
-            if reserved.is_none() {
+            if !reserved {
                 all = false;
                 break;
             }
@@ -298,7 +304,7 @@ async fn reserve(
         }
         // A key is busy: hand back what this attempt took, then wait for a settlement.
         let taken = std::mem::take(&mut r.keys);
-        release(store.as_ref(), &taken).await;
+        release(store.as_ref(), r.attempt, &taken).await;
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(AuthError::Unavailable("login queue"));

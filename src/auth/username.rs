@@ -23,7 +23,7 @@ pub enum NameError {
     Length,
     #[error("username may contain only letters, digits and visible symbols (RFC 8265 UsernameCaseMapped): no spaces, invisible or control characters")]
     Disallowed,
-    #[error("username mixes scripts: its letters and digits must be of one script, or Han with Hiragana and Katakana, Hangul or Bopomofo, each also with Latin (Unicode UTS #39 restriction level highly restrictive)")]
+    #[error("username mixes scripts or uses letters outside the identifier profile: its letters and digits must be of one script, or Han with Hiragana and Katakana, Hangul or Bopomofo, each also with Latin, and allowed in identifiers (Unicode UTS #39 restriction level highly restrictive)")]
     MixedScript,
     #[error("role names must be 1 to 64 characters of letters, digits, '_', '-', ':' or '.'")]
     Role,
@@ -72,7 +72,8 @@ impl Username {
     pub fn for_lookup(raw: &str) -> Result<Self, NameError> {
         match Self::parse(raw) {
             Ok(name) => Ok(name),
-            Err(NameError::Disallowed) => Self::legacy(raw),
+            // Accounts named before PRECIS, or before the mixed-script rule, still log in.
+            Err(NameError::Disallowed | NameError::MixedScript) => Self::legacy(raw),
             Err(e) => Err(e),
         }
     }
@@ -133,6 +134,11 @@ mod tests {
         let e = Username::parse("r\u{043E}ot").unwrap_err();
         assert!(matches!(e, NameError::MixedScript), "{e}");
         assert!(e.to_string().contains("UTS #39"), "{e}");
+        // An account named before the rule is still found.
+        assert_eq!(
+            Username::for_lookup("R\u{043E}ot").unwrap().as_str(),
+            "r\u{043E}ot"
+        );
         for ok in [
             "root",
             "josé",

@@ -68,15 +68,17 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trust: &ProxyTrust) -> IpAdd
 }
 
 /// The `for=` nodes of every `Forwarded` header (RFC 7239 §4), in order; `None` for a node or
-/// element that cannot be read (`unknown`, an obfuscated name, garbage).
+/// element that cannot be read (`unknown`, an obfuscated name, garbage). Each header is split
+/// as bytes: a client's non-ASCII element must not make the elements a proxy appended after it
+/// unreadable.
 fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
     let mut out = Vec::new();
     for value in headers.get_all(header::FORWARDED) {
-        let Ok(value) = value.to_str() else {
-            out.push(None);
-            continue;
-        };
-        for element in value.split(',') {
+        for element in value.as_bytes().split(|b| *b == b',') {
+            let Ok(element) = std::str::from_utf8(element) else {
+                out.push(None);
+                continue;
+            };
             let node = element.split(';').find_map(|pair| {
                 let (k, v) = pair.trim().split_once('=')?;
                 k.trim()
@@ -105,16 +107,18 @@ fn node_ip(node: &str) -> Option<IpAddr> {
 }
 
 /// The entries of every `X-Forwarded-For` header, in order; `None` for one that is not an
-/// address.
+/// address. Split as bytes, like `Forwarded`.
 fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let mut out = Vec::new();
-    for value in headers.get_all("x-forwarded-for") {
-        match value.to_str() {
-            Ok(v) => out.extend(v.split(',').map(|part| node_ip(part.trim()))),
-            Err(_) => out.push(None),
-        }
-    }
-    out
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|part| {
+            std::str::from_utf8(part)
+                .ok()
+                .and_then(|p| node_ip(p.trim()))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -198,6 +202,22 @@ mod tests {
         assert_eq!(client_ip(&mid_junk, peer, &t), ip("10.9.9.9"));
         let junk = headers(&[("x-forwarded-for", "not-an-ip")]);
         assert_eq!(client_ip(&junk, peer, &t), peer);
+        // A client's non-ASCII entry in the line the proxy appended to.
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            axum::http::HeaderValue::from_bytes(b"\xc3\xa9, 198.51.100.7").unwrap(),
+        );
+        assert_eq!(client_ip(&h, peer, &t), ip("198.51.100.7"));
+        let mut h = HeaderMap::new();
+        h.append(
+            "forwarded",
+            axum::http::HeaderValue::from_bytes(b"for=\xc3\xa9, for=198.51.100.7").unwrap(),
+        );
+        assert_eq!(
+            client_ip(&h, peer, &trust(ForwardedHeader::Forwarded)),
+            ip("198.51.100.7")
+        );
         let f = trust(ForwardedHeader::Forwarded);
         let unknown = headers(&[("forwarded", "for=unknown, for=198.51.100.7")]);
         assert_eq!(client_ip(&unknown, peer, &f), ip("198.51.100.7"));

@@ -158,8 +158,9 @@ pub enum Clients {
 }
 
 /// Authenticates the client of a request, from its headers and, for a form-encoded request,
-/// its form. A failure is 401 `invalid_client`, with `WWW-Authenticate: Basic` only when the
-/// client used the `Authorization` header (RFC 6749 §5.2).
+/// its form. A failure is `invalid_client`: 401 with `WWW-Authenticate: Basic` when the client
+/// used the `Authorization` header, 400 without a challenge otherwise (RFC 6749 §5.2, RFC 9110
+/// §15.5.2).
 pub async fn authenticate(
     st: &AppState,
     headers: &HeaderMap,

@@ -259,41 +259,45 @@ pub trait DenylistStore {
     ) -> StoreResult<TokenStatus>;
 }
 
-/// Failed-login counters, and the attempts in flight for each key (invariant 11).
+/// Failed-login counters, and the attempts in flight on each key (invariant 11).
 #[async_trait]
 pub trait ThrottleStore {
     /// The latest `locked_until` (ms) of the two throttle keys, or 0.
     async fn throttle_locked_until(&self, account: &str, ip: &str, now: i64) -> StoreResult<i64>;
-    /// Reserves one in-flight attempt for `key`, atomically; `None`, taking nothing, while
-    /// the key waits or while as many attempts are in flight as its allowance left. Returns
-    /// the key's failures in the window.
-    async fn throttle_reserve(&self, reserve: &Reserve<'_>) -> StoreResult<Option<i64>>;
-    /// Settles a failed attempt: counts it, hands its slot back, and once the count reaches
-    /// `free` makes the key wait `base_ms`, doubling with each further failure up to `max_ms`.
+    /// Adds the attempt to the key's attempts in flight, atomically; `false`, adding nothing,
+    /// while the key waits or while as many attempts are in flight (within their leases) as
+    /// the allowance it has left (at least one).
+    async fn throttle_reserve(&self, reserve: &Reserve<'_>) -> StoreResult<bool>;
+    /// Settles a failed attempt: counts it (once the count reaches `free`, the key waits
+    /// `base_ms`, doubling with each further failure up to `max_ms`), then removes it from
+    /// the attempts in flight.
     async fn throttle_failed(
         &self,
         key: &str,
+        attempt: Uuid,
         now: i64,
         free: i64,
         base_ms: i64,
         max_ms: i64,
     ) -> StoreResult<()>;
-    /// Hands back an attempt that was no failure.
-    async fn throttle_release(&self, key: &str) -> StoreResult<()>;
-    /// A success: clears the key's failures and wait, and hands back its slot.
-    async fn throttle_clear(&self, key: &str, now: i64) -> StoreResult<()>;
+    /// Removes an attempt that was no failure from the attempts in flight.
+    async fn throttle_release(&self, key: &str, attempt: Uuid) -> StoreResult<()>;
+    /// A success: clears the key's failures and wait, and removes the attempt.
+    async fn throttle_clear(&self, key: &str, attempt: Uuid) -> StoreResult<()>;
 }
 
 /// One attempt to reserve against a throttle key (milliseconds throughout).
 #[derive(Debug, Clone, Copy)]
 pub struct Reserve<'a> {
     pub key: &'a str,
+    /// The attempt's id, the same on each of its keys.
+    pub attempt: Uuid,
     pub now: i64,
     /// Failures from windows that began before this are forgotten.
     pub window_cutoff: i64,
     /// The key's free allowance of failures.
     pub free: i64,
-    /// Until when this attempt's slot is held if it is never settled (its process died).
+    /// Until when this attempt counts as in flight if it is never settled (its process died).
     pub lease_until: i64,
 }
 

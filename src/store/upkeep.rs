@@ -41,8 +41,12 @@ const PURGE_IDLE_SESSIONS: &str = "
 
 const PURGE_THROTTLE: &str = "
     DELETE FROM login_throttle WHERE key IN
-        (SELECT key FROM login_throttle
-         WHERE locked_until < $1 AND window_start < $2 AND pending_until < $1 LIMIT $3)";
+        (SELECT key FROM login_throttle WHERE locked_until < $1 AND window_start < $2 LIMIT $3)";
+
+/// Attempts whose lease ended: their process died before settling them.
+const PURGE_ATTEMPTS: &str = "
+    DELETE FROM login_attempts WHERE (key, id) IN
+        (SELECT key, id FROM login_attempts WHERE lease_until < $1 LIMIT $2)";
 
 /// The least pause between two purge batches.
 const PURGE_PAUSE: Duration = Duration::from_millis(3);
@@ -219,7 +223,8 @@ impl Upkeep for SqlStore {
         }
         let c = self
             .purge_in_batches(PURGE_THROTTLE, &[now, cutoff])
-            .await?;
+            .await?
+            + self.purge_in_batches(PURGE_ATTEMPTS, &[now]).await?;
         Ok(Purged {
             revoked_tokens: a,
             sessions: b,
