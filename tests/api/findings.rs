@@ -40,11 +40,14 @@ async fn h2c_connections_get_the_head_deadline() {
 const DJANGO: &str = "pbkdf2_sha256$1000$saltysalt123$bdlERmmw+duuk5FecWFTVO0M81ggrAuyxRe4nczc3tw=";
 const NEW_PASSWORD: &str = "a brand new password";
 
-/// The old password's failures after a reset are expected: no throttle in the way.
-fn no_throttle(f: figment::Figment) -> figment::Figment {
+/// One argon2 worker and a slow hash, so that a reset is still hashing while the logins that
+/// race it read the user (see `reset_during_logins`); no throttle in the way.
+fn racing_reset(f: figment::Figment) -> figment::Figment {
     use figment::providers::Serialized;
     f.merge(Serialized::default("throttle.account_free_failures", 0))
         .merge(Serialized::default("throttle.ip_free_failures", 0))
+        .merge(Serialized::default("password.max_concurrency", 1))
+        .merge(Serialized::default("password.t_cost", 6))
 }
 
 async fn admin_token(app: &TestApp) -> String {
@@ -62,7 +65,17 @@ async fn import_legacy(app: &TestApp, name: &str) -> Uuid {
             id,
             username: name.into(),
             skeleton: None,
-            password_hash: DJANGO.into(),
+            // Stored as `user import` stores it: the PBKDF2 PHC form.
+            password_hash: tessera::auth::password::import(
+                DJANGO,
+                &tessera::auth::password::CostCaps {
+                    bcrypt_cost: 14,
+                    pbkdf2_iterations: 2_000_000,
+                    argon2_m_cost: 262_144,
+                    argon2_t_cost: 16,
+                },
+            )
+            .unwrap(),
             roles: vec![],
             claims: Default::default(),
             disabled: false,
@@ -73,34 +86,13 @@ async fn import_legacy(app: &TestApp, name: &str) -> Uuid {
     id
 }
 
-/// Logins with `password` for `name`, four at a time, until `stop` is set; every answer.
-async fn login_stream(
-    app: &TestApp,
-    name: &str,
-    password: &str,
-    stop: &std::sync::atomic::AtomicBool,
-) -> Vec<(u16, Value)> {
-    use std::sync::atomic::Ordering;
-    let mut out = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        let calls = (0..4).map(|_| app.login(name, password));
-        for r in futures::future::join_all(calls).await {
-            let status = r.status().as_u16();
-            out.push((status, r.json().await.unwrap_or(Value::Null)));
-        }
-    }
-    out
-}
-
-/// Runs logins with the old password while an administrator sets a new one; returns the
-/// answers of every login, all finished.
+/// Logins with the old password that start while an administrator's reset is being hashed:
+/// they read the user before the reset commits and are checked after it (one argon2 worker,
+/// first come first served, and a slow hash, so the order is the same on every machine).
+/// Returns every racing login's answer, all finished.
 async fn reset_during_logins(app: &TestApp, name: &str, id: Uuid) -> Vec<(u16, Value)> {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let admin = admin_token(app).await;
-    let stop = AtomicBool::new(false);
-    let logins = login_stream(app, name, PASSWORD, &stop);
     let reset = async {
-        tokio::time::sleep(Duration::from_millis(60)).await;
         let r = app
             .admin(
                 reqwest::Method::PUT,
@@ -110,17 +102,25 @@ async fn reset_during_logins(app: &TestApp, name: &str, id: Uuid) -> Vec<(u16, V
             )
             .await;
         assert_eq!(r.status(), 204);
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        stop.store(true, Ordering::Relaxed);
     };
-    let (answers, ()) = tokio::join!(logins, reset);
+    let logins = async {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let calls = (0..3).map(|_| app.login(name, PASSWORD));
+        let mut out = Vec::new();
+        for r in futures::future::join_all(calls).await {
+            let status = r.status().as_u16();
+            out.push((status, r.json().await.unwrap_or(Value::Null)));
+        }
+        out
+    };
+    let ((), answers) = tokio::join!(reset, logins);
     answers
 }
 
 /// lldap PR #1423: the re-hash's compare-and-set compared against the row re-read after the
 /// password check, which already held the reset's hash, so the old password came back.
 async fn a_login_rehash_never_undoes_a_concurrent_reset(b: Backend) {
-    let Some(app) = TestApp::spawn_with(b, no_throttle).await else {
+    let Some(app) = TestApp::spawn_with(b, racing_reset).await else {
         return;
     };
     let id = import_legacy(&app, "legacy").await;
@@ -140,11 +140,13 @@ async fn a_login_rehash_never_undoes_a_concurrent_reset(b: Backend) {
 /// Every session made with the old password, before the change or racing it, is dead once
 /// the change has answered 204 and the racing logins have answered.
 async fn old_password_logins_never_outlive_a_password_change(b: Backend) {
-    let Some(app) = TestApp::spawn_with(b, no_throttle).await else {
+    let Some(app) = TestApp::spawn_with(b, racing_reset).await else {
         return;
     };
     let id = import_legacy(&app, "legacy").await;
+    let before = app.login_ok("legacy").await;
     let answers = reset_during_logins(&app, "legacy", id).await;
+    app.assert_pair_refused(&before).await;
     for (status, body) in &answers {
         assert!(*status == 200 || *status == 401, "{status} {body}");
         if *status == 200 {
