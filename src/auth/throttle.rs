@@ -180,49 +180,42 @@ impl Throttle {
     }
 
     /// Settles a failed attempt: counted against each key, and a key whose allowance is used up
-    /// waits. In a task of its own, like the reservation.
-    pub async fn failed(&self, mut r: Reservation) -> Result<(), AuthError> {
-        let keys = std::mem::take(&mut r.keys);
-        let (store, settled, attempt) = (r.store.clone(), self.settled.clone(), r.attempt);
+    /// waits.
+    pub async fn failed(&self, r: Reservation) -> Result<(), AuthError> {
         let (base, max) = (
             millis(self.settings.backoff_base),
             millis(self.settings.backoff_max),
         );
-        let settle = async move {
-            let mut result = Ok(());
-            for (i, (key, free)) in keys.iter().enumerate() {
-                let counted = store
-                    .throttle_failed(key, attempt, now_ms(), i64::from(*free), base, max)
-                    .await;
-                if let Err(e) = counted {
-                    // This key's attempt and the keys not yet settled are handed back (if the
-                    // database lets us; otherwise their leases end).
-                    release(store.as_ref(), attempt, &keys[i..]).await;
-                    result = Err(e.into());
-                    break;
-                }
-            }
-            settled.notify_waiters();
-            result
-        };
-        tokio::spawn(settle)
-            .await
-            .map_err(|e| AuthError::Internal(format!("throttle settlement task: {e}")))?
+        self.settle(r, Outcome::Failed { base, max }).await
     }
 
     /// Settles a successful attempt: the username's count is cleared, and the address's slot
-    /// handed back. In a task of its own, like the reservation.
-    pub async fn succeeded(&self, mut r: Reservation) -> Result<(), AuthError> {
+    /// handed back.
+    pub async fn succeeded(&self, r: Reservation) -> Result<(), AuthError> {
+        self.settle(r, Outcome::Succeeded).await
+    }
+
+    /// Settles `r` on each of its keys, on a task of its own like the reservation, and wakes
+    /// the attempts waiting in this process. If the database refuses a key's settlement, that
+    /// key's attempt and the rest are handed back (or, failing that too, end with their lease).
+    async fn settle(&self, mut r: Reservation, outcome: Outcome) -> Result<(), AuthError> {
         let keys = std::mem::take(&mut r.keys);
         let account = r.account.take();
         let (store, settled, attempt) = (r.store.clone(), self.settled.clone(), r.attempt);
         let settle = async move {
             let mut result = Ok(());
-            for (i, (key, _)) in keys.iter().enumerate() {
-                let done = if account.as_deref() == Some(key.as_str()) {
-                    store.throttle_clear(key, attempt).await
-                } else {
-                    store.throttle_release(key, attempt).await
+            for (i, (key, free)) in keys.iter().enumerate() {
+                let done = match outcome {
+                    Outcome::Failed { base, max } => {
+                        let free = i64::from(*free);
+                        store
+                            .throttle_failed(key, attempt, now_ms(), free, base, max)
+                            .await
+                    }
+                    Outcome::Succeeded if account.as_deref() == Some(key.as_str()) => {
+                        store.throttle_clear(key, attempt).await
+                    }
+                    Outcome::Succeeded => store.throttle_release(key, attempt).await,
                 };
                 if let Err(e) = done {
                     release(store.as_ref(), attempt, &keys[i..]).await;
@@ -237,6 +230,13 @@ impl Throttle {
             .await
             .map_err(|e| AuthError::Internal(format!("throttle settlement task: {e}")))?
     }
+}
+
+/// How an attempt ended. `Failed` carries the backoff (ms): the first wait, and the longest.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Failed { base: i64, max: i64 },
+    Succeeded,
 }
 
 /// The body of [`Throttle::reserve`], on its own task.

@@ -48,6 +48,7 @@ fn racing_reset(f: figment::Figment) -> figment::Figment {
         .merge(Serialized::default("throttle.ip_free_failures", 0))
         .merge(Serialized::default("password.max_concurrency", 1))
         .merge(Serialized::default("password.t_cost", 6))
+        .merge(Serialized::default("password.queue_timeout", "20s"))
 }
 
 async fn admin_token(app: &TestApp) -> String {
@@ -264,7 +265,16 @@ async fn a_session_is_created_only_under_the_credential_verified(b: Backend) {
 /// workers of one service account) all succeed; none is throttled because others were in
 /// flight, and nothing is left counted.
 async fn correct_logins_in_parallel_all_succeed(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    // Four rounds of five hashes: on a loaded machine (a parallel suite on two cores) longer
+    // than the default queue_timeout, past which a waiting login is shed (503).
+    let Some(app) = TestApp::spawn_with(b, |f| {
+        f.merge(figment::providers::Serialized::default(
+            "password.queue_timeout",
+            "20s",
+        ))
+    })
+    .await
+    else {
         return;
     };
     app.create_user("svc", &[]).await;

@@ -339,6 +339,9 @@ fn allowances(account: u32, ip: u32) -> impl FnOnce(figment::Figment) -> figment
         ))
         .merge(Serialized::default("throttle.ip_free_failures", ip))
         .merge(Serialized::default("throttle.backoff_base", "1m"))
+        // The attempts beyond the allowance wait for the first ones to be hashed: on a loaded
+        // machine (a parallel test suite on two cores) that can take longer than the default.
+        .merge(Serialized::default("password.queue_timeout", "20s"))
     }
 }
 
