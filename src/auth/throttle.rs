@@ -28,9 +28,10 @@ use crate::config::ThrottleSettings;
 use crate::store::{Reserve, Store};
 use crate::time::{millis, now_ms};
 
-/// How often a waiting attempt looks again when no settlement in this process woke it (one
-/// made by another replica is seen only this way).
-const RECHECK: Duration = Duration::from_millis(20);
+/// How often a waiting attempt looks again when no settlement in this process woke it: one
+/// made by another replica is seen only this way, and so is capacity beyond the one slot a
+/// settlement wakes a waiter for.
+const RECHECK: Duration = Duration::from_millis(50);
 
 /// The throttle keys of one login attempt.
 pub struct AttemptKeys {
@@ -62,8 +63,9 @@ pub fn backoff(s: &ThrottleSettings, failures: i64, free: u32) -> Option<Duratio
     Some(s.backoff_base.saturating_mul(factor).min(s.backoff_max))
 }
 
-/// The throttle of one process: the settings, and the signal that wakes its waiting attempts
-/// when one of its own attempts settles.
+/// The throttle of one process: the settings, and the signal that wakes one of its waiting
+/// attempts, the longest waiting, each time one of its own attempts settles (a slot may have
+/// come free).
 #[derive(Debug)]
 pub struct Throttle {
     settings: ThrottleSettings,
@@ -103,7 +105,7 @@ impl Drop for Reservation {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 release(store.as_ref(), attempt, &keys).await;
-                settled.notify_waiters();
+                settled.notify_one();
             });
         }
     }
@@ -174,7 +176,7 @@ impl Throttle {
         let (store, settled, attempt) = (r.store.clone(), self.settled.clone(), r.attempt);
         let _ = tokio::spawn(async move {
             release(store.as_ref(), attempt, &keys).await;
-            settled.notify_waiters();
+            settled.notify_one();
         })
         .await;
     }
@@ -223,7 +225,7 @@ impl Throttle {
                     break;
                 }
             }
-            settled.notify_waiters();
+            settled.notify_one();
             result
         };
         tokio::spawn(settle)

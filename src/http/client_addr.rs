@@ -41,7 +41,12 @@ impl ProxyTrust {
 }
 
 /// The client address of a request that came from `peer`.
+///
+/// Addresses are canonical: an IPv4-mapped IPv6 address (`::ffff:10.0.0.1`, how a socket bound
+/// to `[::]` sees an IPv4 peer, or how a proxy may write one) is the IPv4 address, so that it
+/// matches IPv4 trusted proxies and one client has one throttle key.
 pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trust: &ProxyTrust) -> IpAddr {
+    let peer = peer.to_canonical();
     if !trust.trusts(&peer) {
         return peer;
     }
@@ -98,12 +103,14 @@ fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
 
 /// An RFC 7239 §6 node: `192.0.2.60`, `192.0.2.60:4711`, `[2001:db8::1]`, `[2001:db8::1]:4711`.
 fn node_ip(node: &str) -> Option<IpAddr> {
-    if let Some(rest) = node.strip_prefix('[') {
-        return rest.split_once(']')?.0.parse().ok();
-    }
-    node.parse()
-        .ok()
-        .or_else(|| node.parse::<SocketAddr>().ok().map(|s| s.ip()))
+    let ip = if let Some(rest) = node.strip_prefix('[') {
+        rest.split_once(']')?.0.parse().ok()
+    } else {
+        node.parse()
+            .ok()
+            .or_else(|| node.parse::<SocketAddr>().ok().map(|s| s.ip()))
+    };
+    ip.map(|ip: IpAddr| ip.to_canonical())
 }
 
 /// The entries of every `X-Forwarded-For` header, in order; `None` for one that is not an
@@ -188,6 +195,19 @@ mod tests {
         assert_eq!(
             client_ip(&fwd, peer, &trust(ForwardedHeader::Forwarded)),
             ip("2001:db8::1")
+        );
+    }
+
+    /// A socket bound to `[::]` sees IPv4 peers as IPv4-mapped IPv6 addresses; proxies may
+    /// write them too. They are the IPv4 address: trusted as such, one throttle key.
+    #[test]
+    fn ipv4_mapped_addresses_are_ipv4() {
+        let t = trust(ForwardedHeader::XForwardedFor);
+        let xff = headers(&[("x-forwarded-for", "::ffff:1.2.3.4, ::ffff:10.9.9.9")]);
+        assert_eq!(client_ip(&xff, ip("::ffff:10.1.2.3"), &t), ip("1.2.3.4"));
+        assert_eq!(
+            client_ip(&HeaderMap::new(), ip("::ffff:203.0.113.9"), &t),
+            ip("203.0.113.9")
         );
     }
 

@@ -293,13 +293,16 @@ fn clear_refresh_cookie(res: &mut Response) {
 #[tracing::instrument(skip_all)]
 async fn logout(
     State(st): State<AppState>,
-    bearer: Bearer,
+    bearer: Result<Bearer, ApiError>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
     let refresh = session_token(&st, &headers, &body)?;
-    st.auth.logout(refresh, bearer.0.as_deref()).await?;
+    // Logout ignores what it cannot use, a malformed bearer token as an unknown one: the
+    // refresh token still ends its session.
+    let bearer = bearer.ok().and_then(|b| b.0);
+    st.auth.logout(refresh, bearer.as_deref()).await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
     if st.settings.sessions.refresh_cookie {
         clear_refresh_cookie(&mut res);

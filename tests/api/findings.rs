@@ -527,6 +527,21 @@ async fn logout_ignores_an_authorization_scheme_it_does_not_use(b: Backend) {
             .status(),
         401
     );
+    // A malformed bearer token is ignored like an unknown one: the refresh token still logs out.
+    for auth in ["Bearer", "Bearer a b"] {
+        let t = app.login_ok("alice").await;
+        let r = app
+            .client
+            .post(app.url("/logout"))
+            .header("authorization", auth)
+            .json(&json!({"refresh_token": t["refresh_token"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{auth}");
+        let rt = t["refresh_token"].as_str().unwrap();
+        assert_eq!(app.refresh(rt).await.status(), 401, "{auth}");
+    }
     // /logout/all needs a bearer token: Basic alone is none (401, bare challenge).
     let r = app
         .client
