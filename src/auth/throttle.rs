@@ -9,9 +9,10 @@
 //! keeps an attacker from locking a user out for long.
 //!
 //! The throttle counts failures, never attempts in flight (invariant 11, OWASP ASVS 5 V6.3).
-//! Before its password is hashed, an attempt *reserves* a slot on each key, in one atomic
-//! statement: a key lets at most the allowance it has left be checked at once (one guess once
-//! it is used up, after each wait). An attempt beyond that waits, for at most
+//! Before its password is hashed, an attempt *reserves* a slot on each key, in one transaction
+//! per key that locks the key's row and counts the attempts in flight (`login_attempts`, each
+//! with its own lease): a key lets at most the allowance it has left be checked at once (one
+//! guess once it is used up, after each wait). An attempt beyond that waits, for at most
 //! `password.queue_timeout`, for the attempts ahead of it to settle, and then goes on with the
 //! updated count: cleared by a success, reduced by failures, or refused with 429 if they used
 //! the allowance up. So a parallel burst of wrong guesses, on one replica or many, hashes at
@@ -34,6 +35,7 @@ use crate::time::{millis, now_ms};
 const RECHECK: Duration = Duration::from_millis(50);
 
 /// The throttle keys of one login attempt.
+#[derive(Clone)]
 pub struct AttemptKeys {
     pub account: String,
     pub ip: Option<String>,
@@ -95,19 +97,27 @@ impl std::fmt::Debug for Reservation {
     }
 }
 
-impl Drop for Reservation {
-    fn drop(&mut self) {
+impl Reservation {
+    /// Hands the slots still held back, on a task of its own, and wakes a waiting attempt;
+    /// `None` when nothing is held.
+    fn hand_back(&mut self) -> Option<tokio::task::JoinHandle<()>> {
         let keys = std::mem::take(&mut self.keys);
         if keys.is_empty() {
-            return;
+            return None;
         }
         let (store, settled, attempt) = (self.store.clone(), self.settled.clone(), self.attempt);
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                release(store.as_ref(), attempt, &keys).await;
-                settled.notify_one();
-            });
-        }
+        let rt = tokio::runtime::Handle::try_current().ok()?;
+        Some(rt.spawn(async move {
+            release(store.as_ref(), attempt, &keys).await;
+            settled.notify_one();
+        }))
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // Not waited for: whoever dropped it has gone.
+        let _ = self.hand_back();
     }
 }
 
@@ -153,10 +163,7 @@ impl Throttle {
     ) -> Result<Reservation, AuthError> {
         let (store, settled, settings) =
             (store.clone(), self.settled.clone(), self.settings.clone());
-        let keys = AttemptKeys {
-            account: keys.account.clone(),
-            ip: keys.ip.clone(),
-        };
+        let keys = keys.clone();
         tokio::spawn(reserve(
             store,
             settled,
@@ -172,13 +179,9 @@ impl Throttle {
     /// Hands back an attempt that was neither a success nor a failure (the password could not
     /// be checked: shed, or the database failed).
     pub async fn abandon(&self, mut r: Reservation) {
-        let keys = std::mem::take(&mut r.keys);
-        let (store, settled, attempt) = (r.store.clone(), self.settled.clone(), r.attempt);
-        let _ = tokio::spawn(async move {
-            release(store.as_ref(), attempt, &keys).await;
-            settled.notify_one();
-        })
-        .await;
+        if let Some(handed_back) = r.hand_back() {
+            let _ = handed_back.await;
+        }
     }
 
     /// Settles a failed attempt: counted against each key, and a key whose allowance is used up

@@ -42,6 +42,23 @@ pub enum SqlStore {
     Sqlite(SqliteStore),
 }
 
+impl SqlStore {
+    /// The statement that begins a transaction which reads what it will write, and must hold
+    /// it until it commits, paired with the read for each backend: on Postgres the read
+    /// itself locks its rows (`pg_read`, with `FOR UPDATE` or `FOR SHARE`); SQLite has no row
+    /// locks, and `BEGIN IMMEDIATE` takes its write lock before the read (`read`).
+    pub(super) fn locking_tx(
+        &self,
+        pg_read: &'static str,
+        read: &'static str,
+    ) -> (&'static str, &'static str) {
+        match self {
+            SqlStore::Postgres(_) => ("BEGIN", pg_read),
+            SqlStore::Sqlite(_) => ("BEGIN IMMEDIATE", read),
+        }
+    }
+}
+
 impl std::fmt::Debug for SqlStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -131,10 +131,7 @@ impl RotatedRow {
 #[async_trait]
 impl SessionStore for SqlStore {
     async fn create_session(&self, s: &Session, fence: i64) -> StoreResult<Option<SubjectClaims>> {
-        let (begin, read) = match self {
-            SqlStore::Postgres(_) => ("BEGIN", FENCE_PG),
-            SqlStore::Sqlite(_) => ("BEGIN IMMEDIATE", FENCE),
-        };
+        let (begin, read) = self.locking_tx(FENCE_PG, FENCE);
         type Subject = (
             Json<Vec<String>>,
             Json<serde_json::Map<String, serde_json::Value>>,

@@ -65,13 +65,11 @@ impl ThrottleStore for SqlStore {
     }
 
     async fn throttle_reserve(&self, r: &Reserve<'_>) -> StoreResult<bool> {
-        let begin = match self {
-            SqlStore::Postgres(_) => "BEGIN",
-            SqlStore::Sqlite(_) => "BEGIN IMMEDIATE",
-        };
+        // The upsert locks the key's row on Postgres; SQLite's lock is taken at BEGIN.
+        let (begin, lock_key) = self.locking_tx(LOCK_KEY, LOCK_KEY);
         on_backend!(self, |b| {
             let mut tx = b.pool().begin_with(begin).await?;
-            let (failures, locked_until): (i64, i64) = sqlx::query_as(LOCK_KEY)
+            let (failures, locked_until): (i64, i64) = sqlx::query_as(lock_key)
                 .bind(r.key)
                 .bind(r.now)
                 .bind(r.window_cutoff)

@@ -162,22 +162,19 @@ async fn pg_migrate(pg: &super::pg::PgStore) -> StoreResult<()> {
 #[async_trait]
 impl Upkeep for SqlStore {
     async fn migrate(&self) -> StoreResult<()> {
-        if let SqlStore::Postgres(pg) = self {
-            return pg_migrate(pg).await;
-        }
-        on_backend!(self, |b| {
-            // A dedicated connection: if a migration fails while holding Postgres's advisory
-            // lock, the connection is closed (detached and dropped) instead of returning to
-            // the pool with the lock still held.
-            let mut conn = b.pool().acquire().await?;
-            match b.migrator().run_direct(None, &mut *conn, false).await {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    drop(conn.detach());
-                    Err(StoreError::Other(format!("migration failed: {e}")))
-                }
+        let sqlite = match self {
+            SqlStore::Postgres(pg) => return pg_migrate(pg).await,
+            SqlStore::Sqlite(sqlite) => sqlite,
+        };
+        // As on Postgres, a connection a migration failed on is closed, not pooled again.
+        let mut conn = sqlite.pool().acquire().await?;
+        match sqlite.migrator().run_direct(None, &mut *conn, false).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                drop(conn.detach());
+                Err(StoreError::Other(format!("migration failed: {e}")))
             }
-        })
+        }
     }
 
     async fn ping(&self) -> StoreResult<()> {

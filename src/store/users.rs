@@ -426,10 +426,7 @@ impl SqlStore {
     where
         T: serde::Serialize + Send + Sync,
     {
-        let (begin, read) = match self {
-            SqlStore::Postgres(_) => ("BEGIN", ROLES_CLAIMS_FOR_UPDATE_PG),
-            SqlStore::Sqlite(_) => ("BEGIN IMMEDIATE", ROLES_CLAIMS_FOR_UPDATE),
-        };
+        let (begin, read) = self.locking_tx(ROLES_CLAIMS_FOR_UPDATE_PG, ROLES_CLAIMS_FOR_UPDATE);
         Ok(on_backend!(self, |b| {
             let mut tx = b.pool().begin_with(begin).await?;
             let old: Option<RolesClaims> = sqlx::query_as(read)
