@@ -23,8 +23,8 @@ pub mod app;
 pub mod auth;
 /// The command line (serve, migrate, user, keys, healthcheck).
 pub mod cli;
-/// The typed, layered settings tree.
-pub mod config;
+/// The typed, layered settings tree (the `tessera-config` crate).
+pub use tessera_config as config;
 /// Routers, extractors, the middleware stack, and `ApiError`.
 pub mod http;
 /// The `Store` traits and their Postgres and SQLite implementation.

@@ -268,7 +268,7 @@ mod tests {
     use super::*;
 
     fn rules() -> PasswordSettings {
-        let s = crate::config::Settings::load_defaults_for_tests();
+        let s = crate::config::Settings::defaults();
         s.password
     }
 

@@ -52,7 +52,7 @@ impl Auth {
         activation: Activation,
         why: &'static str,
     ) -> Result<String, AuthError> {
-        let schedule = self.settings.key_schedule();
+        let schedule = keys::Schedule::from_settings(&self.settings);
         let added = self
             .keys
             .add(

@@ -123,7 +123,7 @@ impl Auth {
     async fn maintain_once(&self, sweep_idle: bool) {
         let now = now_ms();
         let k = &self.settings.keys;
-        let schedule = self.settings.key_schedule();
+        let schedule = super::keys::Schedule::from_settings(&self.settings);
         match self
             .keys
             .rotate_if_due(self.store.as_ref(), k.algorithm, k.rsa_bits, schedule, now)

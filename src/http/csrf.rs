@@ -14,11 +14,12 @@
 use axum::http::{header, HeaderMap};
 
 use super::error::ApiError;
+use crate::config::Origin;
 
 /// The origins allowed to use the refresh cookie, in the ASCII serialisation browsers send
 /// (RFC 6454 §6.2: lowercase scheme and host, no default port, no trailing slash).
 #[derive(Debug, Clone, Default)]
-pub struct AllowedOrigins(Vec<String>);
+pub struct AllowedOrigins(Vec<Origin>);
 
 /// Whether a request without `Origin` and `Referer` passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,11 +32,11 @@ pub enum Missing {
 
 impl AllowedOrigins {
     /// `http.cors_origins` plus the origin of `issuer`.
-    pub fn new(cors_origins: &[String], issuer: &str) -> Self {
-        let mut list: Vec<String> = cors_origins
+    pub fn new(cors_origins: &[Origin], issuer: &str) -> Self {
+        let mut list: Vec<Origin> = cors_origins
             .iter()
-            .chain(std::iter::once(&issuer.to_string()))
-            .filter_map(|o| normalize(o))
+            .cloned()
+            .chain(Origin::of_url(issuer))
             .collect();
         list.sort();
         list.dedup();
@@ -46,41 +47,25 @@ impl AllowedOrigins {
     pub fn check(&self, headers: &HeaderMap, missing: Missing) -> Result<(), ApiError> {
         match request_origin(headers) {
             None if missing == Missing::Allow => Ok(()),
-            Some(origin) if self.0.contains(&origin) => Ok(()),
+            Some(Some(origin)) if self.0.contains(&origin) => Ok(()),
             _ => Err(ApiError::CrossOrigin),
         }
     }
 }
 
-/// The origin a request comes from: `Origin`, or else the origin of `Referer`. More than one
-/// `Origin`, or a value that is not an origin, counts as the opaque origin `null`.
-fn request_origin(headers: &HeaderMap) -> Option<String> {
+/// The origin a request comes from: `Origin`, or else the origin of `Referer`; `None` when it
+/// names neither. More than one `Origin`, or a value that is not an origin, is the opaque
+/// origin `null`: `Some(None)`.
+fn request_origin(headers: &HeaderMap) -> Option<Option<Origin>> {
     let mut origins = headers.get_all(header::ORIGIN).iter();
     if let Some(first) = origins.next() {
         if origins.next().is_some() {
-            return Some("null".into());
+            return Some(None);
         }
-        let origin = first.to_str().ok().and_then(normalize);
-        return Some(origin.unwrap_or_else(|| "null".into()));
+        return Some(first.to_str().ok().and_then(Origin::of_url));
     }
     let referer = headers.get(header::REFERER)?;
-    Some(
-        referer
-            .to_str()
-            .ok()
-            .and_then(normalize)
-            .unwrap_or_else(|| "null".into()),
-    )
-}
-
-/// The ASCII serialisation of the origin of `url`, or `None` for an opaque origin (`null`,
-/// `data:`, a string that is no URL).
-pub fn normalize(url: &str) -> Option<String> {
-    let origin = url::Url::parse(url).ok()?.origin();
-    origin
-        .is_tuple()
-        .then(|| origin.ascii_serialization())
-        .filter(|o| o.starts_with("https://") || o.starts_with("http://"))
+    Some(referer.to_str().ok().and_then(Origin::of_url))
 }
 
 #[cfg(test)]
@@ -99,7 +84,7 @@ mod tests {
     #[test]
     fn origin_check() {
         let allowed = AllowedOrigins::new(
-            &["https://app.example.com".into()],
+            &[Origin::of_url("https://app.example.com").unwrap()],
             "https://auth.example.com/tenant",
         );
         let ok = |h: &[(&'static str, &'static str)], m| allowed.check(&headers(h), m).is_ok();

@@ -105,9 +105,8 @@ pub fn router(auth: Arc<Auth>, settings: Arc<Settings>) -> Router {
     let activity = auth.activity();
     // Install the metrics recorder before the first request is counted.
     let _ = metrics::handle();
-    // Validated with the settings; an entry that does not parse trusts nothing.
     let trusted_proxies = Arc::new(client_addr::ProxyTrust {
-        proxies: client_addr::parse_trusted(&s.http.trusted_proxies).unwrap_or_default(),
+        proxies: s.http.trusted_proxies.clone(),
         header: s.http.forwarded_header,
     });
     let state = AppState(Arc::new(SharedState {
@@ -175,12 +174,12 @@ pub fn router(auth: Arc<Auth>, settings: Arc<Settings>) -> Router {
     })
 }
 
-fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+fn cors_layer(origins: &[crate::config::Origin]) -> Option<tower_http::cors::CorsLayer> {
     use axum::http::Method;
     use tower_http::cors::{AllowOrigin, CorsLayer};
     let list: Vec<HeaderValue> = origins
         .iter()
-        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .filter_map(|o| HeaderValue::from_str(o.as_str()).ok())
         .collect();
     if list.is_empty() {
         return None;

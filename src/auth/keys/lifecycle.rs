@@ -14,7 +14,7 @@ pub const PROPAGATION_MS: i64 = 5_000;
 /// with it for up to `PROPAGATION_MS`.
 pub const RELOAD_SLACK_MS: i64 = 2 * PROPAGATION_MS;
 
-/// Timing of the key lifecycle, from the settings (`Settings::key_schedule`).
+/// Timing of the key lifecycle, from the settings (`Schedule::from_settings`).
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {
     /// A new key is published this long before it signs (≥ the JWKS cache lifetime).
@@ -34,6 +34,11 @@ impl Schedule {
             keep_after_retire_ms: millis(token_horizon) + RELOAD_SLACK_MS,
             rotate_every_ms: millis(rotate_every),
         }
+    }
+
+    /// The schedule `keys.*` and the token horizon give.
+    pub fn from_settings(s: &crate::config::Settings) -> Self {
+        Self::new(s.publish_ahead(), s.token_horizon(), s.keys.rotate_every)
     }
 }
 

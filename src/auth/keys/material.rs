@@ -14,58 +14,14 @@ use zeroize::Zeroizing;
 
 use super::KeyError;
 
-/// The algorithms Tessera signs with. HMAC and `none` do not exist here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyAlg {
-    Es256,
-    EdDsa,
-    Rs256,
-}
+pub use tessera_config::KeyAlg;
 
-impl KeyAlg {
-    /// Every algorithm, in the order discovery lists them.
-    pub const ALL: [KeyAlg; 3] = [KeyAlg::Es256, KeyAlg::EdDsa, KeyAlg::Rs256];
-
-    /// The JOSE name (`ES256`, `EdDSA`, `RS256`).
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.name() == s)
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Es256 => "ES256",
-            Self::EdDsa => "EdDSA",
-            Self::Rs256 => "RS256",
-        }
-    }
-    pub fn jwt(self) -> Algorithm {
-        match self {
-            Self::Es256 => Algorithm::ES256,
-            Self::EdDsa => Algorithm::EdDSA,
-            Self::Rs256 => Algorithm::RS256,
-        }
-    }
-}
-
-impl std::fmt::Display for KeyAlg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl serde::Serialize for KeyAlg {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for KeyAlg {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::parse(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "keys.algorithm must be ES256, EdDSA or RS256, not {s:?}"
-            ))
-        })
+/// The `jsonwebtoken` algorithm of a signing algorithm.
+pub fn jwt_alg(alg: KeyAlg) -> Algorithm {
+    match alg {
+        KeyAlg::Es256 => Algorithm::ES256,
+        KeyAlg::EdDsa => Algorithm::EdDSA,
+        KeyAlg::Rs256 => Algorithm::RS256,
     }
 }
 

@@ -48,7 +48,7 @@ impl SigningKey {
         let access_header = URL_SAFE_NO_PAD.encode(header.to_string());
         Ok(Self {
             kid,
-            alg: alg.jwt(),
+            alg: super::material::jwt_alg(alg),
             pair,
             access_header,
         })
@@ -139,7 +139,7 @@ impl KeyRing {
             verifying.insert(
                 row.kid.clone(),
                 VerifyingKey {
-                    alg: alg.jwt(),
+                    alg: super::material::jwt_alg(alg),
                     decoding: dk,
                 },
             );

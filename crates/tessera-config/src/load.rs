@@ -18,7 +18,7 @@ use figment::Figment;
 use super::Settings;
 
 /// The reference configuration, compiled in.
-pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 
 /// The suffix that makes a key's value the content of a file.
 const FILE_SUFFIX: &str = "_file";
@@ -63,10 +63,10 @@ impl Settings {
     }
 }
 
-#[cfg(test)]
 impl Settings {
-    /// The built-in defaults alone, for unit tests.
-    pub(crate) fn load_defaults_for_tests() -> Self {
+    /// The built-in defaults alone (`config/default.toml`), without the environment: for tests
+    /// and tools.
+    pub fn defaults() -> Self {
         Self::from_figment(Figment::from(Toml::string(DEFAULT_TOML))).unwrap()
     }
 }
@@ -184,7 +184,7 @@ mod tests {
     use secrecy::ExposeSecret;
 
     use super::*;
-    use crate::config::KeyAlg;
+    use crate::KeyAlg;
 
     /// Settings from the defaults and the (jailed) environment.
     fn load(jail: &Jail) -> Result<Settings, ConfigError> {

@@ -13,8 +13,10 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
 
-pub use crate::auth::keys::KeyAlg;
+mod values;
+
 pub use load::{known_env_keys, unknown_env_keys, ConfigError, DEFAULT_TOML};
+pub use values::{KeyAlg, Origin, ProxyNet};
 
 /// The whole configuration. `Serialize` exists so that the known keys can be derived from the
 /// tree itself (`known_env_keys`); secrets serialise as a placeholder, never as their value.
@@ -100,10 +102,10 @@ pub struct HttpSettings {
     pub max_header_bytes: usize,
     /// Browser origins allowed to call Tessera (CORS, with credentials); empty: none.
     #[serde(default)]
-    pub cors_origins: Vec<String>,
+    pub cors_origins: Vec<Origin>,
     /// Proxies (CIDRs or addresses) whose forwarded-for header names the client.
     #[serde(default)]
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: Vec<ProxyNet>,
     /// The one header the trusted proxies write the client's address into; the other is
     /// never read.
     #[serde(default)]
@@ -280,8 +282,18 @@ fn redacted<S: Serializer, T>(_: &T, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl Settings {
+    /// Checks the rules that span several values; each value's own form was checked when it
+    /// was parsed. The first broken rule is the error.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        let err = |m: &str| Err(ConfigError(m.to_string()));
+        self.validate_keys()?;
+        self.validate_password()?;
+        self.validate_limits()?;
+        self.validate_scopes()?;
+        self.validate_resources()?;
+        self.validate_clients()
+    }
+
+    fn validate_keys(&self) -> Result<(), ConfigError> {
         if self.publish_ahead() < self.keys.jwks_max_age {
             // Invariant 3: verifiers may cache the JWKS for jwks_max_age; a key that signed
             // sooner after publication could be unknown to them.
@@ -290,15 +302,30 @@ impl Settings {
         if !matches!(self.keys.rsa_bits, 2048 | 3072) {
             return err("keys.rsa_bits must be 2048 or 3072");
         }
-        if self.password.min_length < 8
-            || self.password.min_length > 64
-            || self.password.min_score > 4
-        {
+        Ok(())
+    }
+
+    fn validate_password(&self) -> Result<(), ConfigError> {
+        let p = &self.password;
+        if p.min_length < 8 || p.min_length > 64 || p.min_score > 4 {
             return err("password.min_length must be 8 to 64 and password.min_score 0 to 4");
         }
-        if self.password.yield_every > Duration::from_millis(100) {
+        if p.yield_every > Duration::from_millis(100) {
             return err("password.yield_every must be at most 100ms (0s turns it off)");
         }
+        if p.m_cost < 19456 || p.t_cost < 2 || p.p_cost < 1 {
+            // OWASP's minimum for argon2id. Lower values are refused rather than silently used.
+            return err(
+                "password parameters below the OWASP minimum (m_cost=19456, t_cost=2, p_cost=1)",
+            );
+        }
+        if p.m_cost > p.max_argon2_m_cost || p.t_cost > p.max_argon2_t_cost {
+            return err("password.m_cost and t_cost must not exceed password.max_argon2_m_cost and max_argon2_t_cost");
+        }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
         if self.revocation.max_lag < Duration::from_millis(100)
             || self.revocation.max_lag > Duration::from_secs(60)
         {
@@ -310,12 +337,6 @@ impl Settings {
         if self.sessions.idle_ttl.is_zero() || self.sessions.absolute_ttl.is_zero() {
             return err("sessions.idle_ttl and sessions.absolute_ttl must be positive");
         }
-        if self.password.m_cost < 19456 || self.password.t_cost < 2 || self.password.p_cost < 1 {
-            // OWASP's minimum for argon2id. Lower values are refused rather than silently used.
-            return err(
-                "password parameters below the OWASP minimum (m_cost=19456, t_cost=2, p_cost=1)",
-            );
-        }
         if self
             .metrics
             .bearer_token
@@ -324,46 +345,33 @@ impl Settings {
         {
             return err("metrics.bearer_token must not be empty (leave it unset to open /metrics)");
         }
-        let p = &self.password;
-        if p.m_cost > p.max_argon2_m_cost || p.t_cost > p.max_argon2_t_cost {
-            return err("password.m_cost and t_cost must not exceed password.max_argon2_m_cost and max_argon2_t_cost");
-        }
         if self.http.body_limit == 0 || self.http.max_header_bytes < 8192 {
             return err("http.body_limit must be positive and http.max_header_bytes at least 8192");
-        }
-        for o in &self.http.cors_origins {
-            // Browsers send an origin in one serialisation (RFC 6454 §6.2); the allowlist is
-            // compared byte for byte, so an entry in another form would never match.
-            match crate::http::csrf::normalize(o) {
-                Some(n) if n == *o => {}
-                Some(n) => {
-                    return Err(ConfigError(format!(
-                        "http.cors_origins: {o:?} is not in the form browsers send; write {n:?}"
-                    )))
-                }
-                None => return err("http.cors_origins entries must be origins like \"https://app.example.com\" (no path, no '*')"),
-            }
-        }
-        if let Err(e) = crate::http::client_addr::parse_trusted(&self.http.trusted_proxies) {
-            return Err(ConfigError(format!("http.trusted_proxies: {e}")));
         }
         if self.tokens.issuer.is_empty() || self.tokens.audience.is_empty() {
             return err("tokens.issuer and tokens.audience must not be empty");
         }
+        Ok(())
+    }
+
+    fn validate_scopes(&self) -> Result<(), ConfigError> {
         let all_scopes = self
             .tokens
             .scopes
             .iter()
             .chain(self.clients.iter().flat_map(|c| &c.scopes))
             .chain(self.resources.iter().flat_map(|r| &r.scopes));
+        // RFC 6749 §3.3: scope-token = 1*NQCHAR.
+        let nqchar = |b: u8| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b);
         for scope in all_scopes {
-            // RFC 6749 §3.3: scope-token = 1*NQCHAR.
-            let nqchar =
-                |b: u8| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b);
             if scope.is_empty() || !scope.bytes().all(nqchar) {
                 return err("scopes must be non-empty and contain no spaces, quotes or backslashes (RFC 6749 §3.3)");
             }
         }
+        Ok(())
+    }
+
+    fn validate_resources(&self) -> Result<(), ConfigError> {
         let mut resource_ids = std::collections::HashSet::new();
         for r in &self.resources {
             let absolute = r.id.contains(':') && !r.id.contains('#') && !r.id.contains(' ');
@@ -371,6 +379,10 @@ impl Settings {
                 return err("every [[resources]] entry needs a unique absolute URI id without a fragment (RFC 8707 §2), other than tokens.audience");
             }
         }
+        Ok(())
+    }
+
+    fn validate_clients(&self) -> Result<(), ConfigError> {
         let mut ids = std::collections::HashSet::new();
         for c in &self.clients {
             if c.id.is_empty() || c.id.contains(':') || !ids.insert(c.id.as_str()) {
@@ -399,17 +411,12 @@ impl Settings {
         self.tokens.access_ttl + self.tokens.leeway
     }
 
-    /// The key lifecycle timing (invariant 3), from `keys.*` and the token horizon.
-    pub fn key_schedule(&self) -> crate::auth::keys::Schedule {
-        crate::auth::keys::Schedule::new(
-            self.publish_ahead(),
-            self.token_horizon(),
-            self.keys.rotate_every,
-        )
-    }
-
     /// True when the configured database is SQLite.
     pub fn is_sqlite(&self) -> bool {
         self.database.url.expose_secret().starts_with("sqlite:")
     }
+}
+
+fn err(message: &str) -> Result<(), ConfigError> {
+    Err(ConfigError(message.to_string()))
 }
