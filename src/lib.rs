@@ -27,9 +27,10 @@ pub mod cli;
 pub use tessera_config as config;
 /// Routers, extractors, the middleware stack, and `ApiError`.
 pub mod http;
-/// The `Store` traits and their Postgres and SQLite implementation.
-pub mod store;
+/// The model, the `Store` traits and their Postgres and SQLite implementation (the
+/// `tessera-store` crate).
+pub use tessera_store as store;
 /// Logging setup.
 pub mod telemetry;
 /// Unix milliseconds, the one time representation, and its conversions.
-pub mod time;
+pub use tessera_store::time;

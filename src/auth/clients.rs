@@ -166,6 +166,16 @@ pub struct Granted {
     pub resource: Option<String>,
 }
 
+impl Granted {
+    /// What `session` was granted at login.
+    pub fn of(session: &crate::store::Session) -> Self {
+        Granted {
+            scope: session.scope.clone(),
+            resource: session.resource.clone(),
+        }
+    }
+}
+
 /// The scope-tokens of a `scope` parameter, in order, without repeats. `None` for an absent or
 /// empty parameter.
 fn scope_tokens(scope: Option<&str>) -> Option<Vec<&str>> {

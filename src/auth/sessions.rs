@@ -33,7 +33,7 @@ impl Auth {
         if req.scope.is_some() || req.resource.as_deref().is_some_and(|r| !r.is_empty()) {
             if let Some(own) = self.store.session(rt.session_id).await? {
                 if own.client_id == client.as_str() {
-                    self.narrow(&own.granted(), req)?;
+                    self.narrow(&Granted::of(&own), req)?;
                 }
             }
         }
@@ -99,7 +99,7 @@ impl Auth {
         .await;
         // A narrower scope may be asked for; the session keeps its own (RFC 6749 §6). It was
         // checked before the rotation, against the same grant.
-        let granted = self.narrow(&session.granted(), req)?;
+        let granted = self.narrow(&Granted::of(&session), req)?;
         self.issue(&subject, &session, &granted, now)
     }
 

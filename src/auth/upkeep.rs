@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::keys::PROPAGATION_MS;
 use super::Auth;
+use crate::store::Change;
 use crate::time::now_ms;
 
 /// How often the key ring is re-read when no change notification arrives (SQLite, or a lost
@@ -78,18 +79,18 @@ impl Auth {
                     self.reload_keys().await
                 }
                 _ = poll.tick(), if cache.enabled() => self.sync_revocations().await,
-                msg = notified => match msg.as_deref() {
+                msg = notified => match msg {
                     None => {
                         changes = None;
                         cache.set_listening(false);
                     }
-                    Some("lost") => cache.set_listening(false),
-                    Some("resync") => {
+                    Some(Change::Lost) => cache.set_listening(false),
+                    Some(Change::Resync) => {
                         self.listening_again().await;
                         self.reload_keys().await;
                     }
-                    Some(payload) => {
-                        if !cache.apply_notification(payload) {
+                    Some(change) => {
+                        if !cache.apply_change(&change) {
                             self.reload_keys().await;
                         }
                     }

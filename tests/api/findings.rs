@@ -807,7 +807,7 @@ async fn migrations_build_indexes_concurrently() {
     let Some(app) = TestApp::spawn(Backend::Postgres).await else {
         return;
     };
-    let migrations = std::fs::read_dir("migrations/postgres").unwrap();
+    let migrations = std::fs::read_dir("crates/tessera-store/migrations/postgres").unwrap();
     for entry in migrations {
         let path = entry.unwrap().path();
         let sql = std::fs::read_to_string(&path).unwrap();

@@ -149,7 +149,7 @@ impl Keys {
             }
             Err(e) => return Err(e.into()),
         }
-        if let Err(e) = store.notify_change("keys").await {
+        if let Err(e) = store.notify_change(&crate::store::Change::Keys).await {
             tracing::warn!(error = %e, "key change not broadcast; replicas will poll");
         }
         self.reload(store, now).await?;

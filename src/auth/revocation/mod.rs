@@ -33,7 +33,7 @@ use uuid::Uuid;
 
 use dense::{DenseSet, Entry};
 
-use crate::store::{RevocationFeed, RowStream, Store, StoreError, User};
+use crate::store::{Change, RevocationFeed, RowStream, Store, StoreError, User};
 
 /// Cached user rows beyond this are dropped wholesale (they reload on demand).
 const MAX_USERS: usize = 100_000;
@@ -339,38 +339,17 @@ impl RevocationCache {
         st.live.clear();
     }
 
-    /// Applies one change notification; returns false for payloads that are not about
-    /// revocation (key changes, listener state).
-    pub fn apply_notification(&self, payload: &str) -> bool {
-        if let Some(id) = payload.strip_prefix("user:") {
-            if let Ok(id) = Uuid::parse_str(id) {
-                self.invalidate_user(id);
-            } else {
-                self.distrust();
-            }
-            return true;
+    /// Applies one change notification; returns false for changes that are not about
+    /// revocation (keys, listener state).
+    pub fn apply_change(&self, change: &Change) -> bool {
+        match change {
+            Change::User(id) => self.invalidate_user(*id),
+            Change::Session(id) => self.revoke_session(*id),
+            Change::Token { jti, expires_at } => self.revoke_jti(jti, *expires_at),
+            Change::Unreadable => self.distrust(),
+            Change::Keys | Change::Lost | Change::Resync => return false,
         }
-        if let Some(rest) = payload.strip_prefix("session:") {
-            match rest
-                .split_once(':')
-                .and_then(|(id, _)| Uuid::parse_str(id).ok())
-            {
-                Some(id) => self.revoke_session(id),
-                None => self.distrust(),
-            }
-            return true;
-        }
-        if let Some(rest) = payload.strip_prefix("jti:") {
-            match rest
-                .split_once(':')
-                .and_then(|(exp, jti)| Some((exp.parse::<i64>().ok()?, jti)))
-            {
-                Some((exp, jti)) => self.revoke_jti(jti, exp),
-                None => self.distrust(),
-            }
-            return true;
-        }
-        false
+        true
     }
 
     /// Reads what changed since the last sync and applies it; marks the state fresh.

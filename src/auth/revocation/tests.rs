@@ -65,15 +65,15 @@ fn notifications_revoke_and_invalidate() {
     }
     // Another user presenting the same session is not answered from memory.
     assert!(matches!(c.check(Uuid::now_v7(), sid, "j1"), Check::Load(_)));
-    assert!(c.apply_notification(&format!("user:{uid}")));
+    assert!(c.apply_change(&Change::parse(&format!("user:{uid}"))));
     assert!(matches!(c.check(uid, sid, "j1"), Check::Load(_)));
-    assert!(c.apply_notification("jti:99:j1"));
+    assert!(c.apply_change(&Change::parse("jti:99:j1")));
     assert!(matches!(c.check(uid, sid, "j1"), Check::Revoked));
-    assert!(c.apply_notification(&format!("session:{sid}:5")));
+    assert!(c.apply_change(&Change::parse(&format!("session:{sid}:5"))));
     assert!(matches!(c.check(uid, sid, "j2"), Check::Revoked));
-    assert!(!c.apply_notification("keys"));
+    assert!(!c.apply_change(&Change::parse("keys")));
     // A payload that cannot be read makes the state untrusted rather than wrong.
-    assert!(c.apply_notification("session:garbage"));
+    assert!(c.apply_change(&Change::parse("session:garbage")));
     assert!(!c.trusted());
 }
 

@@ -12,37 +12,56 @@
 //!   (`crate::time`). Driver errors become `StoreError` here; callers never match on
 //!   `sqlx::Error`.
 
-mod audit;
-mod backend;
-mod copy;
-mod denylist;
-mod feed;
-mod keys;
+mod change;
 mod model;
+pub mod time;
+
+// The SQL implementation: one file per capability, and the two backends.
+#[cfg(feature = "sql")]
+mod audit;
+#[cfg(feature = "sql")]
+mod backend;
+#[cfg(feature = "sql")]
+mod copy;
+#[cfg(feature = "sql")]
+mod denylist;
+#[cfg(feature = "sql")]
+mod feed;
+#[cfg(feature = "sql")]
+mod keys;
+#[cfg(feature = "sql")]
 mod pg;
+#[cfg(feature = "sql")]
 mod sessions;
+#[cfg(feature = "sql")]
+mod sql;
+#[cfg(feature = "sql")]
 mod sqlite;
+#[cfg(feature = "sql")]
 mod throttle;
+#[cfg(feature = "sql")]
 mod upkeep;
+#[cfg(feature = "sql")]
 mod users;
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use secrecy::ExposeSecret;
 use tokio::sync::mpsc::Receiver;
 use uuid::Uuid;
 
+#[cfg(feature = "sql")]
 pub use backend::SqlStore;
+pub use change::Change;
 pub use model::{
     AuditEvent, AuditQuery, FeedKind, FeedPage, FeedPosition, FeedStart, Imported, KeyRow, NewUser,
     OnConflict, RevocationFeed, RevokedToken, Rotation, RotationAttempt, Session, SubjectClaims,
     TokenStatus, User, UserQuery,
 };
+#[cfg(feature = "sql")]
 pub use pg::PgStore;
+#[cfg(feature = "sql")]
+pub use sql::{connect, connect_existing};
+#[cfg(feature = "sql")]
 pub use sqlite::SqliteStore;
-
-use crate::config::DatabaseSettings;
 
 /// A store failure, with the meaning callers need.
 #[derive(Debug, thiserror::Error)]
@@ -61,75 +80,10 @@ pub enum StoreError {
     Other(String),
 }
 
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                let msg = db.message();
-                let constraint = db.constraint().unwrap_or_default();
-                let field = if msg.contains("username_skeleton")
-                    || constraint == "users_username_skeleton_key"
-                {
-                    "username_skeleton"
-                } else if msg.contains("username") || constraint == "users_username_key" {
-                    "username"
-                } else if msg.contains("succeeds") || constraint == "signing_keys_succeeds_key" {
-                    "succeeds"
-                } else {
-                    "key"
-                };
-                StoreError::Duplicate(field)
-            }
-            sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Protocol(_) => StoreError::Unavailable(e.to_string()),
-            sqlx::Error::Database(db) => {
-                // Postgres class 08 (connection), 57P (operator intervention: shutdown, restart),
-                // 53 (insufficient resources), and a connection refused by the server: 55000
-                // (the database does not accept connections), 3D000 (it does not exist),
-                // 28000/28P01 (the credentials are refused); SQLite BUSY/LOCKED. The client
-                // did nothing wrong in any of them: fail closed (503) and retry later.
-                let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-                // Postgres 42P01 (undefined_table); SQLite reports a generic error.
-                if code == "42P01" || db.message().starts_with("no such table") {
-                    return StoreError::NoSchema;
-                }
-                if code.starts_with("08")
-                    || code.starts_with("57P")
-                    || code.starts_with("53")
-                    || matches!(code.as_str(), "55000" | "3D000" | "28000" | "28P01")
-                    || code == "5"
-                    || code == "6"
-                    || code == "517"
-                {
-                    StoreError::Unavailable(e.to_string())
-                } else {
-                    StoreError::Other(e.to_string())
-                }
-            }
-            _ => StoreError::Other(e.to_string()),
-        }
-    }
-}
-
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Rows read as they arrive.
 pub type RowStream<'a, T> = futures_util::stream::BoxStream<'a, StoreResult<T>>;
-
-/// The rows of a stream of batches (pages, COPY chunks), one by one.
-fn rows_of_batches<T: Send + 'static>(
-    batches: impl futures_util::Stream<Item = StoreResult<Vec<T>>> + Send + 'static,
-) -> RowStream<'static, T> {
-    use futures_util::stream::{self, StreamExt, TryStreamExt};
-    batches
-        .map_ok(|batch| stream::iter(batch.into_iter().map(Ok)))
-        .try_flatten()
-        .boxed()
-}
 
 /// The audit trail.
 #[async_trait]
@@ -352,15 +306,15 @@ pub trait ChangeFeed {
     fn revoked_sessions_all(&self, oldest: i64) -> RowStream<'_, Uuid>;
     /// Users whose row changed at or after `since` (ms), with their `updated_at`.
     async fn users_changed_since(&self, since: i64) -> StoreResult<Vec<(Uuid, i64)>>;
-    /// Tells other replicas that `what` changed (Postgres NOTIFY; a no-op on SQLite).
-    async fn notify_change(&self, what: &str) -> StoreResult<()>;
-    /// A stream of change notifications. `None` means: poll. Postgres LISTENs (the payloads
-    /// written by `notify_change` and by the database triggers); SQLite watches
-    /// `PRAGMA data_version` for commits by other connections. Either stream also carries
-    /// `lost` when changes may be going unseen from now on, and `resync` when anything may
-    /// have changed without a precise notification (after `lost`, or on SQLite after any
-    /// commit by another connection): the consumer forgets what it cached and rereads.
-    async fn listen_changes(&self) -> StoreResult<Option<Receiver<String>>>;
+    /// Tells other replicas of `change` (Postgres NOTIFY; a no-op on SQLite, and for a change
+    /// only the database reports).
+    async fn notify_change(&self, change: &Change) -> StoreResult<()>;
+    /// A stream of changes. `None` means: poll. Postgres LISTENs (the payloads written by
+    /// `notify_change` and by the database triggers); SQLite watches `PRAGMA data_version` for
+    /// commits by other connections. Either stream also carries `Change::Lost` when changes
+    /// may be going unseen from now on, and `Change::Resync` when anything may have changed
+    /// without a precise notification: the consumer forgets what it cached and rereads.
+    async fn listen_changes(&self) -> StoreResult<Option<Receiver<Change>>>;
 }
 
 /// The schema, readiness, and the purge of expired rows.
@@ -440,33 +394,4 @@ impl<T> Store for T where
         + Sync
         + 'static
 {
-}
-
-/// How long a finished session or a revoked one is kept before the purge deletes it.
-const SESSION_RETENTION_MS: i64 = 24 * 3600 * 1000;
-
-/// Opens the store named by the settings, creating a SQLite database file if there is none.
-/// Nothing is migrated here: `serve` and `migrate` do that.
-pub async fn connect(db: &DatabaseSettings) -> StoreResult<Arc<dyn Store>> {
-    open(db, true).await
-}
-
-/// Opens an existing store for reading: a missing SQLite file is `StoreError::NoSchema`, and
-/// nothing is created.
-pub async fn connect_existing(db: &DatabaseSettings) -> StoreResult<Arc<dyn Store>> {
-    open(db, false).await
-}
-
-async fn open(db: &DatabaseSettings, create: bool) -> StoreResult<Arc<dyn Store>> {
-    let url = db.url.expose_secret();
-    let store = if url.starts_with("sqlite:") {
-        SqlStore::Sqlite(SqliteStore::connect(url, db.acquire_timeout, create).await?)
-    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        SqlStore::Postgres(PgStore::connect(url, db.max_connections, db.acquire_timeout).await?)
-    } else {
-        return Err(StoreError::Other(
-            "database.url must start with sqlite: or postgres:".into(),
-        ));
-    };
-    Ok(Arc::new(store))
 }

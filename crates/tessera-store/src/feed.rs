@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
 use super::{
-    ChangeFeed, FeedKind, FeedPage, FeedPosition, FeedStart, RevocationFeed, RowStream, StoreError,
-    StoreResult,
+    Change, ChangeFeed, FeedKind, FeedPage, FeedPosition, FeedStart, RevocationFeed, RowStream,
+    StoreError, StoreResult,
 };
 
 const REVOKED_TOKENS: &str = "
@@ -92,7 +92,7 @@ where
             Ok(Some((rows.into_iter().map(item).collect::<Vec<_>>(), next)))
         }
     });
-    super::rows_of_batches(batches)
+    super::sql::rows_of_batches(batches)
 }
 
 /// Where a page of an id kind starts, given a position (`at`, `id`) and the horizon: entries
@@ -283,15 +283,15 @@ impl ChangeFeed for SqlStore {
             .await)?)
     }
 
-    async fn notify_change(&self, what: &str) -> StoreResult<()> {
+    async fn notify_change(&self, change: &Change) -> StoreResult<()> {
         match self {
-            SqlStore::Postgres(pg) => pg.notify_change(what).await,
+            SqlStore::Postgres(pg) => pg.notify_change(change).await,
             // One process writes a SQLite file at a time; others see commits by polling.
             SqlStore::Sqlite(_) => Ok(()),
         }
     }
 
-    async fn listen_changes(&self) -> StoreResult<Option<Receiver<String>>> {
+    async fn listen_changes(&self) -> StoreResult<Option<Receiver<Change>>> {
         match self {
             SqlStore::Postgres(pg) => pg.listen_changes().await,
             SqlStore::Sqlite(lite) => lite.listen_changes().await,

@@ -73,8 +73,8 @@ impl std::fmt::Debug for SqlStore {
 macro_rules! on_backend {
     ($store:expr, |$b:ident| $body:expr) => {
         match $store {
-            $crate::store::backend::SqlStore::Postgres($b) => $body,
-            $crate::store::backend::SqlStore::Sqlite($b) => $body,
+            $crate::backend::SqlStore::Postgres($b) => $body,
+            $crate::backend::SqlStore::Sqlite($b) => $body,
         }
     };
 }

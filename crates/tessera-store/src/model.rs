@@ -86,14 +86,6 @@ impl Session {
     pub fn is_live(&self, now: i64) -> bool {
         self.revoked_at.is_none() && !self.is_expired(now)
     }
-
-    /// What the session was granted at login.
-    pub fn granted(&self) -> crate::auth::Granted {
-        crate::auth::Granted {
-            scope: self.scope.clone(),
-            resource: self.resource.clone(),
-        }
-    }
 }
 
 /// The roles and custom claims of a token's subject, read together with a rotation so that a

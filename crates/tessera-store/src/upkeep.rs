@@ -5,9 +5,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::backend::{on_backend, Backend, SqlStore};
-use super::{
-    PoolStats, Purged, StoreError, StoreResult, Upkeep, PURGE_BATCH, SESSION_RETENTION_MS,
-};
+use super::{PoolStats, Purged, StoreError, StoreResult, Upkeep, PURGE_BATCH};
 
 const PING: &str = "SELECT 1";
 
@@ -205,7 +203,7 @@ impl Upkeep for SqlStore {
     }
 
     async fn purge_expired(&self, now: i64, sweep_idle: bool) -> StoreResult<Purged> {
-        let cutoff = now - SESSION_RETENTION_MS;
+        let cutoff = now - super::sql::SESSION_RETENTION_MS;
         let a = self.purge_in_batches(PURGE_DENYLIST, &[now]).await?;
         let mut b = self
             .purge_in_batches(PURGE_ENDED_SESSIONS, &[cutoff])

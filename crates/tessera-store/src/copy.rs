@@ -62,7 +62,7 @@ pub(super) fn text_int8_rows(pg: PgStore, statement: String) -> RowStream<'stati
             let _ = tx.send(Err(e)).await;
         }
     });
-    super::rows_of_batches(stream::unfold(rx, |mut rx| async move {
+    super::sql::rows_of_batches(stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|batch| (batch, rx))
     }))
 }

@@ -11,7 +11,7 @@ use sqlx::sqlite::{
 };
 
 use super::backend::{Backend, Release};
-use super::{StoreError, StoreResult};
+use super::{Change, StoreError, StoreResult};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -127,14 +127,14 @@ impl SqliteStore {
     }
 }
 
-/// Sends `resync` whenever a connection other than ours may have committed since the last
+/// Sends `Change::Resync` whenever a connection other than ours may have committed since the last
 /// reading (the CLI, another process, an operator's `sqlite3` shell), or when a reading is not
-/// comparable with the last one; `lost` when SQLite cannot be read, then `resync` once it
+/// comparable with the last one; `Change::Lost` when SQLite cannot be read, then `Resync` once it
 /// can. Our own commits do not change `data_version` on our connection.
 async fn watch(
     store: SqliteStore,
     mut last: (Option<u64>, i64),
-    tx: tokio::sync::mpsc::Sender<String>,
+    tx: tokio::sync::mpsc::Sender<Change>,
 ) {
     let mut tick = tokio::time::interval(WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -149,16 +149,16 @@ async fn watch(
                 let same = healthy && now.0.is_some() && now == last;
                 healthy = true;
                 last = now;
-                (!same).then_some("resync")
+                (!same).then_some(Change::Resync)
             }
             Err(_) if healthy => {
                 healthy = false;
-                Some("lost")
+                Some(Change::Lost)
             }
             Err(_) => None,
         };
         if let Some(m) = msg {
-            if tx.send(m.into()).await.is_err() {
+            if tx.send(m).await.is_err() {
                 return;
             }
         }
@@ -169,7 +169,7 @@ impl SqliteStore {
     /// Starts the `data_version` watcher; see `ChangeFeed::listen_changes`.
     pub(super) async fn listen_changes(
         &self,
-    ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<String>>> {
+    ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<Change>>> {
         let first = self.data_version().await?;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(watch(self.clone(), first, tx));

@@ -7,7 +7,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
 use super::backend::{Backend, Release};
-use super::StoreResult;
+use super::{Change, StoreResult};
 
 /// Idle time after which a pooled connection is checked before use.
 const IDLE_PING_AFTER: Duration = Duration::from_secs(1);
@@ -198,9 +198,12 @@ fn redact(msg: &str) -> String {
 
 impl PgStore {
     /// NOTIFY every replica (the channel the triggers of migration 0004 also write to).
-    pub(super) async fn notify_change(&self, what: &str) -> StoreResult<()> {
+    pub(super) async fn notify_change(&self, change: &Change) -> StoreResult<()> {
+        let Some(payload) = change.payload() else {
+            return Ok(());
+        };
         sqlx::query("SELECT pg_notify('tessera_changes', $1)")
-            .bind(what)
+            .bind(payload)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -209,7 +212,7 @@ impl PgStore {
     /// LISTENs on a connection of its own; see `ChangeFeed::listen_changes`.
     pub(super) async fn listen_changes(
         &self,
-    ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<String>>> {
+    ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<Change>>> {
         let mut listener = relisten(&self.pool).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         let pool = self.pool.clone();
@@ -217,14 +220,14 @@ impl PgStore {
             loop {
                 match listener.try_recv().await {
                     Ok(Some(n)) => {
-                        if tx.send(n.payload().to_string()).await.is_err() {
+                        if tx.send(Change::parse(n.payload())).await.is_err() {
                             return;
                         }
                     }
                     // The connection broke: say so at once (the consumer stops trusting what
                     // it learnt from notifications), then listen on a fresh connection.
                     Ok(None) | Err(_) => {
-                        if tx.send("lost".into()).await.is_err() {
+                        if tx.send(Change::Lost).await.is_err() {
                             return;
                         }
                         listener = loop {
@@ -236,7 +239,7 @@ impl PgStore {
                                 }
                             }
                         };
-                        if tx.send("resync".into()).await.is_err() {
+                        if tx.send(Change::Resync).await.is_err() {
                             return;
                         }
                     }

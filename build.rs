@@ -1,4 +1,0 @@
-fn main() {
-    println!("cargo:rerun-if-changed=migrations");
-    println!("cargo:rerun-if-changed=config/default.toml");
-}

@@ -1,0 +1,103 @@
+//! Opening a store, and what the SQL capabilities share: driver errors mapped to
+//! `StoreError`, batched row streams, retention.
+
+use std::sync::Arc;
+
+use secrecy::ExposeSecret;
+use tessera_config::DatabaseSettings;
+
+use super::{PgStore, RowStream, SqlStore, SqliteStore, Store, StoreError, StoreResult};
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                let msg = db.message();
+                let constraint = db.constraint().unwrap_or_default();
+                let field = if msg.contains("username_skeleton")
+                    || constraint == "users_username_skeleton_key"
+                {
+                    "username_skeleton"
+                } else if msg.contains("username") || constraint == "users_username_key" {
+                    "username"
+                } else if msg.contains("succeeds") || constraint == "signing_keys_succeeds_key" {
+                    "succeeds"
+                } else {
+                    "key"
+                };
+                StoreError::Duplicate(field)
+            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => StoreError::Unavailable(e.to_string()),
+            sqlx::Error::Database(db) => {
+                // Postgres class 08 (connection), 57P (operator intervention: shutdown, restart),
+                // 53 (insufficient resources), and a connection refused by the server: 55000
+                // (the database does not accept connections), 3D000 (it does not exist),
+                // 28000/28P01 (the credentials are refused); SQLite BUSY/LOCKED. The client
+                // did nothing wrong in any of them: fail closed (503) and retry later.
+                let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+                // Postgres 42P01 (undefined_table); SQLite reports a generic error.
+                if code == "42P01" || db.message().starts_with("no such table") {
+                    return StoreError::NoSchema;
+                }
+                if code.starts_with("08")
+                    || code.starts_with("57P")
+                    || code.starts_with("53")
+                    || matches!(code.as_str(), "55000" | "3D000" | "28000" | "28P01")
+                    || code == "5"
+                    || code == "6"
+                    || code == "517"
+                {
+                    StoreError::Unavailable(e.to_string())
+                } else {
+                    StoreError::Other(e.to_string())
+                }
+            }
+            _ => StoreError::Other(e.to_string()),
+        }
+    }
+}
+
+/// The rows of a stream of batches (pages, COPY chunks), one by one.
+pub(crate) fn rows_of_batches<T: Send + 'static>(
+    batches: impl futures_util::Stream<Item = StoreResult<Vec<T>>> + Send + 'static,
+) -> RowStream<'static, T> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    batches
+        .map_ok(|batch| stream::iter(batch.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
+}
+
+/// How long a finished session or a revoked one is kept before the purge deletes it.
+pub(crate) const SESSION_RETENTION_MS: i64 = 24 * 3600 * 1000;
+
+/// Opens the store named by the settings, creating a SQLite database file if there is none.
+/// Nothing is migrated here: `serve` and `migrate` do that.
+pub async fn connect(db: &DatabaseSettings) -> StoreResult<Arc<dyn Store>> {
+    open(db, true).await
+}
+
+/// Opens an existing store for reading: a missing SQLite file is `StoreError::NoSchema`, and
+/// nothing is created.
+pub async fn connect_existing(db: &DatabaseSettings) -> StoreResult<Arc<dyn Store>> {
+    open(db, false).await
+}
+
+async fn open(db: &DatabaseSettings, create: bool) -> StoreResult<Arc<dyn Store>> {
+    let url = db.url.expose_secret();
+    let store = if url.starts_with("sqlite:") {
+        SqlStore::Sqlite(SqliteStore::connect(url, db.acquire_timeout, create).await?)
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        SqlStore::Postgres(PgStore::connect(url, db.max_connections, db.acquire_timeout).await?)
+    } else {
+        return Err(StoreError::Other(
+            "database.url must start with sqlite: or postgres:".into(),
+        ));
+    };
+    Ok(Arc::new(store))
+}
