@@ -19,8 +19,9 @@
 
 /// Start-up and the serve loop with graceful shutdown.
 pub mod app;
-/// The domain: passwords, access tokens, refresh sessions, signing keys. No HTTP, no SQL.
-pub mod auth;
+/// The domain: passwords, access tokens, refresh sessions, signing keys. No HTTP, no SQL (the
+/// `tessera-auth` crate).
+pub use tessera_auth as auth;
 /// The command line (serve, migrate, user, keys, healthcheck).
 pub mod cli;
 /// The typed, layered settings tree (the `tessera-config` crate).

@@ -16,6 +16,8 @@
 //! so that no use case can forget to (invariant 2). The one revocation the store makes on its
 //! own, reuse detection inside the rotation statement, is reported through `sessions_ended`.
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 pub mod access;
 pub mod audit;
 mod catalog;
@@ -35,6 +37,11 @@ pub mod tokens;
 mod upkeep;
 pub mod username;
 pub mod users;
+
+// The crates below, under the names the domain uses for them.
+use tessera_config as config;
+use tessera_store as store;
+use tessera_store::time;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -114,6 +121,9 @@ pub struct Auth {
     audit: audit::AuditTrail,
     /// The login throttle (invariant 11).
     throttle: throttle::Throttle,
+    /// How long a login attempt holds its throttle slot if it is never settled (its process
+    /// died): as long as its request may run, plus a second.
+    attempt_lease: std::time::Duration,
 }
 
 impl std::fmt::Debug for Auth {
@@ -136,7 +146,8 @@ type UserWrite = Option<(Uuid, Vec<Uuid>)>;
 
 impl Auth {
     /// Builds the service on a migrated store: loads the signing keys (creating the first one
-    /// on an empty database) and starts the password hashing threads.
+    /// on an empty database) and starts the password hashing threads. `request_limit` is how
+    /// long the caller lets one request run (a login attempt is leased for that long).
     ///
     /// Errors: `StoreUnavailable`, `NoSchema`, `Internal` (a key that cannot be generated or
     /// stored, threads that cannot start).
@@ -144,6 +155,7 @@ impl Auth {
         settings: Arc<Settings>,
         store: Arc<dyn Store>,
         master: MasterKey,
+        request_limit: std::time::Duration,
     ) -> Result<Self, AuthError> {
         let k = &settings.keys;
         let keys = Keys::load(store.as_ref(), master, k.algorithm, k.rsa_bits, now_ms())
@@ -176,6 +188,7 @@ impl Auth {
             settings,
             revocations,
             resource_ids,
+            attempt_lease: request_limit + std::time::Duration::from_secs(1),
         })
     }
 

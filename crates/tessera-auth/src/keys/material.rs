@@ -174,7 +174,7 @@ pub fn import_pem(pem_text: &str, kid: Option<String>) -> Result<KeyMaterial, Ke
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::keys::ring::decoding_key;
+    use crate::keys::ring::decoding_key;
 
     #[test]
     fn every_algorithm_generates_a_public_only_jwk() {

@@ -205,7 +205,7 @@ pub(super) fn decoding_key(jwk: &Value) -> Option<DecodingKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::keys::{generate, sealed_row, KeyMaterial};
+    use crate::keys::{generate, sealed_row, KeyMaterial};
 
     #[test]
     fn ring_follows_the_lifecycle() {

@@ -1,8 +1,6 @@
 //! `Auth::login`: password login, behind admission control and the throttle (invariant 4), and
 //! the rules every password must meet.
 
-use std::time::Duration;
-
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
@@ -129,7 +127,7 @@ impl Auth {
         // most the allowance; attempts beyond it wait for those ahead (invariant 11). A slot
         // whose request is dropped is handed back; one whose process dies is held no longer
         // than a request may take.
-        let lease = self.settings.http.request_timeout + Duration::from_secs(1);
+        let lease = self.attempt_lease;
         let reservation = match self
             .throttle
             .reserve(

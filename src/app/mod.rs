@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::auth::keys::{KeyError, MasterKey};
+mod master_key;
+
+use crate::auth::keys::KeyError;
 use crate::auth::{Auth, Catalog};
 use crate::config::Settings;
 use crate::store::{self, Store, StoreError};
@@ -51,12 +53,14 @@ pub async fn catalog(settings: &Settings) -> Result<Catalog, StoreError> {
 pub async fn services(settings: Settings) -> Result<Services, StartError> {
     let settings = Arc::new(settings);
     let store = migrate(&settings).await?;
-    let master = MasterKey::from_settings(&settings).map_err(|e| match e {
+    let master = master_key::master_key(&settings).map_err(|e| match e {
         // Already names the setting.
         KeyError::Config(why) => StartError(why.to_string()),
         other => StartError(format!("keys.master_key: {other}")),
     })?;
-    let auth = Auth::start(settings.clone(), store.clone(), master)
+    // A login's throttle slot is leased for as long as its request may run.
+    let request_limit = settings.http.request_timeout;
+    let auth = Auth::start(settings.clone(), store.clone(), master, request_limit)
         .await
         .map_err(|e| StartError(e.to_string()))?;
     Ok(Services {

@@ -5,8 +5,6 @@
 //! still open what they sealed and still verify what was keyed from them, until `tessera keys
 //! rekey` has re-sealed every signing key and the old key is dropped.
 
-use std::path::{Path, PathBuf};
-
 use aws_lc_rs::aead::{Aad, Nonce, RandomizedNonceKey, AES_256_GCM, NONCE_LEN};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -14,7 +12,6 @@ use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use super::KeyError;
-use crate::config::Settings;
 
 /// The 32-byte master key, and the keys it replaced. Its `Debug` never prints the bytes.
 pub struct MasterKey {
@@ -148,80 +145,6 @@ impl MasterKey {
     pub fn derive_previous_hmacs(&self, purpose: &str) -> Vec<aws_lc_rs::hmac::Key> {
         self.previous.iter().map(|k| hmac_key(k, purpose)).collect()
     }
-}
-
-impl MasterKey {
-    /// The master key from `keys.master_key` (or `keys.master_key_file`). Postgres requires
-    /// one. A SQLite database without one gets a generated key kept beside it in `master.key`
-    /// (created once, mode 0600, with a warning); an in-memory database gets a throw-away one.
-    pub fn from_settings(settings: &Settings) -> Result<Self, KeyError> {
-        let previous = &settings.keys.previous_master_keys;
-        if let Some(k) = &settings.keys.master_key {
-            return Self::from_base64(k)?.with_previous(previous);
-        }
-        if !settings.is_sqlite() {
-            return Err(KeyError::Config(
-                "keys.master_key (TESSERA__KEYS__MASTER_KEY or TESSERA__KEYS__MASTER_KEY_FILE) is \
-                 required with Postgres; create one with `openssl rand -base64 32`",
-            ));
-        }
-        let Some(path) = sqlite_master_key_path(settings.database.url.expose_secret()) else {
-            tracing::warn!(
-                "in-memory SQLite and no keys.master_key: using a throw-away master key"
-            );
-            return Self::from_base64(&Self::generate_base64()?);
-        };
-        if let Ok(existing) = std::fs::read_to_string(&path) {
-            return Self::from_base64(&existing.trim().to_string().into())?.with_previous(previous);
-        }
-        tracing::warn!(
-            path = %path.display(),
-            "no keys.master_key configured: generated one for this SQLite database. Set \
-             TESSERA__KEYS__MASTER_KEY in production."
-        );
-        let k = Self::generate_base64()?;
-        write_private(&path, k.expose_secret()).map_err(|e| KeyError::File {
-            path: path.display().to_string(),
-            cause: e.to_string(),
-        })?;
-        Self::from_base64(&k)
-    }
-}
-
-/// `data/master.key` for `sqlite://data/tessera.db`; `None` for an in-memory database.
-fn sqlite_master_key_path(url: &str) -> Option<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let file = rest.split('?').next()?;
-    if file.is_empty() || file.starts_with(":memory:") {
-        return None;
-    }
-    let dir = Path::new(file)
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    Some(dir.join("master.key"))
-}
-
-/// Creates `path` (and its directory) readable by the owner only; never overwrites.
-fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)?;
-        }
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(content.as_bytes())?;
-    f.write_all(b"\n")
 }
 
 fn aad(kid: &str) -> String {
