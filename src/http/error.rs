@@ -8,7 +8,6 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 use crate::auth::AuthError;
 
@@ -99,14 +98,9 @@ pub enum ApiError {
     Internal(String),
 }
 
-/// The wire shape of every error body.
-#[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct ErrorBody {
-    pub error: &'static str,
-    /// A fixed text per error, or a refused password's rule, which names settings only.
-    #[schema(value_type = String)]
-    pub error_description: std::borrow::Cow<'static, str>,
-}
+/// The wire shape of every error body (`tessera_proto::error`). Its description is a fixed
+/// text per error, or a refused password's rule, which names settings only.
+pub use tessera_proto::error::ErrorBody;
 
 impl ApiError {
     /// Status, OAuth error code and the public description. The description is a fixed string per
@@ -121,7 +115,7 @@ impl ApiError {
         };
         if let Some(rule) = rule {
             let body = ErrorBody {
-                error: "invalid_request",
+                error: "invalid_request".into(),
                 error_description: rule.into(),
             };
             return (StatusCode::BAD_REQUEST, body);
@@ -233,7 +227,7 @@ impl ApiError {
         (
             status,
             ErrorBody {
-                error,
+                error: error.into(),
                 error_description: error_description.into(),
             },
         )
@@ -448,7 +442,7 @@ mod tests {
         for (e, status, code) in cases {
             let shown = e.to_string();
             let (s, b) = ApiError::from(e).parts();
-            assert_eq!((s.as_u16(), b.error), (status, code), "{shown}");
+            assert_eq!((s.as_u16(), b.error.as_ref()), (status, code), "{shown}");
         }
         // A refused password's answer names the rule and the setting.
         let (_, b) = ApiError::from(AuthError::WeakPassword(

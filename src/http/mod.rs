@@ -10,6 +10,7 @@ mod discovery;
 mod edge;
 pub mod error;
 mod extract;
+mod feed;
 pub(crate) mod guard;
 mod health;
 mod jwks;
@@ -127,6 +128,7 @@ pub fn router(auth: Arc<Auth>, settings: Arc<Settings>) -> Router {
         .merge(userinfo::router())
         .merge(jwks::router())
         .merge(oauth::router())
+        .merge(feed::router())
         .merge(discovery::router())
         .merge(health::router())
         .merge(metrics::router())

@@ -42,7 +42,7 @@ async fn userinfo_inner(State(st): State<AppState>, bearer: Bearer) -> Result<Re
         "sub": who.user.id.to_string(),
         "username": who.user.username,
         "roles": who.user.roles,
-        "sid": who.claims.sid.to_string(),
+        "sid": who.claims.session_id.to_string(),
     });
     if let Value::Object(map) = &mut body {
         for (k, v) in custom_claims(&who.user.claims) {

@@ -26,15 +26,6 @@ pub enum Introspection {
     Refresh(Box<(Session, User)>),
 }
 
-/// When a token was issued, to the millisecond: the timestamp of its UUIDv7 `jti`, when that
-/// lies in the second `iat` names; otherwise the start of that second (which refuses the
-/// token if a cut-off fell in the same second: the safe side).
-fn issued_at(c: &VerifiedClaims) -> UnixMillis {
-    UnixMillis::of_uuid_v7(&c.jti)
-        .filter(|t| t.as_secs() == c.iat)
-        .unwrap_or(UnixMillis::from_secs(c.iat))
-}
-
 impl Auth {
     /// The claims of an access token whose signature and claims check out for `expect`,
     /// revoked or not (logout and RFC 7009 revocation act on such tokens).
@@ -67,7 +58,7 @@ impl Auth {
             tracing::debug!(reason = %e, "access token refused");
             AuthError::InvalidToken
         })?;
-        let issued = issued_at(&claims).0;
+        let issued = claims.claims.issued_at_ms();
         // A cut-off (disable, password change, logout-all, revoke) refuses every token issued
         // up to it, and none issued after it, to the millisecond.
         let accepts = |u: &User| !u.disabled && issued > u.tokens_not_before;
@@ -75,7 +66,9 @@ impl Auth {
             tracing::debug!("access token revoked");
             AuthError::InvalidToken
         };
-        let check = self.revocations.check(claims.sub, claims.sid, &claims.jti);
+        let check = self
+            .revocations
+            .check(claims.user_id, claims.session_id, &claims.claims.jti);
         let source = if matches!(check, Check::Unknown) {
             "database"
         } else {
@@ -88,10 +81,11 @@ impl Auth {
             Check::User(_) => return Err(refused()),
             Check::Load(epoch) => {
                 let u = self.token_status(&claims, accepts).await?;
-                self.revocations.remember(&u, claims.sid, epoch);
+                self.revocations.remember(&u, claims.session_id, epoch);
                 // A revocation may have arrived while the rows were read.
                 if matches!(
-                    self.revocations.check(claims.sub, claims.sid, &claims.jti),
+                    self.revocations
+                        .check(claims.user_id, claims.session_id, &claims.claims.jti),
                     Check::Revoked
                 ) {
                     return Err(refused());
@@ -124,7 +118,7 @@ impl Auth {
     ) -> Result<User, AuthError> {
         let status = self
             .store
-            .token_status(claims.sub, claims.sid, &claims.jti)
+            .token_status(claims.user_id, claims.session_id, &claims.claims.jti)
             .await
             .map_err(|e| self.db_error(e))?;
         match status.user {

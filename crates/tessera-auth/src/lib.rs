@@ -309,18 +309,18 @@ impl Auth {
 
     /// Denylists a verified access token until it expires.
     async fn deny(&self, c: &VerifiedClaims, reason: &str) -> Result<(), AuthError> {
-        let expires_at = UnixMillis::from_secs(c.exp).0;
+        let expires_at = UnixMillis::from_secs(c.claims.exp).0;
         self.store
             .revoke_token(&RevokedToken {
-                jti: c.jti.clone(),
-                user_id: c.sub,
-                session_id: Some(c.sid),
+                jti: c.claims.jti.to_string(),
+                user_id: c.user_id,
+                session_id: Some(c.session_id),
                 expires_at,
                 revoked_at: now_ms(),
                 reason: reason.into(),
             })
             .await?;
-        self.revocations.revoke_jti(&c.jti, expires_at);
+        self.revocations.revoke_jti(&c.claims.jti, expires_at);
         Ok(())
     }
 

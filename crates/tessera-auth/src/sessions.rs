@@ -141,11 +141,12 @@ impl Auth {
             }
         }
         if let Some(c) = access.and_then(|t| self.verify_signature(t, &self.expect())) {
-            if c.client_id.as_deref() == Some(me.as_str()) {
+            if c.claims.client_id == me.as_str() {
                 self.deny(&c, "logout").await?;
-                self.end_sessions(Ending::Session(c.sid), "logout").await?;
+                self.end_sessions(Ending::Session(c.session_id), "logout")
+                    .await?;
                 if ended.is_none() {
-                    ended = Some(Record::session(c.sub, c.sid));
+                    ended = Some(Record::session(c.user_id, c.session_id));
                 }
             }
         }
@@ -215,7 +216,7 @@ impl Auth {
             }
         }
         if let Some(c) = &access {
-            if c.client_id.as_deref() == Some(client.as_str()) {
+            if c.claims.client_id == client.as_str() {
                 self.deny(c, "revoked").await?;
             } else {
                 tracing::info!("revocation of another client's access token ignored");
@@ -241,20 +242,20 @@ impl Auth {
         let iat = now.as_secs();
         let ttl = t.access_ttl.as_secs() as i64;
         let claims = AccessClaims {
-            iss: &t.issuer,
-            sub: session.user_id.to_string(),
-            aud: granted.resource.as_deref().unwrap_or(&t.audience),
+            iss: t.issuer.as_str().into(),
+            sub: session.user_id.to_string().into(),
+            aud: vec![granted.resource.as_deref().unwrap_or(&t.audience).into()],
             exp: iat + ttl,
             iat,
             nbf: iat,
             // The jti's timestamp is the issuance time to the millisecond, which cut-offs are
             // compared with (`iat` has whole seconds only).
-            jti: now.uuid_v7().to_string(),
-            sid: session.id.to_string(),
-            client_id: &session.client_id,
-            scope: granted.scope.as_deref(),
-            roles: &subject.roles,
-            extra: tokens::custom_claims(&subject.claims),
+            jti: now.uuid_v7().to_string().into(),
+            sid: session.id.to_string().into(),
+            client_id: session.client_id.as_str().into(),
+            scope: granted.scope.as_deref().map(Into::into),
+            roles: subject.roles.as_slice().into(),
+            custom: tokens::custom_claims(&subject.claims),
         };
         let access = tokens::sign(key, &claims)
             .map_err(|e| AuthError::Internal(format!("signing failed: {e}")))?;

@@ -12,12 +12,14 @@
 //!   types checked, and times are checked with a small leeway.
 
 use jsonwebtoken::Validation;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+
+pub use tessera_proto::claims::{AccessClaims, Claims};
 
 use super::keys::{KeyError, KeyRing, SigningKey};
 
@@ -58,26 +60,6 @@ pub fn is_registered(name: &str) -> bool {
     REGISTERED.contains(&name)
 }
 
-/// The claims Tessera signs.
-#[derive(Debug, Serialize)]
-pub struct AccessClaims<'a> {
-    pub iss: &'a str,
-    pub sub: String,
-    pub aud: &'a str,
-    pub exp: i64,
-    pub iat: i64,
-    pub nbf: i64,
-    pub jti: String,
-    pub sid: String,
-    pub client_id: &'a str,
-    /// The granted scope, space-separated (RFC 9068 §2.2.3); absent when none was asked for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scope: Option<&'a str>,
-    pub roles: &'a [String],
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
 /// Keeps only custom claims that do not collide with a registered one.
 pub fn custom_claims(claims: &Map<String, Value>) -> Map<String, Value> {
     claims
@@ -116,32 +98,13 @@ pub fn sign_jws<H: Serialize, C: Serialize>(
     Ok(format!("{input}.{sig}"))
 }
 
-/// `aud` may be a string or an array of strings (RFC 7519 §4.1.3).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(untagged)]
-pub enum Audience {
-    One(String),
-    Many(Vec<String>),
-}
-
-/// The claims of a token that passed verification. Field types are the check on JSON types:
-/// a string `exp`, a float `iat` or a numeric `sub` fails to deserialize and the token is refused.
-#[derive(Debug, Clone, Deserialize)]
+/// An access token that passed verification: its claims, as every verifier reads them
+/// (`tessera_proto::claims`), and the user and session they name, as ids.
+#[derive(Debug, Clone)]
 pub struct VerifiedClaims {
-    pub iss: String,
-    pub sub: Uuid,
-    pub aud: Audience,
-    pub exp: i64,
-    pub iat: i64,
-    pub nbf: i64,
-    pub jti: String,
-    pub sid: Uuid,
-    #[serde(default)]
-    pub client_id: Option<String>,
-    #[serde(default)]
-    pub roles: Vec<String>,
-    #[serde(default)]
-    pub scope: Option<String>,
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+    pub claims: Claims,
 }
 
 /// What verification checks against.
@@ -201,7 +164,7 @@ pub fn verify(
     audiences.extend(expect.also.iter().map(String::as_str));
     v.set_audience(&audiences);
     v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-    let data = jsonwebtoken::decode::<VerifiedClaims>(token, &key.decoding, &v)
+    let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &v)
         .map_err(|e| TokenError::Rejected(format!("{:?}", e.kind())))?;
     let c = data.claims;
     let leeway = expect.leeway_secs as i64;
@@ -211,5 +174,12 @@ pub fn verify(
     if c.jti.is_empty() || c.jti.len() > 128 {
         return Err(TokenError::Rejected("jti".into()));
     }
-    Ok(c)
+    let id = |s: &str, what: &'static str| {
+        Uuid::parse_str(s).map_err(|_| TokenError::Rejected(what.into()))
+    };
+    Ok(VerifiedClaims {
+        user_id: id(&c.sub, "sub")?,
+        session_id: id(&c.sid, "sid")?,
+        claims: c,
+    })
 }

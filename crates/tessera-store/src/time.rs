@@ -44,18 +44,6 @@ impl UnixMillis {
             uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, (ms % 1000) as u32 * 1_000_000);
         uuid::Uuid::new_v7(ts)
     }
-
-    /// The timestamp of a UUIDv7; `None` for any other string.
-    pub fn of_uuid_v7(s: &str) -> Option<Self> {
-        let u = uuid::Uuid::parse_str(s).ok()?;
-        if u.get_version_num() != 7 {
-            return None;
-        }
-        let (secs, nanos) = u.get_timestamp()?.to_unix();
-        Some(Self(
-            i64::try_from(secs).ok()?.checked_mul(1000)? + i64::from(nanos / 1_000_000),
-        ))
-    }
 }
 
 /// A duration in whole milliseconds, saturating at `i64::MAX`.
@@ -81,12 +69,8 @@ mod tests {
         assert_eq!(UnixMillis(-1).as_secs(), -1);
         assert_eq!(millis(Duration::MAX), i64::MAX);
         let id = t.uuid_v7();
-        assert_eq!(UnixMillis::of_uuid_v7(&id.to_string()), Some(t));
+        let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
+        assert_eq!((secs, nanos / 1_000_000), (1_700_000_000, 999));
         assert_ne!(t.uuid_v7(), id, "random beyond the timestamp");
-        assert_eq!(UnixMillis::of_uuid_v7("not-a-uuid"), None);
-        assert_eq!(
-            UnixMillis::of_uuid_v7(&uuid::Uuid::new_v4().to_string()),
-            None
-        );
     }
 }

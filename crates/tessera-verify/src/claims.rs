@@ -1,153 +1,33 @@
-//! The claims of a verified access token (RFC 9068 §2.2, plus Tessera's `sid` and `roles`).
+//! The claims of a verified access token: Tessera's wire type (`tessera_proto::claims`), the
+//! very type the server serialises when it signs, read here and wrapped so that this crate can
+//! give it extractor and extension behaviour.
 
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Map, Value};
+use std::ops::Deref;
 
-/// The claims of a token that passed every check. Field types are part of the check: a string
-/// `exp`, a fractional `iat` or a numeric `sub` fails to deserialize, and the token is refused.
+use serde::{Deserialize, Serialize};
+
+/// The claims of a token that passed every check (RFC 9068 §2.2, plus Tessera's `sid` and
+/// `roles`). Field types are part of the check: a string `exp`, a fractional `iat` or a
+/// numeric `sub` fails to deserialize, and the token is refused.
 ///
-/// Times are JWT NumericDates: whole seconds since the Unix epoch.
+/// It dereferences to [`tessera_proto::claims::Claims`]: `claims.sub`, `claims.roles`,
+/// `claims.has_role("admin")`, `claims.scopes()`, `claims.custom`. Times are JWT NumericDates:
+/// whole seconds since the Unix epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Claims {
-    /// The issuer; equal to the verifier's configured issuer.
-    pub iss: String,
-    /// The user's id (a UUID in Tessera).
-    pub sub: String,
-    /// The audiences; they contain the verifier's configured audience.
-    #[serde(deserialize_with = "one_or_many")]
-    pub aud: Vec<String>,
-    /// Expiry (RFC 7519 §4.1.4), Unix seconds.
-    pub exp: i64,
-    /// Issuance (RFC 7519 §4.1.6), Unix seconds.
-    pub iat: i64,
-    /// Not before (RFC 7519 §4.1.5), Unix seconds.
-    pub nbf: i64,
-    /// The token's own id; the revocation feed lists revoked ones.
-    pub jti: String,
-    /// The session (refresh-token family) the token was issued from.
-    pub sid: String,
-    /// The OAuth client the token was issued to (RFC 9068 §2.2, required).
-    pub client_id: String,
-    /// The user's roles.
-    #[serde(default)]
-    pub roles: Vec<String>,
-    /// The granted scope, space-separated (RFC 9068 §2.2.3), when one was asked for.
-    #[serde(default)]
-    pub scope: Option<String>,
-    /// Every other claim: the user's custom claims (and `username`), as JSON.
-    #[serde(flatten)]
-    pub custom: Map<String, Value>,
+#[serde(transparent)]
+pub struct Claims(pub tessera_proto::claims::Claims);
+
+impl Deref for Claims {
+    type Target = tessera_proto::claims::Claims;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Claims {
-    /// Whether the user has `role`.
-    pub fn has_role(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| r == role)
-    }
-
-    /// The granted scopes (RFC 6749 §3.3), in order.
-    pub fn scopes(&self) -> impl Iterator<Item = &str> {
-        self.scope.as_deref().unwrap_or("").split_ascii_whitespace()
-    }
-
-    /// When the token was issued, in milliseconds: from the UUIDv7 `jti` Tessera assigns when
-    /// it lies within the `iat` second, otherwise `iat` itself. Per-user cut-offs compare
-    /// against this.
-    pub(crate) fn issued_at_ms(&self) -> i64 {
-        let second = self.iat.saturating_mul(1000);
-        uuid::Uuid::parse_str(&self.jti)
-            .ok()
-            .filter(|u| u.get_version_num() == 7)
-            .and_then(|u| u.get_timestamp())
-            .map(|ts| {
-                let (s, n) = ts.to_unix();
-                (s as i64).saturating_mul(1000) + i64::from(n / 1_000_000)
-            })
-            .filter(|ms| (second..second + 1000).contains(ms))
-            .unwrap_or(second)
-    }
-}
-
-fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Aud {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match Aud::deserialize(d)? {
-        Aud::One(a) => vec![a],
-        Aud::Many(v) => v,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn claims(v: Value) -> Result<Claims, serde_json::Error> {
-        serde_json::from_value(v)
-    }
-
-    fn base() -> Value {
-        serde_json::json!({
-            "iss": "https://auth.example", "sub": "u", "aud": "api", "exp": 20, "iat": 10,
-            "nbf": 10, "jti": "j", "sid": "s", "client_id": "tessera", "roles": ["admin"],
-            "tenant": "acme"
-        })
-    }
-
-    #[test]
-    fn audience_is_one_or_many_and_custom_claims_are_kept() {
-        let c = claims(base()).unwrap();
-        assert_eq!(c.aud, vec!["api"]);
-        assert_eq!(c.custom.get("tenant"), Some(&Value::from("acme")));
-        assert!(c.has_role("admin") && !c.has_role("Admin"));
-        let mut v = base();
-        v["aud"] = serde_json::json!(["a", "api"]);
-        assert_eq!(claims(v).unwrap().aud, vec!["a", "api"]);
-    }
-
-    #[test]
-    fn wrong_json_types_are_refused() {
-        for (k, bad) in [
-            ("exp", Value::from("20")),
-            ("iat", Value::from(1.5)),
-            ("sub", Value::from(7)),
-            ("roles", Value::from("admin")),
-            ("aud", Value::from(3)),
-        ] {
-            let mut v = base();
-            v[k] = bad;
-            assert!(claims(v).is_err(), "{k}");
-        }
-        for k in ["sid", "client_id", "jti", "sub"] {
-            let mut v = base();
-            v.as_object_mut().unwrap().remove(k);
-            assert!(claims(v).is_err(), "without {k}");
-        }
-    }
-
-    #[test]
-    fn issuance_time_comes_from_a_uuid7_jti_within_the_iat_second() {
-        let mut v = base();
-        // 2025-01-01T00:00:00.250Z as a UUIDv7.
-        let ms: u64 = 1_735_689_600_250;
-        let id = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
-            uuid::NoContext,
-            ms / 1000,
-            ((ms % 1000) * 1_000_000) as u32,
-        ));
-        v["jti"] = Value::from(id.to_string());
-        v["iat"] = Value::from(1_735_689_600);
-        assert_eq!(claims(v.clone()).unwrap().issued_at_ms(), ms as i64);
-        // A jti from another second is not believed: iat decides.
-        v["iat"] = Value::from(1_735_689_700);
-        assert_eq!(
-            claims(v).unwrap().issued_at_ms(),
-            1_735_689_700_000,
-            "jti outside the iat second"
-        );
-        assert_eq!(claims(base()).unwrap().issued_at_ms(), 10_000);
+    /// The wire claims, owned.
+    pub fn into_inner(self) -> tessera_proto::claims::Claims {
+        self.0
     }
 }

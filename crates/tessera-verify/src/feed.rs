@@ -19,7 +19,7 @@ use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use tessera_proto::feed::FeedPage as Page;
 
 use crate::claims::Claims;
 use crate::error::VerifyError;
@@ -58,11 +58,11 @@ pub(crate) struct Revocations {
 impl Revocations {
     /// Whether `c` is revoked.
     pub(crate) fn refuses(&self, c: &Claims) -> bool {
-        self.jtis.contains_key(&c.jti)
-            || self.sids.contains_key(&c.sid)
+        self.jtis.contains_key(c.jti.as_ref())
+            || self.sids.contains_key(c.sid.as_ref())
             || self
                 .users
-                .get(&c.sub)
+                .get(c.sub.as_ref())
                 .is_some_and(|(cut_ms, _)| c.issued_at_ms() <= *cut_ms)
     }
 
@@ -110,41 +110,6 @@ impl Revocations {
         self.sids.retain(|_, drop_at| *drop_at >= now);
         self.users.retain(|_, (_, drop_at)| *drop_at >= now);
     }
-}
-
-/// One answer of the feed.
-#[derive(Debug, Deserialize)]
-struct Page {
-    cursor: String,
-    /// More entries follow at once: ask again with `cursor`.
-    #[serde(default)]
-    has_more: bool,
-    #[serde(default)]
-    revoked_tokens: Vec<RevokedToken>,
-    #[serde(default)]
-    revoked_sessions: Vec<RevokedSession>,
-    #[serde(default)]
-    not_before: Vec<Cutoff>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RevokedToken {
-    jti: String,
-    exp: i64,
-}
-
-#[derive(Debug, Deserialize)]
-struct RevokedSession {
-    sid: String,
-    revoked_at: i64,
-}
-
-#[derive(Debug, Deserialize)]
-struct Cutoff {
-    sub: String,
-    not_before: i64,
-    #[serde(default)]
-    not_before_ms: Option<i64>,
 }
 
 /// The polled state. See the module documentation.

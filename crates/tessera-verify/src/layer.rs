@@ -212,8 +212,12 @@ impl Refusal {
             ),
             Refusal::Token(e) => (StatusCode::UNAUTHORIZED, "invalid_token", e.to_string()),
         };
-        let body = serde_json::json!({ "error": error, "error_description": description });
-        let mut res = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
+        let body = tessera_proto::error::ErrorBody {
+            error: error.into(),
+            error_description: description.clone().into(),
+        };
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let mut res = Response::new(Either::Right(Full::new(Bytes::from(body))));
         *res.status_mut() = status;
         let h = res.headers_mut();
         h.insert(

@@ -3,7 +3,7 @@
 //! ```ignore
 //! let verifier = Verifier::discover("https://auth.example.com", "orders-api").await?;
 //! let app = Router::new().route("/orders", get(orders)).layer(VerifyLayer::new(verifier));
-//! async fn orders(claims: Claims) -> String { claims.sub }
+//! async fn orders(claims: Claims) -> String { claims.sub.to_string() }
 //! ```
 //!
 //! What the [`Verifier`] does:

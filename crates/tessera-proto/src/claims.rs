@@ -1,0 +1,194 @@
+//! The claims of an access token (RFC 9068 §2.2, plus Tessera's `sid` and `roles`).
+//!
+//! One type for both directions: the server serialises it when it signs (borrowing what it
+//! already holds), and verifiers deserialise it (owning everything: [`Claims`]). Field types
+//! are part of verification: a string `exp`, a fractional `iat` or a numeric `sub` fails to
+//! deserialize, and the token is refused. Times are JWT NumericDates: whole seconds since the
+//! Unix epoch.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+/// The claims of an access token. Serialised, the members come in this order, `aud` is a
+/// string when there is one audience, and `scope` is left out when none was granted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccessClaims<'a> {
+    /// The issuer (`tokens.issuer`).
+    pub iss: Cow<'a, str>,
+    /// The user's id (a UUID in Tessera).
+    pub sub: Cow<'a, str>,
+    /// The audiences (RFC 7519 §4.1.3: one string, or an array).
+    #[serde(serialize_with = "one_or_many_out", deserialize_with = "one_or_many")]
+    pub aud: Vec<Cow<'a, str>>,
+    /// Expiry (RFC 7519 §4.1.4), Unix seconds.
+    pub exp: i64,
+    /// Issuance (RFC 7519 §4.1.6), Unix seconds.
+    pub iat: i64,
+    /// Not before (RFC 7519 §4.1.5), Unix seconds.
+    pub nbf: i64,
+    /// The token's own id: a UUIDv7 whose timestamp is the issuance to the millisecond. The
+    /// revocation feed lists revoked ones.
+    pub jti: Cow<'a, str>,
+    /// The session (refresh-token family) the token was issued from.
+    pub sid: Cow<'a, str>,
+    /// The OAuth client the token was issued to (RFC 9068 §2.2, required).
+    pub client_id: Cow<'a, str>,
+    /// The granted scope, space-separated (RFC 9068 §2.2.3), when one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Cow<'a, str>>,
+    /// The user's roles.
+    #[serde(default)]
+    pub roles: Cow<'a, [String]>,
+    /// Every other claim: the user's custom claims (and `username`), as JSON.
+    #[serde(flatten)]
+    pub custom: Map<String, Value>,
+}
+
+/// The claims of a verified token, owned.
+pub type Claims = AccessClaims<'static>;
+
+impl AccessClaims<'_> {
+    /// Whether the user has `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// The granted scopes (RFC 6749 §3.3), in order.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope.as_deref().unwrap_or("").split_ascii_whitespace()
+    }
+
+    /// When the token was issued, in milliseconds: from the UUIDv7 `jti` when it lies within
+    /// the `iat` second, otherwise the start of that second (which refuses the token when a
+    /// cut-off fell in the same second: the safe side). Per-user cut-offs compare against
+    /// this.
+    pub fn issued_at_ms(&self) -> i64 {
+        let second = self.iat.saturating_mul(1000);
+        uuid::Uuid::parse_str(&self.jti)
+            .ok()
+            .filter(|u| u.get_version_num() == 7)
+            .and_then(|u| u.get_timestamp())
+            .map(|ts| {
+                let (s, n) = ts.to_unix();
+                (s as i64).saturating_mul(1000) + i64::from(n / 1_000_000)
+            })
+            .filter(|ms| (second..second + 1000).contains(ms))
+            .unwrap_or(second)
+    }
+}
+
+fn one_or_many_out<S: Serializer>(aud: &[Cow<'_, str>], s: S) -> Result<S::Ok, S::Error> {
+    match aud {
+        [one] => s.serialize_str(one),
+        many => many.serialize(s),
+    }
+}
+
+fn one_or_many<'de, 'a, D: Deserializer<'de>>(d: D) -> Result<Vec<Cow<'a, str>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Aud {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Aud::deserialize(d)? {
+        Aud::One(a) => vec![Cow::Owned(a)],
+        Aud::Many(v) => v.into_iter().map(Cow::Owned).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(v: Value) -> Result<Claims, serde_json::Error> {
+        serde_json::from_value(v)
+    }
+
+    fn base() -> Value {
+        serde_json::json!({
+            "iss": "https://auth.example", "sub": "u", "aud": "api", "exp": 20, "iat": 10,
+            "nbf": 10, "jti": "j", "sid": "s", "client_id": "tessera", "roles": ["admin"],
+            "tenant": "acme"
+        })
+    }
+
+    #[test]
+    fn audience_is_one_or_many_and_custom_claims_are_kept() {
+        let c = claims(base()).unwrap();
+        assert_eq!(c.aud, vec!["api"]);
+        assert_eq!(c.custom.get("tenant"), Some(&Value::from("acme")));
+        assert!(c.has_role("admin") && !c.has_role("Admin"));
+        let mut v = base();
+        v["aud"] = serde_json::json!(["a", "api"]);
+        assert_eq!(claims(v).unwrap().aud, vec!["a", "api"]);
+    }
+
+    #[test]
+    fn the_server_writes_what_verifiers_read() {
+        let roles = vec!["admin".to_string()];
+        let mut custom = Map::new();
+        custom.insert("tenant".into(), Value::from("acme"));
+        let signed = AccessClaims {
+            iss: "https://auth.example".into(),
+            sub: "u".into(),
+            aud: vec!["api".into()],
+            exp: 20,
+            iat: 10,
+            nbf: 10,
+            jti: "j".into(),
+            sid: "s".into(),
+            client_id: "tessera".into(),
+            scope: None,
+            roles: Cow::Borrowed(&roles),
+            custom,
+        };
+        let json = serde_json::to_string(&signed).unwrap();
+        assert_eq!(
+            json,
+            r#"{"iss":"https://auth.example","sub":"u","aud":"api","exp":20,"iat":10,"nbf":10,"jti":"j","sid":"s","client_id":"tessera","roles":["admin"],"tenant":"acme"}"#
+        );
+        assert_eq!(serde_json::from_str::<Claims>(&json).unwrap(), signed);
+    }
+
+    #[test]
+    fn wrong_json_types_are_refused() {
+        for (k, bad) in [
+            ("exp", Value::from("20")),
+            ("iat", Value::from(1.5)),
+            ("sub", Value::from(7)),
+            ("roles", Value::from("admin")),
+            ("aud", Value::from(3)),
+        ] {
+            let mut v = base();
+            v[k] = bad;
+            assert!(claims(v).is_err(), "{k}");
+        }
+        for k in ["sid", "client_id", "jti", "sub"] {
+            let mut v = base();
+            v.as_object_mut().unwrap().remove(k);
+            assert!(claims(v).is_err(), "without {k}");
+        }
+    }
+
+    #[test]
+    fn issuance_time_comes_from_a_uuid7_jti_within_the_iat_second() {
+        let mut v = base();
+        // 2025-01-01T00:00:00.250Z as a UUIDv7.
+        let ms: u64 = 1_735_689_600_250;
+        let id = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            ms / 1000,
+            ((ms % 1000) * 1_000_000) as u32,
+        ));
+        v["jti"] = Value::from(id.to_string());
+        v["iat"] = Value::from(1_735_689_600);
+        assert_eq!(claims(v.clone()).unwrap().issued_at_ms(), ms as i64);
+        // A jti from another second is not believed: iat decides.
+        v["iat"] = Value::from(1_735_689_700);
+        assert_eq!(claims(v).unwrap().issued_at_ms(), 1_735_689_700_000);
+        assert_eq!(claims(base()).unwrap().issued_at_ms(), 10_000);
+    }
+}

@@ -1,0 +1,195 @@
+//! The revocation feed (`GET`/`POST /revocations`), for verifiers that keep their own
+//! revocation state: denylisted `jti`s not yet expired, revoked sessions and per-user cut-offs,
+//! a page at a time after a cursor. The page and the cursor are `tessera_proto::feed`'s, the
+//! types `tessera-verify` reads.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use tessera_proto::feed::{
+    digits, Cursor, Cutoff, EntryKind, FeedPage, RevokedSession, RevokedToken,
+};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::client_auth::{authenticate, Clients, Form};
+use super::error::{ApiError, ErrorBody};
+use super::AppState;
+use crate::auth::{FeedKind, FeedPosition, FeedStart};
+use crate::time::UnixMillis;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(revocations, revocations_post))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct FeedQuery {
+    /// The `cursor` of the previous response; absent for the full current state.
+    since: Option<String>,
+    /// Most entries in one answer: 1 to 10000, default 1000. With `has_more`, ask again at
+    /// once with the returned `cursor`.
+    limit: Option<String>,
+}
+
+/// Entries in one feed answer when the client names no `limit`.
+const FEED_PAGE: usize = 1000;
+/// Most entries in one feed answer.
+const FEED_PAGE_MAX: usize = 10_000;
+
+/// Entries of the feed overlap by this much between polls, so a revocation committed while a
+/// poll ran is never skipped. Applying an entry twice is harmless.
+const FEED_OVERLAP_MS: i64 = 10_000;
+
+/// The revocation feed: denylisted `jti`s not yet expired, revoked sessions, and per-user
+/// `not_before` cut-offs since the cursor. Entries may repeat across polls; apply them
+/// idempotently.
+#[utoipa::path(get, path = "/revocations", tag = "oauth", params(FeedQuery), security(("basic" = [])),
+    responses(
+        (status = 200, description = "A page of the feed", body = FeedPage),
+        (status = 400, description = "Malformed cursor", body = ErrorBody),
+        (status = 401, description = "Client authentication failed", body = ErrorBody),
+    ))]
+#[tracing::instrument(skip_all)]
+async fn revocations(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    authenticate(&st, &headers, None, Clients::Confidential).await?;
+    let Query(q) = query.map_err(|_| ApiError::InvalidRequest("malformed query".into()))?;
+    feed(&st, q.since.as_deref(), q.limit.as_deref()).await
+}
+
+/// Form parameters of `POST /revocations`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct FeedForm {
+    /// The `cursor` of the previous response; absent for the full current state.
+    since: Option<String>,
+    /// Most entries in one answer: 1 to 10000, default 1000.
+    limit: Option<String>,
+    /// With `client_secret` (client_secret_post), instead of HTTP Basic.
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// The revocation feed, asked for with a form: for clients that authenticate with
+/// `client_secret_post`, which a GET cannot carry.
+#[utoipa::path(post, path = "/revocations", tag = "oauth", security(("basic" = [])),
+    request_body(content = FeedForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "As GET /revocations", body = FeedPage),
+        (status = 400, description = "Malformed cursor or form", body = ErrorBody),
+        (status = 401, description = "Client authentication failed", body = ErrorBody),
+    ))]
+#[tracing::instrument(skip_all)]
+async fn revocations_post(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let form = Form::parse(&headers, body)?;
+    authenticate(&st, &headers, Some(&form), Clients::Confidential).await?;
+    feed(&st, form.get("since"), form.get("limit")).await
+}
+
+/// One page of the feed after a cursor (absent or empty: everything still relevant).
+///
+/// A cursor is `MS` (every entry from that millisecond on; what a final page returns, with
+/// the overlap that catches revocations committed late) or `MS.KIND.KEY` with the key in
+/// base64url (strictly after that entry; what a page followed by more returns). Entries are
+/// ordered by time, then kind (token, session, user), then key. Cursors hold only URL-safe
+/// characters.
+async fn feed(
+    st: &AppState,
+    since: Option<&str>,
+    limit: Option<&str>,
+) -> Result<Response, ApiError> {
+    let start = Cursor::parse(since.unwrap_or_default())
+        .map(store_start)
+        .ok_or_else(|| ApiError::InvalidRequest("malformed cursor".into()))?;
+    let limit = match limit {
+        None | Some("") => FEED_PAGE,
+        Some(l) => digits(l)
+            .filter(|n| (1..=FEED_PAGE_MAX as u64).contains(n))
+            .map(|n| n as usize)
+            .ok_or_else(|| {
+                ApiError::InvalidRequest(format!("limit must be 1 to {FEED_PAGE_MAX}"))
+            })?,
+    };
+    let (page, now) = st.auth.revocations(&start, limit).await?;
+    let feed = page.entries;
+    let (cursor, has_more) = match page.more_after {
+        Some(p) => {
+            let kind = match p.kind {
+                FeedKind::Token => EntryKind::Token,
+                FeedKind::Session => EntryKind::Session,
+                FeedKind::User => EntryKind::User,
+            };
+            let after = Cursor::After {
+                at: p.at,
+                kind,
+                key: p.key,
+            };
+            (after, true)
+        }
+        None => (Cursor::From((now - FEED_OVERLAP_MS).max(0)), false),
+    };
+    let body = FeedPage {
+        cursor: cursor.to_string(),
+        has_more,
+        revoked_tokens: feed
+            .tokens
+            .into_iter()
+            .map(|(jti, exp, at)| RevokedToken {
+                jti,
+                exp: secs(exp),
+                revoked_at: secs(at),
+            })
+            .collect(),
+        revoked_sessions: feed
+            .sessions
+            .into_iter()
+            .map(|(sid, at)| RevokedSession {
+                sid: sid.to_string(),
+                revoked_at: secs(at),
+            })
+            .collect(),
+        not_before: feed
+            .users
+            .into_iter()
+            .map(|(sub, nbf)| Cutoff {
+                sub: sub.to_string(),
+                not_before: secs(nbf.saturating_add(999)),
+                not_before_ms: Some(nbf),
+            })
+            .collect(),
+    };
+    Ok(Json(body).into_response())
+}
+
+/// Where the store starts reading for a cursor.
+fn store_start(cursor: Cursor) -> FeedStart {
+    match cursor {
+        Cursor::From(at) => FeedStart::From(at),
+        Cursor::After { at, kind, key } => {
+            let kind = match kind {
+                EntryKind::Token => FeedKind::Token,
+                EntryKind::Session => FeedKind::Session,
+                EntryKind::User => FeedKind::User,
+            };
+            FeedStart::After(FeedPosition { at, kind, key })
+        }
+    }
+}
+
+/// A stored time (ms) as a JWT `NumericDate` (whole seconds).
+fn secs(ms: i64) -> i64 {
+    UnixMillis(ms).as_secs()
+}
