@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AppJson, Bearer};
 use super::AppState;
-use crate::auth::{Authenticated, Session, User, UserQuery, UserRef};
+use crate::auth::{Authenticated, UserQuery, UserRef};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -50,34 +50,7 @@ impl FromRequestParts<AppState> for AdminUser {
     }
 }
 
-/// A user as the admin API shows it (never the password hash).
-#[derive(Serialize, ToSchema)]
-pub struct UserView {
-    id: Uuid,
-    username: String,
-    roles: Vec<String>,
-    /// Custom claims copied into access tokens.
-    #[schema(value_type = Object)]
-    claims: serde_json::Map<String, serde_json::Value>,
-    disabled: bool,
-    /// Milliseconds since the epoch.
-    created_at: i64,
-    updated_at: i64,
-}
-
-impl From<User> for UserView {
-    fn from(u: User) -> Self {
-        Self {
-            id: u.id,
-            username: u.username,
-            roles: u.roles,
-            claims: u.claims,
-            disabled: u.disabled,
-            created_at: u.created_at,
-            updated_at: u.updated_at,
-        }
-    }
-}
+pub use tessera_proto::admin::{SessionView, UserView};
 
 #[derive(Deserialize, ToSchema)]
 pub struct NewUserRequest {
@@ -152,7 +125,7 @@ async fn list_users(
         })
         .await?;
     Ok(Json(UsersPage {
-        users: page.users.into_iter().map(Into::into).collect(),
+        users: page.users,
         next_cursor: page.next_cursor,
     })
     .into_response())
@@ -170,7 +143,7 @@ async fn create_user(
         .auth
         .create_user(&req.username, req.password, req.roles)
         .await?;
-    Ok((StatusCode::CREATED, Json(UserView::from(user))).into_response())
+    Ok((StatusCode::CREATED, Json(user)).into_response())
 }
 
 #[utoipa::path(get, path = "/admin/users/{id}", tag = "admin", security(("bearer" = [])),
@@ -182,7 +155,7 @@ async fn get_user(
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let user = st.auth.user(user_id(id)?).await?;
-    Ok(Json(UserView::from(user)).into_response())
+    Ok(Json(user).into_response())
 }
 
 #[utoipa::path(put, path = "/admin/users/{id}/roles", tag = "admin", security(("bearer" = [])),
@@ -195,7 +168,7 @@ async fn set_roles(
     AppJson(req): AppJson<RolesRequest>,
 ) -> Result<Response, ApiError> {
     let user = st.auth.set_roles(user_id(id)?, req.roles).await?;
-    Ok(Json(UserView::from(user)).into_response())
+    Ok(Json(user).into_response())
 }
 
 #[utoipa::path(put, path = "/admin/users/{id}/password", tag = "admin", security(("bearer" = [])),
@@ -275,48 +248,7 @@ async fn set_claims(
     AppJson(req): AppJson<ClaimsRequest>,
 ) -> Result<Response, ApiError> {
     let user = st.auth.set_claims(user_id(id)?, req.claims).await?;
-    Ok(Json(UserView::from(user)).into_response())
-}
-
-/// A session as the admin API shows it. Times are milliseconds since the epoch.
-#[derive(Serialize, ToSchema)]
-pub struct SessionView {
-    id: Uuid,
-    user_id: Uuid,
-    client_id: String,
-    created_at: i64,
-    last_refreshed_at: i64,
-    idle_expires_at: i64,
-    absolute_expires_at: i64,
-    revoked_at: Option<i64>,
-    revoked_reason: Option<String>,
-    /// The client address at login.
-    ip: Option<String>,
-    user_agent: Option<String>,
-    scope: Option<String>,
-    /// Whether its refresh token still works.
-    active: bool,
-}
-
-impl From<Session> for SessionView {
-    fn from(s: Session) -> Self {
-        let now = crate::time::now_ms();
-        SessionView {
-            active: s.is_live(now),
-            id: s.id,
-            user_id: s.user_id,
-            client_id: s.client_id,
-            created_at: s.created_at,
-            last_refreshed_at: s.last_refreshed_at,
-            idle_expires_at: s.idle_expires_at,
-            absolute_expires_at: s.absolute_expires_at,
-            revoked_at: s.revoked_at,
-            revoked_reason: s.revoked_reason,
-            ip: s.ip,
-            user_agent: s.user_agent,
-            scope: s.scope,
-        }
-    }
+    Ok(Json(user).into_response())
 }
 
 #[utoipa::path(get, path = "/admin/users/{id}/sessions", tag = "admin", security(("bearer" = [])),
@@ -328,13 +260,7 @@ async fn list_sessions(
     _admin: AdminUser,
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let sessions: Vec<SessionView> = st
-        .auth
-        .sessions_of(user_id(id)?)
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect();
+    let sessions: Vec<SessionView> = st.auth.sessions_of(user_id(id)?).await?;
     Ok(Json(sessions).into_response())
 }
 

@@ -276,7 +276,7 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
-    pub async fn create_user(&self, name: &str, roles: &[&str]) -> tessera::store::User {
+    pub async fn create_user(&self, name: &str, roles: &[&str]) -> tessera::auth::UserView {
         self.auth
             .create_user(
                 name,

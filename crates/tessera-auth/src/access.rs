@@ -8,22 +8,24 @@ use super::tokens::{self, VerifiedClaims};
 use super::{Auth, AuthError};
 use crate::store::{FeedPage, FeedStart, Session, User};
 use crate::time::{millis, now_ms, UnixMillis};
+use tessera_proto::admin::UserView;
 
 /// The role that may use the admin API.
 pub const ADMIN_ROLE: &str = "admin";
 
-/// A caller whose access token passed every check of invariant 2.
+/// A caller whose access token passed every check of invariant 2: the token's claims, and
+/// the user as they are now (never their password hash).
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     pub claims: VerifiedClaims,
-    pub user: User,
+    pub user: UserView,
 }
 
 /// An active token, as introspection reports it.
 #[derive(Debug)]
 pub enum Introspection {
     Access(Box<Authenticated>),
-    Refresh(Box<(Session, User)>),
+    Refresh(Box<(Session, UserView)>),
 }
 
 impl Auth {
@@ -94,7 +96,10 @@ impl Auth {
             }
             Check::Unknown => self.token_status(&claims, accepts).await?,
         };
-        Ok(Authenticated { claims, user })
+        Ok(Authenticated {
+            claims,
+            user: super::users::user_view(user),
+        })
     }
 
     /// `authenticate`, and the user must hold the `admin` role now (read from the database
@@ -188,7 +193,10 @@ impl Auth {
         else {
             return Ok(None);
         };
-        Ok(Some(Introspection::Refresh(Box::new((s, user)))))
+        Ok(Some(Introspection::Refresh(Box::new((
+            s,
+            super::users::user_view(user),
+        )))))
     }
 
     /// One page of the revocation feed from `start`: at most `limit` entries a stateless

@@ -51,7 +51,7 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 pub use crate::store::{
-    AuditEvent, AuditQuery, FeedKind, FeedPage, FeedPosition, FeedStart, Session, User, UserQuery,
+    AuditEvent, AuditQuery, FeedKind, FeedPage, FeedPosition, FeedStart, UserQuery,
 };
 use crate::store::{RevokedToken, Store, StoreError};
 use crate::time::{now_ms, UnixMillis};
@@ -64,6 +64,7 @@ use password::Passwords;
 use refresh_token::RefreshTokens;
 use revocation::RevocationCache;
 pub use signing_keys::{Jwks, Rekeyed};
+pub use tessera_proto::admin::{SessionView, UserView};
 use tokens::{Expect, VerifiedClaims};
 pub use username::Username;
 pub use users::UserRef;

@@ -12,6 +12,7 @@ use super::username::{self, Username};
 use super::{Auth, AuthError, Ending};
 use crate::store::{NewUser, Session, StoreError, User, UserQuery};
 use crate::time::now_ms;
+use tessera_proto::admin::{SessionView, UserView};
 
 /// A user, by id (the admin API) or by username (the CLI; normalised before lookup).
 #[derive(Debug, Clone, Copy)]
@@ -32,7 +33,7 @@ impl Auth {
         username: &str,
         password: SecretString,
         roles: Vec<String>,
-    ) -> Result<User, AuthError> {
+    ) -> Result<UserView, AuthError> {
         let name = Username::parse(username).map_err(AuthError::BadUsername)?;
         check_new_password(&password, name.as_str(), &self.settings.password)?;
         let roles = parse_roles(roles)?;
@@ -57,7 +58,7 @@ impl Auth {
             })?;
         self.audit(Event::UserCreated, Record::user(user.id).reason("created"))
             .await;
-        Ok(user)
+        Ok(user_view(user))
     }
 
     /// Fills in the confusable skeleton of accounts named before skeletons were stored, in
@@ -95,7 +96,12 @@ impl Auth {
     /// One user.
     ///
     /// Errors: `UserNotFound`, `BadInput` (a name no account can have), `StoreUnavailable`.
-    pub async fn user(&self, who: UserRef<'_>) -> Result<User, AuthError> {
+    pub async fn user(&self, who: UserRef<'_>) -> Result<UserView, AuthError> {
+        self.find_user(who).await.map(user_view)
+    }
+
+    /// The stored row of a user.
+    async fn find_user(&self, who: UserRef<'_>) -> Result<User, AuthError> {
         let found = match who {
             UserRef::Id(id) => self.store.user_by_id(id).await?,
             UserRef::Name(raw) => {
@@ -105,13 +111,6 @@ impl Auth {
             }
         };
         found.ok_or(AuthError::UserNotFound)
-    }
-
-    /// Every user, ordered by username.
-    ///
-    /// Errors: `StoreUnavailable`.
-    pub async fn list_users(&self) -> Result<Vec<User>, AuthError> {
-        Ok(self.store.list_users().await?)
     }
 
     /// Sets a new password; every session of the user is revoked and earlier access tokens
@@ -124,7 +123,7 @@ impl Auth {
         who: UserRef<'_>,
         password: SecretString,
     ) -> Result<(), AuthError> {
-        let user = self.user(who).await?;
+        let user = self.find_user(who).await?;
         check_new_password(&password, &user.username, &self.settings.password)?;
         let hash = self.passwords.hash(password).await?;
         let now = now_ms();
@@ -141,8 +140,12 @@ impl Auth {
     /// refresh carries the new roles.
     ///
     /// Errors: `UserNotFound`, `BadInput` (role names), `StoreUnavailable`.
-    pub async fn set_roles(&self, who: UserRef<'_>, roles: Vec<String>) -> Result<User, AuthError> {
-        let user = self.user(who).await?;
+    pub async fn set_roles(
+        &self,
+        who: UserRef<'_>,
+        roles: Vec<String>,
+    ) -> Result<UserView, AuthError> {
+        let user = self.find_user(who).await?;
         let roles = parse_roles(roles)?;
         // A role taken away must not outlive its tokens at APIs that verify on their own: the
         // cut-off reaches them through the revocation feed, and the user's next refresh gets
@@ -167,7 +170,7 @@ impl Auth {
     ///
     /// Errors: `UserNotFound`, `StoreUnavailable`.
     pub async fn set_disabled(&self, who: UserRef<'_>, disabled: bool) -> Result<(), AuthError> {
-        let user = self.user(who).await?;
+        let user = self.find_user(who).await?;
         self.row_changed(self.store.set_disabled(&user.username, disabled, now_ms()))
             .await?;
         let event = if disabled {
@@ -183,7 +186,7 @@ impl Auth {
     ///
     /// Errors: `UserNotFound`, `StoreUnavailable`.
     pub async fn revoke_user(&self, who: UserRef<'_>, reason: &str) -> Result<(), AuthError> {
-        let user = self.user(who).await?;
+        let user = self.find_user(who).await?;
         self.end_sessions(Ending::AllOf(user.id), reason).await?;
         self.audit(Event::UserRevoked, Record::user(user.id)).await;
         Ok(())
@@ -196,7 +199,7 @@ pub const MAX_PAGE: u32 = 1000;
 /// A page of users (`GET /admin/users`), with the cursor of the next page.
 #[derive(Debug, Clone)]
 pub struct UserPage {
-    pub users: Vec<User>,
+    pub users: Vec<UserView>,
     /// The last username of this page, when there may be more.
     pub next_cursor: Option<String>,
 }
@@ -233,6 +236,7 @@ impl Auth {
         let next_cursor = more
             .then(|| users.last().map(|u| u.username.clone()))
             .flatten();
+        let users = users.into_iter().map(user_view).collect();
         Ok(UserPage { users, next_cursor })
     }
 
@@ -245,8 +249,8 @@ impl Auth {
         &self,
         who: UserRef<'_>,
         claims: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<User, AuthError> {
-        let user = self.user(who).await?;
+    ) -> Result<UserView, AuthError> {
+        let user = self.find_user(who).await?;
         super::import::check_claims(&claims).map_err(AuthError::BadInput)?;
         // A claim removed or changed may have granted something: tokens carrying the old value
         // are cut off, as for a role taken away. Adding a claim takes nothing away.
@@ -267,9 +271,11 @@ impl Auth {
     /// at most `MAX_PAGE`.
     ///
     /// Errors: `UserNotFound`, `StoreUnavailable`.
-    pub async fn sessions_of(&self, who: UserRef<'_>) -> Result<Vec<Session>, AuthError> {
-        let user = self.user(who).await?;
-        Ok(self.store.sessions_of_user(user.id, MAX_PAGE).await?)
+    pub async fn sessions_of(&self, who: UserRef<'_>) -> Result<Vec<SessionView>, AuthError> {
+        let user = self.find_user(who).await?;
+        let now = now_ms();
+        let sessions = self.store.sessions_of_user(user.id, MAX_PAGE).await?;
+        Ok(sessions.into_iter().map(|s| session_view(s, now)).collect())
     }
 
     /// Ends one session: its refresh token stops working, and so do the access tokens issued
@@ -314,4 +320,36 @@ impl Auth {
 
 fn parse_roles(roles: Vec<String>) -> Result<Vec<String>, AuthError> {
     username::parse_roles(roles).map_err(|e| AuthError::BadInput(e.to_string()))
+}
+
+/// What the admin API and the CLI see of a user: the row without its password hash.
+pub(crate) fn user_view(u: User) -> UserView {
+    UserView {
+        id: u.id,
+        username: u.username,
+        roles: u.roles,
+        claims: u.claims,
+        disabled: u.disabled,
+        created_at: u.created_at,
+        updated_at: u.updated_at,
+    }
+}
+
+/// A session as the admin API shows it, live or not at `now` (ms).
+fn session_view(s: Session, now: i64) -> SessionView {
+    SessionView {
+        active: s.is_live(now),
+        id: s.id,
+        user_id: s.user_id,
+        client_id: s.client_id,
+        created_at: s.created_at,
+        last_refreshed_at: s.last_refreshed_at,
+        idle_expires_at: s.idle_expires_at,
+        absolute_expires_at: s.absolute_expires_at,
+        revoked_at: s.revoked_at,
+        revoked_reason: s.revoked_reason,
+        ip: s.ip,
+        user_agent: s.user_agent,
+        scope: s.scope,
+    }
 }

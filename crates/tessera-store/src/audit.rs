@@ -1,7 +1,6 @@
 //! The audit trail's rows.
 
 use async_trait::async_trait;
-use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
 use super::{AuditEvent, AuditQuery, AuditStore, StoreResult};
@@ -46,37 +45,6 @@ const PAGE_SQLITE: &str = page!("+at");
 const PURGE: &str = "
     DELETE FROM audit_events WHERE id IN
         (SELECT id FROM audit_events WHERE at < $1 ORDER BY at LIMIT $2)";
-
-#[derive(sqlx::FromRow)]
-struct AuditRow {
-    id: Uuid,
-    at: i64,
-    event: String,
-    user_id: Option<Uuid>,
-    session_id: Option<Uuid>,
-    client_id: Option<String>,
-    ip: Option<String>,
-    request_id: Option<String>,
-    reason: Option<String>,
-    actor_id: Option<Uuid>,
-}
-
-impl From<AuditRow> for AuditEvent {
-    fn from(r: AuditRow) -> Self {
-        AuditEvent {
-            id: r.id,
-            at: r.at,
-            event: r.event,
-            user_id: r.user_id,
-            session_id: r.session_id,
-            client_id: r.client_id,
-            ip: r.ip,
-            request_id: r.request_id,
-            reason: r.reason,
-            actor_id: r.actor_id,
-        }
-    }
-}
 
 /// `INSERT INTO audit_events (…) VALUES ($1, …, $9), ($10, …)` for `rows` rows.
 fn insert_sql(rows: usize) -> String {
@@ -126,7 +94,7 @@ impl AuditStore for SqlStore {
             SqlStore::Postgres(_) => PAGE,
             SqlStore::Sqlite(_) => PAGE_SQLITE,
         };
-        let rows: Vec<AuditRow> = on_backend!(self, |b| sqlx::query_as(sql)
+        let rows: Vec<AuditEvent> = on_backend!(self, |b| sqlx::query_as(sql)
             .bind(query.since)
             .bind(query.user_id)
             .bind(&query.event)
@@ -135,7 +103,7 @@ impl AuditStore for SqlStore {
             .bind(query.before)
             .fetch_all(b.pool())
             .await)?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        Ok(rows)
     }
 
     async fn purge_audit(&self, before: i64) -> StoreResult<u64> {

@@ -5,8 +5,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
-use super::users::UserRow;
-use super::{DenylistStore, RevokedToken, StoreResult, TokenStatus};
+use super::{DenylistStore, RevokedToken, StoreResult, TokenStatus, User};
 
 /// Idempotent: denylisting a `jti` twice keeps the first row.
 const INSERT: &str = "
@@ -27,7 +26,7 @@ const TOKEN_STATUS: &str = "
 #[derive(sqlx::FromRow)]
 struct StatusRow {
     #[sqlx(flatten)]
-    user: UserRow,
+    user: User,
     session_live: bool,
     jti_revoked: bool,
 }
@@ -62,7 +61,7 @@ impl DenylistStore for SqlStore {
             .await)?;
         Ok(match row {
             Some(r) => TokenStatus {
-                user: Some(r.user.into()),
+                user: Some(r.user),
                 session_revoked: !r.session_live,
                 jti_revoked: r.jti_revoked,
             },

@@ -20,43 +20,12 @@ const SCHEDULE_RETIREMENT: &str = "
     UPDATE signing_keys SET retire_at = $2, remove_at = $3
     WHERE kid <> $1 AND (retire_at IS NULL OR retire_at > $2)";
 
-#[derive(sqlx::FromRow)]
-struct KeyDbRow {
-    kid: String,
-    alg: String,
-    private_key_enc: Vec<u8>,
-    public_jwk: String,
-    created_at: i64,
-    publish_at: i64,
-    activate_at: i64,
-    retire_at: Option<i64>,
-    remove_at: Option<i64>,
-    succeeds: Option<String>,
-}
-
-impl From<KeyDbRow> for KeyRow {
-    fn from(r: KeyDbRow) -> Self {
-        KeyRow {
-            kid: r.kid,
-            alg: r.alg,
-            private_key_enc: r.private_key_enc,
-            public_jwk: r.public_jwk,
-            created_at: r.created_at,
-            publish_at: r.publish_at,
-            activate_at: r.activate_at,
-            retire_at: r.retire_at,
-            remove_at: r.remove_at,
-            succeeds: r.succeeds,
-        }
-    }
-}
-
 #[async_trait]
 impl KeyStore for SqlStore {
     async fn keys(&self) -> StoreResult<Vec<KeyRow>> {
-        let rows: Vec<KeyDbRow> =
+        let rows: Vec<KeyRow> =
             on_backend!(self, |b| sqlx::query_as(LIST).fetch_all(b.pool()).await)?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        Ok(rows)
     }
 
     async fn insert_key(&self, k: &KeyRow) -> StoreResult<()> {

@@ -5,12 +5,15 @@ use uuid::Uuid;
 
 /// A user row.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
 pub struct User {
     pub id: Uuid,
     pub username: String,
     /// argon2id PHC string. Not a secret in the sense of a password, but never logged.
     pub password_hash: String,
+    #[cfg_attr(feature = "sql", sqlx(json))]
     pub roles: Vec<String>,
+    #[cfg_attr(feature = "sql", sqlx(json))]
     pub claims: serde_json::Map<String, serde_json::Value>,
     pub disabled: bool,
     /// Milliseconds; tokens with `iat` before this are refused.
@@ -56,6 +59,7 @@ pub struct Imported {
 
 /// A session (refresh-token family) row.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
 pub struct Session {
     pub id: Uuid,
     pub user_id: Uuid,
@@ -147,6 +151,7 @@ pub struct TokenStatus {
 
 /// A signing key row; the private key is sealed.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
 pub struct KeyRow {
     pub kid: String,
     pub alg: String,
@@ -214,6 +219,7 @@ pub struct FeedPage {
 
 /// One row of the audit trail. Never a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
 pub struct AuditEvent {
     /// UUIDv7: ordering by id is ordering by time.
     pub id: Uuid,

@@ -70,50 +70,11 @@ const REVOKE: &str = "
     UPDATE sessions SET revoked_at = $2, revoked_reason = $3
     WHERE id = $1 AND revoked_at IS NULL";
 
-#[derive(sqlx::FromRow)]
-pub(super) struct SessionRow {
-    id: Uuid,
-    user_id: Uuid,
-    generation: i64,
-    created_at: i64,
-    last_refreshed_at: i64,
-    idle_expires_at: i64,
-    absolute_expires_at: i64,
-    revoked_at: Option<i64>,
-    revoked_reason: Option<String>,
-    user_agent: Option<String>,
-    ip: Option<String>,
-    client_id: String,
-    scope: Option<String>,
-    resource: Option<String>,
-}
-
-impl From<SessionRow> for Session {
-    fn from(r: SessionRow) -> Self {
-        Session {
-            id: r.id,
-            user_id: r.user_id,
-            generation: r.generation,
-            created_at: r.created_at,
-            last_refreshed_at: r.last_refreshed_at,
-            idle_expires_at: r.idle_expires_at,
-            absolute_expires_at: r.absolute_expires_at,
-            revoked_at: r.revoked_at,
-            revoked_reason: r.revoked_reason,
-            user_agent: r.user_agent,
-            ip: r.ip,
-            client_id: r.client_id,
-            scope: r.scope,
-            resource: r.resource,
-        }
-    }
-}
-
 /// A session row with the user's roles and claims, as the rotation returns it.
 #[derive(sqlx::FromRow)]
 struct RotatedRow {
     #[sqlx(flatten)]
-    session: SessionRow,
+    session: Session,
     user_roles: Json<Vec<String>>,
     user_claims: Json<serde_json::Map<String, serde_json::Value>>,
 }
@@ -124,7 +85,7 @@ impl RotatedRow {
             roles: self.user_roles.0,
             claims: self.user_claims.0,
         };
-        (self.session.into(), subject)
+        (self.session, subject)
     }
 }
 
@@ -170,20 +131,20 @@ impl SessionStore for SqlStore {
     }
 
     async fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {
-        let row: Option<SessionRow> = on_backend!(self, |b| sqlx::query_as(BY_ID)
+        let row: Option<Session> = on_backend!(self, |b| sqlx::query_as(BY_ID)
             .bind(id)
             .fetch_optional(b.pool())
             .await)?;
-        Ok(row.map(Into::into))
+        Ok(row)
     }
 
     async fn sessions_of_user(&self, user_id: Uuid, limit: u32) -> StoreResult<Vec<Session>> {
-        let rows: Vec<SessionRow> = on_backend!(self, |b| sqlx::query_as(OF_USER)
+        let rows: Vec<Session> = on_backend!(self, |b| sqlx::query_as(OF_USER)
             .bind(user_id)
             .bind(i64::from(limit))
             .fetch_all(b.pool())
             .await)?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        Ok(rows)
     }
 
     async fn rotate_session(&self, a: &RotationAttempt<'_>) -> StoreResult<Rotation> {

@@ -123,35 +123,6 @@ const REVOKE_SESSIONS_OF_USER: &str = "
     UPDATE sessions SET revoked_at = $2, revoked_reason = $3
     WHERE user_id = $1 AND revoked_at IS NULL RETURNING id";
 
-#[derive(sqlx::FromRow)]
-pub(super) struct UserRow {
-    id: Uuid,
-    username: String,
-    password_hash: String,
-    roles: Json<Vec<String>>,
-    claims: Json<serde_json::Map<String, serde_json::Value>>,
-    disabled: bool,
-    tokens_not_before: i64,
-    created_at: i64,
-    updated_at: i64,
-}
-
-impl From<UserRow> for User {
-    fn from(r: UserRow) -> Self {
-        User {
-            id: r.id,
-            username: r.username,
-            password_hash: r.password_hash,
-            roles: r.roles.0,
-            claims: r.claims.0,
-            disabled: r.disabled,
-            tokens_not_before: r.tokens_not_before,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        }
-    }
-}
-
 #[async_trait]
 impl UserStore for SqlStore {
     async fn create_user(&self, u: NewUser) -> StoreResult<User> {
@@ -237,19 +208,19 @@ impl UserStore for SqlStore {
     }
 
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
-        let row: Option<UserRow> = on_backend!(self, |b| sqlx::query_as(BY_USERNAME)
+        let row: Option<User> = on_backend!(self, |b| sqlx::query_as(BY_USERNAME)
             .bind(username)
             .fetch_optional(b.pool())
             .await)?;
-        Ok(row.map(Into::into))
+        Ok(row)
     }
 
     async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>> {
-        let row: Option<UserRow> = on_backend!(self, |b| sqlx::query_as(BY_ID)
+        let row: Option<User> = on_backend!(self, |b| sqlx::query_as(BY_ID)
             .bind(id)
             .fetch_optional(b.pool())
             .await)?;
-        Ok(row.map(Into::into))
+        Ok(row)
     }
 
     async fn users_page(&self, q: &UserQuery) -> StoreResult<Vec<User>> {
@@ -259,7 +230,7 @@ impl UserStore for SqlStore {
             .role
             .as_deref()
             .map(|r| format!("%\"{}\"%", like_escape(r)));
-        let rows: Vec<UserRow> = on_backend!(self, |b| sqlx::query_as(PAGE)
+        let rows: Vec<User> = on_backend!(self, |b| sqlx::query_as(PAGE)
             .bind(&q.after)
             .bind(&prefix)
             .bind(&role)
@@ -267,7 +238,7 @@ impl UserStore for SqlStore {
             .bind(i64::from(q.limit))
             .fetch_all(b.pool())
             .await)?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        Ok(rows)
     }
 
     async fn set_claims(
@@ -283,9 +254,9 @@ impl UserStore for SqlStore {
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
-        let rows: Vec<UserRow> =
+        let rows: Vec<User> =
             on_backend!(self, |b| sqlx::query_as(LIST).fetch_all(b.pool()).await)?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        Ok(rows)
     }
 
     async fn set_disabled(

@@ -1,0 +1,59 @@
+//! The admin API's views of users and sessions (`/admin/users…`): what an administrator sees,
+//! never a password hash. Times are milliseconds since the Unix epoch.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// A user as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct UserView {
+    /// The user's id, the `sub` of their tokens.
+    pub id: Uuid,
+    /// The username, as stored (PRECIS-enforced).
+    pub username: String,
+    /// The roles copied into access tokens.
+    pub roles: Vec<String>,
+    /// Custom claims copied into access tokens.
+    #[cfg_attr(feature = "schema", schema(value_type = Object))]
+    pub claims: Map<String, Value>,
+    /// A disabled user cannot log in, and every token of theirs is refused.
+    pub disabled: bool,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+    /// Milliseconds since the epoch.
+    pub updated_at: i64,
+}
+
+/// A session (refresh-token family) as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct SessionView {
+    /// The session id, the `sid` of its access tokens.
+    pub id: Uuid,
+    /// Its user.
+    pub user_id: Uuid,
+    /// The OAuth client it was issued to.
+    pub client_id: String,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+    /// The last rotation of its refresh token.
+    pub last_refreshed_at: i64,
+    /// It ends if not refreshed by then.
+    pub idle_expires_at: i64,
+    /// It ends then, refreshed or not.
+    pub absolute_expires_at: i64,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<i64>,
+    /// Why (`logout`, `reuse_detected`, `password_changed`, …).
+    pub revoked_reason: Option<String>,
+    /// The client address at login.
+    pub ip: Option<String>,
+    /// The user agent at login.
+    pub user_agent: Option<String>,
+    /// The granted scope.
+    pub scope: Option<String>,
+    /// Whether its refresh token still works.
+    pub active: bool,
+}
