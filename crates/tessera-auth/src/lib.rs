@@ -8,7 +8,9 @@
 //! - `access`: verifying access tokens, RFC 7662 introspection, the revocation feed;
 //! - `users`: account administration;
 //! - `clients`: client authentication and the first-party/confidential policy;
-//! - `signing_keys`: the JWKS, manual rotation and imported keys;
+//! - `grants`: scopes and resources (RFC 6749 §3.3, RFC 8707): what a token request is granted;
+//! - `keys`: the signing keys, their lifecycle, and their use cases (the JWKS, manual
+//!   rotation, imported keys, rekey);
 //! - `upkeep`: the background loop (key reloads and rotation, revocation sync, purges).
 //!
 //! Every write that revokes something goes through one of three private helpers below
@@ -23,6 +25,7 @@ pub mod audit;
 mod catalog;
 pub mod clients;
 mod error;
+pub mod grants;
 pub mod import;
 pub mod keys;
 pub mod login;
@@ -31,7 +34,6 @@ pub mod password;
 pub mod refresh_token;
 pub mod revocation;
 pub mod sessions;
-mod signing_keys;
 pub mod throttle;
 pub mod tokens;
 mod upkeep;
@@ -57,13 +59,14 @@ use crate::store::{RevokedToken, Store, StoreError};
 use crate::time::{now_ms, UnixMillis};
 pub use access::{Authenticated, Introspection};
 pub use catalog::Catalog;
-pub use clients::{ClientAuth, ClientId, Granted, TokenRequest};
+pub use clients::{ClientAuth, ClientId};
 pub use error::AuthError;
+pub use grants::{Granted, TokenRequest};
+pub use keys::{Jwks, Rekeyed};
 use keys::{Keys, MasterKey};
 use password::Passwords;
 use refresh_token::RefreshTokens;
-use revocation::RevocationCache;
-pub use signing_keys::{Jwks, Rekeyed};
+use revocation::RevocationState;
 pub use tessera_proto::admin::{SessionView, UserView};
 use tokens::{Expect, VerifiedClaims};
 pub use username::Username;
@@ -115,7 +118,7 @@ pub struct Auth {
     refresh: RefreshTokens,
     settings: Arc<Settings>,
     /// In-memory revocation state (invariant 2 without a query per verification).
-    revocations: RevocationCache,
+    revocations: RevocationState,
     /// The `[[resources]]` ids: the audiences besides `tokens.audience`.
     resource_ids: Vec<String>,
     /// The audit trail.
@@ -172,7 +175,7 @@ impl Auth {
             .await
             .map_err(|e| AuthError::Internal(format!("password hasher: {e}")))?
             .map_err(|e| AuthError::Internal(format!("password hasher: {e}")))?;
-        let revocations = RevocationCache::new(
+        let revocations = RevocationState::new(
             settings.revocation.cache,
             settings.revocation.max_lag,
             crate::time::millis(settings.token_horizon()),

@@ -5,12 +5,13 @@ use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::audit::{Event, Record};
-use super::password::MAX_PASSWORD_BYTES;
+use super::password::{Verified, MAX_PASSWORD_BYTES};
 use super::{
-    throttle, username, Auth, AuthError, ClientId, ClientMeta, TokenPair, TokenRequest, Username,
+    throttle, username, Auth, AuthError, ClientId, ClientMeta, Granted, TokenPair, TokenRequest,
+    Username,
 };
 use crate::config::PasswordSettings;
-use crate::store::Session;
+use crate::store::{Session, SubjectClaims, User};
 use crate::time::UnixMillis;
 
 /// Longest `User-Agent` kept on a session, in characters.
@@ -123,44 +124,8 @@ impl Auth {
         let _admission = self.passwords.admit()?;
         let name = Username::for_lookup(username);
         let keys = throttle::AttemptKeys::new(&throttle_name(username, &name), meta.ip.as_deref());
-        // A slot on each key is reserved before hashing, so that a parallel burst hashes at
-        // most the allowance; attempts beyond it wait for those ahead (invariant 11). A slot
-        // whose request is dropped is handed back; one whose process dies is held no longer
-        // than a request may take.
-        let lease = self.attempt_lease;
-        let reservation = match self
-            .throttle
-            .reserve(
-                &self.store,
-                &keys,
-                lease,
-                self.settings.password.queue_timeout,
-            )
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                if matches!(e, AuthError::Throttled { .. }) {
-                    self.audit(
-                        Event::LoginThrottled,
-                        Record::default().client(client.as_str()),
-                    )
-                    .await;
-                }
-                return Err(e);
-            }
-        };
-        let checked = async {
-            let user = match name {
-                Ok(name) => self.store.user_by_username(name.as_str()).await?,
-                // Not a name anyone can have: still pay for one verification.
-                Err(_) => None,
-            };
-            let stored = user.as_ref().map(|u| u.password_hash.clone());
-            let verified = self.passwords.verify(password, stored).await?;
-            Ok::<_, AuthError>((user, verified))
-        };
-        let (user, verified) = match checked.await {
+        let reservation = self.reserve_attempt(&keys, client).await?;
+        let (user, verified) = match self.check_credential(name, password).await {
             Ok(checked) => checked,
             Err(e) => {
                 self.throttle.abandon(reservation).await;
@@ -170,44 +135,120 @@ impl Auth {
         let user = match user {
             Some(u) if verified.ok && !u.disabled => u,
             other => {
-                let (user_id, reason) = match &other {
-                    None => (None, "unknown_user"),
-                    Some(u) if verified.ok => (Some(u.id), "disabled"),
-                    Some(u) => (Some(u.id), "bad_password"),
-                };
-                let record = Record {
-                    user_id,
-                    ..Record::default()
+                let reason = match &other {
+                    None => "unknown_user",
+                    Some(_) if verified.ok => "disabled",
+                    Some(_) => "bad_password",
                 };
                 // Counted first: nothing between the check and the count may be cut short.
                 self.throttle.failed(reservation).await?;
-                self.audit(
-                    Event::LoginFailed,
-                    record.client(client.as_str()).reason(reason),
-                )
-                .await;
-                tracing::info!("login failed");
-                metrics::counter!("logins_total", "result" => "failed").increment(1);
-                return Err(AuthError::InvalidCredentials);
+                return Err(self.login_failed(other.map(|u| u.id), client, reason).await);
             }
         };
         self.throttle.succeeded(reservation).await?;
         // Minted after the cut-off that was read with the credential, never at or before it.
         let now = UnixMillis(UnixMillis::now().0.max(user.tokens_not_before + 1));
         if let Some(new_hash) = verified.rehash {
-            // Against the hash that was verified, not a later read: a reset that committed
-            // meanwhile is not undone (the store's compare-and-set).
-            if let Err(e) = self
-                .store
-                .rehash_password(user.id, &user.password_hash, &new_hash, now.0)
-                .await
-            {
-                tracing::warn!(error = %e, "password re-hash not stored");
-            }
+            self.store_rehash(&user, &new_hash, now).await;
         }
+        let session = self.new_session(&user, meta, client, &granted, now);
+        let subject = self.open_session(&user, &session, client).await?;
+        self.audit(
+            Event::LoginSucceeded,
+            Record::session(user.id, session.id).client(client.as_str()),
+        )
+        .await;
+        metrics::counter!("logins_total", "result" => "ok").increment(1);
+        self.issue(&subject, &session, &granted, now)
+    }
+
+    /// Reserves a slot on each throttle key before any hashing, so that a parallel burst
+    /// hashes at most the allowance; attempts beyond it wait for those ahead (invariant 11). A
+    /// slot whose request is dropped is handed back; one whose process dies is held no longer
+    /// than a request may take (`attempt_lease`).
+    async fn reserve_attempt(
+        &self,
+        keys: &throttle::AttemptKeys,
+        client: &ClientId,
+    ) -> Result<throttle::Reservation, AuthError> {
+        let queue_timeout = self.settings.password.queue_timeout;
+        let reserved = self
+            .throttle
+            .reserve(&self.store, keys, self.attempt_lease, queue_timeout)
+            .await;
+        if let Err(AuthError::Throttled { .. }) = &reserved {
+            self.audit(
+                Event::LoginThrottled,
+                Record::default().client(client.as_str()),
+            )
+            .await;
+        }
+        reserved
+    }
+
+    /// Reads the account and verifies the password against its hash, or against the dummy
+    /// hash when there is no such account: the same argon2 work either way (invariant 4).
+    async fn check_credential(
+        &self,
+        name: Result<Username, username::NameError>,
+        password: SecretString,
+    ) -> Result<(Option<User>, Verified), AuthError> {
+        let user = match name {
+            Ok(name) => self.store.user_by_username(name.as_str()).await?,
+            // Not a name anyone can have: still pay for one verification.
+            Err(_) => None,
+        };
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
+        let verified = self.passwords.verify(password, stored).await?;
+        Ok((user, verified))
+    }
+
+    /// Records a refused login and returns the one error every refusal gets.
+    async fn login_failed(
+        &self,
+        user_id: Option<Uuid>,
+        client: &ClientId,
+        reason: &'static str,
+    ) -> AuthError {
+        let record = Record {
+            user_id,
+            ..Record::default()
+        };
+        self.audit(
+            Event::LoginFailed,
+            record.client(client.as_str()).reason(reason),
+        )
+        .await;
+        tracing::info!(reason, "login failed");
+        metrics::counter!("logins_total", "result" => "failed").increment(1);
+        AuthError::InvalidCredentials
+    }
+
+    /// Stores a hash with upgraded parameters, against the hash that was verified and not a
+    /// later read: a reset that committed meanwhile is not undone (the store's
+    /// compare-and-set). A failure only delays the upgrade.
+    async fn store_rehash(&self, user: &User, new_hash: &str, now: UnixMillis) {
+        if let Err(e) = self
+            .store
+            .rehash_password(user.id, &user.password_hash, new_hash, now.0)
+            .await
+        {
+            tracing::warn!(error = %e, "password re-hash not stored");
+        }
+    }
+
+    /// The session a login creates, from `now`.
+    fn new_session(
+        &self,
+        user: &User,
+        meta: ClientMeta,
+        client: &ClientId,
+        granted: &Granted,
+        now: UnixMillis,
+    ) -> Session {
         let s = &self.settings.sessions;
         let absolute = now.plus(s.absolute_ttl);
-        let session = Session {
+        Session {
             id: Uuid::now_v7(),
             user_id: user.id,
             generation: 0,
@@ -224,40 +265,35 @@ impl Auth {
             client_id: client.as_str().to_string(),
             scope: granted.scope.clone(),
             resource: granted.resource.clone(),
-        };
-        // The session exists only if the credential verified is still the user's: a password
-        // change, disable, role removal or logout-everywhere that committed since the read
-        // moved the cut-off, and refuses it. One that commits later finds the session: a
-        // password change or logout-everywhere revokes it, a disable refuses its tokens, and a
-        // role removal cuts off this token while the session's next refresh reads the new
-        // roles. Roles and claims come from that same locked read.
-        let Some(subject) = self
+        }
+    }
+
+    /// Stores the session, fenced by the credential that was verified: it exists only if that
+    /// credential is still the user's. A password change, disable, role removal or
+    /// logout-everywhere that committed since the read moved the cut-off, and refuses it. One
+    /// that commits later finds the session: a password change or logout-everywhere revokes
+    /// it, a disable refuses its tokens, and a role removal cuts off this token while the
+    /// session's next refresh reads the new roles. Roles and claims come from that same locked
+    /// read.
+    async fn open_session(
+        &self,
+        user: &User,
+        session: &Session,
+        client: &ClientId,
+    ) -> Result<SubjectClaims, AuthError> {
+        let fenced = self
             .store
-            .create_session(&session, user.tokens_not_before)
-            .await?
-        else {
+            .create_session(session, user.tokens_not_before)
+            .await?;
+        let Some(subject) = fenced else {
             tracing::info!(user_id = %user.id, "login refused: the account changed while it was checked");
-            let record = Record {
-                user_id: Some(user.id),
-                ..Record::default()
-            };
-            self.audit(
-                Event::LoginFailed,
-                record.client(client.as_str()).reason("account_changed"),
-            )
-            .await;
-            metrics::counter!("logins_total", "result" => "failed").increment(1);
-            return Err(AuthError::InvalidCredentials);
+            return Err(self
+                .login_failed(Some(user.id), client, "account_changed")
+                .await);
         };
         self.revocations.session_live(session.id, user.id);
         tracing::info!(user_id = %user.id, session_id = %session.id, "login ok");
-        self.audit(
-            Event::LoginSucceeded,
-            Record::session(user.id, session.id).client(client.as_str()),
-        )
-        .await;
-        metrics::counter!("logins_total", "result" => "ok").increment(1);
-        self.issue(&subject, &session, &granted, now)
+        Ok(subject)
     }
 }
 

@@ -7,10 +7,12 @@
 //!   the JWKS at `remove_at` (invariant 3; `lifecycle`).
 //! - The JWKS body and its ETag are rendered once per ring, not per request (`ring`).
 //! - `kid` is the RFC 7638 thumbprint of the public key (`material`).
+//! - `operations` holds the use cases: the JWKS, manual rotation, import, rekey.
 
 mod lifecycle;
 mod master;
 mod material;
+mod operations;
 mod ring;
 
 pub use lifecycle::{
@@ -18,6 +20,7 @@ pub use lifecycle::{
 };
 pub use master::MasterKey;
 pub use material::{from_pkcs8, generate, import_pem, thumbprint, KeyAlg, KeyMaterial};
+pub use operations::{Jwks, Rekeyed};
 pub use ring::{KeyRing, SigningKey, VerifyingKey};
 
 use crate::store::StoreError;

@@ -1,6 +1,13 @@
 //! The revocation state's own rules: trust, notifications, and what is forgotten when.
 
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::state::Jtis;
 use super::*;
+use crate::store::{Change, User};
 
 fn user(id: Uuid, updated_at: i64) -> User {
     User {
@@ -16,8 +23,8 @@ fn user(id: Uuid, updated_at: i64) -> User {
     }
 }
 
-fn trusted_cache() -> RevocationCache {
-    let c = RevocationCache::new(true, Duration::from_secs(60), 610_000, 0);
+fn trusted_cache() -> RevocationState {
+    let c = RevocationState::new(true, Duration::from_secs(60), 610_000, 0);
     c.set_listening(true);
     c.synced_at.store(c.mono_ns(), Ordering::Release);
     c
@@ -25,7 +32,7 @@ fn trusted_cache() -> RevocationCache {
 
 #[test]
 fn untrusted_until_listening_and_synced() {
-    let c = RevocationCache::new(true, Duration::from_secs(60), 1, 0);
+    let c = RevocationState::new(true, Duration::from_secs(60), 1, 0);
     assert!(matches!(
         c.check(Uuid::nil(), Uuid::nil(), "j"),
         Check::Unknown
@@ -36,7 +43,7 @@ fn untrusted_until_listening_and_synced() {
     assert!(c.trusted());
     c.set_listening(false);
     assert!(!c.trusted());
-    let off = RevocationCache::new(false, Duration::from_secs(60), 1, 0);
+    let off = RevocationState::new(false, Duration::from_secs(60), 1, 0);
     off.set_listening(true);
     off.synced_at.store(off.mono_ns(), Ordering::Release);
     assert!(!off.trusted(), "a disabled cache is never trusted");
@@ -44,7 +51,7 @@ fn untrusted_until_listening_and_synced() {
 
 #[test]
 fn stale_state_is_not_trusted() {
-    let c = RevocationCache::new(true, Duration::from_millis(1), 1, 0);
+    let c = RevocationState::new(true, Duration::from_millis(1), 1, 0);
     c.set_listening(true);
     c.synced_at.store(c.mono_ns(), Ordering::Release);
     std::thread::sleep(Duration::from_millis(5));
@@ -149,7 +156,7 @@ fn revoked_sessions_are_kept_for_the_horizon() {
 #[test]
 fn a_denylisted_jti_outlives_its_exp_by_the_leeway() {
     // A verifier accepts a token until `exp + leeway`: its denylisting must hold that long.
-    let c = RevocationCache::new(true, Duration::from_secs(60), 610_000, 10_000);
+    let c = RevocationState::new(true, Duration::from_secs(60), 610_000, 10_000);
     c.set_listening(true);
     c.synced_at.store(c.mono_ns(), Ordering::Release);
     let now = crate::time::now_ms();

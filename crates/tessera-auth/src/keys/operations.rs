@@ -1,11 +1,11 @@
-//! The public face of the signing keys: the JWKS for verifiers, and the operator's manual
-//! rotation and key import (invariant 3 holds for both).
+//! The key use cases of `Auth`: the JWKS for verifiers, and the operator's manual rotation,
+//! key import and re-sealing under a new master key (invariant 3 holds for each).
 
 use bytes::Bytes;
 
-use super::keys::{self, Activation, KeyMaterial};
-use super::{Auth, AuthError};
+use crate::keys::{self, Activation, KeyMaterial};
 use crate::time::now_ms;
+use crate::{Auth, AuthError};
 
 /// The published key set (RFC 7517 §5), pre-rendered: the body and its strong entity tag.
 #[derive(Debug, Clone)]
@@ -70,8 +70,8 @@ impl Auth {
                 other => AuthError::Internal(other.to_string()),
             })?;
         self.audit(
-            super::audit::Event::KeyRotated,
-            super::audit::Record::default().reason(why),
+            crate::audit::Event::KeyRotated,
+            crate::audit::Record::default().reason(why),
         )
         .await;
         Ok(added.unwrap_or_else(|| material.kid.clone()))
@@ -117,8 +117,8 @@ impl Auth {
         self.store.reseal_keys(&reseal).await?;
         if !reseal.is_empty() {
             self.audit(
-                super::audit::Event::KeyRotated,
-                super::audit::Record::default().reason("rekeyed"),
+                crate::audit::Event::KeyRotated,
+                crate::audit::Record::default().reason("rekeyed"),
             )
             .await;
         }
