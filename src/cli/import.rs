@@ -5,6 +5,7 @@ use std::io::{BufRead, Read};
 use super::CliError;
 use crate::app;
 use crate::auth::import::{ImportLine, ImportReport, NumberedLine};
+use crate::auth::Caller;
 use crate::config::Settings;
 use crate::store::OnConflict;
 
@@ -53,7 +54,7 @@ pub(super) async fn add_with_hash(
     };
     let auth = app::services(settings).await?.auth;
     let report = auth
-        .import_users([(1, Ok(line))], false, OnConflict::Fail)
+        .import_users([(1, Ok(line))], false, OnConflict::Fail, &Caller::default())
         .await?;
     if let Some(e) = report.invalid.first() {
         return Err(CliError::Usage(format!("invalid request: {}", e.reason)));
@@ -82,7 +83,7 @@ pub(super) async fn import(
         read_lines(input).map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
     let auth = app::services(settings).await?.auth;
     let report = auth
-        .import_users(lines, skip_invalid, on_conflict.into())
+        .import_users(lines, skip_invalid, on_conflict.into(), &Caller::default())
         .await?;
     print_report(&report);
     if report.applied {

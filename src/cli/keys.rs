@@ -7,6 +7,7 @@ use clap::Subcommand;
 use super::{catalog, rfc3339, CliError};
 use crate::app;
 use crate::auth::keys::{self, Activation};
+use crate::auth::Caller;
 use crate::config::Settings;
 
 #[derive(Debug, Subcommand)]
@@ -49,7 +50,7 @@ pub(super) async fn run(cmd: KeysCmd, settings: Settings) -> Result<(), CliError
 
 async fn rekey(settings: Settings) -> Result<(), CliError> {
     let auth = app::services(settings).await?.auth;
-    let done = auth.rekey().await?;
+    let done = auth.rekey(&Caller::default()).await?;
     for kid in &done.resealed {
         println!("re-sealed {kid} under the current master key");
     }
@@ -88,7 +89,7 @@ async fn list(settings: Settings) -> Result<(), CliError> {
 
 async fn rotate(settings: Settings) -> Result<(), CliError> {
     let services = app::services(settings).await?;
-    let kid = services.auth.rotate_key().await?;
+    let kid = services.auth.rotate_key(&Caller::default()).await?;
     println!(
         "published {kid} ({}); it signs after {}",
         services.settings.keys.algorithm,
@@ -114,7 +115,10 @@ async fn import(
     } else {
         Activation::AfterPublishAhead
     };
-    services.auth.add_key(&m, activation, "imported").await?;
+    services
+        .auth
+        .add_key(&m, activation, "imported", &Caller::default())
+        .await?;
     let when = if now {
         "now".to_string()
     } else {

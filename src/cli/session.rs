@@ -5,6 +5,7 @@ use clap::Subcommand;
 use super::{catalog, rfc3339, CliError};
 use crate::app;
 use crate::auth::AuthError;
+use crate::auth::Caller;
 use crate::config::Settings;
 
 #[derive(Debug, Subcommand)]
@@ -62,7 +63,7 @@ async fn revoke(settings: Settings, session_id: &str) -> Result<(), CliError> {
         .parse()
         .map_err(|_| CliError::Usage(format!("not a session id: {session_id}")))?;
     let auth = app::services(settings).await?.auth;
-    auth.revoke_session(id).await?;
+    auth.revoke_session(id, &Caller::default()).await?;
     println!("session {id} ended");
     Ok(())
 }

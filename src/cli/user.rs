@@ -6,6 +6,7 @@ use clap::Subcommand;
 
 use super::{catalog, read_password, CliError};
 use crate::app;
+use crate::auth::Caller;
 use crate::auth::{AuthError, UserRef, Username};
 use crate::config::Settings;
 
@@ -116,7 +117,9 @@ async fn add(
 ) -> Result<(), CliError> {
     let pw = read_password(password_stdin)?;
     let auth = app::services(settings).await?.auth;
-    let u = auth.create_user(username, pw, roles).await?;
+    let u = auth
+        .create_user(username, pw, roles, &Caller::default())
+        .await?;
     println!("created user {} ({})", u.username, u.id);
     Ok(())
 }
@@ -147,7 +150,7 @@ async fn list(settings: Settings) -> Result<(), CliError> {
 async fn set_disabled(settings: Settings, username: &str, disabled: bool) -> Result<(), CliError> {
     let name = normalised(username)?;
     let auth = app::services(settings).await?.auth;
-    auth.set_disabled(UserRef::Name(&name), disabled)
+    auth.set_disabled(UserRef::Name(&name), disabled, &Caller::default())
         .await
         .map_err(named(&name))?;
     println!("{} {name}", if disabled { "disabled" } else { "enabled" });
@@ -162,7 +165,7 @@ async fn set_password(
     let name = normalised(username)?;
     let pw = read_password(password_stdin)?;
     let auth = app::services(settings).await?.auth;
-    auth.set_password(UserRef::Name(&name), pw)
+    auth.set_password(UserRef::Name(&name), pw, &Caller::default())
         .await
         .map_err(named(&name))?;
     println!("password changed; sessions revoked");
@@ -173,7 +176,7 @@ async fn set_roles(settings: Settings, username: &str, roles: Vec<String>) -> Re
     let name = normalised(username)?;
     let auth = app::services(settings).await?.auth;
     let user = auth
-        .set_roles(UserRef::Name(&name), roles)
+        .set_roles(UserRef::Name(&name), roles, &Caller::default())
         .await
         .map_err(named(&name))?;
     println!("roles of {name}: {}", user.roles.join(","));
@@ -183,9 +186,13 @@ async fn set_roles(settings: Settings, username: &str, roles: Vec<String>) -> Re
 async fn revoke(settings: Settings, username: &str) -> Result<(), CliError> {
     let name = normalised(username)?;
     let auth = app::services(settings).await?.auth;
-    auth.revoke_user(UserRef::Name(&name), "revoked_by_operator")
-        .await
-        .map_err(named(&name))?;
+    auth.revoke_user(
+        UserRef::Name(&name),
+        "revoked_by_operator",
+        &Caller::default(),
+    )
+    .await
+    .map_err(named(&name))?;
     println!("revoked every session and access token of {name}");
     Ok(())
 }

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AppJson, Bearer};
 use super::AppState;
-use crate::auth::{Authenticated, UserQuery, UserRef};
+use crate::auth::{Caller, UserQuery, UserRef};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -36,8 +36,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// A caller authenticated with an access token whose user holds the `admin` role
-/// (`auth::access::ADMIN_ROLE`).
-pub struct AdminUser(#[allow(dead_code)] pub Authenticated);
+/// (`auth::access::ADMIN_ROLE`), and the `Caller` its audited actions are recorded with (the
+/// administrator as actor).
+pub struct AdminUser {
+    pub caller: Caller,
+}
 
 impl FromRequestParts<AppState> for AdminUser {
     type Rejection = ApiError;
@@ -46,7 +49,14 @@ impl FromRequestParts<AppState> for AdminUser {
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
         let Bearer(token) = Bearer::from_request_parts(parts, st).await?;
         let token = token.ok_or(ApiError::MissingToken)?;
-        Ok(AdminUser(st.auth.authenticate_admin(&token).await?))
+        let who = st.auth.authenticate_admin(&token).await?;
+        let caller = parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or_default();
+        let caller = caller.acting_as(who.user.id);
+        Ok(AdminUser { caller })
     }
 }
 
@@ -136,12 +146,12 @@ async fn list_users(
               (status = 409, description = "Username taken", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
 async fn create_user(
     State(st): State<AppState>,
-    _admin: AdminUser,
+    admin: AdminUser,
     AppJson(req): AppJson<NewUserRequest>,
 ) -> Result<Response, ApiError> {
     let user = st
         .auth
-        .create_user(&req.username, req.password, req.roles)
+        .create_user(&req.username, req.password, req.roles, &admin.caller)
         .await?;
     Ok((StatusCode::CREATED, Json(user)).into_response())
 }
@@ -163,11 +173,14 @@ async fn get_user(
     responses((status = 200, description = "The user", body = UserView), (status = 400, description = "Malformed request", body = ErrorBody), (status = 404, description = "No such user", body = ErrorBody)))]
 async fn set_roles(
     State(st): State<AppState>,
-    _admin: AdminUser,
+    admin: AdminUser,
     id: Result<Path<Uuid>, PathRejection>,
     AppJson(req): AppJson<RolesRequest>,
 ) -> Result<Response, ApiError> {
-    let user = st.auth.set_roles(user_id(id)?, req.roles).await?;
+    let user = st
+        .auth
+        .set_roles(user_id(id)?, req.roles, &admin.caller)
+        .await?;
     Ok(Json(user).into_response())
 }
 
@@ -177,11 +190,13 @@ async fn set_roles(
               (status = 400, description = "Malformed request", body = ErrorBody), (status = 404, description = "No such user", body = ErrorBody)))]
 async fn set_password(
     State(st): State<AppState>,
-    _admin: AdminUser,
+    admin: AdminUser,
     id: Result<Path<Uuid>, PathRejection>,
     AppJson(req): AppJson<PasswordRequest>,
 ) -> Result<Response, ApiError> {
-    st.auth.set_password(user_id(id)?, req.password).await?;
+    st.auth
+        .set_password(user_id(id)?, req.password, &admin.caller)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -190,10 +205,10 @@ async fn set_password(
     responses((status = 204, description = "Disabled; existing access tokens stop working"), (status = 404, description = "No such user", body = ErrorBody)))]
 async fn disable_user(
     State(st): State<AppState>,
-    _admin: AdminUser,
+    admin: AdminUser,
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    set_disabled(&st, id, true).await
+    set_disabled(&st, id, true, &admin.caller).await
 }
 
 #[utoipa::path(post, path = "/admin/users/{id}/enable", tag = "admin", security(("bearer" = [])),
@@ -201,18 +216,19 @@ async fn disable_user(
     responses((status = 204, description = "Enabled"), (status = 404, description = "No such user", body = ErrorBody)))]
 async fn enable_user(
     State(st): State<AppState>,
-    _admin: AdminUser,
+    admin: AdminUser,
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    set_disabled(&st, id, false).await
+    set_disabled(&st, id, false, &admin.caller).await
 }
 
 async fn set_disabled(
     st: &AppState,
     id: Result<Path<Uuid>, PathRejection>,
     disabled: bool,
+    caller: &Caller,
 ) -> Result<Response, ApiError> {
-    st.auth.set_disabled(user_id(id)?, disabled).await?;
+    st.auth.set_disabled(user_id(id)?, disabled, caller).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -221,11 +237,11 @@ async fn set_disabled(
     responses((status = 204, description = "Every session revoked, every access token cut off"), (status = 404, description = "No such user", body = ErrorBody)))]
 async fn revoke_sessions(
     State(st): State<AppState>,
-    _admin: AdminUser,
+    admin: AdminUser,
     id: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Response, ApiError> {
     st.auth
-        .revoke_user(user_id(id)?, "revoked_by_admin")
+        .revoke_user(user_id(id)?, "revoked_by_admin", &admin.caller)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -243,11 +259,14 @@ pub struct ClaimsRequest {
               (status = 400, description = "A registered claim name, or over 4 KiB", body = ErrorBody), (status = 404, description = "No such user", body = ErrorBody)))]
 async fn set_claims(
     State(st): State<AppState>,
-    _admin: AdminUser,
+    admin: AdminUser,
     id: Result<Path<Uuid>, PathRejection>,
     AppJson(req): AppJson<ClaimsRequest>,
 ) -> Result<Response, ApiError> {
-    let user = st.auth.set_claims(user_id(id)?, req.claims).await?;
+    let user = st
+        .auth
+        .set_claims(user_id(id)?, req.claims, &admin.caller)
+        .await?;
     Ok(Json(user).into_response())
 }
 
@@ -270,10 +289,10 @@ async fn list_sessions(
               (status = 404, description = "No such session", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
 async fn revoke_session(
     State(st): State<AppState>,
-    _admin: AdminUser,
+    admin: AdminUser,
     sid: Result<Path<Uuid>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let Path(sid) = sid.map_err(|_| ApiError::InvalidRequest("malformed session id".into()))?;
-    st.auth.revoke_session(sid).await?;
+    st.auth.revoke_session(sid, &admin.caller).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

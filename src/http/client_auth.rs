@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderMap};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -14,7 +15,7 @@ use secrecy::SecretString;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::auth::{AuthError, ClientAuth, ClientId};
+use crate::auth::{AuthError, Caller, ClientAuth, ClientId};
 
 /// A parsed `application/x-www-form-urlencoded` body. RFC 6749 §3.2: parameters must not be
 /// repeated, so a repeated one is a malformed request; `resource` is the exception (RFC 8707
@@ -148,6 +149,43 @@ fn presented(headers: &HeaderMap, form: Option<&Form>) -> Result<(ClientAuth, bo
     })
 }
 
+/// A form-encoded request from an authenticated client (`/revoke`, `/introspect`,
+/// `POST /revocations`): the form is read first (a malformed one is 400 `invalid_request`),
+/// then the client is authenticated from the `Authorization` header or the form
+/// (`invalid_client`, see `authenticate`). `CONFIDENTIAL` refuses the public first-party
+/// client.
+pub struct ClientForm<const CONFIDENTIAL: bool> {
+    pub client: ClientId,
+    pub form: Form,
+}
+
+/// Confidential clients, and the public first-party client.
+pub type AnyClientForm = ClientForm<false>;
+/// Confidential clients only.
+pub type ConfidentialClientForm = ClientForm<true>;
+
+impl<const CONFIDENTIAL: bool> FromRequest<AppState> for ClientForm<CONFIDENTIAL> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, st: &AppState) -> Result<Self, ApiError> {
+        let headers = req.headers().clone();
+        let caller = req
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or_default();
+        let body = Bytes::from_request(req, st).await;
+        let form = Form::parse(&headers, body)?;
+        let clients = if CONFIDENTIAL {
+            Clients::Confidential
+        } else {
+            Clients::Any
+        };
+        let client = authenticate(st, &headers, Some(&form), clients, &caller).await?;
+        Ok(ClientForm { client, form })
+    }
+}
+
 /// Which clients an endpoint serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Clients {
@@ -166,11 +204,16 @@ pub async fn authenticate(
     headers: &HeaderMap,
     form: Option<&Form>,
     clients: Clients,
+    caller: &Caller,
 ) -> Result<ClientId, ApiError> {
     let (auth, used_header) = presented(headers, form)?;
     let checked = match clients {
-        Clients::Any => st.auth.authenticate_client(&auth).await,
-        Clients::Confidential => st.auth.authenticate_confidential_client(&auth).await,
+        Clients::Any => st.auth.authenticate_client(&auth, caller).await,
+        Clients::Confidential => {
+            st.auth
+                .authenticate_confidential_client(&auth, caller)
+                .await
+        }
     };
     checked.map_err(|e| match e {
         AuthError::InvalidClient => ApiError::InvalidClient {

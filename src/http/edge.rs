@@ -11,9 +11,9 @@
 //! - per-route metrics (`http_requests_total`, `http_request_duration_seconds`);
 //! - a note on `auth::password::Activity`, for every request but a login, that password hashing
 //!   should yield the CPU;
-//! - the request's `auth::audit::RequestContext` (request id, client address), which audit
-//!   events read; only on routes that can record one, so the JWKS, discovery, health and
-//!   metrics paths do not pay for the task-local.
+//! - the request's `auth::Caller` (request id, client address) in its extensions, which the
+//!   `Caller` extractor hands to the use cases that record audit events; only on routes that
+//!   can record one, so the JWKS, discovery, health and metrics paths do not pay for it.
 //!
 //! It replaces a stack of separate tower-http layers and `from_fn` middlewares: one future
 //! instead of seven nested ones, and no allocation for metric labels. This matters on the
@@ -34,7 +34,7 @@ use tower::{Layer, Service};
 use tracing::instrument::Instrumented;
 use tracing::Instrument;
 
-use crate::auth::audit::{RequestContext, RequestId};
+use crate::auth::audit::{Caller, RequestId};
 use crate::auth::password::Activity;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -129,21 +129,14 @@ where
             request_id = id.to_str().unwrap_or("-"),
             client_ip = client_ip.map(tracing::field::display),
         );
-        let inner = if records_events(route) {
-            let context = RequestContext {
-                actor: Default::default(),
+        if records_events(route) {
+            req.extensions_mut().insert(Caller {
                 request_id,
                 client_ip,
-            };
-            Scoped::With {
-                f: context.scope(self.inner.call(req)),
-            }
-        } else {
-            Scoped::Without {
-                f: self.inner.call(req),
-            }
+                actor: None,
+            });
         }
-        .instrument(span);
+        let inner = self.inner.call(req).instrument(span);
         EdgeFuture {
             inner,
             id,
@@ -154,7 +147,7 @@ where
     }
 }
 
-/// Whether a route can record an audit event, and so needs the request's context. The
+/// Whether a route can record an audit event, and so needs the request's `Caller`. The
 /// public documents, health and metrics never do.
 fn records_events(route: &str) -> bool {
     !(route.starts_with("/.well-known/")
@@ -165,29 +158,10 @@ fn records_events(route: &str) -> bool {
 }
 
 pin_project_lite::pin_project! {
-    /// The handler's future, inside the request's audit context or not.
-    #[project = ScopedProj]
-    pub enum Scoped<F> {
-        With { #[pin] f: tokio::task::futures::TaskLocalFuture<RequestContext, F> },
-        Without { #[pin] f: F },
-    }
-}
-
-impl<F: Future> Future for Scoped<F> {
-    type Output = F::Output;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        match self.project() {
-            ScopedProj::With { f } => f.poll(cx),
-            ScopedProj::Without { f } => f.poll(cx),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
     /// The response future of [`Edge`].
     pub struct EdgeFuture<F> {
         #[pin]
-        inner: Instrumented<Scoped<F>>,
+        inner: Instrumented<F>,
         id: HeaderValue,
         route: &'static str,
         method: &'static str,

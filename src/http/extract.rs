@@ -74,3 +74,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
         Ok(Bearer(Some(String::from_utf8_lossy(token).into_owned())))
     }
 }
+
+/// Who is asking, for the use cases that record audit events: the request id and client
+/// address the edge put in the request's extensions (`edge::Edge`). A route the edge gave none
+/// (it records no events) gets an empty one.
+#[derive(Debug, Clone, Default)]
+pub struct RequestCaller(pub crate::auth::Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestCaller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let caller = parts.extensions.get::<crate::auth::Caller>().cloned();
+        Ok(RequestCaller(caller.unwrap_or_default()))
+    }
+}

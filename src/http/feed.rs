@@ -3,8 +3,6 @@
 //! a page at a time after a cursor. The page and the cursor are `tessera_proto::feed`'s, the
 //! types `tessera-verify` reads.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -17,8 +15,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::client_auth::{authenticate, Clients, Form};
+use super::client_auth::{authenticate, Clients, ConfidentialClientForm};
 use super::error::{ApiError, ErrorBody};
+use super::extract::RequestCaller;
 use super::AppState;
 use crate::auth::{FeedKind, FeedPosition, FeedStart};
 use crate::time::UnixMillis;
@@ -58,10 +57,12 @@ const FEED_OVERLAP_MS: i64 = 10_000;
 #[tracing::instrument(skip_all)]
 async fn revocations(
     State(st): State<AppState>,
+    RequestCaller(caller): RequestCaller,
     headers: HeaderMap,
     query: Result<Query<FeedQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    authenticate(&st, &headers, None, Clients::Confidential).await?;
+    // A GET has no form: the client is authenticated from the `Authorization` header alone.
+    authenticate(&st, &headers, None, Clients::Confidential, &caller).await?;
     let Query(q) = query.map_err(|_| ApiError::InvalidRequest("malformed query".into()))?;
     feed(&st, q.since.as_deref(), q.limit.as_deref()).await
 }
@@ -91,11 +92,8 @@ struct FeedForm {
 #[tracing::instrument(skip_all)]
 async fn revocations_post(
     State(st): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    ConfidentialClientForm { form, .. }: ConfidentialClientForm,
 ) -> Result<Response, ApiError> {
-    let form = Form::parse(&headers, body)?;
-    authenticate(&st, &headers, Some(&form), Clients::Confidential).await?;
     feed(&st, form.get("since"), form.get("limit")).await
 }
 

@@ -12,8 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use secrecy::SecretString;
 
-use super::client_auth::{authenticate, Clients, Form};
+use super::client_auth::{authenticate, AnyClientForm, Clients, ConfidentialClientForm, Form};
 use super::error::{token_endpoint, ApiError, ErrorBody};
+use super::extract::RequestCaller;
 use super::session::{client_meta, token_response};
 use super::AppState;
 use crate::auth::{Introspection as Found, TokenRequest};
@@ -71,15 +72,18 @@ struct TokenParam {
 async fn token(
     State(st): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    RequestCaller(caller): RequestCaller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    // Not the `ClientForm` extractor: an unsupported grant type is answered before the client
+    // is authenticated.
     let form = Form::parse(&headers, body)?;
     let grant = form.require("grant_type")?;
     if !matches!(grant, "password" | "refresh_token") {
         return Err(ApiError::UnsupportedGrantType);
     }
-    let client = authenticate(&st, &headers, Some(&form), Clients::Any).await?;
+    let client = authenticate(&st, &headers, Some(&form), Clients::Any, &caller).await?;
     // RFC 6749 §3.3 and RFC 8707 §2.
     let req = TokenRequest {
         scope: form.get("scope").map(str::to_string),
@@ -91,13 +95,13 @@ async fn token(
         let password = SecretString::from(form.require("password")?.to_string());
         let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(p))| p));
         st.auth
-            .login(username, password, meta, &client, &req)
+            .login(username, password, meta, &client, &req, &caller)
             .await
             .map_err(token_endpoint)?
     } else {
         let rt = SecretString::from(form.require("refresh_token")?.to_string());
         st.auth
-            .refresh(rt, &client, &req)
+            .refresh(rt, &client, &req, &caller)
             .await
             .map_err(token_endpoint)?
     };
@@ -116,11 +120,8 @@ async fn token(
 #[tracing::instrument(skip_all)]
 async fn revoke(
     State(st): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    AnyClientForm { client, form, .. }: AnyClientForm,
 ) -> Result<Response, ApiError> {
-    let form = Form::parse(&headers, body)?;
-    let client = authenticate(&st, &headers, Some(&form), Clients::Any).await?;
     let token = SecretString::from(form.require("token")?.to_string());
     st.auth
         .revoke(&token, form.get("token_type_hint"), &client)
@@ -141,11 +142,8 @@ async fn revoke(
 #[tracing::instrument(skip_all)]
 async fn introspect(
     State(st): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    ConfidentialClientForm { form, .. }: ConfidentialClientForm,
 ) -> Result<Response, ApiError> {
-    let form = Form::parse(&headers, body)?;
-    authenticate(&st, &headers, Some(&form), Clients::Confidential).await?;
     let token = SecretString::from(form.require("token")?.to_string());
     let t = &st.settings.tokens;
     let body = match st

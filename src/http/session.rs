@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::csrf::Missing;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{AppJson, Bearer};
+use super::extract::{AppJson, Bearer, RequestCaller};
 use super::AppState;
 use crate::auth::{ClientMeta, TokenPair, TokenRequest};
 use utoipa::ToSchema;
@@ -139,6 +139,7 @@ pub(super) fn client_meta(
 async fn login(
     State(st): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    RequestCaller(caller): RequestCaller,
     headers: HeaderMap,
     AppJson(req): AppJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
@@ -158,6 +159,7 @@ async fn login(
                 scope: req.scope,
                 resource: req.resource,
             },
+            &caller,
         )
         .await?;
     Ok(session_response(&st, &pair))
@@ -175,6 +177,7 @@ async fn login(
 #[tracing::instrument(skip_all)]
 async fn refresh(
     State(st): State<AppState>,
+    RequestCaller(caller): RequestCaller,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -183,7 +186,12 @@ async fn refresh(
         .ok_or_else(|| ApiError::InvalidRequest("no refresh_token".into()))?;
     let pair = st
         .auth
-        .refresh(token, &st.auth.first_party(), &TokenRequest::default())
+        .refresh(
+            token,
+            &st.auth.first_party(),
+            &TokenRequest::default(),
+            &caller,
+        )
         .await?;
     Ok(session_response(&st, &pair))
 }
@@ -294,6 +302,7 @@ fn clear_refresh_cookie(res: &mut Response) {
 async fn logout(
     State(st): State<AppState>,
     bearer: Result<Bearer, ApiError>,
+    RequestCaller(caller): RequestCaller,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -302,7 +311,7 @@ async fn logout(
     // Logout ignores what it cannot use, a malformed bearer token as an unknown one: the
     // refresh token still ends its session.
     let bearer = bearer.ok().and_then(|b| b.0);
-    st.auth.logout(refresh, bearer.as_deref()).await?;
+    st.auth.logout(refresh, bearer.as_deref(), &caller).await?;
     let mut res = StatusCode::NO_CONTENT.into_response();
     if st.settings.sessions.refresh_cookie {
         clear_refresh_cookie(&mut res);
@@ -318,8 +327,12 @@ async fn logout(
         (status = 401, description = "Invalid bearer token", body = ErrorBody),
     ))]
 #[tracing::instrument(skip_all)]
-async fn logout_all(State(st): State<AppState>, bearer: Bearer) -> Result<Response, ApiError> {
+async fn logout_all(
+    State(st): State<AppState>,
+    RequestCaller(caller): RequestCaller,
+    bearer: Bearer,
+) -> Result<Response, ApiError> {
     let token = bearer.0.ok_or(ApiError::MissingToken)?;
-    st.auth.logout_all(&token).await?;
+    st.auth.logout_all(&token, &caller).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -355,7 +355,11 @@ async fn admin_requires_the_admin_role(b: Backend) {
         200
     );
     app.auth
-        .set_roles(tessera::auth::UserRef::Name("root"), vec![])
+        .set_roles(
+            tessera::auth::UserRef::Name("root"),
+            vec![],
+            &tessera::auth::Caller::default(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -438,7 +442,11 @@ async fn admin_pages_and_filters_users(b: Backend) {
         app.create_user(name, roles).await;
     }
     app.auth
-        .set_disabled(tessera::auth::UserRef::Name("carl"), true)
+        .set_disabled(
+            tessera::auth::UserRef::Name("carl"),
+            true,
+            &tessera::auth::Caller::default(),
+        )
         .await
         .unwrap();
     // Pages of two walk every user once, in username order.

@@ -113,7 +113,10 @@ async fn security_events_are_audited_without_secrets(b: Backend) {
             .await;
         assert!(r.status().is_success(), "{sub}: {}", r.status());
     }
-    app.auth.rotate_key().await.unwrap();
+    app.auth
+        .rotate_key(&tessera::auth::Caller::default())
+        .await
+        .unwrap();
     // Client authentication failures: a wrong secret, an unknown client.
     for (id, secret) in [(CLIENT_ID, "wrong-secret"), ("mallory", "whatever")] {
         let r = app

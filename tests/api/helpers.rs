@@ -282,6 +282,7 @@ impl TestApp {
                 name,
                 SecretString::from(PASSWORD),
                 roles.iter().map(|r| r.to_string()).collect(),
+                &tessera::auth::Caller::default(),
             )
             .await
             .unwrap()

@@ -242,7 +242,12 @@ async fn passwords_are_compared_after_nfkc(b: Backend) {
     // Full-width Latin letters: NFKC makes them ASCII.
     let wide = "ｃｏｒｒｅｃｔ ｈｏｒｓｅ ｂａｔｔｅｒｙ ｓｔａｐｌｅ";
     app.auth
-        .create_user("nina", wide.to_string().into(), vec![])
+        .create_user(
+            "nina",
+            wide.to_string().into(),
+            vec![],
+            &tessera::auth::Caller::default(),
+        )
         .await
         .unwrap();
     assert_eq!(app.login("nina", PW).await.status(), 200);

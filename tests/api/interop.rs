@@ -83,7 +83,12 @@ async fn independent_verifiers_accept_tokens_across_rotation(b: Backend) {
         // Rotate to a fresh key of the same algorithm; the old one is retired but published.
         let m = generate(alg, 2048).unwrap();
         app.auth
-            .add_key(&m, Activation::Now, "imported")
+            .add_key(
+                &m,
+                Activation::Now,
+                "imported",
+                &tessera::auth::Caller::default(),
+            )
             .await
             .unwrap();
         let after = app.login_ok("alice").await["access_token"]

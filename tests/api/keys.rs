@@ -389,7 +389,12 @@ async fn replicas_pick_up_keys_and_revocations(b: Backend) {
     let m = generate(KeyAlg::EdDsa, 2048).unwrap();
     let kid = a
         .auth
-        .add_key(&m, Activation::Now, "imported")
+        .add_key(
+            &m,
+            Activation::Now,
+            "imported",
+            &tessera::auth::Caller::default(),
+        )
         .await
         .unwrap();
     let started = Instant::now();

@@ -85,7 +85,11 @@ async fn credential_failures_are_indistinguishable(b: Backend) {
     app.create_user("bob", &[]).await;
     app.create_user("carol", &[]).await;
     app.auth
-        .set_disabled(tessera::auth::UserRef::Name("carol"), true)
+        .set_disabled(
+            tessera::auth::UserRef::Name("carol"),
+            true,
+            &tessera::auth::Caller::default(),
+        )
         .await
         .unwrap();
 
@@ -128,7 +132,12 @@ async fn usernames_are_normalised(b: Backend) {
     app.login_ok("ｄöｒｔｅ").await;
     let dup = app
         .auth
-        .create_user("DÖRTE", secrecy::SecretString::from(PASSWORD), vec![])
+        .create_user(
+            "DÖRTE",
+            secrecy::SecretString::from(PASSWORD),
+            vec![],
+            &tessera::auth::Caller::default(),
+        )
         .await;
     assert!(
         dup.is_err(),

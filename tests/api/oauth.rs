@@ -303,7 +303,11 @@ async fn token_endpoint_credential_failures_look_alike(b: Backend) {
     app.create_user("alice", &[]).await;
     app.create_user("bob", &[]).await;
     app.auth
-        .set_disabled(tessera::auth::UserRef::Name("bob"), true)
+        .set_disabled(
+            tessera::auth::UserRef::Name("bob"),
+            true,
+            &tessera::auth::Caller::default(),
+        )
         .await
         .unwrap();
     let mut bodies = Vec::new();

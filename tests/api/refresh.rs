@@ -330,12 +330,20 @@ async fn disabled_users_and_password_changes_end_sessions(b: Backend) {
     app.create_user("bob", &[]).await;
     let a = app.login_ok("alice").await;
     app.auth
-        .set_disabled(tessera::auth::UserRef::Name("alice"), true)
+        .set_disabled(
+            tessera::auth::UserRef::Name("alice"),
+            true,
+            &tessera::auth::Caller::default(),
+        )
         .await
         .unwrap();
     app.assert_pair_refused(&a).await;
     app.auth
-        .set_disabled(tessera::auth::UserRef::Name("alice"), false)
+        .set_disabled(
+            tessera::auth::UserRef::Name("alice"),
+            false,
+            &tessera::auth::Caller::default(),
+        )
         .await
         .unwrap();
     // Re-enabled: access tokens from before stay cut off, but the session was not revoked, so
@@ -362,6 +370,7 @@ async fn disabled_users_and_password_changes_end_sessions(b: Backend) {
         .set_password(
             tessera::auth::UserRef::Name("bob"),
             secrecy::SecretString::from("a brand new password"),
+            &tessera::auth::Caller::default(),
         )
         .await
         .unwrap();

@@ -232,7 +232,9 @@ async fn rotation_under_traffic_fails_nothing(b: Backend) {
             // Two rotations: their keys sign from about 6.3 s and 9.3 s on.
             for _ in 0..2 {
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                auth.rotate_key().await.unwrap();
+                auth.rotate_key(&tessera::auth::Caller::default())
+                    .await
+                    .unwrap();
                 tokio::time::sleep(Duration::from_millis(2700)).await;
             }
             tokio::time::sleep(Duration::from_millis(5000)).await;

@@ -4,7 +4,7 @@
 //! - a count in `/metrics` (`audit_events_total{event}`).
 //!
 //! Each carries the time, the user and session when known, the OAuth client, the client
-//! address and the request id (from the `RequestContext` the HTTP edge sets for each request),
+//! address and the request id (from the `Caller` the HTTP edge builds for each request),
 //! and a reason code. Never a password, token, hash or key. `login.throttled` carries no user:
 //! a refused attempt is not looked up, and its name need not be an account's. Rows are listed by
 //! id (UUIDv7, taken when the event happens); a batch written late can land behind a cursor
@@ -147,47 +147,24 @@ impl RequestId {
     }
 }
 
-/// Where the request being served comes from; set by the HTTP edge for each request. Building
-/// one allocates nothing for a request without its own id: every request pays for it, few
-/// record an event.
-#[derive(Debug, Default)]
-pub struct RequestContext {
+/// Who asks for an audited action: the request's id, the client's address and, in the admin
+/// API, the administrator acting. The edge builds one per request and hands it to the use case
+/// as an argument; the CLI and the background loop use `Caller::default()` (none of the
+/// three). Building one allocates nothing for a request without its own id.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
     pub request_id: RequestId,
     /// The client address (the socket peer, or what a trusted proxy forwarded).
     pub client_ip: Option<std::net::IpAddr>,
-    /// The administrator acting in this request, once the admin API has authenticated one.
-    pub actor: std::sync::OnceLock<Uuid>,
+    /// The administrator acting, once the admin API has authenticated one.
+    pub actor: Option<Uuid>,
 }
 
-tokio::task_local! {
-    static REQUEST: RequestContext;
-}
-
-impl RequestContext {
-    /// Runs `f` with this context visible to the events it records.
-    pub fn scope<F: std::future::Future>(
-        self,
-        f: F,
-    ) -> tokio::task::futures::TaskLocalFuture<RequestContext, F> {
-        REQUEST.scope(self, f)
-    }
-
-    /// The current request's id, client address and acting administrator, as stored.
-    fn current() -> (Option<String>, Option<String>, Option<Uuid>) {
-        REQUEST
-            .try_with(|c| {
-                (
-                    c.request_id.text(),
-                    c.client_ip.map(|ip| ip.to_string()),
-                    c.actor.get().copied(),
-                )
-            })
-            .unwrap_or_default()
-    }
-
-    /// Names the administrator acting in the current request (no-op outside one).
-    pub fn set_actor(id: Uuid) {
-        let _ = REQUEST.try_with(|c| c.actor.set(id));
+impl Caller {
+    /// The same caller, acting as administrator `id`.
+    pub fn acting_as(mut self, id: Uuid) -> Self {
+        self.actor = Some(id);
+        self
     }
 }
 
@@ -259,7 +236,7 @@ impl AuditTrail {
 
     /// Records one event: the log line and the count at once, the row now (CLI) or through the
     /// writer (server).
-    pub async fn record(&self, event: Event, r: Record) {
+    pub async fn record(&self, caller: &Caller, event: Event, r: Record) {
         metrics::counter!("audit_events_total", "event" => event.name()).increment(1);
         let store_row = event != Event::Refreshed || self.store_refreshes;
         // The hottest event (a refresh) is usually neither stored nor logged at info: then
@@ -267,7 +244,11 @@ impl AuditTrail {
         if !store_row && !tracing::enabled!(target: "audit", tracing::Level::INFO) {
             return;
         }
-        let (request_id, ip, actor_id) = RequestContext::current();
+        let (request_id, ip, actor_id) = (
+            caller.request_id.text(),
+            caller.client_ip.map(|ip| ip.to_string()),
+            caller.actor,
+        );
         let row = AuditEvent {
             id: Uuid::now_v7(),
             at: UnixMillis::now().0,

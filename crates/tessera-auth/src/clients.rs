@@ -9,6 +9,7 @@
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{Auth, AuthError};
+use crate::audit::Caller;
 
 /// An authenticated client (or the public first-party client). Only this module makes one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,10 +47,14 @@ impl Auth {
     ///
     /// Errors: `InvalidClient` (a wrong secret, an unknown client, a confidential client
     /// without its secret, or a `client_id` that names another client than the secret's).
-    pub async fn authenticate_client(&self, auth: &ClientAuth) -> Result<ClientId, AuthError> {
+    pub async fn authenticate_client(
+        &self,
+        auth: &ClientAuth,
+        caller: &Caller,
+    ) -> Result<ClientId, AuthError> {
         let checked = self.check_client(auth);
         if checked.is_err() {
-            self.client_auth_failed(auth).await;
+            self.client_auth_failed(auth, caller).await;
         }
         checked
     }
@@ -61,20 +66,21 @@ impl Auth {
     pub async fn authenticate_confidential_client(
         &self,
         auth: &ClientAuth,
+        caller: &Caller,
     ) -> Result<ClientId, AuthError> {
         let checked = match auth {
             ClientAuth::Public { .. } => Err(AuthError::InvalidClient),
             secret => self.check_client(secret),
         };
         if checked.is_err() {
-            self.client_auth_failed(auth).await;
+            self.client_auth_failed(auth, caller).await;
         }
         checked
     }
 
     /// Records a failed client authentication, naming the client only when it is one Tessera
     /// knows (a name sent by anyone would let them write what they like into the trail).
-    async fn client_auth_failed(&self, auth: &ClientAuth) {
+    async fn client_auth_failed(&self, auth: &ClientAuth, caller: &Caller) {
         let named = match auth {
             ClientAuth::Public { client_id } => client_id.clone(),
             ClientAuth::Secret {
@@ -97,8 +103,12 @@ impl Auth {
                 (super::audit::Record::default().client(id), "bad_secret")
             }
         };
-        self.audit(super::audit::Event::ClientAuthFailed, record.reason(reason))
-            .await;
+        self.audit(
+            caller,
+            super::audit::Event::ClientAuthFailed,
+            record.reason(reason),
+        )
+        .await;
     }
 
     fn check_client(&self, auth: &ClientAuth) -> Result<ClientId, AuthError> {

@@ -11,6 +11,7 @@ use super::audit::{Event, Record};
 use super::password::{self, CostCaps};
 use super::username::{self, Username};
 use super::{tokens, Auth, AuthError};
+use crate::audit::Caller;
 use crate::store::{NewUser, OnConflict};
 use crate::time::now_ms;
 
@@ -83,6 +84,7 @@ impl Auth {
         lines: impl IntoIterator<Item = NumberedLine>,
         skip_invalid: bool,
         on_conflict: OnConflict,
+        caller: &Caller,
     ) -> Result<ImportReport, AuthError> {
         let caps = CostCaps::from(&self.settings.password);
         let mut report = ImportReport::default();
@@ -127,8 +129,12 @@ impl Auth {
                 .iter()
                 .filter(|u| !report.existing.contains(&u.username))
             {
-                self.audit(Event::UserCreated, Record::user(u.id).reason("imported"))
-                    .await;
+                self.audit(
+                    caller,
+                    Event::UserCreated,
+                    Record::user(u.id).reason("imported"),
+                )
+                .await;
             }
             tracing::info!(
                 created = report.created,

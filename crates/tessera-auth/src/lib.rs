@@ -58,6 +58,7 @@ pub use crate::store::{
 use crate::store::{RevokedToken, Store, StoreError};
 use crate::time::{now_ms, UnixMillis};
 pub use access::{Authenticated, Introspection};
+pub use audit::Caller;
 pub use catalog::Catalog;
 pub use clients::{ClientAuth, ClientId};
 pub use error::AuthError;
@@ -197,8 +198,8 @@ impl Auth {
     }
 
     /// Records a security event (see `audit`).
-    async fn audit(&self, event: audit::Event, record: audit::Record) {
-        self.audit.record(event, record).await
+    async fn audit(&self, caller: &Caller, event: audit::Event, record: audit::Record) {
+        self.audit.record(caller, event, record).await
     }
 
     /// Writes audit rows in batches until `stop_audit`; the server runs it alongside `upkeep`.

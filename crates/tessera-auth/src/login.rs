@@ -10,6 +10,7 @@ use super::{
     throttle, username, Auth, AuthError, ClientId, ClientMeta, Granted, TokenPair, TokenRequest,
     Username,
 };
+use crate::audit::Caller;
 use crate::config::PasswordSettings;
 use crate::store::{Session, SubjectClaims, User};
 use crate::time::UnixMillis;
@@ -110,6 +111,7 @@ impl Auth {
         meta: ClientMeta,
         client: &ClientId,
         req: &TokenRequest,
+        caller: &Caller,
     ) -> Result<TokenPair, AuthError> {
         if username.is_empty() {
             return Err(AuthError::BadInput("empty username".into()));
@@ -124,7 +126,7 @@ impl Auth {
         let _admission = self.passwords.admit()?;
         let name = Username::for_lookup(username);
         let keys = throttle::AttemptKeys::new(&throttle_name(username, &name), meta.ip.as_deref());
-        let reservation = self.reserve_attempt(&keys, client).await?;
+        let reservation = self.reserve_attempt(&keys, client, caller).await?;
         let (user, verified) = match self.check_credential(name, password).await {
             Ok(checked) => checked,
             Err(e) => {
@@ -142,7 +144,9 @@ impl Auth {
                 };
                 // Counted first: nothing between the check and the count may be cut short.
                 self.throttle.failed(reservation).await?;
-                return Err(self.login_failed(other.map(|u| u.id), client, reason).await);
+                return Err(self
+                    .login_failed(other.map(|u| u.id), client, reason, caller)
+                    .await);
             }
         };
         self.throttle.succeeded(reservation).await?;
@@ -152,8 +156,9 @@ impl Auth {
             self.store_rehash(&user, &new_hash, now).await;
         }
         let session = self.new_session(&user, meta, client, &granted, now);
-        let subject = self.open_session(&user, &session, client).await?;
+        let subject = self.open_session(&user, &session, client, caller).await?;
         self.audit(
+            caller,
             Event::LoginSucceeded,
             Record::session(user.id, session.id).client(client.as_str()),
         )
@@ -170,6 +175,7 @@ impl Auth {
         &self,
         keys: &throttle::AttemptKeys,
         client: &ClientId,
+        caller: &Caller,
     ) -> Result<throttle::Reservation, AuthError> {
         let queue_timeout = self.settings.password.queue_timeout;
         let reserved = self
@@ -178,6 +184,7 @@ impl Auth {
             .await;
         if let Err(AuthError::Throttled { .. }) = &reserved {
             self.audit(
+                caller,
                 Event::LoginThrottled,
                 Record::default().client(client.as_str()),
             )
@@ -209,12 +216,14 @@ impl Auth {
         user_id: Option<Uuid>,
         client: &ClientId,
         reason: &'static str,
+        caller: &Caller,
     ) -> AuthError {
         let record = Record {
             user_id,
             ..Record::default()
         };
         self.audit(
+            caller,
             Event::LoginFailed,
             record.client(client.as_str()).reason(reason),
         )
@@ -280,6 +289,7 @@ impl Auth {
         user: &User,
         session: &Session,
         client: &ClientId,
+        caller: &Caller,
     ) -> Result<SubjectClaims, AuthError> {
         let fenced = self
             .store
@@ -288,7 +298,7 @@ impl Auth {
         let Some(subject) = fenced else {
             tracing::info!(user_id = %user.id, "login refused: the account changed while it was checked");
             return Err(self
-                .login_failed(Some(user.id), client, "account_changed")
+                .login_failed(Some(user.id), client, "account_changed", caller)
                 .await);
         };
         self.revocations.session_live(session.id, user.id);

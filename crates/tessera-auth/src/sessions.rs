@@ -6,6 +6,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::audit::{Event, Record};
 use super::tokens::{self, AccessClaims};
 use super::{Auth, AuthError, ClientId, Ending, Granted, TokenPair, TokenRequest};
+use crate::audit::Caller;
 use crate::store::{Rotation, RotationAttempt, Session, SubjectClaims};
 use crate::time::{millis, UnixMillis};
 
@@ -21,6 +22,7 @@ impl Auth {
         token: SecretString,
         client: &ClientId,
         req: &TokenRequest,
+        caller: &Caller,
     ) -> Result<TokenPair, AuthError> {
         let Some(rt) = self.refresh.parse(&token) else {
             return Err(AuthError::InvalidRefreshToken);
@@ -79,7 +81,7 @@ impl Auth {
                     session_id: Some(rt.session_id),
                     ..Record::default()
                 };
-                self.audit(Event::ReuseDetected, record.client(client.as_str()))
+                self.audit(caller, Event::ReuseDetected, record.client(client.as_str()))
                     .await;
                 metrics::counter!("refresh_reuse_detected_total").increment(1);
                 outcome_metric("reuse");
@@ -93,6 +95,7 @@ impl Auth {
         };
         self.revocations.session_live(session.id, session.user_id);
         self.audit(
+            caller,
             Event::Refreshed,
             Record::session(session.user_id, session.id).client(client.as_str()),
         )
@@ -125,6 +128,7 @@ impl Auth {
         &self,
         refresh: Option<SecretString>,
         access: Option<&str>,
+        caller: &Caller,
     ) -> Result<(), AuthError> {
         if refresh.is_none() && access.is_none() {
             return Err(AuthError::BadInput("no token to revoke".into()));
@@ -151,7 +155,8 @@ impl Auth {
             }
         }
         if let Some(record) = ended {
-            self.audit(Event::Logout, record.client(me.as_str())).await;
+            self.audit(caller, Event::Logout, record.client(me.as_str()))
+                .await;
         }
         Ok(())
     }
@@ -172,11 +177,11 @@ impl Auth {
     /// issued to them so far.
     ///
     /// Errors: `InvalidToken`, `StoreUnavailable`.
-    pub async fn logout_all(&self, token: &str) -> Result<(), AuthError> {
+    pub async fn logout_all(&self, token: &str, caller: &Caller) -> Result<(), AuthError> {
         let who = self.authenticate(token).await?;
         self.end_sessions(Ending::AllOf(who.user.id), "logout_all")
             .await?;
-        self.audit(Event::LogoutAll, Record::user(who.user.id))
+        self.audit(caller, Event::LogoutAll, Record::user(who.user.id))
             .await;
         Ok(())
     }

@@ -133,6 +133,7 @@ impl Auth {
             Ok(Some(kid)) => {
                 tracing::info!(%kid, "automatic key rotation: new key published");
                 self.audit(
+                    &super::Caller::default(),
                     super::audit::Event::KeyRotated,
                     super::audit::Record::default().reason("automatic"),
                 )

@@ -10,6 +10,7 @@ use super::audit::{Event, Record};
 use super::login::check_new_password;
 use super::username::{self, Username};
 use super::{Auth, AuthError, Ending};
+use crate::audit::Caller;
 use crate::store::{NewUser, Session, StoreError, User, UserQuery};
 use crate::time::now_ms;
 use tessera_proto::admin::{SessionView, UserView};
@@ -33,6 +34,7 @@ impl Auth {
         username: &str,
         password: SecretString,
         roles: Vec<String>,
+        caller: &Caller,
     ) -> Result<UserView, AuthError> {
         let name = Username::parse(username).map_err(AuthError::BadUsername)?;
         check_new_password(&password, name.as_str(), &self.settings.password)?;
@@ -56,8 +58,12 @@ impl Auth {
                 StoreError::Duplicate(_) => AuthError::UsernameTaken,
                 other => other.into(),
             })?;
-        self.audit(Event::UserCreated, Record::user(user.id).reason("created"))
-            .await;
+        self.audit(
+            caller,
+            Event::UserCreated,
+            Record::user(user.id).reason("created"),
+        )
+        .await;
         Ok(user_view(user))
     }
 
@@ -122,6 +128,7 @@ impl Auth {
         &self,
         who: UserRef<'_>,
         password: SecretString,
+        caller: &Caller,
     ) -> Result<(), AuthError> {
         let user = self.find_user(who).await?;
         check_new_password(&password, &user.username, &self.settings.password)?;
@@ -129,7 +136,7 @@ impl Auth {
         let now = now_ms();
         self.user_changed(self.store.set_password(&user.username, &hash, now))
             .await?;
-        self.audit(Event::PasswordChanged, Record::user(user.id))
+        self.audit(caller, Event::PasswordChanged, Record::user(user.id))
             .await;
         Ok(())
     }
@@ -144,6 +151,7 @@ impl Auth {
         &self,
         who: UserRef<'_>,
         roles: Vec<String>,
+        caller: &Caller,
     ) -> Result<UserView, AuthError> {
         let user = self.find_user(who).await?;
         let roles = parse_roles(roles)?;
@@ -161,7 +169,8 @@ impl Auth {
         if old.iter().any(|r| !roles.contains(r)) {
             self.cut_off_after(id).await?;
         }
-        self.audit(Event::RolesChanged, Record::user(id)).await;
+        self.audit(caller, Event::RolesChanged, Record::user(id))
+            .await;
         self.user(UserRef::Id(id)).await
     }
 
@@ -169,7 +178,12 @@ impl Auth {
     /// re-enabling does not bring those back.
     ///
     /// Errors: `UserNotFound`, `StoreUnavailable`.
-    pub async fn set_disabled(&self, who: UserRef<'_>, disabled: bool) -> Result<(), AuthError> {
+    pub async fn set_disabled(
+        &self,
+        who: UserRef<'_>,
+        disabled: bool,
+        caller: &Caller,
+    ) -> Result<(), AuthError> {
         let user = self.find_user(who).await?;
         self.row_changed(self.store.set_disabled(&user.username, disabled, now_ms()))
             .await?;
@@ -178,17 +192,23 @@ impl Auth {
         } else {
             Event::UserEnabled
         };
-        self.audit(event, Record::user(user.id)).await;
+        self.audit(caller, event, Record::user(user.id)).await;
         Ok(())
     }
 
     /// Ends every session of the user and cuts off every access token issued so far.
     ///
     /// Errors: `UserNotFound`, `StoreUnavailable`.
-    pub async fn revoke_user(&self, who: UserRef<'_>, reason: &str) -> Result<(), AuthError> {
+    pub async fn revoke_user(
+        &self,
+        who: UserRef<'_>,
+        reason: &str,
+        caller: &Caller,
+    ) -> Result<(), AuthError> {
         let user = self.find_user(who).await?;
         self.end_sessions(Ending::AllOf(user.id), reason).await?;
-        self.audit(Event::UserRevoked, Record::user(user.id)).await;
+        self.audit(caller, Event::UserRevoked, Record::user(user.id))
+            .await;
         Ok(())
     }
 }
@@ -249,6 +269,7 @@ impl Auth {
         &self,
         who: UserRef<'_>,
         claims: serde_json::Map<String, serde_json::Value>,
+        caller: &Caller,
     ) -> Result<UserView, AuthError> {
         let user = self.find_user(who).await?;
         super::import::check_claims(&claims).map_err(AuthError::BadInput)?;
@@ -263,7 +284,8 @@ impl Auth {
         if old.iter().any(|(k, v)| claims.get(k) != Some(v)) {
             self.cut_off_after(id).await?;
         }
-        self.audit(Event::ClaimsChanged, Record::user(id)).await;
+        self.audit(caller, Event::ClaimsChanged, Record::user(id))
+            .await;
         self.user(UserRef::Id(id)).await
     }
 
@@ -282,7 +304,7 @@ impl Auth {
     /// from it. Ending an ended session again succeeds.
     ///
     /// Errors: `SessionNotFound`, `StoreUnavailable`.
-    pub async fn revoke_session(&self, id: Uuid) -> Result<(), AuthError> {
+    pub async fn revoke_session(&self, id: Uuid, caller: &Caller) -> Result<(), AuthError> {
         let session = self
             .store
             .session(id)
@@ -291,8 +313,12 @@ impl Auth {
         if session.revoked_at.is_none() {
             self.end_sessions(Ending::Session(id), "revoked_by_admin")
                 .await?;
-            self.audit(Event::SessionRevoked, Record::session(session.user_id, id))
-                .await;
+            self.audit(
+                caller,
+                Event::SessionRevoked,
+                Record::session(session.user_id, id),
+            )
+            .await;
         }
         Ok(())
     }

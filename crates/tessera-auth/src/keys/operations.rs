@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use crate::audit::Caller;
 use crate::keys::{self, Activation, KeyMaterial};
 use crate::time::now_ms;
 use crate::{Auth, AuthError};
@@ -30,14 +31,14 @@ impl Auth {
     /// the propagation slack), and the current key retires then. Returns the new kid.
     ///
     /// Errors: `StoreUnavailable`, `Internal` (key generation or the store failed).
-    pub async fn rotate_key(&self) -> Result<String, AuthError> {
+    pub async fn rotate_key(&self, caller: &Caller) -> Result<String, AuthError> {
         let k = &self.settings.keys;
         let (alg, bits) = (k.algorithm, k.rsa_bits);
         let m = tokio::task::spawn_blocking(move || keys::generate(alg, bits))
             .await
             .map_err(|e| AuthError::Internal(e.to_string()))?
             .map_err(|e| AuthError::Internal(e.to_string()))?;
-        self.add_key(&m, Activation::AfterPublishAhead, "manual")
+        self.add_key(&m, Activation::AfterPublishAhead, "manual", caller)
             .await
     }
 
@@ -51,6 +52,7 @@ impl Auth {
         material: &KeyMaterial,
         activation: Activation,
         why: &'static str,
+        caller: &Caller,
     ) -> Result<String, AuthError> {
         let schedule = keys::Schedule::from_settings(&self.settings);
         let added = self
@@ -70,6 +72,7 @@ impl Auth {
                 other => AuthError::Internal(other.to_string()),
             })?;
         self.audit(
+            caller,
             crate::audit::Event::KeyRotated,
             crate::audit::Record::default().reason(why),
         )
@@ -83,7 +86,7 @@ impl Auth {
     ///
     /// Errors: `BadInput` naming keys that no known master key opens (nothing is changed),
     /// `StoreUnavailable`, `Internal`.
-    pub async fn rekey(&self) -> Result<Rekeyed, AuthError> {
+    pub async fn rekey(&self, caller: &Caller) -> Result<Rekeyed, AuthError> {
         let master = self.keys.master();
         let now = now_ms();
         let mut done = Rekeyed::default();
@@ -117,6 +120,7 @@ impl Auth {
         self.store.reseal_keys(&reseal).await?;
         if !reseal.is_empty() {
             self.audit(
+                caller,
                 crate::audit::Event::KeyRotated,
                 crate::audit::Record::default().reason("rekeyed"),
             )
