@@ -3,7 +3,7 @@
 //! from the database on each request, not from the token, so removing the role takes effect at
 //! once). Every change is an audit event.
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -83,9 +83,20 @@ pub struct PasswordRequest {
 }
 
 /// The user named by the path; a malformed id is a malformed request.
-fn user_id(id: Result<Path<Uuid>, PathRejection>) -> Result<UserRef<'static>, ApiError> {
-    let Path(id) = id.map_err(|_| ApiError::InvalidRequest("malformed user id".into()))?;
-    Ok(UserRef::Id(id))
+/// The id in the path of `/admin/users/{id}…` and `/admin/sessions/{sid}`: a UUID, or 400
+/// `invalid_request`. It comes after `AdminUser` in a handler's arguments, so a caller who
+/// may not use the admin API learns nothing from the path.
+pub struct PathId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &S) -> Result<Self, ApiError> {
+        let Path(id) = Path::<Uuid>::from_request_parts(parts, st)
+            .await
+            .map_err(|_| ApiError::InvalidRequest("malformed id in the path".into()))?;
+        Ok(PathId(id))
+    }
 }
 
 /// Filters and the cursor of `GET /admin/users`.
@@ -162,9 +173,9 @@ async fn create_user(
 async fn get_user(
     State(st): State<AppState>,
     _admin: AdminUser,
-    id: Result<Path<Uuid>, PathRejection>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let user = st.auth.user(user_id(id)?).await?;
+    let user = st.auth.user(UserRef::Id(id)).await?;
     Ok(Json(user).into_response())
 }
 
@@ -174,12 +185,12 @@ async fn get_user(
 async fn set_roles(
     State(st): State<AppState>,
     admin: AdminUser,
-    id: Result<Path<Uuid>, PathRejection>,
+    PathId(id): PathId,
     AppJson(req): AppJson<RolesRequest>,
 ) -> Result<Response, ApiError> {
     let user = st
         .auth
-        .set_roles(user_id(id)?, req.roles, &admin.caller)
+        .set_roles(UserRef::Id(id), req.roles, &admin.caller)
         .await?;
     Ok(Json(user).into_response())
 }
@@ -191,11 +202,11 @@ async fn set_roles(
 async fn set_password(
     State(st): State<AppState>,
     admin: AdminUser,
-    id: Result<Path<Uuid>, PathRejection>,
+    PathId(id): PathId,
     AppJson(req): AppJson<PasswordRequest>,
 ) -> Result<Response, ApiError> {
     st.auth
-        .set_password(user_id(id)?, req.password, &admin.caller)
+        .set_password(UserRef::Id(id), req.password, &admin.caller)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -206,7 +217,7 @@ async fn set_password(
 async fn disable_user(
     State(st): State<AppState>,
     admin: AdminUser,
-    id: Result<Path<Uuid>, PathRejection>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     set_disabled(&st, id, true, &admin.caller).await
 }
@@ -217,18 +228,20 @@ async fn disable_user(
 async fn enable_user(
     State(st): State<AppState>,
     admin: AdminUser,
-    id: Result<Path<Uuid>, PathRejection>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     set_disabled(&st, id, false, &admin.caller).await
 }
 
 async fn set_disabled(
     st: &AppState,
-    id: Result<Path<Uuid>, PathRejection>,
+    id: Uuid,
     disabled: bool,
     caller: &Caller,
 ) -> Result<Response, ApiError> {
-    st.auth.set_disabled(user_id(id)?, disabled, caller).await?;
+    st.auth
+        .set_disabled(UserRef::Id(id), disabled, caller)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -238,10 +251,10 @@ async fn set_disabled(
 async fn revoke_sessions(
     State(st): State<AppState>,
     admin: AdminUser,
-    id: Result<Path<Uuid>, PathRejection>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
     st.auth
-        .revoke_user(user_id(id)?, "revoked_by_admin", &admin.caller)
+        .revoke_user(UserRef::Id(id), "revoked_by_admin", &admin.caller)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -260,12 +273,12 @@ pub struct ClaimsRequest {
 async fn set_claims(
     State(st): State<AppState>,
     admin: AdminUser,
-    id: Result<Path<Uuid>, PathRejection>,
+    PathId(id): PathId,
     AppJson(req): AppJson<ClaimsRequest>,
 ) -> Result<Response, ApiError> {
     let user = st
         .auth
-        .set_claims(user_id(id)?, req.claims, &admin.caller)
+        .set_claims(UserRef::Id(id), req.claims, &admin.caller)
         .await?;
     Ok(Json(user).into_response())
 }
@@ -277,9 +290,9 @@ async fn set_claims(
 async fn list_sessions(
     State(st): State<AppState>,
     _admin: AdminUser,
-    id: Result<Path<Uuid>, PathRejection>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let sessions: Vec<SessionView> = st.auth.sessions_of(user_id(id)?).await?;
+    let sessions: Vec<SessionView> = st.auth.sessions_of(UserRef::Id(id)).await?;
     Ok(Json(sessions).into_response())
 }
 
@@ -290,9 +303,8 @@ async fn list_sessions(
 async fn revoke_session(
     State(st): State<AppState>,
     admin: AdminUser,
-    sid: Result<Path<Uuid>, PathRejection>,
+    PathId(sid): PathId,
 ) -> Result<Response, ApiError> {
-    let Path(sid) = sid.map_err(|_| ApiError::InvalidRequest("malformed session id".into()))?;
     st.auth.revoke_session(sid, &admin.caller).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

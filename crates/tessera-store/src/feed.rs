@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
 use super::{
-    Change, ChangeFeed, FeedKind, FeedPage, FeedPosition, FeedStart, RevocationFeed, RowStream,
-    StoreError, StoreResult,
+    Change, ChangeNotifier, FeedKind, FeedPage, FeedPosition, FeedStart, FeedStore, FirstLoad,
+    RevocationFeed, RowStream, StoreError, StoreResult,
 };
 
 const REVOKED_TOKENS: &str = "
@@ -120,7 +120,7 @@ const SQLITE_PAGE: i64 = 10_000;
 const USERS_CHANGED: &str = "SELECT id, updated_at FROM users WHERE updated_at >= $1";
 
 #[async_trait]
-impl ChangeFeed for SqlStore {
+impl FeedStore for SqlStore {
     async fn revocations_since(
         &self,
         since: i64,
@@ -216,6 +216,15 @@ impl ChangeFeed for SqlStore {
         Ok(merge_page(tokens, sessions, users, limit))
     }
 
+    async fn users_changed_since(&self, since: i64) -> StoreResult<Vec<(Uuid, i64)>> {
+        Ok(on_backend!(self, |b| sqlx::query_as(USERS_CHANGED)
+            .bind(since)
+            .fetch_all(b.pool())
+            .await)?)
+    }
+}
+
+impl FirstLoad for SqlStore {
     fn denylist_all(&self, now: i64) -> RowStream<'_, (String, i64)> {
         match self {
             // `now` is an integer: formatting it into the statement cannot inject anything
@@ -275,14 +284,10 @@ impl ChangeFeed for SqlStore {
             }
         }
     }
+}
 
-    async fn users_changed_since(&self, since: i64) -> StoreResult<Vec<(Uuid, i64)>> {
-        Ok(on_backend!(self, |b| sqlx::query_as(USERS_CHANGED)
-            .bind(since)
-            .fetch_all(b.pool())
-            .await)?)
-    }
-
+#[async_trait]
+impl ChangeNotifier for SqlStore {
     async fn notify_change(&self, change: &Change) -> StoreResult<()> {
         match self {
             SqlStore::Postgres(pg) => pg.notify_change(change).await,

@@ -1,10 +1,14 @@
 //! Persistence: the only layer that writes SQL.
 //!
+//! - The model (`model.rs`): each record written once; with the `sql` feature, the rows are
+//!   read straight into it (`FromRow`).
 //! - `Store` is everything the domain needs from a database, as a union of small traits, one
 //!   per capability: users, sessions, the denylist, the login throttle, signing keys, the
-//!   change feed, and upkeep (migrations, readiness, purges).
-//! - Each capability lives in its own file, with its SQL as `const` strings, its row types,
-//!   and bodies that bind and call. Every query is written once and runs on Postgres and
+//!   revocation feed (`FeedStore`), the revocation state's first load (`FirstLoad`), changes
+//!   pushed between replicas (`ChangeNotifier`, delivering a typed `Change`), the audit trail,
+//!   and upkeep (migrations, readiness, purges).
+//! - With the `sql` feature (the default), each capability's SQL lives in its own file, as
+//!   `const` strings and bodies that bind and call. Every query is written once and runs on Postgres and
 //!   SQLite alike (`backend::on_backend!`); the test suite running every scenario on both is
 //!   what catches a query mistake.
 //! - `pg.rs` and `sqlite.rs` hold only connection setup and the change watchers.
@@ -278,10 +282,9 @@ pub struct Reseal {
     pub new: Vec<u8>,
 }
 
-/// What changed, read back (the revocation feed) and pushed between replicas.
+/// The revocation feed read back, and what replicas poll for (invariant 2).
 #[async_trait]
-pub trait ChangeFeed {
-    /// Revocations since `since` (ms) that can still matter at `now`: denylisted tokens not yet
+pub trait FeedStore {
     /// expired, and session revocations and user cut-offs newer than `now - horizon_ms`.
     async fn revocations_since(
         &self,
@@ -289,7 +292,6 @@ pub trait ChangeFeed {
         now: i64,
         horizon_ms: i64,
     ) -> StoreResult<RevocationFeed>;
-    /// At most `limit` (≥ 1) revocations from `start` in feed order (time, kind, key) that
     /// can still matter at `now`, and where the page ends if more follow.
     async fn revocations_page(
         &self,
@@ -298,21 +300,23 @@ pub trait ChangeFeed {
         horizon_ms: i64,
         limit: usize,
     ) -> StoreResult<FeedPage>;
-    /// The revocation state's first load: every denylisted token not expired at `now` (ms),
-    /// as (`jti`, `expires_at`), streamed as the rows arrive from one statement (one snapshot),
+    /// Users whose row changed at or after `since` (ms), with their `updated_at`.
+    async fn users_changed_since(&self, since: i64) -> StoreResult<Vec<(Uuid, i64)>>;
+}
+
+/// The revocation state's first load: every revocation still in force, streamed.
+pub trait FirstLoad {
     /// so that millions of rows neither wait behind pages nor sit in a buffer.
     fn denylist_all(&self, now: i64) -> RowStream<'_, (String, i64)>;
     /// Likewise, every session revoked after `oldest` (ms).
     fn revoked_sessions_all(&self, oldest: i64) -> RowStream<'_, Uuid>;
-    /// Users whose row changed at or after `since` (ms), with their `updated_at`.
-    async fn users_changed_since(&self, since: i64) -> StoreResult<Vec<(Uuid, i64)>>;
-    /// Tells other replicas of `change` (Postgres NOTIFY; a no-op on SQLite, and for a change
+}
+
+/// Changes pushed between replicas: Postgres NOTIFY/LISTEN, SQLite's `data_version` watcher.
+#[async_trait]
+pub trait ChangeNotifier {
     /// only the database reports).
     async fn notify_change(&self, change: &Change) -> StoreResult<()>;
-    /// A stream of changes. `None` means: poll. Postgres LISTENs (the payloads written by
-    /// `notify_change` and by the database triggers); SQLite watches `PRAGMA data_version` for
-    /// commits by other connections. Either stream also carries `Change::Lost` when changes
-    /// may be going unseen from now on, and `Change::Resync` when anything may have changed
     /// without a precise notification: the consumer forgets what it cached and rereads.
     async fn listen_changes(&self) -> StoreResult<Option<Receiver<Change>>>;
 }
@@ -373,7 +377,9 @@ pub trait Store:
     + DenylistStore
     + ThrottleStore
     + KeyStore
-    + ChangeFeed
+    + FeedStore
+    + FirstLoad
+    + ChangeNotifier
     + Upkeep
     + Send
     + Sync
@@ -388,7 +394,9 @@ impl<T> Store for T where
         + DenylistStore
         + ThrottleStore
         + KeyStore
-        + ChangeFeed
+        + FeedStore
+        + FirstLoad
+        + ChangeNotifier
         + Upkeep
         + Send
         + Sync

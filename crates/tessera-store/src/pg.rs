@@ -209,7 +209,7 @@ impl PgStore {
         Ok(())
     }
 
-    /// LISTENs on a connection of its own; see `ChangeFeed::listen_changes`.
+    /// LISTENs on a connection of its own; see `ChangeNotifier::listen_changes`.
     pub(super) async fn listen_changes(
         &self,
     ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<Change>>> {

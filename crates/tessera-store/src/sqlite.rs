@@ -166,7 +166,7 @@ async fn watch(
 }
 
 impl SqliteStore {
-    /// Starts the `data_version` watcher; see `ChangeFeed::listen_changes`.
+    /// Starts the `data_version` watcher; see `ChangeNotifier::listen_changes`.
     pub(super) async fn listen_changes(
         &self,
     ) -> StoreResult<Option<tokio::sync::mpsc::Receiver<Change>>> {
