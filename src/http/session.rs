@@ -43,17 +43,11 @@ pub struct LoginRequest {
     resource: Option<String>,
 }
 
-/// The refresh token to rotate (documentation of the body; see `body_token` for parsing).
+/// The body of `/refresh` and `/logout`, as `body_token` parses it: the refresh token, which
+/// `/refresh` needs unless the `__Host-tessera_refresh` cookie carries it (cookie mode). An
+/// empty body, `null` and `{}` carry none.
 #[derive(Deserialize, ToSchema)]
-#[allow(dead_code)]
-pub struct RefreshRequest {
-    #[schema(value_type = String)]
-    refresh_token: SecretString,
-}
-
-/// Optional body of `/logout`.
-#[derive(Deserialize, ToSchema)]
-pub struct LogoutRequest {
+pub struct SessionTokenRequest {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     refresh_token: Option<SecretString>,
@@ -166,7 +160,7 @@ async fn login(
 }
 
 /// Rotates a refresh token: a new access token and the successor refresh token.
-#[utoipa::path(post, path = "/refresh", tag = "session", request_body = RefreshRequest,
+#[utoipa::path(post, path = "/refresh", tag = "session", request_body(content = Option<SessionTokenRequest>),
     responses(
         (status = 200, description = "Rotated", body = TokenResponse),
         (status = 400, description = "Malformed request", body = ErrorBody),
@@ -229,7 +223,7 @@ fn body_token(body: &Bytes) -> Result<Option<SecretString>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let req: Option<LogoutRequest> = serde_json::from_slice(body)
+    let req: Option<SessionTokenRequest> = serde_json::from_slice(body)
         .map_err(|_| ApiError::InvalidRequest("malformed JSON body".into()))?;
     Ok(req.and_then(|r| r.refresh_token))
 }
@@ -291,7 +285,7 @@ fn clear_refresh_cookie(res: &mut Response) {
 }
 
 /// Ends the session of the refresh token and/or the bearer token; denylists the bearer's `jti`.
-#[utoipa::path(post, path = "/logout", tag = "session", request_body(content = Option<LogoutRequest>),
+#[utoipa::path(post, path = "/logout", tag = "session", request_body(content = Option<SessionTokenRequest>),
     security((), ("bearer" = [])),
     responses(
         (status = 204, description = "Logged out (also for unknown tokens)"),

@@ -48,6 +48,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![warn(missing_docs)]
 
+mod builder;
 mod claims;
 mod error;
 mod feed;

@@ -11,25 +11,21 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, Validation};
-use secrecy::SecretString;
-use serde::Deserialize;
 
+pub use crate::builder::VerifierBuilder;
 use crate::claims::Claims;
 use crate::error::{SetupError, VerifyError};
-use crate::feed::{Feed, FeedSource};
+use crate::feed::Feed;
 use crate::keys::KeyCache;
 
 /// Longest token even parsed (bytes).
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
-/// Largest metadata document read (bytes).
-const MAX_METADATA_BYTES: usize = 256 * 1024;
 
 /// Every asymmetric JWS algorithm the verifier can check (RFC 7518 §3); HMAC and `none` are
 /// never accepted.
-const ASYMMETRIC: &[Algorithm] = &[
+pub(crate) const ASYMMETRIC: &[Algorithm] = &[
     Algorithm::ES256,
     Algorithm::ES384,
     Algorithm::EdDSA,
@@ -58,21 +54,22 @@ pub enum StalePolicy {
 /// Verifies Tessera's access tokens. See the crate documentation.
 #[derive(Clone)]
 pub struct Verifier {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    issuer: String,
-    audience: String,
-    leeway: i64,
-    horizon: i64,
-    required_roles: Vec<String>,
-    stale_policy: StalePolicy,
-    keys: Arc<KeyCache>,
-    feed: Option<Arc<Feed>>,
+/// What a built verifier holds (see `builder::VerifierBuilder::build`).
+pub(crate) struct Inner {
+    pub(crate) issuer: String,
+    pub(crate) audience: String,
+    pub(crate) leeway: i64,
+    pub(crate) horizon: i64,
+    pub(crate) required_roles: Vec<String>,
+    pub(crate) stale_policy: StalePolicy,
+    pub(crate) keys: Arc<KeyCache>,
+    pub(crate) feed: Option<Arc<Feed>>,
     /// One prebuilt validation per accepted algorithm.
-    validations: HashMap<Algorithm, Validation>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub(crate) validations: HashMap<Algorithm, Validation>,
+    pub(crate) tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Inner {
@@ -122,25 +119,7 @@ impl Verifier {
 
     /// A builder for every other setting.
     pub fn builder(issuer: impl Into<String>, audience: impl Into<String>) -> VerifierBuilder {
-        VerifierBuilder {
-            issuer: issuer.into(),
-            audience: audience.into(),
-            jwks_url: None,
-            jwks: None,
-            leeway: Duration::from_secs(10),
-            required_roles: Vec::new(),
-            algorithms: ASYMMETRIC.to_vec(),
-            http_timeout: Duration::from_secs(5),
-            http: None,
-            allow_http: false,
-            refetch_interval: Duration::from_secs(5),
-            key_hard_limit: Duration::from_secs(24 * 3600),
-            feed: None,
-            feed_url: None,
-            max_staleness: None,
-            stale_policy: StalePolicy::Reject,
-            token_horizon: Duration::from_secs(24 * 3600),
-        }
+        VerifierBuilder::new(issuer.into(), audience.into())
     }
 
     /// Verifies `token` (the compact JWS, without `Bearer `): signature, header and claims,
@@ -252,436 +231,5 @@ fn refusal(kind: &jsonwebtoken::errors::ErrorKind) -> VerifyError {
             VerifyError::Signature
         }
         _ => VerifyError::Malformed,
-    }
-}
-
-/// Settings of a [`Verifier`]; every one has a default.
-#[must_use]
-pub struct VerifierBuilder {
-    issuer: String,
-    audience: String,
-    jwks_url: Option<String>,
-    jwks: Option<Vec<u8>>,
-    leeway: Duration,
-    required_roles: Vec<String>,
-    algorithms: Vec<Algorithm>,
-    http_timeout: Duration,
-    http: Option<reqwest::Client>,
-    allow_http: bool,
-    refetch_interval: Duration,
-    key_hard_limit: Duration,
-    feed: Option<(String, SecretString, Duration)>,
-    feed_url: Option<String>,
-    max_staleness: Option<Duration>,
-    stale_policy: StalePolicy,
-    token_horizon: Duration,
-}
-
-impl std::fmt::Debug for VerifierBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifierBuilder")
-            .field("issuer", &self.issuer)
-            .field("audience", &self.audience)
-            .field("feed_client_id", &self.feed.as_ref().map(|f| &f.0))
-            .finish_non_exhaustive()
-    }
-}
-
-impl VerifierBuilder {
-    /// Read keys from this URL instead of the metadata's `jwks_uri` (no discovery).
-    pub fn jwks_url(mut self, url: impl Into<String>) -> Self {
-        self.jwks_url = Some(url.into());
-        self
-    }
-
-    /// Use this JWKS document for good: no network for keys, no refresh (tests, pinned keys).
-    pub fn jwks(mut self, document: impl Into<Vec<u8>>) -> Self {
-        self.jwks = Some(document.into());
-        self
-    }
-
-    /// Clock skew allowed on `exp`, `nbf` and `iat` (whole seconds; default 10 s).
-    pub fn leeway(mut self, leeway: Duration) -> Self {
-        self.leeway = leeway;
-        self
-    }
-
-    /// A role every token must carry (403 `insufficient_scope` otherwise); may repeat.
-    pub fn require_role(mut self, role: impl Into<String>) -> Self {
-        self.required_roles.push(role.into());
-        self
-    }
-
-    /// The JWS algorithms accepted (default: every asymmetric one). HMAC algorithms are
-    /// ignored: a verifier that holds only public keys must never accept them.
-    pub fn algorithms(mut self, algorithms: &[Algorithm]) -> Self {
-        self.algorithms = algorithms
-            .iter()
-            .copied()
-            .filter(|a| ASYMMETRIC.contains(a))
-            .collect();
-        self
-    }
-
-    /// Timeout of each metadata, key-set and feed request (default 5 s).
-    pub fn http_timeout(mut self, timeout: Duration) -> Self {
-        self.http_timeout = timeout;
-        self
-    }
-
-    /// Use this HTTP client (for a private CA or a proxy) instead of the built-in one
-    /// (rustls on aws-lc-rs, the platform's certificate verifier). `http_timeout` still bounds
-    /// every request.
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.http = Some(client);
-        self
-    }
-
-    /// Allow plain `http://` URLs for metadata, keys and the feed on hosts other than the
-    /// loopback (a private network behind a service mesh, say). Without it they must be
-    /// `https://`, since keys fetched in clear can be replaced in transit and the feed's
-    /// client secret travels in the request (RFC 8414 §2).
-    pub fn allow_http(mut self) -> Self {
-        self.allow_http = true;
-        self
-    }
-
-    /// Least time between two refetches caused by unknown `kid`s (default 5 s).
-    pub fn refetch_interval(mut self, interval: Duration) -> Self {
-        self.refetch_interval = interval;
-        self
-    }
-
-    /// How long after the last successful fetch cached keys are still trusted while the
-    /// issuer is unreachable (default 24 h). Past it every token is refused.
-    pub fn key_hard_limit(mut self, limit: Duration) -> Self {
-        self.key_hard_limit = limit;
-        self
-    }
-
-    /// Poll Tessera's revocation feed every `poll_every` (100 ms to 1 h), authenticating as
-    /// the confidential client `client_id` (HTTP Basic, RFC 6749 §2.3.1).
-    pub fn with_revocation_feed(
-        mut self,
-        client_id: impl Into<String>,
-        client_secret: SecretString,
-        poll_every: Duration,
-    ) -> Self {
-        self.feed = Some((client_id.into(), client_secret, poll_every));
-        self
-    }
-
-    /// The feed's URL (default: the metadata's `revocation_feed_endpoint`, else
-    /// `{issuer}/revocations`).
-    pub fn revocation_feed_url(mut self, url: impl Into<String>) -> Self {
-        self.feed_url = Some(url.into());
-        self
-    }
-
-    /// How long the feed may go unread before the [`StalePolicy`] applies (default: three
-    /// poll intervals, at least 30 s).
-    pub fn max_staleness(mut self, max: Duration) -> Self {
-        self.max_staleness = Some(max);
-        self
-    }
-
-    /// What to answer while the verifier's state is stale (default [`StalePolicy::Reject`]).
-    pub fn on_stale(mut self, policy: StalePolicy) -> Self {
-        self.stale_policy = policy;
-        self
-    }
-
-    /// The longest lifetime (`exp - iat`) a token may have (default 24 h): longer ones are
-    /// refused, and revocation entries are kept this long. Set it at or above Tessera's
-    /// `tokens.access_ttl`.
-    pub fn token_horizon(mut self, horizon: Duration) -> Self {
-        self.token_horizon = horizon;
-        self
-    }
-
-    /// Fetches metadata (unless a JWKS URL or document was given), the key set and the first
-    /// feed page, then starts the background refresh and polling tasks (on the current tokio
-    /// runtime; they stop when the last clone of the verifier is dropped).
-    ///
-    /// Errors: [`SetupError`].
-    pub async fn build(self) -> Result<Verifier, SetupError> {
-        self.validate()?;
-        let http = match self.http.clone() {
-            Some(c) => c,
-            None => crate::http_client::build(self.http_timeout).map_err(SetupError::Config)?,
-        };
-        let (keys, feed_endpoint) = match (self.jwks.as_deref(), self.jwks_url.clone()) {
-            (Some(doc), _) => (
-                KeyCache::fixed(doc, http.clone(), self.algorithms.clone())?,
-                None,
-            ),
-            (None, url) => {
-                let (url, feed_endpoint) = match url {
-                    Some(url) => (url, None),
-                    None => {
-                        let meta = tokio::time::timeout(
-                            self.http_timeout.saturating_mul(2),
-                            discover(&http, &self.issuer, self.allow_http),
-                        )
-                        .await
-                        .map_err(|_| SetupError::Fetch {
-                            url: self.issuer.clone(),
-                            reason: "metadata discovery timed out".into(),
-                        })??;
-                        (meta.jwks_uri, meta.revocation_feed_endpoint)
-                    }
-                };
-                check_url(&url, self.allow_http)?;
-                let keys = KeyCache::fetch_new(
-                    url,
-                    http.clone(),
-                    self.algorithms.clone(),
-                    self.refetch_interval,
-                    self.key_hard_limit,
-                    self.http_timeout,
-                )
-                .await?;
-                (keys, feed_endpoint)
-            }
-        };
-        let keys = Arc::new(keys);
-        let feed = match self.feed {
-            None => None,
-            Some((client_id, secret, every)) => {
-                let url = self.feed_url.or(feed_endpoint).unwrap_or_else(|| {
-                    format!("{}/revocations", self.issuer.trim_end_matches('/'))
-                });
-                check_url(&url, self.allow_http)?;
-                let max_staleness = self
-                    .max_staleness
-                    .unwrap_or_else(|| every.saturating_mul(3).max(Duration::from_secs(30)));
-                let feed = Feed::new(
-                    FeedSource {
-                        url,
-                        client_id,
-                        secret,
-                    },
-                    http.clone(),
-                    self.leeway,
-                    self.token_horizon,
-                    max_staleness,
-                    self.http_timeout,
-                );
-                feed.poll().await.map_err(SetupError::Feed)?;
-                Some((Arc::new(feed), every))
-            }
-        };
-        // Nothing can fail from here on: only now do the background tasks start.
-        let mut tasks = Vec::new();
-        if self.jwks.is_none() {
-            tasks.push(tokio::spawn(refresh_keys(keys.clone())));
-        }
-        if let Some((feed, every)) = &feed {
-            tasks.push(tokio::spawn(poll_feed(feed.clone(), *every)));
-        }
-        let validations = self
-            .algorithms
-            .iter()
-            .map(|alg| {
-                let mut v = Validation::new(*alg);
-                v.leeway = self.leeway.as_secs();
-                v.validate_exp = true;
-                v.validate_nbf = true;
-                v.set_issuer(&[&self.issuer]);
-                v.set_audience(&[&self.audience]);
-                v.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
-                (*alg, v)
-            })
-            .collect();
-        Ok(Verifier {
-            inner: Arc::new(Inner {
-                issuer: self.issuer,
-                audience: self.audience,
-                leeway: secs(self.leeway),
-                horizon: secs(self.token_horizon),
-                required_roles: self.required_roles,
-                stale_policy: self.stale_policy,
-                keys,
-                feed: feed.map(|(f, _)| f),
-                validations,
-                tasks,
-            }),
-        })
-    }
-
-    /// Refuses settings that cannot work: the errors name the setting.
-    fn validate(&self) -> Result<(), SetupError> {
-        let bad = |what: &str| Err(SetupError::Config(what.to_string()));
-        if self.issuer.is_empty() || self.audience.is_empty() {
-            return bad("issuer and audience must not be empty");
-        }
-        if self.algorithms.is_empty() {
-            return bad("algorithms: no asymmetric algorithm accepted");
-        }
-        if self.leeway > Duration::from_secs(300) {
-            return bad("leeway: at most 5 minutes");
-        }
-        if self.token_horizon < Duration::from_secs(60)
-            || self.token_horizon > Duration::from_secs(30 * 86_400)
-        {
-            return bad("token_horizon: 1 minute to 30 days");
-        }
-        if self.refetch_interval < Duration::from_secs(1) {
-            return bad("refetch_interval: at least 1 second");
-        }
-        if self.key_hard_limit < Duration::from_secs(1) {
-            return bad("key_hard_limit: at least 1 second");
-        }
-        if self.http_timeout.is_zero() {
-            return bad("http_timeout: must not be zero");
-        }
-        if let Some((_, _, every)) = &self.feed {
-            if *every < Duration::from_millis(100) || *every > Duration::from_secs(3600) {
-                return bad("the feed's poll interval: 100 ms to 1 hour");
-            }
-            if self.max_staleness.is_some_and(|m| m < *every) {
-                return bad("max_staleness: at least the poll interval");
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Whole seconds as `i64`, saturating.
-fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-}
-
-/// `https://`, or `http://` to the loopback or with `allow_http`.
-fn check_url(url: &str, allow_http: bool) -> Result<(), SetupError> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|_| SetupError::Config(format!("{url:?} is not a URL")))?;
-    let loopback = match parsed.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    };
-    match parsed.scheme() {
-        "https" => Ok(()),
-        "http" if allow_http || loopback => Ok(()),
-        _ => Err(SetupError::Config(format!(
-            "{url} must be https (or call allow_http() for a trusted network)"
-        ))),
-    }
-}
-
-/// The members of RFC 8414 metadata the verifier uses.
-#[derive(Deserialize)]
-struct Metadata {
-    issuer: String,
-    jwks_uri: String,
-    #[serde(default)]
-    revocation_feed_endpoint: Option<String>,
-}
-
-/// Reads the issuer's metadata: first at the RFC 8414 §3.1 location (the well-known suffix
-/// inserted before the issuer's path), then, for an issuer with a path, appended to it. The
-/// document's `issuer` must equal `issuer` exactly (RFC 8414 §3.3).
-async fn discover(
-    http: &reqwest::Client,
-    issuer: &str,
-    allow_http: bool,
-) -> Result<Metadata, SetupError> {
-    const SUFFIX: &str = "/.well-known/oauth-authorization-server";
-    let trimmed = issuer.trim_end_matches('/');
-    let mut urls = vec![];
-    match trimmed.find("://").map(|i| i + 3) {
-        Some(start) => match trimmed[start..].find('/') {
-            Some(p) => {
-                let (origin, path) = trimmed.split_at(start + p);
-                urls.push(format!("{origin}{SUFFIX}{path}"));
-                urls.push(format!("{trimmed}{SUFFIX}"));
-            }
-            None => urls.push(format!("{trimmed}{SUFFIX}")),
-        },
-        None => return Err(SetupError::Config(format!("{issuer:?} is not a URL"))),
-    }
-    let mut last = None;
-    for url in urls {
-        check_url(&url, allow_http)?;
-        match fetch_json(http, &url).await {
-            Ok(body) => {
-                let meta: Metadata = serde_json::from_slice(&body)
-                    .map_err(|e| SetupError::Metadata(e.to_string()))?;
-                if meta.issuer != issuer {
-                    return Err(SetupError::IssuerMismatch {
-                        expected: issuer.to_string(),
-                        found: meta.issuer,
-                    });
-                }
-                return Ok(meta);
-            }
-            Err(reason) => last = Some(SetupError::Fetch { url, reason }),
-        }
-    }
-    Err(last.unwrap_or_else(|| SetupError::Config("no metadata URL".into())))
-}
-
-async fn fetch_json(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    let res = http
-        .get(url)
-        .header(http::header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(crate::keys::describe)?;
-    if res.status() != reqwest::StatusCode::OK {
-        return Err(format!("status {}", res.status().as_u16()));
-    }
-    crate::keys::read_capped(res, MAX_METADATA_BYTES).await
-}
-
-/// Refreshes the key set at 80% of its freshness; after a failure, retries with backoff (1 s
-/// doubling to 30 s), logging a warning once the set is stale.
-async fn refresh_keys(keys: Arc<KeyCache>) {
-    let mut backoff = Duration::from_secs(1);
-    let mut wait = keys.next_refresh_in();
-    loop {
-        tokio::time::sleep(wait).await;
-        match keys.refresh().await {
-            Ok(()) => {
-                backoff = Duration::from_secs(1);
-                wait = keys.next_refresh_in().max(Duration::from_secs(1));
-            }
-            Err(e) => {
-                if keys.is_stale() {
-                    tracing::warn!(error = %e, "the key set is stale: the issuer is unreachable; serving the last good set");
-                } else {
-                    tracing::info!(error = %e, "refreshing the key set failed; retrying");
-                }
-                wait = backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
-}
-
-/// Polls the feed every `every`. A failure is logged at debug, and once the state is stale a
-/// warning at most every 30 s, so a long outage does not flood the log.
-async fn poll_feed(feed: Arc<Feed>, every: Duration) {
-    const WARN_EVERY: Duration = Duration::from_secs(30);
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    let mut warned: Option<std::time::Instant> = None;
-    loop {
-        tick.tick().await;
-        match feed.poll().await {
-            Ok(()) => {
-                if warned.take().is_some() {
-                    tracing::info!("the revocation feed is read again");
-                }
-            }
-            Err(e) if feed.is_stale() && warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) => {
-                warned = Some(std::time::Instant::now());
-                tracing::warn!(error = %e, "the revocation feed is stale: polling has failed for longer than max_staleness");
-            }
-            Err(e) => tracing::debug!(error = %e, "polling the revocation feed failed; retrying"),
-        }
     }
 }
