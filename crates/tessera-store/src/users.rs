@@ -126,7 +126,7 @@ const REVOKE_SESSIONS_OF_USER: &str = "
 #[async_trait]
 impl UserStore for SqlStore {
     async fn create_user(&self, u: NewUser) -> StoreResult<User> {
-        on_backend!(self, |b| sqlx::query(INSERT)
+        let inserted = on_backend!(self, |b| sqlx::query(INSERT)
             .bind(u.id)
             .bind(&u.username)
             .bind(&u.password_hash)
@@ -137,7 +137,17 @@ impl UserStore for SqlStore {
             .bind(&u.skeleton)
             .execute(b.pool())
             .await
-            .map(|r| r.rows_affected()))?;
+            .map(|r| r.rows_affected()));
+        match inserted.map_err(StoreError::from) {
+            // SQLite names one violated constraint, the skeleton's before the username's; a
+            // name that is taken outright is reported as taken, as Postgres does.
+            Err(StoreError::Duplicate("username_skeleton"))
+                if self.user_by_username(&u.username).await?.is_some() =>
+            {
+                return Err(StoreError::Duplicate("username"))
+            }
+            other => other?,
+        };
         self.user_by_id(u.id)
             .await?
             .ok_or_else(|| StoreError::Other("user vanished after insert".into()))

@@ -7,15 +7,13 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, Validation};
 use secrecy::SecretString;
-use serde::Deserialize;
 
+use crate::background::{poll_feed, refresh_keys};
+use crate::discovery::{check_url, discover};
 use crate::error::SetupError;
 use crate::feed::{Feed, FeedSource};
 use crate::keys::KeyCache;
 use crate::verifier::{Inner, StalePolicy, Verifier, ASYMMETRIC};
-
-/// Largest metadata document read (bytes).
-const MAX_METADATA_BYTES: usize = 256 * 1024;
 
 /// Settings of a [`Verifier`]; every one has a default.
 #[must_use]
@@ -354,138 +352,4 @@ impl VerifierBuilder {
 /// Whole seconds as `i64`, saturating.
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-}
-
-/// `https://`, or `http://` to the loopback or with `allow_http`.
-fn check_url(url: &str, allow_http: bool) -> Result<(), SetupError> {
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|_| SetupError::Config(format!("{url:?} is not a URL")))?;
-    let loopback = match parsed.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    };
-    match parsed.scheme() {
-        "https" => Ok(()),
-        "http" if allow_http || loopback => Ok(()),
-        _ => Err(SetupError::Config(format!(
-            "{url} must be https (or call allow_http() for a trusted network)"
-        ))),
-    }
-}
-
-/// The members of RFC 8414 metadata the verifier uses.
-#[derive(Deserialize)]
-struct Metadata {
-    issuer: String,
-    jwks_uri: String,
-    #[serde(default)]
-    revocation_feed_endpoint: Option<String>,
-}
-
-/// Reads the issuer's metadata: first at the RFC 8414 §3.1 location (the well-known suffix
-/// inserted before the issuer's path), then, for an issuer with a path, appended to it. The
-/// document's `issuer` must equal `issuer` exactly (RFC 8414 §3.3).
-async fn discover(
-    http: &reqwest::Client,
-    issuer: &str,
-    allow_http: bool,
-) -> Result<Metadata, SetupError> {
-    const SUFFIX: &str = "/.well-known/oauth-authorization-server";
-    let trimmed = issuer.trim_end_matches('/');
-    let mut urls = vec![];
-    match trimmed.find("://").map(|i| i + 3) {
-        Some(start) => match trimmed[start..].find('/') {
-            Some(p) => {
-                let (origin, path) = trimmed.split_at(start + p);
-                urls.push(format!("{origin}{SUFFIX}{path}"));
-                urls.push(format!("{trimmed}{SUFFIX}"));
-            }
-            None => urls.push(format!("{trimmed}{SUFFIX}")),
-        },
-        None => return Err(SetupError::Config(format!("{issuer:?} is not a URL"))),
-    }
-    let mut last = None;
-    for url in urls {
-        check_url(&url, allow_http)?;
-        match fetch_json(http, &url).await {
-            Ok(body) => {
-                let meta: Metadata = serde_json::from_slice(&body)
-                    .map_err(|e| SetupError::Metadata(e.to_string()))?;
-                if meta.issuer != issuer {
-                    return Err(SetupError::IssuerMismatch {
-                        expected: issuer.to_string(),
-                        found: meta.issuer,
-                    });
-                }
-                return Ok(meta);
-            }
-            Err(reason) => last = Some(SetupError::Fetch { url, reason }),
-        }
-    }
-    Err(last.unwrap_or_else(|| SetupError::Config("no metadata URL".into())))
-}
-
-async fn fetch_json(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    let res = http
-        .get(url)
-        .header(http::header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(crate::keys::describe)?;
-    if res.status() != reqwest::StatusCode::OK {
-        return Err(format!("status {}", res.status().as_u16()));
-    }
-    crate::keys::read_capped(res, MAX_METADATA_BYTES).await
-}
-
-/// Refreshes the key set at 80% of its freshness; after a failure, retries with backoff (1 s
-/// doubling to 30 s), logging a warning once the set is stale.
-async fn refresh_keys(keys: Arc<KeyCache>) {
-    let mut backoff = Duration::from_secs(1);
-    let mut wait = keys.next_refresh_in();
-    loop {
-        tokio::time::sleep(wait).await;
-        match keys.refresh().await {
-            Ok(()) => {
-                backoff = Duration::from_secs(1);
-                wait = keys.next_refresh_in().max(Duration::from_secs(1));
-            }
-            Err(e) => {
-                if keys.is_stale() {
-                    tracing::warn!(error = %e, "the key set is stale: the issuer is unreachable; serving the last good set");
-                } else {
-                    tracing::info!(error = %e, "refreshing the key set failed; retrying");
-                }
-                wait = backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-        }
-    }
-}
-
-/// Polls the feed every `every`. A failure is logged at debug, and once the state is stale a
-/// warning at most every 30 s, so a long outage does not flood the log.
-async fn poll_feed(feed: Arc<Feed>, every: Duration) {
-    const WARN_EVERY: Duration = Duration::from_secs(30);
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    let mut warned: Option<std::time::Instant> = None;
-    loop {
-        tick.tick().await;
-        match feed.poll().await {
-            Ok(()) => {
-                if warned.take().is_some() {
-                    tracing::info!("the revocation feed is read again");
-                }
-            }
-            Err(e) if feed.is_stale() && warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) => {
-                warned = Some(std::time::Instant::now());
-                tracing::warn!(error = %e, "the revocation feed is stale: polling has failed for longer than max_staleness");
-            }
-            Err(e) => tracing::debug!(error = %e, "polling the revocation feed failed; retrying"),
-        }
-    }
 }

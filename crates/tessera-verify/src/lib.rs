@@ -48,8 +48,10 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![warn(missing_docs)]
 
+mod background;
 mod builder;
 mod claims;
+mod discovery;
 mod error;
 mod feed;
 mod http_client;
