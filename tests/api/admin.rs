@@ -297,10 +297,9 @@ async fn admin_sets_a_password(b: Backend) {
 }
 
 async fn admin_requires_the_admin_role(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, _)) = TestApp::with_user(b, "root", &["admin"]).await else {
         return;
     };
-    app.create_user("root", &["admin"]).await;
     app.create_user("eve", &["user"]).await;
     let eve = app.login_ok("eve").await["access_token"]
         .as_str()
@@ -738,10 +737,9 @@ async fn admin_lists_and_ends_sessions(b: Backend) {
 /// reported `r-start`, and taking `r-mid` away went without a cut-off.
 async fn a_role_change_sees_what_it_replaces_under_a_concurrent_writer(b: Backend) {
     use sqlx::Connection;
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, _)) = TestApp::with_user(b, "alice", &["r-start"]).await else {
         return;
     };
-    app.create_user("alice", &["r-start"]).await;
     let url = app.db.url().to_string();
     let mut pg = None;
     let mut lite = None;

@@ -225,10 +225,9 @@ async fn security_events_are_audited_without_secrets(b: Backend) {
 }
 
 async fn the_audit_listing_filters_and_pages(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, _)) = TestApp::with_user(b, "root", &["admin"]).await else {
         return;
     };
-    app.create_user("root", &["admin"]).await;
     let alice = app.create_user("alice", &[]).await;
     let admin = app.login_ok("root").await["access_token"]
         .as_str()

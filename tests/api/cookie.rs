@@ -87,10 +87,9 @@ impl TestApp {
 }
 
 async fn body_mode_sets_and_reads_no_cookie(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, _)) = TestApp::with_user(b, "alice", &[]).await else {
         return;
     };
-    app.create_user("alice", &[]).await;
     let r = app.login("alice", PASSWORD).await;
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("set-cookie").is_none());

@@ -170,10 +170,9 @@ async fn old_password_logins_never_outlive_a_password_change(b: Backend) {
 /// cut-off is the one read with the credential, so a password change, disable, role removal
 /// or logout-everywhere made after that read refuses it, even within the same millisecond.
 async fn a_session_is_created_only_under_the_credential_verified(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, user)) = TestApp::with_user(b, "alice", &["ops"]).await else {
         return;
     };
-    let user = app.create_user("alice", &["ops"]).await;
     let session = |user_id: Uuid| tessera::store::Session {
         id: Uuid::now_v7(),
         user_id,
@@ -507,10 +506,9 @@ async fn a_non_ascii_cookie_does_not_hide_the_refresh_cookie(b: Backend) {
 /// A staging proxy's `Authorization: Basic` beside a refresh token: not a failed Bearer
 /// authentication. /logout answered 401 and the session stayed alive.
 async fn logout_ignores_an_authorization_scheme_it_does_not_use(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, _)) = TestApp::with_user(b, "alice", &[]).await else {
         return;
     };
-    app.create_user("alice", &[]).await;
     let t = app.login_ok("alice").await;
     let r = app
         .client
@@ -724,10 +722,9 @@ async fn h2c_is_closed_within_the_head_deadline() {
 /// /userinfo and /introspect. The server and tessera-verify share one policy now.
 async fn header_members_of_the_wrong_type_are_refused(b: Backend) {
     use base64::Engine;
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, _)) = TestApp::with_user(b, "alice", &[]).await else {
         return;
     };
-    app.create_user("alice", &[]).await;
     let real = app.login_ok("alice").await["access_token"]
         .as_str()
         .unwrap()
@@ -964,10 +961,9 @@ async fn homoglyph_usernames_make_no_new_account(b: Backend) {
 /// settle) hold the account's whole allowance; each stops counting when its own lease ends,
 /// whatever other attempts do meanwhile, so a correct login waits for that and gets in.
 async fn attempts_a_dead_process_left_stop_counting_at_their_lease(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, _)) = TestApp::with_user(b, "alice", &[]).await else {
         return;
     };
-    app.create_user("alice", &[]).await;
     let lease = tessera::time::now_ms() + 1_000;
     let sqlite = app.db.url().starts_with("sqlite");
     let rows: Vec<String> = (0..5)

@@ -276,6 +276,18 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
+    /// A server on a fresh database of `backend` with one user, `name`, holding `roles`
+    /// (password `PASSWORD`): the set-up most scenarios start from.
+    pub async fn with_user(
+        backend: Backend,
+        name: &str,
+        roles: &[&str],
+    ) -> Option<(Self, tessera::auth::UserView)> {
+        let app = Self::spawn(backend).await?;
+        let user = app.create_user(name, roles).await;
+        Some((app, user))
+    }
+
     pub async fn create_user(&self, name: &str, roles: &[&str]) -> tessera::auth::UserView {
         self.auth
             .create_user(

@@ -19,10 +19,9 @@ on_both!(
 );
 
 async fn limits_and_methods(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, _)) = TestApp::with_user(b, "alice", &[]).await else {
         return;
     };
-    app.create_user("alice", &[]).await;
     // Body over 16 KiB: 413 with the contract's body, with and without Content-Length.
     let big = json!({"username": "alice", "password": "x".repeat(20_000)}).to_string();
     let r = app
@@ -169,10 +168,9 @@ async fn health_and_readiness(b: Backend) {
 }
 
 async fn no_5xx_from_garbage(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, _)) = TestApp::with_user(b, "alice", &[]).await else {
         return;
     };
-    app.create_user("alice", &[]).await;
     let t = app.login_ok("alice").await;
     let bodies: Vec<Vec<u8>> = vec![
         b"".to_vec(),
@@ -482,10 +480,9 @@ sys.exit(1 if errors else 0)";
 /// Every answer, success or error, carries the headers that keep a browser from treating it
 /// as a page: nosniff, no referrer, a CSP that loads nothing and forbids framing.
 async fn every_answer_carries_the_security_headers(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, _)) = TestApp::with_user(b, "alice", &[]).await else {
         return;
     };
-    app.create_user("alice", &[]).await;
     let login = app.login("alice", PASSWORD).await;
     let answers = vec![
         login,

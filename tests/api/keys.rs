@@ -167,10 +167,9 @@ async fn login_until_kid(app: &TestApp, kid: &str) -> String {
 
 async fn import_every_algorithm(b: Backend) {
     use tessera::auth::keys::{generate, KeyAlg};
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, _)) = TestApp::with_user(b, "alice", &[]).await else {
         return;
     };
-    app.create_user("alice", &[]).await;
     for (alg, bits) in [
         (KeyAlg::EdDsa, 2048),
         (KeyAlg::Rs256, 3072),

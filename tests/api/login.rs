@@ -21,10 +21,9 @@ on_both!(
 );
 
 async fn login_issues_tokens_and_a_session(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, user)) = TestApp::with_user(b, "alice", &["admin", "dev"]).await else {
         return;
     };
-    let user = app.create_user("alice", &["admin", "dev"]).await;
     let r = app.login("alice", PASSWORD).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "no-store");
@@ -79,10 +78,9 @@ async fn login_issues_tokens_and_a_session(b: Backend) {
 }
 
 async fn credential_failures_are_indistinguishable(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, _)) = TestApp::with_user(b, "bob", &[]).await else {
         return;
     };
-    app.create_user("bob", &[]).await;
     app.create_user("carol", &[]).await;
     app.auth
         .set_disabled(
@@ -151,10 +149,9 @@ async fn usernames_are_normalised(b: Backend) {
 }
 
 async fn malformed_logins_are_invalid_request(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, _)) = TestApp::with_user(b, "dave", &[]).await else {
         return;
     };
-    app.create_user("dave", &[]).await;
     let url = app.url("/login");
     let long = "x".repeat(1025);
     let cases: Vec<(&str, Option<&str>, String)> = vec![
@@ -225,10 +222,9 @@ async fn malformed_logins_are_invalid_request(b: Backend) {
 
 async fn outdated_hashes_are_upgraded_at_login(b: Backend) {
     use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, _)) = TestApp::with_user(b, "erin", &[]).await else {
         return;
     };
-    app.create_user("erin", &[]).await;
     let old = Argon2::new(
         Algorithm::Argon2id,
         Version::V0x13,
@@ -398,10 +394,9 @@ async fn a_burst_across_replicas_hashes_at_most_the_allowance(b: Backend) {
 /// or a space cannot become accounts that display like an existing one; an account created
 /// before PRECIS (here, a name with a space) still logs in.
 async fn lookalike_usernames_make_no_new_account(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, _)) = TestApp::with_user(b, "root", &["admin"]).await else {
         return;
     };
-    app.create_user("root", &["admin"]).await;
     app.create_user("alice", &[]).await;
     let admin = app.login_ok("root").await["access_token"]
         .as_str()

@@ -108,10 +108,9 @@ async fn metrics_answer_an_operators_questions(b: Backend) {
 /// their absolute end or long revoked go every time; idle-expired sessions only in the hourly
 /// sweep; live rows stay. Counted by reading the tables back.
 async fn the_purge_deletes_in_batches_what_is_dead(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, user)) = TestApp::with_user(b, "alice", &[]).await else {
         return;
     };
-    let user = app.create_user("alice", &[]).await;
     let now = tessera::time::now_ms();
     let day = 86_400_000i64;
     let (uid, new_id) = match b {

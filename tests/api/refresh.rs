@@ -29,10 +29,9 @@ async fn session_of(app: &TestApp, access: &str) -> tessera::store::Session {
 }
 
 async fn refresh_rotates_and_the_successor_works(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, _)) = TestApp::with_user(b, "alice", &["r"]).await else {
         return;
     };
-    app.create_user("alice", &["r"]).await;
     let t0 = app.login_ok("alice").await;
     let r = app.refresh(t0["refresh_token"].as_str().unwrap()).await;
     assert_eq!(r.status(), 200);
@@ -74,10 +73,9 @@ async fn refresh_rotates_and_the_successor_works(b: Backend) {
 }
 
 async fn parallel_refreshes_get_one_successor(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, _)) = TestApp::with_user(b, "alice", &[]).await else {
         return;
     };
-    app.create_user("alice", &[]).await;
     let t0 = app.login_ok("alice").await;
     let rt = t0["refresh_token"].as_str().unwrap().to_string();
     let calls = (0..12).map(|_| {
@@ -197,10 +195,9 @@ async fn idle_and_absolute_expiry_end_sessions(b: Backend) {
 }
 
 async fn bad_refresh_requests(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, _)) = TestApp::with_user(b, "alice", &[]).await else {
         return;
     };
-    app.create_user("alice", &[]).await;
     let t = app.login_ok("alice").await;
     let good = t["refresh_token"].as_str().unwrap();
     let mut tampered = good.to_string();
@@ -234,10 +231,9 @@ async fn bad_refresh_requests(b: Backend) {
 }
 
 async fn logout_revokes_session_and_access_token(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, _)) = TestApp::with_user(b, "alice", &[]).await else {
         return;
     };
-    app.create_user("alice", &[]).await;
     let t = app.login_ok("alice").await;
     let access = t["access_token"].as_str().unwrap();
     let other = app.login_ok("alice").await;
@@ -290,10 +286,9 @@ async fn logout_revokes_session_and_access_token(b: Backend) {
 }
 
 async fn logout_with_only_a_refresh_token(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, _)) = TestApp::with_user(b, "alice", &[]).await else {
         return;
     };
-    app.create_user("alice", &[]).await;
     let t = app.login_ok("alice").await;
     let r = app
         .post_json("/logout", &json!({"refresh_token": t["refresh_token"]}))
@@ -323,10 +318,9 @@ async fn logout_with_only_a_refresh_token(b: Backend) {
 }
 
 async fn disabled_users_and_password_changes_end_sessions(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, _)) = TestApp::with_user(b, "alice", &[]).await else {
         return;
     };
-    app.create_user("alice", &[]).await;
     app.create_user("bob", &[]).await;
     let a = app.login_ok("alice").await;
     app.auth

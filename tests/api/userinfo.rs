@@ -53,10 +53,9 @@ async fn assert_refused(app: &TestApp, token: &str, what: &str) {
 }
 
 async fn userinfo_returns_the_caller(b: Backend) {
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, u)) = TestApp::with_user(b, "alice", &["admin"]).await else {
         return;
     };
-    let u = app.create_user("alice", &["admin"]).await;
     let t = app.login_ok("alice").await;
     let r = app.userinfo(t["access_token"].as_str().unwrap()).await;
     assert_eq!(r.status(), 200);

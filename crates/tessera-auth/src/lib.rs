@@ -13,10 +13,12 @@
 //!   rotation, imported keys, rekey);
 //! - `upkeep`: the background loop (key reloads and rotation, revocation sync, purges).
 //!
-//! Every write that revokes something goes through one of three private helpers below
-//! (`end_sessions`, `user_changed`, `deny`), which also update the in-memory revocation state,
-//! so that no use case can forget to (invariant 2). The one revocation the store makes on its
-//! own, reuse detection inside the rotation statement, is reported through `sessions_ended`.
+//! Every write that revokes something goes through one of the private helpers below, which
+//! also update the in-memory revocation state, so that no use case can forget to (invariant
+//! 2): `end_sessions` (logout, logout everywhere, revocation), `user_changed` (a write to a
+//! user row that ended sessions), `deny` (a denylisted access token) and, in `users`,
+//! `cut_off_after` (a role or claim taken away). The one revocation the store makes on its own,
+//! reuse detection inside the rotation statement, is reported through `sessions_ended`.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -342,12 +342,13 @@ pub trait Upkeep {
     async fn probe_acquire(&self, limit: std::time::Duration) -> Option<std::time::Duration>;
 }
 
-/// Rows one purge statement deletes at most. Small, because a batch's effect on the hot paths
-/// grows with its length: on Postgres at 1M sessions, purging 1M expired ones in batches of
-/// 1000 with 10 ms pauses raised a refresh chain's p99 from 0.94 to 3.36 ms; batches of 250
-/// found in index order and paced by `PURGE_YIELD`, to 1.17–1.58 ms from 0.48–0.53 (2.4–3.0×,
-/// 3.2× on SQLite). A refresh that meets a batch waits for it, so the batch's length is what
-/// the p99 pays (README, "At scale").
+/// Rows one purge statement deletes at most: 100. Small, because a batch's effect on the hot
+/// paths grows with its length: on Postgres at 1M sessions, purging 1M expired ones in batches
+/// of 1000 with 10 ms pauses raised a refresh chain's p99 from 0.94 to 3.36 ms, and batches of
+/// 250 found in index order and paced by `PURGE_YIELD` still 2.4–3.0× (2.6–3.2× on SQLite). A
+/// refresh that meets a batch waits for it, so the batch's length is what the p99 pays; with
+/// 100, 1M expired sessions go in 56 s on Postgres and 51 s on SQLite (docs/benchmarks.md,
+/// "At scale").
 pub const PURGE_BATCH: i64 = 100;
 
 /// Rows deleted by one `purge_expired`, by table.

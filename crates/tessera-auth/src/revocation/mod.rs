@@ -3,7 +3,8 @@
 //! keeping invariant 2.
 //!
 //! It holds:
-//! - denylisted `jti`s, until the token's own `exp`;
+//! - denylisted `jti`s, until the token's own `exp` plus the leeway (verifiers accept a token
+//!   that long);
 //! - revoked sessions, for `access_ttl + leeway` after the revocation (no token issued before
 //!   can live longer, and none is issued after);
 //! - a bounded cache of user rows: `disabled`, `tokens_not_before`, and what `/userinfo` shows.
