@@ -75,9 +75,23 @@ impl Form {
         self.0.get(k).map(String::as_str).filter(|v| !v.is_empty())
     }
 
-    pub fn require(&self, k: &str) -> Result<&str, ApiError> {
-        self.get(k)
-            .ok_or_else(|| ApiError::InvalidRequest(format!("missing {k}")))
+    /// The form as `T`, the type the OpenAPI document shows for it: every parameter as a
+    /// string, empty ones left out (RFC 6749 §3.1), `resource` only when one is named (a
+    /// repeated one is `resource()`'s to refuse). A required parameter that is missing is
+    /// 400 `invalid_request`.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        use serde_json::Value;
+        let mut map: serde_json::Map<String, Value> = self
+            .0
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        if let Ok(Some(resource)) = self.resource() {
+            map.insert("resource".into(), Value::String(resource.into()));
+        }
+        serde_json::from_value(Value::Object(map))
+            .map_err(|e| ApiError::InvalidRequest(format!("form: {e}")))
     }
 }
 

@@ -67,16 +67,18 @@ async fn revocations(
     feed(&st, q.since.as_deref(), q.limit.as_deref()).await
 }
 
-/// Form parameters of `POST /revocations`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+/// Form parameters of `POST /revocations`, as `Form::decode` reads them.
+#[derive(Deserialize, ToSchema)]
 struct FeedForm {
     /// The `cursor` of the previous response; absent for the full current state.
     since: Option<String>,
     /// Most entries in one answer: 1 to 10000, default 1000.
     limit: Option<String>,
-    /// With `client_secret` (client_secret_post), instead of HTTP Basic.
+    /// With `client_secret` (client_secret_post), instead of HTTP Basic; read by client
+    /// authentication (`ConfidentialClientForm`) from the same form.
+    #[allow(dead_code)]
     client_id: Option<String>,
+    #[allow(dead_code)]
     client_secret: Option<String>,
 }
 
@@ -94,7 +96,8 @@ async fn revocations_post(
     State(st): State<AppState>,
     ConfidentialClientForm { form, .. }: ConfidentialClientForm,
 ) -> Result<Response, ApiError> {
-    feed(&st, form.get("since"), form.get("limit")).await
+    let f: FeedForm = form.decode()?;
+    feed(&st, f.since.as_deref(), f.limit.as_deref()).await
 }
 
 /// One page of the feed after a cursor (absent or empty: everything still relevant).

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use secrecy::SecretString;
+use serde::Deserialize;
 
 use super::client_auth::{authenticate, AnyClientForm, Clients, ConfidentialClientForm, Form};
 use super::error::{token_endpoint, ApiError, ErrorBody};
@@ -31,9 +32,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(introspect))
 }
 
-/// Form parameters of `/token` (documentation only; parsing rejects repeated parameters).
-#[derive(ToSchema)]
-#[allow(dead_code)]
+/// Form parameters of `/token`, as `Form::decode` reads them (a repeated parameter is refused
+/// before).
+#[derive(Deserialize, ToSchema)]
 struct TokenForm {
     /// `password` or `refresh_token`.
     grant_type: String,
@@ -44,14 +45,17 @@ struct TokenForm {
     scope: Option<String>,
     /// The API the access token is for (RFC 8707): a `[[resources]]` id, which becomes `aud`.
     resource: Option<String>,
-    /// With `client_secret` (client_secret_post), or alone for the public client.
+    /// With `client_secret` (client_secret_post), or alone for the public client. Client
+    /// authentication (`client_auth::authenticate`) reads these two from the same form.
+    #[allow(dead_code)]
     client_id: Option<String>,
+    #[allow(dead_code)]
     client_secret: Option<String>,
 }
 
-/// Form parameters of `/revoke` and `/introspect`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+/// Form parameters of `/revoke` and `/introspect`, as `Form::decode` reads them (the client's
+/// own, for client_secret_post, are `ClientForm`'s).
+#[derive(Deserialize, ToSchema)]
 struct TokenParam {
     token: String,
     /// `access_token` or `refresh_token`; only orders the lookups.
@@ -79,27 +83,33 @@ async fn token(
     // Not the `ClientForm` extractor: an unsupported grant type is answered before the client
     // is authenticated.
     let form = Form::parse(&headers, body)?;
-    let grant = form.require("grant_type")?;
+    let t: TokenForm = form.decode()?;
+    let grant = t.grant_type.as_str();
     if !matches!(grant, "password" | "refresh_token") {
         return Err(ApiError::UnsupportedGrantType);
     }
     let client = authenticate(&st, &headers, Some(&form), Clients::Any, &caller).await?;
     // RFC 6749 §3.3 and RFC 8707 §2.
     let req = TokenRequest {
-        scope: form.get("scope").map(str::to_string),
-        resource: form.resource()?.map(str::to_string),
+        scope: t.scope,
+        // Repeated, different resources are refused here, after client authentication.
+        resource: form.resource()?.and(t.resource),
     };
     // Same code as /login and /refresh; only the status of invalid_grant differs (§5.2).
     let pair = if grant == "password" {
-        let username = form.require("username")?;
-        let password = SecretString::from(form.require("password")?.to_string());
+        let missing = |p: &str| ApiError::InvalidRequest(format!("missing {p}"));
+        let username = t.username.ok_or_else(|| missing("username"))?;
+        let password = SecretString::from(t.password.ok_or_else(|| missing("password"))?);
         let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(p))| p));
         st.auth
-            .login(username, password, meta, &client, &req, &caller)
+            .login(&username, password, meta, &client, &req, &caller)
             .await
             .map_err(token_endpoint)?
     } else {
-        let rt = SecretString::from(form.require("refresh_token")?.to_string());
+        let rt = t
+            .refresh_token
+            .ok_or_else(|| ApiError::InvalidRequest("missing refresh_token".into()))?;
+        let rt = SecretString::from(rt);
         st.auth
             .refresh(rt, &client, &req, &caller)
             .await
@@ -122,9 +132,10 @@ async fn revoke(
     State(st): State<AppState>,
     AnyClientForm { client, form, .. }: AnyClientForm,
 ) -> Result<Response, ApiError> {
-    let token = SecretString::from(form.require("token")?.to_string());
+    let p: TokenParam = form.decode()?;
+    let token = SecretString::from(p.token);
     st.auth
-        .revoke(&token, form.get("token_type_hint"), &client)
+        .revoke(&token, p.token_type_hint.as_deref(), &client)
         .await?;
     Ok(StatusCode::OK.into_response())
 }
@@ -144,11 +155,12 @@ async fn introspect(
     State(st): State<AppState>,
     ConfidentialClientForm { form, .. }: ConfidentialClientForm,
 ) -> Result<Response, ApiError> {
-    let token = SecretString::from(form.require("token")?.to_string());
+    let p: TokenParam = form.decode()?;
+    let token = SecretString::from(p.token);
     let t = &st.settings.tokens;
     let body = match st
         .auth
-        .introspect(&token, form.get("token_type_hint"))
+        .introspect(&token, p.token_type_hint.as_deref())
         .await?
     {
         None => Introspection::inactive(),
