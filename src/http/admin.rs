@@ -83,19 +83,26 @@ pub struct PasswordRequest {
 }
 
 /// The user named by the path; a malformed id is a malformed request.
-/// The id in the path of `/admin/users/{id}…` and `/admin/sessions/{sid}`: a UUID, or 400
-/// `invalid_request`. It comes after `AdminUser` in a handler's arguments, so a caller who
-/// may not use the admin API learns nothing from the path.
-pub struct PathId(pub Uuid);
+/// The id in the path of `/admin/users/{id}…` and `/admin/sessions/{sid}`. Extracting it never
+/// fails: a malformed one is refused (400 `invalid_request`) when the handler asks for it with
+/// `id()`, after `AdminUser` (a caller who may not use the admin API learns nothing from the
+/// path) and after the body was read (an oversized body is 413 whatever the path).
+pub struct PathId(Option<Uuid>);
+
+impl PathId {
+    /// The id, or 400 `invalid_request`.
+    pub fn id(self) -> Result<Uuid, ApiError> {
+        self.0
+            .ok_or_else(|| ApiError::InvalidRequest("malformed id in the path".into()))
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for PathId {
-    type Rejection = ApiError;
+    type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, st: &S) -> Result<Self, ApiError> {
-        let Path(id) = Path::<Uuid>::from_request_parts(parts, st)
-            .await
-            .map_err(|_| ApiError::InvalidRequest("malformed id in the path".into()))?;
-        Ok(PathId(id))
+    async fn from_request_parts(parts: &mut Parts, st: &S) -> Result<Self, Self::Rejection> {
+        let id = Path::<Uuid>::from_request_parts(parts, st).await.ok();
+        Ok(PathId(id.map(|Path(id)| id)))
     }
 }
 
@@ -173,9 +180,9 @@ async fn create_user(
 async fn get_user(
     State(st): State<AppState>,
     _admin: AdminUser,
-    PathId(id): PathId,
+    id: PathId,
 ) -> Result<Response, ApiError> {
-    let user = st.auth.user(UserRef::Id(id)).await?;
+    let user = st.auth.user(UserRef::Id(id.id()?)).await?;
     Ok(Json(user).into_response())
 }
 
@@ -185,12 +192,12 @@ async fn get_user(
 async fn set_roles(
     State(st): State<AppState>,
     admin: AdminUser,
-    PathId(id): PathId,
+    id: PathId,
     AppJson(req): AppJson<RolesRequest>,
 ) -> Result<Response, ApiError> {
     let user = st
         .auth
-        .set_roles(UserRef::Id(id), req.roles, &admin.caller)
+        .set_roles(UserRef::Id(id.id()?), req.roles, &admin.caller)
         .await?;
     Ok(Json(user).into_response())
 }
@@ -202,11 +209,11 @@ async fn set_roles(
 async fn set_password(
     State(st): State<AppState>,
     admin: AdminUser,
-    PathId(id): PathId,
+    id: PathId,
     AppJson(req): AppJson<PasswordRequest>,
 ) -> Result<Response, ApiError> {
     st.auth
-        .set_password(UserRef::Id(id), req.password, &admin.caller)
+        .set_password(UserRef::Id(id.id()?), req.password, &admin.caller)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -217,9 +224,9 @@ async fn set_password(
 async fn disable_user(
     State(st): State<AppState>,
     admin: AdminUser,
-    PathId(id): PathId,
+    id: PathId,
 ) -> Result<Response, ApiError> {
-    set_disabled(&st, id, true, &admin.caller).await
+    set_disabled(&st, id.id()?, true, &admin.caller).await
 }
 
 #[utoipa::path(post, path = "/admin/users/{id}/enable", tag = "admin", security(("bearer" = [])),
@@ -228,9 +235,9 @@ async fn disable_user(
 async fn enable_user(
     State(st): State<AppState>,
     admin: AdminUser,
-    PathId(id): PathId,
+    id: PathId,
 ) -> Result<Response, ApiError> {
-    set_disabled(&st, id, false, &admin.caller).await
+    set_disabled(&st, id.id()?, false, &admin.caller).await
 }
 
 async fn set_disabled(
@@ -251,10 +258,10 @@ async fn set_disabled(
 async fn revoke_sessions(
     State(st): State<AppState>,
     admin: AdminUser,
-    PathId(id): PathId,
+    id: PathId,
 ) -> Result<Response, ApiError> {
     st.auth
-        .revoke_user(UserRef::Id(id), "revoked_by_admin", &admin.caller)
+        .revoke_user(UserRef::Id(id.id()?), "revoked_by_admin", &admin.caller)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -273,12 +280,12 @@ pub struct ClaimsRequest {
 async fn set_claims(
     State(st): State<AppState>,
     admin: AdminUser,
-    PathId(id): PathId,
+    id: PathId,
     AppJson(req): AppJson<ClaimsRequest>,
 ) -> Result<Response, ApiError> {
     let user = st
         .auth
-        .set_claims(UserRef::Id(id), req.claims, &admin.caller)
+        .set_claims(UserRef::Id(id.id()?), req.claims, &admin.caller)
         .await?;
     Ok(Json(user).into_response())
 }
@@ -290,9 +297,9 @@ async fn set_claims(
 async fn list_sessions(
     State(st): State<AppState>,
     _admin: AdminUser,
-    PathId(id): PathId,
+    id: PathId,
 ) -> Result<Response, ApiError> {
-    let sessions: Vec<SessionView> = st.auth.sessions_of(UserRef::Id(id)).await?;
+    let sessions: Vec<SessionView> = st.auth.sessions_of(UserRef::Id(id.id()?)).await?;
     Ok(Json(sessions).into_response())
 }
 
@@ -303,8 +310,8 @@ async fn list_sessions(
 async fn revoke_session(
     State(st): State<AppState>,
     admin: AdminUser,
-    PathId(sid): PathId,
+    sid: PathId,
 ) -> Result<Response, ApiError> {
-    st.auth.revoke_session(sid, &admin.caller).await?;
+    st.auth.revoke_session(sid.id()?, &admin.caller).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -20,6 +20,7 @@ use super::session::{client_meta, token_response};
 use super::AppState;
 use crate::auth::{Introspection as Found, TokenRequest};
 use crate::time::UnixMillis;
+use tessera_proto::claims::Audience;
 use tessera_proto::introspection::Introspection;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -176,10 +177,9 @@ async fn introspect(
                 nbf: Some(c.nbf),
                 jti: Some(c.jti.to_string()),
                 sid: Some(a.claims.session_id.to_string()),
-                // Tessera signs one audience per token.
-                aud: c.aud.first().map(|a| a.to_string()),
+                aud: Some(c.aud.clone().into_owned()),
                 iss: Some(t.issuer.clone()),
-                client_id: Some(c.client_id.to_string()),
+                client_id: Some(c.client_id.as_ref().map(|id| id.to_string())),
                 roles: Some(a.user.roles.clone()),
                 scope: c.scope.as_ref().map(|s| s.to_string()),
             }
@@ -196,9 +196,14 @@ async fn introspect(
                 )),
                 iat: Some(secs(session.last_refreshed_at)),
                 sid: Some(session.id.to_string()),
-                aud: Some(session.resource.unwrap_or_else(|| t.audience.clone())),
+                aud: Some(Audience::One(
+                    session
+                        .resource
+                        .unwrap_or_else(|| t.audience.clone())
+                        .into(),
+                )),
                 iss: Some(t.issuer.clone()),
-                client_id: Some(session.client_id),
+                client_id: Some(Some(session.client_id)),
                 scope: session.scope,
                 ..Introspection::default()
             }

@@ -7,6 +7,7 @@ use crate::helpers::{Backend, TestApp, PASSWORD};
 use crate::on_both;
 
 on_both!(
+    an_oversized_body_is_413_whatever_the_path,
     admin_creates_users,
     admin_lists_and_reads_users,
     admin_answers_404_for_an_unknown_user,
@@ -783,4 +784,40 @@ async fn a_role_change_sees_what_it_replaces_under_a_concurrent_writer(b: Backen
     assert_eq!(replaced, ["r-mid"]);
     let stored = app.store.user_by_username("alice").await.unwrap().unwrap();
     assert_eq!(stored.roles, ["r-new"]);
+}
+
+/// The body is read before the path's id is judged: an oversized body is 413 with a malformed
+/// id too, sent chunked (no Content-Length to refuse it by) as with a valid one.
+async fn an_oversized_body_is_413_whatever_the_path(b: Backend) {
+    let Some((app, admin)) = with_admin(b).await else {
+        return;
+    };
+    let big = format!("{{\"roles\": [\"{}\"]}}", "r".repeat(20_000));
+    for path in ["/admin/users/not-a-uuid/roles", "/admin/users/1/password"] {
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big
+            .as_bytes()
+            .chunks(4096)
+            .map(|c| Ok(c.to_vec()))
+            .collect();
+        let r = app
+            .client
+            .put(app.url(path))
+            .bearer_auth(&admin)
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413, "{path}");
+    }
+    // A malformed id with a body that fits is 400 invalid_request.
+    let r = app
+        .admin(
+            Method::PUT,
+            "/admin/users/not-a-uuid/roles",
+            &admin,
+            Some(serde_json::json!({"roles": []})),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
 }

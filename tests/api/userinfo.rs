@@ -9,6 +9,7 @@ use crate::helpers::{eventually, Backend, TestApp};
 use crate::on_both;
 
 on_both!(
+    tokens_of_our_key_are_read_as_signed,
     revocations_written_by_hand_hold,
     user_changes_written_by_hand_apply,
     userinfo_returns_the_caller,
@@ -516,4 +517,40 @@ async fn user_changes_written_by_hand_apply(b: Backend) {
         .await,
         0
     );
+}
+
+/// Tokens signed with Tessera's key in shapes it does not issue itself (no `client_id`, `aud`
+/// as an array) are read as they always were: the claims' wire type keeps `aud` in the form
+/// signed, and Tessera's endpoints read `client_id` as optional (a verifier requires it).
+async fn tokens_of_our_key_are_read_as_signed(b: Backend) {
+    let Some((app, alice)) = TestApp::with_user(b, "alice", &[]).await else {
+        return;
+    };
+    let t = app.login_ok("alice").await;
+    let real = TestApp::claims(t["access_token"].as_str().unwrap());
+    let header = our_header(&app).await;
+    let mut no_client = real.clone();
+    no_client.as_object_mut().unwrap().remove("client_id");
+    let token = sign_with_ours(&app, header.clone(), &no_client).await;
+    let r = app.userinfo(&token).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["sub"], alice.id.to_string());
+    let i = app.introspect(&token).await;
+    assert_eq!(i["active"], true);
+    assert!(
+        i["client_id"].is_null() && i.get("client_id").is_some(),
+        "{i}"
+    );
+    for aud in [
+        json!(["tessera"]),
+        json!(["tessera", "https://other.example"]),
+    ] {
+        let mut many = real.clone();
+        many["aud"] = aud.clone();
+        let token = sign_with_ours(&app, header.clone(), &many).await;
+        let i = app.introspect(&token).await;
+        assert_eq!(i["active"], true, "{aud}");
+        assert_eq!(i["aud"], aud);
+    }
 }

@@ -150,7 +150,7 @@ async fn every_algorithm_verifies_through_the_layer(b: Backend) {
         assert_eq!(
             (
                 c.iss.as_ref(),
-                c.aud.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+                c.aud.iter().map(str::to_string).collect::<Vec<_>>()
             ),
             (iss.url.as_str(), vec![AUDIENCE.to_string()])
         );
@@ -434,6 +434,16 @@ async fn forgeries_are_refused(b: Backend) {
             "no typ",
             ours(json!({"alg": "ES256", "kid": key.kid}), &claims),
             E::Header("typ"),
+        ),
+        (
+            // RFC 9068 §2.2: required, though the shared wire type reads it as optional.
+            "no client_id",
+            ours(header.clone(), &{
+                let mut c = claims.clone();
+                c.as_object_mut().unwrap().remove("client_id");
+                c
+            }),
+            E::Claim("missing"),
         ),
         (
             "crit",

@@ -4,7 +4,7 @@
 use secrecy::{ExposeSecret, SecretString};
 
 use super::audit::{Event, Record};
-use super::tokens::{self, AccessClaims};
+use super::tokens::{self, AccessClaims, Audience};
 use super::{Auth, AuthError, ClientId, Ending, Granted, TokenPair, TokenRequest};
 use crate::audit::Caller;
 use crate::store::{Rotation, RotationAttempt, Session, SubjectClaims};
@@ -145,7 +145,7 @@ impl Auth {
             }
         }
         if let Some(c) = access.and_then(|t| self.verify_signature(t, &self.expect())) {
-            if c.claims.client_id == me.as_str() {
+            if c.claims.client_id.as_deref() == Some(me.as_str()) {
                 self.deny(&c, "logout").await?;
                 self.end_sessions(Ending::Session(c.session_id), "logout")
                     .await?;
@@ -221,7 +221,7 @@ impl Auth {
             }
         }
         if let Some(c) = &access {
-            if c.claims.client_id == client.as_str() {
+            if c.claims.client_id.as_deref() == Some(client.as_str()) {
                 self.deny(c, "revoked").await?;
             } else {
                 tracing::info!("revocation of another client's access token ignored");
@@ -249,7 +249,7 @@ impl Auth {
         let claims = AccessClaims {
             iss: t.issuer.as_str().into(),
             sub: session.user_id.to_string().into(),
-            aud: vec![granted.resource.as_deref().unwrap_or(&t.audience).into()],
+            aud: Audience::One(granted.resource.as_deref().unwrap_or(&t.audience).into()),
             exp: iat + ttl,
             iat,
             nbf: iat,
@@ -257,7 +257,7 @@ impl Auth {
             // compared with (`iat` has whole seconds only).
             jti: now.uuid_v7().to_string().into(),
             sid: session.id.to_string().into(),
-            client_id: session.client_id.as_str().into(),
+            client_id: Some(session.client_id.as_str().into()),
             scope: granted.scope.as_deref().map(Into::into),
             roles: subject.roles.as_slice().into(),
             custom: tokens::custom_claims(&subject.claims),

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
-pub use tessera_proto::claims::{AccessClaims, Claims};
+pub use tessera_proto::claims::{AccessClaims, Audience, Claims};
 
 use super::keys::{KeyError, KeyRing, SigningKey};
 

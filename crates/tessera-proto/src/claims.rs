@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The claims of an access token. Serialised, the members come in this order, `aud` is a
@@ -19,9 +19,8 @@ pub struct AccessClaims<'a> {
     pub iss: Cow<'a, str>,
     /// The user's id (a UUID in Tessera).
     pub sub: Cow<'a, str>,
-    /// The audiences (RFC 7519 §4.1.3: one string, or an array).
-    #[serde(serialize_with = "one_or_many_out", deserialize_with = "one_or_many")]
-    pub aud: Vec<Cow<'a, str>>,
+    /// The audiences (RFC 7519 §4.1.3: one string, or an array), in the form signed.
+    pub aud: Audience<'a>,
     /// Expiry (RFC 7519 §4.1.4), Unix seconds.
     pub exp: i64,
     /// Issuance (RFC 7519 §4.1.6), Unix seconds.
@@ -33,8 +32,11 @@ pub struct AccessClaims<'a> {
     pub jti: Cow<'a, str>,
     /// The session (refresh-token family) the token was issued from.
     pub sid: Cow<'a, str>,
-    /// The OAuth client the token was issued to (RFC 9068 §2.2, required).
-    pub client_id: Cow<'a, str>,
+    /// The OAuth client the token was issued to. RFC 9068 §2.2 requires it, and every token
+    /// Tessera issues has it; verifiers refuse a token without it (`tessera-verify` does),
+    /// while Tessera's own endpoints read it as optional, as they always have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<Cow<'a, str>>,
     /// The granted scope, space-separated (RFC 9068 §2.2.3), when one was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<Cow<'a, str>>,
@@ -79,24 +81,39 @@ impl AccessClaims<'_> {
     }
 }
 
-fn one_or_many_out<S: Serializer>(aud: &[Cow<'_, str>], s: S) -> Result<S::Ok, S::Error> {
-    match aud {
-        [one] => s.serialize_str(one),
-        many => many.serialize(s),
-    }
+/// `aud` (RFC 7519 §4.1.3): one string, or an array of strings. Kept in the form it was
+/// signed in, so that it is echoed as it was (introspection).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience<'a> {
+    /// `"aud": "api"`: what Tessera signs.
+    One(Cow<'a, str>),
+    /// `"aud": ["a", "b"]`.
+    Many(Vec<String>),
 }
 
-fn one_or_many<'de, 'a, D: Deserializer<'de>>(d: D) -> Result<Vec<Cow<'a, str>>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Aud {
-        One(String),
-        Many(Vec<String>),
+impl Audience<'_> {
+    /// The audiences, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let (one, many) = match self {
+            Audience::One(a) => (Some(a.as_ref()), None),
+            Audience::Many(v) => (None, Some(v.iter().map(String::as_str))),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
     }
-    Ok(match Aud::deserialize(d)? {
-        Aud::One(a) => vec![Cow::Owned(a)],
-        Aud::Many(v) => v.into_iter().map(Cow::Owned).collect(),
-    })
+
+    /// Whether `aud` is among them.
+    pub fn contains(&self, aud: &str) -> bool {
+        self.iter().any(|a| a == aud)
+    }
+
+    /// The same audiences, owned.
+    pub fn into_owned(self) -> Audience<'static> {
+        match self {
+            Audience::One(a) => Audience::One(Cow::Owned(a.into_owned())),
+            Audience::Many(v) => Audience::Many(v),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -118,12 +135,18 @@ mod tests {
     #[test]
     fn audience_is_one_or_many_and_custom_claims_are_kept() {
         let c = claims(base()).unwrap();
-        assert_eq!(c.aud, vec!["api"]);
+        assert_eq!(c.aud, Audience::One("api".into()));
+        assert!(c.aud.contains("api") && !c.aud.contains("ap"));
         assert_eq!(c.custom.get("tenant"), Some(&Value::from("acme")));
         assert!(c.has_role("admin") && !c.has_role("Admin"));
         let mut v = base();
         v["aud"] = serde_json::json!(["a", "api"]);
-        assert_eq!(claims(v).unwrap().aud, vec!["a", "api"]);
+        let many = claims(v).unwrap().aud;
+        assert_eq!(many.iter().collect::<Vec<_>>(), vec!["a", "api"]);
+        assert_eq!(
+            serde_json::to_value(&many).unwrap(),
+            serde_json::json!(["a", "api"])
+        );
     }
 
     #[test]
@@ -134,13 +157,13 @@ mod tests {
         let signed = AccessClaims {
             iss: "https://auth.example".into(),
             sub: "u".into(),
-            aud: vec!["api".into()],
+            aud: Audience::One("api".into()),
             exp: 20,
             iat: 10,
             nbf: 10,
             jti: "j".into(),
             sid: "s".into(),
-            client_id: "tessera".into(),
+            client_id: Some("tessera".into()),
             scope: None,
             roles: Cow::Borrowed(&roles),
             custom,
@@ -166,11 +189,16 @@ mod tests {
             v[k] = bad;
             assert!(claims(v).is_err(), "{k}");
         }
-        for k in ["sid", "client_id", "jti", "sub"] {
+        for k in ["sid", "jti", "sub"] {
             let mut v = base();
             v.as_object_mut().unwrap().remove(k);
             assert!(claims(v).is_err(), "without {k}");
         }
+        // Optional on the wire type (Tessera's endpoints have always read it so); verifiers
+        // refuse a token without it.
+        let mut v = base();
+        v.as_object_mut().unwrap().remove("client_id");
+        assert_eq!(claims(v).unwrap().client_id, None);
     }
 
     #[test]

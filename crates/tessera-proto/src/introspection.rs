@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::claims::Audience;
+
 /// What Tessera says about a token. An inactive token is `{"active":false}` and nothing else
 /// (§2.2: nothing about why). Members are serialised in alphabetical order; absent ones are
 /// left out.
@@ -10,12 +12,15 @@ use serde::{Deserialize, Serialize};
 pub struct Introspection {
     /// Whether the token is active: signed by Tessera, unexpired, and not revoked.
     pub active: bool,
-    /// The audience: `tokens.audience` or the RFC 8707 resource.
+    /// The audience: `tokens.audience` or the RFC 8707 resource, in the form the token
+    /// carries it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
-    /// The OAuth client the token was issued to.
+    #[cfg_attr(feature = "schema", schema(value_type = Option<Object>))]
+    pub aud: Option<Audience<'static>>,
+    /// The OAuth client the token was issued to; `null` for an access token that names none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<String>,
+    #[cfg_attr(feature = "schema", schema(value_type = Option<String>, nullable))]
+    pub client_id: Option<Option<String>>,
     /// Expiry, Unix seconds (for a refresh token: when its session ends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp: Option<i64>,

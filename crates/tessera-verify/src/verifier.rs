@@ -154,6 +154,10 @@ impl Verifier {
         if claims.exp.saturating_sub(claims.iat) > inner.horizon {
             return Err(VerifyError::Claim("lifetime"));
         }
+        // RFC 9068 §2.2: required (the wire type reads it as optional, for the server).
+        if claims.client_id.is_none() {
+            return Err(VerifyError::Claim("missing"));
+        }
         if claims.jti.is_empty() || claims.sid.is_empty() || claims.sub.is_empty() {
             return Err(VerifyError::Claim("empty"));
         }
