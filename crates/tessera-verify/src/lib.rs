@@ -63,6 +63,8 @@ mod verifier;
 mod extract;
 
 pub use claims::Claims;
+/// The wire types behind [`Claims`], shared with the server (`tessera-proto`).
+pub use tessera_proto::claims::{AccessClaims, Audience};
 pub use error::{SetupError, VerifyError};
 pub use jsonwebtoken::Algorithm;
 pub use layer::{LayerBody, RequireRole, RequireScope, RequireService, VerifyLayer, VerifyService};
