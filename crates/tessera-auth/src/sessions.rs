@@ -27,18 +27,8 @@ impl Auth {
         let Some(rt) = self.refresh.parse(&token) else {
             return Err(AuthError::InvalidRefreshToken);
         };
-        // Everything that can refuse the request is decided before the rotation (RFC 6749
-        // §6: the old token is revoked only once the new one is issued). A refusal after it
-        // would leave the client holding a spent token, and its retry after the grace window
-        // would revoke the session as reuse. A narrower scope or a resource is asked for
-        // rarely, so only then is the session's grant (which never changes) read first.
-        if req.scope.is_some() || req.resource.as_deref().is_some_and(|r| !r.is_empty()) {
-            if let Some(own) = self.store.session(rt.session_id).await? {
-                if own.client_id == client.as_str() {
-                    self.narrow(&Granted::of(&own), req)?;
-                }
-            }
-        }
+        self.check_before_rotation(rt.session_id, client, req)
+            .await?;
         let now = UnixMillis::now();
         if self.keys.ring().signer_at(now.0).is_none() {
             return Err(AuthError::Unavailable("no active signing key"));
@@ -70,22 +60,8 @@ impl Auth {
                 (s, g)
             }
             Rotation::ReuseDetected => {
-                // The rotation statement has revoked the session (RFC 9700 §4.14.2).
-                self.sessions_ended(&[rt.session_id]);
-                let user_id = match self.store.session(rt.session_id).await {
-                    Ok(s) => s.map(|s| s.user_id),
-                    Err(_) => None,
-                };
-                let record = Record {
-                    user_id,
-                    session_id: Some(rt.session_id),
-                    ..Record::default()
-                };
-                self.audit(caller, Event::ReuseDetected, record.client(client.as_str()))
-                    .await;
-                metrics::counter!("refresh_reuse_detected_total").increment(1);
+                self.reuse_detected(rt.session_id, client, caller).await;
                 outcome_metric("reuse");
-                tracing::warn!(session_id = %rt.session_id, "refresh token reuse: session revoked");
                 return Err(AuthError::InvalidRefreshToken);
             }
             Rotation::Invalid => {
@@ -104,6 +80,48 @@ impl Auth {
         // checked before the rotation, against the same grant.
         let granted = self.narrow(&Granted::of(&session), req)?;
         self.issue(&subject, &session, &granted, now)
+    }
+
+    /// The scope and resource a refresh asks for, checked before the rotation (RFC 6749 §6:
+    /// the old token is revoked only once the new one is issued). A refusal after it would
+    /// leave the client holding a spent token, and its retry after the grace window would
+    /// revoke the session as reuse; the signing key is checked before it too. A narrower scope
+    /// or a resource is asked for rarely, so only then is the session's grant (which never
+    /// changes) read first.
+    async fn check_before_rotation(
+        &self,
+        session_id: uuid::Uuid,
+        client: &ClientId,
+        req: &TokenRequest,
+    ) -> Result<(), AuthError> {
+        if req.scope.is_some() || req.resource.as_deref().is_some_and(|r| !r.is_empty()) {
+            if let Some(own) = self.store.session(session_id).await? {
+                if own.client_id == client.as_str() {
+                    self.narrow(&Granted::of(&own), req)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A spent refresh token came back after the grace window: the rotation statement has
+    /// revoked its session (RFC 9700 §4.14.2). The revocation state learns of it, and it is
+    /// audited and counted.
+    async fn reuse_detected(&self, session_id: uuid::Uuid, client: &ClientId, caller: &Caller) {
+        self.sessions_ended(&[session_id]);
+        let user_id = match self.store.session(session_id).await {
+            Ok(s) => s.map(|s| s.user_id),
+            Err(_) => None,
+        };
+        let record = Record {
+            user_id,
+            session_id: Some(session_id),
+            ..Record::default()
+        };
+        self.audit(caller, Event::ReuseDetected, record.client(client.as_str()))
+            .await;
+        metrics::counter!("refresh_reuse_detected_total").increment(1);
+        tracing::warn!(%session_id, "refresh token reuse: session revoked");
     }
 
     /// Why a well-formed refresh token did not rotate, for `refresh_total{result}`: one read,

@@ -63,10 +63,10 @@ mod verifier;
 mod extract;
 
 pub use claims::Claims;
-/// The wire types behind [`Claims`], shared with the server (`tessera-proto`).
-pub use tessera_proto::claims::{AccessClaims, Audience};
 pub use error::{SetupError, VerifyError};
 pub use jsonwebtoken::Algorithm;
 pub use layer::{LayerBody, RequireRole, RequireScope, RequireService, VerifyLayer, VerifyService};
 pub use secrecy::SecretString;
+/// The wire types behind [`Claims`], shared with the server (`tessera-proto`).
+pub use tessera_proto::claims::{AccessClaims, Audience};
 pub use verifier::{StalePolicy, Verifier, VerifierBuilder};
