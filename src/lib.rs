@@ -8,8 +8,9 @@
 //! A tour, in the order a request meets the rooms:
 //! - `main.rs` parses the command line, loads `config`, starts `telemetry`, dispatches to `cli`.
 //! - `app` wires the store, the master key and `auth::Auth`, binds the port and serves.
-//! - `http` is the edge: `serve` (the accept loop), `edge` (request ids, timeouts, metrics,
-//!   `Cache-Control`), one file per endpoint group, the extractors, and `http::error`, where
+//! - `http` is the edge: `serve` (the accept loop), `edge` (request ids, the request's
+//!   `Caller`, metrics, `Cache-Control`), `guard` (the request timeout), one file per endpoint
+//!   group, the extractors, and `http::error`, where
 //!   `AuthError` becomes a status and an OAuth error body.
 //! - `auth` (`tessera-auth`) is the domain. `Auth` is a façade whose use cases live one file
 //!   each (`login`, `sessions`, `access`, `users`, `clients`, `grants`, `keys/operations`),

@@ -82,7 +82,6 @@ pub struct PasswordRequest {
     password: SecretString,
 }
 
-/// The user named by the path; a malformed id is a malformed request.
 /// The id in the path of `/admin/users/{id}…` and `/admin/sessions/{sid}`. Extracting it never
 /// fails: a malformed one is refused (400 `invalid_request`) when the handler asks for it with
 /// `id()`, after `AdminUser` (a caller who may not use the admin API learns nothing from the

@@ -169,7 +169,9 @@ fn presented(headers: &HeaderMap, form: Option<&Form>) -> Result<(ClientAuth, bo
 /// (`invalid_client`, see `authenticate`). `CONFIDENTIAL` refuses the public first-party
 /// client.
 pub struct ClientForm<const CONFIDENTIAL: bool> {
+    /// The authenticated client.
     pub client: ClientId,
+    /// The whole form, the client's own parameters included.
     pub form: Form,
 }
 
@@ -181,6 +183,7 @@ pub type ConfidentialClientForm = ClientForm<true>;
 impl<const CONFIDENTIAL: bool> FromRequest<AppState> for ClientForm<CONFIDENTIAL> {
     type Rejection = ApiError;
 
+    #[tracing::instrument(skip_all)]
     async fn from_request(req: Request, st: &AppState) -> Result<Self, ApiError> {
         let headers = req.headers().clone();
         let caller = req

@@ -12,7 +12,7 @@
 //! - a note on `auth::password::Activity`, for every request but a login, that password hashing
 //!   should yield the CPU;
 //! - the request's `auth::Caller` (request id, client address) in its extensions, which the
-//!   `Caller` extractor hands to the use cases that record audit events; only on routes that
+//!   `RequestCaller` extractor hands to the use cases that record audit events; only on routes that
 //!   can record one, so the JWKS, discovery, health and metrics paths do not pay for it.
 //!
 //! It replaces a stack of separate tower-http layers and `from_fn` middlewares: one future

@@ -79,7 +79,8 @@ struct FeedForm {
     #[allow(dead_code)]
     client_id: Option<String>,
     #[allow(dead_code)]
-    client_secret: Option<String>,
+    #[schema(value_type = Option<String>, format = Password)]
+    client_secret: Option<secrecy::SecretString>,
 }
 
 /// The revocation feed, asked for with a form: for clients that authenticate with

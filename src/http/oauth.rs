@@ -40,8 +40,10 @@ struct TokenForm {
     /// `password` or `refresh_token`.
     grant_type: String,
     username: Option<String>,
-    password: Option<String>,
-    refresh_token: Option<String>,
+    #[schema(value_type = Option<String>, format = Password)]
+    password: Option<SecretString>,
+    #[schema(value_type = Option<String>, format = Password)]
+    refresh_token: Option<SecretString>,
     /// Space-separated scopes to ask for (RFC 6749 §3.3); at a refresh, a narrower scope.
     scope: Option<String>,
     /// The API the access token is for (RFC 8707): a `[[resources]]` id, which becomes `aud`.
@@ -51,14 +53,16 @@ struct TokenForm {
     #[allow(dead_code)]
     client_id: Option<String>,
     #[allow(dead_code)]
-    client_secret: Option<String>,
+    #[schema(value_type = Option<String>, format = Password)]
+    client_secret: Option<SecretString>,
 }
 
 /// Form parameters of `/revoke` and `/introspect`, as `Form::decode` reads them (the client's
 /// own, for client_secret_post, are `ClientForm`'s).
 #[derive(Deserialize, ToSchema)]
 struct TokenParam {
-    token: String,
+    #[schema(value_type = String, format = Password)]
+    token: SecretString,
     /// `access_token` or `refresh_token`; only orders the lookups.
     token_type_hint: Option<String>,
 }
@@ -100,7 +104,7 @@ async fn token(
     let pair = if grant == "password" {
         let missing = |p: &str| ApiError::InvalidRequest(format!("missing {p}"));
         let username = t.username.ok_or_else(|| missing("username"))?;
-        let password = SecretString::from(t.password.ok_or_else(|| missing("password"))?);
+        let password = t.password.ok_or_else(|| missing("password"))?;
         let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(p))| p));
         st.auth
             .login(&username, password, meta, &client, &req, &caller)
@@ -110,7 +114,6 @@ async fn token(
         let rt = t
             .refresh_token
             .ok_or_else(|| ApiError::InvalidRequest("missing refresh_token".into()))?;
-        let rt = SecretString::from(rt);
         st.auth
             .refresh(rt, &client, &req, &caller)
             .await
@@ -134,7 +137,7 @@ async fn revoke(
     AnyClientForm { client, form, .. }: AnyClientForm,
 ) -> Result<Response, ApiError> {
     let p: TokenParam = form.decode()?;
-    let token = SecretString::from(p.token);
+    let token = p.token;
     st.auth
         .revoke(&token, p.token_type_hint.as_deref(), &client)
         .await?;
@@ -157,7 +160,7 @@ async fn introspect(
     ConfidentialClientForm { form, .. }: ConfidentialClientForm,
 ) -> Result<Response, ApiError> {
     let p: TokenParam = form.decode()?;
-    let token = SecretString::from(p.token);
+    let token = p.token;
     let t = &st.settings.tokens;
     let body = match st
         .auth

@@ -29,7 +29,7 @@ async fn store(backend: Backend) -> Option<(Arc<dyn Store>, Db)> {
     let db = Db::create(backend).await?;
     let settings = tessera::config::DatabaseSettings {
         url: db.url().to_string().into(),
-        ..tessera::config::Settings::defaults().database
+        ..tessera::config::Settings::defaults().unwrap().database
     };
     let store = tessera::store::connect(&settings).await.unwrap();
     store.migrate().await.unwrap();

@@ -314,7 +314,7 @@ impl Auth {
         self.revocations.revoke_sessions(ids);
     }
 
-    /// Denylists a verified access token until it expires.
+    /// Denylists a verified access token until its `exp` plus the leeway.
     async fn deny(&self, c: &VerifiedClaims, reason: &str) -> Result<(), AuthError> {
         let expires_at = UnixMillis::from_secs(c.claims.exp).0;
         self.store

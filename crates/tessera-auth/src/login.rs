@@ -312,7 +312,7 @@ mod tests {
     use super::*;
 
     fn rules() -> PasswordSettings {
-        let s = crate::config::Settings::defaults();
+        let s = crate::config::Settings::defaults().unwrap();
         s.password
     }
 

@@ -138,7 +138,7 @@ impl Auth {
     }
 
     /// `POST /logout`: revokes the session named by the refresh token and/or the access token,
-    /// and denylists the access token's `jti` until it expires. Unknown tokens are ignored, so
+    /// and denylists the access token's `jti` until its `exp` plus the leeway. Unknown tokens are ignored, so
     /// logout is idempotent.
     ///
     /// Errors: `BadInput` (no token at all), `StoreUnavailable`.
@@ -205,7 +205,7 @@ impl Auth {
     }
 
     /// RFC 7009 revocation, by `client`. A refresh token revokes its session; an access token
-    /// goes on the denylist until it expires (and its session is left alone, as RFC 7009 §2.1
+    /// goes on the denylist until its `exp` plus the leeway (and its session is left alone, as RFC 7009 §2.1
     /// allows). Unknown or invalid tokens are accepted silently (§2.2). The hint only orders
     /// the attempts (§2.1).
     ///

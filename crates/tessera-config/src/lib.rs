@@ -6,6 +6,8 @@
 //! Secrets are `SecretString`, so a `Debug` of the settings never prints them; every setting can
 //! also be read from a file (`<key>_file`), for container secrets.
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod load;
 mod validate;
 

@@ -46,7 +46,7 @@ const PURGE: &str = "
     DELETE FROM audit_events WHERE id IN
         (SELECT id FROM audit_events WHERE at < $1 ORDER BY at LIMIT $2)";
 
-/// `INSERT INTO audit_events (…) VALUES ($1, …, $9), ($10, …)` for `rows` rows.
+/// `INSERT INTO audit_events (…) VALUES ($1, …, $10), ($11, …)` for `rows` rows.
 fn insert_sql(rows: usize) -> String {
     let values: Vec<String> = (0..rows)
         .map(|r| {

@@ -16,6 +16,8 @@
 //!   (`crate::time`). Driver errors become `StoreError` here; callers never match on
 //!   `sqlx::Error`.
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod change;
 mod model;
 pub mod time;
@@ -285,6 +287,7 @@ pub struct Reseal {
 /// The revocation feed read back, and what replicas poll for (invariant 2).
 #[async_trait]
 pub trait FeedStore {
+    /// Revocations since `since` (ms) that can still matter at `now`: denylisted tokens not yet
     /// expired, and session revocations and user cut-offs newer than `now - horizon_ms`.
     async fn revocations_since(
         &self,
@@ -292,6 +295,7 @@ pub trait FeedStore {
         now: i64,
         horizon_ms: i64,
     ) -> StoreResult<RevocationFeed>;
+    /// At most `limit` (≥ 1) revocations from `start` in feed order (time, kind, key) that
     /// can still matter at `now`, and where the page ends if more follow.
     async fn revocations_page(
         &self,
@@ -306,7 +310,9 @@ pub trait FeedStore {
 
 /// The revocation state's first load: every revocation still in force, streamed.
 pub trait FirstLoad {
-    /// so that millions of rows neither wait behind pages nor sit in a buffer.
+    /// Every denylisted token not expired at `now` (ms), as (`jti`, `expires_at`), streamed as
+    /// the rows arrive from one statement (one snapshot), so that millions of rows neither
+    /// wait behind pages nor sit in a buffer.
     fn denylist_all(&self, now: i64) -> RowStream<'_, (String, i64)>;
     /// Likewise, every session revoked after `oldest` (ms).
     fn revoked_sessions_all(&self, oldest: i64) -> RowStream<'_, Uuid>;
@@ -315,8 +321,14 @@ pub trait FirstLoad {
 /// Changes pushed between replicas: Postgres NOTIFY/LISTEN, SQLite's `data_version` watcher.
 #[async_trait]
 pub trait ChangeNotifier {
-    /// only the database reports).
+    /// Tells other replicas of `change` (Postgres NOTIFY). Only `Change::Keys` is sent so;
+    /// every other change is reported by the database itself, and this is a no-op for it (and
+    /// on SQLite).
     async fn notify_change(&self, change: &Change) -> StoreResult<()>;
+    /// A stream of changes. `None` means: poll. Postgres LISTENs (the payloads written by
+    /// `notify_change` and by the database triggers); SQLite watches `PRAGMA data_version` for
+    /// commits by other connections. Either stream also carries `Change::Lost` when changes
+    /// may be going unseen from now on, and `Change::Resync` when anything may have changed
     /// without a precise notification: the consumer forgets what it cached and rereads.
     async fn listen_changes(&self) -> StoreResult<Option<Receiver<Change>>>;
 }

@@ -16,7 +16,8 @@ pub struct User {
     #[cfg_attr(feature = "sql", sqlx(json))]
     pub claims: serde_json::Map<String, serde_json::Value>,
     pub disabled: bool,
-    /// Milliseconds; tokens with `iat` before this are refused.
+    /// The cut-off (ms): tokens issued at or before it (to the millisecond, from the UUIDv7
+    /// `jti`) are refused.
     pub tokens_not_before: i64,
     pub created_at: i64,
     pub updated_at: i64,

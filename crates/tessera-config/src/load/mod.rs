@@ -66,8 +66,11 @@ impl Settings {
 impl Settings {
     /// The built-in defaults alone (`config/default.toml`), without the environment: for tests
     /// and tools.
-    pub fn defaults() -> Self {
-        Self::from_figment(Figment::from(Toml::string(DEFAULT_TOML))).unwrap()
+    ///
+    /// Errors: `ConfigError` only if the embedded `config/default.toml` is broken, which the
+    /// test suite rules out.
+    pub fn defaults() -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(DEFAULT_TOML)))
     }
 }
 
