@@ -8,9 +8,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use tessera_proto::feed::{
-    digits, Cursor, Cutoff, EntryKind, FeedPage, RevokedSession, RevokedToken,
-};
+use tessera_proto::feed::{digits, Cursor, FeedPage};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -19,8 +17,6 @@ use super::client_auth::{authenticate, Clients, ConfidentialClientForm};
 use super::error::{ApiError, ErrorBody};
 use super::extract::RequestCaller;
 use super::AppState;
-use crate::auth::{FeedKind, FeedPosition, FeedStart};
-use crate::time::UnixMillis;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(revocations, revocations_post))
@@ -40,10 +36,6 @@ struct FeedQuery {
 const FEED_PAGE: usize = 1000;
 /// Most entries in one feed answer.
 const FEED_PAGE_MAX: usize = 10_000;
-
-/// Entries of the feed overlap by this much between polls, so a revocation committed while a
-/// poll ran is never skipped. Applying an entry twice is harmless.
-const FEED_OVERLAP_MS: i64 = 10_000;
 
 /// The revocation feed: denylisted `jti`s not yet expired, revoked sessions, and per-user
 /// `not_before` cut-offs since the cursor. Entries may repeat across polls; apply them
@@ -113,8 +105,7 @@ async fn feed(
     since: Option<&str>,
     limit: Option<&str>,
 ) -> Result<Response, ApiError> {
-    let start = Cursor::parse(since.unwrap_or_default())
-        .map(store_start)
+    let cursor = Cursor::parse(since.unwrap_or_default())
         .ok_or_else(|| ApiError::InvalidRequest("malformed cursor".into()))?;
     let limit = match limit {
         None | Some("") => FEED_PAGE,
@@ -125,73 +116,6 @@ async fn feed(
                 ApiError::InvalidRequest(format!("limit must be 1 to {FEED_PAGE_MAX}"))
             })?,
     };
-    let (page, now) = st.auth.revocations(&start, limit).await?;
-    let feed = page.entries;
-    let (cursor, has_more) = match page.more_after {
-        Some(p) => {
-            let kind = match p.kind {
-                FeedKind::Token => EntryKind::Token,
-                FeedKind::Session => EntryKind::Session,
-                FeedKind::User => EntryKind::User,
-            };
-            let after = Cursor::After {
-                at: p.at,
-                kind,
-                key: p.key,
-            };
-            (after, true)
-        }
-        None => (Cursor::From((now - FEED_OVERLAP_MS).max(0)), false),
-    };
-    let body = FeedPage {
-        cursor: cursor.to_string(),
-        has_more,
-        revoked_tokens: feed
-            .tokens
-            .into_iter()
-            .map(|(jti, exp, at)| RevokedToken {
-                jti,
-                exp: secs(exp),
-                revoked_at: secs(at),
-            })
-            .collect(),
-        revoked_sessions: feed
-            .sessions
-            .into_iter()
-            .map(|(sid, at)| RevokedSession {
-                sid: sid.to_string(),
-                revoked_at: secs(at),
-            })
-            .collect(),
-        not_before: feed
-            .users
-            .into_iter()
-            .map(|(sub, nbf)| Cutoff {
-                sub: sub.to_string(),
-                not_before: secs(nbf.saturating_add(999)),
-                not_before_ms: Some(nbf),
-            })
-            .collect(),
-    };
-    Ok(Json(body).into_response())
-}
-
-/// Where the store starts reading for a cursor.
-fn store_start(cursor: Cursor) -> FeedStart {
-    match cursor {
-        Cursor::From(at) => FeedStart::From(at),
-        Cursor::After { at, kind, key } => {
-            let kind = match kind {
-                EntryKind::Token => FeedKind::Token,
-                EntryKind::Session => FeedKind::Session,
-                EntryKind::User => FeedKind::User,
-            };
-            FeedStart::After(FeedPosition { at, kind, key })
-        }
-    }
-}
-
-/// A stored time (ms) as a JWT `NumericDate` (whole seconds).
-fn secs(ms: i64) -> i64 {
-    UnixMillis(ms).as_secs()
+    let page = st.auth.revocation_feed(&cursor, limit).await?;
+    Ok(Json(page).into_response())
 }

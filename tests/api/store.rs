@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use tessera::store::{
-    AuditEvent, AuditQuery, FeedStart, KeyRow, NewUser, Reserve, RevokedToken, Rotation,
+    AuditEvent, AuditQuery, Duplicate, FeedStart, KeyRow, NewUser, Reserve, RevokedToken, Rotation,
     RotationAttempt, Session, Store, StoreError,
 };
 use tessera::time::now_ms;
@@ -84,14 +84,14 @@ async fn users_are_created_once_and_read_back(b: Backend) {
     );
     let again = s.create_user(new_user("alice")).await.unwrap_err();
     assert!(
-        matches!(again, StoreError::Duplicate("username")),
+        matches!(again, StoreError::Duplicate(Duplicate::Username)),
         "{again:?}"
     );
     let mut lookalike = new_user("alice2");
     lookalike.skeleton = Some("alice".into());
     let clash = s.create_user(lookalike).await.unwrap_err();
     assert!(
-        matches!(clash, StoreError::Duplicate("username_skeleton")),
+        matches!(clash, StoreError::Duplicate(Duplicate::UsernameSkeleton)),
         "{clash:?}"
     );
     assert!(s.user_by_username("bob").await.unwrap().is_none());

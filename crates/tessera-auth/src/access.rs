@@ -6,8 +6,8 @@ use secrecy::{ExposeSecret, SecretString};
 use super::revocation::Check;
 use super::tokens::{self, VerifiedClaims};
 use super::{Auth, AuthError};
-use crate::store::{FeedPage, FeedStart, Session, User};
-use crate::time::{millis, now_ms, UnixMillis};
+use crate::store::{Session, User};
+use crate::time::{now_ms, UnixMillis};
 use tessera_proto::admin::UserView;
 
 /// The role that may use the admin API.
@@ -197,26 +197,5 @@ impl Auth {
             s,
             super::users::user_view(user),
         )))))
-    }
-
-    /// One page of the revocation feed from `start`: at most `limit` entries a stateless
-    /// verifier must apply to tokens that can still be alive, in feed order, and the time it
-    /// was read at (ms). `page.more_after` is where the next page starts when one follows.
-    ///
-    /// Errors: `StoreUnavailable`.
-    pub async fn revocations(
-        &self,
-        start: &FeedStart,
-        limit: usize,
-    ) -> Result<(FeedPage, i64), AuthError> {
-        let now = now_ms();
-        let horizon = millis(self.settings.token_horizon());
-        // A token is accepted until `exp + leeway`: its denylisting is listed that long.
-        let leeway = millis(self.settings.tokens.leeway);
-        let page = self
-            .store
-            .revocations_page(start, now - leeway, horizon, limit)
-            .await?;
-        Ok((page, now))
     }
 }

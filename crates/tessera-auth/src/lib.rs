@@ -5,7 +5,8 @@
 //! public method is one use case, kept in the file of its capability:
 //! - `login`: credentials, the throttle, password rules;
 //! - `sessions`: refresh, logout, logout-all, RFC 7009 revocation, issuing token pairs;
-//! - `access`: verifying access tokens, RFC 7662 introspection, the revocation feed;
+//! - `access`: verifying access tokens, RFC 7662 introspection;
+//! - `feed`: the revocation feed for stateless verifiers;
 //! - `users`: account administration;
 //! - `clients`: client authentication and the first-party/confidential policy;
 //! - `grants`: scopes and resources (RFC 6749 §3.3, RFC 8707): what a token request is granted;
@@ -27,6 +28,7 @@ pub mod audit;
 mod catalog;
 pub mod clients;
 mod error;
+mod feed;
 pub mod grants;
 pub mod import;
 pub mod keys;

@@ -11,7 +11,7 @@ use super::login::check_new_password;
 use super::username::{self, Username};
 use super::{Auth, AuthError, Ending};
 use crate::audit::Caller;
-use crate::store::{NewUser, Session, StoreError, User, UserQuery};
+use crate::store::{Duplicate, NewUser, Session, StoreError, User, UserQuery};
 use crate::time::now_ms;
 use tessera_proto::admin::{SessionView, UserView};
 
@@ -54,7 +54,7 @@ impl Auth {
             })
             .await
             .map_err(|e| match e {
-                StoreError::Duplicate("username_skeleton") => AuthError::UsernameConfusable,
+                StoreError::Duplicate(Duplicate::UsernameSkeleton) => AuthError::UsernameConfusable,
                 StoreError::Duplicate(_) => AuthError::UsernameTaken,
                 other => other.into(),
             })?;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use secrecy::ExposeSecret;
 use tessera_config::DatabaseSettings;
 
-use super::{PgStore, RowStream, SqlStore, SqliteStore, Store, StoreError, StoreResult};
+use super::{Duplicate, PgStore, RowStream, SqlStore, SqliteStore, Store, StoreError, StoreResult};
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
@@ -17,13 +17,13 @@ impl From<sqlx::Error> for StoreError {
                 let field = if msg.contains("username_skeleton")
                     || constraint == "users_username_skeleton_key"
                 {
-                    "username_skeleton"
+                    Duplicate::UsernameSkeleton
                 } else if msg.contains("username") || constraint == "users_username_key" {
-                    "username"
+                    Duplicate::Username
                 } else if msg.contains("succeeds") || constraint == "signing_keys_succeeds_key" {
-                    "succeeds"
+                    Duplicate::KeySuccessor
                 } else {
-                    "key"
+                    Duplicate::Other
                 };
                 StoreError::Duplicate(field)
             }

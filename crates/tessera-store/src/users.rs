@@ -5,7 +5,9 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
-use super::{Imported, NewUser, OnConflict, StoreError, StoreResult, User, UserQuery, UserStore};
+use super::{
+    Duplicate, Imported, NewUser, OnConflict, StoreError, StoreResult, User, UserQuery, UserStore,
+};
 
 const INSERT: &str = "
     INSERT INTO users (id, username, password_hash, roles, claims, disabled,
@@ -141,10 +143,10 @@ impl UserStore for SqlStore {
         match inserted.map_err(StoreError::from) {
             // SQLite names one violated constraint, the skeleton's before the username's; a
             // name that is taken outright is reported as taken, as Postgres does.
-            Err(StoreError::Duplicate("username_skeleton"))
+            Err(StoreError::Duplicate(Duplicate::UsernameSkeleton))
                 if self.user_by_username(&u.username).await?.is_some() =>
             {
-                return Err(StoreError::Duplicate("username"))
+                return Err(StoreError::Duplicate(Duplicate::Username))
             }
             other => other?,
         };

@@ -4,7 +4,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use super::{generate, KeyAlg, KeyError, KeyMaterial, KeyRing, MasterKey};
-use crate::store::{KeyRow, Store, StoreError};
+use crate::store::{Duplicate, KeyRow, Store, StoreError};
 use crate::time::millis;
 
 /// How often every replica re-reads the keys even without a change notification. A change is
@@ -140,7 +140,7 @@ impl Keys {
         {
             Ok(()) => {}
             // Another replica already rotated this predecessor.
-            Err(StoreError::Duplicate("succeeds")) => return Ok(None),
+            Err(StoreError::Duplicate(Duplicate::KeySuccessor)) => return Ok(None),
             Err(StoreError::Duplicate(_)) => {
                 return Err(KeyError::Rejected(format!(
                     "a key with kid {} already exists",
