@@ -3,7 +3,8 @@
 //! - The model (`model.rs`): each record written once; with the `sql` feature, the rows are
 //!   read straight into it (`FromRow`).
 //! - `Store` is everything the domain needs from a database, as a union of small traits, one
-//!   per capability: users, sessions, the denylist, the login throttle, signing keys, the
+//!   per capability: users (`UserStore`), the writes that change what a user's tokens may do
+//!   (`UserChanges`), sessions, the denylist, the login throttle, signing keys, the
 //!   revocation feed (`FeedStore`), the revocation state's first load (`FirstLoad`), changes
 //!   pushed between replicas (`ChangeNotifier`, delivering a typed `Change`), the audit trail,
 //!   and upkeep (migrations, readiness, purges).
@@ -48,6 +49,8 @@ mod throttle;
 #[cfg(feature = "sql")]
 mod upkeep;
 #[cfg(feature = "sql")]
+mod user_changes;
+#[cfg(feature = "sql")]
 mod users;
 
 use async_trait::async_trait;
@@ -62,6 +65,7 @@ pub use model::{
     OnConflict, RevocationFeed, RevokedToken, Rotation, RotationAttempt, Session, SubjectClaims,
     TokenStatus, User, UserQuery,
 };
+pub use model::{PoolStats, Purged, Reseal, Reserve};
 #[cfg(feature = "sql")]
 pub use pg::PgStore;
 #[cfg(feature = "sql")]
@@ -152,6 +156,13 @@ pub trait UserStore {
     async fn list_users(&self) -> StoreResult<Vec<User>>;
     /// A page of users, ordered by username (see `UserQuery`).
     async fn users_page(&self, query: &UserQuery) -> StoreResult<Vec<User>>;
+}
+
+/// Writes to a user row that change what the user's tokens may do: claims, roles, the
+/// disabled flag, the cut-off, the password (each ending sessions or moving the cut-off as it
+/// says).
+#[async_trait]
+pub trait UserChanges {
     /// Replaces the custom claims; returns the user's id and the claims replaced (read in the
     /// same transaction), `None` when there is no such user.
     async fn set_claims(
@@ -271,21 +282,6 @@ pub trait ThrottleStore {
     async fn throttle_clear(&self, key: &str, attempt: Uuid) -> StoreResult<()>;
 }
 
-/// One attempt to reserve against a throttle key (milliseconds throughout).
-#[derive(Debug, Clone, Copy)]
-pub struct Reserve<'a> {
-    pub key: &'a str,
-    /// The attempt's id, the same on each of its keys.
-    pub attempt: Uuid,
-    pub now: i64,
-    /// Failures from windows that began before this are forgotten.
-    pub window_cutoff: i64,
-    /// The key's free allowance of failures.
-    pub free: i64,
-    /// Until when this attempt counts as in flight if it is never settled (its process died).
-    pub lease_until: i64,
-}
-
 /// Signing keys.
 #[async_trait]
 pub trait KeyStore {
@@ -297,16 +293,6 @@ pub trait KeyStore {
     /// Replaces sealed private keys, in one transaction: each `Reseal` applies only if the row
     /// still holds `old` (else an error, and nothing changes).
     async fn reseal_keys(&self, reseal: &[Reseal]) -> StoreResult<()>;
-}
-
-/// A signing key sealed anew (master-key rotation).
-#[derive(Debug, Clone)]
-pub struct Reseal {
-    pub kid: String,
-    /// The sealed key as it is stored now (the compare of compare-and-set).
-    pub old: Vec<u8>,
-    /// The same key sealed under the current master key.
-    pub new: Vec<u8>,
 }
 
 /// The revocation feed read back, and what replicas poll for (invariant 2).
@@ -388,29 +374,11 @@ pub trait Upkeep {
 /// "At scale").
 pub const PURGE_BATCH: i64 = 100;
 
-/// Rows deleted by one `purge_expired`, by table.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Purged {
-    pub revoked_tokens: u64,
-    pub sessions: u64,
-    pub login_throttle: u64,
-}
-
-/// Connections of the database pool (the refresh path's own connections not included).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PoolStats {
-    /// Connections open (idle or in use).
-    pub open: u32,
-    /// Open connections not in use.
-    pub idle: u32,
-    /// `database.max_connections`.
-    pub max: u32,
-}
-
 /// Everything the domain asks of a database.
 pub trait Store:
     AuditStore
     + UserStore
+    + UserChanges
     + SessionStore
     + DenylistStore
     + ThrottleStore
@@ -428,6 +396,7 @@ pub trait Store:
 impl<T> Store for T where
     T: AuditStore
         + UserStore
+        + UserChanges
         + SessionStore
         + DenylistStore
         + ThrottleStore

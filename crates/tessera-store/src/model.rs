@@ -267,3 +267,47 @@ pub struct UserQuery {
     pub after: Option<String>,
     pub limit: u32,
 }
+
+/// One attempt to reserve against a throttle key (milliseconds throughout).
+#[derive(Debug, Clone, Copy)]
+pub struct Reserve<'a> {
+    pub key: &'a str,
+    /// The attempt's id, the same on each of its keys.
+    pub attempt: Uuid,
+    pub now: i64,
+    /// Failures from windows that began before this are forgotten.
+    pub window_cutoff: i64,
+    /// The key's free allowance of failures.
+    pub free: i64,
+    /// Until when this attempt counts as in flight if it is never settled (its process died).
+    pub lease_until: i64,
+}
+
+/// A signing key sealed anew (master-key rotation).
+#[derive(Debug, Clone)]
+pub struct Reseal {
+    pub kid: String,
+    /// The sealed key as it is stored now (the compare of compare-and-set).
+    pub old: Vec<u8>,
+    /// The same key sealed under the current master key.
+    pub new: Vec<u8>,
+}
+
+/// Rows deleted by one `purge_expired`, by table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub revoked_tokens: u64,
+    pub sessions: u64,
+    pub login_throttle: u64,
+}
+
+/// Connections of the database pool (the refresh path's own connections not included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open (idle or in use).
+    pub open: u32,
+    /// Open connections not in use.
+    pub idle: u32,
+    /// `database.max_connections`.
+    pub max: u32,
+}
