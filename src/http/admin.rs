@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{AppJson, Bearer};
+use super::extract::{AppJson, Bearer, RequestCaller};
 use super::AppState;
 use crate::auth::{Caller, UserQuery, UserRef};
 
@@ -50,12 +50,7 @@ impl FromRequestParts<AppState> for AdminUser {
         let Bearer(token) = Bearer::from_request_parts(parts, st).await?;
         let token = token.ok_or(ApiError::MissingToken)?;
         let who = st.auth.authenticate_admin(&token).await?;
-        let caller = parts
-            .extensions
-            .get::<Caller>()
-            .cloned()
-            .unwrap_or_default();
-        let caller = caller.acting_as(who.user.id);
+        let caller = RequestCaller::of(&parts.extensions).acting_as(who.user.id);
         Ok(AdminUser { caller })
     }
 }

@@ -14,6 +14,7 @@ use base64::Engine;
 use secrecy::SecretString;
 
 use super::error::ApiError;
+use super::extract::RequestCaller;
 use super::AppState;
 use crate::auth::{AuthError, Caller, ClientAuth, ClientId};
 
@@ -186,11 +187,7 @@ impl<const CONFIDENTIAL: bool> FromRequest<AppState> for ClientForm<CONFIDENTIAL
     #[tracing::instrument(skip_all)]
     async fn from_request(req: Request, st: &AppState) -> Result<Self, ApiError> {
         let headers = req.headers().clone();
-        let caller = req
-            .extensions()
-            .get::<Caller>()
-            .cloned()
-            .unwrap_or_default();
+        let caller = RequestCaller::of(req.extensions());
         let body = Bytes::from_request(req, st).await;
         let form = Form::parse(&headers, body)?;
         let clients = if CONFIDENTIAL {

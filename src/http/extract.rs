@@ -81,11 +81,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
 #[derive(Debug, Clone, Default)]
 pub struct RequestCaller(pub crate::auth::Caller);
 
+impl RequestCaller {
+    /// The `Caller` the edge put in a request's `extensions`, or an empty one.
+    pub fn of(extensions: &axum::http::Extensions) -> crate::auth::Caller {
+        extensions
+            .get::<crate::auth::Caller>()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for RequestCaller {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let caller = parts.extensions.get::<crate::auth::Caller>().cloned();
-        Ok(RequestCaller(caller.unwrap_or_default()))
+        Ok(RequestCaller(Self::of(&parts.extensions)))
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tessera::store::{
     AuditEvent, AuditQuery, Duplicate, FeedStart, KeyRow, NewUser, Reserve, RevokedToken, Rotation,
-    RotationAttempt, Session, Store, StoreError,
+    RotationAttempt, Session, Store, StoreError, User,
 };
 use tessera::time::now_ms;
 use uuid::Uuid;
@@ -34,6 +34,20 @@ async fn store(backend: Backend) -> Option<(Arc<dyn Store>, Db)> {
     let store = tessera::store::connect(&settings).await.unwrap();
     store.migrate().await.unwrap();
     Some((store, db))
+}
+
+/// A migrated store holding `alice` and one live session of hers, created at `now`.
+async fn with_a_session(backend: Backend) -> Option<(Arc<dyn Store>, Db, User, Session, i64)> {
+    let (s, db) = store(backend).await?;
+    let alice = s.create_user(new_user("alice")).await.unwrap();
+    let now = now_ms();
+    let session = session_of(alice.id, now);
+    let subject = s.create_session(&session, alice.tokens_not_before).await;
+    assert!(
+        subject.unwrap().is_some(),
+        "the fence holds for a fresh user"
+    );
+    Some((s, db, alice, session, now))
 }
 
 fn new_user(name: &str) -> NewUser {
@@ -141,15 +155,9 @@ async fn a_session_is_fenced_rotated_and_revoked(b: Backend) {
 }
 
 async fn the_denylist_and_token_status_agree(b: Backend) {
-    let Some((s, _db)) = store(b).await else {
+    let Some((s, _db, alice, session, now)) = with_a_session(b).await else {
         return;
     };
-    let alice = s.create_user(new_user("alice")).await.unwrap();
-    let now = now_ms();
-    let session = session_of(alice.id, now);
-    s.create_session(&session, alice.tokens_not_before)
-        .await
-        .unwrap();
     let fresh = s.token_status(alice.id, session.id, "j1").await.unwrap();
     assert!(fresh.user.is_some() && !fresh.session_revoked && !fresh.jti_revoked);
     let token = RevokedToken {
@@ -244,15 +252,9 @@ async fn keys_are_stored_and_rotated(b: Backend) {
 }
 
 async fn the_feed_lists_what_was_revoked(b: Backend) {
-    let Some((s, _db)) = store(b).await else {
+    let Some((s, _db, alice, session, now)) = with_a_session(b).await else {
         return;
     };
-    let alice = s.create_user(new_user("alice")).await.unwrap();
-    let now = now_ms();
-    let session = session_of(alice.id, now);
-    s.create_session(&session, alice.tokens_not_before)
-        .await
-        .unwrap();
     s.revoke_session(session.id, "logout", now).await.unwrap();
     s.revoke_token(&RevokedToken {
         jti: "j1".into(),
