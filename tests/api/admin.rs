@@ -810,6 +810,10 @@ async fn an_oversized_body_is_413_whatever_the_path(b: Backend) {
             .unwrap();
         assert_eq!(r.status(), 413, "{path}");
     }
+    // Nothing was written: the only account is as it was.
+    let root = app.store.user_by_username("root").await.unwrap().unwrap();
+    assert_eq!(root.roles, vec!["admin"]);
+    assert_eq!(app.store.list_users().await.unwrap().len(), 1);
     // A malformed id with a body that fits is 400 invalid_request.
     let r = app
         .admin(
