@@ -15,6 +15,7 @@ use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::auth::audit::Event;
 use crate::auth::{AuditEvent, AuditQuery};
+use tessera_proto::admin::AuditEventView;
 
 /// Events per page unless `limit` says otherwise.
 const DEFAULT_LIMIT: u32 = 100;
@@ -40,43 +41,21 @@ struct AuditParams {
     limit: Option<u32>,
 }
 
-/// One event. Never a secret.
-#[derive(Serialize, ToSchema)]
-pub struct AuditEventView {
-    id: Uuid,
-    /// RFC 3339, UTC, milliseconds.
-    time: String,
-    /// Milliseconds since the epoch.
-    at: i64,
-    event: String,
-    user_id: Option<Uuid>,
-    session_id: Option<Uuid>,
-    client_id: Option<String>,
-    /// The client address.
-    ip: Option<String>,
-    request_id: Option<String>,
-    /// A reason code, e.g. `bad_password`, `unknown_user`, `disabled`.
-    reason: Option<String>,
-    /// The administrator who acted, for admin API actions.
-    actor_id: Option<Uuid>,
-}
-
-impl From<AuditEvent> for AuditEventView {
-    fn from(e: AuditEvent) -> Self {
-        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.at.max(0) as u64);
-        AuditEventView {
-            id: e.id,
-            time: humantime::format_rfc3339_millis(time).to_string(),
-            at: e.at,
-            event: e.event,
-            user_id: e.user_id,
-            session_id: e.session_id,
-            client_id: e.client_id,
-            ip: e.ip,
-            request_id: e.request_id,
-            reason: e.reason,
-            actor_id: e.actor_id,
-        }
+/// An event as the admin API shows it, its time also in RFC 3339.
+fn event_view(e: AuditEvent) -> AuditEventView {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.at.max(0) as u64);
+    AuditEventView {
+        id: e.id,
+        time: humantime::format_rfc3339_millis(time).to_string(),
+        at: e.at,
+        event: e.event,
+        user_id: e.user_id,
+        session_id: e.session_id,
+        client_id: e.client_id,
+        ip: e.ip,
+        request_id: e.request_id,
+        reason: e.reason,
+        actor_id: e.actor_id,
     }
 }
 
@@ -134,7 +113,7 @@ async fn list_events(
         })
         .await?;
     let page = AuditPage {
-        events: events.into_iter().map(Into::into).collect(),
+        events: events.into_iter().map(event_view).collect(),
         next_cursor,
     };
     Ok(Json(page).into_response())

@@ -1,4 +1,5 @@
-//! The admin API's views of users and sessions (`/admin/users…`): what an administrator sees,
+//! The admin API's views of users, sessions (`/admin/users…`) and audit events
+//! (`/admin/audit`): what an administrator sees,
 //! never a password hash. Times are milliseconds since the Unix epoch.
 
 use serde::{Deserialize, Serialize};
@@ -56,4 +57,32 @@ pub struct SessionView {
     pub scope: Option<String>,
     /// Whether its refresh token still works.
     pub active: bool,
+}
+
+/// An audit event as `GET /admin/audit` shows it. Never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct AuditEventView {
+    /// UUIDv7: ordering by id is ordering by time.
+    pub id: Uuid,
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    /// The event's name, e.g. `login.failed`.
+    pub event: String,
+    /// The user the event is about.
+    pub user_id: Option<Uuid>,
+    /// The session (refresh-token family) it is about.
+    pub session_id: Option<Uuid>,
+    /// The OAuth client that asked.
+    pub client_id: Option<String>,
+    /// The client address.
+    pub ip: Option<String>,
+    /// The `x-request-id` of the request that caused it.
+    pub request_id: Option<String>,
+    /// A reason code, e.g. `bad_password`, `unknown_user`, `disabled`.
+    pub reason: Option<String>,
+    /// The administrator who acted, for admin API actions.
+    pub actor_id: Option<Uuid>,
 }

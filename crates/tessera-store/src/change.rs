@@ -17,13 +17,14 @@ pub enum Change {
     Token { jti: String, expires_at: i64 },
     /// A revocation payload that could not be read: revocations may have gone unseen.
     Unreadable,
-    /// Any other payload, such as `keys`: the signing keys may have changed.
+    /// `keys`: the signing keys may have changed.
     Keys,
     /// Changes may be going unseen from now on (the listener's connection broke, or SQLite
     /// cannot be read).
     Lost,
-    /// Anything may have changed without a precise notification (after `Lost`, or on SQLite
-    /// after any commit by another connection): forget what was cached and reread.
+    /// Anything may have changed without a precise notification (after `Lost`, on SQLite
+    /// after any commit by another connection, or a payload this version does not know, say
+    /// from a newer replica): forget what was cached and reread.
     Resync,
 }
 
@@ -48,7 +49,10 @@ impl Change {
                     expires_at,
                 });
         }
-        Change::Keys
+        if payload == "keys" {
+            return Change::Keys;
+        }
+        Change::Resync
     }
 
     /// The payload a writer NOTIFYs for a change it made itself (only `Keys` is sent so; the
@@ -78,6 +82,7 @@ mod tests {
             }
         );
         assert_eq!(Change::parse("keys"), Change::Keys);
+        assert_eq!(Change::parse("clients"), Change::Resync);
         assert_eq!(Change::parse("user:nope"), Change::Unreadable);
         assert_eq!(Change::parse("session:garbage"), Change::Unreadable);
         assert_eq!(Change::parse("jti:soon:x"), Change::Unreadable);

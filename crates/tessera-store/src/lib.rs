@@ -20,6 +20,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod change;
+mod error;
 mod model;
 pub mod time;
 
@@ -60,6 +61,7 @@ use uuid::Uuid;
 #[cfg(feature = "sql")]
 pub use backend::SqlStore;
 pub use change::Change;
+pub use error::{Duplicate, StoreError, StoreResult};
 pub use model::{
     AuditEvent, AuditQuery, FeedKind, FeedPage, FeedPosition, FeedStart, Imported, KeyRow, NewUser,
     OnConflict, RevocationFeed, RevokedToken, Rotation, RotationAttempt, Session, SubjectClaims,
@@ -72,50 +74,6 @@ pub use pg::PgStore;
 pub use sql::{connect, connect_existing};
 #[cfg(feature = "sql")]
 pub use sqlite::SqliteStore;
-
-/// What a write would have duplicated: the unique value another row already holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Duplicate {
-    /// A user's name, taken outright.
-    Username,
-    /// A user's confusable skeleton (UTS #39): the name looks like another account's.
-    UsernameSkeleton,
-    /// The key an automatic rotation replaces: another replica rotated it first.
-    KeySuccessor,
-    /// Any other unique value (a signing key's kid).
-    Other,
-}
-
-/// The column's name, as errors and logs have always named it.
-impl std::fmt::Display for Duplicate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Duplicate::Username => "username",
-            Duplicate::UsernameSkeleton => "username_skeleton",
-            Duplicate::KeySuccessor => "succeeds",
-            Duplicate::Other => "key",
-        })
-    }
-}
-
-/// A store failure, with the meaning callers need.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A unique constraint was violated; what was duplicated is named.
-    #[error("duplicate {0}")]
-    Duplicate(Duplicate),
-    /// The database cannot be reached or the pool is exhausted. The caller fails closed (503).
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// The tables do not exist: the database was never migrated.
-    #[error("the database has no schema")]
-    NoSchema,
-    /// Anything else: a bug or corrupted data.
-    #[error("database error: {0}")]
-    Other(String),
-}
-
-pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Rows read as they arrive.
 pub type RowStream<'a, T> = futures_util::stream::BoxStream<'a, StoreResult<T>>;
