@@ -33,7 +33,7 @@ pub mod cli;
 pub use tessera_config as config;
 /// Routers, extractors, the middleware stack, and `ApiError`.
 pub mod http;
-/// The hosted HTML pages (empty for now; see the module documentation).
+/// The hosted HTML pages of the OpenID Provider (`/authorize` and its forms).
 pub mod pages;
 /// The model, the `Store` traits and their Postgres and SQLite implementation (the
 /// `tessera-store` crate).

@@ -74,17 +74,26 @@ pub async fn services(settings: Settings) -> Result<Services, StartError> {
 pub struct Application {
     listener: TcpListener,
     services: Services,
+    pages: crate::pages::SharedPages,
 }
 
 impl Application {
     /// Prepares everything and binds `http.bind` (port 0 picks a free port).
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let bind = settings.http.bind.clone();
+        // A broken theme fails the start, not a login.
+        let pages = crate::pages::Pages::load(settings.ui.templates_dir.as_deref())
+            .map(Arc::new)
+            .map_err(StartError)?;
         let services = services(settings).await?;
         let listener = TcpListener::bind(&bind)
             .await
             .map_err(start_err("cannot bind http.bind"))?;
-        Ok(Self { listener, services })
+        Ok(Self {
+            listener,
+            services,
+            pages,
+        })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, StartError> {
@@ -114,7 +123,7 @@ impl Application {
             let auth = auth.clone();
             async move { auth.run_audit_writer().await }
         });
-        let router = crate::http::router(auth.clone(), settings.clone());
+        let router = crate::http::router(auth.clone(), settings.clone(), self.pages);
         // Verifiers compare `iss` with the URL they were given: say which one tokens carry.
         tracing::info!(issuer = %settings.tokens.issuer, "access tokens are issued by");
         if settings.publish_ahead() < MIN_PUBLISH_AHEAD {

@@ -20,11 +20,20 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(openid_configuration))
 }
 
-/// The RFC 8414 metadata document.
+/// The RFC 8414 metadata document, which is also the OpenID Provider configuration (OIDC
+/// Discovery §3): every endpoint and capability, and nothing Tessera does not do.
 pub fn metadata(s: &Settings, scopes: Vec<String>) -> Value {
     let iss = s.tokens.issuer.trim_end_matches('/');
+    let mut scopes = scopes;
+    for oidc in ["openid", "profile", "offline_access"] {
+        if !scopes.iter().any(|s| s == oidc) {
+            scopes.push(oidc.to_string());
+        }
+    }
+    scopes.sort();
     json!({
         "issuer": s.tokens.issuer,
+        "authorization_endpoint": format!("{iss}/authorize"),
         "jwks_uri": format!("{iss}/.well-known/jwks.json"),
         "token_endpoint": format!("{iss}/token"),
         "revocation_endpoint": format!("{iss}/revoke"),
@@ -33,10 +42,23 @@ pub fn metadata(s: &Settings, scopes: Vec<String>) -> Value {
         // An extension member (RFC 8414 §2 allows them): the revocation feed, which
         // tessera-verify and other verifiers poll.
         "revocation_feed_endpoint": format!("{iss}/revocations"),
-        "grant_types_supported": ["password", "refresh_token"],
-        // RFC 8414 §2 requires the member; with no authorization endpoint, no response type
-        // is supported (in particular not the implicit grant's "token").
-        "response_types_supported": [],
+        "grant_types_supported": ["authorization_code", "password", "refresh_token"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query", "form_post"],
+        "code_challenge_methods_supported": ["S256"],
+        // RFC 9207: every authorization response carries `iss`.
+        "authorization_response_iss_parameter_supported": true,
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": algs(),
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        "claims_supported": [
+            "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid",
+            "azp", "at_hash", "preferred_username", "updated_at"
+        ],
+        "acr_values_supported": ["1"],
+        "claims_parameter_supported": false,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
@@ -68,11 +90,9 @@ async fn oauth_metadata(State(st): State<AppState>) -> Response {
     cached(metadata(&st.settings, st.auth.scopes_supported()))
 }
 
-/// The same RFC 8414 document under the OpenID Connect discovery name, for clients that look
-/// only there. Tessera is not an OpenID Provider: it issues no ID token and has no
-/// authorization endpoint, so it does not claim OpenID Connect Discovery fields.
+/// The OpenID Provider configuration (OIDC Discovery §4): the same document as RFC 8414's.
 #[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "discovery",
-    responses((status = 200, description = "The RFC 8414 metadata", body = Object)))]
+    responses((status = 200, description = "The OpenID Provider configuration", body = Object)))]
 async fn openid_configuration(State(st): State<AppState>) -> Response {
     cached(metadata(&st.settings, st.auth.scopes_supported()))
 }

@@ -10,6 +10,8 @@ mod discovery;
 mod edge;
 pub mod error;
 mod extract;
+pub(crate) use extract::RequestCaller;
+pub(crate) use session::{client_meta, read_cookie};
 mod feed;
 pub(crate) mod guard;
 mod health;
@@ -62,6 +64,8 @@ pub struct SharedState {
     pub allowed_origins: Arc<csrf::AllowedOrigins>,
     /// `Cache-Control` of the JWKS, rendered once.
     pub jwks_cache_control: HeaderValue,
+    /// The hosted pages' templates.
+    pub pages: crate::pages::SharedPages,
 }
 
 /// The OpenAPI 3.1 document's fixed parts; paths come from the handlers' annotations.
@@ -97,7 +101,11 @@ impl utoipa::Modify for SecuritySchemes {
 }
 
 /// Every route of the contract, the OpenAPI document, and the middleware stack.
-pub fn router(auth: Arc<Auth>, settings: Arc<Settings>) -> Router {
+pub fn router(
+    auth: Arc<Auth>,
+    settings: Arc<Settings>,
+    pages: crate::pages::SharedPages,
+) -> Router {
     let s = &settings;
     let body_limit = s.http.body_limit;
     let timeout = s.http.request_timeout;
@@ -120,6 +128,7 @@ pub fn router(auth: Arc<Auth>, settings: Arc<Settings>) -> Router {
         settings: settings.clone(),
         trusted_proxies: trusted_proxies.clone(),
         auth,
+        pages,
     }));
     // The OpenAPI document is generated from the same route table that serves requests, so
     // the two cannot drift.
@@ -137,6 +146,7 @@ pub fn router(auth: Arc<Auth>, settings: Arc<Settings>) -> Router {
         .split_for_parts();
     let openapi = bytes::Bytes::from(api.to_json().unwrap_or_else(|_| "{}".into()));
     let routes = api_routes
+        .merge(crate::pages::router())
         .route(
             "/openapi.json",
             get(move || {

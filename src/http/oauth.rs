@@ -10,13 +10,13 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::client_auth::{authenticate, AnyClientForm, Clients, ConfidentialClientForm, Form};
 use super::error::{token_endpoint, ApiError, ErrorBody};
 use super::extract::RequestCaller;
-use super::session::{client_meta, token_response};
+use super::session::{client_meta, code_response, token_response};
 use super::AppState;
 use crate::auth::{Introspection as Found, TokenRequest};
 use crate::time::UnixMillis;
@@ -37,8 +37,16 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// before).
 #[derive(Deserialize, ToSchema)]
 struct TokenForm {
-    /// `password` or `refresh_token`.
+    /// `authorization_code`, `password` or `refresh_token`.
     grant_type: String,
+    /// The authorization code (`authorization_code`, RFC 6749 §4.1.3).
+    #[schema(value_type = Option<String>, format = Password)]
+    code: Option<SecretString>,
+    /// The PKCE verifier of the code's challenge (RFC 7636 §4.5).
+    #[schema(value_type = Option<String>, format = Password)]
+    code_verifier: Option<SecretString>,
+    /// The redirect URI the code was sent to (RFC 6749 §4.1.3).
+    redirect_uri: Option<String>,
     username: Option<String>,
     #[schema(value_type = Option<String>, format = Password)]
     password: Option<SecretString>,
@@ -67,7 +75,8 @@ struct TokenParam {
     token_type_hint: Option<String>,
 }
 
-/// RFC 6749 token endpoint: the password (§4.3) and refresh_token (§6) grants.
+/// RFC 6749 token endpoint: the authorization code (§4.1.3, with PKCE), password (§4.3) and
+/// refresh_token (§6) grants.
 #[utoipa::path(post, path = "/token", tag = "oauth",
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     security((), ("basic" = [])),
@@ -90,10 +99,31 @@ async fn token(
     let form = Form::parse(&headers, body)?;
     let t: TokenForm = form.decode()?;
     let grant = t.grant_type.as_str();
-    if !matches!(grant, "password" | "refresh_token") {
+    if !matches!(grant, "password" | "refresh_token" | "authorization_code") {
         return Err(ApiError::UnsupportedGrantType);
     }
     let client = authenticate(&st, &headers, Some(&form), Clients::Any, &caller).await?;
+    st.auth.check_grant(&client, grant)?;
+    if grant == "authorization_code" {
+        let code = t
+            .code
+            .ok_or_else(|| ApiError::InvalidRequest("missing code".into()))?;
+        let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(p))| p));
+        let verifier = t.code_verifier.as_ref().map(|v| v.expose_secret());
+        let granted = st
+            .auth
+            .exchange_code(
+                &code,
+                verifier,
+                t.redirect_uri.as_deref(),
+                &client,
+                meta,
+                &caller,
+            )
+            .await
+            .map_err(token_endpoint)?;
+        return Ok(code_response(&granted));
+    }
     // RFC 6749 §3.3 and RFC 8707 §2.
     let req = TokenRequest {
         scope: t.scope,

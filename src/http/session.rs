@@ -68,6 +68,28 @@ pub struct TokenResponse<'a> {
     /// The granted scope, when one was asked for (RFC 6749 §5.1).
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
+    /// The ID token, for a code exchange that was granted `openid` (OIDC Core §3.1.3.3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_token: Option<&'a str>,
+}
+
+/// The answer of a code exchange: the pair, the refresh token only when the client gets one,
+/// and the ID token.
+pub fn code_response(g: &crate::auth::oidc::CodeGrant) -> Response {
+    let refresh = g.refresh.then(|| g.pair.refresh_token.expose_secret());
+    let body = TokenResponse {
+        access_token: g.pair.access_token.expose_secret(),
+        token_type: "Bearer",
+        expires_in: g.pair.expires_in,
+        refresh_token: refresh,
+        refresh_expires_in: g.pair.refresh_expires_in,
+        scope: g.pair.scope.as_deref(),
+        id_token: g.id_token.as_ref().map(|t| t.expose_secret()),
+    };
+    let mut res = axum::Json(body).into_response();
+    res.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    res
 }
 
 /// Serialises a token pair (RFC 6749 §5.1; the edge adds `Cache-Control: no-store`).
@@ -94,6 +116,7 @@ fn token_body(pair: &TokenPair, refresh_token: Option<&str>) -> Response {
         refresh_token,
         refresh_expires_in: pair.refresh_expires_in,
         scope: pair.scope.as_deref(),
+        id_token: None,
     };
     let mut res = axum::Json(body).into_response();
     res.headers_mut()
@@ -103,7 +126,7 @@ fn token_body(pair: &TokenPair, refresh_token: Option<&str>) -> Response {
 
 /// Where a login comes from: the user agent, and the client address (the socket peer, or what
 /// a trusted proxy forwarded; see `client_addr`).
-pub(super) fn client_meta(
+pub(crate) fn client_meta(
     st: &AppState,
     headers: &HeaderMap,
     peer: Option<SocketAddr>,
@@ -239,6 +262,12 @@ pub const REFRESH_COOKIE: &str = "__Host-tessera_refresh";
 /// Names are compared byte for byte after trimming only spaces and tabs, so a name such as
 /// `\u{2000}__Host-tessera_refresh` is another cookie, never this one.
 fn refresh_cookie(headers: &HeaderMap) -> Option<SecretString> {
+    read_cookie(headers, REFRESH_COOKIE)
+}
+
+/// The value of the cookie `name` (the refresh cookie, and the hosted pages' SSO and CSRF
+/// cookies), read as `refresh_cookie` says; an empty value is none.
+pub(crate) fn read_cookie(headers: &HeaderMap, name: &str) -> Option<SecretString> {
     // A header value holds no control character but HTAB, so ASCII trimming is exactly
     // trimming spaces and tabs; Unicode spaces stay part of the name.
     let trim = <[u8]>::trim_ascii;
@@ -250,13 +279,13 @@ fn refresh_cookie(headers: &HeaderMap) -> Option<SecretString> {
             let eq = pair.iter().position(|b| *b == b'=')?;
             Some((trim(&pair[..eq]), trim(&pair[eq + 1..])))
         })
-        .find(|(name, _)| *name == REFRESH_COOKIE.as_bytes())
+        .find(|(n, _)| *n == name.as_bytes())
         .and_then(|(_, value)| {
             let value = value
                 .strip_prefix(b"\"")
                 .and_then(|v| v.strip_suffix(b"\""))
                 .unwrap_or(value);
-            // A refresh token is base64url: anything else is no token of ours.
+            // Tessera's cookie values are base64url: anything else is no value of ours.
             std::str::from_utf8(value).ok().map(str::to_string)
         })
         .map(SecretString::from)

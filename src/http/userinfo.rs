@@ -18,7 +18,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Who the bearer of the access token is.
 #[utoipa::path(get, path = "/userinfo", tag = "session", security(("bearer" = [])),
     responses(
-        (status = 200, description = "The caller: sub, username, roles, sid and custom claims", body = Object),
+        (status = 200, description = "The caller: sub, username, roles, sid, custom claims, and with the profile scope preferred_username and updated_at (OIDC Core §5.3)", body = Object),
         (status = 401, description = "Missing, invalid, expired or revoked token (WWW-Authenticate: Bearer)", body = ErrorBody),
         (status = 503, description = "Revocation state unavailable (fails closed)", body = ErrorBody),
     ))]
@@ -45,6 +45,14 @@ async fn userinfo_inner(State(st): State<AppState>, bearer: Bearer) -> Result<Re
         "sid": who.claims.session_id.to_string(),
     });
     if let Value::Object(map) = &mut body {
+        // OIDC Core §5.4: the standard claims the granted scope allows; none is invented.
+        if who.claims.claims.scopes().any(|s| s == "profile") {
+            map.insert("preferred_username".into(), json!(who.user.username));
+            map.insert(
+                "updated_at".into(),
+                json!(who.user.updated_at.div_euclid(1000)),
+            );
+        }
         for (k, v) in custom_claims(&who.user.claims) {
             map.entry(k).or_insert(v);
         }

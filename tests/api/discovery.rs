@@ -1,4 +1,4 @@
-//! Discovery: the RFC 8414 authorization-server metadata and the JWKS it points to.
+//! Discovery: the RFC 8414 metadata, which is also the OpenID Provider configuration.
 
 use serde_json::{json, Value};
 
@@ -26,21 +26,40 @@ async fn discovery_documents(b: Backend) {
         assert_eq!(v["introspection_endpoint"], format!("{iss}/introspect"));
         assert_eq!(
             v["grant_types_supported"],
-            json!(["password", "refresh_token"])
+            json!(["authorization_code", "password", "refresh_token"])
         );
         assert!(v["token_endpoint_auth_methods_supported"]
             .as_array()
             .unwrap()
             .contains(&json!("client_secret_basic")));
         assert!(v.to_string().contains("ES256"));
-        // Exactly true: no authorization endpoint, so no response type and no implicit grant;
-        // no ID token, so no OpenID Connect fields.
-        assert_eq!(v["response_types_supported"], json!([]));
+        // An OpenID Provider configuration (OIDC Discovery §3), true of this server.
+        assert_eq!(v["authorization_endpoint"], format!("{iss}/authorize"));
+        assert_eq!(v["userinfo_endpoint"], format!("{iss}/userinfo"));
+        assert_eq!(v["response_types_supported"], json!(["code"]));
+        assert_eq!(v["response_modes_supported"], json!(["query", "form_post"]));
+        assert_eq!(v["code_challenge_methods_supported"], json!(["S256"]));
+        assert_eq!(v["subject_types_supported"], json!(["public"]));
+        assert_eq!(v["authorization_response_iss_parameter_supported"], true);
+        assert!(v["id_token_signing_alg_values_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("RS256")));
+        assert!(v["scopes_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("openid")));
+        assert!(v["claims_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("sub")));
+        // Nothing it does not do (yet): no logout endpoints, no device grant, no PAR.
         for absent in [
-            "authorization_endpoint",
-            "id_token_signing_alg_values_supported",
-            "subject_types_supported",
-            "claims_supported",
+            "end_session_endpoint",
+            "backchannel_logout_supported",
+            "device_authorization_endpoint",
+            "pushed_authorization_request_endpoint",
+            "registration_endpoint",
         ] {
             assert!(v.get(absent).is_none(), "{path} claims {absent}");
         }

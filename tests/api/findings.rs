@@ -188,6 +188,7 @@ async fn a_session_is_created_only_under_the_credential_verified(b: Backend) {
         client_id: "tessera".into(),
         scope: None,
         resource: None,
+        sso_session_id: None,
     };
     let fence = |app: &TestApp| {
         let store = app.store.clone();

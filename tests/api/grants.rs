@@ -149,7 +149,14 @@ async fn scope_is_granted_per_client_and_resource(b: Backend) {
         .unwrap();
     assert_eq!(
         meta["scopes_supported"],
-        json!(["admin", "orders:read", "orders:write", "profile"])
+        json!([
+            "admin",
+            "offline_access",
+            "openid",
+            "orders:read",
+            "orders:write",
+            "profile"
+        ])
     );
 }
 

@@ -20,6 +20,7 @@ mod keys;
 mod login;
 mod master_key;
 mod oauth;
+mod oidc;
 mod operations;
 mod refresh;
 mod resilience;

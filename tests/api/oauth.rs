@@ -157,10 +157,11 @@ async fn token_endpoint_refuses_malformed_requests(b: Backend) {
             "unsupported_grant_type",
         ),
         (
-            "authorization_code",
+            // The first-party client has no redirect URI: it may not use the code grant.
+            "authorization_code by the first-party client",
             vec![("grant_type", "authorization_code"), ("code", "x")],
             400,
-            "unsupported_grant_type",
+            "unauthorized_client",
         ),
         (
             "missing password",

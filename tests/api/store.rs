@@ -79,6 +79,7 @@ fn session_of(user_id: Uuid, now: i64) -> Session {
         client_id: "tessera".into(),
         scope: None,
         resource: None,
+        sso_session_id: None,
     }
 }
 

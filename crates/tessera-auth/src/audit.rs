@@ -75,10 +75,15 @@ pub enum Event {
     /// `reason`: `unknown_client`, `bad_secret`, `no_secret` (a confidential client without its
     /// secret).
     ClientAuthFailed,
+    /// An authorization code was exchanged for tokens (`/token`, RFC 6749 §4.1.3).
+    CodeExchanged,
+    /// An authorization code came back after its exchange: what it produced was revoked
+    /// (RFC 6749 §4.1.2, invariant 7).
+    CodeReplayed,
 }
 
 impl Event {
-    pub const ALL: [Event; 17] = [
+    pub const ALL: [Event; 19] = [
         Event::LoginSucceeded,
         Event::LoginFailed,
         Event::LoginThrottled,
@@ -96,6 +101,8 @@ impl Event {
         Event::SessionRevoked,
         Event::KeyRotated,
         Event::ClientAuthFailed,
+        Event::CodeExchanged,
+        Event::CodeReplayed,
     ];
 
     /// The event's name in logs, rows, metrics and the admin API.
@@ -118,6 +125,8 @@ impl Event {
             Event::SessionRevoked => "session.revoked",
             Event::KeyRotated => "key.rotated",
             Event::ClientAuthFailed => "client.auth_failed",
+            Event::CodeExchanged => "code.exchanged",
+            Event::CodeReplayed => "code.replayed",
         }
     }
 

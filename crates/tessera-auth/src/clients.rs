@@ -2,6 +2,8 @@
 //!
 //! - The first-party client (`tokens.client_id`, `tessera` by default) is public: it presents
 //!   no secret (RFC 6749 §2.1), and `/login` and `/refresh` act for it.
+//! - Registered public clients (`[[clients]]` with `public = true`) name themselves with
+//!   `client_id` and present no secret; PKCE proves them at the code exchange.
 //! - Confidential clients (`[[clients]]`) authenticate with a secret (RFC 6749 §2.3.1), by
 //!   HTTP Basic or form parameters; the transport is the HTTP layer's business, the check is
 //!   here, in constant time.
@@ -16,6 +18,11 @@ use crate::audit::Caller;
 pub struct ClientId(String);
 
 impl ClientId {
+    /// A client named by a checked authorization request or code (not authenticated here).
+    pub(crate) fn registered(id: &str) -> ClientId {
+        ClientId(id.to_string())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -40,6 +47,25 @@ impl Auth {
     /// The public first-party client, which `/login` and `/refresh` act for.
     pub fn first_party(&self) -> ClientId {
         ClientId(self.settings.tokens.client_id.clone())
+    }
+
+    /// The registered client `id` (`[[clients]]`), if any.
+    pub fn client_settings(&self, id: &str) -> Option<&crate::config::ClientSettings> {
+        self.settings.clients.iter().find(|c| c.id == id)
+    }
+
+    /// Whether `client` may use `grant` at `/token` (`grant_types`; the first-party client
+    /// uses `password` and `refresh_token`).
+    ///
+    /// Errors: `UnauthorizedClient` (RFC 6749 §5.2).
+    pub fn check_grant(&self, client: &ClientId, grant: &str) -> Result<(), AuthError> {
+        let allowed = if client.as_str() == self.settings.tokens.client_id {
+            matches!(grant, "password" | "refresh_token")
+        } else {
+            self.client_settings(client.as_str())
+                .is_some_and(|c| c.allows_grant(grant))
+        };
+        allowed.then_some(()).ok_or(AuthError::UnauthorizedClient)
     }
 
     /// Client authentication for `/token` and `/revoke`: a confidential client with its
@@ -117,6 +143,10 @@ impl Auth {
             ClientAuth::Public {
                 client_id: Some(id),
             } if *id == self.settings.tokens.client_id => Ok(self.first_party()),
+            // A registered public client (PKCE is its proof, at the code exchange).
+            ClientAuth::Public {
+                client_id: Some(id),
+            } if self.client_settings(id).is_some_and(|c| c.public) => Ok(ClientId(id.clone())),
             // A confidential client without its secret, or an unknown client.
             ClientAuth::Public { .. } => Err(AuthError::InvalidClient),
             ClientAuth::Secret {

@@ -26,6 +26,14 @@ pub enum AuthError {
     /// A valid token whose user lacks the role the operation needs.
     #[error("insufficient role")]
     InsufficientRole,
+    /// An authorization code that is unknown, expired, used before, or presented by another
+    /// client, with another redirect URI or a PKCE verifier that does not match (RFC 6749
+    /// §5.2 `invalid_grant`).
+    #[error("invalid authorization code")]
+    InvalidCode,
+    /// The client may not use this grant (RFC 6749 §5.2 `unauthorized_client`).
+    #[error("unauthorized client")]
+    UnauthorizedClient,
     /// Client authentication failed (RFC 6749 §5.2 `invalid_client`).
     #[error("invalid client")]
     InvalidClient,

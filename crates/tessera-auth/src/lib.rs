@@ -9,6 +9,7 @@
 //! - `feed`: the revocation feed for stateless verifiers;
 //! - `users`: account administration;
 //! - `clients`: client authentication and the first-party/confidential policy;
+//! - `oidc`: the OpenID Provider: authorization requests, the SSO session, codes, ID tokens;
 //! - `grants`: scopes and resources (RFC 6749 §3.3, RFC 8707): what a token request is granted;
 //! - `keys`: the signing keys, their lifecycle, and their use cases (the JWKS, manual
 //!   rotation, imported keys, rekey);
@@ -34,6 +35,7 @@ pub mod import;
 pub mod keys;
 pub mod login;
 mod observe;
+pub mod oidc;
 pub mod password;
 pub mod refresh_token;
 pub mod revocation;

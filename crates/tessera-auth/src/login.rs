@@ -80,6 +80,19 @@ pub fn check_new_password(
     Ok(())
 }
 
+/// The form of a login's username and password, checked before anything else.
+///
+/// Errors: `BadInput` (empty or oversized).
+pub fn check_login_input(username: &str, password: &SecretString) -> Result<(), AuthError> {
+    if username.is_empty() {
+        return Err(AuthError::BadInput("empty username".into()));
+    }
+    if username.len() > username::MAX_RAW_BYTES {
+        return Err(AuthError::BadInput("username too long".into()));
+    }
+    check_password(password)
+}
+
 /// The throttle's name for a login attempt: the normalised username, or for input no account
 /// can have, a digest of it (so raw input such as NUL bytes never reaches SQL).
 fn throttle_name(raw: &str, parsed: &Result<Username, username::NameError>) -> String {
@@ -113,19 +126,43 @@ impl Auth {
         req: &TokenRequest,
         caller: &Caller,
     ) -> Result<TokenPair, AuthError> {
-        if username.is_empty() {
-            return Err(AuthError::BadInput("empty username".into()));
-        }
-        if username.len() > username::MAX_RAW_BYTES {
-            return Err(AuthError::BadInput("username too long".into()));
-        }
-        check_password(&password)?;
+        check_login_input(username, &password)?;
         // A request that cannot be granted costs no hashing.
         let granted = self.grant(client, req)?;
+        let (user, now) = self
+            .verify_password_login(username, password, meta.ip.as_deref(), client, caller)
+            .await?;
+        let session = self.new_session(&user, meta, client, &granted, now);
+        let subject = self.open_session(&user, &session, client, caller).await?;
+        self.audit(
+            caller,
+            Event::LoginSucceeded,
+            Record::session(user.id, session.id).client(client.as_str()),
+        )
+        .await;
+        metrics::counter!("logins_total", "result" => "ok").increment(1);
+        self.issue(&subject, &session, &granted, now)
+    }
+
+    /// The password check of every login (`/login`, the password grant, the hosted login
+    /// page): admission control, the throttle and argon2 against the stored or the dummy hash
+    /// (invariant 4). Returns the user, and the time from which tokens may be minted for them
+    /// (after the cut-off read with the credential). Every refusal is the same
+    /// `InvalidCredentials`, recorded in the audit trail for `client`.
+    ///
+    /// Errors: `Unavailable` (shed), `Throttled`, `InvalidCredentials`, `StoreUnavailable`.
+    pub(crate) async fn verify_password_login(
+        &self,
+        username: &str,
+        password: SecretString,
+        ip: Option<&str>,
+        client: &ClientId,
+        caller: &Caller,
+    ) -> Result<(User, UnixMillis), AuthError> {
         // Shed before any database work when the password pipeline is full (invariant 4).
         let _admission = self.passwords.admit()?;
         let name = Username::for_lookup(username);
-        let keys = throttle::AttemptKeys::new(&throttle_name(username, &name), meta.ip.as_deref());
+        let keys = throttle::AttemptKeys::new(&throttle_name(username, &name), ip);
         let reservation = self.reserve_attempt(&keys, client, caller).await?;
         let (user, verified) = match self.check_credential(name, password).await {
             Ok(checked) => checked,
@@ -155,16 +192,7 @@ impl Auth {
         if let Some(new_hash) = verified.rehash {
             self.store_rehash(&user, &new_hash, now).await;
         }
-        let session = self.new_session(&user, meta, client, &granted, now);
-        let subject = self.open_session(&user, &session, client, caller).await?;
-        self.audit(
-            caller,
-            Event::LoginSucceeded,
-            Record::session(user.id, session.id).client(client.as_str()),
-        )
-        .await;
-        metrics::counter!("logins_total", "result" => "ok").increment(1);
-        self.issue(&subject, &session, &granted, now)
+        Ok((user, now))
     }
 
     /// Reserves a slot on each throttle key before any hashing, so that a parallel burst
@@ -247,7 +275,7 @@ impl Auth {
     }
 
     /// The session a login creates, from `now`.
-    fn new_session(
+    pub(crate) fn new_session(
         &self,
         user: &User,
         meta: ClientMeta,
@@ -274,6 +302,7 @@ impl Auth {
             client_id: client.as_str().to_string(),
             scope: granted.scope.clone(),
             resource: granted.resource.clone(),
+            sso_session_id: None,
         }
     }
 
@@ -284,7 +313,7 @@ impl Auth {
     /// it, a disable refuses its tokens, and a role removal cuts off this token while the
     /// session's next refresh reads the new roles. Roles and claims come from that same locked
     /// read.
-    async fn open_session(
+    pub(crate) async fn open_session(
         &self,
         user: &User,
         session: &Session,

@@ -8,6 +8,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod clients;
 mod load;
 mod validate;
 
@@ -44,6 +45,11 @@ pub struct Settings {
     /// `tokens.audience`.
     #[serde(default)]
     pub resources: Vec<ResourceSettings>,
+    /// The SSO session of the hosted login (`/authorize`).
+    pub sso: SsoSettings,
+    /// The hosted pages' templates.
+    #[serde(default)]
+    pub ui: UiSettings,
 }
 
 /// `/metrics`.
@@ -78,16 +84,82 @@ pub struct ResourceSettings {
     pub scopes: Vec<String>,
 }
 
-/// A confidential client (`[[clients]]` in a config file).
+/// An OAuth client (`[[clients]]` in a config file): a confidential client with a secret
+/// (introspection, the revocation feed, `/token`), or with `public = true` an app that holds no
+/// secret (an SPA, a mobile or CLI app) and proves itself with PKCE alone. Either logs users in
+/// through `/authorize` when it has `redirect_uris` (`clients.rs` checks each entry at start-up).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSettings {
     pub id: String,
+    /// The client secret (RFC 6749 §2.3.1), at least 16 characters; absent for a public client.
     #[serde(default, serialize_with = "redacted")]
     pub secret: Option<SecretString>,
-    /// The scopes this client may ask for (RFC 6749 §3.3).
+    /// A public client (RFC 6749 §2.1): no secret, PKCE is its only proof.
+    #[serde(default)]
+    pub public: bool,
+    /// Where `/authorize` may send the browser back: each matched exactly, except a loopback
+    /// URI's port (RFC 8252 §7.3). https, or http on a loopback host; no fragment, no wildcard.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Where the end-session endpoint may send the browser after logout (RP-Initiated Logout
+    /// 1.0 §3), under the same rules.
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// A client of the same operator: `/authorize` asks the user no consent for it.
+    #[serde(default)]
+    pub first_party: bool,
+    /// The scopes this client may ask for (RFC 6749 §3.3): an API's scopes, and the OpenID
+    /// scopes `openid`, `profile`, `email` and `offline_access`.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// The grants this client may use at `/token`: `authorization_code`, `refresh_token`,
+    /// `password`. Absent: `authorization_code` and `refresh_token`, plus `password` for a
+    /// confidential client without `redirect_uris` (what such a client could always do).
+    #[serde(default)]
+    pub grant_types: Option<Vec<String>>,
+    /// Where logout tokens are POSTed when a session of this client ends (Back-Channel
+    /// Logout 1.0 §2.2).
+    #[serde(default)]
+    pub backchannel_logout_uri: Option<String>,
+}
+
+impl ClientSettings {
+    /// Whether this client may use `grant` (`authorization_code`, `refresh_token`,
+    /// `password`) at `/token`; see `grant_types`.
+    pub fn allows_grant(&self, grant: &str) -> bool {
+        match &self.grant_types {
+            Some(list) => list.iter().any(|g| g == grant),
+            None => match grant {
+                "authorization_code" | "refresh_token" => true,
+                "password" => !self.public && self.redirect_uris.is_empty(),
+                _ => false,
+            },
+        }
+    }
+}
+
+/// The SSO session of the hosted pages: a browser's login, shared by every app that sends it
+/// to `/authorize`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsoSettings {
+    /// It ends after this long without use.
+    #[serde(with = "humantime_serde")]
+    pub idle_ttl: Duration,
+    /// ... and after this long in any case.
+    #[serde(with = "humantime_serde")]
+    pub absolute_ttl: Duration,
+}
+
+/// The hosted HTML pages.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiSettings {
+    /// A directory of templates (`login.html`, `consent.html`, `error.html`, `base.html`, …)
+    /// that replace the embedded ones of the same name, for theming.
+    #[serde(default)]
+    pub templates_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

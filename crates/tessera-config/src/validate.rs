@@ -117,10 +117,11 @@ impl Settings {
             if c.id == self.tokens.client_id {
                 return err("a [[clients]] id must differ from tokens.client_id (the public first-party client)");
             }
-            match &c.secret {
-                Some(s) if s.expose_secret().len() >= 16 => {}
-                _ => return err("every [[clients]] entry needs a secret (or secret_file) of at least 16 characters"),
-            }
+            c.validate()
+                .map_err(|rule| ConfigError(format!("[[clients]] entry \"{}\": {rule}", c.id)))?;
+        }
+        if self.sso.idle_ttl.is_zero() || self.sso.absolute_ttl < self.sso.idle_ttl {
+            return err("sso.idle_ttl must be positive and at most sso.absolute_ttl");
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 //!   read straight into it (`FromRow`).
 //! - `Store` is everything the domain needs from a database, as a union of small traits, one
 //!   per capability: users (`UserStore`), the writes that change what a user's tokens may do
-//!   (`UserChanges`), sessions, the denylist, the login throttle, signing keys, the
+//!   (`UserChanges`), sessions, SSO sessions and authorization codes (`oidc.rs`), the denylist, the login throttle, signing keys, the
 //!   revocation feed (`FeedStore`), the revocation state's first load (`FirstLoad`), changes
 //!   pushed between replicas (`ChangeNotifier`, delivering a typed `Change`), the audit trail,
 //!   and upkeep (migrations, readiness, purges).
@@ -22,6 +22,7 @@
 mod change;
 mod error;
 mod model;
+mod oidc;
 pub mod time;
 
 // The SQL implementation: one file per capability, and the two backends.
@@ -46,6 +47,8 @@ mod sql;
 #[cfg(feature = "sql")]
 mod sqlite;
 #[cfg(feature = "sql")]
+mod sso;
+#[cfg(feature = "sql")]
 mod throttle;
 #[cfg(feature = "sql")]
 mod upkeep;
@@ -68,6 +71,7 @@ pub use model::{
     TokenStatus, User, UserQuery,
 };
 pub use model::{PoolStats, Purged, Reseal, Reserve};
+pub use oidc::{AuthorizationCode, CodeStore, Redeemed, SsoSession, SsoStore};
 #[cfg(feature = "sql")]
 pub use pg::PgStore;
 #[cfg(feature = "sql")]
@@ -338,6 +342,8 @@ pub trait Store:
     + UserStore
     + UserChanges
     + SessionStore
+    + SsoStore
+    + CodeStore
     + DenylistStore
     + ThrottleStore
     + KeyStore
@@ -356,6 +362,8 @@ impl<T> Store for T where
         + UserStore
         + UserChanges
         + SessionStore
+        + SsoStore
+        + CodeStore
         + DenylistStore
         + ThrottleStore
         + KeyStore

@@ -79,6 +79,8 @@ pub struct Session {
     pub scope: Option<String>,
     /// The RFC 8707 resource its access tokens are for (`aud`); `None`: `tokens.audience`.
     pub resource: Option<String>,
+    /// The SSO session it was created through (`/authorize`), if any.
+    pub sso_session_id: Option<Uuid>,
 }
 
 impl Session {
@@ -297,7 +299,9 @@ pub struct Reseal {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Purged {
     pub revoked_tokens: u64,
+    /// Refresh sessions and SSO sessions.
     pub sessions: u64,
+    pub authorization_codes: u64,
     pub login_throttle: u64,
 }
 

@@ -10,8 +10,8 @@ use super::{Rotation, RotationAttempt, Session, SessionStore, StoreResult, Subje
 const INSERT: &str = "
     INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
                           idle_expires_at, absolute_expires_at, user_agent, ip, client_id,
-                          scope, resource)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+                          scope, resource, sso_session_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 /// The user row a login's session is created under, locked until the session is written
 /// (`FOR SHARE` on Postgres; SQLite's `BEGIN IMMEDIATE` already holds the write lock). A
@@ -120,6 +120,7 @@ impl SessionStore for SqlStore {
                 .bind(&s.client_id)
                 .bind(&s.scope)
                 .bind(&s.resource)
+                .bind(s.sso_session_id)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;

@@ -37,6 +37,19 @@ const PURGE_IDLE_SESSIONS: &str = "
     DELETE FROM sessions WHERE id IN
         (SELECT id FROM sessions WHERE idle_expires_at < $1 LIMIT $2)";
 
+/// Authorization codes an hour past their expiry: long enough for a replay to still find the
+/// code and revoke what it produced (invariant 7), and no longer.
+const PURGE_CODES: &str = "
+    DELETE FROM authorization_codes WHERE code_hash IN
+        (SELECT code_hash FROM authorization_codes WHERE expires_at < $1
+         ORDER BY expires_at LIMIT $2)";
+
+/// SSO sessions ended (absolute expiry or revocation) before the retention cut-off.
+const PURGE_SSO_SESSIONS: &str = "
+    DELETE FROM sso_sessions WHERE id IN
+        (SELECT id FROM sso_sessions
+         WHERE absolute_expires_at < $1 OR revoked_at < $1 OR idle_expires_at < $1 LIMIT $2)";
+
 const PURGE_THROTTLE: &str = "
     DELETE FROM login_throttle WHERE key IN
         (SELECT key FROM login_throttle WHERE locked_until < $1 AND window_start < $2 LIMIT $3)";
@@ -220,7 +233,12 @@ impl Upkeep for SqlStore {
             .purge_in_batches(PURGE_THROTTLE, &[now, cutoff])
             .await?
             + self.purge_in_batches(PURGE_ATTEMPTS, &[now]).await?;
+        b += self.purge_in_batches(PURGE_SSO_SESSIONS, &[cutoff]).await?;
+        let codes = self
+            .purge_in_batches(PURGE_CODES, &[now - 3_600_000])
+            .await?;
         Ok(Purged {
+            authorization_codes: codes,
             revoked_tokens: a,
             sessions: b,
             login_throttle: c,

@@ -29,6 +29,13 @@ pub enum ApiError {
     /// scheme to challenge and a Basic challenge would misdirect a form-authenticating client.
     #[error("invalid client")]
     InvalidClient { challenge: bool },
+    /// An authorization code that is unknown, expired, used, or not the client's, redirect
+    /// URI's or PKCE verifier's (RFC 6749 §5.2 `invalid_grant`).
+    #[error("invalid authorization code")]
+    InvalidCode,
+    /// The client may not use this grant (RFC 6749 §5.2 `unauthorized_client`).
+    #[error("unauthorized client")]
+    UnauthorizedClient,
     /// `grant_type` names a grant this server does not offer.
     #[error("unsupported grant type")]
     UnsupportedGrantType,
@@ -130,6 +137,16 @@ impl ApiError {
                 *status,
                 "invalid_grant",
                 "The credentials or the refresh token are invalid, expired or revoked.",
+            ),
+            ApiError::InvalidCode => (
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "The authorization code is invalid, expired or used, or was issued for another client, redirect URI or code verifier.",
+            ),
+            ApiError::UnauthorizedClient => (
+                StatusCode::BAD_REQUEST,
+                "unauthorized_client",
+                "The client may not use this grant type.",
             ),
             ApiError::InvalidScope => (
                 StatusCode::BAD_REQUEST,
@@ -243,6 +260,8 @@ impl From<AuthError> for ApiError {
                 }
             }
             AuthError::InvalidToken => ApiError::InvalidToken,
+            AuthError::InvalidCode => ApiError::InvalidCode,
+            AuthError::UnauthorizedClient => ApiError::UnauthorizedClient,
             AuthError::InvalidScope => ApiError::InvalidScope,
             AuthError::InvalidTarget => ApiError::InvalidTarget,
             AuthError::InsufficientRole => ApiError::Forbidden,

@@ -115,6 +115,8 @@ const EVERY_KEY: &[(&str, &str, &str)] = &[
         "c2VjcmV0LW1hc3Rlci1rZXk=",
         r#""[REDACTED]""#,
     ),
+    ("sso.idle_ttl", "2h", r#""2h""#),
+    ("sso.absolute_ttl", "3d", r#""3days""#),
     ("log.format", "json", r#""json""#),
     ("log.level", "debug", r#""debug""#),
 ];
@@ -245,4 +247,62 @@ fn an_unknown_algorithm_names_the_setting() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("keys.algorithm"), "{e}");
+}
+
+#[test]
+fn a_bad_client_entry_names_the_client_and_the_rule() {
+    let with = |client: serde_json::Value| {
+        Settings::from_figment(
+            Figment::from(Toml::string(DEFAULT_TOML))
+                .merge(Serialized::default("clients", serde_json::json!([client]))),
+        )
+    };
+    let secret = "a-client-secret-of-32-chars";
+    for (client, rule) in [
+        (
+            serde_json::json!({"id": "spa", "public": true, "secret": secret}),
+            "a public client has no secret",
+        ),
+        (
+            serde_json::json!({"id": "spa", "public": true, "redirect_uris": ["https://a.example/cb#x"]}),
+            "fragment",
+        ),
+        (
+            serde_json::json!({"id": "spa", "public": true, "redirect_uris": ["http://a.example/cb"]}),
+            "https, or http on a loopback host",
+        ),
+        (
+            serde_json::json!({"id": "spa", "public": true, "redirect_uris": ["https://*.a.example/cb"]}),
+            "wildcard",
+        ),
+        (
+            serde_json::json!({"id": "spa", "public": true, "post_logout_redirect_uris": ["https://a.example/*"]}),
+            "wildcard",
+        ),
+        (
+            serde_json::json!({"id": "app", "secret": secret, "grant_types": ["implicit"]}),
+            "unknown grant type",
+        ),
+        (
+            serde_json::json!({"id": "app", "secret": secret, "grant_types": ["authorization_code"]}),
+            "needs redirect_uris",
+        ),
+        (serde_json::json!({"id": "app"}), "needs a secret"),
+    ] {
+        let e = with(client.clone()).unwrap_err().to_string();
+        let id = client["id"].as_str().unwrap();
+        assert!(
+            e.contains(&format!("\"{id}\"")) && e.contains(rule),
+            "{client}: {e}"
+        );
+    }
+    let ok = with(serde_json::json!({
+        "id": "spa", "public": true, "first_party": true,
+        "redirect_uris": ["https://a.example/cb", "http://127.0.0.1/cb"],
+        "scopes": ["openid", "profile", "offline_access"]
+    }))
+    .unwrap();
+    let spa = &ok.clients[0];
+    assert!(spa.allows_grant("authorization_code") && spa.allows_grant("refresh_token"));
+    assert!(!spa.allows_grant("password"));
 }

@@ -1,0 +1,173 @@
+//! Authorization codes: issued at `/authorize`, exchanged once at `/token` (RFC 6749 §4.1.3,
+//! RFC 7636 §4.6, invariant 7).
+
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use super::request::is_pkce_value;
+use super::{has_scope, random_token, token_digest, AuthorizationRequest, Redirect, CODE_TTL_MS};
+use crate::audit::{Caller, Event, Record};
+use crate::store::{AuthorizationCode, Redeemed, SsoSession};
+use crate::time::{now_ms, UnixMillis};
+use crate::{Auth, AuthError, ClientId, ClientMeta, Granted, TokenPair};
+
+/// What a code exchange issues: the token pair, the ID token when `openid` was granted, and
+/// whether the refresh token goes to the client (it may use `refresh_token`, and a public
+/// client asked for `offline_access`).
+#[derive(Debug)]
+pub struct CodeGrant {
+    pub pair: TokenPair,
+    pub id_token: Option<SecretString>,
+    pub refresh: bool,
+}
+
+impl Auth {
+    /// A new code for `req`, signed in as `sso`: stored as its digest, valid for 60 s.
+    pub(crate) async fn issue_code(
+        &self,
+        req: &AuthorizationRequest,
+        sso: &SsoSession,
+        now: i64,
+    ) -> Result<Redirect, AuthError> {
+        let code = random_token()?;
+        self.store
+            .insert_code(&AuthorizationCode {
+                code_hash: token_digest(code.expose_secret()),
+                client_id: req.client_id.clone(),
+                redirect_uri: req.redirect_uri.clone(),
+                code_challenge: req.code_challenge.clone(),
+                nonce: req.nonce.clone(),
+                scope: req.granted.scope.clone(),
+                resource: req.granted.resource.clone(),
+                sso_session_id: sso.id,
+                user_id: sso.user_id,
+                auth_time: sso.auth_time,
+                amr: sso.amr.clone(),
+                created_at: now,
+                expires_at: now + CODE_TTL_MS,
+                used_at: None,
+                session_id: None,
+                replayed_at: None,
+            })
+            .await?;
+        let mut params = vec![("code", code.expose_secret().to_string())];
+        if let Some(state) = &req.state {
+            params.push(("state", state.clone()));
+        }
+        Ok(Redirect {
+            redirect_uri: req.redirect_uri.clone(),
+            response_mode: req.response_mode,
+            params,
+        })
+    }
+
+    /// The authorization code grant (RFC 6749 §4.1.3): a code, once, by the client it was
+    /// issued to, with the same redirect URI and the PKCE verifier of its challenge (RFC 7636
+    /// §4.6). A code presented again revokes the session its exchange created (§4.1.2).
+    ///
+    /// Errors: `UnauthorizedClient` (the client may not use the grant), `InvalidCode`,
+    /// `BadInput` (no `code_verifier` or `redirect_uri`), `Unavailable` (no key signs),
+    /// `StoreUnavailable`.
+    pub async fn exchange_code(
+        &self,
+        code: &SecretString,
+        verifier: Option<&str>,
+        redirect_uri: Option<&str>,
+        client: &ClientId,
+        meta: ClientMeta,
+        caller: &Caller,
+    ) -> Result<CodeGrant, AuthError> {
+        self.check_grant(client, "authorization_code")?;
+        let verifier = verifier.ok_or(AuthError::BadInput("missing code_verifier".into()))?;
+        let redirect_uri =
+            redirect_uri.ok_or(AuthError::BadInput("missing redirect_uri".into()))?;
+        let digest = token_digest(code.expose_secret());
+        let session_id = Uuid::now_v7();
+        let issued = match self
+            .store
+            .redeem_code(&digest, session_id, now_ms())
+            .await?
+        {
+            Redeemed::Fresh(c) => c,
+            Redeemed::Unknown => return Err(AuthError::InvalidCode),
+            Redeemed::Replayed(c) => return Err(self.code_replayed(&c, caller).await),
+        };
+        let now = now_ms();
+        let pkce = is_pkce_value(verifier) && token_digest(verifier) == issued.code_challenge;
+        if issued.expires_at <= now
+            || issued.client_id != client.as_str()
+            || issued.redirect_uri != redirect_uri
+            || !pkce
+        {
+            tracing::info!("authorization code refused");
+            return Err(AuthError::InvalidCode);
+        }
+        let user = match self.store.user_by_id(issued.user_id).await? {
+            Some(u) if !u.disabled => u,
+            _ => return Err(AuthError::InvalidCode),
+        };
+        let sso_live = self
+            .store
+            .sso_session(issued.sso_session_id)
+            .await?
+            .is_some_and(|s| s.is_live(now) && s.created_at > user.tokens_not_before);
+        if !sso_live {
+            return Err(AuthError::InvalidCode);
+        }
+        let granted = Granted {
+            scope: issued.scope.clone(),
+            resource: issued.resource.clone(),
+        };
+        let now = UnixMillis(now.max(user.tokens_not_before + 1));
+        let mut session = self.new_session(&user, meta, client, &granted, now);
+        session.id = session_id;
+        session.sso_session_id = Some(issued.sso_session_id);
+        let subject = self.open_session(&user, &session, client, caller).await?;
+        // A replay that raced this exchange marked the code before this read, or finds the
+        // session and revokes it: either way nothing it produced survives.
+        if self.store.code_replayed(&digest).await? {
+            return Err(self.code_replayed(&issued, caller).await);
+        }
+        let pair = self.issue(&subject, &session, &granted, now)?;
+        let id_token = match has_scope(granted.scope.as_deref(), "openid") {
+            true => Some(self.id_token(&issued, &user, pair.access_token.expose_secret(), now)?),
+            false => None,
+        };
+        let public = self
+            .client_settings(client.as_str())
+            .is_some_and(|c| c.public);
+        let refresh = self.check_grant(client, "refresh_token").is_ok()
+            && (!public || has_scope(granted.scope.as_deref(), "offline_access"));
+        self.audit(
+            caller,
+            Event::CodeExchanged,
+            Record::session(user.id, session.id).client(client.as_str()),
+        )
+        .await;
+        Ok(CodeGrant {
+            pair,
+            id_token,
+            refresh,
+        })
+    }
+
+    /// A code came back after its exchange: the session it produced ends (RFC 6749 §4.1.2).
+    async fn code_replayed(&self, code: &AuthorizationCode, caller: &Caller) -> AuthError {
+        tracing::warn!(client_id = %code.client_id, "authorization code replayed");
+        if let Some(id) = code.session_id {
+            if let Err(e) = self
+                .end_sessions(crate::Ending::Session(id), "code_replayed")
+                .await
+            {
+                return e;
+            }
+        }
+        let record = match code.session_id {
+            Some(s) => Record::session(code.user_id, s),
+            None => Record::user(code.user_id),
+        };
+        self.audit(caller, Event::CodeReplayed, record.client(&code.client_id))
+            .await;
+        AuthError::InvalidCode
+    }
+}

@@ -1,0 +1,282 @@
+//! Checking an authorization request (RFC 6749 §4.1.1, RFC 7636 §4.3, OIDC Core §3.1.2.1).
+//! The client and the redirect URI come first: until both are verified, an error is Tessera's
+//! own page and never a redirect (invariant 8).
+
+use super::{
+    error_redirect, AuthorizationRequest, AuthorizeError, AuthorizeParams, Prompt, ResponseMode,
+};
+use crate::{Auth, AuthError, ClientId, TokenRequest};
+
+/// The longest `state` and `nonce` kept (bytes): longer ones are refused, not cut.
+const MAX_PARAM_BYTES: usize = 2048;
+
+/// Whether `presented` is the registered redirect URI `registered`: the same string, except
+/// that for an http loopback URI the port may differ (RFC 8252 §7.3). No other normalisation:
+/// a prefix, another path, another query or a fragment never matches (RFC 9700 §4.1.3).
+pub fn redirect_uri_matches(registered: &str, presented: &str) -> bool {
+    if registered == presented {
+        return true;
+    }
+    let (Ok(r), Ok(p)) = (url::Url::parse(registered), url::Url::parse(presented)) else {
+        return false;
+    };
+    let loopback = |u: &url::Url| {
+        u.scheme() == "http"
+            && match u.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            }
+    };
+    loopback(&r)
+        && loopback(&p)
+        && r.scheme() == p.scheme()
+        && r.host() == p.host()
+        && r.path() == p.path()
+        && r.query() == p.query()
+        && p.fragment().is_none()
+        && !presented.contains('#')
+        && p.username().is_empty()
+        && p.password().is_none()
+        && without_port(registered) == without_port(presented)
+}
+
+/// The URI with its port removed, compared as written (so that nothing but the port may
+/// differ).
+fn without_port(uri: &str) -> String {
+    match url::Url::parse(uri) {
+        Ok(mut u) => {
+            let _ = u.set_port(None);
+            u.to_string()
+        }
+        Err(_) => uri.to_string(),
+    }
+}
+
+/// RFC 7636 §4.2: 43 to 128 characters of `[A-Z] / [a-z] / [0-9] / "-" / "." / "_" / "~"`.
+pub(crate) fn is_pkce_value(s: &str) -> bool {
+    (43..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+impl Auth {
+    /// Checks an authorization request.
+    ///
+    /// Errors: `Page` (no or unknown `client_id`, a client without redirect URIs, no or an
+    /// unregistered `redirect_uri`); `Redirect` with `unsupported_response_type`,
+    /// `invalid_request` (PKCE missing or not S256, a malformed `prompt`, `max_age`,
+    /// `response_mode`, `state` or `nonce`), `unauthorized_client`, `invalid_scope`,
+    /// `invalid_target`, `request_not_supported`, `request_uri_not_supported`.
+    pub fn authorization_request(
+        &self,
+        p: &AuthorizeParams,
+    ) -> Result<AuthorizationRequest, AuthorizeError> {
+        let client_id = p
+            .client_id
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| AuthorizeError::Page("The request names no client.".into()))?;
+        let client = self
+            .client_settings(client_id)
+            .filter(|c| !c.redirect_uris.is_empty())
+            .ok_or_else(|| AuthorizeError::Page("The application is not registered.".into()))?;
+        let redirect_uri = p
+            .redirect_uri
+            .as_deref()
+            .filter(|presented| {
+                client
+                    .redirect_uris
+                    .iter()
+                    .any(|r| redirect_uri_matches(r, presented))
+            })
+            .ok_or_else(|| {
+                AuthorizeError::Page(
+                    "The application's redirect URI is missing or not registered.".into(),
+                )
+            })?;
+        let response_mode = match p.response_mode.as_deref() {
+            None | Some("query") => ResponseMode::Query,
+            Some("form_post") => ResponseMode::FormPost,
+            Some(_) => ResponseMode::Query,
+        };
+        let state = p.state.as_deref().filter(|s| !s.is_empty());
+        let fail = |error: &'static str, why: &str| {
+            error_redirect(redirect_uri, response_mode, state, error, why)
+        };
+        if !matches!(
+            p.response_mode.as_deref(),
+            None | Some("query" | "form_post")
+        ) {
+            return Err(fail("invalid_request", "unsupported response_mode"));
+        }
+        if state.is_some_and(|s| s.len() > MAX_PARAM_BYTES) {
+            return Err(fail("invalid_request", "state too long"));
+        }
+        if p.request.is_some() {
+            return Err(fail(
+                "request_not_supported",
+                "request objects are not supported",
+            ));
+        }
+        if p.request_uri.is_some() {
+            return Err(fail(
+                "request_uri_not_supported",
+                "request_uri is not supported",
+            ));
+        }
+        match p.response_type.as_deref() {
+            Some("code") => {}
+            None => return Err(fail("invalid_request", "missing response_type")),
+            Some(_) => {
+                return Err(fail(
+                    "unsupported_response_type",
+                    "only response_type=code is supported",
+                ))
+            }
+        }
+        if !client.allows_grant("authorization_code") {
+            return Err(fail(
+                "unauthorized_client",
+                "the client may not use the authorization code grant",
+            ));
+        }
+        let code_challenge = match (
+            p.code_challenge.as_deref(),
+            p.code_challenge_method.as_deref(),
+        ) {
+            (None, _) => return Err(fail("invalid_request", "code_challenge is required (PKCE)")),
+            (Some(c), Some("S256")) if is_pkce_value(c) => c.to_string(),
+            (Some(_), Some("S256")) => {
+                return Err(fail("invalid_request", "malformed code_challenge"))
+            }
+            (Some(_), _) => {
+                return Err(fail(
+                    "invalid_request",
+                    "code_challenge_method must be S256",
+                ))
+            }
+        };
+        let nonce = p.nonce.clone().filter(|n| !n.is_empty());
+        if nonce.as_ref().is_some_and(|n| n.len() > MAX_PARAM_BYTES) {
+            return Err(fail("invalid_request", "nonce too long"));
+        }
+        let prompt = parse_prompt(p.prompt.as_deref())
+            .ok_or_else(|| fail("invalid_request", "malformed prompt"))?;
+        let max_age = match p.max_age.as_deref() {
+            None => None,
+            Some(m) => Some(
+                m.parse::<u32>()
+                    .map_err(|_| fail("invalid_request", "malformed max_age"))?
+                    .into(),
+            ),
+        };
+        let asked = TokenRequest {
+            scope: p.scope.clone(),
+            resource: p.resource.clone(),
+        };
+        let granted = self
+            .grant(&ClientId::registered(client_id), &asked)
+            .map_err(|e| match e {
+                AuthError::InvalidTarget => fail("invalid_target", "unknown resource"),
+                _ => fail("invalid_scope", "none of the requested scopes is allowed"),
+            })?;
+        Ok(AuthorizationRequest {
+            client_id: client_id.to_string(),
+            redirect_uri: redirect_uri.to_string(),
+            response_mode,
+            state: state.map(str::to_string),
+            nonce,
+            code_challenge,
+            granted,
+            prompt,
+            max_age,
+            login_hint: p.login_hint.clone(),
+            ui_locales: p.ui_locales.clone(),
+            first_party: client.first_party,
+            params: p.clone(),
+        })
+    }
+}
+
+/// `prompt`: space-separated `none`, `login`, `consent`, `select_account`; `none` alone.
+fn parse_prompt(raw: Option<&str>) -> Option<Prompt> {
+    let mut p = Prompt::default();
+    let Some(raw) = raw else { return Some(p) };
+    let mut any = false;
+    for v in raw.split(' ').filter(|v| !v.is_empty()) {
+        any = true;
+        match v {
+            "none" => p.none = true,
+            "login" => p.login = true,
+            "consent" => p.consent = true,
+            // Tessera keeps one account per browser: choosing one is logging in again.
+            "select_account" => p.login = true,
+            _ => return None,
+        }
+    }
+    if p.none && (p.login || p.consent) {
+        return None;
+    }
+    (any || raw.is_empty()).then_some(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uris_match_exactly_or_by_loopback_port() {
+        let reg = "https://app.example/cb";
+        assert!(redirect_uri_matches(reg, reg));
+        for bad in [
+            "https://app.example/cb/",
+            "https://app.example/cb?x=1",
+            "https://app.example/cb#f",
+            "https://app.example/cbx",
+            "https://app.example/c",
+            "https://app.example:443/cb",
+            "https://APP.example/cb",
+            "https://app.example.evil/cb",
+            "http://app.example/cb",
+        ] {
+            assert!(!redirect_uri_matches(reg, bad), "{bad}");
+        }
+        let lo = "http://127.0.0.1/cb";
+        assert!(redirect_uri_matches(lo, "http://127.0.0.1:53121/cb"));
+        assert!(redirect_uri_matches(
+            "http://[::1]:80/cb",
+            "http://[::1]:4000/cb"
+        ));
+        for bad in [
+            "http://127.0.0.1:53121/cb2",
+            "http://127.0.0.1:53121/cb?x",
+            "http://127.0.0.2:53121/cb",
+            "http://127.0.0.1:53121/cb#x",
+            "https://127.0.0.1:53121/cb",
+            "http://u@127.0.0.1:53121/cb",
+        ] {
+            assert!(!redirect_uri_matches(lo, bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pkce_values_and_prompts() {
+        assert!(is_pkce_value(&"a".repeat(43)));
+        assert!(!is_pkce_value(&"a".repeat(42)));
+        assert!(!is_pkce_value(&"a".repeat(129)));
+        assert!(!is_pkce_value(&format!("{}+", "a".repeat(43))));
+        assert_eq!(parse_prompt(Some("none")).map(|p| p.none), Some(true));
+        assert!(parse_prompt(Some("none login")).is_none());
+        assert!(parse_prompt(Some("bogus")).is_none());
+        assert_eq!(
+            parse_prompt(Some("login consent")),
+            Some(Prompt {
+                none: false,
+                login: true,
+                consent: true
+            })
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! The SSO session of the hosted login, and the decision `/authorize` takes with it.
+//!
+//! A browser that signed in at the hosted login holds a cookie with a random 256-bit token;
+//! the store keeps only its digest. The session it names is live while it is neither revoked
+//! nor past its idle or absolute expiry, its user is enabled, and nothing cut off the user's
+//! tokens since it began (a password change, `logout/all`, an administrator's revocation move
+//! `tokens_not_before`, which ends it too).
+
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use super::{random_token, token_digest, AuthorizationRequest, AuthorizeError, Decision, Redirect};
+use crate::audit::{Caller, Event, Record};
+use crate::login::check_login_input;
+use crate::store::{SsoSession, User};
+use crate::time::{now_ms, UnixMillis};
+use crate::{Auth, AuthError, ClientId, ClientMeta};
+
+/// The token of an SSO session's cookie.
+#[derive(Debug)]
+pub struct SsoCookie(pub SecretString);
+
+/// A sign-in at the hosted login: the new session's cookie and what comes next.
+#[derive(Debug)]
+pub struct SignedIn {
+    pub cookie: SsoCookie,
+    /// The cookie's lifetime (seconds): the session's absolute lifetime.
+    pub max_age_secs: u64,
+    /// `Consent` or `Code`.
+    pub decision: Decision,
+}
+
+fn unavailable(e: AuthError) -> AuthorizeError {
+    tracing::warn!(error = %e, "authorization request failed");
+    AuthorizeError::Unavailable
+}
+
+impl Auth {
+    /// The live SSO session `cookie` names, with its user; its idle expiry moves on.
+    async fn live_sso(
+        &self,
+        cookie: Option<&SsoCookie>,
+        now: i64,
+    ) -> Result<Option<(SsoSession, User)>, AuthError> {
+        let Some(cookie) = cookie else {
+            return Ok(None);
+        };
+        let digest = token_digest(cookie.0.expose_secret());
+        let Some(sso) = self.store.sso_session_by_token(&digest).await? else {
+            return Ok(None);
+        };
+        if !sso.is_live(now) {
+            return Ok(None);
+        }
+        let user = match self.store.user_by_id(sso.user_id).await? {
+            Some(u) if !u.disabled && sso.created_at > u.tokens_not_before => u,
+            _ => return Ok(None),
+        };
+        let idle = UnixMillis(now).plus(self.settings.sso.idle_ttl).0;
+        self.store.touch_sso_session(sso.id, now, idle).await?;
+        Ok(Some((sso, user)))
+    }
+
+    /// What `/authorize` does with a checked request and the browser's SSO cookie: ask for a
+    /// login (none, too old for `max_age`, or `prompt=login`), ask for consent (a client that
+    /// is not first-party, or `prompt=consent`), or answer with a code. With `prompt=none`, a
+    /// page is an error instead (`login_required`, `consent_required`; OIDC Core §3.1.2.6).
+    ///
+    /// Errors: `Redirect` (the `prompt=none` errors, `server_error`), `Unavailable`.
+    pub async fn authorize(
+        &self,
+        req: &AuthorizationRequest,
+        cookie: Option<&SsoCookie>,
+    ) -> Result<Decision, AuthorizeError> {
+        let now = now_ms();
+        let live = self.live_sso(cookie, now).await.map_err(unavailable)?;
+        let Some((sso, user)) = live else {
+            return match req.prompt.none {
+                true => Err(req.error("login_required", "the user is not signed in")),
+                false => Ok(Decision::Login),
+            };
+        };
+        let too_old = req
+            .max_age
+            .is_some_and(|m| now - sso.auth_time > m.saturating_mul(1000));
+        if req.prompt.login || too_old {
+            return match req.prompt.none {
+                true => Err(req.error("login_required", "the user must sign in again")),
+                false => Ok(Decision::Login),
+            };
+        }
+        if self.needs_consent(req) {
+            return match req.prompt.none {
+                true => Err(req.error("consent_required", "the user must consent")),
+                false => Ok(Decision::Consent {
+                    username: user.username,
+                }),
+            };
+        }
+        self.issue_code(req, &sso, now)
+            .await
+            .map(Decision::Code)
+            .map_err(unavailable)
+    }
+
+    /// Whether the user is asked before `req`'s client gets a code. Consent is not remembered
+    /// yet: a client that is not first-party asks every time.
+    fn needs_consent(&self, req: &AuthorizationRequest) -> bool {
+        !req.first_party || req.prompt.consent
+    }
+
+    /// Signs in at the hosted login: the same checks, throttle, timing and audit events as
+    /// `login` (invariant 4), then a new SSO session, replacing the browser's old one if it
+    /// had one. What comes next is consent or the code; the login itself satisfies
+    /// `prompt=login` and `max_age`.
+    ///
+    /// Errors: as `login` (`BadInput`, `Unavailable`, `Throttled`, `InvalidCredentials`,
+    /// `StoreUnavailable`).
+    pub async fn sign_in(
+        &self,
+        req: &AuthorizationRequest,
+        username: &str,
+        password: SecretString,
+        meta: ClientMeta,
+        old: Option<&SsoCookie>,
+        caller: &Caller,
+    ) -> Result<SignedIn, AuthError> {
+        check_login_input(username, &password)?;
+        let client = ClientId::registered(&req.client_id);
+        let (user, now) = self
+            .verify_password_login(username, password, meta.ip.as_deref(), &client, caller)
+            .await?;
+        if let Some(old) = old {
+            let digest = token_digest(old.0.expose_secret());
+            if let Some(previous) = self.store.sso_session_by_token(&digest).await? {
+                self.store
+                    .revoke_sso_session(previous.id, "replaced", now.0)
+                    .await?;
+            }
+        }
+        let token = random_token()?;
+        let s = &self.settings.sso;
+        let absolute = now.plus(s.absolute_ttl);
+        let sso = SsoSession {
+            id: Uuid::now_v7(),
+            user_id: user.id,
+            token_hash: token_digest(token.expose_secret()),
+            auth_time: now.0,
+            amr: "pwd".into(),
+            created_at: now.0,
+            last_seen_at: now.0,
+            idle_expires_at: now.plus(s.idle_ttl).min(absolute).0,
+            absolute_expires_at: absolute.0,
+            revoked_at: None,
+            revoked_reason: None,
+            ip: meta.ip,
+            user_agent: meta.user_agent.map(|ua| ua.chars().take(512).collect()),
+        };
+        self.store.create_sso_session(&sso).await?;
+        self.audit(
+            caller,
+            Event::LoginSucceeded,
+            Record::user(user.id).client(&req.client_id),
+        )
+        .await;
+        metrics::counter!("logins_total", "result" => "ok").increment(1);
+        let decision = if self.needs_consent(req) {
+            Decision::Consent {
+                username: user.username,
+            }
+        } else {
+            Decision::Code(self.issue_code(req, &sso, now.0).await?)
+        };
+        Ok(SignedIn {
+            cookie: SsoCookie(token),
+            max_age_secs: s.absolute_ttl.as_secs(),
+            decision,
+        })
+    }
+
+    /// The user's answer on the consent page: with `allow`, the code; otherwise
+    /// `access_denied` to the client. Only a live SSO session may answer.
+    ///
+    /// Errors: `Page` (no live SSO session), `Redirect` (`access_denied`), `Unavailable`.
+    pub async fn consent(
+        &self,
+        req: &AuthorizationRequest,
+        cookie: Option<&SsoCookie>,
+        allow: bool,
+    ) -> Result<Redirect, AuthorizeError> {
+        let now = now_ms();
+        let Some((sso, _user)) = self.live_sso(cookie, now).await.map_err(unavailable)? else {
+            return Err(AuthorizeError::Page(
+                "Your sign-in has ended. Start again from the application.".into(),
+            ));
+        };
+        if !allow {
+            return Err(req.error("access_denied", "the user denied the request"));
+        }
+        self.issue_code(req, &sso, now).await.map_err(unavailable)
+    }
+
+    /// Ends the SSO session `cookie` names, and every refresh session created through it.
+    /// Returns whether there was one.
+    ///
+    /// Errors: `StoreUnavailable`.
+    pub async fn end_sso(&self, cookie: &SsoCookie, reason: &str) -> Result<bool, AuthError> {
+        let now = now_ms();
+        let digest = token_digest(cookie.0.expose_secret());
+        let Some(sso) = self.store.sso_session_by_token(&digest).await? else {
+            return Ok(false);
+        };
+        let ended = self.store.revoke_sso_session(sso.id, reason, now).await?;
+        for id in self.store.sessions_of_sso(sso.id, now).await? {
+            self.end_sessions(crate::Ending::Session(id), reason)
+                .await?;
+        }
+        Ok(ended)
+    }
+}

@@ -1,0 +1,110 @@
+//! The OpenID Provider's records: SSO sessions and authorization codes, and what the store
+//! can do with them. Times are milliseconds since the Unix epoch.
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::StoreResult;
+
+/// A browser's login at the hosted pages (the SSO session). Its cookie holds a random token;
+/// only that token's digest is stored.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
+pub struct SsoSession {
+    /// The `sid` of ID tokens and logout tokens.
+    pub id: Uuid,
+    pub user_id: Uuid,
+    /// base64url SHA-256 of the cookie's token.
+    pub token_hash: String,
+    /// When the user authenticated (OIDC `auth_time`, here in ms).
+    pub auth_time: i64,
+    /// The authentication methods used, space-separated RFC 8176 values (`pwd`).
+    pub amr: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    pub idle_expires_at: i64,
+    pub absolute_expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub revoked_reason: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl SsoSession {
+    /// Neither revoked nor past its idle or absolute expiry at `now`.
+    pub fn is_live(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.idle_expires_at > now && self.absolute_expires_at > now
+    }
+}
+
+/// An authorization code (RFC 6749 §4.1.2), bound to everything its request was granted for.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
+pub struct AuthorizationCode {
+    /// base64url SHA-256 of the code.
+    pub code_hash: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    /// The PKCE S256 challenge (RFC 7636 §4.2).
+    pub code_challenge: String,
+    pub nonce: Option<String>,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
+    pub sso_session_id: Uuid,
+    pub user_id: Uuid,
+    pub auth_time: i64,
+    pub amr: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    /// When it was exchanged.
+    pub used_at: Option<i64>,
+    /// The refresh session its exchange created (chosen before the exchange).
+    pub session_id: Option<Uuid>,
+    /// When it was first presented again after its exchange.
+    pub replayed_at: Option<i64>,
+}
+
+/// What presenting a code found.
+#[derive(Debug, Clone)]
+pub enum Redeemed {
+    /// The first use: it is now marked used, with the session it will produce.
+    Fresh(AuthorizationCode),
+    /// A code used before (now marked replayed): what it produced must be revoked.
+    Replayed(AuthorizationCode),
+    /// No such code (never issued, or purged).
+    Unknown,
+}
+
+/// SSO sessions.
+#[async_trait]
+pub trait SsoStore {
+    async fn create_sso_session(&self, s: &SsoSession) -> StoreResult<()>;
+    /// The session whose cookie token has this digest, live or not.
+    async fn sso_session_by_token(&self, token_hash: &str) -> StoreResult<Option<SsoSession>>;
+    async fn sso_session(&self, id: Uuid) -> StoreResult<Option<SsoSession>>;
+    /// Records a use: `last_seen_at = now`, and the idle expiry moved to `idle_expires_at`
+    /// (never past the absolute expiry).
+    async fn touch_sso_session(&self, id: Uuid, now: i64, idle_expires_at: i64) -> StoreResult<()>;
+    /// Ends it; `false` when it had ended already.
+    async fn revoke_sso_session(&self, id: Uuid, reason: &str, now: i64) -> StoreResult<bool>;
+    /// The refresh sessions created through it that are still live, which end with it.
+    async fn sessions_of_sso(&self, id: Uuid, now: i64) -> StoreResult<Vec<Uuid>>;
+}
+
+/// Authorization codes (invariant 7).
+#[async_trait]
+pub trait CodeStore {
+    async fn insert_code(&self, code: &AuthorizationCode) -> StoreResult<()>;
+    /// Marks the code used, recording `session_id` as what it produces, in one statement: of
+    /// two concurrent exchanges exactly one gets `Fresh`. A code used before is marked
+    /// replayed and returned as `Replayed`.
+    async fn redeem_code(
+        &self,
+        code_hash: &str,
+        session_id: Uuid,
+        now: i64,
+    ) -> StoreResult<Redeemed>;
+    /// Whether the code has been presented again since its exchange (read after the
+    /// exchange's session exists, so that a replay racing the exchange is never missed).
+    async fn code_replayed(&self, code_hash: &str) -> StoreResult<bool>;
+}

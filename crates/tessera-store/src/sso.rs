@@ -1,0 +1,174 @@
+//! The SQL of SSO sessions and authorization codes (`oidc.rs`).
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::backend::{on_backend, Backend, SqlStore};
+use super::{AuthorizationCode, CodeStore, Redeemed, SsoSession, SsoStore, StoreResult};
+
+const INSERT_SSO: &str = "
+    INSERT INTO sso_sessions (id, user_id, token_hash, auth_time, amr, created_at, last_seen_at,
+                              idle_expires_at, absolute_expires_at, ip, user_agent)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
+const SSO_BY_TOKEN: &str = "SELECT * FROM sso_sessions WHERE token_hash = $1";
+
+const SSO_BY_ID: &str = "SELECT * FROM sso_sessions WHERE id = $1";
+
+const TOUCH_SSO: &str = "
+    UPDATE sso_sessions
+    SET last_seen_at = $2,
+        idle_expires_at = CASE WHEN $3 < absolute_expires_at THEN $3 ELSE absolute_expires_at END
+    WHERE id = $1 AND revoked_at IS NULL";
+
+const REVOKE_SSO: &str = "
+    UPDATE sso_sessions SET revoked_at = $3, revoked_reason = $2
+    WHERE id = $1 AND revoked_at IS NULL";
+
+const SESSIONS_OF_SSO: &str = "
+    SELECT id FROM sessions
+    WHERE sso_session_id = $1 AND revoked_at IS NULL AND absolute_expires_at > $2";
+
+const INSERT_CODE: &str = "
+    INSERT INTO authorization_codes (code_hash, client_id, redirect_uri, code_challenge, nonce,
+        scope, resource, sso_session_id, user_id, auth_time, amr, created_at, expires_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+
+/// Invariant 7: the WHERE clause is the whole check, so exactly one exchange wins.
+const REDEEM: &str = "
+    UPDATE authorization_codes SET used_at = $3, session_id = $2
+    WHERE code_hash = $1 AND used_at IS NULL
+    RETURNING *";
+
+const MARK_REPLAYED: &str = "
+    UPDATE authorization_codes
+    SET replayed_at = CASE WHEN replayed_at IS NULL THEN $2 ELSE replayed_at END
+    WHERE code_hash = $1
+    RETURNING *";
+
+const REPLAYED: &str = "
+    SELECT replayed_at FROM authorization_codes WHERE code_hash = $1";
+
+#[async_trait]
+impl SsoStore for SqlStore {
+    async fn create_sso_session(&self, s: &SsoSession) -> StoreResult<()> {
+        on_backend!(self, |b| sqlx::query(INSERT_SSO)
+            .bind(s.id)
+            .bind(s.user_id)
+            .bind(&s.token_hash)
+            .bind(s.auth_time)
+            .bind(&s.amr)
+            .bind(s.created_at)
+            .bind(s.last_seen_at)
+            .bind(s.idle_expires_at)
+            .bind(s.absolute_expires_at)
+            .bind(&s.ip)
+            .bind(&s.user_agent)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    async fn sso_session_by_token(&self, token_hash: &str) -> StoreResult<Option<SsoSession>> {
+        let row: Option<SsoSession> = on_backend!(self, |b| sqlx::query_as(SSO_BY_TOKEN)
+            .bind(token_hash)
+            .fetch_optional(b.pool())
+            .await)?;
+        Ok(row)
+    }
+
+    async fn sso_session(&self, id: Uuid) -> StoreResult<Option<SsoSession>> {
+        let row: Option<SsoSession> = on_backend!(self, |b| sqlx::query_as(SSO_BY_ID)
+            .bind(id)
+            .fetch_optional(b.pool())
+            .await)?;
+        Ok(row)
+    }
+
+    async fn touch_sso_session(&self, id: Uuid, now: i64, idle_expires_at: i64) -> StoreResult<()> {
+        on_backend!(self, |b| sqlx::query(TOUCH_SSO)
+            .bind(id)
+            .bind(now)
+            .bind(idle_expires_at)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    async fn revoke_sso_session(&self, id: Uuid, reason: &str, now: i64) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(REVOKE_SSO)
+            .bind(id)
+            .bind(reason)
+            .bind(now)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n > 0)
+    }
+
+    async fn sessions_of_sso(&self, id: Uuid, now: i64) -> StoreResult<Vec<Uuid>> {
+        let rows: Vec<(Uuid,)> = on_backend!(self, |b| sqlx::query_as(SESSIONS_OF_SSO)
+            .bind(id)
+            .bind(now)
+            .fetch_all(b.pool())
+            .await)?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+}
+
+#[async_trait]
+impl CodeStore for SqlStore {
+    async fn insert_code(&self, c: &AuthorizationCode) -> StoreResult<()> {
+        on_backend!(self, |b| sqlx::query(INSERT_CODE)
+            .bind(&c.code_hash)
+            .bind(&c.client_id)
+            .bind(&c.redirect_uri)
+            .bind(&c.code_challenge)
+            .bind(&c.nonce)
+            .bind(&c.scope)
+            .bind(&c.resource)
+            .bind(c.sso_session_id)
+            .bind(c.user_id)
+            .bind(c.auth_time)
+            .bind(&c.amr)
+            .bind(c.created_at)
+            .bind(c.expires_at)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    async fn redeem_code(
+        &self,
+        code_hash: &str,
+        session_id: Uuid,
+        now: i64,
+    ) -> StoreResult<Redeemed> {
+        let fresh: Option<AuthorizationCode> = on_backend!(self, |b| sqlx::query_as(REDEEM)
+            .bind(code_hash)
+            .bind(session_id)
+            .bind(now)
+            .fetch_optional(b.pool())
+            .await)?;
+        if let Some(code) = fresh {
+            return Ok(Redeemed::Fresh(code));
+        }
+        let used: Option<AuthorizationCode> = on_backend!(self, |b| sqlx::query_as(MARK_REPLAYED)
+            .bind(code_hash)
+            .bind(now)
+            .fetch_optional(b.pool())
+            .await)?;
+        Ok(used.map_or(Redeemed::Unknown, Redeemed::Replayed))
+    }
+
+    async fn code_replayed(&self, code_hash: &str) -> StoreResult<bool> {
+        let row: Option<(Option<i64>,)> = on_backend!(self, |b| sqlx::query_as(REPLAYED)
+            .bind(code_hash)
+            .fetch_optional(b.pool())
+            .await)?;
+        Ok(row.is_some_and(|(at,)| at.is_some()))
+    }
+}

@@ -1,0 +1,432 @@
+//! `GET`/`POST /authorize` (RFC 6749 §4.1.1, OIDC Core §3.1.2.1) and the forms of its pages:
+//! `POST /authorize/login` (the hosted login) and `POST /authorize/consent`. Each parses the
+//! request, calls one use case of `tessera_auth::oidc`, and answers with a page, a redirect
+//! to the client's verified redirect URI, or the form-post page.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use minijinja::context;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::csrf;
+use crate::auth::oidc::{
+    AuthorizationRequest, AuthorizeError, AuthorizeParams, Decision, Redirect, ResponseMode,
+    SsoCookie,
+};
+use crate::auth::AuthError;
+use crate::http::{client_meta, read_cookie, AppState, RequestCaller};
+
+/// The SSO session's cookie. `__Host-`: Secure, `Path=/`, no `Domain`, so no sibling
+/// subdomain can set or shadow it. `SameSite=Lax`: sent when another app's link or redirect
+/// brings the browser to `/authorize`, never with another site's POST.
+pub const SSO_COOKIE: &str = "__Host-tessera_sso";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/authorize", get(authorize_get).post(authorize_post))
+        .route("/authorize/login", post(login))
+        .route("/authorize/consent", post(consent))
+}
+
+/// How the request came: a redirect answers a GET with 302 (RFC 6749 §4.1.2) and a form POST
+/// with 303, so that the browser follows it with a GET.
+#[derive(Clone, Copy)]
+enum Via {
+    Get,
+    Post,
+}
+
+/// A query or form: the authorization parameters, the page's own fields (`csrf`, `username`,
+/// `password`, `decision`), and the names that came more than once.
+struct Params {
+    auth: AuthorizeParams,
+    own: HashMap<String, String>,
+    repeated: Vec<String>,
+}
+
+impl Params {
+    fn parse(raw: &[u8]) -> Self {
+        let mut map: HashMap<String, String> = HashMap::new();
+        let mut repeated = Vec::new();
+        for (k, v) in form_urlencoded::parse(raw) {
+            if map.insert(k.to_string(), v.into_owned()).is_some() {
+                repeated.push(k.into_owned());
+            }
+        }
+        // RFC 6749 §3.1: a parameter sent without a value is treated as omitted.
+        let mut take = |name: &str| map.remove(name).filter(|v| !v.is_empty());
+        let auth = AuthorizeParams {
+            client_id: take("client_id"),
+            redirect_uri: take("redirect_uri"),
+            response_type: take("response_type"),
+            response_mode: take("response_mode"),
+            scope: take("scope"),
+            state: take("state"),
+            nonce: take("nonce"),
+            code_challenge: take("code_challenge"),
+            code_challenge_method: take("code_challenge_method"),
+            prompt: take("prompt"),
+            max_age: take("max_age"),
+            login_hint: take("login_hint"),
+            ui_locales: take("ui_locales"),
+            resource: take("resource"),
+            request: take("request"),
+            request_uri: take("request_uri"),
+        };
+        Params {
+            auth,
+            own: map,
+            repeated,
+        }
+    }
+
+    fn own(&self, name: &str) -> Option<&str> {
+        self.own.get(name).map(String::as_str)
+    }
+}
+
+async fn authorize_get(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let p = Params::parse(query.unwrap_or_default().as_bytes());
+    start(&st, &headers, &p, Via::Get).await
+}
+
+async fn authorize_post(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if !is_form(&headers) {
+        return st.pages.error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "The request must be a form (application/x-www-form-urlencoded).",
+        );
+    }
+    start(&st, &headers, &Params::parse(&body), Via::Post).await
+}
+
+/// The authorization request, as it arrives from the client.
+async fn start(st: &AppState, headers: &HeaderMap, p: &Params, via: Via) -> Response {
+    let req = match checked(st, p, via) {
+        Ok(req) => req,
+        Err(res) => return *res,
+    };
+    let cookie = sso_cookie(headers);
+    match st.auth.authorize(&req, cookie.as_ref()).await {
+        Ok(decision) => decided(st, headers, &req, decision, via),
+        Err(e) => failed(st, e, via),
+    }
+}
+
+/// The hosted login form.
+async fn login(
+    State(st): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    RequestCaller(caller): RequestCaller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = Params::parse(&body);
+    if !csrf::check(&headers, p.own("csrf"), &st.allowed_origins) {
+        return forged(&st);
+    }
+    let req = match checked(&st, &p, Via::Post) {
+        Ok(req) => req,
+        Err(res) => return *res,
+    };
+    let username = p.own("username").unwrap_or_default();
+    let password = SecretString::from(p.own("password").unwrap_or_default().to_string());
+    let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(a))| a));
+    let old = sso_cookie(&headers);
+    let signed = st
+        .auth
+        .sign_in(&req, username, password, meta, old.as_ref(), &caller)
+        .await;
+    let shown =
+        |status, error: &str| login_page(&st, &headers, &req, status, Some(error), username);
+    match signed {
+        Ok(signed) => {
+            let mut res = decided(&st, &headers, &req, signed.decision, Via::Post);
+            set_sso_cookie(&mut res, &signed.cookie, signed.max_age_secs);
+            res
+        }
+        Err(AuthError::InvalidCredentials) => {
+            shown(StatusCode::OK, "Incorrect username or password.")
+        }
+        Err(AuthError::BadInput(_)) => {
+            shown(StatusCode::BAD_REQUEST, "Enter your username and password.")
+        }
+        Err(AuthError::Throttled { retry_after_secs }) => {
+            let mut res = shown(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("Too many attempts. Try again in {retry_after_secs} seconds."),
+            );
+            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                res.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            res
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "hosted login failed");
+            unavailable(&st)
+        }
+    }
+}
+
+/// The consent form's answer.
+async fn consent(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let p = Params::parse(&body);
+    if !csrf::check(&headers, p.own("csrf"), &st.allowed_origins) {
+        return forged(&st);
+    }
+    let req = match checked(&st, &p, Via::Post) {
+        Ok(req) => req,
+        Err(res) => return *res,
+    };
+    let allow = match p.own("decision") {
+        Some("allow") => true,
+        Some("deny") => false,
+        _ => {
+            return st
+                .pages
+                .error(StatusCode::BAD_REQUEST, "No decision was made.")
+        }
+    };
+    let cookie = sso_cookie(&headers);
+    match st.auth.consent(&req, cookie.as_ref(), allow).await {
+        Ok(code) => redirect(&st, code, Via::Post),
+        Err(e) => failed(&st, e, Via::Post),
+    }
+}
+
+/// The request checked, or the answer that ends it. A repeated `client_id` or `redirect_uri`
+/// makes the redirect URI untrustworthy (an error page); another repeated parameter is an
+/// `invalid_request` sent back (RFC 6749 §3.1).
+fn checked(st: &AppState, p: &Params, via: Via) -> Result<AuthorizationRequest, Box<Response>> {
+    if p.repeated
+        .iter()
+        .any(|n| n == "client_id" || n == "redirect_uri")
+    {
+        return Err(Box::new(st.pages.error(
+            StatusCode::BAD_REQUEST,
+            "The request repeats client_id or redirect_uri.",
+        )));
+    }
+    let req = st
+        .auth
+        .authorization_request(&p.auth)
+        .map_err(|e| Box::new(failed(st, e, via)))?;
+    if !p.repeated.is_empty() {
+        return Err(Box::new(failed(
+            st,
+            req.error("invalid_request", "a parameter is repeated"),
+            via,
+        )));
+    }
+    Ok(req)
+}
+
+/// The page or redirect a decision calls for.
+fn decided(
+    st: &AppState,
+    headers: &HeaderMap,
+    req: &AuthorizationRequest,
+    decision: Decision,
+    via: Via,
+) -> Response {
+    match decision {
+        Decision::Login => login_page(
+            st,
+            headers,
+            req,
+            StatusCode::OK,
+            None,
+            req.login_hint.as_deref().unwrap_or_default(),
+        ),
+        Decision::Consent { username } => consent_page(st, headers, req, &username),
+        Decision::Code(code) => redirect(st, code, via),
+    }
+}
+
+fn failed(st: &AppState, e: AuthorizeError, via: Via) -> Response {
+    match e {
+        AuthorizeError::Page(message) => st.pages.error(StatusCode::BAD_REQUEST, &message),
+        AuthorizeError::Redirect(r) => redirect(st, r, via),
+        AuthorizeError::Unavailable => unavailable(st),
+    }
+}
+
+fn unavailable(st: &AppState) -> Response {
+    st.pages.error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The service is unavailable. Try again shortly.",
+    )
+}
+
+fn forged(st: &AppState) -> Response {
+    st.pages.error(
+        StatusCode::FORBIDDEN,
+        "This form has expired or was sent from another site. Go back to the application and start again.",
+    )
+}
+
+/// The response sent to the client's verified redirect URI, with `iss` (RFC 9207): in the
+/// query (a 302 or 303), or as the auto-submitted form of `response_mode=form_post`.
+fn redirect(st: &AppState, r: Redirect, via: Via) -> Response {
+    let mut params = r.params;
+    params.push(("iss", st.settings.tokens.issuer.clone()));
+    let mut res = match r.response_mode {
+        ResponseMode::FormPost => {
+            let fields: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            return st.pages.render(
+                StatusCode::OK,
+                "form_post.html",
+                context! { lang => "en", redirect_uri => r.redirect_uri, params => fields },
+            );
+        }
+        ResponseMode::Query => {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in &params {
+                q.append_pair(k, v);
+            }
+            let sep = if r.redirect_uri.contains('?') {
+                '&'
+            } else {
+                '?'
+            };
+            let location = format!("{}{sep}{}", r.redirect_uri, q.finish());
+            let status = match via {
+                Via::Get => StatusCode::FOUND,
+                Via::Post => StatusCode::SEE_OTHER,
+            };
+            let mut res = status.into_response();
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                res.headers_mut().insert(header::LOCATION, v);
+            }
+            res
+        }
+    };
+    super::secure_headers(res.headers_mut());
+    res
+}
+
+/// The authorization parameters as `[name, value]` pairs, for a form's hidden fields.
+fn hidden(p: &AuthorizeParams) -> Vec<(String, String)> {
+    let Ok(serde_json::Value::Object(map)) = serde_json::to_value(p) else {
+        return Vec::new();
+    };
+    map.into_iter()
+        .filter_map(|(k, v)| match v {
+            serde_json::Value::String(s) => Some((k, s)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The page's language: the first of `ui_locales` (a BCP 47 tag), else English.
+fn lang(req: &AuthorizationRequest) -> String {
+    req.ui_locales
+        .as_deref()
+        .and_then(|l| l.split(' ').next())
+        .filter(|t| t.len() <= 35 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .unwrap_or("en")
+        .to_string()
+}
+
+fn login_page(
+    st: &AppState,
+    headers: &HeaderMap,
+    req: &AuthorizationRequest,
+    status: StatusCode,
+    error: Option<&str>,
+    username: &str,
+) -> Response {
+    let (token, fresh) = csrf::token(headers);
+    let mut res = st.pages.render(
+        status,
+        "login.html",
+        context! {
+            lang => lang(req),
+            client_id => req.client_id,
+            csrf => token.expose_secret(),
+            params => hidden(&req.params),
+            username => username,
+            error => error,
+        },
+    );
+    if fresh {
+        csrf::set_cookie(&mut res, &token);
+    }
+    res
+}
+
+fn consent_page(
+    st: &AppState,
+    headers: &HeaderMap,
+    req: &AuthorizationRequest,
+    username: &str,
+) -> Response {
+    let (token, fresh) = csrf::token(headers);
+    let mut again = req.params.clone();
+    again.prompt = Some("login".into());
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in hidden(&again) {
+        q.append_pair(&k, &v);
+    }
+    let scopes: Vec<&str> = req
+        .granted
+        .scope
+        .as_deref()
+        .unwrap_or_default()
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut res = st.pages.render(
+        StatusCode::OK,
+        "consent.html",
+        context! {
+            lang => lang(req),
+            client_id => req.client_id,
+            username => username,
+            scopes => scopes,
+            switch_url => format!("/authorize?{}", q.finish()),
+            csrf => token.expose_secret(),
+            params => hidden(&req.params),
+        },
+    );
+    if fresh {
+        csrf::set_cookie(&mut res, &token);
+    }
+    res
+}
+
+fn sso_cookie(headers: &HeaderMap) -> Option<SsoCookie> {
+    read_cookie(headers, SSO_COOKIE).map(SsoCookie)
+}
+
+fn set_sso_cookie(res: &mut Response, cookie: &SsoCookie, max_age_secs: u64) {
+    let value = format!(
+        "{SSO_COOKIE}={}; Path=/; Max-Age={max_age_secs}; HttpOnly; Secure; SameSite=Lax",
+        cookie.0.expose_secret()
+    );
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}

@@ -1,0 +1,979 @@
+//! The OpenID Provider: `/authorize` with PKCE, the hosted login and consent pages, the SSO
+//! session, the code exchange at `/token`, ID tokens and discovery. A `Browser` drives the
+//! pages as a browser would without JavaScript: it keeps cookies, follows nothing by itself,
+//! and submits the forms it is shown.
+
+use std::collections::HashMap;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use figment::providers::Serialized;
+use serde_json::{json, Value};
+
+use crate::helpers::{Backend, TestApp, CLIENT_ID, CLIENT_SECRET, PASSWORD};
+use crate::on_both;
+
+on_both!(
+    the_code_flow_issues_an_id_token_and_tokens,
+    a_second_app_signs_in_without_a_login_page,
+    unverified_redirect_uris_get_an_error_page_never_a_redirect,
+    pkce_is_required_and_checked,
+    a_code_works_once_and_only_for_its_client_and_redirect_uri,
+    errors_go_back_with_state_and_iss,
+    forged_forms_are_refused,
+    third_party_clients_ask_for_consent,
+    the_hosted_login_refuses_alike_and_throttles,
+    ending_the_users_tokens_ends_the_sso_session,
+    form_post_answers_with_a_form,
+);
+
+const APP_CB: &str = "https://app.example/cb";
+const PARTNER_CB: &str = "https://partner.example/callback";
+const PARTNER_SECRET: &str = "partner-secret-0123456789";
+
+/// A server with four clients: the test's confidential API client, `web` (a first-party SPA,
+/// public), `cli` (first-party, public, loopback) and `partner` (third-party, confidential).
+async fn op(b: Backend) -> Option<TestApp> {
+    let app = TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default(
+            "clients",
+            json!([
+                {"id": CLIENT_ID, "secret": CLIENT_SECRET},
+                {"id": "web", "public": true, "first_party": true,
+                 "redirect_uris": [APP_CB], "scopes": ["openid", "profile", "offline_access"]},
+                {"id": "cli", "public": true, "first_party": true,
+                 "redirect_uris": ["http://127.0.0.1/callback"], "scopes": ["openid"]},
+                {"id": "partner", "secret": PARTNER_SECRET,
+                 "redirect_uris": [PARTNER_CB], "scopes": ["openid", "profile"]},
+            ]),
+        ))
+    })
+    .await?;
+    app.create_user("alice", &[]).await;
+    Some(app)
+}
+
+/// A PKCE verifier and its S256 challenge.
+fn pkce() -> (String, String) {
+    let mut b = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut b).unwrap();
+    let verifier = URL_SAFE_NO_PAD.encode(b);
+    let challenge = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        verifier.as_bytes(),
+    ));
+    (verifier, challenge)
+}
+
+/// The query of an authorization request of `client` to `redirect_uri`.
+fn request(client: &str, redirect_uri: &str, challenge: &str, extra: &[(&str, &str)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    q.append_pair("response_type", "code")
+        .append_pair("client_id", client)
+        .append_pair("redirect_uri", redirect_uri)
+        .append_pair("scope", "openid profile offline_access")
+        .append_pair("state", "st-123")
+        .append_pair("nonce", "n-456")
+        .append_pair("code_challenge", challenge)
+        .append_pair("code_challenge_method", "S256");
+    for (k, v) in extra {
+        q.append_pair(k, v);
+    }
+    q.finish()
+}
+
+/// A browser without JavaScript: cookies kept, redirects not followed.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    jar: HashMap<String, String>,
+}
+
+impl Browser {
+    fn new(app: &TestApp) -> Self {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: app.base.clone(),
+            jar: HashMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.jar
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn keep_cookies(&mut self, r: &reqwest::Response) {
+        for c in r.headers().get_all("set-cookie") {
+            let c = c.to_str().unwrap();
+            let (pair, _) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = pair.split_once('=').unwrap();
+            if c.contains("Max-Age=0") {
+                self.jar.remove(k);
+            } else {
+                self.jar.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> reqwest::Response {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep_cookies(&r);
+        r
+    }
+
+    /// POSTs a form as a same-origin page of Tessera's would.
+    async fn post(&mut self, path: &str, fields: &[(String, String)]) -> reqwest::Response {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .header("origin", self.base.clone())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        self.keep_cookies(&r);
+        r
+    }
+
+    /// Fills the login page's form and submits it.
+    async fn sign_in(&mut self, page: &str, username: &str, password: &str) -> reqwest::Response {
+        let mut fields = hidden_fields(page);
+        fields.push(("username".into(), username.into()));
+        fields.push(("password".into(), password.into()));
+        self.post("/authorize/login", &fields).await
+    }
+}
+
+/// The `<input type="hidden">` fields of a page, unescaped.
+fn hidden_fields(html: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for tag in html.split("<input type=\"hidden\" ").skip(1) {
+        let attr = |name: &str| {
+            let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
+            let end = tag[start..].find('"')? + start;
+            Some(unescape(&tag[start..end]))
+        };
+        out.push((attr("name").unwrap(), attr("value").unwrap()));
+    }
+    out
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#x2f;", "/")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// The query parameters of a redirect's `Location`, checking it goes to `redirect_uri`.
+fn redirected(r: &reqwest::Response, redirect_uri: &str) -> HashMap<String, String> {
+    assert!(
+        matches!(r.status().as_u16(), 302 | 303),
+        "expected a redirect, got {}",
+        r.status()
+    );
+    let location = r.headers()["location"].to_str().unwrap();
+    let (target, query) = location.split_once('?').unwrap();
+    assert_eq!(target, redirect_uri);
+    form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// From a fresh browser to a code for `web`: the login page, then the form.
+async fn code_for_web(app: &TestApp, browser: &mut Browser, challenge: &str) -> String {
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, challenge, &[])
+        ))
+        .await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    let r = browser.sign_in(&page, "alice", PASSWORD).await;
+    let q = redirected(&r, APP_CB);
+    assert_eq!(q["state"], "st-123");
+    assert_eq!(q["iss"], app.auth_issuer());
+    q["code"].clone()
+}
+
+async fn exchange(
+    app: &TestApp,
+    client: &str,
+    code: &str,
+    verifier: &str,
+    redirect_uri: &str,
+) -> reqwest::Response {
+    let basic = (client == "partner").then_some(("partner", PARTNER_SECRET));
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("code_verifier", verifier),
+        ("redirect_uri", redirect_uri),
+    ];
+    if basic.is_none() {
+        form.push(("client_id", client));
+    }
+    app.form("/token", &form, basic).await
+}
+
+trait Issuer {
+    fn auth_issuer(&self) -> String;
+}
+
+impl Issuer for TestApp {
+    fn auth_issuer(&self) -> String {
+        "http://127.0.0.1:8080".into()
+    }
+}
+
+fn header_of(token: &str) -> Value {
+    serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+async fn the_code_flow_issues_an_id_token_and_tokens(b: Backend) {
+    let Some(app) = op(b).await else { return };
+    let mut browser = Browser::new(&app);
+    let (verifier, challenge) = pkce();
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge, &[])
+        ))
+        .await;
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"));
+    assert!(!csp.contains("unsafe-inline"));
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    assert_eq!(r.headers()["referrer-policy"], "same-origin");
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let csrf_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        csrf_cookie.starts_with("__Host-tessera_csrf="),
+        "{csrf_cookie}"
+    );
+    assert!(csrf_cookie.contains("HttpOnly") && csrf_cookie.contains("SameSite=Strict"));
+    let page = r.text().await.unwrap();
+    assert!(page.contains("<html lang=\"en\">"));
+    assert!(page.contains("<label for=\"username\">Username</label>"));
+    assert!(page.contains("<label for=\"password\">Password</label>"));
+    assert!(page.contains("autocomplete=\"username\""));
+    assert!(page.contains("autocomplete=\"current-password\""));
+    assert!(page.contains("<button type=\"submit\">Sign in</button>"));
+    assert!(!page.contains("<script"), "the login page needs no script");
+
+    let r = browser.sign_in(&page, "alice", PASSWORD).await;
+    let sso = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("__Host-tessera_sso="))
+        .expect("an SSO cookie");
+    for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        assert!(sso.contains(attr), "{sso}");
+    }
+    let q = redirected(&r, APP_CB);
+    assert_eq!(r.status(), 303);
+    assert_eq!(q["state"], "st-123");
+    assert_eq!(q["iss"], app.auth_issuer());
+    let code = &q["code"];
+    assert!(code.len() >= 43);
+
+    let r = exchange(&app, "web", code, &verifier, APP_CB).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(t["token_type"], "Bearer");
+    assert_eq!(t["scope"], "openid profile offline_access");
+    let access = t["access_token"].as_str().unwrap();
+    let id_token = t["id_token"].as_str().unwrap();
+    assert!(t["refresh_token"].is_string(), "offline_access: {t}");
+
+    // The ID token (OIDC Core §2, §3.1.3.6).
+    let h = header_of(id_token);
+    assert_eq!(h["typ"], "JWT");
+    assert_eq!(h["alg"], "ES256");
+    let c = TestApp::claims(id_token);
+    let user = app.store.user_by_username("alice").await.unwrap().unwrap();
+    assert_eq!(c["iss"], app.auth_issuer());
+    assert_eq!(c["sub"], user.id.to_string());
+    assert_eq!(c["aud"], "web");
+    assert_eq!(c["azp"], "web");
+    assert_eq!(c["nonce"], "n-456");
+    assert_eq!(c["amr"], json!(["pwd"]));
+    assert_eq!(c["acr"], "1");
+    assert_eq!(c["preferred_username"], "alice");
+    let now = tessera::time::now_ms() / 1000;
+    assert!((c["auth_time"].as_i64().unwrap() - now).abs() < 60);
+    assert!(c["exp"].as_i64().unwrap() > now);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, access.as_bytes());
+    assert_eq!(c["at_hash"], URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]));
+    // `sid` is the SSO session, stored; the refresh session remembers it.
+    let sid: uuid::Uuid = c["sid"].as_str().unwrap().parse().unwrap();
+    let sso_row = app.store.sso_session(sid).await.unwrap().unwrap();
+    assert_eq!(sso_row.user_id, user.id);
+    let a = TestApp::claims(access);
+    let session: uuid::Uuid = a["sid"].as_str().unwrap().parse().unwrap();
+    let s = app.store.session(session).await.unwrap().unwrap();
+    assert_eq!(s.sso_session_id, Some(sid));
+    assert_eq!(s.client_id, "web");
+    assert_eq!(a["client_id"], "web");
+    assert_eq!(header_of(access)["typ"], "at+jwt");
+
+    // /userinfo: the access token, with the profile claims; never the ID token.
+    let r = app.userinfo(access).await;
+    assert_eq!(r.status(), 200);
+    let u: Value = r.json().await.unwrap();
+    assert_eq!(u["sub"], user.id.to_string());
+    assert_eq!(u["preferred_username"], "alice");
+    assert!(u["updated_at"].is_i64());
+    assert!(u.get("email").is_none(), "no claim is invented: {u}");
+    assert_eq!(app.userinfo(id_token).await.status(), 401);
+    let r = app.introspect(id_token).await;
+    assert_eq!(r["active"], false);
+
+    // The public client refreshes with its id alone; the session is bound to it.
+    let rt = t["refresh_token"].as_str().unwrap();
+    let r = app
+        .form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", rt),
+                ("client_id", "web"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    // ... and may not use the password grant.
+    let r = app
+        .form(
+            "/token",
+            &[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", PASSWORD),
+                ("client_id", "web"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"], "unauthorized_client");
+}
+
+async fn a_second_app_signs_in_without_a_login_page(b: Backend) {
+    let Some(app) = op(b).await else { return };
+    let mut browser = Browser::new(&app);
+    let (_, challenge) = pkce();
+    code_for_web(&app, &mut browser, &challenge).await;
+
+    // `cli`, on a loopback port of its choosing (RFC 8252 §7.3): no login page.
+    let (verifier, challenge) = pkce();
+    let cb = "http://127.0.0.1:49152/callback";
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("cli", cb, &challenge, &[])
+        ))
+        .await;
+    assert_eq!(r.status(), 302);
+    let q = redirected(&r, cb);
+    assert_eq!(q["state"], "st-123");
+    let r = exchange(&app, "cli", &q["code"], &verifier, cb).await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(t["scope"], "openid", "only the client's allowed scopes");
+    assert!(
+        t.get("refresh_token").is_none(),
+        "public, no offline_access: {t}"
+    );
+    // Both ID tokens name the same SSO session.
+    let sid = TestApp::claims(t["id_token"].as_str().unwrap())["sid"].clone();
+    assert!(sid.is_string());
+
+    // prompt=login shows the login page even so, and max_age=0 too.
+    for extra in [[("prompt", "login")], [("max_age", "0")]] {
+        let r = browser
+            .get(&format!(
+                "/authorize?{}",
+                request("cli", cb, &challenge, &extra)
+            ))
+            .await;
+        assert_eq!(r.status(), 200, "{extra:?}");
+        assert!(r.text().await.unwrap().contains("Sign in"));
+    }
+    // Signing in again on a prompt=login page answers with the code at once.
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("cli", cb, &challenge, &[("prompt", "login")])
+        ))
+        .await;
+    let page = r.text().await.unwrap();
+    let r = browser.sign_in(&page, "alice", PASSWORD).await;
+    assert!(redirected(&r, cb).contains_key("code"));
+
+    // A browser without the session: prompt=none is login_required, sent back.
+    let mut stranger = Browser::new(&app);
+    let r = stranger
+        .get(&format!(
+            "/authorize?{}",
+            request("cli", cb, &challenge, &[("prompt", "none")])
+        ))
+        .await;
+    let q = redirected(&r, cb);
+    assert_eq!(q["error"], "login_required");
+    assert_eq!(q["state"], "st-123");
+    assert_eq!(q["iss"], app.auth_issuer());
+    // With it, prompt=none gets a code.
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("cli", cb, &challenge, &[("prompt", "none")])
+        ))
+        .await;
+    assert!(redirected(&r, cb).contains_key("code"));
+}
+
+async fn unverified_redirect_uris_get_an_error_page_never_a_redirect(b: Backend) {
+    let Some(app) = op(b).await else { return };
+    let mut browser = Browser::new(&app);
+    let (_, challenge) = pkce();
+    let cases = [
+        ("web", "https://evil.example/cb"),
+        ("web", "https://app.example/cbx"),
+        ("web", "https://app.example/cb/"),
+        ("web", "https://app.example/cb/../evil"),
+        ("web", "https://app.example/cb?x=1"),
+        ("web", "https://app.example/cb#frag"),
+        ("web", "http://app.example/cb"),
+        ("web", "https://APP.example/cb"),
+        ("cli", "http://127.0.0.1:8080/callbackx"),
+        ("cli", "http://localhost:8080/callback"),
+        ("cli", "https://127.0.0.1:8080/callback"),
+        ("nobody", APP_CB),
+        ("", APP_CB),
+        (CLIENT_ID, APP_CB),
+    ];
+    for (client, uri) in cases {
+        let r = browser
+            .get(&format!(
+                "/authorize?{}",
+                request(client, uri, &challenge, &[])
+            ))
+            .await;
+        assert_eq!(r.status(), 400, "{client} {uri}");
+        assert!(r.headers().get("location").is_none(), "{client} {uri}");
+        assert!(r.text().await.unwrap().contains("Cannot continue"));
+    }
+    // No redirect_uri, and a repeated one.
+    let r = browser
+        .get(&format!(
+            "/authorize?response_type=code&client_id=web&code_challenge={challenge}&code_challenge_method=S256"
+        ))
+        .await;
+    assert_eq!(r.status(), 400);
+    let r = browser
+        .get(&format!(
+            "/authorize?{}&redirect_uri=https%3A%2F%2Fevil.example%2F",
+            request("web", APP_CB, &challenge, &[])
+        ))
+        .await;
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("location").is_none());
+}
+
+async fn pkce_is_required_and_checked(b: Backend) {
+    let Some(app) = op(b).await else { return };
+    let mut browser = Browser::new(&app);
+    let (verifier, challenge) = pkce();
+    code_for_web(&app, &mut browser, &challenge).await;
+    // No challenge, `plain`, or a malformed one: sent back as invalid_request, with state.
+    for query in [
+        "response_type=code&client_id=web&redirect_uri=https%3A%2F%2Fapp.example%2Fcb&state=s1"
+            .to_string(),
+        format!(
+            "{}&code_challenge_method=plain",
+            request("web", APP_CB, &verifier, &[])
+        )
+        .replace("code_challenge_method=S256&", ""),
+        request("web", APP_CB, "short", &[]),
+    ] {
+        let r = browser.get(&format!("/authorize?{query}")).await;
+        let q = redirected(&r, APP_CB);
+        assert_eq!(q["error"], "invalid_request", "{query}");
+        assert!(q.contains_key("state"));
+    }
+    // A wrong verifier, and none at all.
+    let code = code_again(&mut browser, &challenge).await;
+    let r = exchange(&app, "web", &code, &pkce().0, APP_CB).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    let code = code_again(&mut browser, &challenge).await;
+    let r = app
+        .form(
+            "/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", APP_CB),
+                ("client_id", "web"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+    // The right one still works on a fresh code.
+    let code = code_again(&mut browser, &challenge).await;
+    assert_eq!(
+        exchange(&app, "web", &code, &verifier, APP_CB)
+            .await
+            .status(),
+        200
+    );
+}
+
+/// Another code for `web` in a browser that is signed in.
+async fn code_again(browser: &mut Browser, challenge: &str) -> String {
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, challenge, &[])
+        ))
+        .await;
+    redirected(&r, APP_CB)["code"].clone()
+}
+
+async fn a_code_works_once_and_only_for_its_client_and_redirect_uri(b: Backend) {
+    let Some(app) = op(b).await else { return };
+    let mut browser = Browser::new(&app);
+    let (verifier, challenge) = pkce();
+    let code = code_for_web(&app, &mut browser, &challenge).await;
+    let r = exchange(&app, "web", &code, &verifier, APP_CB).await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let access = t["access_token"].as_str().unwrap();
+    assert_eq!(app.userinfo(access).await.status(), 200);
+    // Replayed: refused, and what the code produced is revoked (RFC 6749 §4.1.2).
+    let r = exchange(&app, "web", &code, &verifier, APP_CB).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    app.userinfo_becomes(access, 401).await;
+    let rt = t["refresh_token"].as_str().unwrap();
+    let r = app
+        .form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", rt),
+                ("client_id", "web"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let sid: uuid::Uuid = TestApp::claims(access)["sid"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let s = app.store.session(sid).await.unwrap().unwrap();
+    assert_eq!(s.revoked_reason.as_deref(), Some("code_replayed"));
+    assert!(audit_event_stored(&app, "code.replayed").await);
+
+    // Another client, or another redirect URI: refused (and the code is spent).
+    let code = code_again(&mut browser, &challenge).await;
+    let r = exchange(&app, "cli", &code, &verifier, APP_CB).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    let code = code_again(&mut browser, &challenge).await;
+    let r = exchange(&app, "web", &code, &verifier, "https://app.example/other").await;
+    assert_eq!(r.status(), 400);
+    let r = exchange(&app, "web", "not-a-code", &verifier, APP_CB).await;
+    assert_eq!(r.status(), 400);
+    // A code is stored only as its digest.
+    let stored = app
+        .scalar_i64(
+            "SELECT COUNT(*) FROM authorization_codes WHERE code_hash = $1",
+            &code,
+        )
+        .await;
+    assert_eq!(stored, 0);
+}
+
+/// Whether an `event` row is stored; the audit writer stores events in batches, so wait.
+async fn audit_event_stored(app: &TestApp, event: &'static str) -> bool {
+    for _ in 0..50 {
+        let n = app
+            .scalar_i64("SELECT COUNT(*) FROM audit_events WHERE event = $1", event)
+            .await;
+        if n >= 1 {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
+async fn errors_go_back_with_state_and_iss(b: Backend) {
+    let Some(app) = op(b).await else { return };
+    let mut browser = Browser::new(&app);
+    let (_, challenge) = pkce();
+    // The state comes back exactly, whatever it holds.
+    let odd = "a b&c=d/é?%20\"'<>";
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge, &[("response_type", "token")])
+                .replace("response_type=code&", "")
+                .replace("state=st-123", &format!("state={}", urlencode(odd)))
+        ))
+        .await;
+    let q = redirected(&r, APP_CB);
+    assert_eq!(q["error"], "unsupported_response_type");
+    assert_eq!(q["state"], odd);
+    assert_eq!(q["iss"], app.auth_issuer());
+    for (extra, error) in [
+        (("prompt", "none login"), "invalid_request"),
+        (("max_age", "-1"), "invalid_request"),
+        (("response_mode", "fragment"), "invalid_request"),
+        (("request", "eyJ.x.y"), "request_not_supported"),
+        (("resource", "https://unknown.example"), "invalid_target"),
+    ] {
+        let r = browser
+            .get(&format!(
+                "/authorize?{}",
+                request("web", APP_CB, &challenge, &[extra])
+            ))
+            .await;
+        let q = redirected(&r, APP_CB);
+        assert_eq!(q["error"], error, "{extra:?}");
+        assert_eq!(q["state"], "st-123");
+    }
+    // Only scopes the client may not have: invalid_scope.
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge, &[])
+                .replace("scope=openid+profile+offline_access", "scope=admin")
+        ))
+        .await;
+    assert_eq!(redirected(&r, APP_CB)["error"], "invalid_scope");
+    // A repeated parameter other than client_id or redirect_uri.
+    let r = browser
+        .get(&format!(
+            "/authorize?{}&nonce=again",
+            request("web", APP_CB, &challenge, &[])
+        ))
+        .await;
+    assert_eq!(redirected(&r, APP_CB)["error"], "invalid_request");
+}
+
+fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+async fn forged_forms_are_refused(b: Backend) {
+    let Some(app) = op(b).await else { return };
+    let (_, challenge) = pkce();
+    let mut browser = Browser::new(&app);
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge, &[])
+        ))
+        .await;
+    let page = r.text().await.unwrap();
+    let mut fields = hidden_fields(&page);
+    fields.push(("username".into(), "alice".into()));
+    fields.push(("password".into(), PASSWORD.into()));
+
+    // Login CSRF: a foreign site's form carries no cookie of ours ...
+    let mut foreign = Browser::new(&app);
+    let r = foreign.post("/authorize/login", &fields).await;
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().get("set-cookie").is_none());
+    // ... and with the cookie (SameSite aside) a wrong token or a foreign Origin fails.
+    let mut wrong = fields.clone();
+    for f in wrong.iter_mut().filter(|f| f.0 == "csrf") {
+        f.1 = "A".repeat(43);
+    }
+    assert_eq!(browser.post("/authorize/login", &wrong).await.status(), 403);
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&fields)
+        .finish();
+    for origin in ["https://evil.example", "null"] {
+        let r = browser
+            .http
+            .post(format!("{}/authorize/login", browser.base))
+            .header("cookie", browser.cookie_header())
+            .header("origin", origin)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{origin}");
+    }
+    assert!(!browser.jar.contains_key("__Host-tessera_sso"));
+
+    // The consent page skipped by a forged POST: no CSRF token, or no SSO session.
+    let mut consent = hidden_fields(&page);
+    consent.push(("decision".into(), "allow".into()));
+    let r = foreign.post("/authorize/consent", &consent).await;
+    assert_eq!(r.status(), 403);
+    let r = browser.post("/authorize/consent", &consent).await;
+    assert_eq!(r.status(), 400, "a CSRF token but no SSO session");
+    assert!(r.headers().get("location").is_none());
+}
+
+async fn third_party_clients_ask_for_consent(b: Backend) {
+    let Some(app) = op(b).await else { return };
+    let mut browser = Browser::new(&app);
+    let (verifier, challenge) = pkce();
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("partner", PARTNER_CB, &challenge, &[])
+        ))
+        .await;
+    let page = r.text().await.unwrap();
+    let r = browser.sign_in(&page, "alice", PASSWORD).await;
+    assert_eq!(r.status(), 200, "the consent page, not a code");
+    let page = r.text().await.unwrap();
+    assert!(page.contains("You are signed in as <strong>alice</strong>"));
+    assert!(page.contains("Not you?"));
+    assert!(page.contains(">Allow</button>") && page.contains(">Deny</button>"));
+    assert!(page.contains("<li>openid</li>") && page.contains("<li>profile</li>"));
+    assert!(
+        !page.contains("<li>offline_access</li>"),
+        "not the partner's to ask"
+    );
+    // Deny: access_denied, sent back with state.
+    let mut fields = hidden_fields(&page);
+    fields.push(("decision".into(), "deny".into()));
+    let r = browser.post("/authorize/consent", &fields).await;
+    let q = redirected(&r, PARTNER_CB);
+    assert_eq!(q["error"], "access_denied");
+    assert_eq!(q["state"], "st-123");
+    // Allow: the code, for the partner with its secret.
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("partner", PARTNER_CB, &challenge, &[])
+        ))
+        .await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains(">Allow</button>"),
+        "asked again: consent is not remembered"
+    );
+    let mut fields = hidden_fields(&page);
+    fields.push(("decision".into(), "allow".into()));
+    let r = browser.post("/authorize/consent", &fields).await;
+    let q = redirected(&r, PARTNER_CB);
+    // prompt=none: consent_required.
+    let r2 = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("partner", PARTNER_CB, &challenge, &[("prompt", "none")])
+        ))
+        .await;
+    assert_eq!(redirected(&r2, PARTNER_CB)["error"], "consent_required");
+    // The partner authenticates: without its secret the code is refused.
+    let r = app
+        .form(
+            "/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &q["code"]),
+                ("code_verifier", &verifier),
+                ("redirect_uri", PARTNER_CB),
+                ("client_id", "partner"),
+            ],
+            None,
+        )
+        .await;
+    // invalid_client; 400, as no Authorization header was sent to challenge.
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("partner", PARTNER_CB, &challenge, &[])
+        ))
+        .await;
+    let mut fields = hidden_fields(&r.text().await.unwrap());
+    fields.push(("decision".into(), "allow".into()));
+    let r = browser.post("/authorize/consent", &fields).await;
+    let code = redirected(&r, PARTNER_CB)["code"].clone();
+    let r = exchange(&app, "partner", &code, &verifier, PARTNER_CB).await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(t["scope"], "openid profile");
+    assert!(
+        t["refresh_token"].is_string(),
+        "a confidential client refreshes"
+    );
+    assert_eq!(
+        TestApp::claims(t["id_token"].as_str().unwrap())["aud"],
+        "partner"
+    );
+}
+
+async fn the_hosted_login_refuses_alike_and_throttles(b: Backend) {
+    let Some(app) = op(b).await else { return };
+    let mut browser = Browser::new(&app);
+    let (_, challenge) = pkce();
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge, &[])
+        ))
+        .await;
+    let page = r.text().await.unwrap();
+    let mut bodies = Vec::new();
+    for (user, pw) in [("alice", "wrong password"), ("nobody", PASSWORD)] {
+        let r = browser.sign_in(&page, user, pw).await;
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().get("location").is_none());
+        let body = r.text().await.unwrap();
+        assert!(body.contains("Incorrect username or password."));
+        assert!(!body.contains(PASSWORD) && !body.contains("wrong password"));
+        bodies.push(body.replace(user, "USER"));
+    }
+    assert_eq!(bodies[0], bodies[1], "no hint whether the user exists");
+    // The throttle is the one /login uses: after its allowance, even the right password waits.
+    let mut throttled = false;
+    for _ in 0..12 {
+        let r = browser.sign_in(&page, "alice", "wrong password").await;
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+            throttled = true;
+            break;
+        }
+    }
+    assert!(throttled, "the hosted login is throttled");
+    assert_eq!(app.login("alice", PASSWORD).await.status(), 429);
+}
+
+async fn ending_the_users_tokens_ends_the_sso_session(b: Backend) {
+    let Some(app) = op(b).await else { return };
+    let mut browser = Browser::new(&app);
+    let (_, challenge) = pkce();
+    code_for_web(&app, &mut browser, &challenge).await;
+    assert_eq!(
+        browser
+            .get(&format!(
+                "/authorize?{}",
+                request("web", APP_CB, &challenge, &[])
+            ))
+            .await
+            .status(),
+        302
+    );
+    // logout everywhere moves the user's cut-off: the SSO session no longer signs in.
+    let user = app.store.user_by_username("alice").await.unwrap().unwrap();
+    app.auth
+        .revoke_user(
+            tessera::auth::UserRef::Id(user.id),
+            "test",
+            &tessera::auth::Caller::default(),
+        )
+        .await
+        .unwrap();
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge, &[])
+        ))
+        .await;
+    assert_eq!(r.status(), 200, "the login page again");
+    // Signing in again works; disabling the user ends that session too.
+    let page = r.text().await.unwrap();
+    let r = browser.sign_in(&page, "alice", PASSWORD).await;
+    assert!(redirected(&r, APP_CB).contains_key("code"));
+    app.auth
+        .set_disabled(
+            tessera::auth::UserRef::Id(user.id),
+            true,
+            &tessera::auth::Caller::default(),
+        )
+        .await
+        .unwrap();
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge, &[("prompt", "none")])
+        ))
+        .await;
+    assert_eq!(redirected(&r, APP_CB)["error"], "login_required");
+}
+
+async fn form_post_answers_with_a_form(b: Backend) {
+    let Some(app) = op(b).await else { return };
+    let mut browser = Browser::new(&app);
+    let (verifier, challenge) = pkce();
+    code_for_web(&app, &mut browser, &challenge).await;
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge, &[("response_mode", "form_post")])
+        ))
+        .await;
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
+    let page = r.text().await.unwrap();
+    assert!(page.contains("<form method=\"post\" action=\"https:&#x2f;&#x2f;app.example&#x2f;cb\""));
+    assert!(page.contains("<script src=\"/ui/form_post.js\"></script>"));
+    let fields: HashMap<String, String> = hidden_fields(&page).into_iter().collect();
+    assert_eq!(fields["state"], "st-123");
+    assert_eq!(fields["iss"], app.auth_issuer());
+    let r = exchange(&app, "web", &fields["code"], &verifier, APP_CB).await;
+    assert_eq!(r.status(), 200);
+    let js = browser.get("/ui/form_post.js").await;
+    assert_eq!(js.status(), 200);
+    assert!(js.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("javascript"));
+}
