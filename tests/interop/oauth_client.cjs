@@ -13,9 +13,10 @@ async function main() {
     const issuer = await Issuer.discover(`${base}/.well-known/${doc}`);
     const m = issuer.metadata;
     check(m.issuer === base, `${doc}: issuer ${m.issuer}`);
-    check(Array.isArray(m.response_types_supported) && m.response_types_supported.length === 0,
+    check(JSON.stringify(m.response_types_supported) === '["code"]',
       `${doc}: response_types_supported`);
-    check(m.id_token_signing_alg_values_supported === undefined, `${doc}: ID-token fields`);
+    check(m.authorization_endpoint === `${base}/authorize`, `${doc}: authorization_endpoint`);
+    check(Array.isArray(m.id_token_signing_alg_values_supported), `${doc}: ID-token fields`);
   }
   const issuer = await Issuer.discover(base);
   for (const method of ["client_secret_basic", "client_secret_post"]) {
