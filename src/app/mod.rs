@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+mod logout_sender;
 mod master_key;
 
 use crate::auth::keys::KeyError;
@@ -123,6 +124,10 @@ impl Application {
             let auth = auth.clone();
             async move { auth.run_audit_writer().await }
         });
+        let backchannel = tokio::spawn(
+            auth.clone()
+                .run_backchannel(Arc::new(logout_sender::HttpLogoutSender::new())),
+        );
         let router = crate::http::router(auth.clone(), settings.clone(), self.pages);
         // Verifiers compare `iss` with the URL they were given: say which one tokens carry.
         tracing::info!(issuer = %settings.tokens.issuer, "access tokens are issued by");
@@ -137,6 +142,7 @@ impl Application {
         tracing::info!(addr = ?self.listener.local_addr().ok(), "tessera listening");
         crate::http::serve::serve(self.listener, router, &settings.http, shutdown).await;
         upkeep.abort();
+        backchannel.abort();
         // The audit rows still queued are written before the process ends.
         auth.stop_audit();
         let _ = audit.await;

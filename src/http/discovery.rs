@@ -39,6 +39,10 @@ pub fn metadata(s: &Settings, scopes: Vec<String>) -> Value {
         "revocation_endpoint": format!("{iss}/revoke"),
         "introspection_endpoint": format!("{iss}/introspect"),
         "userinfo_endpoint": format!("{iss}/userinfo"),
+        // RP-Initiated Logout 1.0 and Back-Channel Logout 1.0.
+        "end_session_endpoint": format!("{iss}/end_session"),
+        "backchannel_logout_supported": true,
+        "backchannel_logout_session_supported": true,
         // An extension member (RFC 8414 §2 allows them): the revocation feed, which
         // tessera-verify and other verifiers poll.
         "revocation_feed_endpoint": format!("{iss}/revocations"),

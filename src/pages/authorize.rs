@@ -262,14 +262,14 @@ fn failed(st: &AppState, e: AuthorizeError, via: Via) -> Response {
     }
 }
 
-fn unavailable(st: &AppState) -> Response {
+pub(super) fn unavailable(st: &AppState) -> Response {
     st.pages.error(
         StatusCode::SERVICE_UNAVAILABLE,
         "The service is unavailable. Try again shortly.",
     )
 }
 
-fn forged(st: &AppState) -> Response {
+pub(super) fn forged(st: &AppState) -> Response {
     st.pages.error(
         StatusCode::FORBIDDEN,
         "This form has expired or was sent from another site. Go back to the application and start again.",
@@ -406,8 +406,16 @@ fn consent_page(
     res
 }
 
-fn sso_cookie(headers: &HeaderMap) -> Option<SsoCookie> {
+pub(super) fn sso_cookie(headers: &HeaderMap) -> Option<SsoCookie> {
     read_cookie(headers, SSO_COOKIE).map(SsoCookie)
+}
+
+/// Removes the SSO cookie from the browser.
+pub(super) fn clear_sso_cookie(res: &mut Response) {
+    let value = format!("{SSO_COOKIE}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Lax");
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
 }
 
 fn set_sso_cookie(res: &mut Response, cookie: &SsoCookie, max_age_secs: u64) {
@@ -420,7 +428,7 @@ fn set_sso_cookie(res: &mut Response, cookie: &SsoCookie, max_age_secs: u64) {
     }
 }
 
-fn is_form(headers: &HeaderMap) -> bool {
+pub(super) fn is_form(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -1,5 +1,5 @@
 //! The hosted HTML pages of the OpenID Provider: the login, consent and error pages of
-//! `/authorize`, and the form-post response. Beside the JSON API (`http`), not inside it: they
+//! `/authorize`, the form-post response, and the end-session endpoint's confirmation. Beside the JSON API (`http`), not inside it: they
 //! call the same domain use cases (`tessera-auth`) and turn their errors into pages, as
 //! `http::error` turns them into statuses.
 //!
@@ -16,6 +16,7 @@
 
 mod authorize;
 mod csrf;
+mod logout;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,12 +30,14 @@ use minijinja::Environment;
 use crate::http::AppState;
 
 /// The embedded templates, by name.
-const TEMPLATES: [(&str, &str); 5] = [
+const TEMPLATES: [(&str, &str); 7] = [
     ("base.html", include_str!("templates/base.html")),
     ("login.html", include_str!("templates/login.html")),
     ("consent.html", include_str!("templates/consent.html")),
     ("error.html", include_str!("templates/error.html")),
     ("form_post.html", include_str!("templates/form_post.html")),
+    ("logout.html", include_str!("templates/logout.html")),
+    ("signed_out.html", include_str!("templates/signed_out.html")),
 ];
 
 const STYLE: &str = include_str!("static/style.css");
@@ -134,6 +137,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(authorize::router())
+        .merge(logout::router())
         .route("/ui/style.css", get(|| async { asset("text/css", STYLE) }))
         .route(
             "/ui/form_post.js",

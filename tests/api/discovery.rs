@@ -53,10 +53,12 @@ async fn discovery_documents(b: Backend) {
             .as_array()
             .unwrap()
             .contains(&json!("sub")));
-        // Nothing it does not do (yet): no logout endpoints, no device grant, no PAR.
+        assert_eq!(v["end_session_endpoint"], format!("{iss}/end_session"));
+        assert_eq!(v["backchannel_logout_supported"], true);
+        assert_eq!(v["backchannel_logout_session_supported"], true);
+        // Nothing it does not do (yet): no front-channel logout, no device grant, no PAR.
         for absent in [
-            "end_session_endpoint",
-            "backchannel_logout_supported",
+            "frontchannel_logout_supported",
             "device_authorization_endpoint",
             "pushed_authorization_request_endpoint",
             "registration_endpoint",

@@ -263,6 +263,17 @@ impl TestApp {
         }
     }
 
+    /// Stops the server (and its background tasks) and waits for it, keeping the database:
+    /// what a restart leaves behind, for a `replica` to start on.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+
     /// The key that signs now, built from the stored rows and the master key as any replica
     /// would: tests forge tokens with it.
     pub async fn signing_key(&self) -> Arc<SigningKey> {

@@ -27,20 +27,31 @@ on_both!(
     form_post_answers_with_a_form,
 );
 
-const APP_CB: &str = "https://app.example/cb";
+pub const APP_CB: &str = "https://app.example/cb";
+pub const APP_LOGGED_OUT: &str = "https://app.example/logged-out";
 const PARTNER_CB: &str = "https://partner.example/callback";
 const PARTNER_SECRET: &str = "partner-secret-0123456789";
 
 /// A server with four clients: the test's confidential API client, `web` (a first-party SPA,
 /// public), `cli` (first-party, public, loopback) and `partner` (third-party, confidential).
-async fn op(b: Backend) -> Option<TestApp> {
+pub async fn op(b: Backend) -> Option<TestApp> {
+    op_with(b, None).await
+}
+
+/// `op`, with `web`'s back-channel logout URI.
+pub async fn op_with(b: Backend, backchannel: Option<String>) -> Option<TestApp> {
+    let mut web = json!({"id": "web", "public": true, "first_party": true,
+        "redirect_uris": [APP_CB], "scopes": ["openid", "profile", "offline_access"],
+        "post_logout_redirect_uris": [APP_LOGGED_OUT]});
+    if let Some(uri) = backchannel {
+        web["backchannel_logout_uri"] = json!(uri);
+    }
     let app = TestApp::spawn_with(b, |f| {
         f.merge(Serialized::default(
             "clients",
             json!([
                 {"id": CLIENT_ID, "secret": CLIENT_SECRET},
-                {"id": "web", "public": true, "first_party": true,
-                 "redirect_uris": [APP_CB], "scopes": ["openid", "profile", "offline_access"]},
+                web,
                 {"id": "cli", "public": true, "first_party": true,
                  "redirect_uris": ["http://127.0.0.1/callback"], "scopes": ["openid"]},
                 {"id": "partner", "secret": PARTNER_SECRET,
@@ -54,7 +65,7 @@ async fn op(b: Backend) -> Option<TestApp> {
 }
 
 /// A PKCE verifier and its S256 challenge.
-fn pkce() -> (String, String) {
+pub fn pkce() -> (String, String) {
     let mut b = [0u8; 32];
     aws_lc_rs::rand::fill(&mut b).unwrap();
     let verifier = URL_SAFE_NO_PAD.encode(b);
@@ -66,7 +77,12 @@ fn pkce() -> (String, String) {
 }
 
 /// The query of an authorization request of `client` to `redirect_uri`.
-fn request(client: &str, redirect_uri: &str, challenge: &str, extra: &[(&str, &str)]) -> String {
+pub fn request(
+    client: &str,
+    redirect_uri: &str,
+    challenge: &str,
+    extra: &[(&str, &str)],
+) -> String {
     let mut q = form_urlencoded::Serializer::new(String::new());
     q.append_pair("response_type", "code")
         .append_pair("client_id", client)
@@ -83,14 +99,14 @@ fn request(client: &str, redirect_uri: &str, challenge: &str, extra: &[(&str, &s
 }
 
 /// A browser without JavaScript: cookies kept, redirects not followed.
-struct Browser {
-    http: reqwest::Client,
-    base: String,
-    jar: HashMap<String, String>,
+pub struct Browser {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub jar: HashMap<String, String>,
 }
 
 impl Browser {
-    fn new(app: &TestApp) -> Self {
+    pub fn new(app: &TestApp) -> Self {
         Browser {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -101,7 +117,7 @@ impl Browser {
         }
     }
 
-    fn cookie_header(&self) -> String {
+    pub fn cookie_header(&self) -> String {
         self.jar
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -122,7 +138,7 @@ impl Browser {
         }
     }
 
-    async fn get(&mut self, path: &str) -> reqwest::Response {
+    pub async fn get(&mut self, path: &str) -> reqwest::Response {
         let r = self
             .http
             .get(format!("{}{path}", self.base))
@@ -135,7 +151,7 @@ impl Browser {
     }
 
     /// POSTs a form as a same-origin page of Tessera's would.
-    async fn post(&mut self, path: &str, fields: &[(String, String)]) -> reqwest::Response {
+    pub async fn post(&mut self, path: &str, fields: &[(String, String)]) -> reqwest::Response {
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields)
             .finish();
@@ -154,7 +170,12 @@ impl Browser {
     }
 
     /// Fills the login page's form and submits it.
-    async fn sign_in(&mut self, page: &str, username: &str, password: &str) -> reqwest::Response {
+    pub async fn sign_in(
+        &mut self,
+        page: &str,
+        username: &str,
+        password: &str,
+    ) -> reqwest::Response {
         let mut fields = hidden_fields(page);
         fields.push(("username".into(), username.into()));
         fields.push(("password".into(), password.into()));
@@ -163,7 +184,7 @@ impl Browser {
 }
 
 /// The `<input type="hidden">` fields of a page, unescaped.
-fn hidden_fields(html: &str) -> Vec<(String, String)> {
+pub fn hidden_fields(html: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for tag in html.split("<input type=\"hidden\" ").skip(1) {
         let attr = |name: &str| {
@@ -186,7 +207,7 @@ fn unescape(s: &str) -> String {
 }
 
 /// The query parameters of a redirect's `Location`, checking it goes to `redirect_uri`.
-fn redirected(r: &reqwest::Response, redirect_uri: &str) -> HashMap<String, String> {
+pub fn redirected(r: &reqwest::Response, redirect_uri: &str) -> HashMap<String, String> {
     assert!(
         matches!(r.status().as_u16(), 302 | 303),
         "expected a redirect, got {}",
@@ -201,7 +222,7 @@ fn redirected(r: &reqwest::Response, redirect_uri: &str) -> HashMap<String, Stri
 }
 
 /// From a fresh browser to a code for `web`: the login page, then the form.
-async fn code_for_web(app: &TestApp, browser: &mut Browser, challenge: &str) -> String {
+pub async fn code_for_web(app: &TestApp, browser: &mut Browser, challenge: &str) -> String {
     let r = browser
         .get(&format!(
             "/authorize?{}",
@@ -217,7 +238,7 @@ async fn code_for_web(app: &TestApp, browser: &mut Browser, challenge: &str) -> 
     q["code"].clone()
 }
 
-async fn exchange(
+pub async fn exchange(
     app: &TestApp,
     client: &str,
     code: &str,
@@ -237,7 +258,7 @@ async fn exchange(
     app.form("/token", &form, basic).await
 }
 
-trait Issuer {
+pub trait Issuer {
     fn auth_issuer(&self) -> String;
 }
 
@@ -568,7 +589,7 @@ async fn pkce_is_required_and_checked(b: Backend) {
 }
 
 /// Another code for `web` in a browser that is signed in.
-async fn code_again(browser: &mut Browser, challenge: &str) -> String {
+pub async fn code_again(browser: &mut Browser, challenge: &str) -> String {
     let r = browser
         .get(&format!(
             "/authorize?{}",
@@ -636,7 +657,7 @@ async fn a_code_works_once_and_only_for_its_client_and_redirect_uri(b: Backend) 
 }
 
 /// Whether an `event` row is stored; the audit writer stores events in batches, so wait.
-async fn audit_event_stored(app: &TestApp, event: &'static str) -> bool {
+pub async fn audit_event_stored(app: &TestApp, event: &'static str) -> bool {
     for _ in 0..50 {
         let n = app
             .scalar_i64("SELECT COUNT(*) FROM audit_events WHERE event = $1", event)

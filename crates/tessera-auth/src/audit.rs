@@ -80,10 +80,16 @@ pub enum Event {
     /// An authorization code came back after its exchange: what it produced was revoked
     /// (RFC 6749 §4.1.2, invariant 7).
     CodeReplayed,
+    /// An SSO session ended at the end-session endpoint (RP-Initiated Logout).
+    SsoLogout,
+    /// A logout token was delivered to a client's back channel.
+    BackchannelDelivered,
+    /// A logout token was not delivered; `reason`: `retrying` or `gave_up`.
+    BackchannelFailed,
 }
 
 impl Event {
-    pub const ALL: [Event; 19] = [
+    pub const ALL: [Event; 22] = [
         Event::LoginSucceeded,
         Event::LoginFailed,
         Event::LoginThrottled,
@@ -103,6 +109,9 @@ impl Event {
         Event::ClientAuthFailed,
         Event::CodeExchanged,
         Event::CodeReplayed,
+        Event::SsoLogout,
+        Event::BackchannelDelivered,
+        Event::BackchannelFailed,
     ];
 
     /// The event's name in logs, rows, metrics and the admin API.
@@ -127,6 +136,9 @@ impl Event {
             Event::ClientAuthFailed => "client.auth_failed",
             Event::CodeExchanged => "code.exchanged",
             Event::CodeReplayed => "code.replayed",
+            Event::SsoLogout => "sso.logout",
+            Event::BackchannelDelivered => "backchannel.delivered",
+            Event::BackchannelFailed => "backchannel.failed",
         }
     }
 

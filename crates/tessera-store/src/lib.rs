@@ -33,6 +33,8 @@ mod backend;
 #[cfg(feature = "sql")]
 mod copy;
 #[cfg(feature = "sql")]
+mod deliveries;
+#[cfg(feature = "sql")]
 mod denylist;
 #[cfg(feature = "sql")]
 mod feed;
@@ -71,7 +73,9 @@ pub use model::{
     TokenStatus, User, UserQuery,
 };
 pub use model::{PoolStats, Purged, Reseal, Reserve};
-pub use oidc::{AuthorizationCode, CodeStore, Redeemed, SsoSession, SsoStore};
+pub use oidc::{
+    AuthorizationCode, CodeStore, DeliveryStore, LogoutDelivery, Redeemed, SsoSession, SsoStore,
+};
 #[cfg(feature = "sql")]
 pub use pg::PgStore;
 #[cfg(feature = "sql")]
@@ -344,6 +348,7 @@ pub trait Store:
     + SessionStore
     + SsoStore
     + CodeStore
+    + DeliveryStore
     + DenylistStore
     + ThrottleStore
     + KeyStore
@@ -364,6 +369,7 @@ impl<T> Store for T where
         + SessionStore
         + SsoStore
         + CodeStore
+        + DeliveryStore
         + DenylistStore
         + ThrottleStore
         + KeyStore

@@ -299,7 +299,7 @@ pub struct Reseal {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Purged {
     pub revoked_tokens: u64,
-    /// Refresh sessions and SSO sessions.
+    /// Refresh sessions, SSO sessions and finished back-channel deliveries.
     pub sessions: u64,
     pub authorization_codes: u64,
     pub login_throttle: u64,

@@ -89,6 +89,56 @@ pub trait SsoStore {
     async fn revoke_sso_session(&self, id: Uuid, reason: &str, now: i64) -> StoreResult<bool>;
     /// The refresh sessions created through it that are still live, which end with it.
     async fn sessions_of_sso(&self, id: Uuid, now: i64) -> StoreResult<Vec<Uuid>>;
+    /// Every client a refresh session was created for through it, once each.
+    async fn clients_of_sso(&self, id: Uuid) -> StoreResult<Vec<String>>;
+}
+
+/// A logout token to deliver to a client (Back-Channel Logout 1.0 §2.5), as durable work.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
+pub struct LogoutDelivery {
+    /// Also the logout token's `jti`.
+    pub id: Uuid,
+    pub client_id: String,
+    /// The client's `backchannel_logout_uri`.
+    pub uri: String,
+    /// The token's `sub`.
+    pub user_id: Uuid,
+    /// The token's `sid`.
+    pub sso_session_id: Uuid,
+    pub created_at: i64,
+    /// Attempts made so far, this one included once claimed.
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    /// Until when the replica that claimed it holds it.
+    pub locked_until: i64,
+    pub delivered_at: Option<i64>,
+    pub failed_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// Back-channel logout deliveries (invariant 10).
+#[async_trait]
+pub trait DeliveryStore {
+    async fn enqueue_deliveries(&self, deliveries: &[LogoutDelivery]) -> StoreResult<()>;
+    /// Claims up to `limit` due deliveries until `lease_until`, counting the attempt: each is
+    /// claimed by one replica at a time (`FOR UPDATE SKIP LOCKED` on Postgres; SQLite has one
+    /// writer), and one whose replica died is claimed again when its lease ends.
+    async fn claim_deliveries(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<LogoutDelivery>>;
+    async fn delivery_done(&self, id: Uuid, now: i64) -> StoreResult<()>;
+    /// A failed attempt: tried again at `next_attempt_at`, or with `None` given up.
+    async fn delivery_failed(
+        &self,
+        id: Uuid,
+        next_attempt_at: Option<i64>,
+        error: &str,
+        now: i64,
+    ) -> StoreResult<()>;
 }
 
 /// Authorization codes (invariant 7).

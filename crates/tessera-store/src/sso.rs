@@ -29,6 +29,9 @@ const SESSIONS_OF_SSO: &str = "
     SELECT id FROM sessions
     WHERE sso_session_id = $1 AND revoked_at IS NULL AND absolute_expires_at > $2";
 
+const CLIENTS_OF_SSO: &str = "
+    SELECT DISTINCT client_id FROM sessions WHERE sso_session_id = $1 ORDER BY client_id";
+
 const INSERT_CODE: &str = "
     INSERT INTO authorization_codes (code_hash, client_id, redirect_uri, code_challenge, nonce,
         scope, resource, sso_session_id, user_id, auth_time, amr, created_at, expires_at)
@@ -115,6 +118,14 @@ impl SsoStore for SqlStore {
             .fetch_all(b.pool())
             .await)?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn clients_of_sso(&self, id: Uuid) -> StoreResult<Vec<String>> {
+        let rows: Vec<(String,)> = on_backend!(self, |b| sqlx::query_as(CLIENTS_OF_SSO)
+            .bind(id)
+            .fetch_all(b.pool())
+            .await)?;
+        Ok(rows.into_iter().map(|(c,)| c).collect())
     }
 }
 

@@ -50,6 +50,11 @@ const PURGE_SSO_SESSIONS: &str = "
         (SELECT id FROM sso_sessions
          WHERE absolute_expires_at < $1 OR revoked_at < $1 OR idle_expires_at < $1 LIMIT $2)";
 
+/// Back-channel deliveries delivered or given up before the retention cut-off.
+const PURGE_DELIVERIES: &str = "
+    DELETE FROM backchannel_deliveries WHERE id IN
+        (SELECT id FROM backchannel_deliveries WHERE delivered_at < $1 OR failed_at < $1 LIMIT $2)";
+
 const PURGE_THROTTLE: &str = "
     DELETE FROM login_throttle WHERE key IN
         (SELECT key FROM login_throttle WHERE locked_until < $1 AND window_start < $2 LIMIT $3)";
@@ -234,6 +239,7 @@ impl Upkeep for SqlStore {
             .await?
             + self.purge_in_batches(PURGE_ATTEMPTS, &[now]).await?;
         b += self.purge_in_batches(PURGE_SSO_SESSIONS, &[cutoff]).await?;
+        b += self.purge_in_batches(PURGE_DELIVERIES, &[cutoff]).await?;
         let codes = self
             .purge_in_batches(PURGE_CODES, &[now - 3_600_000])
             .await?;

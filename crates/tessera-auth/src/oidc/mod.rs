@@ -8,9 +8,14 @@
 //!   decision `/authorize` takes (log in, ask consent, or answer with a code).
 //! - `code`: issuing a code and exchanging it (invariant 7).
 //! - `id_token`: the ID token's claims and signature.
+//! - `logout`: RP-Initiated Logout (the end-session endpoint, `id_token_hint`) and ending an
+//!   SSO session with its refresh sessions.
+//! - `backchannel`: Back-Channel Logout tokens, delivered from durable rows.
 
+mod backchannel;
 mod code;
 mod id_token;
+mod logout;
 mod request;
 mod sso;
 
@@ -19,7 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Granted;
 
+pub use backchannel::{LogoutSender, MAX_ATTEMPTS};
 pub use code::CodeGrant;
+pub use logout::{IdTokenHint, LogoutParams, LogoutRequest};
 pub use request::redirect_uri_matches;
 pub use sso::{SignedIn, SsoCookie};
 

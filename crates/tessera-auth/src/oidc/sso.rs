@@ -37,7 +37,7 @@ fn unavailable(e: AuthError) -> AuthorizeError {
 
 impl Auth {
     /// The live SSO session `cookie` names, with its user; its idle expiry moves on.
-    async fn live_sso(
+    pub(crate) async fn live_sso(
         &self,
         cookie: Option<&SsoCookie>,
         now: i64,
@@ -198,23 +198,5 @@ impl Auth {
             return Err(req.error("access_denied", "the user denied the request"));
         }
         self.issue_code(req, &sso, now).await.map_err(unavailable)
-    }
-
-    /// Ends the SSO session `cookie` names, and every refresh session created through it.
-    /// Returns whether there was one.
-    ///
-    /// Errors: `StoreUnavailable`.
-    pub async fn end_sso(&self, cookie: &SsoCookie, reason: &str) -> Result<bool, AuthError> {
-        let now = now_ms();
-        let digest = token_digest(cookie.0.expose_secret());
-        let Some(sso) = self.store.sso_session_by_token(&digest).await? else {
-            return Ok(false);
-        };
-        let ended = self.store.revoke_sso_session(sso.id, reason, now).await?;
-        for id in self.store.sessions_of_sso(sso.id, now).await? {
-            self.end_sessions(crate::Ending::Session(id), reason)
-                .await?;
-        }
-        Ok(ended)
     }
 }

@@ -1,0 +1,197 @@
+//! The end-session endpoint (RP-Initiated Logout 1.0): `GET`/`POST /end_session`, and the
+//! confirmation form `POST /end_session/confirm`. A request whose `id_token_hint` names the
+//! browser's live SSO session ends it at once; any other asks the user first, so that a
+//! foreign site cannot log them out silently. Afterwards the browser goes to the registered
+//! `post_logout_redirect_uri` with `state`, or sees a page.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use minijinja::context;
+use secrecy::ExposeSecret;
+
+use super::authorize::{clear_sso_cookie, forged, is_form, sso_cookie, unavailable};
+use super::csrf;
+use crate::auth::oidc::{LogoutParams, LogoutRequest};
+use crate::http::{AppState, RequestCaller};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/end_session", get(end_session_get).post(end_session_post))
+        .route("/end_session/confirm", post(confirm))
+}
+
+/// The request's parameters, and the page's own fields (`csrf`, `decision`).
+fn parse(raw: &[u8]) -> (LogoutParams, HashMap<String, String>) {
+    let mut map: HashMap<String, String> = form_urlencoded::parse(raw).into_owned().collect();
+    let mut take = |name: &str| map.remove(name).filter(|v| !v.is_empty());
+    let p = LogoutParams {
+        id_token_hint: take("id_token_hint"),
+        client_id: take("client_id"),
+        post_logout_redirect_uri: take("post_logout_redirect_uri"),
+        state: take("state"),
+        ui_locales: take("ui_locales"),
+        logout_hint: take("logout_hint"),
+    };
+    (p, map)
+}
+
+async fn end_session_get(
+    State(st): State<AppState>,
+    caller: RequestCaller,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let (p, _) = parse(query.unwrap_or_default().as_bytes());
+    start(&st, caller, &headers, &p).await
+}
+
+async fn end_session_post(
+    State(st): State<AppState>,
+    caller: RequestCaller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !is_form(&headers) {
+        return st.pages.error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "The request must be a form (application/x-www-form-urlencoded).",
+        );
+    }
+    let (p, _) = parse(&body);
+    start(&st, caller, &headers, &p).await
+}
+
+async fn start(
+    st: &AppState,
+    RequestCaller(caller): RequestCaller,
+    headers: &HeaderMap,
+    p: &LogoutParams,
+) -> Response {
+    let req = match st.auth.logout_request(p) {
+        Ok(req) => req,
+        Err(message) => return st.pages.error(StatusCode::BAD_REQUEST, &message),
+    };
+    let cookie = sso_cookie(headers);
+    let silent = st
+        .auth
+        .logout_needs_no_confirmation(&req, cookie.as_ref())
+        .await;
+    match (silent, cookie) {
+        (Ok(true), Some(cookie)) => match st.auth.end_session(&cookie, &caller).await {
+            Ok(_) => signed_out(st, &req),
+            Err(_) => unavailable(st),
+        },
+        (Ok(_), cookie) => match st.auth.signed_in_as(cookie.as_ref()).await {
+            // Nobody is signed in here: there is nothing to end or to ask.
+            Ok(None) => signed_out(st, &req),
+            Ok(Some(username)) => confirm_page(st, headers, &req, &username),
+            Err(_) => unavailable(st),
+        },
+        (Err(_), _) => unavailable(st),
+    }
+}
+
+/// The user's answer on the confirmation page.
+async fn confirm(
+    State(st): State<AppState>,
+    RequestCaller(caller): RequestCaller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (p, own) = parse(&body);
+    if !csrf::check(
+        &headers,
+        own.get("csrf").map(String::as_str),
+        &st.allowed_origins,
+    ) {
+        return forged(&st);
+    }
+    let req = match st.auth.logout_request(&p) {
+        Ok(req) => req,
+        Err(message) => return st.pages.error(StatusCode::BAD_REQUEST, &message),
+    };
+    match own.get("decision").map(String::as_str) {
+        Some("logout") => {}
+        Some("stay") => {
+            return st.pages.render(
+                StatusCode::OK,
+                "signed_out.html",
+                context! { lang => "en", title => "Still signed in", message => "You are still signed in." },
+            )
+        }
+        _ => return st.pages.error(StatusCode::BAD_REQUEST, "No decision was made."),
+    }
+    if let Some(cookie) = sso_cookie(&headers) {
+        if st.auth.end_session(&cookie, &caller).await.is_err() {
+            return unavailable(&st);
+        }
+    }
+    signed_out(&st, &req)
+}
+
+/// After the logout: to the registered `post_logout_redirect_uri` with `state`, or a page.
+/// Either way the SSO cookie is removed.
+fn signed_out(st: &AppState, req: &LogoutRequest) -> Response {
+    let mut res = match &req.post_logout_redirect_uri {
+        Some(uri) => {
+            let mut location = uri.clone();
+            if let Some(state) = &req.state {
+                let q: String = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("state", state)
+                    .finish();
+                location.push(if uri.contains('?') { '&' } else { '?' });
+                location.push_str(&q);
+            }
+            let mut res = StatusCode::SEE_OTHER.into_response();
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                res.headers_mut().insert(header::LOCATION, v);
+            }
+            super::secure_headers(res.headers_mut());
+            res
+        }
+        None => st.pages.render(
+            StatusCode::OK,
+            "signed_out.html",
+            context! { lang => "en", title => "Signed out", message => "You are signed out." },
+        ),
+    };
+    clear_sso_cookie(&mut res);
+    res
+}
+
+fn confirm_page(
+    st: &AppState,
+    headers: &HeaderMap,
+    req: &LogoutRequest,
+    username: &str,
+) -> Response {
+    let (token, fresh) = csrf::token(headers);
+    let params: Vec<(String, String)> = match serde_json::to_value(&req.params) {
+        Ok(serde_json::Value::Object(map)) => map
+            .into_iter()
+            .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string())))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut res = st.pages.render(
+        StatusCode::OK,
+        "logout.html",
+        context! {
+            lang => "en",
+            username => username,
+            client_id => req.client_id,
+            csrf => token.expose_secret(),
+            params => params,
+        },
+    );
+    if fresh {
+        csrf::set_cookie(&mut res, &token);
+    }
+    res
+}

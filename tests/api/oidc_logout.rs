@@ -1,0 +1,305 @@
+//! Logout across apps: the end-session endpoint (RP-Initiated Logout 1.0) and back-channel
+//! logout tokens (Back-Channel Logout 1.0), delivered from durable rows.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{eventually, Backend, TestApp};
+use crate::oidc::{
+    code_for_web, exchange, hidden_fields, op, op_with, pkce, request, Browser, Issuer, APP_CB,
+    APP_LOGGED_OUT,
+};
+use crate::on_both;
+
+on_both!(
+    a_hinted_logout_ends_the_sso_session_and_its_tokens,
+    a_logout_without_a_valid_hint_asks_first,
+    back_channel_logout_tokens_are_delivered_retried_and_survive_a_restart,
+);
+
+/// Signs `web` in through a fresh browser: the browser and the token answer.
+async fn signed_in(app: &TestApp) -> (Browser, Value) {
+    let mut browser = Browser::new(app);
+    let (verifier, challenge) = pkce();
+    let code = code_for_web(app, &mut browser, &challenge).await;
+    let r = exchange(app, "web", &code, &verifier, APP_CB).await;
+    assert_eq!(r.status(), 200);
+    (browser, r.json().await.unwrap())
+}
+
+fn end_session_query(params: &[(&str, &str)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    q.extend_pairs(params);
+    format!("/end_session?{}", q.finish())
+}
+
+async fn a_hinted_logout_ends_the_sso_session_and_its_tokens(b: Backend) {
+    let Some(app) = op(b).await else { return };
+    let (mut browser, t) = signed_in(&app).await;
+    let id_token = t["id_token"].as_str().unwrap();
+    let access = t["access_token"].as_str().unwrap();
+    let sid: uuid::Uuid = TestApp::claims(id_token)["sid"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let old_cookie = browser.jar["__Host-tessera_sso"].clone();
+    let r = browser
+        .get(&end_session_query(&[
+            ("id_token_hint", id_token),
+            ("post_logout_redirect_uri", APP_LOGGED_OUT),
+            ("state", "bye & back"),
+        ]))
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        format!("{APP_LOGGED_OUT}?state=bye+%26+back")
+    );
+    let cleared = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(cleared.starts_with("__Host-tessera_sso=;") && cleared.contains("Max-Age=0"));
+    // Stored: the SSO session ended, and the refresh session made through it.
+    let sso = app.store.sso_session(sid).await.unwrap().unwrap();
+    assert_eq!(sso.revoked_reason.as_deref(), Some("logout"));
+    app.userinfo_becomes(access, 401).await;
+    let r = app
+        .form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", t["refresh_token"].as_str().unwrap()),
+                ("client_id", "web"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    // The next authorization asks for a login again, even with the old cookie replayed.
+    let mut replayed = Browser::new(&app);
+    replayed.jar = browser.jar.clone();
+    assert!(!browser.jar.contains_key("__Host-tessera_sso"));
+    replayed.jar.insert("__Host-tessera_sso".into(), old_cookie);
+    let (_, challenge) = pkce();
+    let r = replayed
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge, &[])
+        ))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Sign in"));
+    assert!(crate::oidc::audit_event_stored(&app, "sso.logout").await);
+}
+
+async fn a_logout_without_a_valid_hint_asks_first(b: Backend) {
+    let Some(app) = op(b).await else { return };
+    let (mut browser, t) = signed_in(&app).await;
+    let access = t["access_token"].as_str().unwrap();
+    // No hint: a confirmation page, and nothing ended yet.
+    let r = browser.get("/end_session").await;
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"));
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Sign out?") && page.contains(">Sign out</button>"));
+    assert!(page.contains("<strong>alice</strong>"));
+    assert_eq!(app.userinfo(access).await.status(), 200);
+    // A foreign site's POST of the confirmation carries no CSRF token.
+    let mut foreign = Browser::new(&app);
+    let mut fields = hidden_fields(&page);
+    fields.push(("decision".into(), "logout".into()));
+    foreign.jar.insert(
+        "__Host-tessera_sso".into(),
+        browser.jar["__Host-tessera_sso"].clone(),
+    );
+    assert_eq!(
+        foreign.post("/end_session/confirm", &fields).await.status(),
+        403
+    );
+    assert_eq!(app.userinfo(access).await.status(), 200);
+    // An access token is no ID token; an unregistered redirect gets the error page.
+    for query in [
+        end_session_query(&[("id_token_hint", access)]),
+        end_session_query(&[("id_token_hint", "not.a.token")]),
+        end_session_query(&[
+            ("client_id", "web"),
+            ("post_logout_redirect_uri", "https://evil.example/"),
+        ]),
+        end_session_query(&[("post_logout_redirect_uri", APP_LOGGED_OUT)]),
+        end_session_query(&[
+            ("client_id", "cli"),
+            ("id_token_hint", t["id_token"].as_str().unwrap()),
+        ]),
+    ] {
+        let r = browser.get(&query).await;
+        assert_eq!(r.status(), 400, "{query}");
+        assert!(r.headers().get("location").is_none());
+    }
+    assert_eq!(app.userinfo(access).await.status(), 200);
+    // The user confirms: signed out.
+    let r = browser.post("/end_session/confirm", &fields).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("You are signed out."));
+    app.userinfo_becomes(access, 401).await;
+    // A stale hint (of an ended session) with a new sign-in: asked again, not silent.
+    let (mut browser2, t2) = signed_in(&app).await;
+    let r = browser2
+        .get(&end_session_query(&[(
+            "id_token_hint",
+            t["id_token"].as_str().unwrap(),
+        )]))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Sign out?"));
+    assert_eq!(
+        app.userinfo(t2["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+}
+
+/// A back-channel logout receiver: records each `logout_token`, answering with the statuses
+/// given, then 200.
+struct Receiver {
+    tokens: Arc<Mutex<Vec<String>>>,
+    url: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(listener: tokio::net::TcpListener, fail_first: usize) -> Self {
+        use axum::routing::post;
+        let url = format!("http://{}/backchannel", listener.local_addr().unwrap());
+        let tokens = Arc::new(Mutex::new(Vec::new()));
+        let seen = tokens.clone();
+        let app = axum::Router::new().route(
+            "/backchannel",
+            post(move |body: String| {
+                let seen = seen.clone();
+                async move {
+                    let token = form_urlencoded::parse(body.as_bytes())
+                        .find(|(k, _)| k == "logout_token")
+                        .map(|(_, v)| v.into_owned())
+                        .unwrap_or_default();
+                    let mut all = seen.lock().unwrap();
+                    all.push(token);
+                    if all.len() <= fail_first {
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        axum::http::StatusCode::OK
+                    }
+                }
+            }),
+        );
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver {
+            tokens,
+            url,
+            server,
+        }
+    }
+
+    fn tokens(&self) -> Vec<String> {
+        self.tokens.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Checks a logout token (Back-Channel Logout 1.0 §2.4) against the JWKS and the session.
+async fn assert_logout_token(app: &TestApp, token: &str, sid: &str, sub: &str) {
+    let header: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            token.split('.').next().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["typ"], "logout+jwt");
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(app.jwks().await).unwrap();
+    let jwk = jwks.find(header["kid"].as_str().unwrap()).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    v.set_audience(&["web"]);
+    v.set_issuer(&[app.auth_issuer()]);
+    let c = jsonwebtoken::decode::<Value>(token, &key, &v)
+        .unwrap()
+        .claims;
+    assert_eq!(c["sid"], sid);
+    assert_eq!(c["sub"], sub);
+    assert_eq!(
+        c["events"],
+        json!({"http://schemas.openid.net/event/backchannel-logout": {}})
+    );
+    assert!(c.get("nonce").is_none());
+    assert!(c["jti"].is_string() && c["iat"].is_i64());
+}
+
+async fn back_channel_logout_tokens_are_delivered_retried_and_survive_a_restart(b: Backend) {
+    // The receiver's port, reserved; nothing answers on it until later.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let uri = format!("http://{addr}/backchannel");
+    let Some(mut app) = op_with(b, Some(uri)).await else {
+        return;
+    };
+    let (mut browser, t) = signed_in(&app).await;
+    let c = TestApp::claims(t["id_token"].as_str().unwrap());
+    let (sid, sub) = (c["sid"].as_str().unwrap(), c["sub"].as_str().unwrap());
+    let r = browser
+        .get(&end_session_query(&[(
+            "id_token_hint",
+            t["id_token"].as_str().unwrap(),
+        )]))
+        .await;
+    assert_eq!(r.status(), 200);
+    // The receiver is down: the logout is complete anyway, and the delivery is retried.
+    app.userinfo_becomes(t["access_token"].as_str().unwrap(), 401)
+        .await;
+    eventually(10, "a failed attempt", || async {
+        app.scalar_i64(
+            "SELECT COUNT(*) FROM backchannel_deliveries WHERE last_error = $1",
+            "connection failed",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert!(crate::oidc::audit_event_stored(&app, "backchannel.failed").await);
+    // The server restarts; the receiver comes up answering 500 once, then 200.
+    app.stop().await;
+    let receiver = Receiver::start(tokio::net::TcpListener::bind(addr).await.unwrap(), 1).await;
+    let replica = app.replica(|f| f).await;
+    eventually(30, "the token delivered", || async {
+        replica
+            .scalar_i64(
+                "SELECT COUNT(*) FROM backchannel_deliveries WHERE client_id = $1 AND delivered_at IS NOT NULL",
+                "web",
+            )
+            .await
+            == 1
+    })
+    .await;
+    let tokens = receiver.tokens();
+    assert_eq!(tokens.len(), 2, "one refused attempt, one delivery");
+    for token in &tokens {
+        assert_logout_token(&replica, token, sid, sub).await;
+    }
+    // A retry is the same token's jti.
+    assert_eq!(
+        TestApp::claims(&tokens[0])["jti"],
+        TestApp::claims(&tokens[1])["jti"]
+    );
+    assert!(crate::oidc::audit_event_stored(&replica, "backchannel.delivered").await);
+    assert!(receiver.url.ends_with("/backchannel"));
+}
