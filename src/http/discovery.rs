@@ -47,6 +47,9 @@ pub fn metadata(s: &Settings, scopes: Vec<String>) -> Value {
         // tessera-verify and other verifiers poll.
         "revocation_feed_endpoint": format!("{iss}/revocations"),
         "grant_types_supported": ["authorization_code", "password", "refresh_token"],
+        // RFC 9126, for confidential clients; optional.
+        "pushed_authorization_request_endpoint": format!("{iss}/par"),
+        "require_pushed_authorization_requests": false,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "form_post"],
         "code_challenge_methods_supported": ["S256"],

@@ -18,6 +18,7 @@ mod health;
 mod jwks;
 mod metrics;
 mod oauth;
+mod par;
 pub mod serve;
 mod session;
 mod userinfo;
@@ -137,6 +138,7 @@ pub fn router(
         .merge(userinfo::router())
         .merge(jwks::router())
         .merge(oauth::router())
+        .merge(par::router())
         .merge(feed::router())
         .merge(discovery::router())
         .merge(health::router())

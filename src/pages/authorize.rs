@@ -113,7 +113,7 @@ async fn authorize_post(State(st): State<AppState>, headers: HeaderMap, body: By
 
 /// The authorization request, as it arrives from the client.
 async fn start(st: &AppState, headers: &HeaderMap, p: &Params, via: Via) -> Response {
-    let req = match checked(st, p, via) {
+    let req = match checked(st, p, via).await {
         Ok(req) => req,
         Err(res) => return *res,
     };
@@ -136,7 +136,7 @@ async fn login(
     if !csrf::check(&headers, p.own("csrf"), &st.allowed_origins) {
         return forged(&st);
     }
-    let req = match checked(&st, &p, Via::Post) {
+    let req = match checked(&st, &p, Via::Post).await {
         Ok(req) => req,
         Err(res) => return *res,
     };
@@ -185,7 +185,7 @@ async fn consent(State(st): State<AppState>, headers: HeaderMap, body: Bytes) ->
     if !csrf::check(&headers, p.own("csrf"), &st.allowed_origins) {
         return forged(&st);
     }
-    let req = match checked(&st, &p, Via::Post) {
+    let req = match checked(&st, &p, Via::Post).await {
         Ok(req) => req,
         Err(res) => return *res,
     };
@@ -207,8 +207,24 @@ async fn consent(State(st): State<AppState>, headers: HeaderMap, body: Bytes) ->
 
 /// The request checked, or the answer that ends it. A repeated `client_id` or `redirect_uri`
 /// makes the redirect URI untrustworthy (an error page); another repeated parameter is an
-/// `invalid_request` sent back (RFC 6749 §3.1).
-fn checked(st: &AppState, p: &Params, via: Via) -> Result<AuthorizationRequest, Box<Response>> {
+/// `invalid_request` sent back (RFC 6749 §3.1). A pushed request's `request_uri` (RFC 9126
+/// §4) brings its parameters; only `client_id` is read beside it.
+async fn checked(
+    st: &AppState,
+    p: &Params,
+    via: Via,
+) -> Result<AuthorizationRequest, Box<Response>> {
+    if let Some(uri) = &p.auth.request_uri {
+        let pushed = st
+            .auth
+            .pushed_request(p.auth.client_id.as_deref(), uri)
+            .await
+            .map_err(|e| Box::new(failed(st, e, via)))?;
+        return st
+            .auth
+            .authorization_request(&pushed)
+            .map_err(|e| Box::new(failed(st, e, via)));
+    }
     if p.repeated
         .iter()
         .any(|n| n == "client_id" || n == "redirect_uri")

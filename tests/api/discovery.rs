@@ -56,11 +56,14 @@ async fn discovery_documents(b: Backend) {
         assert_eq!(v["end_session_endpoint"], format!("{iss}/end_session"));
         assert_eq!(v["backchannel_logout_supported"], true);
         assert_eq!(v["backchannel_logout_session_supported"], true);
-        // Nothing it does not do (yet): no front-channel logout, no device grant, no PAR.
+        assert_eq!(
+            v["pushed_authorization_request_endpoint"],
+            format!("{iss}/par")
+        );
+        // Nothing it does not do (yet): no front-channel logout, no device grant.
         for absent in [
             "frontchannel_logout_supported",
             "device_authorization_endpoint",
-            "pushed_authorization_request_endpoint",
             "registration_endpoint",
         ] {
             assert!(v.get(absent).is_none(), "{path} claims {absent}");

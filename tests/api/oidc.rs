@@ -25,6 +25,7 @@ on_both!(
     the_hosted_login_refuses_alike_and_throttles,
     ending_the_users_tokens_ends_the_sso_session,
     form_post_answers_with_a_form,
+    pushed_requests_are_checked_used_once_and_bound_to_their_client,
 );
 
 pub const APP_CB: &str = "https://app.example/cb";
@@ -997,4 +998,101 @@ async fn form_post_answers_with_a_form(b: Backend) {
         .to_str()
         .unwrap()
         .contains("javascript"));
+}
+
+async fn pushed_requests_are_checked_used_once_and_bound_to_their_client(b: Backend) {
+    let Some(app) = op(b).await else { return };
+    let (verifier, challenge) = pkce();
+    let push = |extra: Vec<(&'static str, String)>, basic: Option<(&'static str, &'static str)>| {
+        let mut form: Vec<(String, String)> =
+            form_urlencoded::parse(request("partner", PARTNER_CB, &challenge, &[]).as_bytes())
+                .into_owned()
+                .collect();
+        for (k, v) in extra {
+            form.retain(|(name, _)| name != k);
+            form.push((k.to_string(), v));
+        }
+        let app = &app;
+        async move {
+            let pairs: Vec<(&str, &str)> =
+                form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            app.form("/par", &pairs, basic).await
+        }
+    };
+    let r = push(vec![], Some(("partner", PARTNER_SECRET))).await;
+    assert_eq!(r.status(), 201);
+    let pushed: Value = r.json().await.unwrap();
+    let uri = pushed["request_uri"].as_str().unwrap().to_string();
+    assert!(uri.starts_with("urn:ietf:params:oauth:request_uri:"));
+    assert_eq!(pushed["expires_in"], 60);
+    let q = |client: &str, uri: &str| {
+        format!(
+            "/authorize?client_id={client}&request_uri={}",
+            urlencode(uri)
+        )
+    };
+    // Another client cannot use it; the browser carries only client_id and request_uri.
+    let mut browser = Browser::new(&app);
+    let r = browser.get(&q("web", &uri)).await;
+    assert_eq!(r.status(), 400);
+    let r = browser.get(&q("partner", &uri)).await;
+    assert_eq!(r.status(), 200, "another client's attempt did not spend it");
+    let r = browser.get(&q("partner", &uri)).await;
+    assert_eq!(r.status(), 400, "used once");
+    // A fresh push, used by its client: the login page, the consent, the code.
+    let r = push(vec![], Some(("partner", PARTNER_SECRET))).await;
+    let uri: String = r.json::<Value>().await.unwrap()["request_uri"]
+        .as_str()
+        .unwrap()
+        .into();
+    let r = browser.get(&q("partner", &uri)).await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    let r = browser.sign_in(&page, "alice", PASSWORD).await;
+    let mut fields = hidden_fields(&r.text().await.unwrap());
+    fields.push(("decision".into(), "allow".into()));
+    let r = browser.post("/authorize/consent", &fields).await;
+    let code = redirected(&r, PARTNER_CB)["code"].clone();
+    assert_eq!(
+        exchange(&app, "partner", &code, &verifier, PARTNER_CB)
+            .await
+            .status(),
+        200
+    );
+    // Used once.
+    let r = browser.get(&q("partner", &uri)).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("location").is_none());
+    // Refused at the push: what /authorize would refuse, a public client, a foreign client_id.
+    for (extra, error) in [
+        (
+            vec![("redirect_uri", "https://evil.example/".to_string())],
+            "invalid_request",
+        ),
+        (
+            vec![("code_challenge_method", "plain".to_string())],
+            "invalid_request",
+        ),
+        (vec![("scope", "admin".to_string())], "invalid_scope"),
+        (vec![("request_uri", uri.clone())], "invalid_request"),
+    ] {
+        let r = push(extra.clone(), Some(("partner", PARTNER_SECRET))).await;
+        assert_eq!(r.status(), 400, "{extra:?}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"],
+            error,
+            "{extra:?}"
+        );
+    }
+    // A client_id other than the authenticated client's: invalid_client (RFC 6749 §2.3).
+    let r = push(
+        vec![("client_id", "web".to_string())],
+        Some(("partner", PARTNER_SECRET)),
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
+    // A public client may not push.
+    let r = push(vec![("client_id", "web".to_string())], None).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
 }

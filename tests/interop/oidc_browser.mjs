@@ -85,10 +85,13 @@ async function runAuthorization(page, url, login) {
       check(loginShown, `expected ${login ? "the login page" : "the callback"}, the browser is at ${page.url()}`);
       await page.getByLabel("Username").fill(username);
       await pw.fill(password);
-      await Promise.all([
-        page.waitForURL((u) => u.href.startsWith(redirectUri), { timeout: 30_000 }),
-        page.getByRole("button", { name: "Sign in" }).click(),
-      ]);
+      await page.getByRole("button", { name: "Sign in" }).click();
+      try {
+        await page.waitForURL((u) => u.href.startsWith(redirectUri), { timeout: 15_000 });
+      } catch {
+        const alert = await page.getByRole("alert").allTextContents().catch(() => []);
+        throw new Failure(`login: no callback, the browser is at ${page.url()}: ${alert.join(" ")}`);
+      }
     }
     check(callbacks.length === before + 1, `the callback was hit ${callbacks.length - before} times`);
     return { callbackUrl: new URL(callbacks[callbacks.length - 1]), loginShown, seen };

@@ -31,6 +31,13 @@ pub enum AuthError {
     /// §5.2 `invalid_grant`).
     #[error("invalid authorization code")]
     InvalidCode,
+    /// A pushed authorization request that `/authorize` would refuse (RFC 9126 §2.3): the
+    /// OAuth error code and a fixed description.
+    #[error("invalid authorization request: {error}")]
+    InvalidAuthorizationRequest {
+        error: &'static str,
+        description: String,
+    },
     /// The client may not use this grant (RFC 6749 §5.2 `unauthorized_client`).
     #[error("unauthorized client")]
     UnauthorizedClient,

@@ -141,9 +141,25 @@ pub trait DeliveryStore {
     ) -> StoreResult<()>;
 }
 
-/// Authorization codes (invariant 7).
+/// Authorization codes (invariant 7) and pushed authorization requests (RFC 9126).
 #[async_trait]
 pub trait CodeStore {
+    /// Stores a pushed request's parameters (a JSON object) under the digest of its URI.
+    async fn push_request(
+        &self,
+        uri_hash: &str,
+        client_id: &str,
+        params: &str,
+        expires_at: i64,
+    ) -> StoreResult<()>;
+    /// Takes a pushed request of `client_id` that has not expired at `now`: it is deleted in
+    /// the same statement, so it is used once. Returns its parameters.
+    async fn take_pushed_request(
+        &self,
+        uri_hash: &str,
+        client_id: &str,
+        now: i64,
+    ) -> StoreResult<Option<String>>;
     async fn insert_code(&self, code: &AuthorizationCode) -> StoreResult<()>;
     /// Marks the code used, recording `session_id` as what it produces, in one statement: of
     /// two concurrent exchanges exactly one gets `Fresh`. A code used before is marked

@@ -32,6 +32,13 @@ const SESSIONS_OF_SSO: &str = "
 const CLIENTS_OF_SSO: &str = "
     SELECT DISTINCT client_id FROM sessions WHERE sso_session_id = $1 ORDER BY client_id";
 
+const PUSH: &str = "
+    INSERT INTO pushed_requests (uri_hash, client_id, params, expires_at) VALUES ($1, $2, $3, $4)";
+
+const TAKE_PUSHED: &str = "
+    DELETE FROM pushed_requests WHERE uri_hash = $1 AND client_id = $2 AND expires_at > $3
+    RETURNING params";
+
 const INSERT_CODE: &str = "
     INSERT INTO authorization_codes (code_hash, client_id, redirect_uri, code_challenge, nonce,
         scope, resource, sso_session_id, user_id, auth_time, amr, created_at, expires_at)
@@ -131,6 +138,39 @@ impl SsoStore for SqlStore {
 
 #[async_trait]
 impl CodeStore for SqlStore {
+    async fn push_request(
+        &self,
+        uri_hash: &str,
+        client_id: &str,
+        params: &str,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        on_backend!(self, |b| sqlx::query(PUSH)
+            .bind(uri_hash)
+            .bind(client_id)
+            .bind(params)
+            .bind(expires_at)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    async fn take_pushed_request(
+        &self,
+        uri_hash: &str,
+        client_id: &str,
+        now: i64,
+    ) -> StoreResult<Option<String>> {
+        let row: Option<(String,)> = on_backend!(self, |b| sqlx::query_as(TAKE_PUSHED)
+            .bind(uri_hash)
+            .bind(client_id)
+            .bind(now)
+            .fetch_optional(b.pool())
+            .await)?;
+        Ok(row.map(|(p,)| p))
+    }
+
     async fn insert_code(&self, c: &AuthorizationCode) -> StoreResult<()> {
         on_backend!(self, |b| sqlx::query(INSERT_CODE)
             .bind(&c.code_hash)

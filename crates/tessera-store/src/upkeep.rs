@@ -50,6 +50,11 @@ const PURGE_SSO_SESSIONS: &str = "
         (SELECT id FROM sso_sessions
          WHERE absolute_expires_at < $1 OR revoked_at < $1 OR idle_expires_at < $1 LIMIT $2)";
 
+/// Pushed authorization requests past their expiry.
+const PURGE_PUSHED: &str = "
+    DELETE FROM pushed_requests WHERE uri_hash IN
+        (SELECT uri_hash FROM pushed_requests WHERE expires_at < $1 LIMIT $2)";
+
 /// Back-channel deliveries delivered or given up before the retention cut-off.
 const PURGE_DELIVERIES: &str = "
     DELETE FROM backchannel_deliveries WHERE id IN
@@ -242,7 +247,8 @@ impl Upkeep for SqlStore {
         b += self.purge_in_batches(PURGE_DELIVERIES, &[cutoff]).await?;
         let codes = self
             .purge_in_batches(PURGE_CODES, &[now - 3_600_000])
-            .await?;
+            .await?
+            + self.purge_in_batches(PURGE_PUSHED, &[now]).await?;
         Ok(Purged {
             authorization_codes: codes,
             revoked_tokens: a,

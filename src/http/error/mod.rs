@@ -36,6 +36,13 @@ pub enum ApiError {
     /// The client may not use this grant (RFC 6749 §5.2 `unauthorized_client`).
     #[error("unauthorized client")]
     UnauthorizedClient,
+    /// A pushed authorization request refused (RFC 9126 §2.3): its OAuth error code and the
+    /// domain's fixed description (never input).
+    #[error("invalid authorization request: {error}")]
+    AuthorizationRequest {
+        error: &'static str,
+        description: String,
+    },
     /// `grant_type` names a grant this server does not offer.
     #[error("unsupported grant type")]
     UnsupportedGrantType,
@@ -120,6 +127,13 @@ impl ApiError {
             ApiError::BadUsername(rule) => Some(rule.to_string()),
             _ => None,
         };
+        if let ApiError::AuthorizationRequest { error, description } = self {
+            let body = ErrorBody {
+                error: (*error).into(),
+                error_description: description.clone().into(),
+            };
+            return (StatusCode::BAD_REQUEST, body);
+        }
         if let Some(rule) = rule {
             let body = ErrorBody {
                 error: "invalid_request".into(),
@@ -142,6 +156,11 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 "invalid_grant",
                 "The authorization code is invalid, expired or used, or was issued for another client, redirect URI or code verifier.",
+            ),
+            ApiError::AuthorizationRequest { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "The authorization request is invalid.",
             ),
             ApiError::UnauthorizedClient => (
                 StatusCode::BAD_REQUEST,
@@ -262,6 +281,9 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidToken => ApiError::InvalidToken,
             AuthError::InvalidCode => ApiError::InvalidCode,
             AuthError::UnauthorizedClient => ApiError::UnauthorizedClient,
+            AuthError::InvalidAuthorizationRequest { error, description } => {
+                ApiError::AuthorizationRequest { error, description }
+            }
             AuthError::InvalidScope => ApiError::InvalidScope,
             AuthError::InvalidTarget => ApiError::InvalidTarget,
             AuthError::InsufficientRole => ApiError::Forbidden,

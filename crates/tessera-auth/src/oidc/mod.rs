@@ -11,11 +11,13 @@
 //! - `logout`: RP-Initiated Logout (the end-session endpoint, `id_token_hint`) and ending an
 //!   SSO session with its refresh sessions.
 //! - `backchannel`: Back-Channel Logout tokens, delivered from durable rows.
+//! - `par`: pushed authorization requests (RFC 9126).
 
 mod backchannel;
 mod code;
 mod id_token;
 mod logout;
+mod par;
 mod request;
 mod sso;
 
@@ -27,6 +29,7 @@ use super::Granted;
 pub use backchannel::{LogoutSender, MAX_ATTEMPTS};
 pub use code::CodeGrant;
 pub use logout::{IdTokenHint, LogoutParams, LogoutRequest};
+pub use par::{Pushed, PUSHED_TTL_SECS};
 pub use request::redirect_uri_matches;
 pub use sso::{SignedIn, SsoCookie};
 
@@ -54,7 +57,7 @@ pub struct AuthorizeParams {
     pub resource: Option<String>,
     /// Request objects (OIDC Core §6) are not supported: refused with `request_not_supported`.
     pub request: Option<String>,
-    /// Refused with `request_uri_not_supported`.
+    /// A pushed request's URI (RFC 9126 §4), resolved before the request is checked.
     pub request_uri: Option<String>,
 }
 

@@ -68,7 +68,7 @@ impl Auth {
     /// unregistered `redirect_uri`); `Redirect` with `unsupported_response_type`,
     /// `invalid_request` (PKCE missing or not S256, a malformed `prompt`, `max_age`,
     /// `response_mode`, `state` or `nonce`), `unauthorized_client`, `invalid_scope`,
-    /// `invalid_target`, `request_not_supported`, `request_uri_not_supported`.
+    /// `invalid_target`, `request_not_supported`, `invalid_request_uri`.
     pub fn authorization_request(
         &self,
         p: &AuthorizeParams,
