@@ -63,8 +63,9 @@ pub struct TokenResponse<'a> {
     expires_in: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<&'a str>,
-    /// Seconds until the refresh token expires if unused.
-    refresh_expires_in: i64,
+    /// Seconds until the refresh token expires if unused; with the refresh token only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_expires_in: Option<i64>,
     /// The granted scope, when one was asked for (RFC 6749 §5.1).
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
@@ -82,7 +83,7 @@ pub fn code_response(g: &crate::auth::oidc::CodeGrant) -> Response {
         token_type: "Bearer",
         expires_in: g.pair.expires_in,
         refresh_token: refresh,
-        refresh_expires_in: g.pair.refresh_expires_in,
+        refresh_expires_in: g.refresh.then_some(g.pair.refresh_expires_in),
         scope: g.pair.scope.as_deref(),
         id_token: g.id_token.as_ref().map(|t| t.expose_secret()),
     };
@@ -114,7 +115,7 @@ fn token_body(pair: &TokenPair, refresh_token: Option<&str>) -> Response {
         token_type: "Bearer",
         expires_in: pair.expires_in,
         refresh_token,
-        refresh_expires_in: pair.refresh_expires_in,
+        refresh_expires_in: Some(pair.refresh_expires_in),
         scope: pair.scope.as_deref(),
         id_token: None,
     };

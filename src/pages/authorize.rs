@@ -49,6 +49,8 @@ struct Params {
     auth: AuthorizeParams,
     own: HashMap<String, String>,
     repeated: Vec<String>,
+    /// A name or value that is not UTF-8 once decoded: it could not be echoed exactly.
+    malformed: bool,
 }
 
 impl Params {
@@ -84,6 +86,7 @@ impl Params {
             auth,
             own: map,
             repeated,
+            malformed: !decodes_as_utf8(raw),
         }
     }
 
@@ -133,7 +136,12 @@ async fn login(
     body: Bytes,
 ) -> Response {
     let p = Params::parse(&body);
-    if !csrf::check(&headers, p.own("csrf"), &st.allowed_origins) {
+    if !csrf::check(
+        &headers,
+        p.own("csrf"),
+        &st.allowed_origins,
+        &st.settings.tokens.issuer,
+    ) {
         return forged(&st);
     }
     let req = match checked(&st, &p, Via::Post).await {
@@ -182,7 +190,12 @@ async fn login(
 /// The consent form's answer.
 async fn consent(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let p = Params::parse(&body);
-    if !csrf::check(&headers, p.own("csrf"), &st.allowed_origins) {
+    if !csrf::check(
+        &headers,
+        p.own("csrf"),
+        &st.allowed_origins,
+        &st.settings.tokens.issuer,
+    ) {
         return forged(&st);
     }
     let req = match checked(&st, &p, Via::Post).await {
@@ -205,6 +218,21 @@ async fn consent(State(st): State<AppState>, headers: HeaderMap, body: Bytes) ->
     }
 }
 
+/// Whether every name and value of a form or query is UTF-8 once percent-decoded
+/// (`form_urlencoded` would replace the bytes that are not, and `state` would not come back as
+/// sent).
+fn decodes_as_utf8(raw: &[u8]) -> bool {
+    raw.split(|b| *b == b'&').all(|pair| {
+        let plus: Vec<u8> = pair
+            .iter()
+            .map(|b| if *b == b'+' { b' ' } else { *b })
+            .collect();
+        percent_encoding::percent_decode(&plus)
+            .decode_utf8()
+            .is_ok()
+    })
+}
+
 /// The request checked, or the answer that ends it. A repeated `client_id` or `redirect_uri`
 /// makes the redirect URI untrustworthy (an error page); another repeated parameter is an
 /// `invalid_request` sent back (RFC 6749 §3.1). A pushed request's `request_uri` (RFC 9126
@@ -214,6 +242,12 @@ async fn checked(
     p: &Params,
     via: Via,
 ) -> Result<AuthorizationRequest, Box<Response>> {
+    if p.malformed {
+        return Err(Box::new(st.pages.error(
+            StatusCode::BAD_REQUEST,
+            "The request is malformed: a parameter is not UTF-8.",
+        )));
+    }
     if let Some(uri) = &p.auth.request_uri {
         let pushed = st
             .auth

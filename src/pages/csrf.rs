@@ -2,8 +2,9 @@
 //! - a double-submit token: a random value in the `__Host-tessera_csrf` cookie (HttpOnly,
 //!   Secure, SameSite=Strict, so no other site's request carries it and no sibling subdomain
 //!   can set it) and the same value in every form; a POST must carry both, equal;
-//! - the `Origin` header, when the browser sends one, must be this server's own (the `Host`
-//!   the request was sent to). The pages' `Referrer-Policy: same-origin` makes Chromium send a
+//! - the `Origin` header, when the browser sends one, must be this server's own, exactly (the
+//!   issuer's scheme and the `Host` the request was sent to), or one of the allowed origins; and
+//!   a browser's `Sec-Fetch-Site: cross-site` is refused. The pages' `Referrer-Policy: same-origin` makes Chromium send a
 //!   true `Origin` with same-origin forms rather than `null`, which is refused.
 
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -49,7 +50,12 @@ pub fn set_cookie(res: &mut Response, token: &SecretString) {
 /// time), and the request's `Origin`, if any, is this server's own: the host it was sent to,
 /// the origin of `tokens.issuer` (behind a proxy that rewrites `Host`) or one of
 /// `http.cors_origins`.
-pub fn check(headers: &HeaderMap, form_token: Option<&str>, allowed: &AllowedOrigins) -> bool {
+pub fn check(
+    headers: &HeaderMap,
+    form_token: Option<&str>,
+    allowed: &AllowedOrigins,
+    issuer: &str,
+) -> bool {
     let Some(cookie) = crate::http::read_cookie(headers, CSRF_COOKIE).filter(well_formed) else {
         return false;
     };
@@ -61,11 +67,13 @@ pub fn check(headers: &HeaderMap, form_token: Option<&str>, allowed: &AllowedOri
         form_token.as_bytes(),
     )
     .is_ok();
-    same && (same_origin(headers) || allowed.check(headers, Missing::Allow).is_ok())
+    same && !cross_site(headers)
+        && (same_origin(headers, issuer) || allowed.check(headers, Missing::Allow).is_ok())
 }
 
-/// `Origin` absent, or naming the host the request was sent to.
-fn same_origin(headers: &HeaderMap) -> bool {
+/// `Origin` absent, or exactly this server's: the scheme of `tokens.issuer` and the `Host` the
+/// request was sent to, as a browser serialises an origin (RFC 6454 §6.2), compared as text.
+fn same_origin(headers: &HeaderMap, issuer: &str) -> bool {
     let mut origins = headers.get_all(header::ORIGIN).iter();
     let Some(origin) = origins.next() else {
         return true;
@@ -79,13 +87,17 @@ fn same_origin(headers: &HeaderMap) -> bool {
     ) else {
         return false;
     };
-    let Ok(url) = url::Url::parse(origin) else {
-        return false;
+    let scheme = if issuer.starts_with("https://") {
+        "https"
+    } else {
+        "http"
     };
-    let authority = match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_string(),
-        _ => return false,
-    };
-    authority.eq_ignore_ascii_case(host)
+    origin == format!("{scheme}://{host}")
+}
+
+/// A browser that says the request is cross-site (Fetch Metadata, `Sec-Fetch-Site`).
+fn cross_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site")
 }

@@ -109,6 +109,7 @@ async fn confirm(
         &headers,
         own.get("csrf").map(String::as_str),
         &st.allowed_origins,
+        &st.settings.tokens.issuer,
     ) {
         return forged(&st);
     }

@@ -468,6 +468,25 @@ async fn a_second_app_signs_in_without_a_login_page(b: Backend) {
     let r = browser.sign_in(&page, "alice", PASSWORD).await;
     assert!(redirected(&r, cb).contains_key("code"));
 
+    // A login_hint naming someone else: that user must sign in.
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("cli", cb, &challenge, &[("login_hint", "bob")])
+        ))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("value=\"bob\""));
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("cli", cb, &challenge, &[("login_hint", "ALICE")])
+        ))
+        .await;
+    assert!(
+        redirected(&r, cb).contains_key("code"),
+        "the same user, normalised"
+    );
     // A browser without the session: prompt=none is login_required, sent back.
     let mut stranger = Browser::new(&app);
     let r = stranger
@@ -504,6 +523,18 @@ async fn unverified_redirect_uris_get_an_error_page_never_a_redirect(b: Backend)
         ("web", "http://app.example/cb"),
         ("web", "https://APP.example/cb"),
         ("cli", "http://127.0.0.1:8080/callbackx"),
+        // Other spellings of a loopback URI (found by probing): matched as text, never
+        // normalised, or the browser resolves them against the issuer.
+        ("cli", "http:127.0.0.1:8080/callback"),
+        ("cli", "http:/127.0.0.1:8080/callback"),
+        ("cli", "HTTP://127.0.0.1:8080/callback"),
+        ("cli", "http://127.1:8080/callback"),
+        ("cli", "http://0x7f000001:8080/callback"),
+        ("cli", "http://127.0.0.1.:8080/callback"),
+        ("cli", "http://127.0.0.1:8080/x/../callback"),
+        ("cli", "http://127.0.0.1:8080\\callback"),
+        ("cli", "http://127.0.0.1:080/callback"),
+        ("cli", "http://127.0.0.1:/callback"),
         ("cli", "http://localhost:8080/callback"),
         ("cli", "https://127.0.0.1:8080/callback"),
         ("nobody", APP_CB),
@@ -637,6 +668,22 @@ async fn a_code_works_once_and_only_for_its_client_and_redirect_uri(b: Backend) 
     assert_eq!(s.revoked_reason.as_deref(), Some("code_replayed"));
     assert!(audit_event_stored(&app, "code.replayed").await);
 
+    // Parallel exchanges of one code: exactly one gets tokens, and the replays revoke them.
+    let code = code_again(&mut browser, &challenge).await;
+    let attempts = (0..10).map(|_| exchange(&app, "web", &code, &verifier, APP_CB));
+    let answers = futures::future::join_all(attempts).await;
+    let mut won = Vec::new();
+    for r in answers {
+        match r.status().as_u16() {
+            200 => won.push(r.json::<Value>().await.unwrap()),
+            400 => assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant"),
+            other => panic!("status {other}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one exchange wins");
+    app.userinfo_becomes(won[0]["access_token"].as_str().unwrap(), 401)
+        .await;
+
     // Another client, or another redirect URI: refused (and the code is spent).
     let code = code_again(&mut browser, &challenge).await;
     let r = exchange(&app, "cli", &code, &verifier, APP_CB).await;
@@ -723,6 +770,23 @@ async fn errors_go_back_with_state_and_iss(b: Backend) {
         ))
         .await;
     assert_eq!(redirected(&r, APP_CB)["error"], "invalid_request");
+    // A state that is not UTF-8 could not come back as sent: the error page.
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge, &[]).replace("state=st-123", "state=%FF%00")
+        ))
+        .await;
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("location").is_none());
+    // An S256 challenge is 43 characters.
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &format!("{challenge}A"), &[])
+        ))
+        .await;
+    assert_eq!(redirected(&r, APP_CB)["error"], "invalid_request");
 }
 
 fn urlencode(s: &str) -> String {
@@ -758,7 +822,18 @@ async fn forged_forms_are_refused(b: Backend) {
     let body = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(&fields)
         .finish();
-    for origin in ["https://evil.example", "null"] {
+    for origin in [
+        "https://evil.example",
+        "null",
+        // Found by probing: the host alone is not the origin.
+        &format!("https://{}", browser.base.trim_start_matches("http://")),
+        &format!("{}/evil", browser.base),
+        &format!(
+            "http://evil.example@{}",
+            browser.base.trim_start_matches("http://")
+        ),
+        &browser.base.replace("127.0.0.1", "127.1"),
+    ] {
         let r = browser
             .http
             .post(format!("{}/authorize/login", browser.base))
@@ -771,6 +846,17 @@ async fn forged_forms_are_refused(b: Backend) {
             .unwrap();
         assert_eq!(r.status(), 403, "{origin}");
     }
+    let r = browser
+        .http
+        .post(format!("{}/authorize/login", browser.base))
+        .header("cookie", browser.cookie_header())
+        .header("sec-fetch-site", "cross-site")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "Sec-Fetch-Site: cross-site");
     assert!(!browser.jar.contains_key("__Host-tessera_sso"));
 
     // The consent page skipped by a forged POST: no CSRF token, or no SSO session.

@@ -124,9 +124,12 @@ impl Auth {
         session.sso_session_id = Some(issued.sso_session_id);
         let subject = self.open_session(&user, &session, client, caller).await?;
         // A replay that raced this exchange marked the code before this read, or finds the
-        // session and revokes it: either way nothing it produced survives.
+        // session and revokes it: either way nothing it produced survives. This exchange was
+        // the first, so it still answers (with tokens of an ended session): of any number of
+        // concurrent exchanges exactly one gets tokens, and none of them work.
         if self.store.code_replayed(&digest).await? {
-            return Err(self.code_replayed(&issued, caller).await);
+            self.end_sessions(crate::Ending::Session(session.id), "code_replayed")
+                .await?;
         }
         let pair = self.issue(&subject, &session, &granted, now)?;
         let id_token = match has_scope(granted.scope.as_deref(), "openid") {

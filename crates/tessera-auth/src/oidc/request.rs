@@ -11,47 +11,45 @@ use crate::{Auth, AuthError, ClientId, TokenRequest};
 const MAX_PARAM_BYTES: usize = 2048;
 
 /// Whether `presented` is the registered redirect URI `registered`: the same string, except
-/// that for an http loopback URI the port may differ (RFC 8252 §7.3). No other normalisation:
-/// a prefix, another path, another query or a fragment never matches (RFC 9700 §4.1.3).
+/// that for an http loopback URI (`127.0.0.1`, `[::1]` or `localhost`) the port may differ
+/// (RFC 8252 §7.3). The comparison is on the text, never on a parsed and normalised URL: a
+/// prefix, another path or query, another spelling of the host (`127.1`, `0x7f000001`, a
+/// trailing dot), a backslash, `..` segments or a fragment never match (RFC 9700 §4.1.3).
 pub fn redirect_uri_matches(registered: &str, presented: &str) -> bool {
     if registered == presented {
         return true;
     }
-    let (Ok(r), Ok(p)) = (url::Url::parse(registered), url::Url::parse(presented)) else {
+    let (Some((r_host, _, r_rest)), Some((p_host, p_port, p_rest))) =
+        (loopback_parts(registered), loopback_parts(presented))
+    else {
         return false;
     };
-    let loopback = |u: &url::Url| {
-        u.scheme() == "http"
-            && match u.host() {
-                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                Some(url::Host::Domain(d)) => d == "localhost",
-                None => false,
-            }
-    };
-    loopback(&r)
-        && loopback(&p)
-        && r.scheme() == p.scheme()
-        && r.host() == p.host()
-        && r.path() == p.path()
-        && r.query() == p.query()
-        && p.fragment().is_none()
-        && !presented.contains('#')
-        && p.username().is_empty()
-        && p.password().is_none()
-        && without_port(registered) == without_port(presented)
+    r_host == p_host && r_rest == p_rest && p_port.is_none_or(is_port)
 }
 
-/// The URI with its port removed, compared as written (so that nothing but the port may
-/// differ).
-fn without_port(uri: &str) -> String {
-    match url::Url::parse(uri) {
-        Ok(mut u) => {
-            let _ = u.set_port(None);
-            u.to_string()
-        }
-        Err(_) => uri.to_string(),
+/// An `http://` loopback URI as `(host, port, rest)`, split on the text: `host` is exactly
+/// `127.0.0.1`, `[::1]` or `localhost`, `port` the text after `:`, if any, and `rest` the
+/// path and query that follow (starting with `/`).
+fn loopback_parts(uri: &str) -> Option<(&str, Option<&str>, &str)> {
+    let after = uri.strip_prefix("http://")?;
+    let end = after.find('/')?;
+    let (authority, rest) = after.split_at(end);
+    if rest.contains(['#', '\\']) {
+        return None;
     }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if h == "[::1]" || !h.contains(':') => (h, Some(p)),
+        _ => (authority, None),
+    };
+    matches!(host, "127.0.0.1" | "[::1]" | "localhost").then_some((host, port, rest))
+}
+
+/// A port as a browser writes it: 1 to 65535, no leading zero.
+fn is_port(p: &str) -> bool {
+    !p.starts_with('0')
+        && p.len() <= 5
+        && p.bytes().all(|b| b.is_ascii_digit())
+        && p.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n))
 }
 
 /// RFC 7636 §4.2: 43 to 128 characters of `[A-Z] / [a-z] / [0-9] / "-" / "." / "_" / "~"`.
@@ -147,7 +145,8 @@ impl Auth {
             p.code_challenge_method.as_deref(),
         ) {
             (None, _) => return Err(fail("invalid_request", "code_challenge is required (PKCE)")),
-            (Some(c), Some("S256")) if is_pkce_value(c) => c.to_string(),
+            // An S256 challenge is the base64url of a SHA-256: 43 characters.
+            (Some(c), Some("S256")) if is_pkce_value(c) && c.len() == 43 => c.to_string(),
             (Some(_), Some("S256")) => {
                 return Err(fail("invalid_request", "malformed code_challenge"))
             }
@@ -256,6 +255,25 @@ mod tests {
             "http://127.0.0.1:53121/cb#x",
             "https://127.0.0.1:53121/cb",
             "http://u@127.0.0.1:53121/cb",
+            // Other spellings of the same address or path (found by probing).
+            "HTTP://127.0.0.1:53121/cb",
+            "http://127.0.0.1:53121/x/../cb",
+            "http://127.0.0.1:53121/./cb",
+            "http://127.0.0.1:53121\\cb",
+            "http:\\\\127.0.0.1:53121\\cb",
+            "http://127.1:53121/cb",
+            "http://2130706433:53121/cb",
+            "http://0x7f000001:53121/cb",
+            "http://0177.0.0.1:53121/cb",
+            "http://127.0.0.1.:53121/cb",
+            "http://%31%32%37.0.0.1:53121/cb",
+            "http:127.0.0.1:53121/cb",
+            "http:/127.0.0.1:53121/cb",
+            "http://127.0.0.1:/cb",
+            "http://127.0.0.1:080/cb",
+            "http://127.0.0.1:0/cb",
+            "http://127.0.0.1:65536/cb",
+            "http://localhost:53121/cb",
         ] {
             assert!(!redirect_uri_matches(lo, bad), "{bad}");
         }

@@ -83,7 +83,11 @@ impl Auth {
         let too_old = req
             .max_age
             .is_some_and(|m| now - sso.auth_time > m.saturating_mul(1000));
-        if req.prompt.login || too_old {
+        // A `login_hint` naming someone else: that user signs in, not the session's.
+        let someone_else = req.login_hint.as_deref().is_some_and(|hint| {
+            crate::Username::for_lookup(hint).map_or(true, |n| n.as_str() != user.username)
+        });
+        if req.prompt.login || too_old || someone_else {
             return match req.prompt.none {
                 true => Err(req.error("login_required", "the user must sign in again")),
                 false => Ok(Decision::Login),
