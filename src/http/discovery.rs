@@ -46,7 +46,12 @@ pub fn metadata(s: &Settings, scopes: Vec<String>) -> Value {
         // An extension member (RFC 8414 §2 allows them): the revocation feed, which
         // tessera-verify and other verifiers poll.
         "revocation_feed_endpoint": format!("{iss}/revocations"),
-        "grant_types_supported": ["authorization_code", "password", "refresh_token"],
+        "grant_types_supported": [
+            "authorization_code", "password", "refresh_token",
+            "urn:ietf:params:oauth:grant-type:device_code"
+        ],
+        // RFC 8628.
+        "device_authorization_endpoint": format!("{iss}/device_authorization"),
         // RFC 9126, for confidential clients; optional.
         "pushed_authorization_request_endpoint": format!("{iss}/par"),
         "require_pushed_authorization_requests": false,

@@ -6,6 +6,7 @@ mod audit;
 pub(crate) mod client_addr;
 mod client_auth;
 pub(crate) mod csrf;
+mod device;
 mod discovery;
 mod edge;
 pub mod error;
@@ -139,6 +140,7 @@ pub fn router(
         .merge(jwks::router())
         .merge(oauth::router())
         .merge(par::router())
+        .merge(device::router())
         .merge(feed::router())
         .merge(discovery::router())
         .merge(health::router())

@@ -18,6 +18,7 @@ use super::error::{token_endpoint, ApiError, ErrorBody};
 use super::extract::RequestCaller;
 use super::session::{client_meta, code_response, token_response};
 use super::AppState;
+use crate::auth::oidc::DEVICE_GRANT;
 use crate::auth::{Introspection as Found, TokenRequest};
 use crate::time::UnixMillis;
 use tessera_proto::claims::Audience;
@@ -37,7 +38,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// before).
 #[derive(Deserialize, ToSchema)]
 struct TokenForm {
-    /// `authorization_code`, `password` or `refresh_token`.
+    /// `authorization_code`, `password`, `refresh_token` or
+    /// `urn:ietf:params:oauth:grant-type:device_code`.
     grant_type: String,
     /// The authorization code (`authorization_code`, RFC 6749 §4.1.3).
     #[schema(value_type = Option<String>, format = Password)]
@@ -47,6 +49,9 @@ struct TokenForm {
     code_verifier: Option<SecretString>,
     /// The redirect URI the code was sent to (RFC 6749 §4.1.3).
     redirect_uri: Option<String>,
+    /// The device code (`urn:ietf:params:oauth:grant-type:device_code`, RFC 8628 §3.4).
+    #[schema(value_type = Option<String>, format = Password)]
+    device_code: Option<SecretString>,
     username: Option<String>,
     #[schema(value_type = Option<String>, format = Password)]
     password: Option<SecretString>,
@@ -99,7 +104,10 @@ async fn token(
     let form = Form::parse(&headers, body)?;
     let t: TokenForm = form.decode()?;
     let grant = t.grant_type.as_str();
-    if !matches!(grant, "password" | "refresh_token" | "authorization_code") {
+    if !matches!(
+        grant,
+        "password" | "refresh_token" | "authorization_code" | DEVICE_GRANT
+    ) {
         return Err(ApiError::UnsupportedGrantType);
     }
     let client = authenticate(&st, &headers, Some(&form), Clients::Any, &caller).await?;
@@ -120,6 +128,18 @@ async fn token(
                 meta,
                 &caller,
             )
+            .await
+            .map_err(token_endpoint)?;
+        return Ok(code_response(&granted));
+    }
+    if grant == DEVICE_GRANT {
+        let code = t
+            .device_code
+            .ok_or_else(|| ApiError::InvalidRequest("missing device_code".into()))?;
+        let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(p))| p));
+        let granted = st
+            .auth
+            .poll_device(&code, &client, meta, &caller)
             .await
             .map_err(token_endpoint)?;
         return Ok(code_response(&granted));

@@ -403,6 +403,7 @@ fn login_page(
         "login.html",
         context! {
             lang => lang(req),
+            action => "/authorize/login",
             client_id => req.client_id,
             csrf => token.expose_secret(),
             params => hidden(&req.params),
@@ -468,7 +469,7 @@ pub(super) fn clear_sso_cookie(res: &mut Response) {
     }
 }
 
-fn set_sso_cookie(res: &mut Response, cookie: &SsoCookie, max_age_secs: u64) {
+pub(super) fn set_sso_cookie(res: &mut Response, cookie: &SsoCookie, max_age_secs: u64) {
     let value = format!(
         "{SSO_COOKIE}={}; Path=/; Max-Age={max_age_secs}; HttpOnly; Secure; SameSite=Lax",
         cookie.0.expose_secret()

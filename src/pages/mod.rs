@@ -1,5 +1,6 @@
 //! The hosted HTML pages of the OpenID Provider: the login, consent and error pages of
-//! `/authorize`, the form-post response, and the end-session endpoint's confirmation. Beside the JSON API (`http`), not inside it: they
+//! `/authorize`, the form-post response, the end-session endpoint's confirmation, and the
+//! device page (RFC 8628). Beside the JSON API (`http`), not inside it: they
 //! call the same domain use cases (`tessera-auth`) and turn their errors into pages, as
 //! `http::error` turns them into statuses.
 //!
@@ -16,6 +17,7 @@
 
 mod authorize;
 mod csrf;
+mod device;
 mod logout;
 
 use std::path::Path;
@@ -30,7 +32,7 @@ use minijinja::Environment;
 use crate::http::AppState;
 
 /// The embedded templates, by name.
-const TEMPLATES: [(&str, &str); 7] = [
+const TEMPLATES: [(&str, &str); 9] = [
     ("base.html", include_str!("templates/base.html")),
     ("login.html", include_str!("templates/login.html")),
     ("consent.html", include_str!("templates/consent.html")),
@@ -38,6 +40,11 @@ const TEMPLATES: [(&str, &str); 7] = [
     ("form_post.html", include_str!("templates/form_post.html")),
     ("logout.html", include_str!("templates/logout.html")),
     ("signed_out.html", include_str!("templates/signed_out.html")),
+    ("device.html", include_str!("templates/device.html")),
+    (
+        "device_confirm.html",
+        include_str!("templates/device_confirm.html"),
+    ),
 ];
 
 const STYLE: &str = include_str!("static/style.css");
@@ -138,6 +145,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(authorize::router())
         .merge(logout::router())
+        .merge(device::router())
         .route("/ui/style.css", get(|| async { asset("text/css", STYLE) }))
         .route(
             "/ui/form_post.js",

@@ -26,7 +26,12 @@ async fn discovery_documents(b: Backend) {
         assert_eq!(v["introspection_endpoint"], format!("{iss}/introspect"));
         assert_eq!(
             v["grant_types_supported"],
-            json!(["authorization_code", "password", "refresh_token"])
+            json!([
+                "authorization_code",
+                "password",
+                "refresh_token",
+                "urn:ietf:params:oauth:grant-type:device_code"
+            ])
         );
         assert!(v["token_endpoint_auth_methods_supported"]
             .as_array()
@@ -60,12 +65,12 @@ async fn discovery_documents(b: Backend) {
             v["pushed_authorization_request_endpoint"],
             format!("{iss}/par")
         );
-        // Nothing it does not do (yet): no front-channel logout, no device grant.
-        for absent in [
-            "frontchannel_logout_supported",
-            "device_authorization_endpoint",
-            "registration_endpoint",
-        ] {
+        assert_eq!(
+            v["device_authorization_endpoint"],
+            format!("{iss}/device_authorization")
+        );
+        // Nothing it does not do: no front-channel logout, no dynamic registration.
+        for absent in ["frontchannel_logout_supported", "registration_endpoint"] {
             assert!(v.get(absent).is_none(), "{path} claims {absent}");
         }
         assert_eq!(

@@ -21,6 +21,7 @@ mod login;
 mod master_key;
 mod oauth;
 mod oidc;
+mod oidc_device;
 mod oidc_interop;
 mod oidc_logout;
 mod operations;

@@ -177,10 +177,22 @@ impl Browser {
         username: &str,
         password: &str,
     ) -> reqwest::Response {
+        self.sign_in_at("/authorize/login", page, username, password)
+            .await
+    }
+
+    /// Fills a login form and submits it to `action`.
+    pub async fn sign_in_at(
+        &mut self,
+        action: &str,
+        page: &str,
+        username: &str,
+        password: &str,
+    ) -> reqwest::Response {
         let mut fields = hidden_fields(page);
         fields.push(("username".into(), username.into()));
         fields.push(("password".into(), password.into()));
-        self.post("/authorize/login", &fields).await
+        self.post(action, &fields).await
     }
 }
 

@@ -38,6 +38,9 @@ pub enum AuthError {
         error: &'static str,
         description: String,
     },
+    /// A device's poll that gets no tokens yet, or never will (RFC 8628 §3.5).
+    #[error("device poll: {0:?}")]
+    DevicePoll(super::oidc::DevicePoll),
     /// The client may not use this grant (RFC 6749 §5.2 `unauthorized_client`).
     #[error("unauthorized client")]
     UnauthorizedClient,

@@ -199,7 +199,7 @@ impl Auth {
     /// hashes at most the allowance; attempts beyond it wait for those ahead (invariant 11). A
     /// slot whose request is dropped is handed back; one whose process dies is held no longer
     /// than a request may take (`attempt_lease`).
-    async fn reserve_attempt(
+    pub(crate) async fn reserve_attempt(
         &self,
         keys: &throttle::AttemptKeys,
         client: &ClientId,

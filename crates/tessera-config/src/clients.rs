@@ -7,7 +7,12 @@ use secrecy::ExposeSecret;
 use super::ClientSettings;
 
 /// The grants `grant_types` may name.
-const GRANTS: [&str; 3] = ["authorization_code", "refresh_token", "password"];
+const GRANTS: [&str; 4] = [
+    "authorization_code",
+    "refresh_token",
+    "password",
+    "urn:ietf:params:oauth:grant-type:device_code",
+];
 
 impl ClientSettings {
     /// Checks this entry. The error names the rule broken (the caller adds the client's id).
@@ -37,7 +42,7 @@ impl ClientSettings {
         if let Some(grants) = &self.grant_types {
             if let Some(g) = grants.iter().find(|g| !GRANTS.contains(&g.as_str())) {
                 return Err(format!(
-                    "unknown grant type {g:?} (known: authorization_code, refresh_token, password)"
+                    "unknown grant type {g:?} (known: authorization_code, refresh_token, password, urn:ietf:params:oauth:grant-type:device_code)"
                 ));
             }
         }

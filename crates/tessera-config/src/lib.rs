@@ -114,7 +114,7 @@ pub struct ClientSettings {
     #[serde(default)]
     pub scopes: Vec<String>,
     /// The grants this client may use at `/token`: `authorization_code`, `refresh_token`,
-    /// `password`. Absent: `authorization_code` and `refresh_token`, plus `password` for a
+    /// `password`, `urn:ietf:params:oauth:grant-type:device_code` (RFC 8628). Absent: `authorization_code` and `refresh_token`, plus `password` for a
     /// confidential client without `redirect_uris` (what such a client could always do).
     #[serde(default)]
     pub grant_types: Option<Vec<String>>,

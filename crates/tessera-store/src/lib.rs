@@ -37,6 +37,8 @@ mod deliveries;
 #[cfg(feature = "sql")]
 mod denylist;
 #[cfg(feature = "sql")]
+mod device;
+#[cfg(feature = "sql")]
 mod feed;
 #[cfg(feature = "sql")]
 mod keys;
@@ -74,7 +76,8 @@ pub use model::{
 };
 pub use model::{PoolStats, Purged, Reseal, Reserve};
 pub use oidc::{
-    AuthorizationCode, CodeStore, DeliveryStore, LogoutDelivery, Redeemed, SsoSession, SsoStore,
+    AuthorizationCode, CodeStore, DeliveryStore, DeviceApproval, DeviceCode, DeviceStore,
+    LogoutDelivery, Redeemed, SsoSession, SsoStore,
 };
 #[cfg(feature = "sql")]
 pub use pg::PgStore;
@@ -349,6 +352,7 @@ pub trait Store:
     + SsoStore
     + CodeStore
     + DeliveryStore
+    + DeviceStore
     + DenylistStore
     + ThrottleStore
     + KeyStore
@@ -370,6 +374,7 @@ impl<T> Store for T where
         + SsoStore
         + CodeStore
         + DeliveryStore
+        + DeviceStore
         + DenylistStore
         + ThrottleStore
         + KeyStore

@@ -301,7 +301,7 @@ pub struct Purged {
     pub revoked_tokens: u64,
     /// Refresh sessions, SSO sessions and finished back-channel deliveries.
     pub sessions: u64,
-    /// Authorization codes and pushed authorization requests.
+    /// Authorization codes, device codes and pushed authorization requests.
     pub authorization_codes: u64,
     pub login_throttle: u64,
 }

@@ -174,3 +174,67 @@ pub trait CodeStore {
     /// exchange's session exists, so that a replay racing the exchange is never missed).
     async fn code_replayed(&self, code_hash: &str) -> StoreResult<bool>;
 }
+
+/// A device authorization (RFC 8628 §3.2), pending until the user answers.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
+pub struct DeviceCode {
+    /// base64url SHA-256 of the device code.
+    pub device_code_hash: String,
+    /// Normalised: 8 letters, no separator.
+    pub user_code: String,
+    pub client_id: String,
+    pub scope: Option<String>,
+    pub resource: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    /// The least wait between two polls (ms).
+    pub interval_ms: i64,
+    pub last_polled_at: i64,
+    /// `pending`, `approved`, `denied` or `used`.
+    pub status: String,
+    pub user_id: Option<Uuid>,
+    pub sso_session_id: Option<Uuid>,
+    pub auth_time: Option<i64>,
+    pub amr: Option<String>,
+    pub session_id: Option<Uuid>,
+}
+
+/// Who approved a device code, from their SSO session.
+#[derive(Debug, Clone)]
+pub struct DeviceApproval<'a> {
+    pub user_id: Uuid,
+    pub sso_session_id: Uuid,
+    pub auth_time: i64,
+    pub amr: &'a str,
+}
+
+/// Device codes (RFC 8628, invariant 7).
+#[async_trait]
+pub trait DeviceStore {
+    async fn insert_device_code(&self, code: &DeviceCode) -> StoreResult<()>;
+    /// The pending, unexpired code with this user code.
+    async fn pending_device_code(
+        &self,
+        user_code: &str,
+        now: i64,
+    ) -> StoreResult<Option<DeviceCode>>;
+    /// Approves (with `Some`) or denies a pending, unexpired code; `false` if it was not.
+    async fn decide_device_code(
+        &self,
+        user_code: &str,
+        approval: Option<&DeviceApproval<'_>>,
+        now: i64,
+    ) -> StoreResult<bool>;
+    async fn device_code(&self, hash: &str) -> StoreResult<Option<DeviceCode>>;
+    /// Records a poll at `now` if the interval has passed since the last one; `false` when
+    /// it has not (the device polls too fast), and the interval then grows by `slow_down_ms`.
+    async fn poll_device_code(&self, hash: &str, now: i64, slow_down_ms: i64) -> StoreResult<bool>;
+    /// Marks an approved code used, with the session it produces: of concurrent polls one
+    /// gets the code.
+    async fn use_device_code(
+        &self,
+        hash: &str,
+        session_id: Uuid,
+    ) -> StoreResult<Option<DeviceCode>>;
+}

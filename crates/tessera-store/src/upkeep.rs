@@ -50,6 +50,11 @@ const PURGE_SSO_SESSIONS: &str = "
         (SELECT id FROM sso_sessions
          WHERE absolute_expires_at < $1 OR revoked_at < $1 OR idle_expires_at < $1 LIMIT $2)";
 
+/// Device codes an hour past their expiry.
+const PURGE_DEVICE_CODES: &str = "
+    DELETE FROM device_codes WHERE device_code_hash IN
+        (SELECT device_code_hash FROM device_codes WHERE expires_at < $1 LIMIT $2)";
+
 /// Pushed authorization requests past their expiry.
 const PURGE_PUSHED: &str = "
     DELETE FROM pushed_requests WHERE uri_hash IN
@@ -248,7 +253,10 @@ impl Upkeep for SqlStore {
         let codes = self
             .purge_in_batches(PURGE_CODES, &[now - 3_600_000])
             .await?
-            + self.purge_in_batches(PURGE_PUSHED, &[now]).await?;
+            + self.purge_in_batches(PURGE_PUSHED, &[now]).await?
+            + self
+                .purge_in_batches(PURGE_DEVICE_CODES, &[now - 3_600_000])
+                .await?;
         Ok(Purged {
             authorization_codes: codes,
             revoked_tokens: a,

@@ -9,6 +9,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::auth::oidc::DevicePoll;
 use crate::auth::AuthError;
 
 /// Every failure a request can end in.
@@ -36,6 +37,10 @@ pub enum ApiError {
     /// The client may not use this grant (RFC 6749 §5.2 `unauthorized_client`).
     #[error("unauthorized client")]
     UnauthorizedClient,
+    /// A device's poll without tokens (RFC 8628 §3.5): `authorization_pending`, `slow_down`,
+    /// `access_denied` or `expired_token`, all 400.
+    #[error("device poll: {0}")]
+    DevicePoll(&'static str),
     /// A pushed authorization request refused (RFC 9126 §2.3): its OAuth error code and the
     /// domain's fixed description (never input).
     #[error("invalid authorization request: {error}")]
@@ -156,6 +161,16 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 "invalid_grant",
                 "The authorization code is invalid, expired or used, or was issued for another client, redirect URI or code verifier.",
+            ),
+            ApiError::DevicePoll(error) => (
+                StatusCode::BAD_REQUEST,
+                *error,
+                match *error {
+                    "authorization_pending" => "The user has not answered yet: poll again after the interval.",
+                    "slow_down" => "Polling too fast: wait 5 seconds more between polls from now on.",
+                    "access_denied" => "The user denied the request.",
+                    _ => "The device code expired: start again.",
+                },
             ),
             ApiError::AuthorizationRequest { .. } => (
                 StatusCode::BAD_REQUEST,
@@ -281,6 +296,12 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidToken => ApiError::InvalidToken,
             AuthError::InvalidCode => ApiError::InvalidCode,
             AuthError::UnauthorizedClient => ApiError::UnauthorizedClient,
+            AuthError::DevicePoll(poll) => ApiError::DevicePoll(match poll {
+                DevicePoll::AuthorizationPending => "authorization_pending",
+                DevicePoll::SlowDown => "slow_down",
+                DevicePoll::AccessDenied => "access_denied",
+                DevicePoll::ExpiredToken => "expired_token",
+            }),
             AuthError::InvalidAuthorizationRequest { error, description } => {
                 ApiError::AuthorizationRequest { error, description }
             }

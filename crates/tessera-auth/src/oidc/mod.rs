@@ -12,9 +12,11 @@
 //!   SSO session with its refresh sessions.
 //! - `backchannel`: Back-Channel Logout tokens, delivered from durable rows.
 //! - `par`: pushed authorization requests (RFC 9126).
+//! - `device`: the device authorization grant (RFC 8628).
 
 mod backchannel;
 mod code;
+mod device;
 mod id_token;
 mod logout;
 mod par;
@@ -28,6 +30,10 @@ use super::Granted;
 
 pub use backchannel::{LogoutSender, MAX_ATTEMPTS};
 pub use code::CodeGrant;
+pub use device::{
+    display_user_code, normalize_user_code, DeviceAuthorization, DevicePoll, PendingDevice,
+    DEVICE_CODE_TTL_SECS, DEVICE_GRANT, POLL_INTERVAL_SECS,
+};
 pub use logout::{IdTokenHint, LogoutParams, LogoutRequest};
 pub use par::{Pushed, PUSHED_TTL_SECS};
 pub use request::redirect_uri_matches;

@@ -129,10 +129,57 @@ impl Auth {
         old: Option<&SsoCookie>,
         caller: &Caller,
     ) -> Result<SignedIn, AuthError> {
-        check_login_input(username, &password)?;
         let client = ClientId::registered(&req.client_id);
+        let (sso, cookie) = self
+            .start_sso(&client, username, password, meta, old, caller)
+            .await?;
+        let decision = if self.needs_consent(req) {
+            let user = self.store.user_by_id(sso.user_id).await?;
+            Decision::Consent {
+                username: user.map(|u| u.username).unwrap_or_default(),
+            }
+        } else {
+            Decision::Code(self.issue_code(req, &sso, sso.created_at).await?)
+        };
+        Ok(SignedIn {
+            cookie,
+            max_age_secs: self.settings.sso.absolute_ttl.as_secs(),
+            decision,
+        })
+    }
+
+    /// Signs in at a hosted page that serves no authorization request (the device page): the
+    /// same checks as `sign_in`. Returns the new session's cookie and its lifetime (seconds).
+    ///
+    /// Errors: as `sign_in`.
+    pub async fn sign_in_browser(
+        &self,
+        username: &str,
+        password: SecretString,
+        meta: ClientMeta,
+        old: Option<&SsoCookie>,
+        caller: &Caller,
+    ) -> Result<(SsoCookie, u64), AuthError> {
+        let (_, cookie) = self
+            .start_sso(&self.first_party(), username, password, meta, old, caller)
+            .await?;
+        Ok((cookie, self.settings.sso.absolute_ttl.as_secs()))
+    }
+
+    /// The password check of the hosted pages, then a new SSO session in place of the
+    /// browser's old one (if any). `client` names who asked, for the audit trail.
+    async fn start_sso(
+        &self,
+        client: &ClientId,
+        username: &str,
+        password: SecretString,
+        meta: ClientMeta,
+        old: Option<&SsoCookie>,
+        caller: &Caller,
+    ) -> Result<(SsoSession, SsoCookie), AuthError> {
+        check_login_input(username, &password)?;
         let (user, now) = self
-            .verify_password_login(username, password, meta.ip.as_deref(), &client, caller)
+            .verify_password_login(username, password, meta.ip.as_deref(), client, caller)
             .await?;
         if let Some(old) = old {
             let digest = token_digest(old.0.expose_secret());
@@ -164,22 +211,11 @@ impl Auth {
         self.audit(
             caller,
             Event::LoginSucceeded,
-            Record::user(user.id).client(&req.client_id),
+            Record::user(user.id).client(client.as_str()),
         )
         .await;
         metrics::counter!("logins_total", "result" => "ok").increment(1);
-        let decision = if self.needs_consent(req) {
-            Decision::Consent {
-                username: user.username,
-            }
-        } else {
-            Decision::Code(self.issue_code(req, &sso, now.0).await?)
-        };
-        Ok(SignedIn {
-            cookie: SsoCookie(token),
-            max_age_secs: s.absolute_ttl.as_secs(),
-            decision,
-        })
+        Ok((sso, SsoCookie(token)))
     }
 
     /// The user's answer on the consent page: with `allow`, the code; otherwise

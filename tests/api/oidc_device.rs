@@ -1,0 +1,250 @@
+//! The device authorization grant (RFC 8628): `/device_authorization`, the hosted device page
+//! and the device's polls at `/token`.
+
+use figment::providers::Serialized;
+use serde_json::{json, Value};
+
+use crate::helpers::{Backend, TestApp, PASSWORD};
+use crate::oidc::{hidden_fields, Browser};
+use crate::on_both;
+
+on_both!(
+    a_device_signs_in_once_the_user_allows_it,
+    denied_expired_and_foreign_device_codes_get_no_tokens,
+    user_codes_cannot_be_guessed,
+);
+
+const GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+async fn provider(b: Backend) -> Option<TestApp> {
+    let app = TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default(
+            "clients",
+            json!([
+                {"id": "tv", "public": true, "first_party": true,
+                 "grant_types": [GRANT, "refresh_token"],
+                 "scopes": ["openid", "profile", "offline_access"]},
+                {"id": "web", "public": true, "first_party": true,
+                 "redirect_uris": ["https://app.example/cb"], "scopes": ["openid"]},
+            ]),
+        ))
+    })
+    .await?;
+    app.create_user("alice", &[]).await;
+    Some(app)
+}
+
+async fn start(app: &TestApp, client: &str) -> reqwest::Response {
+    app.form(
+        "/device_authorization",
+        &[("client_id", client), ("scope", "openid offline_access")],
+        None,
+    )
+    .await
+}
+
+async fn poll(app: &TestApp, device_code: &str) -> (u16, Value) {
+    let r = app
+        .form(
+            "/token",
+            &[
+                ("grant_type", GRANT),
+                ("device_code", device_code),
+                ("client_id", "tv"),
+            ],
+            None,
+        )
+        .await;
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// Lets the next poll through at once (the interval is the device's to respect; the tests do
+/// not wait it out).
+async fn interval_passed(app: &TestApp) {
+    app.exec_sql("UPDATE device_codes SET last_polled_at = 0".into())
+        .await;
+}
+
+/// Signs `alice` in on the device page and answers for `user_code`.
+async fn answer(app: &TestApp, user_code: &str, decision: &str) -> reqwest::Response {
+    let mut browser = Browser::new(app);
+    let r = browser.get(&format!("/device?user_code={user_code}")).await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("<label for=\"username\">Username</label>"));
+    assert!(page.contains("action=\"&#x2f;device&#x2f;login\""), "{page}");
+    let r = browser
+        .sign_in_at("/device/login", &page, "alice", PASSWORD)
+        .await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Allow this device?"), "{page}");
+    assert!(page.contains("<strong>tv</strong>"));
+    let mut fields = hidden_fields(&page);
+    fields.push(("decision".into(), decision.into()));
+    browser.post("/device/decide", &fields).await
+}
+
+async fn a_device_signs_in_once_the_user_allows_it(b: Backend) {
+    let Some(app) = provider(b).await else { return };
+    let r = start(&app, "tv").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let d: Value = r.json().await.unwrap();
+    let user_code = d["user_code"].as_str().unwrap();
+    assert_eq!(user_code.len(), 9);
+    assert_eq!(&user_code[4..5], "-");
+    assert!(user_code
+        .replace('-', "")
+        .bytes()
+        .all(|c| b"BCDFGHJKLMNPQRSTVWXZ".contains(&c)));
+    assert_eq!(d["verification_uri"], "http://127.0.0.1:8080/device");
+    assert_eq!(
+        d["verification_uri_complete"],
+        format!("http://127.0.0.1:8080/device?user_code={user_code}")
+    );
+    assert_eq!(d["expires_in"], 600);
+    assert_eq!(d["interval"], 5);
+    let device_code = d["device_code"].as_str().unwrap();
+    // Not answered yet; then too fast.
+    assert_eq!(
+        poll(&app, device_code).await,
+        (400, error("authorization_pending"))
+    );
+    let (status, body) = poll(&app, device_code).await;
+    assert_eq!((status, body["error"].clone()), (400, json!("slow_down")));
+    let interval = app
+        .scalar_i64(
+            "SELECT interval_ms FROM device_codes WHERE client_id = $1",
+            "tv",
+        )
+        .await;
+    assert_eq!(interval, 10_000, "slow_down adds 5 s");
+    // The user allows it, typing the code in lower case with a space.
+    let r = answer(&app, &user_code.to_lowercase().replace('-', " "), "allow").await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Device connected"));
+    interval_passed(&app).await;
+    let (status, t) = poll(&app, device_code).await;
+    assert_eq!(status, 200, "{t}");
+    assert!(t["access_token"].is_string() && t["refresh_token"].is_string());
+    let id = TestApp::claims(t["id_token"].as_str().unwrap());
+    assert_eq!(id["aud"], "tv");
+    assert!(id.get("nonce").is_none());
+    let sso: uuid::Uuid = id["sid"].as_str().unwrap().parse().unwrap();
+    assert!(app.store.sso_session(sso).await.unwrap().is_some());
+    assert_eq!(
+        app.userinfo(t["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+    // Once.
+    interval_passed(&app).await;
+    let (status, body) = poll(&app, device_code).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (400, json!("invalid_grant"))
+    );
+}
+
+fn error(code: &str) -> Value {
+    let descriptions = [(
+        "authorization_pending",
+        "The user has not answered yet: poll again after the interval.",
+    )];
+    let d = descriptions.iter().find(|(c, _)| *c == code).unwrap().1;
+    json!({"error": code, "error_description": d})
+}
+
+async fn denied_expired_and_foreign_device_codes_get_no_tokens(b: Backend) {
+    let Some(app) = provider(b).await else { return };
+    // A client without the grant.
+    let r = start(&app, "web").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "unauthorized_client"
+    );
+    // Denied.
+    let d: Value = start(&app, "tv").await.json().await.unwrap();
+    let r = answer(&app, d["user_code"].as_str().unwrap(), "deny").await;
+    assert!(r.text().await.unwrap().contains("Device refused"));
+    let (status, body) = poll(&app, d["device_code"].as_str().unwrap()).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (400, json!("access_denied"))
+    );
+    // Expired.
+    let d: Value = start(&app, "tv").await.json().await.unwrap();
+    app.exec_sql(format!(
+        "UPDATE device_codes SET expires_at = 1 WHERE user_code = '{}'",
+        d["user_code"].as_str().unwrap().replace('-', "")
+    ))
+    .await;
+    let (status, body) = poll(&app, d["device_code"].as_str().unwrap()).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (400, json!("expired_token"))
+    );
+    // Unknown, and a forged answer without the CSRF token.
+    let (status, body) = poll(&app, "not-a-device-code").await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (400, json!("invalid_grant"))
+    );
+    let d: Value = start(&app, "tv").await.json().await.unwrap();
+    let mut foreign = Browser::new(&app);
+    let r = foreign
+        .post(
+            "/device/decide",
+            &[
+                ("user_code".into(), d["user_code"].as_str().unwrap().into()),
+                ("decision".into(), "allow".into()),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    let (status, body) = poll(&app, d["device_code"].as_str().unwrap()).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (400, json!("authorization_pending"))
+    );
+}
+
+async fn user_codes_cannot_be_guessed(b: Backend) {
+    let Some(app) = provider(b).await else { return };
+    let d: Value = start(&app, "tv").await.json().await.unwrap();
+    let mut browser = Browser::new(&app);
+    let r = browser.get("/device").await;
+    let page = r.text().await.unwrap();
+    let r = browser
+        .sign_in_at("/device/login", &page, "alice", PASSWORD)
+        .await;
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("<label for=\"user_code\">Code</label>"),
+        "{page}"
+    );
+    let csrf = hidden_fields(&page);
+    let mut throttled = false;
+    for i in 0..15 {
+        let mut fields = csrf.clone();
+        fields.push((
+            "user_code".into(),
+            format!("BCDF-GHJ{}", ["K", "L", "M"][i % 3]),
+        ));
+        let r = browser.post("/device", &fields).await;
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+            throttled = true;
+            break;
+        }
+        assert!(r.text().await.unwrap().contains("not valid"));
+    }
+    assert!(throttled, "wrong codes are throttled");
+    // While throttled, even the right code waits.
+    let mut fields = csrf.clone();
+    fields.push(("user_code".into(), d["user_code"].as_str().unwrap().into()));
+    assert_eq!(browser.post("/device", &fields).await.status(), 429);
+}
