@@ -32,6 +32,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_sessions))
         .routes(routes!(set_claims))
         .routes(routes!(list_sessions))
+        .routes(routes!(list_sso_sessions))
+        .routes(routes!(revoke_sso_session))
         .routes(routes!(revoke_session))
 }
 
@@ -55,7 +57,7 @@ impl FromRequestParts<AppState> for AdminUser {
     }
 }
 
-pub use tessera_proto::admin::{SessionView, UserView};
+pub use tessera_proto::admin::{SessionView, SsoSessionView, UserView};
 
 #[derive(Deserialize, ToSchema)]
 pub struct NewUserRequest {
@@ -295,6 +297,32 @@ async fn list_sessions(
 ) -> Result<Response, ApiError> {
     let sessions: Vec<SessionView> = st.auth.sessions_of(UserRef::Id(id.id()?)).await?;
     Ok(Json(sessions).into_response())
+}
+
+#[utoipa::path(get, path = "/admin/users/{id}/sso_sessions", tag = "admin", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "User id")),
+    responses((status = 200, description = "The user's SSO sessions (hosted logins), newest first (at most 1000; ended ones until purged)", body = Vec<SsoSessionView>),
+              (status = 404, description = "No such user", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
+async fn list_sso_sessions(
+    State(st): State<AppState>,
+    _admin: AdminUser,
+    id: PathId,
+) -> Result<Response, ApiError> {
+    let sessions: Vec<SsoSessionView> = st.auth.sso_sessions_of(UserRef::Id(id.id()?)).await?;
+    Ok(Json(sessions).into_response())
+}
+
+#[utoipa::path(delete, path = "/admin/sso_sessions/{sid}", tag = "admin", security(("bearer" = [])),
+    params(("sid" = Uuid, Path, description = "SSO session id")),
+    responses((status = 204, description = "The SSO session ended, with the refresh sessions made through it; their clients get back-channel logout tokens"),
+              (status = 404, description = "No such SSO session", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
+async fn revoke_sso_session(
+    State(st): State<AppState>,
+    admin: AdminUser,
+    sid: PathId,
+) -> Result<Response, ApiError> {
+    st.auth.revoke_sso_session(sid.id()?, &admin.caller).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[utoipa::path(delete, path = "/admin/sessions/{sid}", tag = "admin", security(("bearer" = [])),

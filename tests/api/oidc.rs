@@ -910,6 +910,14 @@ async fn third_party_clients_ask_for_consent(b: Backend) {
     let q = redirected(&r, PARTNER_CB);
     assert_eq!(q["error"], "access_denied");
     assert_eq!(q["state"], "st-123");
+    // Nothing was allowed yet: prompt=none is consent_required.
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("partner", PARTNER_CB, &challenge, &[("prompt", "none")])
+        ))
+        .await;
+    assert_eq!(redirected(&r, PARTNER_CB)["error"], "consent_required");
     // Allow: the code, for the partner with its secret.
     let r = browser
         .get(&format!(
@@ -921,20 +929,21 @@ async fn third_party_clients_ask_for_consent(b: Backend) {
     let page = r.text().await.unwrap();
     assert!(
         page.contains(">Allow</button>"),
-        "asked again: consent is not remembered"
+        "a denial is not remembered"
     );
     let mut fields = hidden_fields(&page);
     fields.push(("decision".into(), "allow".into()));
     let r = browser.post("/authorize/consent", &fields).await;
     let q = redirected(&r, PARTNER_CB);
-    // prompt=none: consent_required.
-    let r2 = browser
-        .get(&format!(
-            "/authorize?{}",
-            request("partner", PARTNER_CB, &challenge, &[("prompt", "none")])
-        ))
-        .await;
-    assert_eq!(redirected(&r2, PARTNER_CB)["error"], "consent_required");
+    let user = app.store.user_by_username("alice").await.unwrap().unwrap();
+    assert_eq!(
+        app.store
+            .consent(user.id, "partner")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("openid profile")
+    );
     // The partner authenticates: without its secret the code is refused.
     let r = app
         .form(
@@ -952,15 +961,31 @@ async fn third_party_clients_ask_for_consent(b: Backend) {
     // invalid_client; 400, as no Authorization header was sent to challenge.
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_client");
+    // The consent is remembered: no page now, not even with prompt=none ...
+    for extra in [vec![], vec![("prompt", "none")]] {
+        let r = browser
+            .get(&format!(
+                "/authorize?{}",
+                request("partner", PARTNER_CB, &challenge, &extra)
+            ))
+            .await;
+        assert!(redirected(&r, PARTNER_CB).contains_key("code"), "{extra:?}");
+    }
+    // ... unless the client asks with prompt=consent.
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("partner", PARTNER_CB, &challenge, &[("prompt", "consent")])
+        ))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains(">Allow</button>"));
     let r = browser
         .get(&format!(
             "/authorize?{}",
             request("partner", PARTNER_CB, &challenge, &[])
         ))
         .await;
-    let mut fields = hidden_fields(&r.text().await.unwrap());
-    fields.push(("decision".into(), "allow".into()));
-    let r = browser.post("/authorize/consent", &fields).await;
     let code = redirected(&r, PARTNER_CB)["code"].clone();
     let r = exchange(&app, "partner", &code, &verifier, PARTNER_CB).await;
     assert_eq!(r.status(), 200);

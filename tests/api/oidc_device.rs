@@ -72,7 +72,10 @@ async fn answer(app: &TestApp, user_code: &str, decision: &str) -> reqwest::Resp
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
     assert!(page.contains("<label for=\"username\">Username</label>"));
-    assert!(page.contains("action=\"&#x2f;device&#x2f;login\""), "{page}");
+    assert!(
+        page.contains("action=\"&#x2f;device&#x2f;login\""),
+        "{page}"
+    );
     let r = browser
         .sign_in_at("/device/login", &page, "alice", PASSWORD)
         .await;

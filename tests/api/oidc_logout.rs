@@ -16,6 +16,7 @@ on_both!(
     a_hinted_logout_ends_the_sso_session_and_its_tokens,
     a_logout_without_a_valid_hint_asks_first,
     back_channel_logout_tokens_are_delivered_retried_and_survive_a_restart,
+    administrators_list_and_end_sso_sessions,
 );
 
 /// Signs `web` in through a fresh browser: the browser and the token answer.
@@ -302,4 +303,74 @@ async fn back_channel_logout_tokens_are_delivered_retried_and_survive_a_restart(
     );
     assert!(crate::oidc::audit_event_stored(&replica, "backchannel.delivered").await);
     assert!(receiver.url.ends_with("/backchannel"));
+}
+
+async fn administrators_list_and_end_sso_sessions(b: Backend) {
+    let Some(app) = op(b).await else { return };
+    app.create_user("root", &["admin"]).await;
+    let admin = app.login_ok("root").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (mut browser, t) = signed_in(&app).await;
+    let user = app.store.user_by_username("alice").await.unwrap().unwrap();
+    let sid = TestApp::claims(t["id_token"].as_str().unwrap())["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let l = list_sso(&app, user.id, &admin).await;
+    assert_eq!(l.as_array().unwrap().len(), 1);
+    assert_eq!(l[0]["id"], sid);
+    assert_eq!(l[0]["amr"], json!(["pwd"]));
+    assert_eq!(l[0]["active"], true);
+    // The refresh session names it.
+    let r = app
+        .admin(
+            reqwest::Method::GET,
+            &format!("/admin/users/{}/sessions", user.id),
+            &admin,
+            None,
+        )
+        .await;
+    let sessions: Value = r.json().await.unwrap();
+    assert_eq!(sessions[0]["sso_session_id"], sid);
+    // Ended by an administrator: the browser signs in again, the tokens stop working.
+    let r = app
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/admin/sso_sessions/{sid}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let l = list_sso(&app, user.id, &admin).await;
+    assert_eq!(l[0]["active"], false);
+    assert_eq!(l[0]["revoked_reason"], "revoked_by_admin");
+    app.userinfo_becomes(t["access_token"].as_str().unwrap(), 401)
+        .await;
+    let (_, challenge) = pkce();
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge, &[])
+        ))
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = app
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/admin/sso_sessions/{}", uuid::Uuid::now_v7()),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 404);
+}
+
+async fn list_sso(app: &TestApp, user: uuid::Uuid, admin: &str) -> Value {
+    let path = format!("/admin/users/{user}/sso_sessions");
+    let r = app.admin(reqwest::Method::GET, &path, admin, None).await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
 }

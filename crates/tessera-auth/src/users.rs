@@ -13,7 +13,7 @@ use super::{Auth, AuthError, Ending};
 use crate::audit::Caller;
 use crate::store::{Duplicate, NewUser, Session, StoreError, User, UserQuery};
 use crate::time::now_ms;
-use tessera_proto::admin::{SessionView, UserView};
+use tessera_proto::admin::{SessionView, SsoSessionView, UserView};
 
 /// A user, by id (the admin API) or by username (the CLI; normalised before lookup).
 #[derive(Debug, Clone, Copy)]
@@ -300,6 +300,63 @@ impl Auth {
         Ok(sessions.into_iter().map(|s| session_view(s, now)).collect())
     }
 
+    /// The user's SSO sessions (hosted logins), newest first, at most 1000.
+    ///
+    /// Errors: `UserNotFound`, `StoreUnavailable`.
+    pub async fn sso_sessions_of(
+        &self,
+        who: UserRef<'_>,
+    ) -> Result<Vec<SsoSessionView>, AuthError> {
+        let user = self.find_user(who).await?;
+        let now = now_ms();
+        let rows = self.store.sso_sessions_of_user(user.id, MAX_PAGE).await?;
+        Ok(rows
+            .into_iter()
+            .map(|s| SsoSessionView {
+                active: s.is_live(now) && !user.disabled && s.created_at > user.tokens_not_before,
+                id: s.id,
+                user_id: s.user_id,
+                auth_time: s.auth_time,
+                amr: s
+                    .amr
+                    .split(' ')
+                    .filter(|m| !m.is_empty())
+                    .map(String::from)
+                    .collect(),
+                created_at: s.created_at,
+                last_seen_at: s.last_seen_at,
+                idle_expires_at: s.idle_expires_at,
+                absolute_expires_at: s.absolute_expires_at,
+                revoked_at: s.revoked_at,
+                revoked_reason: s.revoked_reason,
+                ip: s.ip,
+                user_agent: s.user_agent,
+            })
+            .collect())
+    }
+
+    /// Ends one SSO session as `/end_session` would: the browser must sign in again, the
+    /// refresh sessions created through it end, and their clients get back-channel logout
+    /// tokens. Ending an ended one again succeeds.
+    ///
+    /// Errors: `SessionNotFound`, `StoreUnavailable`.
+    pub async fn revoke_sso_session(&self, id: Uuid, caller: &Caller) -> Result<(), AuthError> {
+        let sso = self
+            .store
+            .sso_session(id)
+            .await?
+            .ok_or(AuthError::SessionNotFound)?;
+        if self.end_sso(&sso, "revoked_by_admin").await? {
+            self.audit(
+                caller,
+                Event::SsoLogout,
+                Record::user(sso.user_id).reason("revoked_by_admin"),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
     /// Ends one session: its refresh token stops working, and so do the access tokens issued
     /// from it. Ending an ended session again succeeds.
     ///
@@ -365,6 +422,7 @@ pub(crate) fn user_view(u: User) -> UserView {
 fn session_view(s: Session, now: i64) -> SessionView {
     SessionView {
         active: s.is_live(now),
+        sso_session_id: s.sso_session_id,
         id: s.id,
         user_id: s.user_id,
         client_id: s.client_id,

@@ -57,6 +57,9 @@ pub struct SessionView {
     pub scope: Option<String>,
     /// Whether its refresh token still works.
     pub active: bool,
+    /// The SSO session it was created through (`/authorize`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso_session_id: Option<Uuid>,
 }
 
 /// An audit event as `GET /admin/audit` shows it. Never a secret.
@@ -85,4 +88,37 @@ pub struct AuditEventView {
     pub reason: Option<String>,
     /// The administrator who acted, for admin API actions.
     pub actor_id: Option<Uuid>,
+}
+
+/// An SSO session (a browser's login at the hosted pages) as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct SsoSessionView {
+    /// The session id, the `sid` of ID tokens and logout tokens.
+    pub id: Uuid,
+    /// Its user.
+    pub user_id: Uuid,
+    /// When the user authenticated (ms since the epoch).
+    pub auth_time: i64,
+    /// The authentication methods used (RFC 8176), e.g. `pwd`.
+    pub amr: Vec<String>,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+    /// The last authorization it served.
+    pub last_seen_at: i64,
+    /// It ends if unused by then.
+    pub idle_expires_at: i64,
+    /// It ends then in any case.
+    pub absolute_expires_at: i64,
+    /// When it was ended, if it was.
+    pub revoked_at: Option<i64>,
+    /// Why (`logout`, `replaced`, `revoked_by_admin`, …).
+    pub revoked_reason: Option<String>,
+    /// The client address at login.
+    pub ip: Option<String>,
+    /// The user agent at login.
+    pub user_agent: Option<String>,
+    /// Whether it still signs the browser in (not ended, not expired, and not cut off by a
+    /// password change, a disable or a revocation of every session).
+    pub active: bool,
 }

@@ -91,6 +91,19 @@ pub trait SsoStore {
     async fn sessions_of_sso(&self, id: Uuid, now: i64) -> StoreResult<Vec<Uuid>>;
     /// Every client a refresh session was created for through it, once each.
     async fn clients_of_sso(&self, id: Uuid) -> StoreResult<Vec<String>>;
+    /// The user's SSO sessions, newest first (live or not, until purged).
+    async fn sso_sessions_of_user(&self, user_id: Uuid, limit: u32)
+        -> StoreResult<Vec<SsoSession>>;
+    /// The scope `user_id` consented to for `client_id`, if any (space-separated).
+    async fn consent(&self, user_id: Uuid, client_id: &str) -> StoreResult<Option<String>>;
+    /// Records consent to `scope` (replacing what was recorded).
+    async fn grant_consent(
+        &self,
+        user_id: Uuid,
+        client_id: &str,
+        scope: &str,
+        now: i64,
+    ) -> StoreResult<()>;
 }
 
 /// A logout token to deliver to a client (Back-Channel Logout 1.0 §2.5), as durable work.

@@ -39,6 +39,16 @@ const TAKE_PUSHED: &str = "
     DELETE FROM pushed_requests WHERE uri_hash = $1 AND client_id = $2 AND expires_at > $3
     RETURNING params";
 
+const SSO_OF_USER: &str = "
+    SELECT * FROM sso_sessions WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2";
+
+const CONSENT: &str = "SELECT scope FROM consents WHERE user_id = $1 AND client_id = $2";
+
+const GRANT_CONSENT: &str = "
+    INSERT INTO consents (user_id, client_id, scope, granted_at) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (user_id, client_id) DO UPDATE
+    SET scope = excluded.scope, granted_at = excluded.granted_at";
+
 const INSERT_CODE: &str = "
     INSERT INTO authorization_codes (code_hash, client_id, redirect_uri, code_challenge, nonce,
         scope, resource, sso_session_id, user_id, auth_time, amr, created_at, expires_at)
@@ -125,6 +135,46 @@ impl SsoStore for SqlStore {
             .fetch_all(b.pool())
             .await)?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn sso_sessions_of_user(
+        &self,
+        user_id: Uuid,
+        limit: u32,
+    ) -> StoreResult<Vec<SsoSession>> {
+        let rows: Vec<SsoSession> = on_backend!(self, |b| sqlx::query_as(SSO_OF_USER)
+            .bind(user_id)
+            .bind(i64::from(limit))
+            .fetch_all(b.pool())
+            .await)?;
+        Ok(rows)
+    }
+
+    async fn consent(&self, user_id: Uuid, client_id: &str) -> StoreResult<Option<String>> {
+        let row: Option<(String,)> = on_backend!(self, |b| sqlx::query_as(CONSENT)
+            .bind(user_id)
+            .bind(client_id)
+            .fetch_optional(b.pool())
+            .await)?;
+        Ok(row.map(|(s,)| s))
+    }
+
+    async fn grant_consent(
+        &self,
+        user_id: Uuid,
+        client_id: &str,
+        scope: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        on_backend!(self, |b| sqlx::query(GRANT_CONSENT)
+            .bind(user_id)
+            .bind(client_id)
+            .bind(scope)
+            .bind(now)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
     }
 
     async fn clients_of_sso(&self, id: Uuid) -> StoreResult<Vec<String>> {

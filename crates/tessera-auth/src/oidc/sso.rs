@@ -93,7 +93,11 @@ impl Auth {
                 false => Ok(Decision::Login),
             };
         }
-        if self.needs_consent(req) {
+        if self
+            .needs_consent(req, user.id)
+            .await
+            .map_err(unavailable)?
+        {
             return match req.prompt.none {
                 true => Err(req.error("consent_required", "the user must consent")),
                 false => Ok(Decision::Consent {
@@ -107,10 +111,28 @@ impl Auth {
             .map_err(unavailable)
     }
 
-    /// Whether the user is asked before `req`'s client gets a code. Consent is not remembered
-    /// yet: a client that is not first-party asks every time.
-    fn needs_consent(&self, req: &AuthorizationRequest) -> bool {
-        !req.first_party || req.prompt.consent
+    /// Whether the user is asked before `req`'s client gets a code: with `prompt=consent`, or
+    /// for a client that is not first-party unless the user consented before to every scope
+    /// it asks for now.
+    async fn needs_consent(
+        &self,
+        req: &AuthorizationRequest,
+        user_id: Uuid,
+    ) -> Result<bool, AuthError> {
+        if req.prompt.consent {
+            return Ok(true);
+        }
+        if req.first_party {
+            return Ok(false);
+        }
+        let Some(held) = self.store.consent(user_id, &req.client_id).await? else {
+            return Ok(true);
+        };
+        let asked = req.granted.scope.as_deref().unwrap_or_default();
+        Ok(!asked
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .all(|s| held.split(' ').any(|h| h == s)))
     }
 
     /// Signs in at the hosted login: the same checks, throttle, timing and audit events as
@@ -133,7 +155,7 @@ impl Auth {
         let (sso, cookie) = self
             .start_sso(&client, username, password, meta, old, caller)
             .await?;
-        let decision = if self.needs_consent(req) {
+        let decision = if self.needs_consent(req, sso.user_id).await? {
             let user = self.store.user_by_id(sso.user_id).await?;
             Decision::Consent {
                 username: user.map(|u| u.username).unwrap_or_default(),
@@ -237,6 +259,23 @@ impl Auth {
         if !allow {
             return Err(req.error("access_denied", "the user denied the request"));
         }
+        // Remembered: what was allowed before, and what is allowed now.
+        let held = self
+            .store
+            .consent(sso.user_id, &req.client_id)
+            .await
+            .map_err(|e| unavailable(e.into()))?
+            .unwrap_or_default();
+        let mut scopes: Vec<&str> = held.split(' ').filter(|s| !s.is_empty()).collect();
+        for s in req.granted.scope.as_deref().unwrap_or_default().split(' ') {
+            if !s.is_empty() && !scopes.contains(&s) {
+                scopes.push(s);
+            }
+        }
+        self.store
+            .grant_consent(sso.user_id, &req.client_id, &scopes.join(" "), now)
+            .await
+            .map_err(|e| unavailable(e.into()))?;
         self.issue_code(req, &sso, now).await.map_err(unavailable)
     }
 }
