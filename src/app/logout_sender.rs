@@ -10,7 +10,9 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A `LogoutSender` over HTTPS (or HTTP, for loopback URIs the configuration allows).
 pub struct HttpLogoutSender {
-    http: reqwest::Client,
+    /// `None` when no HTTP client could be built (no TLS roots on this system): every
+    /// delivery then fails, is retried and recorded, and the server runs on.
+    http: Option<reqwest::Client>,
 }
 
 impl HttpLogoutSender {
@@ -19,8 +21,14 @@ impl HttpLogoutSender {
             .timeout(TIMEOUT)
             // A redirect would send the token somewhere the client did not register.
             .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+            .build();
+        let http = match http {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "no HTTP client for back-channel logout (TLS roots missing?): logout tokens cannot be delivered");
+                None
+            }
+        };
         HttpLogoutSender { http }
     }
 }
@@ -34,8 +42,10 @@ impl Default for HttpLogoutSender {
 #[async_trait::async_trait]
 impl LogoutSender for HttpLogoutSender {
     async fn post_logout_token(&self, uri: &str, token: &str) -> Result<(), String> {
-        let res = self
-            .http
+        let Some(http) = &self.http else {
+            return Err("no HTTP client (TLS roots missing)".to_string());
+        };
+        let res = http
             .post(uri)
             .header(reqwest::header::CACHE_CONTROL, "no-store")
             .form(&[("logout_token", token)])
