@@ -132,7 +132,7 @@ impl Auth {
         let (user, now) = self
             .verify_password_login(username, password, meta.ip.as_deref(), client, caller)
             .await?;
-        let session = self.new_session(&user, meta, client, &granted, now);
+        let session = self.new_session(user.id, meta, client, &granted, now);
         let subject = self.open_session(&user, &session, client, caller).await?;
         self.audit(
             caller,
@@ -277,7 +277,7 @@ impl Auth {
     /// The session a login creates, from `now`.
     pub(crate) fn new_session(
         &self,
-        user: &User,
+        user_id: Uuid,
         meta: ClientMeta,
         client: &ClientId,
         granted: &Granted,
@@ -287,7 +287,7 @@ impl Auth {
         let absolute = now.plus(s.absolute_ttl);
         Session {
             id: Uuid::now_v7(),
-            user_id: user.id,
+            user_id,
             generation: 0,
             created_at: now.0,
             last_refreshed_at: now.0,

@@ -76,8 +76,8 @@ pub use model::{
 };
 pub use model::{PoolStats, Purged, Reseal, Reserve};
 pub use oidc::{
-    AuthorizationCode, CodeStore, DeliveryStore, DeviceApproval, DeviceCode, DeviceStore,
-    LogoutDelivery, Redeemed, SsoSession, SsoStore,
+    AuthorizationCode, CodeExchange, CodeStore, DeliveryStore, DeviceApproval, DeviceCode,
+    DeviceStore, Exchanged, LogoutDelivery, SsoSession, SsoStore,
 };
 #[cfg(feature = "sql")]
 pub use pg::PgStore;

@@ -64,14 +64,36 @@ pub struct AuthorizationCode {
     pub replayed_at: Option<i64>,
 }
 
-/// What presenting a code found.
+/// A code exchange to make (`CodeStore::exchange_code`).
+#[derive(Debug, Clone, Copy)]
+pub struct CodeExchange<'a> {
+    pub code_hash: &'a str,
+    /// The authenticated client.
+    pub client_id: &'a str,
+    /// The `redirect_uri` sent with the exchange.
+    pub redirect_uri: &'a str,
+    /// The S256 of the `code_verifier` sent.
+    pub code_challenge: &'a str,
+    pub now: i64,
+    /// The session to create; its user, scope, resource and SSO session are the code's.
+    pub session: &'a crate::Session,
+}
+
+/// What a code exchange did.
 #[derive(Debug, Clone)]
-pub enum Redeemed {
-    /// The first use: it is now marked used, with the session it will produce.
-    Fresh(AuthorizationCode),
-    /// A code used before (now marked replayed): what it produced must be revoked.
-    Replayed(AuthorizationCode),
-    /// No such code (never issued, or purged).
+pub enum Exchanged {
+    /// The first use, bound as presented: the session exists, for this user (read under the
+    /// fence) and the code.
+    Issued {
+        code: Box<AuthorizationCode>,
+        user: Box<crate::User>,
+    },
+    /// Expired, or not the client's, redirect URI's or verifier's, or its user or SSO session
+    /// ended: no session, and the code is spent.
+    Refused,
+    /// Used before (now marked replayed): what it produced must be revoked.
+    Replayed(Box<AuthorizationCode>),
+    /// No such code.
     Unknown,
 }
 
@@ -174,18 +196,12 @@ pub trait CodeStore {
         now: i64,
     ) -> StoreResult<Option<String>>;
     async fn insert_code(&self, code: &AuthorizationCode) -> StoreResult<()>;
-    /// Marks the code used, recording `session_id` as what it produces, in one statement: of
-    /// two concurrent exchanges exactly one gets `Fresh`. A code used before is marked
-    /// replayed and returned as `Replayed`.
-    async fn redeem_code(
-        &self,
-        code_hash: &str,
-        session_id: Uuid,
-        now: i64,
-    ) -> StoreResult<Redeemed>;
-    /// Whether the code has been presented again since its exchange (read after the
-    /// exchange's session exists, so that a replay racing the exchange is never missed).
-    async fn code_replayed(&self, code_hash: &str) -> StoreResult<bool>;
+    /// The whole exchange of a code, in one transaction (invariant 7): marks it used,
+    /// checks what it is bound to, and creates `x.session` for its user under the user row's
+    /// fence, with the code's scope, resource and SSO session. A replay cannot slip between
+    /// the mark and the session: it waits for the transaction (a row lock on Postgres, the
+    /// write lock on SQLite) and then finds the session to revoke.
+    async fn exchange_code(&self, x: &CodeExchange<'_>) -> StoreResult<Exchanged>;
 }
 
 /// A device authorization (RFC 8628 §3.2), pending until the user answers.

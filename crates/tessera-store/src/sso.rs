@@ -4,7 +4,10 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
-use super::{AuthorizationCode, CodeStore, Redeemed, SsoSession, SsoStore, StoreResult};
+use super::{
+    AuthorizationCode, CodeExchange, CodeStore, Exchanged, SsoSession, SsoStore, StoreError,
+    StoreResult, User,
+};
 
 const INSERT_SSO: &str = "
     INSERT INTO sso_sessions (id, user_id, token_hash, auth_time, amr, created_at, last_seen_at,
@@ -66,8 +69,25 @@ const MARK_REPLAYED: &str = "
     WHERE code_hash = $1
     RETURNING *";
 
-const REPLAYED: &str = "
-    SELECT replayed_at FROM authorization_codes WHERE code_hash = $1";
+/// The code's user, if enabled and not cut off since its SSO session began, and the SSO
+/// session live: the fence the exchange's session is created under (as a login's is).
+const EXCHANGE_FENCE_PG: &str = "
+    SELECT u.* FROM users u JOIN sso_sessions s ON s.user_id = u.id
+    WHERE u.id = $1 AND s.id = $2 AND NOT u.disabled AND s.revoked_at IS NULL
+      AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3
+      AND s.created_at > u.tokens_not_before
+    FOR SHARE OF u";
+const EXCHANGE_FENCE: &str = "
+    SELECT u.* FROM users u JOIN sso_sessions s ON s.user_id = u.id
+    WHERE u.id = $1 AND s.id = $2 AND NOT u.disabled AND s.revoked_at IS NULL
+      AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3
+      AND s.created_at > u.tokens_not_before";
+
+const INSERT_SESSION: &str = "
+    INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
+                          idle_expires_at, absolute_expires_at, user_agent, ip, client_id,
+                          scope, resource, sso_session_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 #[async_trait]
 impl SsoStore for SqlStore {
@@ -242,34 +262,78 @@ impl CodeStore for SqlStore {
         Ok(())
     }
 
-    async fn redeem_code(
-        &self,
-        code_hash: &str,
-        session_id: Uuid,
-        now: i64,
-    ) -> StoreResult<Redeemed> {
-        let fresh: Option<AuthorizationCode> = on_backend!(self, |b| sqlx::query_as(REDEEM)
-            .bind(code_hash)
-            .bind(session_id)
-            .bind(now)
-            .fetch_optional(b.pool())
-            .await)?;
-        if let Some(code) = fresh {
-            return Ok(Redeemed::Fresh(code));
+    async fn exchange_code(&self, x: &CodeExchange<'_>) -> StoreResult<Exchanged> {
+        let (begin, fence) = self.locking_tx(EXCHANGE_FENCE_PG, EXCHANGE_FENCE);
+        // (`return` inside `on_backend!` would leave this function: each outcome is a value.)
+        let outcome: Option<Exchanged> = on_backend!(self, |b| {
+            let mut tx = b.pool().begin_with(begin).await?;
+            let fresh: Option<AuthorizationCode> = sqlx::query_as(REDEEM)
+                .bind(x.code_hash)
+                .bind(x.session.id)
+                .bind(x.now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let bound = fresh.as_ref().is_some_and(|code| {
+                code.expires_at > x.now
+                    && code.client_id == x.client_id
+                    && code.redirect_uri == x.redirect_uri
+                    && code.code_challenge == x.code_challenge
+            });
+            let user: Option<User> = match (&fresh, bound) {
+                (Some(code), true) => {
+                    sqlx::query_as(fence)
+                        .bind(code.user_id)
+                        .bind(code.sso_session_id)
+                        .bind(x.now)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                }
+                _ => None,
+            };
+            match (fresh, user) {
+                (None, _) => {
+                    tx.rollback().await?;
+                    Ok::<_, StoreError>(None)
+                }
+                // Spent: a code that failed its checks is not tried again.
+                (Some(_), None) => {
+                    tx.commit().await?;
+                    Ok(Some(Exchanged::Refused))
+                }
+                (Some(code), Some(user)) => {
+                    let s = x.session;
+                    sqlx::query(INSERT_SESSION)
+                        .bind(s.id)
+                        .bind(code.user_id)
+                        .bind(s.generation)
+                        .bind(s.created_at)
+                        .bind(s.last_refreshed_at)
+                        .bind(s.idle_expires_at)
+                        .bind(s.absolute_expires_at)
+                        .bind(&s.user_agent)
+                        .bind(&s.ip)
+                        .bind(&s.client_id)
+                        .bind(&code.scope)
+                        .bind(&code.resource)
+                        .bind(code.sso_session_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(Some(Exchanged::Issued {
+                        code: Box::new(code),
+                        user: Box::new(user),
+                    }))
+                }
+            }
+        })?;
+        if let Some(done) = outcome {
+            return Ok(done);
         }
         let used: Option<AuthorizationCode> = on_backend!(self, |b| sqlx::query_as(MARK_REPLAYED)
-            .bind(code_hash)
-            .bind(now)
+            .bind(x.code_hash)
+            .bind(x.now)
             .fetch_optional(b.pool())
             .await)?;
-        Ok(used.map_or(Redeemed::Unknown, Redeemed::Replayed))
-    }
-
-    async fn code_replayed(&self, code_hash: &str) -> StoreResult<bool> {
-        let row: Option<(Option<i64>,)> = on_backend!(self, |b| sqlx::query_as(REPLAYED)
-            .bind(code_hash)
-            .fetch_optional(b.pool())
-            .await)?;
-        Ok(row.is_some_and(|(at,)| at.is_some()))
+        Ok(used.map_or(Exchanged::Unknown, |c| Exchanged::Replayed(Box::new(c))))
     }
 }

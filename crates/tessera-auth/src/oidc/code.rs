@@ -7,8 +7,8 @@ use uuid::Uuid;
 use super::request::is_pkce_value;
 use super::{has_scope, random_token, token_digest, AuthorizationRequest, Redirect, CODE_TTL_MS};
 use crate::audit::{Caller, Event, Record};
-use crate::store::{AuthorizationCode, Redeemed, SsoSession};
-use crate::time::{now_ms, UnixMillis};
+use crate::store::{AuthorizationCode, CodeExchange, Exchanged, SsoSession, SubjectClaims};
+use crate::time::UnixMillis;
 use crate::{Auth, AuthError, ClientId, ClientMeta, Granted, TokenPair};
 
 /// What a code exchange issues: the token pair, the ID token when `openid` was granted, and
@@ -82,55 +82,48 @@ impl Auth {
         let redirect_uri =
             redirect_uri.ok_or(AuthError::BadInput("missing redirect_uri".into()))?;
         let digest = token_digest(code.expose_secret());
-        let session_id = Uuid::now_v7();
-        let issued = match self
-            .store
-            .redeem_code(&digest, session_id, now_ms())
-            .await?
-        {
-            Redeemed::Fresh(c) => c,
-            Redeemed::Unknown => return Err(AuthError::InvalidCode),
-            Redeemed::Replayed(c) => return Err(self.code_replayed(&c, caller).await),
-        };
-        let now = now_ms();
-        let pkce = is_pkce_value(verifier) && token_digest(verifier) == issued.code_challenge;
-        if issued.expires_at <= now
-            || issued.client_id != client.as_str()
-            || issued.redirect_uri != redirect_uri
-            || !pkce
-        {
-            tracing::info!("authorization code refused");
+        // A malformed verifier can match no challenge; the code is left as it is.
+        if !is_pkce_value(verifier) {
             return Err(AuthError::InvalidCode);
         }
-        let user = match self.store.user_by_id(issued.user_id).await? {
-            Some(u) if !u.disabled => u,
-            _ => return Err(AuthError::InvalidCode),
-        };
-        let sso_live = self
+        let challenge = token_digest(verifier);
+        let now = UnixMillis::now();
+        let mut session = self.new_session(Uuid::nil(), meta, client, &Granted::default(), now);
+        let exchanged = self
             .store
-            .sso_session(issued.sso_session_id)
-            .await?
-            .is_some_and(|s| s.is_live(now) && s.created_at > user.tokens_not_before);
-        if !sso_live {
-            return Err(AuthError::InvalidCode);
-        }
+            .exchange_code(&CodeExchange {
+                code_hash: &digest,
+                client_id: client.as_str(),
+                redirect_uri,
+                code_challenge: &challenge,
+                now: now.0,
+                session: &session,
+            })
+            .await?;
+        let (issued, user) = match exchanged {
+            Exchanged::Issued { code, user } => (*code, *user),
+            Exchanged::Unknown => return Err(AuthError::InvalidCode),
+            Exchanged::Refused => {
+                tracing::info!("authorization code refused");
+                return Err(AuthError::InvalidCode);
+            }
+            Exchanged::Replayed(c) => return Err(self.code_replayed(&c, caller).await),
+        };
         let granted = Granted {
             scope: issued.scope.clone(),
             resource: issued.resource.clone(),
         };
-        let now = UnixMillis(now.max(user.tokens_not_before + 1));
-        let mut session = self.new_session(&user, meta, client, &granted, now);
-        session.id = session_id;
+        session.user_id = user.id;
+        session.scope = granted.scope.clone();
+        session.resource = granted.resource.clone();
         session.sso_session_id = Some(issued.sso_session_id);
-        let subject = self.open_session(&user, &session, client, caller).await?;
-        // A replay that raced this exchange marked the code before this read, or finds the
-        // session and revokes it: either way nothing it produced survives. This exchange was
-        // the first, so it still answers (with tokens of an ended session): of any number of
-        // concurrent exchanges exactly one gets tokens, and none of them work.
-        if self.store.code_replayed(&digest).await? {
-            self.end_sessions(crate::Ending::Session(session.id), "code_replayed")
-                .await?;
-        }
+        self.revocations.session_live(session.id, user.id);
+        let subject = SubjectClaims {
+            roles: user.roles.clone(),
+            claims: user.claims.clone(),
+        };
+        // Minted after the cut-off read under the fence, never at or before it.
+        let now = UnixMillis(now.0.max(user.tokens_not_before + 1));
         let pair = self.issue(&subject, &session, &granted, now)?;
         let id_token = match has_scope(granted.scope.as_deref(), "openid") {
             true => Some(self.id_token(&issued, &user, pair.access_token.expose_secret(), now)?),

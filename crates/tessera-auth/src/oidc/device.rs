@@ -267,7 +267,7 @@ impl Auth {
             resource: code.resource.clone(),
         };
         let now = UnixMillis(now_ms().max(user.tokens_not_before + 1));
-        let mut session = self.new_session(&user, meta, client, &granted, now);
+        let mut session = self.new_session(user.id, meta, client, &granted, now);
         session.id = session_id;
         session.sso_session_id = Some(sso_id);
         let subject = self.open_session(&user, &session, client, caller).await?;

@@ -16,6 +16,9 @@ use crate::store::{SsoSession, User};
 use crate::time::{now_ms, UnixMillis};
 use crate::{Auth, AuthError, ClientId, ClientMeta};
 
+/// How often a use of an SSO session moves its idle expiry: at most once a minute.
+const TOUCH_EVERY_MS: i64 = 60_000;
+
 /// The token of an SSO session's cookie.
 #[derive(Debug)]
 pub struct SsoCookie(pub SecretString);
@@ -56,8 +59,12 @@ impl Auth {
             Some(u) if !u.disabled && sso.created_at > u.tokens_not_before => u,
             _ => return Ok(None),
         };
-        let idle = UnixMillis(now).plus(self.settings.sso.idle_ttl).0;
-        self.store.touch_sso_session(sso.id, now, idle).await?;
+        // The idle expiry moves on at most once a minute: an SSO re-authorization then costs
+        // no write for it (the idle lifetime is a day by default; a minute is noise).
+        if now - sso.last_seen_at >= TOUCH_EVERY_MS {
+            let idle = UnixMillis(now).plus(self.settings.sso.idle_ttl).0;
+            self.store.touch_sso_session(sso.id, now, idle).await?;
+        }
         Ok(Some((sso, user)))
     }
 
