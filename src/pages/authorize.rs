@@ -397,24 +397,21 @@ fn login_page(
     error: Option<&str>,
     username: &str,
 ) -> Response {
-    let (token, fresh) = csrf::token(headers);
-    let mut res = st.pages.render(
-        status,
-        "login.html",
-        context! {
-            lang => lang(req),
-            action => "/authorize/login",
-            client_id => req.client_id,
-            csrf => token.expose_secret(),
-            params => hidden(&req.params),
-            username => username,
-            error => error,
-        },
-    );
-    if fresh {
-        csrf::set_cookie(&mut res, &token);
-    }
-    res
+    csrf::with_token(headers, |csrf| {
+        st.pages.render(
+            status,
+            "login.html",
+            context! {
+                lang => lang(req),
+                action => "/authorize/login",
+                client_id => req.client_id,
+                csrf => csrf,
+                params => hidden(&req.params),
+                username => username,
+                error => error,
+            },
+        )
+    })
 }
 
 fn consent_page(
@@ -423,7 +420,6 @@ fn consent_page(
     req: &AuthorizationRequest,
     username: &str,
 ) -> Response {
-    let (token, fresh) = csrf::token(headers);
     let mut again = req.params.clone();
     again.prompt = Some("login".into());
     let mut q = form_urlencoded::Serializer::new(String::new());
@@ -438,23 +434,21 @@ fn consent_page(
         .split(' ')
         .filter(|s| !s.is_empty())
         .collect();
-    let mut res = st.pages.render(
-        StatusCode::OK,
-        "consent.html",
-        context! {
-            lang => lang(req),
-            client_id => req.client_id,
-            username => username,
-            scopes => scopes,
-            switch_url => format!("/authorize?{}", q.finish()),
-            csrf => token.expose_secret(),
-            params => hidden(&req.params),
-        },
-    );
-    if fresh {
-        csrf::set_cookie(&mut res, &token);
-    }
-    res
+    csrf::with_token(headers, |csrf| {
+        st.pages.render(
+            StatusCode::OK,
+            "consent.html",
+            context! {
+                lang => lang(req),
+                client_id => req.client_id,
+                username => username,
+                scopes => scopes,
+                switch_url => format!("/authorize?{}", q.finish()),
+                csrf => csrf,
+                params => hidden(&req.params),
+            },
+        )
+    })
 }
 
 pub(super) fn sso_cookie(headers: &HeaderMap) -> Option<SsoCookie> {

@@ -35,6 +35,17 @@ fn well_formed(t: &SecretString) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A page rendered with the browser's token (`render` gets it for the form), setting the
+/// cookie when the token is new.
+pub fn with_token(headers: &HeaderMap, render: impl FnOnce(&str) -> Response) -> Response {
+    let (token, fresh) = token(headers);
+    let mut res = render(token.expose_secret());
+    if fresh {
+        set_cookie(&mut res, &token);
+    }
+    res
+}
+
 /// Sets the token's cookie on `res`.
 pub fn set_cookie(res: &mut Response, token: &SecretString) {
     let cookie = format!(

@@ -13,7 +13,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use minijinja::context;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use super::authorize::{forged, set_sso_cookie, sso_cookie, unavailable};
 use super::csrf;
@@ -273,28 +273,25 @@ fn login_page(
     status: StatusCode,
     error: Option<&str>,
 ) -> Response {
-    let (token, fresh) = csrf::token(headers);
     let params: Vec<(&str, &str)> = match typed.is_empty() {
         true => Vec::new(),
         false => vec![("user_code", typed)],
     };
-    let mut res = st.pages.render(
-        status,
-        "login.html",
-        context! {
-            lang => "en",
-            action => "/device/login",
-            client_id => "your device",
-            csrf => token.expose_secret(),
-            params => params,
-            username => "",
-            error => error,
-        },
-    );
-    if fresh {
-        csrf::set_cookie(&mut res, &token);
-    }
-    res
+    csrf::with_token(headers, |csrf| {
+        st.pages.render(
+            status,
+            "login.html",
+            context! {
+                lang => "en",
+                action => "/device/login",
+                client_id => "your device",
+                csrf => csrf,
+                params => params,
+                username => "",
+                error => error,
+            },
+        )
+    })
 }
 
 fn code_page(
@@ -305,22 +302,19 @@ fn code_page(
     status: StatusCode,
     error: Option<&str>,
 ) -> Response {
-    let (token, fresh) = csrf::token(headers);
-    let mut res = st.pages.render(
-        status,
-        "device.html",
-        context! {
-            lang => "en",
-            username => username,
-            user_code => typed,
-            csrf => token.expose_secret(),
-            error => error,
-        },
-    );
-    if fresh {
-        csrf::set_cookie(&mut res, &token);
-    }
-    res
+    csrf::with_token(headers, |csrf| {
+        st.pages.render(
+            status,
+            "device.html",
+            context! {
+                lang => "en",
+                username => username,
+                user_code => typed,
+                csrf => csrf,
+                error => error,
+            },
+        )
+    })
 }
 
 fn confirm_page(
@@ -329,7 +323,6 @@ fn confirm_page(
     username: &str,
     pending: &PendingDevice,
 ) -> Response {
-    let (token, fresh) = csrf::token(headers);
     let scopes: Vec<&str> = pending
         .scope
         .as_deref()
@@ -337,21 +330,19 @@ fn confirm_page(
         .split(' ')
         .filter(|s| !s.is_empty())
         .collect();
-    let mut res = st.pages.render(
-        StatusCode::OK,
-        "device_confirm.html",
-        context! {
-            lang => "en",
-            username => username,
-            client_id => pending.client_id,
-            display_code => display_user_code(&pending.user_code),
-            user_code => pending.user_code,
-            scopes => scopes,
-            csrf => token.expose_secret(),
-        },
-    );
-    if fresh {
-        csrf::set_cookie(&mut res, &token);
-    }
-    res
+    csrf::with_token(headers, |csrf| {
+        st.pages.render(
+            StatusCode::OK,
+            "device_confirm.html",
+            context! {
+                lang => "en",
+                username => username,
+                client_id => pending.client_id,
+                display_code => display_user_code(&pending.user_code),
+                user_code => pending.user_code,
+                scopes => scopes,
+                csrf => csrf,
+            },
+        )
+    })
 }

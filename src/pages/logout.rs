@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use minijinja::context;
-use secrecy::ExposeSecret;
 
 use super::authorize::{clear_sso_cookie, forged, is_form, sso_cookie, unavailable};
 use super::csrf;
@@ -172,7 +171,6 @@ fn confirm_page(
     req: &LogoutRequest,
     username: &str,
 ) -> Response {
-    let (token, fresh) = csrf::token(headers);
     let params: Vec<(String, String)> = match serde_json::to_value(&req.params) {
         Ok(serde_json::Value::Object(map)) => map
             .into_iter()
@@ -180,19 +178,17 @@ fn confirm_page(
             .collect(),
         _ => Vec::new(),
     };
-    let mut res = st.pages.render(
-        StatusCode::OK,
-        "logout.html",
-        context! {
-            lang => "en",
-            username => username,
-            client_id => req.client_id,
-            csrf => token.expose_secret(),
-            params => params,
-        },
-    );
-    if fresh {
-        csrf::set_cookie(&mut res, &token);
-    }
-    res
+    csrf::with_token(headers, |csrf| {
+        st.pages.render(
+            StatusCode::OK,
+            "logout.html",
+            context! {
+                lang => "en",
+                username => username,
+                client_id => req.client_id,
+                csrf => csrf,
+                params => params,
+            },
+        )
+    })
 }

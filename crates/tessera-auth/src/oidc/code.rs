@@ -7,7 +7,9 @@ use uuid::Uuid;
 use super::request::is_pkce_value;
 use super::{has_scope, random_token, token_digest, AuthorizationRequest, Redirect, CODE_TTL_MS};
 use crate::audit::{Caller, Event, Record};
-use crate::store::{AuthorizationCode, CodeExchange, Exchanged, SsoSession, SubjectClaims};
+use crate::store::{
+    AuthorizationCode, CodeExchange, Exchanged, Session, SsoSession, SubjectClaims, User,
+};
 use crate::time::UnixMillis;
 use crate::{Auth, AuthError, ClientId, ClientMeta, Granted, TokenPair};
 
@@ -19,6 +21,29 @@ pub struct CodeGrant {
     pub pair: TokenPair,
     pub id_token: Option<SecretString>,
     pub refresh: bool,
+}
+
+/// What an ID token says of the sign-in it comes from (OIDC Core §2).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SignIn<'a> {
+    /// The `aud` and `azp`.
+    pub client_id: &'a str,
+    pub nonce: Option<&'a str>,
+    /// The `sid`.
+    pub sso_session_id: Uuid,
+    /// When the user authenticated (ms).
+    pub auth_time: i64,
+    /// Space-separated RFC 8176 methods.
+    pub amr: &'a str,
+}
+
+/// What a grant issues tokens for.
+pub(crate) struct Issued<'a> {
+    pub user: &'a User,
+    pub subject: &'a SubjectClaims,
+    pub session: &'a Session,
+    pub granted: &'a Granted,
+    pub sign_in: SignIn<'a>,
 }
 
 impl Auth {
@@ -124,20 +149,62 @@ impl Auth {
         };
         // Minted after the cut-off read under the fence, never at or before it.
         let now = UnixMillis(now.0.max(user.tokens_not_before + 1));
-        let pair = self.issue(&subject, &session, &granted, now)?;
-        let id_token = match has_scope(granted.scope.as_deref(), "openid") {
-            true => Some(self.id_token(&issued, &user, pair.access_token.expose_secret(), now)?),
+        let sign_in = SignIn {
+            client_id: &issued.client_id,
+            nonce: issued.nonce.as_deref(),
+            sso_session_id: issued.sso_session_id,
+            auth_time: issued.auth_time,
+            amr: &issued.amr,
+        };
+        self.answer_grant(
+            &Issued {
+                user: &user,
+                subject: &subject,
+                session: &session,
+                granted: &granted,
+                sign_in,
+            },
+            client,
+            now,
+            caller,
+        )
+        .await
+    }
+
+    /// The answer of a grant that signed a user in through the hosted pages (a code, a device
+    /// code): the token pair, the ID token when `openid` was granted, and whether the client
+    /// gets the refresh token (it may use `refresh_token`, and a public client asked for
+    /// `offline_access`). The grant is an audit event.
+    ///
+    /// Errors: `Unavailable` (no key signs), `Internal` (signing failed).
+    pub(crate) async fn answer_grant(
+        &self,
+        i: &Issued<'_>,
+        client: &ClientId,
+        now: UnixMillis,
+        caller: &Caller,
+    ) -> Result<CodeGrant, AuthError> {
+        let scope = i.granted.scope.as_deref();
+        let pair = self.issue(i.subject, i.session, i.granted, now)?;
+        let id_token = match has_scope(scope, "openid") {
+            true => Some(self.id_token(
+                &i.sign_in,
+                scope,
+                i.user,
+                pair.access_token.expose_secret(),
+                now,
+            )?),
             false => None,
         };
         let public = self
             .client_settings(client.as_str())
             .is_some_and(|c| c.public);
         let refresh = self.check_grant(client, "refresh_token").is_ok()
-            && (!public || has_scope(granted.scope.as_deref(), "offline_access"));
+            && (!public || has_scope(scope, "offline_access"));
         self.audit(
             caller,
             Event::CodeExchanged,
-            Record::session(user.id, session.id).client(client.as_str()),
+            Record::session(i.user.id, i.session.id).client(client.as_str()),
         )
         .await;
         Ok(CodeGrant {

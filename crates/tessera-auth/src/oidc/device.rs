@@ -5,9 +5,10 @@
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use super::{has_scope, random_token, token_digest, CodeGrant, SsoCookie};
-use crate::audit::{Caller, Event, Record};
-use crate::store::{AuthorizationCode, DeviceApproval, DeviceCode};
+use super::code::{Issued, SignIn};
+use super::{random_token, token_digest, CodeGrant, SsoCookie};
+use crate::audit::Caller;
+use crate::store::{DeviceApproval, DeviceCode};
 use crate::time::{now_ms, UnixMillis};
 use crate::{throttle, Auth, AuthError, ClientId, ClientMeta, Granted, TokenRequest};
 
@@ -271,45 +272,27 @@ impl Auth {
         session.id = session_id;
         session.sso_session_id = Some(sso_id);
         let subject = self.open_session(&user, &session, client, caller).await?;
-        let pair = self.issue(&subject, &session, &granted, now)?;
-        let as_code = AuthorizationCode {
-            code_hash: hash,
-            client_id: code.client_id.clone(),
-            redirect_uri: String::new(),
-            code_challenge: String::new(),
+        let amr = code.amr.clone().unwrap_or_else(|| "pwd".into());
+        let sign_in = SignIn {
+            client_id: &code.client_id,
             nonce: None,
-            scope: code.scope.clone(),
-            resource: code.resource.clone(),
             sso_session_id: sso_id,
-            user_id,
             auth_time,
-            amr: code.amr.clone().unwrap_or_else(|| "pwd".into()),
-            created_at: code.created_at,
-            expires_at: code.expires_at,
-            used_at: Some(now.0),
-            session_id: Some(session_id),
-            replayed_at: None,
+            amr: &amr,
         };
-        let id_token = match has_scope(granted.scope.as_deref(), "openid") {
-            true => Some(self.id_token(&as_code, &user, pair.access_token.expose_secret(), now)?),
-            false => None,
-        };
-        let public = self
-            .client_settings(client.as_str())
-            .is_some_and(|c| c.public);
-        let refresh = self.check_grant(client, "refresh_token").is_ok()
-            && (!public || has_scope(granted.scope.as_deref(), "offline_access"));
-        self.audit(
+        self.answer_grant(
+            &Issued {
+                user: &user,
+                subject: &subject,
+                session: &session,
+                granted: &granted,
+                sign_in,
+            },
+            client,
+            now,
             caller,
-            Event::CodeExchanged,
-            Record::session(user.id, session.id).client(client.as_str()),
         )
-        .await;
-        Ok(CodeGrant {
-            pair,
-            id_token,
-            refresh,
-        })
+        .await
     }
 }
 

@@ -5,8 +5,9 @@
 use secrecy::SecretString;
 use serde::Serialize;
 
+use super::code::SignIn;
 use super::has_scope;
-use crate::store::{AuthorizationCode, User};
+use crate::store::User;
 use crate::time::UnixMillis;
 use crate::{tokens, Auth, AuthError};
 
@@ -51,12 +52,13 @@ fn at_hash(alg: jsonwebtoken::Algorithm, access_token: &str) -> String {
 }
 
 impl Auth {
-    /// The ID token of a code exchange, for `user`, beside `access_token`.
+    /// The ID token of a sign-in, for `user` and the granted `scope`, beside `access_token`.
     ///
     /// Errors: `Unavailable` (no key signs), `Internal` (signing failed).
     pub(crate) fn id_token(
         &self,
-        code: &AuthorizationCode,
+        sign_in: &SignIn<'_>,
+        scope: Option<&str>,
         user: &User,
         access_token: &str,
         now: UnixMillis,
@@ -67,19 +69,19 @@ impl Auth {
             .ok_or(AuthError::Unavailable("no active signing key"))?;
         let t = &self.settings.tokens;
         let iat = now.as_secs();
-        let profile = has_scope(code.scope.as_deref(), "profile");
+        let profile = has_scope(scope, "profile");
         let claims = IdClaims {
             iss: &t.issuer,
             sub: user.id.to_string(),
-            aud: &code.client_id,
+            aud: sign_in.client_id,
             exp: iat + t.access_ttl.as_secs() as i64,
             iat,
-            auth_time: UnixMillis(code.auth_time).as_secs(),
-            nonce: code.nonce.as_deref(),
+            auth_time: UnixMillis(sign_in.auth_time).as_secs(),
+            nonce: sign_in.nonce,
             acr: "1",
-            amr: code.amr.split(' ').filter(|m| !m.is_empty()).collect(),
-            sid: code.sso_session_id.to_string(),
-            azp: &code.client_id,
+            amr: sign_in.amr.split(' ').filter(|m| !m.is_empty()).collect(),
+            sid: sign_in.sso_session_id.to_string(),
+            azp: sign_in.client_id,
             at_hash: at_hash(key.alg, access_token),
             preferred_username: profile.then_some(user.username.as_str()),
             updated_at: profile.then(|| UnixMillis(user.updated_at).as_secs()),
