@@ -2,7 +2,8 @@
 //! `tests/interop/oidc_rp.py`), and openid-client 6 driving Debian's Chromium through
 //! playwright-core (`tests/interop/oidc_browser.mjs`). Each discovers the provider, signs in at
 //! the hosted login with PKCE, state and nonce, validates the ID token, calls /userinfo,
-//! refreshes, and comes back through SSO without a login page.
+//! refreshes, and comes back through SSO without a login page; the browser then logs out
+//! through the end-session endpoint.
 
 use std::process::Command;
 
@@ -61,6 +62,7 @@ async fn provider(b: Backend) -> Option<TestApp> {
             json!([
                 {"id": "web", "public": true, "first_party": true,
                  "redirect_uris": ["http://127.0.0.1/cb"],
+                 "post_logout_redirect_uris": ["http://127.0.0.1/bye"],
                  "scopes": ["openid", "profile", "offline_access"]},
                 {"id": "cli", "public": true, "first_party": true,
                  "redirect_uris": ["http://127.0.0.1/callback"], "scopes": ["openid"]},

@@ -45,11 +45,14 @@ async function waitForChromium() {
 
 // The callback: records every request to /cb and answers with a plain page.
 const callbacks = [];
+const loggedOut = [];
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, `http://127.0.0.1:${callbackPort}`);
   if (url.pathname === "/cb") callbacks.push(url.href);
-  res.writeHead(url.pathname === "/cb" ? 200 : 404, { "content-type": "text/plain" });
-  res.end(url.pathname === "/cb" ? "signed in; you can close this page" : "not found");
+  if (url.pathname === "/bye") loggedOut.push(url.href);
+  const known = url.pathname === "/cb" || url.pathname === "/bye";
+  res.writeHead(known ? 200 : 404, { "content-type": "text/plain" });
+  res.end(known ? "done; you can close this page" : "not found");
 });
 
 async function authorizationRequest(config, extra = {}) {
@@ -199,6 +202,38 @@ try {
   check(claims2.sid === claims.sid, "SSO: another sid");
   check(claims2.auth_time === claims.auth_time, "SSO: auth_time changed without a login");
 
+  // RP-Initiated Logout: the ID token as the hint names this browser's session, so it ends
+  // without a confirmation, and the browser comes back to the registered URI with the state.
+  const postLogout = `http://127.0.0.1:${callbackPort}/bye`;
+  const logoutState = client.randomState();
+  const endSession = client.buildEndSessionUrl(config, {
+    id_token_hint: tokens2.id_token,
+    post_logout_redirect_uri: postLogout,
+    state: logoutState,
+  });
+  await page.goto(endSession.href);
+  try {
+    await page.waitForURL((u) => u.href.startsWith(postLogout), { timeout: 15_000 });
+  } catch {
+    const text = (await page.locator("main").allTextContents().catch(() => [])).join(" ");
+    throw new Failure(`logout: the browser is at ${page.url()}: ${text.trim()}`);
+  }
+  const back = new URL(loggedOut[loggedOut.length - 1] ?? "http://invalid/");
+  check(back.searchParams.get("state") === logoutState, "logout: state not returned");
+  const after = await context.cookies(base);
+  check(!after.some((c) => c.name === "__Host-tessera_sso"), "logout: the SSO cookie is still set");
+  let refused = false;
+  try {
+    await client.fetchUserInfo(config, tokens2.access_token, claims.sub);
+  } catch {
+    refused = true;
+  }
+  check(refused, "logout: the access token still works at /userinfo");
+  // The next authorization asks for a login again.
+  const third = await authorizationRequest(config);
+  const three = await runAuthorization(page, third.url, true);
+  check(three.loginShown, "after logout: no login page");
+
   Object.assign(summary, {
     ok: true,
     issuer: base,
@@ -209,6 +244,7 @@ try {
     id_token_alg: idHeader.alg,
     refreshed: true,
     sso: true,
+    logged_out: true,
     callbacks: callbacks.length,
   });
 } catch (e) {
