@@ -249,14 +249,10 @@ async fn checked(
         )));
     }
     if let Some(uri) = &p.auth.request_uri {
-        let pushed = st
+        return st
             .auth
             .pushed_request(p.auth.client_id.as_deref(), uri)
             .await
-            .map_err(|e| Box::new(failed(st, e, via)))?;
-        return st
-            .auth
-            .authorization_request(&pushed)
             .map_err(|e| Box::new(failed(st, e, via)));
     }
     if p.repeated
@@ -366,7 +362,20 @@ fn redirect(st: &AppState, r: Redirect, via: Via) -> Response {
     res
 }
 
-/// The authorization parameters as `[name, value]` pairs, for a form's hidden fields.
+/// What a form carries of the request, as `[name, value]` pairs for its hidden fields: the
+/// parameters, or for a pushed request only `client_id` and `request_uri` (its parameters
+/// stay on the server, where the browser cannot change them).
+fn carried(req: &AuthorizationRequest) -> Vec<(String, String)> {
+    match &req.pushed {
+        Some(uri) => vec![
+            ("client_id".into(), req.client_id.clone()),
+            ("request_uri".into(), uri.clone()),
+        ],
+        None => hidden(&req.params),
+    }
+}
+
+/// The authorization parameters as `[name, value]` pairs.
 fn hidden(p: &AuthorizeParams) -> Vec<(String, String)> {
     let Ok(serde_json::Value::Object(map)) = serde_json::to_value(p) else {
         return Vec::new();
@@ -406,7 +415,7 @@ fn login_page(
                 action => "/authorize/login",
                 client_id => req.client_id,
                 csrf => csrf,
-                params => hidden(&req.params),
+                params => carried(req),
                 username => username,
                 error => error,
             },
@@ -420,10 +429,16 @@ fn consent_page(
     req: &AuthorizationRequest,
     username: &str,
 ) -> Response {
+    // "Not you?": the same request with prompt=login (a pushed request's parameters cannot
+    // change: it asks again as it was pushed).
     let mut again = req.params.clone();
     again.prompt = Some("login".into());
+    let pairs = match req.pushed {
+        Some(_) => carried(req),
+        None => hidden(&again),
+    };
     let mut q = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in hidden(&again) {
+    for (k, v) in pairs {
         q.append_pair(&k, &v);
     }
     let scopes: Vec<&str> = req
@@ -445,7 +460,7 @@ fn consent_page(
                 scopes => scopes,
                 switch_url => format!("/authorize?{}", q.finish()),
                 csrf => csrf,
-                params => hidden(&req.params),
+                params => carried(req),
             },
         )
     })

@@ -25,9 +25,15 @@ pub fn router() -> Router<AppState> {
         .route("/end_session/confirm", post(confirm))
 }
 
-/// The request's parameters, and the page's own fields (`csrf`, `decision`).
-fn parse(raw: &[u8]) -> (LogoutParams, HashMap<String, String>) {
-    let mut map: HashMap<String, String> = form_urlencoded::parse(raw).into_owned().collect();
+/// The request's parameters, and the page's own fields (`csrf`, `decision`). `None` when a
+/// parameter is repeated (RFC 6749 §3.1's rule, kept here too).
+fn parse(raw: &[u8]) -> Option<(LogoutParams, HashMap<String, String>)> {
+    let mut map: HashMap<String, String> = HashMap::new();
+    for (k, v) in form_urlencoded::parse(raw).into_owned() {
+        if map.insert(k, v).is_some() {
+            return None;
+        }
+    }
     let mut take = |name: &str| map.remove(name).filter(|v| !v.is_empty());
     let p = LogoutParams {
         id_token_hint: take("id_token_hint"),
@@ -37,7 +43,12 @@ fn parse(raw: &[u8]) -> (LogoutParams, HashMap<String, String>) {
         ui_locales: take("ui_locales"),
         logout_hint: take("logout_hint"),
     };
-    (p, map)
+    Some((p, map))
+}
+
+fn repeated(st: &AppState) -> Response {
+    st.pages
+        .error(StatusCode::BAD_REQUEST, "The request repeats a parameter.")
 }
 
 async fn end_session_get(
@@ -46,7 +57,9 @@ async fn end_session_get(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let (p, _) = parse(query.unwrap_or_default().as_bytes());
+    let Some((p, _)) = parse(query.unwrap_or_default().as_bytes()) else {
+        return repeated(&st);
+    };
     start(&st, caller, &headers, &p).await
 }
 
@@ -62,7 +75,9 @@ async fn end_session_post(
             "The request must be a form (application/x-www-form-urlencoded).",
         );
     }
-    let (p, _) = parse(&body);
+    let Some((p, _)) = parse(&body) else {
+        return repeated(&st);
+    };
     start(&st, caller, &headers, &p).await
 }
 
@@ -87,8 +102,14 @@ async fn start(
             Err(_) => unavailable(st),
         },
         (Ok(_), cookie) => match st.auth.signed_in_as(cookie.as_ref()).await {
-            // Nobody is signed in here: there is nothing to end or to ask.
-            Ok(None) => signed_out(st, &req),
+            // No session came with the request (another site's POST carries no SameSite=Lax
+            // cookie), but the hint names a live one: ask, on a page of Tessera's whose form
+            // brings the cookie.
+            Ok(None) => match st.auth.hinted_user(&req).await {
+                Ok(Some(username)) => confirm_page(st, headers, &req, &username),
+                Ok(None) => signed_out(st, &req),
+                Err(_) => unavailable(st),
+            },
             Ok(Some(username)) => confirm_page(st, headers, &req, &username),
             Err(_) => unavailable(st),
         },
@@ -103,7 +124,9 @@ async fn confirm(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (p, own) = parse(&body);
+    let Some((p, own)) = parse(&body) else {
+        return repeated(&st);
+    };
     if !csrf::check(
         &headers,
         own.get("csrf").map(String::as_str),

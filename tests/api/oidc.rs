@@ -999,6 +999,35 @@ async fn third_party_clients_ask_for_consent(b: Backend) {
         TestApp::claims(t["id_token"].as_str().unwrap())["aud"],
         "partner"
     );
+    // A third-party app's token never acts on the account at Tessera itself, even an
+    // administrator's: the admin API and /logout/all refuse it.
+    app.auth
+        .set_roles(
+            tessera::auth::UserRef::Name("alice"),
+            vec!["admin".into()],
+            &tessera::auth::Caller::default(),
+        )
+        .await
+        .unwrap();
+    let partner_token = t["access_token"].as_str().unwrap();
+    let r = app
+        .admin(reqwest::Method::GET, "/admin/users", partner_token, None)
+        .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        app.post_bearer("/logout/all", partner_token).await.status(),
+        403
+    );
+    let own = app.login_ok("alice").await;
+    let own = own["access_token"].as_str().unwrap();
+    let r = app
+        .admin(reqwest::Method::GET, "/admin/users", own, None)
+        .await;
+    assert_eq!(
+        r.status(),
+        200,
+        "the first-party client's token still works"
+    );
 }
 
 async fn the_hosted_login_refuses_alike_and_throttles(b: Backend) {
@@ -1160,9 +1189,8 @@ async fn pushed_requests_are_checked_used_once_and_bound_to_their_client(b: Back
     assert_eq!(r.status(), 400);
     let r = browser.get(&q("partner", &uri)).await;
     assert_eq!(r.status(), 200, "another client's attempt did not spend it");
-    let r = browser.get(&q("partner", &uri)).await;
-    assert_eq!(r.status(), 400, "used once");
-    // A fresh push, used by its client: the login page, the consent, the code.
+    // A fresh push, used by its client: the login page carries only client_id and
+    // request_uri, and what the browser adds to the form is not read.
     let r = push(vec![], Some(("partner", PARTNER_SECRET))).await;
     let uri: String = r.json::<Value>().await.unwrap()["request_uri"]
         .as_str()
@@ -1171,18 +1199,35 @@ async fn pushed_requests_are_checked_used_once_and_bound_to_their_client(b: Back
     let r = browser.get(&q("partner", &uri)).await;
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
-    let r = browser.sign_in(&page, "alice", PASSWORD).await;
-    let mut fields = hidden_fields(&r.text().await.unwrap());
+    let carried: Vec<String> = hidden_fields(&page).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(carried, ["csrf", "client_id", "request_uri"]);
+    let mut fields = hidden_fields(&page);
+    fields.push((
+        "redirect_uri".into(),
+        "http://127.0.0.1:9999/callback".into(),
+    ));
+    fields.push(("state".into(), "TAMPERED".into()));
+    fields.push(("username".into(), "alice".into()));
+    fields.push(("password".into(), PASSWORD.into()));
+    let r = browser.post("/authorize/login", &fields).await;
+    assert_eq!(r.status(), 200, "the consent page");
+    let page = r.text().await.unwrap();
+    // A reload before the code is issued shows the page again (RFC 9126 §4 allows it).
+    assert_eq!(browser.get(&q("partner", &uri)).await.status(), 200);
+    let mut fields = hidden_fields(&page);
     fields.push(("decision".into(), "allow".into()));
+    fields.push(("state".into(), "TAMPERED".into()));
     let r = browser.post("/authorize/consent", &fields).await;
-    let code = redirected(&r, PARTNER_CB)["code"].clone();
+    let back = redirected(&r, PARTNER_CB);
+    assert_eq!(back["state"], "st-123", "the pushed state, not the form's");
+    let code = back["code"].clone();
     assert_eq!(
         exchange(&app, "partner", &code, &verifier, PARTNER_CB)
             .await
             .status(),
         200
     );
-    // Used once.
+    // Used up by the code.
     let r = browser.get(&q("partner", &uri)).await;
     assert_eq!(r.status(), 400);
     assert!(r.headers().get("location").is_none());

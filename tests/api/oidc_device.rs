@@ -12,6 +12,7 @@ on_both!(
     a_device_signs_in_once_the_user_allows_it,
     denied_expired_and_foreign_device_codes_get_no_tokens,
     user_codes_cannot_be_guessed,
+    a_device_approved_before_a_logout_gets_nothing,
 );
 
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -250,4 +251,37 @@ async fn user_codes_cannot_be_guessed(b: Backend) {
     let mut fields = csrf.clone();
     fields.push(("user_code".into(), d["user_code"].as_str().unwrap().into()));
     assert_eq!(browser.post("/device", &fields).await.status(), 429);
+}
+
+async fn a_device_approved_before_a_logout_gets_nothing(b: Backend) {
+    let Some(app) = provider(b).await else { return };
+    let d: Value = start(&app, "tv").await.json().await.unwrap();
+    let mut browser = Browser::new(&app);
+    let r = browser
+        .get(&format!(
+            "/device?user_code={}",
+            d["user_code"].as_str().unwrap()
+        ))
+        .await;
+    let page = r.text().await.unwrap();
+    let r = browser
+        .sign_in_at("/device/login", &page, "alice", PASSWORD)
+        .await;
+    let mut fields = hidden_fields(&r.text().await.unwrap());
+    fields.push(("decision".into(), "allow".into()));
+    assert_eq!(browser.post("/device/decide", &fields).await.status(), 200);
+    // The browser's SSO session ends before the device polls.
+    let r = browser.get("/end_session").await;
+    let mut fields = hidden_fields(&r.text().await.unwrap());
+    fields.push(("decision".into(), "logout".into()));
+    assert_eq!(
+        browser.post("/end_session/confirm", &fields).await.status(),
+        200
+    );
+    interval_passed(&app).await;
+    let (status, body) = poll(&app, d["device_code"].as_str().unwrap()).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (400, json!("invalid_grant"))
+    );
 }

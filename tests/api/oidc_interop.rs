@@ -46,7 +46,7 @@ fn free_port() -> u16 {
 
 /// A provider whose issuer is the URL the relying parties discover, with the README's `web`
 /// and `cli` clients (loopback redirect URIs: any port).
-async fn provider(b: Backend) -> Option<TestApp> {
+async fn provider(b: Backend, callback_port: u16) -> Option<TestApp> {
     let port = free_port();
     let app = TestApp::spawn_with(b, |f| {
         f.merge(Serialized::default(
@@ -62,7 +62,8 @@ async fn provider(b: Backend) -> Option<TestApp> {
             json!([
                 {"id": "web", "public": true, "first_party": true,
                  "redirect_uris": ["http://127.0.0.1/cb"],
-                 "post_logout_redirect_uris": ["http://127.0.0.1/bye"],
+                 // Exactly as the app will send it: post-logout URIs have no port rule.
+                 "post_logout_redirect_uris": [format!("http://127.0.0.1:{callback_port}/bye")],
                  "scopes": ["openid", "profile", "offline_access"]},
                 {"id": "cli", "public": true, "first_party": true,
                  "redirect_uris": ["http://127.0.0.1/callback"], "scopes": ["openid"]},
@@ -97,7 +98,9 @@ async fn authlib_signs_in_over_plain_http(b: Backend) {
     if !available(python, "python3 with Authlib and requests") {
         return;
     }
-    let Some(app) = provider(b).await else { return };
+    let Some(app) = provider(b, free_port()).await else {
+        return;
+    };
     let args = vec![
         format!("{DIR}/oidc_rp.py"),
         app.base.clone(),
@@ -116,11 +119,14 @@ async fn openid_client_signs_in_through_chromium(b: Backend) {
     if !available(ready, "Debian's chromium and `npm ci` in tests/interop") {
         return;
     }
-    let Some(app) = provider(b).await else { return };
+    let callback_port = free_port();
+    let Some(app) = provider(b, callback_port).await else {
+        return;
+    };
     let args = vec![
         format!("{DIR}/oidc_browser.mjs"),
         app.base.clone(),
-        free_port().to_string(),
+        callback_port.to_string(),
         "alice".into(),
         PASSWORD.into(),
     ];

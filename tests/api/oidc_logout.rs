@@ -46,6 +46,33 @@ async fn a_hinted_logout_ends_the_sso_session_and_its_tokens(b: Backend) {
         .parse()
         .unwrap();
     let old_cookie = browser.jar["__Host-tessera_sso"].clone();
+    // Signing in again as the same user (prompt=login) carries the session on: same sid,
+    // a new cookie token, and the earlier tokens end with it at logout.
+    let (verifier2, challenge2) = pkce();
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge2, &[("prompt", "login")])
+        ))
+        .await;
+    let page = r.text().await.unwrap();
+    let r = browser
+        .sign_in(&page, "alice", crate::helpers::PASSWORD)
+        .await;
+    let code = crate::oidc::redirected(&r, APP_CB)["code"].clone();
+    let t2: Value = exchange(&app, "web", &code, &verifier2, APP_CB)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        TestApp::claims(t2["id_token"].as_str().unwrap())["sid"],
+        sid.to_string()
+    );
+    assert_ne!(
+        browser.jar["__Host-tessera_sso"], old_cookie,
+        "a new cookie token"
+    );
     let r = browser
         .get(&end_session_query(&[
             ("id_token_hint", id_token),
@@ -64,6 +91,8 @@ async fn a_hinted_logout_ends_the_sso_session_and_its_tokens(b: Backend) {
     let sso = app.store.sso_session(sid).await.unwrap().unwrap();
     assert_eq!(sso.revoked_reason.as_deref(), Some("logout"));
     app.userinfo_becomes(access, 401).await;
+    app.userinfo_becomes(t2["access_token"].as_str().unwrap(), 401)
+        .await;
     let r = app
         .form(
             "/token",
@@ -138,6 +167,40 @@ async fn a_logout_without_a_valid_hint_asks_first(b: Backend) {
         assert!(r.headers().get("location").is_none());
     }
     assert_eq!(app.userinfo(access).await.status(), 200);
+    // A valid hint POSTed by another site, which carries no SameSite=Lax cookie: Tessera asks
+    // (on its own page, whose form brings the cookie) rather than report a logout it did not do.
+    let r = Browser::new(&app)
+        .post(
+            "/end_session",
+            &[
+                (
+                    "id_token_hint".into(),
+                    t["id_token"].as_str().unwrap().into(),
+                ),
+                ("post_logout_redirect_uri".into(), APP_LOGGED_OUT.into()),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Sign out?"));
+    assert_eq!(app.userinfo(access).await.status(), 200);
+    let r = browser
+        .get(&end_session_query(&[("state", "a"), ("state", "b")]))
+        .await;
+    assert_eq!(r.status(), 400, "a repeated parameter");
+    // Post-logout URIs are exact: no port rule, no trailing slash.
+    for uri in [
+        "https://app.example:443/logged-out",
+        "https://app.example/logged-out/",
+    ] {
+        let r = browser
+            .get(&end_session_query(&[
+                ("client_id", "web"),
+                ("post_logout_redirect_uri", uri),
+            ]))
+            .await;
+        assert_eq!(r.status(), 400, "{uri}");
+    }
     // The user confirms: signed out.
     let r = browser.post("/end_session/confirm", &fields).await;
     assert_eq!(r.status(), 200);

@@ -103,16 +103,36 @@ impl Auth {
     }
 
     /// `authenticate`, and the user must hold the `admin` role now (read from the database
-    /// row, not from the token, so removing the role takes effect at once).
+    /// row, not from the token, so removing the role takes effect at once), and the token
+    /// must be a trusted client's (`trusted_client`): a user's consent to a third-party app
+    /// never hands it the admin API.
     ///
     /// Errors: those of `authenticate`, and `InsufficientRole`.
     pub async fn authenticate_admin(&self, token: &str) -> Result<Authenticated, AuthError> {
         let who = self.authenticate(token).await?;
+        if !self.trusted_client(who.claims.claims.client_id.as_deref()) {
+            return Err(AuthError::InsufficientRole);
+        }
         if !who.user.roles.iter().any(|r| r == ADMIN_ROLE) {
             return Err(AuthError::InsufficientRole);
         }
 
         Ok(who)
+    }
+
+    /// Whether tokens of `client_id` may act on the user's account at Tessera itself (the
+    /// admin API, `/logout/all`): the first-party client, a `first_party` client, or a
+    /// confidential client without redirect URIs (one the operator gives passwords to). A
+    /// client the user consented to is none of these.
+    pub fn trusted_client(&self, client_id: Option<&str>) -> bool {
+        let Some(id) = client_id else {
+            return true;
+        };
+        if id == self.settings.tokens.client_id {
+            return true;
+        }
+        self.client_settings(id)
+            .is_some_and(|c| c.first_party || (!c.public && c.redirect_uris.is_empty()))
     }
 
     /// Every revocation check of invariant 2 in one database read; the user row if all pass.

@@ -197,6 +197,10 @@ impl Auth {
     /// Errors: `InvalidToken`, `StoreUnavailable`.
     pub async fn logout_all(&self, token: &str, caller: &Caller) -> Result<(), AuthError> {
         let who = self.authenticate(token).await?;
+        // A third-party app the user consented to may not log them out everywhere.
+        if !self.trusted_client(who.claims.claims.client_id.as_deref()) {
+            return Err(AuthError::InsufficientRole);
+        }
         self.end_sessions(Ending::AllOf(who.user.id), "logout_all")
             .await?;
         self.audit(caller, Event::LogoutAll, Record::user(who.user.id))

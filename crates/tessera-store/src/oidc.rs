@@ -107,6 +107,9 @@ pub trait SsoStore {
     /// Records a use: `last_seen_at = now`, and the idle expiry moved to `idle_expires_at`
     /// (never past the absolute expiry).
     async fn touch_sso_session(&self, id: Uuid, now: i64, idle_expires_at: i64) -> StoreResult<()>;
+    /// The same user signed in again on the browser of a live session: it carries on under a
+    /// new cookie token (no fixation), with the new `auth_time`, methods and lifetimes.
+    async fn reauthenticate_sso_session(&self, s: &SsoSession) -> StoreResult<()>;
     /// Ends it; `false` when it had ended already.
     async fn revoke_sso_session(&self, id: Uuid, reason: &str, now: i64) -> StoreResult<bool>;
     /// The refresh sessions created through it that are still live, which end with it.
@@ -187,6 +190,14 @@ pub trait CodeStore {
         params: &str,
         expires_at: i64,
     ) -> StoreResult<()>;
+    /// The parameters of a pushed request of `client_id` that has not expired at `now`, left
+    /// in place (a reload of the page may read them again, RFC 9126 §4).
+    async fn pushed_request(
+        &self,
+        uri_hash: &str,
+        client_id: &str,
+        now: i64,
+    ) -> StoreResult<Option<String>>;
     /// Takes a pushed request of `client_id` that has not expired at `now`: it is deleted in
     /// the same statement, so it is used once. Returns its parameters.
     async fn take_pushed_request(

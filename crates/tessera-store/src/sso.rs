@@ -24,6 +24,11 @@ const TOUCH_SSO: &str = "
         idle_expires_at = CASE WHEN $3 < absolute_expires_at THEN $3 ELSE absolute_expires_at END
     WHERE id = $1 AND revoked_at IS NULL";
 
+const REAUTH_SSO: &str = "
+    UPDATE sso_sessions SET token_hash = $2, auth_time = $3, amr = $4, last_seen_at = $5,
+                            idle_expires_at = $6, absolute_expires_at = $7
+    WHERE id = $1 AND revoked_at IS NULL";
+
 const REVOKE_SSO: &str = "
     UPDATE sso_sessions SET revoked_at = $3, revoked_reason = $2
     WHERE id = $1 AND revoked_at IS NULL";
@@ -37,6 +42,9 @@ const CLIENTS_OF_SSO: &str = "
 
 const PUSH: &str = "
     INSERT INTO pushed_requests (uri_hash, client_id, params, expires_at) VALUES ($1, $2, $3, $4)";
+
+const PUSHED: &str = "
+    SELECT params FROM pushed_requests WHERE uri_hash = $1 AND client_id = $2 AND expires_at > $3";
 
 const TAKE_PUSHED: &str = "
     DELETE FROM pushed_requests WHERE uri_hash = $1 AND client_id = $2 AND expires_at > $3
@@ -137,6 +145,21 @@ impl SsoStore for SqlStore {
         Ok(())
     }
 
+    async fn reauthenticate_sso_session(&self, s: &SsoSession) -> StoreResult<()> {
+        on_backend!(self, |b| sqlx::query(REAUTH_SSO)
+            .bind(s.id)
+            .bind(&s.token_hash)
+            .bind(s.auth_time)
+            .bind(&s.amr)
+            .bind(s.last_seen_at)
+            .bind(s.idle_expires_at)
+            .bind(s.absolute_expires_at)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
     async fn revoke_sso_session(&self, id: Uuid, reason: &str, now: i64) -> StoreResult<bool> {
         let n = on_backend!(self, |b| sqlx::query(REVOKE_SSO)
             .bind(id)
@@ -224,6 +247,21 @@ impl CodeStore for SqlStore {
             .await
             .map(|r| r.rows_affected()))?;
         Ok(())
+    }
+
+    async fn pushed_request(
+        &self,
+        uri_hash: &str,
+        client_id: &str,
+        now: i64,
+    ) -> StoreResult<Option<String>> {
+        let row: Option<(String,)> = on_backend!(self, |b| sqlx::query_as(PUSHED)
+            .bind(uri_hash)
+            .bind(client_id)
+            .bind(now)
+            .fetch_optional(b.pool())
+            .await)?;
+        Ok(row.map(|(p,)| p))
     }
 
     async fn take_pushed_request(

@@ -55,6 +55,7 @@ impl Auth {
         now: i64,
     ) -> Result<Redirect, AuthError> {
         let code = random_token()?;
+        self.use_pushed(req).await?;
         self.store
             .insert_code(&AuthorizationCode {
                 code_hash: token_digest(code.expose_secret()),

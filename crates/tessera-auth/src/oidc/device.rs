@@ -263,6 +263,15 @@ impl Auth {
             Some(u) if !u.disabled => u,
             _ => return Err(AuthError::InvalidCode),
         };
+        // Approved from an SSO session that has ended since (a logout, a cut-off): nothing.
+        let sso_live = self
+            .store
+            .sso_session(sso_id)
+            .await?
+            .is_some_and(|s| s.is_live(now_ms()) && s.created_at > user.tokens_not_before);
+        if !sso_live {
+            return Err(AuthError::InvalidCode);
+        }
         let granted = Granted {
             scope: code.scope.clone(),
             resource: code.resource.clone(),

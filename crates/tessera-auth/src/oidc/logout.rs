@@ -6,7 +6,6 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::request::redirect_uri_matches;
 use super::{token_digest, SsoCookie};
 use crate::audit::{Caller, Event, Record};
 use crate::store::LogoutDelivery;
@@ -128,9 +127,9 @@ impl Auth {
                     .as_deref()
                     .and_then(|c| self.client_settings(c))
                     .is_some_and(|c| {
-                        c.post_logout_redirect_uris
-                            .iter()
-                            .any(|r| redirect_uri_matches(r, uri))
+                        // Exactly as registered: the loopback port rule of RFC 8252 is for
+                        // native apps' redirect URIs, not for logout.
+                        c.post_logout_redirect_uris.iter().any(|r| r == uri)
                     });
                 if !registered {
                     return Err(
@@ -181,6 +180,39 @@ impl Auth {
         };
         Ok(hint.sid.as_deref() == Some(sso.id.to_string().as_str())
             && hint.sub == user.id.to_string())
+    }
+
+    /// The username of the live SSO session a valid hint names (its `sid` and `sub`), if any:
+    /// the one the confirmation page asks about when the browser sent no cookie of its own
+    /// (another site's POST does not carry the `SameSite=Lax` cookie).
+    ///
+    /// Errors: `StoreUnavailable`.
+    pub async fn hinted_user(&self, req: &LogoutRequest) -> Result<Option<String>, AuthError> {
+        let Some(sid) = req
+            .hint
+            .as_ref()
+            .and_then(|h| h.sid.as_deref())
+            .and_then(|s| Uuid::parse_str(s).ok())
+        else {
+            return Ok(None);
+        };
+        let Some(sso) = self.store.sso_session(sid).await? else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        let hinted = req
+            .hint
+            .as_ref()
+            .is_some_and(|h| h.sub == sso.user_id.to_string());
+        if !hinted || !sso.is_live(now) {
+            return Ok(None);
+        }
+        Ok(self
+            .store
+            .user_by_id(sso.user_id)
+            .await?
+            .filter(|u| !u.disabled && sso.created_at > u.tokens_not_before)
+            .map(|u| u.username))
     }
 
     /// Ends the browser's SSO session (RP-Initiated Logout): the session, every refresh

@@ -109,6 +109,9 @@ pub struct AuthorizationRequest {
     pub first_party: bool,
     /// The parameters as sent, for the forms of the hosted pages.
     pub params: AuthorizeParams,
+    /// The `request_uri` of a pushed request (RFC 9126) these parameters came from: the forms
+    /// carry it instead of the parameters, and the code's issue uses it up.
+    pub pushed: Option<String>,
 }
 
 /// Where an error or a code goes: the client's verified redirect URI.

@@ -4,7 +4,7 @@
 
 use secrecy::ExposeSecret;
 
-use super::{random_token, token_digest, AuthorizeError, AuthorizeParams};
+use super::{random_token, token_digest, AuthorizationRequest, AuthorizeError, AuthorizeParams};
 use crate::time::now_ms;
 use crate::{Auth, AuthError, ClientId};
 
@@ -96,15 +96,17 @@ impl Auth {
         })
     }
 
-    /// The parameters pushed as `request_uri` by `client_id`, once: `/authorize` goes on with
-    /// them and ignores what else the browser brought (RFC 9126 §4).
+    /// The request pushed as `request_uri` by `client_id`, checked: `/authorize` goes on with
+    /// it and ignores what else the browser brought (RFC 9126 §4). It stays usable (a reload
+    /// of the page) until a code is issued for it or it expires.
     ///
-    /// Errors: `Page` (unknown, used, expired, or another client's), `Unavailable`.
+    /// Errors: `Page` (unknown, used, expired, or another client's), and those of
+    /// `authorization_request`.
     pub async fn pushed_request(
         &self,
         client_id: Option<&str>,
         request_uri: &str,
-    ) -> Result<AuthorizeParams, AuthorizeError> {
+    ) -> Result<AuthorizationRequest, AuthorizeError> {
         let gone = || {
             AuthorizeError::Page(
                 "The pushed authorization request is unknown, used or expired. Start again from the application."
@@ -119,10 +121,23 @@ impl Auth {
         }
         let params = self
             .store
-            .take_pushed_request(&token_digest(request_uri), client_id, now_ms())
+            .pushed_request(&token_digest(request_uri), client_id, now_ms())
             .await
             .map_err(|_| AuthorizeError::Unavailable)?
             .ok_or_else(gone)?;
-        serde_json::from_str(&params).map_err(|_| gone())
+        let params: AuthorizeParams = serde_json::from_str(&params).map_err(|_| gone())?;
+        let mut req = self.authorization_request(&params)?;
+        req.pushed = Some(request_uri.to_string());
+        Ok(req)
+    }
+
+    /// Uses up the pushed request a code was issued for.
+    pub(crate) async fn use_pushed(&self, req: &AuthorizationRequest) -> Result<(), AuthError> {
+        if let Some(uri) = &req.pushed {
+            self.store
+                .take_pushed_request(&token_digest(uri), &req.client_id, now_ms())
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -195,6 +195,7 @@ impl Auth {
             ui_locales: p.ui_locales.clone(),
             first_party: client.first_party,
             params: p.clone(),
+            pushed: None,
         })
     }
 }

@@ -210,18 +210,17 @@ impl Auth {
         let (user, now) = self
             .verify_password_login(username, password, meta.ip.as_deref(), client, caller)
             .await?;
-        if let Some(old) = old {
-            let digest = token_digest(old.0.expose_secret());
-            if let Some(previous) = self.store.sso_session_by_token(&digest).await? {
-                self.store
-                    .revoke_sso_session(previous.id, "replaced", now.0)
-                    .await?;
+        let previous = match old {
+            Some(old) => {
+                let digest = token_digest(old.0.expose_secret());
+                self.store.sso_session_by_token(&digest).await?
             }
-        }
+            None => None,
+        };
         let token = random_token()?;
         let s = &self.settings.sso;
         let absolute = now.plus(s.absolute_ttl);
-        let sso = SsoSession {
+        let mut sso = SsoSession {
             id: Uuid::now_v7(),
             user_id: user.id,
             token_hash: token_digest(token.expose_secret()),
@@ -236,7 +235,26 @@ impl Auth {
             ip: meta.ip,
             user_agent: meta.user_agent.map(|ua| ua.chars().take(512).collect()),
         };
-        self.store.create_sso_session(&sso).await?;
+        match previous {
+            // The same user again (prompt=login, max_age): the session carries on, so that
+            // its apps stay signed in and a logout still reaches all of them; only the cookie
+            // token, the authentication time and the lifetimes are new.
+            Some(p)
+                if p.user_id == user.id
+                    && p.is_live(now.0)
+                    && p.created_at > user.tokens_not_before =>
+            {
+                sso.id = p.id;
+                sso.created_at = p.created_at;
+                self.store.reauthenticate_sso_session(&sso).await?;
+            }
+            // Someone else signs in on this browser: the previous session ends, with its apps.
+            Some(p) => {
+                self.end_sso(&p, "replaced").await?;
+                self.store.create_sso_session(&sso).await?;
+            }
+            None => self.store.create_sso_session(&sso).await?,
+        }
         self.audit(
             caller,
             Event::LoginSucceeded,
