@@ -17,6 +17,7 @@ on_both!(
     a_logout_without_a_valid_hint_asks_first,
     back_channel_logout_tokens_are_delivered_retried_and_survive_a_restart,
     administrators_list_and_end_sso_sessions,
+    a_password_change_or_a_disable_sends_logout_tokens,
 );
 
 /// Signs `web` in through a fresh browser: the browser and the token answer.
@@ -436,4 +437,45 @@ async fn list_sso(app: &TestApp, user: uuid::Uuid, admin: &str) -> Value {
     let r = app.admin(reqwest::Method::GET, &path, admin, None).await;
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
+}
+
+async fn a_password_change_or_a_disable_sends_logout_tokens(b: Backend) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}/backchannel", listener.local_addr().unwrap());
+    let receiver = Receiver::start(listener, 0).await;
+    let Some(app) = op_with(b, Some(uri)).await else {
+        return;
+    };
+    let caller = tessera::auth::Caller::default();
+    let alice = tessera::auth::UserRef::Name("alice");
+    // A password change ends the SSO session: its app gets a logout token.
+    let (_, t) = signed_in(&app).await;
+    let sid = TestApp::claims(t["id_token"].as_str().unwrap())["sid"].clone();
+    app.auth
+        .set_password(alice, "a brand new password".into(), &caller)
+        .await
+        .unwrap();
+    eventually(10, "a logout token after the password change", || async {
+        receiver.tokens().len() == 1
+    })
+    .await;
+    assert_eq!(TestApp::claims(&receiver.tokens()[0])["sid"], sid);
+    let user = app.store.user_by_username("alice").await.unwrap().unwrap();
+    let sso: uuid::Uuid = sid.as_str().unwrap().parse().unwrap();
+    let row = app.store.sso_session(sso).await.unwrap().unwrap();
+    assert_eq!(row.revoked_reason.as_deref(), Some("password_changed"));
+    assert_eq!(row.user_id, user.id);
+    // So does a disable.
+    app.auth
+        .set_password(alice, crate::helpers::PASSWORD.into(), &caller)
+        .await
+        .unwrap();
+    let (_, t) = signed_in(&app).await;
+    let sid = TestApp::claims(t["id_token"].as_str().unwrap())["sid"].clone();
+    app.auth.set_disabled(alice, true, &caller).await.unwrap();
+    eventually(10, "a logout token after the disable", || async {
+        receiver.tokens().len() == 2
+    })
+    .await;
+    assert_eq!(TestApp::claims(&receiver.tokens()[1])["sid"], sid);
 }

@@ -296,6 +296,7 @@ impl Auth {
                     Ok(ended.map(|sessions| (user_id, sessions)))
                 })
                 .await?;
+                self.end_sso_of_user(user_id, reason).await?;
             }
         }
         Ok(())

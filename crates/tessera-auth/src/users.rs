@@ -136,6 +136,7 @@ impl Auth {
         let now = now_ms();
         self.user_changed(self.store.set_password(&user.username, &hash, now))
             .await?;
+        self.end_sso_of_user(user.id, "password_changed").await?;
         self.audit(caller, Event::PasswordChanged, Record::user(user.id))
             .await;
         Ok(())
@@ -187,6 +188,9 @@ impl Auth {
         let user = self.find_user(who).await?;
         self.row_changed(self.store.set_disabled(&user.username, disabled, now_ms()))
             .await?;
+        if disabled {
+            self.end_sso_of_user(user.id, "disabled").await?;
+        }
         let event = if disabled {
             Event::UserDisabled
         } else {

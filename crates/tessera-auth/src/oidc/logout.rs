@@ -237,6 +237,23 @@ impl Auth {
         Ok(ended)
     }
 
+    /// Ends every live SSO session of a user whose sessions all just ended (logout everywhere,
+    /// a password change, a disable, an administrator's revocation), so that their apps get
+    /// back-channel logout tokens too.
+    pub(crate) async fn end_sso_of_user(
+        &self,
+        user_id: Uuid,
+        reason: &str,
+    ) -> Result<(), AuthError> {
+        let now = now_ms();
+        for sso in self.store.sso_sessions_of_user(user_id, 1000).await? {
+            if sso.is_live(now) {
+                self.end_sso(&sso, reason).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Ends `sso` and its refresh sessions, and queues the back-channel logout tokens.
     pub(crate) async fn end_sso(
         &self,
@@ -245,9 +262,11 @@ impl Auth {
     ) -> Result<bool, AuthError> {
         let now = now_ms();
         let ended = self.store.revoke_sso_session(sso.id, reason, now).await?;
+        // What `end_sessions(Ending::Session)` does, written out: ending all of a user's
+        // sessions comes here too, and may not recurse.
         for id in self.store.sessions_of_sso(sso.id, now).await? {
-            self.end_sessions(crate::Ending::Session(id), reason)
-                .await?;
+            self.store.revoke_session(id, reason, now).await?;
+            self.sessions_ended(&[id]);
         }
         if !ended {
             return Ok(false);
