@@ -38,6 +38,19 @@ async fn userinfo_post(st: State<AppState>, bearer: Bearer) -> Result<Response, 
 async fn userinfo_inner(State(st): State<AppState>, bearer: Bearer) -> Result<Response, ApiError> {
     let token = bearer.0.ok_or(ApiError::MissingToken)?;
     let who = st.auth.authenticate(&token).await?;
+    // A client the user consented to gets what its scope allows (OIDC Core §5.4), not the
+    // username, roles, session and custom claims the operator's own clients see.
+    if !st
+        .auth
+        .trusted_client(who.claims.claims.client_id.as_deref())
+    {
+        let mut body = json!({ "sub": who.user.id.to_string() });
+        if who.claims.claims.scopes().any(|s| s == "profile") {
+            body["preferred_username"] = json!(who.user.username);
+            body["updated_at"] = json!(who.user.updated_at.div_euclid(1000));
+        }
+        return Ok(axum::Json(body).into_response());
+    }
     let mut body = json!({
         "sub": who.user.id.to_string(),
         "username": who.user.username,

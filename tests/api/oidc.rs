@@ -1010,6 +1010,11 @@ async fn third_party_clients_ask_for_consent(b: Backend) {
         .await
         .unwrap();
     let partner_token = t["access_token"].as_str().unwrap();
+    // /userinfo gives a third-party client what its scope allows, nothing more.
+    let u: Value = app.userinfo(partner_token).await.json().await.unwrap();
+    let mut keys: Vec<&str> = u.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["preferred_username", "sub", "updated_at"], "{u}");
     let r = app
         .admin(reqwest::Method::GET, "/admin/users", partner_token, None)
         .await;

@@ -160,7 +160,7 @@ impl ApiError {
             ApiError::InvalidCode => (
                 StatusCode::BAD_REQUEST,
                 "invalid_grant",
-                "The authorization code is invalid, expired or used, or was issued for another client, redirect URI or code verifier.",
+                "The code is invalid, expired or used, or was issued for another client, redirect URI or code verifier.",
             ),
             ApiError::DevicePoll(error) => (
                 StatusCode::BAD_REQUEST,
