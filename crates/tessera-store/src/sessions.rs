@@ -7,7 +7,30 @@ use uuid::Uuid;
 use super::backend::{on_backend, Backend, Release, SqlStore};
 use super::{Rotation, RotationAttempt, Session, SessionStore, StoreResult, SubjectClaims};
 
-const INSERT: &str = "
+/// `INSERT` with every column of `$s` (a `&Session`) bound: the statement a login and a code
+/// exchange create their session with.
+macro_rules! insert_session {
+    ($s:expr) => {{
+        let s: &$crate::Session = $s;
+        sqlx::query($crate::sessions::INSERT)
+            .bind(s.id)
+            .bind(s.user_id)
+            .bind(s.generation)
+            .bind(s.created_at)
+            .bind(s.last_refreshed_at)
+            .bind(s.idle_expires_at)
+            .bind(s.absolute_expires_at)
+            .bind(&s.user_agent)
+            .bind(&s.ip)
+            .bind(&s.client_id)
+            .bind(&s.scope)
+            .bind(&s.resource)
+            .bind(s.sso_session_id)
+    }};
+}
+pub(crate) use insert_session;
+
+pub(crate) const INSERT: &str = "
     INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
                           idle_expires_at, absolute_expires_at, user_agent, ip, client_id,
                           scope, resource, sso_session_id)
@@ -107,22 +130,7 @@ impl SessionStore for SqlStore {
             let Some((roles, claims)) = subject else {
                 return Ok(None);
             };
-            sqlx::query(INSERT)
-                .bind(s.id)
-                .bind(s.user_id)
-                .bind(s.generation)
-                .bind(s.created_at)
-                .bind(s.last_refreshed_at)
-                .bind(s.idle_expires_at)
-                .bind(s.absolute_expires_at)
-                .bind(&s.user_agent)
-                .bind(&s.ip)
-                .bind(&s.client_id)
-                .bind(&s.scope)
-                .bind(&s.resource)
-                .bind(s.sso_session_id)
-                .execute(&mut *tx)
-                .await?;
+            insert_session!(s).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(Some(SubjectClaims {
                 roles: roles.0,

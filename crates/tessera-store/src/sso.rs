@@ -4,9 +4,10 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
+use super::sessions::insert_session;
 use super::{
-    AuthorizationCode, CodeExchange, CodeStore, Exchanged, SsoSession, SsoStore, StoreError,
-    StoreResult, User,
+    AuthorizationCode, CodeExchange, CodeStore, Exchanged, Session, SsoSession, SsoStore,
+    StoreError, StoreResult, User,
 };
 
 const INSERT_SSO: &str = "
@@ -90,12 +91,6 @@ const EXCHANGE_FENCE: &str = "
     WHERE u.id = $1 AND s.id = $2 AND NOT u.disabled AND s.revoked_at IS NULL
       AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3
       AND s.created_at > u.tokens_not_before";
-
-const INSERT_SESSION: &str = "
-    INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
-                          idle_expires_at, absolute_expires_at, user_agent, ip, client_id,
-                          scope, resource, sso_session_id)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 #[async_trait]
 impl SsoStore for SqlStore {
@@ -339,23 +334,15 @@ impl CodeStore for SqlStore {
                     Ok(Some(Exchanged::Refused))
                 }
                 (Some(code), Some(user)) => {
-                    let s = x.session;
-                    sqlx::query(INSERT_SESSION)
-                        .bind(s.id)
-                        .bind(code.user_id)
-                        .bind(s.generation)
-                        .bind(s.created_at)
-                        .bind(s.last_refreshed_at)
-                        .bind(s.idle_expires_at)
-                        .bind(s.absolute_expires_at)
-                        .bind(&s.user_agent)
-                        .bind(&s.ip)
-                        .bind(&s.client_id)
-                        .bind(&code.scope)
-                        .bind(&code.resource)
-                        .bind(code.sso_session_id)
-                        .execute(&mut *tx)
-                        .await?;
+                    // The session of the code's user, grant and SSO session.
+                    let session = Session {
+                        user_id: code.user_id,
+                        scope: code.scope.clone(),
+                        resource: code.resource.clone(),
+                        sso_session_id: Some(code.sso_session_id),
+                        ..x.session.clone()
+                    };
+                    insert_session!(&session).execute(&mut *tx).await?;
                     tx.commit().await?;
                     Ok(Some(Exchanged::Issued {
                         code: Box::new(code),

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::code::{Issued, SignIn};
 use super::{random_token, token_digest, CodeGrant, SsoCookie};
 use crate::audit::Caller;
-use crate::store::{DeviceApproval, DeviceCode};
+use crate::store::{DeviceApproval, DeviceCode, SsoSession};
 use crate::time::{now_ms, UnixMillis};
 use crate::{throttle, Auth, AuthError, ClientId, ClientMeta, Granted, TokenRequest};
 
@@ -154,10 +154,22 @@ impl Auth {
         ip: Option<&str>,
         caller: &Caller,
     ) -> Result<PendingDevice, AuthError> {
-        let Some((_, user)) = self.live_sso(cookie, now_ms()).await? else {
+        let Some((sso, _)) = self.live_sso(cookie, now_ms()).await? else {
             return Err(AuthError::InvalidCredentials);
         };
-        let keys = throttle::AttemptKeys::new(&format!("#device:{}", user.id), ip);
+        self.pending_device_of(typed, &sso, ip, caller).await
+    }
+
+    /// `pending_device` for the signed-in session `sso`.
+    async fn pending_device_of(
+        &self,
+        typed: &str,
+        sso: &SsoSession,
+        ip: Option<&str>,
+        caller: &Caller,
+    ) -> Result<PendingDevice, AuthError> {
+        let user_id = sso.user_id;
+        let keys = throttle::AttemptKeys::new(&format!("#device:{user_id}"), ip);
         let client = self.first_party();
         let reservation = self.reserve_attempt(&keys, &client, caller).await?;
         let found = match normalize_user_code(typed) {
@@ -196,13 +208,15 @@ impl Auth {
         ip: Option<&str>,
         caller: &Caller,
     ) -> Result<(), AuthError> {
-        // Looked up again, and throttled again: the form's code is as typed as any.
-        let pending = self.pending_device(user_code, cookie, ip, caller).await?;
         let now = now_ms();
         let Some((sso, _)) = self.live_sso(cookie, now).await? else {
             return Err(AuthError::InvalidCredentials);
         };
-        let code = pending.user_code;
+        // Looked up again, and throttled again: the form's code is as typed as any.
+        let code = self
+            .pending_device_of(user_code, &sso, ip, caller)
+            .await?
+            .user_code;
         let approval = DeviceApproval {
             user_id: sso.user_id,
             sso_session_id: sso.id,

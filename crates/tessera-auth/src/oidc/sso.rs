@@ -159,13 +159,12 @@ impl Auth {
         caller: &Caller,
     ) -> Result<SignedIn, AuthError> {
         let client = ClientId::registered(&req.client_id);
-        let (sso, cookie) = self
+        let (sso, user, cookie) = self
             .start_sso(&client, username, password, meta, old, caller)
             .await?;
         let decision = if self.needs_consent(req, sso.user_id).await? {
-            let user = self.store.user_by_id(sso.user_id).await?;
             Decision::Consent {
-                username: user.map(|u| u.username).unwrap_or_default(),
+                username: user.username,
             }
         } else {
             Decision::Code(self.issue_code(req, &sso, sso.created_at).await?)
@@ -189,14 +188,15 @@ impl Auth {
         old: Option<&SsoCookie>,
         caller: &Caller,
     ) -> Result<(SsoCookie, u64), AuthError> {
-        let (_, cookie) = self
+        let (_, _, cookie) = self
             .start_sso(&self.first_party(), username, password, meta, old, caller)
             .await?;
         Ok((cookie, self.settings.sso.absolute_ttl.as_secs()))
     }
 
     /// The password check of the hosted pages, then a new SSO session in place of the
-    /// browser's old one (if any). `client` names who asked, for the audit trail.
+    /// browser's old one (if any), with the user it signed in. `client` names who asked, for
+    /// the audit trail.
     async fn start_sso(
         &self,
         client: &ClientId,
@@ -205,7 +205,7 @@ impl Auth {
         meta: ClientMeta,
         old: Option<&SsoCookie>,
         caller: &Caller,
-    ) -> Result<(SsoSession, SsoCookie), AuthError> {
+    ) -> Result<(SsoSession, User, SsoCookie), AuthError> {
         check_login_input(username, &password)?;
         let (user, now) = self
             .verify_password_login(username, password, meta.ip.as_deref(), client, caller)
@@ -262,7 +262,7 @@ impl Auth {
         )
         .await;
         metrics::counter!("logins_total", "result" => "ok").increment(1);
-        Ok((sso, SsoCookie(token)))
+        Ok((sso, user, SsoCookie(token)))
     }
 
     /// The user's answer on the consent page: with `allow`, the code; otherwise
