@@ -7,8 +7,8 @@ use uuid::Uuid;
 use super::backend::{on_backend, Backend, Release, SqlStore};
 use super::{Rotation, RotationAttempt, Session, SessionStore, StoreResult, SubjectClaims};
 
-/// `INSERT` with every column of `$s` (a `&Session`) bound: the statement a login and a code
-/// exchange create their session with.
+/// `INSERT` with every column of `$s` (a `&Session`) bound: the statement a login creates its
+/// session with (a code exchange inserts the same columns in its own statement, `sso.rs`).
 macro_rules! insert_session {
     ($s:expr) => {{
         let s: &$crate::Session = $s;
@@ -28,7 +28,6 @@ macro_rules! insert_session {
             .bind(s.sso_session_id)
     }};
 }
-pub(crate) use insert_session;
 
 pub(crate) const INSERT: &str = "
     INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,

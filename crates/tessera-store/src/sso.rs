@@ -4,10 +4,10 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
-use super::sessions::insert_session;
+use sqlx::types::Json;
+
 use super::{
-    AuthorizationCode, CodeExchange, CodeStore, Exchanged, Session, SsoSession, SsoStore,
-    StoreError, StoreResult, User,
+    AuthorizationCode, CodeExchange, CodeStore, Exchanged, SsoSession, SsoStore, StoreResult, User,
 };
 
 const INSERT_SSO: &str = "
@@ -66,31 +66,88 @@ const INSERT_CODE: &str = "
         scope, resource, sso_session_id, user_id, auth_time, amr, created_at, expires_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
-/// Invariant 7: the WHERE clause is the whole check, so exactly one exchange wins.
-const REDEEM: &str = "
-    UPDATE authorization_codes SET used_at = $3, session_id = $2
-    WHERE code_hash = $1 AND used_at IS NULL
-    RETURNING *";
+/// The whole exchange on Postgres in one statement (one round trip, invariant 7): the code is
+/// marked used, its bindings and its user's fence (`FOR SHARE`, as a login's) are checked, and
+/// the session is created only when both hold. The answer is the code (none: unknown or used
+/// before) with its user's columns, which are null when the checks failed.
+const EXCHANGE_PG: &str = "
+    WITH redeemed AS (
+        UPDATE authorization_codes SET used_at = $3, session_id = $2
+        WHERE code_hash = $1 AND used_at IS NULL
+        RETURNING *),
+    fenced AS (
+        SELECT u.* FROM redeemed c
+        JOIN users u ON u.id = c.user_id
+        JOIN sso_sessions s ON s.id = c.sso_session_id AND s.user_id = u.id
+        WHERE c.expires_at > $3 AND c.client_id = $4 AND c.redirect_uri = $5
+          AND c.code_challenge = $6 AND NOT u.disabled AND s.revoked_at IS NULL
+          AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3
+          AND s.created_at > u.tokens_not_before
+        FOR SHARE OF u),
+    created AS (
+        INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
+                              idle_expires_at, absolute_expires_at, user_agent, ip, client_id,
+                              scope, resource, sso_session_id)
+        SELECT $2, c.user_id, $7, $8, $9, $10, $11, $12, $13, $14, c.scope, c.resource,
+               c.sso_session_id
+        FROM redeemed c JOIN fenced f ON f.id = c.user_id
+        RETURNING id)
+    SELECT c.*, f.id AS u_id, f.username AS u_username, f.password_hash AS u_password_hash,
+           f.roles AS u_roles, f.claims AS u_claims, f.disabled AS u_disabled,
+           f.tokens_not_before AS u_tokens_not_before, f.created_at AS u_created_at,
+           f.updated_at AS u_updated_at, (SELECT count(*) FROM created) AS created
+    FROM redeemed c LEFT JOIN fenced f ON f.id = c.user_id";
+
+/// A row of `EXCHANGE_PG`: the code, and its user when the exchange created the session.
+#[derive(sqlx::FromRow)]
+struct ExchangeRow {
+    #[sqlx(flatten)]
+    code: AuthorizationCode,
+    u_id: Option<Uuid>,
+    u_username: Option<String>,
+    u_password_hash: Option<String>,
+    u_roles: Option<Json<Vec<String>>>,
+    u_claims: Option<Json<serde_json::Map<String, serde_json::Value>>>,
+    u_disabled: Option<bool>,
+    u_tokens_not_before: Option<i64>,
+    u_created_at: Option<i64>,
+    u_updated_at: Option<i64>,
+    created: i64,
+}
+
+impl ExchangeRow {
+    fn into_exchanged(self) -> Exchanged {
+        let user = match (
+            self.created,
+            self.u_id,
+            self.u_username,
+            self.u_password_hash,
+        ) {
+            (1, Some(id), Some(username), Some(password_hash)) => User {
+                id,
+                username,
+                password_hash,
+                roles: self.u_roles.map(|r| r.0).unwrap_or_default(),
+                claims: self.u_claims.map(|c| c.0).unwrap_or_default(),
+                disabled: self.u_disabled.unwrap_or(true),
+                tokens_not_before: self.u_tokens_not_before.unwrap_or(i64::MAX),
+                created_at: self.u_created_at.unwrap_or_default(),
+                updated_at: self.u_updated_at.unwrap_or_default(),
+            },
+            _ => return Exchanged::Refused,
+        };
+        Exchanged::Issued {
+            code: Box::new(self.code),
+            user: Box::new(user),
+        }
+    }
+}
 
 const MARK_REPLAYED: &str = "
     UPDATE authorization_codes
     SET replayed_at = CASE WHEN replayed_at IS NULL THEN $2 ELSE replayed_at END
     WHERE code_hash = $1
     RETURNING *";
-
-/// The code's user, if enabled and not cut off since its SSO session began, and the SSO
-/// session live: the fence the exchange's session is created under (as a login's is).
-const EXCHANGE_FENCE_PG: &str = "
-    SELECT u.* FROM users u JOIN sso_sessions s ON s.user_id = u.id
-    WHERE u.id = $1 AND s.id = $2 AND NOT u.disabled AND s.revoked_at IS NULL
-      AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3
-      AND s.created_at > u.tokens_not_before
-    FOR SHARE OF u";
-const EXCHANGE_FENCE: &str = "
-    SELECT u.* FROM users u JOIN sso_sessions s ON s.user_id = u.id
-    WHERE u.id = $1 AND s.id = $2 AND NOT u.disabled AND s.revoked_at IS NULL
-      AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3
-      AND s.created_at > u.tokens_not_before";
 
 #[async_trait]
 impl SsoStore for SqlStore {
@@ -296,61 +353,16 @@ impl CodeStore for SqlStore {
     }
 
     async fn exchange_code(&self, x: &CodeExchange<'_>) -> StoreResult<Exchanged> {
-        let (begin, fence) = self.locking_tx(EXCHANGE_FENCE_PG, EXCHANGE_FENCE);
-        // (`return` inside `on_backend!` would leave this function: each outcome is a value.)
-        let outcome: Option<Exchanged> = on_backend!(self, |b| {
-            let mut tx = b.pool().begin_with(begin).await?;
-            let fresh: Option<AuthorizationCode> = sqlx::query_as(REDEEM)
-                .bind(x.code_hash)
-                .bind(x.session.id)
-                .bind(x.now)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let bound = fresh.as_ref().is_some_and(|code| {
-                code.expires_at > x.now
-                    && code.client_id == x.client_id
-                    && code.redirect_uri == x.redirect_uri
-                    && code.code_challenge == x.code_challenge
-            });
-            let user: Option<User> = match (&fresh, bound) {
-                (Some(code), true) => {
-                    sqlx::query_as(fence)
-                        .bind(code.user_id)
-                        .bind(code.sso_session_id)
-                        .bind(x.now)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                }
-                _ => None,
-            };
-            match (fresh, user) {
-                (None, _) => {
-                    tx.rollback().await?;
-                    Ok::<_, StoreError>(None)
-                }
-                // Spent: a code that failed its checks is not tried again.
-                (Some(_), None) => {
-                    tx.commit().await?;
-                    Ok(Some(Exchanged::Refused))
-                }
-                (Some(code), Some(user)) => {
-                    // The session of the code's user, grant and SSO session.
-                    let session = Session {
-                        user_id: code.user_id,
-                        scope: code.scope.clone(),
-                        resource: code.resource.clone(),
-                        sso_session_id: Some(code.sso_session_id),
-                        ..x.session.clone()
-                    };
-                    insert_session!(&session).execute(&mut *tx).await?;
-                    tx.commit().await?;
-                    Ok(Some(Exchanged::Issued {
-                        code: Box::new(code),
-                        user: Box::new(user),
-                    }))
-                }
-            }
-        })?;
+        let outcome = match self {
+            SqlStore::Postgres(b) => exchange_query(EXCHANGE_PG, x)
+                .fetch_optional(b.pool())
+                .await?
+                .map(ExchangeRow::into_exchanged),
+            SqlStore::Sqlite(b) => exchange_query(EXCHANGE_SQLITE, x)
+                .fetch_optional(b.pool())
+                .await?
+                .map(ExchangeRow::into_exchanged),
+        };
         if let Some(done) = outcome {
             return Ok(done);
         }
@@ -361,4 +373,69 @@ impl CodeStore for SqlStore {
             .await)?;
         Ok(used.map_or(Exchanged::Unknown, |c| Exchanged::Replayed(Box::new(c))))
     }
+}
+
+/// The exchange on SQLite, as three statements sent in one call (one trip to the database
+/// thread; invariant 7). The mark is the first write, so exactly one exchange wins; the session
+/// is created only for the winner (`session_id`), only if the code has not been presented again
+/// since (`replayed_at`: a replay that slips between the mark and the session leaves nothing to
+/// revoke, so the session is then not created) and under its user's fence, which SQLite's
+/// single writer makes atomic with the insert. The last statement reads the outcome, with the
+/// user's columns only if the fence still holds.
+const EXCHANGE_SQLITE: &str = "
+    UPDATE authorization_codes SET used_at = $3, session_id = $2
+    WHERE code_hash = $1 AND used_at IS NULL;
+    INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
+                          idle_expires_at, absolute_expires_at, user_agent, ip, client_id,
+                          scope, resource, sso_session_id)
+    SELECT $2, c.user_id, $7, $8, $9, $10, $11, $12, $13, $14, c.scope, c.resource,
+           c.sso_session_id
+    FROM authorization_codes c
+    JOIN users u ON u.id = c.user_id
+    JOIN sso_sessions s ON s.id = c.sso_session_id AND s.user_id = u.id
+    WHERE c.code_hash = $1 AND c.session_id = $2 AND c.replayed_at IS NULL
+      AND c.expires_at > $3 AND c.client_id = $4 AND c.redirect_uri = $5
+      AND c.code_challenge = $6 AND NOT u.disabled AND s.revoked_at IS NULL
+      AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3
+      AND s.created_at > u.tokens_not_before;
+    SELECT c.*, u.id AS u_id, u.username AS u_username, u.password_hash AS u_password_hash,
+           u.roles AS u_roles, u.claims AS u_claims, u.disabled AS u_disabled,
+           u.tokens_not_before AS u_tokens_not_before, u.created_at AS u_created_at,
+           u.updated_at AS u_updated_at,
+           (SELECT count(*) FROM sessions WHERE id = $2) AS created
+    FROM authorization_codes c
+    LEFT JOIN users u ON u.id = c.user_id AND NOT u.disabled
+      AND EXISTS (SELECT 1 FROM sso_sessions s
+                  WHERE s.id = c.sso_session_id AND s.created_at > u.tokens_not_before)
+    WHERE c.code_hash = $1 AND c.session_id = $2";
+
+/// `EXCHANGE_PG` or `EXCHANGE_SQLITE` with its arguments.
+fn exchange_query<'q, DB>(
+    sql: &'static str,
+    x: &CodeExchange<'q>,
+) -> sqlx::query::QueryAs<'q, DB, ExchangeRow, <DB as sqlx::Database>::Arguments>
+where
+    DB: sqlx::Database,
+    ExchangeRow: for<'r> sqlx::FromRow<'r, DB::Row>,
+    Uuid: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let s = x.session;
+    sqlx::query_as(sql)
+        .bind(x.code_hash)
+        .bind(s.id)
+        .bind(x.now)
+        .bind(x.client_id)
+        .bind(x.redirect_uri)
+        .bind(x.code_challenge)
+        .bind(s.generation)
+        .bind(s.created_at)
+        .bind(s.last_refreshed_at)
+        .bind(s.idle_expires_at)
+        .bind(s.absolute_expires_at)
+        .bind(s.user_agent.clone())
+        .bind(s.ip.clone())
+        .bind(s.client_id.as_str())
 }
