@@ -63,6 +63,12 @@ async fn rekey(settings: Settings) -> Result<(), CliError> {
         done.current.len(),
         done.skipped.len()
     );
+    if done.totp_resealed > 0 {
+        println!(
+            "{} TOTP secrets re-sealed under the current master key",
+            done.totp_resealed
+        );
+    }
     Ok(())
 }
 

@@ -48,7 +48,8 @@ pub fn metadata(s: &Settings, scopes: Vec<String>) -> Value {
         "revocation_feed_endpoint": format!("{iss}/revocations"),
         "grant_types_supported": [
             "authorization_code", "password", "refresh_token",
-            "urn:ietf:params:oauth:grant-type:device_code"
+            "urn:ietf:params:oauth:grant-type:device_code",
+            super::oauth::MFA_GRANT
         ],
         // RFC 8628.
         "device_authorization_endpoint": format!("{iss}/device_authorization"),

@@ -18,6 +18,7 @@ pub(crate) mod guard;
 mod health;
 mod jwks;
 mod metrics;
+mod mfa;
 mod oauth;
 mod par;
 pub mod serve;
@@ -136,6 +137,7 @@ pub fn router(
     // the two cannot drift.
     let (api_routes, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(session::router())
+        .merge(mfa::router())
         .merge(userinfo::router())
         .merge(jwks::router())
         .merge(oauth::router())

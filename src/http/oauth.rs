@@ -19,6 +19,10 @@ use super::extract::RequestCaller;
 use super::session::{client_meta, code_response, token_response};
 use super::AppState;
 use crate::auth::oidc::DEVICE_GRANT;
+
+/// The second step of a password grant that answered 403 `mfa_required`: `mfa_token` and
+/// one of `otp` and `recovery_code` (RFC 6749 §4.5 extension grant).
+pub(crate) const MFA_GRANT: &str = "urn:tessera:params:oauth:grant-type:mfa";
 use crate::auth::{Introspection as Found, TokenRequest};
 use crate::time::UnixMillis;
 use tessera_proto::claims::Audience;
@@ -57,6 +61,15 @@ struct TokenForm {
     password: Option<SecretString>,
     #[schema(value_type = Option<String>, format = Password)]
     refresh_token: Option<SecretString>,
+    /// The `mfa_token` of a password grant's 403 `mfa_required` answer (`MFA_GRANT`).
+    #[schema(value_type = Option<String>, format = Password)]
+    mfa_token: Option<SecretString>,
+    /// A 6-digit TOTP code (`MFA_GRANT`).
+    #[schema(value_type = Option<String>, format = Password)]
+    otp: Option<SecretString>,
+    /// A recovery code (`MFA_GRANT`).
+    #[schema(value_type = Option<String>, format = Password)]
+    recovery_code: Option<SecretString>,
     /// Space-separated scopes to ask for (RFC 6749 §3.3); at a refresh, a narrower scope.
     scope: Option<String>,
     /// The API the access token is for (RFC 8707): a `[[resources]]` id, which becomes `aud`.
@@ -106,12 +119,31 @@ async fn token(
     let grant = t.grant_type.as_str();
     if !matches!(
         grant,
-        "password" | "refresh_token" | "authorization_code" | DEVICE_GRANT
+        "password" | "refresh_token" | "authorization_code" | DEVICE_GRANT | MFA_GRANT
     ) {
         return Err(ApiError::UnsupportedGrantType);
     }
     let client = authenticate(&st, &headers, Some(&form), Clients::Any, &caller).await?;
-    st.auth.check_grant(&client, grant)?;
+    // The second step of a password grant is open to the clients that may use the first.
+    let checked = if grant == MFA_GRANT {
+        "password"
+    } else {
+        grant
+    };
+    st.auth.check_grant(&client, checked)?;
+    if grant == MFA_GRANT {
+        let mfa_token = t
+            .mfa_token
+            .ok_or_else(|| ApiError::InvalidRequest("missing mfa_token".into()))?;
+        let factor = super::mfa::one_factor(t.otp, t.recovery_code)?;
+        let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(p))| p));
+        let pair = st
+            .auth
+            .complete_mfa(&mfa_token, factor, meta, &client, &caller)
+            .await
+            .map_err(token_endpoint)?;
+        return Ok(token_response(&pair));
+    }
     if grant == "authorization_code" {
         let code = t
             .code

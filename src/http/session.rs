@@ -100,7 +100,7 @@ pub fn token_response(pair: &TokenPair) -> Response {
 
 /// The answer of `/login` and `/refresh`: in cookie mode the refresh token goes into the
 /// cookie and not into the body, where a script could read it.
-fn session_response(st: &AppState, pair: &TokenPair) -> Response {
+pub(crate) fn session_response(st: &AppState, pair: &TokenPair) -> Response {
     if !st.settings.sessions.refresh_cookie {
         return token_response(pair);
     }
@@ -149,7 +149,7 @@ pub(crate) fn client_meta(
         (status = 200, description = "Logged in", body = TokenResponse),
         (status = 400, description = "Malformed request", body = ErrorBody),
         (status = 401, description = "Wrong credentials, unknown or disabled user (identical bodies)", body = ErrorBody),
-        (status = 403, description = "Cookie mode: the request names an origin that is not allowed", body = ErrorBody),
+        (status = 403, description = "mfa_required: the password is correct and the user has a second factor; the body also has mfa_token and mfa_methods, for POST /login/mfa. Or, in cookie mode, an origin that is not allowed", body = ErrorBody),
         (status = 429, description = "Too many failures; see Retry-After", body = ErrorBody),
         (status = 503, description = "Overloaded or database unavailable; see Retry-After", body = ErrorBody),
     ))]

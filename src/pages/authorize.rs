@@ -170,6 +170,7 @@ async fn login(
         Err(AuthError::BadInput(_)) => {
             shown(StatusCode::BAD_REQUEST, "Enter your username and password.")
         }
+        Err(AuthError::SecondFactorNotOffered) => shown(StatusCode::FORBIDDEN, SECOND_FACTOR),
         Err(AuthError::Throttled { retry_after_secs }) => {
             let mut res = shown(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -186,6 +187,11 @@ async fn login(
         }
     }
 }
+
+/// What the login page says to a user with a second factor, which these pages do not ask for
+/// yet (the JSON login API does).
+pub(super) const SECOND_FACTOR: &str =
+    "This account uses a second factor, which this page cannot ask for yet. Sign in through your app.";
 
 /// The consent form's answer.
 async fn consent(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {

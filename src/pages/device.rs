@@ -203,6 +203,13 @@ async fn login(
             StatusCode::BAD_REQUEST,
             Some("Enter your username and password."),
         ),
+        Err(AuthError::SecondFactorNotOffered) => login_page(
+            &st,
+            &headers,
+            typed,
+            StatusCode::FORBIDDEN,
+            Some(super::authorize::SECOND_FACTOR),
+        ),
         Err(AuthError::Throttled { retry_after_secs }) => login_page(
             &st,
             &headers,

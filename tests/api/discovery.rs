@@ -30,7 +30,8 @@ async fn discovery_documents(b: Backend) {
                 "authorization_code",
                 "password",
                 "refresh_token",
-                "urn:ietf:params:oauth:grant-type:device_code"
+                "urn:ietf:params:oauth:grant-type:device_code",
+                "urn:tessera:params:oauth:grant-type:mfa"
             ])
         );
         assert!(v["token_endpoint_auth_methods_supported"]

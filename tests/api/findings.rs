@@ -189,6 +189,7 @@ async fn a_session_is_created_only_under_the_credential_verified(b: Backend) {
         scope: None,
         resource: None,
         sso_session_id: None,
+        amr: None,
     };
     let fence = |app: &TestApp| {
         let store = app.store.clone();

@@ -19,6 +19,7 @@ mod interop;
 mod keys;
 mod login;
 mod master_key;
+mod mfa;
 mod oauth;
 mod oidc;
 mod oidc_device;

@@ -80,6 +80,7 @@ fn session_of(user_id: Uuid, now: i64) -> Session {
         scope: None,
         resource: None,
         sso_session_id: None,
+        amr: None,
     }
 }
 

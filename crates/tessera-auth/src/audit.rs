@@ -86,10 +86,20 @@ pub enum Event {
     BackchannelDelivered,
     /// A logout token was not delivered; `reason`: `retrying` or `gave_up`.
     BackchannelFailed,
+    /// A wrong second factor was presented with an mfa_token.
+    MfaFailed,
+    /// A recovery code completed a login.
+    RecoveryCodeUsed,
+    /// A new set of recovery codes replaced the old one.
+    RecoveryCodesGenerated,
+    /// A second factor was confirmed.
+    FactorAdded,
+    /// A second factor was removed (`reason`: `reset_by_admin` for an administrator's reset).
+    FactorRemoved,
 }
 
 impl Event {
-    pub const ALL: [Event; 22] = [
+    pub const ALL: [Event; 27] = [
         Event::LoginSucceeded,
         Event::LoginFailed,
         Event::LoginThrottled,
@@ -112,6 +122,11 @@ impl Event {
         Event::SsoLogout,
         Event::BackchannelDelivered,
         Event::BackchannelFailed,
+        Event::MfaFailed,
+        Event::RecoveryCodeUsed,
+        Event::RecoveryCodesGenerated,
+        Event::FactorAdded,
+        Event::FactorRemoved,
     ];
 
     /// The event's name in logs, rows, metrics and the admin API.
@@ -139,6 +154,11 @@ impl Event {
             Event::SsoLogout => "sso.logout",
             Event::BackchannelDelivered => "backchannel.delivered",
             Event::BackchannelFailed => "backchannel.failed",
+            Event::MfaFailed => "mfa.failed",
+            Event::RecoveryCodeUsed => "mfa.recovery_code_used",
+            Event::RecoveryCodesGenerated => "mfa.recovery_codes_generated",
+            Event::FactorAdded => "mfa.factor_added",
+            Event::FactorRemoved => "mfa.factor_removed",
         }
     }
 

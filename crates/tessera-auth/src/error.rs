@@ -31,6 +31,23 @@ pub enum AuthError {
     /// §5.2 `invalid_grant`).
     #[error("invalid authorization code")]
     InvalidCode,
+    /// A correct password; the login needs its second factor (`mfa::MfaRequired`).
+    #[error("a second factor is required")]
+    MfaRequired(super::mfa::MfaRequired),
+    /// An `mfa_token` that is unknown, used, expired or another client's, or a second factor
+    /// that is wrong, replayed or used: one error for all.
+    #[error("invalid second factor")]
+    InvalidSecondFactor,
+    /// The hosted pages do not ask for second factors yet: a user with one signs in through
+    /// the JSON login API. Refused after a correct password, never instead of a check.
+    #[error("this sign-in does not offer second factors")]
+    SecondFactorNotOffered,
+    /// No such factor of the user.
+    #[error("factor not found")]
+    FactorNotFound,
+    /// The action needs a more recent login (`mfa.reauth_within`).
+    #[error("a more recent login is required")]
+    ReauthenticationRequired,
     /// A pushed authorization request that `/authorize` would refuse (RFC 9126 §2.3): the
     /// OAuth error code and a fixed description.
     #[error("invalid authorization request: {error}")]

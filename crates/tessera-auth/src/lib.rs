@@ -34,6 +34,7 @@ pub mod grants;
 pub mod import;
 pub mod keys;
 pub mod login;
+pub mod mfa;
 mod observe;
 pub mod oidc;
 pub mod password;

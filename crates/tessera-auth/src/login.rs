@@ -114,9 +114,12 @@ impl Auth {
     /// §4.3): a new session for `client`. Every credential failure is the same
     /// `InvalidCredentials`, after the same amount of argon2 work (invariant 4).
     ///
+    /// A user with a confirmed second factor gets `MfaRequired` instead of tokens: the login
+    /// completes at `complete_mfa`.
+    ///
     /// Errors: `BadInput` (empty or oversized username or password), `Unavailable` (shed
     /// before any database work, or no key signs), `Throttled`, `InvalidCredentials`,
-    /// `StoreUnavailable`, `Internal` (signing failed).
+    /// `MfaRequired`, `StoreUnavailable`, `Internal` (signing failed).
     pub async fn login(
         &self,
         username: &str,
@@ -132,6 +135,9 @@ impl Auth {
         let (user, now) = self
             .verify_password_login(username, password, meta.ip.as_deref(), client, caller)
             .await?;
+        if let Some(needed) = self.second_factor_needed(&user, client, &granted).await? {
+            return Err(needed);
+        }
         let session = self.new_session(user.id, meta, client, &granted, now);
         let subject = self.open_session(&user, &session, client, caller).await?;
         self.audit(
@@ -303,6 +309,7 @@ impl Auth {
             scope: granted.scope.clone(),
             resource: granted.resource.clone(),
             sso_session_id: None,
+            amr: Some("pwd".into()),
         }
     }
 

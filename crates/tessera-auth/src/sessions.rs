@@ -281,6 +281,8 @@ impl Auth {
             sid: session.id.to_string().into(),
             client_id: Some(session.client_id.as_str().into()),
             scope: granted.scope.as_deref().map(Into::into),
+            amr: Some(session_amr(session).map(Into::into).collect()),
+            acr: Some(tessera_proto::claims::acr::from_amr(session_amr(session)).into()),
             roles: subject.roles.as_slice().into(),
             custom: tokens::custom_claims(&subject.claims),
         };
@@ -295,4 +297,13 @@ impl Auth {
             scope: granted.scope.clone(),
         })
     }
+}
+
+/// The RFC 8176 methods of `session`'s login (`pwd` when none were recorded).
+pub(crate) fn session_amr(session: &Session) -> impl Iterator<Item = &str> {
+    session
+        .amr
+        .as_deref()
+        .unwrap_or("pwd")
+        .split_ascii_whitespace()
 }

@@ -47,6 +47,8 @@ pub struct Settings {
     pub resources: Vec<ResourceSettings>,
     /// The SSO session of the hosted login (`/authorize`).
     pub sso: SsoSettings,
+    /// Second factors.
+    pub mfa: MfaSettings,
     /// The hosted pages' templates.
     #[serde(default)]
     pub ui: UiSettings,
@@ -150,6 +152,20 @@ pub struct SsoSettings {
     /// ... and after this long in any case.
     #[serde(with = "humantime_serde")]
     pub absolute_ttl: Duration,
+}
+
+/// Second factors (TOTP, recovery codes).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MfaSettings {
+    /// How long the `mfa_token` of a password login waiting for its second factor lives.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// The issuer an authenticator app shows beside a TOTP factor (the `otpauth://` label).
+    pub totp_issuer: String,
+    /// Removing a factor or regenerating recovery codes needs a login at most this old.
+    #[serde(with = "humantime_serde")]
+    pub reauth_within: Duration,
 }
 
 /// The hosted HTML pages.

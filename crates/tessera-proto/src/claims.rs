@@ -40,12 +40,56 @@ pub struct AccessClaims<'a> {
     /// The granted scope, space-separated (RFC 9068 §2.2.3), when one was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<Cow<'a, str>>,
+    /// How the user authenticated for the session the token comes from (RFC 8176 §2):
+    /// `["pwd"]` for a password, `["pwd","otp","mfa"]` with a TOTP code, `["pwd","mfa"]` with
+    /// a recovery code. A refresh keeps the login's methods; it never adds any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amr: Option<Vec<Cow<'a, str>>>,
+    /// The authentication context class (OIDC Core §2), one of `acr::PASSWORD` ("1"),
+    /// `acr::MFA` ("2") and `acr::PHISHING_RESISTANT` ("3"), from `amr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<Cow<'a, str>>,
     /// The user's roles.
     #[serde(default)]
     pub roles: Cow<'a, [String]>,
     /// Every other claim: the user's custom claims (and `username`), as JSON.
     #[serde(flatten)]
     pub custom: Map<String, Value>,
+}
+
+/// The `acr` values Tessera issues (OIDC Core §2), ordered by strength: a verifier that
+/// requires one accepts it and every stronger one.
+pub mod acr {
+    /// A password alone.
+    pub const PASSWORD: &str = "1";
+    /// A password and a second factor (TOTP or a recovery code).
+    pub const MFA: &str = "2";
+    /// Multi-factor with a phishing-resistant authenticator (a passkey with user verification).
+    pub const PHISHING_RESISTANT: &str = "3";
+
+    /// The `acr` of a login with these RFC 8176 methods.
+    pub fn from_amr<'a>(amr: impl IntoIterator<Item = &'a str>) -> &'static str {
+        let methods: Vec<&str> = amr.into_iter().collect();
+        let has = |m: &str| methods.contains(&m);
+        match (has("mfa") || has("otp"), has("hwk") && has("user")) {
+            (_, true) => PHISHING_RESISTANT,
+            (true, false) => MFA,
+            (false, false) => PASSWORD,
+        }
+    }
+
+    /// Whether `acr` is at least as strong as `required` (both Tessera values).
+    pub fn satisfies(acr: Option<&str>, required: &str) -> bool {
+        let rank = |v: &str| {
+            [PASSWORD, MFA, PHISHING_RESISTANT]
+                .iter()
+                .position(|x| *x == v)
+        };
+        match (acr.and_then(rank), rank(required)) {
+            (Some(have), Some(need)) => have >= need,
+            _ => false,
+        }
+    }
 }
 
 /// The claims of a verified token, owned.
@@ -165,6 +209,8 @@ mod tests {
             sid: "s".into(),
             client_id: Some("tessera".into()),
             scope: None,
+            amr: None,
+            acr: None,
             roles: Cow::Borrowed(&roles),
             custom,
         };

@@ -21,6 +21,7 @@
 
 mod change;
 mod error;
+mod mfa;
 mod model;
 mod oidc;
 pub mod time;
@@ -42,6 +43,8 @@ mod device;
 mod feed;
 #[cfg(feature = "sql")]
 mod keys;
+#[cfg(feature = "sql")]
+mod mfa_sql;
 #[cfg(feature = "sql")]
 mod pg;
 #[cfg(feature = "sql")]
@@ -69,6 +72,7 @@ use uuid::Uuid;
 pub use backend::SqlStore;
 pub use change::Change;
 pub use error::{Duplicate, StoreError, StoreResult};
+pub use mfa::{MfaChallenge, MfaFactor, MfaStore};
 pub use model::{
     AuditEvent, AuditQuery, FeedKind, FeedPage, FeedPosition, FeedStart, Imported, KeyRow, NewUser,
     OnConflict, RevocationFeed, RevokedToken, Rotation, RotationAttempt, Session, SubjectClaims,
@@ -353,6 +357,7 @@ pub trait Store:
     + CodeStore
     + DeliveryStore
     + DeviceStore
+    + MfaStore
     + DenylistStore
     + ThrottleStore
     + KeyStore
@@ -375,6 +380,7 @@ impl<T> Store for T where
         + CodeStore
         + DeliveryStore
         + DeviceStore
+        + MfaStore
         + DenylistStore
         + ThrottleStore
         + KeyStore

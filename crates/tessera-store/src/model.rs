@@ -81,6 +81,9 @@ pub struct Session {
     pub resource: Option<String>,
     /// The SSO session it was created through (`/authorize`), if any.
     pub sso_session_id: Option<Uuid>,
+    /// The authentication methods of its login, space-separated RFC 8176 values (`pwd`,
+    /// `pwd otp mfa`); `None` for sessions from before they were recorded, read as `pwd`.
+    pub amr: Option<String>,
 }
 
 impl Session {
@@ -301,7 +304,8 @@ pub struct Purged {
     pub revoked_tokens: u64,
     /// Refresh sessions, SSO sessions and finished back-channel deliveries.
     pub sessions: u64,
-    /// Authorization codes, device codes and pushed authorization requests.
+    /// Authorization codes, device codes, pushed authorization requests and expired
+    /// mfa_tokens.
     pub authorization_codes: u64,
     pub login_throttle: u64,
 }

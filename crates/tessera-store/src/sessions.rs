@@ -26,14 +26,15 @@ macro_rules! insert_session {
             .bind(&s.scope)
             .bind(&s.resource)
             .bind(s.sso_session_id)
+            .bind(&s.amr)
     }};
 }
 
 pub(crate) const INSERT: &str = "
     INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
                           idle_expires_at, absolute_expires_at, user_agent, ip, client_id,
-                          scope, resource, sso_session_id)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+                          scope, resource, sso_session_id, amr)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
 /// The user row a login's session is created under, locked until the session is written
 /// (`FOR SHARE` on Postgres; SQLite's `BEGIN IMMEDIATE` already holds the write lock). A

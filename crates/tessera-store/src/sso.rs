@@ -87,9 +87,9 @@ const EXCHANGE_PG: &str = "
     created AS (
         INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
                               idle_expires_at, absolute_expires_at, user_agent, ip, client_id,
-                              scope, resource, sso_session_id)
+                              scope, resource, sso_session_id, amr)
         SELECT $2, c.user_id, $7, $8, $9, $10, $11, $12, $13, $14, c.scope, c.resource,
-               c.sso_session_id
+               c.sso_session_id, c.amr
         FROM redeemed c JOIN fenced f ON f.id = c.user_id
         RETURNING id)
     SELECT c.*, f.id AS u_id, f.username AS u_username, f.password_hash AS u_password_hash,
@@ -387,9 +387,9 @@ const EXCHANGE_SQLITE: &str = "
     WHERE code_hash = $1 AND used_at IS NULL;
     INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
                           idle_expires_at, absolute_expires_at, user_agent, ip, client_id,
-                          scope, resource, sso_session_id)
+                          scope, resource, sso_session_id, amr)
     SELECT $2, c.user_id, $7, $8, $9, $10, $11, $12, $13, $14, c.scope, c.resource,
-           c.sso_session_id
+           c.sso_session_id, c.amr
     FROM authorization_codes c
     JOIN users u ON u.id = c.user_id
     JOIN sso_sessions s ON s.id = c.sso_session_id AND s.user_id = u.id

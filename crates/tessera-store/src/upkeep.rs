@@ -55,6 +55,11 @@ const PURGE_DEVICE_CODES: &str = "
     DELETE FROM device_codes WHERE device_code_hash IN
         (SELECT device_code_hash FROM device_codes WHERE expires_at < $1 LIMIT $2)";
 
+/// The mfa_tokens of logins waiting for a second factor, past their expiry.
+const PURGE_MFA_CHALLENGES: &str = "
+    DELETE FROM mfa_challenges WHERE token_hash IN
+        (SELECT token_hash FROM mfa_challenges WHERE expires_at < $1 LIMIT $2)";
+
 /// Pushed authorization requests past their expiry.
 const PURGE_PUSHED: &str = "
     DELETE FROM pushed_requests WHERE uri_hash IN
@@ -254,6 +259,7 @@ impl Upkeep for SqlStore {
             .purge_in_batches(PURGE_CODES, &[now - 3_600_000])
             .await?
             + self.purge_in_batches(PURGE_PUSHED, &[now]).await?
+            + self.purge_in_batches(PURGE_MFA_CHALLENGES, &[now]).await?
             + self
                 .purge_in_batches(PURGE_DEVICE_CODES, &[now - 3_600_000])
                 .await?;

@@ -34,6 +34,20 @@ pub enum ApiError {
     /// URI's or PKCE verifier's (RFC 6749 §5.2 `invalid_grant`).
     #[error("invalid authorization code")]
     InvalidCode,
+    /// A correct password for a user with a second factor: 403 `mfa_required`, whose body
+    /// also carries the `mfa_token` and `mfa_methods` that complete the login.
+    #[error("second factor required")]
+    MfaRequired(crate::auth::mfa::MfaRequired),
+    /// A wrong, replayed or used second factor, or an unusable `mfa_token` (`invalid_grant`:
+    /// 401 at `/login/mfa`, 400 at `/token`).
+    #[error("invalid second factor")]
+    InvalidSecondFactor { status: StatusCode },
+    /// No such factor of the user: 404.
+    #[error("factor not found")]
+    FactorNotFound,
+    /// The action needs a more recent login (RFC 9470 §3 `insufficient_user_authentication`).
+    #[error("reauthentication required")]
+    ReauthenticationRequired,
     /// The client may not use this grant (RFC 6749 §5.2 `unauthorized_client`).
     #[error("unauthorized client")]
     UnauthorizedClient,
@@ -263,6 +277,22 @@ impl ApiError {
             ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "No such endpoint."),
             ApiError::UserNotFound => (StatusCode::NOT_FOUND, "not_found", "No such user."),
+            ApiError::FactorNotFound => (StatusCode::NOT_FOUND, "not_found", "No such factor."),
+            ApiError::MfaRequired(_) => (
+                StatusCode::FORBIDDEN,
+                "mfa_required",
+                "The password is correct; complete the login with a second factor and the mfa_token.",
+            ),
+            ApiError::InvalidSecondFactor { status } => (
+                *status,
+                "invalid_grant",
+                "The second factor or the mfa_token is invalid, expired or used.",
+            ),
+            ApiError::ReauthenticationRequired => (
+                StatusCode::UNAUTHORIZED,
+                "insufficient_user_authentication",
+                "This needs a more recent login: log in again, then retry.",
+            ),
             ApiError::SessionNotFound => (StatusCode::NOT_FOUND, "not_found", "No such session."),
             ApiError::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -295,6 +325,14 @@ impl From<AuthError> for ApiError {
             }
             AuthError::InvalidToken => ApiError::InvalidToken,
             AuthError::InvalidCode => ApiError::InvalidCode,
+            AuthError::MfaRequired(m) => ApiError::MfaRequired(m),
+            AuthError::InvalidSecondFactor => ApiError::InvalidSecondFactor {
+                status: StatusCode::UNAUTHORIZED,
+            },
+            AuthError::FactorNotFound => ApiError::FactorNotFound,
+            // Only the hosted pages meet it; they show their own page.
+            AuthError::SecondFactorNotOffered => ApiError::Forbidden,
+            AuthError::ReauthenticationRequired => ApiError::ReauthenticationRequired,
             AuthError::UnauthorizedClient => ApiError::UnauthorizedClient,
             AuthError::DevicePoll(poll) => ApiError::DevicePoll(match poll {
                 DevicePoll::AuthorizationPending => "authorization_pending",
@@ -333,6 +371,9 @@ pub fn token_endpoint(e: AuthError) -> ApiError {
         ApiError::InvalidGrant { .. } => ApiError::InvalidGrant {
             status: StatusCode::BAD_REQUEST,
         },
+        ApiError::InvalidSecondFactor { .. } => ApiError::InvalidSecondFactor {
+            status: StatusCode::BAD_REQUEST,
+        },
         other => other,
     }
 }
@@ -349,7 +390,19 @@ impl IntoResponse for ApiError {
             ApiError::InvalidRequest(why) => tracing::debug!(%why, "invalid request"),
             _ => {}
         }
-        let mut res = (status, axum::Json(body)).into_response();
+        let mut res = match &self {
+            ApiError::MfaRequired(m) => {
+                use secrecy::ExposeSecret;
+                let body = serde_json::json!({
+                    "error": body.error,
+                    "error_description": body.error_description,
+                    "mfa_token": m.mfa_token.expose_secret(),
+                    "mfa_methods": m.methods,
+                });
+                (status, axum::Json(body)).into_response()
+            }
+            _ => (status, axum::Json(body)).into_response(),
+        };
         let h = res.headers_mut();
         match self {
             ApiError::InvalidToken => {
@@ -384,6 +437,14 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable(_) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::ReauthenticationRequired => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        r#"Bearer realm="tessera", error="insufficient_user_authentication""#,
+                    ),
+                );
             }
             ApiError::SlowDown(secs) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -117,8 +117,10 @@ impl Auth {
                 unopenable.join(", ")
             )));
         }
+        // Second factors' secrets too; one that no key opens stops the whole command first.
+        done.totp_resealed = self.rekey_factors().await?;
         self.store.reseal_keys(&reseal).await?;
-        if !reseal.is_empty() {
+        if !reseal.is_empty() || done.totp_resealed > 0 {
             self.audit(
                 caller,
                 crate::audit::Event::KeyRotated,
@@ -139,4 +141,6 @@ pub struct Rekeyed {
     pub current: Vec<String>,
     /// Removed keys that no known master key opens, left alone.
     pub skipped: Vec<String>,
+    /// TOTP secrets re-sealed under the current master key.
+    pub totp_resealed: usize,
 }

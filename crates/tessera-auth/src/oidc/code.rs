@@ -143,6 +143,7 @@ impl Auth {
         session.scope = granted.scope.clone();
         session.resource = granted.resource.clone();
         session.sso_session_id = Some(issued.sso_session_id);
+        session.amr = Some(issued.amr.clone());
         self.revocations.session_live(session.id, user.id);
         let subject = SubjectClaims {
             roles: user.roles.clone(),

@@ -294,8 +294,9 @@ impl Auth {
         let mut session = self.new_session(user.id, meta, client, &granted, now);
         session.id = session_id;
         session.sso_session_id = Some(sso_id);
-        let subject = self.open_session(&user, &session, client, caller).await?;
         let amr = code.amr.clone().unwrap_or_else(|| "pwd".into());
+        session.amr = Some(amr.clone());
+        let subject = self.open_session(&user, &session, client, caller).await?;
         let sign_in = SignIn {
             client_id: &code.client_id,
             nonce: None,

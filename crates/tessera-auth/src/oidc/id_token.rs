@@ -78,7 +78,7 @@ impl Auth {
             iat,
             auth_time: UnixMillis(sign_in.auth_time).as_secs(),
             nonce: sign_in.nonce,
-            acr: "1",
+            acr: tessera_proto::claims::acr::from_amr(sign_in.amr.split_ascii_whitespace()),
             amr: sign_in.amr.split(' ').filter(|m| !m.is_empty()).collect(),
             sid: sign_in.sso_session_id.to_string(),
             azp: sign_in.client_id,

@@ -210,6 +210,10 @@ impl Auth {
         let (user, now) = self
             .verify_password_login(username, password, meta.ip.as_deref(), client, caller)
             .await?;
+        // Fail closed: a password alone never signs in a user who has a second factor.
+        if self.store.has_factor(user.id).await? {
+            return Err(AuthError::SecondFactorNotOffered);
+        }
         let previous = match old {
             Some(old) => {
                 let digest = token_digest(old.0.expose_secret());

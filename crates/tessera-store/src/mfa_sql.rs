@@ -1,0 +1,275 @@
+//! The SQL of second factors (`mfa.rs`).
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::backend::{on_backend, Backend, SqlStore};
+use super::{MfaChallenge, MfaFactor, MfaStore, StoreResult};
+
+const INSERT_FACTOR: &str = "
+    INSERT INTO mfa_factors (id, user_id, kind, name, secret_enc, confirmed_at, last_used_step,
+                             created_at, last_used_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+const FACTORS_OF_USER: &str =
+    "SELECT * FROM mfa_factors WHERE user_id = $1 ORDER BY created_at, id";
+
+const HAS_FACTOR: &str = "
+    SELECT COUNT(*) FROM mfa_factors WHERE user_id = $1 AND confirmed_at IS NOT NULL";
+
+/// Invariant 7: the WHERE clause is the whole check, so a time step is taken once.
+const TAKE_STEP: &str = "
+    UPDATE mfa_factors
+    SET last_used_step = $2, last_used_at = $3,
+        confirmed_at = CASE WHEN confirmed_at IS NULL THEN $3 ELSE confirmed_at END
+    WHERE id = $1 AND last_used_step < $2
+      AND ((confirmed_at IS NULL) = $4)";
+
+const RENAME_FACTOR: &str = "UPDATE mfa_factors SET name = $3 WHERE user_id = $1 AND id = $2";
+
+const DELETE_FACTOR: &str = "DELETE FROM mfa_factors WHERE user_id = $1 AND id = $2";
+
+const DELETE_FACTORS: &str = "DELETE FROM mfa_factors WHERE user_id = $1";
+
+const DELETE_RECOVERY_CODES: &str = "DELETE FROM recovery_codes WHERE user_id = $1";
+
+const SEALED_FACTORS: &str = "SELECT id, secret_enc FROM mfa_factors ORDER BY id";
+
+const RESEAL_FACTOR: &str =
+    "UPDATE mfa_factors SET secret_enc = $3 WHERE id = $1 AND secret_enc = $2";
+
+const INSERT_RECOVERY_CODE: &str =
+    "INSERT INTO recovery_codes (user_id, code_hash, created_at) VALUES ($1, $2, $3)";
+
+const USE_RECOVERY_CODE: &str = "
+    UPDATE recovery_codes SET used_at = $3
+    WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL";
+
+const RECOVERY_CODES_LEFT: &str =
+    "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL";
+
+const INSERT_CHALLENGE: &str = "
+    INSERT INTO mfa_challenges (token_hash, user_id, client_id, scope, resource, fence,
+                                created_at, expires_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+const CHALLENGE: &str = "
+    SELECT * FROM mfa_challenges
+    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND failures < $3";
+
+const CHALLENGE_FAILED: &str =
+    "UPDATE mfa_challenges SET failures = failures + 1 WHERE token_hash = $1";
+
+/// Invariant 7: an mfa_token is used once.
+const TAKE_CHALLENGE: &str = "
+    UPDATE mfa_challenges SET used_at = $2
+    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2";
+
+#[async_trait]
+impl MfaStore for SqlStore {
+    async fn insert_factor(&self, f: &MfaFactor) -> StoreResult<()> {
+        on_backend!(self, |b| sqlx::query(INSERT_FACTOR)
+            .bind(f.id)
+            .bind(f.user_id)
+            .bind(&f.kind)
+            .bind(&f.name)
+            .bind(&f.secret_enc)
+            .bind(f.confirmed_at)
+            .bind(f.last_used_step)
+            .bind(f.created_at)
+            .bind(f.last_used_at)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    async fn factors_of_user(&self, user_id: Uuid) -> StoreResult<Vec<MfaFactor>> {
+        let rows: Vec<MfaFactor> = on_backend!(self, |b| sqlx::query_as(FACTORS_OF_USER)
+            .bind(user_id)
+            .fetch_all(b.pool())
+            .await)?;
+        Ok(rows)
+    }
+
+    async fn has_factor(&self, user_id: Uuid) -> StoreResult<bool> {
+        let (n,): (i64,) = on_backend!(self, |b| sqlx::query_as(HAS_FACTOR)
+            .bind(user_id)
+            .fetch_one(b.pool())
+            .await)?;
+        Ok(n > 0)
+    }
+
+    async fn take_totp_step(
+        &self,
+        id: Uuid,
+        step: i64,
+        confirm: bool,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(TAKE_STEP)
+            .bind(id)
+            .bind(step)
+            .bind(now)
+            .bind(confirm)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    async fn rename_factor(&self, user_id: Uuid, id: Uuid, name: &str) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(RENAME_FACTOR)
+            .bind(user_id)
+            .bind(id)
+            .bind(name)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    async fn delete_factor(&self, user_id: Uuid, id: Uuid) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(DELETE_FACTOR)
+            .bind(user_id)
+            .bind(id)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    async fn delete_factors(&self, user_id: Uuid) -> StoreResult<u64> {
+        on_backend!(self, |b| {
+            let mut tx = b.pool().begin().await?;
+            let n = sqlx::query(DELETE_FACTORS)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query(DELETE_RECOVERY_CODES)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(n)
+        })
+    }
+
+    async fn sealed_factors(&self) -> StoreResult<Vec<(Uuid, Vec<u8>)>> {
+        let rows: Vec<(Uuid, Vec<u8>)> = on_backend!(self, |b| sqlx::query_as(SEALED_FACTORS)
+            .fetch_all(b.pool())
+            .await)?;
+        Ok(rows)
+    }
+
+    async fn reseal_factors(&self, reseal: &[(Uuid, Vec<u8>, Vec<u8>)]) -> StoreResult<()> {
+        on_backend!(self, |b| {
+            let mut tx = b.pool().begin().await?;
+            for (id, old, new) in reseal {
+                sqlx::query(RESEAL_FACTOR)
+                    .bind(id)
+                    .bind(old)
+                    .bind(new)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        user_id: Uuid,
+        hashes: &[String],
+        now: i64,
+    ) -> StoreResult<()> {
+        on_backend!(self, |b| {
+            let mut tx = b.pool().begin().await?;
+            sqlx::query(DELETE_RECOVERY_CODES)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            for h in hashes {
+                sqlx::query(INSERT_RECOVERY_CODE)
+                    .bind(user_id)
+                    .bind(h)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn use_recovery_code(&self, user_id: Uuid, hash: &str, now: i64) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(USE_RECOVERY_CODE)
+            .bind(user_id)
+            .bind(hash)
+            .bind(now)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    async fn recovery_codes_left(&self, user_id: Uuid) -> StoreResult<i64> {
+        let (n,): (i64,) = on_backend!(self, |b| sqlx::query_as(RECOVERY_CODES_LEFT)
+            .bind(user_id)
+            .fetch_one(b.pool())
+            .await)?;
+        Ok(n)
+    }
+
+    async fn insert_challenge(&self, c: &MfaChallenge) -> StoreResult<()> {
+        on_backend!(self, |b| sqlx::query(INSERT_CHALLENGE)
+            .bind(&c.token_hash)
+            .bind(c.user_id)
+            .bind(&c.client_id)
+            .bind(&c.scope)
+            .bind(&c.resource)
+            .bind(c.fence)
+            .bind(c.created_at)
+            .bind(c.expires_at)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    async fn challenge(
+        &self,
+        token_hash: &str,
+        now: i64,
+        max_failures: i64,
+    ) -> StoreResult<Option<MfaChallenge>> {
+        let row: Option<MfaChallenge> = on_backend!(self, |b| sqlx::query_as(CHALLENGE)
+            .bind(token_hash)
+            .bind(now)
+            .bind(max_failures)
+            .fetch_optional(b.pool())
+            .await)?;
+        Ok(row)
+    }
+
+    async fn challenge_failed(&self, token_hash: &str) -> StoreResult<()> {
+        on_backend!(self, |b| sqlx::query(CHALLENGE_FAILED)
+            .bind(token_hash)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    async fn take_challenge(&self, token_hash: &str, now: i64) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(TAKE_CHALLENGE)
+            .bind(token_hash)
+            .bind(now)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+}

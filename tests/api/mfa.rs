@@ -1,0 +1,479 @@
+//! Second factors: TOTP enrolment and login, replay and races, recovery codes, the password
+//! grant's second step, `amr`/`acr`, secrets at rest, and the hosted login failing closed.
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+use totp_rs::{Algorithm, Secret, Totp};
+
+use crate::helpers::{Backend, TestApp, CLIENT_ID, CLIENT_SECRET, PASSWORD};
+use crate::on_both;
+
+on_both!(
+    totp_enrolment_then_login_with_a_code,
+    a_totp_code_works_once_even_in_parallel,
+    recovery_codes_work_once_and_regenerate,
+    wrong_factors_are_counted_and_end_the_mfa_token,
+    the_password_grant_has_a_second_step,
+    a_password_change_between_the_steps_ends_the_login,
+    factors_are_managed_by_their_user_only,
+    the_hosted_login_refuses_a_password_alone
+);
+
+/// An authenticator app holding `secret` (base32).
+fn app_for(secret: &str) -> Totp {
+    totp_rs::Builder::new()
+        .with_algorithm(Algorithm::SHA1)
+        .with_digits(6)
+        .with_step_duration(30)
+        .with_skew(0)
+        .with_secret(Secret::try_from_base32(secret).unwrap())
+        .with_account_name("t")
+        .build_noncompliant()
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The code of the step `offset` steps from now.
+fn code(totp: &Totp, offset: i64) -> String {
+    let t = now_secs() as i64 + offset * 30;
+    totp.generate(t as u64).to_string()
+}
+
+async fn bearer_json(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut req = app.client.request(method, app.url(path)).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    req.send().await.unwrap()
+}
+
+/// Enrols and confirms a TOTP factor for `user` (logged in now); returns the app, the first
+/// recovery codes, and the login's tokens.
+async fn with_totp(app: &TestApp, user: &str) -> (Totp, Vec<String>, Value) {
+    let t = app.login_ok(user).await;
+    let access = t["access_token"].as_str().unwrap();
+    let r = bearer_json(
+        app,
+        reqwest::Method::POST,
+        "/me/factors/totp",
+        access,
+        Some(json!({"name": "phone"})),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let e: Value = r.json().await.unwrap();
+    let secret = e["secret"].as_str().unwrap();
+    assert!(e["otpauth_uri"]
+        .as_str()
+        .unwrap()
+        .starts_with("otpauth://totp/"));
+    assert!(e["qr_svg"].as_str().unwrap().contains("<svg"));
+    let totp = app_for(secret);
+    let id = e["id"].as_str().unwrap();
+    // A wrong code does not confirm it.
+    let wrong = format!(
+        "{:06}",
+        (code(&totp, 0).parse::<u32>().unwrap() + 1) % 1_000_000
+    );
+    let r = bearer_json(
+        app,
+        reqwest::Method::POST,
+        &format!("/me/factors/{id}/confirm"),
+        access,
+        Some(json!({"code": wrong})),
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    // Not yet confirmed: the password alone still logs in.
+    app.login_ok(user).await;
+    let r = bearer_json(
+        app,
+        reqwest::Method::POST,
+        &format!("/me/factors/{id}/confirm"),
+        access,
+        Some(json!({"code": code(&totp, 0)})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let c: Value = r.json().await.unwrap();
+    let codes: Vec<String> = c["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(codes.len(), 10);
+    (totp, codes, t)
+}
+
+/// `/login` for `user`: asserts the 403 `mfa_required` and returns its mfa_token.
+async fn mfa_token(app: &TestApp, user: &str) -> String {
+    let r = app.login(user, PASSWORD).await;
+    assert_eq!(r.status(), 403);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["error"], "mfa_required");
+    assert_eq!(b["mfa_methods"], json!(["totp", "recovery_code"]));
+    assert!(b.get("access_token").is_none());
+    b["mfa_token"].as_str().unwrap().to_string()
+}
+
+async fn second_step(app: &TestApp, token: &str, field: &str, value: &str) -> reqwest::Response {
+    app.post_json("/login/mfa", &json!({"mfa_token": token, field: value}))
+        .await
+}
+
+async fn totp_enrolment_then_login_with_a_code(b: Backend) {
+    let Some((app, _)) = TestApp::with_user(b, "alice", &[]).await else {
+        return;
+    };
+    let (totp, _, first) = with_totp(&app, "alice").await;
+    // Confirming ended the other sessions, but not the caller's own.
+    let access = first["access_token"].as_str().unwrap();
+    assert_eq!(app.userinfo(access).await.status(), 200);
+    let claims = TestApp::claims(access);
+    assert_eq!(claims["amr"], json!(["pwd"]));
+    assert_eq!(claims["acr"], "1");
+
+    // A wrong password is still the same 401, with no hint of the factor.
+    let r = app.login("alice", "not the password").await;
+    assert_eq!(r.status(), 401);
+    let token = mfa_token(&app, "alice").await;
+    let r = second_step(&app, &token, "totp_code", &code(&totp, 1)).await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let claims = TestApp::claims(t["access_token"].as_str().unwrap());
+    assert_eq!(claims["amr"], json!(["pwd", "otp", "mfa"]));
+    assert_eq!(claims["acr"], "2");
+    // A refresh keeps the login's methods.
+    let r = app.refresh(t["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let claims = TestApp::claims(t["access_token"].as_str().unwrap());
+    assert_eq!(claims["amr"], json!(["pwd", "otp", "mfa"]));
+    assert_eq!(claims["acr"], "2");
+    // The mfa_token was used up.
+    let r = second_step(&app, &token, "totp_code", &code(&totp, 0)).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    // Listed, with no secret.
+    let r = bearer_json(
+        &app,
+        reqwest::Method::GET,
+        "/me/factors",
+        t["access_token"].as_str().unwrap(),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let l: Value = r.json().await.unwrap();
+    assert_eq!(l["factors"][0]["name"], "phone");
+    assert_eq!(l["factors"][0]["confirmed"], true);
+    assert_eq!(l["recovery_codes_left"], 10);
+    assert!(!l.to_string().contains("secret"));
+    // Sealed at rest: the stored bytes are not the secret.
+    let secret = totp.secret().as_bytes().to_vec();
+    let rows = app
+        .store
+        .factors_of_user(
+            app.auth
+                .user(tessera::auth::UserRef::Name("alice"))
+                .await
+                .unwrap()
+                .id,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(!rows[0]
+        .secret_enc
+        .windows(secret.len())
+        .any(|w| w == secret));
+    assert!(rows[0].secret_enc.len() >= secret.len() + 28);
+    assert!(!format!("{:?}", rows[0]).contains(&format!("{:?}", secret)));
+}
+
+async fn a_totp_code_works_once_even_in_parallel(b: Backend) {
+    let Some((app, _)) = TestApp::with_user(b, "bob", &[]).await else {
+        return;
+    };
+    let (totp, _, _) = with_totp(&app, "bob").await;
+    // The next step's code (within the window), sent with three mfa_tokens at once: one wins.
+    // (Three, so that the failures below stay within `throttle.account_free_failures`.)
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        tokens.push(mfa_token(&app, "bob").await);
+    }
+    let c = code(&totp, 1);
+    let answers = join_all(tokens.iter().map(|t| second_step(&app, t, "totp_code", &c))).await;
+    let won = answers.iter().filter(|r| r.status() == 200).count();
+    assert_eq!(won, 1, "one code, one login");
+    for r in &answers {
+        assert!(matches!(r.status().as_u16(), 200 | 401), "{}", r.status());
+    }
+    // Replayed later with a fresh mfa_token: refused.
+    let token = mfa_token(&app, "bob").await;
+    let r = second_step(&app, &token, "totp_code", &c).await;
+    assert_eq!(r.status(), 401);
+    // A code of two steps ago: refused (the window is one step each way).
+    let r = second_step(&app, &token, "totp_code", &code(&totp, -2)).await;
+    assert_eq!(r.status(), 401);
+    // Not six digits: refused alike.
+    let r = second_step(&app, &token, "totp_code", "12ab56").await;
+    assert_eq!(r.status(), 401);
+    // Both factors, or none: 400.
+    let r = app
+        .post_json(
+            "/login/mfa",
+            &json!({"mfa_token": token, "totp_code": "123456", "recovery_code": "x"}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let r = app
+        .post_json("/login/mfa", &json!({"mfa_token": token}))
+        .await;
+    assert_eq!(r.status(), 400);
+}
+
+async fn recovery_codes_work_once_and_regenerate(b: Backend) {
+    let Some((app, _)) = TestApp::with_user(b, "carol", &[]).await else {
+        return;
+    };
+    let (_, codes, first) = with_totp(&app, "carol").await;
+    let token = mfa_token(&app, "carol").await;
+    // Case, spaces and dashes do not matter.
+    let typed = codes[0].replace('-', " ").to_uppercase();
+    let r = second_step(&app, &token, "recovery_code", &typed).await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let claims = TestApp::claims(t["access_token"].as_str().unwrap());
+    assert_eq!(claims["amr"], json!(["pwd", "mfa"]));
+    // Used once.
+    let token = mfa_token(&app, "carol").await;
+    let r = second_step(&app, &token, "recovery_code", &codes[0]).await;
+    assert_eq!(r.status(), 401);
+    assert!(crate::oidc::audit_event_stored(&app, "mfa.recovery_code_used").await);
+    // Regenerating revokes the old set.
+    let r = bearer_json(
+        &app,
+        reqwest::Method::POST,
+        "/me/recovery_codes",
+        first["access_token"].as_str().unwrap(),
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let fresh: Value = r.json().await.unwrap();
+    let fresh = fresh["recovery_codes"][0].as_str().unwrap().to_string();
+    let r = second_step(&app, &token, "recovery_code", &codes[1]).await;
+    assert_eq!(r.status(), 401);
+    let r = second_step(&app, &token, "recovery_code", &fresh).await;
+    assert_eq!(r.status(), 200);
+}
+
+async fn wrong_factors_are_counted_and_end_the_mfa_token(b: Backend) {
+    let Some((app, _)) = TestApp::with_user(b, "dave", &[]).await else {
+        return;
+    };
+    let (totp, _, _) = with_totp(&app, "dave").await;
+    let token = mfa_token(&app, "dave").await;
+    let right = code(&totp, 1);
+    let wrong = format!(
+        "{:06}",
+        (right.parse::<u32>().unwrap() + 500_000) % 1_000_000
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(
+            second_step(&app, &token, "totp_code", &wrong)
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    // Five wrong factors: the token is dead, even for the right code.
+    let r = second_step(&app, &token, "totp_code", &right).await;
+    assert!(matches!(r.status().as_u16(), 401 | 429), "{}", r.status());
+    assert!(crate::oidc::audit_event_stored(&app, "mfa.failed").await);
+    // An unknown token: the same 401 body.
+    let r = second_step(&app, "no-such-token", "totp_code", &right).await;
+    assert!(matches!(r.status().as_u16(), 401 | 429));
+}
+
+async fn the_password_grant_has_a_second_step(b: Backend) {
+    let Some((app, _)) = TestApp::with_user(b, "erin", &[]).await else {
+        return;
+    };
+    let (totp, _, _) = with_totp(&app, "erin").await;
+    let basic = Some((CLIENT_ID, CLIENT_SECRET));
+    let r = app
+        .form(
+            "/token",
+            &[
+                ("grant_type", "password"),
+                ("username", "erin"),
+                ("password", PASSWORD),
+            ],
+            basic,
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "mfa_required");
+    let token = body["mfa_token"].as_str().unwrap();
+    let grant = "urn:tessera:params:oauth:grant-type:mfa";
+    // Another client cannot finish it.
+    let r = app
+        .form(
+            "/token",
+            &[
+                ("grant_type", grant),
+                ("mfa_token", token),
+                ("otp", &code(&totp, 1)),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let r = app
+        .form(
+            "/token",
+            &[
+                ("grant_type", grant),
+                ("mfa_token", token),
+                ("otp", &code(&totp, 1)),
+            ],
+            basic,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let claims = TestApp::claims(t["access_token"].as_str().unwrap());
+    assert_eq!(claims["client_id"], CLIENT_ID);
+    assert_eq!(claims["acr"], "2");
+    let r = app
+        .form(
+            "/token",
+            &[
+                ("grant_type", grant),
+                ("mfa_token", token),
+                ("otp", &code(&totp, 0)),
+            ],
+            basic,
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+}
+
+async fn a_password_change_between_the_steps_ends_the_login(b: Backend) {
+    let Some((app, _)) = TestApp::with_user(b, "frank", &[]).await else {
+        return;
+    };
+    let (totp, _, _) = with_totp(&app, "frank").await;
+    let token = mfa_token(&app, "frank").await;
+    app.auth
+        .set_password(
+            tessera::auth::UserRef::Name("frank"),
+            secrecy::SecretString::from("a brand new password"),
+            &tessera::auth::Caller::default(),
+        )
+        .await
+        .unwrap();
+    let r = second_step(&app, &token, "totp_code", &code(&totp, 1)).await;
+    assert_eq!(r.status(), 401);
+}
+
+async fn factors_are_managed_by_their_user_only(b: Backend) {
+    let Some((app, _)) = TestApp::with_user(b, "gina", &[]).await else {
+        return;
+    };
+    app.create_user("hank", &[]).await;
+    let (_, _, first) = with_totp(&app, "gina").await;
+    let mine = first["access_token"].as_str().unwrap();
+    let r = bearer_json(&app, reqwest::Method::GET, "/me/factors", mine, None).await;
+    let l: Value = r.json().await.unwrap();
+    let id = l["factors"][0]["id"].as_str().unwrap().to_string();
+    // Another user cannot rename or remove it.
+    let theirs = app.login_ok("hank").await;
+    let theirs = theirs["access_token"].as_str().unwrap();
+    let r = bearer_json(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/me/factors/{id}"),
+        theirs,
+        Some(json!({"name": "mine now"})),
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    let r = bearer_json(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/me/factors/{id}"),
+        theirs,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    // No token: 401.
+    let r = app.get("/me/factors").await;
+    assert_eq!(r.status(), 401);
+    // The user renames and removes it; then the password alone logs in again.
+    let r = bearer_json(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/me/factors/{id}"),
+        mine,
+        Some(json!({"name": "old phone"})),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    let r = bearer_json(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/me/factors/{id}"),
+        mine,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    app.login_ok("gina").await;
+    assert!(crate::oidc::audit_event_stored(&app, "mfa.factor_removed").await);
+}
+
+async fn the_hosted_login_refuses_a_password_alone(b: Backend) {
+    let Some(app) = crate::oidc::op(b).await else {
+        return;
+    };
+    app.create_user("ivy", &[]).await;
+    with_totp(&app, "ivy").await;
+    let mut browser = crate::oidc::Browser::new(&app);
+    let (_, challenge) = crate::oidc::pkce();
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            crate::oidc::request("web", crate::oidc::APP_CB, &challenge, &[])
+        ))
+        .await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    let r = browser.sign_in(&page, "ivy", PASSWORD).await;
+    assert_eq!(r.status(), 403);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("second factor"), "{page}");
+    assert!(!page.contains("code="));
+}
