@@ -33,6 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(set_claims))
         .routes(routes!(list_sessions))
         .routes(routes!(list_sso_sessions))
+        .routes(routes!(list_factors, reset_factors))
         .routes(routes!(revoke_sso_session))
         .routes(routes!(revoke_session))
 }
@@ -336,4 +337,32 @@ async fn revoke_session(
 ) -> Result<Response, ApiError> {
     st.auth.revoke_session(sid.id()?, &admin.caller).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[utoipa::path(get, path = "/admin/users/{id}/factors", tag = "admin", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "User id")),
+    responses((status = 200, description = "The user's second factors and unused recovery codes (no secrets)", body = super::mfa::FactorsBody),
+              (status = 404, description = "No such user", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
+async fn list_factors(
+    State(st): State<AppState>,
+    _admin: AdminUser,
+    id: PathId,
+) -> Result<Response, ApiError> {
+    let user = st.auth.user(UserRef::Id(id.id()?)).await?;
+    let body = super::mfa::factors_body(&st, user.id).await?;
+    Ok(Json(body).into_response())
+}
+
+#[utoipa::path(delete, path = "/admin/users/{id}/factors", tag = "admin", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "User id")),
+    responses((status = 200, description = "Every factor and recovery code removed (a lost device); the user's sessions end. {\"removed\": N}", body = Object),
+              (status = 404, description = "No such user", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
+async fn reset_factors(
+    State(st): State<AppState>,
+    admin: AdminUser,
+    id: PathId,
+) -> Result<Response, ApiError> {
+    let user = st.auth.user(UserRef::Id(id.id()?)).await?;
+    let removed = st.auth.reset_factors(user.id, &admin.caller).await?;
+    Ok(Json(serde_json::json!({ "removed": removed })).into_response())
 }

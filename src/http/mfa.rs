@@ -160,13 +160,17 @@ pub struct FactorsBody {
     ))]
 async fn list_factors(State(st): State<AppState>, bearer: Bearer) -> Result<Response, ApiError> {
     let who = me(&st, bearer).await?;
-    let factors = st.auth.factors(who.user.id).await?;
-    let left = st.auth.recovery_codes_left(who.user.id).await?;
-    Ok(axum::Json(FactorsBody {
+    Ok(axum::Json(factors_body(&st, who.user.id).await?).into_response())
+}
+
+/// A user's factors and unused recovery codes (also the admin API's answer).
+pub(crate) async fn factors_body(st: &AppState, user_id: Uuid) -> Result<FactorsBody, ApiError> {
+    let factors = st.auth.factors(user_id).await?;
+    let left = st.auth.recovery_codes_left(user_id).await?;
+    Ok(FactorsBody {
         factors: factors.into_iter().map(FactorBody::from).collect(),
         recovery_codes_left: left,
     })
-    .into_response())
 }
 
 /// A name for a factor.

@@ -18,7 +18,7 @@ pub(crate) mod guard;
 mod health;
 mod jwks;
 mod metrics;
-mod mfa;
+pub(crate) mod mfa;
 mod oauth;
 mod par;
 pub mod serve;

@@ -16,6 +16,7 @@ use minijinja::context;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::csrf;
+use crate::auth::mfa::SecondFactor;
 use crate::auth::oidc::{
     AuthorizationRequest, AuthorizeError, AuthorizeParams, Decision, Redirect, ResponseMode,
     SsoCookie,
@@ -32,6 +33,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/authorize", get(authorize_get).post(authorize_post))
         .route("/authorize/login", post(login))
+        .route("/authorize/mfa", post(mfa))
         .route("/authorize/consent", post(consent))
 }
 
@@ -170,7 +172,8 @@ async fn login(
         Err(AuthError::BadInput(_)) => {
             shown(StatusCode::BAD_REQUEST, "Enter your username and password.")
         }
-        Err(AuthError::SecondFactorNotOffered) => shown(StatusCode::FORBIDDEN, SECOND_FACTOR),
+        Err(AuthError::MfaRequired(m)) => mfa_page(&st, &headers, &req, &m.mfa_token, None),
+        Err(AuthError::MfaEnrolmentRequired) => shown(StatusCode::FORBIDDEN, ENROL_FIRST),
         Err(AuthError::Throttled { retry_after_secs }) => {
             let mut res = shown(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -188,10 +191,86 @@ async fn login(
     }
 }
 
-/// What the login page says to a user with a second factor, which these pages do not ask for
-/// yet (the JSON login API does).
+/// What the device pages say to a user with a second factor, which they do not ask for yet
+/// (the authorization pages and the JSON login API do).
 pub(super) const SECOND_FACTOR: &str =
     "This account uses a second factor, which this page cannot ask for yet. Sign in through your app.";
+
+/// What the login pages say to an account that must have a second factor and has none.
+pub(super) const ENROL_FIRST: &str =
+    "This account needs a second factor and has none. Ask an administrator for help.";
+
+/// The hosted login's second step: the `mfa_token` of the password step and a TOTP or
+/// recovery code.
+async fn mfa(
+    State(st): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    RequestCaller(caller): RequestCaller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = Params::parse(&body);
+    if !csrf::check(
+        &headers,
+        p.own("csrf"),
+        &st.allowed_origins,
+        &st.settings.tokens.issuer,
+    ) {
+        return forged(&st);
+    }
+    let req = match checked(&st, &p, Via::Post).await {
+        Ok(req) => req,
+        Err(res) => return *res,
+    };
+    let token = SecretString::from(p.own("mfa_token").unwrap_or_default().to_string());
+    let filled = |name: &str| {
+        p.own(name)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(|v| SecretString::from(v.to_string()))
+    };
+    let factor = match (filled("code"), filled("recovery_code")) {
+        (Some(c), _) => SecondFactor::Totp(c),
+        (None, Some(c)) => SecondFactor::RecoveryCode(c),
+        (None, None) => {
+            let error = Some("Enter the code from your app, or a recovery code.");
+            return mfa_page(&st, &headers, &req, &token, error);
+        }
+    };
+    let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(a))| a));
+    let old = sso_cookie(&headers);
+    let signed = st
+        .auth
+        .sign_in_mfa(&req, &token, factor, meta, old.as_ref(), &caller)
+        .await;
+    match signed {
+        Ok(signed) => {
+            let mut res = decided(&st, &headers, &req, signed.decision, Via::Post);
+            set_sso_cookie(&mut res, &signed.cookie, signed.max_age_secs);
+            res
+        }
+        Err(AuthError::InvalidSecondFactor) | Err(AuthError::BadInput(_)) => mfa_page(
+            &st,
+            &headers,
+            &req,
+            &token,
+            Some("Incorrect or expired code. If it keeps failing, sign in again."),
+        ),
+        Err(AuthError::Throttled { retry_after_secs }) => {
+            let error = format!("Too many attempts. Try again in {retry_after_secs} seconds.");
+            let mut res = mfa_page(&st, &headers, &req, &token, Some(&error));
+            *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                res.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            res
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "hosted second step failed");
+            unavailable(&st)
+        }
+    }
+}
 
 /// The consent form's answer.
 async fn consent(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -423,6 +502,31 @@ fn login_page(
                 csrf => csrf,
                 params => carried(req),
                 username => username,
+                error => error,
+            },
+        )
+    })
+}
+
+/// The second-step page: the request's parameters and the `mfa_token` carried in the form.
+fn mfa_page(
+    st: &AppState,
+    headers: &HeaderMap,
+    req: &AuthorizationRequest,
+    mfa_token: &SecretString,
+    error: Option<&str>,
+) -> Response {
+    csrf::with_token(headers, |csrf| {
+        st.pages.render(
+            StatusCode::OK,
+            "mfa.html",
+            context! {
+                lang => lang(req),
+                action => "/authorize/mfa",
+                client_id => req.client_id,
+                csrf => csrf,
+                params => carried(req),
+                mfa_token => mfa_token.expose_secret(),
                 error => error,
             },
         )

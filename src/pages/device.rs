@@ -210,6 +210,13 @@ async fn login(
             StatusCode::FORBIDDEN,
             Some(super::authorize::SECOND_FACTOR),
         ),
+        Err(AuthError::MfaEnrolmentRequired) => login_page(
+            &st,
+            &headers,
+            typed,
+            StatusCode::FORBIDDEN,
+            Some(super::authorize::ENROL_FIRST),
+        ),
         Err(AuthError::Throttled { retry_after_secs }) => login_page(
             &st,
             &headers,

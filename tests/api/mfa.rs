@@ -16,11 +16,13 @@ on_both!(
     the_password_grant_has_a_second_step,
     a_password_change_between_the_steps_ends_the_login,
     factors_are_managed_by_their_user_only,
-    the_hosted_login_refuses_a_password_alone
+    the_hosted_login_asks_for_the_second_factor,
+    roles_that_need_a_second_factor,
+    administrators_list_and_reset_factors
 );
 
 /// An authenticator app holding `secret` (base32).
-fn app_for(secret: &str) -> Totp {
+pub(crate) fn app_for(secret: &str) -> Totp {
     totp_rs::Builder::new()
         .with_algorithm(Algorithm::SHA1)
         .with_digits(6)
@@ -39,7 +41,7 @@ fn now_secs() -> u64 {
 }
 
 /// The code of the step `offset` steps from now.
-fn code(totp: &Totp, offset: i64) -> String {
+pub(crate) fn code(totp: &Totp, offset: i64) -> String {
     let t = now_secs() as i64 + offset * 30;
     totp.generate(t as u64).to_string()
 }
@@ -60,7 +62,7 @@ async fn bearer_json(
 
 /// Enrols and confirms a TOTP factor for `user` (logged in now); returns the app, the first
 /// recovery codes, and the login's tokens.
-async fn with_totp(app: &TestApp, user: &str) -> (Totp, Vec<String>, Value) {
+pub(crate) async fn with_totp(app: &TestApp, user: &str) -> (Totp, Vec<String>, Value) {
     let t = app.login_ok(user).await;
     let access = t["access_token"].as_str().unwrap();
     let r = bearer_json(
@@ -118,7 +120,7 @@ async fn with_totp(app: &TestApp, user: &str) -> (Totp, Vec<String>, Value) {
 }
 
 /// `/login` for `user`: asserts the 403 `mfa_required` and returns its mfa_token.
-async fn mfa_token(app: &TestApp, user: &str) -> String {
+pub(crate) async fn mfa_token(app: &TestApp, user: &str) -> String {
     let r = app.login(user, PASSWORD).await;
     assert_eq!(r.status(), 403);
     let b: Value = r.json().await.unwrap();
@@ -128,7 +130,12 @@ async fn mfa_token(app: &TestApp, user: &str) -> String {
     b["mfa_token"].as_str().unwrap().to_string()
 }
 
-async fn second_step(app: &TestApp, token: &str, field: &str, value: &str) -> reqwest::Response {
+pub(crate) async fn second_step(
+    app: &TestApp,
+    token: &str,
+    field: &str,
+    value: &str,
+) -> reqwest::Response {
     app.post_json("/login/mfa", &json!({"mfa_token": token, field: value}))
         .await
 }
@@ -455,14 +462,14 @@ async fn factors_are_managed_by_their_user_only(b: Backend) {
     assert!(crate::oidc::audit_event_stored(&app, "mfa.factor_removed").await);
 }
 
-async fn the_hosted_login_refuses_a_password_alone(b: Backend) {
+async fn the_hosted_login_asks_for_the_second_factor(b: Backend) {
     let Some(app) = crate::oidc::op(b).await else {
         return;
     };
     app.create_user("ivy", &[]).await;
-    with_totp(&app, "ivy").await;
+    let (totp, codes, _) = with_totp(&app, "ivy").await;
     let mut browser = crate::oidc::Browser::new(&app);
-    let (_, challenge) = crate::oidc::pkce();
+    let (verifier, challenge) = crate::oidc::pkce();
     let r = browser
         .get(&format!(
             "/authorize?{}",
@@ -471,9 +478,169 @@ async fn the_hosted_login_refuses_a_password_alone(b: Backend) {
         .await;
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
+    // The password step answers with the second step's page, not a code.
     let r = browser.sign_in(&page, "ivy", PASSWORD).await;
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
-    assert!(page.contains("second factor"), "{page}");
-    assert!(!page.contains("code="));
+    assert!(page.contains("Two-step verification"), "{page}");
+    assert!(page.contains(r#"autocomplete="one-time-code""#));
+    assert!(browser.jar.keys().all(|k| !k.contains("tessera_sso")));
+    let step = |code: (&str, String)| {
+        let mut fields = crate::oidc::hidden_fields(&page);
+        fields.push((code.0.to_string(), code.1));
+        fields
+    };
+    // A wrong code: the page again, with an error, and no session.
+    let right = code(&totp, 1);
+    let wrong = format!("{:06}", (right.parse::<u32>().unwrap() + 1) % 1_000_000);
+    let r = browser.post("/authorize/mfa", &step(("code", wrong))).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Incorrect"));
+    // A forged form (no CSRF token) is refused.
+    let mut forged = step(("code", right.clone()));
+    forged.retain(|(k, _)| k != "csrf");
+    let r = browser.post("/authorize/mfa", &forged).await;
+    assert_eq!(r.status(), 403);
+    // The right code: the code goes to the app, and the SSO session says how.
+    let r = browser.post("/authorize/mfa", &step(("code", right))).await;
+    let q = crate::oidc::redirected(&r, crate::oidc::APP_CB);
+    let r = crate::oidc::exchange(&app, "web", &q["code"], &verifier, crate::oidc::APP_CB).await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let id = TestApp::claims(t["id_token"].as_str().unwrap());
+    assert_eq!(id["amr"], json!(["pwd", "otp", "mfa"]));
+    assert_eq!(id["acr"], "2");
+    let access = TestApp::claims(t["access_token"].as_str().unwrap());
+    assert_eq!(access["acr"], "2");
+    // The next app needs no login page and keeps the methods.
+    let q = crate::oidc::code_again(&mut browser, &challenge).await;
+    let r = crate::oidc::exchange(&app, "web", &q, &verifier, crate::oidc::APP_CB).await;
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(TestApp::claims(t["id_token"].as_str().unwrap())["acr"], "2");
+    // A recovery code works on the page too (a fresh browser).
+    let mut other = crate::oidc::Browser::new(&app);
+    let r = other
+        .get(&format!(
+            "/authorize?{}",
+            crate::oidc::request("web", crate::oidc::APP_CB, &challenge, &[])
+        ))
+        .await;
+    let page = r.text().await.unwrap();
+    let r = other.sign_in(&page, "ivy", PASSWORD).await;
+    let page = r.text().await.unwrap();
+    let mut fields = crate::oidc::hidden_fields(&page);
+    fields.push(("recovery_code".into(), codes[3].clone()));
+    let r = other.post("/authorize/mfa", &fields).await;
+    let q = crate::oidc::redirected(&r, crate::oidc::APP_CB);
+    let r = crate::oidc::exchange(&app, "web", &q["code"], &verifier, crate::oidc::APP_CB).await;
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(
+        TestApp::claims(t["id_token"].as_str().unwrap())["amr"],
+        json!(["pwd", "mfa"])
+    );
+}
+
+async fn roles_that_need_a_second_factor(b: Backend) {
+    use figment::providers::Serialized;
+    let Some(app) = TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default("mfa.required_for_roles", ["admin"]))
+    })
+    .await
+    else {
+        return;
+    };
+    app.create_user("root", &["admin", "ops"]).await;
+    // No factor yet (within the grace): a login without the role, so no admin API.
+    let t = app.login_ok("root").await;
+    let access = t["access_token"].as_str().unwrap();
+    assert_eq!(TestApp::claims(access)["roles"], json!(["ops"]));
+    let r = app
+        .admin(reqwest::Method::GET, "/admin/users", access, None)
+        .await;
+    assert_eq!(r.status(), 403);
+    // Nor after a refresh.
+    let r = app.refresh(t["refresh_token"].as_str().unwrap()).await;
+    let t2: Value = r.json().await.unwrap();
+    assert_eq!(
+        TestApp::claims(t2["access_token"].as_str().unwrap())["roles"],
+        json!(["ops"])
+    );
+    // With a factor, a login with it carries the role and reaches the admin API.
+    let (totp, _, _) = with_totp(&app, "root").await;
+    let token = mfa_token(&app, "root").await;
+    let r = second_step(&app, &token, "totp_code", &code(&totp, 1)).await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let strong = t["access_token"].as_str().unwrap();
+    assert_eq!(TestApp::claims(strong)["roles"], json!(["admin", "ops"]));
+    let r = app
+        .admin(reqwest::Method::GET, "/admin/users", strong, None)
+        .await;
+    assert_eq!(r.status(), 200);
+
+    // Past the grace, an account with the role and no factor cannot log in at all.
+    let Some(strict) = TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default("mfa.required_for_roles", ["admin"]))
+            .merge(Serialized::default("mfa.enrol_grace", "0s"))
+    })
+    .await
+    else {
+        return;
+    };
+    strict.create_user("late", &["admin"]).await;
+    strict.create_user("plain", &[]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let r = strict.login("late", PASSWORD).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "mfa_enrolment_required"
+    );
+    // A wrong password is still the plain 401, and other accounts are untouched.
+    assert_eq!(strict.login("late", "wrong password").await.status(), 401);
+    strict.login_ok("plain").await;
+}
+
+async fn administrators_list_and_reset_factors(b: Backend) {
+    let Some((app, _)) = TestApp::with_user(b, "boss", &["admin"]).await else {
+        return;
+    };
+    let lost = app.create_user("lost", &[]).await;
+    let (_, _, lost_tokens) = with_totp(&app, "lost").await;
+    let admin = app.login_ok("boss").await;
+    let admin = admin["access_token"].as_str().unwrap();
+    let path = format!("/admin/users/{}/factors", lost.id);
+    let r = app.admin(reqwest::Method::GET, &path, admin, None).await;
+    assert_eq!(r.status(), 200);
+    let l: Value = r.json().await.unwrap();
+    assert_eq!(l["factors"].as_array().unwrap().len(), 1);
+    assert_eq!(l["recovery_codes_left"], 10);
+    assert!(!l.to_string().contains("secret"));
+    // Not for a user's own token without the role.
+    let r = app
+        .admin(
+            reqwest::Method::DELETE,
+            &path,
+            lost_tokens["access_token"].as_str().unwrap(),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    let r = app.admin(reqwest::Method::DELETE, &path, admin, None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["removed"], 1);
+    // The password alone logs in again; the old sessions ended.
+    app.userinfo_becomes(lost_tokens["access_token"].as_str().unwrap(), 401)
+        .await;
+    app.login_ok("lost").await;
+    assert!(crate::oidc::audit_event_stored(&app, "mfa.factor_removed").await);
+    let r = app
+        .admin(
+            reqwest::Method::GET,
+            &format!("/admin/users/{}/factors", uuid::Uuid::now_v7()),
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 404);
 }

@@ -18,7 +18,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tessera::auth::keys::{generate, KeyAlg};
 use tessera_verify::{
-    Claims, RequireRole, RequireScope, StalePolicy, Verifier, VerifyError, VerifyLayer,
+    Claims, RequireAcr, RequireAmr, RequireRole, RequireScope, StalePolicy, Verifier, VerifyError,
+    VerifyLayer,
 };
 use tokio::io::AsyncBufReadExt;
 use tower::ServiceExt;
@@ -37,6 +38,7 @@ on_both!(
     orders_api_example,
     set_up_fails_loudly,
     a_role_taken_away_reaches_the_verifier,
+    an_api_can_demand_a_second_factor,
 );
 
 const AUDIENCE: &str = "tessera";
@@ -1036,4 +1038,44 @@ async fn a_refused_cursor_starts_the_feed_over() {
     .await;
     assert!(!verifier.revocations_stale());
     server.abort();
+}
+
+/// `RequireAmr("mfa")` and `RequireAcr("2")` refuse a password-only token with 401
+/// `insufficient_user_authentication` (RFC 9470 §3) and pass one from a login with a second
+/// factor.
+async fn an_api_can_demand_a_second_factor(b: Backend) {
+    let Some(iss) = issuer(b, |f| f).await else {
+        return;
+    };
+    iss.app.create_user("mia", &[]).await;
+    let (totp, _, first) = crate::mfa::with_totp(&iss.app, "mia").await;
+    let verifier = Verifier::discover(&iss.url, AUDIENCE).await.unwrap();
+    async fn ok(c: Claims) -> Json<Value> {
+        Json(json!({"sub": c.sub, "amr": c.amr, "acr": c.acr}))
+    }
+    let api = Router::new()
+        .route("/mfa", get(ok).route_layer(RequireAmr("mfa")))
+        .route("/strong", get(ok).route_layer(RequireAcr("2")))
+        .route("/any", get(ok))
+        .layer(VerifyLayer::new(verifier));
+    let password_only = first["access_token"].as_str().unwrap();
+    assert_eq!(call(&api, "/any", Some(password_only)).await.0, 200);
+    for path in ["/mfa", "/strong"] {
+        let (status, www, body) = call(&api, path, Some(password_only)).await;
+        assert_eq!(status, 401, "{path}");
+        assert_eq!(body["error"], "insufficient_user_authentication");
+        assert!(www.contains("insufficient_user_authentication"), "{www}");
+    }
+    let token = crate::mfa::mfa_token(&iss.app, "mia").await;
+    let r =
+        crate::mfa::second_step(&iss.app, &token, "totp_code", &crate::mfa::code(&totp, 1)).await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let strong = t["access_token"].as_str().unwrap();
+    for path in ["/mfa", "/strong"] {
+        let (status, _, body) = call(&api, path, Some(strong)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(body["acr"], "2");
+        assert_eq!(body["amr"], json!(["pwd", "otp", "mfa"]));
+    }
 }

@@ -107,6 +107,9 @@ impl Auth {
     /// must be a trusted client's (`trusted_client`): a user's consent to a third-party app
     /// never hands it the admin API.
     ///
+    /// With `admin` in `mfa.required_for_roles`, the token must come from a login with a
+    /// second factor (`amr` has `mfa`).
+    ///
     /// Errors: those of `authenticate`, and `InsufficientRole`.
     pub async fn authenticate_admin(&self, token: &str) -> Result<Authenticated, AuthError> {
         let who = self.authenticate(token).await?;
@@ -114,6 +117,23 @@ impl Auth {
             return Err(AuthError::InsufficientRole);
         }
         if !who.user.roles.iter().any(|r| r == ADMIN_ROLE) {
+            return Err(AuthError::InsufficientRole);
+        }
+        // `mfa.required_for_roles`: the role counts only for a login with a second factor.
+        let mfa = who
+            .claims
+            .claims
+            .amr
+            .as_ref()
+            .is_some_and(|amr| amr.iter().any(|m| m == "mfa"));
+        if !mfa
+            && self
+                .settings
+                .mfa
+                .required_for_roles
+                .iter()
+                .any(|r| r == ADMIN_ROLE)
+        {
             return Err(AuthError::InsufficientRole);
         }
 

@@ -42,6 +42,10 @@ pub enum AuthError {
     /// the JSON login API. Refused after a correct password, never instead of a check.
     #[error("this sign-in does not offer second factors")]
     SecondFactorNotOffered,
+    /// A correct password, but the account holds a role that needs a second factor, has
+    /// none, and its enrolment grace (`mfa.enrol_grace`) is over.
+    #[error("the account must enrol a second factor")]
+    MfaEnrolmentRequired,
     /// No such factor of the user.
     #[error("factor not found")]
     FactorNotFound,

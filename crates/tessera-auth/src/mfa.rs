@@ -159,7 +159,8 @@ impl Auth {
 
     /// After a correct password: `Some(MfaRequired)` when the user has a confirmed factor,
     /// with a new challenge for `client` and `granted`, bound to the cut-off read with the
-    /// password (`user.tokens_not_before`).
+    /// password (`user.tokens_not_before`); `Some(MfaEnrolmentRequired)` for an account with a
+    /// role of `mfa.required_for_roles`, no factor, and older than `mfa.enrol_grace`.
     ///
     /// Errors: `StoreUnavailable`, `Internal`.
     pub(crate) async fn second_factor_needed(
@@ -169,6 +170,14 @@ impl Auth {
         granted: &Granted,
     ) -> Result<Option<AuthError>, AuthError> {
         if !self.store.has_factor(user.id).await? {
+            // `mfa.required_for_roles`: past `mfa.enrol_grace`, such an account must enrol
+            // (an administrator can help); until then it logs in without those roles.
+            let m = &self.settings.mfa;
+            let privileged = user.roles.iter().any(|r| m.required_for_roles.contains(r));
+            let grace = i64::try_from(m.enrol_grace.as_millis()).unwrap_or(i64::MAX);
+            if privileged && now_ms().saturating_sub(user.created_at) > grace {
+                return Ok(Some(AuthError::MfaEnrolmentRequired));
+            }
             return Ok(None);
         }
         let token = random_token()?;
@@ -212,7 +221,43 @@ impl Auth {
         client: &ClientId,
         caller: &Caller,
     ) -> Result<TokenPair, AuthError> {
-        let presented = match &factor {
+        let (challenge, user, amr) = self
+            .verify_second_factor(mfa_token, &factor, meta.ip.as_deref(), client, caller)
+            .await?;
+        let granted = Granted {
+            scope: challenge.scope.clone(),
+            resource: challenge.resource.clone(),
+        };
+        let now = UnixMillis(now_ms().max(challenge.fence + 1));
+        let mut session = self.new_session(user.id, meta, client, &granted, now);
+        session.amr = Some(amr.into());
+        let subject = self.open_session(&user, &session, client, caller).await?;
+        self.audit(
+            caller,
+            Event::LoginSucceeded,
+            Record::session(user.id, session.id).client(client.as_str()),
+        )
+        .await;
+        metrics::counter!("logins_total", "result" => "ok").increment(1);
+        self.issue(&subject, &session, &granted, now)
+    }
+
+    /// The second step of every login with a second factor (the JSON API and the hosted
+    /// pages): the challenge of `mfa_token` for `client`, throttled, checked and used up.
+    /// Returns it, its user (as read with the password: `tokens_not_before` is the
+    /// challenge's fence, and a user whose cut-off has moved since is refused) and the RFC
+    /// 8176 methods of the login.
+    ///
+    /// Errors: as `complete_mfa`.
+    pub(crate) async fn verify_second_factor(
+        &self,
+        mfa_token: &SecretString,
+        factor: &SecondFactor,
+        ip: Option<&str>,
+        client: &ClientId,
+        caller: &Caller,
+    ) -> Result<(MfaChallenge, User, &'static str), AuthError> {
+        let presented = match factor {
             SecondFactor::Totp(c) | SecondFactor::RecoveryCode(c) => c.expose_secret(),
         };
         if mfa_token.expose_secret().is_empty() || mfa_token.expose_secret().len() > 256 {
@@ -229,11 +274,10 @@ impl Auth {
         };
         let keys = throttle::AttemptKeys {
             account: format!("mfa:{}", challenge.user_id),
-            ip: meta.ip.as_ref().map(|ip| format!("ip:{ip}")),
+            ip: ip.map(|ip| format!("ip:{ip}")),
         };
         let reservation = self.reserve_attempt(&keys, client, caller).await?;
-        let checked = self.check_factor(challenge.user_id, &factor, now).await;
-        let ok = match checked {
+        let ok = match self.check_factor(challenge.user_id, factor, now).await {
             Ok(ok) => ok,
             Err(e) => {
                 self.throttle.abandon(reservation).await;
@@ -264,31 +308,12 @@ impl Auth {
             )
             .await;
         }
+        // A password change, disable or cut-off since the password check ends the login.
         let user = match self.store.user_by_id(challenge.user_id).await? {
-            Some(u) if !u.disabled => u,
+            Some(u) if !u.disabled && u.tokens_not_before == challenge.fence => u,
             _ => return Err(AuthError::InvalidSecondFactor),
         };
-        // The fence is the cut-off read with the password, not a later one.
-        let user = User {
-            tokens_not_before: challenge.fence,
-            ..user
-        };
-        let granted = Granted {
-            scope: challenge.scope.clone(),
-            resource: challenge.resource.clone(),
-        };
-        let now = UnixMillis(now_ms().max(challenge.fence + 1));
-        let mut session = self.new_session(user.id, meta, client, &granted, now);
-        session.amr = Some(amr_of(&factor).into());
-        let subject = self.open_session(&user, &session, client, caller).await?;
-        self.audit(
-            caller,
-            Event::LoginSucceeded,
-            Record::session(user.id, session.id).client(client.as_str()),
-        )
-        .await;
-        metrics::counter!("logins_total", "result" => "ok").increment(1);
-        self.issue(&subject, &session, &granted, now)
+        Ok((challenge, user, amr_of(factor)))
     }
 
     /// Whether `factor` is one of the user's, used now for the first time.

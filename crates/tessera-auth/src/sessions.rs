@@ -283,7 +283,7 @@ impl Auth {
             scope: granted.scope.as_deref().map(Into::into),
             amr: Some(session_amr(session).map(Into::into).collect()),
             acr: Some(tessera_proto::claims::acr::from_amr(session_amr(session)).into()),
-            roles: subject.roles.as_slice().into(),
+            roles: self.roles_for(&subject.roles, session).into(),
             custom: tokens::custom_claims(&subject.claims),
         };
         let access = tokens::sign(key, &claims)
@@ -306,4 +306,18 @@ pub(crate) fn session_amr(session: &Session) -> impl Iterator<Item = &str> {
         .as_deref()
         .unwrap_or("pwd")
         .split_ascii_whitespace()
+}
+
+impl Auth {
+    /// The roles a token of `session` carries: those in `mfa.required_for_roles` only when
+    /// its login had a second factor.
+    pub(crate) fn roles_for(&self, roles: &[String], session: &Session) -> Vec<String> {
+        let required = &self.settings.mfa.required_for_roles;
+        let mfa = session_amr(session).any(|m| m == "mfa");
+        roles
+            .iter()
+            .filter(|r| mfa || !required.contains(r))
+            .cloned()
+            .collect()
+    }
 }

@@ -166,6 +166,15 @@ pub struct MfaSettings {
     /// Removing a factor or regenerating recovery codes needs a login at most this old.
     #[serde(with = "humantime_serde")]
     pub reauth_within: Duration,
+    /// Roles that only a login with a second factor carries: a token from a password-only
+    /// login leaves them out (and the admin API refuses it for `admin`).
+    #[serde(default)]
+    pub required_for_roles: Vec<String>,
+    /// How long after its creation an account holding such a role may still log in without a
+    /// factor, to enrol one (its tokens lack the role meanwhile); after that such a login is
+    /// refused with 403 `mfa_enrolment_required`.
+    #[serde(with = "humantime_serde")]
+    pub enrol_grace: Duration,
 }
 
 /// The hosted HTML pages.

@@ -43,6 +43,10 @@ pub enum VerifyError {
     /// The token is valid but its `scope` lacks a required scope (RFC 6750 §3.1).
     #[error("missing scope")]
     MissingScope,
+    /// The token is valid but the login it comes from is not strong enough: its `acr` is
+    /// below the one required, or its `amr` lacks a required method (RFC 9470 §3).
+    #[error("insufficient user authentication")]
+    InsufficientAuthentication,
     /// The cached key set is older than the hard limit: the server has been unreachable too
     /// long for its keys to be trusted.
     #[error("signing keys unavailable")]
@@ -68,6 +72,7 @@ impl VerifyError {
             VerifyError::Revoked => "revoked",
             VerifyError::MissingRole => "missing_role",
             VerifyError::MissingScope => "missing_scope",
+            VerifyError::InsufficientAuthentication => "insufficient_authentication",
             VerifyError::KeysUnavailable => "keys_unavailable",
             VerifyError::RevocationStale => "revocation_stale",
         }

@@ -109,11 +109,45 @@ pub struct RequireRole(pub &'static str);
 #[derive(Clone, Copy, Debug)]
 pub struct RequireScope(pub &'static str);
 
+/// Requires a login at least as strong as an `acr` value (Tessera's, ordered:
+/// `tessera_proto::claims::acr::MFA` is "2", multi-factor): 401
+/// `insufficient_user_authentication` (RFC 9470 §3) otherwise, which asks the client to have
+/// the user log in again with more. A refresh never raises a session's `acr`.
+#[derive(Clone, Copy, Debug)]
+pub struct RequireAcr(pub &'static str);
+
+/// Requires an RFC 8176 method in the token's `amr` (`"mfa"`, `"otp"`): 401
+/// `insufficient_user_authentication` (RFC 9470 §3) otherwise.
+#[derive(Clone, Copy, Debug)]
+pub struct RequireAmr(pub &'static str);
+
 /// What a [`RequireService`] checks.
 #[derive(Clone, Copy, Debug)]
 enum Requirement {
     Role(&'static str),
     Scope(&'static str),
+    Acr(&'static str),
+    Amr(&'static str),
+}
+
+impl<S> Layer<S> for RequireAcr {
+    type Service = RequireService<S>;
+    fn layer(&self, inner: S) -> RequireService<S> {
+        RequireService {
+            inner,
+            need: Requirement::Acr(self.0),
+        }
+    }
+}
+
+impl<S> Layer<S> for RequireAmr {
+    type Service = RequireService<S>;
+    fn layer(&self, inner: S) -> RequireService<S> {
+        RequireService {
+            inner,
+            need: Requirement::Amr(self.0),
+        }
+    }
 }
 
 impl<S> Layer<S> for RequireRole {
@@ -136,7 +170,7 @@ impl<S> Layer<S> for RequireScope {
     }
 }
 
-/// The service of [`RequireRole`] and [`RequireScope`].
+/// The service of [`RequireRole`], [`RequireScope`], [`RequireAcr`] and [`RequireAmr`].
 #[derive(Clone, Debug)]
 pub struct RequireService<S> {
     inner: S,
@@ -164,6 +198,16 @@ where
             (Some(c), Requirement::Role(r)) if !c.has_role(r) => Some(VerifyError::MissingRole),
             (Some(c), Requirement::Scope(w)) if !c.scopes().any(|s| s == w) => {
                 Some(VerifyError::MissingScope)
+            }
+            (Some(c), Requirement::Acr(a))
+                if !tessera_proto::claims::acr::satisfies(c.acr.as_deref(), a) =>
+            {
+                Some(VerifyError::InsufficientAuthentication)
+            }
+            (Some(c), Requirement::Amr(m))
+                if !c.amr.as_ref().is_some_and(|amr| amr.iter().any(|x| x == m)) =>
+            {
+                Some(VerifyError::InsufficientAuthentication)
             }
             (Some(_), _) => None,
         };
@@ -204,6 +248,11 @@ impl Refusal {
                 StatusCode::FORBIDDEN,
                 "insufficient_scope",
                 "the token lacks a required scope".to_string(),
+            ),
+            Refusal::Token(VerifyError::InsufficientAuthentication) => (
+                StatusCode::UNAUTHORIZED,
+                "insufficient_user_authentication",
+                "a stronger login is required".to_string(),
             ),
             Refusal::Token(e) if e.is_unavailable() && policy == StalePolicy::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -65,7 +65,10 @@ mod extract;
 pub use claims::Claims;
 pub use error::{SetupError, VerifyError};
 pub use jsonwebtoken::Algorithm;
-pub use layer::{LayerBody, RequireRole, RequireScope, RequireService, VerifyLayer, VerifyService};
+pub use layer::{
+    LayerBody, RequireAcr, RequireAmr, RequireRole, RequireScope, RequireService, VerifyLayer,
+    VerifyService,
+};
 pub use secrecy::SecretString;
 /// The wire types behind [`Claims`], shared with the server (`tessera-proto`).
 pub use tessera_proto::claims::{AccessClaims, Audience};

@@ -42,6 +42,10 @@ pub enum ApiError {
     /// 401 at `/login/mfa`, 400 at `/token`).
     #[error("invalid second factor")]
     InvalidSecondFactor { status: StatusCode },
+    /// 403 `mfa_enrolment_required`: a correct password for an account that must have a
+    /// second factor (`mfa.required_for_roles`) and has none after `mfa.enrol_grace`.
+    #[error("second factor enrolment required")]
+    MfaEnrolmentRequired,
     /// No such factor of the user: 404.
     #[error("factor not found")]
     FactorNotFound,
@@ -278,6 +282,11 @@ impl ApiError {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "No such endpoint."),
             ApiError::UserNotFound => (StatusCode::NOT_FOUND, "not_found", "No such user."),
             ApiError::FactorNotFound => (StatusCode::NOT_FOUND, "not_found", "No such factor."),
+            ApiError::MfaEnrolmentRequired => (
+                StatusCode::FORBIDDEN,
+                "mfa_enrolment_required",
+                "The account must have a second factor and has none; an administrator can help.",
+            ),
             ApiError::MfaRequired(_) => (
                 StatusCode::FORBIDDEN,
                 "mfa_required",
@@ -330,6 +339,7 @@ impl From<AuthError> for ApiError {
                 status: StatusCode::UNAUTHORIZED,
             },
             AuthError::FactorNotFound => ApiError::FactorNotFound,
+            AuthError::MfaEnrolmentRequired => ApiError::MfaEnrolmentRequired,
             // Only the hosted pages meet it; they show their own page.
             AuthError::SecondFactorNotOffered => ApiError::Forbidden,
             AuthError::ReauthenticationRequired => ApiError::ReauthenticationRequired,

@@ -188,9 +188,15 @@ impl Auth {
         old: Option<&SsoCookie>,
         caller: &Caller,
     ) -> Result<(SsoCookie, u64), AuthError> {
+        // The device pages do not ask for a second factor yet: such a user is refused there
+        // after a correct password (fail closed).
         let (_, _, cookie) = self
             .start_sso(&self.first_party(), username, password, meta, old, caller)
-            .await?;
+            .await
+            .map_err(|e| match e {
+                AuthError::MfaRequired(_) => AuthError::SecondFactorNotOffered,
+                other => other,
+            })?;
         Ok((cookie, self.settings.sso.absolute_ttl.as_secs()))
     }
 
@@ -210,10 +216,65 @@ impl Auth {
         let (user, now) = self
             .verify_password_login(username, password, meta.ip.as_deref(), client, caller)
             .await?;
-        // Fail closed: a password alone never signs in a user who has a second factor.
-        if self.store.has_factor(user.id).await? {
-            return Err(AuthError::SecondFactorNotOffered);
+        // A password alone never signs in a user who has a second factor: the page asks for it.
+        if let Some(needed) = self
+            .second_factor_needed(&user, client, &Default::default())
+            .await?
+        {
+            return Err(needed);
         }
+        self.open_sso(client, user, now, "pwd", meta, old, caller)
+            .await
+    }
+
+    /// The second step of the hosted login (`POST /authorize/mfa`): the `mfa_token` the
+    /// password step gave the page and a second factor, then the same decision as `sign_in`.
+    ///
+    /// Errors: as `complete_mfa`.
+    pub async fn sign_in_mfa(
+        &self,
+        req: &AuthorizationRequest,
+        mfa_token: &SecretString,
+        factor: crate::mfa::SecondFactor,
+        meta: ClientMeta,
+        old: Option<&SsoCookie>,
+        caller: &Caller,
+    ) -> Result<SignedIn, AuthError> {
+        let client = ClientId::registered(&req.client_id);
+        let (challenge, user, amr) = self
+            .verify_second_factor(mfa_token, &factor, meta.ip.as_deref(), &client, caller)
+            .await?;
+        let now = UnixMillis(now_ms().max(challenge.fence + 1));
+        let (sso, user, cookie) = self
+            .open_sso(&client, user, now, amr, meta, old, caller)
+            .await?;
+        let decision = if self.needs_consent(req, sso.user_id).await? {
+            Decision::Consent {
+                username: user.username,
+            }
+        } else {
+            Decision::Code(self.issue_code(req, &sso, sso.created_at).await?)
+        };
+        Ok(SignedIn {
+            cookie,
+            max_age_secs: self.settings.sso.absolute_ttl.as_secs(),
+            decision,
+        })
+    }
+
+    /// A new SSO session for `user`, who authenticated at `now` with `amr`, in place of the
+    /// browser's old one (if any). A login audit event.
+    #[allow(clippy::too_many_arguments)]
+    async fn open_sso(
+        &self,
+        client: &ClientId,
+        user: User,
+        now: UnixMillis,
+        amr: &str,
+        meta: ClientMeta,
+        old: Option<&SsoCookie>,
+        caller: &Caller,
+    ) -> Result<(SsoSession, User, SsoCookie), AuthError> {
         let previous = match old {
             Some(old) => {
                 let digest = token_digest(old.0.expose_secret());
@@ -229,7 +290,7 @@ impl Auth {
             user_id: user.id,
             token_hash: token_digest(token.expose_secret()),
             auth_time: now.0,
-            amr: "pwd".into(),
+            amr: amr.into(),
             created_at: now.0,
             last_seen_at: now.0,
             idle_expires_at: now.plus(s.idle_ttl).min(absolute).0,
