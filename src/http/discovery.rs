@@ -68,7 +68,7 @@ pub fn metadata(s: &Settings, scopes: Vec<String>) -> Value {
             "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid",
             "azp", "at_hash", "preferred_username", "updated_at"
         ],
-        "acr_values_supported": ["1"],
+        "acr_values_supported": ["1", "2"],
         "claims_parameter_supported": false,
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,

@@ -37,6 +37,7 @@ struct PushedForm {
     max_age: Option<String>,
     login_hint: Option<String>,
     ui_locales: Option<String>,
+    acr_values: Option<String>,
     resource: Option<String>,
     #[schema(value_type = Option<String>, format = Password)]
     client_secret: Option<String>,
@@ -81,6 +82,7 @@ async fn push(
         max_age: get("max_age"),
         login_hint: get("login_hint"),
         ui_locales: get("ui_locales"),
+        acr_values: get("acr_values"),
         resource: form.resource()?.map(str::to_string),
         request: get("request"),
         request_uri: get("request_uri"),

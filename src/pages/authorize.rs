@@ -80,6 +80,7 @@ impl Params {
             max_age: take("max_age"),
             login_hint: take("login_hint"),
             ui_locales: take("ui_locales"),
+            acr_values: take("acr_values"),
             resource: take("resource"),
             request: take("request"),
             request_uri: take("request_uri"),

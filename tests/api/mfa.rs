@@ -18,7 +18,8 @@ on_both!(
     factors_are_managed_by_their_user_only,
     the_hosted_login_asks_for_the_second_factor,
     roles_that_need_a_second_factor,
-    administrators_list_and_reset_factors
+    administrators_list_and_reset_factors,
+    acr_values_step_up_to_the_second_factor
 );
 
 /// An authenticator app holding `secret` (base32).
@@ -643,4 +644,74 @@ async fn administrators_list_and_reset_factors(b: Backend) {
         )
         .await;
     assert_eq!(r.status(), 404);
+}
+
+async fn acr_values_step_up_to_the_second_factor(b: Backend) {
+    use crate::oidc::{hidden_fields, pkce, redirected, request, Browser, APP_CB};
+    let Some(app) = crate::oidc::op(b).await else {
+        return;
+    };
+    app.create_user("jo", &[]).await;
+    // Signed in with a password while there was no factor: an SSO session of acr 1.
+    let mut browser = Browser::new(&app);
+    let (verifier, challenge) = pkce();
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge, &[])
+        ))
+        .await;
+    let page = r.text().await.unwrap();
+    let r = browser.sign_in(&page, "jo", PASSWORD).await;
+    redirected(&r, APP_CB);
+    let (totp, _, _) = with_totp(&app, "jo").await;
+    // Without acr_values, the session's sign-in is enough.
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge, &[])
+        ))
+        .await;
+    redirected(&r, APP_CB);
+    // acr_values=2 with prompt=none: the user must sign in again.
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request(
+                "web",
+                APP_CB,
+                &challenge,
+                &[("acr_values", "2"), ("prompt", "none")]
+            )
+        ))
+        .await;
+    assert_eq!(redirected(&r, APP_CB)["error"], "login_required");
+    // acr_values=2: the login page, then the second factor, then a code of acr 2.
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge, &[("acr_values", "2")])
+        ))
+        .await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Sign in"));
+    let r = browser.sign_in(&page, "jo", PASSWORD).await;
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Two-step verification"));
+    let mut fields = hidden_fields(&page);
+    fields.push(("code".into(), code(&totp, 1)));
+    let r = browser.post("/authorize/mfa", &fields).await;
+    let q = redirected(&r, APP_CB);
+    let r = crate::oidc::exchange(&app, "web", &q["code"], &verifier, APP_CB).await;
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(TestApp::claims(t["id_token"].as_str().unwrap())["acr"], "2");
+    // Now the session satisfies acr_values=2 without a page.
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge, &[("acr_values", "2 1")])
+        ))
+        .await;
+    redirected(&r, APP_CB);
 }

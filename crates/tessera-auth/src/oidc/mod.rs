@@ -60,6 +60,9 @@ pub struct AuthorizeParams {
     pub max_age: Option<String>,
     pub login_hint: Option<String>,
     pub ui_locales: Option<String>,
+    /// Space-separated `acr` values asked for (OIDC Core §3.1.2.1), weakest accepted first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr_values: Option<String>,
     pub resource: Option<String>,
     /// Request objects (OIDC Core §6) are not supported: refused with `request_not_supported`.
     pub request: Option<String>,
@@ -105,6 +108,9 @@ pub struct AuthorizationRequest {
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
     pub ui_locales: Option<String>,
+    /// The weakest `acr` that `acr_values` accepts (`None`: any). A sign-in that is weaker,
+    /// for a user who has a second factor, logs in again with it (step-up).
+    pub acr: Option<&'static str>,
     /// The client skips consent (`first_party = true`).
     pub first_party: bool,
     /// The parameters as sent, for the forms of the hosted pages.

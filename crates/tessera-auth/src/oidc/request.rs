@@ -193,6 +193,7 @@ impl Auth {
             max_age,
             login_hint: p.login_hint.clone(),
             ui_locales: p.ui_locales.clone(),
+            acr: weakest_acr(p.acr_values.as_deref()),
             first_party: client.first_party,
             params: p.clone(),
             pushed: None,
@@ -298,4 +299,16 @@ mod tests {
             })
         );
     }
+}
+
+/// The weakest of the `acr_values` Tessera issues (`tessera_proto::claims::acr`); values it
+/// does not know are left out, and with none known, any sign-in will do (OIDC Core §3.1.2.1:
+/// `acr_values` is a voluntary claim).
+fn weakest_acr(raw: Option<&str>) -> Option<&'static str> {
+    use tessera_proto::claims::acr;
+    let known = [acr::PASSWORD, acr::MFA, acr::PHISHING_RESISTANT];
+    raw?.split(' ')
+        .filter_map(|v| known.iter().position(|k| *k == v))
+        .min()
+        .map(|i| known[i])
 }

@@ -94,7 +94,21 @@ impl Auth {
         let someone_else = req.login_hint.as_deref().is_some_and(|hint| {
             crate::Username::for_lookup(hint).map_or(true, |n| n.as_str() != user.username)
         });
-        if req.prompt.login || too_old || someone_else {
+        // Step-up (OIDC Core §3.1.2.1 `acr_values`): a sign-in weaker than asked for, by a
+        // user who has a second factor, signs in again, and the login asks for the factor.
+        let weaker = match req.acr {
+            Some(want) => {
+                let have = tessera_proto::claims::acr::from_amr(sso.amr.split_ascii_whitespace());
+                !tessera_proto::claims::acr::satisfies(Some(have), want)
+                    && self
+                        .store
+                        .has_factor(user.id)
+                        .await
+                        .map_err(|e| unavailable(e.into()))?
+            }
+            None => false,
+        };
+        if req.prompt.login || too_old || someone_else || weaker {
             return match req.prompt.none {
                 true => Err(req.error("login_required", "the user must sign in again")),
                 false => Ok(Decision::Login),
