@@ -192,11 +192,6 @@ async fn login(
     }
 }
 
-/// What the device pages say to a user with a second factor, which they do not ask for yet
-/// (the authorization pages and the JSON login API do).
-pub(super) const SECOND_FACTOR: &str =
-    "This account uses a second factor, which this page cannot ask for yet. Sign in through your app.";
-
 /// What the login pages say to an account that must have a second factor and has none.
 pub(super) const ENROL_FIRST: &str =
     "This account needs a second factor and has none. Ask an administrator for help.";

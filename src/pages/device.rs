@@ -13,10 +13,11 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use minijinja::context;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::authorize::{forged, set_sso_cookie, sso_cookie, unavailable};
 use super::csrf;
+use crate::auth::mfa::SecondFactor;
 use crate::auth::oidc::{display_user_code, PendingDevice, SsoCookie};
 use crate::auth::{AuthError, Caller};
 use crate::http::{client_meta, AppState, RequestCaller};
@@ -25,6 +26,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/device", get(device_get).post(device_post))
         .route("/device/login", post(login))
+        .route("/device/mfa", post(mfa))
         .route("/device/decide", post(decide))
 }
 
@@ -203,13 +205,7 @@ async fn login(
             StatusCode::BAD_REQUEST,
             Some("Enter your username and password."),
         ),
-        Err(AuthError::SecondFactorNotOffered) => login_page(
-            &st,
-            &headers,
-            typed,
-            StatusCode::FORBIDDEN,
-            Some(super::authorize::SECOND_FACTOR),
-        ),
+        Err(AuthError::MfaRequired(m)) => mfa_page(&st, &headers, typed, &m.mfa_token, None),
         Err(AuthError::MfaEnrolmentRequired) => login_page(
             &st,
             &headers,
@@ -278,6 +274,100 @@ async fn decide(
         ),
         Err(_) => unavailable(&st),
     }
+}
+
+/// The device login's second step: the `mfa_token` of the password step and a TOTP or
+/// recovery code.
+async fn mfa(
+    State(st): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    RequestCaller(caller): RequestCaller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let f = fields(&body);
+    if !checked(&st, &headers, &f) {
+        return forged(&st);
+    }
+    let get = |k: &str| f.get(k).map(String::as_str).unwrap_or_default();
+    let typed = get("user_code");
+    let token = SecretString::from(get("mfa_token").to_string());
+    let filled = |k: &str| {
+        Some(get(k).trim())
+            .filter(|v| !v.is_empty())
+            .map(|v| SecretString::from(v.to_string()))
+    };
+    let factor = match (filled("code"), filled("recovery_code")) {
+        (Some(c), _) => SecondFactor::Totp(c),
+        (None, Some(c)) => SecondFactor::RecoveryCode(c),
+        (None, None) => {
+            let error = Some("Enter the code from your app, or a recovery code.");
+            return mfa_page(&st, &headers, typed, &token, error);
+        }
+    };
+    let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(a))| a));
+    let ip = meta.ip.clone();
+    let old = sso_cookie(&headers);
+    let signed = st
+        .auth
+        .sign_in_browser_mfa(&token, factor, meta, old.as_ref(), &caller)
+        .await;
+    match signed {
+        Ok((cookie, max_age)) => {
+            show(
+                &st,
+                &headers,
+                Some(&cookie),
+                typed,
+                ip.as_deref(),
+                &caller,
+                Some((&cookie, max_age)),
+            )
+            .await
+        }
+        Err(AuthError::InvalidSecondFactor) | Err(AuthError::BadInput(_)) => mfa_page(
+            &st,
+            &headers,
+            typed,
+            &token,
+            Some("Incorrect or expired code. If it keeps failing, sign in again."),
+        ),
+        Err(AuthError::Throttled { retry_after_secs }) => {
+            let error = format!("Too many attempts. Try again in {retry_after_secs} seconds.");
+            let mut res = mfa_page(&st, &headers, typed, &token, Some(&error));
+            *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            res
+        }
+        Err(_) => unavailable(&st),
+    }
+}
+
+fn mfa_page(
+    st: &AppState,
+    headers: &HeaderMap,
+    typed: &str,
+    mfa_token: &SecretString,
+    error: Option<&str>,
+) -> Response {
+    let params: Vec<(&str, &str)> = match typed.is_empty() {
+        true => Vec::new(),
+        false => vec![("user_code", typed)],
+    };
+    csrf::with_token(headers, |csrf| {
+        st.pages.render(
+            StatusCode::OK,
+            "mfa.html",
+            context! {
+                lang => "en",
+                action => "/device/mfa",
+                client_id => "your device",
+                csrf => csrf,
+                params => params,
+                mfa_token => mfa_token.expose_secret(),
+                error => error,
+            },
+        )
+    })
 }
 
 fn login_page(

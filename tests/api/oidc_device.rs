@@ -13,6 +13,7 @@ on_both!(
     denied_expired_and_foreign_device_codes_get_no_tokens,
     user_codes_cannot_be_guessed,
     a_device_approved_before_a_logout_gets_nothing,
+    the_device_page_asks_for_the_second_factor,
 );
 
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -284,4 +285,38 @@ async fn a_device_approved_before_a_logout_gets_nothing(b: Backend) {
         (status, body["error"].clone()),
         (400, json!("invalid_grant"))
     );
+}
+
+async fn the_device_page_asks_for_the_second_factor(b: Backend) {
+    let Some(app) = provider(b).await else { return };
+    let (totp, _, _) = crate::mfa::with_totp(&app, "alice").await;
+    let r = start(&app, "tv").await;
+    let d: Value = r.json().await.unwrap();
+    let user_code = d["user_code"].as_str().unwrap();
+    let mut browser = Browser::new(&app);
+    let r = browser.get(&format!("/device?user_code={user_code}")).await;
+    let page = r.text().await.unwrap();
+    let r = browser
+        .sign_in_at("/device/login", &page, "alice", PASSWORD)
+        .await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Two-step verification"), "{page}");
+    assert!(!page.contains("Allow this device?"));
+    let mut fields = hidden_fields(&page);
+    fields.push(("code".into(), crate::mfa::code(&totp, 1)));
+    let r = browser.post("/device/mfa", &fields).await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Allow this device?"), "{page}");
+    let mut fields = hidden_fields(&page);
+    fields.push(("decision".into(), "allow".into()));
+    let r = browser.post("/device/decide", &fields).await;
+    assert_eq!(r.status(), 200);
+    interval_passed(&app).await;
+    let (status, t) = poll(&app, d["device_code"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{t}");
+    let id = TestApp::claims(t["id_token"].as_str().unwrap());
+    assert_eq!(id["amr"], json!(["pwd", "otp", "mfa"]));
+    assert_eq!(id["acr"], "2");
 }

@@ -38,10 +38,6 @@ pub enum AuthError {
     /// that is wrong, replayed or used: one error for all.
     #[error("invalid second factor")]
     InvalidSecondFactor,
-    /// The hosted pages do not ask for second factors yet: a user with one signs in through
-    /// the JSON login API. Refused after a correct password, never instead of a check.
-    #[error("this sign-in does not offer second factors")]
-    SecondFactorNotOffered,
     /// A correct password, but the account holds a role that needs a second factor, has
     /// none, and its enrolment grace (`mfa.enrol_grace`) is over.
     #[error("the account must enrol a second factor")]

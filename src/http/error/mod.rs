@@ -340,8 +340,6 @@ impl From<AuthError> for ApiError {
             },
             AuthError::FactorNotFound => ApiError::FactorNotFound,
             AuthError::MfaEnrolmentRequired => ApiError::MfaEnrolmentRequired,
-            // Only the hosted pages meet it; they show their own page.
-            AuthError::SecondFactorNotOffered => ApiError::Forbidden,
             AuthError::ReauthenticationRequired => ApiError::ReauthenticationRequired,
             AuthError::UnauthorizedClient => ApiError::UnauthorizedClient,
             AuthError::DevicePoll(poll) => ApiError::DevicePoll(match poll {

@@ -202,15 +202,32 @@ impl Auth {
         old: Option<&SsoCookie>,
         caller: &Caller,
     ) -> Result<(SsoCookie, u64), AuthError> {
-        // The device pages do not ask for a second factor yet: such a user is refused there
-        // after a correct password (fail closed).
         let (_, _, cookie) = self
             .start_sso(&self.first_party(), username, password, meta, old, caller)
-            .await
-            .map_err(|e| match e {
-                AuthError::MfaRequired(_) => AuthError::SecondFactorNotOffered,
-                other => other,
-            })?;
+            .await?;
+        Ok((cookie, self.settings.sso.absolute_ttl.as_secs()))
+    }
+
+    /// The second step of `sign_in_browser`: the `mfa_token` its password step gave the page
+    /// and a second factor.
+    ///
+    /// Errors: as `complete_mfa`.
+    pub async fn sign_in_browser_mfa(
+        &self,
+        mfa_token: &SecretString,
+        factor: crate::mfa::SecondFactor,
+        meta: ClientMeta,
+        old: Option<&SsoCookie>,
+        caller: &Caller,
+    ) -> Result<(SsoCookie, u64), AuthError> {
+        let client = self.first_party();
+        let (challenge, user, amr) = self
+            .verify_second_factor(mfa_token, &factor, meta.ip.as_deref(), &client, caller)
+            .await?;
+        let now = UnixMillis(now_ms().max(challenge.fence + 1));
+        let (_, _, cookie) = self
+            .open_sso(&client, user, now, amr, meta, old, caller)
+            .await?;
         Ok((cookie, self.settings.sso.absolute_ttl.as_secs()))
     }
 
