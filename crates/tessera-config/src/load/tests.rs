@@ -117,6 +117,11 @@ const EVERY_KEY: &[(&str, &str, &str)] = &[
     ),
     ("sso.idle_ttl", "2h", r#""2h""#),
     ("sso.absolute_ttl", "3d", r#""3days""#),
+    ("mfa.token_ttl", "2m", r#""2m""#),
+    ("mfa.totp_issuer", "Acme", r#""Acme""#),
+    ("mfa.reauth_within", "10m", r#""10m""#),
+    ("mfa.required_for_roles", r#"["admin"]"#, r#"["admin"]"#),
+    ("mfa.enrol_grace", "3d", r#""3days""#),
     ("log.format", "json", r#""json""#),
     ("log.level", "debug", r#""debug""#),
 ];
