@@ -33,7 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(set_claims))
         .routes(routes!(list_sessions))
         .routes(routes!(list_sso_sessions))
-        .routes(routes!(list_factors, reset_factors))
+        .routes(routes!(list_user_factors, reset_user_factors))
         .routes(routes!(revoke_sso_session))
         .routes(routes!(revoke_session))
 }
@@ -343,7 +343,7 @@ async fn revoke_session(
     params(("id" = Uuid, Path, description = "User id")),
     responses((status = 200, description = "The user's second factors and unused recovery codes (no secrets)", body = super::mfa::FactorsBody),
               (status = 404, description = "No such user", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
-async fn list_factors(
+async fn list_user_factors(
     State(st): State<AppState>,
     _admin: AdminUser,
     id: PathId,
@@ -357,7 +357,7 @@ async fn list_factors(
     params(("id" = Uuid, Path, description = "User id")),
     responses((status = 200, description = "Every factor and recovery code removed (a lost device); the user's sessions end. {\"removed\": N}", body = Object),
               (status = 404, description = "No such user", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
-async fn reset_factors(
+async fn reset_user_factors(
     State(st): State<AppState>,
     admin: AdminUser,
     id: PathId,

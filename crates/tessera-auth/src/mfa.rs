@@ -150,13 +150,6 @@ impl Auth {
             .map_err(|e| AuthError::Internal(format!("totp: {e}")))
     }
 
-    fn open_secret(&self, f: &MfaFactor) -> Result<zeroize::Zeroizing<Vec<u8>>, AuthError> {
-        self.keys
-            .master()
-            .open(&seal_label(f.id), &f.secret_enc)
-            .map_err(|e| AuthError::Internal(format!("a TOTP secret does not open: {e}")))
-    }
-
     /// After a correct password: `Some(MfaRequired)` when the user has a confirmed factor,
     /// with a new challenge for `client` and `granted`, bound to the cut-off read with the
     /// password (`user.tokens_not_before`); `Some(MfaEnrolmentRequired)` for an account with a
@@ -335,9 +328,8 @@ impl Auth {
                     if f.kind != "totp" || f.confirmed_at.is_none() {
                         continue;
                     }
-                    let secret = self.open_secret(&f)?;
-                    let totp = self.totp(&secret, "user")?;
-                    let Some(step) = totp.check(code, UnixMillis(now).as_secs() as u64) else {
+                    let at = UnixMillis(now).as_secs() as u64;
+                    let Some(step) = totp_step(self.keys.master(), &f, code, at)? else {
                         continue;
                     };
                     // A code is taken once: a replay, or a parallel twin, finds its step used.
@@ -388,11 +380,7 @@ impl Auth {
             .render::<qrcode::render::svg::Color>()
             .min_dimensions(200, 200)
             .build();
-        let sealed = self
-            .keys
-            .master()
-            .seal(&seal_label(id), &secret[..])
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        let sealed = seal_totp_secret(self.keys.master(), id, &secret[..])?;
         let now = now_ms();
         self.store
             .insert_factor(&MfaFactor {
@@ -435,12 +423,9 @@ impl Auth {
             .find(|f| f.id == factor_id && f.confirmed_at.is_none())
             .ok_or(AuthError::FactorNotFound)?;
         let first = factors.iter().all(|f| f.confirmed_at.is_none());
-        let secret = self.open_secret(f)?;
         let now = now_ms();
-        let step = self.totp(&secret, "user")?.check(
-            code.expose_secret().trim(),
-            UnixMillis(now).as_secs() as u64,
-        );
+        let at = UnixMillis(now).as_secs() as u64;
+        let step = totp_step(self.keys.master(), f, code.expose_secret().trim(), at)?;
         let Some(step) = step else {
             return Err(AuthError::InvalidSecondFactor);
         };
@@ -637,6 +622,44 @@ impl Auth {
         self.store.reseal_factors(&reseal).await?;
         Ok(reseal.len())
     }
+}
+
+/// The RFC 6238 time step (Unix seconds / 30) whose code `code` is, within one step either side
+/// of `at` (Unix seconds), for the TOTP factor `f`, whose secret `master` opens. The CPU part of
+/// every TOTP check (`benches/hot_paths.rs` measures it).
+///
+/// Errors: `Internal` (the secret does not open).
+pub fn totp_step(
+    master: &crate::keys::MasterKey,
+    f: &MfaFactor,
+    code: &str,
+    at: u64,
+) -> Result<Option<u64>, AuthError> {
+    let secret = master
+        .open(&seal_label(f.id), &f.secret_enc)
+        .map_err(|e| AuthError::Internal(format!("a TOTP secret does not open: {e}")))?;
+    let totp = totp_rs::Builder::new()
+        .with_algorithm(Algorithm::SHA1)
+        .with_digits(TOTP_DIGITS)
+        .with_step_duration(TOTP_STEP_SECS)
+        .with_skew(1)
+        .with_secret(Secret::new(secret.to_vec().into_boxed_slice()))
+        .build_noncompliant();
+    Ok(totp.check(code, at))
+}
+
+/// Seals a new TOTP secret for factor `id` as `MfaFactor::secret_enc` holds it (tests and
+/// benchmarks build factors with it).
+///
+/// Errors: `Internal`.
+pub fn seal_totp_secret(
+    master: &crate::keys::MasterKey,
+    id: Uuid,
+    secret: &[u8],
+) -> Result<Vec<u8>, AuthError> {
+    master
+        .seal(&seal_label(id), secret)
+        .map_err(|e| AuthError::Internal(e.to_string()))
 }
 
 /// A factor's name: trimmed, 1 to 64 characters, no control characters.

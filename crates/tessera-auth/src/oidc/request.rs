@@ -223,6 +223,18 @@ fn parse_prompt(raw: Option<&str>) -> Option<Prompt> {
     (any || raw.is_empty()).then_some(p)
 }
 
+/// The weakest of the `acr_values` Tessera issues (`tessera_proto::claims::acr`); values it
+/// does not know are left out, and with none known, any sign-in will do (OIDC Core §3.1.2.1:
+/// `acr_values` is a voluntary claim).
+fn weakest_acr(raw: Option<&str>) -> Option<&'static str> {
+    use tessera_proto::claims::acr;
+    let known = [acr::PASSWORD, acr::MFA, acr::PHISHING_RESISTANT];
+    raw?.split(' ')
+        .filter_map(|v| known.iter().position(|k| *k == v))
+        .min()
+        .map(|i| known[i])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,16 +311,13 @@ mod tests {
             })
         );
     }
-}
 
-/// The weakest of the `acr_values` Tessera issues (`tessera_proto::claims::acr`); values it
-/// does not know are left out, and with none known, any sign-in will do (OIDC Core §3.1.2.1:
-/// `acr_values` is a voluntary claim).
-fn weakest_acr(raw: Option<&str>) -> Option<&'static str> {
-    use tessera_proto::claims::acr;
-    let known = [acr::PASSWORD, acr::MFA, acr::PHISHING_RESISTANT];
-    raw?.split(' ')
-        .filter_map(|v| known.iter().position(|k| *k == v))
-        .min()
-        .map(|i| known[i])
+    #[test]
+    fn acr_values_ask_for_their_weakest_known_value() {
+        assert_eq!(weakest_acr(None), None);
+        assert_eq!(weakest_acr(Some("urn:other")), None);
+        assert_eq!(weakest_acr(Some("2")), Some("2"));
+        assert_eq!(weakest_acr(Some("3 2")), Some("2"));
+        assert_eq!(weakest_acr(Some("urn:other 1 2")), Some("1"));
+    }
 }

@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""Second factors against their ceilings, in the same run, on Postgres and SQLite (run after
+`cargo build --release`; `bench/run --mfa` runs it):
+
+- a login with a TOTP code (POST /login, 403 mfa_required, POST /login/mfa) against a login
+  with the password alone, both argon2-bound: target >= 0.85 of its rate;
+- /refresh of a session whose login had a second factor, against the same rotation of a
+  password-only session: within 5%. With BENCH_BEFORE_BIN=<an older tessera binary>, also
+  against that build's /refresh (what the MFA state costs the rotation, if anything).
+
+The CPU cost of one TOTP check is `cargo bench --bench hot_paths -- TOTP`. Each user's code
+works once per 30-second step, so every MFA login is a different user; the load is 8 client
+threads (http.client), the same for both logins. Nothing leaves 127.0.0.1.
+"""
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import queue
+import struct
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import BASE, PASSWORD, PORT, SECS, Server, log, sh  # noqa: E402
+
+THREADS = 8
+USERS = int(os.environ.get("BENCH_MFA_USERS", "1000"))
+results = {}
+
+
+def totp(secret_b32, at):
+    """RFC 6238: SHA-1, 6 digits, 30-second steps."""
+    key = base64.b32decode(secret_b32 + "=" * (-len(secret_b32) % 8))
+    mac = hmac.new(key, struct.pack(">Q", int(at) // 30), hashlib.sha1).digest()
+    o = mac[-1] & 15
+    return "%06d" % ((struct.unpack(">I", mac[o:o + 4])[0] & 0x7FFFFFFF) % 1_000_000)
+
+
+class Client:
+    def __init__(self):
+        self.c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60)
+
+    def post(self, path, body, token=None):
+        headers = {"content-type": "application/json"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self.c.request("POST", path, json.dumps(body), headers)
+        r = self.c.getresponse()
+        data = r.read()
+        return r.status, (json.loads(data) if data else None)
+
+
+def admin_token():
+    status, t = Client().post("/login", {"username": "bench0", "password": PASSWORD})
+    assert status == 200, status
+    return t["access_token"]
+
+
+def make_users(prefix, n, with_totp):
+    """n users; with a confirmed TOTP factor each when `with_totp`. Returns {name: secret}."""
+    token = admin_token()
+    names = queue.Queue()
+    for i in range(n):
+        names.put(f"{prefix}{i}")
+    secrets = {}
+
+    def work():
+        c = Client()
+        while True:
+            try:
+                name = names.get_nowait()
+            except queue.Empty:
+                return
+            status, _ = c.post("/admin/users", {"username": name, "password": PASSWORD, "roles": []}, token)
+            assert status == 201, status
+            if not with_totp:
+                continue
+            status, t = c.post("/login", {"username": name, "password": PASSWORD})
+            assert status == 200, status
+            access = t["access_token"]
+            status, e = c.post("/me/factors/totp", {"name": "bench"}, access)
+            assert status == 201, status
+            status, _ = c.post(f"/me/factors/{e['id']}/confirm", {"code": totp(e["secret"], time.time())}, access)
+            assert status == 200, status
+            secrets[name] = e["secret"]
+
+    threads = [threading.Thread(target=work) for _ in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return secrets
+
+
+def login_load(users, mfa, secs):
+    """Logins of distinct users by THREADS threads for `secs` seconds (or until the users run
+    out): complete logins per second."""
+    todo = queue.Queue()
+    for u in users:
+        todo.put(u)
+    done, failed = [0], [0]
+    lock = threading.Lock()
+    end = time.time() + secs
+    start = time.perf_counter()
+
+    def work():
+        c = Client()
+        while time.time() < end:
+            try:
+                name = todo.get_nowait()
+            except queue.Empty:
+                return
+            status, body = c.post("/login", {"username": name, "password": PASSWORD})
+            ok = status == 200
+            if mfa:
+                ok = False
+                if status == 403 and body.get("error") == "mfa_required":
+                    code = totp(users[name], time.time())
+                    status, body = c.post("/login/mfa", {"mfa_token": body["mfa_token"], "totp_code": code})
+                    ok = status == 200
+            with lock:
+                done[0] += ok
+                failed[0] += not ok
+
+    threads = [threading.Thread(target=work) for _ in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    return {"logins": done[0], "failed": failed[0], "seconds": wall, "per_sec": done[0] / wall}
+
+
+def refresh_of(name, secret=None):
+    """A refresh token of `name`'s login (with the TOTP code when `secret` is given)."""
+    c = Client()
+    status, body = c.post("/login", {"username": name, "password": PASSWORD})
+    if secret:
+        assert status == 403, status
+        status, body = c.post("/login/mfa", {"mfa_token": body["mfa_token"], "totp_code": totp(secret, time.time())})
+    assert status == 200, status
+    return body["refresh_token"]
+
+
+def refresh_rate(tokens, secs):
+    with tempfile.NamedTemporaryFile("w", delete=False, suffix=".tokens") as f:
+        f.write("\n".join(tokens) + "\n")
+        path = f.name
+    try:
+        out = sh("wrk", "-t", str(len(tokens)), "-c", str(len(tokens)), "-d", f"{secs}s",
+                 "-s", os.path.join(harness.ROOT, "bench", "refresh.lua"), BASE,
+                 env={**os.environ, "TOKENS_FILE": path})
+    finally:
+        os.unlink(path)
+    r = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    return (r["requests"] - r["non_2xx"]) / r["seconds"]
+
+
+def backend_run(name, env, config):
+    log(f"== {name}: users")
+    server = Server(env, config)
+    r = {}
+    plain = make_users("plain", USERS, False)
+    mfa_users = make_users("mfa", USERS, True)
+    # The first logins of a fresh process warm its caches; both loads run after these.
+    log(f"== {name}: /login with the password alone, then with a TOTP code")
+    r["password_login"] = login_load(plain, False, SECS)
+    r["mfa_login"] = login_load(mfa_users, True, SECS)
+    r["mfa_login"]["ratio"] = r["mfa_login"]["per_sec"] / r["password_login"]["per_sec"]
+    log(f"== {name}: /refresh of password-only and MFA sessions")
+    names = list(mfa_users)[-8:]
+    plain_tokens = [refresh_of(f"bench{i % 4}") for i in range(8)]
+    mfa_tokens = [refresh_of(n, mfa_users[n]) for n in names]
+    r["refresh_password_session"] = refresh_rate(plain_tokens, SECS)
+    r["refresh_mfa_session"] = refresh_rate(mfa_tokens, SECS)
+    r["refresh_ratio"] = r["refresh_mfa_session"] / r["refresh_password_session"]
+    server.stop()
+    before = os.environ.get("BENCH_BEFORE_BIN")
+    if before:
+        log(f"== {name}: /refresh of the build before second factors")
+        now_bin = harness.BIN
+        harness.BIN = before
+        try:
+            server = Server(env, config)
+            tokens = [refresh_of(f"bench{i % 4}") for i in range(8)]
+            r["refresh_before"] = refresh_rate(tokens, SECS)
+            server.stop()
+        finally:
+            harness.BIN = now_bin
+        server = Server(env, config)
+        tokens = [refresh_of(f"bench{i % 4}") for i in range(8)]
+        r["refresh_after"] = refresh_rate(tokens, SECS)
+        server.stop()
+        r["refresh_after_vs_before"] = r["refresh_after"] / r["refresh_before"]
+    return r
+
+
+def main():
+    os.chdir(tempfile.mkdtemp(prefix="tessera-bench-mfa-"))
+    base_env = {**os.environ, "TESSERA__HTTP__BIND": f"127.0.0.1:{PORT}",
+                "TESSERA__LOG__LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warn"),
+                "TESSERA__TOKENS__ISSUER": BASE,
+                "TESSERA__KEYS__MASTER_KEY": sh("openssl", "rand", "-base64", "32").strip(),
+                "TESSERA__THROTTLE__IP_FREE_FAILURES": "0"}
+    base_env.pop("DATABASE_URL", None)
+    config = os.path.abspath("bench.toml")
+    with open(config, "w") as f:
+        f.write("# second-factor bench: defaults\n")
+    db = f"tessera_bench_mfa_{os.getpid()}"
+    sh("psql", harness.PG_ADMIN, "-qc", f"CREATE DATABASE {db}")
+    try:
+        env = {**base_env, "DATABASE_URL": harness.PG_ADMIN.rsplit("/", 1)[0] + "/" + db}
+        admin_setup(env, config)
+        results["postgres"] = backend_run("postgres", env, config)
+    finally:
+        sh("psql", harness.PG_ADMIN, "-qc", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)", check=False)
+    env = {**base_env, "TESSERA__DATABASE__URL": "sqlite://bench-data/tessera.db"}
+    admin_setup(env, config)
+    results["sqlite"] = backend_run("sqlite", env, config)
+    with open(os.path.join(harness.ROOT, "bench", "last-run-mfa.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    table()
+
+
+def admin_setup(env, config):
+    harness.setup_users(env, config)
+    sh(harness.BIN, "--config", config, "user", "set-roles", "bench0", "--role", "admin", env=env)
+
+
+def table():
+    rows = [("path", "figure", "ceiling (same run)", "ratio", "target")]
+    for name, r in results.items():
+        pw, mfa = r["password_login"]["per_sec"], r["mfa_login"]["per_sec"]
+        rows.append((f"{name}: login with a TOTP code/s", f"{mfa:.1f}", f"{pw:.1f} password logins/s",
+                     f"{mfa / pw:.2f}", ">= 0.85"))
+        a, b = r["refresh_mfa_session"], r["refresh_password_session"]
+        rows.append((f"{name}: /refresh of an MFA session/s", f"{a:.0f}", f"{b:.0f} password-session refreshes/s",
+                     f"{a / b:.2f}", "0.95-1.05"))
+        if "refresh_before" in r:
+            rows.append((f"{name}: /refresh now vs before second factors", f"{r['refresh_after']:.0f}",
+                         f"{r['refresh_before']:.0f}", f"{r['refresh_after_vs_before']:.2f}", ">= 0.95"))
+    w = [max(len(str(x[i])) for x in rows) for i in range(5)]
+    for i, row in enumerate(rows):
+        print("| " + " | ".join(str(c).ljust(w[j]) for j, c in enumerate(row)) + " |")
+        if i == 0:
+            print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+
+
+if __name__ == "__main__":
+    main()
