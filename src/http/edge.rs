@@ -112,7 +112,9 @@ where
             .get::<MatchedPath>()
             .map(|p| intern(p.as_str()))
             .unwrap_or("unmatched");
-        if route != "/login" {
+        // The two steps of a login are the hashing's own traffic; anything else in flight
+        // makes the hashing threads yield their cores (`password.yield_every`).
+        if route != "/login" && route != "/login/mfa" {
             self.activity.note_other_request(started);
         }
         let client_ip = req

@@ -139,7 +139,9 @@ impl Auth {
             return Err(needed);
         }
         let session = self.new_session(user.id, meta, client, &granted, now);
-        let subject = self.open_session(&user, &session, client, caller).await?;
+        let subject = self
+            .open_session(user.tokens_not_before, &session, client, caller)
+            .await?;
         self.audit(
             caller,
             Event::LoginSucceeded,
@@ -320,25 +322,24 @@ impl Auth {
     /// it, a disable refuses its tokens, and a role removal cuts off this token while the
     /// session's next refresh reads the new roles. Roles and claims come from that same locked
     /// read.
+    /// `fence` is the user's `tokens_not_before` as read with the credential.
     pub(crate) async fn open_session(
         &self,
-        user: &User,
+        fence: i64,
         session: &Session,
         client: &ClientId,
         caller: &Caller,
     ) -> Result<SubjectClaims, AuthError> {
-        let fenced = self
-            .store
-            .create_session(session, user.tokens_not_before)
-            .await?;
+        let user_id = session.user_id;
+        let fenced = self.store.create_session(session, fence).await?;
         let Some(subject) = fenced else {
-            tracing::info!(user_id = %user.id, "login refused: the account changed while it was checked");
+            tracing::info!(%user_id, "login refused: the account changed while it was checked");
             return Err(self
-                .login_failed(Some(user.id), client, "account_changed", caller)
+                .login_failed(Some(user_id), client, "account_changed", caller)
                 .await);
         };
-        self.revocations.session_live(session.id, user.id);
-        tracing::info!(user_id = %user.id, session_id = %session.id, "login ok");
+        self.revocations.session_live(session.id, user_id);
+        tracing::info!(%user_id, session_id = %session.id, "login ok");
         Ok(subject)
     }
 }

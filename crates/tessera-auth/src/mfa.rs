@@ -162,20 +162,10 @@ impl Auth {
         client: &ClientId,
         granted: &Granted,
     ) -> Result<Option<AuthError>, AuthError> {
-        if !self.store.has_factor(user.id).await? {
-            // `mfa.required_for_roles`: past `mfa.enrol_grace`, such an account must enrol
-            // (an administrator can help); until then it logs in without those roles.
-            let m = &self.settings.mfa;
-            let privileged = user.roles.iter().any(|r| m.required_for_roles.contains(r));
-            let grace = i64::try_from(m.enrol_grace.as_millis()).unwrap_or(i64::MAX);
-            if privileged && now_ms().saturating_sub(user.created_at) > grace {
-                return Ok(Some(AuthError::MfaEnrolmentRequired));
-            }
-            return Ok(None);
-        }
         let token = random_token()?;
         let now = now_ms();
-        self.store
+        let stored = self
+            .store
             .insert_challenge(&MfaChallenge {
                 token_hash: token_digest(token.expose_secret()),
                 user_id: user.id,
@@ -189,6 +179,18 @@ impl Auth {
                 used_at: None,
             })
             .await?;
+        if !stored {
+            // No factor. `mfa.required_for_roles`: past `mfa.enrol_grace`, such an account
+            // must enrol (an administrator can help); until then it logs in without those
+            // roles.
+            let m = &self.settings.mfa;
+            let privileged = user.roles.iter().any(|r| m.required_for_roles.contains(r));
+            let grace = i64::try_from(m.enrol_grace.as_millis()).unwrap_or(i64::MAX);
+            if privileged && now.saturating_sub(user.created_at) > grace {
+                return Ok(Some(AuthError::MfaEnrolmentRequired));
+            }
+            return Ok(None);
+        }
         tracing::info!(user_id = %user.id, "password ok, second factor required");
         Ok(Some(AuthError::MfaRequired(MfaRequired {
             mfa_token: token,
@@ -214,7 +216,7 @@ impl Auth {
         client: &ClientId,
         caller: &Caller,
     ) -> Result<TokenPair, AuthError> {
-        let (challenge, user, amr) = self
+        let (challenge, amr) = self
             .verify_second_factor(mfa_token, &factor, meta.ip.as_deref(), client, caller)
             .await?;
         let granted = Granted {
@@ -222,13 +224,17 @@ impl Auth {
             resource: challenge.resource.clone(),
         };
         let now = UnixMillis(now_ms().max(challenge.fence + 1));
-        let mut session = self.new_session(user.id, meta, client, &granted, now);
+        let mut session = self.new_session(challenge.user_id, meta, client, &granted, now);
         session.amr = Some(amr.into());
-        let subject = self.open_session(&user, &session, client, caller).await?;
+        // Fenced by the cut-off read with the password: a password change, disable or
+        // cut-off since then refuses the session.
+        let subject = self
+            .open_session(challenge.fence, &session, client, caller)
+            .await?;
         self.audit(
             caller,
             Event::LoginSucceeded,
-            Record::session(user.id, session.id).client(client.as_str()),
+            Record::session(challenge.user_id, session.id).client(client.as_str()),
         )
         .await;
         metrics::counter!("logins_total", "result" => "ok").increment(1);
@@ -237,9 +243,8 @@ impl Auth {
 
     /// The second step of every login with a second factor (the JSON API and the hosted
     /// pages): the challenge of `mfa_token` for `client`, throttled, checked and used up.
-    /// Returns it, its user (as read with the password: `tokens_not_before` is the
-    /// challenge's fence, and a user whose cut-off has moved since is refused) and the RFC
-    /// 8176 methods of the login.
+    /// Returns it and the RFC 8176 methods of the login. What is opened with it must be
+    /// fenced by `challenge.fence` (the cut-off read with the password).
     ///
     /// Errors: as `complete_mfa`.
     pub(crate) async fn verify_second_factor(
@@ -249,7 +254,7 @@ impl Auth {
         ip: Option<&str>,
         client: &ClientId,
         caller: &Caller,
-    ) -> Result<(MfaChallenge, User, &'static str), AuthError> {
+    ) -> Result<(MfaChallenge, &'static str), AuthError> {
         let presented = match factor {
             SecondFactor::Totp(c) | SecondFactor::RecoveryCode(c) => c.expose_secret(),
         };
@@ -301,12 +306,18 @@ impl Auth {
             )
             .await;
         }
-        // A password change, disable or cut-off since the password check ends the login.
-        let user = match self.store.user_by_id(challenge.user_id).await? {
-            Some(u) if !u.disabled && u.tokens_not_before == challenge.fence => u,
-            _ => return Err(AuthError::InvalidSecondFactor),
-        };
-        Ok((challenge, user, amr_of(factor)))
+        Ok((challenge, amr_of(factor)))
+    }
+
+    /// The user of a challenge that passed, for a hosted page's SSO session: refused when a
+    /// password change, disable or cut-off came after the password check.
+    ///
+    /// Errors: `InvalidSecondFactor`, `StoreUnavailable`.
+    pub(crate) async fn challenge_user(&self, challenge: &MfaChallenge) -> Result<User, AuthError> {
+        match self.store.user_by_id(challenge.user_id).await? {
+            Some(u) if !u.disabled && u.tokens_not_before == challenge.fence => Ok(u),
+            _ => Err(AuthError::InvalidSecondFactor),
+        }
     }
 
     /// Whether `factor` is one of the user's, used now for the first time.

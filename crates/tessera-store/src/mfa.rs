@@ -102,7 +102,9 @@ pub trait MfaStore {
     async fn use_recovery_code(&self, user_id: Uuid, hash: &str, now: i64) -> StoreResult<bool>;
     /// How many unused recovery codes the user has.
     async fn recovery_codes_left(&self, user_id: Uuid) -> StoreResult<i64>;
-    async fn insert_challenge(&self, c: &MfaChallenge) -> StoreResult<()>;
+    /// Stores the challenge if its user has a confirmed factor (one statement: a login needs
+    /// no second read); `false` when they have none, and nothing is stored.
+    async fn insert_challenge(&self, c: &MfaChallenge) -> StoreResult<bool>;
     /// The unused, unexpired challenge with this digest and fewer than `max_failures`.
     async fn challenge(
         &self,

@@ -51,7 +51,8 @@ const RECOVERY_CODES_LEFT: &str =
 const INSERT_CHALLENGE: &str = "
     INSERT INTO mfa_challenges (token_hash, user_id, client_id, scope, resource, fence,
                                 created_at, expires_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8
+    WHERE EXISTS (SELECT 1 FROM mfa_factors WHERE user_id = $2 AND confirmed_at IS NOT NULL)";
 
 const CHALLENGE: &str = "
     SELECT * FROM mfa_challenges
@@ -223,8 +224,8 @@ impl MfaStore for SqlStore {
         Ok(n)
     }
 
-    async fn insert_challenge(&self, c: &MfaChallenge) -> StoreResult<()> {
-        on_backend!(self, |b| sqlx::query(INSERT_CHALLENGE)
+    async fn insert_challenge(&self, c: &MfaChallenge) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(INSERT_CHALLENGE)
             .bind(&c.token_hash)
             .bind(c.user_id)
             .bind(&c.client_id)
@@ -236,7 +237,7 @@ impl MfaStore for SqlStore {
             .execute(b.pool())
             .await
             .map(|r| r.rows_affected()))?;
-        Ok(())
+        Ok(n == 1)
     }
 
     async fn challenge(

@@ -296,7 +296,9 @@ impl Auth {
         session.sso_session_id = Some(sso_id);
         let amr = code.amr.clone().unwrap_or_else(|| "pwd".into());
         session.amr = Some(amr.clone());
-        let subject = self.open_session(&user, &session, client, caller).await?;
+        let subject = self
+            .open_session(user.tokens_not_before, &session, client, caller)
+            .await?;
         let sign_in = SignIn {
             client_id: &code.client_id,
             nonce: None,

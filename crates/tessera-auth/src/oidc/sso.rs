@@ -221,9 +221,10 @@ impl Auth {
         caller: &Caller,
     ) -> Result<(SsoCookie, u64), AuthError> {
         let client = self.first_party();
-        let (challenge, user, amr) = self
+        let (challenge, amr) = self
             .verify_second_factor(mfa_token, &factor, meta.ip.as_deref(), &client, caller)
             .await?;
+        let user = self.challenge_user(&challenge).await?;
         let now = UnixMillis(now_ms().max(challenge.fence + 1));
         let (_, _, cookie) = self
             .open_sso(&client, user, now, amr, meta, old, caller)
@@ -272,9 +273,10 @@ impl Auth {
         caller: &Caller,
     ) -> Result<SignedIn, AuthError> {
         let client = ClientId::registered(&req.client_id);
-        let (challenge, user, amr) = self
+        let (challenge, amr) = self
             .verify_second_factor(mfa_token, &factor, meta.ip.as_deref(), &client, caller)
             .await?;
+        let user = self.challenge_user(&challenge).await?;
         let now = UnixMillis(now_ms().max(challenge.fence + 1));
         let (sso, user, cookie) = self
             .open_sso(&client, user, now, amr, meta, old, caller)
