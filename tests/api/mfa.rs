@@ -189,6 +189,28 @@ async fn totp_enrolment_then_login_with_a_code(b: Backend) {
     assert_eq!(l["factors"][0]["confirmed"], true);
     assert_eq!(l["recovery_codes_left"], 10);
     assert!(!l.to_string().contains("secret"));
+    // At most ten factors, confirmed or not.
+    let bearer = t["access_token"].as_str().unwrap();
+    for _ in 0..9 {
+        let r = bearer_json(
+            &app,
+            reqwest::Method::POST,
+            "/me/factors/totp",
+            bearer,
+            None,
+        )
+        .await;
+        assert_eq!(r.status(), 201);
+    }
+    let r = bearer_json(
+        &app,
+        reqwest::Method::POST,
+        "/me/factors/totp",
+        bearer,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 400);
     // Sealed at rest: the stored bytes are not the secret.
     let secret = totp.secret().as_bytes().to_vec();
     let rows = app
@@ -202,7 +224,7 @@ async fn totp_enrolment_then_login_with_a_code(b: Backend) {
         )
         .await
         .unwrap();
-    assert_eq!(rows.len(), 1);
+    assert_eq!(rows.len(), 10);
     assert!(!rows[0]
         .secret_enc
         .windows(secret.len())

@@ -27,6 +27,8 @@ const TOTP_DIGITS: u8 = 6;
 const TOTP_STEP_SECS: u64 = 30;
 /// Longest factor name, in characters.
 const MAX_NAME_CHARS: usize = 64;
+/// Factors a user may hold, confirmed or not (enrolment cannot grow a user's rows unbounded).
+const MAX_FACTORS: usize = 10;
 
 /// A password login that needs its second factor: 403 `mfa_required` at the edge.
 #[derive(Debug)]
@@ -366,7 +368,8 @@ impl Auth {
     /// bits), shown once as base32, an `otpauth://` URI and a QR code, sealed under the master
     /// key when stored. It counts only once `confirm_totp` takes a valid code.
     ///
-    /// Errors: `BadInput` (a name too long), `UserNotFound`, `StoreUnavailable`, `Internal`.
+    /// Errors: `BadInput` (a name too long, or ten factors already), `UserNotFound`,
+    /// `StoreUnavailable`, `Internal`.
     pub async fn enrol_totp(
         &self,
         user_id: Uuid,
@@ -378,6 +381,11 @@ impl Auth {
             .user_by_id(user_id)
             .await?
             .ok_or(AuthError::UserNotFound)?;
+        if self.store.factors_of_user(user_id).await?.len() >= MAX_FACTORS {
+            return Err(AuthError::BadInput(format!(
+                "a user holds at most {MAX_FACTORS} factors: remove one first"
+            )));
+        }
         let mut secret = zeroize::Zeroizing::new([0u8; 20]);
         aws_lc_rs::rand::fill(&mut secret[..])
             .map_err(|_| AuthError::Internal("no randomness".into()))?;
