@@ -10,6 +10,16 @@ use super::{
     AuthorizationCode, CodeExchange, CodeStore, Exchanged, SsoSession, SsoStore, StoreResult, User,
 };
 
+/// The columns of `UserColumns`, from the users row `u`.
+macro_rules! user_columns {
+    () => {
+        "u.id AS u_id, u.username AS u_username, u.password_hash AS u_password_hash,
+         u.roles AS u_roles, u.claims AS u_claims, u.disabled AS u_disabled,
+         u.tokens_not_before AS u_tokens_not_before, u.created_at AS u_created_at,
+         u.updated_at AS u_updated_at"
+    };
+}
+
 const INSERT_SSO: &str = "
     INSERT INTO sso_sessions (id, user_id, token_hash, auth_time, amr, created_at, last_seen_at,
                               idle_expires_at, absolute_expires_at, ip, user_agent)
@@ -70,7 +80,8 @@ const INSERT_CODE: &str = "
 /// marked used, its bindings and its user's fence (`FOR SHARE`, as a login's) are checked, and
 /// the session is created only when both hold. The answer is the code (none: unknown or used
 /// before) with its user's columns, which are null when the checks failed.
-const EXCHANGE_PG: &str = "
+const EXCHANGE_PG: &str = concat!(
+    "
     WITH redeemed AS (
         UPDATE authorization_codes SET used_at = $3, session_id = $2
         WHERE code_hash = $1 AND used_at IS NULL
@@ -92,17 +103,16 @@ const EXCHANGE_PG: &str = "
                c.sso_session_id, c.amr
         FROM redeemed c JOIN fenced f ON f.id = c.user_id
         RETURNING id)
-    SELECT c.*, f.id AS u_id, f.username AS u_username, f.password_hash AS u_password_hash,
-           f.roles AS u_roles, f.claims AS u_claims, f.disabled AS u_disabled,
-           f.tokens_not_before AS u_tokens_not_before, f.created_at AS u_created_at,
-           f.updated_at AS u_updated_at, (SELECT count(*) FROM created) AS created
-    FROM redeemed c LEFT JOIN fenced f ON f.id = c.user_id";
+    SELECT c.*, ",
+    user_columns!(),
+    ", (SELECT count(*) FROM created) AS created
+    FROM redeemed c LEFT JOIN fenced u ON u.id = c.user_id"
+);
 
-/// A row of `EXCHANGE_PG`: the code, and its user when the exchange created the session.
+/// A user's columns under a `u_` prefix, beside another record's in one row (a LEFT JOIN
+/// leaves them null): `USER_COLUMNS` selects them from `u`.
 #[derive(sqlx::FromRow)]
-struct ExchangeRow {
-    #[sqlx(flatten)]
-    code: AuthorizationCode,
+struct UserColumns {
     u_id: Option<Uuid>,
     u_username: Option<String>,
     u_password_hash: Option<String>,
@@ -112,36 +122,61 @@ struct ExchangeRow {
     u_tokens_not_before: Option<i64>,
     u_created_at: Option<i64>,
     u_updated_at: Option<i64>,
+}
+
+impl UserColumns {
+    fn into_user(self) -> Option<User> {
+        Some(User {
+            id: self.u_id?,
+            username: self.u_username?,
+            password_hash: self.u_password_hash?,
+            roles: self.u_roles?.0,
+            claims: self.u_claims?.0,
+            disabled: self.u_disabled?,
+            tokens_not_before: self.u_tokens_not_before?,
+            created_at: self.u_created_at?,
+            updated_at: self.u_updated_at?,
+        })
+    }
+}
+
+/// A row of `EXCHANGE_PG` or `EXCHANGE_SQLITE`: the code, and its user when the exchange
+/// created the session.
+#[derive(sqlx::FromRow)]
+struct ExchangeRow {
+    #[sqlx(flatten)]
+    code: AuthorizationCode,
+    #[sqlx(flatten)]
+    user: UserColumns,
     created: i64,
 }
 
 impl ExchangeRow {
     fn into_exchanged(self) -> Exchanged {
-        let user = match (
-            self.created,
-            self.u_id,
-            self.u_username,
-            self.u_password_hash,
-        ) {
-            (1, Some(id), Some(username), Some(password_hash)) => User {
-                id,
-                username,
-                password_hash,
-                roles: self.u_roles.map(|r| r.0).unwrap_or_default(),
-                claims: self.u_claims.map(|c| c.0).unwrap_or_default(),
-                disabled: self.u_disabled.unwrap_or(true),
-                tokens_not_before: self.u_tokens_not_before.unwrap_or(i64::MAX),
-                created_at: self.u_created_at.unwrap_or_default(),
-                updated_at: self.u_updated_at.unwrap_or_default(),
+        match (self.created, self.user.into_user()) {
+            (1, Some(user)) => Exchanged::Issued {
+                code: Box::new(self.code),
+                user: Box::new(user),
             },
-            _ => return Exchanged::Refused,
-        };
-        Exchanged::Issued {
-            code: Box::new(self.code),
-            user: Box::new(user),
+            _ => Exchanged::Refused,
         }
     }
 }
+
+/// An SSO session with its user, as `/authorize` reads them: one round trip.
+#[derive(sqlx::FromRow)]
+struct SsoWithUser {
+    #[sqlx(flatten)]
+    sso: SsoSession,
+    #[sqlx(flatten)]
+    user: UserColumns,
+}
+
+const SSO_WITH_USER: &str = concat!(
+    "SELECT s.*, ",
+    user_columns!(),
+    " FROM sso_sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1"
+);
 
 const MARK_REPLAYED: &str = "
     UPDATE authorization_codes
@@ -176,6 +211,17 @@ impl SsoStore for SqlStore {
             .fetch_optional(b.pool())
             .await)?;
         Ok(row)
+    }
+
+    async fn sso_session_with_user(
+        &self,
+        token_hash: &str,
+    ) -> StoreResult<Option<(SsoSession, User)>> {
+        let row: Option<SsoWithUser> = on_backend!(self, |b| sqlx::query_as(SSO_WITH_USER)
+            .bind(token_hash)
+            .fetch_optional(b.pool())
+            .await)?;
+        Ok(row.and_then(|r| Some((r.sso, r.user.into_user()?))))
     }
 
     async fn sso_session(&self, id: Uuid) -> StoreResult<Option<SsoSession>> {
@@ -382,7 +428,8 @@ impl CodeStore for SqlStore {
 /// revoke, so the session is then not created) and under its user's fence, which SQLite's
 /// single writer makes atomic with the insert. The last statement reads the outcome, with the
 /// user's columns only if the fence still holds.
-const EXCHANGE_SQLITE: &str = "
+const EXCHANGE_SQLITE: &str = concat!(
+    "
     UPDATE authorization_codes SET used_at = $3, session_id = $2
     WHERE code_hash = $1 AND used_at IS NULL;
     INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
@@ -398,16 +445,16 @@ const EXCHANGE_SQLITE: &str = "
       AND c.code_challenge = $6 AND NOT u.disabled AND s.revoked_at IS NULL
       AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3
       AND s.created_at > u.tokens_not_before;
-    SELECT c.*, u.id AS u_id, u.username AS u_username, u.password_hash AS u_password_hash,
-           u.roles AS u_roles, u.claims AS u_claims, u.disabled AS u_disabled,
-           u.tokens_not_before AS u_tokens_not_before, u.created_at AS u_created_at,
-           u.updated_at AS u_updated_at,
+    SELECT c.*, ",
+    user_columns!(),
+    ",
            (SELECT count(*) FROM sessions WHERE id = $2) AS created
     FROM authorization_codes c
     LEFT JOIN users u ON u.id = c.user_id AND NOT u.disabled
       AND EXISTS (SELECT 1 FROM sso_sessions s
                   WHERE s.id = c.sso_session_id AND s.created_at > u.tokens_not_before)
-    WHERE c.code_hash = $1 AND c.session_id = $2";
+    WHERE c.code_hash = $1 AND c.session_id = $2"
+);
 
 /// `EXCHANGE_PG` or `EXCHANGE_SQLITE` with its arguments.
 fn exchange_query<'q, DB>(

@@ -49,16 +49,12 @@ impl Auth {
             return Ok(None);
         };
         let digest = token_digest(cookie.0.expose_secret());
-        let Some(sso) = self.store.sso_session_by_token(&digest).await? else {
+        let Some((sso, user)) = self.store.sso_session_with_user(&digest).await? else {
             return Ok(None);
         };
-        if !sso.is_live(now) {
+        if !sso.is_live(now) || user.disabled || sso.created_at <= user.tokens_not_before {
             return Ok(None);
         }
-        let user = match self.store.user_by_id(sso.user_id).await? {
-            Some(u) if !u.disabled && sso.created_at > u.tokens_not_before => u,
-            _ => return Ok(None),
-        };
         // The idle expiry moves on at most once a minute: an SSO re-authorization then costs
         // no write for it (the idle lifetime is a day by default; a minute is noise).
         if now - sso.last_seen_at >= TOUCH_EVERY_MS {
