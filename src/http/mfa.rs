@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -15,6 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::admin::PathId;
 use super::csrf::Missing;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AppJson, Bearer, RequestCaller};
@@ -36,7 +37,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The second step of a password login: the `mfa_token` of the 403 `mfa_required` answer and
 /// exactly one second factor.
 #[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct MfaLoginRequest {
     #[schema(value_type = String)]
     mfa_token: SecretString,
@@ -175,7 +175,6 @@ pub(crate) async fn factors_body(st: &AppState, user_id: Uuid) -> Result<Factors
 
 /// A name for a factor.
 #[derive(Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
 pub struct FactorName {
     /// 1 to 64 characters.
     #[serde(default)]
@@ -231,7 +230,6 @@ async fn enrol_totp(
 
 /// A code that confirms a factor.
 #[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ConfirmRequest {
     /// A current 6-digit code from the app.
     #[schema(value_type = String)]
@@ -245,20 +243,29 @@ pub struct ConfirmRequest {
     request_body = ConfirmRequest,
     responses(
         (status = 200, description = "Confirmed: {\"confirmed\":true,\"recovery_codes\":[…]|null}", body = Object),
-        (status = 401, description = "A wrong code (invalid_grant), or a missing or invalid token", body = ErrorBody),
+        (status = 401, description = "A wrong code (invalid_grant), a login older than mfa.reauth_within (insufficient_user_authentication), or a missing or invalid token", body = ErrorBody),
         (status = 404, description = "No such unconfirmed factor of the caller", body = ErrorBody),
     ))]
 async fn confirm_factor(
     State(st): State<AppState>,
     RequestCaller(caller): RequestCaller,
     bearer: Bearer,
-    Path(id): Path<Uuid>,
+    id: PathId,
     AppJson(req): AppJson<ConfirmRequest>,
 ) -> Result<Response, ApiError> {
     let who = me(&st, bearer).await?;
+    let id = id.id()?;
+    let since = st.auth.login_time(who.claims.session_id).await?;
     let codes = st
         .auth
-        .confirm_totp(who.user.id, id, &req.code, who.claims.session_id, &caller)
+        .confirm_totp(
+            who.user.id,
+            id,
+            &req.code,
+            since,
+            who.claims.session_id,
+            &caller,
+        )
         .await?;
     let codes: Option<Vec<&str>> = codes
         .as_ref()
@@ -278,10 +285,11 @@ async fn confirm_factor(
 async fn rename_factor(
     State(st): State<AppState>,
     bearer: Bearer,
-    Path(id): Path<Uuid>,
+    id: PathId,
     AppJson(req): AppJson<FactorName>,
 ) -> Result<Response, ApiError> {
     let who = me(&st, bearer).await?;
+    let id = id.id()?;
     let name = req
         .name
         .ok_or_else(|| ApiError::InvalidRequest("missing name".into()))?;
@@ -302,9 +310,10 @@ async fn remove_factor(
     State(st): State<AppState>,
     RequestCaller(caller): RequestCaller,
     bearer: Bearer,
-    Path(id): Path<Uuid>,
+    id: PathId,
 ) -> Result<Response, ApiError> {
     let who = me(&st, bearer).await?;
+    let id = id.id()?;
     let since = st.auth.login_time(who.claims.session_id).await?;
     st.auth
         .remove_factor(who.user.id, id, since, who.claims.session_id, &caller)

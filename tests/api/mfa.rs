@@ -19,7 +19,8 @@ on_both!(
     the_hosted_login_asks_for_the_second_factor,
     roles_that_need_a_second_factor,
     administrators_list_and_reset_factors,
-    acr_values_step_up_to_the_second_factor
+    acr_values_step_up_to_the_second_factor,
+    changing_factors_needs_a_recent_sign_in
 );
 
 /// An authenticator app holding `secret` (base32).
@@ -122,7 +123,11 @@ pub(crate) async fn with_totp(app: &TestApp, user: &str) -> (Totp, Vec<String>, 
 
 /// `/login` for `user`: asserts the 403 `mfa_required` and returns its mfa_token.
 pub(crate) async fn mfa_token(app: &TestApp, user: &str) -> String {
-    let r = app.login(user, PASSWORD).await;
+    mfa_token_with(app, user, PASSWORD).await
+}
+
+async fn mfa_token_with(app: &TestApp, user: &str, password: &str) -> String {
+    let r = app.login(user, password).await;
     assert_eq!(r.status(), 403);
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["error"], "mfa_required");
@@ -424,8 +429,20 @@ async fn a_password_change_between_the_steps_ends_the_login(b: Backend) {
         )
         .await
         .unwrap();
-    let r = second_step(&app, &token, "totp_code", &code(&totp, 1)).await;
-    assert_eq!(r.status(), 401);
+    // The right code now gets exactly the answer of a wrong one, and is not spent.
+    let right = second_step(&app, &token, "totp_code", &code(&totp, 1)).await;
+    assert_eq!(right.status(), 401);
+    let right: Value = right.json().await.unwrap();
+    let token2 = mfa_token_with(&app, "frank", "a brand new password").await;
+    let wrong = second_step(&app, &token2, "totp_code", "000000").await;
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(right, wrong.json::<Value>().await.unwrap());
+    let r = second_step(&app, &token2, "totp_code", &code(&totp, 1)).await;
+    assert_eq!(
+        r.status(),
+        200,
+        "the code was not spent by the refused step"
+    );
 }
 
 async fn factors_are_managed_by_their_user_only(b: Backend) {
@@ -687,14 +704,15 @@ async fn acr_values_step_up_to_the_second_factor(b: Backend) {
     let r = browser.sign_in(&page, "jo", PASSWORD).await;
     redirected(&r, APP_CB);
     let (totp, _, _) = with_totp(&app, "jo").await;
-    // Without acr_values, the session's sign-in is enough.
+    // A factor enrolled since: the password-only sign-in is not enough, even unasked.
     let r = browser
         .get(&format!(
             "/authorize?{}",
             request("web", APP_CB, &challenge, &[])
         ))
         .await;
-    redirected(&r, APP_CB);
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Sign in"));
     // acr_values=2 with prompt=none: the user must sign in again.
     let r = browser
         .get(&format!(
@@ -736,4 +754,110 @@ async fn acr_values_step_up_to_the_second_factor(b: Backend) {
         ))
         .await;
     redirected(&r, APP_CB);
+}
+
+/// Confirming or removing a factor needs a sign-in within `mfa.reauth_within`: for a token of
+/// the hosted login, the SSO session's sign-in, not the code exchange that made the token.
+async fn changing_factors_needs_a_recent_sign_in(b: Backend) {
+    use crate::oidc::{hidden_fields, pkce, redirected, request, Browser, APP_CB};
+    use figment::providers::Serialized;
+    let Some(app) = crate::oidc::op_tweaked(b, None, |f| {
+        f.merge(Serialized::default("mfa.reauth_within", "3s"))
+    })
+    .await
+    else {
+        return;
+    };
+    app.create_user("kim", &[]).await;
+    let (totp, _, _) = with_totp(&app, "kim").await;
+    let mut browser = Browser::new(&app);
+    let (verifier, challenge) = pkce();
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge, &[])
+        ))
+        .await;
+    let page = r.text().await.unwrap();
+    let r = browser.sign_in(&page, "kim", PASSWORD).await;
+    let page = r.text().await.unwrap();
+    let mut fields = hidden_fields(&page);
+    fields.push(("code".into(), code(&totp, 1)));
+    redirected(&browser.post("/authorize/mfa", &fields).await, APP_CB);
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    // A new code from the SSO session, after the window: the exchange is recent, the sign-in
+    // is not.
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge, &[])
+        ))
+        .await;
+    let q = redirected(&r, APP_CB);
+    let r = crate::oidc::exchange(&app, "web", &q["code"], &verifier, APP_CB).await;
+    let t: Value = r.json().await.unwrap();
+    let access = t["access_token"].as_str().unwrap();
+    let r = bearer_json(&app, reqwest::Method::GET, "/me/factors", access, None).await;
+    let l: Value = r.json().await.unwrap();
+    let id = l["factors"][0]["id"].as_str().unwrap().to_string();
+    let r = bearer_json(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/me/factors/{id}"),
+        access,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "insufficient_user_authentication"
+    );
+    let r = bearer_json(
+        &app,
+        reqwest::Method::POST,
+        "/me/recovery_codes",
+        access,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    // Adding one too: enrolment starts, confirming needs the recent sign-in.
+    let r = bearer_json(
+        &app,
+        reqwest::Method::POST,
+        "/me/factors/totp",
+        access,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let e: Value = r.json().await.unwrap();
+    let r = bearer_json(
+        &app,
+        reqwest::Method::POST,
+        &format!("/me/factors/{}/confirm", e["id"].as_str().unwrap()),
+        access,
+        Some(json!({"code": code(&app_for(e["secret"].as_str().unwrap()), 0)})),
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    // A malformed id: a JSON 400, after the token is checked (no token: 401).
+    let r = app
+        .client
+        .delete(app.url("/me/factors/zzz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = bearer_json(
+        &app,
+        reqwest::Method::DELETE,
+        "/me/factors/zzz",
+        access,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
 }

@@ -41,6 +41,15 @@ pub async fn op(b: Backend) -> Option<TestApp> {
 
 /// `op`, with `web`'s back-channel logout URI.
 pub async fn op_with(b: Backend, backchannel: Option<String>) -> Option<TestApp> {
+    op_tweaked(b, backchannel, |f| f).await
+}
+
+/// `op_with`, with more settings layered on.
+pub async fn op_tweaked(
+    b: Backend,
+    backchannel: Option<String>,
+    tweak: impl FnOnce(figment::Figment) -> figment::Figment,
+) -> Option<TestApp> {
     let mut web = json!({"id": "web", "public": true, "first_party": true,
         "redirect_uris": [APP_CB], "scopes": ["openid", "profile", "offline_access"],
         "post_logout_redirect_uris": [APP_LOGGED_OUT]});
@@ -48,7 +57,7 @@ pub async fn op_with(b: Backend, backchannel: Option<String>) -> Option<TestApp>
         web["backchannel_logout_uri"] = json!(uri);
     }
     let app = TestApp::spawn_with(b, |f| {
-        f.merge(Serialized::default(
+        tweak(f).merge(Serialized::default(
             "clients",
             json!([
                 {"id": CLIENT_ID, "secret": CLIENT_SECRET},

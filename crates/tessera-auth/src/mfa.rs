@@ -229,10 +229,14 @@ impl Auth {
         let mut session = self.new_session(challenge.user_id, meta, client, &granted, now);
         session.amr = Some(amr.into());
         // Fenced by the cut-off read with the password: a password change, disable or
-        // cut-off since then refuses the session.
+        // cut-off since then refuses the session, with the one answer of a second step.
         let subject = self
             .open_session(challenge.fence, &session, client, caller)
-            .await?;
+            .await
+            .map_err(|e| match e {
+                AuthError::InvalidCredentials => AuthError::InvalidSecondFactor,
+                other => other,
+            })?;
         self.audit(
             caller,
             Event::LoginSucceeded,
@@ -423,19 +427,23 @@ impl Auth {
     }
 
     /// Confirms an enrolled TOTP factor with a valid code (`POST /me/factors/{id}/confirm`).
-    /// The first factor also brings a set of recovery codes, returned here once. The user's
-    /// other sessions end (`keep` is the caller's own).
+    /// Needs a login within `mfa.reauth_within` (`auth_time`, ms). The first factor also
+    /// brings a set of recovery codes, returned here once. The user's other sessions end
+    /// (`keep` is the caller's own), and an SSO session signed in without a factor asks for
+    /// it from now on.
     ///
-    /// Errors: `FactorNotFound` (no such unconfirmed factor of the user),
+    /// Errors: `ReauthenticationRequired`, `FactorNotFound` (no such unconfirmed factor of the user),
     /// `InvalidSecondFactor` (a wrong code), `StoreUnavailable`, `Internal`.
     pub async fn confirm_totp(
         &self,
         user_id: Uuid,
         factor_id: Uuid,
         code: &SecretString,
+        auth_time: i64,
         keep: Uuid,
         caller: &Caller,
     ) -> Result<Option<Vec<SecretString>>, AuthError> {
+        self.check_recent(auth_time)?;
         let factors = self.store.factors_of_user(user_id).await?;
         let f = factors
             .iter()
@@ -537,8 +545,9 @@ impl Auth {
         self.new_recovery_set(user_id, caller).await
     }
 
-    /// When the user logged in for the session `session_id` (ms): what `remove_factor` and
-    /// `regenerate_recovery_codes` check for recency.
+    /// When the user logged in for the session `session_id` (ms; for a session made through
+    /// the hosted login, the SSO session's `auth_time`): what `confirm_totp`, `remove_factor`
+    /// and `regenerate_recovery_codes` check for recency.
     ///
     /// Errors: `SessionNotFound`, `StoreUnavailable`.
     pub async fn login_time(&self, session_id: Uuid) -> Result<i64, AuthError> {
@@ -547,7 +556,16 @@ impl Auth {
             .session(session_id)
             .await?
             .ok_or(AuthError::SessionNotFound)?;
-        Ok(s.created_at)
+        // A session made through the hosted login is as recent as the SSO session's sign-in,
+        // not its code exchange.
+        match s.sso_session_id {
+            Some(sid) => Ok(self
+                .store
+                .sso_session(sid)
+                .await?
+                .map_or(i64::MIN, |sso| sso.auth_time)),
+            None => Ok(s.created_at),
+        }
     }
 
     /// How many unused recovery codes the user has.

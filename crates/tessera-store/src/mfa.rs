@@ -105,7 +105,8 @@ pub trait MfaStore {
     /// Stores the challenge if its user has a confirmed factor (one statement: a login needs
     /// no second read); `false` when they have none, and nothing is stored.
     async fn insert_challenge(&self, c: &MfaChallenge) -> StoreResult<bool>;
-    /// The unused, unexpired challenge with this digest and fewer than `max_failures`.
+    /// The unused, unexpired challenge with this digest and fewer than `max_failures`, whose
+    /// user is enabled and has the cut-off the challenge was made under.
     async fn challenge(
         &self,
         token_hash: &str,

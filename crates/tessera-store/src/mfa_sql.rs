@@ -54,9 +54,12 @@ const INSERT_CHALLENGE: &str = "
     SELECT $1, $2, $3, $4, $5, $6, $7, $8
     WHERE EXISTS (SELECT 1 FROM mfa_factors WHERE user_id = $2 AND confirmed_at IS NOT NULL)";
 
+/// Also the user's fence: a password change, disable or cut-off since the password check
+/// makes the challenge unusable before any factor is looked at (nothing spent, one answer).
 const CHALLENGE: &str = "
-    SELECT * FROM mfa_challenges
-    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND failures < $3";
+    SELECT c.* FROM mfa_challenges c JOIN users u ON u.id = c.user_id
+    WHERE c.token_hash = $1 AND c.used_at IS NULL AND c.expires_at > $2 AND c.failures < $3
+      AND NOT u.disabled AND u.tokens_not_before = c.fence";
 
 const CHALLENGE_FAILED: &str =
     "UPDATE mfa_challenges SET failures = failures + 1 WHERE token_hash = $1";

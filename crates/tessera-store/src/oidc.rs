@@ -103,11 +103,12 @@ pub trait SsoStore {
     async fn create_sso_session(&self, s: &SsoSession) -> StoreResult<()>;
     /// The session whose cookie token has this digest, live or not.
     async fn sso_session_by_token(&self, token_hash: &str) -> StoreResult<Option<SsoSession>>;
-    /// The session whose cookie token has this digest, live or not, with its user.
+    /// The session whose cookie token has this digest, live or not, with its user and
+    /// whether the user has a confirmed second factor.
     async fn sso_session_with_user(
         &self,
         token_hash: &str,
-    ) -> StoreResult<Option<(SsoSession, crate::User)>>;
+    ) -> StoreResult<Option<(SsoSession, crate::User, bool)>>;
     async fn sso_session(&self, id: Uuid) -> StoreResult<Option<SsoSession>>;
     /// Records a use: `last_seen_at = now`, and the idle expiry moved to `idle_expires_at`
     /// (never past the absolute expiry).

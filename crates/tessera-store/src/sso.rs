@@ -170,12 +170,15 @@ struct SsoWithUser {
     sso: SsoSession,
     #[sqlx(flatten)]
     user: UserColumns,
+    has_factor: bool,
 }
 
 const SSO_WITH_USER: &str = concat!(
     "SELECT s.*, ",
     user_columns!(),
-    " FROM sso_sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1"
+    ", EXISTS (SELECT 1 FROM mfa_factors f
+               WHERE f.user_id = u.id AND f.confirmed_at IS NOT NULL) AS has_factor
+     FROM sso_sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1"
 );
 
 const MARK_REPLAYED: &str = "
@@ -216,12 +219,12 @@ impl SsoStore for SqlStore {
     async fn sso_session_with_user(
         &self,
         token_hash: &str,
-    ) -> StoreResult<Option<(SsoSession, User)>> {
+    ) -> StoreResult<Option<(SsoSession, User, bool)>> {
         let row: Option<SsoWithUser> = on_backend!(self, |b| sqlx::query_as(SSO_WITH_USER)
             .bind(token_hash)
             .fetch_optional(b.pool())
             .await)?;
-        Ok(row.and_then(|r| Some((r.sso, r.user.into_user()?))))
+        Ok(row.and_then(|r| Some((r.sso, r.user.into_user()?, r.has_factor))))
     }
 
     async fn sso_session(&self, id: Uuid) -> StoreResult<Option<SsoSession>> {

@@ -49,10 +49,15 @@ impl Auth {
             return Ok(None);
         };
         let digest = token_digest(cookie.0.expose_secret());
-        let Some((sso, user)) = self.store.sso_session_with_user(&digest).await? else {
+        let Some((sso, user, has_factor)) = self.store.sso_session_with_user(&digest).await? else {
             return Ok(None);
         };
         if !sso.is_live(now) || user.disabled || sso.created_at <= user.tokens_not_before {
+            return Ok(None);
+        }
+        // Signed in with a password before the user enrolled a factor: not signed in enough
+        // any more; the next login asks for the factor.
+        if has_factor && !sso.amr.split_ascii_whitespace().any(|m| m == "mfa") {
             return Ok(None);
         }
         // The idle expiry moves on at most once a minute: an SSO re-authorization then costs
