@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Second factors against their ceilings, in the same run, on Postgres and SQLite (run after
-`cargo build --release`; `bench/run --mfa` runs it):
+`cargo build --release`; `bench/run` runs it last):
 
 - a login with a TOTP code (POST /login, 403 mfa_required, POST /login/mfa) against a login
   with the password alone, both argon2-bound: target >= 0.85 of its rate;

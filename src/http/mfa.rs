@@ -50,17 +50,20 @@ pub struct MfaLoginRequest {
     recovery_code: Option<SecretString>,
 }
 
-/// The second factor of a request that names exactly one.
+/// The second factor of a request that names exactly one; `names` are the request's own
+/// field names for the two (for the error).
 pub(crate) fn one_factor(
     totp: Option<SecretString>,
     recovery: Option<SecretString>,
+    names: (&str, &str),
 ) -> Result<SecondFactor, ApiError> {
     match (totp, recovery) {
         (Some(c), None) => Ok(SecondFactor::Totp(c)),
         (None, Some(c)) => Ok(SecondFactor::RecoveryCode(c)),
-        _ => Err(ApiError::InvalidRequest(
-            "give exactly one of totp_code and recovery_code".into(),
-        )),
+        _ => Err(ApiError::InvalidRequest(format!(
+            "give exactly one of {} and {}",
+            names.0, names.1
+        ))),
     }
 }
 
@@ -87,7 +90,11 @@ async fn login_mfa(
     if st.settings.sessions.refresh_cookie {
         st.allowed_origins.check(&headers, Missing::Allow)?;
     }
-    let factor = one_factor(req.totp_code, req.recovery_code)?;
+    let factor = one_factor(
+        req.totp_code,
+        req.recovery_code,
+        ("totp_code", "recovery_code"),
+    )?;
     let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(p))| p));
     let pair = st
         .auth

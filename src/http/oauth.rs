@@ -135,7 +135,7 @@ async fn token(
         let mfa_token = t
             .mfa_token
             .ok_or_else(|| ApiError::InvalidRequest("missing mfa_token".into()))?;
-        let factor = super::mfa::one_factor(t.otp, t.recovery_code)?;
+        let factor = super::mfa::one_factor(t.otp, t.recovery_code, ("otp", "recovery_code"))?;
         let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(p))| p));
         let pair = st
             .auth

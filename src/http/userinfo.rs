@@ -54,7 +54,13 @@ async fn userinfo_inner(State(st): State<AppState>, bearer: Bearer) -> Result<Re
     let mut body = json!({
         "sub": who.user.id.to_string(),
         "username": who.user.username,
-        "roles": who.user.roles,
+        // `mfa.required_for_roles`: as the token itself carries them.
+        "roles": st.auth.roles_for_login(
+            &who.user.roles,
+            who.claims.claims.amr.as_ref().is_some_and(|amr| {
+                tessera_proto::claims::acr::is_multi_factor(amr.iter().map(|m| m.as_ref()))
+            }),
+        ),
         "sid": who.claims.session_id.to_string(),
     });
     if let Value::Object(map) = &mut body {

@@ -120,12 +120,9 @@ impl Auth {
             return Err(AuthError::InsufficientRole);
         }
         // `mfa.required_for_roles`: the role counts only for a login with a second factor.
-        let mfa = who
-            .claims
-            .claims
-            .amr
-            .as_ref()
-            .is_some_and(|amr| amr.iter().any(|m| m == "mfa"));
+        let mfa = who.claims.claims.amr.as_ref().is_some_and(|amr| {
+            tessera_proto::claims::acr::is_multi_factor(amr.iter().map(|m| m.as_ref()))
+        });
         if !mfa
             && self
                 .settings

@@ -28,7 +28,7 @@ const TOTP_STEP_SECS: u64 = 30;
 /// Longest factor name, in characters.
 const MAX_NAME_CHARS: usize = 64;
 /// Factors a user may hold, confirmed or not (enrolment cannot grow a user's rows unbounded).
-const MAX_FACTORS: usize = 10;
+const MAX_FACTORS: i64 = 10;
 
 /// A password login that needs its second factor: 403 `mfa_required` at the edge.
 #[derive(Debug)]
@@ -301,7 +301,11 @@ impl Auth {
             return Err(AuthError::InvalidSecondFactor);
         }
         self.throttle.succeeded(reservation).await?;
-        if !self.store.take_challenge(&hash, now_ms()).await? {
+        if !self
+            .store
+            .take_challenge(&hash, now_ms(), MAX_FAILURES)
+            .await?
+        {
             return Err(AuthError::InvalidSecondFactor);
         }
         if let SecondFactor::RecoveryCode(_) = factor {
@@ -385,11 +389,6 @@ impl Auth {
             .user_by_id(user_id)
             .await?
             .ok_or(AuthError::UserNotFound)?;
-        if self.store.factors_of_user(user_id).await?.len() >= MAX_FACTORS {
-            return Err(AuthError::BadInput(format!(
-                "a user holds at most {MAX_FACTORS} factors: remove one first"
-            )));
-        }
         let mut secret = zeroize::Zeroizing::new([0u8; 20]);
         aws_lc_rs::rand::fill(&mut secret[..])
             .map_err(|_| AuthError::Internal("no randomness".into()))?;
@@ -405,19 +404,28 @@ impl Auth {
             .build();
         let sealed = seal_totp_secret(self.keys.master(), id, &secret[..])?;
         let now = now_ms();
-        self.store
-            .insert_factor(&MfaFactor {
-                id,
-                user_id,
-                kind: "totp".into(),
-                name,
-                secret_enc: sealed,
-                confirmed_at: None,
-                last_used_step: -1,
-                created_at: now,
-                last_used_at: None,
-            })
+        let stored = self
+            .store
+            .insert_factor(
+                &MfaFactor {
+                    id,
+                    user_id,
+                    kind: "totp".into(),
+                    name,
+                    secret_enc: sealed,
+                    confirmed_at: None,
+                    last_used_step: -1,
+                    created_at: now,
+                    last_used_at: None,
+                },
+                MAX_FACTORS,
+            )
             .await?;
+        if !stored {
+            return Err(AuthError::BadInput(format!(
+                "a user holds at most {MAX_FACTORS} factors: remove one first"
+            )));
+        }
         Ok(TotpEnrolment {
             factor_id: id,
             secret: SecretString::from(base32_lower(&secret[..]).to_ascii_uppercase()),

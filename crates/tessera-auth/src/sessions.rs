@@ -312,11 +312,17 @@ impl Auth {
     /// The roles a token of `session` carries: those in `mfa.required_for_roles` only when
     /// its login had a second factor.
     pub(crate) fn roles_for(&self, roles: &[String], session: &Session) -> Vec<String> {
+        let mfa = tessera_proto::claims::acr::is_multi_factor(session_amr(session));
+        self.roles_for_login(roles, mfa)
+    }
+
+    /// The roles a login carries: those in `mfa.required_for_roles` only with a second factor
+    /// (`multi_factor`). `/userinfo` shows the same.
+    pub fn roles_for_login(&self, roles: &[String], multi_factor: bool) -> Vec<String> {
         let required = &self.settings.mfa.required_for_roles;
-        let mfa = session_amr(session).any(|m| m == "mfa");
         roles
             .iter()
-            .filter(|r| mfa || !required.contains(r))
+            .filter(|r| multi_factor || !required.contains(r))
             .cloned()
             .collect()
     }

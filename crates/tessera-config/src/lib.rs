@@ -163,7 +163,8 @@ pub struct MfaSettings {
     pub token_ttl: Duration,
     /// The issuer an authenticator app shows beside a TOTP factor (the `otpauth://` label).
     pub totp_issuer: String,
-    /// Removing a factor or regenerating recovery codes needs a login at most this old.
+    /// Confirming or removing a factor, or regenerating recovery codes, needs a sign-in at
+    /// most this old.
     #[serde(with = "humantime_serde")]
     pub reauth_within: Duration,
     /// Roles that only a login with a second factor carries: a token from a password-only

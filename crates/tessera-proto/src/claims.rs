@@ -67,14 +67,23 @@ pub mod acr {
     /// Multi-factor with a phishing-resistant authenticator (a passkey with user verification).
     pub const PHISHING_RESISTANT: &str = "3";
 
+    /// Whether a login with these RFC 8176 methods had more than one factor (`mfa`): what
+    /// `mfa.required_for_roles`, the admin API and `RequireAmr("mfa")` ask for.
+    pub fn is_multi_factor<'a>(amr: impl IntoIterator<Item = &'a str>) -> bool {
+        amr.into_iter().any(|m| m == "mfa")
+    }
+
     /// The `acr` of a login with these RFC 8176 methods.
     pub fn from_amr<'a>(amr: impl IntoIterator<Item = &'a str>) -> &'static str {
         let methods: Vec<&str> = amr.into_iter().collect();
         let has = |m: &str| methods.contains(&m);
-        match (has("mfa") || has("otp"), has("hwk") && has("user")) {
-            (_, true) => PHISHING_RESISTANT,
+        match (
+            is_multi_factor(methods.iter().copied()),
+            has("hwk") && has("user"),
+        ) {
+            (true, true) => PHISHING_RESISTANT,
             (true, false) => MFA,
-            (false, false) => PASSWORD,
+            (false, _) => PASSWORD,
         }
     }
 

@@ -65,7 +65,8 @@ pub struct MfaChallenge {
 /// Second factors (invariant 7).
 #[async_trait]
 pub trait MfaStore {
-    async fn insert_factor(&self, factor: &MfaFactor) -> StoreResult<()>;
+    /// Stores a new factor if the user holds fewer than `max_factors`; `false` otherwise.
+    async fn insert_factor(&self, factor: &MfaFactor, max_factors: i64) -> StoreResult<bool>;
     /// The user's factors, confirmed or not, oldest first.
     async fn factors_of_user(&self, user_id: Uuid) -> StoreResult<Vec<MfaFactor>>;
     /// Whether the user has a confirmed factor.
@@ -115,6 +116,12 @@ pub trait MfaStore {
     ) -> StoreResult<Option<MfaChallenge>>;
     /// Counts a wrong second factor against it.
     async fn challenge_failed(&self, token_hash: &str) -> StoreResult<()>;
-    /// Uses it up: `true` once, if it was unused and unexpired.
-    async fn take_challenge(&self, token_hash: &str, now: i64) -> StoreResult<bool>;
+    /// Uses it up: `true` once, if it was unused, unexpired and has fewer than
+    /// `max_failures` wrong factors.
+    async fn take_challenge(
+        &self,
+        token_hash: &str,
+        now: i64,
+        max_failures: i64,
+    ) -> StoreResult<bool>;
 }

@@ -6,10 +6,13 @@ use uuid::Uuid;
 use super::backend::{on_backend, Backend, SqlStore};
 use super::{MfaChallenge, MfaFactor, MfaStore, StoreResult};
 
+/// Only while the user holds fewer than `$10` factors (a soft bound: parallel enrolments
+/// may pass it by their number).
 const INSERT_FACTOR: &str = "
     INSERT INTO mfa_factors (id, user_id, kind, name, secret_enc, confirmed_at, last_used_step,
                              created_at, last_used_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+    WHERE (SELECT COUNT(*) FROM mfa_factors WHERE user_id = $2) < $10";
 
 const FACTORS_OF_USER: &str =
     "SELECT * FROM mfa_factors WHERE user_id = $1 ORDER BY created_at, id";
@@ -64,15 +67,16 @@ const CHALLENGE: &str = "
 const CHALLENGE_FAILED: &str =
     "UPDATE mfa_challenges SET failures = failures + 1 WHERE token_hash = $1";
 
-/// Invariant 7: an mfa_token is used once.
+/// Invariant 7: an mfa_token is used once, and not after its last wrong factor (parallel
+/// wrong codes cannot let a later right one through).
 const TAKE_CHALLENGE: &str = "
     UPDATE mfa_challenges SET used_at = $2
-    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2";
+    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND failures < $3";
 
 #[async_trait]
 impl MfaStore for SqlStore {
-    async fn insert_factor(&self, f: &MfaFactor) -> StoreResult<()> {
-        on_backend!(self, |b| sqlx::query(INSERT_FACTOR)
+    async fn insert_factor(&self, f: &MfaFactor, max_factors: i64) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(INSERT_FACTOR)
             .bind(f.id)
             .bind(f.user_id)
             .bind(&f.kind)
@@ -82,10 +86,11 @@ impl MfaStore for SqlStore {
             .bind(f.last_used_step)
             .bind(f.created_at)
             .bind(f.last_used_at)
+            .bind(max_factors)
             .execute(b.pool())
             .await
             .map(|r| r.rows_affected()))?;
-        Ok(())
+        Ok(n == 1)
     }
 
     async fn factors_of_user(&self, user_id: Uuid) -> StoreResult<Vec<MfaFactor>> {
@@ -267,10 +272,16 @@ impl MfaStore for SqlStore {
         Ok(())
     }
 
-    async fn take_challenge(&self, token_hash: &str, now: i64) -> StoreResult<bool> {
+    async fn take_challenge(
+        &self,
+        token_hash: &str,
+        now: i64,
+        max_failures: i64,
+    ) -> StoreResult<bool> {
         let n = on_backend!(self, |b| sqlx::query(TAKE_CHALLENGE)
             .bind(token_hash)
             .bind(now)
+            .bind(max_failures)
             .execute(b.pool())
             .await
             .map(|r| r.rows_affected()))?;

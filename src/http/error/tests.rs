@@ -57,6 +57,37 @@ fn the_status_mapping_is_pinned() {
         ),
         (ApiError::Unavailable("db"), 503, "temporarily_unavailable"),
         (ApiError::Internal("boom".into()), 500, "server_error"),
+        (
+            ApiError::MfaRequired(crate::auth::mfa::MfaRequired {
+                mfa_token: secrecy::SecretString::from("t"),
+                methods: vec!["totp"],
+            }),
+            403,
+            "mfa_required",
+        ),
+        (
+            ApiError::InvalidSecondFactor {
+                status: StatusCode::UNAUTHORIZED,
+            },
+            401,
+            "invalid_grant",
+        ),
+        (
+            token_endpoint(AuthError::InvalidSecondFactor),
+            400,
+            "invalid_grant",
+        ),
+        (
+            ApiError::MfaEnrolmentRequired,
+            403,
+            "mfa_enrolment_required",
+        ),
+        (ApiError::FactorNotFound, 404, "not_found"),
+        (
+            ApiError::ReauthenticationRequired,
+            401,
+            "insufficient_user_authentication",
+        ),
     ];
     for (e, status, code) in cases {
         let (s, b) = e.parts();

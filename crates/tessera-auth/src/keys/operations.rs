@@ -81,11 +81,13 @@ impl Auth {
     }
 
     /// `tessera keys rekey`: re-seals every signing key that a previous master key sealed
-    /// under the current one, in one transaction. Keys past their removal that no known master
-    /// key opens are left as they are (they never sign or verify again).
+    /// under the current one (in one transaction), then every TOTP secret (in another). Keys
+    /// past their removal that no known master key opens are left as they are (they never sign
+    /// or verify again). Running it again finishes what a failure left: what is sealed under
+    /// the current key already is left alone.
     ///
-    /// Errors: `BadInput` naming keys that no known master key opens (nothing is changed),
-    /// `StoreUnavailable`, `Internal`.
+    /// Errors: `BadInput` naming keys, or counting TOTP secrets, that no known master key
+    /// opens (nothing is changed), `StoreUnavailable`, `Internal`.
     pub async fn rekey(&self, caller: &Caller) -> Result<Rekeyed, AuthError> {
         let master = self.keys.master();
         let now = now_ms();

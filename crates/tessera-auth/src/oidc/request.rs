@@ -223,12 +223,12 @@ fn parse_prompt(raw: Option<&str>) -> Option<Prompt> {
     (any || raw.is_empty()).then_some(p)
 }
 
-/// The weakest of the `acr_values` Tessera issues (`tessera_proto::claims::acr`); values it
-/// does not know are left out, and with none known, any sign-in will do (OIDC Core §3.1.2.1:
-/// `acr_values` is a voluntary claim).
+/// The weakest of the `acr_values` Tessera can reach (`tessera_proto::claims::acr`: "1" and
+/// "2"; "3" needs passkeys); other values are left out, and with none left, any sign-in will
+/// do (OIDC Core §3.1.2.1: `acr_values` is a voluntary claim).
 fn weakest_acr(raw: Option<&str>) -> Option<&'static str> {
     use tessera_proto::claims::acr;
-    let known = [acr::PASSWORD, acr::MFA, acr::PHISHING_RESISTANT];
+    let known = [acr::PASSWORD, acr::MFA];
     raw?.split(' ')
         .filter_map(|v| known.iter().position(|k| *k == v))
         .min()
@@ -318,6 +318,8 @@ mod tests {
         assert_eq!(weakest_acr(Some("urn:other")), None);
         assert_eq!(weakest_acr(Some("2")), Some("2"));
         assert_eq!(weakest_acr(Some("3 2")), Some("2"));
+        // Not reachable without passkeys: not asked for.
+        assert_eq!(weakest_acr(Some("3")), None);
         assert_eq!(weakest_acr(Some("urn:other 1 2")), Some("1"));
     }
 }

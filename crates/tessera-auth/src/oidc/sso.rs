@@ -57,7 +57,9 @@ impl Auth {
         }
         // Signed in with a password before the user enrolled a factor: not signed in enough
         // any more; the next login asks for the factor.
-        if has_factor && !sso.amr.split_ascii_whitespace().any(|m| m == "mfa") {
+        if has_factor
+            && !tessera_proto::claims::acr::is_multi_factor(sso.amr.split_ascii_whitespace())
+        {
             return Ok(None);
         }
         // The idle expiry moves on at most once a minute: an SSO re-authorization then costs
