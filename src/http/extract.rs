@@ -14,13 +14,20 @@ use super::error::ApiError;
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct AppJson<T>(pub T);
 
+/// The cause kept for the debug log names the kind of mistake only: serde's own text quotes
+/// the offending value, which may be a password or a code sent as a JSON number (invariant 5).
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge
-        } else {
-            ApiError::InvalidRequest(r.body_text())
-        }
+        let kind = match &r {
+            _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => return ApiError::PayloadTooLarge,
+            JsonRejection::JsonDataError(_) => {
+                "the JSON body does not have the expected fields and types"
+            }
+            JsonRejection::JsonSyntaxError(_) => "the body is not valid JSON",
+            JsonRejection::MissingJsonContentType(_) => "expected Content-Type: application/json",
+            _ => "unreadable body",
+        };
+        ApiError::InvalidRequest(kind.into())
     }
 }
 

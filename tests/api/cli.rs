@@ -400,6 +400,15 @@ async fn serve_logs_no_secrets(b: Backend) {
             .send()
     };
     assert_eq!(login("wrong password here").await.unwrap().status(), 401);
+    // A password (or a code) sent as a JSON number: 400, and serde's message, which quotes
+    // the value, stays out of the log.
+    let r = c
+        .post(format!("{base}/login"))
+        .json(&json!({"username": "zoe", "password": 73915046218u64}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
     let t: Value = login("zoe's long password")
         .await
         .unwrap()
@@ -470,6 +479,7 @@ async fn serve_logs_no_secrets(b: Backend) {
     for (what, secret) in [
         ("password", "zoe's long password".to_string()),
         ("wrong password", "wrong password here".to_string()),
+        ("password sent as a number", "73915046218".to_string()),
         ("access token signature", sig(&access)),
         ("refresh token", refresh.clone()),
         ("rotated refresh token", refresh2.clone()),
