@@ -196,6 +196,40 @@ async fn login(
 pub(super) const ENROL_FIRST: &str =
     "This account needs a second factor and has none. Ask an administrator for help.";
 
+/// What a second-step page says when neither field was filled in.
+pub(super) const NO_CODE: &str = "Enter the code from your app, or a recovery code.";
+
+/// The second factor a second-step form names (`code`, else `recovery_code`), if any.
+pub(super) fn factor_from_form<'a>(
+    field: impl Fn(&str) -> Option<&'a str>,
+) -> Option<SecondFactor> {
+    let filled = |name: &str| {
+        field(name)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(|v| SecretString::from(v.to_string()))
+    };
+    match (filled("code"), filled("recovery_code")) {
+        (Some(c), _) => Some(SecondFactor::Totp(c)),
+        (None, Some(c)) => Some(SecondFactor::RecoveryCode(c)),
+        (None, None) => None,
+    }
+}
+
+/// What a page says while the throttle holds attempts back.
+pub(super) fn too_many(retry_after_secs: u64) -> String {
+    format!("Too many attempts. Try again in {retry_after_secs} seconds.")
+}
+
+/// `res` as a 429 with `Retry-After`.
+pub(super) fn throttled(mut res: Response, retry_after_secs: u64) -> Response {
+    *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+        res.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    res
+}
+
 /// The hosted login's second step: the `mfa_token` of the password step and a TOTP or
 /// recovery code.
 async fn mfa(
@@ -219,19 +253,8 @@ async fn mfa(
         Err(res) => return *res,
     };
     let token = SecretString::from(p.own("mfa_token").unwrap_or_default().to_string());
-    let filled = |name: &str| {
-        p.own(name)
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(|v| SecretString::from(v.to_string()))
-    };
-    let factor = match (filled("code"), filled("recovery_code")) {
-        (Some(c), _) => SecondFactor::Totp(c),
-        (None, Some(c)) => SecondFactor::RecoveryCode(c),
-        (None, None) => {
-            let error = Some("Enter the code from your app, or a recovery code.");
-            return mfa_page(&st, &headers, &req, &token, error);
-        }
+    let Some(factor) = factor_from_form(|name| p.own(name)) else {
+        return mfa_page(&st, &headers, &req, &token, Some(NO_CODE));
     };
     let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(a))| a));
     let old = sso_cookie(&headers);
@@ -253,13 +276,11 @@ async fn mfa(
             Some("Incorrect or expired code. If it keeps failing, sign in again."),
         ),
         Err(AuthError::Throttled { retry_after_secs }) => {
-            let error = format!("Too many attempts. Try again in {retry_after_secs} seconds.");
-            let mut res = mfa_page(&st, &headers, &req, &token, Some(&error));
-            *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
-                res.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            res
+            let error = too_many(retry_after_secs);
+            throttled(
+                mfa_page(&st, &headers, &req, &token, Some(&error)),
+                retry_after_secs,
+            )
         }
         Err(e) => {
             tracing::warn!(error = %e, "hosted second step failed");

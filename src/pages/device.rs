@@ -15,9 +15,10 @@ use axum::{Extension, Router};
 use minijinja::context;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::authorize::{forged, set_sso_cookie, sso_cookie, unavailable};
+use super::authorize::{
+    factor_from_form, forged, set_sso_cookie, sso_cookie, throttled, too_many, unavailable, NO_CODE,
+};
 use super::csrf;
-use crate::auth::mfa::SecondFactor;
 use crate::auth::oidc::{display_user_code, PendingDevice, SsoCookie};
 use crate::auth::{AuthError, Caller};
 use crate::http::{client_meta, AppState, RequestCaller};
@@ -292,18 +293,8 @@ async fn mfa(
     let get = |k: &str| f.get(k).map(String::as_str).unwrap_or_default();
     let typed = get("user_code");
     let token = SecretString::from(get("mfa_token").to_string());
-    let filled = |k: &str| {
-        Some(get(k).trim())
-            .filter(|v| !v.is_empty())
-            .map(|v| SecretString::from(v.to_string()))
-    };
-    let factor = match (filled("code"), filled("recovery_code")) {
-        (Some(c), _) => SecondFactor::Totp(c),
-        (None, Some(c)) => SecondFactor::RecoveryCode(c),
-        (None, None) => {
-            let error = Some("Enter the code from your app, or a recovery code.");
-            return mfa_page(&st, &headers, typed, &token, error);
-        }
+    let Some(factor) = factor_from_form(|k| f.get(k).map(String::as_str)) else {
+        return mfa_page(&st, &headers, typed, &token, Some(NO_CODE));
     };
     let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(a))| a));
     let ip = meta.ip.clone();
@@ -333,10 +324,11 @@ async fn mfa(
             Some("Incorrect or expired code. If it keeps failing, sign in again."),
         ),
         Err(AuthError::Throttled { retry_after_secs }) => {
-            let error = format!("Too many attempts. Try again in {retry_after_secs} seconds.");
-            let mut res = mfa_page(&st, &headers, typed, &token, Some(&error));
-            *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-            res
+            let error = too_many(retry_after_secs);
+            throttled(
+                mfa_page(&st, &headers, typed, &token, Some(&error)),
+                retry_after_secs,
+            )
         }
         Err(_) => unavailable(&st),
     }

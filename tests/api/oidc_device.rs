@@ -319,4 +319,34 @@ async fn the_device_page_asks_for_the_second_factor(b: Backend) {
     let id = TestApp::claims(t["id_token"].as_str().unwrap());
     assert_eq!(id["amr"], json!(["pwd", "otp", "mfa"]));
     assert_eq!(id["acr"], "2");
+
+    // Wrong codes: the page again; past the throttle's allowance, 429 with Retry-After.
+    let second_step_page = |browser: &mut Browser| {
+        let url = format!("/device?user_code={user_code}");
+        let mut b = std::mem::replace(browser, Browser::new(&app));
+        async move {
+            let r = b.get(&url).await;
+            let page = r.text().await.unwrap();
+            let r = b
+                .sign_in_at("/device/login", &page, "alice", PASSWORD)
+                .await;
+            let page = r.text().await.unwrap();
+            (b, page)
+        }
+    };
+    let (mut b, page) = second_step_page(&mut browser).await;
+    assert!(page.contains("Two-step verification"), "{page}");
+    for _ in 0..5 {
+        let mut fields = hidden_fields(&page);
+        fields.push(("code".into(), "000000".into()));
+        let r = b.post("/device/mfa", &fields).await;
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("Incorrect"));
+    }
+    let (mut b, page) = second_step_page(&mut b).await;
+    let mut fields = hidden_fields(&page);
+    fields.push(("code".into(), "000000".into()));
+    let r = b.post("/device/mfa", &fields).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
 }
