@@ -130,6 +130,26 @@ async fn start(st: &AppState, headers: &HeaderMap, p: &Params, via: Via) -> Resp
     }
 }
 
+/// A form of the hosted pages: its fields, once the CSRF checks pass, and the authorization
+/// request it carries, checked again as a new one. Otherwise the page to answer with.
+async fn form_request(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Params, AuthorizationRequest), Box<Response>> {
+    let p = Params::parse(body);
+    if !csrf::check(
+        headers,
+        p.own("csrf"),
+        &st.allowed_origins,
+        &st.settings.tokens.issuer,
+    ) {
+        return Err(Box::new(forged(st)));
+    }
+    let req = checked(st, &p, Via::Post).await?;
+    Ok((p, req))
+}
+
 /// The hosted login form.
 async fn login(
     State(st): State<AppState>,
@@ -138,17 +158,8 @@ async fn login(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = Params::parse(&body);
-    if !csrf::check(
-        &headers,
-        p.own("csrf"),
-        &st.allowed_origins,
-        &st.settings.tokens.issuer,
-    ) {
-        return forged(&st);
-    }
-    let req = match checked(&st, &p, Via::Post).await {
-        Ok(req) => req,
+    let (p, req) = match form_request(&st, &headers, &body).await {
+        Ok(form) => form,
         Err(res) => return *res,
     };
     let username = p.own("username").unwrap_or_default();
@@ -239,17 +250,8 @@ async fn mfa(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = Params::parse(&body);
-    if !csrf::check(
-        &headers,
-        p.own("csrf"),
-        &st.allowed_origins,
-        &st.settings.tokens.issuer,
-    ) {
-        return forged(&st);
-    }
-    let req = match checked(&st, &p, Via::Post).await {
-        Ok(req) => req,
+    let (p, req) = match form_request(&st, &headers, &body).await {
+        Ok(form) => form,
         Err(res) => return *res,
     };
     let token = SecretString::from(p.own("mfa_token").unwrap_or_default().to_string());
@@ -291,17 +293,8 @@ async fn mfa(
 
 /// The consent form's answer.
 async fn consent(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let p = Params::parse(&body);
-    if !csrf::check(
-        &headers,
-        p.own("csrf"),
-        &st.allowed_origins,
-        &st.settings.tokens.issuer,
-    ) {
-        return forged(&st);
-    }
-    let req = match checked(&st, &p, Via::Post).await {
-        Ok(req) => req,
+    let (p, req) = match form_request(&st, &headers, &body).await {
+        Ok(form) => form,
         Err(res) => return *res,
     };
     let allow = match p.own("decision") {

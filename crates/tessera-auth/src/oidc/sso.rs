@@ -179,6 +179,18 @@ impl Auth {
         let (sso, user, cookie) = self
             .start_sso(&client, username, password, meta, old, caller)
             .await?;
+        self.signed_in(req, sso, user, cookie).await
+    }
+
+    /// What follows a sign-in at the hosted login: consent, or the code (with the cookie of
+    /// the new SSO session and its lifetime).
+    async fn signed_in(
+        &self,
+        req: &AuthorizationRequest,
+        sso: SsoSession,
+        user: User,
+        cookie: SsoCookie,
+    ) -> Result<SignedIn, AuthError> {
         let decision = if self.needs_consent(req, sso.user_id).await? {
             Decision::Consent {
                 username: user.username,
@@ -223,16 +235,33 @@ impl Auth {
         old: Option<&SsoCookie>,
         caller: &Caller,
     ) -> Result<(SsoCookie, u64), AuthError> {
-        let client = self.first_party();
+        let (_, _, cookie) = self
+            .second_step_sso(&self.first_party(), mfa_token, factor, meta, old, caller)
+            .await?;
+        Ok((cookie, self.settings.sso.absolute_ttl.as_secs()))
+    }
+
+    /// The second step of a hosted sign-in for `client`: the factor checked against the
+    /// `mfa_token`, then a new SSO session for the challenge's user (still under the cut-off
+    /// read with the password), with the methods used.
+    ///
+    /// Errors: as `complete_mfa`.
+    async fn second_step_sso(
+        &self,
+        client: &ClientId,
+        mfa_token: &SecretString,
+        factor: crate::mfa::SecondFactor,
+        meta: ClientMeta,
+        old: Option<&SsoCookie>,
+        caller: &Caller,
+    ) -> Result<(SsoSession, User, SsoCookie), AuthError> {
         let (challenge, amr) = self
-            .verify_second_factor(mfa_token, &factor, meta.ip.as_deref(), &client, caller)
+            .verify_second_factor(mfa_token, &factor, meta.ip.as_deref(), client, caller)
             .await?;
         let user = self.challenge_user(&challenge).await?;
         let now = UnixMillis(now_ms().max(challenge.fence + 1));
-        let (_, _, cookie) = self
-            .open_sso(&client, user, now, amr, meta, old, caller)
-            .await?;
-        Ok((cookie, self.settings.sso.absolute_ttl.as_secs()))
+        self.open_sso(client, user, now, amr, meta, old, caller)
+            .await
     }
 
     /// The password check of the hosted pages, then a new SSO session in place of the
@@ -276,26 +305,10 @@ impl Auth {
         caller: &Caller,
     ) -> Result<SignedIn, AuthError> {
         let client = ClientId::registered(&req.client_id);
-        let (challenge, amr) = self
-            .verify_second_factor(mfa_token, &factor, meta.ip.as_deref(), &client, caller)
-            .await?;
-        let user = self.challenge_user(&challenge).await?;
-        let now = UnixMillis(now_ms().max(challenge.fence + 1));
         let (sso, user, cookie) = self
-            .open_sso(&client, user, now, amr, meta, old, caller)
+            .second_step_sso(&client, mfa_token, factor, meta, old, caller)
             .await?;
-        let decision = if self.needs_consent(req, sso.user_id).await? {
-            Decision::Consent {
-                username: user.username,
-            }
-        } else {
-            Decision::Code(self.issue_code(req, &sso, sso.created_at).await?)
-        };
-        Ok(SignedIn {
-            cookie,
-            max_age_secs: self.settings.sso.absolute_ttl.as_secs(),
-            decision,
-        })
+        self.signed_in(req, sso, user, cookie).await
     }
 
     /// A new SSO session for `user`, who authenticated at `now` with `amr`, in place of the
