@@ -273,6 +273,28 @@ def hello_ceiling(env):
         hello.wait(timeout=30)
 
 
+def server_env():
+    """The environment of the OpenID Provider's and the second factors' benches: this process's,
+    with Tessera on PORT, BASE as the issuer, a fresh master key, and no per-address throttle
+    (every load comes from one address). DATABASE_URL is left for the caller to set."""
+    env = {**os.environ, "TESSERA__HTTP__BIND": f"127.0.0.1:{PORT}",
+           "TESSERA__LOG__LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warn"),
+           "TESSERA__TOKENS__ISSUER": BASE,
+           "TESSERA__KEYS__MASTER_KEY": sh("openssl", "rand", "-base64", "32").strip(),
+           "TESSERA__THROTTLE__IP_FREE_FAILURES": "0"}
+    env.pop("DATABASE_URL", None)
+    return env
+
+
+def markdown_table(rows):
+    """Prints `rows` (the first one the header) as a Markdown table, columns padded."""
+    w = [max(len(str(x[i])) for x in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        print("| " + " | ".join(str(c).ljust(w[j]) for j, c in enumerate(row)) + " |")
+        if i == 0:
+            print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+
+
 def setup_users(env, config, n=4):
     for i in range(n):
         sh(BIN, "--config", config, "user", "add", f"bench{i}", "--password-stdin", env=env, input=PASSWORD + "\n")

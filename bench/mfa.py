@@ -230,12 +230,7 @@ def fresh(env):
 
 def main():
     os.chdir(tempfile.mkdtemp(prefix="tessera-bench-mfa-"))
-    base_env = {**os.environ, "TESSERA__HTTP__BIND": f"127.0.0.1:{PORT}",
-                "TESSERA__LOG__LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warn"),
-                "TESSERA__TOKENS__ISSUER": BASE,
-                "TESSERA__KEYS__MASTER_KEY": sh("openssl", "rand", "-base64", "32").strip(),
-                "TESSERA__THROTTLE__IP_FREE_FAILURES": "0"}
-    base_env.pop("DATABASE_URL", None)
+    base_env = harness.server_env()
     config = os.path.abspath("bench.toml")
     with open(config, "w") as f:
         f.write("# second-factor bench: defaults\n")
@@ -278,11 +273,7 @@ def table():
         if "refresh_before" in r:
             rows.append((f"{name}: /refresh now vs before second factors", f"{r['refresh_after']:.0f}",
                          f"{r['refresh_before']:.0f}", f"{r['refresh_after_vs_before']:.2f}", ">= 0.95"))
-    w = [max(len(str(x[i])) for x in rows) for i in range(5)]
-    for i, row in enumerate(rows):
-        print("| " + " | ".join(str(c).ljust(w[j]) for j, c in enumerate(row)) + " |")
-        if i == 0:
-            print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+    harness.markdown_table(rows)
 
 
 if __name__ == "__main__":

@@ -182,12 +182,7 @@ def backend_run(name, env, config):
 
 def main():
     os.chdir(tempfile.mkdtemp(prefix="tessera-bench-oidc-"))
-    base_env = {**os.environ, "TESSERA__HTTP__BIND": f"127.0.0.1:{PORT}",
-                "TESSERA__LOG__LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warn"),
-                "TESSERA__TOKENS__ISSUER": BASE,
-                "TESSERA__KEYS__MASTER_KEY": sh("openssl", "rand", "-base64", "32").strip(),
-                "TESSERA__THROTTLE__IP_FREE_FAILURES": "0"}
-    base_env.pop("DATABASE_URL", None)
+    base_env = harness.server_env()
     config = os.path.abspath("bench.toml")
     with open(config, "w") as f:
         f.write('[[clients]]\nid = "web"\npublic = true\nfirst_party = true\n'
@@ -227,11 +222,7 @@ def table():
             login = fl[f"{what}_p99_login_flood_ms"]
             rows.append((f"{name}: {what} p99 in a /login flood (same method)", f"{login:.2f} ms",
                          f"{idle:.2f} ms idle", f"{login / idle:.2f}", "-"))
-    w = [max(len(str(x[i])) for x in rows) for i in range(5)]
-    for i, row in enumerate(rows):
-        print("| " + " | ".join(str(c).ljust(w[j]) for j, c in enumerate(row)) + " |")
-        if i == 0:
-            print("|" + "|".join("-" * (x + 2) for x in w) + "|")
+    harness.markdown_table(rows)
 
 
 if __name__ == "__main__":
