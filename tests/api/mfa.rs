@@ -517,12 +517,7 @@ async fn the_hosted_login_asks_for_the_second_factor(b: Backend) {
     let (totp, codes, _) = with_totp(&app, "ivy").await;
     let mut browser = crate::oidc::Browser::new(&app);
     let (verifier, challenge) = crate::oidc::pkce();
-    let r = browser
-        .get(&format!(
-            "/authorize?{}",
-            crate::oidc::request("web", crate::oidc::APP_CB, &challenge, &[])
-        ))
-        .await;
+    let r = browser.authorize_web(&challenge, &[]).await;
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
     // The password step answers with the second step's page, not a code.
@@ -566,12 +561,7 @@ async fn the_hosted_login_asks_for_the_second_factor(b: Backend) {
     assert_eq!(TestApp::claims(t["id_token"].as_str().unwrap())["acr"], "2");
     // A recovery code works on the page too (a fresh browser).
     let mut other = crate::oidc::Browser::new(&app);
-    let r = other
-        .get(&format!(
-            "/authorize?{}",
-            crate::oidc::request("web", crate::oidc::APP_CB, &challenge, &[])
-        ))
-        .await;
+    let r = other.authorize_web(&challenge, &[]).await;
     let page = r.text().await.unwrap();
     let r = other.sign_in(&page, "ivy", PASSWORD).await;
     let page = r.text().await.unwrap();
@@ -698,7 +688,7 @@ async fn administrators_list_and_reset_factors(b: Backend) {
 }
 
 async fn acr_values_step_up_to_the_second_factor(b: Backend) {
-    use crate::oidc::{hidden_fields, pkce, redirected, request, Browser, APP_CB};
+    use crate::oidc::{hidden_fields, pkce, redirected, Browser, APP_CB};
     let Some(app) = crate::oidc::op(b).await else {
         return;
     };
@@ -706,44 +696,23 @@ async fn acr_values_step_up_to_the_second_factor(b: Backend) {
     // Signed in with a password while there was no factor: an SSO session of acr 1.
     let mut browser = Browser::new(&app);
     let (verifier, challenge) = pkce();
-    let r = browser
-        .get(&format!(
-            "/authorize?{}",
-            request("web", APP_CB, &challenge, &[])
-        ))
-        .await;
+    let r = browser.authorize_web(&challenge, &[]).await;
     let page = r.text().await.unwrap();
     let r = browser.sign_in(&page, "jo", PASSWORD).await;
     redirected(&r, APP_CB);
     let (totp, _, _) = with_totp(&app, "jo").await;
     // A factor enrolled since: the password-only sign-in is not enough, even unasked.
-    let r = browser
-        .get(&format!(
-            "/authorize?{}",
-            request("web", APP_CB, &challenge, &[])
-        ))
-        .await;
+    let r = browser.authorize_web(&challenge, &[]).await;
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("Sign in"));
     // acr_values=2 with prompt=none: the user must sign in again.
     let r = browser
-        .get(&format!(
-            "/authorize?{}",
-            request(
-                "web",
-                APP_CB,
-                &challenge,
-                &[("acr_values", "2"), ("prompt", "none")]
-            )
-        ))
+        .authorize_web(&challenge, &[("acr_values", "2"), ("prompt", "none")])
         .await;
     assert_eq!(redirected(&r, APP_CB)["error"], "login_required");
     // acr_values=2: the login page, then the second factor, then a code of acr 2.
     let r = browser
-        .get(&format!(
-            "/authorize?{}",
-            request("web", APP_CB, &challenge, &[("acr_values", "2")])
-        ))
+        .authorize_web(&challenge, &[("acr_values", "2")])
         .await;
     assert_eq!(r.status(), 200);
     let page = r.text().await.unwrap();
@@ -760,10 +729,7 @@ async fn acr_values_step_up_to_the_second_factor(b: Backend) {
     assert_eq!(TestApp::claims(t["id_token"].as_str().unwrap())["acr"], "2");
     // Now the session satisfies acr_values=2 without a page.
     let r = browser
-        .get(&format!(
-            "/authorize?{}",
-            request("web", APP_CB, &challenge, &[("acr_values", "2 1")])
-        ))
+        .authorize_web(&challenge, &[("acr_values", "2 1")])
         .await;
     redirected(&r, APP_CB);
 }
@@ -771,7 +737,7 @@ async fn acr_values_step_up_to_the_second_factor(b: Backend) {
 /// Confirming or removing a factor needs a sign-in within `mfa.reauth_within`: for a token of
 /// the hosted login, the SSO session's sign-in, not the code exchange that made the token.
 async fn changing_factors_needs_a_recent_sign_in(b: Backend) {
-    use crate::oidc::{hidden_fields, pkce, redirected, request, Browser, APP_CB};
+    use crate::oidc::{hidden_fields, pkce, redirected, Browser, APP_CB};
     use figment::providers::Serialized;
     let Some(app) = crate::oidc::op_tweaked(b, None, |f| {
         f.merge(Serialized::default("mfa.reauth_within", "3s"))
@@ -784,12 +750,7 @@ async fn changing_factors_needs_a_recent_sign_in(b: Backend) {
     let (totp, _, _) = with_totp(&app, "kim").await;
     let mut browser = Browser::new(&app);
     let (verifier, challenge) = pkce();
-    let r = browser
-        .get(&format!(
-            "/authorize?{}",
-            request("web", APP_CB, &challenge, &[])
-        ))
-        .await;
+    let r = browser.authorize_web(&challenge, &[]).await;
     let page = r.text().await.unwrap();
     let r = browser.sign_in(&page, "kim", PASSWORD).await;
     let page = r.text().await.unwrap();
@@ -799,12 +760,7 @@ async fn changing_factors_needs_a_recent_sign_in(b: Backend) {
     tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
     // A new code from the SSO session, after the window: the exchange is recent, the sign-in
     // is not.
-    let r = browser
-        .get(&format!(
-            "/authorize?{}",
-            request("web", APP_CB, &challenge, &[])
-        ))
-        .await;
+    let r = browser.authorize_web(&challenge, &[]).await;
     let q = redirected(&r, APP_CB);
     let r = crate::oidc::exchange(&app, "web", &q["code"], &verifier, APP_CB).await;
     let t: Value = r.json().await.unwrap();

@@ -179,6 +179,19 @@ impl Browser {
         r
     }
 
+    /// `GET /authorize` for `web` with `challenge` and the `extra` parameters.
+    pub async fn authorize_web(
+        &mut self,
+        challenge: &str,
+        extra: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, challenge, extra)
+        ))
+        .await
+    }
+
     /// Fills the login page's form and submits it.
     pub async fn sign_in(
         &mut self,
@@ -643,12 +656,7 @@ async fn pkce_is_required_and_checked(b: Backend) {
 
 /// Another code for `web` in a browser that is signed in.
 pub async fn code_again(browser: &mut Browser, challenge: &str) -> String {
-    let r = browser
-        .get(&format!(
-            "/authorize?{}",
-            request("web", APP_CB, challenge, &[])
-        ))
-        .await;
+    let r = browser.authorize_web(challenge, &[]).await;
     redirected(&r, APP_CB)["code"].clone()
 }
 
