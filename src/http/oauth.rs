@@ -265,7 +265,13 @@ async fn introspect(
                 aud: Some(c.aud.clone().into_owned()),
                 iss: Some(t.issuer.clone()),
                 client_id: Some(c.client_id.as_ref().map(|id| id.to_string())),
-                roles: Some(a.user.roles.clone()),
+                // `mfa.required_for_roles`: the roles the token itself carries.
+                roles: Some(st.auth.roles_for_login(
+                    &a.user.roles,
+                    c.amr.as_ref().is_some_and(|amr| {
+                        tessera_proto::claims::acr::is_multi_factor(amr.iter().map(|m| m.as_ref()))
+                    }),
+                )),
                 scope: c.scope.as_ref().map(|s| s.to_string()),
             }
         }

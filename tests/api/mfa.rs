@@ -598,6 +598,7 @@ async fn roles_that_need_a_second_factor(b: Backend) {
     // /userinfo shows the roles the token carries.
     let u: Value = app.userinfo(access).await.json().await.unwrap();
     assert_eq!(u["roles"], json!(["ops"]));
+    assert_eq!(app.introspect(access).await["roles"], json!(["ops"]));
     // Nor after a refresh.
     let r = app.refresh(t["refresh_token"].as_str().unwrap()).await;
     let t2: Value = r.json().await.unwrap();
@@ -619,6 +620,10 @@ async fn roles_that_need_a_second_factor(b: Backend) {
     assert_eq!(r.status(), 200);
     let u: Value = app.userinfo(strong).await.json().await.unwrap();
     assert_eq!(u["roles"], json!(["admin", "ops"]));
+    assert_eq!(
+        app.introspect(strong).await["roles"],
+        json!(["admin", "ops"])
+    );
 
     // Past the grace, an account with the role and no factor cannot log in at all.
     let Some(strict) = TestApp::spawn_with(b, |f| {
