@@ -64,6 +64,11 @@ fn totp(c: &mut Criterion) {
         last_used_step: -1,
         created_at: 0,
         last_used_at: None,
+        credential_id: None,
+        credential: None,
+        sign_count: 0,
+        backup_eligible: false,
+        backup_state: false,
     };
     let at = 1_234_567_890u64;
     // RFC 6238's vector for this time, 6 digits, one step ahead (the last one tried).

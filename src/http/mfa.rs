@@ -48,21 +48,28 @@ pub struct MfaLoginRequest {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     recovery_code: Option<SecretString>,
+    /// A passkey's assertion for the challenge of `POST /login/mfa/passkey`: the browser's
+    /// `PublicKeyCredential`, as its `toJSON()` gives it (WebAuthn Level 3).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    passkey: Option<serde_json::Value>,
 }
 
 /// The second factor of a request that names exactly one; `names` are the request's own
-/// field names for the two (for the error).
+/// field names for the three (for the error).
 pub(crate) fn one_factor(
     totp: Option<SecretString>,
     recovery: Option<SecretString>,
-    names: (&str, &str),
+    passkey: Option<String>,
+    names: (&str, &str, &str),
 ) -> Result<SecondFactor, ApiError> {
-    match (totp, recovery) {
-        (Some(c), None) => Ok(SecondFactor::Totp(c)),
-        (None, Some(c)) => Ok(SecondFactor::RecoveryCode(c)),
+    match (totp, recovery, passkey) {
+        (Some(c), None, None) => Ok(SecondFactor::Totp(c)),
+        (None, Some(c), None) => Ok(SecondFactor::RecoveryCode(c)),
+        (None, None, Some(c)) => Ok(SecondFactor::Passkey(c)),
         _ => Err(ApiError::InvalidRequest(format!(
-            "give exactly one of {} and {}",
-            names.0, names.1
+            "give exactly one of {}, {} and {}",
+            names.0, names.1, names.2
         ))),
     }
 }
@@ -72,7 +79,7 @@ pub(crate) fn one_factor(
 /// wrong factors are throttled per account like passwords.
 #[utoipa::path(post, path = "/login/mfa", tag = "session", request_body = MfaLoginRequest,
     responses(
-        (status = 200, description = "Logged in (amr pwd otp mfa, or pwd mfa with a recovery code)", body = super::session::TokenResponse),
+        (status = 200, description = "Logged in (amr pwd otp mfa with TOTP, pwd hwk user mfa or pwd swk user mfa with a passkey, pwd mfa with a recovery code)", body = super::session::TokenResponse),
         (status = 400, description = "Malformed request, or not exactly one factor", body = ErrorBody),
         (status = 401, description = "invalid_grant: a wrong, replayed or used factor, or an unknown, used or expired mfa_token (one body)", body = ErrorBody),
         (status = 403, description = "Cookie mode: the request names an origin that is not allowed", body = ErrorBody),
@@ -93,7 +100,8 @@ async fn login_mfa(
     let factor = one_factor(
         req.totp_code,
         req.recovery_code,
-        ("totp_code", "recovery_code"),
+        req.passkey.map(|p| p.to_string()),
+        ("totp_code", "recovery_code", "passkey"),
     )?;
     let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(p))| p));
     let pair = st
@@ -111,7 +119,7 @@ async fn login_mfa(
 
 /// The caller of a self-service request: a valid token of one of the operator's own clients
 /// (a third-party client may not manage the user's factors).
-async fn me(st: &AppState, bearer: Bearer) -> Result<Authenticated, ApiError> {
+pub(crate) async fn me(st: &AppState, bearer: Bearer) -> Result<Authenticated, ApiError> {
     let token = bearer.0.ok_or(ApiError::MissingToken)?;
     let who = st.auth.authenticate(&token).await?;
     if !st
@@ -127,7 +135,7 @@ async fn me(st: &AppState, bearer: Bearer) -> Result<Authenticated, ApiError> {
 #[derive(Serialize, ToSchema)]
 pub struct FactorBody {
     id: Uuid,
-    /// `totp`.
+    /// `totp` or `passkey`.
     kind: String,
     name: String,
     /// Only confirmed factors count at login.
@@ -136,6 +144,12 @@ pub struct FactorBody {
     created_at: i64,
     /// Unix seconds.
     last_used_at: Option<i64>,
+    /// A passkey's backup eligibility (a synced passkey) and backup state, as last seen;
+    /// absent for TOTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backup_eligible: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backup_state: Option<bool>,
 }
 
 impl From<FactorInfo> for FactorBody {
@@ -147,6 +161,8 @@ impl From<FactorInfo> for FactorBody {
             confirmed: f.confirmed,
             created_at: f.created_at,
             last_used_at: f.last_used_at,
+            backup_eligible: f.backup_eligible,
+            backup_state: f.backup_state,
         }
     }
 }
@@ -185,7 +201,7 @@ pub(crate) async fn factors_body(st: &AppState, user_id: Uuid) -> Result<Factors
 pub struct FactorName {
     /// 1 to 64 characters.
     #[serde(default)]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
 }
 
 /// A new TOTP factor, shown once.

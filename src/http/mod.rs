@@ -21,6 +21,7 @@ mod metrics;
 pub(crate) mod mfa;
 mod oauth;
 mod par;
+mod passkey;
 pub mod serve;
 mod session;
 mod userinfo;
@@ -138,6 +139,7 @@ pub fn router(
     let (api_routes, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(session::router())
         .merge(mfa::router())
+        .merge(passkey::router())
         .merge(userinfo::router())
         .merge(jwks::router())
         .merge(oauth::router())

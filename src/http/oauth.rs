@@ -21,7 +21,7 @@ use super::AppState;
 use crate::auth::oidc::DEVICE_GRANT;
 
 /// The second step of a password grant that answered 403 `mfa_required`: `mfa_token` and
-/// one of `otp` and `recovery_code` (RFC 6749 §4.5 extension grant).
+/// one of `otp`, `passkey` and `recovery_code` (RFC 6749 §4.5 extension grant).
 pub(crate) const MFA_GRANT: &str = "urn:tessera:params:oauth:grant-type:mfa";
 use crate::auth::{Introspection as Found, TokenRequest};
 use crate::time::UnixMillis;
@@ -70,6 +70,10 @@ struct TokenForm {
     /// A recovery code (`MFA_GRANT`).
     #[schema(value_type = Option<String>, format = Password)]
     recovery_code: Option<SecretString>,
+    /// MFA grant: a passkey's assertion (the JSON of the browser's `PublicKeyCredential`) for
+    /// the challenge of `POST /login/mfa/passkey`.
+    #[serde(default)]
+    passkey: Option<String>,
     /// Space-separated scopes to ask for (RFC 6749 §3.3); at a refresh, a narrower scope.
     scope: Option<String>,
     /// The API the access token is for (RFC 8707): a `[[resources]]` id, which becomes `aud`.
@@ -135,7 +139,12 @@ async fn token(
         let mfa_token = t
             .mfa_token
             .ok_or_else(|| ApiError::InvalidRequest("missing mfa_token".into()))?;
-        let factor = super::mfa::one_factor(t.otp, t.recovery_code, ("otp", "recovery_code"))?;
+        let factor = super::mfa::one_factor(
+            t.otp,
+            t.recovery_code,
+            t.passkey,
+            ("otp", "recovery_code", "passkey"),
+        )?;
         let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(p))| p));
         let pair = st
             .auth

@@ -26,6 +26,7 @@ mod oidc_device;
 mod oidc_interop;
 mod oidc_logout;
 mod operations;
+mod passkey;
 mod refresh;
 mod resilience;
 mod store;

@@ -45,6 +45,17 @@ pub enum AuthError {
     /// No such factor of the user.
     #[error("factor not found")]
     FactorNotFound,
+    /// Passkeys are off: `[webauthn]` names no relying party.
+    #[error("passkeys are not enabled")]
+    PasskeysDisabled,
+    /// A passkey ceremony that is unknown, used, expired or another user's, or an
+    /// authenticator's answer that does not verify (challenge, origin, RP ID, user
+    /// verification, signature).
+    #[error("invalid passkey")]
+    InvalidPasskey,
+    /// The credential is registered already, to this account or another.
+    #[error("passkey already registered")]
+    PasskeyRegistered,
     /// The action needs a more recent login (`mfa.reauth_within`).
     #[error("a more recent login is required")]
     ReauthenticationRequired,

@@ -37,6 +37,7 @@ pub mod login;
 pub mod mfa;
 mod observe;
 pub mod oidc;
+pub mod passkey;
 pub mod password;
 pub mod refresh_token;
 pub mod revocation;
@@ -136,6 +137,8 @@ pub struct Auth {
     /// How long a login attempt holds its throttle slot if it is never settled (its process
     /// died): as long as its request may run, plus a second.
     attempt_lease: std::time::Duration,
+    /// The passkeys' relying party; `None`: passkeys are off.
+    webauthn: Option<Arc<webauthn_rs::prelude::Webauthn>>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -190,7 +193,9 @@ impl Auth {
             crate::time::millis(settings.tokens.leeway),
         );
         let resource_ids = settings.resources.iter().map(|r| r.id.clone()).collect();
+        let webauthn = passkey::relying_party(&settings)?.map(Arc::new);
         Ok(Self {
+            webauthn,
             audit: audit::AuditTrail::new(store.clone(), settings.audit.store_refreshes),
             throttle: throttle::Throttle::new(settings.throttle.clone()),
             store,

@@ -17,9 +17,9 @@ use crate::time::{now_ms, UnixMillis};
 use crate::{throttle, Auth, AuthError, ClientId, ClientMeta, Granted, TokenPair};
 
 /// The second factors a login can be completed with, as `mfa_methods` names them.
-pub const METHODS: [&str; 2] = ["totp", "recovery_code"];
+pub const METHODS: [&str; 3] = ["totp", "passkey", "recovery_code"];
 /// Wrong second factors one `mfa_token` takes before it stops working.
-const MAX_FAILURES: i64 = 5;
+pub(crate) const MAX_FAILURES: i64 = 5;
 /// Recovery codes in a set.
 const RECOVERY_CODES: usize = 10;
 /// TOTP per RFC 6238's defaults, which every authenticator app uses.
@@ -28,14 +28,15 @@ const TOTP_STEP_SECS: u64 = 30;
 /// Longest factor name, in characters.
 const MAX_NAME_CHARS: usize = 64;
 /// Factors a user may hold, confirmed or not (enrolment cannot grow a user's rows unbounded).
-const MAX_FACTORS: i64 = 10;
+pub(crate) const MAX_FACTORS: i64 = 10;
 
 /// A password login that needs its second factor: 403 `mfa_required` at the edge.
 #[derive(Debug)]
 pub struct MfaRequired {
     /// Opaque, single-use; completes the login at `POST /login/mfa` (or `/token`).
     pub mfa_token: SecretString,
-    /// What can complete it (`METHODS`).
+    /// What can complete it: the kinds of the user's factors (`totp`, `passkey`), then
+    /// `recovery_code`.
     pub methods: Vec<&'static str>,
 }
 
@@ -46,6 +47,9 @@ pub enum SecondFactor {
     Totp(SecretString),
     /// One of the user's recovery codes (case, spaces and dashes do not matter).
     RecoveryCode(SecretString),
+    /// A passkey's assertion (the JSON of the browser's `PublicKeyCredential`) for the
+    /// challenge of `second_factor_passkey_options`.
+    Passkey(String),
 }
 
 /// A new TOTP factor, shown once: it counts only after `confirm_totp`.
@@ -73,6 +77,9 @@ pub struct FactorInfo {
     pub created_at: i64,
     /// Unix seconds.
     pub last_used_at: Option<i64>,
+    /// A passkey's backup eligibility (a synced passkey) and state, as last seen.
+    pub backup_eligible: Option<bool>,
+    pub backup_state: Option<bool>,
 }
 
 impl From<&MfaFactor> for FactorInfo {
@@ -84,15 +91,20 @@ impl From<&MfaFactor> for FactorInfo {
             confirmed: f.confirmed_at.is_some(),
             created_at: UnixMillis(f.created_at).as_secs(),
             last_used_at: f.last_used_at.map(|t| UnixMillis(t).as_secs()),
+            backup_eligible: (f.kind == "passkey").then_some(f.backup_eligible),
+            backup_state: (f.kind == "passkey").then_some(f.backup_state),
         }
     }
 }
 
-/// The RFC 8176 methods of a login completed with `factor`.
-fn amr_of(factor: &SecondFactor) -> &'static str {
-    match factor {
-        SecondFactor::Totp(_) => "pwd otp mfa",
-        SecondFactor::RecoveryCode(_) => "pwd mfa",
+/// The RFC 8176 methods of a password login completed with a factor whose own method is
+/// `method` (`otp`, `hwk`, `swk`; `None` for a recovery code).
+fn amr_after_password(method: Option<&str>) -> &'static str {
+    match method {
+        Some("otp") => "pwd otp mfa",
+        Some("hwk") => "pwd hwk user mfa",
+        Some("swk") => "pwd swk user mfa",
+        _ => "pwd mfa",
     }
 }
 
@@ -194,9 +206,16 @@ impl Auth {
             return Ok(None);
         }
         tracing::info!(user_id = %user.id, "password ok, second factor required");
+        let kinds = self.store.factor_kinds(user.id).await?;
+        let methods = METHODS
+            .iter()
+            .copied()
+            .filter(|m| *m == "recovery_code" || kinds.iter().any(|k| k == m))
+            .filter(|m| *m != "passkey" || self.passkeys_enabled())
+            .collect();
         Ok(Some(AuthError::MfaRequired(MfaRequired {
             mfa_token: token,
-            methods: METHODS.to_vec(),
+            methods,
         })))
     }
 
@@ -261,13 +280,14 @@ impl Auth {
         client: &ClientId,
         caller: &Caller,
     ) -> Result<(MfaChallenge, &'static str), AuthError> {
-        let presented = match factor {
-            SecondFactor::Totp(c) | SecondFactor::RecoveryCode(c) => c.expose_secret(),
+        let (presented, limit) = match factor {
+            SecondFactor::Totp(c) | SecondFactor::RecoveryCode(c) => (c.expose_secret(), 64),
+            SecondFactor::Passkey(c) => (c.as_str(), crate::passkey::MAX_CREDENTIAL_BYTES),
         };
         if mfa_token.expose_secret().is_empty() || mfa_token.expose_secret().len() > 256 {
             return Err(AuthError::BadInput("mfa_token is empty or too long".into()));
         }
-        if presented.is_empty() || presented.len() > 64 {
+        if presented.is_empty() || presented.len() > limit {
             return Err(AuthError::BadInput("the code is empty or too long".into()));
         }
         let hash = token_digest(mfa_token.expose_secret());
@@ -281,14 +301,14 @@ impl Auth {
             ip: ip.map(|ip| format!("ip:{ip}")),
         };
         let reservation = self.reserve_attempt(&keys, client, caller).await?;
-        let ok = match self.check_factor(challenge.user_id, factor, now).await {
-            Ok(ok) => ok,
+        let method = match self.check_factor(&challenge, factor, now).await {
+            Ok(m) => m,
             Err(e) => {
                 self.throttle.abandon(reservation).await;
                 return Err(e);
             }
         };
-        if !ok {
+        let Some(method) = method else {
             self.throttle.failed(reservation).await?;
             self.store.challenge_failed(&hash).await?;
             self.audit(
@@ -299,7 +319,7 @@ impl Auth {
             .await;
             tracing::info!(user_id = %challenge.user_id, "second factor refused");
             return Err(AuthError::InvalidSecondFactor);
-        }
+        };
         self.throttle.succeeded(reservation).await?;
         if !self
             .store
@@ -316,7 +336,7 @@ impl Auth {
             )
             .await;
         }
-        Ok((challenge, amr_of(factor)))
+        Ok((challenge, amr_after_password(method)))
     }
 
     /// The user of a challenge that passed, for a hosted page's SSO session: refused when a
@@ -330,20 +350,27 @@ impl Auth {
         }
     }
 
-    /// Whether `factor` is one of the user's, used now for the first time.
+    /// Whether `factor` is one of the challenge's user's, used now for the first time:
+    /// `Some` with its RFC 8176 method (`otp`, `hwk`, `swk`; `None` inside for a recovery
+    /// code), `None` when it is not.
     async fn check_factor(
         &self,
-        user_id: Uuid,
+        challenge: &MfaChallenge,
         factor: &SecondFactor,
         now: i64,
-    ) -> Result<bool, AuthError> {
+    ) -> Result<Option<Option<&'static str>>, AuthError> {
+        let user_id = challenge.user_id;
         match factor {
+            SecondFactor::Passkey(credential) => Ok(self
+                .check_passkey_factor(challenge, credential, now)
+                .await?
+                .map(Some)),
             SecondFactor::Totp(code) => {
                 let code = code.expose_secret().trim();
                 if code.len() != usize::from(TOTP_DIGITS)
                     || !code.bytes().all(|b| b.is_ascii_digit())
                 {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 for f in self.store.factors_of_user(user_id).await? {
                     if f.kind != "totp" || f.confirmed_at.is_none() {
@@ -354,12 +381,13 @@ impl Auth {
                         continue;
                     };
                     // A code is taken once: a replay, or a parallel twin, finds its step used.
-                    return Ok(self
+                    let taken = self
                         .store
                         .take_totp_step(f.id, step as i64, false, now)
-                        .await?);
+                        .await?;
+                    return Ok(taken.then_some(Some("otp")));
                 }
-                Ok(false)
+                Ok(None)
             }
             SecondFactor::RecoveryCode(code) => Ok(self
                 .store
@@ -368,7 +396,8 @@ impl Auth {
                     &recovery_digest(user_id, code.expose_secret()),
                     now,
                 )
-                .await?),
+                .await?
+                .then_some(None)),
         }
     }
 
@@ -417,6 +446,11 @@ impl Auth {
                     last_used_step: -1,
                     created_at: now,
                     last_used_at: None,
+                    credential_id: None,
+                    credential: None,
+                    sign_count: 0,
+                    backup_eligible: false,
+                    backup_state: false,
                 },
                 MAX_FACTORS,
             )
@@ -600,7 +634,7 @@ impl Auth {
         Ok(n)
     }
 
-    async fn new_recovery_set(
+    pub(crate) async fn new_recovery_set(
         &self,
         user_id: Uuid,
         caller: &Caller,
@@ -618,7 +652,7 @@ impl Auth {
         Ok(codes)
     }
 
-    fn check_recent(&self, auth_time: i64) -> Result<(), AuthError> {
+    pub(crate) fn check_recent(&self, auth_time: i64) -> Result<(), AuthError> {
         let within = i64::try_from(self.settings.mfa.reauth_within.as_millis()).unwrap_or(i64::MAX);
         match now_ms().saturating_sub(auth_time) <= within {
             true => Ok(()),
@@ -627,7 +661,11 @@ impl Auth {
     }
 
     /// Ends every live session of the user but `keep`.
-    async fn end_other_sessions(&self, user_id: Uuid, keep: Uuid) -> Result<(), AuthError> {
+    pub(crate) async fn end_other_sessions(
+        &self,
+        user_id: Uuid,
+        keep: Uuid,
+    ) -> Result<(), AuthError> {
         let now = now_ms();
         for s in self.store.sessions_of_user(user_id, 1000).await? {
             if s.id != keep && s.is_live(now) {
@@ -708,7 +746,7 @@ pub fn seal_totp_secret(
 }
 
 /// A factor's name: trimmed, 1 to 64 characters, no control characters.
-fn factor_name(name: &str) -> Result<String, AuthError> {
+pub(crate) fn factor_name(name: &str) -> Result<String, AuthError> {
     let name = name.trim();
     if name.is_empty()
         || name.chars().count() > MAX_NAME_CHARS

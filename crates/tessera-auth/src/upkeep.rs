@@ -37,7 +37,7 @@ impl Auth {
         let mut round: u32 = 0;
         loop {
             maintain.tick().await;
-            self.maintain_once(round % SWEEP_IDLE_EVERY == 0).await;
+            self.maintain_once(round.is_multiple_of(SWEEP_IDLE_EVERY)).await;
             round = round.wrapping_add(1);
         }
     }

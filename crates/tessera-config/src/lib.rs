@@ -49,6 +49,8 @@ pub struct Settings {
     pub sso: SsoSettings,
     /// Second factors.
     pub mfa: MfaSettings,
+    /// Passkeys (WebAuthn).
+    pub webauthn: WebauthnSettings,
     /// The hosted pages' templates.
     #[serde(default)]
     pub ui: UiSettings,
@@ -176,6 +178,47 @@ pub struct MfaSettings {
     /// refused with 403 `mfa_enrolment_required`.
     #[serde(with = "humantime_serde")]
     pub enrol_grace: Duration,
+}
+
+/// Passkeys (WebAuthn Level 2+), as second factors and for passwordless login.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebauthnSettings {
+    /// The relying party id: the domain passkeys are bound to (`example.com`, or
+    /// `localhost`), a suffix of every origin's host. Empty: the host of `tokens.issuer` when
+    /// that is a domain name; with an IP address there, passkeys are off until it is set.
+    pub rp_id: String,
+    /// The name authenticators show for the relying party.
+    pub rp_name: String,
+    /// The origins (scheme, host, port) whose pages may run the ceremonies: the hosted pages'
+    /// and the first-party frontends'. Empty: the origin of `tokens.issuer`.
+    #[serde(default)]
+    pub origins: Vec<Origin>,
+    /// User verification (a PIN or biometric on the authenticator): `required`, the only
+    /// policy, so that a passkey alone is a multi-factor login (webauthn-rs's passkeys).
+    pub user_verification: String,
+    /// How long a ceremony's challenge lives between its two calls.
+    #[serde(with = "humantime_serde")]
+    pub ceremony_ttl: Duration,
+}
+
+impl WebauthnSettings {
+    /// The relying party id in effect and the origins, or `None` when passkeys are off (no
+    /// `rp_id` and an issuer whose host is an IP address or missing).
+    pub fn relying_party(&self, issuer: &str) -> Option<(String, Vec<Origin>)> {
+        let origins = match self.origins.is_empty() {
+            true => Origin::of_url(issuer).into_iter().collect(),
+            false => self.origins.clone(),
+        };
+        let rp_id = match self.rp_id.is_empty() {
+            false => self.rp_id.clone(),
+            true => match url::Url::parse(issuer).ok()?.host()? {
+                url::Host::Domain(d) => d.to_string(),
+                _ => return None,
+            },
+        };
+        (!origins.is_empty()).then_some((rp_id, origins))
+    }
 }
 
 /// The hosted HTML pages.

@@ -16,7 +16,35 @@ impl Settings {
         self.validate_limits()?;
         self.validate_scopes()?;
         self.validate_resources()?;
+        self.validate_webauthn()?;
         self.validate_clients()
+    }
+
+    fn validate_webauthn(&self) -> Result<(), ConfigError> {
+        let w = &self.webauthn;
+        if w.user_verification != "required" {
+            return err(
+                "webauthn.user_verification must be \"required\" (passkeys always verify the user)",
+            );
+        }
+        if w.ceremony_ttl < Duration::from_secs(30) || w.ceremony_ttl > Duration::from_secs(600) {
+            return err("webauthn.ceremony_ttl must be 30s to 10m");
+        }
+        if let Some((rp_id, origins)) = w.relying_party(&self.tokens.issuer) {
+            let id = rp_id.to_ascii_lowercase();
+            for o in &origins {
+                let host = url::Url::parse(o.as_str())
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+                    .unwrap_or_default();
+                if host != id && !host.ends_with(&format!(".{id}")) {
+                    return Err(ConfigError(format!(
+                        "webauthn.rp_id {rp_id:?} must be the host of every webauthn origin or a parent domain of it; {o} is not"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn validate_keys(&self) -> Result<(), ConfigError> {

@@ -64,7 +64,8 @@ pub mod acr {
     pub const PASSWORD: &str = "1";
     /// A password and a second factor (TOTP or a recovery code).
     pub const MFA: &str = "2";
-    /// Multi-factor with a phishing-resistant authenticator (a passkey with user verification).
+    /// Multi-factor with a phishing-resistant authenticator: a passkey with user verification
+    /// (`hwk` or `swk`, with `user`), alone or after a password.
     pub const PHISHING_RESISTANT: &str = "3";
 
     /// Whether a login with these RFC 8176 methods had more than one factor (`mfa`): what
@@ -79,7 +80,7 @@ pub mod acr {
         let has = |m: &str| methods.contains(&m);
         match (
             is_multi_factor(methods.iter().copied()),
-            has("hwk") && has("user"),
+            (has("hwk") || has("swk")) && has("user"),
         ) {
             (true, true) => PHISHING_RESISTANT,
             (true, false) => MFA,

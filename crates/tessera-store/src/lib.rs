@@ -72,7 +72,7 @@ use uuid::Uuid;
 pub use backend::SqlStore;
 pub use change::Change;
 pub use error::{Duplicate, StoreError, StoreResult};
-pub use mfa::{MfaChallenge, MfaFactor, MfaStore};
+pub use mfa::{Ceremony, CeremonyPurpose, MfaChallenge, MfaFactor, MfaStore, PasskeyRefused};
 pub use model::{
     AuditEvent, AuditQuery, FeedKind, FeedPage, FeedPosition, FeedStart, Imported, KeyRow, NewUser,
     OnConflict, RevocationFeed, RevokedToken, Rotation, RotationAttempt, Session, SubjectClaims,

@@ -12,11 +12,12 @@ use super::StoreResult;
 pub struct MfaFactor {
     pub id: Uuid,
     pub user_id: Uuid,
-    /// `totp`.
+    /// `totp` or `passkey`.
     pub kind: String,
     /// The user's name for it ("phone").
     pub name: String,
-    /// The TOTP secret sealed under the master key (bound to `totp:<id>`). Never logged.
+    /// The TOTP secret sealed under the master key (bound to `totp:<id>`); empty for a
+    /// passkey. Never logged.
     pub secret_enc: Vec<u8>,
     /// When a valid code confirmed it; until then it does not count.
     pub confirmed_at: Option<i64>,
@@ -24,6 +25,15 @@ pub struct MfaFactor {
     pub last_used_step: i64,
     pub created_at: i64,
     pub last_used_at: Option<i64>,
+    /// A passkey's credential id (base64url), unique across accounts.
+    pub credential_id: Option<String>,
+    /// A passkey's credential as webauthn-rs keeps it (JSON: public key, counter, flags).
+    pub credential: Option<String>,
+    /// A passkey's last signature counter (0: the authenticator keeps none).
+    pub sign_count: i64,
+    /// A passkey's backup eligibility and state (a synced passkey), as last asserted.
+    pub backup_eligible: bool,
+    pub backup_state: bool,
 }
 
 impl std::fmt::Debug for MfaFactor {
@@ -38,7 +48,11 @@ impl std::fmt::Debug for MfaFactor {
             .field("last_used_step", &self.last_used_step)
             .field("created_at", &self.created_at)
             .field("last_used_at", &self.last_used_at)
-            .finish()
+            .field("credential_id", &self.credential_id)
+            .field("sign_count", &self.sign_count)
+            .field("backup_eligible", &self.backup_eligible)
+            .field("backup_state", &self.backup_state)
+            .finish_non_exhaustive()
     }
 }
 
@@ -60,6 +74,55 @@ pub struct MfaChallenge {
     pub created_at: i64,
     pub expires_at: i64,
     pub used_at: Option<i64>,
+}
+
+/// What a WebAuthn ceremony is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CeremonyPurpose {
+    /// A user adding a passkey.
+    Register,
+    /// A passkey as the second step of a password login (keyed by its mfa_token).
+    SecondFactor,
+    /// A passwordless login with a discoverable passkey.
+    Passwordless,
+}
+
+impl CeremonyPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CeremonyPurpose::Register => "register",
+            CeremonyPurpose::SecondFactor => "second_factor",
+            CeremonyPurpose::Passwordless => "passwordless",
+        }
+    }
+}
+
+/// The server half of a WebAuthn ceremony between its two calls.
+#[derive(Clone)]
+#[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
+pub struct Ceremony {
+    /// base64url SHA-256 of the ceremony's opaque id (or of the login's mfa_token).
+    pub id_hash: String,
+    /// `CeremonyPurpose::as_str`.
+    pub purpose: String,
+    /// The user it is for (none for a passwordless login).
+    pub user_id: Option<Uuid>,
+    /// The new passkey's name (registration).
+    pub name: Option<String>,
+    /// webauthn-rs's state (JSON), holding the challenge.
+    pub state: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for Ceremony {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ceremony")
+            .field("purpose", &self.purpose)
+            .field("user_id", &self.user_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Second factors (invariant 7).
@@ -124,4 +187,38 @@ pub trait MfaStore {
         now: i64,
         max_failures: i64,
     ) -> StoreResult<bool>;
+    /// Stores a ceremony, replacing one under the same `id_hash` (a second options call for
+    /// one mfa_token starts over).
+    async fn put_ceremony(&self, c: &Ceremony) -> StoreResult<()>;
+    /// Takes the unexpired ceremony with this digest and purpose: it is deleted as it is read,
+    /// so it finishes at most once (invariant 7).
+    async fn take_ceremony(
+        &self,
+        id_hash: &str,
+        purpose: CeremonyPurpose,
+        now: i64,
+    ) -> StoreResult<Option<Ceremony>>;
+    /// The confirmed passkey with this credential id (base64url), whoever holds it.
+    async fn passkey(&self, credential_id: &str) -> StoreResult<Option<MfaFactor>>;
+    /// Stores a passkey's counter, flags and credential after an assertion, and when it was
+    /// used; `false` when its counter moved meanwhile (a parallel assertion won).
+    async fn passkey_used(&self, f: &MfaFactor, seen_count: i64, now: i64) -> StoreResult<bool>;
+    /// Stores a confirmed passkey if its credential id is not registered yet and the user
+    /// holds fewer than `max_factors`. `Ok(None)` on success; `Some(reason)` otherwise.
+    async fn insert_passkey(
+        &self,
+        f: &MfaFactor,
+        max_factors: i64,
+    ) -> StoreResult<Option<PasskeyRefused>>;
+    /// The kinds of the user's confirmed factors, sorted and distinct.
+    async fn factor_kinds(&self, user_id: Uuid) -> StoreResult<Vec<String>>;
+}
+
+/// Why a new passkey was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasskeyRefused {
+    /// Its credential id is registered already (to this account or another).
+    Registered,
+    /// The user holds `max_factors` factors.
+    TooMany,
 }

@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
-use super::{MfaChallenge, MfaFactor, MfaStore, StoreResult};
+use super::{
+    Ceremony, CeremonyPurpose, MfaChallenge, MfaFactor, MfaStore, PasskeyRefused, StoreResult,
+};
 
 /// Only while the user holds fewer than `$10` factors (a soft bound: parallel enrolments
 /// may pass it by their number).
@@ -13,6 +15,47 @@ const INSERT_FACTOR: &str = "
                              created_at, last_used_at)
     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
     WHERE (SELECT COUNT(*) FROM mfa_factors WHERE user_id = $2) < $10";
+
+/// A passkey: confirmed as it is stored, and refused when its credential id is anyone's
+/// already (the unique index is the last word under a race).
+const INSERT_PASSKEY: &str = "
+    INSERT INTO mfa_factors (id, user_id, kind, name, secret_enc, confirmed_at, last_used_step,
+                             created_at, last_used_at, credential_id, credential, sign_count,
+                             backup_eligible, backup_state)
+    SELECT $1, $2, 'passkey', $3, $4, $5, -1, $5, NULL, $6, $7, $8, $9, $10
+    WHERE (SELECT COUNT(*) FROM mfa_factors WHERE user_id = $2) < $11
+      AND NOT EXISTS (SELECT 1 FROM mfa_factors WHERE credential_id = $6)
+    ON CONFLICT DO NOTHING";
+
+const PASSKEY: &str = "
+    SELECT * FROM mfa_factors
+    WHERE credential_id = $1 AND kind = 'passkey' AND confirmed_at IS NOT NULL";
+
+/// Only if the counter is still what the assertion was checked against: of two parallel
+/// assertions with one counter value, one is stored.
+const PASSKEY_USED: &str = "
+    UPDATE mfa_factors
+    SET credential = $2, sign_count = $3, backup_eligible = $4, backup_state = $5,
+        last_used_at = $6
+    WHERE id = $1 AND sign_count = $7";
+
+const FACTOR_KINDS: &str = "
+    SELECT DISTINCT kind FROM mfa_factors
+    WHERE user_id = $1 AND confirmed_at IS NOT NULL ORDER BY kind";
+
+const PUT_CEREMONY: &str = "
+    INSERT INTO webauthn_ceremonies (id_hash, purpose, user_id, name, state, created_at,
+                                     expires_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT (id_hash) DO UPDATE
+    SET purpose = excluded.purpose, user_id = excluded.user_id, name = excluded.name,
+        state = excluded.state, created_at = excluded.created_at,
+        expires_at = excluded.expires_at";
+
+/// Invariant 7: deleted as it is read, so a ceremony finishes once.
+const TAKE_CEREMONY: &str = "
+    DELETE FROM webauthn_ceremonies WHERE id_hash = $1 AND purpose = $2 AND expires_at > $3
+    RETURNING *";
 
 const FACTORS_OF_USER: &str =
     "SELECT * FROM mfa_factors WHERE user_id = $1 ORDER BY created_at, id";
@@ -36,7 +79,8 @@ const DELETE_FACTORS: &str = "DELETE FROM mfa_factors WHERE user_id = $1";
 
 const DELETE_RECOVERY_CODES: &str = "DELETE FROM recovery_codes WHERE user_id = $1";
 
-const SEALED_FACTORS: &str = "SELECT id, secret_enc FROM mfa_factors ORDER BY id";
+const SEALED_FACTORS: &str =
+    "SELECT id, secret_enc FROM mfa_factors WHERE kind = 'totp' ORDER BY id";
 
 const RESEAL_FACTOR: &str =
     "UPDATE mfa_factors SET secret_enc = $3 WHERE id = $1 AND secret_enc = $2";
@@ -286,5 +330,112 @@ impl MfaStore for SqlStore {
             .await
             .map(|r| r.rows_affected()))?;
         Ok(n == 1)
+    }
+
+    async fn put_ceremony(&self, c: &Ceremony) -> StoreResult<()> {
+        on_backend!(self, |b| sqlx::query(PUT_CEREMONY)
+            .bind(&c.id_hash)
+            .bind(&c.purpose)
+            .bind(c.user_id)
+            .bind(&c.name)
+            .bind(&c.state)
+            .bind(c.created_at)
+            .bind(c.expires_at)
+            .execute(b.pool())
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    async fn take_ceremony(
+        &self,
+        id_hash: &str,
+        purpose: CeremonyPurpose,
+        now: i64,
+    ) -> StoreResult<Option<Ceremony>> {
+        let row: Option<Ceremony> = on_backend!(self, |b| sqlx::query_as(TAKE_CEREMONY)
+            .bind(id_hash)
+            .bind(purpose.as_str())
+            .bind(now)
+            .fetch_optional(b.pool())
+            .await)?;
+        Ok(row)
+    }
+
+    async fn passkey(&self, credential_id: &str) -> StoreResult<Option<MfaFactor>> {
+        let row: Option<MfaFactor> = on_backend!(self, |b| sqlx::query_as(PASSKEY)
+            .bind(credential_id)
+            .fetch_optional(b.pool())
+            .await)?;
+        Ok(row)
+    }
+
+    async fn passkey_used(&self, f: &MfaFactor, seen_count: i64, now: i64) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(PASSKEY_USED)
+            .bind(f.id)
+            .bind(&f.credential)
+            .bind(f.sign_count)
+            .bind(f.backup_eligible)
+            .bind(f.backup_state)
+            .bind(now)
+            .bind(seen_count)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    async fn insert_passkey(
+        &self,
+        f: &MfaFactor,
+        max_factors: i64,
+    ) -> StoreResult<Option<PasskeyRefused>> {
+        let n = on_backend!(self, |b| sqlx::query(INSERT_PASSKEY)
+            .bind(f.id)
+            .bind(f.user_id)
+            .bind(&f.name)
+            .bind(&f.secret_enc)
+            .bind(f.created_at)
+            .bind(&f.credential_id)
+            .bind(&f.credential)
+            .bind(f.sign_count)
+            .bind(f.backup_eligible)
+            .bind(f.backup_state)
+            .bind(max_factors)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        if n == 1 {
+            return Ok(None);
+        }
+        let taken = match &f.credential_id {
+            Some(id) => self.passkey_registered(id).await?,
+            None => false,
+        };
+        Ok(Some(match taken {
+            true => PasskeyRefused::Registered,
+            false => PasskeyRefused::TooMany,
+        }))
+    }
+
+    async fn factor_kinds(&self, user_id: Uuid) -> StoreResult<Vec<String>> {
+        let rows: Vec<(String,)> = on_backend!(self, |b| sqlx::query_as(FACTOR_KINDS)
+            .bind(user_id)
+            .fetch_all(b.pool())
+            .await)?;
+        Ok(rows.into_iter().map(|(k,)| k).collect())
+    }
+}
+
+impl SqlStore {
+    /// Whether any factor, confirmed or not, has this credential id.
+    async fn passkey_registered(&self, credential_id: &str) -> StoreResult<bool> {
+        let (n,): (i64,) = on_backend!(self, |b| sqlx::query_as(
+            "SELECT COUNT(*) FROM mfa_factors WHERE credential_id = $1"
+        )
+        .bind(credential_id)
+        .fetch_one(b.pool())
+        .await)?;
+        Ok(n > 0)
     }
 }

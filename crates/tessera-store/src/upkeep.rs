@@ -60,6 +60,11 @@ const PURGE_MFA_CHALLENGES: &str = "
     DELETE FROM mfa_challenges WHERE token_hash IN
         (SELECT token_hash FROM mfa_challenges WHERE expires_at < $1 LIMIT $2)";
 
+/// WebAuthn ceremonies never finished, past their expiry.
+const PURGE_CEREMONIES: &str = "
+    DELETE FROM webauthn_ceremonies WHERE id_hash IN
+        (SELECT id_hash FROM webauthn_ceremonies WHERE expires_at < $1 LIMIT $2)";
+
 /// Pushed authorization requests past their expiry.
 const PURGE_PUSHED: &str = "
     DELETE FROM pushed_requests WHERE uri_hash IN
@@ -260,6 +265,7 @@ impl Upkeep for SqlStore {
             .await?
             + self.purge_in_batches(PURGE_PUSHED, &[now]).await?
             + self.purge_in_batches(PURGE_MFA_CHALLENGES, &[now]).await?
+            + self.purge_in_batches(PURGE_CEREMONIES, &[now]).await?
             + self
                 .purge_in_batches(PURGE_DEVICE_CODES, &[now - 3_600_000])
                 .await?;

@@ -49,6 +49,12 @@ pub enum ApiError {
     /// No such factor of the user: 404.
     #[error("factor not found")]
     FactorNotFound,
+    /// Passkeys are off (`[webauthn]` names no relying party): 404.
+    #[error("passkeys disabled")]
+    PasskeysDisabled,
+    /// A passkey ceremony unknown, used or expired, or an answer that does not verify: 400.
+    #[error("invalid passkey")]
+    InvalidPasskey,
     /// The action needs a more recent login (RFC 9470 §3 `insufficient_user_authentication`).
     #[error("reauthentication required")]
     ReauthenticationRequired,
@@ -282,6 +288,16 @@ impl ApiError {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "No such endpoint."),
             ApiError::UserNotFound => (StatusCode::NOT_FOUND, "not_found", "No such user."),
             ApiError::FactorNotFound => (StatusCode::NOT_FOUND, "not_found", "No such factor."),
+            ApiError::PasskeysDisabled => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "Passkeys are not enabled on this server (webauthn.rp_id).",
+            ),
+            ApiError::InvalidPasskey => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "The passkey ceremony is unknown, expired or used, or the authenticator's answer does not verify.",
+            ),
             ApiError::MfaEnrolmentRequired => (
                 StatusCode::FORBIDDEN,
                 "mfa_enrolment_required",
@@ -339,6 +355,9 @@ impl From<AuthError> for ApiError {
                 status: StatusCode::UNAUTHORIZED,
             },
             AuthError::FactorNotFound => ApiError::FactorNotFound,
+            AuthError::PasskeysDisabled => ApiError::PasskeysDisabled,
+            AuthError::InvalidPasskey => ApiError::InvalidPasskey,
+            AuthError::PasskeyRegistered => ApiError::Conflict("passkey"),
             AuthError::MfaEnrolmentRequired => ApiError::MfaEnrolmentRequired,
             AuthError::ReauthenticationRequired => ApiError::ReauthenticationRequired,
             AuthError::UnauthorizedClient => ApiError::UnauthorizedClient,

@@ -122,6 +122,15 @@ const EVERY_KEY: &[(&str, &str, &str)] = &[
     ("mfa.reauth_within", "10m", r#""10m""#),
     ("mfa.required_for_roles", r#"["admin"]"#, r#"["admin"]"#),
     ("mfa.enrol_grace", "3d", r#""3days""#),
+    ("webauthn.rp_id", "example.com", r#""example.com""#),
+    ("webauthn.rp_name", "Acme", r#""Acme""#),
+    (
+        "webauthn.origins",
+        r#"["https://login.example.com"]"#,
+        r#"["https://login.example.com"]"#,
+    ),
+    ("webauthn.user_verification", "required", r#""required""#),
+    ("webauthn.ceremony_ttl", "2m", r#""2m""#),
     ("log.format", "json", r#""json""#),
     ("log.level", "debug", r#""debug""#),
 ];

@@ -1,0 +1,703 @@
+//! Passkeys at the API level, against a software authenticator (`SoftPasskey`: P-256, `none`
+//! attestation, the CBOR and client data a browser and an authenticator produce): registration,
+//! passwordless login, the second step of a password login (JSON and `/token`), a cloned
+//! credential (counter going backwards), the wrong RP ID, the wrong origin, no user
+//! verification, a credential registered twice, replays, and passkeys turned off.
+
+use aws_lc_rs::digest::{digest, SHA256};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use figment::providers::Serialized;
+use serde_json::{json, Value};
+
+use crate::helpers::{Backend, TestApp, CLIENT_ID, CLIENT_SECRET, PASSWORD};
+use crate::on_both;
+
+on_both!(
+    a_passkey_registers_and_logs_in_without_a_password,
+    a_passkey_completes_a_password_login,
+    a_cloned_passkey_is_refused,
+    the_wrong_origin_rp_id_or_no_user_verification_is_refused,
+    a_credential_belongs_to_one_account,
+    passkeys_are_off_without_a_relying_party
+);
+
+/// The relying party the test servers are configured with, and a page origin under it.
+const RP_ID: &str = "example.com";
+const ORIGIN: &str = "https://login.example.com";
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn unb64(s: &str) -> Vec<u8> {
+    URL_SAFE_NO_PAD.decode(s).unwrap()
+}
+
+/// A software authenticator holding one discoverable credential, as a platform authenticator
+/// with user verification would. Fields are public so that tests can misbehave on purpose.
+pub(crate) struct SoftPasskey {
+    pkcs8: Vec<u8>,
+    pub cred_id: Vec<u8>,
+    pub user_handle: Vec<u8>,
+    pub counter: u32,
+    /// Backup eligible and backed up (a synced passkey).
+    pub synced: bool,
+    /// The user-verified flag it sets.
+    pub verifies_user: bool,
+    /// The page the browser reports (`clientDataJSON.origin`).
+    pub origin: String,
+    /// The RP ID it hashes into its authenticator data (the browser's choice, normally the
+    /// options' `rp.id`); `None`: the options'.
+    pub rp_id: Option<String>,
+}
+
+fn cbor_head(major: u8, n: usize) -> Vec<u8> {
+    let m = major << 5;
+    match n {
+        0..=23 => vec![m | n as u8],
+        24..=255 => vec![m | 24, n as u8],
+        _ => vec![m | 25, (n >> 8) as u8, n as u8],
+    }
+}
+
+fn cbor_text(s: &str) -> Vec<u8> {
+    let mut v = cbor_head(3, s.len());
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+fn cbor_bytes(b: &[u8]) -> Vec<u8> {
+    let mut v = cbor_head(2, b.len());
+    v.extend_from_slice(b);
+    v
+}
+
+impl SoftPasskey {
+    pub fn new() -> Self {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+            .unwrap()
+            .as_ref()
+            .to_vec();
+        let mut cred_id = vec![0u8; 32];
+        aws_lc_rs::rand::fill(&mut cred_id).unwrap();
+        SoftPasskey {
+            pkcs8,
+            cred_id,
+            user_handle: Vec::new(),
+            counter: 0,
+            synced: false,
+            verifies_user: true,
+            origin: ORIGIN.into(),
+            rp_id: None,
+        }
+    }
+
+    /// The same key and credential in a second authenticator (a clone).
+    pub fn clone_device(&self) -> Self {
+        SoftPasskey {
+            pkcs8: self.pkcs8.clone(),
+            cred_id: self.cred_id.clone(),
+            user_handle: self.user_handle.clone(),
+            counter: self.counter,
+            synced: self.synced,
+            verifies_user: self.verifies_user,
+            origin: self.origin.clone(),
+            rp_id: self.rp_id.clone(),
+        }
+    }
+
+    fn key(&self) -> EcdsaKeyPair {
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &self.pkcs8).unwrap()
+    }
+
+    fn flags(&self, attested: bool) -> u8 {
+        let mut f = 0x01; // user present
+        if self.verifies_user {
+            f |= 0x04;
+        }
+        if self.synced {
+            f |= 0x08 | 0x10;
+        }
+        if attested {
+            f |= 0x40;
+        }
+        f
+    }
+
+    fn auth_data(&self, rp_id: &str, attested: bool) -> Vec<u8> {
+        let rp = self.rp_id.as_deref().unwrap_or(rp_id);
+        let mut d = digest(&SHA256, rp.as_bytes()).as_ref().to_vec();
+        d.push(self.flags(attested));
+        d.extend_from_slice(&self.counter.to_be_bytes());
+        if attested {
+            d.extend_from_slice(&[0u8; 16]); // AAGUID
+            d.extend_from_slice(&(self.cred_id.len() as u16).to_be_bytes());
+            d.extend_from_slice(&self.cred_id);
+            // COSE_Key (RFC 9053): EC2, ES256, P-256, x, y.
+            let public = self.key().public_key().as_ref().to_vec();
+            let mut k = cbor_head(5, 5);
+            k.extend([0x01, 0x02, 0x03, 0x26, 0x20, 0x01, 0x21]);
+            k.extend(cbor_bytes(&public[1..33]));
+            k.push(0x22);
+            k.extend(cbor_bytes(&public[33..65]));
+            d.extend(k);
+        }
+        d
+    }
+
+    fn client_data(&self, kind: &str, challenge: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "type": kind,
+            "challenge": challenge,
+            "origin": self.origin,
+            "crossOrigin": false,
+        }))
+        .unwrap()
+    }
+
+    /// `navigator.credentials.create({publicKey})`, then `toJSON()`.
+    pub fn register(&mut self, public_key: &Value) -> Value {
+        let rp_id = public_key["rp"]["id"].as_str().unwrap();
+        self.user_handle = unb64(public_key["user"]["id"].as_str().unwrap());
+        let client_data =
+            self.client_data("webauthn.create", public_key["challenge"].as_str().unwrap());
+        let mut att = cbor_head(5, 3);
+        att.extend(cbor_text("fmt"));
+        att.extend(cbor_text("none"));
+        att.extend(cbor_text("attStmt"));
+        att.extend(cbor_head(5, 0));
+        att.extend(cbor_text("authData"));
+        att.extend(cbor_bytes(&self.auth_data(rp_id, true)));
+        json!({
+            "id": b64(&self.cred_id),
+            "rawId": b64(&self.cred_id),
+            "type": "public-key",
+            "response": {
+                "clientDataJSON": b64(&client_data),
+                "attestationObject": b64(&att),
+                "transports": ["internal"],
+            },
+            "clientExtensionResults": {},
+        })
+    }
+
+    /// `navigator.credentials.get({publicKey})`, then `toJSON()`; the counter goes up first.
+    pub fn assert(&mut self, public_key: &Value) -> Value {
+        self.counter += 1;
+        let rp_id = public_key["rpId"].as_str().unwrap();
+        let client_data =
+            self.client_data("webauthn.get", public_key["challenge"].as_str().unwrap());
+        let auth_data = self.auth_data(rp_id, false);
+        let mut signed = auth_data.clone();
+        signed.extend_from_slice(digest(&SHA256, &client_data).as_ref());
+        let sig = self.key().sign(&SystemRandom::new(), &signed).unwrap();
+        json!({
+            "id": b64(&self.cred_id),
+            "rawId": b64(&self.cred_id),
+            "type": "public-key",
+            "response": {
+                "authenticatorData": b64(&auth_data),
+                "clientDataJSON": b64(&client_data),
+                "signature": b64(sig.as_ref()),
+                "userHandle": b64(&self.user_handle),
+            },
+            "clientExtensionResults": {},
+        })
+    }
+}
+
+/// A server whose relying party is `example.com`, on `login.example.com`.
+pub(crate) async fn app_with_passkeys(b: Backend) -> Option<TestApp> {
+    TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default("webauthn.rp_id", RP_ID))
+            .merge(Serialized::default("webauthn.origins", json!([ORIGIN])))
+    })
+    .await
+}
+
+async fn bearer_post(app: &TestApp, path: &str, access: &str, body: &Value) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .bearer_auth(access)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Registers `key` for the holder of `access`: the start's and the finish's answers.
+pub(crate) async fn register(
+    app: &TestApp,
+    access: &str,
+    key: &mut SoftPasskey,
+) -> (Value, reqwest::Response) {
+    let r = bearer_post(
+        app,
+        "/me/factors/passkey",
+        access,
+        &json!({"name": "laptop"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let start: Value = r.json().await.unwrap();
+    let credential = key.register(&start["publicKey"]);
+    let r = bearer_post(
+        app,
+        "/me/factors/passkey/finish",
+        access,
+        &json!({"ceremony": start["ceremony"], "credential": credential}),
+    )
+    .await;
+    (start, r)
+}
+
+/// A passwordless login with `key`: the options' and the login's answers.
+async fn passwordless(app: &TestApp, key: &mut SoftPasskey) -> (Value, reqwest::Response) {
+    let r = app.post_json("/login/passkey/options", &json!({})).await;
+    assert_eq!(r.status(), 200);
+    let options: Value = r.json().await.unwrap();
+    let credential = key.assert(&options["publicKey"]);
+    let r = app
+        .post_json(
+            "/login/passkey",
+            &json!({"ceremony": options["ceremony"], "credential": credential}),
+        )
+        .await;
+    (options, r)
+}
+
+async fn stored_passkey(app: &TestApp, user_id: uuid::Uuid) -> tessera::store::MfaFactor {
+    let rows = app.store.factors_of_user(user_id).await.unwrap();
+    rows.into_iter().find(|f| f.kind == "passkey").unwrap()
+}
+
+async fn a_passkey_registers_and_logs_in_without_a_password(b: Backend) {
+    let Some(app) = app_with_passkeys(b).await else {
+        return;
+    };
+    let user = app.create_user("alice", &[]).await;
+    let first = app.login_ok("alice").await;
+    let access = first["access_token"].as_str().unwrap();
+    let mut key = SoftPasskey::new();
+    let (start, r) = register(&app, access, &mut key).await;
+    // The options ask for a discoverable credential, verified, for this relying party.
+    let pk = &start["publicKey"];
+    assert_eq!(pk["rp"]["id"], RP_ID);
+    assert_eq!(pk["authenticatorSelection"]["residentKey"], "required");
+    assert_eq!(pk["authenticatorSelection"]["userVerification"], "required");
+    assert_eq!(
+        unb64(pk["user"]["id"].as_str().unwrap()),
+        user.id.as_bytes()
+    );
+    assert_eq!(r.status(), 201);
+    let added: Value = r.json().await.unwrap();
+    assert_eq!(added["factor"]["kind"], "passkey");
+    assert_eq!(added["factor"]["name"], "laptop");
+    assert_eq!(added["factor"]["backup_eligible"], false);
+    assert_eq!(added["recovery_codes"].as_array().unwrap().len(), 10);
+    // The ceremony is used up: its answer again is refused.
+    let again = bearer_post(
+        &app,
+        "/me/factors/passkey/finish",
+        access,
+        &json!({"ceremony": start["ceremony"], "credential": key.register(pk)}),
+    )
+    .await;
+    assert_eq!(again.status(), 400);
+    let stored = stored_passkey(&app, user.id).await;
+    assert_eq!(
+        stored.credential_id.as_deref(),
+        Some(b64(&key.cred_id).as_str())
+    );
+    assert!(stored.confirmed_at.is_some());
+    assert!(stored.secret_enc.is_empty());
+
+    // Passwordless: any discoverable passkey, through the browser's autofill.
+    let (options, r) = passwordless(&app, &mut key).await;
+    assert_eq!(options["mediation"], "conditional");
+    assert_eq!(options["publicKey"]["allowCredentials"], json!([]));
+    assert_eq!(options["publicKey"]["userVerification"], "required");
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let claims = TestApp::claims(t["access_token"].as_str().unwrap());
+    assert_eq!(claims["sub"], user.id.to_string());
+    assert_eq!(claims["amr"], json!(["hwk", "user", "mfa"]));
+    assert_eq!(claims["acr"], "3");
+    assert_eq!(
+        app.userinfo(t["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+    // A refresh keeps the methods.
+    let r = app
+        .post_json("/refresh", &json!({"refresh_token": t["refresh_token"]}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let t2: Value = r.json().await.unwrap();
+    assert_eq!(
+        TestApp::claims(t2["access_token"].as_str().unwrap())["acr"],
+        "3"
+    );
+    // The counter and the time of use are stored.
+    let stored = stored_passkey(&app, user.id).await;
+    assert_eq!(stored.sign_count, 1);
+    assert!(stored.last_used_at.is_some());
+
+    // The same assertion again: its ceremony is used up, and a new ceremony's challenge is
+    // not the one it signed.
+    let replay = key.clone_device();
+    let (_, r) = passwordless(&app, &mut key).await;
+    assert_eq!(r.status(), 200);
+    let mut stale = replay;
+    let old = stale.assert(&options["publicKey"]);
+    let r = app
+        .post_json(
+            "/login/passkey",
+            &json!({"ceremony": options["ceremony"], "credential": old}),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    let r2 = app.post_json("/login/passkey/options", &json!({})).await;
+    let fresh: Value = r2.json().await.unwrap();
+    let r = app
+        .post_json(
+            "/login/passkey",
+            &json!({"ceremony": fresh["ceremony"], "credential": old}),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant");
+
+    // Garbage is a 400, never a 5xx.
+    for bad in [
+        json!({"ceremony": fresh["ceremony"], "credential": {"id": 5}}),
+        json!({"ceremony": fresh["ceremony"], "credential": "x"}),
+        json!({"ceremony": "", "credential": {}}),
+        json!({"credential": {}}),
+    ] {
+        let r = app.post_json("/login/passkey", &bad).await;
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+
+    // A disabled user's passkey logs nobody in.
+    app.auth
+        .set_disabled(
+            tessera::auth::UserRef::Id(user.id),
+            true,
+            &tessera::auth::Caller::default(),
+        )
+        .await
+        .unwrap();
+    let (_, r) = passwordless(&app, &mut key).await;
+    assert_eq!(r.status(), 401);
+}
+
+async fn a_passkey_completes_a_password_login(b: Backend) {
+    let Some(app) = app_with_passkeys(b).await else {
+        return;
+    };
+    let user = app.create_user("bob", &[]).await;
+    let first = app.login_ok("bob").await;
+    let mut key = SoftPasskey::new();
+    key.synced = true;
+    let (_, r) = register(&app, first["access_token"].as_str().unwrap(), &mut key).await;
+    assert_eq!(r.status(), 201);
+    let added: Value = r.json().await.unwrap();
+    assert_eq!(added["factor"]["backup_eligible"], true);
+    assert_eq!(added["factor"]["backup_state"], true);
+
+    // The password is the first step; the passkey is offered as the second.
+    let r = app.login("bob", PASSWORD).await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["mfa_methods"], json!(["passkey", "recovery_code"]));
+    let mfa_token = body["mfa_token"].as_str().unwrap();
+    let r = app
+        .post_json("/login/mfa/passkey", &json!({"mfa_token": mfa_token}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let options: Value = r.json().await.unwrap();
+    let allowed = &options["publicKey"]["allowCredentials"];
+    assert_eq!(allowed.as_array().unwrap().len(), 1);
+    assert_eq!(allowed[0]["id"], b64(&key.cred_id));
+    let credential = key.assert(&options["publicKey"]);
+    let r = app
+        .post_json(
+            "/login/mfa",
+            &json!({"mfa_token": mfa_token, "passkey": credential}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let claims = TestApp::claims(t["access_token"].as_str().unwrap());
+    assert_eq!(claims["amr"], json!(["pwd", "swk", "user", "mfa"]));
+    assert_eq!(claims["acr"], "3");
+    assert_eq!(claims["sub"], user.id.to_string());
+    // The mfa_token and the assertion are used up.
+    let r = app
+        .post_json(
+            "/login/mfa",
+            &json!({"mfa_token": mfa_token, "passkey": credential}),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    // Options for a used mfa_token: the one refusal.
+    let r = app
+        .post_json("/login/mfa/passkey", &json!({"mfa_token": mfa_token}))
+        .await;
+    assert_eq!(r.status(), 401);
+
+    // An assertion for another login's challenge does not complete this one.
+    let token_a = {
+        let r = app.login("bob", PASSWORD).await;
+        let b: Value = r.json().await.unwrap();
+        b["mfa_token"].as_str().unwrap().to_string()
+    };
+    let token_b = {
+        let r = app.login("bob", PASSWORD).await;
+        let b: Value = r.json().await.unwrap();
+        b["mfa_token"].as_str().unwrap().to_string()
+    };
+    let r = app
+        .post_json("/login/mfa/passkey", &json!({"mfa_token": token_a}))
+        .await;
+    let options_a: Value = r.json().await.unwrap();
+    let for_a = key.assert(&options_a["publicKey"]);
+    let r = app
+        .post_json(
+            "/login/mfa",
+            &json!({"mfa_token": token_b, "passkey": for_a}),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+
+    // The password grant's second step takes the passkey too (a form field of JSON).
+    let r = app
+        .client
+        .post(app.url("/token"))
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "bob"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let b: Value = r.json().await.unwrap();
+    let grant_token = b["mfa_token"].as_str().unwrap().to_string();
+    let r = app
+        .post_json("/login/mfa/passkey", &json!({"mfa_token": grant_token}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let options: Value = r.json().await.unwrap();
+    let assertion = key.assert(&options["publicKey"]).to_string();
+    // Not at /login/mfa: the token is the client's.
+    let r = app
+        .post_json(
+            "/login/mfa",
+            &json!({"mfa_token": grant_token, "passkey": serde_json::from_str::<Value>(&assertion).unwrap()}),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    let r = app
+        .post_json("/login/mfa/passkey", &json!({"mfa_token": grant_token}))
+        .await;
+    let options: Value = r.json().await.unwrap();
+    let assertion = key.assert(&options["publicKey"]).to_string();
+    let r = app
+        .client
+        .post(app.url("/token"))
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .form(&[
+            ("grant_type", "urn:tessera:params:oauth:grant-type:mfa"),
+            ("mfa_token", grant_token.as_str()),
+            ("passkey", assertion.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let claims = TestApp::claims(t["access_token"].as_str().unwrap());
+    assert_eq!(claims["amr"], json!(["pwd", "swk", "user", "mfa"]));
+}
+
+async fn a_cloned_passkey_is_refused(b: Backend) {
+    let Some(app) = app_with_passkeys(b).await else {
+        return;
+    };
+    let user = app.create_user("carol", &[]).await;
+    let first = app.login_ok("carol").await;
+    let mut key = SoftPasskey::new();
+    key.counter = 10;
+    let (_, r) = register(&app, first["access_token"].as_str().unwrap(), &mut key).await;
+    assert_eq!(r.status(), 201);
+    let mut clone = key.clone_device();
+    let (_, r) = passwordless(&app, &mut key).await;
+    assert_eq!(r.status(), 200);
+    let (_, r) = passwordless(&app, &mut key).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(stored_passkey(&app, user.id).await.sign_count, 12);
+    // The clone's counter (11) is behind the original's (12).
+    let (_, r) = passwordless(&app, &mut clone).await;
+    assert_eq!(r.status(), 401);
+    // Equal is not enough either.
+    clone.counter = 11;
+    let (_, r) = passwordless(&app, &mut clone).await;
+    assert_eq!(r.status(), 401);
+    let stored = stored_passkey(&app, user.id).await;
+    assert_eq!(stored.sign_count, 12);
+    // The original goes on working.
+    let (_, r) = passwordless(&app, &mut key).await;
+    assert_eq!(r.status(), 200);
+}
+
+async fn the_wrong_origin_rp_id_or_no_user_verification_is_refused(b: Backend) {
+    let Some(app) = app_with_passkeys(b).await else {
+        return;
+    };
+    let user = app.create_user("dave", &[]).await;
+    let first = app.login_ok("dave").await;
+    let access = first["access_token"].as_str().unwrap();
+    let mut evil_origin = SoftPasskey::new();
+    evil_origin.origin = "https://login.example.net".into();
+    let mut evil_rp = SoftPasskey::new();
+    evil_rp.rp_id = Some("example.net".into());
+    let mut unverified = SoftPasskey::new();
+    unverified.verifies_user = false;
+    for key in [&mut evil_origin, &mut evil_rp, &mut unverified] {
+        let (_, r) = register(&app, access, key).await;
+        assert_eq!(r.status(), 400);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request");
+    }
+    assert!(app.store.factors_of_user(user.id).await.unwrap().is_empty());
+
+    // A good registration; then each fault at login.
+    let mut key = SoftPasskey::new();
+    let (_, r) = register(&app, access, &mut key).await;
+    assert_eq!(r.status(), 201);
+    for fault in 0..3 {
+        let mut k = key.clone_device();
+        k.counter = 100 + fault;
+        match fault {
+            0 => k.origin = "https://login.example.net".into(),
+            1 => k.rp_id = Some("example.net".into()),
+            _ => k.verifies_user = false,
+        }
+        let (_, r) = passwordless(&app, &mut k).await;
+        assert_eq!(r.status(), 401, "fault {fault}");
+    }
+    assert_eq!(stored_passkey(&app, user.id).await.sign_count, 0);
+    let (_, r) = passwordless(&app, &mut key).await;
+    assert_eq!(r.status(), 200);
+}
+
+async fn a_credential_belongs_to_one_account(b: Backend) {
+    let Some(app) = app_with_passkeys(b).await else {
+        return;
+    };
+    let erin = app.create_user("erin", &[]).await;
+    app.create_user("frank", &[]).await;
+    let erin_t = app.login_ok("erin").await;
+    let mut key = SoftPasskey::new();
+    let (_, r) = register(&app, erin_t["access_token"].as_str().unwrap(), &mut key).await;
+    assert_eq!(r.status(), 201);
+    // The same credential id, offered for another account: refused.
+    let frank_t = app.login_ok("frank").await;
+    let mut same = key.clone_device();
+    let (_, r) = register(&app, frank_t["access_token"].as_str().unwrap(), &mut same).await;
+    assert_eq!(r.status(), 409);
+    // A second passkey of erin's is excluded from nothing, and both log in.
+    let erin_t = {
+        let r = app.login("erin", PASSWORD).await;
+        assert_eq!(r.status(), 403);
+        let mut k = key.clone_device();
+        let b: Value = r.json().await.unwrap();
+        let mfa_token = b["mfa_token"].as_str().unwrap();
+        let options: Value = app
+            .post_json("/login/mfa/passkey", &json!({"mfa_token": mfa_token}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        key.counter = k.counter + 1;
+        let r = app
+            .post_json(
+                "/login/mfa",
+                &json!({"mfa_token": mfa_token, "passkey": k.assert(&options["publicKey"])}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()
+    };
+    let access = erin_t["access_token"].as_str().unwrap();
+    let mut second = SoftPasskey::new();
+    let (start, r) = register(&app, access, &mut second).await;
+    assert_eq!(r.status(), 201);
+    let excluded = start["publicKey"]["excludeCredentials"].as_array().unwrap();
+    assert_eq!(excluded.len(), 1);
+    assert_eq!(excluded[0]["id"], b64(&key.cred_id));
+    let (_, r) = passwordless(&app, &mut second).await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(
+        TestApp::claims(t["access_token"].as_str().unwrap())["sub"],
+        erin.id.to_string()
+    );
+    // GET /me/factors lists both, with their flags.
+    let r = app
+        .client
+        .get(app.url("/me/factors"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    let list: Value = r.json().await.unwrap();
+    let kinds: Vec<&str> = list["factors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["passkey", "passkey"]);
+    // Without a bearer token nothing starts.
+    let r = app.post_json("/me/factors/passkey", &json!({})).await;
+    assert_eq!(r.status(), 401);
+}
+
+async fn passkeys_are_off_without_a_relying_party(b: Backend) {
+    // The test issuer is an IP address, and no rp_id is set.
+    let Some((app, _)) = TestApp::with_user(b, "gina", &[]).await else {
+        return;
+    };
+    let r = app.post_json("/login/passkey/options", &json!({})).await;
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+    let t = app.login_ok("gina").await;
+    let r = bearer_post(
+        &app,
+        "/me/factors/passkey",
+        t["access_token"].as_str().unwrap(),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    // An rp_id that is no parent of an origin is refused at start-up.
+    let bad = tessera::config::Settings::from_figment(
+        crate::helpers::test_figment("sqlite::memory:", &crate::helpers::master_key())
+            .merge(Serialized::default("webauthn.rp_id", "example.org"))
+            .merge(Serialized::default("webauthn.origins", json!([ORIGIN]))),
+    );
+    let err = bad.unwrap_err().to_string();
+    assert!(err.contains("webauthn.rp_id"), "{err}");
+}
