@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/authorize", get(authorize_get).post(authorize_post))
         .route("/authorize/login", post(login))
         .route("/authorize/mfa", post(mfa))
+        .route("/authorize/passkey", post(passkey))
         .route("/authorize/consent", post(consent))
 }
 
@@ -210,7 +211,12 @@ pub(super) const ENROL_FIRST: &str =
 /// What a second-step page says when neither field was filled in.
 pub(super) const NO_CODE: &str = "Enter the code from your app, or a recovery code.";
 
-/// The second factor a second-step form names (`code`, else `recovery_code`), if any.
+/// What a login page says when a passkey was not accepted.
+pub(super) const PASSKEY_REFUSED: &str =
+    "That passkey was not accepted. Try again, or sign in with your password.";
+
+/// The second factor a second-step form names (`passkey`, the page script's assertion, else
+/// `code`, else `recovery_code`), if any.
 pub(super) fn factor_from_form<'a>(
     field: impl Fn(&str) -> Option<&'a str>,
 ) -> Option<SecondFactor> {
@@ -220,6 +226,9 @@ pub(super) fn factor_from_form<'a>(
             .filter(|v| !v.is_empty())
             .map(|v| SecretString::from(v.to_string()))
     };
+    if let Some(p) = filled("passkey") {
+        return Some(SecondFactor::Passkey(p.expose_secret().to_string()));
+    }
     match (filled("code"), filled("recovery_code")) {
         (Some(c), _) => Some(SecondFactor::Totp(c)),
         (None, Some(c)) => Some(SecondFactor::RecoveryCode(c)),
@@ -286,6 +295,53 @@ async fn mfa(
         }
         Err(e) => {
             tracing::warn!(error = %e, "hosted second step failed");
+            unavailable(&st)
+        }
+    }
+}
+
+/// The hosted login with a passkey and no password: the ceremony the page's script fetched
+/// (`POST /login/passkey/options`) and the browser's assertion.
+async fn passkey(
+    State(st): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    RequestCaller(caller): RequestCaller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (p, req) = match form_request(&st, &headers, &body).await {
+        Ok(form) => form,
+        Err(res) => return *res,
+    };
+    let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(a))| a));
+    let old = sso_cookie(&headers);
+    let signed = st
+        .auth
+        .sign_in_passkey(
+            &req,
+            p.own("ceremony").unwrap_or_default(),
+            p.own("credential").unwrap_or_default(),
+            meta,
+            old.as_ref(),
+            &caller,
+        )
+        .await;
+    match signed {
+        Ok(signed) => {
+            let mut res = decided(&st, &headers, &req, signed.decision, Via::Post);
+            set_sso_cookie(&mut res, &signed.cookie, signed.max_age_secs);
+            res
+        }
+        Err(AuthError::InvalidCredentials | AuthError::BadInput(_)) => login_page(
+            &st,
+            &headers,
+            &req,
+            StatusCode::OK,
+            Some(PASSKEY_REFUSED),
+            "",
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "hosted passkey sign-in failed");
             unavailable(&st)
         }
     }
@@ -508,6 +564,7 @@ fn login_page(
             context! {
                 lang => lang(req),
                 action => "/authorize/login",
+                passkey_action => st.auth.passkeys_enabled().then_some("/authorize/passkey"),
                 client_id => req.client_id,
                 csrf => csrf,
                 params => carried(req),
@@ -537,6 +594,7 @@ fn mfa_page(
                 csrf => csrf,
                 params => carried(req),
                 mfa_token => mfa_token.expose_secret(),
+                passkey => st.auth.passkeys_enabled(),
                 error => error,
             },
         )

@@ -356,6 +356,7 @@ fn mfa_page(
                 csrf => csrf,
                 params => params,
                 mfa_token => mfa_token.expose_secret(),
+                passkey => st.auth.passkeys_enabled(),
                 error => error,
             },
         )

@@ -1,6 +1,6 @@
 //! The hosted HTML pages of the OpenID Provider: the login, consent and error pages of
-//! `/authorize`, the form-post response, the end-session endpoint's confirmation, and the
-//! device page (RFC 8628). Beside the JSON API (`http`), not inside it: they
+//! `/authorize`, the form-post response, the end-session endpoint's confirmation, the
+//! device page (RFC 8628), and the account page (sign-in methods, adding a passkey). Beside the JSON API (`http`), not inside it: they
 //! call the same domain use cases (`tessera-auth`) and turn their errors into pages, as
 //! `http::error` turns them into statuses.
 //!
@@ -15,6 +15,7 @@
 //! - Every form is CSRF-checked (`csrf`), and a browser's signed-in state comes only from the
 //!   SSO session cookie (invariant 9).
 
+mod account;
 mod authorize;
 mod csrf;
 mod device;
@@ -32,7 +33,8 @@ use minijinja::Environment;
 use crate::http::AppState;
 
 /// The embedded templates, by name.
-const TEMPLATES: [(&str, &str); 10] = [
+const TEMPLATES: [(&str, &str); 11] = [
+    ("account.html", include_str!("templates/account.html")),
     ("base.html", include_str!("templates/base.html")),
     ("login.html", include_str!("templates/login.html")),
     ("mfa.html", include_str!("templates/mfa.html")),
@@ -50,10 +52,13 @@ const TEMPLATES: [(&str, &str); 10] = [
 
 const STYLE: &str = include_str!("static/style.css");
 const FORM_POST_JS: &str = include_str!("static/form_post.js");
+const PASSKEY_JS: &str = include_str!("static/passkey.js");
 
-/// The CSP of every page: nothing but Tessera's own stylesheet and script, no frames.
+/// The CSP of every page: nothing but Tessera's own stylesheet and script, no frames; the
+/// passkey script may call Tessera's own endpoints (`connect-src 'self'`), forms post only to
+/// Tessera, except the form-post response's to the client's verified redirect URI.
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
-                   base-uri 'none'; frame-ancestors 'none'";
+                   connect-src 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 /// The page templates, loaded once.
 pub struct Pages {
@@ -117,7 +122,7 @@ fn page(status: StatusCode, html: String) -> Response {
 }
 
 /// The security headers of every page and page redirect.
-fn secure_headers(h: &mut axum::http::HeaderMap) {
+pub(super) fn secure_headers(h: &mut axum::http::HeaderMap) {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
@@ -147,10 +152,15 @@ pub fn router() -> Router<AppState> {
         .merge(authorize::router())
         .merge(logout::router())
         .merge(device::router())
+        .merge(account::router())
         .route("/ui/style.css", get(|| async { asset("text/css", STYLE) }))
         .route(
             "/ui/form_post.js",
             get(|| async { asset("text/javascript", FORM_POST_JS) }),
+        )
+        .route(
+            "/ui/passkey.js",
+            get(|| async { asset("text/javascript", PASSKEY_JS) }),
         )
 }
 

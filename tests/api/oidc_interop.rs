@@ -18,10 +18,10 @@ on_both!(
     openid_client_signs_in_through_chromium,
 );
 
-const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop");
+pub(crate) const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop");
 
 /// Whether `what` can run here; in CI its absence is a failure, not a skip.
-fn available(ok: bool, what: &str) -> bool {
+pub(crate) fn available(ok: bool, what: &str) -> bool {
     if !ok {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -36,7 +36,7 @@ fn available(ok: bool, what: &str) -> bool {
     ok
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -75,7 +75,7 @@ async fn provider(b: Backend, callback_port: u16) -> Option<TestApp> {
     Some(app)
 }
 
-async fn run(program: &'static str, args: Vec<String>) -> (bool, String) {
+pub(crate) async fn run(program: &'static str, args: Vec<String>) -> (bool, String) {
     let out = tokio::task::spawn_blocking(move || {
         Command::new(program)
             .args(&args)

@@ -2,7 +2,9 @@
 //! attestation, the CBOR and client data a browser and an authenticator produce): registration,
 //! passwordless login, the second step of a password login (JSON and `/token`), a cloned
 //! credential (counter going backwards), the wrong RP ID, the wrong origin, no user
-//! verification, a credential registered twice, replays, and passkeys turned off.
+//! verification, a credential registered twice, replays, and passkeys turned off. Then a real
+//! browser: Chromium with a CDP virtual authenticator adds a passkey on the hosted account page
+//! and signs in to an app with it alone (`tests/interop/passkey_browser.mjs`).
 
 use aws_lc_rs::digest::{digest, SHA256};
 use aws_lc_rs::rand::SystemRandom;
@@ -21,7 +23,9 @@ on_both!(
     a_cloned_passkey_is_refused,
     the_wrong_origin_rp_id_or_no_user_verification_is_refused,
     a_credential_belongs_to_one_account,
-    passkeys_are_off_without_a_relying_party
+    passkeys_are_off_without_a_relying_party,
+    the_hosted_pages_take_a_passkey,
+    a_browser_adds_a_passkey_and_signs_in_with_it
 );
 
 /// The relying party the test servers are configured with, and a page origin under it.
@@ -700,4 +704,253 @@ async fn passkeys_are_off_without_a_relying_party(b: Backend) {
     );
     let err = bad.unwrap_err().to_string();
     assert!(err.contains("webauthn.rp_id"), "{err}");
+}
+
+async fn a_browser_adds_a_passkey_and_signs_in_with_it(b: Backend) {
+    use crate::oidc_interop::{available, free_port, run, DIR};
+    let modules = std::path::Path::new(DIR).join("node_modules");
+    let ready = std::path::Path::new("/usr/bin/chromium").exists()
+        && modules.join("playwright-core").exists();
+    if !available(ready, "Debian's chromium and `npm ci` in tests/interop") {
+        return;
+    }
+    // WebAuthn needs a secure context: http://localhost is one, and "localhost" is the RP ID.
+    let (port, callback_port) = (free_port(), free_port());
+    let base = format!("http://localhost:{port}");
+    let b2 = base.clone();
+    let Some(app) = TestApp::spawn_with(b, move |f| {
+        f.merge(Serialized::default(
+            "http.bind",
+            format!("127.0.0.1:{port}"),
+        ))
+        .merge(Serialized::default("tokens.issuer", b2.clone()))
+        .merge(Serialized::default("webauthn.rp_id", "localhost"))
+        .merge(Serialized::default("webauthn.origins", json!([b2])))
+        .merge(Serialized::default(
+            "clients",
+            json!([{"id": "web", "public": true, "first_party": true,
+                        "redirect_uris": ["http://127.0.0.1/cb"],
+                        "scopes": ["openid", "profile", "offline_access"]}]),
+        ))
+    })
+    .await
+    else {
+        return;
+    };
+    let user = app.create_user("alice", &[]).await;
+    let args = vec![
+        format!("{DIR}/passkey_browser.mjs"),
+        base,
+        callback_port.to_string(),
+        "alice".into(),
+        PASSWORD.into(),
+    ];
+    let (ok, text) = run("node", args).await;
+    assert!(ok && text.contains("\"ok\":true"), "{text}");
+    // Both ways of asking ran: the autofill and the button.
+    assert!(text.contains(r#""via":["autofill","button"]"#), "{text}");
+    // The passkey is stored, discoverable, used once, and the login recorded with it.
+    let stored = stored_passkey(&app, user.id).await;
+    assert!(stored.sign_count >= 1, "{stored:?}");
+    assert!(stored.last_used_at.is_some());
+    assert_eq!(app.store.recovery_codes_left(user.id).await.unwrap(), 10);
+}
+
+/// The fields of the form that follows `marker` on a page, with `set` in place of (or beside)
+/// its own.
+fn form_after(page: &str, marker: &str, set: &[(&str, String)]) -> Vec<(String, String)> {
+    let at = page
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} not on the page"));
+    let rest = &page[at..];
+    let form = &rest[..rest.find("</form>").unwrap()];
+    let mut fields: Vec<(String, String)> = crate::oidc::hidden_fields(form)
+        .into_iter()
+        .filter(|(k, _)| !set.iter().any(|(n, _)| n == k))
+        .collect();
+    fields.extend(set.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    fields
+}
+
+/// The hosted pages without JavaScript, posting what the page's script would: the login
+/// page's passkey form, the second step's passkey, and the account page's registration.
+async fn the_hosted_pages_take_a_passkey(b: Backend) {
+    use crate::oidc::{exchange, op_tweaked, pkce, redirected, Browser, APP_CB};
+    let Some(app) = op_tweaked(b, None, |f| {
+        f.merge(Serialized::default("webauthn.rp_id", RP_ID))
+            .merge(Serialized::default("webauthn.origins", json!([ORIGIN])))
+    })
+    .await
+    else {
+        return;
+    };
+    // The account page: signed out, it is a login page; signed in, it adds a passkey.
+    let mut browser = Browser::new(&app);
+    let r = browser.get("/account").await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(plain(&page).contains(r#"action="/account/login""#));
+    assert!(page.contains(r#"autocomplete="username webauthn""#));
+    let fields = form_after(
+        &page,
+        "<form",
+        &[("username", "alice".into()), ("password", PASSWORD.into())],
+    );
+    let r = browser.post("/account/login", &fields).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/account");
+    let page = browser.get("/account").await.text().await.unwrap();
+    assert!(
+        page.contains("Signed in as <strong>alice</strong>"),
+        "{page}"
+    );
+    assert!(page.contains("Add a passkey"));
+    let csrf = form_after(&page, r#"id="add-passkey""#, &[])
+        .into_iter()
+        .find(|(k, _)| k == "csrf")
+        .unwrap()
+        .1;
+    // The options need the form's CSRF token.
+    let r = browser
+        .post(
+            "/account/passkey/options",
+            &[("name".into(), "phone".into())],
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    let r = browser
+        .post(
+            "/account/passkey/options",
+            &[
+                ("csrf".into(), csrf.clone()),
+                ("name".into(), "phone".into()),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let o: Value = r.json().await.unwrap();
+    let mut key = SoftPasskey::new();
+    let credential = key.register(&o["publicKey"]).to_string();
+    let fields = form_after(
+        &page,
+        r#"id="add-passkey""#,
+        &[
+            ("ceremony", o["ceremony"].as_str().unwrap().to_string()),
+            ("credential", credential),
+        ],
+    );
+    let r = browser.post("/account/passkey", &fields).await;
+    assert_eq!(r.status(), 200);
+    let done = r.text().await.unwrap();
+    assert!(done.contains("Passkey added"), "{done}");
+    assert_eq!(done.matches("<li><code>").count(), 10);
+    assert!(done.contains("Passkey: phone"));
+
+    // An app's login page offers the passkey; the form the script posts signs in with it.
+    let (verifier, challenge) = pkce();
+    let page = browser
+        .authorize_web(&challenge, &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        plain(&page).contains(r#"action="/authorize/passkey""#),
+        "{page}"
+    );
+    let ask = || async {
+        let o: Value = app
+            .post_json("/login/passkey/options", &json!({}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        o
+    };
+    // A refused passkey: the login page again, saying so.
+    let o = ask().await;
+    let mut stranger = SoftPasskey::new();
+    stranger.user_handle = key.user_handle.clone();
+    let fields = form_after(
+        &page,
+        r#"id="passkey-login""#,
+        &[
+            ("ceremony", o["ceremony"].as_str().unwrap().to_string()),
+            ("credential", stranger.assert(&o["publicKey"]).to_string()),
+        ],
+    );
+    let r = browser.post("/authorize/passkey", &fields).await;
+    assert_eq!(r.status(), 200);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("That passkey was not accepted"));
+    let o = ask().await;
+    let fields = form_after(
+        &page,
+        r#"id="passkey-login""#,
+        &[
+            ("ceremony", o["ceremony"].as_str().unwrap().to_string()),
+            ("credential", key.assert(&o["publicKey"]).to_string()),
+        ],
+    );
+    let r = browser.post("/authorize/passkey", &fields).await;
+    let q = redirected(&r, APP_CB);
+    let r = exchange(&app, "web", &q["code"], &verifier, APP_CB).await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let id = TestApp::claims(t["id_token"].as_str().unwrap());
+    assert_eq!(id["amr"], json!(["hwk", "user", "mfa"]));
+    assert_eq!(id["acr"], "3");
+
+    // A fresh browser: password, then "Use a passkey" on the second step.
+    let mut other = Browser::new(&app);
+    let (verifier, challenge) = pkce();
+    let page = other
+        .authorize_web(&challenge, &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    let r = other
+        .sign_in(&form_of_login(&page), "alice", PASSWORD)
+        .await;
+    assert_eq!(r.status(), 200);
+    let step = r.text().await.unwrap();
+    assert!(step.contains("Use a passkey"), "{step}");
+    let token = form_after(&step, r#"id="second-step""#, &[])
+        .into_iter()
+        .find(|(k, _)| k == "mfa_token")
+        .unwrap()
+        .1;
+    let o: Value = app
+        .post_json("/login/mfa/passkey", &json!({"mfa_token": token}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let fields = form_after(
+        &step,
+        r#"id="second-step""#,
+        &[("passkey", key.assert(&o["publicKey"]).to_string())],
+    );
+    let r = other.post("/authorize/mfa", &fields).await;
+    let q = redirected(&r, APP_CB);
+    let r = exchange(&app, "web", &q["code"], &verifier, APP_CB).await;
+    let t: Value = r.json().await.unwrap();
+    let id = TestApp::claims(t["id_token"].as_str().unwrap());
+    assert_eq!(id["amr"], json!(["pwd", "hwk", "user", "mfa"]));
+    assert_eq!(id["acr"], "3");
+}
+
+/// A page with the `/` that autoescaping writes as `&#x2f;` put back.
+fn plain(page: &str) -> String {
+    page.replace("&#x2f;", "/")
+}
+
+/// The login form alone of a login page (which also holds the passkey form).
+fn form_of_login(page: &str) -> String {
+    let end = page.find(r#"id="passkey-login""#).unwrap_or(page.len());
+    page[..end].to_string()
 }

@@ -37,7 +37,8 @@ impl Auth {
         let mut round: u32 = 0;
         loop {
             maintain.tick().await;
-            self.maintain_once(round.is_multiple_of(SWEEP_IDLE_EVERY)).await;
+            self.maintain_once(round.is_multiple_of(SWEEP_IDLE_EVERY))
+                .await;
             round = round.wrapping_add(1);
         }
     }

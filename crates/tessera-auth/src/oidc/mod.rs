@@ -37,7 +37,7 @@ pub use device::{
 pub use logout::{IdTokenHint, LogoutParams, LogoutRequest};
 pub use par::{Pushed, PUSHED_TTL_SECS};
 pub use request::redirect_uri_matches;
-pub use sso::{SignedIn, SsoCookie};
+pub use sso::{BrowserUser, SignedIn, SsoCookie};
 
 /// How long an authorization code may be exchanged: 60 s (RFC 6749 §4.1.2 recommends at most
 /// ten minutes; OAuth 2.1 one).

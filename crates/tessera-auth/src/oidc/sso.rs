@@ -33,6 +33,15 @@ pub struct SignedIn {
     pub decision: Decision,
 }
 
+/// The user of a browser's live SSO session.
+#[derive(Debug, Clone)]
+pub struct BrowserUser {
+    pub user_id: Uuid,
+    pub username: String,
+    /// When they signed in (ms since the Unix epoch).
+    pub auth_time: i64,
+}
+
 fn unavailable(e: AuthError) -> AuthorizeError {
     tracing::warn!(error = %e, "authorization request failed");
     AuthorizeError::Unavailable
@@ -239,6 +248,74 @@ impl Auth {
             .second_step_sso(&self.first_party(), mfa_token, factor, meta, old, caller)
             .await?;
         Ok((cookie, self.settings.sso.absolute_ttl.as_secs()))
+    }
+
+    /// Signs in at the hosted login with a passkey, without a password: the ceremony of
+    /// `passwordless_options` and the browser's assertion (`credential`, JSON), then the same
+    /// decision as `sign_in`. The SSO session's `amr` is `hwk user mfa` (or `swk user mfa`).
+    ///
+    /// Errors: as `login_with_passkey` (`PasskeysDisabled`, `BadInput`,
+    /// `InvalidCredentials`, `StoreUnavailable`, `Internal`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn sign_in_passkey(
+        &self,
+        req: &AuthorizationRequest,
+        ceremony: &str,
+        credential: &str,
+        meta: ClientMeta,
+        old: Option<&SsoCookie>,
+        caller: &Caller,
+    ) -> Result<SignedIn, AuthError> {
+        let client = ClientId::registered(&req.client_id);
+        let (user, amr) = self
+            .verify_passwordless(ceremony, credential, &client, caller)
+            .await?;
+        let now = UnixMillis(now_ms().max(user.tokens_not_before + 1));
+        let (sso, user, cookie) = self
+            .open_sso(&client, user, now, amr, meta, old, caller)
+            .await?;
+        self.signed_in(req, sso, user, cookie).await
+    }
+
+    /// `sign_in_passkey` at a hosted page that serves no authorization request (the account
+    /// page): the new session's cookie and its lifetime (seconds).
+    ///
+    /// Errors: as `sign_in_passkey`.
+    pub async fn sign_in_browser_passkey(
+        &self,
+        ceremony: &str,
+        credential: &str,
+        meta: ClientMeta,
+        old: Option<&SsoCookie>,
+        caller: &Caller,
+    ) -> Result<(SsoCookie, u64), AuthError> {
+        let client = self.first_party();
+        let (user, amr) = self
+            .verify_passwordless(ceremony, credential, &client, caller)
+            .await?;
+        let now = UnixMillis(now_ms().max(user.tokens_not_before + 1));
+        let (_, _, cookie) = self
+            .open_sso(&client, user, now, amr, meta, old, caller)
+            .await?;
+        Ok((cookie, self.settings.sso.absolute_ttl.as_secs()))
+    }
+
+    /// The user the browser's live SSO session signed in, and when (ms): what the account
+    /// page acts for.
+    ///
+    /// Errors: `StoreUnavailable`.
+    pub async fn browser_user(
+        &self,
+        cookie: Option<&SsoCookie>,
+    ) -> Result<Option<BrowserUser>, AuthError> {
+        Ok(self
+            .live_sso(cookie, now_ms())
+            .await?
+            .map(|(sso, user)| BrowserUser {
+                user_id: user.id,
+                username: user.username,
+                auth_time: sso.auth_time,
+            }))
     }
 
     /// The second step of a hosted sign-in for `client`: the factor checked against the
