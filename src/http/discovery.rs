@@ -31,6 +31,10 @@ pub fn metadata(s: &Settings, scopes: Vec<String>) -> Value {
         }
     }
     scopes.sort();
+    let acr_values = match s.webauthn.relying_party(&s.tokens.issuer) {
+        Some(_) => json!(["1", "2", "3"]),
+        None => json!(["1", "2"]),
+    };
     json!({
         "issuer": s.tokens.issuer,
         "authorization_endpoint": format!("{iss}/authorize"),
@@ -68,7 +72,8 @@ pub fn metadata(s: &Settings, scopes: Vec<String>) -> Value {
             "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid",
             "azp", "at_hash", "preferred_username", "updated_at"
         ],
-        "acr_values_supported": ["1", "2"],
+        // "3", a passkey's phishing-resistant sign-in, only where passkeys are on.
+        "acr_values_supported": acr_values,
         "claims_parameter_supported": false,
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,

@@ -687,6 +687,16 @@ async fn passkeys_are_off_without_a_relying_party(b: Backend) {
     assert_eq!(r.status(), 404);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "not_found");
+    let meta: Value = app
+        .client
+        .get(app.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["acr_values_supported"], json!(["1", "2"]));
     let t = app.login_ok("gina").await;
     let r = bearer_post(
         &app,
@@ -845,6 +855,11 @@ async fn the_hosted_pages_take_a_passkey(b: Backend) {
     assert!(done.contains("Passkey added"), "{done}");
     assert_eq!(done.matches("<li><code>").count(), 10);
     assert!(done.contains("Passkey: phone"));
+    let recovery: Vec<String> = done
+        .split("<li><code>")
+        .skip(1)
+        .map(|c| c[..c.find("</code>").unwrap()].to_string())
+        .collect();
 
     // An app's login page offers the passkey; the form the script posts signs in with it.
     let (verifier, challenge) = pkce();
@@ -942,6 +957,51 @@ async fn the_hosted_pages_take_a_passkey(b: Backend) {
     let id = TestApp::claims(t["id_token"].as_str().unwrap());
     assert_eq!(id["amr"], json!(["pwd", "hwk", "user", "mfa"]));
     assert_eq!(id["acr"], "3");
+
+    // Step-up to "3": a browser signed in with a password and a recovery code ("2") gets a
+    // code for acr_values=2, and the login page for acr_values=3.
+    let meta: Value = app
+        .client
+        .get(app.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["acr_values_supported"], json!(["1", "2", "3"]));
+    let mut third = Browser::new(&app);
+    let (_, challenge) = pkce();
+    let page = third
+        .authorize_web(&challenge, &[])
+        .await
+        .text()
+        .await
+        .unwrap();
+    let r = third
+        .sign_in(&form_of_login(&page), "alice", PASSWORD)
+        .await;
+    let step = r.text().await.unwrap();
+    let fields = form_after(
+        &step,
+        r#"id="second-step""#,
+        &[("recovery_code", recovery[0].clone())],
+    );
+    let r = third.post("/authorize/mfa", &fields).await;
+    redirected(&r, APP_CB);
+    let r = third
+        .authorize_web(&challenge, &[("acr_values", "2")])
+        .await;
+    redirected(&r, APP_CB);
+    let r = third
+        .authorize_web(&challenge, &[("acr_values", "3")])
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Use a passkey"));
+    let r = third
+        .authorize_web(&challenge, &[("acr_values", "3"), ("prompt", "none")])
+        .await;
+    assert_eq!(redirected(&r, APP_CB)["error"], "login_required");
 }
 
 /// A page with the `/` that autoescaping writes as `&#x2f;` put back.

@@ -54,8 +54,10 @@ async function signInWithPasskey(page, via, extra) {
     ...extra,
   }))
     url.searchParams.set(k, v);
+  // Set up after the navigation: the page is still at the last callback before it. The
+  // autofill may navigate on before the login page's load event; the wait below tells.
+  await page.goto(url.href).catch(() => {});
   const arrived = page.waitForURL((u) => u.href.startsWith(redirectUri), { timeout: 20000 });
-  await page.goto(url.href);
   if (via === "button") {
     const button = page.getByRole("button", { name: "Use a passkey" });
     await button.click({ timeout: 10000 });

@@ -193,7 +193,7 @@ impl Auth {
             max_age,
             login_hint: p.login_hint.clone(),
             ui_locales: p.ui_locales.clone(),
-            acr: weakest_acr(p.acr_values.as_deref()),
+            acr: weakest_acr(p.acr_values.as_deref(), self.passkeys_enabled()),
             first_party: client.first_party,
             params: p.clone(),
             pushed: None,
@@ -223,14 +223,15 @@ fn parse_prompt(raw: Option<&str>) -> Option<Prompt> {
     (any || raw.is_empty()).then_some(p)
 }
 
-/// The weakest of the `acr_values` Tessera can reach (`tessera_proto::claims::acr`: "1" and
-/// "2"; "3" needs passkeys); other values are left out, and with none left, any sign-in will
-/// do (OIDC Core §3.1.2.1: `acr_values` is a voluntary claim).
-fn weakest_acr(raw: Option<&str>) -> Option<&'static str> {
+/// The weakest of the `acr_values` Tessera can reach (`tessera_proto::claims::acr`: "1",
+/// "2", and "3" where `passkeys` are on); other values are left out, and with none left, any
+/// sign-in will do (OIDC Core §3.1.2.1: `acr_values` is a voluntary claim).
+fn weakest_acr(raw: Option<&str>, passkeys: bool) -> Option<&'static str> {
     use tessera_proto::claims::acr;
-    let known = [acr::PASSWORD, acr::MFA];
+    let known = [acr::PASSWORD, acr::MFA, acr::PHISHING_RESISTANT];
+    let reachable = if passkeys { 3 } else { 2 };
     raw?.split(' ')
-        .filter_map(|v| known.iter().position(|k| *k == v))
+        .filter_map(|v| known[..reachable].iter().position(|k| *k == v))
         .min()
         .map(|i| known[i])
 }
@@ -314,12 +315,13 @@ mod tests {
 
     #[test]
     fn acr_values_ask_for_their_weakest_known_value() {
-        assert_eq!(weakest_acr(None), None);
-        assert_eq!(weakest_acr(Some("urn:other")), None);
-        assert_eq!(weakest_acr(Some("2")), Some("2"));
-        assert_eq!(weakest_acr(Some("3 2")), Some("2"));
+        assert_eq!(weakest_acr(None, true), None);
+        assert_eq!(weakest_acr(Some("urn:other"), true), None);
+        assert_eq!(weakest_acr(Some("2"), true), Some("2"));
+        assert_eq!(weakest_acr(Some("3 2"), true), Some("2"));
+        assert_eq!(weakest_acr(Some("3"), true), Some("3"));
         // Not reachable without passkeys: not asked for.
-        assert_eq!(weakest_acr(Some("3")), None);
-        assert_eq!(weakest_acr(Some("urn:other 1 2")), Some("1"));
+        assert_eq!(weakest_acr(Some("3"), false), None);
+        assert_eq!(weakest_acr(Some("urn:other 1 2"), false), Some("1"));
     }
 }

@@ -107,16 +107,23 @@ impl Auth {
             crate::Username::for_lookup(hint).map_or(true, |n| n.as_str() != user.username)
         });
         // Step-up (OIDC Core §3.1.2.1 `acr_values`): a sign-in weaker than asked for, by a
-        // user who has a second factor, signs in again, and the login asks for the factor.
+        // user who has a factor that reaches it (any second factor for "2", a passkey for
+        // "3"), signs in again, and the login asks for the factor.
         let weaker = match req.acr {
             Some(want) => {
-                let have = tessera_proto::claims::acr::from_amr(sso.amr.split_ascii_whitespace());
-                !tessera_proto::claims::acr::satisfies(Some(have), want)
-                    && self
+                use tessera_proto::claims::acr;
+                let have = acr::from_amr(sso.amr.split_ascii_whitespace());
+                !acr::satisfies(Some(have), want) && {
+                    let kinds = self
                         .store
-                        .has_factor(user.id)
+                        .factor_kinds(user.id)
                         .await
-                        .map_err(|e| unavailable(e.into()))?
+                        .map_err(|e| unavailable(e.into()))?;
+                    match want == acr::PHISHING_RESISTANT {
+                        true => kinds.iter().any(|k| k == "passkey"),
+                        false => !kinds.is_empty(),
+                    }
+                }
             }
             None => false,
         };
