@@ -1,6 +1,7 @@
-//! Microbenchmarks of the hot paths (`cargo bench`): password verification, access-token
-//! signing and verification per algorithm, refresh-token minting and checking, and building the
-//! key ring with its pre-rendered JWKS. The end-to-end harness is `bench/run`.
+//! Microbenchmarks of the hot paths (`cargo bench`): password verification, the second
+//! factors' checks (TOTP, a passkey's assertion), access-token signing and verification per
+//! algorithm, refresh-token minting and checking, and building the key ring with its
+//! pre-rendered JWKS. The end-to-end harness is `bench/run`.
 
 use std::hint::black_box;
 
@@ -12,6 +13,9 @@ use tessera::auth::password::{hash_blocking, verify_blocking, CostCaps};
 use tessera::auth::refresh_token::RefreshTokens;
 use tessera::auth::tokens::{self, Expect};
 use tessera::store::KeyRow;
+
+#[path = "../tests/support/soft_passkey.rs"]
+mod soft_passkey;
 
 fn ring(alg: KeyAlg, keys: usize) -> (KeyRing, MasterKey) {
     let master = MasterKey::from_base64(&MasterKey::generate_base64().unwrap()).unwrap();
@@ -135,9 +139,36 @@ fn jwks(c: &mut Criterion) {
     });
 }
 
+/// A passkey's assertion checked for a second step (`tessera::auth::passkey::check_assertion`:
+/// parse the credential JSON, then challenge, origin, RP ID, flags, counter and an ES256
+/// signature), against a software authenticator's answer.
+fn passkey(c: &mut Criterion) {
+    use tessera::auth::passkey::{check_assertion, webauthn};
+    let origin = webauthn::Url::parse(soft_passkey::ORIGIN).unwrap();
+    let wa = webauthn::WebauthnBuilder::new("example.com", &origin)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut key = soft_passkey::SoftPasskey::new();
+    let (ccr, reg) = wa
+        .start_passkey_registration(uuid::Uuid::now_v7(), "bench", "bench", None)
+        .unwrap();
+    let options = serde_json::to_value(&ccr).unwrap();
+    let credential = key.register(&options["publicKey"]);
+    let passkey = wa
+        .finish_passkey_registration(&serde_json::from_value(credential).unwrap(), &reg)
+        .unwrap();
+    let (rcr, state) = wa.start_passkey_authentication(&[passkey]).unwrap();
+    let options = serde_json::to_value(&rcr).unwrap();
+    let assertion = key.assert(&options["publicKey"]).to_string();
+    c.bench_function("passkey assertion check (parse, ES256, webauthn-rs)", |b| {
+        b.iter(|| check_assertion(&wa, black_box(&assertion), &state).unwrap())
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3));
-    targets = password, totp, access_tokens, refresh_tokens, jwks
+    targets = password, totp, passkey, access_tokens, refresh_tokens, jwks
 }
 criterion_main!(benches);

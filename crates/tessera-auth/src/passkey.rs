@@ -29,6 +29,9 @@ use crate::store::{Ceremony, CeremonyPurpose, MfaChallenge, MfaFactor, PasskeyRe
 use crate::time::{now_ms, UnixMillis};
 use crate::{Auth, AuthError, ClientId, ClientMeta, Settings, TokenPair, TokenRequest};
 
+/// webauthn-rs's types, for the benchmarks that build ceremonies of their own.
+pub use webauthn_rs::prelude as webauthn;
+
 /// Largest credential JSON accepted from a client, in bytes (a passkey's answer is ~1-2 KiB).
 pub const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
 
@@ -141,6 +144,24 @@ fn after_use(
     g.backup_eligible = cred.backup_eligible;
     g.backup_state = cred.backup_state;
     Ok(g)
+}
+
+/// The CPU part of checking a passkey's assertion: parse the credential (the JSON of the
+/// browser's `PublicKeyCredential`) and have webauthn-rs check it against the ceremony's
+/// state: challenge, origin, RP ID, user verification, the allowed credentials, counter and
+/// signature (WebAuthn Level 3 §7.2). `benches/hot_paths.rs` measures it.
+///
+/// Errors: `BadInput` (not a credential), `InvalidPasskey` (it does not verify).
+pub fn check_assertion(
+    wa: &Webauthn,
+    credential: &str,
+    state: &PasskeyAuthentication,
+) -> Result<webauthn_rs::prelude::AuthenticationResult, AuthError> {
+    let pkc: PublicKeyCredential = parse_credential(credential)?;
+    wa.finish_passkey_authentication(&pkc, state).map_err(|e| {
+        tracing::info!(error = %e, "passkey assertion refused");
+        AuthError::InvalidPasskey
+    })
 }
 
 fn state_json<T: serde::Serialize>(state: &T) -> Result<String, AuthError> {
@@ -396,7 +417,9 @@ impl Auth {
         now: i64,
     ) -> Result<Option<&'static str>, AuthError> {
         let wa = self.webauthn()?;
-        let pkc: PublicKeyCredential = parse_credential(credential)?;
+        // A credential that does not parse is the caller's mistake (400), before the ceremony
+        // is spent.
+        let _: PublicKeyCredential = parse_credential(credential)?;
         let Some(c) = self
             .store
             .take_ceremony(&challenge.token_hash, CeremonyPurpose::SecondFactor, now)
@@ -405,12 +428,9 @@ impl Auth {
             return Ok(None);
         };
         let state: PasskeyAuthentication = state_of(&c)?;
-        let res = match wa.finish_passkey_authentication(&pkc, &state) {
+        let res = match check_assertion(wa, credential, &state) {
             Ok(res) => res,
-            Err(e) => {
-                tracing::info!(user_id = %challenge.user_id, error = %e, "passkey assertion refused");
-                return Ok(None);
-            }
+            Err(_) => return Ok(None),
         };
         let id = URL_SAFE_NO_PAD.encode(res.cred_id());
         let Some(f) = self.store.passkey(&id).await? else {
