@@ -61,6 +61,12 @@ pub enum UserCmd {
     },
     /// End every session of the user and cut off every access token issued so far.
     Revoke { username: String },
+    /// List the user's second factors (TOTP apps and passkeys; no secrets) and how many
+    /// unused recovery codes they have.
+    Factors { username: String },
+    /// Remove every second factor and recovery code of the user (a lost device) and end their
+    /// sessions; audited.
+    ResetFactors { username: String },
 }
 
 pub(super) async fn run(cmd: UserCmd, settings: Settings) -> Result<(), CliError> {
@@ -91,6 +97,8 @@ pub(super) async fn run(cmd: UserCmd, settings: Settings) -> Result<(), CliError
         } => set_password(settings, &username, password_stdin).await,
         UserCmd::SetRoles { username, roles } => set_roles(settings, &username, roles).await,
         UserCmd::Revoke { username } => revoke(settings, &username).await,
+        UserCmd::Factors { username } => factors(settings, &username).await,
+        UserCmd::ResetFactors { username } => reset_factors(settings, &username).await,
     }
 }
 
@@ -194,5 +202,43 @@ async fn revoke(settings: Settings, username: &str) -> Result<(), CliError> {
     .await
     .map_err(named(&name))?;
     println!("revoked every session and access token of {name}");
+    Ok(())
+}
+
+async fn factors(settings: Settings, username: &str) -> Result<(), CliError> {
+    let name = normalised(username)?;
+    let auth = app::services(settings).await?.auth;
+    let user = auth
+        .user(UserRef::Name(&name))
+        .await
+        .map_err(named(&name))?;
+    println!("id\tkind\tname\tconfirmed\tcreated_at\tlast_used_at");
+    for f in auth.factors(user.id).await? {
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            f.id,
+            f.kind,
+            f.name,
+            f.confirmed,
+            f.created_at,
+            f.last_used_at.map_or("-".into(), |t| t.to_string())
+        );
+    }
+    println!(
+        "recovery codes left: {}",
+        auth.recovery_codes_left(user.id).await?
+    );
+    Ok(())
+}
+
+async fn reset_factors(settings: Settings, username: &str) -> Result<(), CliError> {
+    let name = normalised(username)?;
+    let auth = app::services(settings).await?.auth;
+    let user = auth
+        .user(UserRef::Name(&name))
+        .await
+        .map_err(named(&name))?;
+    let n = auth.reset_factors(user.id, &Caller::default()).await?;
+    println!("removed {n} factors and the recovery codes of {name}; sessions ended");
     Ok(())
 }

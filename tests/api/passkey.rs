@@ -21,6 +21,7 @@ on_both!(
     a_cloned_passkey_is_refused,
     the_wrong_origin_rp_id_or_no_user_verification_is_refused,
     a_credential_belongs_to_one_account,
+    the_cli_lists_and_resets_passkeys,
     passkeys_are_off_without_a_relying_party,
     the_hosted_pages_take_a_passkey,
     a_browser_adds_a_passkey_and_signs_in_with_it
@@ -829,4 +830,36 @@ fn plain(page: &str) -> String {
 fn form_of_login(page: &str) -> String {
     let end = page.find(r#"id="passkey-login""#).unwrap_or(page.len());
     page[..end].to_string()
+}
+
+async fn the_cli_lists_and_resets_passkeys(b: Backend) {
+    let Some(app) = app_with_passkeys(b).await else {
+        return;
+    };
+    let user = app.create_user("hana", &[]).await;
+    let t = app.login_ok("hana").await;
+    let mut key = SoftPasskey::new();
+    let (_, r) = register(&app, t["access_token"].as_str().unwrap(), &mut key).await;
+    assert_eq!(r.status(), 201);
+    let cli = |args: &'static [&'static str]| {
+        let (url, master) = (app.db.url().to_string(), app.master_key.clone());
+        tokio::task::spawn_blocking(move || crate::cli::tessera(&url, &master, args, None))
+    };
+    let (ok, out) = cli(&["user", "factors", "hana"]).await.unwrap();
+    assert!(ok, "{out}");
+    assert!(out.contains("\tpasskey\tlaptop\ttrue\t"), "{out}");
+    assert!(out.contains("recovery codes left: 10"), "{out}");
+    // No credential material is printed.
+    assert!(!out.contains(&b64(&key.cred_id)), "{out}");
+    let (ok, out) = cli(&["user", "reset-factors", "hana"]).await.unwrap();
+    assert!(ok, "{out}");
+    assert!(out.contains("removed 1 factors"), "{out}");
+    assert!(app.store.factors_of_user(user.id).await.unwrap().is_empty());
+    assert_eq!(app.store.recovery_codes_left(user.id).await.unwrap(), 0);
+    // The password alone logs in again; the passkey does not.
+    assert_eq!(app.login("hana", PASSWORD).await.status(), 200);
+    let (_, r) = passwordless(&app, &mut key).await;
+    assert_eq!(r.status(), 401);
+    let (ok, _) = cli(&["user", "factors", "nobody"]).await.unwrap();
+    assert!(!ok);
 }
