@@ -12,9 +12,18 @@ use crate::config::{LogFormat, LogSettings};
 
 /// Installs the global subscriber; a second call is a no-op.
 pub fn init(log: &LogSettings) {
-    let filter = EnvFilter::try_from_default_env()
+    let mut filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // webauthn-rs-core logs the input it refuses at ERROR, client bytes and all (kilobytes a
+    // request). Tessera logs each refusal with its reason, so that crate stays quiet unless a
+    // directive names it.
+    let asked = std::env::var("RUST_LOG").unwrap_or_else(|_| log.level.clone());
+    if !asked.contains("webauthn") {
+        if let Ok(quiet) = "webauthn_rs_core=off".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match log.format {
         LogFormat::Json => registry

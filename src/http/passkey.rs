@@ -149,9 +149,15 @@ async fn finish_registration(
     State(st): State<AppState>,
     RequestCaller(caller): RequestCaller,
     bearer: Bearer,
-    AppJson(req): AppJson<CredentialRequest>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
+    // The caller first: without a valid token the answer is 401 whatever the body is.
     let who = me(&st, bearer).await?;
+    let req: CredentialRequest = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::InvalidRequest(
+            "the body is not a JSON object with ceremony and credential".into(),
+        )
+    })?;
     let since = st.auth.login_time(who.claims.session_id).await?;
     let added = st
         .auth
@@ -201,7 +207,11 @@ async fn second_factor_options(
         (status = 200, description = "The ceremony and the options for navigator.credentials.get", body = CeremonyBody),
         (status = 404, description = "Passkeys are not enabled", body = ErrorBody),
     ))]
-async fn passwordless_options(State(st): State<AppState>) -> Result<Response, ApiError> {
+async fn passwordless_options(
+    State(st): State<AppState>,
+    // Read and ignored (`{}` or nothing), so that the connection stays usable.
+    _body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
     let c = st.auth.passwordless_options().await?;
     Ok(axum::Json(CeremonyBody::from(c)).into_response())
 }

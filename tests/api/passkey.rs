@@ -195,8 +195,25 @@ async fn a_passkey_registers_and_logs_in_without_a_password(b: Backend) {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "invalid_grant");
 
+    // A ceremony id that is not one Tessera sealed: the one refusal.
+    let r = app.post_json("/login/passkey/options", &json!({})).await;
+    let sealed: Value = r.json().await.unwrap();
+    let mut tampered = sealed["ceremony"].as_str().unwrap().to_string();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let r = app
+        .post_json(
+            "/login/passkey",
+            &json!({"ceremony": tampered, "credential": key.assert(&sealed["publicKey"])}),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+
     // Garbage is a 400, never a 5xx.
+    let mut wrong_type = key.clone_device().assert(&fresh["publicKey"]);
+    wrong_type["type"] = json!("password");
     for bad in [
+        json!({"ceremony": fresh["ceremony"], "credential": wrong_type}),
         json!({"ceremony": fresh["ceremony"], "credential": {"id": 5}}),
         json!({"ceremony": fresh["ceremony"], "credential": "x"}),
         json!({"ceremony": "", "credential": {}}),
@@ -297,6 +314,48 @@ async fn a_passkey_completes_a_password_login(b: Backend) {
         )
         .await;
     assert_eq!(r.status(), 401);
+
+    // A user handle that is not the login's user: refused (WebAuthn §7.2 step 6).
+    let token_c = {
+        let r = app.login("bob", PASSWORD).await;
+        let b: Value = r.json().await.unwrap();
+        b["mfa_token"].as_str().unwrap().to_string()
+    };
+    let r = app
+        .post_json("/login/mfa/passkey", &json!({"mfa_token": token_c}))
+        .await;
+    let options_c: Value = r.json().await.unwrap();
+    let mut foreign = key.assert(&options_c["publicKey"]);
+    foreign["response"]["userHandle"] = json!(b64(uuid::Uuid::now_v7().as_bytes()));
+    let r = app
+        .post_json(
+            "/login/mfa",
+            &json!({"mfa_token": token_c, "passkey": foreign}),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    // A burst of retries of one good answer: exactly one wins (the losers find the ceremony
+    // used, which does not count as a wrong factor and cannot starve the winner).
+    let token_d = {
+        let r = app.login("bob", PASSWORD).await;
+        let b: Value = r.json().await.unwrap();
+        b["mfa_token"].as_str().unwrap().to_string()
+    };
+    let r = app
+        .post_json("/login/mfa/passkey", &json!({"mfa_token": token_d}))
+        .await;
+    let options_d: Value = r.json().await.unwrap();
+    let good = key.assert(&options_d["publicKey"]);
+    let body = json!({"mfa_token": token_d, "passkey": good});
+    let answers =
+        futures::future::join_all((0..8).map(|_| app.post_json("/login/mfa", &body))).await;
+    let won = answers.iter().filter(|r| r.status() == 200).count();
+    assert_eq!(
+        won,
+        1,
+        "{:?}",
+        answers.iter().map(|r| r.status()).collect::<Vec<_>>()
+    );
 
     // The password grant's second step takes the passkey too (a form field of JSON).
     let r = app
@@ -437,6 +496,51 @@ async fn a_credential_belongs_to_one_account(b: Backend) {
     let mut same = key.clone_device();
     let (_, r) = register(&app, frank_t["access_token"].as_str().unwrap(), &mut same).await;
     assert_eq!(r.status(), 409);
+    // And for its own account again (the options excluded it): the same conflict.
+    let erin_access = erin_t["access_token"].as_str().unwrap().to_string();
+    let mut again = key.clone_device();
+    let (_, r) = register(&app, &erin_access, &mut again).await;
+    assert_eq!(r.status(), 409);
+    // Credential ids of the wrong length, and ids that are not the rawId: 400, nothing stored.
+    for (len, mismatch) in [(8usize, false), (1024, false), (32, true)] {
+        let mut odd = SoftPasskey::new();
+        odd.cred_id = vec![7u8; len];
+        let r = bearer_post(&app, "/me/factors/passkey", &erin_access, &json!({})).await;
+        let start: Value = r.json().await.unwrap();
+        let mut credential = odd.register(&start["publicKey"]);
+        if mismatch {
+            credential["id"] = json!(b64(&[9u8; 32]));
+        }
+        let r = bearer_post(
+            &app,
+            "/me/factors/passkey/finish",
+            &erin_access,
+            &json!({"ceremony": start["ceremony"], "credential": credential}),
+        )
+        .await;
+        assert_eq!(r.status(), 400, "{len} {mismatch}");
+    }
+    // Another user's attempt with erin's registration ceremony leaves it to erin.
+    let r = bearer_post(&app, "/me/factors/passkey", &erin_access, &json!({})).await;
+    let start: Value = r.json().await.unwrap();
+    let mut third = SoftPasskey::new();
+    let credential = third.register(&start["publicKey"]);
+    let body = json!({"ceremony": start["ceremony"], "credential": credential});
+    let r = bearer_post(
+        &app,
+        "/me/factors/passkey/finish",
+        frank_t["access_token"].as_str().unwrap(),
+        &body,
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let r = bearer_post(&app, "/me/factors/passkey/finish", &erin_access, &body).await;
+    assert_eq!(r.status(), 201);
+    // Without a token: 401, whatever the body.
+    let r = app
+        .post_json("/me/factors/passkey/finish", &json!("x"))
+        .await;
+    assert_eq!(r.status(), 401);
     // A second passkey of erin's is excluded from nothing, and both log in.
     let erin_t = {
         let r = app.login("erin", PASSWORD).await;
@@ -464,9 +568,16 @@ async fn a_credential_belongs_to_one_account(b: Backend) {
     let mut second = SoftPasskey::new();
     let (start, r) = register(&app, access, &mut second).await;
     assert_eq!(r.status(), 201);
-    let excluded = start["publicKey"]["excludeCredentials"].as_array().unwrap();
-    assert_eq!(excluded.len(), 1);
-    assert_eq!(excluded[0]["id"], b64(&key.cred_id));
+    // The options exclude erin's two passkeys (the first, and the one added above).
+    let excluded: Vec<&str> = start["publicKey"]["excludeCredentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(excluded.len(), 2);
+    assert!(excluded.contains(&b64(&key.cred_id).as_str()));
+    assert!(excluded.contains(&b64(&third.cred_id).as_str()));
     let (_, r) = passwordless(&app, &mut second).await;
     assert_eq!(r.status(), 200);
     let t: Value = r.json().await.unwrap();
@@ -474,7 +585,7 @@ async fn a_credential_belongs_to_one_account(b: Backend) {
         TestApp::claims(t["access_token"].as_str().unwrap())["sub"],
         erin.id.to_string()
     );
-    // GET /me/factors lists both, with their flags.
+    // GET /me/factors lists all three, with their flags.
     let r = app
         .client
         .get(app.url("/me/factors"))
@@ -489,7 +600,7 @@ async fn a_credential_belongs_to_one_account(b: Backend) {
         .iter()
         .map(|f| f["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["passkey", "passkey"]);
+    assert_eq!(kinds, ["passkey", "passkey", "passkey"]);
     // Without a bearer token nothing starts.
     let r = app.post_json("/me/factors/passkey", &json!({})).await;
     assert_eq!(r.status(), 401);

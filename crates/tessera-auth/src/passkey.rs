@@ -32,6 +32,9 @@ use crate::{Auth, AuthError, ClientId, ClientMeta, Settings, TokenPair, TokenReq
 /// webauthn-rs's types, for the benchmarks that build ceremonies of their own.
 pub use webauthn_rs::prelude as webauthn;
 
+/// Longest ceremony id accepted back (a sealed passwordless ceremony is about 800 bytes).
+const MAX_CEREMONY_BYTES: usize = 4096;
+
 /// Largest credential JSON accepted from a client, in bytes (a passkey's answer is ~1-2 KiB).
 pub const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
 
@@ -83,30 +86,81 @@ pub(crate) fn relying_party(settings: &Settings) -> Result<Option<Webauthn>, Aut
 ///
 /// Errors: `BadInput` (empty or longer than any id Tessera issues).
 fn check_ceremony(ceremony: &str) -> Result<(), AuthError> {
-    match ceremony.is_empty() || ceremony.len() > 256 {
+    match ceremony.is_empty() || ceremony.len() > MAX_CEREMONY_BYTES {
         true => Err(AuthError::BadInput("ceremony is empty or too long".into())),
         false => Ok(()),
     }
 }
 
-/// A credential's JSON as the browser's `toJSON()` gives it.
+/// Credential ids are 16 to 1023 bytes (WebAuthn Level 3 §5.1 `rawId`, §6.1
+/// `credentialIdLength`).
+const CREDENTIAL_ID_BYTES: std::ops::RangeInclusive<usize> = 16..=1023;
+
+/// A credential as the browser's `toJSON()` gives it, and what webauthn-rs does not check
+/// itself: its id and the user handle, if any.
+struct Parsed<T> {
+    credential: T,
+    raw_id: Vec<u8>,
+    user_handle: Option<Vec<u8>>,
+}
+
+/// Bytes of a base64url field (padding optional; standard base64 too, as webauthn-rs reads it).
+fn b64_field(v: &serde_json::Value) -> Option<Vec<u8>> {
+    use base64::engine::{
+        general_purpose, DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig,
+    };
+    let s = v.as_str()?;
+    let lenient =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    GeneralPurpose::new(&base64::alphabet::URL_SAFE, lenient)
+        .decode(s)
+        .or_else(|_| GeneralPurpose::new(&base64::alphabet::STANDARD, lenient).decode(s))
+        .ok()
+        .or_else(|| general_purpose::STANDARD.decode(s).ok())
+}
+
+/// A credential's JSON: at most `MAX_CREDENTIAL_BYTES`, `type` `public-key`, `id` the same
+/// bytes as `rawId`, an id of 16 to 1023 bytes, then the WebAuthn shape `T`.
 ///
-/// Errors: `BadInput` (too large, or not a WebAuthn credential).
-fn parse_credential<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, AuthError> {
+/// Errors: `BadInput` naming what is wrong.
+fn parse_credential<T: serde::de::DeserializeOwned>(json: &str) -> Result<Parsed<T>, AuthError> {
+    let bad = |why: &str| AuthError::BadInput(format!("the passkey credential {why}"));
     if json.len() > MAX_CREDENTIAL_BYTES {
-        return Err(AuthError::BadInput(
-            "the passkey credential is too large".into(),
-        ));
+        return Err(bad("is too large"));
     }
-    serde_json::from_str(json).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
         tracing::debug!(
             line = e.line(),
             column = e.column(),
             "a passkey credential does not parse"
         );
-        AuthError::BadInput(
-            "the passkey credential is not a WebAuthn PublicKeyCredential (JSON)".into(),
-        )
+        bad("is not JSON")
+    })?;
+    if value.get("type").and_then(|t| t.as_str()) != Some("public-key") {
+        return Err(bad("is not of type public-key"));
+    }
+    let raw_id = value.get("rawId").and_then(b64_field);
+    let id = value.get("id").and_then(b64_field);
+    let raw_id = match (raw_id, id) {
+        (Some(r), Some(i)) if r == i && CREDENTIAL_ID_BYTES.contains(&r.len()) => r,
+        _ => {
+            return Err(bad(
+                "needs id and rawId, the same 16 to 1023 bytes in base64url",
+            ))
+        }
+    };
+    let user_handle = value
+        .get("response")
+        .and_then(|r| r.get("userHandle"))
+        .filter(|h| !h.is_null())
+        .map(|h| b64_field(h).ok_or_else(|| bad("has a userHandle that is not base64url")))
+        .transpose()?;
+    let credential = serde_json::from_value(value)
+        .map_err(|_| bad("is not a WebAuthn PublicKeyCredential (JSON)"))?;
+    Ok(Parsed {
+        credential,
+        raw_id,
+        user_handle,
     })
 }
 
@@ -157,11 +211,22 @@ pub fn check_assertion(
     credential: &str,
     state: &PasskeyAuthentication,
 ) -> Result<webauthn_rs::prelude::AuthenticationResult, AuthError> {
-    let pkc: PublicKeyCredential = parse_credential(credential)?;
+    let pkc: PublicKeyCredential = parse_credential(credential)?.credential;
     wa.finish_passkey_authentication(&pkc, state).map_err(|e| {
         tracing::info!(error = %e, "passkey assertion refused");
         AuthError::InvalidPasskey
     })
+}
+
+/// What seals a passwordless ceremony's state (the master key's AEAD label).
+const PASSWORDLESS_SEAL: &str = "webauthn-passwordless";
+
+/// A passwordless ceremony's state, sealed into its id.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SealedCeremony {
+    state: String,
+    /// ms since the Unix epoch.
+    expires_at: i64,
 }
 
 fn state_json<T: serde::Serialize>(state: &T) -> Result<String, AuthError> {
@@ -290,16 +355,29 @@ impl Auth {
         let wa = self.webauthn()?;
         self.check_recent(auth_time)?;
         check_ceremony(ceremony)?;
-        let reg: RegisterPublicKeyCredential = parse_credential(credential)?;
+        let parsed: Parsed<RegisterPublicKeyCredential> = parse_credential(credential)?;
+        let reg = parsed.credential;
         let now = now_ms();
-        let c = match self
+        let c = self
             .store
-            .take_ceremony(&token_digest(ceremony), CeremonyPurpose::Register, now)
+            .take_ceremony(
+                &token_digest(ceremony),
+                CeremonyPurpose::Register,
+                Some(user_id),
+                now,
+            )
             .await?
+            .ok_or(AuthError::InvalidPasskey)?;
+        // Registered already (this account's own, which the options excluded, or another's):
+        // a conflict, not a failed check.
+        if self
+            .store
+            .passkey(&URL_SAFE_NO_PAD.encode(&parsed.raw_id))
+            .await?
+            .is_some()
         {
-            Some(c) if c.user_id == Some(user_id) => c,
-            _ => return Err(AuthError::InvalidPasskey),
-        };
+            return Err(AuthError::PasskeyRegistered);
+        }
         let state: PasskeyRegistration = state_of(&c)?;
         let pk = wa.finish_passkey_registration(&reg, &state).map_err(|e| {
             tracing::info!(user_id = %user_id, error = %e, "passkey registration refused");
@@ -419,13 +497,29 @@ impl Auth {
         let wa = self.webauthn()?;
         // A credential that does not parse is the caller's mistake (400), before the ceremony
         // is spent.
-        let _: PublicKeyCredential = parse_credential(credential)?;
+        let parsed: Parsed<PublicKeyCredential> = parse_credential(credential)?;
+        // WebAuthn Level 3 §7.2 step 6: a user handle, when given, is the user's.
+        if parsed
+            .user_handle
+            .as_ref()
+            .is_some_and(|h| h.as_slice() != challenge.user_id.as_bytes())
+        {
+            return Ok(None);
+        }
+        // No ceremony: used by a parallel request with this mfa_token, or never asked for.
+        // Not a wrong factor, so not counted against the token (a retry burst keeps its
+        // winner).
         let Some(c) = self
             .store
-            .take_ceremony(&challenge.token_hash, CeremonyPurpose::SecondFactor, now)
+            .take_ceremony(
+                &challenge.token_hash,
+                CeremonyPurpose::SecondFactor,
+                Some(challenge.user_id),
+                now,
+            )
             .await?
         else {
-            return Ok(None);
+            return Err(AuthError::InvalidSecondFactor);
         };
         let state: PasskeyAuthentication = state_of(&c)?;
         let res = match check_assertion(wa, credential, &state) {
@@ -473,21 +567,31 @@ impl Auth {
         let (options, state) = wa
             .start_discoverable_authentication()
             .map_err(|e| AuthError::Internal(format!("webauthn: {e}")))?;
-        let ceremony = random_token()?;
-        let now = now_ms();
-        self.put_ceremony(
-            token_digest(ceremony.expose_secret()),
-            CeremonyPurpose::Passwordless,
-            None,
-            None,
-            state_json::<DiscoverableAuthentication>(&state)?,
-            self.ceremony_expiry(now),
-        )
-        .await?;
+        // Anyone may ask, so nothing is stored: the state travels in the ceremony id, sealed
+        // under the master key with its expiry, and is spent when an assertion checks out.
+        let sealed = SealedCeremony {
+            state: state_json::<DiscoverableAuthentication>(&state)?,
+            expires_at: self.ceremony_expiry(now_ms()),
+        };
+        let plain = serde_json::to_vec(&sealed)
+            .map_err(|e| AuthError::Internal(format!("webauthn state: {e}")))?;
+        let sealed = self
+            .keys
+            .master()
+            .seal(PASSWORDLESS_SEAL, &plain)
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
         Ok(PasskeyCeremony {
-            ceremony: ceremony.expose_secret().to_string(),
+            ceremony: URL_SAFE_NO_PAD.encode(sealed),
             options: options_json(&options)?,
         })
+    }
+
+    /// The state and expiry a passwordless ceremony id seals, if it opens and is unexpired.
+    fn open_passwordless(&self, ceremony: &str, now: i64) -> Option<SealedCeremony> {
+        let sealed = URL_SAFE_NO_PAD.decode(ceremony).ok()?;
+        let plain = self.keys.master().open(PASSWORDLESS_SEAL, &sealed).ok()?;
+        let c: SealedCeremony = serde_json::from_slice(&plain).ok()?;
+        (c.expires_at > now).then_some(c)
     }
 
     /// The user a passwordless assertion proves (its ceremony is taken), with the RFC 8176
@@ -506,7 +610,7 @@ impl Auth {
     ) -> Result<(crate::store::User, &'static str), AuthError> {
         let wa = self.webauthn()?;
         check_ceremony(ceremony)?;
-        let pkc: PublicKeyCredential = parse_credential(credential)?;
+        let pkc: PublicKeyCredential = parse_credential(credential)?.credential;
         let now = now_ms();
         let refused = |why: &str| {
             tracing::info!(reason = why, "passwordless login refused");
@@ -514,11 +618,10 @@ impl Auth {
         };
         let result: Result<_, AuthError> = async {
             let c = self
-                .store
-                .take_ceremony(&token_digest(ceremony), CeremonyPurpose::Passwordless, now)
-                .await?
-                .ok_or_else(|| refused("unknown, used or expired ceremony"))?;
-            let state: DiscoverableAuthentication = state_of(&c)?;
+                .open_passwordless(ceremony, now)
+                .ok_or_else(|| refused("unknown or expired ceremony"))?;
+            let state: DiscoverableAuthentication = serde_json::from_str(&c.state)
+                .map_err(|e| AuthError::Internal(format!("webauthn state: {e}")))?;
             let (user_id, cred_id) = wa
                 .identify_discoverable_authentication(&pkc)
                 .map_err(|_| refused("no user handle"))?;
@@ -541,6 +644,14 @@ impl Auth {
                     tracing::info!(user_id = %user_id, error = %e, "passkey assertion refused");
                     AuthError::InvalidCredentials
                 })?;
+            // Invariant 7: the ceremony works once, whatever the counter says.
+            if !self
+                .store
+                .spend_ceremony(&token_digest(ceremony), now, c.expires_at)
+                .await?
+            {
+                return Err(refused("ceremony used"));
+            }
             let method = self
                 .passkey_used(&f, &res, now)
                 .await?

@@ -83,8 +83,6 @@ pub enum CeremonyPurpose {
     Register,
     /// A passkey as the second step of a password login (keyed by its mfa_token).
     SecondFactor,
-    /// A passwordless login with a discoverable passkey.
-    Passwordless,
 }
 
 impl CeremonyPurpose {
@@ -92,7 +90,6 @@ impl CeremonyPurpose {
         match self {
             CeremonyPurpose::Register => "register",
             CeremonyPurpose::SecondFactor => "second_factor",
-            CeremonyPurpose::Passwordless => "passwordless",
         }
     }
 }
@@ -190,14 +187,20 @@ pub trait MfaStore {
     /// Stores a ceremony, replacing one under the same `id_hash` (a second options call for
     /// one mfa_token starts over).
     async fn put_ceremony(&self, c: &Ceremony) -> StoreResult<()>;
-    /// Takes the unexpired ceremony with this digest and purpose: it is deleted as it is read,
-    /// so it finishes at most once (invariant 7).
+    /// Takes the unexpired ceremony with this digest and purpose, of `user_id` when given: it
+    /// is deleted as it is read, so it finishes at most once (invariant 7), and another user's
+    /// attempt leaves it alone.
     async fn take_ceremony(
         &self,
         id_hash: &str,
         purpose: CeremonyPurpose,
+        user_id: Option<Uuid>,
         now: i64,
     ) -> StoreResult<Option<Ceremony>>;
+    /// Records that the ceremony with this digest was used, until `expires_at`: `true` the
+    /// first time only (a ceremony the server did not store, such as a sealed passwordless
+    /// one, is spent this way).
+    async fn spend_ceremony(&self, id_hash: &str, now: i64, expires_at: i64) -> StoreResult<bool>;
     /// The confirmed passkey with this credential id (base64url), whoever holds it.
     async fn passkey(&self, credential_id: &str) -> StoreResult<Option<MfaFactor>>;
     /// Stores a passkey's counter, flags and credential after an assertion, and when it was

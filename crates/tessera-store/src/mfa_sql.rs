@@ -54,8 +54,16 @@ const PUT_CEREMONY: &str = "
 
 /// Invariant 7: deleted as it is read, so a ceremony finishes once.
 const TAKE_CEREMONY: &str = "
-    DELETE FROM webauthn_ceremonies WHERE id_hash = $1 AND purpose = $2 AND expires_at > $3
+    DELETE FROM webauthn_ceremonies
+    WHERE id_hash = $1 AND purpose = $2 AND expires_at > $3
+      AND ($4 OR user_id = $5)
     RETURNING *";
+
+/// Invariant 7: the primary key lets one spend through.
+const SPEND_CEREMONY: &str = "
+    INSERT INTO webauthn_ceremonies (id_hash, purpose, state, created_at, expires_at)
+    VALUES ($1, 'spent', '', $2, $3)
+    ON CONFLICT (id_hash) DO NOTHING";
 
 const FACTORS_OF_USER: &str =
     "SELECT * FROM mfa_factors WHERE user_id = $1 ORDER BY created_at, id";
@@ -351,15 +359,29 @@ impl MfaStore for SqlStore {
         &self,
         id_hash: &str,
         purpose: CeremonyPurpose,
+        user_id: Option<Uuid>,
         now: i64,
     ) -> StoreResult<Option<Ceremony>> {
         let row: Option<Ceremony> = on_backend!(self, |b| sqlx::query_as(TAKE_CEREMONY)
             .bind(id_hash)
             .bind(purpose.as_str())
             .bind(now)
+            .bind(user_id.is_none())
+            .bind(user_id.unwrap_or_default())
             .fetch_optional(b.pool())
             .await)?;
         Ok(row)
+    }
+
+    async fn spend_ceremony(&self, id_hash: &str, now: i64, expires_at: i64) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(SPEND_CEREMONY)
+            .bind(id_hash)
+            .bind(now)
+            .bind(expires_at)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
     }
 
     async fn passkey(&self, credential_id: &str) -> StoreResult<Option<MfaFactor>> {

@@ -11,10 +11,12 @@ CREATE UNIQUE INDEX mfa_factors_credential ON mfa_factors (credential_id);
 
 -- The server half of a WebAuthn ceremony between its two calls (the challenge it issued),
 -- under the digest of an opaque id (for a second factor, the login's mfa_token). Taken once,
--- by DELETE ... RETURNING: webauthn-rs's states are not single-use themselves.
+-- by DELETE ... RETURNING: webauthn-rs's states are not single-use themselves. A passwordless
+-- ceremony's state is sealed into its id instead (anyone may start one); a 'spent' row marks
+-- one used, until it expires.
 CREATE TABLE webauthn_ceremonies (
     id_hash    TEXT PRIMARY KEY,
-    purpose    TEXT NOT NULL,                       -- 'register' | 'second_factor' | 'passwordless'
+    purpose    TEXT NOT NULL,                       -- 'register' | 'second_factor' | 'spent'
     user_id    BLOB REFERENCES users (id) ON DELETE CASCADE,
     name       TEXT,                                -- the new passkey's name ('register')
     state      TEXT NOT NULL,
