@@ -33,6 +33,7 @@ pub(super) async fn add_with_hash(
     username: &str,
     hash: &str,
     roles: Vec<String>,
+    email: Option<String>,
 ) -> Result<(), CliError> {
     let hash = if hash == "-" {
         let mut s = String::new();
@@ -51,6 +52,8 @@ pub(super) async fn add_with_hash(
         roles,
         claims: Default::default(),
         disabled: false,
+        email,
+        email_verified: false,
     };
     let auth = app::services(settings).await?.auth;
     let report = auth

@@ -27,9 +27,13 @@ pub enum UserCmd {
         /// A role to grant (repeatable).
         #[arg(long = "role")]
         roles: Vec<String>,
+        /// The user's email address (unverified), which they can log in with too.
+        #[arg(long)]
+        email: Option<String>,
     },
     /// Import users with their password hashes from a JSON Lines file (`-`: standard input).
-    /// Each line: {"username", "password_hash", "roles"?, "claims"?, "disabled"?}. Every line is
+    /// Each line: {"username", "password_hash", "roles"?, "claims"?, "disabled"?, "email"?,
+    /// "email_verified"?}. Every line is
     /// checked first; nothing is imported if one is bad, unless --skip-invalid.
     Import {
         file: std::path::PathBuf,
@@ -53,6 +57,17 @@ pub enum UserCmd {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Set the user's email address (unverified unless --verified), or clear it (--clear).
+    SetEmail {
+        username: String,
+        #[arg(required_unless_present = "clear")]
+        email: Option<String>,
+        /// The address is known to be the user's.
+        #[arg(long)]
+        verified: bool,
+        #[arg(long, conflicts_with = "email")]
+        clear: bool,
+    },
     /// Replace the user's roles (no --role clears them).
     SetRoles {
         username: String,
@@ -75,14 +90,16 @@ pub(super) async fn run(cmd: UserCmd, settings: Settings) -> Result<(), CliError
             username,
             password_hash: Some(hash),
             roles,
+            email,
             ..
-        } => super::import::add_with_hash(settings, &username, &hash, roles).await,
+        } => super::import::add_with_hash(settings, &username, &hash, roles, email).await,
         UserCmd::Add {
             username,
             password_stdin,
             roles,
+            email,
             password_hash: None,
-        } => add(settings, &username, password_stdin, roles).await,
+        } => add(settings, &username, password_stdin, roles, email).await,
         UserCmd::Import {
             file,
             skip_invalid,
@@ -96,6 +113,12 @@ pub(super) async fn run(cmd: UserCmd, settings: Settings) -> Result<(), CliError
             password_stdin,
         } => set_password(settings, &username, password_stdin).await,
         UserCmd::SetRoles { username, roles } => set_roles(settings, &username, roles).await,
+        UserCmd::SetEmail {
+            username,
+            email,
+            verified,
+            ..
+        } => set_email(settings, &username, email, verified).await,
         UserCmd::Revoke { username } => revoke(settings, &username).await,
         UserCmd::Factors { username } => factors(settings, &username).await,
         UserCmd::ResetFactors { username } => reset_factors(settings, &username).await,
@@ -122,11 +145,12 @@ async fn add(
     username: &str,
     password_stdin: bool,
     roles: Vec<String>,
+    email: Option<String>,
 ) -> Result<(), CliError> {
     let pw = read_password(password_stdin)?;
     let auth = app::services(settings).await?.auth;
     let u = auth
-        .create_user(username, pw, roles, &Caller::default())
+        .create_user_with_email(username, pw, roles, email.as_deref(), &Caller::default())
         .await?;
     println!("created user {} ({})", u.username, u.id);
     Ok(())
@@ -240,5 +264,29 @@ async fn reset_factors(settings: Settings, username: &str) -> Result<(), CliErro
         .map_err(named(&name))?;
     let n = auth.reset_factors(user.id, &Caller::default()).await?;
     println!("removed {n} factors and the recovery codes of {name}; sessions ended");
+    Ok(())
+}
+
+async fn set_email(
+    settings: Settings,
+    username: &str,
+    email: Option<String>,
+    verified: bool,
+) -> Result<(), CliError> {
+    let name = normalised(username)?;
+    let auth = app::services(settings).await?.auth;
+    let u = auth
+        .set_email(
+            UserRef::Name(&name),
+            email.as_deref(),
+            verified,
+            &Caller::default(),
+        )
+        .await
+        .map_err(named(&name))?;
+    match u.email {
+        Some(e) => println!("email of {name}: {e} (verified: {})", u.email_verified),
+        None => println!("email of {name} cleared"),
+    }
     Ok(())
 }

@@ -26,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_users, create_user))
         .routes(routes!(get_user))
         .routes(routes!(set_roles))
+        .routes(routes!(set_email))
         .routes(routes!(set_password))
         .routes(routes!(disable_user))
         .routes(routes!(enable_user))
@@ -67,6 +68,19 @@ pub struct NewUserRequest {
     password: SecretString,
     #[serde(default)]
     roles: Vec<String>,
+    /// An email address (unverified), which the user can log in with too; unique among users
+    /// (case-insensitive, the domain IDNA-normalised).
+    #[serde(default)]
+    email: Option<String>,
+}
+
+/// A user's email address: `null` clears it.
+#[derive(Deserialize, ToSchema)]
+pub struct EmailRequest {
+    email: Option<String>,
+    /// The administrator vouches that the address is the user's.
+    #[serde(default)]
+    verified: bool,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -158,7 +172,7 @@ async fn list_users(
 
 #[utoipa::path(post, path = "/admin/users", tag = "admin", security(("bearer" = [])), request_body = NewUserRequest,
     responses((status = 201, description = "Created", body = UserView), (status = 400, description = "Malformed request", body = ErrorBody),
-              (status = 409, description = "Username taken", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
+              (status = 409, description = "Username or email taken", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
 async fn create_user(
     State(st): State<AppState>,
     admin: AdminUser,
@@ -166,9 +180,38 @@ async fn create_user(
 ) -> Result<Response, ApiError> {
     let user = st
         .auth
-        .create_user(&req.username, req.password, req.roles, &admin.caller)
+        .create_user_with_email(
+            &req.username,
+            req.password,
+            req.roles,
+            req.email.as_deref(),
+            &admin.caller,
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(user)).into_response())
+}
+
+#[utoipa::path(put, path = "/admin/users/{id}/email", tag = "admin", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "User id")), request_body = EmailRequest,
+    responses((status = 200, description = "The user", body = UserView),
+              (status = 400, description = "Not an email address", body = ErrorBody), (status = 404, description = "No such user", body = ErrorBody),
+              (status = 409, description = "Another account's address", body = ErrorBody)))]
+async fn set_email(
+    State(st): State<AppState>,
+    admin: AdminUser,
+    id: PathId,
+    AppJson(req): AppJson<EmailRequest>,
+) -> Result<Response, ApiError> {
+    let user = st
+        .auth
+        .set_email(
+            UserRef::Id(id.id()?),
+            req.email.as_deref(),
+            req.verified,
+            &admin.caller,
+        )
+        .await?;
+    Ok(Json(user).into_response())
 }
 
 #[utoipa::path(get, path = "/admin/users/{id}", tag = "admin", security(("bearer" = [])),

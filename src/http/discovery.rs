@@ -70,7 +70,7 @@ pub fn metadata(s: &Settings, scopes: Vec<String>) -> Value {
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "claims_supported": [
             "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "sid",
-            "azp", "at_hash", "preferred_username", "updated_at"
+            "azp", "at_hash", "preferred_username", "updated_at", "email", "email_verified"
         ],
         // "3", a passkey's phishing-resistant sign-in, only where passkeys are on.
         "acr_values_supported": acr_values,

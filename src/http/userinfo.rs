@@ -18,7 +18,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Who the bearer of the access token is.
 #[utoipa::path(get, path = "/userinfo", tag = "session", security(("bearer" = [])),
     responses(
-        (status = 200, description = "The caller: sub, username, roles, sid, custom claims, and with the profile scope preferred_username and updated_at (OIDC Core §5.3)", body = Object),
+        (status = 200, description = "The caller: sub, username, roles, sid, custom claims, and with the profile scope preferred_username and updated_at, with the email scope email and email_verified (OIDC Core §5.3, §5.4)", body = Object),
         (status = 401, description = "Missing, invalid, expired or revoked token (WWW-Authenticate: Bearer)", body = ErrorBody),
         (status = 503, description = "Revocation state unavailable (fails closed)", body = ErrorBody),
     ))]
@@ -49,6 +49,9 @@ async fn userinfo_inner(State(st): State<AppState>, bearer: Bearer) -> Result<Re
             body["preferred_username"] = json!(who.user.username);
             body["updated_at"] = json!(who.user.updated_at.div_euclid(1000));
         }
+        if let Value::Object(map) = &mut body {
+            email_claims(map, &who);
+        }
         return Ok(axum::Json(body).into_response());
     }
     let mut body = json!({
@@ -72,9 +75,20 @@ async fn userinfo_inner(State(st): State<AppState>, bearer: Bearer) -> Result<Re
                 json!(who.user.updated_at.div_euclid(1000)),
             );
         }
+        email_claims(map, &who);
         for (k, v) in custom_claims(&who.user.claims) {
             map.entry(k).or_insert(v);
         }
     }
     Ok(axum::Json(body).into_response())
+}
+
+/// `email` and `email_verified`, with the `email` scope and an address (OIDC Core §5.4).
+fn email_claims(map: &mut serde_json::Map<String, Value>, who: &crate::auth::Authenticated) {
+    if let Some(email) = &who.user.email {
+        if who.claims.claims.scopes().any(|s| s == "email") {
+            map.insert("email".into(), json!(email));
+            map.insert("email_verified".into(), json!(who.user.email_verified));
+        }
+    }
 }

@@ -81,6 +81,9 @@ async fn import_legacy(app: &TestApp, name: &str) -> Uuid {
             claims: Default::default(),
             disabled: false,
             now: tessera::time::now_ms(),
+            email: None,
+            email_key: None,
+            email_verified: false,
         })
         .await
         .unwrap();

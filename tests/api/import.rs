@@ -272,6 +272,9 @@ async fn passwords_are_compared_after_nfkc(b: Backend) {
             claims: Default::default(),
             disabled: false,
             now: tessera::time::now_ms(),
+            email: None,
+            email_key: None,
+            email_verified: false,
         })
         .await
         .unwrap();

@@ -10,6 +10,7 @@ mod cli;
 mod cookie;
 mod discovery;
 mod domain;
+mod email;
 mod feed;
 mod findings;
 mod grants;

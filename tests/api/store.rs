@@ -60,6 +60,9 @@ fn new_user(name: &str) -> NewUser {
         claims: serde_json::Map::new(),
         disabled: false,
         now: now_ms(),
+        email: None,
+        email_key: None,
+        email_verified: false,
     }
 }
 

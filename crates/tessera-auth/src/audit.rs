@@ -68,6 +68,8 @@ pub enum Event {
     UserRevoked,
     /// The custom claims were replaced.
     ClaimsChanged,
+    /// The email address was set, changed or cleared.
+    EmailChanged,
     /// One session ended by an administrator.
     SessionRevoked,
     /// A signing key added or re-sealed; `reason`: `manual`, `automatic`, `imported`, `rekeyed`.
@@ -99,7 +101,7 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Event; 27] = [
+    pub const ALL: [Event; 28] = [
         Event::LoginSucceeded,
         Event::LoginFailed,
         Event::LoginThrottled,
@@ -114,6 +116,7 @@ impl Event {
         Event::RolesChanged,
         Event::UserRevoked,
         Event::ClaimsChanged,
+        Event::EmailChanged,
         Event::SessionRevoked,
         Event::KeyRotated,
         Event::ClientAuthFailed,
@@ -146,6 +149,7 @@ impl Event {
             Event::RolesChanged => "user.roles_changed",
             Event::UserRevoked => "user.sessions_revoked",
             Event::ClaimsChanged => "user.claims_changed",
+            Event::EmailChanged => "user.email_changed",
             Event::SessionRevoked => "session.revoked",
             Event::KeyRotated => "key.rotated",
             Event::ClientAuthFailed => "client.auth_failed",

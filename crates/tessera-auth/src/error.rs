@@ -92,6 +92,10 @@ pub enum AuthError {
     /// The username is taken (after normalisation).
     #[error("username taken")]
     UsernameTaken,
+    /// The email address is another account's (compared case-insensitively, the domain
+    /// IDNA-normalised).
+    #[error("email taken")]
+    EmailTaken,
     /// The username looks like an existing account's: it has the same confusable skeleton
     /// (Unicode UTS #39 §4).
     #[error("username looks like an existing one")]

@@ -34,6 +34,12 @@ pub struct ImportLine {
     pub claims: Map<String, Value>,
     #[serde(default)]
     pub disabled: bool,
+    /// The user's email address, which they can log in with; unique among users.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Whether the system it comes from had verified the address.
+    #[serde(default)]
+    pub email_verified: bool,
 }
 
 impl std::fmt::Debug for ImportLine {
@@ -188,6 +194,15 @@ fn prepare(l: ImportLine, caps: &CostCaps, now: i64) -> Result<NewUser, String> 
     let password_hash = password::import(&hash_input, caps).map_err(|e| e.to_string())?;
     let roles = username::parse_roles(l.roles).map_err(|e| e.to_string())?;
     check_claims(&l.claims)?;
+    let email = l
+        .email
+        .as_deref()
+        .map(crate::email::Email::parse)
+        .transpose()
+        .map_err(|e| match e {
+            crate::AuthError::BadInput(why) => why,
+            other => other.to_string(),
+        })?;
     Ok(NewUser {
         id: Uuid::now_v7(),
         username: name.as_str().to_string(),
@@ -197,5 +212,8 @@ fn prepare(l: ImportLine, caps: &CostCaps, now: i64) -> Result<NewUser, String> 
         claims: l.claims,
         disabled: l.disabled,
         now,
+        email_key: email.as_ref().map(|e| e.key.clone()),
+        email_verified: l.email_verified && email.is_some(),
+        email: email.map(|e| e.address),
     })
 }

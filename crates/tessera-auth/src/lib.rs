@@ -28,6 +28,7 @@ pub mod access;
 pub mod audit;
 mod catalog;
 pub mod clients;
+pub mod email;
 mod error;
 mod feed;
 pub mod grants;

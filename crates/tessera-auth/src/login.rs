@@ -170,9 +170,26 @@ impl Auth {
         // Shed before any database work when the password pipeline is full (invariant 4).
         let _admission = self.passwords.admit()?;
         let name = Username::for_lookup(username);
-        let keys = throttle::AttemptKeys::new(&throttle_name(username, &name), ip);
+        // An email address logs in too. Its account is read first, so that the throttle
+        // counts against the account's name: a name and an address of one account share one
+        // allowance. Either way one read and one argon2 verification (invariant 4).
+        let (found, throttled_as) = match username.contains('@') {
+            true => match crate::email::Email::parse(username) {
+                Ok(email) => {
+                    let n = name.as_ref().ok().map(|n| n.as_str());
+                    let u = self.store.user_for_login(n, &email.key).await?;
+                    let key = u
+                        .as_ref()
+                        .map_or_else(|| format!("@{}", email.key), |u| u.username.clone());
+                    (Some(u), key)
+                }
+                Err(_) => (None, throttle_name(username, &name)),
+            },
+            false => (None, throttle_name(username, &name)),
+        };
+        let keys = throttle::AttemptKeys::new(&throttled_as, ip);
         let reservation = self.reserve_attempt(&keys, client, caller).await?;
-        let (user, verified) = match self.check_credential(name, password).await {
+        let (user, verified) = match self.check_credential(name, found, password).await {
             Ok(checked) => checked,
             Err(e) => {
                 self.throttle.abandon(reservation).await;
@@ -234,12 +251,15 @@ impl Auth {
     async fn check_credential(
         &self,
         name: Result<Username, username::NameError>,
+        found: Option<Option<User>>,
         password: SecretString,
     ) -> Result<(Option<User>, Verified), AuthError> {
-        let user = match name {
-            Ok(name) => self.store.user_by_username(name.as_str()).await?,
+        let user = match (found, name) {
+            // Read already, by name or address.
+            (Some(found), _) => found,
+            (None, Ok(name)) => self.store.user_by_username(name.as_str()).await?,
             // Not a name anyone can have: still pay for one verification.
-            Err(_) => None,
+            (None, Err(_)) => None,
         };
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let verified = self.passwords.verify(password, stored).await?;

@@ -6,6 +6,8 @@ use std::future::Future;
 use secrecy::SecretString;
 use uuid::Uuid;
 
+use crate::email::Email;
+
 use super::audit::{Event, Record};
 use super::login::check_new_password;
 use super::username::{self, Username};
@@ -36,7 +38,23 @@ impl Auth {
         roles: Vec<String>,
         caller: &Caller,
     ) -> Result<UserView, AuthError> {
+        self.create_user_with_email(username, password, roles, None, caller)
+            .await
+    }
+
+    /// `create_user`, with an email address (unverified), which the user can log in with too.
+    ///
+    /// Errors: as `create_user`, and `BadInput` (not an address), `EmailTaken`.
+    pub async fn create_user_with_email(
+        &self,
+        username: &str,
+        password: SecretString,
+        roles: Vec<String>,
+        email: Option<&str>,
+        caller: &Caller,
+    ) -> Result<UserView, AuthError> {
         let name = Username::parse(username).map_err(AuthError::BadUsername)?;
+        let email = email.map(Email::parse).transpose()?;
         check_new_password(&password, name.as_str(), &self.settings.password)?;
         let roles = parse_roles(roles)?;
         let hash = self.passwords.hash(password).await?;
@@ -51,10 +69,14 @@ impl Auth {
                 claims: Default::default(),
                 disabled: false,
                 now: now_ms(),
+                email_key: email.as_ref().map(|e| e.key.clone()),
+                email: email.map(|e| e.address),
+                email_verified: false,
             })
             .await
             .map_err(|e| match e {
                 StoreError::Duplicate(Duplicate::UsernameSkeleton) => AuthError::UsernameConfusable,
+                StoreError::Duplicate(Duplicate::Email) => AuthError::EmailTaken,
                 StoreError::Duplicate(_) => AuthError::UsernameTaken,
                 other => other.into(),
             })?;
@@ -97,6 +119,39 @@ impl Auth {
                 return Ok(filled);
             }
         }
+    }
+
+    /// Sets a user's email address (`None` clears it), unverified unless `verified` (an
+    /// administrator vouching for it, as an import does). The user logs in with it from now on.
+    ///
+    /// Errors: `UserNotFound`, `BadInput` (not an address), `EmailTaken` (another account's,
+    /// compared case-insensitively with the domain IDNA-normalised), `StoreUnavailable`.
+    pub async fn set_email(
+        &self,
+        who: UserRef<'_>,
+        email: Option<&str>,
+        verified: bool,
+        caller: &Caller,
+    ) -> Result<UserView, AuthError> {
+        let email = email.map(Email::parse).transpose()?;
+        let user = self.find_user(who).await?;
+        let pair = email.as_ref().map(|e| (e.address.as_str(), e.key.as_str()));
+        let set = self
+            .store
+            .set_email(user.id, pair, verified, now_ms())
+            .await
+            .map_err(|e| match e {
+                StoreError::Duplicate(Duplicate::Email) => AuthError::EmailTaken,
+                other => other.into(),
+            })?;
+        if !set {
+            return Err(AuthError::UserNotFound);
+        }
+        // This replica's cache of the row forgets it at once; others follow `updated_at`.
+        self.revocations.invalidate_user(user.id);
+        self.audit(caller, Event::EmailChanged, Record::user(user.id))
+            .await;
+        self.user(UserRef::Id(user.id)).await
     }
 
     /// One user.
@@ -419,6 +474,8 @@ pub(crate) fn user_view(u: User) -> UserView {
         disabled: u.disabled,
         created_at: u.created_at,
         updated_at: u.updated_at,
+        email: u.email,
+        email_verified: u.email_verified,
     }
 }
 

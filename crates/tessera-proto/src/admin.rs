@@ -25,6 +25,12 @@ pub struct UserView {
     pub created_at: i64,
     /// Milliseconds since the epoch.
     pub updated_at: i64,
+    /// The user's email address, which they can log in with too.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Whether the user proved they receive mail there.
+    #[serde(default)]
+    pub email_verified: bool,
 }
 
 /// A session (refresh-token family) as the admin API shows it.

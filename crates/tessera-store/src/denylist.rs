@@ -16,7 +16,7 @@ const INSERT: &str = "
 /// One round trip for every revocation check of invariant 2.
 const TOKEN_STATUS: &str = "
     SELECT u.id, u.username, u.password_hash, u.roles, u.claims, u.disabled,
-           u.tokens_not_before, u.created_at, u.updated_at,
+           u.tokens_not_before, u.created_at, u.updated_at, u.email, u.email_verified,
            EXISTS (SELECT 1 FROM sessions s
                    WHERE s.id = $2 AND s.user_id = u.id
                      AND s.revoked_at IS NULL) AS session_live,

@@ -7,6 +7,8 @@ pub enum Duplicate {
     Username,
     /// A user's confusable skeleton (UTS #39): the name looks like another account's.
     UsernameSkeleton,
+    /// A user's email address (compared as `users.email_key`).
+    Email,
     /// The key an automatic rotation replaces: another replica rotated it first.
     KeySuccessor,
     /// Any other unique value (a signing key's kid).
@@ -19,6 +21,7 @@ impl std::fmt::Display for Duplicate {
         f.write_str(match self {
             Duplicate::Username => "username",
             Duplicate::UsernameSkeleton => "username_skeleton",
+            Duplicate::Email => "email",
             Duplicate::KeySuccessor => "succeeds",
             Duplicate::Other => "key",
         })

@@ -116,6 +116,23 @@ pub trait UserStore {
         on_conflict: OnConflict,
     ) -> StoreResult<Imported>;
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
+    /// The account a login names (one read): the user named `username`, else the one whose
+    /// compared address (`users.email_key`) is `email_key`.
+    async fn user_for_login(
+        &self,
+        username: Option<&str>,
+        email_key: &str,
+    ) -> StoreResult<Option<User>>;
+    /// Sets or clears (`None`) a user's address (`(as given, compared form)`) and whether it
+    /// is verified; `false` when there is no such user. Errors: `Duplicate(Email)` when
+    /// another account holds it.
+    async fn set_email(
+        &self,
+        id: Uuid,
+        email: Option<(&str, &str)>,
+        verified: bool,
+        now: i64,
+    ) -> StoreResult<bool>;
     /// Accounts without a stored skeleton (named before skeletons were kept), id order, after
     /// `after` (the nil UUID to start), at most `limit`.
     async fn users_missing_skeleton(

@@ -21,6 +21,10 @@ pub struct User {
     pub tokens_not_before: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The address as the user gave it (`email` in `/userinfo` and ID tokens).
+    pub email: Option<String>,
+    /// Whether the user proved they receive mail there.
+    pub email_verified: bool,
 }
 
 /// A new user to insert.
@@ -37,6 +41,10 @@ pub struct NewUser {
     pub claims: serde_json::Map<String, serde_json::Value>,
     pub disabled: bool,
     pub now: i64,
+    /// The address as given, and its compared form (`users.email_key`, unique).
+    pub email: Option<String>,
+    pub email_key: Option<String>,
+    pub email_verified: bool,
 }
 
 /// What `import_users` does with a username that exists already.

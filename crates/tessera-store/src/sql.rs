@@ -18,6 +18,8 @@ impl From<sqlx::Error> for StoreError {
                     || constraint == "users_username_skeleton_key"
                 {
                     Duplicate::UsernameSkeleton
+                } else if msg.contains("email_key") || constraint == "users_email_key" {
+                    Duplicate::Email
                 } else if msg.contains("username") || constraint == "users_username_key" {
                     Duplicate::Username
                 } else if msg.contains("succeeds") || constraint == "signing_keys_succeeds_key" {

@@ -16,7 +16,7 @@ macro_rules! user_columns {
         "u.id AS u_id, u.username AS u_username, u.password_hash AS u_password_hash,
          u.roles AS u_roles, u.claims AS u_claims, u.disabled AS u_disabled,
          u.tokens_not_before AS u_tokens_not_before, u.created_at AS u_created_at,
-         u.updated_at AS u_updated_at"
+         u.updated_at AS u_updated_at, u.email AS u_email, u.email_verified AS u_email_verified"
     };
 }
 
@@ -122,6 +122,8 @@ struct UserColumns {
     u_tokens_not_before: Option<i64>,
     u_created_at: Option<i64>,
     u_updated_at: Option<i64>,
+    u_email: Option<String>,
+    u_email_verified: Option<bool>,
 }
 
 impl UserColumns {
@@ -136,6 +138,8 @@ impl UserColumns {
             tokens_not_before: self.u_tokens_not_before?,
             created_at: self.u_created_at?,
             updated_at: self.u_updated_at?,
+            email: self.u_email,
+            email_verified: self.u_email_verified.unwrap_or(false),
         })
     }
 }

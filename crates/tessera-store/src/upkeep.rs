@@ -134,6 +134,7 @@ const PG_CONCURRENT_INDEXES: &[&str] = &[
     "sessions_feed_idx",
     "users_feed_idx",
     "users_username_skeleton_key",
+    "users_email_key",
 ];
 
 const PG_INVALID_INDEXES: &str = "

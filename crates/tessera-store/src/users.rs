@@ -12,15 +12,17 @@ use super::{
 
 const INSERT: &str = "
     INSERT INTO users (id, username, password_hash, roles, claims, disabled,
-                       tokens_not_before, created_at, updated_at, username_skeleton)
-    VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7, $8)";
+                       tokens_not_before, created_at, updated_at, username_skeleton,
+                       email, email_key, email_verified)
+    VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7, $8, $9, $10, $11)";
 
 /// `INSERT` that leaves an existing username, or one it looks like (the same skeleton), alone
 /// (affects no row then).
 const IMPORT: &str = "
     INSERT INTO users (id, username, password_hash, roles, claims, disabled,
-                       tokens_not_before, created_at, updated_at, username_skeleton)
-    VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7, $8)
+                       tokens_not_before, created_at, updated_at, username_skeleton,
+                       email, email_key, email_verified)
+    VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7, $8, $9, $10, $11)
     ON CONFLICT DO NOTHING";
 
 /// Accounts named before skeletons were stored, in id order from a cursor.
@@ -34,23 +36,36 @@ const SET_SKELETON: &str = "
 
 const BY_USERNAME: &str = "
     SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
-           created_at, updated_at
+           created_at, updated_at, email, email_verified
     FROM users WHERE username = $1";
+
+/// The account a login names: the user with username `$1`, else the one whose compared
+/// address is `$2`.
+const FOR_LOGIN: &str = "
+    SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
+           created_at, updated_at, email, email_verified
+    FROM users WHERE username = $1 OR email_key = $2
+    ORDER BY CASE WHEN username = $1 THEN 0 ELSE 1 END LIMIT 1";
+
+/// Sets the address; a unique violation means another account holds it.
+const SET_EMAIL: &str = "
+    UPDATE users SET email = $2, email_key = $3, email_verified = $4, updated_at = $5
+    WHERE id = $1";
 
 const BY_ID: &str = "
     SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
-           created_at, updated_at
+           created_at, updated_at, email, email_verified
     FROM users WHERE id = $1";
 
 const LIST: &str = "
     SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
-           created_at, updated_at
+           created_at, updated_at, email, email_verified
     FROM users ORDER BY username";
 
 /// `$2`, `$3`: LIKE patterns with `\` as the escape character.
 const PAGE: &str = "
     SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
-           created_at, updated_at
+           created_at, updated_at, email, email_verified
     FROM users
     WHERE ($1 IS NULL OR username > $1)
       AND ($2 IS NULL OR username LIKE $2 ESCAPE '\\')
@@ -88,6 +103,9 @@ impl UserStore for SqlStore {
             .bind(u.disabled)
             .bind(u.now)
             .bind(&u.skeleton)
+            .bind(&u.email)
+            .bind(&u.email_key)
+            .bind(u.email_verified)
             .execute(b.pool())
             .await
             .map(|r| r.rows_affected()));
@@ -124,6 +142,9 @@ impl UserStore for SqlStore {
                     .bind(u.disabled)
                     .bind(u.now)
                     .bind(&u.skeleton)
+                    .bind(&u.email)
+                    .bind(&u.email_key)
+                    .bind(u.email_verified)
                     .execute(&mut *tx)
                     .await?;
                 if r.rows_affected() == 1 {
@@ -176,6 +197,38 @@ impl UserStore for SqlStore {
             .fetch_optional(b.pool())
             .await)?;
         Ok(row)
+    }
+
+    async fn user_for_login(
+        &self,
+        username: Option<&str>,
+        email_key: &str,
+    ) -> StoreResult<Option<User>> {
+        let row: Option<User> = on_backend!(self, |b| sqlx::query_as(FOR_LOGIN)
+            .bind(username)
+            .bind(email_key)
+            .fetch_optional(b.pool())
+            .await)?;
+        Ok(row)
+    }
+
+    async fn set_email(
+        &self,
+        id: Uuid,
+        email: Option<(&str, &str)>,
+        verified: bool,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(SET_EMAIL)
+            .bind(id)
+            .bind(email.map(|e| e.0))
+            .bind(email.map(|e| e.1))
+            .bind(verified && email.is_some())
+            .bind(now)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
     }
 
     async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>> {

@@ -381,6 +381,7 @@ impl From<AuthError> for ApiError {
             AuthError::UserNotFound => ApiError::UserNotFound,
             AuthError::SessionNotFound => ApiError::SessionNotFound,
             AuthError::UsernameTaken => ApiError::Conflict("username"),
+            AuthError::EmailTaken => ApiError::Conflict("email"),
             AuthError::UsernameConfusable => ApiError::ConfusableUsername,
             AuthError::BadUsername(rule) => ApiError::BadUsername(rule),
             AuthError::BadInput(why) => ApiError::InvalidRequest(why),

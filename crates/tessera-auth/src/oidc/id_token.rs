@@ -33,6 +33,11 @@ struct IdClaims<'a> {
     preferred_username: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     updated_at: Option<i64>,
+    /// With the `email` scope and an address (OIDC Core §5.4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email_verified: Option<bool>,
 }
 
 /// `at_hash` (OIDC Core §3.1.3.6): the left half of the access token's hash, with the hash of
@@ -70,6 +75,7 @@ impl Auth {
         let t = &self.settings.tokens;
         let iat = now.as_secs();
         let profile = has_scope(scope, "profile");
+        let email = user.email.as_deref().filter(|_| has_scope(scope, "email"));
         let claims = IdClaims {
             iss: &t.issuer,
             sub: user.id.to_string(),
@@ -85,6 +91,8 @@ impl Auth {
             at_hash: at_hash(key.alg, access_token),
             preferred_username: profile.then_some(user.username.as_str()),
             updated_at: profile.then(|| UnixMillis(user.updated_at).as_secs()),
+            email,
+            email_verified: email.map(|_| user.email_verified),
         };
         let header = serde_json::json!({ "alg": key.alg, "kid": key.kid, "typ": "JWT" });
         tokens::sign_jws(key, &header, &claims)

@@ -20,6 +20,8 @@ fn user(id: Uuid, updated_at: i64) -> User {
         tokens_not_before: 0,
         created_at: 0,
         updated_at,
+        email: None,
+        email_verified: false,
     }
 }
 

@@ -1,0 +1,92 @@
+//! Users' email addresses: checked by `email_address` (RFC 5322's addr-spec, without display
+//! text or domain literals), and compared in one form: the local part and the domain in lower
+//! case, the domain IDNA-normalised to its ASCII form (UTS #46), so that `Bob@Bücher.example`
+//! and `bob@xn--bcher-kva.example` are one address.
+
+use email_address::{EmailAddress, Options};
+
+use crate::AuthError;
+
+/// The longest address accepted, in bytes (RFC 5321 §4.5.3.1.3's path, less the brackets).
+pub const MAX_EMAIL_BYTES: usize = 254;
+
+/// A checked address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    /// As given, trimmed: what mail is sent to and what `/userinfo` shows.
+    pub address: String,
+    /// What is compared and unique among users (`users.email_key`).
+    pub key: String,
+}
+
+impl Email {
+    /// Checks an address.
+    ///
+    /// Errors: `BadInput` naming the rule (too long, not an address, a domain that is not a
+    /// valid internationalised domain name).
+    pub fn parse(raw: &str) -> Result<Email, AuthError> {
+        let address = raw.trim();
+        if address.len() > MAX_EMAIL_BYTES {
+            return Err(AuthError::BadInput(format!(
+                "an email address is at most {MAX_EMAIL_BYTES} bytes"
+            )));
+        }
+        let options = Options::default()
+            .without_domain_literal()
+            .with_required_tld();
+        let parsed = EmailAddress::parse_with_options(
+            address,
+            Options {
+                allow_display_text: false,
+                ..options
+            },
+        )
+        .map_err(|_| {
+            AuthError::BadInput("email is not a valid address (name@example.com)".into())
+        })?;
+        let domain = idna::domain_to_ascii(parsed.domain()).map_err(|_| {
+            AuthError::BadInput("the email address's domain is not a valid domain name".into())
+        })?;
+        Ok(Email {
+            address: address.to_string(),
+            key: format!(
+                "{}@{}",
+                parsed.local_part().to_lowercase(),
+                domain.to_ascii_lowercase()
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_compare_case_insensitively_with_idna_domains() {
+        let a = Email::parse(" Bob@Bücher.Example ").unwrap();
+        let b = Email::parse("bob@xn--bcher-kva.example").unwrap();
+        assert_eq!(a.key, b.key);
+        assert_eq!(a.key, "bob@xn--bcher-kva.example");
+        assert_eq!(a.address, "Bob@Bücher.Example");
+        assert_ne!(a.key, Email::parse("bob2@bücher.example").unwrap().key);
+    }
+
+    #[test]
+    fn bad_addresses_are_refused() {
+        for bad in [
+            "",
+            "bob",
+            "bob@",
+            "@example.com",
+            "bob@@example.com",
+            "Bob <bob@example.com>",
+            "bob@[127.0.0.1]",
+            "bob@localhost",
+            "bob@exa mple.com",
+            &format!("{}@example.com", "a".repeat(250)),
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}
