@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 mod logout_sender;
+mod mail_sender;
 mod master_key;
 
 use crate::auth::keys::KeyError;
@@ -128,6 +129,25 @@ impl Application {
             auth.clone()
                 .run_backchannel(Arc::new(logout_sender::HttpLogoutSender::new())),
         );
+        // Flows that need mail are off without it; they never fail at request time for it.
+        let outbox = match mail_sender::SmtpSender::new(&settings.mail) {
+            Ok(Some(sender)) => {
+                if settings.accounts.link_base.is_empty() {
+                    tracing::info!("accounts.link_base is unset: password reset by email is off");
+                }
+                Some(tokio::spawn(auth.clone().run_outbox(Arc::new(sender))))
+            }
+            Ok(None) => {
+                tracing::info!(
+                    "mail.smtp_url is unset: no mail is sent, and password reset by email is off"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "mail is off");
+                None
+            }
+        };
         let router = crate::http::router(auth.clone(), settings.clone(), self.pages);
         // Verifiers compare `iss` with the URL they were given: say which one tokens carry.
         tracing::info!(issuer = %settings.tokens.issuer, "access tokens are issued by");
@@ -143,6 +163,9 @@ impl Application {
         crate::http::serve::serve(self.listener, router, &settings.http, shutdown).await;
         upkeep.abort();
         backchannel.abort();
+        if let Some(outbox) = outbox {
+            outbox.abort();
+        }
         // The audit rows still queued are written before the process ends.
         auth.stop_audit();
         let _ = audit.await;

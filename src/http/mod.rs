@@ -1,6 +1,7 @@
 //! The HTTP layer: routers, extractors and the middleware stack. No business rules live here;
 //! a handler parses input, calls one `Auth` method and shapes the response.
 
+mod accounts;
 mod admin;
 mod audit;
 pub(crate) mod client_addr;
@@ -84,6 +85,8 @@ pub struct SharedState {
         (name = "discovery", description = "RFC 8414 metadata"),
         (name = "operations", description = "Health, readiness and metrics"),
         (name = "admin", description = "User management; needs an access token of a user with the admin role"),
+        (name = "mfa", description = "The user's own second factors (TOTP, passkeys, recovery codes), with their bearer token"),
+        (name = "accounts", description = "Self-service by email: password reset"),
     )
 )]
 struct ApiDoc;
@@ -140,6 +143,7 @@ pub fn router(
         .merge(session::router())
         .merge(mfa::router())
         .merge(passkey::router())
+        .merge(accounts::router())
         .merge(userinfo::router())
         .merge(jwks::router())
         .merge(oauth::router())

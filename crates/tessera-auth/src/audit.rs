@@ -98,10 +98,16 @@ pub enum Event {
     FactorAdded,
     /// A second factor was removed (`reason`: `reset_by_admin` for an administrator's reset).
     FactorRemoved,
+    /// A password-reset link was queued to the user's address.
+    PasswordResetRequested,
+    /// A password was set with a reset link (every session of the user ended).
+    PasswordReset,
+    /// A queued message was given up after `mail.max_attempts`.
+    MailDead,
 }
 
 impl Event {
-    pub const ALL: [Event; 28] = [
+    pub const ALL: [Event; 31] = [
         Event::LoginSucceeded,
         Event::LoginFailed,
         Event::LoginThrottled,
@@ -130,6 +136,9 @@ impl Event {
         Event::RecoveryCodesGenerated,
         Event::FactorAdded,
         Event::FactorRemoved,
+        Event::PasswordResetRequested,
+        Event::PasswordReset,
+        Event::MailDead,
     ];
 
     /// The event's name in logs, rows, metrics and the admin API.
@@ -163,6 +172,9 @@ impl Event {
             Event::RecoveryCodesGenerated => "mfa.recovery_codes_generated",
             Event::FactorAdded => "mfa.factor_added",
             Event::FactorRemoved => "mfa.factor_removed",
+            Event::PasswordResetRequested => "password.reset_requested",
+            Event::PasswordReset => "password.reset",
+            Event::MailDead => "mail.dead",
         }
     }
 

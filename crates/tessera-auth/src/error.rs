@@ -45,6 +45,13 @@ pub enum AuthError {
     /// No such factor of the user.
     #[error("factor not found")]
     FactorNotFound,
+    /// Flows that need mail are off (`mail.smtp_url` or `accounts.link_base` unset).
+    #[error("mail is not configured")]
+    MailDisabled,
+    /// A token sent by email that is unknown, used, expired, of another purpose, or issued
+    /// before a password change (one answer for all).
+    #[error("invalid account token")]
+    InvalidAccountToken,
     /// Passkeys are off: `[webauthn]` names no relying party.
     #[error("passkeys are not enabled")]
     PasskeysDisabled,

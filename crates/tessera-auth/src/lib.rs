@@ -25,6 +25,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod access;
+pub mod accounts;
 pub mod audit;
 mod catalog;
 pub mod clients;
@@ -140,6 +141,8 @@ pub struct Auth {
     attempt_lease: std::time::Duration,
     /// The passkeys' relying party; `None`: passkeys are off.
     webauthn: Option<Arc<webauthn_rs::prelude::Webauthn>>,
+    /// Wakes the outbox loop when a message is queued.
+    mail_queued: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Auth {
@@ -197,6 +200,7 @@ impl Auth {
         let webauthn = passkey::relying_party(&settings)?.map(Arc::new);
         Ok(Self {
             webauthn,
+            mail_queued: tokio::sync::Notify::new(),
             audit: audit::AuditTrail::new(store.clone(), settings.audit.store_refreshes),
             throttle: throttle::Throttle::new(settings.throttle.clone()),
             store,

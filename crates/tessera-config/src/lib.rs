@@ -51,6 +51,10 @@ pub struct Settings {
     pub mfa: MfaSettings,
     /// Passkeys (WebAuthn).
     pub webauthn: WebauthnSettings,
+    /// Outgoing email (SMTP) and its outbox.
+    pub mail: MailSettings,
+    /// What users do with their own accounts by email (password reset).
+    pub accounts: AccountSettings,
     /// The hosted pages' templates.
     #[serde(default)]
     pub ui: UiSettings,
@@ -178,6 +182,37 @@ pub struct MfaSettings {
     /// refused with 403 `mfa_enrolment_required`.
     #[serde(with = "humantime_serde")]
     pub enrol_grace: Duration,
+}
+
+/// Outgoing email: SMTP through lettre, fed by a durable outbox in the database.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailSettings {
+    /// `smtps://user:pass@host` (implicit TLS), `smtp://user:pass@host:587?tls=required`
+    /// (STARTTLS), or `smtp://127.0.0.1:25` (no TLS: loopback only). Unset: no mail, and the
+    /// flows that need it are off. May carry a password, hence secret (`smtp_url_file`).
+    #[serde(default, serialize_with = "redacted")]
+    pub smtp_url: Option<SecretString>,
+    /// The sender, `Name <address>` or an address.
+    pub from: String,
+    /// Sending attempts before a message is given up (dead).
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt; it doubles with each further one (at most
+    /// an hour).
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+}
+
+/// Self-service by email.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSettings {
+    /// The frontend page that email links point at (`?token=…` is appended), which calls the
+    /// API. Empty: the flows are off.
+    pub link_base: String,
+    /// How long a password-reset link works.
+    #[serde(with = "humantime_serde")]
+    pub reset_ttl: Duration,
 }
 
 /// Passkeys (WebAuthn Level 2+), as second factors and for passwordless login.

@@ -17,7 +17,53 @@ impl Settings {
         self.validate_scopes()?;
         self.validate_resources()?;
         self.validate_webauthn()?;
+        self.validate_mail()?;
         self.validate_clients()
+    }
+
+    fn validate_mail(&self) -> Result<(), ConfigError> {
+        let m = &self.mail;
+        if m.max_attempts < 1 || m.max_attempts > 100 {
+            return err("mail.max_attempts must be 1 to 100");
+        }
+        if let Some(url) = &m.smtp_url {
+            let parsed = url::Url::parse(url.expose_secret())
+                .map_err(|_| ConfigError("mail.smtp_url is not a URL".into()))?;
+            let tls = parsed.scheme() == "smtps"
+                || parsed
+                    .query_pairs()
+                    .any(|(k, v)| k == "tls" && v == "required");
+            // smtp:// is not a special scheme: its host stays a string, even an IP address.
+            let loopback = match parsed.host() {
+                Some(url::Host::Domain(d)) => {
+                    d == "localhost"
+                        || d.trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback())
+                }
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if !matches!(parsed.scheme(), "smtp" | "smtps") {
+                return err("mail.smtp_url must be smtps://… or smtp://…");
+            }
+            if !tls && !loopback {
+                return err("mail.smtp_url without TLS (smtps://, or smtp://…?tls=required) may only name a loopback host");
+            }
+            if m.from.trim().is_empty() {
+                return err("mail.from must be set when mail.smtp_url is");
+            }
+        }
+        if !self.accounts.link_base.is_empty() {
+            let ok = url::Url::parse(&self.accounts.link_base)
+                .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.fragment().is_none());
+            if !ok {
+                return err("accounts.link_base must be an http(s) URL without a fragment");
+            }
+        }
+        Ok(())
     }
 
     fn validate_webauthn(&self) -> Result<(), ConfigError> {

@@ -19,6 +19,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod accounts;
 mod change;
 mod error;
 mod mfa;
@@ -27,6 +28,8 @@ mod oidc;
 pub mod time;
 
 // The SQL implementation: one file per capability, and the two backends.
+#[cfg(feature = "sql")]
+mod accounts_sql;
 #[cfg(feature = "sql")]
 mod audit;
 #[cfg(feature = "sql")]
@@ -68,6 +71,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc::Receiver;
 use uuid::Uuid;
 
+pub use accounts::{AccountStore, AccountToken, OutboxMail};
 #[cfg(feature = "sql")]
 pub use backend::SqlStore;
 pub use change::Change;
@@ -366,7 +370,8 @@ pub const PURGE_BATCH: i64 = 100;
 
 /// Everything the domain asks of a database.
 pub trait Store:
-    AuditStore
+    AccountStore
+    + AuditStore
     + UserStore
     + UserChanges
     + SessionStore
@@ -389,7 +394,8 @@ pub trait Store:
 }
 
 impl<T> Store for T where
-    T: AuditStore
+    T: AccountStore
+        + AuditStore
         + UserStore
         + UserChanges
         + SessionStore

@@ -60,6 +60,16 @@ const PURGE_MFA_CHALLENGES: &str = "
     DELETE FROM mfa_challenges WHERE token_hash IN
         (SELECT token_hash FROM mfa_challenges WHERE expires_at < $1 LIMIT $2)";
 
+/// Tokens sent by email, past their expiry.
+const PURGE_ACCOUNT_TOKENS: &str = "
+    DELETE FROM account_tokens WHERE token_hash IN
+        (SELECT token_hash FROM account_tokens WHERE expires_at < $1 LIMIT $2)";
+
+/// Mail sent or given up before the cut-off.
+const PURGE_MAIL: &str = "
+    DELETE FROM mail_outbox WHERE id IN
+        (SELECT id FROM mail_outbox WHERE sent_at < $1 OR dead_at < $1 LIMIT $2)";
+
 /// WebAuthn ceremonies never finished, past their expiry.
 const PURGE_CEREMONIES: &str = "
     DELETE FROM webauthn_ceremonies WHERE id_hash IN
@@ -267,6 +277,10 @@ impl Upkeep for SqlStore {
             + self.purge_in_batches(PURGE_PUSHED, &[now]).await?
             + self.purge_in_batches(PURGE_MFA_CHALLENGES, &[now]).await?
             + self.purge_in_batches(PURGE_CEREMONIES, &[now]).await?
+            + self.purge_in_batches(PURGE_ACCOUNT_TOKENS, &[now]).await?
+            // Sent and dead mail is kept a week, to look into.
+            + self.purge_in_batches(PURGE_MAIL, &[now - 7 * 86_400_000])
+                .await?
             + self
                 .purge_in_batches(PURGE_DEVICE_CODES, &[now - 3_600_000])
                 .await?;

@@ -49,6 +49,12 @@ pub enum ApiError {
     /// No such factor of the user: 404.
     #[error("factor not found")]
     FactorNotFound,
+    /// Flows that need mail are off: 404.
+    #[error("mail disabled")]
+    MailDisabled,
+    /// A token sent by email that is unknown, used, expired or stale: 400 `invalid_grant`.
+    #[error("invalid account token")]
+    InvalidAccountToken,
     /// Passkeys are off (`[webauthn]` names no relying party): 404.
     #[error("passkeys disabled")]
     PasskeysDisabled,
@@ -288,6 +294,16 @@ impl ApiError {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "No such endpoint."),
             ApiError::UserNotFound => (StatusCode::NOT_FOUND, "not_found", "No such user."),
             ApiError::FactorNotFound => (StatusCode::NOT_FOUND, "not_found", "No such factor."),
+            ApiError::MailDisabled => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "Password reset by email is not enabled on this server (mail.smtp_url, accounts.link_base).",
+            ),
+            ApiError::InvalidAccountToken => (
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "The token is invalid, expired or used.",
+            ),
             ApiError::PasskeysDisabled => (
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -356,6 +372,8 @@ impl From<AuthError> for ApiError {
             },
             AuthError::FactorNotFound => ApiError::FactorNotFound,
             AuthError::PasskeysDisabled => ApiError::PasskeysDisabled,
+            AuthError::MailDisabled => ApiError::MailDisabled,
+            AuthError::InvalidAccountToken => ApiError::InvalidAccountToken,
             AuthError::InvalidPasskey => ApiError::InvalidPasskey,
             AuthError::PasskeyRegistered => ApiError::Conflict("passkey"),
             AuthError::MfaEnrolmentRequired => ApiError::MfaEnrolmentRequired,

@@ -122,6 +122,19 @@ const EVERY_KEY: &[(&str, &str, &str)] = &[
     ("mfa.reauth_within", "10m", r#""10m""#),
     ("mfa.required_for_roles", r#"["admin"]"#, r#"["admin"]"#),
     ("mfa.enrol_grace", "3d", r#""3days""#),
+    (
+        "mail.from",
+        "Acme <no-reply@example.com>",
+        r#""Acme <no-reply@example.com>""#,
+    ),
+    ("mail.max_attempts", "3", "3"),
+    ("mail.retry_base", "1s", r#""1s""#),
+    (
+        "accounts.link_base",
+        "https://app.example.com/reset",
+        r#""https://app.example.com/reset""#,
+    ),
+    ("accounts.reset_ttl", "10m", r#""10m""#),
     ("webauthn.rp_id", "example.com", r#""example.com""#),
     ("webauthn.rp_name", "Acme", r#""Acme""#),
     (
@@ -319,4 +332,34 @@ fn a_bad_client_entry_names_the_client_and_the_rule() {
     let spa = &ok.clients[0];
     assert!(spa.allows_grant("authorization_code") && spa.allows_grant("refresh_token"));
     assert!(!spa.allows_grant("password"));
+}
+
+#[test]
+fn smtp_without_tls_only_reaches_loopback() {
+    let with = |url: &str| {
+        Settings::from_figment(
+            Figment::from(Toml::string(DEFAULT_TOML))
+                .merge(Serialized::default("mail.smtp_url", url)),
+        )
+    };
+    for ok in [
+        "smtp://127.0.0.1:2525",
+        "smtp://localhost:25",
+        "smtp://[::1]:25",
+        "smtps://user:pass@smtp.example.com",
+        "smtp://user:pass@smtp.example.com:587?tls=required",
+    ] {
+        assert!(with(ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "smtp://smtp.example.com:25",
+        "smtp://user:pass@smtp.example.com:587?tls=opportunistic",
+        "http://smtp.example.com",
+        "not a url",
+    ] {
+        let e = with(bad).unwrap_err().to_string();
+        assert!(e.contains("mail.smtp_url"), "{bad}: {e}");
+        // The URL's password is never in the error.
+        assert!(!e.contains("pass@"), "{e}");
+    }
 }

@@ -1,0 +1,98 @@
+//! Tokens sent by email (a password reset) and the mail outbox that carries them (invariants 7
+//! and 10). Times are milliseconds since the Unix epoch.
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::StoreResult;
+
+/// A token sent by email, as stored.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
+pub struct AccountToken {
+    /// base64url SHA-256 of the token.
+    pub token_hash: String,
+    pub user_id: Uuid,
+    /// `password_reset`.
+    pub purpose: String,
+    /// The user's `tokens_not_before` when it was issued: a password change, disable or
+    /// cut-off since kills it.
+    pub fence: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
+/// A message in the outbox.
+#[derive(Clone)]
+#[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
+pub struct OutboxMail {
+    pub id: Uuid,
+    pub recipient: String,
+    pub subject: String,
+    /// The text body, sealed under the master key (bound to `mail:<id>`): it may hold a link
+    /// with a token.
+    pub body_sealed: Vec<u8>,
+    pub created_at: i64,
+    /// Attempts made so far (a claim counts as one).
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub claimed_until: Option<i64>,
+    pub sent_at: Option<i64>,
+    pub dead_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+impl std::fmt::Debug for OutboxMail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxMail")
+            .field("id", &self.id)
+            .field("attempts", &self.attempts)
+            .field("sent_at", &self.sent_at)
+            .field("dead_at", &self.dead_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tokens by email and the outbox.
+#[async_trait]
+pub trait AccountStore {
+    /// In one transaction: deletes the user's unused tokens of the token's purpose, stores the
+    /// token, and queues the mail that carries it.
+    async fn issue_account_token(&self, token: &AccountToken, mail: &OutboxMail)
+        -> StoreResult<()>;
+    /// When the user was last sent a token of `purpose` (ms), if ever (a token still stored).
+    async fn last_account_token(&self, user_id: Uuid, purpose: &str) -> StoreResult<Option<i64>>;
+    /// The unused, unexpired token of `purpose` with this digest, whose user is enabled and
+    /// still has the cut-off the token was issued under.
+    async fn account_token(
+        &self,
+        token_hash: &str,
+        purpose: &str,
+        now: i64,
+    ) -> StoreResult<Option<AccountToken>>;
+    /// Uses it up: `true` once (of parallel uses, one wins).
+    async fn use_account_token(&self, token_hash: &str, now: i64) -> StoreResult<bool>;
+    /// Claims up to `limit` messages due at `now` for sending until `lease_until`, counting an
+    /// attempt for each. On Postgres, rows another replica is claiming are skipped
+    /// (`FOR UPDATE SKIP LOCKED`), so no message is claimed twice at once.
+    async fn claim_mail(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxMail>>;
+    /// Marks a claimed message sent.
+    async fn mail_sent(&self, id: Uuid, now: i64) -> StoreResult<()>;
+    /// Records a failed attempt: retried at `next_attempt_at`, or dead (`dead`).
+    async fn mail_failed(
+        &self,
+        id: Uuid,
+        error: &str,
+        next_attempt_at: i64,
+        dead: bool,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// Messages neither sent nor dead (for metrics and tests).
+    async fn mail_pending(&self) -> StoreResult<i64>;
+}

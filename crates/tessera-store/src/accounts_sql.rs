@@ -1,0 +1,193 @@
+//! The SQL of tokens by email and the mail outbox (`accounts.rs`).
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::backend::{on_backend, Backend, SqlStore};
+use super::{AccountStore, AccountToken, OutboxMail, StoreResult};
+
+const DROP_UNUSED: &str =
+    "DELETE FROM account_tokens WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL";
+
+const INSERT_TOKEN: &str = "
+    INSERT INTO account_tokens (token_hash, user_id, purpose, fence, created_at, expires_at)
+    VALUES ($1, $2, $3, $4, $5, $6)";
+
+const INSERT_MAIL: &str = "
+    INSERT INTO mail_outbox (id, recipient, subject, body_sealed, created_at, next_attempt_at)
+    VALUES ($1, $2, $3, $4, $5, $5)";
+
+const LAST_TOKEN: &str =
+    "SELECT MAX(created_at) FROM account_tokens WHERE user_id = $1 AND purpose = $2";
+
+/// The user's fence is the whole check of "issued before a password change".
+const TOKEN: &str = "
+    SELECT t.* FROM account_tokens t JOIN users u ON u.id = t.user_id
+    WHERE t.token_hash = $1 AND t.purpose = $2 AND t.used_at IS NULL AND t.expires_at > $3
+      AND NOT u.disabled AND u.tokens_not_before = t.fence";
+
+/// Invariant 7: the WHERE clause lets one use through.
+const USE_TOKEN: &str = "
+    UPDATE account_tokens SET used_at = $2
+    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2";
+
+/// Postgres: rows being claimed elsewhere are skipped, so two replicas never hold one.
+const CLAIM_PG: &str = "
+    UPDATE mail_outbox SET claimed_until = $2, attempts = attempts + 1
+    WHERE id IN (
+        SELECT id FROM mail_outbox
+        WHERE sent_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $1
+          AND (claimed_until IS NULL OR claimed_until < $1)
+        ORDER BY next_attempt_at LIMIT $3
+        FOR UPDATE SKIP LOCKED)
+    RETURNING *";
+
+/// SQLite has one writer: the statement is the claim.
+const CLAIM_SQLITE: &str = "
+    UPDATE mail_outbox SET claimed_until = $2, attempts = attempts + 1
+    WHERE id IN (
+        SELECT id FROM mail_outbox
+        WHERE sent_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $1
+          AND (claimed_until IS NULL OR claimed_until < $1)
+        ORDER BY next_attempt_at LIMIT $3)
+    RETURNING *";
+
+const SENT: &str = "UPDATE mail_outbox SET sent_at = $2, claimed_until = NULL WHERE id = $1";
+
+const FAILED: &str = "
+    UPDATE mail_outbox
+    SET last_error = $2, next_attempt_at = $3, claimed_until = NULL,
+        dead_at = CASE WHEN $4 THEN $5 ELSE NULL END
+    WHERE id = $1 AND sent_at IS NULL";
+
+const PENDING: &str = "SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL AND dead_at IS NULL";
+
+#[async_trait]
+impl AccountStore for SqlStore {
+    async fn issue_account_token(&self, t: &AccountToken, m: &OutboxMail) -> StoreResult<()> {
+        on_backend!(self, |b| {
+            let mut tx = b.pool().begin().await?;
+            sqlx::query(DROP_UNUSED)
+                .bind(t.user_id)
+                .bind(&t.purpose)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(INSERT_TOKEN)
+                .bind(&t.token_hash)
+                .bind(t.user_id)
+                .bind(&t.purpose)
+                .bind(t.fence)
+                .bind(t.created_at)
+                .bind(t.expires_at)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(INSERT_MAIL)
+                .bind(m.id)
+                .bind(&m.recipient)
+                .bind(&m.subject)
+                .bind(&m.body_sealed)
+                .bind(m.created_at)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
+    async fn last_account_token(&self, user_id: Uuid, purpose: &str) -> StoreResult<Option<i64>> {
+        let (last,): (Option<i64>,) = on_backend!(self, |b| sqlx::query_as(LAST_TOKEN)
+            .bind(user_id)
+            .bind(purpose)
+            .fetch_one(b.pool())
+            .await)?;
+        Ok(last)
+    }
+
+    async fn account_token(
+        &self,
+        token_hash: &str,
+        purpose: &str,
+        now: i64,
+    ) -> StoreResult<Option<AccountToken>> {
+        let row: Option<AccountToken> = on_backend!(self, |b| sqlx::query_as(TOKEN)
+            .bind(token_hash)
+            .bind(purpose)
+            .bind(now)
+            .fetch_optional(b.pool())
+            .await)?;
+        Ok(row)
+    }
+
+    async fn use_account_token(&self, token_hash: &str, now: i64) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(USE_TOKEN)
+            .bind(token_hash)
+            .bind(now)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    async fn claim_mail(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxMail>> {
+        let rows: Vec<OutboxMail> = match self {
+            SqlStore::Postgres(b) => {
+                sqlx::query_as(CLAIM_PG)
+                    .bind(now)
+                    .bind(lease_until)
+                    .bind(limit)
+                    .fetch_all(b.pool())
+                    .await?
+            }
+            SqlStore::Sqlite(b) => {
+                sqlx::query_as(CLAIM_SQLITE)
+                    .bind(now)
+                    .bind(lease_until)
+                    .bind(limit)
+                    .fetch_all(b.pool())
+                    .await?
+            }
+        };
+        Ok(rows)
+    }
+
+    async fn mail_sent(&self, id: Uuid, now: i64) -> StoreResult<()> {
+        on_backend!(self, |b| sqlx::query(SENT)
+            .bind(id)
+            .bind(now)
+            .execute(b.pool())
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    async fn mail_failed(
+        &self,
+        id: Uuid,
+        error: &str,
+        next_attempt_at: i64,
+        dead: bool,
+        now: i64,
+    ) -> StoreResult<()> {
+        on_backend!(self, |b| sqlx::query(FAILED)
+            .bind(id)
+            .bind(error)
+            .bind(next_attempt_at)
+            .bind(dead)
+            .bind(now)
+            .execute(b.pool())
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    async fn mail_pending(&self) -> StoreResult<i64> {
+        let (n,): (i64,) =
+            on_backend!(self, |b| sqlx::query_as(PENDING).fetch_one(b.pool()).await)?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,67 @@
+//! The SMTP side of the outbox: sends a message through lettre, for `tessera_auth`'s outbox
+//! loop (`Auth::run_outbox`).
+
+use std::time::Duration;
+
+use lettre::message::Mailbox;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use secrecy::ExposeSecret;
+
+use crate::auth::accounts::MailSender;
+use crate::config::MailSettings;
+
+/// How long one SMTP exchange may take.
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A pooled SMTP transport to `mail.smtp_url`, from `mail.from`.
+pub struct SmtpSender {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl SmtpSender {
+    /// `None` when mail is not configured.
+    ///
+    /// Errors: an unusable `mail.smtp_url` or `mail.from`, named (never the URL's password).
+    pub fn new(m: &MailSettings) -> Result<Option<Self>, String> {
+        let Some(url) = &m.smtp_url else {
+            return Ok(None);
+        };
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
+            .map_err(|_| "mail.smtp_url is not a usable SMTP URL".to_string())?
+            .timeout(Some(TIMEOUT))
+            .build();
+        let from = m
+            .from
+            .parse::<Mailbox>()
+            .map_err(|e| format!("mail.from: {e}"))?;
+        Ok(Some(SmtpSender { transport, from }))
+    }
+}
+
+#[async_trait::async_trait]
+impl MailSender for SmtpSender {
+    async fn send(&self, to: &str, subject: &str, body: &str) -> Result<(), String> {
+        let to: Mailbox = to
+            .parse()
+            .map_err(|_| "the recipient is not a mailbox".to_string())?;
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .body(body.to_string())
+            .map_err(|e| format!("message: {e}"))?;
+        self.transport.send(message).await.map(|_| ()).map_err(|e| {
+            // The kind of failure, never the message.
+            if e.is_transient() {
+                "temporary SMTP failure".to_string()
+            } else if e.is_permanent() {
+                "permanent SMTP failure".to_string()
+            } else if e.is_timeout() {
+                "SMTP timed out".to_string()
+            } else {
+                "SMTP connection failed".to_string()
+            }
+        })
+    }
+}

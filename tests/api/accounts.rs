@@ -1,0 +1,390 @@
+//! Self-service by email against a real SMTP server (aiosmtpd, from PyPI): a password reset
+//! asked for by address or username, the link read from the delivered message, the new
+//! password set with it, and the token's abuse (reuse, a newer token, a password change in
+//! between, parallel use); the outbox keeping a message through an SMTP outage; the same
+//! answer for known and unknown addresses; and the flows off without mail.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use figment::providers::Serialized;
+use serde_json::{json, Value};
+
+use crate::helpers::{Backend, TestApp, PASSWORD};
+use crate::oidc_interop::{available, free_port};
+use crate::on_both;
+
+on_both!(
+    a_reset_link_sets_a_new_password,
+    reset_tokens_work_once_and_die_with_a_password_change,
+    the_outbox_keeps_mail_through_an_smtp_outage,
+    reset_is_off_without_mail
+);
+
+/// A real SMTP server on loopback, delivering into a maildir.
+struct Smtp {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Smtp {
+    fn available() -> bool {
+        let ok = Command::new("python3")
+            .args(["-c", "import aiosmtpd"])
+            .status()
+            .is_ok_and(|s| s.success());
+        available(ok, "python3 with aiosmtpd")
+    }
+
+    async fn start(port: u16, dir: &Path) -> Smtp {
+        let child = Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Smtp {
+            child,
+            dir: dir.to_path_buf(),
+            port,
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The messages delivered so far, oldest first, with quoted-printable soft breaks undone.
+    fn messages(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("new")) else {
+            return Vec::new();
+        };
+        let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+        files.sort();
+        files
+            .iter()
+            .map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap()
+                    .replace("=\r\n", "")
+                    .replace("=\n", "")
+                    .replace("=3D", "=")
+            })
+            .collect()
+    }
+
+    /// Waits for the `n`th message (1-based) and returns it.
+    async fn wait_for(&self, n: usize) -> String {
+        for _ in 0..200 {
+            if let Some(m) = self.messages().get(n - 1) {
+                return m.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("message {n} did not arrive; have {}", self.messages().len());
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What the store keeps of a token: base64url SHA-256.
+fn digest(token: &str) -> String {
+    use base64::Engine;
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d)
+}
+
+fn maildir() -> PathBuf {
+    std::env::temp_dir().join(format!("tessera-mail-{}", uuid::Uuid::now_v7()))
+}
+
+/// The token of the reset link in a message.
+fn token_of(message: &str) -> String {
+    let at = message
+        .find("https://app.example/reset?token=")
+        .expect(message);
+    message[at + "https://app.example/reset?token=".len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+async fn app_with_mail(b: Backend, smtp_port: u16) -> Option<TestApp> {
+    TestApp::spawn_with(b, move |f| {
+        f.merge(Serialized::default(
+            "mail.smtp_url",
+            format!("smtp://127.0.0.1:{smtp_port}"),
+        ))
+        .merge(Serialized::default(
+            "mail.from",
+            "Tessera <no-reply@example.com>",
+        ))
+        .merge(Serialized::default("mail.retry_base", "200ms"))
+        .merge(Serialized::default(
+            "accounts.link_base",
+            "https://app.example/reset",
+        ))
+    })
+    .await
+}
+
+async fn with_email(app: &TestApp, name: &str, email: &str) -> tessera::auth::UserView {
+    app.auth
+        .create_user_with_email(
+            name,
+            secrecy::SecretString::from(PASSWORD),
+            vec![],
+            Some(email),
+            &tessera::auth::Caller::default(),
+        )
+        .await
+        .unwrap()
+}
+
+async fn forgot(app: &TestApp, body: Value) -> reqwest::Response {
+    app.post_json("/password/forgot", &body).await
+}
+
+async fn reset(app: &TestApp, token: &str, password: &str) -> reqwest::Response {
+    app.post_json(
+        "/password/reset",
+        &json!({"token": token, "password": password}),
+    )
+    .await
+}
+
+async fn a_reset_link_sets_a_new_password(b: Backend) {
+    if !Smtp::available() {
+        return;
+    }
+    let port = free_port();
+    let smtp = Smtp::start(port, &maildir()).await;
+    let Some(app) = app_with_mail(b, smtp.port).await else {
+        return;
+    };
+    with_email(&app, "rita", "Rita@Example.com").await;
+    let before = app.login_ok("rita").await;
+    // Known and unknown: the same status and body.
+    let known = forgot(&app, json!({"email": "rita@example.com"})).await;
+    let unknown = forgot(&app, json!({"email": "nobody@example.com"})).await;
+    assert_eq!(known.status(), 202);
+    assert_eq!(unknown.status(), 202);
+    assert_eq!(known.text().await.unwrap(), unknown.text().await.unwrap());
+    let message = smtp.wait_for(1).await;
+    assert!(message.contains("X-RcptTo: Rita@Example.com") || message.contains("Rita@Example.com"));
+    assert!(message.contains("Subject: Reset your password"));
+    assert!(message.contains("Hello rita"));
+    let token = token_of(&message);
+    assert_eq!(token.len(), 43, "256 bits, base64url");
+    // Nothing went to the unknown address.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(smtp.messages().len(), 1);
+    // The token is stored only as a digest; the queued body is sealed.
+    let stored = app
+        .store
+        .account_token(&digest(&token), "password_reset", tessera::time::now_ms())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(stored.token_hash, token);
+
+    // A password the rules refuse: 400, and the token still works.
+    let r = reset(&app, &token, "short").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+    let r = reset(&app, &token, "a brand new passphrase").await;
+    assert_eq!(r.status(), 204);
+    // Every session ended, and the old password is gone.
+    assert_eq!(
+        app.refresh(before["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        401
+    );
+    app.userinfo_becomes(before["access_token"].as_str().unwrap(), 401)
+        .await;
+    assert_eq!(app.login("rita", PASSWORD).await.status(), 401);
+    assert_eq!(
+        app.login("rita", "a brand new passphrase").await.status(),
+        200
+    );
+    // Used: the one refusal.
+    let r = reset(&app, &token, "yet another passphrase").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(app.store.mail_pending().await.unwrap(), 0);
+}
+
+async fn reset_tokens_work_once_and_die_with_a_password_change(b: Backend) {
+    if !Smtp::available() {
+        return;
+    }
+    let smtp = Smtp::start(free_port(), &maildir()).await;
+    let Some(app) = app_with_mail(b, smtp.port).await else {
+        return;
+    };
+    let sam = with_email(&app, "sam", "sam@example.com").await;
+    // By username too.
+    assert_eq!(forgot(&app, json!({"username": "sam"})).await.status(), 202);
+    let first = token_of(&smtp.wait_for(1).await);
+    // A second request within a minute sends nothing more.
+    assert_eq!(
+        forgot(&app, json!({"email": "sam@example.com"}))
+            .await
+            .status(),
+        202
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(smtp.messages().len(), 1);
+    // A password change kills the token.
+    app.auth
+        .set_password(
+            tessera::auth::UserRef::Id(sam.id),
+            secrecy::SecretString::from("changed by an admin 1"),
+            &tessera::auth::Caller::default(),
+        )
+        .await
+        .unwrap();
+    let r = reset(&app, &first, "a brand new passphrase").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    // A newer token kills the older one (issued directly: the minute has not passed).
+    app.exec_sql("UPDATE account_tokens SET created_at = created_at - 120000".into())
+        .await;
+    assert_eq!(
+        forgot(&app, json!({"email": "SAM@example.com"}))
+            .await
+            .status(),
+        202
+    );
+    let second = token_of(&smtp.wait_for(2).await);
+    app.exec_sql("UPDATE account_tokens SET created_at = created_at - 120000".into())
+        .await;
+    assert_eq!(
+        forgot(&app, json!({"email": "sam@example.com"}))
+            .await
+            .status(),
+        202
+    );
+    let third = token_of(&smtp.wait_for(3).await);
+    assert_eq!(
+        reset(&app, &second, "a brand new passphrase")
+            .await
+            .status(),
+        400
+    );
+    // Parallel uses of one token: exactly one wins.
+    let answers = futures::future::join_all((0..6).map(|i| {
+        let (app, third) = (&app, third.clone());
+        async move { reset(app, &third, &format!("parallel passphrase {i}")).await }
+    }))
+    .await;
+    let won: Vec<usize> = answers
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.status() == 204)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        won.len(),
+        1,
+        "{:?}",
+        answers.iter().map(|r| r.status()).collect::<Vec<_>>()
+    );
+    let winner = format!("parallel passphrase {}", won[0]);
+    assert_eq!(app.login("sam", &winner).await.status(), 200);
+    // Garbage: 400, never a 5xx.
+    for bad in [
+        json!({"token": "", "password": "x"}),
+        json!({"token": 5}),
+        json!({}),
+    ] {
+        let r = app.post_json("/password/reset", &bad).await;
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    for bad in [json!({}), json!({"email": "a@b.c", "username": "x"})] {
+        assert_eq!(forgot(&app, bad.clone()).await.status(), 400, "{bad}");
+    }
+    // A disabled account gets no mail.
+    app.exec_sql("UPDATE account_tokens SET created_at = created_at - 120000".into())
+        .await;
+    app.auth
+        .set_disabled(
+            tessera::auth::UserRef::Id(sam.id),
+            true,
+            &tessera::auth::Caller::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        forgot(&app, json!({"email": "sam@example.com"}))
+            .await
+            .status(),
+        202
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(smtp.messages().len(), 3);
+}
+
+async fn the_outbox_keeps_mail_through_an_smtp_outage(b: Backend) {
+    if !Smtp::available() {
+        return;
+    }
+    // No SMTP server yet: the message waits in the outbox and is retried.
+    let port = free_port();
+    let Some(app) = app_with_mail(b, port).await else {
+        return;
+    };
+    with_email(&app, "ola", "ola@example.com").await;
+    assert_eq!(
+        forgot(&app, json!({"email": "ola@example.com"}))
+            .await
+            .status(),
+        202
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(app.store.mail_pending().await.unwrap(), 1);
+    let smtp = Smtp::start(port, &maildir()).await;
+    let message = smtp.wait_for(1).await;
+    assert!(message.contains("reset?token="));
+    for _ in 0..100 {
+        if app.store.mail_pending().await.unwrap() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.store.mail_pending().await.unwrap(), 0);
+    // Sent once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(smtp.messages().len(), 1);
+}
+
+async fn reset_is_off_without_mail(b: Backend) {
+    let Some((app, _)) = TestApp::with_user(b, "tom", &[]).await else {
+        return;
+    };
+    let r = forgot(&app, json!({"email": "tom@example.com"})).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "not_found");
+    let r = reset(&app, "x", "a brand new passphrase").await;
+    assert_eq!(r.status(), 404);
+}
