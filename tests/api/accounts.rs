@@ -27,6 +27,8 @@ struct Smtp {
     child: Child,
     dir: PathBuf,
     port: u16,
+    /// Messages `next_message` has returned (maildir names do not sort by arrival).
+    seen: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 impl Smtp {
@@ -60,6 +62,7 @@ impl Smtp {
             child,
             dir: dir.to_path_buf(),
             port,
+            seen: Default::default(),
         }
     }
 
@@ -68,34 +71,36 @@ impl Smtp {
         let _ = self.child.wait();
     }
 
-    /// The messages delivered so far, oldest first, with quoted-printable soft breaks undone.
-    fn messages(&self) -> Vec<String> {
+    /// The files of the messages delivered so far.
+    fn files(&self) -> Vec<PathBuf> {
         let Ok(entries) = std::fs::read_dir(self.dir.join("new")) else {
             return Vec::new();
         };
-        let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
-        files.sort();
-        files
-            .iter()
-            .map(|f| {
-                std::fs::read_to_string(f)
+        entries.map(|e| e.unwrap().path()).collect()
+    }
+
+    /// How many messages were delivered.
+    fn count(&self) -> usize {
+        self.files().len()
+    }
+
+    /// Waits for a message not returned before and returns it, with quoted-printable soft
+    /// breaks undone.
+    async fn next_message(&self) -> String {
+        for _ in 0..200 {
+            let mut seen = self.seen.lock().unwrap();
+            if let Some(f) = self.files().into_iter().find(|f| !seen.contains(f)) {
+                seen.insert(f.clone());
+                return std::fs::read_to_string(&f)
                     .unwrap()
                     .replace("=\r\n", "")
                     .replace("=\n", "")
-                    .replace("=3D", "=")
-            })
-            .collect()
-    }
-
-    /// Waits for the `n`th message (1-based) and returns it.
-    async fn wait_for(&self, n: usize) -> String {
-        for _ in 0..200 {
-            if let Some(m) = self.messages().get(n - 1) {
-                return m.clone();
+                    .replace("=3D", "=");
             }
+            drop(seen);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("message {n} did not arrive; have {}", self.messages().len());
+        panic!("no new message arrived; have {}", self.count());
     }
 }
 
@@ -189,7 +194,7 @@ async fn a_reset_link_sets_a_new_password(b: Backend) {
     assert_eq!(known.status(), 202);
     assert_eq!(unknown.status(), 202);
     assert_eq!(known.text().await.unwrap(), unknown.text().await.unwrap());
-    let message = smtp.wait_for(1).await;
+    let message = smtp.next_message().await;
     assert!(message.contains("X-RcptTo: Rita@Example.com") || message.contains("Rita@Example.com"));
     assert!(message.contains("Subject: Reset your password"));
     assert!(message.contains("Hello rita"));
@@ -197,7 +202,7 @@ async fn a_reset_link_sets_a_new_password(b: Backend) {
     assert_eq!(token.len(), 43, "256 bits, base64url");
     // Nothing went to the unknown address.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(smtp.messages().len(), 1);
+    assert_eq!(smtp.count(), 1);
     // The token is stored only as a digest; the queued body is sealed.
     let stored = app
         .store
@@ -245,7 +250,7 @@ async fn reset_tokens_work_once_and_die_with_a_password_change(b: Backend) {
     let sam = with_email(&app, "sam", "sam@example.com").await;
     // By username too.
     assert_eq!(forgot(&app, json!({"username": "sam"})).await.status(), 202);
-    let first = token_of(&smtp.wait_for(1).await);
+    let first = token_of(&smtp.next_message().await);
     // A second request within a minute sends nothing more.
     assert_eq!(
         forgot(&app, json!({"email": "sam@example.com"}))
@@ -254,7 +259,7 @@ async fn reset_tokens_work_once_and_die_with_a_password_change(b: Backend) {
         202
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(smtp.messages().len(), 1);
+    assert_eq!(smtp.count(), 1);
     // A password change kills the token.
     app.auth
         .set_password(
@@ -276,7 +281,7 @@ async fn reset_tokens_work_once_and_die_with_a_password_change(b: Backend) {
             .status(),
         202
     );
-    let second = token_of(&smtp.wait_for(2).await);
+    let second = token_of(&smtp.next_message().await);
     app.exec_sql("UPDATE account_tokens SET created_at = created_at - 120000".into())
         .await;
     assert_eq!(
@@ -285,7 +290,7 @@ async fn reset_tokens_work_once_and_die_with_a_password_change(b: Backend) {
             .status(),
         202
     );
-    let third = token_of(&smtp.wait_for(3).await);
+    let third = token_of(&smtp.next_message().await);
     assert_eq!(
         reset(&app, &second, "a brand new passphrase")
             .await
@@ -342,7 +347,7 @@ async fn reset_tokens_work_once_and_die_with_a_password_change(b: Backend) {
         202
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(smtp.messages().len(), 3);
+    assert_eq!(smtp.count(), 3);
 }
 
 async fn the_outbox_keeps_mail_through_an_smtp_outage(b: Backend) {
@@ -364,7 +369,7 @@ async fn the_outbox_keeps_mail_through_an_smtp_outage(b: Backend) {
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(app.store.mail_pending().await.unwrap(), 1);
     let smtp = Smtp::start(port, &maildir()).await;
-    let message = smtp.wait_for(1).await;
+    let message = smtp.next_message().await;
     assert!(message.contains("reset?token="));
     for _ in 0..100 {
         if app.store.mail_pending().await.unwrap() == 0 {
@@ -375,7 +380,7 @@ async fn the_outbox_keeps_mail_through_an_smtp_outage(b: Backend) {
     assert_eq!(app.store.mail_pending().await.unwrap(), 0);
     // Sent once.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(smtp.messages().len(), 1);
+    assert_eq!(smtp.count(), 1);
 }
 
 async fn reset_is_off_without_mail(b: Backend) {
