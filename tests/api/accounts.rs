@@ -88,16 +88,21 @@ impl Smtp {
     /// breaks undone.
     async fn next_message(&self) -> String {
         for _ in 0..200 {
-            let mut seen = self.seen.lock().unwrap();
-            if let Some(f) = self.files().into_iter().find(|f| !seen.contains(f)) {
-                seen.insert(f.clone());
+            let new = {
+                let mut seen = self.seen.lock().unwrap();
+                let new = self.files().into_iter().find(|f| !seen.contains(f));
+                if let Some(f) = &new {
+                    seen.insert(f.clone());
+                }
+                new
+            };
+            if let Some(f) = new {
                 return std::fs::read_to_string(&f)
                     .unwrap()
                     .replace("=\r\n", "")
                     .replace("=\n", "")
                     .replace("=3D", "=");
             }
-            drop(seen);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("no new message arrived; have {}", self.count());
