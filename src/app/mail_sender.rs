@@ -49,6 +49,9 @@ impl MailSender for SmtpSender {
             .from(self.from.clone())
             .to(to)
             .subject(subject)
+            .message_id(None)
+            .header(lettre::message::header::ContentType::TEXT_PLAIN)
+            .header(lettre::message::header::MIME_VERSION_1_0)
             .body(body.to_string())
             .map_err(|e| format!("message: {e}"))?;
         self.transport.send(message).await.map(|_| ()).map_err(|e| {

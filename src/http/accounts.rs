@@ -1,5 +1,6 @@
 //! Self-service by email over HTTP: asking for a password reset (`POST /password/forgot`) and
-//! setting the new password with the emailed token (`POST /password/reset`).
+//! setting the new password with the emailed token (`POST /password/reset`), signup
+//! (`POST /signup`) and address verification (`POST /email/verify`, `/email/verify/resend`).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -18,6 +19,91 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(forgot_password))
         .routes(routes!(reset_password))
+        .routes(routes!(signup))
+        .routes(routes!(verify_email))
+        .routes(routes!(resend_verification))
+}
+
+/// A new account.
+#[derive(Deserialize, ToSchema)]
+pub struct SignupRequest {
+    email: String,
+    /// The password rules apply (`password.*`).
+    #[schema(value_type = String, format = Password)]
+    password: SecretString,
+    /// Optional: the address itself is the username otherwise.
+    #[serde(default)]
+    username: Option<String>,
+}
+
+/// Creates an account (`accounts.signup = "open"`). The address, username and password are
+/// checked first (400 naming the rule); then the answer is the same 202 for a new address
+/// and a registered one, at once. A new address gets the account and a verification link; a
+/// registered one gets a note to its owner instead.
+#[utoipa::path(post, path = "/signup", tag = "accounts", request_body = SignupRequest,
+    responses(
+        (status = 202, description = "Accepted (whether or not the address is registered)", body = AcceptedBody),
+        (status = 400, description = "Not an address, a domain not allowed, a username or password the rules refuse", body = ErrorBody),
+        (status = 404, description = "Signup is closed", body = ErrorBody),
+    ))]
+async fn signup(
+    State(st): State<AppState>,
+    RequestCaller(caller): RequestCaller,
+    AppJson(req): AppJson<SignupRequest>,
+) -> Result<Response, ApiError> {
+    let checked = st
+        .auth
+        .check_signup(&req.email, req.password, req.username.as_deref())?;
+    let started = tokio::time::Instant::now();
+    let done = st.auth.complete_signup(checked, &caller).await;
+    accepted(started, done).await
+}
+
+/// The token of an address verification link.
+#[derive(Deserialize, ToSchema)]
+pub struct TokenRequest {
+    #[schema(value_type = String, format = Password)]
+    token: SecretString,
+}
+
+/// Verifies an address with the token of its link (once, for the address it was sent to).
+#[utoipa::path(post, path = "/email/verify", tag = "accounts", request_body = TokenRequest,
+    responses(
+        (status = 204, description = "Verified"),
+        (status = 400, description = "invalid_grant: an unknown, used or expired token, or one for another address", body = ErrorBody),
+    ))]
+async fn verify_email(
+    State(st): State<AppState>,
+    RequestCaller(caller): RequestCaller,
+    AppJson(req): AppJson<TokenRequest>,
+) -> Result<Response, ApiError> {
+    st.auth.verify_email(&req.token, &caller).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// An address to send a new verification link to.
+#[derive(Deserialize, ToSchema)]
+pub struct ResendRequest {
+    email: String,
+}
+
+/// Sends a new verification link to an unverified address (once a minute at most); the same
+/// 202 for every address.
+#[utoipa::path(post, path = "/email/verify/resend", tag = "accounts", request_body = ResendRequest,
+    responses(
+        (status = 202, description = "Accepted (whatever the address)", body = AcceptedBody),
+        (status = 404, description = "Mail is not configured", body = ErrorBody),
+    ))]
+async fn resend_verification(
+    State(st): State<AppState>,
+    AppJson(req): AppJson<ResendRequest>,
+) -> Result<Response, ApiError> {
+    if !st.auth.password_reset_enabled() {
+        return Err(ApiError::MailDisabled);
+    }
+    let started = tokio::time::Instant::now();
+    let done = st.auth.resend_verification(&req.email).await;
+    accepted(started, done).await
 }
 
 /// Whose password to reset: an email address or a username.
@@ -38,9 +124,10 @@ pub struct AcceptedBody {
     status: &'static str,
 }
 
-/// Asks for a password-reset link. The answer is the same 202, with the same body and at once,
-/// whether or not the address or name belongs to an account (invariant 4); when it does, and
-/// the account has an address, a link is mailed to it (once a minute at most).
+/// Asks for a password-reset link. The answer is the same 202, with the same body and after
+/// the same time (at least `Auth::ANSWER_FLOOR`, 150 ms), whether or not the address or name
+/// belongs to an account (invariant 4); when it does, and the account has an address, a link
+/// is queued to it (once a minute at most) before the answer.
 #[utoipa::path(post, path = "/password/forgot", tag = "accounts", request_body = ForgotRequest,
     responses(
         (status = 202, description = "Accepted (whatever the address)", body = AcceptedBody),
@@ -71,6 +158,28 @@ async fn forgot_password(
             tracing::warn!(error = %e, "password reset request failed");
         }
     });
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(AcceptedBody { status: "accepted" }),
+    )
+        .into_response())
+}
+
+/// The one 202 of the requests whose answer must not tell whether an address is known: sent
+/// once the work is stored (nothing is lost to a crash after it) and no sooner than
+/// `Auth::ANSWER_FLOOR` after `started`. A database outage, which every address meets alike,
+/// is a 503; any other failure is logged and still answered 202.
+async fn accepted(
+    started: tokio::time::Instant,
+    done: Result<(), crate::auth::AuthError>,
+) -> Result<Response, ApiError> {
+    tokio::time::sleep_until(started + crate::auth::Auth::ANSWER_FLOOR).await;
+    match done {
+        Ok(()) => {}
+        Err(e @ crate::auth::AuthError::StoreUnavailable) => return Err(e.into()),
+        Err(e @ crate::auth::AuthError::MailDisabled) => return Err(e.into()),
+        Err(e) => tracing::warn!(error = %e, "an account request failed after its checks"),
+    }
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(AcceptedBody { status: "accepted" }),

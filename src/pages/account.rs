@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::authorize::{
     factor_from_form, forged, set_sso_cookie, sso_cookie, throttled, too_many, unavailable,
-    ENROL_FIRST, NO_CODE,
+    ENROL_FIRST, NO_CODE, VERIFY_FIRST,
 };
 use super::csrf;
 use crate::auth::oidc::{BrowserUser, SsoCookie};
@@ -110,6 +110,7 @@ async fn login(
         }
         Err(AuthError::MfaRequired(m)) => mfa_page(&st, &headers, &m.mfa_token, None),
         Err(AuthError::MfaEnrolmentRequired) => shown(StatusCode::FORBIDDEN, ENROL_FIRST),
+        Err(AuthError::EmailNotVerified) => shown(StatusCode::FORBIDDEN, VERIFY_FIRST),
         Err(AuthError::Throttled { retry_after_secs }) => throttled(
             shown(StatusCode::OK, &too_many(retry_after_secs)),
             retry_after_secs,

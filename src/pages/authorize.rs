@@ -187,6 +187,7 @@ async fn login(
         }
         Err(AuthError::MfaRequired(m)) => mfa_page(&st, &headers, &req, &m.mfa_token, None),
         Err(AuthError::MfaEnrolmentRequired) => shown(StatusCode::FORBIDDEN, ENROL_FIRST),
+        Err(AuthError::EmailNotVerified) => shown(StatusCode::FORBIDDEN, VERIFY_FIRST),
         Err(AuthError::Throttled { retry_after_secs }) => {
             let mut res = shown(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -207,6 +208,11 @@ async fn login(
 /// What the login pages say to an account that must have a second factor and has none.
 pub(super) const ENROL_FIRST: &str =
     "This account needs a second factor and has none. Ask an administrator for help.";
+
+/// What the login pages say to an account whose address is not verified yet
+/// (`accounts.require_verified_email`), after a correct password only.
+pub(super) const VERIFY_FIRST: &str =
+    "Verify your email address first: open the link we sent you, or ask for a new one.";
 
 /// What a second-step page says when neither field was filled in.
 pub(super) const NO_CODE: &str = "Enter the code from your app, or a recovery code.";

@@ -19,6 +19,7 @@ on_both!(
     a_reset_link_sets_a_new_password,
     reset_tokens_work_once_and_die_with_a_password_change,
     the_outbox_keeps_mail_through_an_smtp_outage,
+    signup_verifies_the_address_and_tells_the_owner_of_a_taken_one,
     reset_is_off_without_mail
 );
 
@@ -200,7 +201,12 @@ async fn a_reset_link_sets_a_new_password(b: Backend) {
     assert_eq!(unknown.status(), 202);
     assert_eq!(known.text().await.unwrap(), unknown.text().await.unwrap());
     let message = smtp.next_message().await;
-    assert!(message.contains("X-RcptTo: Rita@Example.com") || message.contains("Rita@Example.com"));
+    // To the address as given, its domain in ASCII form.
+    assert!(message.contains("X-RcptTo: Rita@example.com"), "{message}");
+    assert!(
+        message.contains("Content-Type: text/plain; charset=utf-8"),
+        "{message}"
+    );
     assert!(message.contains("Subject: Reset your password"));
     assert!(message.contains("Hello rita"));
     let token = token_of(&message);
@@ -334,6 +340,28 @@ async fn reset_tokens_work_once_and_die_with_a_password_change(b: Backend) {
     for bad in [json!({}), json!({"email": "a@b.c", "username": "x"})] {
         assert_eq!(forgot(&app, bad.clone()).await.status(), 400, "{bad}");
     }
+    // A changed address ends what was mailed to the old one.
+    app.exec_sql("UPDATE account_tokens SET created_at = created_at - 120000".into())
+        .await;
+    assert_eq!(
+        forgot(&app, json!({"email": "sam@example.com"}))
+            .await
+            .status(),
+        202
+    );
+    let fourth = token_of(&smtp.next_message().await);
+    app.auth
+        .set_email(
+            tessera::auth::UserRef::Id(sam.id),
+            Some("sam@example.org"),
+            true,
+            &tessera::auth::Caller::default(),
+        )
+        .await
+        .unwrap();
+    let r = reset(&app, &fourth, "a brand new passphrase").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
     // A disabled account gets no mail.
     app.exec_sql("UPDATE account_tokens SET created_at = created_at - 120000".into())
         .await;
@@ -352,7 +380,7 @@ async fn reset_tokens_work_once_and_die_with_a_password_change(b: Backend) {
         202
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(smtp.count(), 3);
+    assert_eq!(smtp.count(), 4);
 }
 
 async fn the_outbox_keeps_mail_through_an_smtp_outage(b: Backend) {
@@ -388,6 +416,127 @@ async fn the_outbox_keeps_mail_through_an_smtp_outage(b: Backend) {
     assert_eq!(smtp.count(), 1);
 }
 
+async fn signup_verifies_the_address_and_tells_the_owner_of_a_taken_one(b: Backend) {
+    if !Smtp::available() {
+        return;
+    }
+    let smtp = Smtp::start(free_port(), &maildir()).await;
+    let port = smtp.port;
+    let Some(app) = TestApp::spawn_with(b, move |f| {
+        f.merge(Serialized::default(
+            "mail.smtp_url",
+            format!("smtp://127.0.0.1:{port}"),
+        ))
+        .merge(Serialized::default(
+            "accounts.link_base",
+            "https://app.example/reset",
+        ))
+        .merge(Serialized::default("accounts.signup", "open"))
+        .merge(Serialized::default("accounts.require_verified_email", true))
+        .merge(Serialized::default(
+            "accounts.email_domains",
+            json!(["example.com", "Bücher.example"]),
+        ))
+    })
+    .await
+    else {
+        return;
+    };
+    let signup = |email: &str, password: &str| {
+        let body = json!({"email": email, "password": password});
+        let app = &app;
+        async move { app.post_json("/signup", &body).await }
+    };
+    let r = signup("Nina@Example.com", PASSWORD).await;
+    assert_eq!(r.status(), 202);
+    let first_body = r.text().await.unwrap();
+    let message = smtp.next_message().await;
+    assert!(
+        message.contains("Subject: Verify your email address"),
+        "{message}"
+    );
+    let token = token_of(&message);
+    // The account exists, unverified; the address is its username too.
+    let nina = app
+        .store
+        .user_by_username("nina@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(nina.email.as_deref(), Some("Nina@Example.com"));
+    assert!(!nina.email_verified);
+    // Unverified: a correct password is told so; a wrong one gets the plain 401.
+    let r = app.login("nina@example.com", PASSWORD).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "email_not_verified"
+    );
+    assert_eq!(
+        app.login("nina@example.com", "wrong password!")
+            .await
+            .status(),
+        401
+    );
+    // The same address again, in another case: the same answer; its owner is told, and no
+    // second account exists.
+    let r = signup("NINA@example.com", "another good passphrase").await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.text().await.unwrap(), first_body);
+    let note = smtp.next_message().await;
+    assert!(note.contains("Someone tried to sign up"), "{note}");
+    assert!(token_of_opt(&note).is_none());
+    // Verifying: once.
+    let r = app
+        .post_json("/email/verify", &json!({"token": token}))
+        .await;
+    assert_eq!(r.status(), 204);
+    let r = app
+        .post_json("/email/verify", &json!({"token": token}))
+        .await;
+    assert_eq!(r.status(), 400);
+    assert!(
+        app.store
+            .user_by_id(nina.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .email_verified
+    );
+    assert_eq!(app.login("Nina@example.com", PASSWORD).await.status(), 200);
+    // A verified address gets no new link.
+    let r = app
+        .post_json(
+            "/email/verify/resend",
+            &json!({"email": "nina@example.com"}),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    // The rules, checked before anything is stored: 400 each.
+    for (email, password) in [
+        ("omar@elsewhere.com", PASSWORD),
+        ("omar@example.com", "short"),
+        ("not an address", PASSWORD),
+        ("\"quoted\"@example.com", PASSWORD),
+    ] {
+        let r = signup(email, password).await;
+        assert_eq!(r.status(), 400, "{email}");
+    }
+    // An IDNA domain of the list, written either way, is allowed.
+    assert_eq!(
+        signup("pia@xn--bcher-kva.example", PASSWORD).await.status(),
+        202
+    );
+    let m = smtp.next_message().await;
+    assert!(m.contains("pia@xn--bcher-kva.example"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(smtp.count(), 3);
+}
+
+fn token_of_opt(message: &str) -> Option<String> {
+    message.contains("reset?token=").then(|| token_of(message))
+}
+
 async fn reset_is_off_without_mail(b: Backend) {
     let Some((app, _)) = TestApp::with_user(b, "tom", &[]).await else {
         return;
@@ -396,5 +545,13 @@ async fn reset_is_off_without_mail(b: Backend) {
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "not_found");
     let r = reset(&app, "x", "a brand new passphrase").await;
+    assert_eq!(r.status(), 404);
+    // Signup is closed by default.
+    let r = app
+        .post_json(
+            "/signup",
+            &json!({"email": "a@example.com", "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(r.status(), 404);
 }

@@ -4,8 +4,10 @@
 //! written in the same transaction as the token, sent by a background loop that retries with
 //! backoff and gives up after `mail.max_attempts` (invariants 7, 10).
 //!
-//! Asking never tells whether the address is known (invariant 4): the HTTP edge answers 202
-//! before the work below runs, the same for every address.
+//! Asking never tells whether the address is known (invariant 4): the work below is done
+//! before the HTTP edge answers (so a crash after the answer loses nothing), the same work
+//! for a known and an unknown address where it costs (argon2 at signup), and the answer waits
+//! for `Auth::ANSWER_FLOOR` in any case.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +38,28 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// The reset mail's text; `ui.templates_dir` may hold a `mail/password_reset.txt` instead.
 const RESET_TEMPLATE: &str = include_str!("../templates/mail/password_reset.txt");
 
+/// The purpose of an address verification token.
+pub const EMAIL_VERIFY: &str = "email_verify";
+/// The verification mail's text, and the mail to an address's owner when someone signs up
+/// with it again.
+const VERIFY_TEMPLATE: &str = include_str!("../templates/mail/verify_email.txt");
+const SIGNUP_EXISTS_TEMPLATE: &str = include_str!("../templates/mail/signup_exists.txt");
+const SIGNUP_EXISTS_SUBJECT: &str = "Someone tried to sign up with your address";
+
+/// A signup that passed the checks that need no database (`check_signup`); what
+/// `complete_signup` does with it.
+pub struct SignupRequest {
+    email: Email,
+    username: Username,
+    password: SecretString,
+}
+
+impl std::fmt::Debug for SignupRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignupRequest").finish_non_exhaustive()
+    }
+}
+
 /// How mail leaves the server: SMTP, which the domain does not speak itself.
 #[async_trait::async_trait]
 pub trait MailSender: Send + Sync {
@@ -53,12 +77,31 @@ pub struct ReadyMail {
     pub attempts: i64,
 }
 
+/// A token mail to send.
+struct TokenMail<'a> {
+    purpose: &'static str,
+    to: &'a str,
+    /// The address a verification token verifies.
+    email_key: Option<&'a str>,
+    ttl: Duration,
+    template: (&'static str, &'static str),
+    subject: &'static str,
+    /// The link's lifetime, for the text.
+    minutes: u64,
+}
+
 /// What seals an outbox body: bound to the message.
 fn mail_label(id: Uuid) -> String {
     format!("mail:{id}")
 }
 
 impl Auth {
+    /// The shortest time the answers of `POST /password/forgot`, `/signup` and
+    /// `/email/verify/resend` take: their work is done before answering (so that a crash
+    /// after the answer loses nothing), and the answer waits until this much has passed, so
+    /// that a known address and an unknown one take the same time.
+    pub const ANSWER_FLOOR: Duration = Duration::from_millis(150);
+
     /// Whether password reset by email is on: `mail.smtp_url` and `accounts.link_base` set.
     pub fn password_reset_enabled(&self) -> bool {
         self.settings.mail.smtp_url.is_some() && !self.settings.accounts.link_base.is_empty()
@@ -113,72 +156,316 @@ impl Auth {
                 return Ok(());
             }
         }
+        let minutes = self.settings.accounts.reset_ttl.as_secs() / 60;
+        let key = Email::parse(&to).map(|e| e.key).ok();
+        self.send_token(
+            &user,
+            TokenMail {
+                purpose: PASSWORD_RESET,
+                to: &to,
+                // The link works only while the account keeps this address.
+                email_key: key.as_deref(),
+                ttl: self.settings.accounts.reset_ttl,
+                template: ("mail/password_reset.txt", RESET_TEMPLATE),
+                subject: "Reset your password",
+                minutes,
+            },
+        )
+        .await?;
+        self.audit(caller, Event::PasswordResetRequested, Record::user(user.id))
+            .await;
+        Ok(())
+    }
+
+    /// Issues a token of `m.purpose` for `user` (the user's unused ones of that purpose die)
+    /// and queues its link to `m.to`, in one transaction.
+    async fn send_token(
+        &self,
+        user: &crate::store::User,
+        m: TokenMail<'_>,
+    ) -> Result<(), AuthError> {
         let token = random_token()?;
         let a = &self.settings.accounts;
         let sep = if a.link_base.contains('?') { '&' } else { '?' };
         let link = format!("{}{sep}token={}", a.link_base, token.expose_secret());
-        let (subject, body) = self.reset_mail(&user.username, &link)?;
+        let body = self.render_mail(
+            m.template,
+            minijinja::context! { username => user.username, link => link, minutes => m.minutes },
+        )?;
+        let now = now_ms();
+        let mail = self.sealed_mail(m.to, m.subject, &body, now)?;
+        self.store
+            .issue_account_token(
+                &AccountToken {
+                    token_hash: token_digest(token.expose_secret()),
+                    user_id: user.id,
+                    purpose: m.purpose.into(),
+                    email_key: m.email_key.map(str::to_string),
+                    fence: user.tokens_not_before,
+                    created_at: now,
+                    expires_at: UnixMillis(now).plus(m.ttl).0,
+                    used_at: None,
+                },
+                &mail,
+            )
+            .await?;
+        self.mail_queued.notify_one();
+        Ok(())
+    }
+
+    /// An outbox row for a message, its body sealed under the master key.
+    fn sealed_mail(
+        &self,
+        to: &str,
+        subject: &str,
+        body: &SecretString,
+        now: i64,
+    ) -> Result<OutboxMail, AuthError> {
         let id = Uuid::now_v7();
         let sealed = self
             .keys
             .master()
             .seal(&mail_label(id), body.expose_secret().as_bytes())
             .map_err(|e| AuthError::Internal(e.to_string()))?;
-        self.store
-            .issue_account_token(
-                &AccountToken {
-                    token_hash: token_digest(token.expose_secret()),
-                    user_id: user.id,
-                    purpose: PASSWORD_RESET.into(),
-                    fence: user.tokens_not_before,
-                    created_at: now,
-                    expires_at: UnixMillis(now).plus(a.reset_ttl).0,
-                    used_at: None,
-                },
-                &OutboxMail {
-                    id,
-                    recipient: to,
-                    subject,
-                    body_sealed: sealed,
-                    created_at: now,
-                    attempts: 0,
-                    next_attempt_at: now,
-                    claimed_until: None,
-                    sent_at: None,
-                    dead_at: None,
-                    last_error: None,
-                },
-            )
-            .await?;
-        self.mail_queued.notify_one();
-        self.audit(caller, Event::PasswordResetRequested, Record::user(user.id))
-            .await;
-        Ok(())
+        // The domain in its ASCII form: servers without SMTPUTF8 take it.
+        let recipient = Email::parse(to).map_or_else(|_| to.to_string(), |e| e.smtp_address());
+        Ok(OutboxMail {
+            id,
+            recipient,
+            subject: subject.to_string(),
+            body_sealed: sealed,
+            created_at: now,
+            attempts: 0,
+            next_attempt_at: now,
+            claimed_until: None,
+            sent_at: None,
+            dead_at: None,
+            last_error: None,
+        })
     }
 
-    /// The reset mail for `username` with `link`: subject and text.
-    fn reset_mail(&self, username: &str, link: &str) -> Result<(String, SecretString), AuthError> {
+    /// A mail template (`(name, embedded default)`; a file of that name under
+    /// `ui.templates_dir` replaces it) rendered with `ctx`.
+    fn render_mail(
+        &self,
+        (name, default): (&str, &str),
+        ctx: minijinja::Value,
+    ) -> Result<SecretString, AuthError> {
         let mut env = minijinja::Environment::new();
         let source = self
             .settings
             .ui
             .templates_dir
             .as_ref()
-            .map(|d| d.join("mail/password_reset.txt"))
+            .map(|d| d.join(name))
             .and_then(|p| std::fs::read_to_string(p).ok())
-            .unwrap_or_else(|| RESET_TEMPLATE.to_string());
-        env.add_template_owned("mail/password_reset.txt", source)
+            .unwrap_or_else(|| default.to_string());
+        env.add_template_owned(name.to_string(), source)
             .map_err(|e| AuthError::Internal(format!("mail template: {e}")))?;
-        let minutes = self.settings.accounts.reset_ttl.as_secs() / 60;
-        let body = env
-            .get_template("mail/password_reset.txt")
-            .and_then(|t| {
-                t.render(
-                    minijinja::context! { username => username, link => link, minutes => minutes },
+        env.get_template(name)
+            .and_then(|t| t.render(ctx))
+            .map(SecretString::from)
+            .map_err(|e| AuthError::Internal(format!("mail template: {e}")))
+    }
+
+    /// Whether `POST /signup` is open: `accounts.signup = "open"`, with mail and link_base.
+    pub fn signup_open(&self) -> bool {
+        self.settings.accounts.signup == "open" && self.password_reset_enabled()
+    }
+
+    /// The checks of a signup that need no database, so that their answers say nothing about
+    /// existing accounts: the address (and `accounts.email_domains`), the username (the
+    /// address itself when none is given) and the password rules.
+    ///
+    /// Errors: `SignupClosed`, `BadInput`, `BadUsername`, `WeakPassword`.
+    pub fn check_signup(
+        &self,
+        email: &str,
+        password: SecretString,
+        username: Option<&str>,
+    ) -> Result<SignupRequest, AuthError> {
+        if !self.signup_open() {
+            return Err(AuthError::SignupClosed);
+        }
+        let email = Email::parse(email)?;
+        let domains = &self.settings.accounts.email_domains;
+        let domain = email.key.rsplit_once('@').map_or("", |(_, d)| d);
+        let allowed = domains.is_empty()
+            || domains.iter().any(|d| {
+                idna::domain_to_ascii(d.trim()).is_ok_and(|d| d.eq_ignore_ascii_case(domain))
+            });
+        if !allowed {
+            return Err(AuthError::BadInput(
+                "signup takes addresses of the allowed domains only".into(),
+            ));
+        }
+        let username =
+            Username::parse(username.unwrap_or(&email.address)).map_err(AuthError::BadUsername)?;
+        crate::login::check_new_password(&password, username.as_str(), &self.settings.password)?;
+        Ok(SignupRequest {
+            email,
+            username,
+            password,
+        })
+    }
+
+    /// The rest of a signup, after the answer: for a new address, the account (its address
+    /// unverified) and a verification link to it; for an address an account holds already,
+    /// a note to that address instead ("someone tried to sign up with your address"), once a
+    /// minute at most. A username that is taken creates nothing (logged).
+    ///
+    /// Errors: `Unavailable` (hashing saturated), `StoreUnavailable`, `Internal`.
+    pub async fn complete_signup(
+        &self,
+        req: SignupRequest,
+        caller: &Caller,
+    ) -> Result<(), AuthError> {
+        if let Some(owner) = self.store.user_for_login(None, &req.email.key).await? {
+            // The argon2 work a new account costs, so that both take the same time.
+            let _ = self.passwords.hash(req.password).await;
+            let now = now_ms();
+            let to = owner
+                .email
+                .clone()
+                .unwrap_or_else(|| req.email.address.clone());
+            let mail =
+                self.sealed_mail(&to, SIGNUP_EXISTS_SUBJECT, &SecretString::from(""), now)?;
+            // One note a minute to an address at most.
+            if self
+                .store
+                .mail_queued_since(
+                    &mail.recipient,
+                    SIGNUP_EXISTS_SUBJECT,
+                    now - RESEND_AFTER_MS,
                 )
-            })
-            .map_err(|e| AuthError::Internal(format!("mail template: {e}")))?;
-        Ok(("Reset your password".into(), SecretString::from(body)))
+                .await?
+            {
+                return Ok(());
+            }
+            let body = self.render_mail(
+                ("mail/signup_exists.txt", SIGNUP_EXISTS_TEMPLATE),
+                minijinja::context! { username => owner.username },
+            )?;
+            let mail = self.sealed_mail(&to, SIGNUP_EXISTS_SUBJECT, &body, now)?;
+            self.store.queue_mail(&mail).await?;
+            self.mail_queued.notify_one();
+            tracing::info!(user_id = %owner.id, "signup with a registered address: its owner is told");
+            return Ok(());
+        }
+        let created = self
+            .create_user_with_email(
+                req.username.as_str(),
+                req.password,
+                Vec::new(),
+                Some(&req.email.address),
+                caller,
+            )
+            .await;
+        let view = match created {
+            Ok(v) => v,
+            Err(
+                AuthError::UsernameTaken | AuthError::UsernameConfusable | AuthError::EmailTaken,
+            ) => {
+                tracing::info!("signup refused after the answer: the name or address was taken");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let user = self
+            .store
+            .user_by_id(view.id)
+            .await?
+            .ok_or(AuthError::UserNotFound)?;
+        self.send_verification(&user).await
+    }
+
+    /// A verification link to the user's address (their unused one dies).
+    async fn send_verification(&self, user: &crate::store::User) -> Result<(), AuthError> {
+        let Some(to) = user.email.clone() else {
+            return Ok(());
+        };
+        let key = Email::parse(&to)?.key;
+        let ttl = self.settings.accounts.verify_ttl;
+        self.send_token(
+            user,
+            TokenMail {
+                purpose: EMAIL_VERIFY,
+                to: &to,
+                email_key: Some(&key),
+                ttl,
+                template: ("mail/verify_email.txt", VERIFY_TEMPLATE),
+                subject: "Verify your email address",
+                minutes: ttl.as_secs() / 60,
+            },
+        )
+        .await
+    }
+
+    /// Sends a new verification link to `email` if it is an unverified address of an enabled
+    /// account and none went out in the last minute; otherwise nothing (one answer).
+    ///
+    /// Errors: `MailDisabled`, `StoreUnavailable`, `Internal`.
+    pub async fn resend_verification(&self, email: &str) -> Result<(), AuthError> {
+        if !self.password_reset_enabled() {
+            return Err(AuthError::MailDisabled);
+        }
+        let Ok(email) = Email::parse(email) else {
+            return Ok(());
+        };
+        let Some(user) = self.store.user_for_login(None, &email.key).await? else {
+            return Ok(());
+        };
+        if user.disabled || user.email_verified {
+            return Ok(());
+        }
+        let last = self.store.last_account_token(user.id, EMAIL_VERIFY).await?;
+        if last.is_some_and(|t| now_ms() - t < RESEND_AFTER_MS) {
+            return Ok(());
+        }
+        self.send_verification(&user).await
+    }
+
+    /// Verifies an address with the token of its link: the token must be unused, unexpired,
+    /// and for the user's current address. Used once.
+    ///
+    /// Errors: `BadInput`, `InvalidAccountToken`, `StoreUnavailable`.
+    pub async fn verify_email(
+        &self,
+        token: &SecretString,
+        caller: &Caller,
+    ) -> Result<(), AuthError> {
+        let t = token.expose_secret();
+        if t.is_empty() || t.len() > 256 {
+            return Err(AuthError::BadInput("token is empty or too long".into()));
+        }
+        let hash = token_digest(t);
+        let now = now_ms();
+        let stored = self
+            .store
+            .account_token(&hash, EMAIL_VERIFY, now)
+            .await?
+            .ok_or(AuthError::InvalidAccountToken)?;
+        let user = self
+            .store
+            .user_by_id(stored.user_id)
+            .await?
+            .ok_or(AuthError::InvalidAccountToken)?;
+        let current = user
+            .email
+            .as_deref()
+            .map(Email::parse)
+            .transpose()
+            .ok()
+            .flatten();
+        let Some(current) = current.filter(|e| Some(&e.key) == stored.email_key.as_ref()) else {
+            return Err(AuthError::InvalidAccountToken);
+        };
+        if !self.store.use_account_token(&hash, now).await? {
+            return Err(AuthError::InvalidAccountToken);
+        }
+        self.set_email(UserRef::Id(user.id), Some(&current.address), true, caller)
+            .await?;
+        Ok(())
     }
 
     /// Sets a new password with a reset token (`POST /password/reset`): the token must be
@@ -211,6 +498,16 @@ impl Auth {
             .user_by_id(stored.user_id)
             .await?
             .ok_or(AuthError::InvalidAccountToken)?;
+        // The address the link went to must still be the account's: a changed address ends
+        // what was mailed to the old one.
+        let current = user
+            .email
+            .as_deref()
+            .and_then(|e| Email::parse(e).ok())
+            .map(|e| e.key);
+        if current != stored.email_key {
+            return Err(AuthError::InvalidAccountToken);
+        }
         crate::login::check_new_password(&password, &user.username, &self.settings.password)?;
         if !self.store.use_account_token(&hash, now_ms()).await? {
             return Err(AuthError::InvalidAccountToken);

@@ -34,6 +34,14 @@ impl Email {
         let options = Options::default()
             .without_domain_literal()
             .with_required_tld();
+        // What mail can be sent to, and what a person can tell apart: no quoted local part
+        // (SMTP libraries refuse them, so such an account could never get its mail), no
+        // control, invisible or bidirectional characters.
+        if address.starts_with('"') || address.chars().any(invisible) {
+            return Err(AuthError::BadInput(
+                "email may not hold quotes, control, invisible or bidirectional characters".into(),
+            ));
+        }
         let parsed = EmailAddress::parse_with_options(
             address,
             Options {
@@ -56,6 +64,32 @@ impl Email {
             ),
         })
     }
+
+    /// The address to send to: the local part as given, the domain in its ASCII (IDNA) form,
+    /// which every SMTP server takes.
+    pub fn smtp_address(&self) -> String {
+        match self.address.rsplit_once('@') {
+            Some((local, domain)) => match idna::domain_to_ascii(domain) {
+                Ok(ascii) => format!("{local}@{ascii}"),
+                Err(_) => self.address.clone(),
+            },
+            None => self.address.clone(),
+        }
+    }
+}
+
+/// Characters an address may not hold: controls, and the invisible and bidirectional ones
+/// (zero-width, joiners, marks, isolates, overrides, the BOM).
+fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{180E}' | '\u{FEFF}'
+        )
+        || ('\u{200B}'..='\u{200F}').contains(&c)
+        || ('\u{202A}'..='\u{202E}').contains(&c)
+        || ('\u{2060}'..='\u{206F}').contains(&c)
+        || ('\u{FE00}'..='\u{FE0F}').contains(&c)
 }
 
 #[cfg(test)]
@@ -70,6 +104,7 @@ mod tests {
         assert_eq!(a.key, "bob@xn--bcher-kva.example");
         assert_eq!(a.address, "Bob@Bücher.Example");
         assert_ne!(a.key, Email::parse("bob2@bücher.example").unwrap().key);
+        assert_eq!(a.smtp_address(), "Bob@xn--bcher-kva.example");
     }
 
     #[test]
@@ -84,6 +119,11 @@ mod tests {
             "bob@[127.0.0.1]",
             "bob@localhost",
             "bob@exa mple.com",
+            "\"quoted local\"@example.com",
+            "\"a>, evil@attacker.com, <b\"@example.com",
+            "a\u{200b}@example.com",
+            "\u{202e}evil@example.com",
+            "a\r\nBcc: x@y.com@example.com",
             &format!("{}@example.com", "a".repeat(250)),
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?}");

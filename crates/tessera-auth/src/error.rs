@@ -45,6 +45,13 @@ pub enum AuthError {
     /// No such factor of the user.
     #[error("factor not found")]
     FactorNotFound,
+    /// `POST /signup` is closed (`accounts.signup`), or needs mail that is not configured.
+    #[error("signup is closed")]
+    SignupClosed,
+    /// A correct password for a user whose address is not verified, under
+    /// `accounts.require_verified_email`.
+    #[error("email not verified")]
+    EmailNotVerified,
     /// Flows that need mail are off (`mail.smtp_url` or `accounts.link_base` unset).
     #[error("mail is not configured")]
     MailDisabled,

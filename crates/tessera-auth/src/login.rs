@@ -212,6 +212,14 @@ impl Auth {
             }
         };
         self.throttle.succeeded(reservation).await?;
+        // `accounts.require_verified_email`: said only to a caller who knew the password.
+        if self.settings.accounts.require_verified_email
+            && user.email.is_some()
+            && !user.email_verified
+        {
+            tracing::info!(user_id = %user.id, "login refused: address not verified");
+            return Err(AuthError::EmailNotVerified);
+        }
         // Minted after the cut-off that was read with the credential, never at or before it.
         let now = UnixMillis(UnixMillis::now().0.max(user.tokens_not_before + 1));
         if let Some(new_hash) = verified.rehash {

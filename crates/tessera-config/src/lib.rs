@@ -213,6 +213,18 @@ pub struct AccountSettings {
     /// How long a password-reset link works.
     #[serde(with = "humantime_serde")]
     pub reset_ttl: Duration,
+    /// Who may create an account with `POST /signup`: `closed` (administrators only) or
+    /// `open` (anyone, with an email address it verifies).
+    pub signup: String,
+    /// When not empty, signup takes only addresses of these domains.
+    #[serde(default)]
+    pub email_domains: Vec<String>,
+    /// Whether a user whose address is not verified may log in (a correct password then
+    /// gets 403 `email_not_verified`). Users without an address are not affected.
+    pub require_verified_email: bool,
+    /// How long an address verification link works.
+    #[serde(with = "humantime_serde")]
+    pub verify_ttl: Duration,
 }
 
 /// Passkeys (WebAuthn Level 2+), as second factors and for passwordless login.

@@ -56,6 +56,9 @@ impl Settings {
                 return err("mail.from must be set when mail.smtp_url is");
             }
         }
+        if !matches!(self.accounts.signup.as_str(), "closed" | "open") {
+            return err("accounts.signup must be \"closed\" or \"open\"");
+        }
         if !self.accounts.link_base.is_empty() {
             let ok = url::Url::parse(&self.accounts.link_base)
                 .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.fragment().is_none());

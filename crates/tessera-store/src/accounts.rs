@@ -13,8 +13,11 @@ pub struct AccountToken {
     /// base64url SHA-256 of the token.
     pub token_hash: String,
     pub user_id: Uuid,
-    /// `password_reset`.
+    /// `password_reset` or `email_verify`.
     pub purpose: String,
+    /// For `email_verify`: the address (its compared form) the token was sent to; it
+    /// verifies only that address.
+    pub email_key: Option<String>,
     /// The user's `tokens_not_before` when it was issued: a password change, disable or
     /// cut-off since kills it.
     pub fence: i64,
@@ -93,6 +96,15 @@ pub trait AccountStore {
         dead: bool,
         now: i64,
     ) -> StoreResult<()>;
+    /// Whether a message with this subject was queued to `recipient` since `since` (ms).
+    async fn mail_queued_since(
+        &self,
+        recipient: &str,
+        subject: &str,
+        since: i64,
+    ) -> StoreResult<bool>;
+    /// Queues a message that carries no token.
+    async fn queue_mail(&self, mail: &OutboxMail) -> StoreResult<()>;
     /// Messages neither sent nor dead (for metrics and tests).
     async fn mail_pending(&self) -> StoreResult<i64>;
 }

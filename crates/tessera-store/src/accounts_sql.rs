@@ -10,8 +10,9 @@ const DROP_UNUSED: &str =
     "DELETE FROM account_tokens WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL";
 
 const INSERT_TOKEN: &str = "
-    INSERT INTO account_tokens (token_hash, user_id, purpose, fence, created_at, expires_at)
-    VALUES ($1, $2, $3, $4, $5, $6)";
+    INSERT INTO account_tokens (token_hash, user_id, purpose, fence, created_at, expires_at,
+                                email_key)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 const INSERT_MAIL: &str = "
     INSERT INTO mail_outbox (id, recipient, subject, body_sealed, created_at, next_attempt_at)
@@ -60,6 +61,9 @@ const FAILED: &str = "
         dead_at = CASE WHEN $4 THEN $5 ELSE NULL END
     WHERE id = $1 AND sent_at IS NULL";
 
+const QUEUED_SINCE: &str = "
+    SELECT COUNT(*) FROM mail_outbox WHERE recipient = $1 AND subject = $2 AND created_at >= $3";
+
 const PENDING: &str = "SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL AND dead_at IS NULL";
 
 #[async_trait]
@@ -79,6 +83,7 @@ impl AccountStore for SqlStore {
                 .bind(t.fence)
                 .bind(t.created_at)
                 .bind(t.expires_at)
+                .bind(&t.email_key)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(INSERT_MAIL)
@@ -179,6 +184,34 @@ impl AccountStore for SqlStore {
             .bind(next_attempt_at)
             .bind(dead)
             .bind(now)
+            .execute(b.pool())
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    async fn mail_queued_since(
+        &self,
+        recipient: &str,
+        subject: &str,
+        since: i64,
+    ) -> StoreResult<bool> {
+        let (n,): (i64,) = on_backend!(self, |b| sqlx::query_as(QUEUED_SINCE)
+            .bind(recipient)
+            .bind(subject)
+            .bind(since)
+            .fetch_one(b.pool())
+            .await)?;
+        Ok(n > 0)
+    }
+
+    async fn queue_mail(&self, m: &OutboxMail) -> StoreResult<()> {
+        on_backend!(self, |b| sqlx::query(INSERT_MAIL)
+            .bind(m.id)
+            .bind(&m.recipient)
+            .bind(&m.subject)
+            .bind(&m.body_sealed)
+            .bind(m.created_at)
             .execute(b.pool())
             .await
             .map(|_| ()))?;

@@ -49,6 +49,12 @@ pub enum ApiError {
     /// No such factor of the user: 404.
     #[error("factor not found")]
     FactorNotFound,
+    /// `POST /signup` is closed: 404.
+    #[error("signup closed")]
+    SignupClosed,
+    /// A correct password, an unverified address, `accounts.require_verified_email`: 403.
+    #[error("email not verified")]
+    EmailNotVerified,
     /// Flows that need mail are off: 404.
     #[error("mail disabled")]
     MailDisabled,
@@ -294,6 +300,16 @@ impl ApiError {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found", "No such endpoint."),
             ApiError::UserNotFound => (StatusCode::NOT_FOUND, "not_found", "No such user."),
             ApiError::FactorNotFound => (StatusCode::NOT_FOUND, "not_found", "No such factor."),
+            ApiError::SignupClosed => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "Signup is closed on this server (accounts.signup).",
+            ),
+            ApiError::EmailNotVerified => (
+                StatusCode::FORBIDDEN,
+                "email_not_verified",
+                "Verify your email address first; POST /email/verify/resend sends a new link.",
+            ),
             ApiError::MailDisabled => (
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -373,6 +389,8 @@ impl From<AuthError> for ApiError {
             AuthError::FactorNotFound => ApiError::FactorNotFound,
             AuthError::PasskeysDisabled => ApiError::PasskeysDisabled,
             AuthError::MailDisabled => ApiError::MailDisabled,
+            AuthError::SignupClosed => ApiError::SignupClosed,
+            AuthError::EmailNotVerified => ApiError::EmailNotVerified,
             AuthError::InvalidAccountToken => ApiError::InvalidAccountToken,
             AuthError::InvalidPasskey => ApiError::InvalidPasskey,
             AuthError::PasskeyRegistered => ApiError::Conflict("passkey"),

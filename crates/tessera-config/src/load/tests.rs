@@ -135,6 +135,14 @@ const EVERY_KEY: &[(&str, &str, &str)] = &[
         r#""https://app.example.com/reset""#,
     ),
     ("accounts.reset_ttl", "10m", r#""10m""#),
+    ("accounts.signup", "open", r#""open""#),
+    (
+        "accounts.email_domains",
+        r#"["example.com"]"#,
+        r#"["example.com"]"#,
+    ),
+    ("accounts.require_verified_email", "true", "true"),
+    ("accounts.verify_ttl", "2h", r#""2h""#),
     ("webauthn.rp_id", "example.com", r#""example.com""#),
     ("webauthn.rp_name", "Acme", r#""Acme""#),
     (
