@@ -18,6 +18,7 @@ mod feed;
 pub(crate) mod guard;
 mod health;
 mod jwks;
+mod me;
 mod metrics;
 pub(crate) mod mfa;
 mod oauth;
@@ -144,6 +145,7 @@ pub fn router(
         .merge(mfa::router())
         .merge(passkey::router())
         .merge(accounts::router())
+        .merge(me::router())
         .merge(userinfo::router())
         .merge(jwks::router())
         .merge(oauth::router())

@@ -20,7 +20,8 @@ on_both!(
     reset_tokens_work_once_and_die_with_a_password_change,
     the_outbox_keeps_mail_through_an_smtp_outage,
     signup_verifies_the_address_and_tells_the_owner_of_a_taken_one,
-    reset_is_off_without_mail
+    reset_is_off_without_mail,
+    users_change_their_password_end_sessions_and_delete_the_account
 );
 
 /// A real SMTP server on loopback, delivering into a maildir.
@@ -554,4 +555,156 @@ async fn reset_is_off_without_mail(b: Backend) {
         )
         .await;
     assert_eq!(r.status(), 404);
+}
+
+async fn users_change_their_password_end_sessions_and_delete_the_account(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let una = with_email(&app, "una", "una@example.com").await;
+    let t1 = app.login_ok("una").await;
+    let t2 = app.login_ok("una").await;
+    let a1 = t1["access_token"].as_str().unwrap();
+    let get = |path: &'static str, token: String| {
+        let app = &app;
+        async move {
+            app.client
+                .get(app.url(path))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let me: Value = get("/me", a1.to_string()).await.json().await.unwrap();
+    assert_eq!(me["username"], "una");
+    assert_eq!(me["email"], "una@example.com");
+    assert!(me.get("password_hash").is_none());
+    // Sessions: both listed; the other one ended by its owner.
+    let list: Value = get("/me/sessions", a1.to_string())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 2);
+    let sid2 = TestApp::claims(t2["access_token"].as_str().unwrap())["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(list["current"], TestApp::claims(a1)["sid"]);
+    let r = app
+        .client
+        .delete(app.url(&format!("/me/sessions/{sid2}")))
+        .bearer_auth(a1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        app.refresh(t2["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        401
+    );
+    // Not another user's session.
+    app.create_user("vic", &[]).await;
+    let vic = app.login_ok("vic").await;
+    let vic_sid = TestApp::claims(vic["access_token"].as_str().unwrap())["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app
+        .client
+        .delete(app.url(&format!("/me/sessions/{vic_sid}")))
+        .bearer_auth(a1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        app.refresh(vic["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+
+    // A password change: the current one is checked, the new one against the rules.
+    let change = |current: &str, new: &str, token: &str| {
+        let body = json!({"current_password": current, "new_password": new});
+        let (app, token) = (&app, token.to_string());
+        async move {
+            app.client
+                .post(app.url("/me/password"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = change("wrong password!", "a brand new passphrase", a1).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    let r = change(PASSWORD, "short", a1).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+    let r = change(PASSWORD, "a brand new passphrase", a1).await;
+    assert_eq!(r.status(), 200);
+    let fresh: Value = r.json().await.unwrap();
+    // Every earlier session ended; the caller carries on in the new one.
+    app.userinfo_becomes(a1, 401).await;
+    assert_eq!(
+        app.refresh(t1["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        401
+    );
+    let a3 = fresh["access_token"].as_str().unwrap().to_string();
+    assert_eq!(app.userinfo(&a3).await.status(), 200);
+    assert_eq!(app.login("una", PASSWORD).await.status(), 401);
+    assert_eq!(
+        app.login("una", "a brand new passphrase").await.status(),
+        200
+    );
+
+    // Deleting the account erases its personal data and refuses its tokens.
+    let r = app
+        .client
+        .delete(app.url("/me"))
+        .bearer_auth(&a3)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    app.userinfo_becomes(&a3, 401).await;
+    assert_eq!(
+        app.login("una", "a brand new passphrase").await.status(),
+        401
+    );
+    assert_eq!(
+        app.login("una@example.com", "a brand new passphrase")
+            .await
+            .status(),
+        401
+    );
+    let row = app.store.user_by_id(una.id).await.unwrap().unwrap();
+    assert_ne!(row.username, "una");
+    assert!(row.username.starts_with("deleted-"));
+    assert_eq!(row.email, None);
+    assert!(row.disabled);
+    assert!(row.roles.is_empty());
+    assert_ne!(row.password_hash, una.id.to_string());
+    assert!(!row.password_hash.starts_with("$argon2"));
+    assert!(app
+        .store
+        .sessions_of_user(una.id, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    // The name and the address are free again.
+    let again = with_email(&app, "una", "una@example.com").await;
+    assert_ne!(again.id, una.id);
+    // Without a token: 401.
+    let r = app.client.delete(app.url("/me")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
 }

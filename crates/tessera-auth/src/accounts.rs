@@ -214,7 +214,7 @@ impl Auth {
     }
 
     /// An outbox row for a message, its body sealed under the master key.
-    fn sealed_mail(
+    pub(crate) fn sealed_mail(
         &self,
         to: &str,
         subject: &str,
@@ -246,7 +246,7 @@ impl Auth {
 
     /// A mail template (`(name, embedded default)`; a file of that name under
     /// `ui.templates_dir` replaces it) rendered with `ctx`.
-    fn render_mail(
+    pub(crate) fn render_mail(
         &self,
         (name, default): (&str, &str),
         ctx: minijinja::Value,

@@ -104,10 +104,12 @@ pub enum Event {
     PasswordReset,
     /// A queued message was given up after `mail.max_attempts`.
     MailDead,
+    /// A user deleted their account (its personal data erased).
+    UserDeleted,
 }
 
 impl Event {
-    pub const ALL: [Event; 31] = [
+    pub const ALL: [Event; 32] = [
         Event::LoginSucceeded,
         Event::LoginFailed,
         Event::LoginThrottled,
@@ -139,6 +141,7 @@ impl Event {
         Event::PasswordResetRequested,
         Event::PasswordReset,
         Event::MailDead,
+        Event::UserDeleted,
     ];
 
     /// The event's name in logs, rows, metrics and the admin API.
@@ -175,6 +178,7 @@ impl Event {
             Event::PasswordResetRequested => "password.reset_requested",
             Event::PasswordReset => "password.reset",
             Event::MailDead => "mail.dead",
+            Event::UserDeleted => "user.deleted",
         }
     }
 

@@ -36,6 +36,7 @@ pub mod grants;
 pub mod import;
 pub mod keys;
 pub mod login;
+pub mod me;
 pub mod mfa;
 mod observe;
 pub mod oidc;

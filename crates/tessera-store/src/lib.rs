@@ -192,6 +192,11 @@ pub trait UserChanges {
         hash: &str,
         now: i64,
     ) -> StoreResult<Option<(Uuid, Vec<Uuid>)>>;
+    /// Erases the user's personal data in one transaction: the row stays as a disabled
+    /// tombstone named `tombstone` that carries a new cut-off, and their sessions, SSO
+    /// sessions, factors, recovery codes, tokens by email and consents are deleted. `false`
+    /// when there is no such user.
+    async fn erase_user(&self, user_id: Uuid, tombstone: &str, now: i64) -> StoreResult<bool>;
     /// Revokes every session of the user and sets `tokens_not_before` (logout everywhere).
     /// Returns the sessions revoked, or `None` when there is no such user.
     async fn revoke_user(

@@ -44,6 +44,29 @@ const CUT_OFF_TOKENS: &str = "
                                  ELSE tokens_not_before + 1 END
     WHERE id = $1";
 
+/// Erases a user's personal data, keeping the row as a disabled tombstone that carries the
+/// cut-off (verifiers learn of it through the feed): a new, meaningless name, no address, an
+/// unusable hash, no roles or claims.
+const ERASE_USER: &str = "
+    UPDATE users SET username = $2, username_skeleton = NULL, email = NULL, email_key = NULL,
+        email_verified = FALSE, password_hash = '!', roles = '[]', claims = '{}',
+        disabled = TRUE, updated_at = $3,
+        tokens_not_before = CASE WHEN $3 > tokens_not_before THEN $3
+                                 ELSE tokens_not_before + 1 END
+    WHERE id = $1 RETURNING id";
+
+/// What else of an erased user holds personal data (addresses, user agents, factors).
+const ERASE_USER_ROWS: [&str; 8] = [
+    "DELETE FROM sessions WHERE user_id = $1",
+    "DELETE FROM sso_sessions WHERE user_id = $1",
+    "DELETE FROM mfa_factors WHERE user_id = $1",
+    "DELETE FROM recovery_codes WHERE user_id = $1",
+    "DELETE FROM mfa_challenges WHERE user_id = $1",
+    "DELETE FROM account_tokens WHERE user_id = $1",
+    "DELETE FROM consents WHERE user_id = $1",
+    "DELETE FROM webauthn_ceremonies WHERE user_id = $1",
+];
+
 const SET_PASSWORD: &str = "
     UPDATE users SET password_hash = $2, updated_at = $4,
         tokens_not_before = CASE WHEN $3 > tokens_not_before THEN $3
@@ -135,6 +158,26 @@ impl UserChanges for SqlStore {
                 .await?;
             tx.commit().await?;
             Ok(Some(sessions))
+        })
+    }
+
+    async fn erase_user(&self, user_id: Uuid, tombstone: &str, now: i64) -> StoreResult<bool> {
+        on_backend!(self, |b| {
+            let mut tx = b.pool().begin().await?;
+            let r = sqlx::query(ERASE_USER)
+                .bind(user_id)
+                .bind(tombstone)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            if r.rows_affected() != 1 {
+                return Ok(false);
+            }
+            for sql in ERASE_USER_ROWS {
+                sqlx::query(sql).bind(user_id).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(true)
         })
     }
 

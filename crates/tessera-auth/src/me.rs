@@ -1,0 +1,127 @@
+//! What a user does with their own account, with their bearer token: change the password
+//! (with the current one), list and end their sessions, and delete the account.
+
+use secrecy::SecretString;
+use uuid::Uuid;
+
+use crate::audit::{Caller, Event, Record};
+use crate::time::{now_ms, UnixMillis};
+use crate::users::UserRef;
+use crate::{Auth, AuthError, ClientId, ClientMeta, Ending, Granted, TokenPair};
+use tessera_proto::admin::SessionView;
+
+/// The note sent after a password change.
+const CHANGED_TEMPLATE: &str = include_str!("../templates/mail/password_changed.txt");
+
+impl Auth {
+    /// Changes the caller's password (`POST /me/password`): the current one is checked like a
+    /// login (throttled, argon2), the new one against the rules; then every session of the
+    /// user ends and earlier access tokens are cut off, and the caller gets a new session with
+    /// the methods of the one it came from (`amr`). A note goes to the user's address when
+    /// mail is on.
+    ///
+    /// Errors: `InvalidCredentials` (the current password is wrong), `Throttled`,
+    /// `WeakPassword`, `BadInput`, `Unavailable`, `StoreUnavailable`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn change_password(
+        &self,
+        user_id: Uuid,
+        current: SecretString,
+        new: SecretString,
+        amr: Option<String>,
+        meta: ClientMeta,
+        client: &ClientId,
+        caller: &Caller,
+    ) -> Result<TokenPair, AuthError> {
+        let user = self
+            .store
+            .user_by_id(user_id)
+            .await?
+            .ok_or(AuthError::InvalidToken)?;
+        crate::login::check_new_password(&new, &user.username, &self.settings.password)?;
+        self.verify_password_login(&user.username, current, meta.ip.as_deref(), client, caller)
+            .await?;
+        self.set_password(UserRef::Id(user.id), new, caller).await?;
+        if let (true, Some(to)) = (self.password_reset_enabled(), &user.email) {
+            let body = self.render_mail(
+                ("mail/password_changed.txt", CHANGED_TEMPLATE),
+                minijinja::context! { username => user.username },
+            )?;
+            let mail = self.sealed_mail(to, "Your password was changed", &body, now_ms())?;
+            self.store.queue_mail(&mail).await?;
+            self.mail_queued.notify_one();
+        }
+        // The caller carries on in a new session, minted after the cut-off.
+        let user = self
+            .store
+            .user_by_id(user_id)
+            .await?
+            .ok_or(AuthError::InvalidToken)?;
+        let granted = Granted::default();
+        let now = UnixMillis(now_ms().max(user.tokens_not_before + 1));
+        let mut session = self.new_session(user.id, meta, client, &granted, now);
+        session.amr = amr;
+        let subject = self
+            .open_session(user.tokens_not_before, &session, client, caller)
+            .await?;
+        self.issue(&subject, &session, &granted, now)
+    }
+
+    /// The caller's sessions (`GET /me/sessions`), newest first.
+    ///
+    /// Errors: `UserNotFound`, `StoreUnavailable`.
+    pub async fn my_sessions(&self, user_id: Uuid) -> Result<Vec<SessionView>, AuthError> {
+        self.sessions_of(UserRef::Id(user_id)).await
+    }
+
+    /// Ends one of the caller's sessions (`DELETE /me/sessions/{id}`); ending an ended one
+    /// succeeds.
+    ///
+    /// Errors: `SessionNotFound` (no such session of the user), `StoreUnavailable`.
+    pub async fn end_my_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        caller: &Caller,
+    ) -> Result<(), AuthError> {
+        let session = self
+            .store
+            .session(session_id)
+            .await?
+            .filter(|s| s.user_id == user_id)
+            .ok_or(AuthError::SessionNotFound)?;
+        if session.revoked_at.is_none() {
+            self.end_sessions(Ending::Session(session_id), "ended_by_user")
+                .await?;
+            self.audit(caller, Event::Logout, Record::session(user_id, session_id))
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Deletes the caller's account (`DELETE /me`): needs a login within `mfa.reauth_within`
+    /// (`auth_time`, ms). The username, address, password hash, factors, sessions and consents
+    /// are erased; the row stays as a disabled tombstone with a new cut-off, so that every
+    /// token of the user is refused here and, through the revocation feed, by every API. Audit
+    /// rows keep only the user id.
+    ///
+    /// Errors: `ReauthenticationRequired`, `UserNotFound`, `StoreUnavailable`.
+    pub async fn delete_account(
+        &self,
+        user_id: Uuid,
+        auth_time: i64,
+        caller: &Caller,
+    ) -> Result<(), AuthError> {
+        self.check_recent(auth_time)?;
+        // First the SSO sessions, so that their apps get their back-channel logouts.
+        self.end_sso_of_user(user_id, "account_deleted").await?;
+        let tombstone = format!("deleted-{}", user_id.simple());
+        if !self.store.erase_user(user_id, &tombstone, now_ms()).await? {
+            return Err(AuthError::UserNotFound);
+        }
+        self.revocations.invalidate_user(user_id);
+        self.audit(caller, Event::UserDeleted, Record::user(user_id))
+            .await;
+        Ok(())
+    }
+}
