@@ -76,6 +76,17 @@ pub enum UserCmd {
     },
     /// End every session of the user and cut off every access token issued so far.
     Revoke { username: String },
+    /// Invite an address: an account with the roles, and a link mailed to it with which the
+    /// invitee sets a password (needs mail.smtp_url and accounts.link_base).
+    Invite {
+        email: String,
+        /// A role to grant (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// The username; the address itself otherwise.
+        #[arg(long)]
+        username: Option<String>,
+    },
     /// List the user's second factors (TOTP apps and passkeys; no secrets) and how many
     /// unused recovery codes they have.
     Factors { username: String },
@@ -121,6 +132,11 @@ pub(super) async fn run(cmd: UserCmd, settings: Settings) -> Result<(), CliError
         } => set_email(settings, &username, email, verified).await,
         UserCmd::Revoke { username } => revoke(settings, &username).await,
         UserCmd::Factors { username } => factors(settings, &username).await,
+        UserCmd::Invite {
+            email,
+            roles,
+            username,
+        } => invite(settings, &email, roles, username).await,
         UserCmd::ResetFactors { username } => reset_factors(settings, &username).await,
     }
 }
@@ -288,5 +304,23 @@ async fn set_email(
         Some(e) => println!("email of {name}: {e} (verified: {})", u.email_verified),
         None => println!("email of {name} cleared"),
     }
+    Ok(())
+}
+
+async fn invite(
+    settings: Settings,
+    email: &str,
+    roles: Vec<String>,
+    username: Option<String>,
+) -> Result<(), CliError> {
+    let auth = app::services(settings).await?.auth;
+    let u = auth
+        .invite(email, roles, username.as_deref(), &Caller::default())
+        .await?;
+    // The running server's outbox sends it.
+    println!(
+        "invited {} as {} ({}); the link is queued",
+        email, u.username, u.id
+    );
     Ok(())
 }

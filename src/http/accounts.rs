@@ -22,6 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(signup))
         .routes(routes!(verify_email))
         .routes(routes!(resend_verification))
+        .routes(routes!(accept_invitation))
 }
 
 /// A new account.
@@ -215,6 +216,34 @@ async fn reset_password(
     }
     st.auth
         .reset_password(&req.token, req.password, &caller)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The token of an invitation's link and the invitee's password.
+#[derive(Deserialize, ToSchema)]
+pub struct AcceptRequest {
+    #[schema(value_type = String, format = Password)]
+    token: SecretString,
+    /// The password rules apply (`password.*`).
+    #[schema(value_type = String, format = Password)]
+    password: SecretString,
+}
+
+/// Accepts an invitation: sets the invitee's password with the token of its link (once) and
+/// verifies their address. They then log in as anyone does.
+#[utoipa::path(post, path = "/invitations/accept", tag = "accounts", request_body = AcceptRequest,
+    responses(
+        (status = 204, description = "Accepted"),
+        (status = 400, description = "invalid_grant: an unknown, used, expired or withdrawn invitation; invalid_request: a password the rules refuse (the token still works)", body = ErrorBody),
+    ))]
+async fn accept_invitation(
+    State(st): State<AppState>,
+    RequestCaller(caller): RequestCaller,
+    AppJson(req): AppJson<AcceptRequest>,
+) -> Result<Response, ApiError> {
+    st.auth
+        .accept_invitation(&req.token, req.password, &caller)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

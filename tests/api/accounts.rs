@@ -21,7 +21,8 @@ on_both!(
     the_outbox_keeps_mail_through_an_smtp_outage,
     signup_verifies_the_address_and_tells_the_owner_of_a_taken_one,
     reset_is_off_without_mail,
-    users_change_their_password_end_sessions_and_delete_the_account
+    users_change_their_password_end_sessions_and_delete_the_account,
+    administrators_invite_and_invitees_set_their_password
 );
 
 /// A real SMTP server on loopback, delivering into a maildir.
@@ -707,4 +708,137 @@ async fn users_change_their_password_end_sessions_and_delete_the_account(b: Back
     // Without a token: 401.
     let r = app.client.delete(app.url("/me")).send().await.unwrap();
     assert_eq!(r.status(), 401);
+}
+
+async fn administrators_invite_and_invitees_set_their_password(b: Backend) {
+    if !Smtp::available() {
+        return;
+    }
+    let smtp = Smtp::start(free_port(), &maildir()).await;
+    let Some(app) = app_with_mail(b, smtp.port).await else {
+        return;
+    };
+    app.create_user("root", &["admin"]).await;
+    let admin = app.login_ok("root").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let invite = |email: &str| {
+        let body = json!({"email": email, "roles": ["ops"]});
+        let (app, admin) = (&app, admin.clone());
+        async move {
+            app.admin(
+                reqwest::Method::POST,
+                "/admin/invitations",
+                &admin,
+                Some(body),
+            )
+            .await
+        }
+    };
+    let r = invite("Ivy@Example.com").await;
+    assert_eq!(r.status(), 201);
+    let ivy: Value = r.json().await.unwrap();
+    assert_eq!(ivy["username"], "ivy@example.com");
+    assert_eq!(ivy["roles"], json!(["ops"]));
+    assert_eq!(invite("ivy@example.com").await.status(), 409);
+    let list: Value = app
+        .admin(reqwest::Method::GET, "/admin/invitations", &admin, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["user_id"], ivy["id"]);
+    let message = smtp.next_message().await;
+    assert!(message.contains("Subject: You are invited"), "{message}");
+    let token = token_of(&message);
+    // Nobody can log in to it before it is accepted.
+    assert_eq!(app.login("ivy@example.com", PASSWORD).await.status(), 401);
+    let accept = |token: &str, password: &str| {
+        let body = json!({"token": token, "password": password});
+        let app = &app;
+        async move { app.post_json("/invitations/accept", &body).await }
+    };
+    assert_eq!(accept(&token, "short").await.status(), 400);
+    assert_eq!(accept(&token, PASSWORD).await.status(), 204);
+    assert_eq!(accept(&token, PASSWORD).await.status(), 400);
+    let r = app.login("Ivy@example.com", PASSWORD).await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(
+        TestApp::claims(t["access_token"].as_str().unwrap())["roles"],
+        json!(["ops"])
+    );
+    let row = app
+        .store
+        .user_by_username("ivy@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(row.email_verified);
+    let list: Value = app
+        .admin(reqwest::Method::GET, "/admin/invitations", &admin, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list, json!([]));
+    // An accepted invitation cannot be withdrawn; a pending one can, and its link dies.
+    let path = format!("/admin/invitations/{}", ivy["id"].as_str().unwrap());
+    let r = app
+        .admin(reqwest::Method::DELETE, &path, &admin, None)
+        .await;
+    assert_eq!(r.status(), 404);
+    let r = invite("jay@example.com").await;
+    let jay: Value = r.json().await.unwrap();
+    let jay_token = token_of(&smtp.next_message().await);
+    let path = format!("/admin/invitations/{}", jay["id"].as_str().unwrap());
+    let r = app
+        .admin(reqwest::Method::DELETE, &path, &admin, None)
+        .await;
+    assert_eq!(r.status(), 204);
+    assert!(app
+        .store
+        .user_by_username("jay@example.com")
+        .await
+        .unwrap()
+        .is_none());
+    let r = accept(&jay_token, PASSWORD).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    // The CLI invites too (with the server's mail settings); the server's outbox sends it.
+    let config = std::env::temp_dir().join(format!("tessera-mail-{}.toml", uuid::Uuid::now_v7()));
+    std::fs::write(
+        &config,
+        format!(
+            "[mail]\nsmtp_url = \"smtp://127.0.0.1:{}\"\n[accounts]\nlink_base = \"https://app.example/reset\"\n",
+            smtp.port
+        ),
+    )
+    .unwrap();
+    let (url, master) = (app.db.url().to_string(), app.master_key.clone());
+    let config_arg = config.to_str().unwrap().to_string();
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        crate::cli::tessera(
+            &url,
+            &master,
+            &[
+                "--config",
+                &config_arg,
+                "user",
+                "invite",
+                "kai@example.com",
+                "--role",
+                "ops",
+            ],
+            None,
+        )
+    })
+    .await
+    .unwrap();
+    let _ = std::fs::remove_file(&config);
+    assert!(ok, "{out}");
+    let m = smtp.next_message().await;
+    assert!(m.contains("kai@example.com"), "{m}");
 }

@@ -46,6 +46,10 @@ const VERIFY_TEMPLATE: &str = include_str!("../templates/mail/verify_email.txt")
 const SIGNUP_EXISTS_TEMPLATE: &str = include_str!("../templates/mail/signup_exists.txt");
 const SIGNUP_EXISTS_SUBJECT: &str = "Someone tried to sign up with your address";
 
+/// The purpose of an invitation token, and its mail.
+pub const INVITE: &str = "invite";
+const INVITE_TEMPLATE: &str = include_str!("../templates/mail/invitation.txt");
+
 /// A signup that passed the checks that need no database (`check_signup`); what
 /// `complete_signup` does with it.
 pub struct SignupRequest {
@@ -463,6 +467,120 @@ impl Auth {
         if !self.store.use_account_token(&hash, now).await? {
             return Err(AuthError::InvalidAccountToken);
         }
+        self.set_email(UserRef::Id(user.id), Some(&current.address), true, caller)
+            .await?;
+        Ok(())
+    }
+
+    /// Invites `email` (`POST /admin/invitations`): an account with `roles` and no usable
+    /// password (a random one nobody knows), named `username` or the address, and a link
+    /// (`accounts.invite_ttl`) with which the invitee sets their password.
+    ///
+    /// Errors: `MailDisabled`, `BadInput`, `BadUsername`, `UsernameTaken`,
+    /// `UsernameConfusable`, `EmailTaken`, `Unavailable`, `StoreUnavailable`, `Internal`.
+    pub async fn invite(
+        &self,
+        email: &str,
+        roles: Vec<String>,
+        username: Option<&str>,
+        caller: &Caller,
+    ) -> Result<crate::UserView, AuthError> {
+        if !self.password_reset_enabled() {
+            return Err(AuthError::MailDisabled);
+        }
+        let address = Email::parse(email)?;
+        let unknown = random_token()?;
+        let view = self
+            .create_user_with_email(
+                username.unwrap_or(&address.address),
+                unknown,
+                roles,
+                Some(&address.address),
+                caller,
+            )
+            .await?;
+        let user = self
+            .store
+            .user_by_id(view.id)
+            .await?
+            .ok_or(AuthError::UserNotFound)?;
+        let ttl = self.settings.accounts.invite_ttl;
+        self.send_token(
+            &user,
+            TokenMail {
+                purpose: INVITE,
+                to: &address.address,
+                email_key: Some(&address.key),
+                ttl,
+                template: ("mail/invitation.txt", INVITE_TEMPLATE),
+                subject: "You are invited",
+                minutes: ttl.as_secs() / 60,
+            },
+        )
+        .await?;
+        self.audit(caller, Event::UserInvited, Record::user(user.id))
+            .await;
+        Ok(view)
+    }
+
+    /// The invitations not yet accepted, oldest first.
+    ///
+    /// Errors: `StoreUnavailable`.
+    pub async fn invitations(&self) -> Result<Vec<crate::store::Invitation>, AuthError> {
+        Ok(self.store.pending_invitations(now_ms()).await?)
+    }
+
+    /// Withdraws an invitation that was not accepted: the invited account is deleted.
+    ///
+    /// Errors: `UserNotFound` (no pending invitation of that user), `StoreUnavailable`.
+    pub async fn revoke_invitation(&self, user_id: Uuid, caller: &Caller) -> Result<(), AuthError> {
+        if !self.store.revoke_invitation(user_id, now_ms()).await? {
+            return Err(AuthError::UserNotFound);
+        }
+        self.revocations.invalidate_user(user_id);
+        self.audit(caller, Event::InvitationRevoked, Record::user(user_id))
+            .await;
+        Ok(())
+    }
+
+    /// Accepts an invitation (`POST /invitations/accept`): the token of its link and the
+    /// invitee's password (the rules apply before the token is used). The address is then
+    /// verified, since the link reached it.
+    ///
+    /// Errors: `BadInput`, `InvalidAccountToken`, `WeakPassword`, `Unavailable`,
+    /// `StoreUnavailable`.
+    pub async fn accept_invitation(
+        &self,
+        token: &SecretString,
+        password: SecretString,
+        caller: &Caller,
+    ) -> Result<(), AuthError> {
+        let t = token.expose_secret();
+        if t.is_empty() || t.len() > 256 {
+            return Err(AuthError::BadInput("token is empty or too long".into()));
+        }
+        let hash = token_digest(t);
+        let now = now_ms();
+        let stored = self
+            .store
+            .account_token(&hash, INVITE, now)
+            .await?
+            .ok_or(AuthError::InvalidAccountToken)?;
+        let user = self
+            .store
+            .user_by_id(stored.user_id)
+            .await?
+            .ok_or(AuthError::InvalidAccountToken)?;
+        let current = user.email.as_deref().and_then(|e| Email::parse(e).ok());
+        let Some(current) = current.filter(|e| Some(&e.key) == stored.email_key.as_ref()) else {
+            return Err(AuthError::InvalidAccountToken);
+        };
+        crate::login::check_new_password(&password, &user.username, &self.settings.password)?;
+        if !self.store.use_account_token(&hash, now).await? {
+            return Err(AuthError::InvalidAccountToken);
+        }
+        self.set_password(UserRef::Id(user.id), password, caller)
+            .await?;
         self.set_email(UserRef::Id(user.id), Some(&current.address), true, caller)
             .await?;
         Ok(())

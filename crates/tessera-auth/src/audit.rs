@@ -106,10 +106,14 @@ pub enum Event {
     MailDead,
     /// A user deleted their account (its personal data erased).
     UserDeleted,
+    /// An administrator invited an address.
+    UserInvited,
+    /// An invitation was withdrawn before it was accepted (the invited account deleted).
+    InvitationRevoked,
 }
 
 impl Event {
-    pub const ALL: [Event; 32] = [
+    pub const ALL: [Event; 34] = [
         Event::LoginSucceeded,
         Event::LoginFailed,
         Event::LoginThrottled,
@@ -142,6 +146,8 @@ impl Event {
         Event::PasswordReset,
         Event::MailDead,
         Event::UserDeleted,
+        Event::UserInvited,
+        Event::InvitationRevoked,
     ];
 
     /// The event's name in logs, rows, metrics and the admin API.
@@ -179,6 +185,8 @@ impl Event {
             Event::PasswordReset => "password.reset",
             Event::MailDead => "mail.dead",
             Event::UserDeleted => "user.deleted",
+            Event::UserInvited => "user.invited",
+            Event::InvitationRevoked => "user.invitation_revoked",
         }
     }
 

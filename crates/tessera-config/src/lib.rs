@@ -213,8 +213,9 @@ pub struct AccountSettings {
     /// How long a password-reset link works.
     #[serde(with = "humantime_serde")]
     pub reset_ttl: Duration,
-    /// Who may create an account with `POST /signup`: `closed` (administrators only) or
-    /// `open` (anyone, with an email address it verifies).
+    /// Who may create an account with `POST /signup`: `closed` (administrators only),
+    /// `invite` (administrators, and the people they invite by email) or `open` (anyone, with
+    /// an email address it verifies). Invitations work in every mode; `invite` says so.
     pub signup: String,
     /// When not empty, signup takes only addresses of these domains.
     #[serde(default)]
@@ -225,6 +226,9 @@ pub struct AccountSettings {
     /// How long an address verification link works.
     #[serde(with = "humantime_serde")]
     pub verify_ttl: Duration,
+    /// How long an invitation link works.
+    #[serde(with = "humantime_serde")]
+    pub invite_ttl: Duration,
 }
 
 /// Passkeys (WebAuthn Level 2+), as second factors and for passwordless login.

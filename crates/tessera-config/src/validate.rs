@@ -56,8 +56,8 @@ impl Settings {
                 return err("mail.from must be set when mail.smtp_url is");
             }
         }
-        if !matches!(self.accounts.signup.as_str(), "closed" | "open") {
-            return err("accounts.signup must be \"closed\" or \"open\"");
+        if !matches!(self.accounts.signup.as_str(), "closed" | "invite" | "open") {
+            return err("accounts.signup must be \"closed\", \"invite\" or \"open\"");
         }
         if !self.accounts.link_base.is_empty() {
             let ok = url::Url::parse(&self.accounts.link_base)

@@ -26,6 +26,17 @@ pub struct AccountToken {
     pub used_at: Option<i64>,
 }
 
+/// An invitation not yet accepted.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
+pub struct Invitation {
+    pub user_id: Uuid,
+    pub username: String,
+    pub email: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
 /// A message in the outbox.
 #[derive(Clone)]
 #[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
@@ -103,6 +114,12 @@ pub trait AccountStore {
         subject: &str,
         since: i64,
     ) -> StoreResult<bool>;
+    /// Pending invitations: users with an unused, unexpired `invite` token, oldest first, as
+    /// `(user_id, email, roles, expires_at)`.
+    async fn pending_invitations(&self, now: i64) -> StoreResult<Vec<Invitation>>;
+    /// Deletes an invited user who never accepted (a pending `invite` token); `false`
+    /// otherwise.
+    async fn revoke_invitation(&self, user_id: Uuid, now: i64) -> StoreResult<bool>;
     /// Queues a message that carries no token.
     async fn queue_mail(&self, mail: &OutboxMail) -> StoreResult<()>;
     /// Messages neither sent nor dead (for metrics and tests).

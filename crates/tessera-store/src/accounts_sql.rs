@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
-use super::{AccountStore, AccountToken, OutboxMail, StoreResult};
+use super::{AccountStore, AccountToken, Invitation, OutboxMail, StoreResult};
 
 const DROP_UNUSED: &str =
     "DELETE FROM account_tokens WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL";
@@ -63,6 +63,21 @@ const FAILED: &str = "
 
 const QUEUED_SINCE: &str = "
     SELECT COUNT(*) FROM mail_outbox WHERE recipient = $1 AND subject = $2 AND created_at >= $3";
+
+const INVITATIONS: &str = "
+    SELECT u.id AS user_id, u.username, u.email, t.created_at, t.expires_at
+    FROM account_tokens t JOIN users u ON u.id = t.user_id
+    WHERE t.purpose = 'invite' AND t.used_at IS NULL AND t.expires_at > $1
+    ORDER BY t.created_at, u.id";
+
+/// Only a user whose invitation is still pending (never accepted) is deleted.
+const REVOKE_INVITATION: &str = "
+    DELETE FROM users WHERE id = $1 AND EXISTS (
+        SELECT 1 FROM account_tokens t
+        WHERE t.user_id = $1 AND t.purpose = 'invite' AND t.used_at IS NULL)
+      AND NOT EXISTS (
+        SELECT 1 FROM account_tokens t
+        WHERE t.user_id = $1 AND t.purpose = 'invite' AND t.used_at IS NOT NULL)";
 
 const PENDING: &str = "SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL AND dead_at IS NULL";
 
@@ -203,6 +218,23 @@ impl AccountStore for SqlStore {
             .fetch_one(b.pool())
             .await)?;
         Ok(n > 0)
+    }
+
+    async fn pending_invitations(&self, now: i64) -> StoreResult<Vec<Invitation>> {
+        let rows: Vec<Invitation> = on_backend!(self, |b| sqlx::query_as(INVITATIONS)
+            .bind(now)
+            .fetch_all(b.pool())
+            .await)?;
+        Ok(rows)
+    }
+
+    async fn revoke_invitation(&self, user_id: Uuid, _now: i64) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(REVOKE_INVITATION)
+            .bind(user_id)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
     }
 
     async fn queue_mail(&self, m: &OutboxMail) -> StoreResult<()> {

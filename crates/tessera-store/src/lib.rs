@@ -71,7 +71,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc::Receiver;
 use uuid::Uuid;
 
-pub use accounts::{AccountStore, AccountToken, OutboxMail};
+pub use accounts::{AccountStore, AccountToken, Invitation, OutboxMail};
 #[cfg(feature = "sql")]
 pub use backend::SqlStore;
 pub use change::Change;

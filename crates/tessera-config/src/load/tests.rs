@@ -143,6 +143,7 @@ const EVERY_KEY: &[(&str, &str, &str)] = &[
     ),
     ("accounts.require_verified_email", "true", "true"),
     ("accounts.verify_ttl", "2h", r#""2h""#),
+    ("accounts.invite_ttl", "3d", r#""3days""#),
     ("webauthn.rp_id", "example.com", r#""example.com""#),
     ("webauthn.rp_name", "Acme", r#""Acme""#),
     (

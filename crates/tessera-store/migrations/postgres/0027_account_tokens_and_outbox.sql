@@ -1,11 +1,12 @@
--- Tokens sent by email (invariant 7): a password reset, an address's verification. Stored only as the SHA-256 of
+-- Tokens sent by email (invariant 7): a password reset, an address's verification, an
+-- invitation. Stored only as the SHA-256 of
 -- the token, single-use, bound to the user, the purpose and the user's cut-off when issued
 -- (`fence`: a password change, disable or cut-off since then kills it). Issuing one deletes
 -- the user's unused tokens of the same purpose.
 CREATE TABLE account_tokens (
     token_hash TEXT PRIMARY KEY,
     user_id    UUID NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    purpose    TEXT NOT NULL,                       -- 'password_reset' | 'email_verify'
+    purpose    TEXT NOT NULL,                       -- 'password_reset' | 'email_verify' | 'invite'
     email_key  TEXT,                                -- the address a verification was sent to
     fence      BIGINT NOT NULL,
     created_at BIGINT NOT NULL,
