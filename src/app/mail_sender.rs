@@ -7,7 +7,7 @@ use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
 
-use crate::auth::accounts::MailSender;
+use crate::auth::accounts::{MailSender, SendError};
 use crate::config::MailSettings;
 
 /// How long one SMTP exchange may take.
@@ -41,10 +41,14 @@ impl SmtpSender {
 
 #[async_trait::async_trait]
 impl MailSender for SmtpSender {
-    async fn send(&self, to: &str, subject: &str, body: &str) -> Result<(), String> {
+    async fn send(&self, to: &str, subject: &str, body: &str) -> Result<(), SendError> {
+        let permanent = |reason: &str| SendError {
+            reason: reason.into(),
+            permanent: true,
+        };
         let to: Mailbox = to
             .parse()
-            .map_err(|_| "the recipient is not a mailbox".to_string())?;
+            .map_err(|_| permanent("the recipient is not a mailbox"))?;
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -53,17 +57,27 @@ impl MailSender for SmtpSender {
             .header(lettre::message::header::ContentType::TEXT_PLAIN)
             .header(lettre::message::header::MIME_VERSION_1_0)
             .body(body.to_string())
-            .map_err(|e| format!("message: {e}"))?;
+            .map_err(|_| permanent("the message cannot be built"))?;
         self.transport.send(message).await.map(|_| ()).map_err(|e| {
-            // The kind of failure, never the message.
-            if e.is_transient() {
-                "temporary SMTP failure".to_string()
-            } else if e.is_permanent() {
-                "permanent SMTP failure".to_string()
+            // The kind of failure, never the message. A 5xx answer, or an address the server
+            // cannot take (a non-ASCII local part without SMTPUTF8), is for good.
+            let (reason, permanent) = if e.is_permanent() {
+                ("the SMTP server refused the message (5xx)", true)
+            } else if e.is_client() {
+                (
+                    "the SMTP server cannot take this message or address (SMTPUTF8?)",
+                    true,
+                )
+            } else if e.is_transient() {
+                ("temporary SMTP failure (4xx)", false)
             } else if e.is_timeout() {
-                "SMTP timed out".to_string()
+                ("SMTP timed out", false)
             } else {
-                "SMTP connection failed".to_string()
+                ("SMTP connection failed", false)
+            };
+            SendError {
+                reason: reason.into(),
+                permanent,
             }
         })
     }

@@ -46,6 +46,7 @@ pub struct SignupRequest {
         (status = 202, description = "Accepted (whether or not the address is registered)", body = AcceptedBody),
         (status = 400, description = "Not an address, a domain not allowed, a username or password the rules refuse", body = ErrorBody),
         (status = 404, description = "Signup is closed", body = ErrorBody),
+        (status = 409, description = "The username chosen is taken", body = ErrorBody),
     ))]
 async fn signup(
     State(st): State<AppState>,
@@ -54,7 +55,8 @@ async fn signup(
 ) -> Result<Response, ApiError> {
     let checked = st
         .auth
-        .check_signup(&req.email, req.password, req.username.as_deref())?;
+        .check_signup(&req.email, req.password, req.username.as_deref())
+        .await?;
     let started = tokio::time::Instant::now();
     let done = st.auth.complete_signup(checked, &caller).await;
     accepted(started, done).await

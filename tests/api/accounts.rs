@@ -250,6 +250,19 @@ async fn a_reset_link_sets_a_new_password(b: Backend) {
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
     assert_eq!(app.store.mail_pending().await.unwrap(), 0);
+
+    // aiosmtpd takes ASCII only (no SMTPUTF8): a non-ASCII local part cannot be delivered,
+    // which is given up at once rather than retried.
+    with_email(&app, "zoe", "zoë@example.com").await;
+    assert_eq!(forgot(&app, json!({"username": "zoe"})).await.status(), 202);
+    for _ in 0..100 {
+        if app.store.mail_pending().await.unwrap() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.store.mail_pending().await.unwrap(), 0);
+    assert_eq!(smtp.count(), 1);
 }
 
 async fn reset_tokens_work_once_and_die_with_a_password_change(b: Backend) {
@@ -514,6 +527,22 @@ async fn signup_verifies_the_address_and_tells_the_owner_of_a_taken_one(b: Backe
         )
         .await;
     assert_eq!(r.status(), 202);
+    // Another's address is no one's name; a chosen name that is taken is said at once.
+    let r = app
+        .post_json(
+            "/signup",
+            &json!({"email": "mallory@example.com", "password": PASSWORD, "username": "NINA@example.com"}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    app.create_user("taken", &[]).await;
+    let r = app
+        .post_json(
+            "/signup",
+            &json!({"email": "quinn@example.com", "password": PASSWORD, "username": "taken"}),
+        )
+        .await;
+    assert_eq!(r.status(), 409);
     // The rules, checked before anything is stored: 400 each.
     for (email, password) in [
         ("omar@elsewhere.com", PASSWORD),
@@ -649,7 +678,29 @@ async fn users_change_their_password_end_sessions_and_delete_the_account(b: Back
     let r = change(PASSWORD, "short", a1).await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
-    let r = change(PASSWORD, "a brand new passphrase", a1).await;
+    // Parallel changes with one current password: one wins.
+    let racers = futures::future::join_all(
+        (0..6).map(|i| change(PASSWORD, &format!("racing passphrase {i}"), a1)),
+    )
+    .await;
+    let won: Vec<usize> = racers
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.status() == 200)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        won.len(),
+        1,
+        "{:?}",
+        racers.iter().map(|r| r.status()).collect::<Vec<_>>()
+    );
+    let winner = format!("racing passphrase {}", won[0]);
+    assert_eq!(app.login("una", &winner).await.status(), 200);
+    let r = app.login("una", &winner).await;
+    let t1: Value = r.json().await.unwrap();
+    let a1 = t1["access_token"].as_str().unwrap();
+    let r = change(&winner, "a brand new passphrase", a1).await;
     assert_eq!(r.status(), 200);
     let fresh: Value = r.json().await.unwrap();
     // Every earlier session ended; the caller carries on in the new one.

@@ -61,6 +61,27 @@ async fn users_log_in_with_their_address(b: Backend) {
             zoe["id"]
         );
     }
+    // A name that is another account's address does not shadow it: the address wins.
+    let r = app
+        .admin(
+            Method::POST,
+            "/admin/users",
+            &admin,
+            Some(json!({"username": "shadow@example.com", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let sol: Value = create(&app, &admin, "sol", "Shadow@Example.com")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r = app.login("shadow@example.com", PASSWORD).await;
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(
+        TestApp::claims(t["access_token"].as_str().unwrap())["sub"],
+        sol["id"]
+    );
     // A wrong password by address, and an unknown address: the username's one answer.
     let by_name = app.login("zoe", "wrong password!").await;
     assert_eq!(by_name.status(), 401);

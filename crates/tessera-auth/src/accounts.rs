@@ -64,11 +64,21 @@ impl std::fmt::Debug for SignupRequest {
     }
 }
 
+/// Why a message was not sent: a short reason (never the body), and whether trying again
+/// cannot help (the server refused it for good, or cannot take the address).
+#[derive(Debug)]
+pub struct SendError {
+    pub reason: String,
+    pub permanent: bool,
+}
+
 /// How mail leaves the server: SMTP, which the domain does not speak itself.
 #[async_trait::async_trait]
 pub trait MailSender: Send + Sync {
-    /// Sends one text message. Errors: a short reason (refused, timed out), never the body.
-    async fn send(&self, to: &str, subject: &str, body: &str) -> Result<(), String>;
+    /// Sends one text message.
+    ///
+    /// Errors: `SendError`.
+    async fn send(&self, to: &str, subject: &str, body: &str) -> Result<(), SendError>;
 }
 
 /// A message due, its body opened.
@@ -281,8 +291,9 @@ impl Auth {
     /// existing accounts: the address (and `accounts.email_domains`), the username (the
     /// address itself when none is given) and the password rules.
     ///
-    /// Errors: `SignupClosed`, `BadInput`, `BadUsername`, `WeakPassword`.
-    pub fn check_signup(
+    /// Errors: `SignupClosed`, `BadInput`, `BadUsername`, `UsernameTaken` (a chosen name),
+    /// `WeakPassword`, `StoreUnavailable`.
+    pub async fn check_signup(
         &self,
         email: &str,
         password: SecretString,
@@ -303,8 +314,30 @@ impl Auth {
                 "signup takes addresses of the allowed domains only".into(),
             ));
         }
+        // A name with an @ is only ever the account's own address: no one takes another's
+        // address as a name (logins and resets by address go to the address's owner).
+        if let Some(name) = username.filter(|n| n.contains('@')) {
+            if Email::parse(name).map(|e| e.key).ok() != Some(email.key.clone()) {
+                return Err(AuthError::BadInput(
+                    "a username with @ must be the account's own email address".into(),
+                ));
+            }
+        }
+        let chosen = username.is_some();
         let username =
             Username::parse(username.unwrap_or(&email.address)).map_err(AuthError::BadUsername)?;
+        // A name chosen and taken is said now (names are not secret); a default name (the
+        // address) is left to the address's own check, which says nothing.
+        if chosen
+            && !username.as_str().contains('@')
+            && self
+                .store
+                .user_by_username(username.as_str())
+                .await?
+                .is_some()
+        {
+            return Err(AuthError::UsernameTaken);
+        }
         crate::login::check_new_password(&password, username.as_str(), &self.settings.password)?;
         Ok(SignupRequest {
             email,
@@ -667,12 +700,16 @@ impl Auth {
     }
 
     async fn attempt_mail(&self, sender: &dyn MailSender, m: OutboxMail) {
+        let broken = |reason: &str| SendError {
+            reason: reason.into(),
+            permanent: true,
+        };
         let sent = match self.keys.master().open(&mail_label(m.id), &m.body_sealed) {
             Ok(body) => match std::str::from_utf8(&body) {
                 Ok(text) => sender.send(&m.recipient, &m.subject, text).await,
-                Err(_) => Err("the body is not UTF-8".into()),
+                Err(_) => Err(broken("the body is not UTF-8")),
             },
-            Err(_) => Err("no configured master key opens the body".into()),
+            Err(_) => Err(broken("no configured master key opens the body")),
         };
         let now = now_ms();
         let outcome = match &sent {
@@ -680,8 +717,11 @@ impl Auth {
                 metrics::counter!("mail_total", "result" => "sent").increment(1);
                 self.store.mail_sent(m.id, now).await
             }
-            Err(why) => {
-                let dead = m.attempts >= i64::from(self.settings.mail.max_attempts);
+            Err(SendError {
+                reason: why,
+                permanent,
+            }) => {
+                let dead = *permanent || m.attempts >= i64::from(self.settings.mail.max_attempts);
                 let base = self.settings.mail.retry_base;
                 let shift = u32::try_from(m.attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
                 let wait = base.saturating_mul(1 << shift).min(MAX_BACKOFF);

@@ -39,9 +39,26 @@ impl Auth {
             .await?
             .ok_or(AuthError::InvalidToken)?;
         crate::login::check_new_password(&new, &user.username, &self.settings.password)?;
-        self.verify_password_login(&user.username, current, meta.ip.as_deref(), client, caller)
+        let (checked, _) = self
+            .verify_password_login(&user.username, current, meta.ip.as_deref(), client, caller)
             .await?;
-        self.set_password(UserRef::Id(user.id), new, caller).await?;
+        // Against the hash the current password was checked with: of parallel changes with
+        // one current password, one wins; the others find it changed.
+        let hash = self.passwords.hash(new).await?;
+        self.user_changed(self.store.set_password_if(
+            &checked.username,
+            &checked.password_hash,
+            &hash,
+            now_ms(),
+        ))
+        .await
+        .map_err(|e| match e {
+            AuthError::UserNotFound => AuthError::InvalidCredentials,
+            other => other,
+        })?;
+        self.end_sso_of_user(user.id, "password_changed").await?;
+        self.audit(caller, Event::PasswordChanged, Record::user(user.id))
+            .await;
         if let (true, Some(to)) = (self.password_reset_enabled(), &user.email) {
             let body = self.render_mail(
                 ("mail/password_changed.txt", CHANGED_TEMPLATE),

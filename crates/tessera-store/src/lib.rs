@@ -120,8 +120,8 @@ pub trait UserStore {
         on_conflict: OnConflict,
     ) -> StoreResult<Imported>;
     async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
-    /// The account a login names (one read): the user named `username`, else the one whose
-    /// compared address (`users.email_key`) is `email_key`.
+    /// The account a login names (one read): the user whose compared address
+    /// (`users.email_key`) is `email_key`, else the one named `username`.
     async fn user_for_login(
         &self,
         username: Option<&str>,
@@ -189,6 +189,15 @@ pub trait UserChanges {
     async fn set_password(
         &self,
         username: &str,
+        hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<(Uuid, Vec<Uuid>)>>;
+    /// `set_password`, only while the stored hash is still `old_hash` (the one a current
+    /// password was checked against); `None` otherwise.
+    async fn set_password_if(
+        &self,
+        username: &str,
+        old_hash: &str,
         hash: &str,
         now: i64,
     ) -> StoreResult<Option<(Uuid, Vec<Uuid>)>>;

@@ -67,6 +67,14 @@ const ERASE_USER_ROWS: [&str; 8] = [
     "DELETE FROM webauthn_ceremonies WHERE user_id = $1",
 ];
 
+/// `SET_PASSWORD`, only while the hash is still `$5` (the one the current password was
+/// checked against): of parallel changes made with one current password, one wins.
+const SET_PASSWORD_IF: &str = "
+    UPDATE users SET password_hash = $2, updated_at = $4,
+        tokens_not_before = CASE WHEN $3 > tokens_not_before THEN $3
+                                 ELSE tokens_not_before + 1 END
+    WHERE username = $1 AND password_hash = $5 RETURNING id";
+
 const SET_PASSWORD: &str = "
     UPDATE users SET password_hash = $2, updated_at = $4,
         tokens_not_before = CASE WHEN $3 > tokens_not_before THEN $3
@@ -187,29 +195,19 @@ impl UserChanges for SqlStore {
         hash: &str,
         now: i64,
     ) -> StoreResult<Option<(Uuid, Vec<Uuid>)>> {
-        on_backend!(self, |b| {
-            let mut tx = b.pool().begin().await?;
-            let id: Option<Uuid> = sqlx::query_scalar(SET_PASSWORD)
-                .bind(username)
-                .bind(hash)
-                .bind(now)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(id) = id else {
-                return Ok(None);
-            };
-            let sessions: Vec<Uuid> = sqlx::query_scalar(REVOKE_SESSIONS_OF_USER)
-                .bind(id)
-                .bind(now)
-                .bind("password_changed")
-                .fetch_all(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(Some((id, sessions)))
-        })
+        self.set_password_where(username, hash, now, None).await
     }
 
+    async fn set_password_if(
+        &self,
+        username: &str,
+        old_hash: &str,
+        hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<(Uuid, Vec<Uuid>)>> {
+        self.set_password_where(username, hash, now, Some(old_hash))
+            .await
+    }
     async fn rehash_password(
         &self,
         id: Uuid,
@@ -277,5 +275,45 @@ impl SqlStore {
                 None => Ok(None),
             }
         })?)
+    }
+}
+
+impl SqlStore {
+    /// A new hash for the user (compare-and-set against `old` when given), every session
+    /// revoked and the cut-off moved, in one transaction.
+    async fn set_password_where(
+        &self,
+        username: &str,
+        hash: &str,
+        now: i64,
+        old: Option<&str>,
+    ) -> StoreResult<Option<(Uuid, Vec<Uuid>)>> {
+        on_backend!(self, |b| {
+            let mut tx = b.pool().begin().await?;
+            let query = match old {
+                Some(_) => SET_PASSWORD_IF,
+                None => SET_PASSWORD,
+            };
+            let mut q = sqlx::query_scalar(query)
+                .bind(username)
+                .bind(hash)
+                .bind(now)
+                .bind(now);
+            if let Some(old) = old {
+                q = q.bind(old);
+            }
+            let id: Option<Uuid> = q.fetch_optional(&mut *tx).await?;
+            let Some(id) = id else {
+                return Ok(None);
+            };
+            let sessions: Vec<Uuid> = sqlx::query_scalar(REVOKE_SESSIONS_OF_USER)
+                .bind(id)
+                .bind(now)
+                .bind("password_changed")
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Some((id, sessions)))
+        })
     }
 }

@@ -39,13 +39,13 @@ const BY_USERNAME: &str = "
            created_at, updated_at, email, email_verified
     FROM users WHERE username = $1";
 
-/// The account a login names: the user with username `$1`, else the one whose compared
-/// address is `$2`.
+/// The account a login names: the user whose compared address is `$2`, else the one with
+/// username `$1` (an address is its owner's, whatever name another account has).
 const FOR_LOGIN: &str = "
     SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
            created_at, updated_at, email, email_verified
-    FROM users WHERE username = $1 OR email_key = $2
-    ORDER BY CASE WHEN username = $1 THEN 0 ELSE 1 END LIMIT 1";
+    FROM users WHERE email_key = $2 OR username = $1
+    ORDER BY CASE WHEN email_key = $2 THEN 0 ELSE 1 END LIMIT 1";
 
 /// Sets the address; a unique violation means another account holds it.
 const SET_EMAIL: &str = "
