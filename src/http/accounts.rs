@@ -154,18 +154,9 @@ async fn forgot_password(
             ))
         }
     };
-    // The work runs after the answer, so that its duration tells nothing.
-    let auth = st.auth.clone();
-    tokio::spawn(async move {
-        if let Err(e) = auth.request_password_reset(&login, &caller).await {
-            tracing::warn!(error = %e, "password reset request failed");
-        }
-    });
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(AcceptedBody { status: "accepted" }),
-    )
-        .into_response())
+    let started = tokio::time::Instant::now();
+    let done = st.auth.request_password_reset(&login, &caller).await;
+    accepted(started, done).await
 }
 
 /// The one 202 of the requests whose answer must not tell whether an address is known: sent

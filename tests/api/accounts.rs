@@ -19,6 +19,7 @@ on_both!(
     a_reset_link_sets_a_new_password,
     reset_tokens_work_once_and_die_with_a_password_change,
     the_outbox_keeps_mail_through_an_smtp_outage,
+    two_replicas_send_each_queued_message_once,
     signup_verifies_the_address_and_tells_the_owner_of_a_taken_one,
     reset_is_off_without_mail,
     users_change_their_password_end_sessions_and_delete_the_account,
@@ -566,6 +567,65 @@ async fn signup_verifies_the_address_and_tells_the_owner_of_a_taken_one(b: Backe
 
 fn token_of_opt(message: &str) -> Option<String> {
     message.contains("reset?token=").then(|| token_of(message))
+}
+
+/// Invariant 10 across replicas: 60 messages queued while SMTP is down, then two replicas
+/// claiming at once when it is back; every message arrives exactly once.
+async fn two_replicas_send_each_queued_message_once(b: Backend) {
+    if !Smtp::available() {
+        return;
+    }
+    let port = free_port();
+    let Some(app) = app_with_mail(b, port).await else {
+        return;
+    };
+    let mail_settings = move |f: figment::Figment| {
+        f.merge(Serialized::default(
+            "mail.smtp_url",
+            format!("smtp://127.0.0.1:{port}"),
+        ))
+        .merge(Serialized::default("mail.retry_base", "200ms"))
+        .merge(Serialized::default(
+            "accounts.link_base",
+            "https://app.example/reset",
+        ))
+    };
+    let replica = app.replica(mail_settings).await;
+    const N: usize = 60;
+    for i in 0..N {
+        with_email(&app, &format!("user{i}"), &format!("user{i}@example.com")).await;
+    }
+    let asked = futures::future::join_all((0..N).map(|i| {
+        let target = if i % 2 == 0 { &app } else { &replica };
+        forgot(target, json!({"email": format!("user{i}@example.com")}))
+    }))
+    .await;
+    assert!(asked.iter().all(|r| r.status() == 202));
+    // Stored before each answer (a crash after a 202 loses nothing).
+    assert_eq!(app.store.mail_pending().await.unwrap(), N as i64);
+    let smtp = Smtp::start(port, &maildir()).await;
+    for _ in 0..300 {
+        if app.store.mail_pending().await.unwrap() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.store.mail_pending().await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut recipients: Vec<String> = smtp
+        .files()
+        .iter()
+        .map(|f| {
+            let m = std::fs::read_to_string(f).unwrap();
+            let at = m.find("X-RcptTo: ").unwrap() + "X-RcptTo: ".len();
+            m[at..].lines().next().unwrap().trim().to_string()
+        })
+        .collect();
+    recipients.sort();
+    let before = recipients.len();
+    recipients.dedup();
+    assert_eq!(before, N, "every message arrives");
+    assert_eq!(recipients.len(), N, "none twice");
 }
 
 async fn reset_is_off_without_mail(b: Backend) {
