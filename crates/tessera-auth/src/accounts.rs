@@ -471,32 +471,8 @@ impl Auth {
         token: &SecretString,
         caller: &Caller,
     ) -> Result<(), AuthError> {
-        let t = token.expose_secret();
-        if t.is_empty() || t.len() > 256 {
-            return Err(AuthError::BadInput("token is empty or too long".into()));
-        }
-        let hash = token_digest(t);
+        let (hash, user, current) = self.emailed_token(token, EMAIL_VERIFY).await?;
         let now = now_ms();
-        let stored = self
-            .store
-            .account_token(&hash, EMAIL_VERIFY, now)
-            .await?
-            .ok_or(AuthError::InvalidAccountToken)?;
-        let user = self
-            .store
-            .user_by_id(stored.user_id)
-            .await?
-            .ok_or(AuthError::InvalidAccountToken)?;
-        let current = user
-            .email
-            .as_deref()
-            .map(Email::parse)
-            .transpose()
-            .ok()
-            .flatten();
-        let Some(current) = current.filter(|e| Some(&e.key) == stored.email_key.as_ref()) else {
-            return Err(AuthError::InvalidAccountToken);
-        };
         if !self.store.use_account_token(&hash, now).await? {
             return Err(AuthError::InvalidAccountToken);
         }
@@ -588,26 +564,8 @@ impl Auth {
         password: SecretString,
         caller: &Caller,
     ) -> Result<(), AuthError> {
-        let t = token.expose_secret();
-        if t.is_empty() || t.len() > 256 {
-            return Err(AuthError::BadInput("token is empty or too long".into()));
-        }
-        let hash = token_digest(t);
+        let (hash, user, current) = self.emailed_token(token, INVITE).await?;
         let now = now_ms();
-        let stored = self
-            .store
-            .account_token(&hash, INVITE, now)
-            .await?
-            .ok_or(AuthError::InvalidAccountToken)?;
-        let user = self
-            .store
-            .user_by_id(stored.user_id)
-            .await?
-            .ok_or(AuthError::InvalidAccountToken)?;
-        let current = user.email.as_deref().and_then(|e| Email::parse(e).ok());
-        let Some(current) = current.filter(|e| Some(&e.key) == stored.email_key.as_ref()) else {
-            return Err(AuthError::InvalidAccountToken);
-        };
         crate::login::check_new_password(&password, &user.username, &self.settings.password)?;
         if !self.store.use_account_token(&hash, now).await? {
             return Err(AuthError::InvalidAccountToken);
@@ -617,6 +575,39 @@ impl Auth {
         self.set_email(UserRef::Id(user.id), Some(&current.address), true, caller)
             .await?;
         Ok(())
+    }
+
+    /// The token of an emailed link, checked for `purpose`: unused, unexpired, issued under
+    /// the user's current cut-off, and for the address the user has now (the one it was
+    /// mailed to). Returns its digest (to use it up), the user and that address. Nothing is
+    /// used up here.
+    ///
+    /// Errors: `BadInput` (empty or oversized), `InvalidAccountToken`, `StoreUnavailable`.
+    async fn emailed_token(
+        &self,
+        token: &SecretString,
+        purpose: &str,
+    ) -> Result<(String, crate::store::User, Email), AuthError> {
+        let t = token.expose_secret();
+        if t.is_empty() || t.len() > 256 {
+            return Err(AuthError::BadInput("token is empty or too long".into()));
+        }
+        let hash = token_digest(t);
+        let stored = self
+            .store
+            .account_token(&hash, purpose, now_ms())
+            .await?
+            .ok_or(AuthError::InvalidAccountToken)?;
+        let user = self
+            .store
+            .user_by_id(stored.user_id)
+            .await?
+            .ok_or(AuthError::InvalidAccountToken)?;
+        let current = user.email.as_deref().and_then(|e| Email::parse(e).ok());
+        match current.filter(|e| Some(&e.key) == stored.email_key.as_ref()) {
+            Some(current) => Ok((hash, user, current)),
+            None => Err(AuthError::InvalidAccountToken),
+        }
     }
 
     /// Sets a new password with a reset token (`POST /password/reset`): the token must be
@@ -633,32 +624,9 @@ impl Auth {
         password: SecretString,
         caller: &Caller,
     ) -> Result<(), AuthError> {
-        let t = token.expose_secret();
-        if t.is_empty() || t.len() > 256 {
-            return Err(AuthError::BadInput("token is empty or too long".into()));
-        }
-        let hash = token_digest(t);
-        let now = now_ms();
-        let stored = self
-            .store
-            .account_token(&hash, PASSWORD_RESET, now)
-            .await?
-            .ok_or(AuthError::InvalidAccountToken)?;
-        let user = self
-            .store
-            .user_by_id(stored.user_id)
-            .await?
-            .ok_or(AuthError::InvalidAccountToken)?;
         // The address the link went to must still be the account's: a changed address ends
         // what was mailed to the old one.
-        let current = user
-            .email
-            .as_deref()
-            .and_then(|e| Email::parse(e).ok())
-            .map(|e| e.key);
-        if current != stored.email_key {
-            return Err(AuthError::InvalidAccountToken);
-        }
+        let (hash, user, _) = self.emailed_token(token, PASSWORD_RESET).await?;
         crate::login::check_new_password(&password, &user.username, &self.settings.password)?;
         if !self.store.use_account_token(&hash, now_ms()).await? {
             return Err(AuthError::InvalidAccountToken);
