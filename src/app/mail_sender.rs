@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lettre::message::Mailbox;
+use lettre::message::{Mailbox, MultiPart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
 
@@ -41,7 +41,13 @@ impl SmtpSender {
 
 #[async_trait::async_trait]
 impl MailSender for SmtpSender {
-    async fn send(&self, to: &str, subject: &str, body: &str) -> Result<(), SendError> {
+    async fn send(
+        &self,
+        to: &str,
+        subject: &str,
+        text: &str,
+        html: Option<&str>,
+    ) -> Result<(), SendError> {
         let permanent = |reason: &str| SendError {
             reason: reason.into(),
             permanent: true,
@@ -49,15 +55,22 @@ impl MailSender for SmtpSender {
         let to: Mailbox = to
             .parse()
             .map_err(|_| permanent("the recipient is not a mailbox"))?;
-        let message = Message::builder()
+        let builder = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(subject)
             .message_id(None)
-            .header(lettre::message::header::ContentType::TEXT_PLAIN)
-            .header(lettre::message::header::MIME_VERSION_1_0)
-            .body(body.to_string())
-            .map_err(|_| permanent("the message cannot be built"))?;
+            .header(lettre::message::header::MIME_VERSION_1_0);
+        let message = match html {
+            Some(html) => builder.multipart(MultiPart::alternative_plain_html(
+                text.to_string(),
+                html.to_string(),
+            )),
+            None => builder
+                .header(lettre::message::header::ContentType::TEXT_PLAIN)
+                .body(text.to_string()),
+        }
+        .map_err(|_| permanent("the message cannot be built"))?;
         self.transport.send(message).await.map(|_| ()).map_err(|e| {
             // The kind of failure, never the message. A 5xx answer, or an address the server
             // cannot take (a non-ASCII local part without SMTPUTF8), is for good.

@@ -47,12 +47,14 @@ pub struct SignupRequest {
         (status = 400, description = "Not an address, a domain not allowed, a username or password the rules refuse", body = ErrorBody),
         (status = 404, description = "Signup is closed", body = ErrorBody),
         (status = 409, description = "The username chosen is taken", body = ErrorBody),
+        (status = 429, description = "slow_down: too many requests that send mail from this address (accounts.ip_requests); see Retry-After", body = ErrorBody),
     ))]
 async fn signup(
     State(st): State<AppState>,
     RequestCaller(caller): RequestCaller,
     AppJson(req): AppJson<SignupRequest>,
 ) -> Result<Response, ApiError> {
+    st.auth.limit_mail_request(&caller).await?;
     let checked = st
         .auth
         .check_signup(&req.email, req.password, req.username.as_deref())
@@ -69,11 +71,14 @@ pub struct TokenRequest {
     token: SecretString,
 }
 
-/// Verifies an address with the token of its link (once, for the address it was sent to).
+/// Verifies an address with the token of its link (once, for the address it was sent to):
+/// a link of `purpose=email_verify` (signup, resend), or of `purpose=email_change` (`POST
+/// /me/email`), which makes the new address the account's, verified, and tells the old one.
 #[utoipa::path(post, path = "/email/verify", tag = "accounts", request_body = TokenRequest,
     responses(
         (status = 204, description = "Verified"),
         (status = 400, description = "invalid_grant: an unknown, used or expired token, or one for another address", body = ErrorBody),
+        (status = 409, description = "An address change to an address another account took meanwhile", body = ErrorBody),
     ))]
 async fn verify_email(
     State(st): State<AppState>,
@@ -96,14 +101,17 @@ pub struct ResendRequest {
     responses(
         (status = 202, description = "Accepted (whatever the address)", body = AcceptedBody),
         (status = 404, description = "Mail is not configured", body = ErrorBody),
+        (status = 429, description = "slow_down: too many requests that send mail from this address (accounts.ip_requests); see Retry-After", body = ErrorBody),
     ))]
 async fn resend_verification(
     State(st): State<AppState>,
+    RequestCaller(caller): RequestCaller,
     AppJson(req): AppJson<ResendRequest>,
 ) -> Result<Response, ApiError> {
-    if !st.auth.password_reset_enabled() {
+    if !st.auth.mail_enabled() {
         return Err(ApiError::MailDisabled);
     }
+    st.auth.limit_mail_request(&caller).await?;
     let started = tokio::time::Instant::now();
     let done = st.auth.resend_verification(&req.email).await;
     accepted(started, done).await
@@ -135,16 +143,18 @@ pub struct AcceptedBody {
     responses(
         (status = 202, description = "Accepted (whatever the address)", body = AcceptedBody),
         (status = 400, description = "Neither email nor username", body = ErrorBody),
-        (status = 404, description = "Password reset by email is not enabled (mail.smtp_url, accounts.link_base)", body = ErrorBody),
+        (status = 404, description = "Password reset by email is not enabled (mail.smtp_url)", body = ErrorBody),
+        (status = 429, description = "slow_down: too many requests that send mail from this address (accounts.ip_requests); see Retry-After", body = ErrorBody),
     ))]
 async fn forgot_password(
     State(st): State<AppState>,
     RequestCaller(caller): RequestCaller,
     AppJson(req): AppJson<ForgotRequest>,
 ) -> Result<Response, ApiError> {
-    if !st.auth.password_reset_enabled() {
+    if !st.auth.mail_enabled() {
         return Err(ApiError::MailDisabled);
     }
+    st.auth.limit_mail_request(&caller).await?;
     let login = match (req.email, req.username) {
         (Some(e), None) => e,
         (None, Some(u)) => u,
@@ -163,7 +173,7 @@ async fn forgot_password(
 /// once the work is stored (nothing is lost to a crash after it) and no sooner than
 /// `Auth::ANSWER_FLOOR` after `started`. A database outage, which every address meets alike,
 /// is a 503; any other failure is logged and still answered 202.
-async fn accepted(
+pub(super) async fn accepted(
     started: tokio::time::Instant,
     done: Result<(), crate::auth::AuthError>,
 ) -> Result<Response, ApiError> {
@@ -204,7 +214,7 @@ async fn reset_password(
     RequestCaller(caller): RequestCaller,
     AppJson(req): AppJson<ResetRequest>,
 ) -> Result<Response, ApiError> {
-    if !st.auth.password_reset_enabled() {
+    if !st.auth.mail_enabled() {
         return Err(ApiError::MailDisabled);
     }
     st.auth

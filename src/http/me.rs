@@ -1,6 +1,7 @@
 //! The user's own account, with their bearer token (an operator's client): the profile
 //! (`GET /me`), a password change (`POST /me/password`), their sessions (`GET /me/sessions`,
-//! `DELETE /me/sessions/{id}`) and deleting the account (`DELETE /me`).
+//! `DELETE /me/sessions/{id}`), an address change (`POST /me/email`) and deleting the account
+//! (`DELETE /me`).
 
 use std::net::SocketAddr;
 
@@ -27,6 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(profile, delete_account))
         .routes(routes!(change_password))
+        .routes(routes!(change_email))
         .routes(routes!(my_sessions))
         .routes(routes!(end_my_session))
 }
@@ -100,6 +102,54 @@ async fn change_password(
             other => other.into(),
         })?;
     Ok(session_response(&st, &pair))
+}
+
+/// The new address.
+#[derive(Deserialize, ToSchema)]
+pub struct EmailChange {
+    email: String,
+}
+
+/// Asks to change the caller's address (needs a login within `mfa.reauth_within`). A link to
+/// confirm it goes to the new address (`accounts.verify_ttl`); the account keeps its address
+/// until the link's token is posted to `/email/verify`, and then the old address is told. The
+/// answer is the same 202 after the same time when another account holds the address (its
+/// owner is told instead).
+#[utoipa::path(post, path = "/me/email", tag = "accounts", security(("bearer" = [])),
+    request_body = EmailChange,
+    responses(
+        (status = 202, description = "Accepted (whether or not the address is free)", body = super::accounts::AcceptedBody),
+        (status = 400, description = "Not an address, a domain not allowed, or the account's address already", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked token, or insufficient_user_authentication (log in again first)", body = ErrorBody),
+        (status = 404, description = "Mail is not configured", body = ErrorBody),
+        (status = 429, description = "slow_down: too many requests that send mail from this address (accounts.ip_requests); see Retry-After", body = ErrorBody),
+    ))]
+async fn change_email(
+    State(st): State<AppState>,
+    RequestCaller(caller): RequestCaller,
+    bearer: Bearer,
+    AppJson(req): AppJson<EmailChange>,
+) -> Result<Response, ApiError> {
+    let who = me(&st, bearer).await?;
+    if !st.auth.mail_enabled() {
+        return Err(ApiError::MailDisabled);
+    }
+    st.auth.limit_mail_request(&caller).await?;
+    let since = st.auth.login_time(who.claims.session_id).await?;
+    let started = tokio::time::Instant::now();
+    let done = st
+        .auth
+        .request_email_change(who.user.id, &req.email, since, &caller)
+        .await;
+    match done {
+        // What the caller must fix is said at once; the rest is one answer.
+        Err(
+            e @ (AuthError::BadInput(_)
+            | AuthError::ReauthenticationRequired
+            | AuthError::UserNotFound),
+        ) => Err(e.into()),
+        done => super::accounts::accepted(started, done).await,
+    }
 }
 
 /// The caller's sessions.

@@ -44,7 +44,7 @@ fn fields(raw: &[u8]) -> HashMap<String, String> {
 }
 
 /// The form's fields, once its CSRF checks pass.
-fn checked_form(
+pub(super) fn checked_form(
     st: &AppState,
     headers: &HeaderMap,
     body: &[u8],

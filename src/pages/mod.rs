@@ -1,6 +1,7 @@
 //! The hosted HTML pages of the OpenID Provider: the login, consent and error pages of
 //! `/authorize`, the form-post response, the end-session endpoint's confirmation, the
-//! device page (RFC 8628), and the account page (sign-in methods, adding a passkey). Beside the JSON API (`http`), not inside it: they
+//! device page (RFC 8628), the account page (sign-in methods, adding a passkey), and the
+//! landing page of emailed links. Beside the JSON API (`http`), not inside it: they
 //! call the same domain use cases (`tessera-auth`) and turn their errors into pages, as
 //! `http::error` turns them into statuses.
 //!
@@ -19,6 +20,7 @@ mod account;
 mod authorize;
 mod csrf;
 mod device;
+mod link;
 mod logout;
 
 use std::path::Path;
@@ -33,9 +35,10 @@ use minijinja::Environment;
 use crate::http::AppState;
 
 /// The embedded templates, by name.
-const TEMPLATES: [(&str, &str); 11] = [
+const TEMPLATES: [(&str, &str); 12] = [
     ("account.html", include_str!("templates/account.html")),
     ("base.html", include_str!("templates/base.html")),
+    ("link.html", include_str!("templates/link.html")),
     ("login.html", include_str!("templates/login.html")),
     ("mfa.html", include_str!("templates/mfa.html")),
     ("consent.html", include_str!("templates/consent.html")),
@@ -153,6 +156,7 @@ pub fn router() -> Router<AppState> {
         .merge(logout::router())
         .merge(device::router())
         .merge(account::router())
+        .merge(link::router())
         .route("/ui/style.css", get(|| async { asset("text/css", STYLE) }))
         .route(
             "/ui/form_post.js",

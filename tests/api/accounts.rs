@@ -23,7 +23,11 @@ on_both!(
     signup_verifies_the_address_and_tells_the_owner_of_a_taken_one,
     reset_is_off_without_mail,
     users_change_their_password_end_sessions_and_delete_the_account,
-    administrators_invite_and_invitees_set_their_password
+    administrators_invite_and_invitees_set_their_password,
+    users_change_their_address_with_a_link_to_the_new_one,
+    mail_requests_are_limited_per_client_address,
+    the_hosted_page_serves_emailed_links,
+    a_kill_between_the_commit_and_the_send_loses_nothing
 );
 
 /// A real SMTP server on loopback, delivering into a maildir.
@@ -131,15 +135,28 @@ fn maildir() -> PathBuf {
     std::env::temp_dir().join(format!("tessera-mail-{}", uuid::Uuid::now_v7()))
 }
 
-/// The token of the reset link in a message.
+/// The token of the link in a message (`<link_base>?purpose=…&token=…`).
 fn token_of(message: &str) -> String {
-    let at = message
-        .find("https://app.example/reset?token=")
-        .expect(message);
-    message[at + "https://app.example/reset?token=".len()..]
+    link_of(message).expect(message).1
+}
+
+/// The purpose and token of the first link to `https://app.example/reset` in a message.
+fn link_of(message: &str) -> Option<(String, String)> {
+    let at = message.find("https://app.example/reset?")?;
+    let query: String = message[at + "https://app.example/reset?".len()..]
         .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect()
+        .take_while(|c| c.is_ascii_alphanumeric() || "-_=&".contains(*c))
+        .collect();
+    let mut purpose = None;
+    let mut token = None;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "purpose" => purpose = Some(v.into_owned()),
+            "token" => token = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    Some((purpose?, token?))
 }
 
 async fn app_with_mail(b: Backend, smtp_port: u16) -> Option<TestApp> {
@@ -157,6 +174,8 @@ async fn app_with_mail(b: Backend, smtp_port: u16) -> Option<TestApp> {
             "accounts.link_base",
             "https://app.example/reset",
         ))
+        // Some tests queue many mails from one address; the limit has its own test.
+        .merge(Serialized::default("accounts.ip_requests", 0))
     })
     .await
 }
@@ -419,7 +438,7 @@ async fn the_outbox_keeps_mail_through_an_smtp_outage(b: Backend) {
     assert_eq!(app.store.mail_pending().await.unwrap(), 1);
     let smtp = Smtp::start(port, &maildir()).await;
     let message = smtp.next_message().await;
-    assert!(message.contains("reset?token="));
+    assert_eq!(link_of(&message).unwrap().0, "password_reset");
     for _ in 0..100 {
         if app.store.mail_pending().await.unwrap() == 0 {
             break;
@@ -566,7 +585,7 @@ async fn signup_verifies_the_address_and_tells_the_owner_of_a_taken_one(b: Backe
 }
 
 fn token_of_opt(message: &str) -> Option<String> {
-    message.contains("reset?token=").then(|| token_of(message))
+    link_of(message).map(|(_, t)| t)
 }
 
 /// Invariant 10 across replicas: 60 messages queued while SMTP is down, then two replicas
@@ -589,9 +608,10 @@ async fn two_replicas_send_each_queued_message_once(b: Backend) {
             "accounts.link_base",
             "https://app.example/reset",
         ))
+        .merge(Serialized::default("accounts.ip_requests", 0))
     };
     let replica = app.replica(mail_settings).await;
-    const N: usize = 60;
+    const N: usize = 100;
     for i in 0..N {
         with_email(&app, &format!("user{i}"), &format!("user{i}@example.com")).await;
     }
@@ -952,4 +972,338 @@ async fn administrators_invite_and_invitees_set_their_password(b: Backend) {
     assert!(ok, "{out}");
     let m = smtp.next_message().await;
     assert!(m.contains("kai@example.com"), "{m}");
+}
+
+/// The message's text part (before the HTML alternative), and whether it has an HTML part.
+fn parts(message: &str) -> (String, bool) {
+    let html = message.contains("Content-Type: text/html");
+    let text = message
+        .split("Content-Type: text/html")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    (text, html)
+}
+
+async fn users_change_their_address_with_a_link_to_the_new_one(b: Backend) {
+    if !Smtp::available() {
+        return;
+    }
+    let smtp = Smtp::start(free_port(), &maildir()).await;
+    let Some(app) = app_with_mail(b, smtp.port).await else {
+        return;
+    };
+    let olga = with_email(&app, "olga", "olga@example.com").await;
+    with_email(&app, "taken", "taken@example.com").await;
+    let access = app.login_ok("olga").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let change = |email: &str| {
+        let body = json!({ "email": email });
+        let req = app
+            .client
+            .post(app.url("/me/email"))
+            .bearer_auth(&access)
+            .json(&body);
+        async move { req.send().await.unwrap() }
+    };
+    // A reset link to the old address, asked for before the change.
+    assert_eq!(
+        forgot(&app, json!({"email": "olga@example.com"}))
+            .await
+            .status(),
+        202
+    );
+    let reset_token = token_of(&smtp.next_message().await);
+
+    // Bad input is said at once; no token needed for nothing.
+    for bad in ["not an address", "olga@example.com", "OLGA@Example.com"] {
+        let r = change(bad).await;
+        assert_eq!(r.status(), 400, "{bad}");
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+    }
+    let r = app
+        .client
+        .post(app.url("/me/email"))
+        .json(&json!({"email": "x@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // The new address gets a link; the account keeps its address until it is used.
+    let r = change("Olga.New@Example.com").await;
+    assert_eq!(r.status(), 202);
+    let accepted = r.text().await.unwrap();
+    let message = smtp.next_message().await;
+    // Sent to the address's SMTP form (the domain in lower-case ASCII).
+    assert!(message.contains("To: Olga.New@example.com"), "{message}");
+    assert!(message.contains("Subject: Confirm your new email address"));
+    let (text, html) = parts(&message);
+    assert!(html, "a text and an HTML part: {message}");
+    assert!(text.contains("Content-Type: text/plain"));
+    let (purpose, token) = link_of(&text).unwrap();
+    assert_eq!(purpose, "email_change");
+    let row = app.store.user_by_id(olga.id).await.unwrap().unwrap();
+    assert_eq!(row.email.as_deref(), Some("olga@example.com"));
+
+    // Another account's address: the same answer, its owner is told, nothing changes.
+    let r = change("TAKEN@example.com").await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.text().await.unwrap(), accepted);
+    let note = smtp.next_message().await;
+    assert!(note.contains("To: taken@example.com"), "{note}");
+    assert!(note.contains("Someone tried to use your email address"));
+    assert!(link_of(&note).is_none(), "no link in the note");
+
+    // Confirmed once, by one of parallel uses.
+    let uses = (0..6).map(|_| {
+        let app = &app;
+        let token = token.clone();
+        async move {
+            app.post_json("/email/verify", &json!({ "token": token }))
+                .await
+                .status()
+                .as_u16()
+        }
+    });
+    let mut statuses = futures::future::join_all(uses).await;
+    statuses.sort_unstable();
+    assert_eq!(statuses, [204, 400, 400, 400, 400, 400]);
+    let row = app.store.user_by_id(olga.id).await.unwrap().unwrap();
+    assert_eq!(row.email.as_deref(), Some("Olga.New@Example.com"));
+    assert!(row.email_verified);
+    // The old address is told, with the new one.
+    let told = smtp.next_message().await;
+    assert!(told.contains("To: olga@example.com"), "{told}");
+    assert!(told.contains("Subject: Your email address was changed"));
+    assert!(told.contains("Olga.New@Example.com"));
+    // Logins by address follow; the old address's reset link is dead.
+    assert_eq!(
+        app.login("olga.new@example.com", PASSWORD).await.status(),
+        200
+    );
+    assert_eq!(app.login("olga@example.com", PASSWORD).await.status(), 401);
+    let r = reset(&app, &reset_token, "a brand new passphrase").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(smtp.count(), 4, "reset, change link, note, changed notice");
+}
+
+async fn mail_requests_are_limited_per_client_address(b: Backend) {
+    if !Smtp::available() {
+        return;
+    }
+    let smtp = Smtp::start(free_port(), &maildir()).await;
+    let port = smtp.port;
+    let Some(app) = TestApp::spawn_with(b, move |f| {
+        f.merge(Serialized::default(
+            "mail.smtp_url",
+            format!("smtp://127.0.0.1:{port}"),
+        ))
+        .merge(Serialized::default("accounts.signup", "open"))
+        .merge(Serialized::default("accounts.ip_requests", 3))
+        .merge(Serialized::default("accounts.ip_window", "1h"))
+    })
+    .await
+    else {
+        return;
+    };
+    for i in 0..3 {
+        let r = forgot(&app, json!({ "email": format!("nobody{i}@example.com") })).await;
+        assert_eq!(r.status(), 202);
+    }
+    // The fourth from this address, whatever it asks, and a signup too: 429 before any work.
+    let r = forgot(&app, json!({"email": "nobody3@example.com"})).await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((3000..=3600).contains(&retry), "{retry}");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "slow_down");
+    let r = app
+        .post_json(
+            "/signup",
+            &json!({"email": "new@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(r.status(), 429);
+    let r = app
+        .post_json("/email/verify/resend", &json!({"email": "new@example.com"}))
+        .await;
+    assert_eq!(r.status(), 429);
+    assert!(app
+        .store
+        .user_by_username("new@example.com")
+        .await
+        .unwrap()
+        .is_none());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(smtp.count(), 0);
+}
+
+async fn the_hosted_page_serves_emailed_links(b: Backend) {
+    use crate::oidc::{hidden_fields, Browser, Issuer};
+    if !Smtp::available() {
+        return;
+    }
+    let smtp = Smtp::start(free_port(), &maildir()).await;
+    let port = smtp.port;
+    // No link_base: links point at the hosted page.
+    let Some(app) = TestApp::spawn_with(b, move |f| {
+        f.merge(Serialized::default(
+            "mail.smtp_url",
+            format!("smtp://127.0.0.1:{port}"),
+        ))
+    })
+    .await
+    else {
+        return;
+    };
+    let user = with_email(&app, "petra", "petra@example.com").await;
+    let old = app.login_ok("petra").await;
+    assert_eq!(
+        forgot(&app, json!({"username": "petra"})).await.status(),
+        202
+    );
+    let message = smtp.next_message().await;
+    let issuer = app.auth_issuer();
+    let prefix = format!("{issuer}/account/link?");
+    let at = message.find(&prefix).expect(&message) + issuer.len();
+    let path: String = message[at..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    assert!(
+        path.starts_with("/account/link?purpose=password_reset&token="),
+        "{path}"
+    );
+
+    let mut browser = Browser::new(&app);
+    // Opening the link uses nothing (mail scanners open links too).
+    for _ in 0..2 {
+        let r = browser.get(&path).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        assert_eq!(r.headers()["referrer-policy"], "same-origin");
+    }
+    let page = browser.get(&path).await.text().await.unwrap();
+    assert!(page.contains("autocomplete=\"new-password\""), "{page}");
+    let mut fields = hidden_fields(&page);
+    // A form without its CSRF token is refused, and the token still works after.
+    let no_csrf: Vec<_> = fields
+        .iter()
+        .filter(|(k, _)| k != "csrf")
+        .cloned()
+        .collect();
+    assert_eq!(browser.post("/account/link", &no_csrf).await.status(), 403);
+    // A password the rules refuse: the form again, with the reason.
+    let mut weak = fields.clone();
+    weak.push(("password".into(), "short".into()));
+    let r = browser.post("/account/link", &weak).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("name=\"password\""));
+    fields.push(("password".into(), "a brand new passphrase".into()));
+    let r = browser.post("/account/link", &fields).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Your password is set"));
+    // Used: the new password works, the old session ended, the link is spent.
+    assert_eq!(
+        app.login("petra", "a brand new passphrase").await.status(),
+        200
+    );
+    app.assert_pair_refused(&old).await;
+    let r = browser.post("/account/link", &fields).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("no longer works"));
+    // A link that is not one of Tessera's.
+    assert_eq!(
+        browser
+            .get("/account/link?purpose=other&token=x")
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(browser.get("/account/link").await.status(), 400);
+    let row = app.store.user_by_id(user.id).await.unwrap().unwrap();
+    assert!(
+        row.tokens_not_before > 0,
+        "the reset cut earlier tokens off"
+    );
+}
+
+/// The recipients of the delivered messages, sorted.
+fn recipients(smtp: &Smtp) -> Vec<String> {
+    let mut r: Vec<String> = smtp
+        .files()
+        .iter()
+        .map(|f| {
+            let m = std::fs::read_to_string(f).unwrap();
+            let at = m.find("X-RcptTo: ").unwrap() + "X-RcptTo: ".len();
+            m[at..].lines().next().unwrap().trim().to_string()
+        })
+        .collect();
+    r.sort();
+    r
+}
+
+async fn a_kill_between_the_commit_and_the_send_loses_nothing(b: Backend) {
+    use crate::cli::Served;
+    if !Smtp::available() {
+        return;
+    }
+    let port = free_port();
+    let Some(mut app) = app_with_mail(b, port).await else {
+        return;
+    };
+    const N: usize = 5;
+    for i in 0..N {
+        with_email(&app, &format!("k{i}"), &format!("k{i}@example.com")).await;
+    }
+    // Only the child processes below send mail.
+    app.stop().await;
+    let smtp_url = format!("smtp://127.0.0.1:{port}");
+    let env = [
+        ("TESSERA__MAIL__SMTP_URL", smtp_url.as_str()),
+        ("TESSERA__MAIL__FROM", "no-reply@example.com"),
+        ("TESSERA__MAIL__RETRY_BASE", "200ms"),
+        ("TESSERA__ACCOUNTS__LINK_BASE", "https://app.example/reset"),
+        ("TESSERA__ACCOUNTS__IP_REQUESTS", "0"),
+    ];
+    let mut first = Served::start_with(app.db.url(), &app.master_key, &env).await;
+    let http = reqwest::Client::new();
+    for i in 0..N {
+        let r = http
+            .post(format!("{}/password/forgot", first.base))
+            .json(&json!({ "email": format!("k{i}@example.com") }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    // SMTP is down: the messages are committed and not sent. SIGKILL, no shutdown.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    assert_eq!(app.store.mail_pending().await.unwrap(), N as i64);
+
+    let smtp = Smtp::start(port, &maildir()).await;
+    let mut second = Served::start_with(app.db.url(), &app.master_key, &env).await;
+    // A message claimed at the moment of the kill waits out its lease (60 s) first.
+    for _ in 0..900 {
+        if app.store.mail_pending().await.unwrap() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.store.mail_pending().await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = recipients(&smtp);
+    let want: Vec<String> = (0..N).map(|i| format!("k{i}@example.com")).collect();
+    assert_eq!(got, want, "each message once");
+    second.child.kill().unwrap();
+    second.child.wait().unwrap();
 }

@@ -555,9 +555,9 @@ async fn healthcheck_and_config_files(b: Backend) {
 
 /// `tessera serve` as a child process at trace level with JSON logs, everything it prints
 /// collected.
-struct Served {
-    child: std::process::Child,
-    base: String,
+pub(crate) struct Served {
+    pub(crate) child: std::process::Child,
+    pub(crate) base: String,
     log: Arc<Mutex<String>>,
 }
 
@@ -567,7 +567,7 @@ impl Served {
     }
 
     /// `start`, with more environment variables.
-    async fn start_with(db_url: &str, master: &str, env: &[(&str, &str)]) -> Self {
+    pub(crate) async fn start_with(db_url: &str, master: &str, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
             .arg("serve")
             .env("DATABASE_URL", db_url)

@@ -35,20 +35,60 @@ const POLL: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
-/// The reset mail's text; `ui.templates_dir` may hold a `mail/password_reset.txt` instead.
-const RESET_TEMPLATE: &str = include_str!("../templates/mail/password_reset.txt");
-
 /// The purpose of an address verification token.
 pub const EMAIL_VERIFY: &str = "email_verify";
-/// The verification mail's text, and the mail to an address's owner when someone signs up
-/// with it again.
-const VERIFY_TEMPLATE: &str = include_str!("../templates/mail/verify_email.txt");
-const SIGNUP_EXISTS_TEMPLATE: &str = include_str!("../templates/mail/signup_exists.txt");
-const SIGNUP_EXISTS_SUBJECT: &str = "Someone tried to sign up with your address";
-
-/// The purpose of an invitation token, and its mail.
+/// The purpose of an invitation token.
 pub const INVITE: &str = "invite";
-const INVITE_TEMPLATE: &str = include_str!("../templates/mail/invitation.txt");
+/// The purpose of a token that confirms a new address (`POST /me/email`).
+pub const EMAIL_CHANGE: &str = "email_change";
+
+/// A mail: its subject and its two parts, `mail/<name>.txt` and `mail/<name>.html`, each
+/// replaced by a file of that name under `ui.templates_dir` when there is one. The HTML part
+/// is rendered with HTML escaping.
+pub(crate) struct MailTemplate {
+    name: &'static str,
+    pub(crate) subject: &'static str,
+    text: &'static str,
+    html: &'static str,
+}
+
+macro_rules! mail_template {
+    ($name:literal, $subject:literal) => {
+        MailTemplate {
+            name: $name,
+            subject: $subject,
+            text: include_str!(concat!("../templates/mail/", $name, ".txt")),
+            html: include_str!(concat!("../templates/mail/", $name, ".html")),
+        }
+    };
+}
+
+pub(crate) const RESET_MAIL: MailTemplate = mail_template!("password_reset", "Reset your password");
+pub(crate) const VERIFY_MAIL: MailTemplate =
+    mail_template!("verify_email", "Verify your email address");
+/// To an address's owner when someone signs up with it again.
+pub(crate) const SIGNUP_EXISTS_MAIL: MailTemplate = mail_template!(
+    "signup_exists",
+    "Someone tried to sign up with your address"
+);
+pub(crate) const INVITE_MAIL: MailTemplate = mail_template!("invitation", "You are invited");
+pub(crate) const PASSWORD_CHANGED_MAIL: MailTemplate =
+    mail_template!("password_changed", "Your password was changed");
+/// To the new address of an address change.
+pub(crate) const EMAIL_CHANGE_MAIL: MailTemplate =
+    mail_template!("email_change", "Confirm your new email address");
+/// To the old address once the change is confirmed.
+pub(crate) const EMAIL_CHANGED_MAIL: MailTemplate =
+    mail_template!("email_changed", "Your email address was changed");
+/// To the owner of an address another account asked to change to.
+pub(crate) const EMAIL_IN_USE_MAIL: MailTemplate =
+    mail_template!("email_in_use", "Someone tried to use your email address");
+
+/// A rendered mail: the text part and the HTML part.
+pub(crate) struct MailBody {
+    text: SecretString,
+    html: SecretString,
+}
 
 /// A signup that passed the checks that need no database (`check_signup`); what
 /// `complete_signup` does with it.
@@ -75,38 +115,53 @@ pub struct SendError {
 /// How mail leaves the server: SMTP, which the domain does not speak itself.
 #[async_trait::async_trait]
 pub trait MailSender: Send + Sync {
-    /// Sends one text message.
+    /// Sends one message: its text, and its HTML alternative when it has one
+    /// (`multipart/alternative`).
     ///
     /// Errors: `SendError`.
-    async fn send(&self, to: &str, subject: &str, body: &str) -> Result<(), SendError>;
-}
-
-/// A message due, its body opened.
-pub struct ReadyMail {
-    pub id: Uuid,
-    pub to: String,
-    pub subject: String,
-    pub body: SecretString,
-    /// Attempts so far, this one included.
-    pub attempts: i64,
+    async fn send(
+        &self,
+        to: &str,
+        subject: &str,
+        text: &str,
+        html: Option<&str>,
+    ) -> Result<(), SendError>;
 }
 
 /// A token mail to send.
 struct TokenMail<'a> {
     purpose: &'static str,
     to: &'a str,
-    /// The address a verification token verifies.
+    /// The address the token is for (its compared form): the one it verifies, or the one the
+    /// account must still have for it to work.
     email_key: Option<&'a str>,
+    /// For an address change: the new address, set when the token is used.
+    email: Option<&'a str>,
     ttl: Duration,
-    template: (&'static str, &'static str),
-    subject: &'static str,
-    /// The link's lifetime, for the text.
-    minutes: u64,
+    template: MailTemplate,
 }
 
-/// What seals an outbox body: bound to the message.
+/// An emailed token that `Auth::emailed_token` found good: its digest (to use it up), its
+/// user, its row, and the user's address now.
+struct EmailedToken {
+    hash: String,
+    user: crate::store::User,
+    stored: AccountToken,
+    current: Option<Email>,
+}
+
+/// What seals an outbox body, and its HTML part: bound to the message.
 fn mail_label(id: Uuid) -> String {
     format!("mail:{id}")
+}
+fn html_label(id: Uuid) -> String {
+    format!("mail-html:{id}")
+}
+
+/// The address an outbox row goes to: the domain in its ASCII form, which servers without
+/// SMTPUTF8 take.
+fn recipient(to: &str) -> String {
+    Email::parse(to).map_or_else(|_| to.to_string(), |e| e.smtp_address())
 }
 
 impl Auth {
@@ -116,9 +171,43 @@ impl Auth {
     /// that a known address and an unknown one take the same time.
     pub const ANSWER_FLOOR: Duration = Duration::from_millis(150);
 
-    /// Whether password reset by email is on: `mail.smtp_url` and `accounts.link_base` set.
-    pub fn password_reset_enabled(&self) -> bool {
-        self.settings.mail.smtp_url.is_some() && !self.settings.accounts.link_base.is_empty()
+    /// Whether the flows by email (reset, signup, verification, invitations, address
+    /// change) are on: `mail.smtp_url` set. Their links point at `accounts.link_base`, or at
+    /// the hosted `/account/link` page when it is empty.
+    pub fn mail_enabled(&self) -> bool {
+        self.settings.mail.smtp_url.is_some()
+    }
+
+    /// Counts a request that sends mail (`/signup`, `/password/forgot`,
+    /// `/email/verify/resend`, `/me/email`) against the caller's address:
+    /// `accounts.ip_requests` per `accounts.ip_window`, one count for every replica. An IPv6
+    /// address counts by its /64, which one host usually holds whole. Called before any work,
+    /// so that the answer says nothing about an address.
+    ///
+    /// Errors: `Throttled` (over the limit, until the window ends), `StoreUnavailable`.
+    pub async fn limit_mail_request(&self, caller: &Caller) -> Result<(), AuthError> {
+        let a = &self.settings.accounts;
+        let Some(ip) = caller.client_ip.filter(|_| a.ip_requests > 0) else {
+            return Ok(());
+        };
+        let key = match ip {
+            std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                let s = v6.segments();
+                format!("mail-ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+            other => format!("mail-ip:{}", other.to_canonical()),
+        };
+        let now = now_ms();
+        let window = i64::try_from(a.ip_window.as_millis()).unwrap_or(i64::MAX / 2);
+        let (count, until) = self.store.count_request(&key, now, window).await?;
+        if count > i64::from(a.ip_requests) {
+            metrics::counter!("mail_requests_throttled_total").increment(1);
+            let secs = u64::try_from(until - now).unwrap_or(0).div_ceil(1000);
+            return Err(AuthError::Throttled {
+                retry_after_secs: secs.max(1),
+            });
+        }
+        Ok(())
     }
 
     /// Asks for a password reset for `login`, a username or an email address: when it names
@@ -132,7 +221,7 @@ impl Auth {
         login: &str,
         caller: &Caller,
     ) -> Result<(), AuthError> {
-        if !self.password_reset_enabled() {
+        if !self.mail_enabled() {
             return Err(AuthError::MailDisabled);
         }
         let login = login.trim();
@@ -170,7 +259,6 @@ impl Auth {
                 return Ok(());
             }
         }
-        let minutes = self.settings.accounts.reset_ttl.as_secs() / 60;
         let key = Email::parse(&to).map(|e| e.key).ok();
         self.send_token(
             &user,
@@ -179,16 +267,37 @@ impl Auth {
                 to: &to,
                 // The link works only while the account keeps this address.
                 email_key: key.as_deref(),
+                email: None,
                 ttl: self.settings.accounts.reset_ttl,
-                template: ("mail/password_reset.txt", RESET_TEMPLATE),
-                subject: "Reset your password",
-                minutes,
+                template: RESET_MAIL,
             },
         )
         .await?;
         self.audit(caller, Event::PasswordResetRequested, Record::user(user.id))
             .await;
         Ok(())
+    }
+
+    /// The link of an emailed token: `<accounts.link_base>?purpose=<purpose>&token=<token>`
+    /// (with `&` when the base has a query already), so that one frontend page serves every
+    /// purpose; the hosted `/account/link` page when no base is set.
+    pub fn account_link(&self, purpose: &str, token: &str) -> String {
+        let base = self.link_base();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}purpose={purpose}&token={token}")
+    }
+
+    /// `accounts.link_base`, or the hosted landing page under the issuer.
+    fn link_base(&self) -> String {
+        let a = &self.settings.accounts;
+        if a.link_base.is_empty() {
+            format!(
+                "{}/account/link",
+                self.settings.tokens.issuer.trim_end_matches('/')
+            )
+        } else {
+            a.link_base.clone()
+        }
     }
 
     /// Issues a token of `m.purpose` for `user` (the user's unused ones of that purpose die)
@@ -199,15 +308,18 @@ impl Auth {
         m: TokenMail<'_>,
     ) -> Result<(), AuthError> {
         let token = random_token()?;
-        let a = &self.settings.accounts;
-        let sep = if a.link_base.contains('?') { '&' } else { '?' };
-        let link = format!("{}{sep}token={}", a.link_base, token.expose_secret());
+        let link = self.account_link(m.purpose, token.expose_secret());
         let body = self.render_mail(
-            m.template,
-            minijinja::context! { username => user.username, link => link, minutes => m.minutes },
+            &m.template,
+            minijinja::context! {
+                username => user.username,
+                link => link,
+                minutes => m.ttl.as_secs() / 60,
+                new_email => m.email,
+            },
         )?;
         let now = now_ms();
-        let mail = self.sealed_mail(m.to, m.subject, &body, now)?;
+        let mail = self.sealed_mail(m.to, m.template.subject, &body, now)?;
         self.store
             .issue_account_token(
                 &AccountToken {
@@ -215,6 +327,7 @@ impl Auth {
                     user_id: user.id,
                     purpose: m.purpose.into(),
                     email_key: m.email_key.map(str::to_string),
+                    email: m.email.map(str::to_string),
                     fence: user.tokens_not_before,
                     created_at: now,
                     expires_at: UnixMillis(now).plus(m.ttl).0,
@@ -227,27 +340,29 @@ impl Auth {
         Ok(())
     }
 
-    /// An outbox row for a message, its body sealed under the master key.
+    /// An outbox row for a message, its parts sealed under the master key.
     pub(crate) fn sealed_mail(
         &self,
         to: &str,
         subject: &str,
-        body: &SecretString,
+        body: &MailBody,
         now: i64,
     ) -> Result<OutboxMail, AuthError> {
         let id = Uuid::now_v7();
-        let sealed = self
-            .keys
-            .master()
-            .seal(&mail_label(id), body.expose_secret().as_bytes())
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
-        // The domain in its ASCII form: servers without SMTPUTF8 take it.
-        let recipient = Email::parse(to).map_or_else(|_| to.to_string(), |e| e.smtp_address());
+        let master = self.keys.master();
+        let seal = |label: String, part: &SecretString| {
+            master
+                .seal(&label, part.expose_secret().as_bytes())
+                .map_err(|e| AuthError::Internal(e.to_string()))
+        };
+        let sealed = seal(mail_label(id), &body.text)?;
+        let html = seal(html_label(id), &body.html)?;
         Ok(OutboxMail {
             id,
-            recipient,
+            recipient: recipient(to),
             subject: subject.to_string(),
             body_sealed: sealed,
+            html_sealed: Some(html),
             created_at: now,
             attempts: 0,
             next_attempt_at: now,
@@ -258,33 +373,39 @@ impl Auth {
         })
     }
 
-    /// A mail template (`(name, embedded default)`; a file of that name under
-    /// `ui.templates_dir` replaces it) rendered with `ctx`.
+    /// A mail's two parts rendered with `ctx` (`MailTemplate`); the HTML part escapes what
+    /// it is given.
     pub(crate) fn render_mail(
         &self,
-        (name, default): (&str, &str),
+        t: &MailTemplate,
         ctx: minijinja::Value,
-    ) -> Result<SecretString, AuthError> {
-        let mut env = minijinja::Environment::new();
-        let source = self
-            .settings
-            .ui
-            .templates_dir
-            .as_ref()
-            .map(|d| d.join(name))
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .unwrap_or_else(|| default.to_string());
-        env.add_template_owned(name.to_string(), source)
-            .map_err(|e| AuthError::Internal(format!("mail template: {e}")))?;
-        env.get_template(name)
-            .and_then(|t| t.render(ctx))
-            .map(SecretString::from)
-            .map_err(|e| AuthError::Internal(format!("mail template: {e}")))
+    ) -> Result<MailBody, AuthError> {
+        let part = |ext: &str, default: &str| {
+            let name = format!("mail/{}.{ext}", t.name);
+            let source = self
+                .settings
+                .ui
+                .templates_dir
+                .as_ref()
+                .map(|d| d.join(&name))
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .unwrap_or_else(|| default.to_string());
+            // Escaping follows the name: `.html` escapes, `.txt` does not.
+            let mut env = minijinja::Environment::new();
+            env.add_template_owned(name.clone(), source)
+                .and_then(|()| env.get_template(&name)?.render(ctx.clone()))
+                .map(SecretString::from)
+                .map_err(|e| AuthError::Internal(format!("mail template {name}: {e}")))
+        };
+        Ok(MailBody {
+            text: part("txt", t.text)?,
+            html: part("html", t.html)?,
+        })
     }
 
     /// Whether `POST /signup` is open: `accounts.signup = "open"`, with mail and link_base.
     pub fn signup_open(&self) -> bool {
-        self.settings.accounts.signup == "open" && self.password_reset_enabled()
+        self.settings.accounts.signup == "open" && self.mail_enabled()
     }
 
     /// The checks of a signup that need no database, so that their answers say nothing about
@@ -302,18 +423,7 @@ impl Auth {
         if !self.signup_open() {
             return Err(AuthError::SignupClosed);
         }
-        let email = Email::parse(email)?;
-        let domains = &self.settings.accounts.email_domains;
-        let domain = email.key.rsplit_once('@').map_or("", |(_, d)| d);
-        let allowed = domains.is_empty()
-            || domains.iter().any(|d| {
-                idna::domain_to_ascii(d.trim()).is_ok_and(|d| d.eq_ignore_ascii_case(domain))
-            });
-        if !allowed {
-            return Err(AuthError::BadInput(
-                "signup takes addresses of the allowed domains only".into(),
-            ));
-        }
+        let email = self.allowed_address(email)?;
         // A name with an @ is only ever the account's own address: no one takes another's
         // address as a name (logins and resets by address go to the address's owner).
         if let Some(name) = username.filter(|n| n.contains('@')) {
@@ -346,6 +456,84 @@ impl Auth {
         })
     }
 
+    /// `raw` parsed as an address of a domain `accounts.email_domains` allows (all when it is
+    /// empty; IDNA-compared).
+    ///
+    /// Errors: `BadInput`.
+    fn allowed_address(&self, raw: &str) -> Result<Email, AuthError> {
+        let email = Email::parse(raw)?;
+        let domains = &self.settings.accounts.email_domains;
+        let domain = email.key.rsplit_once('@').map_or("", |(_, d)| d);
+        let allowed = domains.is_empty()
+            || domains.iter().any(|d| {
+                idna::domain_to_ascii(d.trim()).is_ok_and(|d| d.eq_ignore_ascii_case(domain))
+            });
+        if !allowed {
+            return Err(AuthError::BadInput(
+                "only addresses of the allowed domains are taken (accounts.email_domains)".into(),
+            ));
+        }
+        Ok(email)
+    }
+
+    /// Asks to change the caller's address to `email` (`POST /me/email`): needs a login within
+    /// `mfa.reauth_within` (`auth_time`, ms). A link to confirm it (`accounts.verify_ttl`) goes
+    /// to the new address; the account keeps its address until the link is used, and the old
+    /// address is told then. When another account holds the address, its owner gets a note
+    /// instead, and the caller's answer is the same (nothing tells them the address is taken).
+    ///
+    /// Errors: `MailDisabled`, `ReauthenticationRequired`, `BadInput` (not an address, a
+    /// domain not allowed, the account's address already), `UserNotFound`,
+    /// `StoreUnavailable`, `Internal`.
+    pub async fn request_email_change(
+        &self,
+        user_id: Uuid,
+        email: &str,
+        auth_time: i64,
+        caller: &Caller,
+    ) -> Result<(), AuthError> {
+        if !self.mail_enabled() {
+            return Err(AuthError::MailDisabled);
+        }
+        self.check_recent(auth_time)?;
+        let new = self.allowed_address(email)?;
+        let user = self
+            .store
+            .user_by_id(user_id)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or(AuthError::UserNotFound)?;
+        let current = user.email.as_deref().and_then(|e| Email::parse(e).ok());
+        if current.as_ref().is_some_and(|c| c.key == new.key) {
+            return Err(AuthError::BadInput(
+                "that is the account's address already".into(),
+            ));
+        }
+        if let Some(owner) = self.store.user_for_login(None, &new.key).await? {
+            let to = owner.email.clone().unwrap_or_else(|| new.address.clone());
+            self.note_once_a_minute(&owner, &to, &EMAIL_IN_USE_MAIL)
+                .await?;
+            tracing::info!(user_id = %user.id, "address change to another account's address: its owner is told");
+            return Ok(());
+        }
+        self.send_token(
+            &user,
+            TokenMail {
+                purpose: EMAIL_CHANGE,
+                to: &new.address,
+                // Bound to the address the account has now: a change meanwhile ends it.
+                email_key: current.as_ref().map(|c| c.key.as_str()),
+                email: Some(&new.address),
+                ttl: self.settings.accounts.verify_ttl,
+                template: EMAIL_CHANGE_MAIL,
+            },
+        )
+        .await?;
+        self.audit(caller, Event::EmailChangeRequested, Record::user(user.id))
+            .await;
+        Ok(())
+    }
+
     /// The rest of a signup, after the answer: for a new address, the account (its address
     /// unverified) and a verification link to it; for an address an account holds already,
     /// a note to that address instead ("someone tried to sign up with your address"), once a
@@ -360,32 +548,12 @@ impl Auth {
         if let Some(owner) = self.store.user_for_login(None, &req.email.key).await? {
             // The argon2 work a new account costs, so that both take the same time.
             let _ = self.passwords.hash(req.password).await;
-            let now = now_ms();
             let to = owner
                 .email
                 .clone()
                 .unwrap_or_else(|| req.email.address.clone());
-            let mail =
-                self.sealed_mail(&to, SIGNUP_EXISTS_SUBJECT, &SecretString::from(""), now)?;
-            // One note a minute to an address at most.
-            if self
-                .store
-                .mail_queued_since(
-                    &mail.recipient,
-                    SIGNUP_EXISTS_SUBJECT,
-                    now - RESEND_AFTER_MS,
-                )
-                .await?
-            {
-                return Ok(());
-            }
-            let body = self.render_mail(
-                ("mail/signup_exists.txt", SIGNUP_EXISTS_TEMPLATE),
-                minijinja::context! { username => owner.username },
-            )?;
-            let mail = self.sealed_mail(&to, SIGNUP_EXISTS_SUBJECT, &body, now)?;
-            self.store.queue_mail(&mail).await?;
-            self.mail_queued.notify_one();
+            self.note_once_a_minute(&owner, &to, &SIGNUP_EXISTS_MAIL)
+                .await?;
             tracing::info!(user_id = %owner.id, "signup with a registered address: its owner is told");
             return Ok(());
         }
@@ -416,6 +584,34 @@ impl Auth {
         self.send_verification(&user).await
     }
 
+    /// Queues `t` (a mail without a token) to `to`, the address of `user`, unless one went to
+    /// it in the last minute.
+    async fn note_once_a_minute(
+        &self,
+        user: &crate::store::User,
+        to: &str,
+        t: &MailTemplate,
+    ) -> Result<(), AuthError> {
+        let now = now_ms();
+        if self
+            .store
+            .mail_queued_since(&recipient(to), t.subject, now - RESEND_AFTER_MS)
+            .await?
+        {
+            return Ok(());
+        }
+        let body = self.render_mail(t, minijinja::context! { username => user.username })?;
+        self.queue(&self.sealed_mail(to, t.subject, &body, now)?)
+            .await
+    }
+
+    /// Queues a message that carries no token and wakes the outbox.
+    pub(crate) async fn queue(&self, mail: &OutboxMail) -> Result<(), AuthError> {
+        self.store.queue_mail(mail).await?;
+        self.mail_queued.notify_one();
+        Ok(())
+    }
+
     /// A verification link to the user's address (their unused one dies).
     async fn send_verification(&self, user: &crate::store::User) -> Result<(), AuthError> {
         let Some(to) = user.email.clone() else {
@@ -429,10 +625,9 @@ impl Auth {
                 purpose: EMAIL_VERIFY,
                 to: &to,
                 email_key: Some(&key),
+                email: None,
                 ttl,
-                template: ("mail/verify_email.txt", VERIFY_TEMPLATE),
-                subject: "Verify your email address",
-                minutes: ttl.as_secs() / 60,
+                template: VERIFY_MAIL,
             },
         )
         .await
@@ -443,7 +638,7 @@ impl Auth {
     ///
     /// Errors: `MailDisabled`, `StoreUnavailable`, `Internal`.
     pub async fn resend_verification(&self, email: &str) -> Result<(), AuthError> {
-        if !self.password_reset_enabled() {
+        if !self.mail_enabled() {
             return Err(AuthError::MailDisabled);
         }
         let Ok(email) = Email::parse(email) else {
@@ -462,22 +657,66 @@ impl Auth {
         self.send_verification(&user).await
     }
 
-    /// Verifies an address with the token of its link: the token must be unused, unexpired,
-    /// and for the user's current address. Used once.
+    /// Verifies an address with the token of its link (`POST /email/verify`), used once: a
+    /// verification token (for the user's current address), or an address change's token
+    /// (the account takes the new address, verified, and its old address is told).
     ///
-    /// Errors: `BadInput`, `InvalidAccountToken`, `StoreUnavailable`.
+    /// Errors: `BadInput`, `InvalidAccountToken`, `EmailTaken` (an address change to an
+    /// address another account took meanwhile), `StoreUnavailable`.
     pub async fn verify_email(
         &self,
         token: &SecretString,
         caller: &Caller,
     ) -> Result<(), AuthError> {
-        let (hash, user, current) = self.emailed_token(token, EMAIL_VERIFY).await?;
-        let now = now_ms();
-        if !self.store.use_account_token(&hash, now).await? {
+        match self.emailed_token(token, EMAIL_VERIFY).await {
+            Err(AuthError::InvalidAccountToken) => {
+                return self.confirm_email_change(token, caller).await
+            }
+            Err(e) => return Err(e),
+            Ok(EmailedToken {
+                hash,
+                user,
+                current,
+                ..
+            }) => {
+                let current = current.ok_or(AuthError::InvalidAccountToken)?;
+                if !self.store.use_account_token(&hash, now_ms()).await? {
+                    return Err(AuthError::InvalidAccountToken);
+                }
+                self.set_email(UserRef::Id(user.id), Some(&current.address), true, caller)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An address change confirmed with the token mailed to the new address.
+    async fn confirm_email_change(
+        &self,
+        token: &SecretString,
+        caller: &Caller,
+    ) -> Result<(), AuthError> {
+        let EmailedToken {
+            hash,
+            user,
+            stored,
+            current,
+        } = self.emailed_token(token, EMAIL_CHANGE).await?;
+        let new = stored.email.ok_or(AuthError::InvalidAccountToken)?;
+        if !self.store.use_account_token(&hash, now_ms()).await? {
             return Err(AuthError::InvalidAccountToken);
         }
-        self.set_email(UserRef::Id(user.id), Some(&current.address), true, caller)
+        self.set_email(UserRef::Id(user.id), Some(&new), true, caller)
             .await?;
+        if let Some(old) = current {
+            let body = self.render_mail(
+                &EMAIL_CHANGED_MAIL,
+                minijinja::context! { username => user.username, new_email => new },
+            )?;
+            let t = &EMAIL_CHANGED_MAIL;
+            self.queue(&self.sealed_mail(&old.address, t.subject, &body, now_ms())?)
+                .await?;
+        }
         Ok(())
     }
 
@@ -494,7 +733,7 @@ impl Auth {
         username: Option<&str>,
         caller: &Caller,
     ) -> Result<crate::UserView, AuthError> {
-        if !self.password_reset_enabled() {
+        if !self.mail_enabled() {
             return Err(AuthError::MailDisabled);
         }
         let address = Email::parse(email)?;
@@ -520,10 +759,9 @@ impl Auth {
                 purpose: INVITE,
                 to: &address.address,
                 email_key: Some(&address.key),
+                email: None,
                 ttl,
-                template: ("mail/invitation.txt", INVITE_TEMPLATE),
-                subject: "You are invited",
-                minutes: ttl.as_secs() / 60,
+                template: INVITE_MAIL,
             },
         )
         .await?;
@@ -564,7 +802,13 @@ impl Auth {
         password: SecretString,
         caller: &Caller,
     ) -> Result<(), AuthError> {
-        let (hash, user, current) = self.emailed_token(token, INVITE).await?;
+        let EmailedToken {
+            hash,
+            user,
+            current,
+            ..
+        } = self.emailed_token(token, INVITE).await?;
+        let current = current.ok_or(AuthError::InvalidAccountToken)?;
         let now = now_ms();
         crate::login::check_new_password(&password, &user.username, &self.settings.password)?;
         if !self.store.use_account_token(&hash, now).await? {
@@ -578,16 +822,16 @@ impl Auth {
     }
 
     /// The token of an emailed link, checked for `purpose`: unused, unexpired, issued under
-    /// the user's current cut-off, and for the address the user has now (the one it was
-    /// mailed to). Returns its digest (to use it up), the user and that address. Nothing is
-    /// used up here.
+    /// the user's current cut-off, and bound to the address the user has now (the one it was
+    /// mailed to; for an address change, the one the account had when it was asked). Nothing
+    /// is used up here.
     ///
     /// Errors: `BadInput` (empty or oversized), `InvalidAccountToken`, `StoreUnavailable`.
     async fn emailed_token(
         &self,
         token: &SecretString,
         purpose: &str,
-    ) -> Result<(String, crate::store::User, Email), AuthError> {
+    ) -> Result<EmailedToken, AuthError> {
         let t = token.expose_secret();
         if t.is_empty() || t.len() > 256 {
             return Err(AuthError::BadInput("token is empty or too long".into()));
@@ -604,10 +848,15 @@ impl Auth {
             .await?
             .ok_or(AuthError::InvalidAccountToken)?;
         let current = user.email.as_deref().and_then(|e| Email::parse(e).ok());
-        match current.filter(|e| Some(&e.key) == stored.email_key.as_ref()) {
-            Some(current) => Ok((hash, user, current)),
-            None => Err(AuthError::InvalidAccountToken),
+        if current.as_ref().map(|e| &e.key) != stored.email_key.as_ref() {
+            return Err(AuthError::InvalidAccountToken);
         }
+        Ok(EmailedToken {
+            hash,
+            user,
+            stored,
+            current,
+        })
     }
 
     /// Sets a new password with a reset token (`POST /password/reset`): the token must be
@@ -626,7 +875,7 @@ impl Auth {
     ) -> Result<(), AuthError> {
         // The address the link went to must still be the account's: a changed address ends
         // what was mailed to the old one.
-        let (hash, user, _) = self.emailed_token(token, PASSWORD_RESET).await?;
+        let EmailedToken { hash, user, .. } = self.emailed_token(token, PASSWORD_RESET).await?;
         crate::login::check_new_password(&password, &user.username, &self.settings.password)?;
         if !self.store.use_account_token(&hash, now_ms()).await? {
             return Err(AuthError::InvalidAccountToken);
@@ -672,12 +921,31 @@ impl Auth {
             reason: reason.into(),
             permanent: true,
         };
-        let sent = match self.keys.master().open(&mail_label(m.id), &m.body_sealed) {
-            Ok(body) => match std::str::from_utf8(&body) {
-                Ok(text) => sender.send(&m.recipient, &m.subject, text).await,
-                Err(_) => Err(broken("the body is not UTF-8")),
-            },
-            Err(_) => Err(broken("no configured master key opens the body")),
+        let master = self.keys.master();
+        let open = |label: String, sealed: &[u8]| {
+            let part = master
+                .open(&label, sealed)
+                .map_err(|_| broken("no configured master key opens the body"))?;
+            std::str::from_utf8(&part)
+                .map(|t| SecretString::from(t.to_string()))
+                .map_err(|_| broken("the body is not UTF-8"))
+        };
+        let parts = open(mail_label(m.id), &m.body_sealed).and_then(|text| {
+            let html = m
+                .html_sealed
+                .as_deref()
+                .map(|h| open(html_label(m.id), h))
+                .transpose()?;
+            Ok((text, html))
+        });
+        let sent = match parts {
+            Ok((text, html)) => {
+                let html = html.as_ref().map(ExposeSecret::expose_secret);
+                sender
+                    .send(&m.recipient, &m.subject, text.expose_secret(), html)
+                    .await
+            }
+            Err(e) => Err(e),
         };
         let now = now_ms();
         let outcome = match &sent {

@@ -110,10 +110,12 @@ pub enum Event {
     UserInvited,
     /// An invitation was withdrawn before it was accepted (the invited account deleted).
     InvitationRevoked,
+    /// A user asked to change their address: a link to confirm it went to the new one.
+    EmailChangeRequested,
 }
 
 impl Event {
-    pub const ALL: [Event; 34] = [
+    pub const ALL: [Event; 35] = [
         Event::LoginSucceeded,
         Event::LoginFailed,
         Event::LoginThrottled,
@@ -148,6 +150,7 @@ impl Event {
         Event::UserDeleted,
         Event::UserInvited,
         Event::InvitationRevoked,
+        Event::EmailChangeRequested,
     ];
 
     /// The event's name in logs, rows, metrics and the admin API.
@@ -187,6 +190,7 @@ impl Event {
             Event::UserDeleted => "user.deleted",
             Event::UserInvited => "user.invited",
             Event::InvitationRevoked => "user.invitation_revoked",
+            Event::EmailChangeRequested => "user.email_change_requested",
         }
     }
 

@@ -10,9 +10,6 @@ use crate::users::UserRef;
 use crate::{Auth, AuthError, ClientId, ClientMeta, Ending, Granted, TokenPair};
 use tessera_proto::admin::SessionView;
 
-/// The note sent after a password change.
-const CHANGED_TEMPLATE: &str = include_str!("../templates/mail/password_changed.txt");
-
 impl Auth {
     /// Changes the caller's password (`POST /me/password`): the current one is checked like a
     /// login (throttled, argon2), the new one against the rules; then every session of the
@@ -59,14 +56,11 @@ impl Auth {
         self.end_sso_of_user(user.id, "password_changed").await?;
         self.audit(caller, Event::PasswordChanged, Record::user(user.id))
             .await;
-        if let (true, Some(to)) = (self.password_reset_enabled(), &user.email) {
-            let body = self.render_mail(
-                ("mail/password_changed.txt", CHANGED_TEMPLATE),
-                minijinja::context! { username => user.username },
-            )?;
-            let mail = self.sealed_mail(to, "Your password was changed", &body, now_ms())?;
-            self.store.queue_mail(&mail).await?;
-            self.mail_queued.notify_one();
+        if let (true, Some(to)) = (self.mail_enabled(), &user.email) {
+            let t = &crate::accounts::PASSWORD_CHANGED_MAIL;
+            let body = self.render_mail(t, minijinja::context! { username => user.username })?;
+            self.queue(&self.sealed_mail(to, t.subject, &body, now_ms())?)
+                .await?;
         }
         // The caller carries on in a new session, minted after the cut-off.
         let user = self

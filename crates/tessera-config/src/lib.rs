@@ -207,8 +207,8 @@ pub struct MailSettings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountSettings {
-    /// The frontend page that email links point at (`?token=…` is appended), which calls the
-    /// API. Empty: the flows are off.
+    /// The frontend page that email links point at (`?purpose=…&token=…` is appended), which
+    /// calls the API. Empty: the hosted page `<issuer>/account/link`.
     pub link_base: String,
     /// How long a password-reset link works.
     #[serde(with = "humantime_serde")]
@@ -229,6 +229,12 @@ pub struct AccountSettings {
     /// How long an invitation link works.
     #[serde(with = "humantime_serde")]
     pub invite_ttl: Duration,
+    /// The requests that send mail (`/signup`, `/password/forgot`, `/email/verify/resend`,
+    /// `/me/email`) one client address may make per `ip_window`, together (an IPv6 address
+    /// counts by its /64); more are answered 429 `slow_down`. 0: no limit.
+    pub ip_requests: u32,
+    #[serde(with = "humantime_serde")]
+    pub ip_window: Duration,
 }
 
 /// Passkeys (WebAuthn Level 2+), as second factors and for passwordless login.

@@ -13,11 +13,13 @@ pub struct AccountToken {
     /// base64url SHA-256 of the token.
     pub token_hash: String,
     pub user_id: Uuid,
-    /// `password_reset` or `email_verify`.
+    /// `password_reset`, `email_verify`, `invite` or `email_change`.
     pub purpose: String,
-    /// For `email_verify`: the address (its compared form) the token was sent to; it
-    /// verifies only that address.
+    /// The address (its compared form) the account must have for the token to work: the one
+    /// it was sent to (and verifies), or for `email_change` the one the account had.
     pub email_key: Option<String>,
+    /// For `email_change`: the new address, taken when the token is used.
+    pub email: Option<String>,
     /// The user's `tokens_not_before` when it was issued: a password change, disable or
     /// cut-off since kills it.
     pub fence: i64,
@@ -47,6 +49,9 @@ pub struct OutboxMail {
     /// The text body, sealed under the master key (bound to `mail:<id>`): it may hold a link
     /// with a token.
     pub body_sealed: Vec<u8>,
+    /// The HTML part, sealed likewise (bound to `mail-html:<id>`); none in messages queued
+    /// before HTML parts existed.
+    pub html_sealed: Option<Vec<u8>>,
     pub created_at: i64,
     /// Attempts made so far (a claim counts as one).
     pub attempts: i64,
@@ -124,4 +129,8 @@ pub trait AccountStore {
     async fn queue_mail(&self, mail: &OutboxMail) -> StoreResult<()>;
     /// Messages neither sent nor dead (for metrics and tests).
     async fn mail_pending(&self) -> StoreResult<i64>;
+    /// Counts one request on `key` in its fixed window (a new window of `window_ms` starts
+    /// when the last one has ended), in one statement. Returns the count in the window, this
+    /// request included, and when the window ends (ms).
+    async fn count_request(&self, key: &str, now: i64, window_ms: i64) -> StoreResult<(i64, i64)>;
 }

@@ -11,12 +11,13 @@ const DROP_UNUSED: &str =
 
 const INSERT_TOKEN: &str = "
     INSERT INTO account_tokens (token_hash, user_id, purpose, fence, created_at, expires_at,
-                                email_key)
-    VALUES ($1, $2, $3, $4, $5, $6, $7)";
+                                email_key, email)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
 const INSERT_MAIL: &str = "
-    INSERT INTO mail_outbox (id, recipient, subject, body_sealed, created_at, next_attempt_at)
-    VALUES ($1, $2, $3, $4, $5, $5)";
+    INSERT INTO mail_outbox (id, recipient, subject, body_sealed, html_sealed, created_at,
+                             next_attempt_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $6)";
 
 const LAST_TOKEN: &str =
     "SELECT MAX(created_at) FROM account_tokens WHERE user_id = $1 AND purpose = $2";
@@ -79,6 +80,16 @@ const REVOKE_INVITATION: &str = "
         SELECT 1 FROM account_tokens t
         WHERE t.user_id = $1 AND t.purpose = 'invite' AND t.used_at IS NOT NULL)";
 
+/// One statement on both backends: a window that has ended starts again at 1.
+const COUNT_REQUEST: &str = "
+    INSERT INTO request_limits (key, count, expires_at) VALUES ($1, 1, $3)
+    ON CONFLICT (key) DO UPDATE SET
+        count = CASE WHEN request_limits.expires_at <= $2 THEN 1
+                     ELSE request_limits.count + 1 END,
+        expires_at = CASE WHEN request_limits.expires_at <= $2 THEN $3
+                          ELSE request_limits.expires_at END
+    RETURNING count, expires_at";
+
 const PENDING: &str = "SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL AND dead_at IS NULL";
 
 #[async_trait]
@@ -99,6 +110,7 @@ impl AccountStore for SqlStore {
                 .bind(t.created_at)
                 .bind(t.expires_at)
                 .bind(&t.email_key)
+                .bind(&t.email)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(INSERT_MAIL)
@@ -106,6 +118,7 @@ impl AccountStore for SqlStore {
                 .bind(&m.recipient)
                 .bind(&m.subject)
                 .bind(&m.body_sealed)
+                .bind(&m.html_sealed)
                 .bind(m.created_at)
                 .execute(&mut *tx)
                 .await?;
@@ -243,6 +256,7 @@ impl AccountStore for SqlStore {
             .bind(&m.recipient)
             .bind(&m.subject)
             .bind(&m.body_sealed)
+            .bind(&m.html_sealed)
             .bind(m.created_at)
             .execute(b.pool())
             .await
@@ -254,5 +268,15 @@ impl AccountStore for SqlStore {
         let (n,): (i64,) =
             on_backend!(self, |b| sqlx::query_as(PENDING).fetch_one(b.pool()).await)?;
         Ok(n)
+    }
+
+    async fn count_request(&self, key: &str, now: i64, window_ms: i64) -> StoreResult<(i64, i64)> {
+        let row: (i64, i64) = on_backend!(self, |b| sqlx::query_as(COUNT_REQUEST)
+            .bind(key)
+            .bind(now)
+            .bind(now + window_ms)
+            .fetch_one(b.pool())
+            .await)?;
+        Ok(row)
     }
 }

@@ -70,6 +70,11 @@ const PURGE_MAIL: &str = "
     DELETE FROM mail_outbox WHERE id IN
         (SELECT id FROM mail_outbox WHERE sent_at < $1 OR dead_at < $1 LIMIT $2)";
 
+/// Request counts whose window has ended.
+const PURGE_REQUEST_LIMITS: &str = "
+    DELETE FROM request_limits WHERE key IN
+        (SELECT key FROM request_limits WHERE expires_at < $1 LIMIT $2)";
+
 /// WebAuthn ceremonies never finished, past their expiry.
 const PURGE_CEREMONIES: &str = "
     DELETE FROM webauthn_ceremonies WHERE id_hash IN
@@ -268,7 +273,8 @@ impl Upkeep for SqlStore {
         let c = self
             .purge_in_batches(PURGE_THROTTLE, &[now, cutoff])
             .await?
-            + self.purge_in_batches(PURGE_ATTEMPTS, &[now]).await?;
+            + self.purge_in_batches(PURGE_ATTEMPTS, &[now]).await?
+            + self.purge_in_batches(PURGE_REQUEST_LIMITS, &[now]).await?;
         b += self.purge_in_batches(PURGE_SSO_SESSIONS, &[cutoff]).await?;
         b += self.purge_in_batches(PURGE_DELIVERIES, &[cutoff]).await?;
         let codes = self

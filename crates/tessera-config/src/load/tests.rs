@@ -144,6 +144,8 @@ const EVERY_KEY: &[(&str, &str, &str)] = &[
     ("accounts.require_verified_email", "true", "true"),
     ("accounts.verify_ttl", "2h", r#""2h""#),
     ("accounts.invite_ttl", "3d", r#""3days""#),
+    ("accounts.ip_requests", "5", "5"),
+    ("accounts.ip_window", "1h", r#""1h""#),
     ("webauthn.rp_id", "example.com", r#""example.com""#),
     ("webauthn.rp_name", "Acme", r#""Acme""#),
     (
