@@ -33,4 +33,5 @@ mod refresh;
 mod resilience;
 mod store;
 mod userinfo;
+mod verified_cache;
 mod verifier;

@@ -39,6 +39,7 @@ on_both!(
     set_up_fails_loudly,
     a_role_taken_away_reaches_the_verifier,
     an_api_can_demand_a_second_factor,
+    cached_tokens_die_with_their_expiry_and_their_key,
 );
 
 const AUDIENCE: &str = "tessera";
@@ -1078,4 +1079,54 @@ async fn an_api_can_demand_a_second_factor(b: Backend) {
         assert_eq!(body["acr"], "2");
         assert_eq!(body["amr"], json!(["pwd", "otp", "mfa"]));
     }
+}
+
+/// The verifier's cache of verified tokens: one entry per good token however often it is sent,
+/// none for forgeries, and a held token refused past `exp` plus leeway and once its key has
+/// left the key set (revocations through the feed: the tests above verify each token before
+/// revoking it, so they check a held token too).
+async fn cached_tokens_die_with_their_expiry_and_their_key(b: Backend) {
+    let Some(iss) = issuer(b, |f| {
+        f.merge(Serialized::default("tokens.access_ttl", "2s"))
+            .merge(Serialized::default("keys.jwks_max_age", "1s"))
+    })
+    .await
+    else {
+        return;
+    };
+    iss.app.create_user("alice", &[]).await;
+    let verifier = iss
+        .with_feed()
+        .leeway(Duration::from_secs(1))
+        .build()
+        .await
+        .unwrap();
+    let t = iss.access("alice").await;
+    for _ in 0..3 {
+        assert!(verifier.verify(&t).await.is_ok());
+    }
+    assert_eq!(verifier.cached_tokens(), 1);
+    for i in 0..500 {
+        let forged = format!("{}{}", &t[..t.len() - 4], ["AAAA", "BBBB"][i % 2]);
+        assert!(verifier.verify(&forged).await.is_err());
+    }
+    assert_eq!(verifier.cached_tokens(), 1, "forgeries are never held");
+    let exp = payload(&t)["exp"].as_i64().unwrap();
+    let wait = (exp + 2) * 1000 - tessera::time::now_ms();
+    tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
+    assert_eq!(verifier.verify(&t).await, Err(VerifyError::Expired));
+
+    let t = iss.access("alice").await;
+    assert!(verifier.verify(&t).await.is_ok());
+    assert!(verifier.verify(&t).await.is_ok());
+    let kid = jsonwebtoken::decode_header(&t).unwrap().kid.unwrap();
+    iss.app
+        .exec_sql(format!(
+            "UPDATE signing_keys SET remove_at = 1 WHERE kid = '{kid}'"
+        ))
+        .await;
+    eventually(10, "the removed key's token is refused", || async {
+        verifier.verify(&t).await.is_err()
+    })
+    .await;
 }

@@ -37,7 +37,14 @@ impl Auth {
         expect: &tokens::Expect<'_>,
     ) -> Option<VerifiedClaims> {
         let ring = self.keys.ring();
-        tokens::verify(token, &ring, expect, UnixMillis::now().as_secs()).ok()
+        self.verified
+            .verify(token, &ring, expect, UnixMillis::now().as_secs())
+            .ok()
+    }
+
+    /// How many access tokens the verified-token cache holds (`tokens.verified_cache`).
+    pub fn verified_tokens_held(&self) -> usize {
+        self.verified.len()
     }
 
     /// Verifies an access token (RFC 9068 §4) and then every revocation rule of invariant 2.
@@ -56,10 +63,13 @@ impl Auth {
     ) -> Result<Authenticated, AuthError> {
         let ring = self.keys.ring();
         let now = UnixMillis::now();
-        let claims = tokens::verify(token, &ring, expect, now.as_secs()).map_err(|e| {
-            tracing::debug!(reason = %e, "access token refused");
-            AuthError::InvalidToken
-        })?;
+        let claims = self
+            .verified
+            .verify(token, &ring, expect, now.as_secs())
+            .map_err(|e| {
+                tracing::debug!(reason = %e, "access token refused");
+                AuthError::InvalidToken
+            })?;
         let issued = claims.claims.issued_at_ms();
         // A cut-off (disable, password change, logout-all, revoke) refuses every token issued
         // up to it, and none issued after it, to the millisecond.

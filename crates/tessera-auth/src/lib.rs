@@ -50,6 +50,7 @@ pub mod tokens;
 mod upkeep;
 pub mod username;
 pub mod users;
+mod verified;
 
 // The crates below, under the names the domain uses for them.
 use tessera_config as config;
@@ -144,6 +145,8 @@ pub struct Auth {
     webauthn: Option<Arc<webauthn_rs::prelude::Webauthn>>,
     /// Wakes the outbox loop when a message is queued.
     mail_queued: tokio::sync::Notify,
+    /// Access tokens that verified, by their exact bytes (`tokens.verified_cache`).
+    verified: verified::VerifiedTokens,
 }
 
 impl std::fmt::Debug for Auth {
@@ -202,6 +205,7 @@ impl Auth {
         Ok(Self {
             webauthn,
             mail_queued: tokio::sync::Notify::new(),
+            verified: verified::VerifiedTokens::new(settings.tokens.verified_cache),
             audit: audit::AuditTrail::new(store.clone(), settings.audit.store_refreshes),
             throttle: throttle::Throttle::new(settings.throttle.clone()),
             store,

@@ -137,6 +137,16 @@ pub fn verify(
     expect: &Expect<'_>,
     now: i64,
 ) -> Result<VerifiedClaims, TokenError> {
+    verify_keyed(token, ring, expect, now).map(|(claims, _)| claims)
+}
+
+/// `verify`, and the `kid` of the key that signed the token.
+pub fn verify_keyed(
+    token: &str,
+    ring: &KeyRing,
+    expect: &Expect<'_>,
+    now: i64,
+) -> Result<(VerifiedClaims, String), TokenError> {
     if token.len() > MAX_TOKEN_BYTES || token.split('.').count() != 3 {
         return Err(TokenError::Malformed);
     }
@@ -177,9 +187,12 @@ pub fn verify(
     let id = |s: &str, what: &'static str| {
         Uuid::parse_str(s).map_err(|_| TokenError::Rejected(what.into()))
     };
-    Ok(VerifiedClaims {
-        user_id: id(&c.sub, "sub")?,
-        session_id: id(&c.sid, "sid")?,
-        claims: c,
-    })
+    Ok((
+        VerifiedClaims {
+            user_id: id(&c.sub, "sub")?,
+            session_id: id(&c.sid, "sid")?,
+            claims: c,
+        },
+        header.kid,
+    ))
 }

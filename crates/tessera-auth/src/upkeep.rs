@@ -120,6 +120,9 @@ impl Auth {
         if let Err(e) = self.keys.reload(self.store.as_ref(), now_ms()).await {
             tracing::warn!(error = %e, "key reload failed");
         }
+        // Tokens of a key that left the set go with it (a hit checks the key too).
+        self.verified.retain_keys(&self.keys.ring());
+        metrics::gauge!("verified_token_cache_entries").set(self.verified.len() as f64);
     }
 
     async fn maintain_once(&self, sweep_idle: bool) {

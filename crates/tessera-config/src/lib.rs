@@ -351,6 +351,10 @@ pub struct TokenSettings {
     /// The scopes the first-party client (`client_id`) may ask for.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Access tokens whose verified claims are kept (until `exp` plus `leeway`), so that a
+    /// token used again skips the signature check; revocation is still checked on every use.
+    /// 0: off.
+    pub verified_cache: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -51,6 +51,9 @@ pub enum StalePolicy {
     Accept,
 }
 
+/// Tokens that verified, keyed by their exact bytes: their claims and the `kid` of their key.
+pub(crate) type VerifiedCache = quick_cache::sync::Cache<Box<str>, Arc<(Claims, Box<str>)>>;
+
 /// Verifies Tessera's access tokens. See the crate documentation.
 #[derive(Clone)]
 pub struct Verifier {
@@ -69,6 +72,9 @@ pub(crate) struct Inner {
     pub(crate) feed: Option<Arc<Feed>>,
     /// One prebuilt validation per accepted algorithm.
     pub(crate) validations: HashMap<Algorithm, Validation>,
+    /// Tokens that verified, by their exact bytes, with the `kid` of their key
+    /// (`VerifierBuilder::verified_cache`); `None` when off.
+    pub(crate) cache: Option<VerifiedCache>,
     pub(crate) tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -138,6 +144,19 @@ impl Verifier {
 
     async fn verify_inner(&self, token: &str) -> Result<Claims, VerifyError> {
         let inner = &*self.inner;
+        if let Some(cache) = &inner.cache {
+            if let Some(hit) = cache.get(token) {
+                let (claims, kid) = &*hit;
+                // Its key still in the set (within the hard limit), and not expired.
+                let key_held = matches!(inner.keys.cached(kid), Ok(Some(_)));
+                if key_held && crate::feed::unix_now() <= claims.exp.saturating_add(inner.leeway) {
+                    metrics::counter!("tessera_verify_cache_total", "result" => "hit").increment(1);
+                    return self.admit(claims.clone());
+                }
+                cache.remove(token);
+            }
+            metrics::counter!("tessera_verify_cache_total", "result" => "miss").increment(1);
+        }
         let kid = checked_header(token)?;
         let key = inner.keys.key_for(&kid).await?;
         let validation = inner
@@ -161,6 +180,16 @@ impl Verifier {
         if claims.jti.is_empty() || claims.sid.is_empty() || claims.sub.is_empty() {
             return Err(VerifyError::Claim("empty"));
         }
+        if let Some(cache) = &inner.cache {
+            cache.insert(token.into(), Arc::new((claims.clone(), kid.into())));
+        }
+        self.admit(claims)
+    }
+
+    /// The checks of every use, after the signature and claims (or a cache hit): the
+    /// revocation state and the required roles.
+    fn admit(&self, claims: Claims) -> Result<Claims, VerifyError> {
+        let inner = &*self.inner;
         if let Some(feed) = &inner.feed {
             if feed.is_stale() && inner.stale_policy != StalePolicy::Accept {
                 return Err(VerifyError::RevocationStale);
@@ -194,6 +223,11 @@ impl Verifier {
     /// unknown-`kid` refetches).
     pub fn key_set_fetches(&self) -> u64 {
         self.inner.keys.fetches()
+    }
+
+    /// How many verified tokens are held (`VerifierBuilder::verified_cache`).
+    pub fn cached_tokens(&self) -> usize {
+        self.inner.cache.as_ref().map_or(0, |c| c.len())
     }
 
     /// How many revocation entries are held (0 without a feed).

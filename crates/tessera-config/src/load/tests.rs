@@ -80,6 +80,7 @@ const EVERY_KEY: &[(&str, &str, &str)] = &[
     ("tokens.leeway", "3s", r#""3s""#),
     ("tokens.client_id", "web", r#""web""#),
     ("tokens.scopes", r#"["profile"]"#, r#"["profile"]"#),
+    ("tokens.verified_cache", "100", "100"),
     ("sessions.idle_ttl", "2d", r#""2days""#),
     ("sessions.absolute_ttl", "9d", r#""9days""#),
     ("sessions.reuse_grace", "4s", r#""4s""#),
