@@ -133,13 +133,16 @@ impl Application {
         let outbox = match mail_sender::SmtpSender::new(&settings.mail) {
             Ok(Some(sender)) => {
                 if settings.accounts.link_base.is_empty() {
-                    tracing::info!("accounts.link_base is unset: password reset by email is off");
+                    tracing::info!(
+                        "accounts.link_base is unset: emailed links point at the hosted page /account/link"
+                    );
                 }
                 Some(tokio::spawn(auth.clone().run_outbox(Arc::new(sender))))
             }
             Ok(None) => {
                 tracing::info!(
-                    "mail.smtp_url is unset: no mail is sent, and password reset by email is off"
+                    "mail.smtp_url is unset: no mail is sent, and the flows that need it are off \
+                     (signup, password reset, address verification and change, invitations)"
                 );
                 None
             }

@@ -19,13 +19,14 @@
 //! instead of seven nested ones, and no allocation for metric labels. This matters on the
 //! cheapest paths (the JWKS), where the middleware costs as much as the handler.
 
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{OnceLock, RwLock};
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
@@ -220,13 +221,38 @@ where
         );
         let route: &'static str = this.route;
         let method: &'static str = this.method;
-        metrics::counter!("http_requests_total",
-            "route" => route, "method" => method, "status" => status_label(status))
-        .increment(1);
-        metrics::histogram!("http_request_duration_seconds", "route" => route)
-            .record(latency.as_secs_f64());
+        record(route, method, status_label(status), latency);
         Poll::Ready(Ok(res))
     }
+}
+
+/// The metric handles of one route, method and status.
+struct RouteMetrics {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// Counts a request in `http_requests_total{route,method,status}` and its latency in
+/// `http_request_duration_seconds{route}`. The handles are resolved once per thread and label
+/// set (a label set is three `'static` strings: route templates and statuses are interned), so
+/// a request neither allocates its labels nor hashes their text. The set is bounded by the
+/// routes, methods and statuses.
+fn record(route: &'static str, method: &'static str, status: &'static str, latency: Duration) {
+    type Labels = [(usize, usize); 3];
+    thread_local! {
+        static HANDLES: RefCell<HashMap<Labels, RouteMetrics>> = RefCell::new(HashMap::new());
+    }
+    let key = [route, method, status].map(|s| (s.as_ptr() as usize, s.len()));
+    HANDLES.with(|h| {
+        let mut h = h.borrow_mut();
+        let m = h.entry(key).or_insert_with(|| RouteMetrics {
+            requests: metrics::counter!("http_requests_total",
+                "route" => route, "method" => method, "status" => status),
+            duration: metrics::histogram!("http_request_duration_seconds", "route" => route),
+        });
+        m.requests.increment(1);
+        m.duration.record(latency.as_secs_f64());
+    });
 }
 
 /// A fresh UUIDv7 as a header value, formatted without an intermediate `String`.

@@ -51,7 +51,8 @@ pub struct Bearer(pub Option<String>);
 impl<S: Send + Sync> FromRequestParts<S> for Bearer {
     type Rejection = ApiError;
 
-    #[tracing::instrument(skip_all)]
+    // No span of its own: the edge's request span covers it, and this runs on every
+    // bearer request.
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
         let Some(value) = values.next() else {

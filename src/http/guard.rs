@@ -52,7 +52,13 @@ pub struct Guard<S> {
 /// The size of the request head as it came on the wire (HTTP/1.1), near enough: the request
 /// line and every `name: value\r\n`.
 fn head_bytes(req: &Request) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    // The URI's length as `Display` writes it, without writing it.
+    let uri = req.uri();
+    let uri_len = uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path().len()
+        + uri.query().map_or(0, |q| q.len() + 1);
+    let line = req.method().as_str().len() + uri_len + 12;
     let headers: usize = req
         .headers()
         .iter()

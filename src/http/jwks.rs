@@ -1,7 +1,7 @@
 //! `GET /.well-known/jwks.json`: the pre-rendered public key set.
 
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
@@ -19,14 +19,16 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 200, description = "The key set; Cache-Control: public, max-age", body = Object),
         (status = 304, description = "Not modified (If-None-Match)"),
     ))]
-async fn jwks(State(st): State<AppState>, headers: HeaderMap) -> Response {
+// The request itself rather than a `HeaderMap`, which would copy every header.
+async fn jwks(State(st): State<AppState>, req: Request) -> Response {
     let jwks = st.auth.jwks();
     let Ok(etag) = HeaderValue::from_maybe_shared(jwks.etag) else {
         return ApiError::Internal("unrepresentable ETag".into()).into_response();
     };
     let cache = st.jwks_cache_control.clone();
     // RFC 9110 §13.1.2: If-None-Match with a matching (or `*`) entity tag gets 304.
-    let matches = headers
+    let matches = req
+        .headers()
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())

@@ -34,7 +34,6 @@ async fn userinfo_post(st: State<AppState>, bearer: Bearer) -> Result<Response, 
     userinfo_inner(st, bearer).await
 }
 
-#[tracing::instrument(skip_all)]
 async fn userinfo_inner(State(st): State<AppState>, bearer: Bearer) -> Result<Response, ApiError> {
     let token = bearer.0.ok_or(ApiError::MissingToken)?;
     let who = st.auth.authenticate(&token).await?;

@@ -18,8 +18,8 @@ use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use super::authorize::{
-    factor_from_form, forged, set_sso_cookie, sso_cookie, throttled, too_many, unavailable,
-    ENROL_FIRST, NO_CODE, VERIFY_FIRST,
+    factor_from_form, forged, password_refused, set_sso_cookie, sso_cookie, throttled, too_many,
+    unavailable, PasswordRefused, NO_CODE,
 };
 use super::csrf;
 use crate::auth::oidc::{BrowserUser, SsoCookie};
@@ -102,23 +102,11 @@ async fn login(
         .await
     {
         Ok((cookie, max_age)) => signed_in(&cookie, max_age),
-        Err(AuthError::InvalidCredentials) => {
-            shown(StatusCode::OK, "Incorrect username or password.")
-        }
-        Err(AuthError::BadInput(_)) => {
-            shown(StatusCode::BAD_REQUEST, "Enter your username and password.")
-        }
-        Err(AuthError::MfaRequired(m)) => mfa_page(&st, &headers, &m.mfa_token, None),
-        Err(AuthError::MfaEnrolmentRequired) => shown(StatusCode::FORBIDDEN, ENROL_FIRST),
-        Err(AuthError::EmailNotVerified) => shown(StatusCode::FORBIDDEN, VERIFY_FIRST),
-        Err(AuthError::Throttled { retry_after_secs }) => throttled(
-            shown(StatusCode::OK, &too_many(retry_after_secs)),
-            retry_after_secs,
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "account sign-in failed");
-            unavailable(&st)
-        }
+        Err(e) => match password_refused(e, "account") {
+            PasswordRefused::Again(again) => again.respond(shown),
+            PasswordRefused::SecondStep(token) => mfa_page(&st, &headers, &token, None),
+            PasswordRefused::Unavailable => unavailable(&st),
+        },
     }
 }
 

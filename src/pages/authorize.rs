@@ -179,29 +179,11 @@ async fn login(
             set_sso_cookie(&mut res, &signed.cookie, signed.max_age_secs);
             res
         }
-        Err(AuthError::InvalidCredentials) => {
-            shown(StatusCode::OK, "Incorrect username or password.")
-        }
-        Err(AuthError::BadInput(_)) => {
-            shown(StatusCode::BAD_REQUEST, "Enter your username and password.")
-        }
-        Err(AuthError::MfaRequired(m)) => mfa_page(&st, &headers, &req, &m.mfa_token, None),
-        Err(AuthError::MfaEnrolmentRequired) => shown(StatusCode::FORBIDDEN, ENROL_FIRST),
-        Err(AuthError::EmailNotVerified) => shown(StatusCode::FORBIDDEN, VERIFY_FIRST),
-        Err(AuthError::Throttled { retry_after_secs }) => {
-            let mut res = shown(
-                StatusCode::TOO_MANY_REQUESTS,
-                &format!("Too many attempts. Try again in {retry_after_secs} seconds."),
-            );
-            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
-                res.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            res
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "hosted login failed");
-            unavailable(&st)
-        }
+        Err(e) => match password_refused(e, "authorize") {
+            PasswordRefused::Again(again) => again.respond(shown),
+            PasswordRefused::SecondStep(token) => mfa_page(&st, &headers, &req, &token, None),
+            PasswordRefused::Unavailable => unavailable(&st),
+        },
     }
 }
 
@@ -245,6 +227,66 @@ pub(super) fn factor_from_form<'a>(
 /// What a page says while the throttle holds attempts back.
 pub(super) fn too_many(retry_after_secs: u64) -> String {
     format!("Too many attempts. Try again in {retry_after_secs} seconds.")
+}
+
+/// What every hosted sign-in form (`/authorize`, `/account`, `/device`) shows when a password
+/// sign-in is refused: the login form again with a message, or the second step.
+pub(super) enum PasswordRefused {
+    /// The login form again, with this status and message (a 429 also carries
+    /// `Retry-After`: see `Again::into_response`).
+    Again(Again),
+    /// The password was right and a second factor is due: its `mfa_token`.
+    SecondStep(SecretString),
+    /// Anything else (logged): the "unavailable" page.
+    Unavailable,
+}
+
+/// The login form again: its status, its message, and for a 429 the wait.
+pub(super) struct Again {
+    pub status: StatusCode,
+    pub message: String,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl Again {
+    /// `render(status, message)` (the page's own login form), made a 429 with `Retry-After`
+    /// when throttled.
+    pub fn respond(self, render: impl FnOnce(StatusCode, &str) -> Response) -> Response {
+        let res = render(self.status, &self.message);
+        match self.retry_after_secs {
+            Some(secs) => throttled(res, secs),
+            None => res,
+        }
+    }
+}
+
+/// The one mapping of a refused password sign-in to a page, for every hosted form.
+pub(super) fn password_refused(e: AuthError, page: &str) -> PasswordRefused {
+    let again = |status, message: &str| {
+        PasswordRefused::Again(Again {
+            status,
+            message: message.to_string(),
+            retry_after_secs: None,
+        })
+    };
+    match e {
+        AuthError::InvalidCredentials => again(StatusCode::OK, "Incorrect username or password."),
+        AuthError::BadInput(_) => {
+            again(StatusCode::BAD_REQUEST, "Enter your username and password.")
+        }
+        AuthError::MfaRequired(m) => PasswordRefused::SecondStep(m.mfa_token),
+        AuthError::MfaEnrolmentRequired => again(StatusCode::FORBIDDEN, ENROL_FIRST),
+        AuthError::EmailNotVerified => again(StatusCode::FORBIDDEN, VERIFY_FIRST),
+        AuthError::Throttled { retry_after_secs } => PasswordRefused::Again(Again {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: too_many(retry_after_secs),
+            retry_after_secs: Some(retry_after_secs),
+        }),
+        e => {
+            tracing::warn!(error = %e, page, "hosted sign-in failed");
+            PasswordRefused::Unavailable
+        }
+    }
 }
 
 /// `res` as a 429 with `Retry-After`.

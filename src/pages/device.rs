@@ -16,7 +16,8 @@ use minijinja::context;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::authorize::{
-    factor_from_form, forged, set_sso_cookie, sso_cookie, throttled, too_many, unavailable, NO_CODE,
+    factor_from_form, forged, set_sso_cookie, sso_cookie, throttled, too_many, unavailable,
+    PasswordRefused, NO_CODE,
 };
 use super::csrf;
 use crate::auth::oidc::{display_user_code, PendingDevice, SsoCookie};
@@ -192,38 +193,12 @@ async fn login(
             )
             .await
         }
-        Err(AuthError::InvalidCredentials) => login_page(
-            &st,
-            &headers,
-            typed,
-            StatusCode::OK,
-            Some("Incorrect username or password."),
-        ),
-        Err(AuthError::BadInput(_)) => login_page(
-            &st,
-            &headers,
-            typed,
-            StatusCode::BAD_REQUEST,
-            Some("Enter your username and password."),
-        ),
-        Err(AuthError::MfaRequired(m)) => mfa_page(&st, &headers, typed, &m.mfa_token, None),
-        Err(AuthError::MfaEnrolmentRequired) => login_page(
-            &st,
-            &headers,
-            typed,
-            StatusCode::FORBIDDEN,
-            Some(super::authorize::ENROL_FIRST),
-        ),
-        Err(AuthError::Throttled { retry_after_secs }) => login_page(
-            &st,
-            &headers,
-            typed,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(&format!(
-                "Too many attempts. Try again in {retry_after_secs} seconds."
-            )),
-        ),
-        Err(_) => unavailable(&st),
+        Err(e) => match super::authorize::password_refused(e, "device") {
+            PasswordRefused::Again(again) => again
+                .respond(|status, message| login_page(&st, &headers, typed, status, Some(message))),
+            PasswordRefused::SecondStep(token) => mfa_page(&st, &headers, typed, &token, None),
+            PasswordRefused::Unavailable => unavailable(&st),
+        },
     }
 }
 

@@ -132,6 +132,11 @@ async fn link_post(
             let why = AuthError::WeakPassword(rule).to_string();
             return form(&st, &headers, StatusCode::BAD_REQUEST, p, raw, Some(&why));
         }
+        // A password the rules refuse before looking at it (empty, too long): the form
+        // again, the token unused.
+        Err(AuthError::BadInput(why)) if p.password => {
+            return form(&st, &headers, StatusCode::BAD_REQUEST, p, raw, Some(&why));
+        }
         Err(AuthError::InvalidAccountToken | AuthError::BadInput(_)) => StatusCode::BAD_REQUEST,
         Err(AuthError::EmailTaken) => {
             return no_store(st.pages.error(

@@ -892,8 +892,29 @@ async fn administrators_invite_and_invitees_set_their_password(b: Backend) {
         async move { app.post_json("/invitations/accept", &body).await }
     };
     assert_eq!(accept(&token, "short").await.status(), 400);
-    assert_eq!(accept(&token, PASSWORD).await.status(), 204);
+    // Six parallel accepts with six passwords: one wins, and its password is the one set.
+    let passwords: Vec<String> = (0..6).map(|i| format!("{PASSWORD} {i}")).collect();
+    let answers = futures::future::join_all(passwords.iter().map(|p| accept(&token, p))).await;
+    let won: Vec<usize> = (0..6).filter(|&i| answers[i].status() == 204).collect();
+    assert_eq!(won.len(), 1, "exactly one accept wins");
+    assert!(answers
+        .iter()
+        .all(|r| matches!(r.status().as_u16(), 204 | 400)));
+    let winner = &passwords[won[0]];
+    assert_eq!(app.login("ivy@example.com", winner).await.status(), 200);
+    let loser = &passwords[(won[0] + 1) % 6];
+    assert_eq!(app.login("ivy@example.com", loser).await.status(), 401);
+    // Its token is spent: the usual password cannot be set with it any more.
     assert_eq!(accept(&token, PASSWORD).await.status(), 400);
+    assert_eq!(app.login("ivy@example.com", winner).await.status(), 200);
+    app.auth
+        .set_password(
+            tessera::auth::UserRef::Name("ivy@example.com"),
+            secrecy::SecretString::from(PASSWORD),
+            &tessera::auth::Caller::default(),
+        )
+        .await
+        .unwrap();
     let r = app.login("Ivy@example.com", PASSWORD).await;
     assert_eq!(r.status(), 200);
     let t: Value = r.json().await.unwrap();
@@ -1057,6 +1078,17 @@ async fn users_change_their_address_with_a_link_to_the_new_one(b: Backend) {
     assert!(note.contains("Someone tried to use your email address"));
     assert!(link_of(&note).is_none(), "no link in the note");
 
+    // An account named by an address holds it too (it logs in as that address): no link,
+    // the same answer, a note to the address.
+    app.create_user("carol@example.com", &[]).await;
+    let r = change("Carol@Example.com").await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.text().await.unwrap(), accepted);
+    let note = smtp.next_message().await;
+    assert!(note.contains("To: Carol@example.com"), "{note}");
+    assert!(note.contains("Someone tried to use your email address"));
+    assert!(link_of(&note).is_none());
+
     // Confirmed once, by one of parallel uses.
     let uses = (0..6).map(|_| {
         let app = &app;
@@ -1089,7 +1121,11 @@ async fn users_change_their_address_with_a_link_to_the_new_one(b: Backend) {
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(smtp.count(), 4, "reset, change link, note, changed notice");
+    assert_eq!(
+        smtp.count(),
+        5,
+        "reset, change link, two notes, changed notice"
+    );
 }
 
 async fn mail_requests_are_limited_per_client_address(b: Backend) {
@@ -1201,7 +1237,11 @@ async fn the_hosted_page_serves_emailed_links(b: Backend) {
         .cloned()
         .collect();
     assert_eq!(browser.post("/account/link", &no_csrf).await.status(), 403);
-    // A password the rules refuse: the form again, with the reason.
+    // No password, then one the rules refuse: the form again, with the reason, and the
+    // token still works (an empty password was answered "no longer works").
+    let r = browser.post("/account/link", &fields).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("name=\"password\""));
     let mut weak = fields.clone();
     weak.push(("password".into(), "short".into()));
     let r = browser.post("/account/link", &weak).await;

@@ -30,6 +30,8 @@ const RESEND_AFTER_MS: i64 = 60_000;
 /// Messages claimed per round, and how long a claim holds.
 const BATCH: i64 = 20;
 const LEASE: Duration = Duration::from_secs(60);
+/// Messages of a round sent at once (the SMTP transport pools as many connections).
+const SENDS_AT_ONCE: usize = 10;
 /// The outbox loop's pace when idle.
 const POLL: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts.
@@ -509,7 +511,10 @@ impl Auth {
                 "that is the account's address already".into(),
             ));
         }
-        if let Some(owner) = self.store.user_for_login(None, &new.key).await? {
+        // Held by another account as its address, or as its name (an address-shaped
+        // username logs in as that address: taking it would lock its owner out).
+        let owner = self.address_holder(&new).await?.filter(|o| o.id != user.id);
+        if let Some(owner) = owner {
             let to = owner.email.clone().unwrap_or_else(|| new.address.clone());
             self.note_once_a_minute(&owner, &to, &EMAIL_IN_USE_MAIL)
                 .await?;
@@ -534,6 +539,18 @@ impl Auth {
         Ok(())
     }
 
+    /// The account that holds `email`: as its address, or else as its username (a name with
+    /// an `@` is the address it logs in as).
+    ///
+    /// Errors: `StoreUnavailable`.
+    async fn address_holder(&self, email: &Email) -> Result<Option<crate::store::User>, AuthError> {
+        let name = Username::for_lookup(&email.address).ok();
+        Ok(self
+            .store
+            .user_for_login(name.as_ref().map(|n| n.as_str()), &email.key)
+            .await?)
+    }
+
     /// The rest of a signup, after the answer: for a new address, the account (its address
     /// unverified) and a verification link to it; for an address an account holds already,
     /// a note to that address instead ("someone tried to sign up with your address"), once a
@@ -545,7 +562,7 @@ impl Auth {
         req: SignupRequest,
         caller: &Caller,
     ) -> Result<(), AuthError> {
-        if let Some(owner) = self.store.user_for_login(None, &req.email.key).await? {
+        if let Some(owner) = self.address_holder(&req.email).await? {
             // The argon2 work a new account costs, so that both take the same time.
             let _ = self.passwords.hash(req.password).await;
             let to = owner
@@ -910,9 +927,14 @@ impl Auth {
             .claim_mail(now, now + LEASE.as_millis() as i64, BATCH)
             .await?;
         let n = due.len();
-        for m in due {
-            self.attempt_mail(sender, m).await;
-        }
+        // Several at once: one SMTP exchange waits on the network far more than it works, so
+        // sending one after another caps the outbox at one round trip per message.
+        futures_util::StreamExt::for_each_concurrent(
+            futures_util::stream::iter(due),
+            SENDS_AT_ONCE,
+            |m| self.attempt_mail(sender, m),
+        )
+        .await;
         Ok(n)
     }
 

@@ -1,9 +1,11 @@
 //! Users' email addresses: checked by `email_address` (RFC 5322's addr-spec, without display
-//! text or domain literals), and compared in one form: the local part and the domain in lower
-//! case, the domain IDNA-normalised to its ASCII form (UTS #46), so that `Bob@Bücher.example`
-//! and `bob@xn--bcher-kva.example` are one address.
+//! text or domain literals), and compared in one form: the local part Unicode-normalised
+//! (NFKC) and in lower case, the domain IDNA-normalised to its ASCII form (UTS #46) and in
+//! lower case, so that `Bob@Bücher.example` and `bob@xn--bcher-kva.example` are one address,
+//! and so are a composed and a decomposed `ë`.
 
 use email_address::{EmailAddress, Options};
+use unicode_normalization::UnicodeNormalization;
 
 use crate::AuthError;
 
@@ -55,11 +57,18 @@ impl Email {
         let domain = idna::domain_to_ascii(parsed.domain()).map_err(|_| {
             AuthError::BadInput("the email address's domain is not a valid domain name".into())
         })?;
+        // One form for the local part: compatibility-composed (NFKC: `ｂ` is `b`, and a
+        // decomposed `ë` is the composed one), in lower case, composed again.
+        let local: String = parsed
+            .local_part()
+            .nfkc()
+            .collect::<String>()
+            .to_lowercase();
         Ok(Email {
             address: address.to_string(),
             key: format!(
                 "{}@{}",
-                parsed.local_part().to_lowercase(),
+                local.nfc().collect::<String>(),
                 domain.to_ascii_lowercase()
             ),
         })
@@ -105,6 +114,19 @@ mod tests {
         assert_eq!(a.address, "Bob@Bücher.Example");
         assert_ne!(a.key, Email::parse("bob2@bücher.example").unwrap().key);
         assert_eq!(a.smtp_address(), "Bob@xn--bcher-kva.example");
+    }
+
+    #[test]
+    fn local_parts_compare_unicode_normalised() {
+        // The failing input: a composed and a decomposed ë were two addresses.
+        let composed = Email::parse("Zo\u{eb}@B\u{fc}cher.Example").unwrap();
+        let decomposed = Email::parse("zoe\u{308}@bu\u{308}cher.example").unwrap();
+        assert_eq!(composed.key, decomposed.key);
+        assert_eq!(composed.key, "zo\u{eb}@xn--bcher-kva.example");
+        // Full-width letters are their ASCII letters.
+        let wide = Email::parse("\u{ff42}ob@example.com").unwrap();
+        assert_eq!(wide.key, "bob@example.com");
+        assert_eq!(wide.address, "\u{ff42}ob@example.com");
     }
 
     #[test]

@@ -155,8 +155,10 @@ impl Auth {
             Err(e) => tracing::warn!(error = %e, "audit purge failed"),
         }
         let started = std::time::Instant::now();
-        // A token is accepted until `exp + leeway`: its denylist row must live that long.
-        let leeway = crate::time::millis(self.settings.tokens.leeway);
+        // A token is accepted until the end of the second `exp + leeway`: its denylist row
+        // must live that long.
+        let leeway =
+            crate::time::millis(self.settings.tokens.leeway) + crate::time::ACCEPTED_PAST_EXP_MS;
         match self.store.purge_expired(now - leeway, sweep_idle).await {
             Ok(p) => {
                 purged("revoked_tokens", p.revoked_tokens);

@@ -46,6 +46,11 @@ impl UnixMillis {
     }
 }
 
+/// How long past `exp + leeway` (ms) a token is still accepted: claims are whole seconds and
+/// compared as `now_secs <= exp + leeway`, so the last second runs to its end. What must
+/// outlive every accepted token (a denylist entry) lives this much longer.
+pub const ACCEPTED_PAST_EXP_MS: i64 = 1000;
+
 /// A duration in whole milliseconds, saturating at `i64::MAX`.
 pub fn millis(d: Duration) -> i64 {
     d.as_millis().min(i64::MAX as u128) as i64

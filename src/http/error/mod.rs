@@ -260,7 +260,7 @@ impl ApiError {
             ApiError::SlowDown(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "slow_down",
-                "Too many failed attempts. Retry after the time given in Retry-After.",
+                "Too many attempts. Retry after the time given in Retry-After.",
             ),
             ApiError::Forbidden => (
                 StatusCode::FORBIDDEN,

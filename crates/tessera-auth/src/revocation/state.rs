@@ -272,10 +272,13 @@ impl RevocationState {
         st.live.insert(session_id, user_id);
     }
 
-    /// How long a denylisted `jti` is kept (ms), given its token's `exp`: `leeway` longer, as
-    /// long as a verifier may still accept the token.
+    /// How long a denylisted `jti` is kept (ms), given its token's `exp` (ms): as long as a
+    /// verifier may still accept the token. Times are compared in whole seconds
+    /// (`now_secs <= exp + leeway`), so a token is accepted until the end of the second
+    /// `exp + leeway`: the entry lives that second out.
     pub(super) fn jti_kept_until(&self, exp: i64) -> i64 {
         exp.saturating_add(self.leeway_ms)
+            .saturating_add(crate::time::ACCEPTED_PAST_EXP_MS)
     }
 
     /// `expires_at` is the token's `exp` (ms).

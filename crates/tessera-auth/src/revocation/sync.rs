@@ -28,7 +28,11 @@ impl RevocationState {
         let read = async {
             // Tokens are accepted until `exp + leeway`: so long their denylisting matters.
             let feed = store
-                .revocations_since(since, now - self.leeway_ms, self.horizon_ms)
+                .revocations_since(
+                    since,
+                    now - self.leeway_ms - crate::time::ACCEPTED_PAST_EXP_MS,
+                    self.horizon_ms,
+                )
                 .await?;
             let changed = store.users_changed_since(since).await?;
             Ok::<_, StoreError>((feed, changed))
@@ -98,7 +102,7 @@ impl RevocationState {
         let mut jti_text = Vec::new();
         // One read after the other: SQLite (or a pool of one) has a single connection.
         self.drain(
-            store.denylist_all(now - self.leeway_ms),
+            store.denylist_all(now - self.leeway_ms - crate::time::ACCEPTED_PAST_EXP_MS),
             |(jti, exp)| match Jtis::canonical_uuid(&jti) {
                 Some(id) => jti_ids.push(Entry::new(id, self.jti_kept_until(exp))),
                 None => jti_text.push((jti, self.jti_kept_until(exp))),

@@ -174,6 +174,21 @@ fn a_denylisted_jti_outlives_its_exp_by_the_leeway() {
         c.check(Uuid::nil(), Uuid::nil(), "hand-written"),
         Check::Revoked
     ));
-    c.write().jtis.retain_live(now + 6_000);
-    assert_eq!(c.stats().jtis, 0, "gone once exp + leeway has passed");
+    // The failing input: a prune within the last accepted second. Claims are whole seconds
+    // (`now_secs <= exp + leeway`), so the token is accepted until that second ends; the
+    // entry was dropped at exp + leeway exactly, and a revoked token passed for up to 1 s.
+    c.write().jtis.retain_live(now + 5_500);
+    for jti in [id.as_str(), "hand-written"] {
+        assert!(
+            matches!(c.check(Uuid::nil(), Uuid::nil(), jti), Check::Revoked),
+            "{jti}"
+        );
+    }
+    // (UUID entries keep whole seconds, rounded up.)
+    c.write().jtis.retain_live(now + 7_000);
+    assert_eq!(
+        c.stats().jtis,
+        0,
+        "gone once the last accepted second has passed"
+    );
 }
