@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
 
@@ -30,6 +31,8 @@ impl SmtpSender {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
             .map_err(|_| "mail.smtp_url is not a usable SMTP URL".to_string())?
             .timeout(Some(TIMEOUT))
+            // As many connections as the outbox sends at once (`accounts::SENDS_AT_ONCE`).
+            .pool_config(PoolConfig::new().max_size(20))
             .build();
         let from = m
             .from

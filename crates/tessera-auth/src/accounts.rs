@@ -28,10 +28,10 @@ pub const PASSWORD_RESET: &str = "password_reset";
 /// A second reset mail for one account within this long is not sent (the first is enough).
 const RESEND_AFTER_MS: i64 = 60_000;
 /// Messages claimed per round, and how long a claim holds.
-const BATCH: i64 = 20;
+const BATCH: i64 = 40;
 const LEASE: Duration = Duration::from_secs(60);
-/// Messages of a round sent at once (the SMTP transport pools as many connections).
-const SENDS_AT_ONCE: usize = 10;
+/// Messages of a round sent at once (`SmtpSender` pools as many connections).
+const SENDS_AT_ONCE: usize = 20;
 /// The outbox loop's pace when idle.
 const POLL: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts.
