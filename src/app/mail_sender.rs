@@ -8,7 +8,7 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::ExposeSecret;
 
-use crate::auth::accounts::{MailSender, SendError};
+use crate::auth::accounts::{MailSender, SendError, SENDS_AT_ONCE};
 use crate::config::MailSettings;
 
 /// How long one SMTP exchange may take.
@@ -31,8 +31,8 @@ impl SmtpSender {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
             .map_err(|_| "mail.smtp_url is not a usable SMTP URL".to_string())?
             .timeout(Some(TIMEOUT))
-            // As many connections as the outbox sends at once (`accounts::SENDS_AT_ONCE`).
-            .pool_config(PoolConfig::new().max_size(20))
+            // As many connections as the outbox sends at once.
+            .pool_config(PoolConfig::new().max_size(SENDS_AT_ONCE as u32))
             .build();
         let from = m
             .from

@@ -54,6 +54,9 @@ async fn signup(
     RequestCaller(caller): RequestCaller,
     AppJson(req): AppJson<SignupRequest>,
 ) -> Result<Response, ApiError> {
+    if !st.auth.signup_open() {
+        return Err(crate::auth::AuthError::SignupClosed.into());
+    }
     st.auth.limit_mail_request(&caller).await?;
     let checked = st
         .auth

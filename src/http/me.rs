@@ -121,6 +121,7 @@ pub struct EmailChange {
         (status = 202, description = "Accepted (whether or not the address is free)", body = super::accounts::AcceptedBody),
         (status = 400, description = "Not an address, a domain not allowed, or the account's address already", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked token, or insufficient_user_authentication (log in again first)", body = ErrorBody),
+        (status = 403, description = "A third-party client's token", body = ErrorBody),
         (status = 404, description = "Mail is not configured", body = ErrorBody),
         (status = 429, description = "slow_down: too many requests that send mail from this address (accounts.ip_requests); see Retry-After", body = ErrorBody),
     ))]

@@ -233,7 +233,7 @@ pub(super) fn too_many(retry_after_secs: u64) -> String {
 /// sign-in is refused: the login form again with a message, or the second step.
 pub(super) enum PasswordRefused {
     /// The login form again, with this status and message (a 429 also carries
-    /// `Retry-After`: see `Again::into_response`).
+    /// `Retry-After`: see `Again::respond`).
     Again(Again),
     /// The password was right and a second factor is due: its `mfa_token`.
     SecondStep(SecretString),

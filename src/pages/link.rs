@@ -21,7 +21,7 @@ use secrecy::SecretString;
 use super::account::checked_form;
 use super::authorize::unavailable;
 use super::csrf;
-use crate::auth::AuthError;
+use crate::auth::{accounts, AuthError};
 use crate::http::{AppState, RequestCaller};
 
 pub fn router() -> Router<AppState> {
@@ -40,28 +40,28 @@ struct Purpose {
 
 const PURPOSES: [Purpose; 4] = [
     Purpose {
-        name: "password_reset",
+        name: accounts::PASSWORD_RESET,
         title: "Choose a new password",
         action: "Set the password",
         done: "Your password is set, and every earlier sign-in has ended. Sign in with the new password.",
         password: true,
     },
     Purpose {
-        name: "invite",
+        name: accounts::INVITE,
         title: "Accept your invitation",
         action: "Set the password",
         done: "Your account is ready. Sign in with your new password.",
         password: true,
     },
     Purpose {
-        name: "email_verify",
+        name: accounts::EMAIL_VERIFY,
         title: "Verify your email address",
         action: "Verify the address",
         done: "Your email address is verified.",
         password: false,
     },
     Purpose {
-        name: "email_change",
+        name: accounts::EMAIL_CHANGE,
         title: "Confirm your new email address",
         action: "Confirm the address",
         done: "Your account now has this email address.",
@@ -116,8 +116,9 @@ async fn link_post(
     let token = SecretString::from(raw.clone());
     let password = || SecretString::from(f.get("password").cloned().unwrap_or_default());
     let done = match p.name {
-        "password_reset" => st.auth.reset_password(&token, password(), &caller).await,
-        "invite" => st.auth.accept_invitation(&token, password(), &caller).await,
+        accounts::PASSWORD_RESET => st.auth.reset_password(&token, password(), &caller).await,
+        accounts::INVITE => st.auth.accept_invitation(&token, password(), &caller).await,
+        // Verification and address change: /email/verify takes both.
         _ => st.auth.verify_email(&token, &caller).await,
     };
     let status = match done {

@@ -959,6 +959,32 @@ async fn administrators_invite_and_invitees_set_their_password(b: Backend) {
     let r = accept(&jay_token, PASSWORD).await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    // An invitee who sets a password by a reset instead has taken the account up: it is no
+    // longer pending, and withdrawing it deletes nothing (it deleted the live account).
+    let r = invite("lea@example.com").await;
+    let lea: Value = r.json().await.unwrap();
+    let _ = smtp.next_message().await;
+    assert_eq!(
+        forgot(&app, json!({"email": "lea@example.com"}))
+            .await
+            .status(),
+        202
+    );
+    let reset_token = token_of(&smtp.next_message().await);
+    assert_eq!(reset(&app, &reset_token, PASSWORD).await.status(), 204);
+    let list: Value = app
+        .admin(reqwest::Method::GET, "/admin/invitations", &admin, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(!list.to_string().contains("lea@example.com"), "{list}");
+    let path = format!("/admin/invitations/{}", lea["id"].as_str().unwrap());
+    let r = app
+        .admin(reqwest::Method::DELETE, &path, &admin, None)
+        .await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(app.login("lea@example.com", PASSWORD).await.status(), 200);
     // The CLI invites too (with the server's mail settings); the server's outbox sends it.
     let config = std::env::temp_dir().join(format!("tessera-mail-{}.toml", uuid::Uuid::now_v7()));
     std::fs::write(

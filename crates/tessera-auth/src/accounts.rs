@@ -28,10 +28,11 @@ pub const PASSWORD_RESET: &str = "password_reset";
 /// A second reset mail for one account within this long is not sent (the first is enough).
 const RESEND_AFTER_MS: i64 = 60_000;
 /// Messages claimed per round, and how long a claim holds.
-const BATCH: i64 = 40;
+const BATCH: i64 = SENDS_AT_ONCE as i64;
 const LEASE: Duration = Duration::from_secs(60);
-/// Messages of a round sent at once (`SmtpSender` pools as many connections).
-const SENDS_AT_ONCE: usize = 20;
+/// Messages of a round sent at once; the SMTP transport pools as many connections. A round is
+/// one wave, so that no claimed message waits behind others past its lease.
+pub const SENDS_AT_ONCE: usize = 20;
 /// The outbox loop's pace when idle.
 const POLL: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts.
@@ -283,7 +284,7 @@ impl Auth {
     /// The link of an emailed token: `<accounts.link_base>?purpose=<purpose>&token=<token>`
     /// (with `&` when the base has a query already), so that one frontend page serves every
     /// purpose; the hosted `/account/link` page when no base is set.
-    pub fn account_link(&self, purpose: &str, token: &str) -> String {
+    fn account_link(&self, purpose: &str, token: &str) -> String {
         let base = self.link_base();
         let sep = if base.contains('?') { '&' } else { '?' };
         format!("{base}{sep}purpose={purpose}&token={token}")
@@ -405,7 +406,7 @@ impl Auth {
         })
     }
 
-    /// Whether `POST /signup` is open: `accounts.signup = "open"`, with mail and link_base.
+    /// Whether `POST /signup` is open: `accounts.signup = "open"`, with mail.
     pub fn signup_open(&self) -> bool {
         self.settings.accounts.signup == "open" && self.mail_enabled()
     }
@@ -519,6 +520,15 @@ impl Auth {
             self.note_once_a_minute(&owner, &to, &EMAIL_IN_USE_MAIL)
                 .await?;
             tracing::info!(user_id = %user.id, "address change to another account's address: its owner is told");
+            // The trail shows the attempt as any other (it does not say the address is held).
+            self.audit(caller, Event::EmailChangeRequested, Record::user(user.id))
+                .await;
+            return Ok(());
+        }
+        // One confirmation mail a minute per account, like every other kind.
+        let last = self.store.last_account_token(user.id, EMAIL_CHANGE).await?;
+        if last.is_some_and(|t| now_ms() - t < RESEND_AFTER_MS) {
+            tracing::info!(user_id = %user.id, "address change mail sent a moment ago; not again");
             return Ok(());
         }
         self.send_token(
@@ -617,8 +627,21 @@ impl Auth {
         {
             return Ok(());
         }
-        let body = self.render_mail(t, minijinja::context! { username => user.username })?;
-        self.queue(&self.sealed_mail(to, t.subject, &body, now)?)
+        self.queue_notice(to, t, minijinja::context! { username => user.username })
+            .await
+    }
+
+    /// Renders `t` with `ctx` and queues it to `to` (a mail that carries no token).
+    ///
+    /// Errors: `Internal` (a template), `StoreUnavailable`.
+    pub(crate) async fn queue_notice(
+        &self,
+        to: &str,
+        t: &MailTemplate,
+        ctx: minijinja::Value,
+    ) -> Result<(), AuthError> {
+        let body = self.render_mail(t, ctx)?;
+        self.queue(&self.sealed_mail(to, t.subject, &body, now_ms())?)
             .await
     }
 
@@ -726,13 +749,14 @@ impl Auth {
         self.set_email(UserRef::Id(user.id), Some(&new), true, caller)
             .await?;
         if let Some(old) = current {
-            let body = self.render_mail(
-                &EMAIL_CHANGED_MAIL,
-                minijinja::context! { username => user.username, new_email => new },
-            )?;
-            let t = &EMAIL_CHANGED_MAIL;
-            self.queue(&self.sealed_mail(&old.address, t.subject, &body, now_ms())?)
-                .await?;
+            // The change is made: a notice that cannot be queued is logged, not the answer.
+            let ctx = minijinja::context! { username => user.username, new_email => new };
+            if let Err(e) = self
+                .queue_notice(&old.address, &EMAIL_CHANGED_MAIL, ctx)
+                .await
+            {
+                tracing::warn!(user_id = %user.id, error = %e, "address-change notice not queued");
+            }
         }
         Ok(())
     }

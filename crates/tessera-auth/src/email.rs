@@ -1,11 +1,10 @@
 //! Users' email addresses: checked by `email_address` (RFC 5322's addr-spec, without display
-//! text or domain literals), and compared in one form: the local part Unicode-normalised
-//! (NFKC) and in lower case, the domain IDNA-normalised to its ASCII form (UTS #46) and in
-//! lower case, so that `Bob@Bücher.example` and `bob@xn--bcher-kva.example` are one address,
-//! and so are a composed and a decomposed `ë`.
+//! text or domain literals, with a local part in Unicode normal form NFKC), and compared in
+//! one form: the local part in lower case, the domain IDNA-normalised to its ASCII form (UTS
+//! #46) and in lower case, so that `Bob@Bücher.example` and `bob@xn--bcher-kva.example` are
+//! one address.
 
 use email_address::{EmailAddress, Options};
-use unicode_normalization::UnicodeNormalization;
 
 use crate::AuthError;
 
@@ -57,20 +56,21 @@ impl Email {
         let domain = idna::domain_to_ascii(parsed.domain()).map_err(|_| {
             AuthError::BadInput("the email address's domain is not a valid domain name".into())
         })?;
-        // One form for the local part: compatibility-composed (NFKC: `ｂ` is `b`, and a
-        // decomposed `ë` is the composed one), in lower case, composed again.
-        let local: String = parsed
-            .local_part()
-            .nfkc()
-            .collect::<String>()
-            .to_lowercase();
+        // One written form per address: a local part that Unicode normalisation would change
+        // (a decomposed `ë`, a full-width `ｂ`) is refused, so that no two accounts hold one
+        // address spelt two ways. (Refusing rather than normalising keeps every stored
+        // `email_key` as it was.)
+        let local = parsed.local_part();
+        if !unicode_normalization::is_nfkc(local) {
+            return Err(AuthError::BadInput(
+                "email must be written in Unicode normal form (NFKC): no decomposed or \
+                 full-width characters"
+                    .into(),
+            ));
+        }
         Ok(Email {
             address: address.to_string(),
-            key: format!(
-                "{}@{}",
-                local.nfc().collect::<String>(),
-                domain.to_ascii_lowercase()
-            ),
+            key: format!("{}@{}", local.to_lowercase(), domain.to_ascii_lowercase()),
         })
     }
 
@@ -117,16 +117,16 @@ mod tests {
     }
 
     #[test]
-    fn local_parts_compare_unicode_normalised() {
-        // The failing input: a composed and a decomposed ë were two addresses.
+    fn local_parts_have_one_written_form() {
+        // The failing input: a composed and a decomposed ë were two addresses, held by two
+        // accounts. The decomposed one (and a full-width letter) is now refused.
         let composed = Email::parse("Zo\u{eb}@B\u{fc}cher.Example").unwrap();
-        let decomposed = Email::parse("zoe\u{308}@bu\u{308}cher.example").unwrap();
-        assert_eq!(composed.key, decomposed.key);
         assert_eq!(composed.key, "zo\u{eb}@xn--bcher-kva.example");
-        // Full-width letters are their ASCII letters.
-        let wide = Email::parse("\u{ff42}ob@example.com").unwrap();
-        assert_eq!(wide.key, "bob@example.com");
-        assert_eq!(wide.address, "\u{ff42}ob@example.com");
+        assert!(Email::parse("zoe\u{308}@bu\u{308}cher.example").is_err());
+        assert!(Email::parse("\u{ff42}ob@example.com").is_err());
+        // A decomposed domain is IDNA-normalised, as before.
+        let d = Email::parse("zo\u{eb}@bu\u{308}cher.example").unwrap();
+        assert_eq!(d.key, composed.key);
     }
 
     #[test]

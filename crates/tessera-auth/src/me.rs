@@ -57,10 +57,14 @@ impl Auth {
         self.audit(caller, Event::PasswordChanged, Record::user(user.id))
             .await;
         if let (true, Some(to)) = (self.mail_enabled(), &user.email) {
-            let t = &crate::accounts::PASSWORD_CHANGED_MAIL;
-            let body = self.render_mail(t, minijinja::context! { username => user.username })?;
-            self.queue(&self.sealed_mail(to, t.subject, &body, now_ms())?)
-                .await?;
+            // The change is made: a note that cannot be queued is logged, not the answer.
+            let ctx = minijinja::context! { username => user.username };
+            if let Err(e) = self
+                .queue_notice(to, &crate::accounts::PASSWORD_CHANGED_MAIL, ctx)
+                .await
+            {
+                tracing::warn!(user_id = %user.id, error = %e, "password-change note not queued");
+            }
         }
         // The caller carries on in a new session, minted after the cut-off.
         let user = self

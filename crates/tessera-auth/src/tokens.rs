@@ -24,7 +24,7 @@ pub use tessera_proto::claims::{AccessClaims, Audience, Claims};
 use super::keys::{KeyError, KeyRing, SigningKey};
 
 /// Longest token we even try to parse.
-const MAX_TOKEN_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// Claims whose names custom claims may not take: those Tessera sets, and registered JWT and
 /// RFC 9068 claims a verifier could read as Tessera's word (`groups`, `entitlements`, `act`,
@@ -140,8 +140,11 @@ pub fn verify(
     verify_keyed(token, ring, expect, now).map(|(claims, _)| claims)
 }
 
-/// `verify`, and the `kid` of the key that signed the token.
-pub fn verify_keyed(
+/// `verify`, and the `kid` of the key that signed the token (the verified-token cache keeps
+/// it, to drop the token with its key).
+///
+/// Errors: `TokenError`, as `verify`.
+pub(crate) fn verify_keyed(
     token: &str,
     ring: &KeyRing,
     expect: &Expect<'_>,

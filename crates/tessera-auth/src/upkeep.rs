@@ -121,7 +121,9 @@ impl Auth {
             tracing::warn!(error = %e, "key reload failed");
         }
         // Tokens of a key that left the set go with it (a hit checks the key too).
-        self.verified.retain_keys(&self.keys.ring());
+        let leeway = self.settings.tokens.leeway.as_secs();
+        self.verified
+            .retain_live(&self.keys.ring(), leeway, crate::time::now_ms() / 1000);
         metrics::gauge!("verified_token_cache_entries").set(self.verified.len() as f64);
     }
 

@@ -11,7 +11,9 @@
 //!   leaves the key set takes its tokens with it), the token has not expired, and its
 //!   audience is one the caller accepts (introspection accepts more than `/userinfo`).
 //! - **Bounded**: `tokens.verified_cache` entries (quick_cache, S3-FIFO: a scan of tokens
-//!   used once does not push out those used often). Only tokens that verified are stored, so
+//!   used once does not push out those used often), each the token and its claims (about
+//!   2 KB for a typical token; at most about 10 KB, tokens being at most 8 KB). Expired
+//!   entries go at each key reload (every second or so). Only tokens that verified are stored, so
 //!   a flood of forged or expired tokens adds nothing. Hits and misses are counted in
 //!   `verified_token_cache_total{result}`.
 
@@ -29,12 +31,18 @@ struct Entry {
 }
 
 impl Entry {
+    /// Whether its key is still in `ring` and `exp` plus `leeway_secs` has not passed at `now`
+    /// (Unix seconds).
+    fn live(&self, ring: &KeyRing, leeway_secs: u64, now: i64) -> bool {
+        let leeway = i64::try_from(leeway_secs).unwrap_or(i64::MAX);
+        ring.verifying.contains_key(&*self.kid)
+            && now <= self.claims.claims.exp.saturating_add(leeway)
+    }
+
     /// Whether the entry still stands for `expect` at `now` (Unix seconds).
     fn holds(&self, ring: &KeyRing, expect: &Expect<'_>, now: i64) -> bool {
         let c = &self.claims.claims;
-        let leeway = i64::try_from(expect.leeway_secs).unwrap_or(i64::MAX);
-        ring.verifying.contains_key(&*self.kid)
-            && now <= c.exp.saturating_add(leeway)
+        self.live(ring, expect.leeway_secs, now)
             && c.iss == expect.issuer
             && c.aud
                 .iter()
@@ -69,14 +77,21 @@ impl VerifiedTokens {
         let Some(cache) = &self.cache else {
             return tokens::verify(token, ring, expect, now);
         };
+        // An oversized token is refused before it is even hashed.
+        if token.len() > tokens::MAX_TOKEN_BYTES {
+            return Err(TokenError::Malformed);
+        }
         if let Some(e) = cache.get(token) {
             if e.holds(ring, expect, now) {
                 metrics::counter!("verified_token_cache_total", "result" => "hit").increment(1);
                 return Ok(e.claims.clone());
             }
-            // Expired, or its key is gone: verified afresh below, which refuses it. (Another
-            // audience than the one cached is verified afresh too, and may pass.)
-            cache.remove(token);
+            // Expired, or its key is gone: dropped, and verified afresh below, which refuses
+            // it. (An audience this caller does not accept is verified afresh too, and the
+            // entry stays for the callers that do.)
+            if !e.live(ring, expect.leeway_secs, now) {
+                cache.remove(token);
+            }
         }
         metrics::counter!("verified_token_cache_total", "result" => "miss").increment(1);
         let (claims, kid) = tokens::verify_keyed(token, ring, expect, now)?;
@@ -90,10 +105,11 @@ impl VerifiedTokens {
         Ok(claims)
     }
 
-    /// Drops every entry whose key is not in `ring` (after the key set changed).
-    pub(crate) fn retain_keys(&self, ring: &KeyRing) {
+    /// Drops every entry whose key is not in `ring` (after the key set changed) or whose
+    /// `exp` plus `leeway_secs` has passed at `now` (Unix seconds).
+    pub(crate) fn retain_live(&self, ring: &KeyRing, leeway_secs: u64, now: i64) {
         if let Some(cache) = &self.cache {
-            cache.retain(|_, e| ring.verifying.contains_key(&*e.kid));
+            cache.retain(|_, e| e.live(ring, leeway_secs, now));
         }
     }
 

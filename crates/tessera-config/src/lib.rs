@@ -233,6 +233,7 @@ pub struct AccountSettings {
     /// `/me/email`) one client address may make per `ip_window`, together (an IPv6 address
     /// counts by its /64); more are answered 429 `slow_down`. 0: no limit.
     pub ip_requests: u32,
+    /// The window `ip_requests` counts in; a new one starts when the last has ended.
     #[serde(with = "humantime_serde")]
     pub ip_window: Duration,
 }

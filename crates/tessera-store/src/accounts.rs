@@ -90,7 +90,8 @@ pub trait AccountStore {
         purpose: &str,
         now: i64,
     ) -> StoreResult<Option<AccountToken>>;
-    /// Uses it up: `true` once (of parallel uses, one wins).
+    /// Uses it up: `true` once (of parallel uses, one wins), and only while its user is
+    /// enabled, has the cut-off it was issued under and the address it is bound to.
     async fn use_account_token(&self, token_hash: &str, now: i64) -> StoreResult<bool>;
     /// Claims up to `limit` messages due at `now` for sending until `lease_until`, counting an
     /// attempt for each. On Postgres, rows another replica is claiming are skipped

@@ -29,9 +29,17 @@ const TOKEN: &str = "
       AND NOT u.disabled AND u.tokens_not_before = t.fence";
 
 /// Invariant 7: the WHERE clause lets one use through.
+/// The binding is checked in the same statement: a password change, disable or address change
+/// between a token's check and its use leaves it unused.
 const USE_TOKEN: &str = "
     UPDATE account_tokens SET used_at = $2
-    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2";
+    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2
+      AND EXISTS (
+        SELECT 1 FROM users u
+        WHERE u.id = account_tokens.user_id AND NOT u.disabled
+          AND u.tokens_not_before = account_tokens.fence
+          AND (u.email_key = account_tokens.email_key
+               OR (u.email_key IS NULL AND account_tokens.email_key IS NULL)))";
 
 /// Postgres: rows being claimed elsewhere are skipped, so two replicas never hold one.
 const CLAIM_PG: &str = "
@@ -65,17 +73,22 @@ const FAILED: &str = "
 const QUEUED_SINCE: &str = "
     SELECT COUNT(*) FROM mail_outbox WHERE recipient = $1 AND subject = $2 AND created_at >= $3";
 
+/// Pending: unused, unexpired, and the password untouched since (an invitee who set one by a
+/// reset instead has taken the account up).
 const INVITATIONS: &str = "
     SELECT u.id AS user_id, u.username, u.email, t.created_at, t.expires_at
     FROM account_tokens t JOIN users u ON u.id = t.user_id
     WHERE t.purpose = 'invite' AND t.used_at IS NULL AND t.expires_at > $1
+      AND u.tokens_not_before = t.fence
     ORDER BY t.created_at, u.id";
 
-/// Only a user whose invitation is still pending (never accepted) is deleted.
+/// Only a user whose invitation is still pending is deleted: never accepted, and no password
+/// set since it was sent (a reset moves the cut-off past the invitation's fence).
 const REVOKE_INVITATION: &str = "
     DELETE FROM users WHERE id = $1 AND EXISTS (
         SELECT 1 FROM account_tokens t
-        WHERE t.user_id = $1 AND t.purpose = 'invite' AND t.used_at IS NULL)
+        WHERE t.user_id = $1 AND t.purpose = 'invite' AND t.used_at IS NULL
+          AND t.fence = users.tokens_not_before)
       AND NOT EXISTS (
         SELECT 1 FROM account_tokens t
         WHERE t.user_id = $1 AND t.purpose = 'invite' AND t.used_at IS NOT NULL)";

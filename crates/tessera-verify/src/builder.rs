@@ -39,7 +39,7 @@ pub struct VerifierBuilder {
 }
 
 /// Verified tokens kept by default (`VerifierBuilder::verified_cache`).
-pub const DEFAULT_CACHE_ENTRIES: usize = 10_000;
+const DEFAULT_CACHE_ENTRIES: usize = 10_000;
 
 impl std::fmt::Debug for VerifierBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -144,6 +144,9 @@ impl Verifier {
 
     async fn verify_inner(&self, token: &str) -> Result<Claims, VerifyError> {
         let inner = &*self.inner;
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(VerifyError::Malformed);
+        }
         if let Some(cache) = &inner.cache {
             if let Some(hit) = cache.get(token) {
                 let (claims, kid) = &*hit;
