@@ -4,14 +4,15 @@
 //! JSON API (`/password/reset`, `/invitations/accept`, `/email/verify`).
 //!
 //! Opening the link never uses its token: mail scanners and link previews fetch links, so
-//! only the form's POST (CSRF-checked) does. The page is `Cache-Control: no-store`, and its
+//! only the form's POST (CSRF-checked) does. The page is `Cache-Control: no-store` (the edge
+//! sets it on every answer that sets none), and its
 //! `Referrer-Policy: same-origin` keeps the token's URL from leaving Tessera.
 
 use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -84,7 +85,7 @@ async fn link_get(
     RawQuery(query): RawQuery,
 ) -> Response {
     if !st.auth.mail_enabled() {
-        return no_store(st.pages.error(StatusCode::NOT_FOUND, "Not found."));
+        return st.pages.error(StatusCode::NOT_FOUND, "Not found.");
     }
     let q: HashMap<String, String> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .into_owned()
@@ -93,7 +94,7 @@ async fn link_get(
         (Some(p), Some(token)) if !token.is_empty() && token.len() <= 256 => {
             form(&st, &headers, StatusCode::OK, p, token, None)
         }
-        _ => no_store(st.pages.error(StatusCode::BAD_REQUEST, INCOMPLETE)),
+        _ => st.pages.error(StatusCode::BAD_REQUEST, INCOMPLETE),
     }
 }
 
@@ -104,14 +105,14 @@ async fn link_post(
     body: Bytes,
 ) -> Response {
     if !st.auth.mail_enabled() {
-        return no_store(st.pages.error(StatusCode::NOT_FOUND, "Not found."));
+        return st.pages.error(StatusCode::NOT_FOUND, "Not found.");
     }
     let f = match checked_form(&st, &headers, &body) {
         Ok(f) => f,
         Err(res) => return *res,
     };
     let (Some(p), Some(raw)) = (purpose(f.get("purpose")), f.get("token")) else {
-        return no_store(st.pages.error(StatusCode::BAD_REQUEST, INCOMPLETE));
+        return st.pages.error(StatusCode::BAD_REQUEST, INCOMPLETE);
     };
     let token = SecretString::from(raw.clone());
     let password = || SecretString::from(f.get("password").cloned().unwrap_or_default());
@@ -123,11 +124,11 @@ async fn link_post(
     };
     let status = match done {
         Ok(()) => {
-            return no_store(st.pages.render(
+            return st.pages.render(
                 StatusCode::OK,
                 "link.html",
                 context! { lang => "en", title => p.title, done => p.done },
-            ))
+            )
         }
         Err(AuthError::WeakPassword(rule)) => {
             let why = AuthError::WeakPassword(rule).to_string();
@@ -140,17 +141,17 @@ async fn link_post(
         }
         Err(AuthError::InvalidAccountToken | AuthError::BadInput(_)) => StatusCode::BAD_REQUEST,
         Err(AuthError::EmailTaken) => {
-            return no_store(st.pages.error(
+            return st.pages.error(
                 StatusCode::CONFLICT,
                 "Another account has this email address now.",
-            ))
+            )
         }
         Err(e) => {
             tracing::warn!(error = %e, "an emailed link's form failed");
-            return no_store(unavailable(&st));
+            return unavailable(&st);
         }
     };
-    no_store(st.pages.error(status, SPENT))
+    st.pages.error(status, SPENT)
 }
 
 /// The link's form, the token in a hidden field.
@@ -162,7 +163,7 @@ fn form(
     token: &str,
     error: Option<&str>,
 ) -> Response {
-    no_store(csrf::with_token(headers, |csrf| {
+    csrf::with_token(headers, |csrf| {
         st.pages.render(
             status,
             "link.html",
@@ -178,12 +179,5 @@ fn form(
                 error => error,
             },
         )
-    }))
-}
-
-/// The page is never stored: it holds a token.
-fn no_store(mut res: Response) -> Response {
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
+    })
 }

@@ -1276,6 +1276,7 @@ async fn the_hosted_page_serves_emailed_links(b: Backend) {
     fields.push(("password".into(), "a brand new passphrase".into()));
     let r = browser.post("/account/link", &fields).await;
     assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
     assert!(r.text().await.unwrap().contains("Your password is set"));
     // Used: the new password works, the old session ended, the link is spent.
     assert_eq!(
