@@ -46,7 +46,7 @@ pub struct SignupRequest {
         (status = 202, description = "Accepted (whether or not the address is registered)", body = AcceptedBody),
         (status = 400, description = "Not an address, a domain not allowed, a username or password the rules refuse", body = ErrorBody),
         (status = 404, description = "Signup is closed", body = ErrorBody),
-        (status = 409, description = "The username chosen is taken", body = ErrorBody),
+        (status = 409, description = "The username chosen is taken, or looks like a taken one (UTS #39 confusable skeleton)", body = ErrorBody),
         (status = 429, description = "slow_down: too many requests that send mail from this address (accounts.ip_requests); see Retry-After", body = ErrorBody),
     ))]
 async fn signup(

@@ -1,5 +1,5 @@
 //! The user's own account, with their bearer token (an operator's client): the profile
-//! (`GET /me`), a password change (`POST /me/password`), their sessions (`GET /me/sessions`,
+//! (`GET /me`, `PATCH /me` for the username), a password change (`POST /me/password`), their sessions (`GET /me/sessions`,
 //! `DELETE /me/sessions/{id}`), an address change (`POST /me/email`) and deleting the account
 //! (`DELETE /me`).
 
@@ -26,7 +26,7 @@ use tessera_proto::admin::{SessionView, UserView};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(profile, delete_account))
+        .routes(routes!(profile, rename, delete_account))
         .routes(routes!(change_password))
         .routes(routes!(change_email))
         .routes(routes!(my_sessions))
@@ -43,6 +43,42 @@ pub fn router() -> OpenApiRouter<AppState> {
 async fn profile(State(st): State<AppState>, bearer: Bearer) -> Result<Response, ApiError> {
     let who = me(&st, bearer).await?;
     Ok(Json(st.auth.user(UserRef::Id(who.user.id)).await?).into_response())
+}
+
+/// What the caller changes of their profile.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileChange {
+    /// The new username (PRECIS, one script, at most 64 bytes; with an `@` only the account's
+    /// own address).
+    username: String,
+}
+
+/// Changes the caller's username (needs a login within `mfa.reauth_within`). The account logs
+/// in with the new name from now on; `sub` stays, and access tokens issued before carry the
+/// old name until refreshed.
+#[utoipa::path(patch, path = "/me", tag = "accounts", security(("bearer" = [])),
+    request_body = ProfileChange,
+    responses(
+        (status = 200, description = "Renamed: the caller's account", body = UserView),
+        (status = 400, description = "invalid_request: a name the rules refuse, or an address that is not the account's", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or revoked token, or insufficient_user_authentication (log in again first)", body = ErrorBody),
+        (status = 403, description = "A third-party client's token", body = ErrorBody),
+        (status = 409, description = "conflict: the name is taken, or looks like another account's (the description says which)", body = ErrorBody),
+    ))]
+async fn rename(
+    State(st): State<AppState>,
+    RequestCaller(caller): RequestCaller,
+    bearer: Bearer,
+    AppJson(req): AppJson<ProfileChange>,
+) -> Result<Response, ApiError> {
+    let who = me(&st, bearer).await?;
+    let since = st.auth.login_time(who.claims.session_id).await?;
+    let view = st
+        .auth
+        .change_username(who.user.id, &req.username, since, &caller)
+        .await?;
+    Ok(Json(view).into_response())
 }
 
 /// The current password and the new one.

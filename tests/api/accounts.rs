@@ -27,7 +27,9 @@ on_both!(
     users_change_their_address_with_a_link_to_the_new_one,
     mail_requests_are_limited_per_client_address,
     the_hosted_page_serves_emailed_links,
-    a_kill_between_the_commit_and_the_send_loses_nothing
+    a_kill_between_the_commit_and_the_send_loses_nothing,
+    address_shaped_names_follow_their_address_and_users_rename_themselves,
+    a_reset_tells_the_address_in_its_own_transaction
 );
 
 /// A real SMTP server on loopback, delivering into a maildir.
@@ -282,7 +284,7 @@ async fn a_reset_link_sets_a_new_password(b: Backend) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(app.store.mail_pending().await.unwrap(), 0);
-    assert_eq!(smtp.count(), 1);
+    assert_eq!(smtp.count(), 2, "the link and the reset's notice");
 }
 
 async fn reset_tokens_work_once_and_die_with_a_password_change(b: Backend) {
@@ -363,6 +365,12 @@ async fn reset_tokens_work_once_and_die_with_a_password_change(b: Backend) {
     );
     let winner = format!("parallel passphrase {}", won[0]);
     assert_eq!(app.login("sam", &winner).await.status(), 200);
+    // The one reset that won told the address (the losers queued nothing).
+    let told = smtp.next_message().await;
+    assert!(
+        told.contains("Subject: Your password was changed"),
+        "{told}"
+    );
     // Garbage: 400, never a 5xx.
     for bad in [
         json!({"token": "", "password": "x"}),
@@ -415,7 +423,7 @@ async fn reset_tokens_work_once_and_die_with_a_password_change(b: Backend) {
         202
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(smtp.count(), 4);
+    assert_eq!(smtp.count(), 5, "four links and one notice");
 }
 
 async fn the_outbox_keeps_mail_through_an_smtp_outage(b: Backend) {
@@ -563,6 +571,31 @@ async fn signup_verifies_the_address_and_tells_the_owner_of_a_taken_one(b: Backe
         )
         .await;
     assert_eq!(r.status(), 409);
+    // A chosen name that looks like a taken one (the same confusable skeleton) is said at
+    // once too, and nothing is created.
+    app.create_user("root", &[]).await;
+    let r = app
+        .post_json(
+            "/signup",
+            &json!({"email": "rita@example.com", "password": PASSWORD, "username": "r00t"}),
+        )
+        .await;
+    assert_eq!(r.status(), 409);
+    let body = r.json::<Value>().await.unwrap();
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("confusable"),
+        "{body}"
+    );
+    assert!(app.store.user_by_username("r00t").await.unwrap().is_none());
+    assert!(app
+        .store
+        .user_for_login(None, "rita@example.com")
+        .await
+        .unwrap()
+        .is_none());
     // The rules, checked before anything is stored: 400 each.
     for (email, password) in [
         ("omar@elsewhere.com", PASSWORD),
@@ -972,6 +1005,11 @@ async fn administrators_invite_and_invitees_set_their_password(b: Backend) {
     );
     let reset_token = token_of(&smtp.next_message().await);
     assert_eq!(reset(&app, &reset_token, PASSWORD).await.status(), 204);
+    let told = smtp.next_message().await;
+    assert!(
+        told.contains("Subject: Your password was changed"),
+        "{told}"
+    );
     let list: Value = app
         .admin(reqwest::Method::GET, "/admin/invitations", &admin, None)
         .await
@@ -1373,4 +1411,187 @@ async fn a_kill_between_the_commit_and_the_send_loses_nothing(b: Backend) {
     assert_eq!(got, want, "each message once");
     second.child.kill().unwrap();
     second.child.wait().unwrap();
+}
+
+/// `PATCH /me` with `body`, as the holder of `access`.
+async fn patch_me(app: &TestApp, access: &str, body: &Value) -> reqwest::Response {
+    app.client
+        .patch(app.url("/me"))
+        .bearer_auth(access)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn address_shaped_names_follow_their_address_and_users_rename_themselves(b: Backend) {
+    if !Smtp::available() {
+        return;
+    }
+    let smtp = Smtp::start(free_port(), &maildir()).await;
+    let Some(app) = app_with_mail(b, smtp.port).await else {
+        return;
+    };
+    // Named by her address, as a signup without a chosen name is.
+    let dora = with_email(&app, "dora@example.com", "dora@example.com").await;
+    let access = app.login_ok("dora@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app
+        .client
+        .post(app.url("/me/email"))
+        .bearer_auth(&access)
+        .json(&json!({"email": "dora.new@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let token = token_of(&smtp.next_message().await);
+    let r = app
+        .post_json("/email/verify", &json!({ "token": token }))
+        .await;
+    assert_eq!(r.status(), 204);
+    let told = smtp.next_message().await;
+    assert!(told.contains("To: dora@example.com"), "{told}");
+    assert!(told.contains("Subject: Your email address was changed"));
+    // The name followed the address: the old address names no account any more.
+    let row = app.store.user_by_id(dora.id).await.unwrap().unwrap();
+    assert_eq!(row.username, "dora.new@example.com");
+    assert_eq!(row.email.as_deref(), Some("dora.new@example.com"));
+    assert_eq!(
+        app.login("dora.new@example.com", PASSWORD).await.status(),
+        200
+    );
+    assert_eq!(app.login("dora@example.com", PASSWORD).await.status(), 401);
+    // A reset asked with the old address sends nothing (it went to the new one before).
+    let before = smtp.count();
+    assert_eq!(
+        forgot(&app, json!({"email": "dora@example.com"}))
+            .await
+            .status(),
+        202
+    );
+    // The old address is free: another account can take it (a link, not an "in use" note).
+    with_email(&app, "erin", "erin@example.com").await;
+    let erin = app.login_ok("erin").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app
+        .client
+        .post(app.url("/me/email"))
+        .bearer_auth(&erin)
+        .json(&json!({"email": "dora@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let m = smtp.next_message().await;
+    assert!(m.contains("To: dora@example.com"), "{m}");
+    assert!(m.contains("Subject: Confirm your new email address"), "{m}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(smtp.count(), before + 1, "no reset mail to the old address");
+
+    // Renaming oneself: the new name logs in, the old one does not, `sub` stays.
+    let access = app.login_ok("dora.new@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = patch_me(&app, &access, &json!({"username": "Dora"})).await;
+    assert_eq!(r.status(), 200);
+    let view = r.json::<Value>().await.unwrap();
+    assert_eq!(view["username"], "dora");
+    assert_eq!(view["id"], dora.id.to_string());
+    assert_eq!(app.login("dora", PASSWORD).await.status(), 200);
+    let row = app.store.user_by_id(dora.id).await.unwrap().unwrap();
+    assert_eq!(row.username, "dora");
+    // Back to her own address as a name: allowed; another address is not.
+    let r = patch_me(&app, &access, &json!({"username": "Dora.New@Example.com"})).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = patch_me(&app, &access, &json!({"username": "erin@example.com"})).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+    // Taken, looking like a taken one, refused by the rules, or not a profile field.
+    app.create_user("root", &[]).await;
+    let r = patch_me(&app, &access, &json!({"username": "ERIN"})).await;
+    assert_eq!(r.status(), 409);
+    let r = patch_me(&app, &access, &json!({"username": "r00t"})).await;
+    assert_eq!(r.status(), 409);
+    let body = r.json::<Value>().await.unwrap();
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("confusable"),
+        "{body}"
+    );
+    for bad in [
+        json!({"username": "al ice"}),
+        json!({"username": ""}),
+        json!({"username": "x", "roles": ["admin"]}),
+        json!({"username": 7}),
+    ] {
+        let r = patch_me(&app, &access, &bad).await;
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+    let row = app.store.user_by_id(dora.id).await.unwrap().unwrap();
+    assert_eq!(row.username, "dora.new@example.com");
+    assert_eq!(row.roles, Vec::<String>::new());
+    // Without a token, nothing.
+    let r = app
+        .client
+        .patch(app.url("/me"))
+        .json(&json!({"username": "nobody"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // The trail names the renames (one with the address, two by hand).
+    let q = tessera::store::AuditQuery {
+        event: Some("user.renamed".into()),
+        user_id: Some(dora.id),
+        limit: 10,
+        before: i64::MAX,
+        ..Default::default()
+    };
+    crate::helpers::eventually(10, "three renames audited", || async {
+        app.store.audit_events(&q).await.unwrap().len() == 3
+    })
+    .await;
+}
+
+async fn a_reset_tells_the_address_in_its_own_transaction(b: Backend) {
+    if !Smtp::available() {
+        return;
+    }
+    let mut smtp = Smtp::start(free_port(), &maildir()).await;
+    let Some(app) = app_with_mail(b, smtp.port).await else {
+        return;
+    };
+    with_email(&app, "fred", "fred@example.com").await;
+    assert_eq!(
+        forgot(&app, json!({"username": "fred"})).await.status(),
+        202
+    );
+    let token = token_of(&smtp.next_message().await);
+    // With SMTP down, the reset's notice is stored by the time the answer comes.
+    smtp.stop();
+    let pending = app.store.mail_pending().await.unwrap();
+    let r = reset(&app, &token, "a brand new passphrase").await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(app.store.mail_pending().await.unwrap(), pending + 1);
+    // A second use of the token changes nothing and queues nothing.
+    let r = reset(&app, &token, "another new passphrase").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(app.store.mail_pending().await.unwrap(), pending + 1);
+    assert_eq!(
+        app.login("fred", "a brand new passphrase").await.status(),
+        200
+    );
+    // SMTP back: the notice arrives.
+    let smtp = Smtp::start(smtp.port, &maildir()).await;
+    let m = smtp.next_message().await;
+    assert!(m.contains("To: fred@example.com"), "{m}");
+    assert!(m.contains("Subject: Your password was changed"), "{m}");
 }

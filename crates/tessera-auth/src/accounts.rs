@@ -18,9 +18,8 @@ use uuid::Uuid;
 use crate::audit::{Caller, Event, Record};
 use crate::email::Email;
 use crate::oidc::{random_token, token_digest};
-use crate::store::{AccountToken, OutboxMail};
+use crate::store::{AccountToken, Duplicate, OutboxMail, Redemption, StoreError};
 use crate::time::{now_ms, UnixMillis};
-use crate::users::UserRef;
 use crate::{Auth, AuthError, Username};
 
 /// The purpose of a password-reset token.
@@ -416,7 +415,8 @@ impl Auth {
     /// address itself when none is given) and the password rules.
     ///
     /// Errors: `SignupClosed`, `BadInput`, `BadUsername`, `UsernameTaken` (a chosen name),
-    /// `WeakPassword`, `StoreUnavailable`.
+    /// `UsernameConfusable` (a chosen name that looks like a taken one), `WeakPassword`,
+    /// `StoreUnavailable`.
     pub async fn check_signup(
         &self,
         email: &str,
@@ -439,17 +439,19 @@ impl Auth {
         let chosen = username.is_some();
         let username =
             Username::parse(username.unwrap_or(&email.address)).map_err(AuthError::BadUsername)?;
-        // A name chosen and taken is said now (names are not secret); a default name (the
-        // address) is left to the address's own check, which says nothing.
-        if chosen
-            && !username.as_str().contains('@')
-            && self
+        // A name chosen and taken, or one that looks like a taken one, is said now (names are
+        // not secret); a default name (the address) is left to the address's own check, which
+        // says nothing.
+        if chosen && !username.as_str().contains('@') {
+            match self
                 .store
-                .user_by_username(username.as_str())
+                .name_in_use(username.as_str(), &username.skeleton())
                 .await?
-                .is_some()
-        {
-            return Err(AuthError::UsernameTaken);
+            {
+                Some(Duplicate::Username) => return Err(AuthError::UsernameTaken),
+                Some(_) => return Err(AuthError::UsernameConfusable),
+                None => {}
+            }
         }
         crate::login::check_new_password(&password, username.as_str(), &self.settings.password)?;
         Ok(SignupRequest {
@@ -640,9 +642,54 @@ impl Auth {
         t: &MailTemplate,
         ctx: minijinja::Value,
     ) -> Result<(), AuthError> {
+        self.queue(&self.notice(to, t, ctx)?).await
+    }
+
+    /// `t` rendered with `ctx` as an outbox row to `to`, for the store write of the change it
+    /// tells of to queue in the same transaction (invariant 10: a change is never stored
+    /// without its notice).
+    ///
+    /// Errors: `Internal` (a template, sealing).
+    pub(crate) fn notice(
+        &self,
+        to: &str,
+        t: &MailTemplate,
+        ctx: minijinja::Value,
+    ) -> Result<OutboxMail, AuthError> {
         let body = self.render_mail(t, ctx)?;
-        self.queue(&self.sealed_mail(to, t.subject, &body, now_ms())?)
+        self.sealed_mail(to, t.subject, &body, now_ms())
+    }
+
+    /// Uses an emailed token and makes its change, with `notice` queued, in one transaction
+    /// (`Redemption`); then this replica's caches forget what changed.
+    ///
+    /// Errors: `InvalidAccountToken` (used, expired, or its user's cut-off or address changed
+    /// since it was checked), `EmailTaken`, `UsernameTaken`, `UsernameConfusable` (nothing
+    /// changed), `StoreUnavailable`.
+    async fn redeem(
+        &self,
+        token_hash: &str,
+        user_id: Uuid,
+        change: Redemption<'_>,
+        notice: Option<&OutboxMail>,
+    ) -> Result<(), AuthError> {
+        let ended = self
+            .store
+            .redeem_account_token(token_hash, user_id, now_ms(), change, notice)
             .await
+            .map_err(|e| match e {
+                StoreError::Duplicate(Duplicate::Email) => AuthError::EmailTaken,
+                StoreError::Duplicate(Duplicate::Username) => AuthError::UsernameTaken,
+                StoreError::Duplicate(Duplicate::UsernameSkeleton) => AuthError::UsernameConfusable,
+                other => other.into(),
+            })?
+            .ok_or(AuthError::InvalidAccountToken)?;
+        self.sessions_ended(&ended);
+        self.revocations.invalidate_user(user_id);
+        if notice.is_some() {
+            self.mail_queued.notify_one();
+        }
+        Ok(())
     }
 
     /// Queues a message that carries no token and wakes the outbox.
@@ -720,11 +767,19 @@ impl Auth {
                 ..
             }) => {
                 let current = current.ok_or(AuthError::InvalidAccountToken)?;
-                if !self.store.use_account_token(&hash, now_ms()).await? {
-                    return Err(AuthError::InvalidAccountToken);
-                }
-                self.set_email(UserRef::Id(user.id), Some(&current.address), true, caller)
-                    .await?;
+                let address = (current.address.as_str(), current.key.as_str());
+                self.redeem(
+                    &hash,
+                    user.id,
+                    Redemption::Email {
+                        address,
+                        rename: None,
+                    },
+                    None,
+                )
+                .await?;
+                self.audit(caller, Event::EmailChanged, Record::user(user.id))
+                    .await;
             }
         }
         Ok(())
@@ -742,21 +797,37 @@ impl Auth {
             stored,
             current,
         } = self.emailed_token(token, EMAIL_CHANGE).await?;
-        let new = stored.email.ok_or(AuthError::InvalidAccountToken)?;
-        if !self.store.use_account_token(&hash, now_ms()).await? {
-            return Err(AuthError::InvalidAccountToken);
-        }
-        self.set_email(UserRef::Id(user.id), Some(&new), true, caller)
-            .await?;
-        if let Some(old) = current {
-            // The change is made: a notice that cannot be queued is logged, not the answer.
-            let ctx = minijinja::context! { username => user.username, new_email => new };
-            if let Err(e) = self
-                .queue_notice(&old.address, &EMAIL_CHANGED_MAIL, ctx)
-                .await
-            {
-                tracing::warn!(user_id = %user.id, error = %e, "address-change notice not queued");
-            }
+        let new = stored
+            .email
+            .as_deref()
+            .and_then(|e| Email::parse(e).ok())
+            .ok_or(AuthError::InvalidAccountToken)?;
+        // A name that is the old address is the address it logs in with: it follows the
+        // address, or it would keep holding the old one (logins and resets by it).
+        let renamed = current
+            .as_ref()
+            .filter(|old| Email::parse(&user.username).is_ok_and(|n| n.key == old.key))
+            .and_then(|_| Username::parse(&new.address).ok())
+            .map(|n| (n.skeleton(), n));
+        // The old address is told in the change's own transaction.
+        let notice = current
+            .as_ref()
+            .map(|old| {
+                let ctx =
+                    minijinja::context! { username => user.username, new_email => new.address };
+                self.notice(&old.address, &EMAIL_CHANGED_MAIL, ctx)
+            })
+            .transpose()?;
+        let change = Redemption::Email {
+            address: (&new.address, &new.key),
+            rename: renamed.as_ref().map(|(s, n)| (n.as_str(), s.as_str())),
+        };
+        self.redeem(&hash, user.id, change, notice.as_ref()).await?;
+        self.audit(caller, Event::EmailChanged, Record::user(user.id))
+            .await;
+        if renamed.is_some() {
+            self.audit(caller, Event::UsernameChanged, Record::user(user.id))
+                .await;
         }
         Ok(())
     }
@@ -850,15 +921,17 @@ impl Auth {
             ..
         } = self.emailed_token(token, INVITE).await?;
         let current = current.ok_or(AuthError::InvalidAccountToken)?;
-        let now = now_ms();
         crate::login::check_new_password(&password, &user.username, &self.settings.password)?;
-        if !self.store.use_account_token(&hash, now).await? {
-            return Err(AuthError::InvalidAccountToken);
-        }
-        self.set_password(UserRef::Id(user.id), password, caller)
-            .await?;
-        self.set_email(UserRef::Id(user.id), Some(&current.address), true, caller)
-            .await?;
+        let hashed = self.passwords.hash(password).await?;
+        let change = Redemption::Invitation {
+            hash: &hashed,
+            address: (&current.address, &current.key),
+        };
+        self.redeem(&hash, user.id, change, None).await?;
+        self.audit(caller, Event::PasswordChanged, Record::user(user.id))
+            .await;
+        self.audit(caller, Event::EmailChanged, Record::user(user.id))
+            .await;
         Ok(())
     }
 
@@ -916,13 +989,27 @@ impl Auth {
     ) -> Result<(), AuthError> {
         // The address the link went to must still be the account's: a changed address ends
         // what was mailed to the old one.
-        let EmailedToken { hash, user, .. } = self.emailed_token(token, PASSWORD_RESET).await?;
+        let EmailedToken {
+            hash,
+            user,
+            current,
+            ..
+        } = self.emailed_token(token, PASSWORD_RESET).await?;
         crate::login::check_new_password(&password, &user.username, &self.settings.password)?;
-        if !self.store.use_account_token(&hash, now_ms()).await? {
-            return Err(AuthError::InvalidAccountToken);
-        }
-        self.set_password(UserRef::Id(user.id), password, caller)
-            .await?;
+        let hashed = self.passwords.hash(password).await?;
+        // The address is told, in the reset's own transaction, as after any password change.
+        let notice = current
+            .as_ref()
+            .map(|to| {
+                let ctx = minijinja::context! { username => user.username };
+                self.notice(&to.address, &PASSWORD_CHANGED_MAIL, ctx)
+            })
+            .transpose()?;
+        let change = Redemption::Password { hash: &hashed };
+        self.redeem(&hash, user.id, change, notice.as_ref()).await?;
+        self.end_sso_of_user(user.id, "password_changed").await?;
+        self.audit(caller, Event::PasswordChanged, Record::user(user.id))
+            .await;
         self.audit(caller, Event::PasswordReset, Record::user(user.id))
             .await;
         Ok(())

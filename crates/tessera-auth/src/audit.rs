@@ -112,10 +112,12 @@ pub enum Event {
     InvitationRevoked,
     /// A user asked to change their address: a link to confirm it went to the new one.
     EmailChangeRequested,
+    /// The username was changed (by the user, or with their address-shaped name's address).
+    UsernameChanged,
 }
 
 impl Event {
-    pub const ALL: [Event; 35] = [
+    pub const ALL: [Event; 36] = [
         Event::LoginSucceeded,
         Event::LoginFailed,
         Event::LoginThrottled,
@@ -151,6 +153,7 @@ impl Event {
         Event::UserInvited,
         Event::InvitationRevoked,
         Event::EmailChangeRequested,
+        Event::UsernameChanged,
     ];
 
     /// The event's name in logs, rows, metrics and the admin API.
@@ -191,6 +194,7 @@ impl Event {
             Event::UserInvited => "user.invited",
             Event::InvitationRevoked => "user.invitation_revoked",
             Event::EmailChangeRequested => "user.email_change_requested",
+            Event::UsernameChanged => "user.renamed",
         }
     }
 

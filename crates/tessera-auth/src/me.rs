@@ -1,14 +1,17 @@
 //! What a user does with their own account, with their bearer token: change the password
-//! (with the current one), list and end their sessions, and delete the account.
+//! (with the current one) or the username, list and end their sessions, and delete the
+//! account.
 
 use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::audit::{Caller, Event, Record};
+use crate::email::Email;
+use crate::store::{Duplicate, StoreError};
 use crate::time::{now_ms, UnixMillis};
 use crate::users::UserRef;
-use crate::{Auth, AuthError, ClientId, ClientMeta, Ending, Granted, TokenPair};
-use tessera_proto::admin::SessionView;
+use crate::{Auth, AuthError, ClientId, ClientMeta, Ending, Granted, TokenPair, Username};
+use tessera_proto::admin::{SessionView, UserView};
 
 impl Auth {
     /// Changes the caller's password (`POST /me/password`): the current one is checked like a
@@ -42,30 +45,32 @@ impl Auth {
         // Against the hash the current password was checked with: of parallel changes with
         // one current password, one wins; the others find it changed.
         let hash = self.passwords.hash(new).await?;
+        // The note is queued in the change's own transaction (invariant 10).
+        let notice = match (self.mail_enabled(), &user.email) {
+            (true, Some(to)) => {
+                let ctx = minijinja::context! { username => user.username };
+                Some(self.notice(to, &crate::accounts::PASSWORD_CHANGED_MAIL, ctx)?)
+            }
+            _ => None,
+        };
         self.user_changed(self.store.set_password_if(
             &checked.username,
             &checked.password_hash,
             &hash,
             now_ms(),
+            notice.as_ref(),
         ))
         .await
         .map_err(|e| match e {
             AuthError::UserNotFound => AuthError::InvalidCredentials,
             other => other,
         })?;
+        if notice.is_some() {
+            self.mail_queued.notify_one();
+        }
         self.end_sso_of_user(user.id, "password_changed").await?;
         self.audit(caller, Event::PasswordChanged, Record::user(user.id))
             .await;
-        if let (true, Some(to)) = (self.mail_enabled(), &user.email) {
-            // The change is made: a note that cannot be queued is logged, not the answer.
-            let ctx = minijinja::context! { username => user.username };
-            if let Err(e) = self
-                .queue_notice(to, &crate::accounts::PASSWORD_CHANGED_MAIL, ctx)
-                .await
-            {
-                tracing::warn!(user_id = %user.id, error = %e, "password-change note not queued");
-            }
-        }
         // The caller carries on in a new session, minted after the cut-off.
         let user = self
             .store
@@ -80,6 +85,61 @@ impl Auth {
             .open_session(user.tokens_not_before, &session, client, caller)
             .await?;
         self.issue(&subject, &session, &granted, now)
+    }
+
+    /// Renames the caller (`PATCH /me`): needs a login within `mfa.reauth_within`
+    /// (`auth_time`, ms), since the name is what the account logs in with. The name follows
+    /// the username rules (PRECIS, one script); a name with an `@` must be the account's own
+    /// address. Access tokens issued before carry the old name until they are refreshed; `sub`
+    /// does not change.
+    ///
+    /// Errors: `ReauthenticationRequired`, `BadUsername`, `BadInput` (an address that is not
+    /// the account's), `UsernameTaken`, `UsernameConfusable` (it looks like another
+    /// account's), `UserNotFound`, `StoreUnavailable`.
+    pub async fn change_username(
+        &self,
+        user_id: Uuid,
+        username: &str,
+        auth_time: i64,
+        caller: &Caller,
+    ) -> Result<UserView, AuthError> {
+        self.check_recent(auth_time)?;
+        let name = Username::parse(username).map_err(AuthError::BadUsername)?;
+        let user = self
+            .store
+            .user_by_id(user_id)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or(AuthError::UserNotFound)?;
+        if name.as_str() == user.username {
+            return self.user(UserRef::Id(user_id)).await;
+        }
+        // A name with an @ logs in as that address: only the account's own.
+        if name.as_str().contains('@') {
+            let own = user.email.as_deref().and_then(|e| Email::parse(e).ok());
+            let named = Email::parse(name.as_str()).ok();
+            if own.is_none() || own.map(|e| e.key) != named.map(|e| e.key) {
+                return Err(AuthError::BadInput(
+                    "a username with @ must be the account's own email address".into(),
+                ));
+            }
+        }
+        let renamed = self
+            .store
+            .rename_user(user_id, name.as_str(), &name.skeleton(), now_ms())
+            .await
+            .map_err(|e| match e {
+                StoreError::Duplicate(Duplicate::Username) => AuthError::UsernameTaken,
+                StoreError::Duplicate(Duplicate::UsernameSkeleton) => AuthError::UsernameConfusable,
+                other => other.into(),
+            })?;
+        if !renamed {
+            return Err(AuthError::UserNotFound);
+        }
+        self.revocations.invalidate_user(user_id);
+        self.audit(caller, Event::UsernameChanged, Record::user(user_id))
+            .await;
+        self.user(UserRef::Id(user_id)).await
     }
 
     /// The caller's sessions (`GET /me/sessions`), newest first.

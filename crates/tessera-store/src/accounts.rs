@@ -73,6 +73,27 @@ impl std::fmt::Debug for OutboxMail {
     }
 }
 
+/// What using an emailed token changes, in the transaction that uses it
+/// (`AccountStore::redeem_account_token`).
+#[derive(Debug, Clone, Copy)]
+pub enum Redemption<'a> {
+    /// A new password hash (a reset): every session of the user is revoked and the cut-off
+    /// moves.
+    Password { hash: &'a str },
+    /// A new address, verified (`(as given, compared form)`); `rename` also renames the
+    /// account (`(username, skeleton)`), whose address-shaped name was the old address.
+    Email {
+        address: (&'a str, &'a str),
+        rename: Option<(&'a str, &'a str)>,
+    },
+    /// An invitation accepted: the invitee's password hash (sessions revoked and the cut-off
+    /// moved, as a reset), and the address the link reached, verified.
+    Invitation {
+        hash: &'a str,
+        address: (&'a str, &'a str),
+    },
+}
+
 /// Tokens by email and the outbox.
 #[async_trait]
 pub trait AccountStore {
@@ -93,6 +114,21 @@ pub trait AccountStore {
     /// Uses it up: `true` once (of parallel uses, one wins), and only while its user is
     /// enabled, has the cut-off it was issued under and the address it is bound to.
     async fn use_account_token(&self, token_hash: &str, now: i64) -> StoreResult<bool>;
+    /// Uses the token of `user_id` (as `use_account_token`), makes the change it was issued
+    /// for and queues `notice`, in one transaction: either all of it is stored or none.
+    /// Returns the sessions the change revoked, or `None` when the token could not be used
+    /// (nothing changed).
+    ///
+    /// Errors: `Duplicate(Email)` (another account took the address meanwhile),
+    /// `Duplicate(Username | UsernameSkeleton)` (a rename's name is taken); nothing changed.
+    async fn redeem_account_token(
+        &self,
+        token_hash: &str,
+        user_id: Uuid,
+        now: i64,
+        change: Redemption<'_>,
+        notice: Option<&OutboxMail>,
+    ) -> StoreResult<Option<Vec<Uuid>>>;
     /// Claims up to `limit` messages due at `now` for sending until `lease_until`, counting an
     /// attempt for each. On Postgres, rows another replica is claiming are skipped
     /// (`FOR UPDATE SKIP LOCKED`), so no message is claimed twice at once.

@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
-use super::{AccountStore, AccountToken, Invitation, OutboxMail, StoreResult};
+use super::user_changes::{REVOKE_SESSIONS_OF_USER, SET_PASSWORD_BY_ID};
+use super::users::{RENAME, SET_EMAIL};
+use super::{AccountStore, AccountToken, Invitation, OutboxMail, Redemption, StoreResult};
 
 const DROP_UNUSED: &str =
     "DELETE FROM account_tokens WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL";
@@ -14,7 +16,7 @@ const INSERT_TOKEN: &str = "
                                 email_key, email)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
-const INSERT_MAIL: &str = "
+pub(crate) const INSERT_MAIL: &str = "
     INSERT INTO mail_outbox (id, recipient, subject, body_sealed, html_sealed, created_at,
                              next_attempt_at)
     VALUES ($1, $2, $3, $4, $5, $6, $6)";
@@ -34,6 +36,17 @@ const TOKEN: &str = "
 const USE_TOKEN: &str = "
     UPDATE account_tokens SET used_at = $2
     WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2
+      AND EXISTS (
+        SELECT 1 FROM users u
+        WHERE u.id = account_tokens.user_id AND NOT u.disabled
+          AND u.tokens_not_before = account_tokens.fence
+          AND (u.email_key = account_tokens.email_key
+               OR (u.email_key IS NULL AND account_tokens.email_key IS NULL)))";
+
+/// `USE_TOKEN`, for a token of user `$3` only.
+const USE_TOKEN_OF: &str = "
+    UPDATE account_tokens SET used_at = $2
+    WHERE token_hash = $1 AND user_id = $3 AND used_at IS NULL AND expires_at > $2
       AND EXISTS (
         SELECT 1 FROM users u
         WHERE u.id = account_tokens.user_id AND NOT u.disabled
@@ -172,6 +185,83 @@ impl AccountStore for SqlStore {
             .await
             .map(|r| r.rows_affected()))?;
         Ok(n == 1)
+    }
+
+    async fn redeem_account_token(
+        &self,
+        token_hash: &str,
+        user_id: Uuid,
+        now: i64,
+        change: Redemption<'_>,
+        notice: Option<&OutboxMail>,
+    ) -> StoreResult<Option<Vec<Uuid>>> {
+        let (hash, address, rename) = match change {
+            Redemption::Password { hash } => (Some(hash), None, None),
+            Redemption::Email { address, rename } => (None, Some(address), rename),
+            Redemption::Invitation { hash, address } => (Some(hash), Some(address), None),
+        };
+        Ok(on_backend!(self, |b| {
+            let mut tx = b.pool().begin().await?;
+            // The use first: on SQLite its write takes the lock, and its conditions (the
+            // user's cut-off and address) are read before this transaction changes them.
+            let used = sqlx::query(USE_TOKEN_OF)
+                .bind(token_hash)
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if used != 1 {
+                return Ok(None);
+            }
+            let mut revoked = Vec::new();
+            if let Some(hash) = hash {
+                sqlx::query(SET_PASSWORD_BY_ID)
+                    .bind(user_id)
+                    .bind(hash)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                revoked = sqlx::query_scalar(REVOKE_SESSIONS_OF_USER)
+                    .bind(user_id)
+                    .bind(now)
+                    .bind("password_changed")
+                    .fetch_all(&mut *tx)
+                    .await?;
+            }
+            if let Some((address, key)) = address {
+                sqlx::query(SET_EMAIL)
+                    .bind(user_id)
+                    .bind(address)
+                    .bind(key)
+                    .bind(true)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some((name, skeleton)) = rename {
+                sqlx::query(RENAME)
+                    .bind(user_id)
+                    .bind(name)
+                    .bind(skeleton)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some(m) = notice {
+                sqlx::query(INSERT_MAIL)
+                    .bind(m.id)
+                    .bind(&m.recipient)
+                    .bind(&m.subject)
+                    .bind(&m.body_sealed)
+                    .bind(&m.html_sealed)
+                    .bind(m.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(Some(revoked))
+        })?)
     }
 
     async fn claim_mail(

@@ -71,7 +71,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc::Receiver;
 use uuid::Uuid;
 
-pub use accounts::{AccountStore, AccountToken, Invitation, OutboxMail};
+pub use accounts::{AccountStore, AccountToken, Invitation, OutboxMail, Redemption};
 #[cfg(feature = "sql")]
 pub use backend::SqlStore;
 pub use change::Change;
@@ -144,6 +144,19 @@ pub trait UserStore {
         after: Uuid,
         limit: u32,
     ) -> StoreResult<Vec<(Uuid, String)>>;
+    /// Renames the user (`username`, with its confusable `skeleton`); `false` when there is
+    /// no such user. Errors: `Duplicate(Username)` or `Duplicate(UsernameSkeleton)` when
+    /// another account holds the name or its skeleton.
+    async fn rename_user(
+        &self,
+        id: Uuid,
+        username: &str,
+        skeleton: &str,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// Whether an account holds `username` or a name with its confusable `skeleton`, and
+    /// which (the name itself first).
+    async fn name_in_use(&self, username: &str, skeleton: &str) -> StoreResult<Option<Duplicate>>;
     /// Stores the user's skeleton; `false` when another account holds it (or it was set).
     async fn set_skeleton(&self, id: Uuid, skeleton: &str) -> StoreResult<bool>;
     async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>>;
@@ -193,13 +206,15 @@ pub trait UserChanges {
         now: i64,
     ) -> StoreResult<Option<(Uuid, Vec<Uuid>)>>;
     /// `set_password`, only while the stored hash is still `old_hash` (the one a current
-    /// password was checked against); `None` otherwise.
+    /// password was checked against), with `notice` queued in the same transaction; `None`
+    /// otherwise (nothing changed, nothing queued).
     async fn set_password_if(
         &self,
         username: &str,
         old_hash: &str,
         hash: &str,
         now: i64,
+        notice: Option<&OutboxMail>,
     ) -> StoreResult<Option<(Uuid, Vec<Uuid>)>>;
     /// Erases the user's personal data in one transaction: the row stays as a disabled
     /// tombstone named `tombstone` that carries a new cut-off, and their sessions, SSO

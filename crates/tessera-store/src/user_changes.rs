@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use sqlx::types::Json;
 use uuid::Uuid;
 
+use super::accounts_sql::INSERT_MAIL;
 use super::backend::{on_backend, Backend, SqlStore};
-use super::{StoreResult, UserChanges};
+use super::{OutboxMail, StoreResult, UserChanges};
 
 const SET_CLAIMS: &str = "UPDATE users SET claims = $2, updated_at = $3 WHERE id = $1";
 
@@ -88,7 +89,14 @@ const REHASH: &str = "
     UPDATE users SET password_hash = $3, updated_at = $4
     WHERE id = $1 AND password_hash = $2";
 
-const REVOKE_SESSIONS_OF_USER: &str = "
+/// `SET_PASSWORD` by id (`$1`), at `$3`.
+pub(crate) const SET_PASSWORD_BY_ID: &str = "
+    UPDATE users SET password_hash = $2, updated_at = $3,
+        tokens_not_before = CASE WHEN $3 > tokens_not_before THEN $3
+                                 ELSE tokens_not_before + 1 END
+    WHERE id = $1";
+
+pub(crate) const REVOKE_SESSIONS_OF_USER: &str = "
     UPDATE sessions SET revoked_at = $2, revoked_reason = $3
     WHERE user_id = $1 AND revoked_at IS NULL RETURNING id";
 
@@ -195,7 +203,8 @@ impl UserChanges for SqlStore {
         hash: &str,
         now: i64,
     ) -> StoreResult<Option<(Uuid, Vec<Uuid>)>> {
-        self.set_password_where(username, hash, now, None).await
+        self.set_password_where(username, hash, now, None, None)
+            .await
     }
 
     async fn set_password_if(
@@ -204,8 +213,9 @@ impl UserChanges for SqlStore {
         old_hash: &str,
         hash: &str,
         now: i64,
+        notice: Option<&OutboxMail>,
     ) -> StoreResult<Option<(Uuid, Vec<Uuid>)>> {
-        self.set_password_where(username, hash, now, Some(old_hash))
+        self.set_password_where(username, hash, now, Some(old_hash), notice)
             .await
     }
     async fn rehash_password(
@@ -280,13 +290,14 @@ impl SqlStore {
 
 impl SqlStore {
     /// A new hash for the user (compare-and-set against `old` when given), every session
-    /// revoked and the cut-off moved, in one transaction.
+    /// revoked, the cut-off moved and `notice` queued, in one transaction.
     async fn set_password_where(
         &self,
         username: &str,
         hash: &str,
         now: i64,
         old: Option<&str>,
+        notice: Option<&OutboxMail>,
     ) -> StoreResult<Option<(Uuid, Vec<Uuid>)>> {
         on_backend!(self, |b| {
             let mut tx = b.pool().begin().await?;
@@ -312,6 +323,17 @@ impl SqlStore {
                 .bind("password_changed")
                 .fetch_all(&mut *tx)
                 .await?;
+            if let Some(m) = notice {
+                sqlx::query(INSERT_MAIL)
+                    .bind(m.id)
+                    .bind(&m.recipient)
+                    .bind(&m.subject)
+                    .bind(&m.body_sealed)
+                    .bind(&m.html_sealed)
+                    .bind(m.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await?;
             Ok(Some((id, sessions)))
         })

@@ -47,8 +47,17 @@ const FOR_LOGIN: &str = "
     FROM users WHERE email_key = $2 OR username = $1
     ORDER BY CASE WHEN email_key = $2 THEN 0 ELSE 1 END LIMIT 1";
 
+/// Renames a user; a unique violation means another account holds the name or its skeleton.
+pub(crate) const RENAME: &str = "
+    UPDATE users SET username = $2, username_skeleton = $3, updated_at = $4 WHERE id = $1";
+
+/// Which of a name and its skeleton an account holds: 1 the name, 2 only the skeleton.
+const NAME_IN_USE: &str = "
+    SELECT MIN(CASE WHEN username = $1 THEN 1 ELSE 2 END) FROM users
+    WHERE username = $1 OR username_skeleton = $2";
+
 /// Sets the address; a unique violation means another account holds it.
-const SET_EMAIL: &str = "
+pub(crate) const SET_EMAIL: &str = "
     UPDATE users SET email = $2, email_key = $3, email_verified = $4, updated_at = $5
     WHERE id = $1";
 
@@ -229,6 +238,39 @@ impl UserStore for SqlStore {
             .await
             .map(|r| r.rows_affected()))?;
         Ok(n == 1)
+    }
+
+    async fn rename_user(
+        &self,
+        id: Uuid,
+        username: &str,
+        skeleton: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(RENAME)
+            .bind(id)
+            .bind(username)
+            .bind(skeleton)
+            .bind(now)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    async fn name_in_use(&self, username: &str, skeleton: &str) -> StoreResult<Option<Duplicate>> {
+        let (held,): (Option<i32>,) = on_backend!(self, |b| sqlx::query_as(NAME_IN_USE)
+            .bind(username)
+            .bind(skeleton)
+            .fetch_one(b.pool())
+            .await)?;
+        Ok(held.map(|h| {
+            if h == 1 {
+                Duplicate::Username
+            } else {
+                Duplicate::UsernameSkeleton
+            }
+        }))
     }
 
     async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>> {
