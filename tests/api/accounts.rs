@@ -29,7 +29,8 @@ on_both!(
     the_hosted_page_serves_emailed_links,
     a_kill_between_the_commit_and_the_send_loses_nothing,
     address_shaped_names_follow_their_address_and_users_rename_themselves,
-    a_reset_tells_the_address_in_its_own_transaction
+    a_reset_tells_the_address_in_its_own_transaction,
+    renames_race_address_changes_signups_and_deletion_safely
 );
 
 /// A real SMTP server on loopback, delivering into a maildir.
@@ -1594,4 +1595,143 @@ async fn a_reset_tells_the_address_in_its_own_transaction(b: Backend) {
     let m = smtp.next_message().await;
     assert!(m.contains("To: fred@example.com"), "{m}");
     assert!(m.contains("Subject: Your password was changed"), "{m}");
+}
+
+/// A fresh access token of `name`.
+async fn access_of(app: &TestApp, name: &str) -> String {
+    app.login_ok(name).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn renames_race_address_changes_signups_and_deletion_safely(b: Backend) {
+    if !Smtp::available() {
+        return;
+    }
+    let smtp = Smtp::start(free_port(), &maildir()).await;
+    let port = smtp.port;
+    let Some(app) = TestApp::spawn_with(b, move |f| {
+        f.merge(Serialized::default(
+            "mail.smtp_url",
+            format!("smtp://127.0.0.1:{port}"),
+        ))
+        .merge(Serialized::default(
+            "accounts.link_base",
+            "https://app.example/reset",
+        ))
+        .merge(Serialized::default("accounts.signup", "open"))
+        .merge(Serialized::default("accounts.ip_requests", 0))
+    })
+    .await
+    else {
+        return;
+    };
+    // An address-change confirmation racing a rename to the old address: whichever wins, a
+    // name with an @ is the account's own address afterwards.
+    for i in 0..4 {
+        let (name, old) = (format!("kk{i}"), format!("k{i}@example.com"));
+        let user = with_email(&app, &name, &old).await;
+        let access = access_of(&app, &name).await;
+        let r = app
+            .client
+            .post(app.url("/me/email"))
+            .bearer_auth(&access)
+            .json(&json!({ "email": format!("k{i}new@example.com") }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let token = token_of(&smtp.next_message().await);
+        let (verify_body, rename_body) = (json!({ "token": token }), json!({ "username": old }));
+        let (confirm, rename) = tokio::join!(
+            app.post_json("/email/verify", &verify_body),
+            patch_me(&app, &access, &rename_body)
+        );
+        assert_eq!(confirm.status(), 204);
+        assert!(
+            [200, 400].contains(&rename.status().as_u16()),
+            "{}",
+            rename.status()
+        );
+        let row = app.store.user_by_id(user.id).await.unwrap().unwrap();
+        assert_eq!(row.email.as_deref(), Some(&*format!("k{i}new@example.com")));
+        assert!(
+            !row.username.contains('@') || row.username == format!("k{i}new@example.com"),
+            "{} kept {} with {:?}",
+            name,
+            row.username,
+            row.email
+        );
+        let _told = smtp.next_message().await;
+    }
+    // A rename racing the account's deletion: the erased account keeps no chosen name.
+    for i in 0..4 {
+        let name = format!("rd{i}");
+        let user = app.create_user(&name, &[]).await;
+        let access = access_of(&app, &name).await;
+        let delete = app
+            .client
+            .delete(app.url("/me"))
+            .bearer_auth(&access)
+            .send();
+        let body = json!({ "username": format!("{name}new") });
+        let (renamed, deleted) = tokio::join!(patch_me(&app, &access, &body), delete);
+        assert_eq!(deleted.unwrap().status(), 204);
+        assert!([200, 401, 404].contains(&renamed.status().as_u16()));
+        let row = app.store.user_by_id(user.id).await.unwrap().unwrap();
+        assert!(row.username.starts_with("deleted-"), "{}", row.username);
+    }
+    // No one takes an erased account's name ahead of it, so deletion cannot be blocked.
+    let victim = app.create_user("victim", &[]).await;
+    let mallory = access_of(&app, &{
+        app.create_user("mallory", &[]).await;
+        "mallory".to_string()
+    })
+    .await;
+    let tomb = format!("deleted-{}", victim.id.simple());
+    let r = patch_me(&app, &mallory, &json!({ "username": tomb })).await;
+    assert_eq!(r.status(), 400);
+    let r = app
+        .client
+        .delete(app.url("/me"))
+        .bearer_auth(access_of(&app, "victim").await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // Marks that hide under their letter make a look-alike: refused (UTS #39 §5.4).
+    app.create_user("admin", &[]).await;
+    for hidden in ["admi\u{0307}n", "adm\u{0131}\u{0307}n"] {
+        let r = patch_me(&app, &mallory, &json!({ "username": hidden })).await;
+        assert_eq!(r.status(), 400, "{hidden:?}");
+    }
+    // A new address whose default name looks like another account's name: the account is
+    // made under a generated name, and the address is verified as any other.
+    app.create_user("ned@example.com", &[]).await;
+    let r = app
+        .post_json(
+            "/signup",
+            &json!({"email": "ned@exarnple.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let m = smtp.next_message().await;
+    assert!(m.contains("To: ned@exarnple.com"), "{m}");
+    let ned = app
+        .store
+        .user_for_login(None, "ned@exarnple.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ned.username.starts_with("user-"), "{}", ned.username);
+    // Parallel signups choosing one name (or look-alikes of it): one account, the others 409.
+    let signups = ["yy0q", "yyoq", "YY0Q", "ｙｙｏｑ"].into_iter().enumerate().map(|(i, name)| {
+        let body = json!({"email": format!("y{i}@example.com"), "password": PASSWORD, "username": name});
+        let app = &app;
+        async move { app.post_json("/signup", &body).await.status().as_u16() }
+    });
+    let mut statuses = futures::future::join_all(signups).await;
+    statuses.sort_unstable();
+    assert_eq!(statuses, [202, 409, 409, 409]);
 }

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::audit::{Caller, Event, Record};
 use crate::email::Email;
 use crate::oidc::{random_token, token_digest};
-use crate::store::{AccountToken, Duplicate, OutboxMail, Redemption, StoreError};
+use crate::store::{AccountToken, Duplicate, OutboxMail, Redeemed, Redemption, StoreError};
 use crate::time::{now_ms, UnixMillis};
 use crate::{Auth, AuthError, Username};
 
@@ -97,6 +97,8 @@ pub(crate) struct MailBody {
 pub struct SignupRequest {
     email: Email,
     username: Username,
+    /// Whether the caller chose the name (else it is the address).
+    chosen: bool,
     password: SecretString,
 }
 
@@ -457,6 +459,7 @@ impl Auth {
         Ok(SignupRequest {
             email,
             username,
+            chosen,
             password,
         })
     }
@@ -563,12 +566,15 @@ impl Auth {
             .await?)
     }
 
-    /// The rest of a signup, after the answer: for a new address, the account (its address
+    /// The rest of a signup, before the answer: for a new address, the account (its address
     /// unverified) and a verification link to it; for an address an account holds already,
     /// a note to that address instead ("someone tried to sign up with your address"), once a
-    /// minute at most. A username that is taken creates nothing (logged).
+    /// minute at most. When the default name (the address) looks like another account's
+    /// name, the account is named `user-<random hex>` instead, since saying so would tell of
+    /// that account; it logs in with its address either way.
     ///
-    /// Errors: `Unavailable` (hashing saturated), `StoreUnavailable`, `Internal`.
+    /// Errors: `UsernameTaken`, `UsernameConfusable` (a chosen name another signup took
+    /// meanwhile), `Unavailable` (hashing saturated), `StoreUnavailable`, `Internal`.
     pub async fn complete_signup(
         &self,
         req: SignupRequest,
@@ -586,9 +592,19 @@ impl Auth {
             tracing::info!(user_id = %owner.id, "signup with a registered address: its owner is told");
             return Ok(());
         }
+        let mut name = req.username.as_str().to_string();
+        if !req.chosen
+            && self
+                .store
+                .name_in_use(&name, &req.username.skeleton())
+                .await?
+                .is_some()
+        {
+            name = format!("user-{}", Uuid::new_v4().simple());
+        }
         let created = self
             .create_user_with_email(
-                req.username.as_str(),
+                &name,
                 req.password,
                 Vec::new(),
                 Some(&req.email.address),
@@ -597,10 +613,16 @@ impl Auth {
             .await;
         let view = match created {
             Ok(v) => v,
+            // A chosen name is not secret: losing it to a parallel signup is said.
+            Err(e @ (AuthError::UsernameTaken | AuthError::UsernameConfusable)) if req.chosen => {
+                return Err(e)
+            }
             Err(
                 AuthError::UsernameTaken | AuthError::UsernameConfusable | AuthError::EmailTaken,
             ) => {
-                tracing::info!("signup refused after the answer: the name or address was taken");
+                tracing::info!(
+                    "signup refused: the address, or a name like it, was taken meanwhile"
+                );
                 return Ok(());
             }
             Err(e) => return Err(e),
@@ -661,7 +683,7 @@ impl Auth {
     }
 
     /// Uses an emailed token and makes its change, with `notice` queued, in one transaction
-    /// (`Redemption`); then this replica's caches forget what changed.
+    /// (`Redemption`); then this replica's caches forget what changed. Returns what changed.
     ///
     /// Errors: `InvalidAccountToken` (used, expired, or its user's cut-off or address changed
     /// since it was checked), `EmailTaken`, `UsernameTaken`, `UsernameConfusable` (nothing
@@ -672,8 +694,8 @@ impl Auth {
         user_id: Uuid,
         change: Redemption<'_>,
         notice: Option<&OutboxMail>,
-    ) -> Result<(), AuthError> {
-        let ended = self
+    ) -> Result<Redeemed, AuthError> {
+        let done = self
             .store
             .redeem_account_token(token_hash, user_id, now_ms(), change, notice)
             .await
@@ -684,12 +706,12 @@ impl Auth {
                 other => other.into(),
             })?
             .ok_or(AuthError::InvalidAccountToken)?;
-        self.sessions_ended(&ended);
+        self.sessions_ended(&done.sessions_ended);
         self.revocations.invalidate_user(user_id);
         if notice.is_some() {
             self.mail_queued.notify_one();
         }
-        Ok(())
+        Ok(done)
     }
 
     /// Queues a message that carries no token and wakes the outbox.
@@ -803,12 +825,14 @@ impl Auth {
             .and_then(|e| Email::parse(e).ok())
             .ok_or(AuthError::InvalidAccountToken)?;
         // A name that is the old address is the address it logs in with: it follows the
-        // address, or it would keep holding the old one (logins and resets by it).
-        let renamed = current
+        // address, or it would keep holding the old one (logins and resets by it). Whether
+        // the name is the old address is decided in the change's transaction, on the row as it
+        // is then (an address-shaped name is always its address's own form, `Username`).
+        let rename = current
             .as_ref()
-            .filter(|old| Email::parse(&user.username).is_ok_and(|n| n.key == old.key))
-            .and_then(|_| Username::parse(&new.address).ok())
-            .map(|n| (n.skeleton(), n));
+            .and_then(|old| Username::parse(&old.address).ok())
+            .zip(Username::parse(&new.address).ok())
+            .map(|(from, to)| (from, to.skeleton(), to));
         // The old address is told in the change's own transaction.
         let notice = current
             .as_ref()
@@ -820,12 +844,14 @@ impl Auth {
             .transpose()?;
         let change = Redemption::Email {
             address: (&new.address, &new.key),
-            rename: renamed.as_ref().map(|(s, n)| (n.as_str(), s.as_str())),
+            rename: rename
+                .as_ref()
+                .map(|(from, skeleton, to)| (from.as_str(), to.as_str(), skeleton.as_str())),
         };
-        self.redeem(&hash, user.id, change, notice.as_ref()).await?;
+        let done = self.redeem(&hash, user.id, change, notice.as_ref()).await?;
         self.audit(caller, Event::EmailChanged, Record::user(user.id))
             .await;
-        if renamed.is_some() {
+        if done.renamed {
             self.audit(caller, Event::UsernameChanged, Record::user(user.id))
                 .await;
         }

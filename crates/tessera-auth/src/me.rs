@@ -111,22 +111,38 @@ impl Auth {
             .await?
             .filter(|u| !u.disabled)
             .ok_or(AuthError::UserNotFound)?;
+        // A name with an @ logs in as that address: only the account's own, in the form an
+        // address-shaped name always has (its address's), and only while the account keeps
+        // that address (checked by the write itself).
+        let not_own = || {
+            AuthError::BadInput("a username with @ must be the account's own email address".into())
+        };
+        let (name, bound) = if name.as_str().contains('@') {
+            let own = user.email.as_deref().and_then(|e| Email::parse(e).ok());
+            let named = Email::parse(name.as_str()).ok();
+            match (own, named) {
+                (Some(own), Some(named)) if own.key == named.key => {
+                    let canonical =
+                        Username::parse(&own.address).map_err(AuthError::BadUsername)?;
+                    (canonical, Some(own.key))
+                }
+                _ => return Err(not_own()),
+            }
+        } else {
+            (name, None)
+        };
         if name.as_str() == user.username {
             return self.user(UserRef::Id(user_id)).await;
         }
-        // A name with an @ logs in as that address: only the account's own.
-        if name.as_str().contains('@') {
-            let own = user.email.as_deref().and_then(|e| Email::parse(e).ok());
-            let named = Email::parse(name.as_str()).ok();
-            if own.is_none() || own.map(|e| e.key) != named.map(|e| e.key) {
-                return Err(AuthError::BadInput(
-                    "a username with @ must be the account's own email address".into(),
-                ));
-            }
-        }
         let renamed = self
             .store
-            .rename_user(user_id, name.as_str(), &name.skeleton(), now_ms())
+            .rename_user(
+                user_id,
+                name.as_str(),
+                &name.skeleton(),
+                bound.as_deref(),
+                now_ms(),
+            )
             .await
             .map_err(|e| match e {
                 StoreError::Duplicate(Duplicate::Username) => AuthError::UsernameTaken,
@@ -134,7 +150,12 @@ impl Auth {
                 other => other.into(),
             })?;
         if !renamed {
-            return Err(AuthError::UserNotFound);
+            // The address changed meanwhile, or the account was disabled or erased.
+            return Err(if bound.is_some() {
+                not_own()
+            } else {
+                AuthError::UserNotFound
+            });
         }
         self.revocations.invalidate_user(user_id);
         self.audit(caller, Event::UsernameChanged, Record::user(user_id))

@@ -25,8 +25,41 @@ pub enum NameError {
     Disallowed,
     #[error("username mixes scripts or uses letters outside the identifier profile: its letters and digits must be of one script, or Han with Hiragana and Katakana, Hangul or Bopomofo, each also with Latin, and allowed in identifiers (Unicode UTS #39 restriction level highly restrictive)")]
     MixedScript,
+    #[error("username has combining marks that hide or pile up (Unicode UTS #39 §5.4): a dot above on i or j, one mark twice in a row, or more than four in a row")]
+    HiddenMarks,
+    #[error("usernames starting with \"deleted-\" are reserved for erased accounts")]
+    Reserved,
     #[error("role names must be 1 to 64 characters of letters, digits, '_', '-', ':' or '.'")]
     Role,
+}
+
+/// The prefix of an erased account's name (`deleted-<id>`): no new name takes it.
+pub const TOMBSTONE_PREFIX: &str = "deleted-";
+
+/// Letters whose dot a combining dot above (U+0307) would hide: the Soft_Dotted ones a
+/// username can hold, and the dotless i and j it would dot.
+const DOTTED: &[char] = &['i', 'j', 'ı', 'ȷ', 'į', 'ɨ', 'ʝ', 'ј', 'і', 'ⅰ', 'ⅼ'];
+
+/// UTS #39 §5.4's optional checks on nonspacing marks: no mark that its base hides (a dot
+/// above on i or j), no mark twice in a row, no more than four in a row.
+fn marks_are_visible(name: &str) -> bool {
+    use unicode_normalization::char::is_combining_mark;
+    let (mut base, mut prev, mut run) = (None, None, 0);
+    for c in name.chars() {
+        if !is_combining_mark(c) {
+            (base, prev, run) = (Some(c), None, 0);
+            continue;
+        }
+        run += 1;
+        if run > 4
+            || prev == Some(c)
+            || (c == '\u{0307}' && base.is_some_and(|b| DOTTED.contains(&b)))
+        {
+            return false;
+        }
+        prev = Some(c);
+    }
+    true
 }
 
 impl Username {
@@ -45,6 +78,12 @@ impl Username {
         let n = enforced.chars().count();
         if n == 0 || n > MAX_CHARS {
             return Err(NameError::Length);
+        }
+        if enforced.starts_with(TOMBSTONE_PREFIX) {
+            return Err(NameError::Reserved);
+        }
+        if !marks_are_visible(&enforced) {
+            return Err(NameError::HiddenMarks);
         }
         // UTS #39 §5.2, on the letters and digits: the symbols PRECIS allows (`.`, `-`, `_`,
         // `@`, `+`) belong to no script and would otherwise make every e-mail-like name
@@ -73,7 +112,13 @@ impl Username {
         match Self::parse(raw) {
             Ok(name) => Ok(name),
             // Accounts named before PRECIS, or before the mixed-script rule, still log in.
-            Err(NameError::Disallowed | NameError::MixedScript) => Self::legacy(raw),
+            // Erased accounts (`deleted-<id>`) are looked up by their name too.
+            Err(
+                NameError::Disallowed
+                | NameError::MixedScript
+                | NameError::HiddenMarks
+                | NameError::Reserved,
+            ) => Self::legacy(raw),
             Err(e) => Err(e),
         }
     }
@@ -101,7 +146,10 @@ impl Username {
 /// skeleton mapping is case-sensitive and maps some letters to capitals, `l` to `I`'s form
 /// and back).
 pub fn skeleton_key(name: &str) -> String {
-    let once: String = skeleton(name).collect();
+    // Greek final sigma is the lower case of Σ at a word's end: PRECIS lower-cases Σ to σ
+    // everywhere, so `ΣΊΣΥΦΟΣ` and `Σίσυφος` would otherwise be two names.
+    let name = name.replace('ς', "σ");
+    let once: String = skeleton(&name).collect();
     skeleton(&once.to_lowercase()).collect()
 }
 
@@ -127,6 +175,45 @@ pub fn parse_roles(roles: Vec<String>) -> Result<Vec<String>, NameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hidden_marks_reserved_names_and_final_sigma() {
+        // A dot above that i or j hides, whether the i is dotted or dotless.
+        for hidden in [
+            "admi\u{0307}n",
+            "adm\u{0131}\u{0307}n",
+            "j\u{0307}ohn",
+            "x\u{0300}\u{0300}",
+        ] {
+            assert!(
+                matches!(Username::parse(hidden), Err(NameError::HiddenMarks)),
+                "{hidden:?}"
+            );
+        }
+        assert!(matches!(
+            Username::parse("a\u{0300}\u{0301}\u{0302}\u{0303}\u{0304}\u{0306}"),
+            Err(NameError::HiddenMarks)
+        ));
+        // Marks that show are fine: é (NFC), ṅ, a Vietnamese stack of two.
+        for fine in ["rene\u{0301}", "n\u{0307}", "e\u{0302}\u{0301}"] {
+            assert!(Username::parse(fine).is_ok(), "{fine:?}");
+        }
+        // Erased accounts' names are no one's new name, but are found.
+        assert!(matches!(
+            Username::parse("Deleted-0123"),
+            Err(NameError::Reserved)
+        ));
+        assert_eq!(
+            Username::for_lookup("deleted-0123").unwrap().as_str(),
+            "deleted-0123"
+        );
+        assert!(Username::parse("undeleted-0123").is_ok());
+        // Σ lower-cased mid-word and at the end: one skeleton.
+        let typed = Username::parse("Σίσυφος").unwrap();
+        let shouted = Username::parse("ΣΊΣΥΦΟΣ").unwrap();
+        assert_ne!(typed, shouted);
+        assert_eq!(typed.skeleton(), shouted.skeleton());
+    }
 
     #[test]
     fn mixed_scripts_are_refused_and_lookalikes_share_a_skeleton() {

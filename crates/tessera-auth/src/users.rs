@@ -53,8 +53,18 @@ impl Auth {
         email: Option<&str>,
         caller: &Caller,
     ) -> Result<UserView, AuthError> {
-        let name = Username::parse(username).map_err(AuthError::BadUsername)?;
+        let mut name = Username::parse(username).map_err(AuthError::BadUsername)?;
         let email = email.map(Email::parse).transpose()?;
+        // A name with an @ logs in as that address: with an address given, it must be that
+        // one, in the address's own form.
+        if let (Some(email), true) = (&email, name.as_str().contains('@')) {
+            if Email::parse(name.as_str()).map(|n| n.key).ok() != Some(email.key.clone()) {
+                return Err(AuthError::BadInput(
+                    "a username with @ must be the account's own email address".into(),
+                ));
+            }
+            name = Username::parse(&email.address).map_err(AuthError::BadUsername)?;
+        }
         check_new_password(&password, name.as_str(), &self.settings.password)?;
         let roles = parse_roles(roles)?;
         let hash = self.passwords.hash(password).await?;

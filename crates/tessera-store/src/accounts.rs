@@ -80,11 +80,12 @@ pub enum Redemption<'a> {
     /// A new password hash (a reset): every session of the user is revoked and the cut-off
     /// moves.
     Password { hash: &'a str },
-    /// A new address, verified (`(as given, compared form)`); `rename` also renames the
-    /// account (`(username, skeleton)`), whose address-shaped name was the old address.
+    /// A new address, verified (`(as given, compared form)`); with `rename`
+    /// (`(old name, new name, new skeleton)`), an account still named by its old address (as
+    /// the row holds it in this transaction) takes the new one as its name.
     Email {
         address: (&'a str, &'a str),
-        rename: Option<(&'a str, &'a str)>,
+        rename: Option<(&'a str, &'a str, &'a str)>,
     },
     /// An invitation accepted: the invitee's password hash (sessions revoked and the cut-off
     /// moved, as a reset), and the address the link reached, verified.
@@ -92,6 +93,15 @@ pub enum Redemption<'a> {
         hash: &'a str,
         address: (&'a str, &'a str),
     },
+}
+
+/// What a redeemed token changed (`AccountStore::redeem_account_token`).
+#[derive(Debug, Clone, Default)]
+pub struct Redeemed {
+    /// The sessions a new password revoked.
+    pub sessions_ended: Vec<Uuid>,
+    /// Whether the account was renamed with its address.
+    pub renamed: bool,
 }
 
 /// Tokens by email and the outbox.
@@ -116,8 +126,7 @@ pub trait AccountStore {
     async fn use_account_token(&self, token_hash: &str, now: i64) -> StoreResult<bool>;
     /// Uses the token of `user_id` (as `use_account_token`), makes the change it was issued
     /// for and queues `notice`, in one transaction: either all of it is stored or none.
-    /// Returns the sessions the change revoked, or `None` when the token could not be used
-    /// (nothing changed).
+    /// Returns what changed, or `None` when the token could not be used (nothing changed).
     ///
     /// Errors: `Duplicate(Email)` (another account took the address meanwhile),
     /// `Duplicate(Username | UsernameSkeleton)` (a rename's name is taken); nothing changed.
@@ -128,7 +137,7 @@ pub trait AccountStore {
         now: i64,
         change: Redemption<'_>,
         notice: Option<&OutboxMail>,
-    ) -> StoreResult<Option<Vec<Uuid>>>;
+    ) -> StoreResult<Option<Redeemed>>;
     /// Claims up to `limit` messages due at `now` for sending until `lease_until`, counting an
     /// attempt for each. On Postgres, rows another replica is claiming are skipped
     /// (`FOR UPDATE SKIP LOCKED`), so no message is claimed twice at once.

@@ -5,8 +5,10 @@ use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
 use super::user_changes::{REVOKE_SESSIONS_OF_USER, SET_PASSWORD_BY_ID};
-use super::users::{RENAME, SET_EMAIL};
-use super::{AccountStore, AccountToken, Invitation, OutboxMail, Redemption, StoreResult};
+use super::users::{RENAME_FROM, SET_EMAIL};
+use super::{
+    AccountStore, AccountToken, Invitation, OutboxMail, Redeemed, Redemption, StoreResult,
+};
 
 const DROP_UNUSED: &str =
     "DELETE FROM account_tokens WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL";
@@ -194,7 +196,7 @@ impl AccountStore for SqlStore {
         now: i64,
         change: Redemption<'_>,
         notice: Option<&OutboxMail>,
-    ) -> StoreResult<Option<Vec<Uuid>>> {
+    ) -> StoreResult<Option<Redeemed>> {
         let (hash, address, rename) = match change {
             Redemption::Password { hash } => (Some(hash), None, None),
             Redemption::Email { address, rename } => (None, Some(address), rename),
@@ -214,7 +216,7 @@ impl AccountStore for SqlStore {
             if used != 1 {
                 return Ok(None);
             }
-            let mut revoked = Vec::new();
+            let mut done = Redeemed::default();
             if let Some(hash) = hash {
                 sqlx::query(SET_PASSWORD_BY_ID)
                     .bind(user_id)
@@ -222,7 +224,7 @@ impl AccountStore for SqlStore {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                revoked = sqlx::query_scalar(REVOKE_SESSIONS_OF_USER)
+                done.sessions_ended = sqlx::query_scalar(REVOKE_SESSIONS_OF_USER)
                     .bind(user_id)
                     .bind(now)
                     .bind("password_changed")
@@ -239,14 +241,19 @@ impl AccountStore for SqlStore {
                     .execute(&mut *tx)
                     .await?;
             }
-            if let Some((name, skeleton)) = rename {
-                sqlx::query(RENAME)
+            // Decided on the row as this transaction holds it: a rename committed meanwhile
+            // (to another name, or to the old address) is what is compared.
+            if let Some((from, to, skeleton)) = rename {
+                done.renamed = sqlx::query(RENAME_FROM)
                     .bind(user_id)
-                    .bind(name)
+                    .bind(from)
+                    .bind(to)
                     .bind(skeleton)
                     .bind(now)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected()
+                    == 1;
             }
             if let Some(m) = notice {
                 sqlx::query(INSERT_MAIL)
@@ -260,7 +267,7 @@ impl AccountStore for SqlStore {
                     .await?;
             }
             tx.commit().await?;
-            Ok::<_, sqlx::Error>(Some(revoked))
+            Ok::<_, sqlx::Error>(Some(done))
         })?)
     }
 

@@ -71,7 +71,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc::Receiver;
 use uuid::Uuid;
 
-pub use accounts::{AccountStore, AccountToken, Invitation, OutboxMail, Redemption};
+pub use accounts::{AccountStore, AccountToken, Invitation, OutboxMail, Redeemed, Redemption};
 #[cfg(feature = "sql")]
 pub use backend::SqlStore;
 pub use change::Change;
@@ -144,14 +144,16 @@ pub trait UserStore {
         after: Uuid,
         limit: u32,
     ) -> StoreResult<Vec<(Uuid, String)>>;
-    /// Renames the user (`username`, with its confusable `skeleton`); `false` when there is
-    /// no such user. Errors: `Duplicate(Username)` or `Duplicate(UsernameSkeleton)` when
-    /// another account holds the name or its skeleton.
+    /// Renames an enabled user (`username`, with its confusable `skeleton`), and with
+    /// `email_key` only while the user's address is still that one (a name that is an
+    /// address must stay the account's own); `false` otherwise. Errors: `Duplicate(Username)`
+    /// or `Duplicate(UsernameSkeleton)` when another account holds the name or its skeleton.
     async fn rename_user(
         &self,
         id: Uuid,
         username: &str,
         skeleton: &str,
+        email_key: Option<&str>,
         now: i64,
     ) -> StoreResult<bool>;
     /// Whether an account holds `username` or a name with its confusable `skeleton`, and

@@ -47,9 +47,16 @@ const FOR_LOGIN: &str = "
     FROM users WHERE email_key = $2 OR username = $1
     ORDER BY CASE WHEN email_key = $2 THEN 0 ELSE 1 END LIMIT 1";
 
-/// Renames a user; a unique violation means another account holds the name or its skeleton.
-pub(crate) const RENAME: &str = "
-    UPDATE users SET username = $2, username_skeleton = $3, updated_at = $4 WHERE id = $1";
+/// Renames an enabled user, while its address is `$5` when that is given; a unique violation
+/// means another account holds the name or its skeleton.
+const RENAME: &str = "
+    UPDATE users SET username = $2, username_skeleton = $3, updated_at = $4
+    WHERE id = $1 AND NOT disabled AND ($5 IS NULL OR email_key = $5)";
+
+/// Renames a user still named `$2` (an address-shaped name following its address).
+pub(crate) const RENAME_FROM: &str = "
+    UPDATE users SET username = $3, username_skeleton = $4, updated_at = $5
+    WHERE id = $1 AND username = $2";
 
 /// Which of a name and its skeleton an account holds: 1 the name, 2 only the skeleton.
 const NAME_IN_USE: &str = "
@@ -245,6 +252,7 @@ impl UserStore for SqlStore {
         id: Uuid,
         username: &str,
         skeleton: &str,
+        email_key: Option<&str>,
         now: i64,
     ) -> StoreResult<bool> {
         let n = on_backend!(self, |b| sqlx::query(RENAME)
@@ -252,6 +260,7 @@ impl UserStore for SqlStore {
             .bind(username)
             .bind(skeleton)
             .bind(now)
+            .bind(email_key)
             .execute(b.pool())
             .await
             .map(|r| r.rows_affected()))?;
