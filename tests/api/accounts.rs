@@ -1512,7 +1512,13 @@ async fn address_shaped_names_follow_their_address_and_users_rename_themselves(b
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let r = patch_me(&app, &access, &json!({"username": "erin@example.com"})).await;
     assert_eq!(r.status(), 400);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+    let body = r.json::<Value>().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+    // The rule is named.
+    assert_eq!(
+        body["error_description"],
+        "a username with @ must be the account's own email address"
+    );
     // Taken, looking like a taken one, refused by the rules, or not a profile field.
     app.create_user("root", &[]).await;
     let r = patch_me(&app, &access, &json!({"username": "ERIN"})).await;

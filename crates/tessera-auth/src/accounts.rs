@@ -602,16 +602,19 @@ impl Auth {
         {
             name = format!("user-{}", Uuid::new_v4().simple());
         }
+        // The password rules were applied at `check_signup`, against the chosen name or the
+        // address (a generated name is no word of the password).
         let created = self
-            .create_user_with_email(
+            .create_account(
                 &name,
                 req.password,
                 Vec::new(),
                 Some(&req.email.address),
+                true,
                 caller,
             )
             .await;
-        let view = match created {
+        let user = match created {
             Ok(v) => v,
             // A chosen name is not secret: losing it to a parallel signup is said.
             Err(e @ (AuthError::UsernameTaken | AuthError::UsernameConfusable)) if req.chosen => {
@@ -627,11 +630,6 @@ impl Auth {
             }
             Err(e) => return Err(e),
         };
-        let user = self
-            .store
-            .user_by_id(view.id)
-            .await?
-            .ok_or(AuthError::UserNotFound)?;
         self.send_verification(&user).await
     }
 
@@ -848,7 +846,15 @@ impl Auth {
                 .as_ref()
                 .map(|(from, skeleton, to)| (from.as_str(), to.as_str(), skeleton.as_str())),
         };
-        let done = self.redeem(&hash, user.id, change, notice.as_ref()).await?;
+        // The new address as a name, taken or looked like by another account's name: that
+        // account holds the address, as `address_holder` says.
+        let done = self
+            .redeem(&hash, user.id, change, notice.as_ref())
+            .await
+            .map_err(|e| match e {
+                AuthError::UsernameTaken | AuthError::UsernameConfusable => AuthError::EmailTaken,
+                other => other,
+            })?;
         self.audit(caller, Event::EmailChanged, Record::user(user.id))
             .await;
         if done.renamed {

@@ -31,7 +31,7 @@ impl Catalog {
     /// `StoreUnavailable`.
     pub async fn sessions(&self, username: &str) -> Result<Vec<Session>, AuthError> {
         let name = super::Username::for_lookup(username)
-            .map_err(|e| AuthError::BadInput(e.to_string()))?;
+            .map_err(|e| AuthError::BadInput(e.to_string().into()))?;
         let user = self
             .store
             .user_by_username(name.as_str())

@@ -28,9 +28,9 @@ impl Email {
     pub fn parse(raw: &str) -> Result<Email, AuthError> {
         let address = raw.trim();
         if address.len() > MAX_EMAIL_BYTES {
-            return Err(AuthError::BadInput(format!(
-                "an email address is at most {MAX_EMAIL_BYTES} bytes"
-            )));
+            return Err(AuthError::BadInput(
+                format!("an email address is at most {MAX_EMAIL_BYTES} bytes").into(),
+            ));
         }
         let options = Options::default()
             .without_domain_literal()

@@ -120,10 +120,11 @@ pub enum AuthError {
     /// A new password breaks a rule of `password.*`; the rule is safe to show.
     #[error("{0}")]
     WeakPassword(super::login::PasswordRule),
-    /// Input the domain refuses (an empty username, an oversized password); the text is for
-    /// logs.
+    /// Input the domain refuses (an empty username, an oversized password). A fixed text
+    /// (`Cow::Borrowed`, a `&'static str`) names the rule and is safe to show; a built one
+    /// (`Cow::Owned`) may hold input and is for logs only.
     #[error("bad input: {0}")]
-    BadInput(String),
+    BadInput(std::borrow::Cow<'static, str>),
     /// The database cannot be reached: fail closed (invariant 6).
     #[error("database unavailable")]
     StoreUnavailable,

@@ -201,7 +201,7 @@ fn prepare(l: ImportLine, caps: &CostCaps, now: i64) -> Result<NewUser, String> 
         .transpose()
         .map_err(|e| match e {
             crate::AuthError::BadInput(why) => why,
-            other => other.to_string(),
+            other => other.to_string().into(),
         })?;
     Ok(NewUser {
         id: Uuid::now_v7(),

@@ -245,10 +245,9 @@ impl Auth {
         query: &crate::store::AuditQuery,
     ) -> Result<(Vec<crate::store::AuditEvent>, Option<Uuid>), AuthError> {
         if !(1..=users::MAX_PAGE).contains(&query.limit) {
-            return Err(AuthError::BadInput(format!(
-                "limit must be 1 to {}",
-                users::MAX_PAGE
-            )));
+            return Err(AuthError::BadInput(
+                format!("limit must be 1 to {}", users::MAX_PAGE).into(),
+            ));
         }
         let mut q = query.clone();
         q.before = now_ms() - crate::time::millis(audit::SETTLE);

@@ -456,9 +456,9 @@ impl Auth {
             )
             .await?;
         if !stored {
-            return Err(AuthError::BadInput(format!(
-                "a user holds at most {MAX_FACTORS} factors: remove one first"
-            )));
+            return Err(AuthError::BadInput(
+                format!("a user holds at most {MAX_FACTORS} factors: remove one first").into(),
+            ));
         }
         Ok(TotpEnrolment {
             factor_id: id,
@@ -698,9 +698,12 @@ impl Auth {
             }
         }
         if unopenable > 0 {
-            return Err(AuthError::BadInput(format!(
+            return Err(AuthError::BadInput(
+                format!(
                 "no configured master key opens {unopenable} TOTP secrets; nothing was re-sealed"
-            )));
+            )
+                .into(),
+            ));
         }
         self.store.reseal_factors(&reseal).await?;
         Ok(reseal.len())
@@ -752,9 +755,12 @@ pub(crate) fn factor_name(name: &str) -> Result<String, AuthError> {
         || name.chars().count() > MAX_NAME_CHARS
         || name.chars().any(char::is_control)
     {
-        return Err(AuthError::BadInput(format!(
-            "a factor's name is 1 to {MAX_NAME_CHARS} characters, without control characters"
-        )));
+        return Err(AuthError::BadInput(
+            format!(
+                "a factor's name is 1 to {MAX_NAME_CHARS} characters, without control characters"
+            )
+            .into(),
+        ));
     }
     Ok(name.to_string())
 }

@@ -124,7 +124,7 @@ fn b64_field(v: &serde_json::Value) -> Option<Vec<u8>> {
 ///
 /// Errors: `BadInput` naming what is wrong.
 fn parse_credential<T: serde::de::DeserializeOwned>(json: &str) -> Result<Parsed<T>, AuthError> {
-    let bad = |why: &str| AuthError::BadInput(format!("the passkey credential {why}"));
+    let bad = |why: &str| AuthError::BadInput(format!("the passkey credential {why}").into());
     if json.len() > MAX_CREDENTIAL_BYTES {
         return Err(bad("is too large"));
     }
@@ -409,10 +409,13 @@ impl Auth {
             None => {}
             Some(PasskeyRefused::Registered) => return Err(AuthError::PasskeyRegistered),
             Some(PasskeyRefused::TooMany) => {
-                return Err(AuthError::BadInput(format!(
-                    "a user holds at most {} factors: remove one first",
-                    crate::mfa::MAX_FACTORS
-                )))
+                return Err(AuthError::BadInput(
+                    format!(
+                        "a user holds at most {} factors: remove one first",
+                        crate::mfa::MAX_FACTORS
+                    )
+                    .into(),
+                ))
             }
         }
         self.audit(

@@ -53,6 +53,22 @@ impl Auth {
         email: Option<&str>,
         caller: &Caller,
     ) -> Result<UserView, AuthError> {
+        self.create_account(username, password, roles, email, false, caller)
+            .await
+            .map(user_view)
+    }
+
+    /// `create_user_with_email`, returning the stored row; `password_checked` when the caller
+    /// has applied the password rules already (a signup, at its checks).
+    pub(crate) async fn create_account(
+        &self,
+        username: &str,
+        password: SecretString,
+        roles: Vec<String>,
+        email: Option<&str>,
+        password_checked: bool,
+        caller: &Caller,
+    ) -> Result<User, AuthError> {
         let mut name = Username::parse(username).map_err(AuthError::BadUsername)?;
         let email = email.map(Email::parse).transpose()?;
         // A name with an @ logs in as that address: with an address given, it must be that
@@ -65,7 +81,9 @@ impl Auth {
             }
             name = Username::parse(&email.address).map_err(AuthError::BadUsername)?;
         }
-        check_new_password(&password, name.as_str(), &self.settings.password)?;
+        if !password_checked {
+            check_new_password(&password, name.as_str(), &self.settings.password)?;
+        }
         let roles = parse_roles(roles)?;
         let hash = self.passwords.hash(password).await?;
         let user = self
@@ -96,7 +114,7 @@ impl Auth {
             Record::user(user.id).reason("created"),
         )
         .await;
-        Ok(user_view(user))
+        Ok(user)
     }
 
     /// Fills in the confusable skeleton of accounts named before skeletons were stored, in
@@ -176,8 +194,8 @@ impl Auth {
         let found = match who {
             UserRef::Id(id) => self.store.user_by_id(id).await?,
             UserRef::Name(raw) => {
-                let name =
-                    Username::for_lookup(raw).map_err(|e| AuthError::BadInput(e.to_string()))?;
+                let name = Username::for_lookup(raw)
+                    .map_err(|e| AuthError::BadInput(e.to_string().into()))?;
                 self.store.user_by_username(name.as_str()).await?
             }
         };
@@ -300,9 +318,9 @@ impl Auth {
     /// Errors: `BadInput` (limit, role name), `StoreUnavailable`.
     pub async fn users_page(&self, mut query: UserQuery) -> Result<UserPage, AuthError> {
         if !(1..=MAX_PAGE).contains(&query.limit) {
-            return Err(AuthError::BadInput(format!(
-                "limit must be 1 to {MAX_PAGE}"
-            )));
+            return Err(AuthError::BadInput(
+                format!("limit must be 1 to {MAX_PAGE}").into(),
+            ));
         }
         let nul = |s: &Option<String>| s.as_deref().is_some_and(|s| s.contains('\0'));
         if nul(&query.prefix) || nul(&query.after) {
@@ -341,7 +359,7 @@ impl Auth {
         caller: &Caller,
     ) -> Result<UserView, AuthError> {
         let user = self.find_user(who).await?;
-        super::import::check_claims(&claims).map_err(AuthError::BadInput)?;
+        super::import::check_claims(&claims).map_err(|e| AuthError::BadInput(e.into()))?;
         // A claim removed or changed may have granted something: tokens carrying the old value
         // are cut off, as for a role taken away. Adding a claim takes nothing away.
         let (id, old) = self
@@ -471,7 +489,7 @@ impl Auth {
 }
 
 fn parse_roles(roles: Vec<String>) -> Result<Vec<String>, AuthError> {
-    username::parse_roles(roles).map_err(|e| AuthError::BadInput(e.to_string()))
+    username::parse_roles(roles).map_err(|e| AuthError::BadInput(e.to_string().into()))
 }
 
 /// What the admin API and the CLI see of a user: the row without its password hash.

@@ -18,6 +18,10 @@ pub enum ApiError {
     /// The request is malformed (RFC 6749 §5.2 `invalid_request`).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The request breaks a rule whose fixed text names it (`invalid_request`, the text as
+    /// the description).
+    #[error("invalid request: {0}")]
+    Rule(&'static str),
     /// Wrong credentials, unknown or disabled user, or an unusable refresh token. One variant,
     /// one body: callers cannot tell which of those it was. The first-party `/login` and
     /// `/refresh` answer 401; the token endpoint answers 400 (RFC 6749 §5.2, see
@@ -166,6 +170,7 @@ impl ApiError {
         let rule = match self {
             ApiError::WeakPassword(rule) => Some(rule.to_string()),
             ApiError::BadUsername(rule) => Some(rule.to_string()),
+            ApiError::Rule(rule) => Some((*rule).to_string()),
             _ => None,
         };
         if let ApiError::AuthorizationRequest { error, description } = self {
@@ -183,7 +188,10 @@ impl ApiError {
             return (StatusCode::BAD_REQUEST, body);
         }
         let (status, error, error_description) = match self {
-            ApiError::InvalidRequest(_) | ApiError::WeakPassword(_) | ApiError::BadUsername(_) => (
+            ApiError::InvalidRequest(_)
+            | ApiError::Rule(_)
+            | ApiError::WeakPassword(_)
+            | ApiError::BadUsername(_) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "The request is missing a required parameter or is malformed.",
@@ -420,7 +428,8 @@ impl From<AuthError> for ApiError {
             AuthError::EmailTaken => ApiError::Conflict("email"),
             AuthError::UsernameConfusable => ApiError::ConfusableUsername,
             AuthError::BadUsername(rule) => ApiError::BadUsername(rule),
-            AuthError::BadInput(why) => ApiError::InvalidRequest(why),
+            AuthError::BadInput(std::borrow::Cow::Borrowed(rule)) => ApiError::Rule(rule),
+            AuthError::BadInput(std::borrow::Cow::Owned(why)) => ApiError::InvalidRequest(why),
             AuthError::WeakPassword(rule) => ApiError::WeakPassword(rule),
             AuthError::StoreUnavailable => ApiError::Unavailable("database unavailable"),
             AuthError::Internal(cause) => ApiError::Internal(cause),

@@ -145,6 +145,21 @@ fn domain_errors_map_to_their_answers() {
     ))
     .parts();
     assert!(b.error_description.contains("password.min_length"));
+    // Refused input: a fixed rule is named; a text built from input is only logged.
+    let (_, b) = ApiError::from(AuthError::BadInput(
+        "a username with @ must be the account's own email address".into(),
+    ))
+    .parts();
+    assert_eq!(
+        b.error_description,
+        "a username with @ must be the account's own email address"
+    );
+    let (_, b) = ApiError::from(AuthError::BadInput(format!("echo {}", "<script>").into())).parts();
+    assert!(
+        !b.error_description.contains("script"),
+        "{}",
+        b.error_description
+    );
     // The unknown user of the admin API is not an unknown endpoint.
     let (_, user) = ApiError::from(AuthError::UserNotFound).parts();
     let (_, route) = ApiError::NotFound.parts();

@@ -67,7 +67,7 @@ impl Auth {
             )
             .await
             .map_err(|e| match e {
-                keys::KeyError::Rejected(why) => AuthError::BadInput(why),
+                keys::KeyError::Rejected(why) => AuthError::BadInput(why.into()),
                 keys::KeyError::Store(s) => s.into(),
                 other => AuthError::Internal(other.to_string()),
             })?;
@@ -113,11 +113,14 @@ impl Auth {
             }
         }
         if !unopenable.is_empty() {
-            return Err(AuthError::BadInput(format!(
-                "no configured master key (keys.master_key, keys.previous_master_keys) opens \
+            return Err(AuthError::BadInput(
+                format!(
+                    "no configured master key (keys.master_key, keys.previous_master_keys) opens \
                  signing keys {}; nothing was re-sealed",
-                unopenable.join(", ")
-            )));
+                    unopenable.join(", ")
+                )
+                .into(),
+            ));
         }
         // Second factors' secrets too; one that no key opens stops the whole command first.
         done.totp_resealed = self.rekey_factors().await?;
