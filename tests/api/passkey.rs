@@ -20,6 +20,7 @@ on_both!(
     a_passkey_completes_a_password_login,
     a_cloned_passkey_is_refused,
     the_wrong_origin_rp_id_or_no_user_verification_is_refused,
+    a_key_without_a_pin_is_a_second_factor_when_verification_is_preferred,
     a_credential_belongs_to_one_account,
     the_cli_lists_and_resets_passkeys,
     passkeys_are_off_without_a_relying_party,
@@ -973,4 +974,95 @@ async fn the_cli_lists_and_resets_passkeys(b: Backend) {
     assert_eq!(r.status(), 401);
     let (ok, _) = cli(&["user", "factors", "nobody"]).await.unwrap();
     assert!(!ok);
+}
+
+/// `webauthn.user_verification = "preferred"`: a security key without a PIN registers and
+/// completes a password login (its `amr` lacks `user`), but never logs in alone; a key that
+/// verified its user when added keeps having to.
+async fn a_key_without_a_pin_is_a_second_factor_when_verification_is_preferred(b: Backend) {
+    let Some(app) = TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default("webauthn.rp_id", RP_ID))
+            .merge(Serialized::default("webauthn.origins", json!([ORIGIN])))
+            .merge(Serialized::default(
+                "webauthn.user_verification",
+                "preferred",
+            ))
+    })
+    .await
+    else {
+        return;
+    };
+    let user = app.create_user("pia", &[]).await;
+    let first = app.login_ok("pia").await;
+    let access = first["access_token"].as_str().unwrap();
+    let mut key = SoftPasskey::new();
+    key.verifies_user = false;
+    let (start, r) = register(&app, access, &mut key).await;
+    assert_eq!(
+        start["publicKey"]["authenticatorSelection"]["userVerification"],
+        "preferred"
+    );
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+
+    // The second step of a password login.
+    let r = app.login("pia", PASSWORD).await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    let mfa_token = body["mfa_token"].as_str().unwrap();
+    let r = app
+        .post_json("/login/mfa/passkey", &json!({ "mfa_token": mfa_token }))
+        .await;
+    assert_eq!(r.status(), 200);
+    let options: Value = r.json().await.unwrap();
+    assert_eq!(options["publicKey"]["userVerification"], "preferred");
+    let credential = key.assert(&options["publicKey"]);
+    let r = app
+        .post_json(
+            "/login/mfa",
+            &json!({"mfa_token": mfa_token, "passkey": credential}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let claims = TestApp::claims(t["access_token"].as_str().unwrap());
+    assert_eq!(claims["amr"], json!(["pwd", "hwk", "mfa"]));
+    assert_eq!(claims["sub"], user.id.to_string());
+    assert_eq!(stored_passkey(&app, user.id).await.sign_count, 1);
+    // Alone, without verification, it is no login.
+    let (_, r) = passwordless(&app, &mut key).await;
+    assert_eq!(r.status(), 401);
+
+    // A key that verified its user when added must keep doing so.
+    let other = app.create_user("quin", &[]).await;
+    let access = app.login_ok("quin").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut pin = SoftPasskey::new();
+    let (_, r) = register(&app, &access, &mut pin).await;
+    assert_eq!(r.status(), 201);
+    pin.verifies_user = false;
+    let r = app.login("quin", PASSWORD).await;
+    let body: Value = r.json().await.unwrap();
+    let mfa_token = body["mfa_token"].as_str().unwrap();
+    let r = app
+        .post_json("/login/mfa/passkey", &json!({ "mfa_token": mfa_token }))
+        .await;
+    let options: Value = r.json().await.unwrap();
+    let credential = pin.assert(&options["publicKey"]);
+    let r = app
+        .post_json(
+            "/login/mfa",
+            &json!({"mfa_token": mfa_token, "passkey": credential}),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(stored_passkey(&app, other.id).await.sign_count, 0);
+    // With verification, it logs in alone, with `user` in its amr.
+    pin.verifies_user = true;
+    let (_, r) = passwordless(&app, &mut pin).await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let claims = TestApp::claims(t["access_token"].as_str().unwrap());
+    assert_eq!(claims["amr"], json!(["hwk", "user", "mfa"]));
 }

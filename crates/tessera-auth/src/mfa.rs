@@ -104,6 +104,8 @@ fn amr_after_password(method: Option<&str>) -> &'static str {
         Some("otp") => "pwd otp mfa",
         Some("hwk") => "pwd hwk user mfa",
         Some("swk") => "pwd swk user mfa",
+        Some("hwk-presence") => "pwd hwk mfa",
+        Some("swk-presence") => "pwd swk mfa",
         _ => "pwd mfa",
     }
 }

@@ -22,6 +22,8 @@ use webauthn_rs::prelude::{
     PublicKeyCredential, RegisterPublicKeyCredential, Url, Webauthn, WebauthnBuilder,
 };
 
+use webauthn_rs_proto::UserVerificationPolicy;
+
 use crate::audit::{Caller, Event, Record};
 use crate::mfa::FactorInfo;
 use crate::oidc::{random_token, token_digest};
@@ -164,13 +166,38 @@ fn parse_credential<T: serde::de::DeserializeOwned>(json: &str) -> Result<Parsed
     })
 }
 
-/// The RFC 8176 methods of a passkey: `swk` when it is synced (backup eligible), `hwk` when it
-/// is bound to its device.
-fn key_method(f: &MfaFactor) -> &'static str {
-    match f.backup_eligible {
-        true => "swk",
-        false => "hwk",
+/// The RFC 8176 method of a passkey: `swk` when it is synced (backup eligible), `hwk` when it
+/// is bound to its device; with `-presence` when its user was not verified (a security key
+/// without a PIN as a second factor, `webauthn.user_verification = "preferred"`), whose login
+/// `amr` then lacks `user`.
+fn key_method(f: &MfaFactor, user_verified: bool) -> &'static str {
+    match (f.backup_eligible, user_verified) {
+        (true, true) => "swk",
+        (false, true) => "hwk",
+        (true, false) => "swk-presence",
+        (false, false) => "hwk-presence",
     }
+}
+
+/// A ceremony's state with `webauthn.user_verification` as its policy. webauthn-rs's passkey
+/// ceremonies ask for `required`; with `preferred`, webauthn-rs itself checks the assertion
+/// against the credential's own registration (a credential added with verification keeps
+/// needing it). `field` is the state's inner field (`rs` for a registration, `ast` for an
+/// authentication).
+///
+/// Errors: `Internal` (a state of another shape).
+fn with_policy<T>(state: T, field: &str, policy: UserVerificationPolicy) -> Result<T, AuthError>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let bad = |e: &dyn std::fmt::Display| AuthError::Internal(format!("webauthn state: {e}"));
+    let mut v = serde_json::to_value(&state).map_err(|e| bad(&e))?;
+    let slot = v
+        .get_mut(field)
+        .and_then(|s| s.get_mut("policy"))
+        .ok_or_else(|| bad(&"no policy"))?;
+    *slot = serde_json::to_value(policy).map_err(|e| bad(&e))?;
+    serde_json::from_value(v).map_err(|e| bad(&e))
 }
 
 /// A stored passkey's credential.
@@ -251,6 +278,15 @@ impl Auth {
         self.webauthn.is_some()
     }
 
+    /// `webauthn.user_verification` for passkeys added and second steps: `Preferred` or
+    /// `Required`.
+    fn second_factor_policy(&self) -> UserVerificationPolicy {
+        match self.settings.webauthn.user_verification.as_str() {
+            "preferred" => UserVerificationPolicy::Preferred,
+            _ => UserVerificationPolicy::Required,
+        }
+    }
+
     fn ceremony_expiry(&self, now: i64) -> i64 {
         UnixMillis(now).plus(self.settings.webauthn.ceremony_ttl).0
     }
@@ -312,10 +348,13 @@ impl Auth {
             .start_passkey_registration(user.id, &user.username, &user.username, Some(exclude))
             .map_err(|e| AuthError::Internal(format!("webauthn: {e}")))?;
         // Discoverable, so that it can log in without a username (passwordless, autofill).
+        let policy = self.second_factor_policy();
         if let Some(sel) = options.public_key.authenticator_selection.as_mut() {
             sel.resident_key = Some(webauthn_rs_proto::ResidentKeyRequirement::Required);
             sel.require_resident_key = true;
+            sel.user_verification = policy;
         }
+        let state = with_policy(state, "rs", policy)?;
         let ceremony = random_token()?;
         let now = now_ms();
         self.put_ceremony(
@@ -471,9 +510,12 @@ impl Auth {
         if passkeys.is_empty() {
             return Err(AuthError::FactorNotFound);
         }
-        let (options, state) = wa
+        let (mut options, state) = wa
             .start_passkey_authentication(&passkeys)
             .map_err(|e| AuthError::Internal(format!("webauthn: {e}")))?;
+        let policy = self.second_factor_policy();
+        options.public_key.user_verification = policy;
+        let state = with_policy(state, "ast", policy)?;
         self.put_ceremony(
             hash,
             CeremonyPurpose::SecondFactor,
@@ -555,7 +597,7 @@ impl Auth {
         }
         let g = after_use(f, stored_passkey(f)?, res)?;
         match self.store.passkey_used(&g, f.sign_count, now).await? {
-            true => Ok(Some(key_method(&g))),
+            true => Ok(Some(key_method(&g, res.user_verified()))),
             false => Ok(None),
         }
     }
@@ -659,6 +701,11 @@ impl Auth {
                 .passkey_used(&f, &res, now)
                 .await?
                 .ok_or_else(|| refused("counter replayed or backwards"))?;
+            // webauthn-rs refuses a discoverable assertion without verification already; a
+            // passkey alone is a login only with it.
+            if method.ends_with("-presence") {
+                return Err(refused("user not verified"));
+            }
             Ok((user, method))
         }
         .await;

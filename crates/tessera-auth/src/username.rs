@@ -79,7 +79,10 @@ impl Username {
         if n == 0 || n > MAX_CHARS {
             return Err(NameError::Length);
         }
-        if enforced.starts_with(TOMBSTONE_PREFIX) {
+        // An erased account's name, or one that looks like it (`de1eted-…`).
+        if enforced.starts_with(TOMBSTONE_PREFIX)
+            || skeleton_key(&enforced).starts_with(&skeleton_key(TOMBSTONE_PREFIX))
+        {
             return Err(NameError::Reserved);
         }
         if !marks_are_visible(&enforced) {
@@ -208,6 +211,12 @@ mod tests {
             "deleted-0123"
         );
         assert!(Username::parse("undeleted-0123").is_ok());
+        for lookalike in ["de1eted-0123", "de|eted-0123"] {
+            assert!(
+                matches!(Username::parse(lookalike), Err(NameError::Reserved)),
+                "{lookalike}"
+            );
+        }
         // Σ lower-cased mid-word and at the end: one skeleton.
         let typed = Username::parse("Σίσυφος").unwrap();
         let shouted = Username::parse("ΣΊΣΥΦΟΣ").unwrap();

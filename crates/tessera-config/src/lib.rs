@@ -252,8 +252,10 @@ pub struct WebauthnSettings {
     /// and the first-party frontends'. Empty: the origin of `tokens.issuer`.
     #[serde(default)]
     pub origins: Vec<Origin>,
-    /// User verification (a PIN or biometric on the authenticator): `required`, the only
-    /// policy, so that a passkey alone is a multi-factor login (webauthn-rs's passkeys).
+    /// User verification (a PIN or biometric on the authenticator) for passkeys added and
+    /// used as a second factor: `required` (the default), or `preferred`, which also takes a
+    /// security key without a PIN there (`amr` then lacks `user`). A passwordless login always
+    /// requires it, and a passkey added with verification always needs it afterwards.
     pub user_verification: String,
     /// How long a ceremony's challenge lives between its two calls.
     #[serde(with = "humantime_serde")]

@@ -71,10 +71,8 @@ impl Settings {
 
     fn validate_webauthn(&self) -> Result<(), ConfigError> {
         let w = &self.webauthn;
-        if w.user_verification != "required" {
-            return err(
-                "webauthn.user_verification must be \"required\" (passkeys always verify the user)",
-            );
+        if !matches!(w.user_verification.as_str(), "required" | "preferred") {
+            return err("webauthn.user_verification must be \"required\" or \"preferred\"");
         }
         if w.ceremony_ttl < Duration::from_secs(30) || w.ceremony_ttl > Duration::from_secs(600) {
             return err("webauthn.ceremony_ttl must be 30s to 10m");
