@@ -4,6 +4,8 @@
 
 - a login with a TOTP code (POST /login, 403 mfa_required, POST /login/mfa) against a login
   with the password alone, both argon2-bound: target >= 0.85 of its rate;
+- the same with a passkey as the second step (POST /login/mfa/passkey for the options, a
+  software authenticator's assertion to POST /login/mfa; bench/soft_passkey.py);
 - /refresh of a session whose login had a second factor, against the same rotation of a
   password-only session: within 5%. With BENCH_BEFORE_BIN=<an older tessera binary>, also
   against that build's /refresh (what the MFA state costs the rotation, if anything).
@@ -28,6 +30,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import BASE, PASSWORD, PORT, SECS, Server, log, sh  # noqa: E402
+from soft_passkey import ORIGIN, RP_ID, SoftPasskey  # noqa: E402
 
 THREADS = 8
 USERS = int(os.environ.get("BENCH_MFA_USERS", "1000"))
@@ -62,9 +65,9 @@ def admin_token():
     return t["access_token"]
 
 
-def make_users(prefix, n, with_totp):
-    """n users; with a confirmed TOTP factor each when `with_totp`. Returns {name: its TOTP
-    secret, or None}."""
+def make_users(prefix, n, with_totp, passkeys=False):
+    """n users; with a confirmed TOTP factor each when `with_totp`, or a passkey each when
+    `passkeys`. Returns {name: its TOTP secret or SoftPasskey, or None}."""
     token = admin_token()
     names = queue.Queue()
     for i in range(n):
@@ -80,6 +83,17 @@ def make_users(prefix, n, with_totp):
                 return
             status, _ = c.post("/admin/users", {"username": name, "password": PASSWORD, "roles": []}, token)
             assert status == 201, status
+            if passkeys:
+                status, t = c.post("/login", {"username": name, "password": PASSWORD})
+                assert status == 200, status
+                start = c.post("/me/factors/passkey", {"name": "bench"}, t["access_token"])[1]
+                key = SoftPasskey()
+                status, _ = c.post("/me/factors/passkey/finish",
+                                   {"ceremony": start["ceremony"], "credential": key.register(start["publicKey"])},
+                                   t["access_token"])
+                assert status == 201, status
+                secrets[name] = key
+                continue
             if not with_totp:
                 secrets[name] = None
                 continue
@@ -122,7 +136,14 @@ def login_load(users, mfa, secs):
             ok = status == 200
             if mfa:
                 ok = False
-                if status == 403 and body.get("error") == "mfa_required":
+                if status == 403 and body.get("error") == "mfa_required" and isinstance(users[name], SoftPasskey):
+                    mfa_token = body["mfa_token"]
+                    status, options = c.post("/login/mfa/passkey", {"mfa_token": mfa_token})
+                    if status == 200:
+                        credential = users[name].assert_(options["publicKey"])
+                        status, body = c.post("/login/mfa", {"mfa_token": mfa_token, "passkey": credential})
+                        ok = status == 200
+                elif status == 403 and body.get("error") == "mfa_required":
                     # The next step's code (the window takes one step ahead): the current one may
                     # have confirmed the factor a moment ago, and a code works once.
                     code = totp(users[name], time.time() + 30)
@@ -180,6 +201,10 @@ def backend_run(name, env, config):
     r["password_login"] = login_load(plain, False, SECS)
     r["mfa_login"] = login_load(mfa_users, True, SECS)
     r["mfa_login"]["ratio"] = r["mfa_login"]["per_sec"] / r["password_login"]["per_sec"]
+    log(f"== {name}: /login with a passkey as the second step")
+    passkey_users = make_users("pk", USERS, False, passkeys=True)
+    r["passkey_login"] = login_load(passkey_users, True, SECS)
+    r["passkey_login"]["ratio"] = r["passkey_login"]["per_sec"] / r["password_login"]["per_sec"]
     log(f"== {name}: /refresh of password-only and MFA sessions")
     plain_tokens = [refresh_of(f"bench{i % 4}") for i in range(8)]
     mfa_tokens = [refresh_of(n, secret) for n, secret in kept.items()]
@@ -233,7 +258,8 @@ def main():
     base_env = harness.server_env()
     config = os.path.abspath("bench.toml")
     with open(config, "w") as f:
-        f.write("# second-factor bench: defaults\n")
+        f.write(f"# second-factor bench: defaults, and a relying party for passkeys\n"
+                f"[webauthn]\nrp_id = \"{RP_ID}\"\norigins = [\"{ORIGIN}\"]\n")
     db = f"tessera_bench_mfa_{os.getpid()}"
     sh("psql", harness.PG_ADMIN, "-qc", f"CREATE DATABASE {db}")
     try:
@@ -267,6 +293,9 @@ def table():
         pw, mfa = r["password_login"]["per_sec"], r["mfa_login"]["per_sec"]
         rows.append((f"{name}: login with a TOTP code/s", f"{mfa:.1f}", f"{pw:.1f} password logins/s",
                      f"{mfa / pw:.2f}", ">= 0.85"))
+        pk = r["passkey_login"]["per_sec"]
+        rows.append((f"{name}: login with a passkey second step/s", f"{pk:.1f}", f"{pw:.1f} password logins/s",
+                     f"{pk / pw:.2f}", ">= 0.85"))
         a, b = r["refresh_mfa_session"], r["refresh_password_session"]
         rows.append((f"{name}: /refresh of an MFA session/s", f"{a:.0f}", f"{b:.0f} password-session refreshes/s",
                      f"{a / b:.2f}", "0.95-1.05"))

@@ -113,9 +113,10 @@ where
             .get::<MatchedPath>()
             .map(|p| intern(p.as_str()))
             .unwrap_or("unmatched");
-        // The two steps of a login are the hashing's own traffic; anything else in flight
-        // makes the hashing threads yield their cores (`password.yield_every`).
-        if route != "/login" && route != "/login/mfa" {
+        // The steps of a login (the password, a passkey's options, the second factor) are the
+        // hashing's own traffic; anything else in flight makes the hashing threads yield
+        // their cores (`password.yield_every`).
+        if !matches!(route, "/login" | "/login/mfa" | "/login/mfa/passkey") {
             self.activity.note_other_request(started);
         }
         let client_ip = req
