@@ -8,7 +8,9 @@ after `cargo build --release`; `bench/run` runs it):
 - /refresh and /login while those mails wait in the outbox, against the same loads once the
   outbox is empty: within 5% (waiting mail costs them nothing);
 - the outbox draining to a local SMTP server (aiosmtpd's Sink) once it is up, one replica:
-  target >= 200 messages/s on Postgres.
+  target >= 200 messages/s on Postgres;
+- the answer times of /password/forgot and /signup for a known and an unknown address, one
+  request at a time, interleaved (anti-enumeration: the same answer after the same time).
 
 The load is 32 client threads (http.client) for the logins and signups, wrk for /refresh.
 Nothing leaves 127.0.0.1.
@@ -68,6 +70,24 @@ def load(make_body, path, ok_status, secs):
         t.join()
     wall = time.perf_counter() - start
     return {"ok": done[0], "failed": failed[0], "seconds": wall, "per_sec": done[0] / wall}
+
+
+def answer_times(path, known, unknown):
+    """Interleaved single requests to `path` with the bodies of `known` and `unknown`: the
+    median and 90th percentile answer time (ms) of each, and whether every answer was 202."""
+    c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=60)
+    times = {"known": [], "unknown": []}
+    all_202 = True
+    for k, u in zip(known, unknown):
+        for label, body in (("known", k), ("unknown", u)):
+            t = time.perf_counter()
+            all_202 &= post(c, path, body) == 202
+            times[label].append((time.perf_counter() - t) * 1000)
+    out = {"all_202": all_202}
+    for label, ts in times.items():
+        ts.sort()
+        out[label] = {"median_ms": ts[len(ts) // 2], "p90_ms": ts[int(len(ts) * 0.9)]}
+    return out
 
 
 def login_rate(secs):
@@ -130,6 +150,15 @@ def backend_run(name, env, config):
     r["login"] = login_rate(SECS)
     r["signup"] = signup_rate("s", SECS)
     r["signup"]["ratio"] = r["signup"]["per_sec"] / r["login"]["per_sec"]
+    log(f"== {name}: answer times for known and unknown addresses")
+    r["forgot_times"] = answer_times(
+        "/password/forgot",
+        [{"email": f"s{i}@example.com"} for i in range(40)],
+        [{"email": f"nobody{i}@example.com"} for i in range(40)])
+    r["signup_times"] = answer_times(
+        "/signup",
+        [{"email": f"s{i + 100}@example.com", "password": PASSWORD} for i in range(40)],
+        [{"email": f"probe{i}@example.com", "password": PASSWORD} for i in range(40)])
     # More waiting mail: every new account's password reset too (one a minute per account).
     resets = load(lambda n: {"email": f"s{n}@example.com"}, "/password/forgot", 202, 4)
     r["waiting"] = outbox.pending()
@@ -216,6 +245,13 @@ def table():
                      f"{r['refresh_empty']:.0f} with none", f"{r['refresh_ratio']:.2f}", "0.95-1.05"))
         rows.append((f"{name}: /login/s with {r['waiting']} mails waiting", f"{r['login_waiting']:.1f}",
                      f"{r['login_empty']:.1f} with none", f"{r['login_ratio']:.2f}", "0.95-1.05"))
+        for path, key in (("/password/forgot", "forgot_times"), ("/signup", "signup_times")):
+            t = r[key]
+            rows.append((f"{name}: {path} answer, registered vs unknown address (median, p90 ms)",
+                         f"{t['known']['median_ms']:.1f}, {t['known']['p90_ms']:.1f}",
+                         f"{t['unknown']['median_ms']:.1f}, {t['unknown']['p90_ms']:.1f}",
+                         f"{t['known']['median_ms'] - t['unknown']['median_ms']:+.1f} ms",
+                         "same answer (all 202: " + str(t["all_202"]) + ")"))
     harness.markdown_table(rows)
 
 

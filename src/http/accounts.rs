@@ -14,7 +14,6 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AppJson, RequestCaller};
 use super::AppState;
-use crate::auth::AuthError;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -64,11 +63,8 @@ async fn signup(
         .check_signup(&req.email, req.password, req.username.as_deref())
         .await?;
     let started = tokio::time::Instant::now();
-    match st.auth.complete_signup(checked, &caller).await {
-        // A chosen name another signup took meanwhile, said as when it was taken before.
-        Err(e @ (AuthError::UsernameTaken | AuthError::UsernameConfusable)) => Err(e.into()),
-        done => accepted(started, done).await,
-    }
+    let done = st.auth.complete_signup(checked, &caller).await;
+    accepted(started, done).await
 }
 
 /// The token of an address verification link.

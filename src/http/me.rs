@@ -1,7 +1,7 @@
 //! The user's own account, with their bearer token (an operator's client): the profile
-//! (`GET /me`, `PATCH /me` for the username), a password change (`POST /me/password`), their sessions (`GET /me/sessions`,
-//! `DELETE /me/sessions/{id}`), an address change (`POST /me/email`) and deleting the account
-//! (`DELETE /me`).
+//! (`GET /me`; `PATCH /me` for the username), a password change (`POST /me/password`), their
+//! sessions (`GET /me/sessions`, `DELETE /me/sessions/{id}`), an address change
+//! (`POST /me/email`) and deleting the account (`DELETE /me`).
 
 use std::net::SocketAddr;
 

@@ -438,7 +438,8 @@ impl Auth {
                 ));
             }
         }
-        let chosen = username.is_some();
+        // A name with an @ is the address itself, however it was written: not a choice.
+        let chosen = username.is_some_and(|n| !n.contains('@'));
         let username =
             Username::parse(username.unwrap_or(&email.address)).map_err(AuthError::BadUsername)?;
         // A name chosen and taken, or one that looks like a taken one, is said now (names are
@@ -573,8 +574,10 @@ impl Auth {
     /// name, the account is named `user-<random hex>` instead, since saying so would tell of
     /// that account; it logs in with its address either way.
     ///
-    /// Errors: `UsernameTaken`, `UsernameConfusable` (a chosen name another signup took
-    /// meanwhile), `Unavailable` (hashing saturated), `StoreUnavailable`, `Internal`.
+    /// A chosen name another signup took since `check_signup` creates nothing (logged): saying
+    /// so would tell that the address is new.
+    ///
+    /// Errors: `Unavailable` (hashing saturated), `StoreUnavailable`, `Internal`.
     pub async fn complete_signup(
         &self,
         req: SignupRequest,
@@ -616,10 +619,8 @@ impl Auth {
             .await;
         let user = match created {
             Ok(v) => v,
-            // A chosen name is not secret: losing it to a parallel signup is said.
-            Err(e @ (AuthError::UsernameTaken | AuthError::UsernameConfusable)) if req.chosen => {
-                return Err(e)
-            }
+            // A chosen name lost to a parallel signup is not said: only a new address gets this
+            // far, so a 409 here would tell that the address is not registered (invariant 4).
             Err(
                 AuthError::UsernameTaken | AuthError::UsernameConfusable | AuthError::EmailTaken,
             ) => {
@@ -766,10 +767,13 @@ impl Auth {
 
     /// Verifies an address with the token of its link (`POST /email/verify`), used once: a
     /// verification token (for the user's current address), or an address change's token
-    /// (the account takes the new address, verified, and its old address is told).
+    /// (the account takes the new address, verified, and its old address is told in the same
+    /// transaction; a username that was the old address becomes the new one, or a generated
+    /// `user-<hex>` when the new one looks like another account's name).
     ///
     /// Errors: `BadInput`, `InvalidAccountToken`, `EmailTaken` (an address change to an
-    /// address another account took meanwhile), `StoreUnavailable`.
+    /// address another account took meanwhile), `StoreUnavailable`, `Internal` (the notice's
+    /// template).
     pub async fn verify_email(
         &self,
         token: &SecretString,
@@ -846,15 +850,31 @@ impl Auth {
                 .as_ref()
                 .map(|(from, skeleton, to)| (from.as_str(), to.as_str(), skeleton.as_str())),
         };
-        // The new address as a name, taken or looked like by another account's name: that
-        // account holds the address, as `address_holder` says.
-        let done = self
-            .redeem(&hash, user.id, change, notice.as_ref())
-            .await
-            .map_err(|e| match e {
-                AuthError::UsernameTaken | AuthError::UsernameConfusable => AuthError::EmailTaken,
-                other => other,
-            })?;
+        let done = match self.redeem(&hash, user.id, change, notice.as_ref()).await {
+            // The new address as a name looks like another account's name: the account takes
+            // a generated name instead (it logs in with its address either way).
+            Err(AuthError::UsernameTaken | AuthError::UsernameConfusable) => {
+                let Some((from, _, _)) = rename.as_ref() else {
+                    return Err(AuthError::EmailTaken);
+                };
+                let generated = Username::parse(&format!("user-{}", Uuid::new_v4().simple()))
+                    .map_err(|e| AuthError::Internal(e.to_string()))?;
+                let skeleton = generated.skeleton();
+                let change = Redemption::Email {
+                    address: (&new.address, &new.key),
+                    rename: Some((from.as_str(), generated.as_str(), skeleton.as_str())),
+                };
+                self.redeem(&hash, user.id, change, notice.as_ref())
+                    .await
+                    .map_err(|e| match e {
+                        AuthError::UsernameTaken | AuthError::UsernameConfusable => {
+                            AuthError::EmailTaken
+                        }
+                        other => other,
+                    })?
+            }
+            other => other?,
+        };
         self.audit(caller, Event::EmailChanged, Record::user(user.id))
             .await;
         if done.renamed {
@@ -960,6 +980,8 @@ impl Auth {
             address: (&current.address, &current.key),
         };
         self.redeem(&hash, user.id, change, None).await?;
+        // A new password ends every sign-in, the SSO ones too (their apps are told).
+        self.end_sso_of_user(user.id, "password_changed").await?;
         self.audit(caller, Event::PasswordChanged, Record::user(user.id))
             .await;
         self.audit(caller, Event::EmailChanged, Record::user(user.id))
@@ -1009,10 +1031,11 @@ impl Auth {
     /// unused, unexpired, a reset token, and issued under the user's current cut-off (a
     /// password change since kills it). The password rules apply before the token is used;
     /// then it is used once (of parallel uses, one wins), the password is set, every session
-    /// of the user ends and earlier access tokens are cut off.
+    /// of the user ends, earlier access tokens are cut off and a note to the address is queued,
+    /// in one transaction; then the user's SSO sessions end.
     ///
     /// Errors: `BadInput` (empty or oversized token), `InvalidAccountToken`, `WeakPassword`,
-    /// `Unavailable`, `StoreUnavailable`.
+    /// `Unavailable`, `StoreUnavailable`, `Internal` (the note's template).
     pub async fn reset_password(
         &self,
         token: &SecretString,

@@ -192,11 +192,20 @@ where
 {
     let bad = |e: &dyn std::fmt::Display| AuthError::Internal(format!("webauthn state: {e}"));
     let mut v = serde_json::to_value(&state).map_err(|e| bad(&e))?;
-    let slot = v
-        .get_mut(field)
-        .and_then(|s| s.get_mut("policy"))
-        .ok_or_else(|| bad(&"no policy"))?;
+    let inner = v.get_mut(field).ok_or_else(|| bad(&"no state"))?;
+    let slot = inner.get_mut("policy").ok_or_else(|| bad(&"no policy"))?;
     *slot = serde_json::to_value(policy).map_err(|e| bad(&e))?;
+    // A registration's credProtect asks the key to demand verification for every use: with
+    // `preferred`, the key's default (a CTAP 2.1 key without a PIN could not assert at all).
+    if policy != UserVerificationPolicy::Required {
+        if let Some(ext) = inner
+            .get_mut("extensions")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            ext.remove("credentialProtectionPolicy");
+            ext.remove("enforceCredentialProtectionPolicy");
+        }
+    }
     serde_json::from_value(v).map_err(|e| bad(&e))
 }
 
@@ -353,6 +362,11 @@ impl Auth {
             sel.resident_key = Some(webauthn_rs_proto::ResidentKeyRequirement::Required);
             sel.require_resident_key = true;
             sel.user_verification = policy;
+        }
+        if policy != UserVerificationPolicy::Required {
+            if let Some(ext) = options.public_key.extensions.as_mut() {
+                ext.cred_protect = None;
+            }
         }
         let state = with_policy(state, "rs", policy)?;
         let ceremony = random_token()?;

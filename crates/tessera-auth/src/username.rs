@@ -45,7 +45,8 @@ const DOTTED: &[char] = &['i', 'j', 'ı', 'ȷ', 'į', 'ɨ', 'ʝ', 'ј', 'і', '�
 fn marks_are_visible(name: &str) -> bool {
     use unicode_normalization::char::is_combining_mark;
     let (mut base, mut prev, mut run) = (None, None, 0);
-    for c in name.chars() {
+    // Decomposed (UTS #39 §5.4 works on NFD): `à` + U+0300 is two graves in a row.
+    for c in name.nfd() {
         if !is_combining_mark(c) {
             (base, prev, run) = (Some(c), None, 0);
             continue;
@@ -197,6 +198,13 @@ mod tests {
             Username::parse("a\u{0300}\u{0301}\u{0302}\u{0303}\u{0304}\u{0306}"),
             Err(NameError::HiddenMarks)
         ));
+        // Composed forms are checked decomposed: à + grave, ị + dot above.
+        for hidden in ["a\u{0300}\u{0300}", "\u{00e0}\u{0300}", "i\u{0323}\u{0307}"] {
+            assert!(
+                matches!(Username::parse(hidden), Err(NameError::HiddenMarks)),
+                "{hidden:?}"
+            );
+        }
         // Marks that show are fine: é (NFC), ṅ, a Vietnamese stack of two.
         for fine in ["rene\u{0301}", "n\u{0307}", "e\u{0302}\u{0301}"] {
             assert!(Username::parse(fine).is_ok(), "{fine:?}");

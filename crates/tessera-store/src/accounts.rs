@@ -74,8 +74,8 @@ impl std::fmt::Debug for OutboxMail {
 }
 
 /// What using an emailed token changes, in the transaction that uses it
-/// (`AccountStore::redeem_account_token`).
-#[derive(Debug, Clone, Copy)]
+/// (`AccountStore::redeem_account_token`). Its `Debug` leaves the password hash out.
+#[derive(Clone, Copy)]
 pub enum Redemption<'a> {
     /// A new password hash (a reset): every session of the user is revoked and the cut-off
     /// moves.
@@ -93,6 +93,16 @@ pub enum Redemption<'a> {
         hash: &'a str,
         address: (&'a str, &'a str),
     },
+}
+
+impl std::fmt::Debug for Redemption<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Redemption::Password { .. } => "Redemption::Password",
+            Redemption::Email { .. } => "Redemption::Email",
+            Redemption::Invitation { .. } => "Redemption::Invitation",
+        })
+    }
 }
 
 /// What a redeemed token changed (`AccountStore::redeem_account_token`).
@@ -124,8 +134,9 @@ pub trait AccountStore {
     /// Uses it up: `true` once (of parallel uses, one wins), and only while its user is
     /// enabled, has the cut-off it was issued under and the address it is bound to.
     async fn use_account_token(&self, token_hash: &str, now: i64) -> StoreResult<bool>;
-    /// Uses the token of `user_id` (as `use_account_token`), makes the change it was issued
-    /// for and queues `notice`, in one transaction: either all of it is stored or none.
+    /// Uses the token of `user_id` (as `use_account_token`, at `now`, ms), makes the change it
+    /// was issued for and queues `notice`, in one transaction, with the user's row locked
+    /// first: either all of it is stored or none.
     /// Returns what changed, or `None` when the token could not be used (nothing changed).
     ///
     /// Errors: `Duplicate(Email)` (another account took the address meanwhile),

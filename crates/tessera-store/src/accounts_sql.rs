@@ -45,6 +45,9 @@ const USE_TOKEN: &str = "
           AND (u.email_key = account_tokens.email_key
                OR (u.email_key IS NULL AND account_tokens.email_key IS NULL)))";
 
+const LOCK_USER_PG: &str = "SELECT id FROM users WHERE id = $1 FOR UPDATE";
+const LOCK_USER: &str = "SELECT id FROM users WHERE id = $1";
+
 /// `USE_TOKEN`, for a token of user `$3` only.
 const USE_TOKEN_OF: &str = "
     UPDATE account_tokens SET used_at = $2
@@ -202,10 +205,15 @@ impl AccountStore for SqlStore {
             Redemption::Email { address, rename } => (None, Some(address), rename),
             Redemption::Invitation { hash, address } => (Some(hash), Some(address), None),
         };
+        // The user's row is locked first (`FOR UPDATE` on Postgres; `BEGIN IMMEDIATE` takes
+        // SQLite's write lock): the token's conditions (enabled, the cut-off and address it
+        // was issued under) are then read on the row as it stays until the change commits, so
+        // a password or address change committed meanwhile ends the token instead of being
+        // overwritten by it.
+        let (begin, lock) = self.locking_tx(LOCK_USER_PG, LOCK_USER);
         Ok(on_backend!(self, |b| {
-            let mut tx = b.pool().begin().await?;
-            // The use first: on SQLite its write takes the lock, and its conditions (the
-            // user's cut-off and address) are read before this transaction changes them.
+            let mut tx = b.pool().begin_with(begin).await?;
+            sqlx::query(lock).bind(user_id).execute(&mut *tx).await?;
             let used = sqlx::query(USE_TOKEN_OF)
                 .bind(token_hash)
                 .bind(now)

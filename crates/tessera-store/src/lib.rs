@@ -146,7 +146,8 @@ pub trait UserStore {
     ) -> StoreResult<Vec<(Uuid, String)>>;
     /// Renames an enabled user (`username`, with its confusable `skeleton`), and with
     /// `email_key` only while the user's address is still that one (a name that is an
-    /// address must stay the account's own); `false` otherwise. Errors: `Duplicate(Username)`
+    /// address must stay the account's own); `false` otherwise. `now` is ms since the epoch.
+    /// Errors: `Duplicate(Username)`
     /// or `Duplicate(UsernameSkeleton)` when another account holds the name or its skeleton.
     async fn rename_user(
         &self,
@@ -157,7 +158,7 @@ pub trait UserStore {
         now: i64,
     ) -> StoreResult<bool>;
     /// Whether an account holds `username` or a name with its confusable `skeleton`, and
-    /// which (the name itself first).
+    /// which (the name itself first). Errors: `Unavailable`, `Other`.
     async fn name_in_use(&self, username: &str, skeleton: &str) -> StoreResult<Option<Duplicate>>;
     /// Stores the user's skeleton; `false` when another account holds it (or it was set).
     async fn set_skeleton(&self, id: Uuid, skeleton: &str) -> StoreResult<bool>;

@@ -158,13 +158,14 @@ pub enum ApiError {
 }
 
 /// The wire shape of every error body (`tessera_proto::error`). Its description is a fixed
-/// text per error, or a refused password's rule, which names settings only.
+/// text per error, or a broken rule's fixed text (a password's names settings only).
 pub use tessera_proto::error::ErrorBody;
 
 impl ApiError {
     /// Status, OAuth error code and the public description. The description is a fixed string per
-    /// variant (or a password rule, built from settings only), so no input or internal detail can
-    /// leak into a response.
+    /// variant, or a broken rule's text (a password rule, built from settings only; a username
+    /// rule; a `Rule`'s `&'static str`), so no input or internal detail can leak into a
+    /// response.
     pub fn parts(&self) -> (StatusCode, ErrorBody) {
         // A broken rule names itself: its text is built from settings and fixed strings only.
         let rule = match self {

@@ -131,6 +131,11 @@ fn domain_errors_map_to_their_answers() {
         ),
         (AuthError::UsernameTaken, 409, "conflict"),
         (AuthError::BadInput("x".into()), 400, "invalid_request"),
+        (
+            AuthError::BadInput(String::from("x").into()),
+            400,
+            "invalid_request",
+        ),
         (AuthError::StoreUnavailable, 503, "temporarily_unavailable"),
         (AuthError::Internal("boom".into()), 500, "server_error"),
     ];
