@@ -23,6 +23,21 @@ pub(crate) const INSERT_MAIL: &str = "
                              next_attempt_at)
     VALUES ($1, $2, $3, $4, $5, $6, $6)";
 
+/// `INSERT_MAIL` with the outbox row `$m` bound, ready to execute on either backend's pool or
+/// transaction (the one place its binding order lives).
+macro_rules! insert_mail {
+    ($m:expr) => {
+        sqlx::query($crate::accounts_sql::INSERT_MAIL)
+            .bind($m.id)
+            .bind(&$m.recipient)
+            .bind(&$m.subject)
+            .bind(&$m.body_sealed)
+            .bind(&$m.html_sealed)
+            .bind($m.created_at)
+    };
+}
+pub(crate) use insert_mail;
+
 const LAST_TOKEN: &str =
     "SELECT MAX(created_at) FROM account_tokens WHERE user_id = $1 AND purpose = $2";
 
@@ -144,15 +159,7 @@ impl AccountStore for SqlStore {
                 .bind(&t.email)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(INSERT_MAIL)
-                .bind(m.id)
-                .bind(&m.recipient)
-                .bind(&m.subject)
-                .bind(&m.body_sealed)
-                .bind(&m.html_sealed)
-                .bind(m.created_at)
-                .execute(&mut *tx)
-                .await?;
+            insert_mail!(m).execute(&mut *tx).await?;
             tx.commit().await
         })?;
         Ok(())
@@ -264,15 +271,7 @@ impl AccountStore for SqlStore {
                     == 1;
             }
             if let Some(m) = notice {
-                sqlx::query(INSERT_MAIL)
-                    .bind(m.id)
-                    .bind(&m.recipient)
-                    .bind(&m.subject)
-                    .bind(&m.body_sealed)
-                    .bind(&m.html_sealed)
-                    .bind(m.created_at)
-                    .execute(&mut *tx)
-                    .await?;
+                insert_mail!(m).execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(Some(done))
@@ -369,13 +368,7 @@ impl AccountStore for SqlStore {
     }
 
     async fn queue_mail(&self, m: &OutboxMail) -> StoreResult<()> {
-        on_backend!(self, |b| sqlx::query(INSERT_MAIL)
-            .bind(m.id)
-            .bind(&m.recipient)
-            .bind(&m.subject)
-            .bind(&m.body_sealed)
-            .bind(&m.html_sealed)
-            .bind(m.created_at)
+        on_backend!(self, |b| insert_mail!(m)
             .execute(b.pool())
             .await
             .map(|_| ()))?;

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::accounts_sql::INSERT_MAIL;
+use super::accounts_sql::insert_mail;
 use super::backend::{on_backend, Backend, SqlStore};
 use super::{OutboxMail, StoreResult, UserChanges};
 
@@ -324,15 +324,7 @@ impl SqlStore {
                 .fetch_all(&mut *tx)
                 .await?;
             if let Some(m) = notice {
-                sqlx::query(INSERT_MAIL)
-                    .bind(m.id)
-                    .bind(&m.recipient)
-                    .bind(&m.subject)
-                    .bind(&m.body_sealed)
-                    .bind(&m.html_sealed)
-                    .bind(m.created_at)
-                    .execute(&mut *tx)
-                    .await?;
+                insert_mail!(m).execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(Some((id, sessions)))
