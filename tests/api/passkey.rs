@@ -335,6 +335,71 @@ async fn a_passkey_completes_a_password_login(b: Backend) {
         )
         .await;
     assert_eq!(r.status(), 401);
+    // The challenge lives on the login's own row, and a second options call replaces the
+    // first: the first call's assertion no longer completes the login, the second's does.
+    let token_e = {
+        let r = app.login("bob", PASSWORD).await;
+        let b: Value = r.json().await.unwrap();
+        b["mfa_token"].as_str().unwrap().to_string()
+    };
+    let ceremonies_before = app
+        .scalar_i64("SELECT COUNT(*) FROM webauthn_ceremonies WHERE $1 = $1", "")
+        .await;
+    // Challenges asked for above and never answered are still pending.
+    let pending = "SELECT COUNT(*) FROM mfa_challenges
+                   WHERE passkey_expires_at > 0 AND used_at IS NULL AND $1 = $1";
+    let pending_before = app.scalar_i64(pending, "").await;
+    let r = app
+        .post_json("/login/mfa/passkey", &json!({"mfa_token": token_e}))
+        .await;
+    let first: Value = r.json().await.unwrap();
+    let stale = key.assert(&first["publicKey"]);
+    let r = app
+        .post_json("/login/mfa/passkey", &json!({"mfa_token": token_e}))
+        .await;
+    let second: Value = r.json().await.unwrap();
+    assert_ne!(
+        first["publicKey"]["challenge"],
+        second["publicKey"]["challenge"]
+    );
+    let fresh = key.assert(&second["publicKey"]);
+    assert_eq!(app.scalar_i64(pending, "").await, pending_before + 1);
+    assert_eq!(
+        app.scalar_i64("SELECT COUNT(*) FROM webauthn_ceremonies WHERE $1 = $1", "")
+            .await,
+        ceremonies_before,
+        "a second step writes no ceremony row"
+    );
+    let r = app
+        .post_json(
+            "/login/mfa",
+            &json!({"mfa_token": token_e, "passkey": stale}),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    // That try took the stored challenge with it: the second call's assertion needs a third.
+    assert_eq!(app.scalar_i64(pending, "").await, pending_before);
+    let r = app
+        .post_json(
+            "/login/mfa",
+            &json!({"mfa_token": token_e, "passkey": fresh}),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    let r = app
+        .post_json("/login/mfa/passkey", &json!({"mfa_token": token_e}))
+        .await;
+    let third: Value = r.json().await.unwrap();
+    let good_e = key.assert(&third["publicKey"]);
+    let r = app
+        .post_json(
+            "/login/mfa",
+            &json!({"mfa_token": token_e, "passkey": good_e}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.scalar_i64(pending, "").await, pending_before);
+
     // A burst of retries of one good answer: exactly one wins (the losers find the ceremony
     // used, which does not count as a wrong factor and cannot starve the winner).
     let token_d = {

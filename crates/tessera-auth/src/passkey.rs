@@ -530,15 +530,20 @@ impl Auth {
         let policy = self.second_factor_policy();
         options.public_key.user_verification = policy;
         let state = with_policy(state, "ast", policy)?;
-        self.put_ceremony(
-            hash,
-            CeremonyPurpose::SecondFactor,
-            Some(challenge.user_id),
-            None,
-            state_json::<PasskeyAuthentication>(&state)?,
-            self.ceremony_expiry(now).min(challenge.expires_at),
-        )
-        .await?;
+        // On the login's own row (invariant 7): no ceremony row to write and delete.
+        let stored = self
+            .store
+            .put_challenge_passkey(
+                &hash,
+                &state_json::<PasskeyAuthentication>(&state)?,
+                self.ceremony_expiry(now).min(challenge.expires_at),
+                now,
+            )
+            .await?;
+        if !stored {
+            // Used by a parallel request meanwhile.
+            return Err(AuthError::InvalidSecondFactor);
+        }
         options_json(&options)
     }
 
@@ -568,19 +573,15 @@ impl Auth {
         // No ceremony: used by a parallel request with this mfa_token, or never asked for.
         // Not a wrong factor, so not counted against the token (a retry burst keeps its
         // winner).
-        let Some(c) = self
+        let Some(state) = self
             .store
-            .take_ceremony(
-                &challenge.token_hash,
-                CeremonyPurpose::SecondFactor,
-                Some(challenge.user_id),
-                now,
-            )
+            .take_challenge_passkey(&challenge.token_hash, now)
             .await?
         else {
             return Err(AuthError::InvalidSecondFactor);
         };
-        let state: PasskeyAuthentication = state_of(&c)?;
+        let state: PasskeyAuthentication = serde_json::from_str(&state)
+            .map_err(|e| AuthError::Internal(format!("webauthn state: {e}")))?;
         let res = match check_assertion(wa, credential, &state) {
             Ok(res) => res,
             Err(_) => return Ok(None),

@@ -76,20 +76,18 @@ pub struct MfaChallenge {
     pub used_at: Option<i64>,
 }
 
-/// What a WebAuthn ceremony is for.
+/// What a WebAuthn ceremony is for. (A passkey as the second step of a password login keeps
+/// its state on the login's `mfa_challenges` row instead: `put_challenge_passkey`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CeremonyPurpose {
     /// A user adding a passkey.
     Register,
-    /// A passkey as the second step of a password login (keyed by its mfa_token).
-    SecondFactor,
 }
 
 impl CeremonyPurpose {
     pub fn as_str(self) -> &'static str {
         match self {
             CeremonyPurpose::Register => "register",
-            CeremonyPurpose::SecondFactor => "second_factor",
         }
     }
 }
@@ -184,8 +182,25 @@ pub trait MfaStore {
         now: i64,
         max_failures: i64,
     ) -> StoreResult<bool>;
-    /// Stores a ceremony, replacing one under the same `id_hash` (a second options call for
-    /// one mfa_token starts over).
+    /// Binds the state of a passkey second step (webauthn-rs's, JSON, holding the challenge)
+    /// to the unused, unexpired challenge `token_hash` until `expires_at`, replacing an
+    /// earlier one (a second options call starts over). `false` when there is no such
+    /// challenge.
+    async fn put_challenge_passkey(
+        &self,
+        token_hash: &str,
+        state: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// Takes the unexpired passkey state of the unused challenge `token_hash`: spent as it is
+    /// read, so one options call allows one assertion (invariant 7).
+    async fn take_challenge_passkey(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<String>>;
+    /// Stores a ceremony, replacing one under the same `id_hash`.
     async fn put_ceremony(&self, c: &Ceremony) -> StoreResult<()>;
     /// Takes the unexpired ceremony with this digest and purpose, of `user_id` when given: it
     /// is deleted as it is read, so it finishes at most once (invariant 7), and another user's

@@ -112,12 +112,26 @@ const INSERT_CHALLENGE: &str = "
 /// Also the user's fence: a password change, disable or cut-off since the password check
 /// makes the challenge unusable before any factor is looked at (nothing spent, one answer).
 const CHALLENGE: &str = "
-    SELECT c.* FROM mfa_challenges c JOIN users u ON u.id = c.user_id
+    SELECT c.token_hash, c.user_id, c.client_id, c.scope, c.resource, c.fence, c.failures,
+           c.created_at, c.expires_at, c.used_at
+    FROM mfa_challenges c JOIN users u ON u.id = c.user_id
     WHERE c.token_hash = $1 AND c.used_at IS NULL AND c.expires_at > $2 AND c.failures < $3
       AND NOT u.disabled AND u.tokens_not_before = c.fence";
 
 const CHALLENGE_FAILED: &str =
     "UPDATE mfa_challenges SET failures = failures + 1 WHERE token_hash = $1";
+
+const PUT_CHALLENGE_PASSKEY: &str = "
+    UPDATE mfa_challenges SET passkey_state = $2, passkey_expires_at = $3
+    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $4";
+
+/// Invariant 7: spent as it is read (its expiry set to 0; RETURNING gives the row as updated,
+/// so the state itself stays), so an options call's challenge is asserted once.
+const TAKE_CHALLENGE_PASSKEY: &str = "
+    UPDATE mfa_challenges SET passkey_expires_at = 0
+    WHERE token_hash = $1 AND used_at IS NULL AND passkey_state IS NOT NULL
+      AND passkey_expires_at > $2
+    RETURNING passkey_state";
 
 /// Invariant 7: an mfa_token is used once, and not after its last wrong factor (parallel
 /// wrong codes cannot let a later right one through).
@@ -338,6 +352,38 @@ impl MfaStore for SqlStore {
             .await
             .map(|r| r.rows_affected()))?;
         Ok(n == 1)
+    }
+
+    async fn put_challenge_passkey(
+        &self,
+        token_hash: &str,
+        state: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(PUT_CHALLENGE_PASSKEY)
+            .bind(token_hash)
+            .bind(state)
+            .bind(expires_at)
+            .bind(now)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    async fn take_challenge_passkey(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<String>> {
+        let state: Option<String> =
+            on_backend!(self, |b| sqlx::query_scalar(TAKE_CHALLENGE_PASSKEY)
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(b.pool())
+                .await)?;
+        Ok(state)
     }
 
     async fn put_ceremony(&self, c: &Ceremony) -> StoreResult<()> {
