@@ -20,7 +20,7 @@
 //! cheapest paths (the JWKS), where the middleware costs as much as the handler.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -111,7 +111,7 @@ where
         let route = req
             .extensions()
             .get::<MatchedPath>()
-            .map(|p| intern(p.as_str()))
+            .map(|p| route_label(p.as_str()))
             .unwrap_or("unmatched");
         // The steps of a login (the password, a passkey's options, the second factor) are the
         // hashing's own traffic; anything else in flight makes the hashing threads yield
@@ -119,12 +119,22 @@ where
         if !matches!(route, "/login" | "/login/mfa" | "/login/mfa/passkey") {
             self.activity.note_other_request(started);
         }
-        let client_ip = req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|peer| {
-                super::client_addr::client_ip(req.headers(), peer.0.ip(), &self.trusted_proxies)
-            });
+        // The client's address is for the span and the audit trail: the public documents at
+        // the usual level (warn) need neither.
+        let records = records_events(route);
+        let client_ip = (records || tracing::enabled!(tracing::Level::INFO))
+            .then(|| {
+                req.extensions()
+                    .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                    .map(|peer| {
+                        super::client_addr::client_ip(
+                            req.headers(),
+                            peer.0.ip(),
+                            &self.trusted_proxies,
+                        )
+                    })
+            })
+            .flatten();
         let method = method_label(req.method());
         let span = tracing::info_span!(
             "http",
@@ -133,7 +143,7 @@ where
             request_id = id.to_str().unwrap_or("-"),
             client_ip = client_ip.map(tracing::field::display),
         );
-        if records_events(route) {
+        if records {
             req.extensions_mut().insert(Caller {
                 request_id,
                 client_ip,
@@ -194,26 +204,7 @@ where
         if !h.contains_key(header::CACHE_CONTROL) {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
-        // An API answer is never a page: it sends no referrer on, may not be framed, and
-        // loads nothing (OWASP REST Security Cheat Sheet).
-        if !h.contains_key(header::REFERRER_POLICY) {
-            h.insert(
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            );
-        }
-        if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
-            h.insert(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-            );
-        }
-        if !h.contains_key(header::X_CONTENT_TYPE_OPTIONS) {
-            h.insert(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            );
-        }
+        security_headers(h);
         tracing::debug!(
             request_id = this.id.to_str().unwrap_or("-"),
             status = status.as_u16(),
@@ -224,6 +215,34 @@ where
         let method: &'static str = this.method;
         record(route, method, status_label(status), latency);
         Poll::Ready(Ok(res))
+    }
+}
+
+/// How many headers a typical answer leaves with: a handler that builds a hot answer can size
+/// its map once.
+pub const ANSWER_HEADERS: usize = 8;
+
+/// The headers that make an API answer never a page: it sends no referrer on, may not be
+/// framed, and loads nothing (OWASP REST Security Cheat Sheet). Each is set unless the answer
+/// set its own (the hosted pages do).
+pub fn security_headers(h: &mut axum::http::HeaderMap) {
+    if !h.contains_key(header::REFERRER_POLICY) {
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+    }
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
+    if !h.contains_key(header::X_CONTENT_TYPE_OPTIONS) {
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
     }
 }
 
@@ -241,7 +260,8 @@ struct RouteMetrics {
 fn record(route: &'static str, method: &'static str, status: &'static str, latency: Duration) {
     type Labels = [(usize, usize); 3];
     thread_local! {
-        static HANDLES: RefCell<HashMap<Labels, RouteMetrics>> = RefCell::new(HashMap::new());
+        static HANDLES: RefCell<foldhash::HashMap<Labels, RouteMetrics>> =
+            RefCell::new(foldhash::HashMap::default());
     }
     let key = [route, method, status].map(|s| (s.as_ptr() as usize, s.len()));
     HANDLES.with(|h| {
@@ -292,6 +312,30 @@ fn status_label(s: StatusCode) -> &'static str {
         503 => "503",
         _ => intern(s.as_str()),
     }
+}
+
+/// The `'static` label of a route template (`MatchedPath`). The router keeps each template in
+/// one allocation for its lifetime, so each thread remembers the label by the template's
+/// address and length, and a request neither hashes the text nor takes the shared lock of
+/// `intern`.
+fn route_label(template: &str) -> &'static str {
+    thread_local! {
+        static LABELS: RefCell<foldhash::HashMap<(usize, usize), &'static str>> =
+            RefCell::new(foldhash::HashMap::default());
+    }
+    let key = (template.as_ptr() as usize, template.len());
+    LABELS.with(|l| {
+        if let Some(label) = l.borrow().get(&key) {
+            // The same address and length could only hold another text if the router had
+            // been dropped and another built in its place (tests do): compare to be sure.
+            if *label == template {
+                return *label;
+            }
+        }
+        let label = intern(template);
+        l.borrow_mut().insert(key, label);
+        label
+    })
 }
 
 /// A `'static` copy of a label value. Only route templates and status codes come here, so the

@@ -42,16 +42,17 @@ async fn jwks(State(st): State<AppState>, req: Request) -> Response {
         )
             .into_response();
     }
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (header::ETAG, etag),
-            (header::CACHE_CONTROL, cache),
-        ],
-        jwks.body,
-    )
-        .into_response()
+    // Sized for every header the answer leaves with (the edge adds the request id), and
+    // with the edge's security headers already in: this is the hottest answer there is.
+    let mut res = Response::new(axum::body::Body::from(jwks.body));
+    let h = res.headers_mut();
+    h.reserve(super::edge::ANSWER_HEADERS);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::ETAG, etag);
+    h.insert(header::CACHE_CONTROL, cache);
+    super::edge::security_headers(h);
+    res
 }

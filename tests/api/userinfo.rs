@@ -247,6 +247,15 @@ async fn tampered_signatures_are_refused(b: Backend) {
         "extended signature",
     )
     .await;
+    // The real token with one byte outside RFC 6750's b64token (at the start, in the middle,
+    // at the end): refused before any verification, and the real one is not cached under it.
+    for bad in ['$', '%', '!', '*', ',', '"', '@'] {
+        for at in [0, f.real.len() / 2, f.real.len()] {
+            let mut t = f.real.clone();
+            t.insert(at, bad);
+            assert_refused(app, &t, &format!("{bad:?} at {at}")).await;
+        }
+    }
 
     f.real_still_works().await;
 }
