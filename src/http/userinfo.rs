@@ -2,12 +2,12 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::Bearer;
 use super::AppState;
-use crate::auth::tokens::custom_claims;
+use crate::auth::tokens::is_registered;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -37,57 +37,72 @@ async fn userinfo_post(st: State<AppState>, bearer: Bearer) -> Result<Response, 
 async fn userinfo_inner(State(st): State<AppState>, bearer: Bearer) -> Result<Response, ApiError> {
     let token = bearer.0.ok_or(ApiError::MissingToken)?;
     let who = st.auth.authenticate(&token).await?;
+    let claims = &who.claims.claims;
     // A client the user consented to gets what its scope allows (OIDC Core §5.4), not the
     // username, roles, session and custom claims the operator's own clients see.
-    if !st
+    let own = st
         .auth
-        .trusted_client(who.claims.claims.client_id.as_deref())
-    {
-        let mut body = json!({ "sub": who.user.id.to_string() });
-        if who.claims.claims.scopes().any(|s| s == "profile") {
-            body["preferred_username"] = json!(who.user.username);
-            body["updated_at"] = json!(who.user.updated_at.div_euclid(1000));
-        }
-        if let Value::Object(map) = &mut body {
-            email_claims(map, &who);
-        }
-        return Ok(axum::Json(body).into_response());
-    }
-    let mut body = json!({
-        "sub": who.user.id.to_string(),
-        "username": who.user.username,
-        // `mfa.required_for_roles`: as the token itself carries them.
-        "roles": st.auth.roles_for_login(
-            &who.user.roles,
-            who.claims.claims.amr.as_ref().is_some_and(|amr| {
-                tessera_proto::claims::acr::is_multi_factor(amr.iter().map(|m| m.as_ref()))
-            }),
-        ),
-        "sid": who.claims.session_id.to_string(),
-    });
-    if let Value::Object(map) = &mut body {
-        // OIDC Core §5.4: the standard claims the granted scope allows; none is invented.
-        if who.claims.claims.scopes().any(|s| s == "profile") {
-            map.insert("preferred_username".into(), json!(who.user.username));
-            map.insert(
-                "updated_at".into(),
-                json!(who.user.updated_at.div_euclid(1000)),
-            );
-        }
-        email_claims(map, &who);
-        for (k, v) in custom_claims(&who.user.claims) {
-            map.entry(k).or_insert(v);
-        }
-    }
-    Ok(axum::Json(body).into_response())
+        .trusted_client(claims.client_id.as_deref())
+        .then(|| {
+            // `mfa.required_for_roles`: as the token itself carries them.
+            st.auth.roles_for_login(
+                &who.user.roles,
+                claims.amr.as_ref().is_some_and(|amr| {
+                    tessera_proto::claims::acr::is_multi_factor(amr.iter().map(|m| m.as_ref()))
+                }),
+            )
+        });
+    let answer = Answer {
+        profile: claims.scopes().any(|s| s == "profile"),
+        email: claims.scopes().any(|s| s == "email"),
+        own,
+        who: &who,
+    };
+    Ok(axum::Json(answer).into_response())
 }
 
-/// `email` and `email_verified`, with the `email` scope and an address (OIDC Core §5.4).
-fn email_claims(map: &mut serde_json::Map<String, Value>, who: &crate::auth::Authenticated) {
-    if let Some(email) = &who.user.email {
-        if who.claims.claims.scopes().any(|s| s == "email") {
-            map.insert("email".into(), json!(email));
-            map.insert("email_verified".into(), json!(who.user.email_verified));
+/// The `/userinfo` answer, written straight from the caller (no JSON tree in between):
+/// `sub`; for the operator's own clients `username`, `roles` (`own`) and `sid`; with the
+/// `profile` scope `preferred_username` and `updated_at` (Unix seconds); with the `email` scope
+/// and an address `email` and `email_verified` (OIDC Core §5.3, §5.4); then, for the
+/// operator's own clients, the custom claims, none of which takes a name set before it.
+struct Answer<'a> {
+    who: &'a crate::auth::Authenticated,
+    /// The roles the token carries, for the operator's own clients.
+    own: Option<Vec<String>>,
+    profile: bool,
+    email: bool,
+}
+
+impl Serialize for Answer<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let u = &self.who.user;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("sub", &u.id)?;
+        if let Some(roles) = &self.own {
+            m.serialize_entry("username", &u.username)?;
+            m.serialize_entry("roles", roles)?;
+            m.serialize_entry("sid", &self.who.claims.session_id)?;
         }
+        if self.profile {
+            m.serialize_entry("preferred_username", &u.username)?;
+            m.serialize_entry("updated_at", &u.updated_at.div_euclid(1000))?;
+        }
+        let email = u.email.as_ref().filter(|_| self.email);
+        if let Some(email) = email {
+            m.serialize_entry("email", email)?;
+            m.serialize_entry("email_verified", &u.email_verified)?;
+        }
+        if self.own.is_some() {
+            let taken = |k: &str| {
+                is_registered(k)
+                    || (self.profile && matches!(k, "preferred_username" | "updated_at"))
+                    || (email.is_some() && matches!(k, "email" | "email_verified"))
+            };
+            for (k, v) in u.claims.iter().filter(|(k, _)| !taken(k)) {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
     }
 }

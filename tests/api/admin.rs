@@ -535,6 +535,19 @@ async fn admin_sets_claims(b: Backend) {
     let claims = TestApp::claims(t["access_token"].as_str().unwrap());
     assert_eq!(claims["tenant"], "t1");
     assert_eq!(claims["tier"], 2);
+    // /userinfo shows them to the operator's own client, after the standard claims, which
+    // none of them replaces.
+    let u: Value = app
+        .userinfo(t["access_token"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(u["tenant"], "t1", "{u}");
+    assert_eq!(u["tier"], 2, "{u}");
+    assert_eq!(u["username"], "carol", "{u}");
+    assert_eq!(u["sub"], id.to_string(), "{u}");
+    assert_eq!(u.as_object().unwrap().len(), 6, "{u}");
     // Registered names, oversized objects and non-objects are refused; nothing changes.
     for body in [
         json!({"claims": {"sub": "someone-else"}}),

@@ -147,6 +147,8 @@ pub struct Auth {
     mail_queued: tokio::sync::Notify,
     /// Access tokens that verified, by their exact bytes (`tokens.verified_cache`).
     verified: verified::VerifiedTokens,
+    /// `token_checks_total{source}`.
+    token_checks: observe::TokenChecks,
 }
 
 impl std::fmt::Debug for Auth {
@@ -206,6 +208,7 @@ impl Auth {
             webauthn,
             mail_queued: tokio::sync::Notify::new(),
             verified: verified::VerifiedTokens::new(settings.tokens.verified_cache),
+            token_checks: observe::TokenChecks::new(),
             audit: audit::AuditTrail::new(store.clone(), settings.audit.store_refreshes),
             throttle: throttle::Throttle::new(settings.throttle.clone()),
             store,

@@ -1,6 +1,7 @@
 //! `Auth::observe`: the gauges `/metrics` reads at each scrape. Counters and histograms are
 //! recorded where things happen; these describe state.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::keys::KeyState;
@@ -72,6 +73,46 @@ impl Auth {
             }
             metrics::gauge!("signing_key_active_age_seconds")
                 .set(active_since.map_or(f64::NAN, |t| (now - t).max(0) as f64 / 1000.0));
+        }
+    }
+}
+
+/// A counter of a hot path, resolved from the recorder at its first use and kept: resolving
+/// one hashes its name and labels on every call. (Resolved at first use, not when made, so
+/// that a recorder installed after `Auth` is built still gets it.)
+pub(crate) struct HotCounter {
+    handle: OnceLock<metrics::Counter>,
+    resolve: fn() -> metrics::Counter,
+}
+
+impl HotCounter {
+    pub(crate) const fn new(resolve: fn() -> metrics::Counter) -> Self {
+        Self {
+            handle: OnceLock::new(),
+            resolve,
+        }
+    }
+
+    pub(crate) fn increment(&self) {
+        self.handle.get_or_init(self.resolve).increment(1);
+    }
+}
+
+/// `token_checks_total{source}`: where each access token's revocation check was answered.
+pub(crate) struct TokenChecks {
+    pub(crate) memory: HotCounter,
+    pub(crate) database: HotCounter,
+}
+
+impl TokenChecks {
+    pub(crate) const fn new() -> Self {
+        Self {
+            memory: HotCounter::new(
+                || metrics::counter!("token_checks_total", "source" => "memory"),
+            ),
+            database: HotCounter::new(
+                || metrics::counter!("token_checks_total", "source" => "database"),
+            ),
         }
     }
 }

@@ -507,6 +507,21 @@ pub(crate) fn user_view(u: User) -> UserView {
     }
 }
 
+/// `user_view` of a shared row: only the view's fields are copied (not the password hash).
+pub(crate) fn user_view_of(u: &User) -> UserView {
+    UserView {
+        id: u.id,
+        username: u.username.clone(),
+        roles: u.roles.clone(),
+        claims: u.claims.clone(),
+        disabled: u.disabled,
+        created_at: u.created_at,
+        updated_at: u.updated_at,
+        email: u.email.clone(),
+        email_verified: u.email_verified,
+    }
+}
+
 /// A session as the admin API shows it, live or not at `now` (ms).
 fn session_view(s: Session, now: i64) -> SessionView {
     SessionView {

@@ -22,11 +22,12 @@ use std::sync::Arc;
 use quick_cache::sync::Cache;
 
 use crate::keys::KeyRing;
+use crate::observe::HotCounter;
 use crate::tokens::{self, Expect, TokenError, VerifiedClaims};
 
 /// A token that verified, and the key that signed it.
 struct Entry {
-    claims: VerifiedClaims,
+    claims: Arc<VerifiedClaims>,
     kid: Box<str>,
 }
 
@@ -54,6 +55,8 @@ impl Entry {
 pub(crate) struct VerifiedTokens {
     /// `None` when `tokens.verified_cache` is 0.
     cache: Option<Cache<Box<str>, Arc<Entry>>>,
+    hits: HotCounter,
+    misses: HotCounter,
 }
 
 impl VerifiedTokens {
@@ -61,10 +64,17 @@ impl VerifiedTokens {
     pub(crate) fn new(entries: usize) -> Self {
         Self {
             cache: (entries > 0).then(|| Cache::new(entries)),
+            hits: HotCounter::new(
+                || metrics::counter!("verified_token_cache_total", "result" => "hit"),
+            ),
+            misses: HotCounter::new(
+                || metrics::counter!("verified_token_cache_total", "result" => "miss"),
+            ),
         }
     }
 
-    /// `tokens::verify`, or the claims found for exactly this token when they still hold.
+    /// `tokens::verify`, or the claims found for exactly this token when they still hold
+    /// (shared with the cache: a hit copies nothing).
     ///
     /// Errors: `TokenError`, as `tokens::verify`.
     pub(crate) fn verify(
@@ -73,9 +83,9 @@ impl VerifiedTokens {
         ring: &KeyRing,
         expect: &Expect<'_>,
         now: i64,
-    ) -> Result<VerifiedClaims, TokenError> {
+    ) -> Result<Arc<VerifiedClaims>, TokenError> {
         let Some(cache) = &self.cache else {
-            return tokens::verify(token, ring, expect, now);
+            return tokens::verify(token, ring, expect, now).map(Arc::new);
         };
         // An oversized token is refused before it is even hashed.
         if token.len() > tokens::MAX_TOKEN_BYTES {
@@ -83,7 +93,7 @@ impl VerifiedTokens {
         }
         if let Some(e) = cache.get(token) {
             if e.holds(ring, expect, now) {
-                metrics::counter!("verified_token_cache_total", "result" => "hit").increment(1);
+                self.hits.increment();
                 return Ok(e.claims.clone());
             }
             // Expired, or its key is gone: dropped, and verified afresh below, which refuses
@@ -93,8 +103,9 @@ impl VerifiedTokens {
                 cache.remove(token);
             }
         }
-        metrics::counter!("verified_token_cache_total", "result" => "miss").increment(1);
+        self.misses.increment();
         let (claims, kid) = tokens::verify_keyed(token, ring, expect, now)?;
+        let claims = Arc::new(claims);
         cache.insert(
             token.into(),
             Arc::new(Entry {
