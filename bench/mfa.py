@@ -29,7 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import BASE, PASSWORD, PORT, SECS, Server, log, sh  # noqa: E402
+from harness import BASE, PASSWORD, PORT, SECS, CpuShare, Server, log, sh  # noqa: E402
 from soft_passkey import ORIGIN, RP_ID, SoftPasskey  # noqa: E402
 
 THREADS = 8
@@ -114,9 +114,10 @@ def make_users(prefix, n, with_totp, passkeys=False):
     return secrets
 
 
-def login_load(users, mfa, secs):
+def login_load(users, mfa, secs, pid):
     """Logins of distinct users by THREADS threads for `secs` seconds (or until the users run
-    out): complete logins per second."""
+    out): complete logins per second, and where the cores went (Tessera's `pid`, this client,
+    the rest)."""
     todo = queue.Queue()
     for u in users:
         todo.put(u)
@@ -124,6 +125,7 @@ def login_load(users, mfa, secs):
     lock = threading.Lock()
     end = time.time() + secs
     start = time.perf_counter()
+    cpu = CpuShare(pid, own=True)
 
     def work():
         c = Client()
@@ -159,7 +161,8 @@ def login_load(users, mfa, secs):
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
-    return {"logins": done[0], "failed": failed[0], "seconds": wall, "per_sec": done[0] / wall}
+    return {"logins": done[0], "failed": failed[0], "seconds": wall, "per_sec": done[0] / wall,
+            **cpu.done()}
 
 
 def refresh_of(name, secret=None):
@@ -198,12 +201,12 @@ def backend_run(name, env, config):
     kept = {n: mfa_users.pop(n) for n in list(mfa_users)[-8:]}
     # The first logins of a fresh process warm its caches; both loads run after these.
     log(f"== {name}: /login with the password alone, then with a TOTP code")
-    r["password_login"] = login_load(plain, False, SECS)
-    r["mfa_login"] = login_load(mfa_users, True, SECS)
+    r["password_login"] = login_load(plain, False, SECS, server.proc.pid)
+    r["mfa_login"] = login_load(mfa_users, True, SECS, server.proc.pid)
     r["mfa_login"]["ratio"] = r["mfa_login"]["per_sec"] / r["password_login"]["per_sec"]
     log(f"== {name}: /login with a passkey as the second step")
     passkey_users = make_users("pk", USERS, False, passkeys=True)
-    r["passkey_login"] = login_load(passkey_users, True, SECS)
+    r["passkey_login"] = login_load(passkey_users, True, SECS, server.proc.pid)
     r["passkey_login"]["ratio"] = r["passkey_login"]["per_sec"] / r["password_login"]["per_sec"]
     log(f"== {name}: /refresh of password-only and MFA sessions")
     plain_tokens = [refresh_of(f"bench{i % 4}") for i in range(8)]

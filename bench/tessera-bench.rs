@@ -7,7 +7,8 @@
 //!   parameters (the login ceiling);
 //! - `verify`: access-token signature verifications per second, one thread per core (the
 //!   `/userinfo` ceiling);
-//! - `hello`: a hello-world route on Tessera's own serve loop (the JWKS ceiling).
+//! - `hello`: a hello-world route on Tessera's own serve loop, or the same answer as another
+//!   route's (the JWKS ceiling: the JWKS's bytes on a bare axum router).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,10 +44,18 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
-    /// A hello-world server on Tessera's serve loop, until Ctrl-C or SIGTERM.
+    /// A hello-world server on Tessera's serve loop, until Ctrl-C or SIGTERM: `GET /`
+    /// answers "hello", or with `--body-file` that file's bytes and the `--header`s given
+    /// (the JWKS ceiling: the same answer on a bare axum router).
     Hello {
         #[arg(long, default_value = "127.0.0.1:8090")]
         bind: String,
+        /// The answer's body.
+        #[arg(long)]
+        body_file: Option<std::path::PathBuf>,
+        /// An answer header, `name: value` (repeatable).
+        #[arg(long)]
+        header: Vec<String>,
     },
 }
 
@@ -67,7 +76,11 @@ async fn main() -> std::process::ExitCode {
                 ),
                 None => Err("alg must be ES256, EdDSA or RS256".into()),
             },
-            Cmd::Hello { bind } => hello(&settings, &bind).await,
+            Cmd::Hello {
+                bind,
+                body_file,
+                header,
+            } => hello(&settings, &bind, body_file, &header).await,
         },
     };
     match result {
@@ -193,8 +206,28 @@ fn verify_ceiling(
 }
 
 /// Serves a hello-world on `bind` with Tessera's own serve loop, until Ctrl-C or SIGTERM.
-async fn hello(settings: &Settings, bind: &str) -> Result<(), String> {
-    let router = axum::Router::new().route("/", axum::routing::get(|| async { "hello" }));
+async fn hello(
+    settings: &Settings,
+    bind: &str,
+    body_file: Option<std::path::PathBuf>,
+    headers: &[String],
+) -> Result<(), String> {
+    let body = match body_file {
+        Some(path) => bytes::Bytes::from(std::fs::read(&path).map_err(|e| e.to_string())?),
+        None => bytes::Bytes::from_static(b"hello"),
+    };
+    let mut map = axum::http::HeaderMap::new();
+    for h in headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("--header {h:?}: expected name: value"))?;
+        map.append(
+            axum::http::HeaderName::try_from(name.trim()).map_err(|e| e.to_string())?,
+            axum::http::HeaderValue::try_from(value.trim()).map_err(|e| e.to_string())?,
+        );
+    }
+    let router =
+        axum::Router::new().route("/", axum::routing::get(move || async move { (map, body) }));
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| e.to_string())?;

@@ -1,9 +1,12 @@
--- wrk script: an SSO re-authorization per two requests: GET /authorize with the SSO cookie
--- (no login page: a redirect with a code), then the code's exchange at /token.
+-- wrk script: an SSO re-authorization per two requests: GET /authorize with an SSO cookie
+-- (the space-separated $SSO_COOKIES in turn; no login page: a redirect with a code), then the
+-- code's exchange at /token.
 function init(args)
   code = nil
   query = os.getenv("AUTHORIZE_QUERY")
-  cookie = os.getenv("SSO_COOKIE")
+  cookies = {}
+  for c in os.getenv("SSO_COOKIES"):gmatch("%S+") do cookies[#cookies + 1] = c end
+  turn = 0
   body_tail = "&code_verifier=" .. os.getenv("VERIFIER") ..
     "&redirect_uri=" .. os.getenv("REDIRECT_URI_ENC") .. "&client_id=web"
 end
@@ -15,7 +18,8 @@ function request()
     return wrk.format("POST", "/token", { ["Content-Type"] = "application/x-www-form-urlencoded" },
       "grant_type=authorization_code&code=" .. c .. body_tail)
   end
-  return wrk.format("GET", "/authorize?" .. query, { ["Cookie"] = cookie })
+  turn = turn + 1
+  return wrk.format("GET", "/authorize?" .. query, { ["Cookie"] = cookies[(turn % #cookies) + 1] })
 end
 
 function response(status, headers, body)
