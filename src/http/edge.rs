@@ -53,17 +53,17 @@ impl<S> Layer<S> for EdgeLayer {
     fn layer(&self, inner: S) -> Edge<S> {
         Edge {
             inner,
-            activity: self.activity.clone(),
-            trusted_proxies: self.trusted_proxies.clone(),
+            shared: std::sync::Arc::new(self.clone()),
         }
     }
 }
 
+/// The router clones a route's whole service for every request, so what the edge needs is
+/// behind one reference count.
 #[derive(Debug, Clone)]
 pub struct Edge<S> {
     inner: S,
-    activity: Activity,
-    trusted_proxies: std::sync::Arc<super::client_addr::ProxyTrust>,
+    shared: std::sync::Arc<EdgeLayer>,
 }
 
 impl<S, B> Service<Request> for Edge<S>
@@ -117,7 +117,7 @@ where
         // hashing's own traffic; anything else in flight makes the hashing threads yield
         // their cores (`password.yield_every`).
         if !matches!(route, "/login" | "/login/mfa" | "/login/mfa/passkey") {
-            self.activity.note_other_request(started);
+            self.shared.activity.note_other_request(started);
         }
         // The client's address is for the span and the audit trail: the public documents at
         // the usual level (warn) need neither.
@@ -130,7 +130,7 @@ where
                         super::client_addr::client_ip(
                             req.headers(),
                             peer.0.ip(),
-                            &self.trusted_proxies,
+                            &self.shared.trusted_proxies,
                         )
                     })
             })

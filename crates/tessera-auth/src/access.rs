@@ -37,9 +37,13 @@ impl Auth {
         token: &str,
         expect: &tokens::Expect<'_>,
     ) -> Option<VerifiedClaims> {
-        let ring = self.keys.ring();
         self.verified
-            .verify(token, &ring, expect, UnixMillis::now().as_secs())
+            .verify(
+                token,
+                &self.keys.ring_now(),
+                expect,
+                UnixMillis::now().as_secs(),
+            )
             .ok()
             .map(std::sync::Arc::unwrap_or_clone)
     }
@@ -63,11 +67,10 @@ impl Auth {
         token: &str,
         expect: &tokens::Expect<'_>,
     ) -> Result<Authenticated, AuthError> {
-        let ring = self.keys.ring();
         let now = UnixMillis::now();
         let claims = self
             .verified
-            .verify(token, &ring, expect, now.as_secs())
+            .verify(token, &self.keys.ring_now(), expect, now.as_secs())
             .map_err(|e| {
                 tracing::debug!(reason = %e, "access token refused");
                 AuthError::InvalidToken

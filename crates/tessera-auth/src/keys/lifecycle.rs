@@ -1,6 +1,8 @@
 //! The key lifecycle: loading the ring, adding keys, and automatic rotation (invariant 3).
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use super::{generate, KeyAlg, KeyError, KeyMaterial, KeyRing, MasterKey};
@@ -53,7 +55,8 @@ pub enum Activation {
 
 /// The live key ring, shared by every request.
 pub struct Keys {
-    ring: RwLock<Arc<KeyRing>>,
+    /// Swapped whole at each reload; read by every request without a shared lock.
+    ring: ArcSwap<KeyRing>,
     master: MasterKey,
 }
 
@@ -83,7 +86,7 @@ impl Keys {
         }
         let ring = KeyRing::build(&rows, &master, now);
         Ok(Self {
-            ring: RwLock::new(Arc::new(ring)),
+            ring: ArcSwap::from_pointee(ring),
             master,
         })
     }
@@ -92,18 +95,19 @@ impl Keys {
     pub async fn reload(&self, store: &dyn Store, now: i64) -> Result<(), KeyError> {
         let rows = store.keys().await?;
         let ring = KeyRing::build(&rows, &self.master, now);
-        if let Ok(mut g) = self.ring.write() {
-            *g = Arc::new(ring);
-        }
+        self.ring.store(Arc::new(ring));
         Ok(())
     }
 
     /// The current snapshot.
     pub fn ring(&self) -> Arc<KeyRing> {
-        match self.ring.read() {
-            Ok(g) => g.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.ring.load_full()
+    }
+
+    /// The current snapshot for a short, synchronous use (every access-token check and JWKS
+    /// answer): no shared counter is touched. Not to be held across an `.await`.
+    pub fn ring_now(&self) -> arc_swap::Guard<Arc<KeyRing>> {
+        self.ring.load()
     }
 
     /// The master key (for deriving other secrets).

@@ -20,7 +20,7 @@ pub struct Jwks {
 impl Auth {
     /// The JWKS as it stands now.
     pub fn jwks(&self) -> Jwks {
-        let ring = self.keys.ring();
+        let ring = self.keys.ring_now();
         Jwks {
             body: ring.jwks.clone(),
             etag: ring.etag.clone(),
