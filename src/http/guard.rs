@@ -108,17 +108,26 @@ where
             };
         }
         GuardFuture::Running {
-            inner: tokio::time::timeout(self.limits.timeout, self.inner.call(req)),
+            deadline: tokio::time::Instant::now() + self.limits.timeout,
+            inner: self.inner.call(req),
+            timer: None,
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The response future of [`Guard`].
+    /// The response future of [`Guard`]. The timer is armed only when the request has to wait
+    /// (most answers are ready at their first poll, and a timer costs a shared handle and a
+    /// wheel entry); its deadline counts from the request's start either way.
     #[project = GuardProj]
     pub enum GuardFuture<F> {
         Refused { response: Option<Response> },
-        Running { #[pin] inner: tokio::time::Timeout<F> },
+        Running {
+            #[pin]
+            inner: F,
+            deadline: tokio::time::Instant,
+            timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        },
     }
 }
 
@@ -135,11 +144,24 @@ where
             GuardProj::Refused { response } => Poll::Ready(Ok(response
                 .take()
                 .unwrap_or_else(|| ApiError::HeaderTooLarge.into_response()))),
-            GuardProj::Running { inner } => Poll::Ready(Ok(match ready!(inner.poll(cx)) {
-                Ok(Ok(res)) => res.map(axum::body::Body::new),
-                Ok(Err(never)) => match never {},
-                Err(_elapsed) => ApiError::Unavailable("request timed out").into_response(),
-            })),
+            GuardProj::Running {
+                inner,
+                deadline,
+                timer,
+            } => {
+                if let Poll::Ready(res) = inner.poll(cx) {
+                    return Poll::Ready(Ok(match res {
+                        Ok(res) => res.map(axum::body::Body::new),
+                        Err(never) => match never {},
+                    }));
+                }
+                let timer =
+                    timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*deadline)));
+                ready!(timer.as_mut().poll(cx));
+                Poll::Ready(Ok(
+                    ApiError::Unavailable("request timed out").into_response()
+                ))
+            }
         }
     }
 }
