@@ -108,7 +108,8 @@ where
             };
         }
         GuardFuture::Running {
-            deadline: tokio::time::Instant::now() + self.limits.timeout,
+            // As tokio's `timeout`: a deadline past what an `Instant` can hold is none.
+            deadline: tokio::time::Instant::now().checked_add(self.limits.timeout),
             inner: self.inner.call(req),
             timer: None,
         }
@@ -118,14 +119,15 @@ where
 pin_project_lite::pin_project! {
     /// The response future of [`Guard`]. The timer is armed only when the request has to wait
     /// (most answers are ready at their first poll, and a timer costs a shared handle and a
-    /// wheel entry); its deadline counts from the request's start either way.
+    /// wheel entry); its deadline counts from the request's start either way. Otherwise it
+    /// follows tokio's `Timeout`, budget rule included (see `poll`).
     #[project = GuardProj]
     pub enum GuardFuture<F> {
         Refused { response: Option<Response> },
         Running {
             #[pin]
             inner: F,
-            deadline: tokio::time::Instant,
+            deadline: Option<tokio::time::Instant>,
             timer: Option<Pin<Box<tokio::time::Sleep>>>,
         },
     }
@@ -149,19 +151,89 @@ where
                 deadline,
                 timer,
             } => {
+                let had_budget = tokio::task::coop::has_budget_remaining();
                 if let Poll::Ready(res) = inner.poll(cx) {
                     return Poll::Ready(Ok(match res {
                         Ok(res) => res.map(axum::body::Body::new),
                         Err(never) => match never {},
                     }));
                 }
+                let Some(deadline) = *deadline else {
+                    return Poll::Pending;
+                };
                 let timer =
-                    timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*deadline)));
-                ready!(timer.as_mut().poll(cx));
+                    timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                // A handler that used up the task's budget (a stream of ready rows, a busy
+                // channel) would leave the timer no budget to notice its deadline, poll after
+                // poll: as tokio's `Timeout` does, the timer is then polled outside the budget.
+                if had_budget && !tokio::task::coop::has_budget_remaining() {
+                    let unbudgeted = tokio::task::coop::unconstrained(timer.as_mut());
+                    ready!(std::pin::pin!(unbudgeted).poll(cx));
+                } else {
+                    ready!(timer.as_mut().poll(cx));
+                }
                 Poll::Ready(Ok(
                     ApiError::Unavailable("request timed out").into_response()
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    fn guard<S>(inner: S) -> Guard<S> {
+        GuardLayer {
+            timeout: Duration::from_millis(50),
+            max_header_bytes: 16 * 1024,
+            body_limit: 1024,
+        }
+        .layer(inner)
+    }
+
+    /// A handler that never waits on anything outside the task but always uses up its coop
+    /// budget (rows that keep arriving, a channel that is never empty) still gets its 503 at
+    /// the deadline, as under tokio's own `Timeout`.
+    #[tokio::test]
+    async fn a_handler_that_spends_its_budget_still_times_out() {
+        let busy = tower::service_fn(|_: Request| async {
+            loop {
+                tokio::task::consume_budget().await;
+            }
+            #[allow(unreachable_code)]
+            Ok::<_, Infallible>(Response::new(axum::body::Body::empty()))
+        });
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            guard(busy).oneshot(Request::new(axum::body::Body::empty())),
+        )
+        .await
+        .expect("the request timeout never fired");
+        let Ok(res) = answer;
+        assert_eq!(res.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    /// A handler that waits (a database round trip) is cut off at the deadline; one that is
+    /// ready at once is answered, with no timer.
+    #[tokio::test]
+    async fn a_waiting_handler_times_out_and_a_ready_one_answers() {
+        let slow = tower::service_fn(|_: Request| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<_, Infallible>(Response::new(axum::body::Body::empty()))
+        });
+        let Ok(res) = guard(slow)
+            .oneshot(Request::new(axum::body::Body::empty()))
+            .await;
+        assert_eq!(res.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        let ready = tower::service_fn(|_: Request| async {
+            Ok::<_, Infallible>(Response::new(axum::body::Body::from("ok")))
+        });
+        let Ok(res) = guard(ready)
+            .oneshot(Request::new(axum::body::Body::empty()))
+            .await;
+        assert_eq!(res.status(), axum::http::StatusCode::OK);
     }
 }

@@ -106,7 +106,7 @@ impl Keys {
 
     /// The current snapshot for a short, synchronous use (every access-token check and JWKS
     /// answer): no shared counter is touched. Not to be held across an `.await`.
-    pub fn ring_now(&self) -> arc_swap::Guard<Arc<KeyRing>> {
+    pub(crate) fn ring_now(&self) -> arc_swap::Guard<Arc<KeyRing>> {
         self.ring.load()
     }
 
