@@ -269,8 +269,9 @@ fn state_json<T: serde::Serialize>(state: &T) -> Result<String, AuthError> {
     serde_json::to_string(state).map_err(|e| AuthError::Internal(format!("webauthn state: {e}")))
 }
 
-fn state_of<T: serde::de::DeserializeOwned>(c: &Ceremony) -> Result<T, AuthError> {
-    serde_json::from_str(&c.state).map_err(|e| AuthError::Internal(format!("webauthn state: {e}")))
+/// webauthn-rs's state, from the JSON `state_json` wrote.
+fn state_of<T: serde::de::DeserializeOwned>(state: &str) -> Result<T, AuthError> {
+    serde_json::from_str(state).map_err(|e| AuthError::Internal(format!("webauthn state: {e}")))
 }
 
 fn options_json<T: serde::Serialize>(options: &T) -> Result<serde_json::Value, AuthError> {
@@ -431,7 +432,7 @@ impl Auth {
         {
             return Err(AuthError::PasskeyRegistered);
         }
-        let state: PasskeyRegistration = state_of(&c)?;
+        let state: PasskeyRegistration = state_of(&c.state)?;
         let pk = wa.finish_passkey_registration(&reg, &state).map_err(|e| {
             tracing::info!(user_id = %user_id, error = %e, "passkey registration refused");
             AuthError::InvalidPasskey
@@ -580,8 +581,7 @@ impl Auth {
         else {
             return Err(AuthError::InvalidSecondFactor);
         };
-        let state: PasskeyAuthentication = serde_json::from_str(&state)
-            .map_err(|e| AuthError::Internal(format!("webauthn state: {e}")))?;
+        let state: PasskeyAuthentication = state_of(&state)?;
         let res = match check_assertion(wa, credential, &state) {
             Ok(res) => res,
             Err(_) => return Ok(None),
@@ -680,8 +680,7 @@ impl Auth {
             let c = self
                 .open_passwordless(ceremony, now)
                 .ok_or_else(|| refused("unknown or expired ceremony"))?;
-            let state: DiscoverableAuthentication = serde_json::from_str(&c.state)
-                .map_err(|e| AuthError::Internal(format!("webauthn state: {e}")))?;
+            let state: DiscoverableAuthentication = state_of(&c.state)?;
             let (user_id, cred_id) = wa
                 .identify_discoverable_authentication(&pkc)
                 .map_err(|_| refused("no user handle"))?;
