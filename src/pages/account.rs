@@ -17,11 +17,11 @@ use minijinja::context;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-use super::authorize::{
-    factor_from_form, forged, password_refused, set_sso_cookie, sso_cookie, throttled, too_many,
-    unavailable, PasswordRefused, NO_CODE,
-};
+use super::authorize::{forged, set_sso_cookie, sso_cookie, unavailable};
 use super::csrf;
+use super::signin::{
+    factor_from_form, password_refused, throttled, too_many, PasswordRefused, NO_CODE,
+};
 use crate::auth::oidc::{BrowserUser, SsoCookie};
 use crate::auth::AuthError;
 use crate::http::{client_meta, AppState, RequestCaller};
@@ -183,7 +183,7 @@ async fn passkey_login(
             &st,
             &headers,
             StatusCode::OK,
-            Some(super::authorize::PASSKEY_REFUSED),
+            Some(super::signin::PASSKEY_REFUSED),
             "",
         ),
         Err(e) => {

@@ -15,11 +15,9 @@ use axum::{Extension, Router};
 use minijinja::context;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::authorize::{
-    factor_from_form, forged, set_sso_cookie, sso_cookie, throttled, too_many, unavailable,
-    PasswordRefused, NO_CODE,
-};
+use super::authorize::{forged, set_sso_cookie, sso_cookie, unavailable};
 use super::csrf;
+use super::signin::{factor_from_form, throttled, too_many, PasswordRefused, NO_CODE};
 use crate::auth::oidc::{display_user_code, PendingDevice, SsoCookie};
 use crate::auth::{AuthError, Caller};
 use crate::http::{client_meta, AppState, RequestCaller};
@@ -193,7 +191,7 @@ async fn login(
             )
             .await
         }
-        Err(e) => match super::authorize::password_refused(e, "device") {
+        Err(e) => match super::signin::password_refused(e, "device") {
             PasswordRefused::Again(again) => again
                 .respond(|status, message| login_page(&st, &headers, typed, status, Some(message))),
             PasswordRefused::SecondStep(token) => mfa_page(&st, &headers, typed, &token, None),

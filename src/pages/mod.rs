@@ -22,6 +22,7 @@ mod csrf;
 mod device;
 mod link;
 mod logout;
+mod signin;
 
 use std::path::Path;
 use std::sync::Arc;
