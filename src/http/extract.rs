@@ -42,7 +42,8 @@ impl From<BytesRejection> for ApiError {
     }
 }
 
-/// The raw bearer token of `Authorization: Bearer …` (RFC 6750 §2.1), when present.
+/// The raw bearer token of `Authorization: Bearer …` (RFC 6750 §2.1), when present. Two
+/// `Authorization` headers, whatever their schemes, are 400 `invalid_request` (§3.1).
 /// Another scheme (a staging proxy's `Basic` credentials) is not a bearer token, and not a
 /// failed bearer authentication either: it is `None`, as no header is. Its value is never
 /// logged: the extractor records no fields and opens no span.
@@ -59,7 +60,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
             return Ok(Bearer(None));
         };
         if values.next().is_some() {
-            return Err(ApiError::InvalidToken);
+            return Err(ApiError::AmbiguousToken);
         }
         let value = value.as_bytes();
         let (scheme, token) = match value.iter().position(|b| *b == b' ') {

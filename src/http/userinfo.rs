@@ -94,12 +94,9 @@ impl Serialize for Answer<'_> {
             m.serialize_entry("email_verified", &u.email_verified)?;
         }
         if self.own.is_some() {
-            let taken = |k: &str| {
-                is_registered(k)
-                    || (self.profile && matches!(k, "preferred_username" | "updated_at"))
-                    || (email.is_some() && matches!(k, "email" | "email_verified"))
-            };
-            for (k, v) in u.claims.iter().filter(|(k, _)| !taken(k)) {
+            // `email`, `preferred_username` and the rest that Tessera sets are registered:
+            // refused when set, and skipped here if stored before they were.
+            for (k, v) in u.claims.iter().filter(|(k, _)| !is_registered(k)) {
                 m.serialize_entry(k, v)?;
             }
         }

@@ -19,6 +19,7 @@ on_both!(
     admin_requires_the_admin_role,
     admin_pages_and_filters_users,
     admin_sets_claims,
+    custom_claims_never_pass_for_the_accounts_own,
     admin_lists_and_ends_sessions,
     a_role_change_sees_what_it_replaces_under_a_concurrent_writer,
 );
@@ -558,6 +559,14 @@ async fn admin_sets_claims(b: Backend) {
         json!({"claims": {"username": "root"}}),
         json!({"claims": {"": "empty"}}),
         json!({"claims": {"k": "a\u{0}b"}}),
+        // OIDC claims Tessera sets from the account: a custom one would pass for Tessera's.
+        json!({"claims": {"email": "ceo@bank.example"}}),
+        json!({"claims": {"email_verified": true}}),
+        json!({"claims": {"preferred_username": "alice"}}),
+        json!({"claims": {"updated_at": 0}}),
+        json!({"claims": {"at_hash": "AAAA"}}),
+        json!({"claims": {"c_hash": "x"}}),
+        json!({"claims": {"active": true}}),
     ] {
         let r = app
             .admin(Method::PUT, &path, &admin, Some(body.clone()))
@@ -578,6 +587,53 @@ async fn admin_sets_claims(b: Backend) {
         )
         .await;
     assert_eq!(r.status(), 404);
+}
+
+/// Claims named like the account's own OIDC claims, stored before such names were refused (or
+/// written past the API), never reach a token or `/userinfo`: an unverified address stays
+/// unverified, whatever the custom claims say.
+async fn custom_claims_never_pass_for_the_accounts_own(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.create_user("bob", &[]).await;
+    let forged = json!({"email": "ceo@bank.example", "email_verified": true,
+        "preferred_username": "alice", "updated_at": 0, "at_hash": "AAAA", "tenant": "t1"});
+    let serde_json::Value::Object(map) = forged else {
+        unreachable!()
+    };
+    let stored = app
+        .store
+        .set_claims("bob", &map, tessera::time::now_ms())
+        .await
+        .unwrap();
+    assert!(stored.is_some());
+    let access = app.login_ok("bob").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let claims = TestApp::claims(&access);
+    assert_eq!(claims["tenant"], "t1", "{claims}");
+    for name in [
+        "email",
+        "email_verified",
+        "preferred_username",
+        "updated_at",
+        "at_hash",
+    ] {
+        assert!(claims.get(name).is_none(), "{name} in {claims}");
+    }
+    let u: Value = app.userinfo(&access).await.json().await.unwrap();
+    assert_eq!(u["tenant"], "t1", "{u}");
+    for name in [
+        "email",
+        "email_verified",
+        "preferred_username",
+        "updated_at",
+        "at_hash",
+    ] {
+        assert!(u.get(name).is_none(), "{name} in {u}");
+    }
 }
 
 async fn login_carol(app: &TestApp, user_agent: &str) -> Value {

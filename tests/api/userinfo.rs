@@ -388,6 +388,40 @@ async fn missing_and_malformed_credentials(b: Backend) {
             "{auth}"
         );
     }
+    // Two Authorization headers, even with a good token in each, are one request that repeats
+    // a parameter (RFC 6750 §3.1 `invalid_request`): 400, as tessera-verify answers it.
+    app.create_user("alice", &[]).await;
+    let good = format!(
+        "Bearer {}",
+        app.login_ok("alice").await["access_token"]
+            .as_str()
+            .unwrap()
+    );
+    for second in [good.as_str(), "Basic YWxpY2U6cHc="] {
+        let r = app
+            .client
+            .get(app.url("/userinfo"))
+            .header("authorization", good.as_str())
+            .header("authorization", second)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{second}");
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            r#"Bearer realm="tessera", error="invalid_request""#
+        );
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request", "{body}");
+    }
+    let r = app
+        .client
+        .get(app.url("/userinfo"))
+        .header("authorization", good.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     let huge = format!("Bearer {}", "a".repeat(9000));
     let r = app
         .client

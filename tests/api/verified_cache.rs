@@ -116,14 +116,19 @@ async fn a_cached_token_dies_with_its_key_and_its_expiry(b: Backend) {
     };
     app.create_user("erin", &[]).await;
     let t = access(&app.login_ok("erin").await);
+    // A second token, never presented before its expiry: the path without the cache.
+    let fresh = access(&app.login_ok("erin").await);
     assert_eq!(app.userinfo(&t).await.status(), 200);
     assert_eq!(app.userinfo(&t).await.status(), 200);
     let exp = TestApp::claims(&t)["exp"].as_i64().unwrap();
-    // Past exp + leeway (and the next whole second), the held claims count for nothing.
+    let exp_fresh = TestApp::claims(&fresh)["exp"].as_i64().unwrap();
+    // From the second that exp + leeway names (RFC 7519 §4.1.4: "on or after"), the held
+    // claims count for nothing, and a token never seen is refused too.
     let now = tessera::time::now_ms();
-    let wait = (exp + 2) * 1000 - now;
+    let wait = (exp.max(exp_fresh) + 1) * 1000 + 100 - now;
     tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
     assert_eq!(app.userinfo(&t).await.status(), 401);
+    assert_eq!(app.userinfo(&fresh).await.status(), 401);
 
     // A token whose key leaves the key set is refused once the server has the new set.
     let t = access(&app.login_ok("erin").await);

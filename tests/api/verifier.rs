@@ -1111,10 +1111,15 @@ async fn cached_tokens_die_with_their_expiry_and_their_key(b: Backend) {
         assert!(verifier.verify(&forged).await.is_err());
     }
     assert_eq!(verifier.cached_tokens(), 1, "forgeries are never held");
+    // A second token, first verified after its expiry: the path without the cache.
+    let fresh = iss.access("alice").await;
     let exp = payload(&t)["exp"].as_i64().unwrap();
-    let wait = (exp + 2) * 1000 - tessera::time::now_ms();
+    let exp_fresh = payload(&fresh)["exp"].as_i64().unwrap();
+    // From the second that exp + leeway names on (RFC 7519 §4.1.4: "on or after").
+    let wait = (exp.max(exp_fresh) + 1) * 1000 + 100 - tessera::time::now_ms();
     tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
     assert_eq!(verifier.verify(&t).await, Err(VerifyError::Expired));
+    assert_eq!(verifier.verify(&fresh).await, Err(VerifyError::Expired));
 
     let t = iss.access("alice").await;
     assert!(verifier.verify(&t).await.is_ok());

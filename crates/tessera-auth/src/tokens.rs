@@ -53,6 +53,19 @@ const REGISTERED: &[&str] = &[
     "auth_time",
     "acr",
     "amr",
+    // OIDC Core §5.1 and §3.1.3.6: claims Tessera sets from the account or the ID token
+    // (a custom `email_verified: true` beside an unverified address would pass for Tessera's).
+    "email",
+    "email_verified",
+    "preferred_username",
+    "updated_at",
+    "at_hash",
+    "c_hash",
+    "s_hash",
+    "events",
+    // RFC 7662 §2.2 members of an introspection answer.
+    "active",
+    "token_type",
 ];
 
 /// Whether `name` is a claim Tessera sets itself, which a custom claim may not take.
@@ -181,6 +194,12 @@ pub(crate) fn verify_keyed(
         .map_err(|e| TokenError::Rejected(format!("{:?}", e.kind())))?;
     let c = data.claims;
     let leeway = expect.leeway_secs as i64;
+    // RFC 7519 §4.1.4: refused at or after `exp` (plus the leeway). `now` is whole seconds,
+    // rounded down, so the second that `exp` names is already past it; jsonwebtoken's own
+    // check still accepts that second.
+    if c.exp.saturating_add(leeway) <= now {
+        return Err(TokenError::Rejected("ExpiredSignature".into()));
+    }
     if c.iat > now + leeway {
         return Err(TokenError::Rejected("iat in the future".into()));
     }

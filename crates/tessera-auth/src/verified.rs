@@ -32,12 +32,12 @@ struct Entry {
 }
 
 impl Entry {
-    /// Whether its key is still in `ring` and `exp` plus `leeway_secs` has not passed at `now`
-    /// (Unix seconds).
+    /// Whether its key is still in `ring` and `now` (Unix seconds, rounded down) is before `exp`
+    /// plus `leeway_secs`, as `tokens::verify` checks it (RFC 7519 §4.1.4).
     fn live(&self, ring: &KeyRing, leeway_secs: u64, now: i64) -> bool {
         let leeway = i64::try_from(leeway_secs).unwrap_or(i64::MAX);
         ring.verifying.contains_key(&*self.kid)
-            && now <= self.claims.claims.exp.saturating_add(leeway)
+            && now < self.claims.claims.exp.saturating_add(leeway)
     }
 
     /// Whether the entry still stands for `expect` at `now` (Unix seconds).

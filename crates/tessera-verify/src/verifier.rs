@@ -152,7 +152,8 @@ impl Verifier {
                 let (claims, kid) = &*hit;
                 // Its key still in the set (within the hard limit), and not expired.
                 let key_held = matches!(inner.keys.cached(kid), Ok(Some(_)));
-                if key_held && crate::feed::unix_now() <= claims.exp.saturating_add(inner.leeway) {
+                // RFC 7519 §4.1.4: before `exp` plus the leeway, in whole seconds rounded down.
+                if key_held && crate::feed::unix_now() < claims.exp.saturating_add(inner.leeway) {
                     metrics::counter!("tessera_verify_cache_total", "result" => "hit").increment(1);
                     return self.admit(claims.clone());
                 }
@@ -170,6 +171,11 @@ impl Verifier {
             .map_err(|e| refusal(e.kind()))?
             .claims;
         let now = crate::feed::unix_now();
+        // jsonwebtoken accepts the second that `exp` (plus the leeway) names; RFC 7519 §4.1.4
+        // refuses it (`now` is rounded down, so that second has begun).
+        if claims.exp.saturating_add(inner.leeway) <= now {
+            return Err(VerifyError::Expired);
+        }
         if claims.iat > now + inner.leeway {
             return Err(VerifyError::NotYetValid);
         }

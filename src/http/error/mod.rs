@@ -104,6 +104,11 @@ pub enum ApiError {
     /// A bearer access token failed verification (RFC 6750 §3.1 `invalid_token`).
     #[error("invalid token")]
     InvalidToken,
+    /// More than one `Authorization` header (RFC 6750 §3.1 `invalid_request`: a request that
+    /// repeats a parameter or carries the token by more than one method), as `tessera-verify`
+    /// answers it.
+    #[error("more than one Authorization header")]
+    AmbiguousToken,
     /// An endpoint that needs a bearer token got none (RFC 6750 §3.1: the challenge then
     /// carries no error code). The body still has the contract's shape, `invalid_token`.
     #[error("no token")]
@@ -260,6 +265,11 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED,
                 "invalid_token",
                 "The access token is missing, invalid, expired or revoked.",
+            ),
+            ApiError::AmbiguousToken => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "The request has more than one Authorization header.",
             ),
             ApiError::MissingToken => (
                 StatusCode::UNAUTHORIZED,
@@ -484,6 +494,12 @@ impl IntoResponse for ApiError {
                 h.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(r#"Bearer realm="tessera", error="invalid_token""#),
+                );
+            }
+            ApiError::AmbiguousToken => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="tessera", error="invalid_request""#),
                 );
             }
             ApiError::MissingToken => {
