@@ -386,8 +386,9 @@ impl AccountStore for SqlStore {
             .bind(key)
             .bind(now)
             .bind(now + window_ms)
-            .fetch_one(b.pool())
-            .await)?;
+            .fetch_all(b.pool())
+            .await
+            .and_then(crate::backend::returned_one))?;
         Ok(row)
     }
 }

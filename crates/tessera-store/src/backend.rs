@@ -80,3 +80,16 @@ macro_rules! on_backend {
 }
 
 pub(crate) use on_backend;
+
+/// The first row of a write's `RETURNING` rows, read to their end with `fetch_all`. SQLite
+/// commits a statement outside a transaction when it runs to its end, and sqlx's
+/// `fetch_optional` (and `fetch_one`) stop after the first row and drop the error of that commit
+/// (a full disk): the row would come back for a write that was never stored.
+pub(crate) fn returned<T>(rows: Vec<T>) -> Option<T> {
+    rows.into_iter().next()
+}
+
+/// `returned`, for a write that always returns a row (`fetch_one`'s contract).
+pub(crate) fn returned_one<T>(rows: Vec<T>) -> Result<T, sqlx::Error> {
+    rows.into_iter().next().ok_or(sqlx::Error::RowNotFound)
+}

@@ -131,8 +131,9 @@ impl DeviceStore for SqlStore {
         let row: Option<DeviceCode> = on_backend!(self, |b| sqlx::query_as(USE)
             .bind(hash)
             .bind(session_id)
-            .fetch_optional(b.pool())
-            .await)?;
+            .fetch_all(b.pool())
+            .await
+            .map(crate::backend::returned))?;
         Ok(row)
     }
 }

@@ -381,8 +381,9 @@ impl MfaStore for SqlStore {
             on_backend!(self, |b| sqlx::query_scalar(TAKE_CHALLENGE_PASSKEY)
                 .bind(token_hash)
                 .bind(now)
-                .fetch_optional(b.pool())
-                .await)?;
+                .fetch_all(b.pool())
+                .await
+                .map(crate::backend::returned))?;
         Ok(state)
     }
 
@@ -414,8 +415,9 @@ impl MfaStore for SqlStore {
             .bind(now)
             .bind(user_id.is_none())
             .bind(user_id.unwrap_or_default())
-            .fetch_optional(b.pool())
-            .await)?;
+            .fetch_all(b.pool())
+            .await
+            .map(crate::backend::returned))?;
         Ok(row)
     }
 

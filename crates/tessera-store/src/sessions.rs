@@ -165,8 +165,9 @@ impl SessionStore for SqlStore {
                 .bind(a.now)
                 .bind(a.idle_expires_at)
                 .bind(a.client_id)
-                .fetch_optional(&mut *conn)
-                .await?;
+                .fetch_all(&mut *conn)
+                .await
+                .map(crate::backend::returned)?;
             conn.release();
             row
         });
@@ -179,8 +180,9 @@ impl SessionStore for SqlStore {
             .bind(a.generation)
             .bind(a.now)
             .bind(a.grace_ms)
-            .fetch_optional(b.pool())
-            .await)?;
+            .fetch_all(b.pool())
+            .await
+            .map(crate::backend::returned))?;
         if revoked.is_some() {
             return Ok(Rotation::ReuseDetected);
         }

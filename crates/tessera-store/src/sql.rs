@@ -50,9 +50,7 @@ impl From<sqlx::Error> for StoreError {
                     || code.starts_with("57P")
                     || code.starts_with("53")
                     || matches!(code.as_str(), "55000" | "3D000" | "28000" | "28P01")
-                    || code == "5"
-                    || code == "6"
-                    || code == "517"
+                    || sqlite_unavailable(&code)
                 {
                     StoreError::Unavailable(e.to_string())
                 } else {
@@ -62,6 +60,16 @@ impl From<sqlx::Error> for StoreError {
             _ => StoreError::Other(e.to_string()),
         }
     }
+}
+
+/// Whether an SQLite result code (its extended form, at most four digits; Postgres codes have
+/// five characters) is the database's state rather than the request: BUSY (5) and LOCKED (6)
+/// and their extended codes, READONLY (8), IOERR (10), FULL (13, a full disk), CANTOPEN (14).
+fn sqlite_unavailable(code: &str) -> bool {
+    code.len() <= 4
+        && code
+            .parse::<u32>()
+            .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 8 | 10 | 13 | 14))
 }
 
 /// The rows of a stream of batches (pages, COPY chunks), one by one.

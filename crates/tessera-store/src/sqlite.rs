@@ -9,6 +9,7 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::Connection as _;
 
 use super::backend::{Backend, Release};
 use super::{Change, StoreError, StoreResult};
@@ -55,6 +56,20 @@ impl SqliteStore {
             .after_connect(move |_, _| {
                 opened.fetch_add(1, Ordering::AcqRel);
                 Box::pin(async { Ok(()) })
+            })
+            // A transaction that SQLite rolled back by itself (a full disk, an I/O error) leaves
+            // sqlx counting it as open: its ROLLBACK then fails, and every later `begin` on the
+            // connection is refused. A connection handed back inside a transaction is checked
+            // once its queued rollback has run (the ping runs after it), and closed if sqlx
+            // still counts one; the pool opens a fresh connection for the next caller.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    if !conn.is_in_transaction() {
+                        return Ok(true);
+                    }
+                    conn.ping().await?;
+                    Ok(!conn.is_in_transaction())
+                })
             })
             .max_connections(1)
             .acquire_timeout(acquire_timeout)
@@ -174,5 +189,57 @@ impl SqliteStore {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(watch(self.clone(), first, tx));
         Ok(Some(rx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite ends a transaction by itself on a full disk or an I/O error; a `ROLLBACK` inside
+    /// the transaction does the same behind sqlx's back. The connection must still take
+    /// transactions afterwards (it failed every `begin` until a restart).
+    #[tokio::test]
+    async fn a_transaction_sqlite_ended_by_itself_does_not_wedge_the_connection() {
+        let dir = std::env::temp_dir().join(format!("tessera-wedge-{}", uuid::Uuid::now_v7()));
+        let url = format!("sqlite://{}/t.db", dir.display());
+        let store = SqliteStore::connect(&url, Duration::from_secs(5), true)
+            .await
+            .unwrap();
+        let pool = store.pool();
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(pool)
+            .await
+            .unwrap();
+        let opened = store.generation.load(Ordering::Acquire);
+        {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            sqlx::query("INSERT INTO t VALUES (1)")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("ROLLBACK").execute(&mut *tx).await.unwrap();
+            // Dropped: sqlx's own ROLLBACK now fails, and it still counts the transaction.
+        }
+        for x in 2..4 {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+            sqlx::query("INSERT INTO t VALUES ($1)")
+                .bind(x)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+        let rows: Vec<(i64,)> = sqlx::query_as("SELECT x FROM t ORDER BY x")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![(2,), (3,)]);
+        assert_eq!(
+            store.generation.load(Ordering::Acquire),
+            opened + 1,
+            "the wedged connection was replaced once"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

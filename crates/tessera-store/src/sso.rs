@@ -379,8 +379,9 @@ impl CodeStore for SqlStore {
             .bind(uri_hash)
             .bind(client_id)
             .bind(now)
-            .fetch_optional(b.pool())
-            .await)?;
+            .fetch_all(b.pool())
+            .await
+            .map(crate::backend::returned))?;
         Ok(row.map(|(p,)| p))
     }
 
@@ -422,8 +423,9 @@ impl CodeStore for SqlStore {
         let used: Option<AuthorizationCode> = on_backend!(self, |b| sqlx::query_as(MARK_REPLAYED)
             .bind(x.code_hash)
             .bind(x.now)
-            .fetch_optional(b.pool())
-            .await)?;
+            .fetch_all(b.pool())
+            .await
+            .map(crate::backend::returned))?;
         Ok(used.map_or(Exchanged::Unknown, |c| Exchanged::Replayed(Box::new(c))))
     }
 }

@@ -73,8 +73,9 @@ impl ThrottleStore for SqlStore {
                 .bind(r.key)
                 .bind(r.now)
                 .bind(r.window_cutoff)
-                .fetch_one(&mut *tx)
-                .await?;
+                .fetch_all(&mut *tx)
+                .await
+                .and_then(crate::backend::returned_one)?;
             let in_flight: i64 = sqlx::query_scalar(IN_FLIGHT)
                 .bind(r.key)
                 .bind(r.now)

@@ -125,8 +125,9 @@ impl UserChanges for SqlStore {
             .bind(disabled)
             .bind(now)
             .bind(now)
-            .fetch_optional(b.pool())
-            .await)?)
+            .fetch_all(b.pool())
+            .await
+            .map(crate::backend::returned))?)
     }
 
     async fn set_roles(
@@ -145,8 +146,9 @@ impl UserChanges for SqlStore {
         Ok(on_backend!(self, |b| sqlx::query_scalar(CUT_OFF)
             .bind(user_id)
             .bind(now)
-            .fetch_optional(b.pool())
-            .await)?)
+            .fetch_all(b.pool())
+            .await
+            .map(crate::backend::returned))?)
     }
 
     async fn revoke_user(
@@ -313,7 +315,7 @@ impl SqlStore {
             if let Some(old) = old {
                 q = q.bind(old);
             }
-            let id: Option<Uuid> = q.fetch_optional(&mut *tx).await?;
+            let id: Option<Uuid> = q.fetch_all(&mut *tx).await.map(crate::backend::returned)?;
             let Some(id) = id else {
                 return Ok(None);
             };
