@@ -67,6 +67,27 @@ fn head_bytes(req: &Request) -> usize {
     line + headers
 }
 
+/// Whether a request is a browser's (its `Accept` names `text/html`, as a navigation or a
+/// form's submission does).
+fn wants_html(req: &Request) -> bool {
+    req.headers()
+        .get(axum::http::header::ACCEPT)
+        .is_some_and(|a| a.as_bytes().windows(9).any(|w| w == b"text/html"))
+}
+
+/// The timeout's answer to a browser: the same status and headers (`Retry-After`), as a page.
+fn timed_out_page(res: Response) -> Response {
+    const PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+        <title>Try again</title></head><body><h1>Try again</h1>\
+        <p>The server took too long to answer. Please try again in a moment.</p></body></html>\n";
+    let (mut parts, _) = res.into_parts();
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(PAGE))
+}
+
 /// The `Content-Length` a request declares, if it declares one that parses.
 fn declared_length(req: &Request) -> Option<u64> {
     req.headers()
@@ -110,6 +131,7 @@ where
         GuardFuture::Running {
             // As tokio's `timeout`: a deadline past what an `Instant` can hold is none.
             deadline: tokio::time::Instant::now().checked_add(self.limits.timeout),
+            html: wants_html(&req),
             inner: self.inner.call(req),
             timer: None,
         }
@@ -128,6 +150,8 @@ pin_project_lite::pin_project! {
             #[pin]
             inner: F,
             deadline: Option<tokio::time::Instant>,
+            // A browser's request (a hosted page): its timeout is a page, not JSON.
+            html: bool,
             timer: Option<Pin<Box<tokio::time::Sleep>>>,
         },
     }
@@ -149,6 +173,7 @@ where
             GuardProj::Running {
                 inner,
                 deadline,
+                html,
                 timer,
             } => {
                 let had_budget = tokio::task::coop::has_budget_remaining();
@@ -172,9 +197,8 @@ where
                 } else {
                     ready!(timer.as_mut().poll(cx));
                 }
-                Poll::Ready(Ok(
-                    ApiError::Unavailable("request timed out").into_response()
-                ))
+                let res = ApiError::Unavailable("request timed out").into_response();
+                Poll::Ready(Ok(if *html { timed_out_page(res) } else { res }))
             }
         }
     }
@@ -235,5 +259,45 @@ mod tests {
             .oneshot(Request::new(axum::body::Body::empty()))
             .await;
         assert_eq!(res.status(), axum::http::StatusCode::OK);
+    }
+
+    /// A hosted page's request that times out gets a page (a browser shows JSON as text); an
+    /// API request gets the JSON error body. Both are 503 with `Retry-After`.
+    #[tokio::test]
+    async fn a_browser_gets_its_timeout_as_a_page() {
+        let slow = || {
+            tower::service_fn(|_: Request| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok::<_, Infallible>(Response::new(axum::body::Body::empty()))
+            })
+        };
+        for (accept, html) in [
+            (Some("text/html,application/xhtml+xml,*/*;q=0.8"), true),
+            (Some("application/json"), false),
+            (None, false),
+        ] {
+            let mut req = Request::new(axum::body::Body::empty());
+            if let Some(a) = accept {
+                req.headers_mut().insert(
+                    axum::http::header::ACCEPT,
+                    axum::http::HeaderValue::from_static(a),
+                );
+            }
+            let Ok(res) = guard(slow()).oneshot(req).await;
+            assert_eq!(res.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+            assert!(res.headers().contains_key(axum::http::header::RETRY_AFTER));
+            let kind = res.headers()[axum::http::header::CONTENT_TYPE].clone();
+            let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let body = String::from_utf8(body.to_vec()).unwrap();
+            if html {
+                assert_eq!(kind, "text/html; charset=utf-8");
+                assert!(body.contains("<html lang=\"en\">"), "{body}");
+            } else {
+                assert_eq!(kind, "application/json");
+                assert!(body.contains("temporarily_unavailable"), "{body}");
+            }
+        }
     }
 }

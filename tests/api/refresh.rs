@@ -12,6 +12,7 @@ on_both!(
     refresh_rotates_and_the_successor_works,
     parallel_refreshes_get_one_successor,
     reuse_after_the_grace_window_revokes_the_family,
+    a_slow_rotation_answers_in_time_for_its_retry,
     idle_and_absolute_expiry_end_sessions,
     bad_refresh_requests,
     logout_revokes_session_and_access_token,
@@ -118,16 +119,21 @@ async fn parallel_refreshes_get_one_successor(b: Backend) {
     assert!(s.revoked_at.is_none());
 }
 
-async fn reuse_after_the_grace_window_revokes_the_family(b: Backend) {
-    let Some(app) = TestApp::spawn_with(b, |f| {
-        f.merge(Serialized::default("sessions.reuse_grace", "1s"))
+/// A server whose `sessions.reuse_grace` is `grace`, and a login of alice there.
+async fn alice_with_grace(b: Backend, grace: &'static str) -> Option<(TestApp, Value)> {
+    let app = TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default("sessions.reuse_grace", grace))
     })
-    .await
-    else {
-        return;
-    };
+    .await?;
     app.create_user("alice", &[]).await;
     let t0 = app.login_ok("alice").await;
+    Some((app, t0))
+}
+
+async fn reuse_after_the_grace_window_revokes_the_family(b: Backend) {
+    let Some((app, t0)) = alice_with_grace(b, "1s").await else {
+        return;
+    };
     let rt0 = t0["refresh_token"].as_str().unwrap();
     let t1: Value = app.refresh(rt0).await.json().await.unwrap();
     let access1 = t1["access_token"].as_str().unwrap();
@@ -151,6 +157,64 @@ async fn reuse_after_the_grace_window_revokes_the_family(b: Backend) {
     assert_eq!(app.userinfo(access1).await.status(), 401);
     // Other sessions of the user are untouched.
     app.login_ok("alice").await;
+}
+
+/// A rotation that waits on the database answers 503 while its token can still be retried:
+/// it waits at most the reuse grace less 5 s (1 s of a 6 s grace here). The retry of the same
+/// token then gets the successor, whether or not the first rotation committed meanwhile, and
+/// the family lives on. (Waiting out the request's timeout, the retry came after the grace and
+/// revoked the family.) The database is held up by a lock on the session's row. On SQLite the
+/// lock's busy timeout (5 s) also ends the wait, before anything committed; on Postgres the
+/// rotation commits once the lock goes, after its 503.
+async fn a_slow_rotation_answers_in_time_for_its_retry(b: Backend) {
+    use sqlx::Connection;
+    let Some((app, t0)) = alice_with_grace(b, "6s").await else {
+        return;
+    };
+    let rt0 = t0["refresh_token"].as_str().unwrap();
+    let sid = session_of(&app, t0["access_token"].as_str().unwrap())
+        .await
+        .id;
+    let url = app.db.url().to_string();
+    let refused = if url.starts_with("sqlite") {
+        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql("BEGIN IMMEDIATE")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let r = app.refresh(rt0).await;
+        sqlx::raw_sql("ROLLBACK").execute(&mut c).await.unwrap();
+        r
+    } else {
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        let mut tx = c.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE")
+            .bind(sid)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let r = app.refresh(rt0).await;
+        tx.rollback().await.unwrap();
+        r
+    };
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let v: Value = refused.json().await.unwrap();
+    assert_eq!(v["error"], "temporarily_unavailable", "{v}");
+    // The client's retry, as told.
+    let r = app.refresh(rt0).await;
+    assert_eq!(r.status(), 200);
+    let t1: Value = r.json().await.unwrap();
+    let access1 = t1["access_token"].as_str().unwrap();
+    assert_eq!(app.userinfo(access1).await.status(), 200);
+    let s = session_of(&app, access1).await;
+    assert!(s.revoked_at.is_none(), "{:?}", s.revoked_reason);
+    assert_eq!(
+        app.refresh(t1["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
 }
 
 async fn idle_and_absolute_expiry_end_sessions(b: Backend) {

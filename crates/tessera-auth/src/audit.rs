@@ -32,6 +32,11 @@ use crate::time::UnixMillis;
 const QUEUE: usize = 16_384;
 /// Most rows written in one go.
 const BATCH: usize = 1_000;
+/// The waits before a failed batch is written again.
+const WRITE_RETRIES: [std::time::Duration; 2] = [
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_millis(500),
+];
 /// Longest request id kept, in characters (the edge replaces longer ones a client sends).
 const MAX_REQUEST_ID_CHARS: usize = 128;
 /// How long after it happens an event appears in `GET /admin/audit`: more than any replica's
@@ -415,9 +420,26 @@ impl AuditTrail {
         if batch.is_empty() {
             return;
         }
-        if let Err(e) = self.store.insert_audit(batch).await {
-            metrics::counter!("audit_events_dropped_total").increment(batch.len() as u64);
-            tracing::warn!(error = %e, rows = batch.len(), "audit rows not stored");
+        // A connection lost (a database restart, a killed backend) fails one batch: it is
+        // written again, twice, before its rows count as dropped. Rows already stored are
+        // kept as they are (the insert skips ids it has).
+        let mut waits = WRITE_RETRIES.iter();
+        loop {
+            match self.store.insert_audit(batch).await {
+                Ok(()) => break,
+                Err(e) => match waits.next() {
+                    Some(wait) => {
+                        tracing::info!(error = %e, rows = batch.len(), "audit rows written again");
+                        tokio::time::sleep(*wait).await;
+                    }
+                    None => {
+                        metrics::counter!("audit_events_dropped_total")
+                            .increment(batch.len() as u64);
+                        tracing::warn!(error = %e, rows = batch.len(), "audit rows not stored");
+                        break;
+                    }
+                },
+            }
         }
         batch.clear();
     }

@@ -269,10 +269,14 @@ impl Auth {
         self.passwords.activity().clone()
     }
 
-    /// Whether the server can serve: the database answers and a key signs now.
+    /// Whether the server can serve: the database answers within `READINESS_PING` (a stalled
+    /// database is not ready, and the probe gets its answer before its own timeout) and a key
+    /// signs now.
     pub async fn readiness(&self) -> Readiness {
+        const READINESS_PING: std::time::Duration = std::time::Duration::from_secs(2);
+        let ping = tokio::time::timeout(READINESS_PING, self.store.ping()).await;
         Readiness {
-            database: self.store.ping().await.is_ok(),
+            database: matches!(ping, Ok(Ok(()))),
             signing_key: self.keys.ring().active().is_some(),
             revocation_state_trusted: self.revocations.trusted(),
         }

@@ -10,6 +10,19 @@ use crate::audit::Caller;
 use crate::store::{Rotation, RotationAttempt, Session, SubjectClaims};
 use crate::time::{millis, UnixMillis};
 
+/// What a rotation leaves of the reuse grace for the client's retry after a 503: its wait
+/// for `Retry-After`, and the retry's way back.
+const RETRY_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long a refresh waits for its rotation: the reuse grace less `RETRY_MARGIN` (5 s of the
+/// default 10 s), so that a client told 503 retries while its token is still a retry; no
+/// limit of its own (the request's timeout) when the grace is that short or shorter.
+fn rotation_wait(grace: std::time::Duration) -> Option<std::time::Duration> {
+    grace
+        .checked_sub(RETRY_MARGIN)
+        .filter(|wait| !wait.is_zero())
+}
+
 impl Auth {
     /// Refresh-token rotation (`POST /refresh`, and `/token` with `grant_type=refresh_token`,
     /// RFC 6749 §6): one atomic rotation (invariant 1). A session refreshes only for the
@@ -34,18 +47,28 @@ impl Auth {
             return Err(AuthError::Unavailable("no active signing key"));
         }
         let s = &self.settings.sessions;
-        let outcome = self
-            .store
-            .rotate_session(&RotationAttempt {
-                session_id: rt.session_id,
-                generation: rt.generation,
-                client_id: client.as_str(),
-                now: now.0,
-                idle_expires_at: now.plus(s.idle_ttl).0,
-                grace_ms: millis(s.reuse_grace),
-            })
-            .await
-            .map_err(|e| self.db_error(e))?;
+        let attempt = RotationAttempt {
+            session_id: rt.session_id,
+            generation: rt.generation,
+            client_id: client.as_str(),
+            now: now.0,
+            idle_expires_at: now.plus(s.idle_ttl).0,
+            grace_ms: millis(s.reuse_grace),
+        };
+        let rotation = self.store.rotate_session(&attempt);
+        let outcome = match rotation_wait(s.reuse_grace) {
+            // The answer of a rotation that committed may be what is slow. Waiting past the
+            // grace would leave the client's retry of the same token looking like reuse
+            // (the family revoked): a 503 comes early enough for the retry to be a retry.
+            Some(limit) => tokio::time::timeout(limit, rotation).await.map_err(|_| {
+                tracing::warn!("a rotation outlasted its wait; answered 503 within the grace");
+                AuthError::from(crate::store::StoreError::Unavailable(
+                    "the rotation did not answer in time".into(),
+                ))
+            })?,
+            None => rotation.await,
+        }
+        .map_err(|e| self.db_error(e))?;
         let outcome_metric = |result: &'static str| {
             metrics::counter!("refresh_total", "result" => result).increment(1);
         };

@@ -56,8 +56,10 @@ fn insert_sql(rows: usize) -> String {
             format!("({})", p.join(", "))
         })
         .collect();
+    // A batch is written again after an error whose commit may have gone through (a
+    // connection lost at its answer): the rows it stored already are kept as they are.
     format!(
-        "INSERT INTO audit_events ({COLUMNS}) VALUES {}",
+        "INSERT INTO audit_events ({COLUMNS}) VALUES {} ON CONFLICT (id) DO NOTHING",
         values.join(", ")
     )
 }
