@@ -21,6 +21,7 @@ mod id_token;
 mod logout;
 mod par;
 mod request;
+mod sign_in;
 mod sso;
 
 use secrecy::SecretString;
