@@ -35,6 +35,8 @@ mod audit;
 #[cfg(feature = "sql")]
 mod backend;
 #[cfg(feature = "sql")]
+mod codes;
+#[cfg(feature = "sql")]
 mod copy;
 #[cfg(feature = "sql")]
 mod deliveries;
