@@ -18,6 +18,7 @@ use crate::on_both;
 on_both!(
     a_reset_link_sets_a_new_password,
     reset_tokens_work_once_and_die_with_a_password_change,
+    parallel_resets_send_one_link_and_an_address_change_kills_it,
     the_outbox_keeps_mail_through_an_smtp_outage,
     two_replicas_send_each_queued_message_once,
     signup_verifies_the_address_and_tells_the_owner_of_a_taken_one,
@@ -286,6 +287,57 @@ async fn a_reset_link_sets_a_new_password(b: Backend) {
     }
     assert_eq!(app.store.mail_pending().await.unwrap(), 0);
     assert_eq!(smtp.count(), 2, "the link and the reset's notice");
+}
+
+/// Eight requests at once for one account send one mail: the once-a-minute check and the
+/// token's write are one step per account (they raced, and each request killed the link of the
+/// one before). The suppressed requests leave the mailed link working. A link dies with a
+/// change of the account's address, also when the address then changes back.
+async fn parallel_resets_send_one_link_and_an_address_change_kills_it(b: Backend) {
+    if !Smtp::available() {
+        return;
+    }
+    let smtp = Smtp::start(free_port(), &maildir()).await;
+    let Some(app) = app_with_mail(b, smtp.port).await else {
+        return;
+    };
+    let ida = with_email(&app, "ida", "ida@example.com").await;
+    let answers = futures::future::join_all(
+        (0..8).map(|_| forgot(&app, json!({"email": "ida@example.com"}))),
+    )
+    .await;
+    assert!(answers.iter().all(|r| r.status() == 202));
+    let first = token_of(&smtp.next_message().await);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(smtp.count(), 1, "one mail for eight requests");
+    assert_eq!(
+        reset(&app, &first, "a brand new passphrase").await.status(),
+        204
+    );
+    // A new link (its minute passed), then the address changes and changes back.
+    app.exec_sql("UPDATE account_tokens SET created_at = created_at - 120000".into())
+        .await;
+    assert_eq!(forgot(&app, json!({"username": "ida"})).await.status(), 202);
+    let second = loop {
+        if let Some(t) = token_of_opt(&smtp.next_message().await) {
+            break t;
+        }
+    };
+    let caller = tessera::auth::Caller::default();
+    for address in ["ida2@example.com", "ida@example.com"] {
+        app.auth
+            .set_email(
+                tessera::auth::UserRef::Id(ida.id),
+                Some(address),
+                true,
+                &caller,
+            )
+            .await
+            .unwrap();
+    }
+    let r = reset(&app, &second, "another new passphrase").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
 }
 
 async fn reset_tokens_work_once_and_die_with_a_password_change(b: Backend) {

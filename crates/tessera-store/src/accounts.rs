@@ -118,9 +118,16 @@ pub struct Redeemed {
 #[async_trait]
 pub trait AccountStore {
     /// In one transaction: deletes the user's unused tokens of the token's purpose, stores the
-    /// token, and queues the mail that carries it.
-    async fn issue_account_token(&self, token: &AccountToken, mail: &OutboxMail)
-        -> StoreResult<()>;
+    /// token, and queues the mail that carries it. With `not_since` (ms), nothing is written
+    /// when a token of that purpose was issued to the user after it: the check and the write
+    /// are one step for each user (concurrent requests take turns). Returns whether the token
+    /// was issued.
+    async fn issue_account_token(
+        &self,
+        token: &AccountToken,
+        mail: &OutboxMail,
+        not_since: Option<i64>,
+    ) -> StoreResult<bool>;
     /// When the user was last sent a token of `purpose` (ms), if ever (a token still stored).
     async fn last_account_token(&self, user_id: Uuid, purpose: &str) -> StoreResult<Option<i64>>;
     /// The unused, unexpired token of `purpose` with this digest, whose user is enabled and

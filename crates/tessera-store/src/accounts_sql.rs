@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
 use super::user_changes::{REVOKE_SESSIONS_OF_USER, SET_PASSWORD_BY_ID};
-use super::users::{RENAME_FROM, SET_EMAIL};
+use super::users::{DROP_TOKENS_OF_OTHER_ADDRESSES, RENAME_FROM, SET_EMAIL};
 use super::{
     AccountStore, AccountToken, Invitation, OutboxMail, Redeemed, Redemption, StoreResult,
 };
@@ -37,6 +37,12 @@ macro_rules! insert_mail {
     };
 }
 pub(crate) use insert_mail;
+
+/// Issuing a token with a "not since" check takes turns per user: on Postgres under an
+/// advisory lock held to the transaction's end (no row lock, so no lock order to keep with the
+/// rest); on SQLite `BEGIN IMMEDIATE` already holds the database.
+const TAKE_TURN_PG: &str = "SELECT pg_advisory_xact_lock($1)";
+const TAKE_TURN: &str = "SELECT $1";
 
 const LAST_TOKEN: &str =
     "SELECT MAX(created_at) FROM account_tokens WHERE user_id = $1 AND purpose = $2";
@@ -140,9 +146,31 @@ const PENDING: &str = "SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL AN
 
 #[async_trait]
 impl AccountStore for SqlStore {
-    async fn issue_account_token(&self, t: &AccountToken, m: &OutboxMail) -> StoreResult<()> {
-        on_backend!(self, |b| {
-            let mut tx = b.pool().begin().await?;
+    async fn issue_account_token(
+        &self,
+        t: &AccountToken,
+        m: &OutboxMail,
+        not_since: Option<i64>,
+    ) -> StoreResult<bool> {
+        let (begin, turn) = self.locking_tx(TAKE_TURN_PG, TAKE_TURN);
+        // The advisory lock's key: the random half of the user's id.
+        let mut half = [0u8; 8];
+        half.copy_from_slice(&t.user_id.as_bytes()[8..]);
+        let key = i64::from_be_bytes(half);
+        let issued = on_backend!(self, |b| {
+            let mut tx = b.pool().begin_with(begin).await?;
+            if let Some(since) = not_since {
+                sqlx::query(turn).bind(key).execute(&mut *tx).await?;
+                let (last,): (Option<i64>,) = sqlx::query_as(LAST_TOKEN)
+                    .bind(t.user_id)
+                    .bind(&t.purpose)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if last.is_some_and(|last| last > since) {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+            }
             sqlx::query(DROP_UNUSED)
                 .bind(t.user_id)
                 .bind(&t.purpose)
@@ -160,9 +188,9 @@ impl AccountStore for SqlStore {
                 .execute(&mut *tx)
                 .await?;
             insert_mail!(m).execute(&mut *tx).await?;
-            tx.commit().await
+            tx.commit().await.map(|()| true)
         })?;
-        Ok(())
+        Ok(issued)
     }
 
     async fn last_account_token(&self, user_id: Uuid, purpose: &str) -> StoreResult<Option<i64>> {
@@ -253,6 +281,11 @@ impl AccountStore for SqlStore {
                     .bind(key)
                     .bind(true)
                     .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(DROP_TOKENS_OF_OTHER_ADDRESSES)
+                    .bind(user_id)
+                    .bind(key)
                     .execute(&mut *tx)
                     .await?;
             }

@@ -68,6 +68,14 @@ pub(crate) const SET_EMAIL: &str = "
     UPDATE users SET email = $2, email_key = $3, email_verified = $4, updated_at = $5
     WHERE id = $1";
 
+/// With `SET_EMAIL`: the user's unused emailed tokens bound to another address than the new
+/// one (`$2`, its compared form) die, so that a change back to the old address does not bring
+/// them back. Binds: user id, the new address's key (null: no address).
+pub(crate) const DROP_TOKENS_OF_OTHER_ADDRESSES: &str = "
+    DELETE FROM account_tokens
+    WHERE user_id = $1 AND used_at IS NULL AND email_key IS NOT NULL
+      AND ($2 IS NULL OR email_key <> $2)";
+
 const BY_ID: &str = "
     SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
            created_at, updated_at, email, email_verified
@@ -235,15 +243,24 @@ impl UserStore for SqlStore {
         verified: bool,
         now: i64,
     ) -> StoreResult<bool> {
-        let n = on_backend!(self, |b| sqlx::query(SET_EMAIL)
-            .bind(id)
-            .bind(email.map(|e| e.0))
-            .bind(email.map(|e| e.1))
-            .bind(verified && email.is_some())
-            .bind(now)
-            .execute(b.pool())
-            .await
-            .map(|r| r.rows_affected()))?;
+        let n = on_backend!(self, |b| {
+            let mut tx = b.pool().begin().await?;
+            let n = sqlx::query(SET_EMAIL)
+                .bind(id)
+                .bind(email.map(|e| e.0))
+                .bind(email.map(|e| e.1))
+                .bind(verified && email.is_some())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query(DROP_TOKENS_OF_OTHER_ADDRESSES)
+                .bind(id)
+                .bind(email.map(|e| e.1))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await.map(|()| n)
+        })?;
         Ok(n == 1)
     }
 

@@ -64,19 +64,26 @@ impl Auth {
             tracing::info!(user_id = %user.id, "address change mail sent a moment ago; not again");
             return Ok(());
         }
-        self.send_token(
-            &user,
-            TokenMail {
-                purpose: EMAIL_CHANGE,
-                to: &new.address,
-                // Bound to the address the account has now: a change meanwhile ends it.
-                email_key: current.as_ref().map(|c| c.key.as_str()),
-                email: Some(&new.address),
-                ttl: self.settings.accounts.verify_ttl,
-                template: EMAIL_CHANGE_MAIL,
-            },
-        )
-        .await?;
+        let sent = self
+            .send_token(
+                &user,
+                TokenMail {
+                    purpose: EMAIL_CHANGE,
+                    to: &new.address,
+                    // Bound to the address the account has now: a change meanwhile ends it.
+                    email_key: current.as_ref().map(|c| c.key.as_str()),
+                    email: Some(&new.address),
+                    ttl: self.settings.accounts.verify_ttl,
+                    template: EMAIL_CHANGE_MAIL,
+                    once_a_minute: true,
+                },
+            )
+            .await?;
+        if !sent {
+            // A concurrent request sent one: the check above raced it.
+            tracing::info!(user_id = %user.id, "address change mail sent a moment ago; not again");
+            return Ok(());
+        }
         self.audit(caller, Event::EmailChangeRequested, Record::user(user.id))
             .await;
         Ok(())
@@ -101,9 +108,12 @@ impl Auth {
                 email: None,
                 ttl,
                 template: VERIFY_MAIL,
+                // A new account has none yet; a resend waits its minute.
+                once_a_minute: true,
             },
         )
         .await
+        .map(|_| ())
     }
 
     /// Sends a new verification link to `email` if it is an unverified address of an enabled

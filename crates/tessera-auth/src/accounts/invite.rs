@@ -55,6 +55,7 @@ impl Auth {
                 email: None,
                 ttl,
                 template: INVITE_MAIL,
+                once_a_minute: false,
             },
         )
         .await?;

@@ -66,6 +66,9 @@ struct TokenMail<'a> {
     email: Option<&'a str>,
     ttl: Duration,
     template: MailTemplate,
+    /// Not sent when a token of its purpose went to the user in the last minute
+    /// (`RESEND_AFTER_MS`), checked in the store's write (concurrent requests take turns).
+    once_a_minute: bool,
 }
 
 /// An emailed token that `Auth::emailed_token` found good: its digest (to use it up), its
@@ -146,12 +149,13 @@ impl Auth {
     }
 
     /// Issues a token of `m.purpose` for `user` (the user's unused ones of that purpose die)
-    /// and queues its link to `m.to`, in one transaction.
+    /// and queues its link to `m.to`, in one transaction; returns whether it did (see
+    /// `TokenMail::once_a_minute`).
     async fn send_token(
         &self,
         user: &crate::store::User,
         m: TokenMail<'_>,
-    ) -> Result<(), AuthError> {
+    ) -> Result<bool, AuthError> {
         let token = random_token()?;
         let link = self.account_link(m.purpose, token.expose_secret());
         let body = self.render_mail(
@@ -165,7 +169,8 @@ impl Auth {
         )?;
         let now = now_ms();
         let mail = self.sealed_mail(m.to, m.template.subject, &body, now)?;
-        self.store
+        let issued = self
+            .store
             .issue_account_token(
                 &AccountToken {
                     token_hash: token_digest(token.expose_secret()),
@@ -179,10 +184,13 @@ impl Auth {
                     used_at: None,
                 },
                 &mail,
+                m.once_a_minute.then(|| now - RESEND_AFTER_MS),
             )
             .await?;
-        self.mail_queued.notify_one();
-        Ok(())
+        if issued {
+            self.mail_queued.notify_one();
+        }
+        Ok(issued)
     }
 
     /// `raw` parsed as an address of a domain `accounts.email_domains` allows (all when it is

@@ -61,19 +61,26 @@ impl Auth {
             }
         }
         let key = Email::parse(&to).map(|e| e.key).ok();
-        self.send_token(
-            &user,
-            TokenMail {
-                purpose: PASSWORD_RESET,
-                to: &to,
-                // The link works only while the account keeps this address.
-                email_key: key.as_deref(),
-                email: None,
-                ttl: self.settings.accounts.reset_ttl,
-                template: RESET_MAIL,
-            },
-        )
-        .await?;
+        let sent = self
+            .send_token(
+                &user,
+                TokenMail {
+                    purpose: PASSWORD_RESET,
+                    to: &to,
+                    // The link works only while the account keeps this address.
+                    email_key: key.as_deref(),
+                    email: None,
+                    ttl: self.settings.accounts.reset_ttl,
+                    template: RESET_MAIL,
+                    once_a_minute: true,
+                },
+            )
+            .await?;
+        if !sent {
+            // A concurrent request sent one: the check above raced it.
+            tracing::info!(user_id = %user.id, "password reset mail sent a moment ago; not again");
+            return Ok(());
+        }
         self.audit(caller, Event::PasswordResetRequested, Record::user(user.id))
             .await;
         Ok(())
