@@ -162,7 +162,10 @@ impl Application {
                  tokens of a new key for a while after each rotation"
             );
         }
-        tracing::info!(addr = ?self.listener.local_addr().ok(), "tessera listening");
+        match self.listener.local_addr() {
+            Ok(addr) => tracing::info!(%addr, "tessera listening"),
+            Err(_) => tracing::info!("tessera listening"),
+        }
         crate::http::serve::serve(self.listener, router, &settings.http, shutdown).await;
         upkeep.abort();
         backchannel.abort();

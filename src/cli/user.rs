@@ -77,7 +77,7 @@ pub enum UserCmd {
     /// End every session of the user and cut off every access token issued so far.
     Revoke { username: String },
     /// Invite an address: an account with the roles, and a link mailed to it with which the
-    /// invitee sets a password (needs mail.smtp_url and accounts.link_base).
+    /// invitee sets a password (needs mail.smtp_url; the link goes to accounts.link_base, or Tessera's own page).
     Invite {
         email: String,
         /// A role to grant (repeatable).

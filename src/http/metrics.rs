@@ -37,6 +37,11 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 )
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
+            // Counters that alerts watch (deploy/prometheus) exist from the start at 0, so
+            // `increase()` sees their first event.
+            for name in ["refresh_reuse_detected_total", "audit_events_dropped_total"] {
+                metrics::counter!(name).increment(0);
+            }
             // Histograms need periodic upkeep when there is no exporter task of their own.
             let upkeep = handle.clone();
             std::thread::Builder::new()

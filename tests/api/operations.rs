@@ -70,6 +70,10 @@ async fn metrics_answer_an_operators_questions(b: Backend) {
     let has = |line: &str| sample(&text, line).unwrap_or_else(|| panic!("no {line} in\n{text}"));
     assert!(has(r#"refresh_total{result="rotated"}"#) >= 1.0);
     assert!(has(r#"refresh_total{result="revoked"}"#) >= 1.0);
+    // The counters the shipped alerts watch exist before their first event (at 0 here, unless
+    // another test of this process counted one), so that `increase()` sees that event.
+    assert!(has("refresh_reuse_detected_total") >= 0.0);
+    assert!(has("audit_events_dropped_total") >= 0.0);
     assert_eq!(
         has(&format!(
             r#"tessera_build_info{{version="{}"}}"#,
