@@ -273,6 +273,13 @@ async fn a_reset_link_sets_a_new_password(b: Backend) {
     let r = reset(&app, &token, "yet another passphrase").await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    // The reset's notice goes out (the outbox sends after the answer, so it is waited for).
+    for _ in 0..100 {
+        if app.store.mail_pending().await.unwrap() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(app.store.mail_pending().await.unwrap(), 0);
 
     // aiosmtpd takes ASCII only (no SMTPUTF8): a non-ASCII local part cannot be delivered,

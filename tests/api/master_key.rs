@@ -10,7 +10,10 @@ use serde_json::Value;
 use crate::helpers::{master_key, Backend, TestApp};
 use crate::on_both;
 
-on_both!(the_master_key_rotates_without_losing_a_session);
+on_both!(
+    the_master_key_rotates_without_losing_a_session,
+    a_wrong_master_key_answers_503_and_keeps_the_session
+);
 
 /// `tessera keys rekey` with `master` and `previous`.
 async fn rekey(app: &TestApp, master: &str, previous: &str) -> (bool, String) {
@@ -44,6 +47,26 @@ async fn sealed_keys(app: &TestApp) -> Vec<Vec<u8>> {
         .into_iter()
         .map(|k| k.private_key_enc)
         .collect()
+}
+
+/// A replica started with a wrong master key opens no signing key and cannot tell its own
+/// refresh tokens: it answers 503 (retry), not 401 (which logs the user out), and the session
+/// is untouched where the key is right.
+async fn a_wrong_master_key_answers_503_and_keeps_the_session(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    let t = app.login_ok("alice").await;
+    let rt = t["refresh_token"].as_str().unwrap().to_string();
+    let wrong = app
+        .replica(|f| f.merge(Serialized::default("keys.master_key", master_key())))
+        .await;
+    let r = wrong.refresh(&rt).await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "temporarily_unavailable", "{v}");
+    assert_eq!(app.refresh(&rt).await.status(), 200);
 }
 
 async fn the_master_key_rotates_without_losing_a_session(b: Backend) {

@@ -37,6 +37,12 @@ impl Auth {
         req: &TokenRequest,
         caller: &Caller,
     ) -> Result<TokenPair, AuthError> {
+        // First: a server whose master key opens no signing key (a wrong key, a missed step of
+        // a rotation) cannot tell its own refresh tokens either. 503, which the client retries,
+        // not 401, which logs the user out of a session that is fine.
+        if self.keys.ring().signer_at(UnixMillis::now().0).is_none() {
+            return Err(AuthError::Unavailable("no active signing key"));
+        }
         let Some(rt) = self.refresh.parse(&token) else {
             return Err(AuthError::InvalidRefreshToken);
         };
