@@ -128,8 +128,6 @@ pub trait AccountStore {
         mail: &OutboxMail,
         not_since: Option<i64>,
     ) -> StoreResult<bool>;
-    /// When the user was last sent a token of `purpose` (ms), if ever (a token still stored).
-    async fn last_account_token(&self, user_id: Uuid, purpose: &str) -> StoreResult<Option<i64>>;
     /// The unused, unexpired token of `purpose` with this digest, whose user is enabled and
     /// still has the cut-off the token was issued under.
     async fn account_token(

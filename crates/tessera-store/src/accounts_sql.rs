@@ -193,15 +193,6 @@ impl AccountStore for SqlStore {
         Ok(issued)
     }
 
-    async fn last_account_token(&self, user_id: Uuid, purpose: &str) -> StoreResult<Option<i64>> {
-        let (last,): (Option<i64>,) = on_backend!(self, |b| sqlx::query_as(LAST_TOKEN)
-            .bind(user_id)
-            .bind(purpose)
-            .fetch_one(b.pool())
-            .await)?;
-        Ok(last)
-    }
-
     async fn account_token(
         &self,
         token_hash: &str,

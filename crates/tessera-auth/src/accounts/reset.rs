@@ -7,7 +7,6 @@ use super::*;
 use crate::audit::{Caller, Event, Record};
 use crate::email::Email;
 use crate::store::Redemption;
-use crate::time::now_ms;
 use crate::{Auth, AuthError, Username};
 
 impl Auth {
@@ -49,17 +48,6 @@ impl Auth {
             tracing::info!(user_id = %user.id, "password reset asked for an account without an address");
             return Ok(());
         };
-        let now = now_ms();
-        if let Some(last) = self
-            .store
-            .last_account_token(user.id, PASSWORD_RESET)
-            .await?
-        {
-            if now - last < RESEND_AFTER_MS {
-                tracing::info!(user_id = %user.id, "password reset mail sent a moment ago; not again");
-                return Ok(());
-            }
-        }
         let key = Email::parse(&to).map(|e| e.key).ok();
         let sent = self
             .send_token(
@@ -77,7 +65,6 @@ impl Auth {
             )
             .await?;
         if !sent {
-            // A concurrent request sent one: the check above raced it.
             tracing::info!(user_id = %user.id, "password reset mail sent a moment ago; not again");
             return Ok(());
         }
