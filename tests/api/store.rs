@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use tessera::store::{
-    AuditEvent, AuditQuery, Duplicate, FeedStart, KeyRow, NewUser, Reserve, RevokedToken, Rotation,
-    RotationAttempt, Session, Store, StoreError, User,
+    AuditEvent, AuditQuery, Duplicate, FeedStart, KeyRow, NewUser, Reserve, Reserved, RevokedToken,
+    Rotation, RotationAttempt, Session, Store, StoreError, User,
 };
 use tessera::time::now_ms;
 use uuid::Uuid;
@@ -191,36 +191,82 @@ async fn the_throttle_reserves_counts_and_clears(b: Backend) {
         return;
     };
     let now = now_ms();
-    let reserve = |attempt| Reserve {
-        key: "u:alice",
-        attempt,
-        now,
-        window_cutoff: now - 60_000,
-        free: 1,
-        lease_until: now + 30_000,
-    };
-    let (a, b2) = (Uuid::now_v7(), Uuid::now_v7());
-    // One failure left: one attempt in flight at a time.
-    assert!(s.throttle_reserve(&reserve(a)).await.unwrap());
-    assert!(!s.throttle_reserve(&reserve(b2)).await.unwrap());
-    s.throttle_failed("u:alice", a, now, 1, 1_000, 60_000)
+    let alice = [("u:alice", 1), ("ip:192.0.2.1", 5)];
+    fn reserve<'a>(attempt: Uuid, keys: &'a [(&'a str, i64)], now: i64) -> Reserve<'a> {
+        Reserve {
+            keys,
+            attempt,
+            now,
+            window_cutoff: now - 60_000,
+            lease_until: now + 30_000,
+        }
+    }
+    let (a, b2, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    // One failure left on the account: one attempt in flight at a time, on every key at once.
+    assert_eq!(
+        s.throttle_reserve(&reserve(a, &alice, now)).await.unwrap(),
+        Reserved::Taken
+    );
+    assert_eq!(
+        s.throttle_reserve(&reserve(b2, &alice, now)).await.unwrap(),
+        Reserved::Busy
+    );
+    // The busy attempt took nothing: the address alone still has room for four more.
+    let ip = [("ip:192.0.2.1", 5)];
+    for _ in 0..4 {
+        assert_eq!(
+            s.throttle_reserve(&reserve(Uuid::now_v7(), &ip, now))
+                .await
+                .unwrap(),
+            Reserved::Taken
+        );
+    }
+    assert_eq!(
+        s.throttle_reserve(&reserve(c, &ip, now)).await.unwrap(),
+        Reserved::Busy
+    );
+    // A failure uses the allowance up: the key waits, and a reservation says until when.
+    s.throttle_failed("u:alice", now, 1, 1_000, 60_000)
         .await
         .unwrap();
-    assert!(
-        s.throttle_locked_until("u:alice", "ip:none", now)
-            .await
-            .unwrap()
-            > now
-    );
-    s.throttle_clear("u:alice", Uuid::now_v7()).await.unwrap();
+    s.throttle_release(&["u:alice", "ip:192.0.2.1"], a)
+        .await
+        .unwrap();
     assert_eq!(
-        s.throttle_locked_until("u:alice", "ip:none", now)
-            .await
-            .unwrap(),
-        0
+        s.throttle_reserve(&reserve(b2, &alice, now)).await.unwrap(),
+        Reserved::LockedUntil(now + 1_000)
     );
-    assert!(s.throttle_reserve(&reserve(b2)).await.unwrap());
-    s.throttle_release("u:alice", b2).await.unwrap();
+    // The address's slot that `a` held is free again.
+    assert_eq!(
+        s.throttle_reserve(&reserve(c, &ip, now)).await.unwrap(),
+        Reserved::Taken
+    );
+    // A success clears the wait, and its attempt leaves both keys at once.
+    s.throttle_release(&["ip:192.0.2.1"], c).await.unwrap();
+    s.throttle_succeeded(Some("u:alice"), &["u:alice"], Uuid::now_v7())
+        .await
+        .unwrap();
+    let d = Uuid::now_v7();
+    assert_eq!(
+        s.throttle_reserve(&reserve(d, &alice, now)).await.unwrap(),
+        Reserved::Taken
+    );
+    assert_eq!(
+        s.throttle_reserve(&reserve(b2, &alice, now)).await.unwrap(),
+        Reserved::Busy
+    );
+    s.throttle_succeeded(Some("u:alice"), &["u:alice", "ip:192.0.2.1"], d)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.throttle_reserve(&reserve(b2, &alice, now)).await.unwrap(),
+        Reserved::Taken
+    );
+    // The address had four attempts of its own and b2 in flight: no more room.
+    assert_eq!(
+        s.throttle_reserve(&reserve(c, &ip, now)).await.unwrap(),
+        Reserved::Busy
+    );
 }
 
 async fn keys_are_stored_and_rotated(b: Backend) {

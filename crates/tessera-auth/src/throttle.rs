@@ -10,8 +10,8 @@
 //!
 //! The throttle counts failures, never attempts in flight (invariant 11, OWASP ASVS 5 V6.3).
 //! Before its password is hashed, an attempt *reserves* a slot on each key, in one transaction
-//! per key that locks the key's row and counts the attempts in flight (`login_attempts`, each
-//! with its own lease): a key lets at most the allowance it has left be checked at once (one
+//! that locks the keys' rows and counts the attempts in flight (`login_attempts`, each with its
+//! own lease): a key lets at most the allowance it has left be checked at once (one
 //! guess once it is used up, after each wait). An attempt beyond that waits, for at most
 //! `password.queue_timeout`, for the attempts ahead of it to settle, and then goes on with the
 //! updated count: cleared by a success, reduced by failures, or refused with 429 if they used
@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use super::AuthError;
 use crate::config::ThrottleSettings;
-use crate::store::{Reserve, Store};
+use crate::store::{Reserve, Reserved, Store};
 use crate::time::{millis, now_ms};
 
 /// How often a waiting attempt looks again when no settlement in this process woke it: one
@@ -122,10 +122,9 @@ impl Drop for Reservation {
 }
 
 async fn release(store: &dyn Store, attempt: Uuid, keys: &[(String, u32)]) {
-    for (key, _) in keys {
-        if let Err(e) = store.throttle_release(key, attempt).await {
-            tracing::warn!(error = %e, "login throttle reservation not handed back");
-        }
+    let keys: Vec<&str> = keys.iter().map(|(key, _)| key.as_str()).collect();
+    if let Err(e) = store.throttle_release(&keys, attempt).await {
+        tracing::warn!(error = %e, "login throttle reservation not handed back");
     }
 }
 
@@ -208,26 +207,38 @@ impl Throttle {
         let account = r.account.take();
         let (store, settled, attempt) = (r.store.clone(), self.settled.clone(), r.attempt);
         let settle = async move {
-            let mut result = Ok(());
-            for (i, (key, free)) in keys.iter().enumerate() {
-                let done = match outcome {
-                    Outcome::Failed { base, max } => {
+            let held: Vec<&str> = keys.iter().map(|(key, _)| key.as_str()).collect();
+            let result = match outcome {
+                // The account key's count is cleared and the attempt leaves every key, at once.
+                Outcome::Succeeded => {
+                    let clear = account.as_deref().filter(|a| held.contains(a));
+                    let settled = store.throttle_succeeded(clear, &held, attempt).await;
+                    if settled.is_err() {
+                        release(store.as_ref(), attempt, &keys).await;
+                    }
+                    settled
+                }
+                // First the counts, then the attempt leaves: an attempt waiting for its slot
+                // sees the new count.
+                Outcome::Failed { base, max } => {
+                    let mut counted = Ok(());
+                    for (key, free) in &keys {
                         let free = i64::from(*free);
-                        store
-                            .throttle_failed(key, attempt, now_ms(), free, base, max)
-                            .await
+                        counted = store.throttle_failed(key, now_ms(), free, base, max).await;
+                        if counted.is_err() {
+                            break;
+                        }
                     }
-                    Outcome::Succeeded if account.as_deref() == Some(key.as_str()) => {
-                        store.throttle_clear(key, attempt).await
+                    match counted {
+                        Ok(()) => store.throttle_release(&held, attempt).await,
+                        Err(e) => {
+                            release(store.as_ref(), attempt, &keys).await;
+                            Err(e)
+                        }
                     }
-                    Outcome::Succeeded => store.throttle_release(key, attempt).await,
-                };
-                if let Err(e) = done {
-                    release(store.as_ref(), attempt, &keys[i..]).await;
-                    result = Err(e.into());
-                    break;
                 }
             }
+            .map_err(AuthError::from);
             settled.notify_one();
             result
         };
@@ -271,8 +282,11 @@ async fn reserve(
     if let (Some(ip), true) = (keys.ip.as_deref(), s.ip_free_failures > 0) {
         pairs.push((ip.to_string(), s.ip_free_failures));
     }
-    let ip = keys.ip.as_deref().unwrap_or("");
     let deadline = Instant::now() + queue_timeout;
+    let held: Vec<(&str, i64)> = pairs
+        .iter()
+        .map(|(key, free)| (key.as_str(), i64::from(*free)))
+        .collect();
     loop {
         // Registered before looking, so a settlement between the look and the wait wakes
         // this attempt.
@@ -280,36 +294,28 @@ async fn reserve(
         tokio::pin!(woken);
         woken.as_mut().enable();
         let now = now_ms();
-        let until = store.throttle_locked_until(&keys.account, ip, now).await?;
-        if until > now {
-            return Err(AuthError::Throttled {
-                retry_after_secs: retry_after(until, now),
-            });
-        }
-        let mut all = true;
-        for (key, free) in &pairs {
-            let reserved = store
-                .throttle_reserve(&Reserve {
-                    key,
-                    attempt: r.attempt,
-                    now,
-                    window_cutoff: now - millis(s.window),
-                    free: i64::from(*free),
-                    lease_until: now + millis(lease),
-                })
-                .await?;
-            if !reserved {
-                all = false;
-                break;
+        let reserved = store
+            .throttle_reserve(&Reserve {
+                keys: &held,
+                attempt: r.attempt,
+                now,
+                window_cutoff: now - millis(s.window),
+                lease_until: now + millis(lease),
+            })
+            .await?;
+        match reserved {
+            Reserved::Taken => {
+                r.keys = pairs;
+                return Ok(r);
             }
-            r.keys.push((key.clone(), *free));
+            Reserved::LockedUntil(until) => {
+                return Err(AuthError::Throttled {
+                    retry_after_secs: retry_after(until, now),
+                })
+            }
+            // A key is busy: nothing was taken; wait for a settlement.
+            Reserved::Busy => {}
         }
-        if all {
-            return Ok(r);
-        }
-        // A key is busy: hand back what this attempt took, then wait for a settlement.
-        let taken = std::mem::take(&mut r.keys);
-        release(store.as_ref(), r.attempt, &taken).await;
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(AuthError::Unavailable("login queue"));

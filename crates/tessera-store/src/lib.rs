@@ -84,7 +84,7 @@ pub use model::{
     OnConflict, RevocationFeed, RevokedToken, Rotation, RotationAttempt, Session, SubjectClaims,
     TokenStatus, User, UserQuery,
 };
-pub use model::{PoolStats, Purged, Reseal, Reserve};
+pub use model::{PoolStats, Purged, Reseal, Reserve, Reserved};
 pub use oidc::{
     AuthorizationCode, CodeExchange, CodeStore, DeliveryStore, DeviceApproval, DeviceCode,
     DeviceStore, Exchanged, LogoutDelivery, SsoSession, SsoStore,
@@ -251,7 +251,7 @@ pub trait UserChanges {
 pub trait SessionStore {
     /// Creates `session` only if its user is still enabled and the user's cut-off
     /// (`tokens_not_before`) is still `fence`, the value read with the credential that was
-    /// verified: in one transaction that holds the user row, so a password change, disable,
+    /// verified: in one statement that holds the user row, so a password change, disable,
     /// role removal or logout-everywhere that raced the login either refuses it here or, if it
     /// commits later, revokes the session it finds. Returns the user's roles and claims as
     /// read under that lock; `None` when the fence no longer holds (nothing was written).
@@ -286,28 +286,33 @@ pub trait DenylistStore {
 /// Failed-login counters, and the attempts in flight on each key (invariant 11).
 #[async_trait]
 pub trait ThrottleStore {
-    /// The latest `locked_until` (ms) of the two throttle keys, or 0.
-    async fn throttle_locked_until(&self, account: &str, ip: &str, now: i64) -> StoreResult<i64>;
-    /// Adds the attempt to the key's attempts in flight, atomically; `false`, adding nothing,
-    /// while the key waits or while as many attempts are in flight (within their leases) as
-    /// the allowance it has left (at least one).
-    async fn throttle_reserve(&self, reserve: &Reserve<'_>) -> StoreResult<bool>;
-    /// Settles a failed attempt: counts it (once the count reaches `free`, the key waits
-    /// `base_ms`, doubling with each further failure up to `max_ms`), then removes it from
-    /// the attempts in flight.
+    /// Adds the attempt to the attempts in flight of every key, atomically (one transaction,
+    /// the keys' rows locked in the order given): `LockedUntil` while a key waits after
+    /// failures, `Busy` while a key has as many attempts in flight (within their leases) as the
+    /// allowance it has left (at least one); either way nothing is added.
+    async fn throttle_reserve(&self, reserve: &Reserve<'_>) -> StoreResult<Reserved>;
+    /// Counts a failed attempt on `key`: once the count reaches `free`, the key waits
+    /// `base_ms`, doubling with each further failure up to `max_ms`. The attempt stays in
+    /// flight until `throttle_release`.
     async fn throttle_failed(
         &self,
         key: &str,
-        attempt: Uuid,
         now: i64,
         free: i64,
         base_ms: i64,
         max_ms: i64,
     ) -> StoreResult<()>;
-    /// Removes an attempt that was no failure from the attempts in flight.
-    async fn throttle_release(&self, key: &str, attempt: Uuid) -> StoreResult<()>;
-    /// A success: clears the key's failures and wait, and removes the attempt.
-    async fn throttle_clear(&self, key: &str, attempt: Uuid) -> StoreResult<()>;
+    /// Removes the attempt from the attempts in flight of `keys` (one or two keys).
+    async fn throttle_release(&self, keys: &[&str], attempt: Uuid) -> StoreResult<()>;
+    /// A success, settled in one commit: clears the failures and wait of `clear` (the account
+    /// key, when the attempt holds one) and removes the attempt from the attempts in flight of
+    /// `keys` (one or two keys).
+    async fn throttle_succeeded(
+        &self,
+        clear: Option<&str>,
+        keys: &[&str],
+        attempt: Uuid,
+    ) -> StoreResult<()>;
 }
 
 /// Signing keys.

@@ -281,19 +281,30 @@ pub struct UserQuery {
     pub limit: u32,
 }
 
-/// One attempt to reserve against a throttle key (milliseconds throughout).
+/// One attempt to reserve against its throttle keys (milliseconds throughout).
 #[derive(Debug, Clone, Copy)]
 pub struct Reserve<'a> {
-    pub key: &'a str,
+    /// Each key with its free allowance of failures, in the order their rows are locked (the
+    /// account, then the address: every attempt locks in this order).
+    pub keys: &'a [(&'a str, i64)],
     /// The attempt's id, the same on each of its keys.
     pub attempt: Uuid,
     pub now: i64,
     /// Failures from windows that began before this are forgotten.
     pub window_cutoff: i64,
-    /// The key's free allowance of failures.
-    pub free: i64,
     /// Until when this attempt counts as in flight if it is never settled (its process died).
     pub lease_until: i64,
+}
+
+/// What a reservation found (`ThrottleStore::throttle_reserve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    /// The attempt is in flight on every key.
+    Taken,
+    /// A key has as many attempts in flight as the allowance it has left: nothing was taken.
+    Busy,
+    /// A key waits after failures until then (ms; the latest of the keys): nothing was taken.
+    LockedUntil(i64),
 }
 
 /// A signing key sealed anew (master-key rotation).

@@ -7,45 +7,33 @@ use uuid::Uuid;
 use super::backend::{on_backend, Backend, Release, SqlStore};
 use super::{Rotation, RotationAttempt, Session, SessionStore, StoreResult, SubjectClaims};
 
-/// `INSERT` with every column of `$s` (a `&Session`) bound: the statement a login creates its
-/// session with (a code exchange inserts the same columns in its own statement, `sso.rs`).
-macro_rules! insert_session {
-    ($s:expr) => {{
-        let s: &$crate::Session = $s;
-        sqlx::query($crate::sessions::INSERT)
-            .bind(s.id)
-            .bind(s.user_id)
-            .bind(s.generation)
-            .bind(s.created_at)
-            .bind(s.last_refreshed_at)
-            .bind(s.idle_expires_at)
-            .bind(s.absolute_expires_at)
-            .bind(&s.user_agent)
-            .bind(&s.ip)
-            .bind(&s.client_id)
-            .bind(&s.scope)
-            .bind(&s.resource)
-            .bind(s.sso_session_id)
-            .bind(&s.amr)
-    }};
-}
-
-pub(crate) const INSERT: &str = "
+/// The text of `CREATE_PG` and `CREATE`, with the lock clause `$lock` (Postgres's
+/// `FOR SHARE`, or nothing).
+macro_rules! create_session {
+    ($lock:literal) => {
+        concat!(
+            "
     INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
                           idle_expires_at, absolute_expires_at, user_agent, ip, client_id,
                           scope, resource, sso_session_id, amr)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+    SELECT $1, id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 FROM users
+    WHERE id = $2 AND NOT disabled AND tokens_not_before = $15 ",
+            $lock,
+            "
+    RETURNING (SELECT u.roles FROM users u WHERE u.id = sessions.user_id) AS roles,
+              (SELECT u.claims FROM users u WHERE u.id = sessions.user_id) AS claims"
+        )
+    };
+}
 
-/// The user row a login's session is created under, locked until the session is written
-/// (`FOR SHARE` on Postgres; SQLite's `BEGIN IMMEDIATE` already holds the write lock). A
-/// concurrent password change, disable or cut-off either committed before (the fence fails)
-/// or waits for the session to exist, and then revokes it with the user's other sessions.
-const FENCE_PG: &str = "
-    SELECT roles, claims FROM users
-    WHERE id = $1 AND NOT disabled AND tokens_not_before = $2 FOR SHARE";
-const FENCE: &str = "
-    SELECT roles, claims FROM users
-    WHERE id = $1 AND NOT disabled AND tokens_not_before = $2";
+/// A login's session, created in one statement only while its user is enabled and the user's
+/// cut-off is still the fence read with the password (invariant 7); the user's roles and claims
+/// come back with it. On Postgres the user row is locked (`FOR SHARE`) until the statement
+/// commits: a concurrent password change, disable or cut-off either committed before (the
+/// fence fails, no row) or waits for the session to exist, and then revokes it with the
+/// user's other sessions. SQLite runs one writer at a time, and the statement commits as one.
+const CREATE_PG: &str = create_session!("FOR SHARE");
+const CREATE: &str = create_session!("");
 
 const BY_ID: &str = "SELECT * FROM sessions WHERE id = $1";
 
@@ -115,28 +103,37 @@ impl RotatedRow {
 #[async_trait]
 impl SessionStore for SqlStore {
     async fn create_session(&self, s: &Session, fence: i64) -> StoreResult<Option<SubjectClaims>> {
-        let (begin, read) = self.locking_tx(FENCE_PG, FENCE);
         type Subject = (
             Json<Vec<String>>,
             Json<serde_json::Map<String, serde_json::Value>>,
         );
-        on_backend!(self, |b| {
-            let mut tx = b.pool().begin_with(begin).await?;
-            let subject: Option<Subject> = sqlx::query_as(read)
-                .bind(s.user_id)
-                .bind(fence)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some((roles, claims)) = subject else {
-                return Ok(None);
-            };
-            insert_session!(s).execute(&mut *tx).await?;
-            tx.commit().await?;
-            Ok(Some(SubjectClaims {
-                roles: roles.0,
-                claims: claims.0,
-            }))
-        })
+        let sql = match self {
+            SqlStore::Postgres(_) => CREATE_PG,
+            SqlStore::Sqlite(_) => CREATE,
+        };
+        let subject: Option<Subject> = on_backend!(self, |b| sqlx::query_as(sql)
+            .bind(s.id)
+            .bind(s.user_id)
+            .bind(s.generation)
+            .bind(s.created_at)
+            .bind(s.last_refreshed_at)
+            .bind(s.idle_expires_at)
+            .bind(s.absolute_expires_at)
+            .bind(&s.user_agent)
+            .bind(&s.ip)
+            .bind(&s.client_id)
+            .bind(&s.scope)
+            .bind(&s.resource)
+            .bind(s.sso_session_id)
+            .bind(&s.amr)
+            .bind(fence)
+            .fetch_all(b.pool())
+            .await
+            .map(crate::backend::returned))?;
+        Ok(subject.map(|(roles, claims)| SubjectClaims {
+            roles: roles.0,
+            claims: claims.0,
+        }))
     }
 
     async fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {
