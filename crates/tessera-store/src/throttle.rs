@@ -59,6 +59,9 @@ const SUCCEEDED_PG: &str = "
 #[async_trait]
 impl ThrottleStore for SqlStore {
     async fn throttle_reserve(&self, r: &Reserve<'_>) -> StoreResult<Reserved> {
+        if r.keys.is_empty() {
+            return Ok(Reserved::Taken);
+        }
         // The upsert locks each key's row on Postgres; SQLite's lock is taken at BEGIN.
         let (begin, lock_key) = self.locking_tx(LOCK_KEY, LOCK_KEY);
         on_backend!(self, |b| {

@@ -21,24 +21,27 @@ use super::extract::{AppJson, Bearer, RequestCaller};
 use super::AppState;
 use crate::auth::{Caller, UserQuery, UserRef};
 
+mod invitations;
+mod sessions;
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_users, create_user))
         .routes(routes!(get_user))
         .routes(routes!(set_roles))
         .routes(routes!(set_email))
-        .routes(routes!(invite, list_invitations))
-        .routes(routes!(revoke_invitation))
+        .routes(routes!(invitations::invite, invitations::list_invitations))
+        .routes(routes!(invitations::revoke_invitation))
         .routes(routes!(set_password))
         .routes(routes!(disable_user))
         .routes(routes!(enable_user))
         .routes(routes!(revoke_sessions))
         .routes(routes!(set_claims))
-        .routes(routes!(list_sessions))
-        .routes(routes!(list_sso_sessions))
+        .routes(routes!(sessions::list_sessions))
+        .routes(routes!(sessions::list_sso_sessions))
         .routes(routes!(list_user_factors, reset_user_factors))
-        .routes(routes!(revoke_sso_session))
-        .routes(routes!(revoke_session))
+        .routes(routes!(sessions::revoke_sso_session))
+        .routes(routes!(sessions::revoke_session))
 }
 
 /// A caller authenticated with an access token whose user holds the `admin` role
@@ -332,58 +335,6 @@ async fn set_claims(
     Ok(Json(user).into_response())
 }
 
-#[utoipa::path(get, path = "/admin/users/{id}/sessions", tag = "admin", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "User id")),
-    responses((status = 200, description = "The user's sessions, newest first (at most 1000; ended ones until purged)", body = Vec<SessionView>),
-              (status = 404, description = "No such user", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
-async fn list_sessions(
-    State(st): State<AppState>,
-    _admin: AdminUser,
-    id: PathId,
-) -> Result<Response, ApiError> {
-    let sessions: Vec<SessionView> = st.auth.sessions_of(UserRef::Id(id.id()?)).await?;
-    Ok(Json(sessions).into_response())
-}
-
-#[utoipa::path(get, path = "/admin/users/{id}/sso_sessions", tag = "admin", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "User id")),
-    responses((status = 200, description = "The user's SSO sessions (hosted logins), newest first (at most 1000; ended ones until purged)", body = Vec<SsoSessionView>),
-              (status = 404, description = "No such user", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
-async fn list_sso_sessions(
-    State(st): State<AppState>,
-    _admin: AdminUser,
-    id: PathId,
-) -> Result<Response, ApiError> {
-    let sessions: Vec<SsoSessionView> = st.auth.sso_sessions_of(UserRef::Id(id.id()?)).await?;
-    Ok(Json(sessions).into_response())
-}
-
-#[utoipa::path(delete, path = "/admin/sso_sessions/{sid}", tag = "admin", security(("bearer" = [])),
-    params(("sid" = Uuid, Path, description = "SSO session id")),
-    responses((status = 204, description = "The SSO session ended, with the refresh sessions made through it; their clients get back-channel logout tokens"),
-              (status = 404, description = "No such SSO session", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
-async fn revoke_sso_session(
-    State(st): State<AppState>,
-    admin: AdminUser,
-    sid: PathId,
-) -> Result<Response, ApiError> {
-    st.auth.revoke_sso_session(sid.id()?, &admin.caller).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-#[utoipa::path(delete, path = "/admin/sessions/{sid}", tag = "admin", security(("bearer" = [])),
-    params(("sid" = Uuid, Path, description = "Session id")),
-    responses((status = 204, description = "The session ended; its refresh and access tokens stop working"),
-              (status = 404, description = "No such session", body = ErrorBody), (status = 403, description = "Not an admin", body = ErrorBody)))]
-async fn revoke_session(
-    State(st): State<AppState>,
-    admin: AdminUser,
-    sid: PathId,
-) -> Result<Response, ApiError> {
-    st.auth.revoke_session(sid.id()?, &admin.caller).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
 #[utoipa::path(get, path = "/admin/users/{id}/factors", tag = "admin", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "User id")),
     responses((status = 200, description = "The user's second factors and unused recovery codes (no secrets)", body = super::mfa::FactorsBody),
@@ -410,88 +361,4 @@ async fn reset_user_factors(
     let user = st.auth.user(UserRef::Id(id.id()?)).await?;
     let removed = st.auth.reset_factors(user.id, &admin.caller).await?;
     Ok(Json(serde_json::json!({ "removed": removed })).into_response())
-}
-
-/// An address to invite, with the roles its account gets.
-#[derive(Deserialize, ToSchema)]
-pub struct InviteRequest {
-    email: String,
-    #[serde(default)]
-    roles: Vec<String>,
-    /// Optional: the address itself is the username otherwise.
-    #[serde(default)]
-    username: Option<String>,
-}
-
-/// An invitation not yet accepted.
-#[derive(serde::Serialize, ToSchema)]
-pub struct InvitationView {
-    /// The invited account.
-    user_id: Uuid,
-    username: String,
-    email: Option<String>,
-    /// Milliseconds since the epoch.
-    created_at: i64,
-    /// Milliseconds since the epoch.
-    expires_at: i64,
-}
-
-/// Invites an address: an account with the roles and no usable password, and a link mailed to
-/// the address with which the invitee sets one (`POST /invitations/accept`).
-#[utoipa::path(post, path = "/admin/invitations", tag = "admin", security(("bearer" = [])), request_body = InviteRequest,
-    responses((status = 201, description = "Invited: the account", body = UserView),
-              (status = 400, description = "Not an address, or a bad username or role", body = ErrorBody),
-              (status = 404, description = "Mail is not configured", body = ErrorBody),
-              (status = 409, description = "Username or address taken", body = ErrorBody)))]
-async fn invite(
-    State(st): State<AppState>,
-    admin: AdminUser,
-    AppJson(req): AppJson<InviteRequest>,
-) -> Result<Response, ApiError> {
-    let user = st
-        .auth
-        .invite(
-            &req.email,
-            req.roles,
-            req.username.as_deref(),
-            &admin.caller,
-        )
-        .await?;
-    Ok((StatusCode::CREATED, Json(user)).into_response())
-}
-
-/// The invitations not yet accepted, oldest first.
-#[utoipa::path(get, path = "/admin/invitations", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, description = "Pending invitations", body = [InvitationView])))]
-async fn list_invitations(
-    State(st): State<AppState>,
-    _admin: AdminUser,
-) -> Result<Response, ApiError> {
-    let list: Vec<InvitationView> = st
-        .auth
-        .invitations()
-        .await?
-        .into_iter()
-        .map(|i| InvitationView {
-            user_id: i.user_id,
-            username: i.username,
-            email: i.email,
-            created_at: i.created_at,
-            expires_at: i.expires_at,
-        })
-        .collect();
-    Ok(Json(list).into_response())
-}
-
-/// Withdraws an invitation that was not accepted: the invited account is deleted.
-#[utoipa::path(delete, path = "/admin/invitations/{id}", tag = "admin", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "The invited account")),
-    responses((status = 204, description = "Withdrawn"), (status = 404, description = "No pending invitation of that account", body = ErrorBody)))]
-async fn revoke_invitation(
-    State(st): State<AppState>,
-    admin: AdminUser,
-    id: PathId,
-) -> Result<Response, ApiError> {
-    st.auth.revoke_invitation(id.id()?, &admin.caller).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
