@@ -45,6 +45,15 @@ pub fn master_key(settings: &Settings) -> Result<MasterKey, KeyError> {
     MasterKey::from_base64(&k)
 }
 
+/// The key file `master_key` would create: for a SQLite database file when the settings give
+/// no master key and the file does not exist. `None` otherwise.
+pub fn key_file_to_generate(settings: &Settings) -> Option<PathBuf> {
+    if settings.keys.master_key.is_some() || !settings.is_sqlite() {
+        return None;
+    }
+    sqlite_master_key_path(settings.database.url.expose_secret()).filter(|path| !path.exists())
+}
+
 /// `data/master.key` for `sqlite://data/tessera.db`; `None` for an in-memory database.
 fn sqlite_master_key_path(url: &str) -> Option<PathBuf> {
     let rest = url

@@ -55,6 +55,21 @@ pub async fn catalog(settings: &Settings) -> Result<Catalog, StoreError> {
 pub async fn services(settings: Settings) -> Result<Services, StartError> {
     let settings = Arc::new(settings);
     let store = migrate(&settings).await?;
+    // A SQLite database whose key file is gone: a new key would leave every signing key (and
+    // TOTP secret) sealed under the old one unreadable, and the file beside it would then have
+    // to be overwritten to recover. Refuse instead, and write nothing.
+    if let Some(path) = master_key::key_file_to_generate(&settings) {
+        let sealed = store.keys().await.map_err(start_err("signing keys"))?;
+        if !sealed.is_empty() {
+            return Err(StartError(format!(
+                "{} is missing, and this SQLite database holds {} signing key(s) sealed under \
+                 the master key it held: put the file back beside the database, or set \
+                 keys.master_key (TESSERA__KEYS__MASTER_KEY) to that key",
+                path.display(),
+                sealed.len()
+            )));
+        }
+    }
     let master = master_key::master_key(&settings).map_err(|e| match e {
         // Already names the setting.
         KeyError::Config(why) => StartError(why.to_string()),

@@ -18,6 +18,7 @@ on_both!(
     user_changes_take_effect,
     migrate_is_idempotent,
     read_only_commands_create_nothing,
+    a_lost_sqlite_key_file_refuses_to_start,
     text_logs_to_a_pipe_carry_no_colour,
     start_up_names_the_issuer_and_warns_of_a_short_publish_ahead,
     serve_logs_no_secrets,
@@ -298,6 +299,43 @@ async fn migrate_is_idempotent(b: Backend) {
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("master_key"));
     }
+}
+
+/// A SQLite database without `keys.master_key` keeps a generated key in `master.key` beside it.
+/// Once that file is gone, a database that holds sealed signing keys refuses to start, names
+/// the file, and writes no new key (which would leave the old keys unreadable for good).
+async fn a_lost_sqlite_key_file_refuses_to_start(b: Backend) {
+    let Some(db) = Db::create(b).await else {
+        return;
+    };
+    let Db::Sqlite { dir, .. } = &db else {
+        return;
+    };
+    let key_file = dir.join("master.key");
+    let url = db.url().to_string();
+    let rotate = move || {
+        Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["keys", "rotate"])
+            .env("DATABASE_URL", &url)
+            .env_remove("TESSERA__KEYS__MASTER_KEY")
+            .env("TESSERA__LOG__LEVEL", "warn")
+            .output()
+            .unwrap()
+    };
+    let first = tokio::task::spawn_blocking(rotate.clone()).await.unwrap();
+    assert!(first.status.success(), "{first:?}");
+    let generated = std::fs::read_to_string(&key_file).unwrap();
+    std::fs::remove_file(&key_file).unwrap();
+    let second = tokio::task::spawn_blocking(rotate.clone()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{second:?}");
+    assert!(stderr.contains("master.key is missing"), "{stderr}");
+    assert!(!stderr.contains(generated.trim()), "{stderr}");
+    assert!(!key_file.exists(), "a new master key was written");
+    // With the file back, the database starts again.
+    std::fs::write(&key_file, &generated).unwrap();
+    let third = tokio::task::spawn_blocking(rotate).await.unwrap();
+    assert!(third.status.success(), "{third:?}");
 }
 
 /// `user list` and `keys list` open only the store. On a database that was never migrated
