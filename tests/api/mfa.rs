@@ -13,6 +13,7 @@ on_both!(
     a_totp_code_works_once_even_in_parallel,
     recovery_codes_work_once_and_regenerate,
     wrong_factors_are_counted_and_end_the_mfa_token,
+    parallel_wrong_codes_check_at_most_five_on_one_mfa_token,
     the_password_grant_has_a_second_step,
     a_password_change_between_the_steps_ends_the_login,
     factors_are_managed_by_their_user_only,
@@ -354,6 +355,47 @@ async fn wrong_factors_are_counted_and_end_the_mfa_token(b: Backend) {
     // An unknown token: the same 401 body.
     let r = second_step(&app, "no-such-token", "totp_code", &right).await;
     assert_eq!(r.status(), 401);
+}
+
+/// Wrong codes sent at once on one mfa_token: each was checked against the failure count read
+/// before its throttle reservation, so while the throttle let them through (a larger
+/// allowance, or another token's success clearing the account's count), all were checked: an
+/// attack saw eight of thirty. Each guess is now counted on the token before its check.
+async fn parallel_wrong_codes_check_at_most_five_on_one_mfa_token(b: Backend) {
+    use figment::providers::Serialized;
+    let Some(app) = TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default("throttle.account_free_failures", 50))
+    })
+    .await
+    else {
+        return;
+    };
+    app.create_user("fay", &[]).await;
+    let (totp, _, _) = with_totp(&app, "fay").await;
+    let token = mfa_token(&app, "fay").await;
+    let right = code(&totp, 1);
+    let wrong = format!(
+        "{:06}",
+        (right.parse::<u32>().unwrap() + 500_000) % 1_000_000
+    );
+    let answers = join_all((0..12).map(|_| second_step(&app, &token, "totp_code", &wrong))).await;
+    for r in &answers {
+        assert_eq!(r.status(), 401);
+    }
+    let guesses = app
+        .scalar_i64(
+            "SELECT MAX(failures) FROM mfa_challenges \
+             WHERE user_id = (SELECT id FROM users WHERE username = $1)",
+            "fay",
+        )
+        .await;
+    assert_eq!(guesses, 5, "factors checked on one mfa_token");
+    // Dead, even for the right code; a new token still works.
+    let r = second_step(&app, &token, "totp_code", &right).await;
+    assert_eq!(r.status(), 401);
+    let token = mfa_token(&app, "fay").await;
+    let r = second_step(&app, &token, "totp_code", &right).await;
+    assert_eq!(r.status(), 200);
 }
 
 async fn the_password_grant_has_a_second_step(b: Backend) {

@@ -172,10 +172,17 @@ pub trait MfaStore {
         now: i64,
         max_failures: i64,
     ) -> StoreResult<Option<MfaChallenge>>;
-    /// Counts a wrong second factor against it.
-    async fn challenge_failed(&self, token_hash: &str) -> StoreResult<()>;
-    /// Uses it up: `true` once, if it was unused, unexpired and has fewer than
-    /// `max_failures` wrong factors.
+    /// Counts one guess against it, before its factor is checked: `true` when counted, `false`
+    /// (nothing counted) when it is used, expired or has had `max_failures` guesses. So
+    /// parallel requests check at most `max_failures` factors on one challenge.
+    async fn charge_challenge(
+        &self,
+        token_hash: &str,
+        now: i64,
+        max_failures: i64,
+    ) -> StoreResult<bool>;
+    /// Uses it up: `true` once, if it was unused, unexpired and had at most `max_failures`
+    /// guesses counted (the one that succeeded included).
     async fn take_challenge(
         &self,
         token_hash: &str,

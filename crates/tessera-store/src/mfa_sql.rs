@@ -118,8 +118,11 @@ const CHALLENGE: &str = "
     WHERE c.token_hash = $1 AND c.used_at IS NULL AND c.expires_at > $2 AND c.failures < $3
       AND NOT u.disabled AND u.tokens_not_before = c.fence";
 
-const CHALLENGE_FAILED: &str =
-    "UPDATE mfa_challenges SET failures = failures + 1 WHERE token_hash = $1";
+/// One guess, counted before it is checked (invariant 7: an mfa_token checks at most
+/// `$3` factors, however many requests come at once).
+const CHARGE_CHALLENGE: &str = "
+    UPDATE mfa_challenges SET failures = failures + 1
+    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND failures < $3";
 
 const PUT_CHALLENGE_PASSKEY: &str = "
     UPDATE mfa_challenges SET passkey_state = $2, passkey_expires_at = $3
@@ -133,11 +136,11 @@ const TAKE_CHALLENGE_PASSKEY: &str = "
       AND passkey_expires_at > $2
     RETURNING passkey_state";
 
-/// Invariant 7: an mfa_token is used once, and not after its last wrong factor (parallel
-/// wrong codes cannot let a later right one through).
+/// Invariant 7: an mfa_token is used once, by a guess that was counted (`CHARGE_CHALLENGE`)
+/// within its allowance.
 const TAKE_CHALLENGE: &str = "
     UPDATE mfa_challenges SET used_at = $2
-    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND failures < $3";
+    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND failures <= $3";
 
 #[async_trait]
 impl MfaStore for SqlStore {
@@ -329,13 +332,20 @@ impl MfaStore for SqlStore {
         Ok(row)
     }
 
-    async fn challenge_failed(&self, token_hash: &str) -> StoreResult<()> {
-        on_backend!(self, |b| sqlx::query(CHALLENGE_FAILED)
+    async fn charge_challenge(
+        &self,
+        token_hash: &str,
+        now: i64,
+        max_failures: i64,
+    ) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(CHARGE_CHALLENGE)
             .bind(token_hash)
+            .bind(now)
+            .bind(max_failures)
             .execute(b.pool())
             .await
             .map(|r| r.rows_affected()))?;
-        Ok(())
+        Ok(n == 1)
     }
 
     async fn take_challenge(

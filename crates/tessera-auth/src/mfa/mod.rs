@@ -24,7 +24,8 @@ pub use secrets::{seal_totp_secret, totp_step};
 
 /// The second factors a login can be completed with, as `mfa_methods` names them.
 pub const METHODS: [&str; 3] = ["totp", "passkey", "recovery_code"];
-/// Wrong second factors one `mfa_token` takes before it stops working.
+/// Second factors one `mfa_token` has checked at most, each counted before it is checked:
+/// five wrong ones end it.
 pub(crate) const MAX_FAILURES: i64 = 5;
 /// Recovery codes in a set.
 const RECOVERY_CODES: usize = 10;
@@ -254,6 +255,20 @@ impl Auth {
             ip: ip.map(|ip| format!("ip:{ip}")),
         };
         let reservation = self.reserve_attempt(&keys, client, caller).await?;
+        // One of the token's guesses, counted before its factor is checked: requests at once
+        // check at most MAX_FAILURES factors on one mfa_token, whatever the throttle's keys
+        // let through meanwhile (a success on another mfa_token clears the account's count).
+        match self.store.charge_challenge(&hash, now, MAX_FAILURES).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.throttle.abandon(reservation).await;
+                return Err(AuthError::InvalidSecondFactor);
+            }
+            Err(e) => {
+                self.throttle.abandon(reservation).await;
+                return Err(e.into());
+            }
+        }
         let method = match self.check_factor(&challenge, factor, now).await {
             Ok(m) => m,
             Err(e) => {
@@ -263,7 +278,6 @@ impl Auth {
         };
         let Some(method) = method else {
             self.throttle.failed(reservation).await?;
-            self.store.challenge_failed(&hash).await?;
             self.audit(
                 caller,
                 Event::MfaFailed,

@@ -96,8 +96,8 @@ impl Auth {
             return Ok(None);
         }
         // No ceremony: used by a parallel request with this mfa_token, or never asked for.
-        // Not a wrong factor, so not counted against the token (a retry burst keeps its
-        // winner).
+        // Not a wrong factor for the throttle, though it used one of the token's guesses (a
+        // retry burst keeps its winner, which was counted before it).
         let Some(state) = self
             .store
             .take_challenge_passkey(&challenge.token_hash, now)
