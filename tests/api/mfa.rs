@@ -317,24 +317,33 @@ async fn recovery_codes_work_once_and_regenerate(b: Backend) {
     assert_eq!(r.status(), 200);
 }
 
-async fn wrong_factors_are_counted_and_end_the_mfa_token(b: Backend) {
+/// A server whose throttle lets more through than an mfa_token takes (so the token's own limit
+/// shows), an mfa_token of a user `name` with a TOTP factor, and a right and a wrong code for
+/// it.
+async fn one_token_and_its_codes(
+    b: Backend,
+    name: &str,
+) -> Option<(TestApp, String, String, String)> {
     use figment::providers::Serialized;
-    // The throttle lets more through than an mfa_token takes, so the token's own limit shows.
-    let Some(app) = TestApp::spawn_with(b, |f| {
+    let app = TestApp::spawn_with(b, |f| {
         f.merge(Serialized::default("throttle.account_free_failures", 50))
     })
-    .await
-    else {
-        return;
-    };
-    app.create_user("dave", &[]).await;
-    let (totp, _, _) = with_totp(&app, "dave").await;
-    let token = mfa_token(&app, "dave").await;
+    .await?;
+    app.create_user(name, &[]).await;
+    let (totp, _, _) = with_totp(&app, name).await;
+    let token = mfa_token(&app, name).await;
     let right = code(&totp, 1);
     let wrong = format!(
         "{:06}",
         (right.parse::<u32>().unwrap() + 500_000) % 1_000_000
     );
+    Some((app, token, right, wrong))
+}
+
+async fn wrong_factors_are_counted_and_end_the_mfa_token(b: Backend) {
+    let Some((app, token, right, wrong)) = one_token_and_its_codes(b, "dave").await else {
+        return;
+    };
     let mut statuses = Vec::new();
     for _ in 0..5 {
         statuses.push(
@@ -362,22 +371,9 @@ async fn wrong_factors_are_counted_and_end_the_mfa_token(b: Backend) {
 /// allowance, or another token's success clearing the account's count), all were checked: an
 /// attack saw eight of thirty. Each guess is now counted on the token before its check.
 async fn parallel_wrong_codes_check_at_most_five_on_one_mfa_token(b: Backend) {
-    use figment::providers::Serialized;
-    let Some(app) = TestApp::spawn_with(b, |f| {
-        f.merge(Serialized::default("throttle.account_free_failures", 50))
-    })
-    .await
-    else {
+    let Some((app, token, right, wrong)) = one_token_and_its_codes(b, "fay").await else {
         return;
     };
-    app.create_user("fay", &[]).await;
-    let (totp, _, _) = with_totp(&app, "fay").await;
-    let token = mfa_token(&app, "fay").await;
-    let right = code(&totp, 1);
-    let wrong = format!(
-        "{:06}",
-        (right.parse::<u32>().unwrap() + 500_000) % 1_000_000
-    );
     let answers = join_all((0..12).map(|_| second_step(&app, &token, "totp_code", &wrong))).await;
     for r in &answers {
         assert_eq!(r.status(), 401);
