@@ -202,7 +202,7 @@ pub fn router(
 
 fn cors_layer(origins: &[crate::config::Origin]) -> Option<tower_http::cors::CorsLayer> {
     use axum::http::Method;
-    use tower_http::cors::{AllowOrigin, CorsLayer};
+    use tower_http::cors::{AllowCredentials, AllowOrigin, CorsLayer};
     let list: Vec<HeaderValue> = origins
         .iter()
         .filter_map(|o| HeaderValue::from_str(o.as_str()).ok())
@@ -210,6 +210,7 @@ fn cors_layer(origins: &[crate::config::Origin]) -> Option<tower_http::cors::Cor
     if list.is_empty() {
         return None;
     }
+    let allowed = list.clone();
     let layer = CorsLayer::new()
         .allow_origin(AllowOrigin::list(list))
         // Every method a route uses, and every request header clients send.
@@ -224,7 +225,11 @@ fn cors_layer(origins: &[crate::config::Origin]) -> Option<tower_http::cors::Cor
             header::WWW_AUTHENTICATE,
             edge::X_REQUEST_ID.clone(),
         ])
-        .allow_credentials(true)
+        // Only to the allowed origins: a request from any other origin, or from none, is not
+        // told that credentials are allowed.
+        .allow_credentials(AllowCredentials::predicate(move |origin, _| {
+            allowed.contains(origin)
+        }))
         .max_age(Duration::from_secs(600));
     Some(layer)
 }

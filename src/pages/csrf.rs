@@ -2,10 +2,11 @@
 //! - a double-submit token: a random value in the `__Host-tessera_csrf` cookie (HttpOnly,
 //!   Secure, SameSite=Strict, so no other site's request carries it and no sibling subdomain
 //!   can set it) and the same value in every form; a POST must carry both, equal;
-//! - the `Origin` header, when the browser sends one, must be this server's own, exactly (the
-//!   issuer's scheme and the `Host` the request was sent to), or one of the allowed origins; and
-//!   a browser's `Sec-Fetch-Site: cross-site` is refused. The pages' `Referrer-Policy: same-origin` makes Chromium send a
-//!   true `Origin` with same-origin forms rather than `null`, which is refused.
+//! - the `Origin` header (or, without it, the origin of `Referer`), when the browser sends one,
+//!   must be this server's own, exactly (the issuer's scheme and the `Host` the request was
+//!   sent to), or one of the allowed origins; and a browser's `Sec-Fetch-Site: cross-site` is
+//!   refused. The pages' `Referrer-Policy: same-origin` makes Chromium send a true `Origin`
+//!   with same-origin forms rather than `null`, which is refused.
 
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
@@ -58,9 +59,9 @@ pub fn set_cookie(res: &mut Response, token: &SecretString) {
 }
 
 /// Whether a form POST passes: the cookie's token equals the form's (compared in constant
-/// time), and the request's `Origin`, if any, is this server's own: the host it was sent to,
-/// the origin of `tokens.issuer` (behind a proxy that rewrites `Host`) or one of
-/// `http.cors_origins`.
+/// time), and the request's `Origin` (else its `Referer`), if any, is this server's own: the
+/// host it was sent to, the origin of `tokens.issuer` (behind a proxy that rewrites `Host`) or
+/// one of `http.cors_origins`.
 pub fn check(
     headers: &HeaderMap,
     form_token: Option<&str>,
@@ -82,18 +83,25 @@ pub fn check(
         && (same_origin(headers, issuer) || allowed.check(headers, Missing::Allow).is_ok())
 }
 
-/// `Origin` absent, or exactly this server's: the scheme of `tokens.issuer` and the `Host` the
-/// request was sent to, as a browser serialises an origin (RFC 6454 §6.2), compared as text.
+/// `Origin` (or, when a browser leaves it out, the origin of `Referer`) absent, or exactly this
+/// server's: the scheme of `tokens.issuer` and the `Host` the request was sent to, as a browser
+/// serialises an origin (RFC 6454 §6.2), compared as text.
 fn same_origin(headers: &HeaderMap, issuer: &str) -> bool {
     let mut origins = headers.get_all(header::ORIGIN).iter();
-    let Some(origin) = origins.next() else {
-        return true;
+    let origin = match (origins.next(), origins.next()) {
+        (Some(_), Some(_)) => return false,
+        (Some(origin), None) => origin.to_str().ok().map(str::to_owned),
+        (None, _) => match headers.get(header::REFERER) {
+            None => return true,
+            Some(referer) => referer
+                .to_str()
+                .ok()
+                .and_then(|r| url::Url::parse(r).ok())
+                .map(|u| u.origin().ascii_serialization()),
+        },
     };
-    if origins.next().is_some() {
-        return false;
-    }
-    let (Ok(origin), Some(host)) = (
-        origin.to_str(),
+    let (Some(origin), Some(host)) = (
+        origin,
         headers.get(header::HOST).and_then(|h| h.to_str().ok()),
     ) else {
         return false;

@@ -302,6 +302,16 @@ async fn cors_only_for_configured_origins(b: Backend) {
     assert_eq!(r.headers()["access-control-allow-credentials"], "true");
     let r = preflight("https://evil.example").await.unwrap();
     assert!(r.headers().get("access-control-allow-origin").is_none());
+    // Nor does it say credentials are allowed (it did, to every origin and to none).
+    assert!(r
+        .headers()
+        .get("access-control-allow-credentials")
+        .is_none());
+    let r = app.get("/.well-known/jwks.json").await;
+    assert!(r
+        .headers()
+        .get("access-control-allow-credentials")
+        .is_none());
     // A real request from the allowed origin carries the header; others do not.
     app.create_user("alice", &[]).await;
     let r = app

@@ -11,6 +11,7 @@ use crate::on_both;
 on_both!(
     totp_enrolment_then_login_with_a_code,
     a_totp_code_works_once_even_in_parallel,
+    a_right_code_sent_at_once_counts_no_wrong_factor,
     recovery_codes_work_once_and_regenerate,
     wrong_factors_are_counted_and_end_the_mfa_token,
     parallel_wrong_codes_check_at_most_five_on_one_mfa_token,
@@ -279,6 +280,44 @@ async fn a_totp_code_works_once_even_in_parallel(b: Backend) {
         .post_json("/login/mfa", &json!({"mfa_token": token}))
         .await;
     assert_eq!(r.status(), 400);
+}
+
+/// The right code sent eight times at once (a double submit, a client's retries): one login,
+/// and the seven losers are refused without counting as wrong factors. They counted, so the
+/// account's second step was throttled (429) after a user's own retries.
+async fn a_right_code_sent_at_once_counts_no_wrong_factor(b: Backend) {
+    let Some((app, _)) = TestApp::with_user(b, "gus", &[]).await else {
+        return;
+    };
+    let (totp, recovery, _) = with_totp(&app, "gus").await;
+    let mut tokens = Vec::new();
+    for _ in 0..8 {
+        tokens.push(mfa_token(&app, "gus").await);
+    }
+    let c = code(&totp, 1);
+    let answers = join_all(tokens.iter().map(|t| second_step(&app, t, "totp_code", &c))).await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| matches!(s, 200 | 401)),
+        "{statuses:?}"
+    );
+    let counted = app
+        .scalar_i64(
+            "SELECT COALESCE(MAX(failures), 0) FROM login_throttle WHERE key LIKE $1",
+            "mfa:%",
+        )
+        .await;
+    assert_eq!(counted, 0, "wrong factors counted for the account");
+    assert!(!crate::oidc::audit_event_stored(&app, "mfa.failed").await);
+    // The account's second step is not throttled.
+    let token = mfa_token(&app, "gus").await;
+    let r = second_step(&app, &token, "recovery_code", &recovery[0]).await;
+    assert_eq!(r.status(), 200);
 }
 
 async fn recovery_codes_work_once_and_regenerate(b: Backend) {

@@ -886,6 +886,27 @@ async fn forged_forms_are_refused(b: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 403, "Sec-Fetch-Site: cross-site");
+    // Without `Origin`, a `Referer` of another site is refused too (it passed: only `Origin`
+    // was compared).
+    for referer in [
+        "https://evil.example/page",
+        &format!(
+            "https://{}/authorize",
+            browser.base.trim_start_matches("http://")
+        ),
+    ] {
+        let r = browser
+            .http
+            .post(format!("{}/authorize/login", browser.base))
+            .header("cookie", browser.cookie_header())
+            .header("referer", referer)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{referer}");
+    }
     assert!(!browser.jar.contains_key("__Host-tessera_sso"));
 
     // The consent page skipped by a forged POST: no CSRF token, or no SSO session.

@@ -320,6 +320,9 @@ impl Auth {
     /// Whether `factor` is one of the challenge's user's, used now for the first time:
     /// `Some` with its RFC 8176 method (`otp`, `hwk`, `swk`; `None` inside for a recovery
     /// code), `None` when it is not.
+    ///
+    /// Errors: `InvalidSecondFactor` for a right TOTP code whose time step was used (a replay,
+    /// or the loser of a parallel twin): refused without counting as a wrong factor.
     async fn check_factor(
         &self,
         challenge: &MfaChallenge,
@@ -348,11 +351,18 @@ impl Auth {
                         continue;
                     };
                     // A code is taken once: a replay, or a parallel twin, finds its step used.
-                    let taken = self
+                    // Refused, but not a wrong factor for the throttle: the code is right (its
+                    // sender knows it), so it is no guess, and a double submit must not count
+                    // against the account.
+                    if !self
                         .store
                         .take_totp_step(f.id, step as i64, false, now)
-                        .await?;
-                    return Ok(taken.then_some(Some("otp")));
+                        .await?
+                    {
+                        tracing::info!(user_id = %user_id, "TOTP code refused: its time step was used");
+                        return Err(AuthError::InvalidSecondFactor);
+                    }
+                    return Ok(Some(Some("otp")));
                 }
                 Ok(None)
             }
