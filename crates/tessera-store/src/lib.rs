@@ -4,14 +4,15 @@
 //!   read straight into it (`FromRow`).
 //! - `Store` is everything the domain needs from a database, as a union of small traits, one
 //!   per capability: users (`UserStore`), the writes that change what a user's tokens may do
-//!   (`UserChanges`), sessions, SSO sessions and authorization codes (`oidc.rs`), the denylist, the login throttle, signing keys, the
-//!   revocation feed (`FeedStore`), the revocation state's first load (`FirstLoad`), changes
-//!   pushed between replicas (`ChangeNotifier`, delivering a typed `Change`), the audit trail,
-//!   and upkeep (migrations, readiness, purges).
+//!   (`UserChanges`), sessions, SSO sessions and authorization codes (`oidc.rs`), second
+//!   factors (`mfa.rs`), accounts by email (`accounts.rs`), the login throttle, signing keys,
+//!   the revocation state's (`revocation.rs`: the denylist, the feed, the first load, and the
+//!   changes pushed between replicas as a typed `Change`), the audit trail, and upkeep
+//!   (migrations, readiness, purges).
 //! - With the `sql` feature (the default), each capability's SQL lives in its own file, as
-//!   `const` strings and bodies that bind and call. Every query is written once and runs on Postgres and
-//!   SQLite alike (`backend::on_backend!`); the test suite running every scenario on both is
-//!   what catches a query mistake.
+//!   `const` strings and bodies that bind and call. Every query is written once and runs on
+//!   Postgres and SQLite alike (`backend::on_backend!`); the test suite running every scenario
+//!   on both is what catches a query mistake.
 //! - `pg.rs` and `sqlite.rs` hold only connection setup and the change watchers.
 //! - Both backends keep timestamps as integer milliseconds since the Unix epoch
 //!   (`crate::time`). Driver errors become `StoreError` here; callers never match on
@@ -25,6 +26,7 @@ mod error;
 mod mfa;
 mod model;
 mod oidc;
+mod revocation;
 pub mod time;
 
 // The SQL implementation: one file per capability, and the two backends.
@@ -70,7 +72,6 @@ mod user_changes;
 mod users;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc::Receiver;
 use uuid::Uuid;
 
 pub use accounts::{AccountStore, AccountToken, Invitation, OutboxMail, Redeemed, Redemption};
@@ -91,6 +92,7 @@ pub use oidc::{
 };
 #[cfg(feature = "sql")]
 pub use pg::PgStore;
+pub use revocation::{ChangeNotifier, DenylistStore, FeedStore, FirstLoad};
 #[cfg(feature = "sql")]
 pub use sql::{connect, connect_existing};
 #[cfg(feature = "sql")]
@@ -269,20 +271,6 @@ pub trait SessionStore {
     async fn sessions_of_user(&self, user_id: Uuid, limit: u32) -> StoreResult<Vec<Session>>;
 }
 
-/// Revoked access tokens, and the revocation check of a token.
-#[async_trait]
-pub trait DenylistStore {
-    /// Idempotent: denylisting a `jti` twice keeps the first row.
-    async fn revoke_token(&self, token: &RevokedToken) -> StoreResult<()>;
-    /// Every revocation rule of invariant 2 for one token, in one read.
-    async fn token_status(
-        &self,
-        user_id: Uuid,
-        session_id: Uuid,
-        jti: &str,
-    ) -> StoreResult<TokenStatus>;
-}
-
 /// Failed-login counters, and the attempts in flight on each key (invariant 11).
 #[async_trait]
 pub trait ThrottleStore {
@@ -326,55 +314,6 @@ pub trait KeyStore {
     /// Replaces sealed private keys, in one transaction: each `Reseal` applies only if the row
     /// still holds `old` (else an error, and nothing changes).
     async fn reseal_keys(&self, reseal: &[Reseal]) -> StoreResult<()>;
-}
-
-/// The revocation feed read back, and what replicas poll for (invariant 2).
-#[async_trait]
-pub trait FeedStore {
-    /// Revocations since `since` (ms) that can still matter at `now`: denylisted tokens not yet
-    /// expired, and session revocations and user cut-offs newer than `now - horizon_ms`.
-    async fn revocations_since(
-        &self,
-        since: i64,
-        now: i64,
-        horizon_ms: i64,
-    ) -> StoreResult<RevocationFeed>;
-    /// At most `limit` (≥ 1) revocations from `start` in feed order (time, kind, key) that
-    /// can still matter at `now`, and where the page ends if more follow.
-    async fn revocations_page(
-        &self,
-        start: &FeedStart,
-        now: i64,
-        horizon_ms: i64,
-        limit: usize,
-    ) -> StoreResult<FeedPage>;
-    /// Users whose row changed at or after `since` (ms), with their `updated_at`.
-    async fn users_changed_since(&self, since: i64) -> StoreResult<Vec<(Uuid, i64)>>;
-}
-
-/// The revocation state's first load: every revocation still in force, streamed.
-pub trait FirstLoad {
-    /// Every denylisted token not expired at `now` (ms), as (`jti`, `expires_at`), streamed as
-    /// the rows arrive from one statement (one snapshot), so that millions of rows neither
-    /// wait behind pages nor sit in a buffer.
-    fn denylist_all(&self, now: i64) -> RowStream<'_, (String, i64)>;
-    /// Likewise, every session revoked after `oldest` (ms).
-    fn revoked_sessions_all(&self, oldest: i64) -> RowStream<'_, Uuid>;
-}
-
-/// Changes pushed between replicas: Postgres NOTIFY/LISTEN, SQLite's `data_version` watcher.
-#[async_trait]
-pub trait ChangeNotifier {
-    /// Tells other replicas of `change` (Postgres NOTIFY). Only `Change::Keys` is sent so;
-    /// every other change is reported by the database itself, and this is a no-op for it (and
-    /// on SQLite).
-    async fn notify_change(&self, change: &Change) -> StoreResult<()>;
-    /// A stream of changes. `None` means: poll. Postgres LISTENs (the payloads written by
-    /// `notify_change` and by the database triggers); SQLite watches `PRAGMA data_version` for
-    /// commits by other connections. Either stream also carries `Change::Lost` when changes
-    /// may be going unseen from now on, and `Change::Resync` when anything may have changed
-    /// without a precise notification: the consumer forgets what it cached and rereads.
-    async fn listen_changes(&self) -> StoreResult<Option<Receiver<Change>>>;
 }
 
 /// The schema, readiness, and the purge of expired rows.
