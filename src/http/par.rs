@@ -81,6 +81,7 @@ async fn push(
         prompt: get("prompt"),
         max_age: get("max_age"),
         login_hint: get("login_hint"),
+        id_token_hint: get("id_token_hint"),
         ui_locales: get("ui_locales"),
         acr_values: get("acr_values"),
         resource: form.resource()?.map(str::to_string),

@@ -1,9 +1,13 @@
-//! `GET /userinfo`: who the bearer of a valid access token is.
+//! `GET` and `POST /userinfo`: who the bearer of a valid access token is.
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
+use super::client_auth::Form;
 use super::error::{ApiError, ErrorBody};
 use super::extract::Bearer;
 use super::AppState;
@@ -26,12 +30,59 @@ async fn userinfo(st: State<AppState>, bearer: Bearer) -> Result<Response, ApiEr
     userinfo_inner(st, bearer).await
 }
 
-/// The same as `GET /userinfo` (OpenID Connect allows both methods).
+/// The same as `GET /userinfo` (OIDC Core §5.3.1: both methods). The access token comes in
+/// `Authorization: Bearer`, or in an `application/x-www-form-urlencoded` body as
+/// `access_token` (RFC 6750 §2.2, which some relying parties use by default); both at once
+/// is 400 `invalid_request` (RFC 6750 §2: one method per request).
 #[utoipa::path(post, path = "/userinfo", tag = "session", security(("bearer" = [])),
+    request_body(content = UserinfoForm, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, description = "The caller", body = Object),
+              (status = 400, description = "The token sent both in the header and in the body, or a malformed form", body = ErrorBody),
               (status = 401, description = "Invalid token", body = ErrorBody)))]
-async fn userinfo_post(st: State<AppState>, bearer: Bearer) -> Result<Response, ApiError> {
-    userinfo_inner(st, bearer).await
+async fn userinfo_post(
+    st: State<AppState>,
+    bearer: Bearer,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let token = match (bearer.0, form_token(&headers, body)?) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidRequest(
+                "the token in the header and in the body".into(),
+            ))
+        }
+        (t, None) | (None, t) => t,
+    };
+    userinfo_inner(st, Bearer(token)).await
+}
+
+/// The form body of `POST /userinfo` (RFC 6750 §2.2).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // the OpenAPI document's shape of the body `form_token` reads
+struct UserinfoForm {
+    /// The access token, when it is not in `Authorization`.
+    access_token: Option<String>,
+}
+
+/// The `access_token` of a form body, `None` when the body is not a form or has none. A form
+/// that repeats a parameter is 400 `invalid_request` (as at `/token`).
+fn form_token(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Option<String>, ApiError> {
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !form {
+        return Ok(None);
+    }
+    let form = Form::parse(headers, body)?;
+    Ok(form.get("access_token").map(str::to_owned))
 }
 
 async fn userinfo_inner(State(st): State<AppState>, bearer: Bearer) -> Result<Response, ApiError> {

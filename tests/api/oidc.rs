@@ -16,6 +16,7 @@ use crate::on_both;
 on_both!(
     the_code_flow_issues_an_id_token_and_tokens,
     a_second_app_signs_in_without_a_login_page,
+    an_id_token_hint_of_someone_else_signs_in_again,
     unverified_redirect_uris_get_an_error_page_never_a_redirect,
     pkce_is_required_and_checked,
     a_code_works_once_and_only_for_its_client_and_redirect_uri,
@@ -541,6 +542,77 @@ async fn a_second_app_signs_in_without_a_login_page(b: Backend) {
         ))
         .await;
     assert!(redirected(&r, cb).contains_key("code"));
+}
+
+/// A user's ID token, from a sign-in to `cli` in a browser of their own.
+async fn id_token_of(app: &TestApp, user: &str) -> String {
+    let mut browser = Browser::new(app);
+    let (verifier, challenge) = pkce();
+    let cb = "http://127.0.0.1:49152/callback";
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("cli", cb, &challenge, &[])
+        ))
+        .await;
+    let page = r.text().await.unwrap();
+    let r = browser.sign_in(&page, user, PASSWORD).await;
+    let q = redirected(&r, cb);
+    let r = exchange(app, "cli", &q["code"], &verifier, cb).await;
+    let t: Value = r.json().await.unwrap();
+    t["id_token"].as_str().unwrap().to_string()
+}
+
+/// `id_token_hint` (OIDC Core §3.1.2.1) names the user the client expects. It was ignored: a
+/// browser signed in as alice got a code for alice with bob's ID token as the hint, even with
+/// `prompt=none`.
+async fn an_id_token_hint_of_someone_else_signs_in_again(b: Backend) {
+    let Some(app) = op(b).await else { return };
+    app.create_user("bob", &[]).await;
+    let bobs = id_token_of(&app, "bob").await;
+    let mut browser = Browser::new(&app);
+    let (_, challenge) = pkce();
+    code_for_web(&app, &mut browser, &challenge).await;
+    let alices = id_token_of(&app, "alice").await;
+    let cb = "http://127.0.0.1:49152/callback";
+    let authorize = |extra: Vec<(&'static str, String)>| {
+        let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        format!("/authorize?{}", request("cli", cb, &challenge, &extra))
+    };
+    // Bob's hint in alice's browser: login_required with prompt=none, else the login page.
+    let r = browser
+        .get(&authorize(vec![
+            ("prompt", "none".into()),
+            ("id_token_hint", bobs.clone()),
+        ]))
+        .await;
+    let q = redirected(&r, cb);
+    assert_eq!(q["error"], "login_required");
+    assert!(!q.contains_key("code"));
+    let r = browser
+        .get(&authorize(vec![("id_token_hint", bobs.clone())]))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Sign in"));
+    // Alice's own hint: a code, with prompt=none too.
+    let r = browser
+        .get(&authorize(vec![
+            ("prompt", "none".into()),
+            ("id_token_hint", alices),
+        ]))
+        .await;
+    assert!(redirected(&r, cb).contains_key("code"));
+    // Not an ID token of this server's (an access token, garbage): invalid_request, sent back.
+    let access = app.login_ok("alice").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for hint in [access, "not-a-token".to_string()] {
+        let r = browser.get(&authorize(vec![("id_token_hint", hint)])).await;
+        let q = redirected(&r, cb);
+        assert_eq!(q["error"], "invalid_request");
+        assert_eq!(q["state"], "st-123");
+    }
 }
 
 async fn unverified_redirect_uris_get_an_error_page_never_a_redirect(b: Backend) {

@@ -84,6 +84,7 @@ impl Params {
             prompt: take("prompt"),
             max_age: take("max_age"),
             login_hint: take("login_hint"),
+            id_token_hint: take("id_token_hint"),
             ui_locales: take("ui_locales"),
             acr_values: take("acr_values"),
             resource: take("resource"),

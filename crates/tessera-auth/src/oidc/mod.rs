@@ -60,6 +60,9 @@ pub struct AuthorizeParams {
     pub prompt: Option<String>,
     pub max_age: Option<String>,
     pub login_hint: Option<String>,
+    /// An ID token of this server's naming the user the client expects (OIDC Core §3.1.2.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token_hint: Option<String>,
     pub ui_locales: Option<String>,
     /// Space-separated `acr` values asked for (OIDC Core §3.1.2.1), weakest accepted first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,6 +111,9 @@ pub struct AuthorizationRequest {
     /// `max_age`, in seconds.
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
+    /// The `sub` of a valid `id_token_hint`: a browser signed in as anyone else signs in
+    /// again (with `prompt=none`, `login_required`).
+    pub hint_sub: Option<String>,
     pub ui_locales: Option<String>,
     /// The weakest `acr` that `acr_values` accepts (`None`: any). A sign-in that is weaker,
     /// for a user who has a second factor, logs in again with it (step-up).

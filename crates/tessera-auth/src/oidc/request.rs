@@ -171,6 +171,21 @@ impl Auth {
                     .into(),
             ),
         };
+        // OIDC Core §3.1.2.1: an ID token this server issued, expired or not; anything else is
+        // a malformed request.
+        let hint_sub = match p.id_token_hint.as_deref() {
+            None => None,
+            Some(t) => Some(
+                self.id_token_hint(t)
+                    .ok_or_else(|| {
+                        fail(
+                            "invalid_request",
+                            "id_token_hint is not an ID token issued by this server",
+                        )
+                    })?
+                    .sub,
+            ),
+        };
         let asked = TokenRequest {
             scope: p.scope.clone(),
             resource: p.resource.clone(),
@@ -192,6 +207,7 @@ impl Auth {
             prompt,
             max_age,
             login_hint: p.login_hint.clone(),
+            hint_sub,
             ui_locales: p.ui_locales.clone(),
             acr: weakest_acr(p.acr_values.as_deref(), self.passkeys_enabled()),
             first_party: client.first_party,

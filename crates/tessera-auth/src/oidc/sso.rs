@@ -101,10 +101,14 @@ impl Auth {
         let too_old = req
             .max_age
             .is_some_and(|m| now - sso.auth_time > m.saturating_mul(1000));
-        // A `login_hint` naming someone else: that user signs in, not the session's.
+        // A `login_hint` or an `id_token_hint` naming someone else: that user signs in, not the
+        // session's.
         let someone_else = req.login_hint.as_deref().is_some_and(|hint| {
             crate::Username::for_lookup(hint).map_or(true, |n| n.as_str() != user.username)
-        });
+        }) || req
+            .hint_sub
+            .as_deref()
+            .is_some_and(|sub| sub != user.id.to_string());
         // Step-up (OIDC Core §3.1.2.1 `acr_values`): a sign-in weaker than asked for, by a
         // user who has a factor that reaches it (any second factor for "2", a passkey for
         // "3"), signs in again, and the login asks for the factor.
