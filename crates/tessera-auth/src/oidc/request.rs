@@ -71,29 +71,7 @@ impl Auth {
         &self,
         p: &AuthorizeParams,
     ) -> Result<AuthorizationRequest, AuthorizeError> {
-        let client_id = p
-            .client_id
-            .as_deref()
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| AuthorizeError::Page("The request names no client.".into()))?;
-        let client = self
-            .client_settings(client_id)
-            .filter(|c| !c.redirect_uris.is_empty())
-            .ok_or_else(|| AuthorizeError::Page("The application is not registered.".into()))?;
-        let redirect_uri = p
-            .redirect_uri
-            .as_deref()
-            .filter(|presented| {
-                client
-                    .redirect_uris
-                    .iter()
-                    .any(|r| redirect_uri_matches(r, presented))
-            })
-            .ok_or_else(|| {
-                AuthorizeError::Page(
-                    "The application's redirect URI is missing or not registered.".into(),
-                )
-            })?;
+        let (client_id, client, redirect_uri) = self.verified_redirect(p)?;
         let response_mode = match p.response_mode.as_deref() {
             None | Some("query") => ResponseMode::Query,
             Some("form_post") => ResponseMode::FormPost,
@@ -140,52 +118,12 @@ impl Auth {
                 "the client may not use the authorization code grant",
             ));
         }
-        let code_challenge = match (
-            p.code_challenge.as_deref(),
-            p.code_challenge_method.as_deref(),
-        ) {
-            (None, _) => return Err(fail("invalid_request", "code_challenge is required (PKCE)")),
-            // An S256 challenge is the base64url of a SHA-256: 43 characters.
-            (Some(c), Some("S256")) if is_pkce_value(c) && c.len() == 43 => c.to_string(),
-            (Some(_), Some("S256")) => {
-                return Err(fail("invalid_request", "malformed code_challenge"))
-            }
-            (Some(_), _) => {
-                return Err(fail(
-                    "invalid_request",
-                    "code_challenge_method must be S256",
-                ))
-            }
-        };
+        let code_challenge = pkce_challenge(p, &fail)?;
         let nonce = p.nonce.clone().filter(|n| !n.is_empty());
         if nonce.as_ref().is_some_and(|n| n.len() > MAX_PARAM_BYTES) {
             return Err(fail("invalid_request", "nonce too long"));
         }
-        let prompt = parse_prompt(p.prompt.as_deref())
-            .ok_or_else(|| fail("invalid_request", "malformed prompt"))?;
-        let max_age = match p.max_age.as_deref() {
-            None => None,
-            Some(m) => Some(
-                m.parse::<u32>()
-                    .map_err(|_| fail("invalid_request", "malformed max_age"))?
-                    .into(),
-            ),
-        };
-        // OIDC Core §3.1.2.1: an ID token this server issued, expired or not; anything else is
-        // a malformed request.
-        let hint_sub = match p.id_token_hint.as_deref() {
-            None => None,
-            Some(t) => Some(
-                self.id_token_hint(t)
-                    .ok_or_else(|| {
-                        fail(
-                            "invalid_request",
-                            "id_token_hint is not an ID token issued by this server",
-                        )
-                    })?
-                    .sub,
-            ),
-        };
+        let (prompt, max_age, hint_sub) = self.sign_in_params(p, &fail)?;
         let asked = TokenRequest {
             scope: p.scope.clone(),
             resource: p.resource.clone(),
@@ -214,6 +152,94 @@ impl Auth {
             params: p.clone(),
             pushed: None,
         })
+    }
+
+    /// The client and its redirect URI, both verified (never redirect to an unverified URI):
+    /// `Page` errors when the client is missing, unknown or has no redirect URIs, or the
+    /// redirect URI is missing or not registered (loopback ports aside, RFC 8252 §7.3).
+    fn verified_redirect<'p>(
+        &self,
+        p: &'p AuthorizeParams,
+    ) -> Result<(&'p str, &crate::config::ClientSettings, &'p str), AuthorizeError> {
+        let client_id = p
+            .client_id
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| AuthorizeError::Page("The request names no client.".into()))?;
+        let client = self
+            .client_settings(client_id)
+            .filter(|c| !c.redirect_uris.is_empty())
+            .ok_or_else(|| AuthorizeError::Page("The application is not registered.".into()))?;
+        let redirect_uri = p
+            .redirect_uri
+            .as_deref()
+            .filter(|presented| {
+                client
+                    .redirect_uris
+                    .iter()
+                    .any(|r| redirect_uri_matches(r, presented))
+            })
+            .ok_or_else(|| {
+                AuthorizeError::Page(
+                    "The application's redirect URI is missing or not registered.".into(),
+                )
+            })?;
+        Ok((client_id, client, redirect_uri))
+    }
+
+    /// `prompt`, `max_age` (seconds) and the `sub` of `id_token_hint`, checked: what decides
+    /// whether the browser signs in again (OIDC Core §3.1.2.1).
+    fn sign_in_params(
+        &self,
+        p: &AuthorizeParams,
+        fail: &dyn Fn(&'static str, &str) -> AuthorizeError,
+    ) -> Result<(Prompt, Option<i64>, Option<String>), AuthorizeError> {
+        let prompt = parse_prompt(p.prompt.as_deref())
+            .ok_or_else(|| fail("invalid_request", "malformed prompt"))?;
+        let max_age = match p.max_age.as_deref() {
+            None => None,
+            Some(m) => Some(
+                m.parse::<u32>()
+                    .map_err(|_| fail("invalid_request", "malformed max_age"))?
+                    .into(),
+            ),
+        };
+        // OIDC Core §3.1.2.1: an ID token this server issued, expired or not; anything else is
+        // a malformed request.
+        let hint_sub = match p.id_token_hint.as_deref() {
+            None => None,
+            Some(t) => Some(
+                self.id_token_hint(t)
+                    .ok_or_else(|| {
+                        fail(
+                            "invalid_request",
+                            "id_token_hint is not an ID token issued by this server",
+                        )
+                    })?
+                    .sub,
+            ),
+        };
+        Ok((prompt, max_age, hint_sub))
+    }
+}
+
+/// The PKCE challenge (RFC 7636 §4.3): S256 only, from every client.
+fn pkce_challenge(
+    p: &AuthorizeParams,
+    fail: &dyn Fn(&'static str, &str) -> AuthorizeError,
+) -> Result<String, AuthorizeError> {
+    match (
+        p.code_challenge.as_deref(),
+        p.code_challenge_method.as_deref(),
+    ) {
+        (None, _) => Err(fail("invalid_request", "code_challenge is required (PKCE)")),
+        // An S256 challenge is the base64url of a SHA-256: 43 characters.
+        (Some(c), Some("S256")) if is_pkce_value(c) && c.len() == 43 => Ok(c.to_string()),
+        (Some(_), Some("S256")) => Err(fail("invalid_request", "malformed code_challenge")),
+        (Some(_), _) => Err(fail(
+            "invalid_request",
+            "code_challenge_method must be S256",
+        )),
     }
 }
 
