@@ -18,6 +18,19 @@ use super::extract::RequestCaller;
 use super::AppState;
 use crate::auth::{AuthError, Caller, ClientAuth, ClientId};
 
+/// Whether the request's body is `application/x-www-form-urlencoded` (parameters of the media
+/// type, such as `charset`, aside).
+pub(crate) fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
 /// A parsed `application/x-www-form-urlencoded` body. RFC 6749 §3.2: parameters must not be
 /// repeated, so a repeated one is a malformed request; `resource` is the exception (RFC 8707
 /// §2 allows several), kept apart.
@@ -33,12 +46,7 @@ impl Form {
         if body.is_empty() {
             return Ok(Form(HashMap::new(), Vec::new()));
         }
-        let ct = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let mime = ct.split(';').next().unwrap_or("").trim();
-        if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        if !is_form(headers) {
             return Err(ApiError::InvalidRequest(
                 "expected application/x-www-form-urlencoded".into(),
             ));

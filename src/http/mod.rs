@@ -12,6 +12,7 @@ mod discovery;
 mod edge;
 pub mod error;
 mod extract;
+pub(crate) use client_auth::is_form;
 pub(crate) use extract::RequestCaller;
 pub(crate) use session::{client_meta, read_cookie};
 mod feed;

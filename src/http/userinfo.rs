@@ -3,11 +3,11 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
-use super::client_auth::Form;
+use super::client_auth::{is_form, Form};
 use super::error::{ApiError, ErrorBody};
 use super::extract::Bearer;
 use super::AppState;
@@ -70,15 +70,7 @@ fn form_token(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Option<String>, ApiError> {
-    let form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| ct.split(';').next())
-        .is_some_and(|m| {
-            m.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if !form {
+    if !is_form(headers) {
         return Ok(None);
     }
     let form = Form::parse(headers, body)?;

@@ -14,9 +14,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use minijinja::context;
 
-use super::authorize::{clear_sso_cookie, forged, is_form, sso_cookie, unavailable};
+use super::authorize::{clear_sso_cookie, forged, sso_cookie, unavailable};
 use super::csrf;
 use crate::auth::oidc::{LogoutParams, LogoutRequest};
+use crate::http::is_form;
 use crate::http::{AppState, RequestCaller};
 
 pub fn router() -> Router<AppState> {

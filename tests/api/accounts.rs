@@ -1353,6 +1353,13 @@ async fn the_hosted_page_serves_emailed_links(b: Backend) {
     }
     let page = browser.get(&path).await.text().await.unwrap();
     assert!(page.contains("autocomplete=\"new-password\""), "{page}");
+    // The page's URL holds the token: its stylesheet is fetched without a Referer (OWASP
+    // Forgot Password; the page keeps `same-origin` so that its form sends a true Origin).
+    assert!(
+        page.contains("href=\"/ui/style.css\" referrerpolicy=\"no-referrer\""),
+        "{page}"
+    );
+    assert!(!page.contains("<script"), "{page}");
     let mut fields = hidden_fields(&page);
     // A form without its CSRF token is refused, and the token still works after.
     let no_csrf: Vec<_> = fields

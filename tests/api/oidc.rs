@@ -17,6 +17,7 @@ on_both!(
     the_code_flow_issues_an_id_token_and_tokens,
     a_second_app_signs_in_without_a_login_page,
     an_id_token_hint_of_someone_else_signs_in_again,
+    a_short_sso_idle_lifetime_holds_for_a_session_in_use,
     unverified_redirect_uris_get_an_error_page_never_a_redirect,
     pkce_is_required_and_checked,
     a_code_works_once_and_only_for_its_client_and_redirect_uri,
@@ -615,6 +616,35 @@ async fn an_id_token_hint_of_someone_else_signs_in_again(b: Backend) {
     }
 }
 
+/// `sso.idle_ttl` is the time a session may go unused. Its idle end moved at most once a
+/// minute, so a 3 s idle lifetime ended a session used every second after 3 s.
+async fn a_short_sso_idle_lifetime_holds_for_a_session_in_use(b: Backend) {
+    let Some(app) = op_tweaked(b, None, |f| {
+        f.merge(Serialized::default("sso.idle_ttl", "3s"))
+    })
+    .await
+    else {
+        return;
+    };
+    let mut browser = Browser::new(&app);
+    let (_, challenge) = pkce();
+    code_for_web(&app, &mut browser, &challenge).await;
+    let cb = "http://127.0.0.1:49152/callback";
+    let again = format!(
+        "/authorize?{}",
+        request("cli", cb, &challenge, &[("prompt", "none")])
+    );
+    for i in 0..6 {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let r = browser.get(&again).await;
+        assert!(redirected(&r, cb).contains_key("code"), "after {} s", i + 1);
+    }
+    // Unused for longer than the idle lifetime: ended.
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let r = browser.get(&again).await;
+    assert_eq!(redirected(&r, cb)["error"], "login_required");
+}
+
 async fn unverified_redirect_uris_get_an_error_page_never_a_redirect(b: Backend) {
     let Some(app) = op(b).await else { return };
     let mut browser = Browser::new(&app);
@@ -923,60 +953,44 @@ async fn forged_forms_are_refused(b: Backend) {
     let body = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(&fields)
         .finish();
-    for origin in [
-        "https://evil.example",
-        "null",
-        // Found by probing: the host alone is not the origin.
-        &format!("https://{}", browser.base.trim_start_matches("http://")),
-        &format!("{}/evil", browser.base),
-        &format!(
-            "http://evil.example@{}",
-            browser.base.trim_start_matches("http://")
-        ),
-        &browser.base.replace("127.0.0.1", "127.1"),
-    ] {
-        let r = browser
+    // The form with the cookie, and one header more.
+    let forged = |name: &'static str, value: String| {
+        browser
             .http
             .post(format!("{}/authorize/login", browser.base))
             .header("cookie", browser.cookie_header())
-            .header("origin", origin)
+            .header(name, value)
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body.clone())
             .send()
-            .await
-            .unwrap();
+    };
+    for origin in [
+        "https://evil.example".to_string(),
+        "null".to_string(),
+        // Found by probing: the host alone is not the origin.
+        format!("https://{}", browser.base.trim_start_matches("http://")),
+        format!("{}/evil", browser.base),
+        format!(
+            "http://evil.example@{}",
+            browser.base.trim_start_matches("http://")
+        ),
+        browser.base.replace("127.0.0.1", "127.1"),
+    ] {
+        let r = forged("origin", origin.clone()).await.unwrap();
         assert_eq!(r.status(), 403, "{origin}");
     }
-    let r = browser
-        .http
-        .post(format!("{}/authorize/login", browser.base))
-        .header("cookie", browser.cookie_header())
-        .header("sec-fetch-site", "cross-site")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = forged("sec-fetch-site", "cross-site".into()).await.unwrap();
     assert_eq!(r.status(), 403, "Sec-Fetch-Site: cross-site");
     // Without `Origin`, a `Referer` of another site is refused too (it passed: only `Origin`
     // was compared).
     for referer in [
-        "https://evil.example/page",
-        &format!(
+        "https://evil.example/page".to_string(),
+        format!(
             "https://{}/authorize",
             browser.base.trim_start_matches("http://")
         ),
     ] {
-        let r = browser
-            .http
-            .post(format!("{}/authorize/login", browser.base))
-            .header("cookie", browser.cookie_header())
-            .header("referer", referer)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+        let r = forged("referer", referer.clone()).await.unwrap();
         assert_eq!(r.status(), 403, "{referer}");
     }
     assert!(!browser.jar.contains_key("__Host-tessera_sso"));

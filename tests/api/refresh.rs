@@ -404,8 +404,8 @@ async fn disabled_users_and_password_changes_end_sessions(b: Backend) {
         )
         .await
         .unwrap();
-    // Re-enabled: access tokens from before stay cut off, but the session was not revoked, so
-    // it refreshes into a working token.
+    // Re-enabled: access tokens from before stay cut off, and the session stays ended (it
+    // refreshed again, so a disable and re-enable let a stolen refresh token back in).
     assert_eq!(
         app.userinfo(a["access_token"].as_str().unwrap())
             .await
@@ -414,8 +414,17 @@ async fn disabled_users_and_password_changes_end_sessions(b: Backend) {
     );
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let r = app.refresh(a["refresh_token"].as_str().unwrap()).await;
-    assert_eq!(r.status(), 200);
-    let fresh: Value = r.json().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let revoked = app
+        .scalar_i64(
+            "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NOT NULL AND user_id = \
+             (SELECT id FROM users WHERE username = $1)",
+            "alice",
+        )
+        .await;
+    assert_eq!(revoked, 1);
+    // A new login works.
+    let fresh = app.login_ok("alice").await;
     assert_eq!(
         app.userinfo(fresh["access_token"].as_str().unwrap())
             .await

@@ -20,7 +20,7 @@ use crate::auth::oidc::{
     AuthorizationRequest, AuthorizeError, AuthorizeParams, Decision, Redirect, ResponseMode,
     SsoCookie,
 };
-use crate::http::{read_cookie, AppState};
+use crate::http::{is_form, read_cookie, AppState};
 
 mod forms;
 mod views;
@@ -320,15 +320,4 @@ pub(super) fn set_sso_cookie(res: &mut Response, cookie: &SsoCookie, max_age_sec
     if let Ok(v) = HeaderValue::from_str(&value) {
         res.headers_mut().append(header::SET_COOKIE, v);
     }
-}
-
-pub(super) fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|ct| ct.split(';').next())
-        .is_some_and(|m| {
-            m.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
 }

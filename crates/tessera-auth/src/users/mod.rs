@@ -262,8 +262,10 @@ impl Auth {
         self.user(UserRef::Id(id)).await
     }
 
-    /// Disables or re-enables a user. Disabling refuses every token issued so far;
-    /// re-enabling does not bring those back.
+    /// Disables or re-enables a user. Disabling refuses every token issued so far and ends
+    /// every session of the user, refresh and SSO (their apps get back-channel logouts);
+    /// re-enabling brings none of them back. The disable commits first, so a session that
+    /// survives a failed revocation (`StoreUnavailable`, to be retried) still cannot refresh.
     ///
     /// Errors: `UserNotFound`, `StoreUnavailable`.
     pub async fn set_disabled(
@@ -276,7 +278,8 @@ impl Auth {
         self.row_changed(self.store.set_disabled(&user.username, disabled, now_ms()))
             .await?;
         if disabled {
-            self.end_sso_of_user(user.id, "disabled").await?;
+            self.end_sessions(Ending::AllOf(user.id), "disabled")
+                .await?;
         }
         let event = if disabled {
             Event::UserDisabled
