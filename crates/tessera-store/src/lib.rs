@@ -37,6 +37,8 @@ mod audit;
 #[cfg(feature = "sql")]
 mod backend;
 #[cfg(feature = "sql")]
+mod challenge_sql;
+#[cfg(feature = "sql")]
 mod codes;
 #[cfg(feature = "sql")]
 mod copy;
@@ -79,7 +81,9 @@ pub use accounts::{AccountStore, AccountToken, Invitation, OutboxMail, Redeemed,
 pub use backend::SqlStore;
 pub use change::Change;
 pub use error::{Duplicate, StoreError, StoreResult};
-pub use mfa::{Ceremony, CeremonyPurpose, MfaChallenge, MfaFactor, MfaStore, PasskeyRefused};
+pub use mfa::{
+    Ceremony, CeremonyPurpose, ChallengeStore, MfaChallenge, MfaFactor, MfaStore, PasskeyRefused,
+};
 pub use model::{
     AuditEvent, AuditQuery, FeedKind, FeedPage, FeedPosition, FeedStart, Imported, KeyRow, NewUser,
     OnConflict, RevocationFeed, RevokedToken, Rotation, RotationAttempt, Session, SubjectClaims,
@@ -358,6 +362,7 @@ pub trait Store:
     + DeliveryStore
     + DeviceStore
     + MfaStore
+    + ChallengeStore
     + DenylistStore
     + ThrottleStore
     + KeyStore
@@ -382,6 +387,7 @@ impl<T> Store for T where
         + DeliveryStore
         + DeviceStore
         + MfaStore
+        + ChallengeStore
         + DenylistStore
         + ThrottleStore
         + KeyStore

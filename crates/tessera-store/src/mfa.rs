@@ -1,5 +1,6 @@
-//! Second factors: TOTP factors, recovery codes and the mfa_tokens of logins waiting for a
-//! second factor (invariant 7). Times are milliseconds since the Unix epoch.
+//! Second factors: TOTP factors, passkeys and recovery codes (`MfaStore`), and the second
+//! step of a login (`ChallengeStore`: the mfa_tokens of logins waiting for a second factor,
+//! and WebAuthn ceremonies; invariant 7). Times are milliseconds since the Unix epoch.
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -161,6 +162,26 @@ pub trait MfaStore {
     async fn use_recovery_code(&self, user_id: Uuid, hash: &str, now: i64) -> StoreResult<bool>;
     /// How many unused recovery codes the user has.
     async fn recovery_codes_left(&self, user_id: Uuid) -> StoreResult<i64>;
+    /// The confirmed passkey with this credential id (base64url), whoever holds it.
+    async fn passkey(&self, credential_id: &str) -> StoreResult<Option<MfaFactor>>;
+    /// Stores a passkey's counter, flags and credential after an assertion, and when it was
+    /// used; `false` when its counter moved meanwhile (a parallel assertion won).
+    async fn passkey_used(&self, f: &MfaFactor, seen_count: i64, now: i64) -> StoreResult<bool>;
+    /// Stores a confirmed passkey if its credential id is not registered yet and the user
+    /// holds fewer than `max_factors`. `Ok(None)` on success; `Some(reason)` otherwise.
+    async fn insert_passkey(
+        &self,
+        f: &MfaFactor,
+        max_factors: i64,
+    ) -> StoreResult<Option<PasskeyRefused>>;
+    /// The kinds of the user's confirmed factors, sorted and distinct.
+    async fn factor_kinds(&self, user_id: Uuid) -> StoreResult<Vec<String>>;
+}
+
+/// The second step of a login: the challenges of logins waiting for a second factor (their
+/// mfa_tokens) and the WebAuthn ceremonies (invariant 7).
+#[async_trait]
+pub trait ChallengeStore {
     /// Stores the challenge if its user has a confirmed factor (one statement: a login needs
     /// no second read); `false` when they have none, and nothing is stored.
     async fn insert_challenge(&self, c: &MfaChallenge) -> StoreResult<bool>;
@@ -223,20 +244,6 @@ pub trait MfaStore {
     /// first time only (a ceremony the server did not store, such as a sealed passwordless
     /// one, is spent this way).
     async fn spend_ceremony(&self, id_hash: &str, now: i64, expires_at: i64) -> StoreResult<bool>;
-    /// The confirmed passkey with this credential id (base64url), whoever holds it.
-    async fn passkey(&self, credential_id: &str) -> StoreResult<Option<MfaFactor>>;
-    /// Stores a passkey's counter, flags and credential after an assertion, and when it was
-    /// used; `false` when its counter moved meanwhile (a parallel assertion won).
-    async fn passkey_used(&self, f: &MfaFactor, seen_count: i64, now: i64) -> StoreResult<bool>;
-    /// Stores a confirmed passkey if its credential id is not registered yet and the user
-    /// holds fewer than `max_factors`. `Ok(None)` on success; `Some(reason)` otherwise.
-    async fn insert_passkey(
-        &self,
-        f: &MfaFactor,
-        max_factors: i64,
-    ) -> StoreResult<Option<PasskeyRefused>>;
-    /// The kinds of the user's confirmed factors, sorted and distinct.
-    async fn factor_kinds(&self, user_id: Uuid) -> StoreResult<Vec<String>>;
 }
 
 /// Why a new passkey was not stored.

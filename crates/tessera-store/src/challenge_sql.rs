@@ -1,0 +1,205 @@
+//! The SQL of a login's second step (`mfa.rs`, `ChallengeStore`): the challenges of logins
+//! waiting for a second factor, and the WebAuthn ceremonies.
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::backend::{on_backend, Backend, SqlStore};
+use super::{Ceremony, CeremonyPurpose, ChallengeStore, MfaChallenge, StoreResult};
+
+const PUT_CEREMONY: &str = "
+    INSERT INTO webauthn_ceremonies (id_hash, purpose, user_id, name, state, created_at,
+                                     expires_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT (id_hash) DO UPDATE
+    SET purpose = excluded.purpose, user_id = excluded.user_id, name = excluded.name,
+        state = excluded.state, created_at = excluded.created_at,
+        expires_at = excluded.expires_at";
+
+/// Invariant 7: deleted as it is read, so a ceremony finishes once.
+const TAKE_CEREMONY: &str = "
+    DELETE FROM webauthn_ceremonies
+    WHERE id_hash = $1 AND purpose = $2 AND expires_at > $3
+      AND ($4 OR user_id = $5)
+    RETURNING *";
+
+/// Invariant 7: the primary key lets one spend through.
+const SPEND_CEREMONY: &str = "
+    INSERT INTO webauthn_ceremonies (id_hash, purpose, state, created_at, expires_at)
+    VALUES ($1, 'spent', '', $2, $3)
+    ON CONFLICT (id_hash) DO NOTHING";
+
+const INSERT_CHALLENGE: &str = "
+    INSERT INTO mfa_challenges (token_hash, user_id, client_id, scope, resource, fence,
+                                created_at, expires_at)
+    SELECT $1, $2, $3, $4, $5, $6, $7, $8
+    WHERE EXISTS (SELECT 1 FROM mfa_factors WHERE user_id = $2 AND confirmed_at IS NOT NULL)";
+
+/// Also the user's fence: a password change, disable or cut-off since the password check
+/// makes the challenge unusable before any factor is looked at (nothing spent, one answer).
+const CHALLENGE: &str = "
+    SELECT c.token_hash, c.user_id, c.client_id, c.scope, c.resource, c.fence, c.failures,
+           c.created_at, c.expires_at, c.used_at
+    FROM mfa_challenges c JOIN users u ON u.id = c.user_id
+    WHERE c.token_hash = $1 AND c.used_at IS NULL AND c.expires_at > $2 AND c.failures < $3
+      AND NOT u.disabled AND u.tokens_not_before = c.fence";
+
+/// One guess, counted before it is checked (invariant 7: an mfa_token checks at most
+/// `$3` factors, however many requests come at once).
+const CHARGE_CHALLENGE: &str = "
+    UPDATE mfa_challenges SET failures = failures + 1
+    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND failures < $3";
+
+const PUT_CHALLENGE_PASSKEY: &str = "
+    UPDATE mfa_challenges SET passkey_state = $2, passkey_expires_at = $3
+    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $4";
+
+/// Invariant 7: spent as it is read (its expiry set to 0; RETURNING gives the row as updated,
+/// so the state itself stays), so an options call's challenge is asserted once.
+const TAKE_CHALLENGE_PASSKEY: &str = "
+    UPDATE mfa_challenges SET passkey_expires_at = 0
+    WHERE token_hash = $1 AND used_at IS NULL AND passkey_state IS NOT NULL
+      AND passkey_expires_at > $2
+    RETURNING passkey_state";
+
+/// Invariant 7: an mfa_token is used once, by a guess that was counted (`CHARGE_CHALLENGE`)
+/// within its allowance.
+const TAKE_CHALLENGE: &str = "
+    UPDATE mfa_challenges SET used_at = $2
+    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND failures <= $3";
+
+#[async_trait]
+impl ChallengeStore for SqlStore {
+    async fn insert_challenge(&self, c: &MfaChallenge) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(INSERT_CHALLENGE)
+            .bind(&c.token_hash)
+            .bind(c.user_id)
+            .bind(&c.client_id)
+            .bind(&c.scope)
+            .bind(&c.resource)
+            .bind(c.fence)
+            .bind(c.created_at)
+            .bind(c.expires_at)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+    async fn challenge(
+        &self,
+        token_hash: &str,
+        now: i64,
+        max_failures: i64,
+    ) -> StoreResult<Option<MfaChallenge>> {
+        let row: Option<MfaChallenge> = on_backend!(self, |b| sqlx::query_as(CHALLENGE)
+            .bind(token_hash)
+            .bind(now)
+            .bind(max_failures)
+            .fetch_optional(b.pool())
+            .await)?;
+        Ok(row)
+    }
+    async fn charge_challenge(
+        &self,
+        token_hash: &str,
+        now: i64,
+        max_failures: i64,
+    ) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(CHARGE_CHALLENGE)
+            .bind(token_hash)
+            .bind(now)
+            .bind(max_failures)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+    async fn take_challenge(
+        &self,
+        token_hash: &str,
+        now: i64,
+        max_failures: i64,
+    ) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(TAKE_CHALLENGE)
+            .bind(token_hash)
+            .bind(now)
+            .bind(max_failures)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+    async fn put_challenge_passkey(
+        &self,
+        token_hash: &str,
+        state: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(PUT_CHALLENGE_PASSKEY)
+            .bind(token_hash)
+            .bind(state)
+            .bind(expires_at)
+            .bind(now)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+    async fn take_challenge_passkey(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<String>> {
+        let state: Option<String> =
+            on_backend!(self, |b| sqlx::query_scalar(TAKE_CHALLENGE_PASSKEY)
+                .bind(token_hash)
+                .bind(now)
+                .fetch_all(b.pool())
+                .await
+                .map(crate::backend::returned))?;
+        Ok(state)
+    }
+    async fn put_ceremony(&self, c: &Ceremony) -> StoreResult<()> {
+        on_backend!(self, |b| sqlx::query(PUT_CEREMONY)
+            .bind(&c.id_hash)
+            .bind(&c.purpose)
+            .bind(c.user_id)
+            .bind(&c.name)
+            .bind(&c.state)
+            .bind(c.created_at)
+            .bind(c.expires_at)
+            .execute(b.pool())
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+    async fn take_ceremony(
+        &self,
+        id_hash: &str,
+        purpose: CeremonyPurpose,
+        user_id: Option<Uuid>,
+        now: i64,
+    ) -> StoreResult<Option<Ceremony>> {
+        let row: Option<Ceremony> = on_backend!(self, |b| sqlx::query_as(TAKE_CEREMONY)
+            .bind(id_hash)
+            .bind(purpose.as_str())
+            .bind(now)
+            .bind(user_id.is_none())
+            .bind(user_id.unwrap_or_default())
+            .fetch_all(b.pool())
+            .await
+            .map(crate::backend::returned))?;
+        Ok(row)
+    }
+    async fn spend_ceremony(&self, id_hash: &str, now: i64, expires_at: i64) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(SPEND_CEREMONY)
+            .bind(id_hash)
+            .bind(now)
+            .bind(expires_at)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+}
