@@ -16,7 +16,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tessera::telemetry::init(&settings.log);
+    tessera::telemetry::init(&settings.log, cli.serves());
     for key in config::unknown_env_keys() {
         tracing::warn!(%key, "unknown configuration variable ignored");
     }

@@ -1,5 +1,6 @@
-//! Logging: tracing to stdout, as text or JSON (`TESSERA__LOG__FORMAT=json`). `RUST_LOG`, when
-//! set, overrides `log.level`. Nothing secret is ever recorded: secrets are typed and extractors
+//! Logging: tracing to stdout for the server and to stderr for every other command (whose
+//! stdout is its result: `tessera keys list | …`), as text or JSON
+//! (`TESSERA__LOG__FORMAT=json`). `RUST_LOG`, when set, overrides `log.level`. Nothing secret is ever recorded: secrets are typed and extractors
 //! skip their arguments.
 
 use std::io::IsTerminal;
@@ -10,8 +11,9 @@ use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::config::{LogFormat, LogSettings};
 
-/// Installs the global subscriber; a second call is a no-op.
-pub fn init(log: &LogSettings) {
+/// Installs the global subscriber, writing to stdout when `server`, else to stderr; a second
+/// call is a no-op.
+pub fn init(log: &LogSettings, server: bool) {
     let mut filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -25,23 +27,34 @@ pub fn init(log: &LogSettings) {
         }
     }
     let registry = tracing_subscriber::registry().with(filter);
-    let _ = match log.format {
-        LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .flatten_event(true),
-            )
-            .try_init(),
-        // Colour only for a terminal, and never with NO_COLOR set (no-color.org): logs written
-        // to a file or a pipe carry no escape codes.
-        LogFormat::Text => registry
-            .with(fmt::layer().with_ansi(
-                std::io::stdout().is_terminal()
-                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
-            ))
-            .try_init(),
+    let writer = move || -> Box<dyn std::io::Write> {
+        match server {
+            true => Box::new(std::io::stdout()),
+            false => Box::new(std::io::stderr()),
+        }
     };
+    let terminal = match server {
+        true => std::io::stdout().is_terminal(),
+        false => std::io::stderr().is_terminal(),
+    };
+    let _ =
+        match log.format {
+            LogFormat::Json => registry
+                .with(
+                    fmt::layer()
+                        .with_writer(writer)
+                        .json()
+                        .with_current_span(true)
+                        .with_span_list(false)
+                        .flatten_event(true),
+                )
+                .try_init(),
+            // Colour only for a terminal, and never with NO_COLOR set (no-color.org): logs written
+            // to a file or a pipe carry no escape codes.
+            LogFormat::Text => registry
+                .with(fmt::layer().with_writer(writer).with_ansi(
+                    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+                ))
+                .try_init(),
+        };
 }

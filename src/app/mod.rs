@@ -54,6 +54,17 @@ pub async fn catalog(settings: &Settings) -> Result<Catalog, StoreError> {
 /// first signing key on an empty database).
 pub async fn services(settings: Settings) -> Result<Services, StartError> {
     let settings = Arc::new(settings);
+    let key_error = |e| match e {
+        // Already names the setting.
+        KeyError::Config(why) => StartError(why.to_string()),
+        other => StartError(format!("keys.master_key: {other}")),
+    };
+    // A configured key, or none where one is required (Postgres), is read before the database
+    // is touched: a start refused for it writes nothing (it migrated the database first).
+    let configured = match settings.keys.master_key.is_some() || !settings.is_sqlite() {
+        true => Some(master_key::master_key(&settings).map_err(key_error)?),
+        false => None,
+    };
     let store = migrate(&settings).await?;
     // A SQLite database whose key file is gone: a new key would leave every signing key (and
     // TOTP secret) sealed under the old one unreadable, and the file beside it would then have
@@ -70,11 +81,10 @@ pub async fn services(settings: Settings) -> Result<Services, StartError> {
             )));
         }
     }
-    let master = master_key::master_key(&settings).map_err(|e| match e {
-        // Already names the setting.
-        KeyError::Config(why) => StartError(why.to_string()),
-        other => StartError(format!("keys.master_key: {other}")),
-    })?;
+    let master = match configured {
+        Some(m) => m,
+        None => master_key::master_key(&settings).map_err(key_error)?,
+    };
     // A login's throttle slot is leased for as long as its request may run.
     let request_limit = settings.http.request_timeout;
     let auth = Auth::start(settings.clone(), store.clone(), master, request_limit)

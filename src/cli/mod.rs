@@ -32,6 +32,14 @@ pub struct Cli {
     pub cmd: Option<Cmd>,
 }
 
+impl Cli {
+    /// Whether this run is the server (`serve`, or no command), whose logs are its output;
+    /// every other command's output is its result, and its logs go to stderr.
+    pub fn serves(&self) -> bool {
+        matches!(self.cmd, None | Some(Cmd::Serve))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run the server (the default). Pending migrations run first.
@@ -130,9 +138,14 @@ async fn catalog(settings: &Settings) -> Result<Catalog, CliError> {
 }
 
 /// A password from the first line of standard input (`--password-stdin`, or whenever stdin is
-/// not a terminal), or else typed twice at a prompt that does not echo.
+/// not a terminal), or else typed twice at a prompt that does not echo. `--password-stdin` on
+/// a terminal reads the line without echoing it (it was shown as it was typed).
 fn read_password(from_stdin: bool) -> Result<SecretString, CliError> {
-    if from_stdin || !std::io::stdin().is_terminal() {
+    let terminal = std::io::stdin().is_terminal();
+    if from_stdin && terminal {
+        return Ok(SecretString::from(rpassword::read_password()?));
+    }
+    if from_stdin || !terminal {
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line)?;
         let pw = line.strip_suffix('\n').unwrap_or(&line);

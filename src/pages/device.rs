@@ -137,7 +137,8 @@ async fn show(
                     typed,
                     StatusCode::TOO_MANY_REQUESTS,
                     Some(&format!(
-                        "Too many wrong codes. Try again in {retry_after_secs} seconds."
+                        "Too many wrong codes. Try again in {}.",
+                        super::signin::seconds(retry_after_secs)
                     )),
                 );
                 if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {

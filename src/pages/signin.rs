@@ -47,7 +47,18 @@ pub(super) fn factor_from_form<'a>(
 
 /// What a page says while the throttle holds attempts back.
 pub(super) fn too_many(retry_after_secs: u64) -> String {
-    format!("Too many attempts. Try again in {retry_after_secs} seconds.")
+    format!(
+        "Too many attempts. Try again in {}.",
+        seconds(retry_after_secs)
+    )
+}
+
+/// "1 second", "5 seconds".
+pub(super) fn seconds(n: u64) -> String {
+    match n {
+        1 => "1 second".into(),
+        n => format!("{n} seconds"),
+    }
 }
 
 /// What every hosted sign-in form (`/authorize`, `/account`, `/device`) shows when a password

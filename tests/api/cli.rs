@@ -279,13 +279,19 @@ async fn migrate_is_idempotent(b: Backend) {
     .await
     .unwrap();
     assert!(typo.status.success());
-    assert!(String::from_utf8_lossy(&typo.stdout).contains("TESSERA__HTTP__BINDD"));
+    // A command's logs go to stderr: its stdout is its result.
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("TESSERA__HTTP__BINDD"));
+    assert!(!String::from_utf8_lossy(&typo.stdout).contains("TESSERA__HTTP__BINDD"));
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("TOKENS.ACCESS_TTL"));
     // Postgres without a master key refuses to start the service (here, to rotate keys); the
-    // message names the setting.
+    // message names the setting, and a fresh database is left as it was (it was migrated
+    // first).
     if b == Backend::Postgres {
-        let url = db.url().to_string();
+        let Some(fresh) = Db::create(b).await else {
+            return;
+        };
+        let url = fresh.url().to_string();
         let out = tokio::task::spawn_blocking(move || {
             Command::new(env!("CARGO_BIN_EXE_tessera"))
                 .args(["keys", "rotate"])
@@ -298,6 +304,15 @@ async fn migrate_is_idempotent(b: Backend) {
         .unwrap();
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("master_key"));
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(fresh.url()).await.unwrap();
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        assert_eq!(tables, 0, "a refused start wrote to the database");
     }
 }
 
@@ -693,9 +708,11 @@ async fn text_logs_to_a_pipe_carry_no_colour(b: Backend) {
     })
     .await
     .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // A command's logs are on stderr (its stdout is its result).
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{text}");
     assert!(text.contains("DEBUG"), "expected debug logs: {text}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("DEBUG"));
     assert!(
         !text.contains('\u{1b}'),
         "escape codes in piped logs: {text}"

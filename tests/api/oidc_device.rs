@@ -116,8 +116,21 @@ async fn a_device_signs_in_once_the_user_allows_it(b: Backend) {
         poll(&app, device_code).await,
         (400, error("authorization_pending"))
     );
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let (status, body) = poll(&app, device_code).await;
     assert_eq!((status, body["error"].clone()), (400, json!("slow_down")));
+    // RFC 8628 §3.5: the longer interval counts from this poll too (it counted from the last
+    // poll let through, so a client could poll again sooner than it was told).
+    let polled = app
+        .scalar_i64(
+            "SELECT last_polled_at FROM device_codes WHERE client_id = $1",
+            "tv",
+        )
+        .await;
+    assert!(polled >= before, "{polled} < {before}");
     let interval = app
         .scalar_i64(
             "SELECT interval_ms FROM device_codes WHERE client_id = $1",

@@ -152,6 +152,19 @@ impl Settings {
         if self.tokens.issuer.is_empty() || self.tokens.audience.is_empty() {
             return err("tokens.issuer and tokens.audience must not be empty");
         }
+        // RFC 8414 §2, OIDC Discovery §3: an https (here also http, for development) URL with
+        // a host and no query or fragment; every endpoint's URL is built on it.
+        let issuer_ok = url::Url::parse(&self.tokens.issuer).is_ok_and(|u| {
+            matches!(u.scheme(), "https" | "http")
+                && u.host_str().is_some_and(|h| !h.is_empty())
+                && u.query().is_none()
+                && u.fragment().is_none()
+                && u.username().is_empty()
+                && u.password().is_none()
+        }) && !self.tokens.issuer.contains(['?', '#']);
+        if !issuer_ok {
+            return err("tokens.issuer must be an https or http URL with a host and no query, fragment or user (RFC 8414 §2)");
+        }
         Ok(())
     }
 

@@ -30,8 +30,10 @@ const POLL: &str = "
     UPDATE device_codes SET last_polled_at = $2
     WHERE device_code_hash = $1 AND last_polled_at + interval_ms <= $2";
 
+/// RFC 8628 §3.5: a poll too soon makes the interval longer, from this poll on.
 const SLOW_DOWN: &str = "
-    UPDATE device_codes SET interval_ms = interval_ms + $2 WHERE device_code_hash = $1";
+    UPDATE device_codes SET interval_ms = interval_ms + $2, last_polled_at = $3
+    WHERE device_code_hash = $1";
 
 const USE: &str = "
     UPDATE device_codes SET status = 'used', session_id = $2
@@ -117,6 +119,7 @@ impl DeviceStore for SqlStore {
         on_backend!(self, |b| sqlx::query(SLOW_DOWN)
             .bind(hash)
             .bind(slow_down_ms)
+            .bind(now)
             .execute(b.pool())
             .await
             .map(|r| r.rows_affected()))?;

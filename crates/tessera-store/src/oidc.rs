@@ -274,7 +274,8 @@ pub trait DeviceStore {
     ) -> StoreResult<bool>;
     async fn device_code(&self, hash: &str) -> StoreResult<Option<DeviceCode>>;
     /// Records a poll at `now` if the interval has passed since the last one; `false` when
-    /// it has not (the device polls too fast), and the interval then grows by `slow_down_ms`.
+    /// it has not (the device polls too fast), and the interval then grows by `slow_down_ms`,
+    /// counted from this poll (RFC 8628 §3.5).
     async fn poll_device_code(&self, hash: &str, now: i64, slow_down_ms: i64) -> StoreResult<bool>;
     /// Marks an approved code used, with the session it produces: of concurrent polls one
     /// gets the code.

@@ -375,3 +375,38 @@ fn smtp_without_tls_only_reaches_loopback() {
         assert!(!e.contains("pass@"), "{e}");
     }
 }
+
+/// Every endpoint's URL is built on the issuer: a query, a fragment, another scheme or no host
+/// made discovery publish `https://id.example?x=1/token`. Refused at start-up, naming the key.
+#[test]
+fn an_issuer_that_is_not_a_plain_url_is_refused() {
+    for bad in [
+        "https://id.example?x=1",
+        "https://id.example#top",
+        "ftp://id.example",
+        "https://user@id.example",
+        "id.example",
+        "https://",
+    ] {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("TESSERA__TOKENS__ISSUER", bad);
+            let e = load(jail).expect_err(bad).to_string();
+            assert!(e.contains("tokens.issuer"), "{bad}: {e}");
+            Ok(())
+        });
+    }
+    for good in [
+        "https://id.example",
+        "https://id.example/",
+        "https://id.example:8443/auth",
+        "http://127.0.0.1:8080",
+    ] {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("TESSERA__TOKENS__ISSUER", good);
+            assert_eq!(load(jail).unwrap().tokens.issuer, good);
+            Ok(())
+        });
+    }
+}
