@@ -37,6 +37,7 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 )
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
+            describe();
             // Counters that alerts watch (deploy/prometheus) exist from the start at 0, so
             // `increase()` sees their first event.
             for name in ["refresh_reuse_detected_total", "audit_events_dropped_total"] {
@@ -54,6 +55,97 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             Some(handle)
         })
         .as_ref()
+}
+
+/// Every metric Tessera records, with its `# HELP` text (the exposition format's lint,
+/// `promtool check metrics`, wants one for each family).
+const HELP: &[(&str, &str)] = &[
+    (
+        "http_requests_total",
+        "HTTP requests answered, by route, method and status.",
+    ),
+    (
+        "http_request_duration_seconds",
+        "Seconds to answer an HTTP request, by route.",
+    ),
+    ("logins_total", "Logins, by result."),
+    (
+        "requests_shed_total",
+        "Requests answered 503 (overload, a dependency down), by cause.",
+    ),
+    ("refresh_total", "Refresh-token rotations, by result."),
+    (
+        "refresh_reuse_detected_total",
+        "Refresh tokens used again after their grace window; each revokes its session.",
+    ),
+    ("audit_events_total", "Audit events, by event."),
+    (
+        "audit_events_dropped_total",
+        "Audit rows dropped while the writer was behind (their log lines are written).",
+    ),
+    (
+        "token_checks_total",
+        "Revocation checks of access tokens, by where they were answered.",
+    ),
+    (
+        "verified_token_cache_entries",
+        "Entries of the verified-token cache.",
+    ),
+    (
+        "verified_token_cache_total",
+        "Lookups in the verified-token cache, by result.",
+    ),
+    (
+        "password_hash_seconds",
+        "Seconds of one argon2 computation.",
+    ),
+    ("password_queue_depth", "Logins waiting for an argon2 slot."),
+    ("password_slots", "Concurrent argon2 computations allowed."),
+    (
+        "db_pool_connections",
+        "Database connections of the pool, by state.",
+    ),
+    ("db_pool_max_connections", "The pool's connection limit."),
+    (
+        "db_pool_acquire_wait_seconds",
+        "Seconds to take a connection from the pool, probed at each scrape.",
+    ),
+    (
+        "revocation_state_entries",
+        "Entries of the in-memory revocation state, by kind.",
+    ),
+    (
+        "revocation_state_sync_age_seconds",
+        "Seconds since the revocation state last caught up with the database.",
+    ),
+    (
+        "revocation_state_trusted",
+        "1 while the revocation state answers, 0 while token checks fail closed.",
+    ),
+    ("signing_keys", "Signing keys, by state."),
+    (
+        "signing_key_active_age_seconds",
+        "Age in seconds of the key signing now.",
+    ),
+    ("upkeep_purged_rows_total", "Expired rows purged, by table."),
+    ("upkeep_purge_seconds", "Seconds of one purge round."),
+    ("mail_total", "Account emails, by result."),
+    (
+        "mail_requests_throttled_total",
+        "Account emails not queued: the address had one within the minute.",
+    ),
+    (
+        "tessera_build_info",
+        "The running build, by version (always 1).",
+    ),
+];
+
+/// Registers the `# HELP` texts. The kind of each family comes from how it is recorded; a
+/// description of either kind gives the text.
+fn describe() {
+    for (name, help) in HELP {
+        metrics::describe_counter!(*name, *help);
+    }
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

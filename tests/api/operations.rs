@@ -69,6 +69,22 @@ async fn metrics_answer_an_operators_questions(b: Backend) {
     let text = scrape().await;
     let has = |line: &str| sample(&text, line).unwrap_or_else(|| panic!("no {line} in\n{text}"));
     assert!(has(r#"refresh_total{result="rotated"}"#) >= 1.0);
+    // Every family of Tessera's has its `# HELP` (promtool's lint refused all of them); the
+    // verifier crate, which this test process also runs, describes its own.
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .filter(|f| !f.starts_with("tessera_verify_"))
+        .collect();
+    assert!(families.len() > 10, "{text}");
+    for family in families {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# HELP {family} "))),
+            "no HELP for {family}"
+        );
+    }
     assert!(has(r#"refresh_total{result="revoked"}"#) >= 1.0);
     // The counters the shipped alerts watch exist before their first event (at 0 here, unless
     // another test of this process counted one), so that `increase()` sees that event.

@@ -115,13 +115,28 @@ impl<'de> Deserialize<'de> for Origin {
 pub struct ProxyNet(pub IpNet);
 
 impl ProxyNet {
-    /// Parses a CIDR or an address; the error names the value.
+    /// Parses a CIDR or an address; the error names the value. A network with host bits set
+    /// (`10.0.0.1/8`: a typo for an address or for `10.0.0.0/8`) and one that holds every
+    /// address (`0.0.0.0/0`, `::/0`: every peer could then forge the client's address) are
+    /// refused.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        s.parse::<IpNet>()
+        let net = s
+            .parse::<IpNet>()
             .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-            .map(ProxyNet)
-            .map_err(|_| format!("{s:?} is not an address or a CIDR"))
+            .map_err(|_| format!("{s:?} is not an address or a CIDR"))?;
+        if net.prefix_len() == 0 {
+            return Err(format!(
+                "{s:?} trusts every address: any client could forge its address"
+            ));
+        }
+        if net.network() != net.addr() {
+            return Err(format!(
+                "{s:?} has host bits set: write {:?} for the network, or the address alone",
+                net.trunc().to_string()
+            ));
+        }
+        Ok(ProxyNet(net))
     }
 
     /// Whether `ip` lies in this network.
@@ -183,5 +198,15 @@ mod tests {
         assert!(!one.contains(&"192.168.1.2".parse().unwrap()));
         assert!(ProxyNet::parse("10.0.0.0/33").is_err());
         assert!(ProxyNet::parse("example.com").is_err());
+        // Every address, or host bits set: refused, naming the value (both started silently).
+        for bad in ["0.0.0.0/0", "::/0", "10.0.0.1/8", "fd00::1/8"] {
+            let e = ProxyNet::parse(bad).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+        assert!(ProxyNet::parse("10.0.0.1/8")
+            .unwrap_err()
+            .contains("\"10.0.0.0/8\""));
+        assert!(ProxyNet::parse("::1").is_ok());
+        assert!(ProxyNet::parse("2001:db8::/32").is_ok());
     }
 }
