@@ -1,10 +1,11 @@
 //! Logging: tracing to stdout for the server and to stderr for every other command (whose
 //! stdout is its result: `tessera keys list | …`), as text or JSON
-//! (`TESSERA__LOG__FORMAT=json`). `RUST_LOG`, when set, overrides `log.level`. Nothing secret is ever recorded: secrets are typed and extractors
-//! skip their arguments.
+//! (`TESSERA__LOG__FORMAT=json`). `RUST_LOG`, when set, overrides `log.level`. Nothing secret
+//! is ever recorded: secrets are typed and extractors skip their arguments.
 
 use std::io::IsTerminal;
 
+use tracing_subscriber::fmt::writer::EitherWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter};
@@ -27,11 +28,10 @@ pub fn init(log: &LogSettings, server: bool) {
         }
     }
     let registry = tracing_subscriber::registry().with(filter);
-    let writer = move || -> Box<dyn std::io::Write> {
-        match server {
-            true => Box::new(std::io::stdout()),
-            false => Box::new(std::io::stderr()),
-        }
+    // Chosen per event without allocating (the server logs on its request path).
+    let writer = move || match server {
+        true => EitherWriter::A(std::io::stdout()),
+        false => EitherWriter::B(std::io::stderr()),
     };
     let terminal = match server {
         true => std::io::stdout().is_terminal(),

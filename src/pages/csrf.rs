@@ -12,6 +12,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::config::Origin;
 use crate::http::csrf::{AllowedOrigins, Missing};
 
 /// The cookie holding the token.
@@ -93,11 +94,12 @@ fn same_origin(headers: &HeaderMap, issuer: &str) -> bool {
         (Some(origin), None) => origin.to_str().ok().map(str::to_owned),
         (None, _) => match headers.get(header::REFERER) {
             None => return true,
+            // As cookie mode reads it (`http::csrf`): an http(s) origin, else none.
             Some(referer) => referer
                 .to_str()
                 .ok()
-                .and_then(|r| url::Url::parse(r).ok())
-                .map(|u| u.origin().ascii_serialization()),
+                .and_then(Origin::of_url)
+                .map(|o| o.as_str().to_owned()),
         },
     };
     let (Some(origin), Some(host)) = (
