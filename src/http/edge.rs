@@ -13,7 +13,11 @@
 //!   should yield the CPU;
 //! - the request's `auth::Caller` (request id, client address) in its extensions, which the
 //!   `RequestCaller` extractor hands to the use cases that record audit events; only on routes that
-//!   can record one, so the JWKS, discovery, health and metrics paths do not pay for it.
+//!   can record one, so the JWKS, discovery, health and metrics paths do not pay for it;
+//! - `Connection: close` on an answer given before the request's body was read to its end
+//!   (a 413, a 415, a refusal before parsing): the connection cannot carry another request
+//!   then, and RFC 9112 §9.6 asks the server to say so, or a client that reuses it loses the
+//!   request it sends next.
 //!
 //! It replaces a stack of separate tower-http layers and `from_fn` middlewares: one future
 //! instead of seven nested ones, and no allocation for metric labels. This matters on the
@@ -24,7 +28,8 @@ use std::collections::HashSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{OnceLock, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -150,6 +155,19 @@ where
                 actor: None,
             });
         }
+        let body_read = match has_body(req.headers()) {
+            true => {
+                let read = Arc::new(AtomicBool::new(false));
+                let (parts, body) = req.into_parts();
+                let body = axum::body::Body::new(TrackedBody {
+                    inner: body,
+                    read: read.clone(),
+                });
+                req = Request::from_parts(parts, body);
+                Some(read)
+            }
+            false => None,
+        };
         let inner = self.inner.call(req).instrument(span);
         EdgeFuture {
             inner,
@@ -157,6 +175,7 @@ where
             route,
             method,
             started,
+            body_read,
         }
     }
 }
@@ -180,6 +199,50 @@ pin_project_lite::pin_project! {
         route: &'static str,
         method: &'static str,
         started: Instant,
+        // Set when the request came with a body: whether it was read to its end.
+        body_read: Option<Arc<AtomicBool>>,
+    }
+}
+
+/// Whether a request announces a body (RFC 9112 §6.3): a `Transfer-Encoding`, or a
+/// `Content-Length` other than 0.
+fn has_body(h: &axum::http::HeaderMap) -> bool {
+    h.contains_key(header::TRANSFER_ENCODING)
+        || h.get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that notes when it has been read to its end.
+    struct TrackedBody {
+        #[pin]
+        inner: axum::body::Body,
+        read: Arc<AtomicBool>,
+    }
+}
+
+impl axum::body::HttpBody for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if frame.is_none() {
+            this.read.store(true, Ordering::Relaxed);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -205,6 +268,13 @@ where
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
         security_headers(h);
+        if this
+            .body_read
+            .as_ref()
+            .is_some_and(|read| !read.load(Ordering::Relaxed))
+        {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         tracing::debug!(
             request_id = this.id.to_str().unwrap_or("-"),
             status = status.as_u16(),

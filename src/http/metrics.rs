@@ -43,6 +43,9 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             for name in ["refresh_reuse_detected_total", "audit_events_dropped_total"] {
                 metrics::counter!(name).increment(0);
             }
+            for cause in SHED_CAUSES {
+                metrics::counter!("requests_shed_total", "cause" => *cause).increment(0);
+            }
             // Histograms need periodic upkeep when there is no exporter task of their own.
             let upkeep = handle.clone();
             std::thread::Builder::new()
@@ -56,6 +59,16 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         })
         .as_ref()
 }
+
+/// Every `cause` of `requests_shed_total` (the reasons of a 503), each counted from 0 at
+/// start, so that a rate or an alert sees the first shed request.
+const SHED_CAUSES: &[&str] = &[
+    "request timed out",
+    "database unavailable",
+    "login queue",
+    "password hashing saturated",
+    "no active signing key",
+];
 
 /// Every metric Tessera records, with its `# HELP` text (the exposition format's lint,
 /// `promtool check metrics`, wants one for each family).

@@ -23,7 +23,7 @@ use crate::auth::oidc::DEVICE_GRANT;
 /// The second step of a password grant that answered 403 `mfa_required`: `mfa_token` and
 /// one of `otp`, `passkey` and `recovery_code` (RFC 6749 §4.5 extension grant).
 pub(crate) const MFA_GRANT: &str = "urn:tessera:params:oauth:grant-type:mfa";
-use crate::auth::{Introspection as Found, TokenRequest};
+use crate::auth::{Caller, ClientId, ClientMeta, Introspection as Found, TokenRequest};
 use crate::time::UnixMillis;
 use tessera_proto::claims::Audience;
 use tessera_proto::introspection::Introspection;
@@ -135,82 +135,91 @@ async fn token(
         grant
     };
     st.auth.check_grant(&client, checked)?;
-    if grant == MFA_GRANT {
-        let mfa_token = t
-            .mfa_token
-            .ok_or_else(|| ApiError::InvalidRequest("missing mfa_token".into()))?;
-        let factor = super::mfa::one_factor(
-            t.otp,
-            t.recovery_code,
-            t.passkey,
-            ("otp", "recovery_code", "passkey"),
-        )?;
-        let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(p))| p));
-        let pair = st
-            .auth
-            .complete_mfa(&mfa_token, factor, meta, &client, &caller)
-            .await
-            .map_err(token_endpoint)?;
-        return Ok(token_response(&pair));
+    let peer = peer.map(|Extension(ConnectInfo(p))| p);
+    let meta = || client_meta(&st, &headers, peer);
+    match grant {
+        MFA_GRANT => mfa_grant(&st, t, meta(), &client, &caller).await,
+        "authorization_code" => code_grant(&st, t, meta(), &client, &caller).await,
+        DEVICE_GRANT => {
+            let code = t.device_code.ok_or_else(|| missing("device_code"))?;
+            let granted = st.auth.poll_device(&code, &client, meta(), &caller).await;
+            Ok(code_response(&granted.map_err(token_endpoint)?))
+        }
+        "password" | "refresh_token" => {
+            // RFC 6749 §3.3 and RFC 8707 §2; repeated, different resources are refused here,
+            // after client authentication.
+            let req = TokenRequest {
+                scope: t.scope,
+                resource: form.resource()?.and(t.resource),
+            };
+            // Same code as /login and /refresh; only the status of invalid_grant differs (§5.2).
+            let pair = if grant == "password" {
+                let username = t.username.ok_or_else(|| missing("username"))?;
+                let password = t.password.ok_or_else(|| missing("password"))?;
+                st.auth
+                    .login(&username, password, meta(), &client, &req, &caller)
+                    .await
+            } else {
+                let rt = t.refresh_token.ok_or_else(|| missing("refresh_token"))?;
+                st.auth.refresh(rt, &client, &req, &caller).await
+            };
+            Ok(token_response(&pair.map_err(token_endpoint)?))
+        }
+        _ => Err(ApiError::UnsupportedGrantType),
     }
-    if grant == "authorization_code" {
-        let code = t
-            .code
-            .ok_or_else(|| ApiError::InvalidRequest("missing code".into()))?;
-        let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(p))| p));
-        let verifier = t.code_verifier.as_ref().map(|v| v.expose_secret());
-        let granted = st
-            .auth
-            .exchange_code(
-                &code,
-                verifier,
-                t.redirect_uri.as_deref(),
-                &client,
-                meta,
-                &caller,
-            )
-            .await
-            .map_err(token_endpoint)?;
-        return Ok(code_response(&granted));
-    }
-    if grant == DEVICE_GRANT {
-        let code = t
-            .device_code
-            .ok_or_else(|| ApiError::InvalidRequest("missing device_code".into()))?;
-        let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(p))| p));
-        let granted = st
-            .auth
-            .poll_device(&code, &client, meta, &caller)
-            .await
-            .map_err(token_endpoint)?;
-        return Ok(code_response(&granted));
-    }
-    // RFC 6749 §3.3 and RFC 8707 §2.
-    let req = TokenRequest {
-        scope: t.scope,
-        // Repeated, different resources are refused here, after client authentication.
-        resource: form.resource()?.and(t.resource),
-    };
-    // Same code as /login and /refresh; only the status of invalid_grant differs (§5.2).
-    let pair = if grant == "password" {
-        let missing = |p: &str| ApiError::InvalidRequest(format!("missing {p}"));
-        let username = t.username.ok_or_else(|| missing("username"))?;
-        let password = t.password.ok_or_else(|| missing("password"))?;
-        let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(p))| p));
-        st.auth
-            .login(&username, password, meta, &client, &req, &caller)
-            .await
-            .map_err(token_endpoint)?
-    } else {
-        let rt = t
-            .refresh_token
-            .ok_or_else(|| ApiError::InvalidRequest("missing refresh_token".into()))?;
-        st.auth
-            .refresh(rt, &client, &req, &caller)
-            .await
-            .map_err(token_endpoint)?
-    };
+}
+
+/// `invalid_request` for a grant's missing parameter `p`.
+fn missing(p: &str) -> ApiError {
+    ApiError::InvalidRequest(format!("missing {p}"))
+}
+
+/// The second step of a password grant (`MFA_GRANT`): the `mfa_token` and one factor.
+async fn mfa_grant(
+    st: &AppState,
+    t: TokenForm,
+    meta: ClientMeta,
+    client: &ClientId,
+    caller: &Caller,
+) -> Result<Response, ApiError> {
+    let mfa_token = t.mfa_token.ok_or_else(|| missing("mfa_token"))?;
+    let factor = super::mfa::one_factor(
+        t.otp,
+        t.recovery_code,
+        t.passkey,
+        ("otp", "recovery_code", "passkey"),
+    )?;
+    let pair = st
+        .auth
+        .complete_mfa(&mfa_token, factor, meta, client, caller)
+        .await
+        .map_err(token_endpoint)?;
     Ok(token_response(&pair))
+}
+
+/// The authorization code grant (RFC 6749 §4.1.3, with the PKCE verifier of RFC 7636 §4.5).
+async fn code_grant(
+    st: &AppState,
+    t: TokenForm,
+    meta: ClientMeta,
+    client: &ClientId,
+    caller: &Caller,
+) -> Result<Response, ApiError> {
+    let code = t.code.ok_or_else(|| missing("code"))?;
+    let verifier = t.code_verifier.as_ref().map(|v| v.expose_secret());
+    let granted = st
+        .auth
+        .exchange_code(
+            &code,
+            verifier,
+            t.redirect_uri.as_deref(),
+            client,
+            meta,
+            caller,
+        )
+        .await
+        .map_err(token_endpoint)?;
+    Ok(code_response(&granted))
 }
 
 /// RFC 7009 revocation of a refresh or access token. Unknown tokens also get 200.

@@ -179,6 +179,13 @@ async fn passkey_login(
         .await
     {
         Ok((cookie, max_age)) => signed_in(&cookie, max_age),
+        Err(AuthError::EmailNotVerified) => login_page(
+            &st,
+            &headers,
+            StatusCode::FORBIDDEN,
+            Some(super::signin::VERIFY_FIRST),
+            "",
+        ),
         Err(AuthError::InvalidCredentials | AuthError::BadInput(_)) => login_page(
             &st,
             &headers,

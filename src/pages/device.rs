@@ -224,9 +224,17 @@ async fn decide(
     let typed = f.get("user_code").cloned().unwrap_or_default();
     let ip = peer_ip(&st, &headers, peer);
     let cookie = sso_cookie(&headers);
+    let shown_to = f.get("account").map(String::as_str);
     match st
         .auth
-        .decide_device(&typed, cookie.as_ref(), allow, ip.as_deref(), &caller)
+        .decide_device(
+            &typed,
+            cookie.as_ref(),
+            shown_to,
+            allow,
+            ip.as_deref(),
+            &caller,
+        )
         .await
     {
         Ok(()) => {
@@ -242,6 +250,19 @@ async fn decide(
         }
         Err(AuthError::InvalidCredentials) => {
             login_page(&st, &headers, &typed, StatusCode::OK, None)
+        }
+        // Another user signed in since the page was shown: the page again, for them.
+        Err(AuthError::ReauthenticationRequired) => {
+            show(
+                &st,
+                &headers,
+                cookie.as_ref(),
+                &typed,
+                ip.as_deref(),
+                &caller,
+                None,
+            )
+            .await
         }
         Err(AuthError::BadInput(_)) | Err(AuthError::Throttled { .. }) => st.pages.error(
             StatusCode::BAD_REQUEST,
@@ -408,6 +429,7 @@ fn confirm_page(
             context! {
                 lang => "en",
                 username => username,
+                account => pending.user_id.to_string(),
                 client_id => pending.client_id,
                 display_code => display_user_code(&pending.user_code),
                 user_code => pending.user_code,

@@ -97,9 +97,10 @@ async fn start(
         .auth
         .logout_needs_no_confirmation(&req, cookie.as_ref())
         .await;
+    let had_cookie = cookie.is_some();
     match (silent, cookie) {
         (Ok(true), Some(cookie)) => match st.auth.end_session(&cookie, &caller).await {
-            Ok(_) => signed_out(st, &req),
+            Ok(_) => signed_out(st, &req, true),
             Err(_) => unavailable(st),
         },
         (Ok(_), cookie) => match st.auth.signed_in_as(cookie.as_ref()).await {
@@ -108,7 +109,7 @@ async fn start(
             // brings the cookie.
             Ok(None) => match st.auth.hinted_user(&req).await {
                 Ok(Some(username)) => confirm_page(st, headers, &req, &username),
-                Ok(None) => signed_out(st, &req),
+                Ok(None) => signed_out(st, &req, had_cookie),
                 Err(_) => unavailable(st),
             },
             Ok(Some(username)) => confirm_page(st, headers, &req, &username),
@@ -151,17 +152,22 @@ async fn confirm(
         }
         _ => return st.pages.error(StatusCode::BAD_REQUEST, "No decision was made."),
     }
-    if let Some(cookie) = sso_cookie(&headers) {
-        if st.auth.end_session(&cookie, &caller).await.is_err() {
+    // Only the browser's own session ends: a hint alone (an ID token, which its relying party
+    // and anything it leaked to hold) never ends one (invariant 9).
+    let cookie = sso_cookie(&headers);
+    if let Some(cookie) = &cookie {
+        if st.auth.end_session(cookie, &caller).await.is_err() {
             return unavailable(&st);
         }
     }
-    signed_out(&st, &req)
+    signed_out(&st, &req, cookie.is_some())
 }
 
 /// After the logout: to the registered `post_logout_redirect_uri` with `state`, or a page.
-/// Either way the SSO cookie is removed.
-fn signed_out(st: &AppState, req: &LogoutRequest) -> Response {
+/// The SSO cookie is removed when the request brought one: a request without it (another
+/// site's POST, which a `SameSite=Lax` cookie does not come with) must not delete it, or any
+/// site could sign the browser out of a session that lives on.
+fn signed_out(st: &AppState, req: &LogoutRequest, had_cookie: bool) -> Response {
     let mut res = match &req.post_logout_redirect_uri {
         Some(uri) => {
             let mut location = uri.clone();
@@ -185,7 +191,9 @@ fn signed_out(st: &AppState, req: &LogoutRequest) -> Response {
             context! { lang => "en", title => "Signed out", message => "You are signed out." },
         ),
     };
-    clear_sso_cookie(&mut res);
+    if had_cookie {
+        clear_sso_cookie(&mut res);
+    }
     res
 }
 

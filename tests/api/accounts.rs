@@ -30,6 +30,7 @@ on_both!(
     the_hosted_page_serves_emailed_links,
     a_kill_between_the_commit_and_the_send_loses_nothing,
     address_shaped_names_follow_their_address_and_users_rename_themselves,
+    long_addresses_and_administrators_changes_keep_names_their_own,
     a_reset_tells_the_address_in_its_own_transaction,
     renames_race_address_changes_signups_and_deletion_safely
 );
@@ -1052,6 +1053,51 @@ async fn administrators_invite_and_invitees_set_their_password(b: Backend) {
     let r = accept(&jay_token, PASSWORD).await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    // An invitation that expired unaccepted still holds its address: it stays listed, through
+    // the upkeep's purge, until it is withdrawn; then the address can be invited again (it
+    // used to vanish from the list while the address stayed taken: 409 for good).
+    let r = invite("kim@example.com").await;
+    let kim: Value = r.json().await.unwrap();
+    let _ = smtp.next_message().await;
+    app.exec_sql(
+        "UPDATE account_tokens SET expires_at = 1 WHERE purpose = 'invite' AND used_at IS NULL"
+            .into(),
+    )
+    .await;
+    app.store
+        .purge_expired(tessera::time::now_ms(), true)
+        .await
+        .unwrap();
+    let list: Value = app
+        .admin(reqwest::Method::GET, "/admin/invitations", &admin, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["user_id"], kim["id"]);
+    assert_eq!(list[0]["expires_at"], 1);
+    assert_eq!(invite("kim@example.com").await.status(), 409);
+    let path = format!("/admin/invitations/{}", kim["id"].as_str().unwrap());
+    let r = app
+        .admin(reqwest::Method::DELETE, &path, &admin, None)
+        .await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(invite("kim@example.com").await.status(), 201);
+    let _ = smtp.next_message().await;
+    let path = format!("/admin/invitations/{}", {
+        let list: Value = app
+            .admin(reqwest::Method::GET, "/admin/invitations", &admin, None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        list[0]["user_id"].as_str().unwrap().to_string()
+    });
+    let r = app
+        .admin(reqwest::Method::DELETE, &path, &admin, None)
+        .await;
+    assert_eq!(r.status(), 204);
     // An invitee who sets a password by a reset instead has taken the account up: it is no
     // longer pending, and withdrawing it deletes nothing (it deleted the live account).
     let r = invite("lea@example.com").await;
@@ -1489,6 +1535,131 @@ async fn patch_me(app: &TestApp, access: &str, body: &Value) -> reqwest::Respons
         .send()
         .await
         .unwrap()
+}
+
+/// An address too long to be a name (over 64 characters) signs up, is invited and is moved to
+/// under a generated name (it was refused with "username must be 1 to 64 characters", or the
+/// name kept the old address); an administrator's address change moves an address-shaped
+/// name as the user's own does (the old name kept the freed address, so its next owner's
+/// signup created nothing and its note went to the account that had moved away).
+async fn long_addresses_and_administrators_changes_keep_names_their_own(b: Backend) {
+    if !Smtp::available() {
+        return;
+    }
+    let smtp = Smtp::start(free_port(), &maildir()).await;
+    let port = smtp.port;
+    let Some(app) = TestApp::spawn_with(b, move |f| {
+        f.merge(Serialized::default(
+            "mail.smtp_url",
+            format!("smtp://127.0.0.1:{port}"),
+        ))
+        .merge(Serialized::default("accounts.signup", "open"))
+        .merge(Serialized::default("accounts.ip_requests", 0))
+    })
+    .await
+    else {
+        return;
+    };
+    let long = "firstname.lastname.department1630573@subdomain.longcompanyname-example.com";
+    assert!(long.len() > 64);
+    let r = app
+        .post_json("/signup", &json!({"email": long, "password": PASSWORD}))
+        .await;
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let row = app
+        .store
+        .user_for_login(None, &long.to_lowercase())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(row.username.starts_with("user-"), "{}", row.username);
+    let _ = smtp.next_message().await;
+    // An administrator moves an address-named account: the name follows.
+    app.create_user("root", &["admin"]).await;
+    let admin = app.login_ok("root").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let fay = with_email(&app, "fay@example.com", "fay@example.com").await;
+    let path = format!("/admin/users/{}/email", fay.id);
+    let put = |email: Value| {
+        let (app, admin, path) = (&app, admin.clone(), path.clone());
+        async move {
+            app.admin(
+                reqwest::Method::PUT,
+                &path,
+                &admin,
+                Some(json!({"email": email, "verified": true})),
+            )
+            .await
+        }
+    };
+    let r = put(json!("fay.moved@example.com")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["username"],
+        "fay.moved@example.com"
+    );
+    assert_eq!(
+        app.login("fay.moved@example.com", PASSWORD).await.status(),
+        200
+    );
+    // The freed address signs up as a new account, told by a link, not a note to fay.
+    let r = app
+        .post_json(
+            "/signup",
+            &json!({"email": "fay@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let m = smtp.next_message().await;
+    assert!(m.contains("To: fay@example.com"), "{m}");
+    assert!(m.contains("Subject: Verify your email address"), "{m}");
+    // To an address too long to be a name: a generated one; the address still logs in.
+    let r = put(json!(long.replace("firstname", "other"))).await;
+    assert_eq!(r.status(), 200);
+    let name = r.json::<Value>().await.unwrap()["username"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(name.starts_with("user-"), "{name}");
+    assert_eq!(
+        app.login(&long.replace("firstname", "other"), PASSWORD)
+            .await
+            .status(),
+        200
+    );
+    // Cleared, an address-shaped name would name nobody's address: a generated one too.
+    let gus = with_email(&app, "gus@example.com", "gus@example.com").await;
+    let r = app
+        .admin(
+            reqwest::Method::PUT,
+            &format!("/admin/users/{}/email", gus.id),
+            &admin,
+            Some(json!({"email": null})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let name = r.json::<Value>().await.unwrap()["username"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(name.starts_with("user-"), "{name}");
+    // An invitation to a long address: a generated name too.
+    let r = app
+        .admin(
+            reqwest::Method::POST,
+            "/admin/invitations",
+            &admin,
+            Some(json!({"email": long.replace("firstname", "invited")})),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let name = r.json::<Value>().await.unwrap()["username"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(name.starts_with("user-"), "{name}");
 }
 
 async fn address_shaped_names_follow_their_address_and_users_rename_themselves(b: Backend) {

@@ -16,6 +16,7 @@ on_both!(
     answers_made_below_the_router_keep_the_contract,
     openapi_document_is_valid_openapi_3_1,
     every_answer_carries_the_security_headers,
+    an_answer_before_the_body_is_read_closes_the_connection,
 );
 
 async fn limits_and_methods(b: Backend) {
@@ -93,6 +94,78 @@ async fn limits_and_methods(b: Backend) {
     assert!(answer.contains("x-request-id: "), "{answer}");
     assert!(answer.contains(r#""error":"invalid_request""#), "{answer}");
     app.login_ok("alice").await;
+}
+
+/// Sends `head` and `body` on one keep-alive connection, then a second request on it; the first
+/// answer's head, and whether the second got an answer.
+async fn two_on_one_connection(app: &TestApp, head: &str, body: &[u8]) -> (String, bool) {
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let _ = s.write_all(body).await;
+    // The first answer (its head and JSON body arrive together on loopback).
+    let mut buf = vec![0u8; 16 * 1024];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    let first = String::from_utf8_lossy(&buf[..n]).to_string();
+    let _ = s
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    let second = String::from_utf8_lossy(&rest).contains("HTTP/1.1 200");
+    (
+        first
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or_default()
+            .to_lowercase(),
+        second,
+    )
+}
+
+/// An answer given before the request's body was read (a refused content type, a body over
+/// the limit) says `Connection: close` (RFC 9112 §9.6): the connection cannot carry another
+/// request, and a client that reused it lost that request without a word. An answer after
+/// the body was read keeps the connection.
+async fn an_answer_before_the_body_is_read_closes_the_connection(b: Backend) {
+    let Some((app, _)) = TestApp::with_user(b, "alice", &[]).await else {
+        return;
+    };
+    let body = vec![b'x'; 4000];
+    for (path, content_type) in [
+        ("/password/forgot", "text/plain"),
+        ("/login", "application/json;;;=="),
+    ] {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let (first, _) = two_on_one_connection(&app, &head, &body).await;
+        assert!(first.starts_with("http/1.1 4"), "{path}: {first}");
+        assert!(first.contains("\r\nconnection: close"), "{path}: {first}");
+    }
+    // Over the body limit (16 KiB), with its length announced: 413 and close.
+    let big = vec![b'x'; 20_000];
+    let head = format!(
+        "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    );
+    let (first, _) = two_on_one_connection(&app, &head, &big).await;
+    assert!(first.starts_with("http/1.1 413"), "{first}");
+    assert!(first.contains("\r\nconnection: close"), "{first}");
+    // A wrong password, its body read: 401, and the connection serves the next request.
+    let login = json!({"username": "alice", "password": "wrong password"}).to_string();
+    let head = format!(
+        "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        login.len()
+    );
+    let (first, second) = two_on_one_connection(&app, &head, login.as_bytes()).await;
+    assert!(first.starts_with("http/1.1 401"), "{first}");
+    assert!(!first.contains("connection: close"), "{first}");
+    assert!(second, "the kept connection answered the next request");
 }
 
 async fn jwks_is_cached_and_public_only(b: Backend) {

@@ -290,34 +290,25 @@ async fn a_right_code_sent_at_once_counts_no_wrong_factor(b: Backend) {
         return;
     };
     let (totp, recovery, _) = with_totp(&app, "gus").await;
-    let mut tokens = Vec::new();
-    for _ in 0..8 {
-        tokens.push(mfa_token(&app, "gus").await);
-    }
-    let c = code(&totp, 1);
-    let answers = join_all(tokens.iter().map(|t| second_step(&app, t, "totp_code", &c))).await;
-    let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert!(
-        statuses.iter().all(|s| matches!(s, 200 | 401)),
-        "{statuses:?}"
-    );
+    one_login_and_no_wrong_factor(&app, "totp_code", &code(&totp, 1)).await;
+    assert!(!crate::oidc::audit_event_stored(&app, "mfa.failed").await);
+    // The account's second step is not throttled.
+    let token = mfa_token(&app, "gus").await;
+    let r = second_step(&app, &token, "recovery_code", &recovery[0]).await;
+    assert_eq!(r.status(), 200);
+    // A recovery code sent eight times at once: the same (its losers counted).
+    one_login_and_no_wrong_factor(&app, "recovery_code", &recovery[1]).await;
+    // A code the user never held still counts.
+    let token = mfa_token(&app, "gus").await;
+    let r = second_step(&app, &token, "recovery_code", "aaaa-bbbb-cccc").await;
+    assert_eq!(r.status(), 401);
     let counted = app
         .scalar_i64(
             "SELECT COALESCE(MAX(failures), 0) FROM login_throttle WHERE key LIKE $1",
             "mfa:%",
         )
         .await;
-    assert_eq!(counted, 0, "wrong factors counted for the account");
-    assert!(!crate::oidc::audit_event_stored(&app, "mfa.failed").await);
-    // The account's second step is not throttled.
-    let token = mfa_token(&app, "gus").await;
-    let r = second_step(&app, &token, "recovery_code", &recovery[0]).await;
-    assert_eq!(r.status(), 200);
+    assert_eq!(counted, 1, "a wrong recovery code was not counted");
 }
 
 async fn recovery_codes_work_once_and_regenerate(b: Backend) {
@@ -354,6 +345,33 @@ async fn recovery_codes_work_once_and_regenerate(b: Backend) {
     assert_eq!(r.status(), 401);
     let r = second_step(&app, &token, "recovery_code", &fresh).await;
     assert_eq!(r.status(), 200);
+}
+
+/// Sends one right factor (`field`, `value`) on eight of gus's mfa_tokens at once: one login,
+/// seven refusals (401), and no wrong factor counted for the account.
+async fn one_login_and_no_wrong_factor(app: &TestApp, field: &str, value: &str) {
+    let mut tokens = Vec::new();
+    for _ in 0..8 {
+        tokens.push(mfa_token(app, "gus").await);
+    }
+    let answers = join_all(tokens.iter().map(|t| second_step(app, t, field, value))).await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{field}: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| matches!(s, 200 | 401)),
+        "{field}: {statuses:?}"
+    );
+    let counted = app
+        .scalar_i64(
+            "SELECT COALESCE(MAX(failures), 0) FROM login_throttle WHERE key LIKE $1",
+            "mfa:%",
+        )
+        .await;
+    assert_eq!(counted, 0, "{field}: wrong factors counted for the account");
 }
 
 /// A server whose throttle lets more through than an mfa_token takes (so the token's own limit

@@ -24,6 +24,7 @@ on_both!(
     errors_go_back_with_state_and_iss,
     forged_forms_are_refused,
     third_party_clients_ask_for_consent,
+    a_consent_page_answers_only_for_the_user_it_was_shown_to,
     the_hosted_login_refuses_alike_and_throttles,
     ending_the_users_tokens_ends_the_sso_session,
     form_post_answers_with_a_form,
@@ -1003,6 +1004,57 @@ async fn forged_forms_are_refused(b: Backend) {
     let r = browser.post("/authorize/consent", &consent).await;
     assert_eq!(r.status(), 400, "a CSRF token but no SSO session");
     assert!(r.headers().get("location").is_none());
+}
+
+/// A consent page shown to alice, answered after bob signed in over her session in another tab
+/// of the same browser: it allowed access to bob's account, which bob was never asked about.
+async fn a_consent_page_answers_only_for_the_user_it_was_shown_to(b: Backend) {
+    let Some(app) = op(b).await else { return };
+    app.create_user("bob", &[]).await;
+    let mut browser = Browser::new(&app);
+    let (_, challenge) = pkce();
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("partner", PARTNER_CB, &challenge, &[])
+        ))
+        .await;
+    let page = r.text().await.unwrap();
+    let r = browser.sign_in(&page, "alice", PASSWORD).await;
+    let alices = r.text().await.unwrap();
+    assert!(alices.contains("You are signed in as <strong>alice</strong>"));
+    // Another tab: bob signs in (prompt=login) for the first-party app.
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge, &[("prompt", "login")])
+        ))
+        .await;
+    let page = r.text().await.unwrap();
+    let r = browser.sign_in(&page, "bob", PASSWORD).await;
+    assert!(redirected(&r, APP_CB).contains_key("code"));
+    // Alice's page is answered: refused, and nothing is allowed for bob.
+    let mut fields = hidden_fields(&alices);
+    fields.push(("decision".into(), "allow".into()));
+    let r = browser.post("/authorize/consent", &fields).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("location").is_none());
+    assert!(r.text().await.unwrap().contains("another account"));
+    let bob = app.store.user_by_username("bob").await.unwrap().unwrap();
+    assert_eq!(app.store.consent(bob.id, "partner").await.unwrap(), None);
+    // A page shown to bob is his to answer.
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("partner", PARTNER_CB, &challenge, &[])
+        ))
+        .await;
+    let page = r.text().await.unwrap();
+    assert!(page.contains("You are signed in as <strong>bob</strong>"));
+    let mut fields = hidden_fields(&page);
+    fields.push(("decision".into(), "allow".into()));
+    let r = browser.post("/authorize/consent", &fields).await;
+    assert!(redirected(&r, PARTNER_CB).contains_key("code"));
 }
 
 async fn third_party_clients_ask_for_consent(b: Backend) {

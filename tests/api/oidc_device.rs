@@ -14,22 +14,26 @@ on_both!(
     user_codes_cannot_be_guessed,
     a_device_approved_before_a_logout_gets_nothing,
     the_device_page_asks_for_the_second_factor,
+    a_device_page_answers_only_for_the_user_it_was_shown_to,
 );
 
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 async fn provider(b: Backend) -> Option<TestApp> {
     let app = TestApp::spawn_with(b, |f| {
-        f.merge(Serialized::default(
-            "clients",
-            json!([
-                {"id": "tv", "public": true, "first_party": true,
-                 "grant_types": [GRANT, "refresh_token"],
-                 "scopes": ["openid", "profile", "offline_access"]},
-                {"id": "web", "public": true, "first_party": true,
-                 "redirect_uris": ["https://app.example/cb"], "scopes": ["openid"]},
-            ]),
-        ))
+        // The throttle's first wait outlasts a slow machine's next attempt (at 1 s, a loaded
+        // CI run let the attempt after the allowance through).
+        f.merge(Serialized::default("throttle.backoff_base", "30s"))
+            .merge(Serialized::default(
+                "clients",
+                json!([
+                    {"id": "tv", "public": true, "first_party": true,
+                     "grant_types": [GRANT, "refresh_token"],
+                     "scopes": ["openid", "profile", "offline_access"]},
+                    {"id": "web", "public": true, "first_party": true,
+                     "redirect_uris": ["https://app.example/cb"], "scopes": ["openid"]},
+                ]),
+            ))
     })
     .await?;
     app.create_user("alice", &[]).await;
@@ -297,6 +301,64 @@ async fn a_device_approved_before_a_logout_gets_nothing(b: Backend) {
     assert_eq!(
         (status, body["error"].clone()),
         (400, json!("invalid_grant"))
+    );
+}
+
+/// "Allow this device?" shown to alice, answered after bob signed in over her session in
+/// another tab: the device got bob's tokens. Now the page is shown again, to bob.
+async fn a_device_page_answers_only_for_the_user_it_was_shown_to(b: Backend) {
+    let Some(app) = provider(b).await else { return };
+    app.create_user("bob", &[]).await;
+    let d: Value = start(&app, "tv").await.json().await.unwrap();
+    let user_code = d["user_code"].as_str().unwrap();
+    let mut browser = Browser::new(&app);
+    let r = browser.get(&format!("/device?user_code={user_code}")).await;
+    let page = r.text().await.unwrap();
+    let r = browser
+        .sign_in_at("/device/login", &page, "alice", PASSWORD)
+        .await;
+    let alices = r.text().await.unwrap();
+    assert!(alices.contains("Allow this device?"), "{alices}");
+    assert!(alices.contains("<strong>alice</strong>"));
+    // Another tab: bob signs in over alice's session.
+    let (_, challenge) = crate::oidc::pkce();
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            crate::oidc::request(
+                "web",
+                "https://app.example/cb",
+                &challenge,
+                &[("prompt", "login")]
+            )
+        ))
+        .await;
+    let page = r.text().await.unwrap();
+    let r = browser.sign_in(&page, "bob", PASSWORD).await;
+    assert!(crate::oidc::redirected(&r, "https://app.example/cb").contains_key("code"));
+    // Alice's page is answered: the question again, to bob; the device is not allowed yet.
+    let mut fields = hidden_fields(&alices);
+    fields.push(("decision".into(), "allow".into()));
+    let r = browser.post("/device/decide", &fields).await;
+    assert_eq!(r.status(), 200);
+    let bobs = r.text().await.unwrap();
+    assert!(bobs.contains("Allow this device?"), "{bobs}");
+    assert!(bobs.contains("<strong>bob</strong>"), "{bobs}");
+    interval_passed(&app).await;
+    let (status, body) = poll(&app, d["device_code"].as_str().unwrap()).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "authorization_pending");
+    // Bob allows it on his page: the device signs in as bob.
+    let mut fields = hidden_fields(&bobs);
+    fields.push(("decision".into(), "allow".into()));
+    assert_eq!(browser.post("/device/decide", &fields).await.status(), 200);
+    interval_passed(&app).await;
+    let (status, t) = poll(&app, d["device_code"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{t}");
+    let bob = app.store.user_by_username("bob").await.unwrap().unwrap();
+    assert_eq!(
+        TestApp::claims(t["access_token"].as_str().unwrap())["sub"],
+        bob.id.to_string()
     );
 }
 

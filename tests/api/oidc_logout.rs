@@ -15,6 +15,7 @@ use crate::on_both;
 on_both!(
     a_hinted_logout_ends_the_sso_session_and_its_tokens,
     a_logout_without_a_valid_hint_asks_first,
+    a_foreign_logout_keeps_the_cookie_and_a_hint_alone_ends_nothing,
     back_channel_logout_tokens_are_delivered_retried_and_survive_a_restart,
     administrators_list_and_end_sso_sessions,
     a_password_change_or_a_disable_sends_logout_tokens,
@@ -223,6 +224,88 @@ async fn a_logout_without_a_valid_hint_asks_first(b: Backend) {
             .status(),
         200
     );
+}
+
+async fn a_foreign_logout_keeps_the_cookie_and_a_hint_alone_ends_nothing(b: Backend) {
+    let Some(app) = op(b).await else { return };
+    let (mut browser, t) = signed_in(&app).await;
+    let id_token = t["id_token"].as_str().unwrap();
+    let sid: uuid::Uuid = TestApp::claims(id_token)["sid"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Another site's top-level POST, which a SameSite=Lax cookie does not come with: it ends
+    // nothing, so it may not delete the cookie either (a browser applies a Set-Cookie of a
+    // cross-site top-level navigation), with or without a redirect.
+    for fields in [
+        vec![],
+        vec![
+            ("client_id".to_string(), "web".to_string()),
+            (
+                "post_logout_redirect_uri".to_string(),
+                APP_LOGGED_OUT.to_string(),
+            ),
+        ],
+    ] {
+        let r = Browser::new(&app)
+            .http
+            .post(app.url("/end_session"))
+            .header("origin", "https://evil.example")
+            .form(&fields)
+            .send()
+            .await
+            .unwrap();
+        assert!(matches!(r.status().as_u16(), 200 | 303), "{fields:?}");
+        assert!(
+            r.headers().get("set-cookie").is_none(),
+            "a request without the cookie cleared it: {fields:?}"
+        );
+    }
+    let sso = app.store.sso_session(sid).await.unwrap().unwrap();
+    assert!(sso.revoked_at.is_none());
+    // The same browser still signs in without a login page.
+    let (_, challenge) = pkce();
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge, &[("prompt", "none")])
+        ))
+        .await;
+    assert!(crate::oidc::redirected(&r, APP_CB).contains_key("code"));
+    // Another browser, holding only the ID token (anything the relying party leaked): it is
+    // asked, and confirming ends nothing, since it holds no session of its own.
+    let mut cookieless = Browser::new(&app);
+    let r = cookieless
+        .get(&end_session_query(&[("id_token_hint", id_token)]))
+        .await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Sign out?") && page.contains("<strong>alice</strong>"));
+    let mut fields = hidden_fields(&page);
+    fields.push(("decision".into(), "logout".into()));
+    let r = cookieless.post("/end_session/confirm", &fields).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("set-cookie").is_none());
+    let sso = app.store.sso_session(sid).await.unwrap().unwrap();
+    assert!(sso.revoked_at.is_none());
+    assert_eq!(
+        app.userinfo(t["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+    // The browser that holds the session signs out with the same hint, and its cookie goes.
+    let r = browser
+        .get(&end_session_query(&[("id_token_hint", id_token)]))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    let sso = app.store.sso_session(sid).await.unwrap().unwrap();
+    assert_eq!(sso.revoked_reason.as_deref(), Some("logout"));
 }
 
 /// A back-channel logout receiver: records each `logout_token`, answering with the statuses

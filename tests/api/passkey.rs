@@ -17,6 +17,7 @@ use soft_passkey::{b64, unb64, SoftPasskey};
 
 on_both!(
     a_passkey_registers_and_logs_in_without_a_password,
+    a_passkey_alone_is_refused_to_an_unverified_address,
     a_passkey_completes_a_password_login,
     a_cloned_passkey_is_refused,
     the_wrong_origin_rp_id_or_no_user_verification_is_refused,
@@ -95,6 +96,54 @@ async fn passwordless(app: &TestApp, key: &mut SoftPasskey) -> (Value, reqwest::
 async fn stored_passkey(app: &TestApp, user_id: uuid::Uuid) -> tessera::store::MfaFactor {
     let rows = app.store.factors_of_user(user_id).await.unwrap();
     rows.into_iter().find(|f| f.kind == "passkey").unwrap()
+}
+
+/// `accounts.require_verified_email` holds for a passwordless login as for a password: the
+/// passkey's holder is told, and gets no token (it used to get a token pair).
+async fn a_passkey_alone_is_refused_to_an_unverified_address(b: Backend) {
+    let Some(app) = TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default("webauthn.rp_id", RP_ID))
+            .merge(Serialized::default("webauthn.origins", json!([ORIGIN])))
+            .merge(Serialized::default("accounts.require_verified_email", true))
+    })
+    .await
+    else {
+        return;
+    };
+    let user = app.create_user("alice", &[]).await;
+    let first = app.login_ok("alice").await;
+    let mut key = SoftPasskey::new();
+    let (_, r) = register(&app, first["access_token"].as_str().unwrap(), &mut key).await;
+    assert_eq!(r.status(), 201);
+    let (_, r) = passwordless(&app, &mut key).await;
+    assert_eq!(r.status(), 200, "verified (no address): a login");
+    // An address that is not verified (an administrator set it so).
+    assert!(app
+        .store
+        .set_email(
+            user.id,
+            Some(("alice@example.com", "alice@example.com")),
+            false,
+            None,
+            1
+        )
+        .await
+        .unwrap()
+        .is_some());
+    let count =
+        "SELECT COUNT(*) FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.username = $1";
+    let sessions = app.scalar_i64(count, "alice").await;
+    let (_, r) = passwordless(&app, &mut key).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "email_not_verified"
+    );
+    assert_eq!(
+        app.scalar_i64(count, "alice").await,
+        sessions,
+        "no session opened"
+    );
 }
 
 async fn a_passkey_registers_and_logs_in_without_a_password(b: Backend) {

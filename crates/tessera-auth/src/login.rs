@@ -110,6 +110,21 @@ fn throttle_name(raw: &str, parsed: &Result<Username, username::NameError>) -> S
 }
 
 impl Auth {
+    /// `accounts.require_verified_email`: a login (with a password, or a passkey alone) of a
+    /// user whose address is not verified is refused, after its credential was checked.
+    ///
+    /// Errors: `EmailNotVerified`.
+    pub(crate) fn check_verified_email(&self, user: &User) -> Result<(), AuthError> {
+        if self.settings.accounts.require_verified_email
+            && user.email.is_some()
+            && !user.email_verified
+        {
+            tracing::info!(user_id = %user.id, "login refused: address not verified");
+            return Err(AuthError::EmailNotVerified);
+        }
+        Ok(())
+    }
+
     /// Password login (`POST /login`, and `/token` with `grant_type=password`, RFC 6749
     /// §4.3): a new session for `client`. Every credential failure is the same
     /// `InvalidCredentials`, after the same amount of argon2 work (invariant 4).
@@ -212,14 +227,8 @@ impl Auth {
             }
         };
         self.throttle.succeeded(reservation).await?;
-        // `accounts.require_verified_email`: said only to a caller who knew the password.
-        if self.settings.accounts.require_verified_email
-            && user.email.is_some()
-            && !user.email_verified
-        {
-            tracing::info!(user_id = %user.id, "login refused: address not verified");
-            return Err(AuthError::EmailNotVerified);
-        }
+        // Said only to a caller who knew the password.
+        self.check_verified_email(&user)?;
         // Minted after the cut-off that was read with the credential, never at or before it.
         let now = UnixMillis(UnixMillis::now().0.max(user.tokens_not_before + 1));
         if let Some(new_hash) = verified.rehash {

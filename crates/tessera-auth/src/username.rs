@@ -108,6 +108,13 @@ impl Username {
         skeleton_key(self.as_str())
     }
 
+    /// A generated name, `user-<32 hex digits>`: for an account whose address cannot be its
+    /// name (longer than a name may be, or like another account's name). It logs in with its
+    /// address either way.
+    pub fn generated() -> Self {
+        Username(format!("user-{}", uuid::Uuid::new_v4().simple()))
+    }
+
     /// The form to look an existing account up by. The PRECIS form when the input has one;
     /// otherwise the normalisation accounts were created with before PRECIS (NFKC, trimmed,
     /// lower-cased), so that such an account still logs in. For every name PRECIS accepts,

@@ -181,9 +181,9 @@ pub trait AccountStore {
         subject: &str,
         since: i64,
     ) -> StoreResult<bool>;
-    /// Pending invitations: users with an unused, unexpired `invite` token, oldest first, as
-    /// `(user_id, email, roles, expires_at)`.
-    async fn pending_invitations(&self, now: i64) -> StoreResult<Vec<Invitation>>;
+    /// Invitations not accepted: users with an unused `invite` token and no password set
+    /// since, expired or not, oldest first.
+    async fn pending_invitations(&self) -> StoreResult<Vec<Invitation>>;
     /// Deletes an invited user who never accepted (a pending `invite` token); `false`
     /// otherwise.
     async fn revoke_invitation(&self, user_id: Uuid, now: i64) -> StoreResult<bool>;

@@ -112,12 +112,13 @@ const FAILED: &str = "
 const QUEUED_SINCE: &str = "
     SELECT COUNT(*) FROM mail_outbox WHERE recipient = $1 AND subject = $2 AND created_at >= $3";
 
-/// Pending: unused, unexpired, and the password untouched since (an invitee who set one by a
-/// reset instead has taken the account up).
+/// Not accepted: unused, and the password untouched since (an invitee who set one by a reset
+/// instead has taken the account up). Expired ones too: their account still holds the address
+/// and the name until an administrator withdraws it (and may invite again).
 const INVITATIONS: &str = "
     SELECT u.id AS user_id, u.username, u.email, t.created_at, t.expires_at
     FROM account_tokens t JOIN users u ON u.id = t.user_id
-    WHERE t.purpose = 'invite' AND t.used_at IS NULL AND t.expires_at > $1
+    WHERE t.purpose = 'invite' AND t.used_at IS NULL
       AND u.tokens_not_before = t.fence
     ORDER BY t.created_at, u.id";
 
@@ -374,9 +375,8 @@ impl AccountStore for SqlStore {
         Ok(n > 0)
     }
 
-    async fn pending_invitations(&self, now: i64) -> StoreResult<Vec<Invitation>> {
+    async fn pending_invitations(&self) -> StoreResult<Vec<Invitation>> {
         let rows: Vec<Invitation> = on_backend!(self, |b| sqlx::query_as(INVITATIONS)
-            .bind(now)
             .fetch_all(b.pool())
             .await)?;
         Ok(rows)

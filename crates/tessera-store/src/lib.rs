@@ -83,6 +83,7 @@ pub use change::Change;
 pub use error::{Duplicate, StoreError, StoreResult};
 pub use mfa::{
     Ceremony, CeremonyPurpose, ChallengeStore, MfaChallenge, MfaFactor, MfaStore, PasskeyRefused,
+    RecoveryCodeUse,
 };
 pub use model::{
     AuditEvent, AuditQuery, FeedKind, FeedPage, FeedPosition, FeedStart, Imported, KeyRow, NewUser,
@@ -136,15 +137,19 @@ pub trait UserStore {
         email_key: &str,
     ) -> StoreResult<Option<User>>;
     /// Sets or clears (`None`) a user's address (`(as given, compared form)`) and whether it
-    /// is verified; `false` when there is no such user. Errors: `Duplicate(Email)` when
-    /// another account holds it.
+    /// is verified, and in the same transaction renames the user per `rename` (`(from, to,
+    /// to's skeleton)`) if still named `from`. `None` when there is no such user, else whether
+    /// it was renamed. Errors: `Duplicate(Email)` when another account holds the address,
+    /// `Duplicate(Username)` or `Duplicate(UsernameSkeleton)` when one holds the new name (or
+    /// its skeleton); nothing is changed then.
     async fn set_email(
         &self,
         id: Uuid,
         email: Option<(&str, &str)>,
         verified: bool,
+        rename: Option<(&str, &str, &str)>,
         now: i64,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<Option<bool>>;
     /// Accounts without a stored skeleton (named before skeletons were kept), id order, after
     /// `after` (the nil UUID to start), at most `limit`.
     async fn users_missing_skeleton(

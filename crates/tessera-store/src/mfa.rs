@@ -158,8 +158,15 @@ pub trait MfaStore {
         hashes: &[String],
         now: i64,
     ) -> StoreResult<()>;
-    /// Uses the code with this digest: `true` once, if it is the user's and unused.
-    async fn use_recovery_code(&self, user_id: Uuid, hash: &str, now: i64) -> StoreResult<bool>;
+    /// Uses the code with this digest, once: `Taken` if it is the user's and was unused,
+    /// `Spent` if it is the user's and was used before (a replay, or a parallel twin that won),
+    /// `Unknown` if the user holds no such code.
+    async fn use_recovery_code(
+        &self,
+        user_id: Uuid,
+        hash: &str,
+        now: i64,
+    ) -> StoreResult<RecoveryCodeUse>;
     /// How many unused recovery codes the user has.
     async fn recovery_codes_left(&self, user_id: Uuid) -> StoreResult<i64>;
     /// The confirmed passkey with this credential id (base64url), whoever holds it.
@@ -244,6 +251,17 @@ pub trait ChallengeStore {
     /// first time only (a ceremony the server did not store, such as a sealed passwordless
     /// one, is spent this way).
     async fn spend_ceremony(&self, id_hash: &str, now: i64, expires_at: i64) -> StoreResult<bool>;
+}
+
+/// What using a recovery code found (`MfaStore::use_recovery_code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryCodeUse {
+    /// The code was the user's and unused: it is used now.
+    Taken,
+    /// The code is the user's but was used before.
+    Spent,
+    /// The user holds no such code.
+    Unknown,
 }
 
 /// Why a new passkey was not stored.

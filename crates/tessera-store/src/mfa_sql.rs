@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
-use super::{MfaFactor, MfaStore, PasskeyRefused, StoreResult};
+use super::{MfaFactor, MfaStore, PasskeyRefused, RecoveryCodeUse, StoreResult};
 
 /// Only while the user holds fewer than `$10` factors (a soft bound: parallel enrolments
 /// may pass it by their number).
@@ -75,6 +75,9 @@ const INSERT_RECOVERY_CODE: &str =
 const USE_RECOVERY_CODE: &str = "
     UPDATE recovery_codes SET used_at = $3
     WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL";
+
+const RECOVERY_CODE_KNOWN: &str =
+    "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND code_hash = $2";
 
 const RECOVERY_CODES_LEFT: &str =
     "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL";
@@ -219,7 +222,12 @@ impl MfaStore for SqlStore {
         })
     }
 
-    async fn use_recovery_code(&self, user_id: Uuid, hash: &str, now: i64) -> StoreResult<bool> {
+    async fn use_recovery_code(
+        &self,
+        user_id: Uuid,
+        hash: &str,
+        now: i64,
+    ) -> StoreResult<RecoveryCodeUse> {
         let n = on_backend!(self, |b| sqlx::query(USE_RECOVERY_CODE)
             .bind(user_id)
             .bind(hash)
@@ -227,7 +235,20 @@ impl MfaStore for SqlStore {
             .execute(b.pool())
             .await
             .map(|r| r.rows_affected()))?;
-        Ok(n == 1)
+        if n == 1 {
+            return Ok(RecoveryCodeUse::Taken);
+        }
+        // Codes are only ever used or deleted: a row that is still there was used.
+        let (known,): (i64,) = on_backend!(self, |b| sqlx::query_as(RECOVERY_CODE_KNOWN)
+            .bind(user_id)
+            .bind(hash)
+            .fetch_one(b.pool())
+            .await)?;
+        Ok(if known > 0 {
+            RecoveryCodeUse::Spent
+        } else {
+            RecoveryCodeUse::Unknown
+        })
     }
 
     async fn recovery_codes_left(&self, user_id: Uuid) -> StoreResult<i64> {

@@ -60,10 +60,15 @@ const PURGE_MFA_CHALLENGES: &str = "
     DELETE FROM mfa_challenges WHERE token_hash IN
         (SELECT token_hash FROM mfa_challenges WHERE expires_at < $1 LIMIT $2)";
 
-/// Tokens sent by email, past their expiry.
+/// Tokens sent by email, past their expiry; not an invitation that was never taken up, which
+/// `GET /admin/invitations` lists until it is withdrawn (its account holds the address).
 const PURGE_ACCOUNT_TOKENS: &str = "
     DELETE FROM account_tokens WHERE token_hash IN
-        (SELECT token_hash FROM account_tokens WHERE expires_at < $1 LIMIT $2)";
+        (SELECT t.token_hash FROM account_tokens t
+         WHERE t.expires_at < $1
+           AND NOT (t.purpose = 'invite' AND t.used_at IS NULL AND EXISTS (
+               SELECT 1 FROM users u WHERE u.id = t.user_id AND u.tokens_not_before = t.fence))
+         LIMIT $2)";
 
 /// Mail sent or given up before the cut-off.
 const PURGE_MAIL: &str = "

@@ -241,9 +241,10 @@ impl UserStore for SqlStore {
         id: Uuid,
         email: Option<(&str, &str)>,
         verified: bool,
+        rename: Option<(&str, &str, &str)>,
         now: i64,
-    ) -> StoreResult<bool> {
-        let n = on_backend!(self, |b| {
+    ) -> StoreResult<Option<bool>> {
+        let (n, renamed) = on_backend!(self, |b| {
             let mut tx = b.pool().begin().await?;
             let n = sqlx::query(SET_EMAIL)
                 .bind(id)
@@ -259,9 +260,21 @@ impl UserStore for SqlStore {
                 .bind(email.map(|e| e.1))
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await.map(|()| n)
+            let mut renamed = 0;
+            if let Some((from, to, skeleton)) = rename.filter(|_| n == 1) {
+                renamed = sqlx::query(RENAME_FROM)
+                    .bind(id)
+                    .bind(from)
+                    .bind(to)
+                    .bind(skeleton)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            tx.commit().await.map(|()| (n, renamed))
         })?;
-        Ok(n == 1)
+        Ok((n == 1).then_some(renamed == 1))
     }
 
     async fn rename_user(

@@ -132,6 +132,14 @@ pub(super) async fn passkey(
             set_sso_cookie(&mut res, &signed.cookie, signed.max_age_secs);
             res
         }
+        Err(AuthError::EmailNotVerified) => login_page(
+            &st,
+            &headers,
+            &req,
+            StatusCode::FORBIDDEN,
+            Some(super::super::signin::VERIFY_FIRST),
+            "",
+        ),
         Err(AuthError::InvalidCredentials | AuthError::BadInput(_)) => login_page(
             &st,
             &headers,
@@ -167,7 +175,11 @@ pub(super) async fn consent(
         }
     };
     let cookie = sso_cookie(&headers);
-    match st.auth.consent(&req, cookie.as_ref(), allow).await {
+    match st
+        .auth
+        .consent(&req, cookie.as_ref(), p.own("account"), allow)
+        .await
+    {
         Ok(code) => redirect(&st, code, Via::Post),
         Err(e) => failed(&st, e, Via::Post),
     }

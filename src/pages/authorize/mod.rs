@@ -233,7 +233,9 @@ fn decided(
             None,
             req.login_hint.as_deref().unwrap_or_default(),
         ),
-        Decision::Consent { username } => consent_page(st, headers, req, &username),
+        Decision::Consent { user_id, username } => {
+            consent_page(st, headers, req, user_id, &username)
+        }
         Decision::Code(code) => redirect(st, code, via),
     }
 }

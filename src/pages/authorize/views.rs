@@ -102,6 +102,7 @@ pub(super) fn consent_page(
     st: &AppState,
     headers: &HeaderMap,
     req: &AuthorizationRequest,
+    user_id: uuid::Uuid,
     username: &str,
 ) -> Response {
     // "Not you?": the same request with prompt=login (a pushed request's parameters cannot
@@ -132,6 +133,7 @@ pub(super) fn consent_page(
                 lang => lang(req),
                 client_id => req.client_id,
                 username => username,
+                account => user_id.to_string(),
                 scopes => scopes,
                 switch_url => format!("/authorize?{}", q.finish()),
                 csrf => csrf,

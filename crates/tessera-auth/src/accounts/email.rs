@@ -198,8 +198,12 @@ impl Auth {
         let rename = current
             .as_ref()
             .and_then(|old| Username::parse(&old.address).ok())
-            .zip(Username::parse(&new.address).ok())
-            .map(|(from, to)| (from, to.skeleton(), to));
+            .map(|from| {
+                // A new address too long to be a name (over 64 characters): a generated one,
+                // or the name would keep holding the old address.
+                let to = Username::parse(&new.address).unwrap_or_else(|_| Username::generated());
+                (from, to.skeleton(), to)
+            });
         // The old address is told in the change's own transaction.
         let notice = current
             .as_ref()
@@ -222,8 +226,7 @@ impl Auth {
                 let Some((from, _, _)) = rename.as_ref() else {
                     return Err(AuthError::EmailTaken);
                 };
-                let generated = Username::parse(&format!("user-{}", Uuid::new_v4().simple()))
-                    .map_err(|e| AuthError::Internal(e.to_string()))?;
+                let generated = Username::generated();
                 let skeleton = generated.skeleton();
                 let change = Redemption::Email {
                     address: (&new.address, &new.key),

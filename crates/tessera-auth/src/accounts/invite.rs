@@ -31,14 +31,15 @@ impl Auth {
         }
         let address = Email::parse(email)?;
         let unknown = random_token()?;
+        // Named by the address, unless it is too long to be a name (over 64 characters).
+        let generated = crate::Username::generated();
+        let name = match username {
+            Some(name) => name,
+            None if crate::Username::parse(&address.address).is_ok() => &address.address,
+            None => generated.as_str(),
+        };
         let view = self
-            .create_user_with_email(
-                username.unwrap_or(&address.address),
-                unknown,
-                roles,
-                Some(&address.address),
-                caller,
-            )
+            .create_user_with_email(name, unknown, roles, Some(&address.address), caller)
             .await?;
         let user = self
             .store
@@ -64,11 +65,12 @@ impl Auth {
         Ok(view)
     }
 
-    /// The invitations not yet accepted, oldest first.
+    /// The invitations not yet accepted, oldest first, expired ones too (their `expires_at`
+    /// has passed; withdrawing one frees its address and name).
     ///
     /// Errors: `StoreUnavailable`.
     pub async fn invitations(&self) -> Result<Vec<crate::store::Invitation>, AuthError> {
-        Ok(self.store.pending_invitations(now_ms()).await?)
+        Ok(self.store.pending_invitations().await?)
     }
 
     /// Withdraws an invitation that was not accepted: the invited account is deleted.

@@ -2,7 +2,6 @@
 //! database, then the account and its verification link, the same work for a known address.
 
 use secrecy::SecretString;
-use uuid::Uuid;
 
 use super::*;
 use crate::audit::Caller;
@@ -60,8 +59,12 @@ impl Auth {
         }
         // A name with an @ is the address itself, however it was written: not a choice.
         let chosen = username.is_some_and(|n| !n.contains('@'));
-        let username =
-            Username::parse(username.unwrap_or(&email.address)).map_err(AuthError::BadUsername)?;
+        let username = match username {
+            Some(name) => Username::parse(name).map_err(AuthError::BadUsername)?,
+            // The address as the name, or a generated one for an address too long to be a
+            // name (over 64 characters): a valid address does not fail on a name rule.
+            None => Username::parse(&email.address).unwrap_or_else(|_| Username::generated()),
+        };
         // A name chosen and taken, or one that looks like a taken one, is said now (names are
         // not secret); a default name (the address) is left to the address's own check, which
         // says nothing.
@@ -121,7 +124,7 @@ impl Auth {
                 .await?
                 .is_some()
         {
-            name = format!("user-{}", Uuid::new_v4().simple());
+            name = Username::generated().as_str().to_string();
         }
         // The password rules were applied at `check_signup`, against the chosen name or the
         // address (a generated name is no word of the password).

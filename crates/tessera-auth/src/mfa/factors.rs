@@ -66,9 +66,7 @@ impl Auth {
             )
             .await?;
         if !stored {
-            return Err(AuthError::BadInput(
-                format!("a user holds at most {MAX_FACTORS} factors: remove one first").into(),
-            ));
+            return Err(too_many_factors());
         }
         Ok(TotpEnrolment {
             factor_id: id,
@@ -335,4 +333,11 @@ pub(crate) fn factor_name(name: &str) -> Result<String, AuthError> {
         ));
     }
     Ok(name.to_string())
+}
+
+/// The refusal of a factor past `MAX_FACTORS`.
+pub(crate) fn too_many_factors() -> AuthError {
+    AuthError::BadInput(
+        format!("a user holds at most {MAX_FACTORS} factors: remove one first").into(),
+    )
 }

@@ -11,14 +11,14 @@ use uuid::Uuid;
 
 use crate::audit::{Caller, Event, Record};
 use crate::oidc::{random_token, token_digest};
-use crate::store::{MfaChallenge, MfaFactor, User};
+use crate::store::{MfaChallenge, MfaFactor, RecoveryCodeUse, User};
 use crate::time::{now_ms, UnixMillis};
 use crate::{throttle, Auth, AuthError, ClientId, ClientMeta, Granted, TokenPair};
 
 mod factors;
 mod secrets;
 
-pub(crate) use factors::factor_name;
+pub(crate) use factors::{factor_name, too_many_factors};
 use secrets::*;
 pub use secrets::{seal_totp_secret, totp_step};
 
@@ -321,8 +321,9 @@ impl Auth {
     /// `Some` with its RFC 8176 method (`otp`, `hwk`, `swk`; `None` inside for a recovery
     /// code), `None` when it is not.
     ///
-    /// Errors: `InvalidSecondFactor` for a right TOTP code whose time step was used (a replay,
-    /// or the loser of a parallel twin): refused without counting as a wrong factor.
+    /// Errors: `InvalidSecondFactor` for a right TOTP code whose time step was used, or a
+    /// recovery code of the user's that was used (a replay, or the loser of a parallel twin):
+    /// refused without counting as a wrong factor.
     async fn check_factor(
         &self,
         challenge: &MfaChallenge,
@@ -366,15 +367,19 @@ impl Auth {
                 }
                 Ok(None)
             }
-            SecondFactor::RecoveryCode(code) => Ok(self
-                .store
-                .use_recovery_code(
-                    user_id,
-                    &recovery_digest(user_id, code.expose_secret()),
-                    now,
-                )
-                .await?
-                .then_some(None)),
+            SecondFactor::RecoveryCode(code) => {
+                let digest = recovery_digest(user_id, code.expose_secret());
+                match self.store.use_recovery_code(user_id, &digest, now).await? {
+                    RecoveryCodeUse::Taken => Ok(Some(None)),
+                    // As a used TOTP step: the sender knows the code, so it is no guess, and a
+                    // double submit must not count against the account.
+                    RecoveryCodeUse::Spent => {
+                        tracing::info!(user_id = %user_id, "recovery code refused: it was used");
+                        Err(AuthError::InvalidSecondFactor)
+                    }
+                    RecoveryCodeUse::Unknown => Ok(None),
+                }
+            }
         }
     }
 }

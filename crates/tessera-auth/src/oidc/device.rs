@@ -37,6 +37,9 @@ pub struct DeviceAuthorization {
 /// A pending code as the hosted page shows it.
 #[derive(Debug, Clone)]
 pub struct PendingDevice {
+    /// The signed-in user the page is shown to: the confirmation form carries it back, so
+    /// that its answer counts only for that user.
+    pub user_id: Uuid,
     /// Normalised, as typed back in the confirmation form.
     pub user_code: String,
     pub client_id: String,
@@ -180,6 +183,7 @@ impl Auth {
             Ok(Some(d)) => {
                 self.throttle.succeeded(reservation).await?;
                 Ok(PendingDevice {
+                    user_id,
                     user_code: d.user_code,
                     client_id: d.client_id,
                     scope: d.scope,
@@ -196,14 +200,17 @@ impl Auth {
         }
     }
 
-    /// The user's answer for a pending code (already shown to them by `pending_device`).
+    /// The user's answer for a pending code (already shown to them by `pending_device`; the
+    /// form's `account`, `shown_to`, names whom it was shown to when it has one).
     ///
-    /// Errors: `InvalidCredentials` (no live SSO session), `BadInput` (no such pending code),
+    /// Errors: `InvalidCredentials` (no live SSO session), `ReauthenticationRequired` (another
+    /// user is signed in than the page was shown to), `BadInput` (no such pending code),
     /// `Throttled`, `StoreUnavailable`.
     pub async fn decide_device(
         &self,
         user_code: &str,
         cookie: Option<&SsoCookie>,
+        shown_to: Option<&str>,
         allow: bool,
         ip: Option<&str>,
         caller: &Caller,
@@ -212,6 +219,11 @@ impl Auth {
         let Some((sso, _)) = self.live_sso(cookie, now).await? else {
             return Err(AuthError::InvalidCredentials);
         };
+        // A page shown to one user and answered after another signed in (in another tab):
+        // not the signed-in user's answer (RFC 8628 §5.4); the page asks them again.
+        if shown_to.is_some_and(|u| u != sso.user_id.to_string()) {
+            return Err(AuthError::ReauthenticationRequired);
+        }
         // Looked up again, and throttled again: the form's code is as typed as any.
         let code = self
             .pending_device_of(user_code, &sso, ip, caller)

@@ -154,8 +154,12 @@ pub enum AuthorizeError {
 pub enum Decision {
     /// Show the login page.
     Login,
-    /// Show the consent page for this user.
-    Consent { username: String },
+    /// Show the consent page for this user (`user_id` goes into the form, so that its
+    /// answer counts only for the user it was shown to).
+    Consent {
+        user_id: uuid::Uuid,
+        username: String,
+    },
     /// Send the code back.
     Code(Redirect),
 }

@@ -46,6 +46,7 @@ impl Auth {
     ) -> Result<SignedIn, AuthError> {
         let decision = if self.needs_consent(req, sso.user_id).await? {
             Decision::Consent {
+                user_id: user.id,
                 username: user.username,
             }
         } else {
@@ -99,7 +100,7 @@ impl Auth {
     /// decision as `sign_in`. The SSO session's `amr` is `hwk user mfa` (or `swk user mfa`).
     ///
     /// Errors: as `login_with_passkey` (`PasskeysDisabled`, `BadInput`,
-    /// `InvalidCredentials`, `StoreUnavailable`, `Internal`).
+    /// `InvalidCredentials`, `EmailNotVerified`, `StoreUnavailable`, `Internal`).
     #[allow(clippy::too_many_arguments)]
     pub async fn sign_in_passkey(
         &self,

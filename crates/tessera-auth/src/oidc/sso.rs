@@ -150,6 +150,7 @@ impl Auth {
             return match req.prompt.none {
                 true => Err(req.error("consent_required", "the user must consent")),
                 false => Ok(Decision::Consent {
+                    user_id: user.id,
                     username: user.username,
                 }),
             };
@@ -253,13 +254,16 @@ impl Auth {
     }
 
     /// The user's answer on the consent page: with `allow`, the code; otherwise
-    /// `access_denied` to the client. Only a live SSO session may answer.
+    /// `access_denied` to the client. Only a live SSO session may answer, and only of the user
+    /// the page was shown to (`shown_to`, the form's `account`, when it has one).
     ///
-    /// Errors: `Page` (no live SSO session), `Redirect` (`access_denied`), `Unavailable`.
+    /// Errors: `Page` (no live SSO session, or another user's), `Redirect` (`access_denied`),
+    /// `Unavailable`.
     pub async fn consent(
         &self,
         req: &AuthorizationRequest,
         cookie: Option<&SsoCookie>,
+        shown_to: Option<&str>,
         allow: bool,
     ) -> Result<Redirect, AuthorizeError> {
         let now = now_ms();
@@ -268,6 +272,13 @@ impl Auth {
                 "Your sign-in has ended. Start again from the application.".into(),
             ));
         };
+        // A page shown to one user and answered after another signed in (in another tab):
+        // the answer is not the signed-in user's (OIDC Core §3.1.2.4).
+        if shown_to.is_some_and(|u| u != sso.user_id.to_string()) {
+            return Err(AuthorizeError::Page(
+                "You signed in as another account since this page was shown. Start again from the application.".into(),
+            ));
+        }
         if !allow {
             return Err(req.error("access_denied", "the user denied the request"));
         }

@@ -51,11 +51,12 @@ impl Auth {
 
     /// The user a passwordless assertion proves (its ceremony is taken), with the RFC 8176
     /// methods of the login (`hwk user mfa` or `swk user mfa`): user verification was required, so the
-    /// passkey is two factors in one. Every refusal is `InvalidCredentials`, recorded as a
-    /// failed login.
+    /// passkey is two factors in one. Every refusal of the assertion is `InvalidCredentials`,
+    /// recorded as a failed login; an assertion that verified for a user whose address must be
+    /// verified first is `EmailNotVerified`.
     ///
-    /// Errors: `PasskeysDisabled`, `BadInput`, `InvalidCredentials`, `StoreUnavailable`,
-    /// `Internal`.
+    /// Errors: `PasskeysDisabled`, `BadInput`, `InvalidCredentials`, `EmailNotVerified`
+    /// (`accounts.require_verified_email`), `StoreUnavailable`, `Internal`.
     pub(crate) async fn verify_passwordless(
         &self,
         ceremony: &str,
@@ -119,13 +120,16 @@ impl Auth {
         }
         .await;
         match result {
-            Ok((user, method)) => Ok((
-                user,
-                match method {
-                    "swk" => "swk user mfa",
-                    _ => "hwk user mfa",
-                },
-            )),
+            Ok((user, method)) => {
+                self.check_verified_email(&user)?;
+                Ok((
+                    user,
+                    match method {
+                        "swk" => "swk user mfa",
+                        _ => "hwk user mfa",
+                    },
+                ))
+            }
             Err(AuthError::InvalidCredentials) => {
                 self.audit(
                     caller,

@@ -131,23 +131,8 @@ impl Auth {
             AuthError::InvalidPasskey
         })?;
         let first = !self.store.has_factor(user_id).await?;
-        let cred = Credential::from(pk.clone());
-        let factor = MfaFactor {
-            id: Uuid::now_v7(),
-            user_id,
-            kind: "passkey".into(),
-            name: c.name.unwrap_or_else(|| "Passkey".into()),
-            secret_enc: Vec::new(),
-            confirmed_at: Some(now),
-            last_used_step: -1,
-            created_at: now,
-            last_used_at: None,
-            credential_id: Some(URL_SAFE_NO_PAD.encode(pk.cred_id())),
-            credential: Some(state_json(&pk)?),
-            sign_count: i64::from(cred.counter),
-            backup_eligible: cred.backup_eligible,
-            backup_state: cred.backup_state,
-        };
+        let name = c.name.unwrap_or_else(|| "Passkey".into());
+        let factor = passkey_factor(user_id, name, &pk, now)?;
         match self
             .store
             .insert_passkey(&factor, crate::mfa::MAX_FACTORS)
@@ -155,15 +140,7 @@ impl Auth {
         {
             None => {}
             Some(PasskeyRefused::Registered) => return Err(AuthError::PasskeyRegistered),
-            Some(PasskeyRefused::TooMany) => {
-                return Err(AuthError::BadInput(
-                    format!(
-                        "a user holds at most {} factors: remove one first",
-                        crate::mfa::MAX_FACTORS
-                    )
-                    .into(),
-                ))
-            }
+            Some(PasskeyRefused::TooMany) => return Err(crate::mfa::too_many_factors()),
         }
         self.audit(
             caller,
@@ -181,4 +158,33 @@ impl Auth {
             recovery_codes,
         })
     }
+}
+
+/// The stored form of a passkey registered now: its credential (as webauthn-rs serialises it),
+/// id, sign counter and backup flags (WebAuthn Level 3 §6.1, flags BE and BS).
+///
+/// Errors: `Internal` when the credential does not serialise.
+fn passkey_factor(
+    user_id: Uuid,
+    name: String,
+    pk: &Passkey,
+    now: i64,
+) -> Result<MfaFactor, AuthError> {
+    let cred = Credential::from(pk.clone());
+    Ok(MfaFactor {
+        id: Uuid::now_v7(),
+        user_id,
+        kind: "passkey".into(),
+        name,
+        secret_enc: Vec::new(),
+        confirmed_at: Some(now),
+        last_used_step: -1,
+        created_at: now,
+        last_used_at: None,
+        credential_id: Some(URL_SAFE_NO_PAD.encode(pk.cred_id())),
+        credential: Some(state_json(pk)?),
+        sign_count: i64::from(cred.counter),
+        backup_eligible: cred.backup_eligible,
+        backup_state: cred.backup_state,
+    })
 }
