@@ -155,15 +155,10 @@ where
                 actor: None,
             });
         }
-        let body_read = match has_body(req.headers()) {
+        let body_read = match super::body_read::has_body(req.headers()) {
             true => {
-                let read = Arc::new(AtomicBool::new(false));
-                let (parts, body) = req.into_parts();
-                let body = axum::body::Body::new(TrackedBody {
-                    inner: body,
-                    read: read.clone(),
-                });
-                req = Request::from_parts(parts, body);
+                let (tracked, read) = super::body_read::tracked(req);
+                req = tracked;
                 Some(read)
             }
             false => None,
@@ -201,48 +196,6 @@ pin_project_lite::pin_project! {
         started: Instant,
         // Set when the request came with a body: whether it was read to its end.
         body_read: Option<Arc<AtomicBool>>,
-    }
-}
-
-/// Whether a request announces a body (RFC 9112 §6.3): a `Transfer-Encoding`, or a
-/// `Content-Length` other than 0.
-fn has_body(h: &axum::http::HeaderMap) -> bool {
-    h.contains_key(header::TRANSFER_ENCODING)
-        || h.get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0")
-}
-
-pin_project_lite::pin_project! {
-    /// A request body that notes when it has been read to its end.
-    struct TrackedBody {
-        #[pin]
-        inner: axum::body::Body,
-        read: Arc<AtomicBool>,
-    }
-}
-
-impl axum::body::HttpBody for TrackedBody {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        if frame.is_none() {
-            this.read.store(true, Ordering::Relaxed);
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
 

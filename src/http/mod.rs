@@ -4,6 +4,7 @@
 mod accounts;
 mod admin;
 mod audit;
+mod body_read;
 pub(crate) mod client_addr;
 mod client_auth;
 pub(crate) mod csrf;

@@ -13,12 +13,13 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use minijinja::context;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use super::authorize::{forged, set_sso_cookie, sso_cookie, unavailable};
 use super::csrf;
+use super::device_views::{code_page, confirm_page, login_page, mfa_page};
 use super::signin::{factor_from_form, throttled, too_many, PasswordRefused, NO_CODE};
-use crate::auth::oidc::{display_user_code, PendingDevice, SsoCookie};
+use crate::auth::oidc::SsoCookie;
 use crate::auth::{AuthError, Caller};
 use crate::http::{client_meta, AppState, RequestCaller};
 
@@ -327,115 +328,4 @@ async fn mfa(
         }
         Err(_) => unavailable(&st),
     }
-}
-
-fn mfa_page(
-    st: &AppState,
-    headers: &HeaderMap,
-    typed: &str,
-    mfa_token: &SecretString,
-    error: Option<&str>,
-) -> Response {
-    let params: Vec<(&str, &str)> = match typed.is_empty() {
-        true => Vec::new(),
-        false => vec![("user_code", typed)],
-    };
-    csrf::with_token(headers, |csrf| {
-        st.pages.render(
-            StatusCode::OK,
-            "mfa.html",
-            context! {
-                lang => "en",
-                action => "/device/mfa",
-                client_id => "your device",
-                csrf => csrf,
-                params => params,
-                mfa_token => mfa_token.expose_secret(),
-                passkey => st.auth.passkeys_enabled(),
-                error => error,
-            },
-        )
-    })
-}
-
-fn login_page(
-    st: &AppState,
-    headers: &HeaderMap,
-    typed: &str,
-    status: StatusCode,
-    error: Option<&str>,
-) -> Response {
-    let params: Vec<(&str, &str)> = match typed.is_empty() {
-        true => Vec::new(),
-        false => vec![("user_code", typed)],
-    };
-    csrf::with_token(headers, |csrf| {
-        st.pages.render(
-            status,
-            "login.html",
-            context! {
-                lang => "en",
-                action => "/device/login",
-                client_id => "your device",
-                csrf => csrf,
-                params => params,
-                username => "",
-                error => error,
-            },
-        )
-    })
-}
-
-fn code_page(
-    st: &AppState,
-    headers: &HeaderMap,
-    username: &str,
-    typed: &str,
-    status: StatusCode,
-    error: Option<&str>,
-) -> Response {
-    csrf::with_token(headers, |csrf| {
-        st.pages.render(
-            status,
-            "device.html",
-            context! {
-                lang => "en",
-                username => username,
-                user_code => typed,
-                csrf => csrf,
-                error => error,
-            },
-        )
-    })
-}
-
-fn confirm_page(
-    st: &AppState,
-    headers: &HeaderMap,
-    username: &str,
-    pending: &PendingDevice,
-) -> Response {
-    let scopes: Vec<&str> = pending
-        .scope
-        .as_deref()
-        .unwrap_or_default()
-        .split(' ')
-        .filter(|s| !s.is_empty())
-        .collect();
-    csrf::with_token(headers, |csrf| {
-        st.pages.render(
-            StatusCode::OK,
-            "device_confirm.html",
-            context! {
-                lang => "en",
-                username => username,
-                account => pending.user_id.to_string(),
-                client_id => pending.client_id,
-                display_code => display_user_code(&pending.user_code),
-                user_code => pending.user_code,
-                scopes => scopes,
-                csrf => csrf,
-            },
-        )
-    })
 }

@@ -20,6 +20,7 @@ mod account;
 mod authorize;
 mod csrf;
 mod device;
+mod device_views;
 mod link;
 mod logout;
 mod signin;
