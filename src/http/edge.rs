@@ -102,17 +102,7 @@ where
                 (v, RequestId::Made(made))
             }
         };
-        for name in [
-            header::AUTHORIZATION,
-            header::PROXY_AUTHORIZATION,
-            header::COOKIE,
-        ] {
-            if let header::Entry::Occupied(mut e) = headers.entry(name) {
-                for v in e.iter_mut() {
-                    v.set_sensitive(true);
-                }
-            }
-        }
+        mark_sensitive(headers);
         let route = req
             .extensions()
             .get::<MatchedPath>()
@@ -171,6 +161,21 @@ where
             method,
             started,
             body_read,
+        }
+    }
+}
+
+/// Marks the credentials' headers sensitive, so that no `Debug` of the request prints them.
+fn mark_sensitive(headers: &mut axum::http::HeaderMap) {
+    for name in [
+        header::AUTHORIZATION,
+        header::PROXY_AUTHORIZATION,
+        header::COOKIE,
+    ] {
+        if let header::Entry::Occupied(mut e) = headers.entry(name) {
+            for v in e.iter_mut() {
+                v.set_sensitive(true);
+            }
         }
     }
 }

@@ -122,13 +122,13 @@ impl Auth {
         match result {
             Ok((user, method)) => {
                 self.check_verified_email(&user)?;
-                Ok((
-                    user,
-                    match method {
-                        "swk" => "swk user mfa",
-                        _ => "hwk user mfa",
-                    },
-                ))
+                // A verified passkey is two factors in one (RFC 8176).
+                let amr = if method == "swk" {
+                    "swk user mfa"
+                } else {
+                    "hwk user mfa"
+                };
+                Ok((user, amr))
             }
             Err(AuthError::InvalidCredentials) => {
                 self.audit(
