@@ -1645,6 +1645,27 @@ async fn long_addresses_and_administrators_changes_keep_names_their_own(b: Backe
         .unwrap()
         .to_string();
     assert!(name.starts_with("user-"), "{name}");
+    // An account named by an address it does not hold: that address is its name's, so no
+    // other account may take it (logins by it would go there); given an address of its own,
+    // the name follows it.
+    let hal = app.create_user("hal@example.com", &[]).await;
+    assert_eq!(hal.username, "hal@example.com");
+    let r = put(json!("hal@example.com")).await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(app.login("hal@example.com", PASSWORD).await.status(), 200);
+    let r = app
+        .admin(
+            reqwest::Method::PUT,
+            &format!("/admin/users/{}/email", hal.id),
+            &admin,
+            Some(json!({"email": "hal.other@example.com"})),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["username"],
+        "hal.other@example.com"
+    );
     // An invitation to a long address: a generated name too.
     let r = app
         .admin(

@@ -1033,13 +1033,18 @@ async fn a_consent_page_answers_only_for_the_user_it_was_shown_to(b: Backend) {
     let page = r.text().await.unwrap();
     let r = browser.sign_in(&page, "bob", PASSWORD).await;
     assert!(redirected(&r, APP_CB).contains_key("code"));
-    // Alice's page is answered: refused, and nothing is allowed for bob.
+    // Alice's page is answered: refused, and nothing is allowed for bob; so is the page
+    // without its `account` field.
     let mut fields = hidden_fields(&alices);
     fields.push(("decision".into(), "allow".into()));
     let r = browser.post("/authorize/consent", &fields).await;
     assert_eq!(r.status(), 400);
     assert!(r.headers().get("location").is_none());
     assert!(r.text().await.unwrap().contains("another account"));
+    fields.retain(|(k, _)| k != "account");
+    let r = browser.post("/authorize/consent", &fields).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("location").is_none());
     let bob = app.store.user_by_username("bob").await.unwrap().unwrap();
     assert_eq!(app.store.consent(bob.id, "partner").await.unwrap(), None);
     // A page shown to bob is his to answer.

@@ -320,6 +320,13 @@ async fn a_device_page_answers_only_for_the_user_it_was_shown_to(b: Backend) {
     let alices = r.text().await.unwrap();
     assert!(alices.contains("Allow this device?"), "{alices}");
     assert!(alices.contains("<strong>alice</strong>"));
+    // An answer without the page's `account` is no answer: the question again.
+    let mut fields = hidden_fields(&alices);
+    fields.retain(|(k, _)| k != "account");
+    fields.push(("decision".into(), "allow".into()));
+    let r = browser.post("/device/decide", &fields).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("Allow this device?"));
     // Another tab: bob signs in over alice's session.
     let (_, challenge) = crate::oidc::pkce();
     let r = browser

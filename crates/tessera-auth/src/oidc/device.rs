@@ -201,7 +201,8 @@ impl Auth {
     }
 
     /// The user's answer for a pending code (already shown to them by `pending_device`; the
-    /// form's `account`, `shown_to`, names whom it was shown to when it has one).
+    /// form's `account`, `shown_to`, names whom it was shown to, and a form without it is
+    /// shown again).
     ///
     /// Errors: `InvalidCredentials` (no live SSO session), `ReauthenticationRequired` (another
     /// user is signed in than the page was shown to), `BadInput` (no such pending code),
@@ -221,7 +222,7 @@ impl Auth {
         };
         // A page shown to one user and answered after another signed in (in another tab):
         // not the signed-in user's answer (RFC 8628 §5.4); the page asks them again.
-        if shown_to.is_some_and(|u| u != sso.user_id.to_string()) {
+        if shown_to != Some(sso.user_id.to_string().as_str()) {
             return Err(AuthError::ReauthenticationRequired);
         }
         // Looked up again, and throttled again: the form's code is as typed as any.

@@ -255,7 +255,7 @@ impl Auth {
 
     /// The user's answer on the consent page: with `allow`, the code; otherwise
     /// `access_denied` to the client. Only a live SSO session may answer, and only of the user
-    /// the page was shown to (`shown_to`, the form's `account`, when it has one).
+    /// the page was shown to (`shown_to`, the form's `account`; a form without it is refused).
     ///
     /// Errors: `Page` (no live SSO session, or another user's), `Redirect` (`access_denied`),
     /// `Unavailable`.
@@ -274,7 +274,7 @@ impl Auth {
         };
         // A page shown to one user and answered after another signed in (in another tab):
         // the answer is not the signed-in user's (OIDC Core §3.1.2.4).
-        if shown_to.is_some_and(|u| u != sso.user_id.to_string()) {
+        if shown_to != Some(sso.user_id.to_string().as_str()) {
             return Err(AuthorizeError::Page(
                 "You signed in as another account since this page was shown. Start again from the application.".into(),
             ));

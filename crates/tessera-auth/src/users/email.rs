@@ -12,7 +12,8 @@ impl Auth {
     /// that is no longer the account's.
     ///
     /// Errors: `UserNotFound`, `BadInput` (not an address), `EmailTaken` (another account's,
-    /// compared case-insensitively with the domain IDNA-normalised), `StoreUnavailable`.
+    /// compared case-insensitively with the domain IDNA-normalised, or another account's
+    /// name), `StoreUnavailable`.
     pub async fn set_email(
         &self,
         who: UserRef<'_>,
@@ -22,6 +23,17 @@ impl Auth {
     ) -> Result<UserView, AuthError> {
         let email = email.map(Email::parse).transpose()?;
         let user = self.find_user(who).await?;
+        // An address another account is named by is that account's (logins by address would
+        // go to this one instead): taken, as for a signup.
+        if let Some(e) = &email {
+            let named = match Username::parse(&e.address) {
+                Ok(name) => self.store.user_by_username(name.as_str()).await?,
+                Err(_) => None,
+            };
+            if named.is_some_and(|other| other.id != user.id) {
+                return Err(AuthError::EmailTaken);
+            }
+        }
         let pair = email.as_ref().map(|e| (e.address.as_str(), e.key.as_str()));
         let from = address_shaped_name(&user, email.as_ref());
         let set = |to: Option<Username>| {
@@ -69,11 +81,18 @@ impl Auth {
     }
 }
 
-/// The user's name, if it is their address's own form and the address is changing to `new`
-/// (another address, or none): an address-shaped name must follow its address.
+/// The user's name, if it must follow the address as it changes to `new` (another address, or
+/// none): a name that is the old address's own form, or, on an account that had no address, a
+/// name written as an address other than the new one (it would name someone else's address).
 fn address_shaped_name(user: &User, new: Option<&Email>) -> Option<String> {
-    let old = Email::parse(user.email.as_deref()?).ok()?;
-    let was_address =
-        Username::parse(&old.address).is_ok_and(|name| name.as_str() == user.username);
-    (was_address && new.is_none_or(|n| n.key != old.key)).then(|| user.username.clone())
+    let follows = match user.email.as_deref().and_then(|e| Email::parse(e).ok()) {
+        Some(old) => {
+            Username::parse(&old.address).is_ok_and(|name| name.as_str() == user.username)
+                && new.is_none_or(|n| n.key != old.key)
+        }
+        None => {
+            new.is_some_and(|n| Email::parse(&user.username).is_ok_and(|named| named.key != n.key))
+        }
+    };
+    follows.then(|| user.username.clone())
 }
