@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::authorize::{forged, set_sso_cookie, sso_cookie, unavailable};
 use super::csrf;
 use super::signin::{
-    factor_from_form, password_refused, throttled, too_many, PasswordRefused, NO_CODE,
+    factor_from_form, password_refused, throttled, too_many, PasswordRefused, SecondStep, NO_CODE,
 };
 use crate::auth::oidc::{BrowserUser, SsoCookie};
 use crate::auth::AuthError;
@@ -104,7 +104,7 @@ async fn login(
         Ok((cookie, max_age)) => signed_in(&cookie, max_age),
         Err(e) => match password_refused(e, "account") {
             PasswordRefused::Again(again) => again.respond(shown),
-            PasswordRefused::SecondStep(token) => mfa_page(&st, &headers, &token, None),
+            PasswordRefused::SecondStep(step) => mfa_page(&st, &headers, &step, None),
             PasswordRefused::Unavailable => unavailable(&st),
         },
     }
@@ -121,28 +121,29 @@ async fn mfa(
         Ok(f) => f,
         Err(res) => return *res,
     };
-    let token = SecretString::from(f.get("mfa_token").cloned().unwrap_or_default());
-    let Some(factor) = factor_from_form(|k| f.get(k).map(String::as_str)) else {
-        return mfa_page(&st, &headers, &token, Some(NO_CODE));
+    let get = |k: &str| f.get(k).map(String::as_str);
+    let step = SecondStep::from_form(get("mfa_token"), get("methods"));
+    let Some(factor) = factor_from_form(get) else {
+        return mfa_page(&st, &headers, &step, Some(NO_CODE));
     };
     let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(a))| a));
     let old = sso_cookie(&headers);
     match st
         .auth
-        .sign_in_browser_mfa(&token, factor, meta, old.as_ref(), &caller)
+        .sign_in_browser_mfa(&step.token, factor, meta, old.as_ref(), &caller)
         .await
     {
         Ok((cookie, max_age)) => signed_in(&cookie, max_age),
         Err(AuthError::InvalidSecondFactor) | Err(AuthError::BadInput(_)) => mfa_page(
             &st,
             &headers,
-            &token,
+            &step,
             Some("Incorrect or expired code. If it keeps failing, sign in again."),
         ),
         Err(AuthError::Throttled { retry_after_secs }) => {
             let error = too_many(retry_after_secs);
             throttled(
-                mfa_page(&st, &headers, &token, Some(&error)),
+                mfa_page(&st, &headers, &step, Some(&error)),
                 retry_after_secs,
             )
         }
@@ -369,7 +370,7 @@ fn login_page(
 fn mfa_page(
     st: &AppState,
     headers: &HeaderMap,
-    mfa_token: &SecretString,
+    step: &SecondStep,
     error: Option<&str>,
 ) -> Response {
     csrf::with_token(headers, |csrf| {
@@ -382,7 +383,8 @@ fn mfa_page(
                 client_id => ASKING,
                 csrf => csrf,
                 params => Vec::<(String, String)>::new(),
-                mfa_token => mfa_token.expose_secret(),
+                mfa_token => step.token.expose_secret(),
+                methods => step.offers(),
                 passkey => st.auth.passkeys_enabled(),
                 error => error,
             },

@@ -18,7 +18,7 @@ use secrecy::SecretString;
 use super::authorize::{forged, set_sso_cookie, sso_cookie, unavailable};
 use super::csrf;
 use super::device_views::{code_page, confirm_page, login_page, mfa_page};
-use super::signin::{factor_from_form, throttled, too_many, PasswordRefused, NO_CODE};
+use super::signin::{factor_from_form, throttled, too_many, PasswordRefused, SecondStep, NO_CODE};
 use crate::auth::oidc::SsoCookie;
 use crate::auth::{AuthError, Caller};
 use crate::http::{client_meta, AppState, RequestCaller};
@@ -196,7 +196,7 @@ async fn login(
         Err(e) => match super::signin::password_refused(e, "device") {
             PasswordRefused::Again(again) => again
                 .respond(|status, message| login_page(&st, &headers, typed, status, Some(message))),
-            PasswordRefused::SecondStep(token) => mfa_page(&st, &headers, typed, &token, None),
+            PasswordRefused::SecondStep(step) => mfa_page(&st, &headers, typed, &step, None),
             PasswordRefused::Unavailable => unavailable(&st),
         },
     }
@@ -288,16 +288,19 @@ async fn mfa(
     }
     let get = |k: &str| f.get(k).map(String::as_str).unwrap_or_default();
     let typed = get("user_code");
-    let token = SecretString::from(get("mfa_token").to_string());
+    let step = SecondStep::from_form(
+        f.get("mfa_token").map(String::as_str),
+        f.get("methods").map(String::as_str),
+    );
     let Some(factor) = factor_from_form(|k| f.get(k).map(String::as_str)) else {
-        return mfa_page(&st, &headers, typed, &token, Some(NO_CODE));
+        return mfa_page(&st, &headers, typed, &step, Some(NO_CODE));
     };
     let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(a))| a));
     let ip = meta.ip.clone();
     let old = sso_cookie(&headers);
     let signed = st
         .auth
-        .sign_in_browser_mfa(&token, factor, meta, old.as_ref(), &caller)
+        .sign_in_browser_mfa(&step.token, factor, meta, old.as_ref(), &caller)
         .await;
     match signed {
         Ok((cookie, max_age)) => {
@@ -316,13 +319,13 @@ async fn mfa(
             &st,
             &headers,
             typed,
-            &token,
+            &step,
             Some("Incorrect or expired code. If it keeps failing, sign in again."),
         ),
         Err(AuthError::Throttled { retry_after_secs }) => {
             let error = too_many(retry_after_secs);
             throttled(
-                mfa_page(&st, &headers, typed, &token, Some(&error)),
+                mfa_page(&st, &headers, typed, &step, Some(&error)),
                 retry_after_secs,
             )
         }

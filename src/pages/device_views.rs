@@ -4,7 +4,7 @@
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use minijinja::context;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 use super::csrf;
 use crate::auth::oidc::{display_user_code, PendingDevice};
@@ -14,7 +14,7 @@ pub(super) fn mfa_page(
     st: &AppState,
     headers: &HeaderMap,
     typed: &str,
-    mfa_token: &SecretString,
+    step: &super::signin::SecondStep,
     error: Option<&str>,
 ) -> Response {
     let params: Vec<(&str, &str)> = match typed.is_empty() {
@@ -31,7 +31,8 @@ pub(super) fn mfa_page(
                 client_id => "your device",
                 csrf => csrf,
                 params => params,
-                mfa_token => mfa_token.expose_secret(),
+                mfa_token => step.token.expose_secret(),
+                methods => step.offers(),
                 passkey => st.auth.passkeys_enabled(),
                 error => error,
             },

@@ -61,14 +61,48 @@ pub(super) fn seconds(n: u64) -> String {
     }
 }
 
+/// A login's second step as its page shows it: the `mfa_token`, and the methods the user can
+/// complete it with (`mfa_methods`, space-separated), which the form carries back so that a
+/// page shown again after a wrong code offers the same. Only those fields are shown: no code
+/// field for a user without TOTP, no passkey button for one without a passkey.
+pub(super) struct SecondStep {
+    pub token: SecretString,
+    pub methods: String,
+}
+
+impl SecondStep {
+    /// The step a second-step form carries: its `mfa_token` and `methods` (unknown names
+    /// dropped; none, or none known: every method).
+    pub(super) fn from_form(token: Option<&str>, methods: Option<&str>) -> Self {
+        let known: Vec<&str> = methods
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|m| crate::auth::mfa::METHODS.contains(m))
+            .collect();
+        let methods = match known.is_empty() {
+            true => crate::auth::mfa::METHODS.join(" "),
+            false => known.join(" "),
+        };
+        SecondStep {
+            token: SecretString::from(token.unwrap_or_default().to_string()),
+            methods,
+        }
+    }
+
+    /// The methods offered, for the page.
+    pub(super) fn offers(&self) -> Vec<&str> {
+        self.methods.split(' ').collect()
+    }
+}
+
 /// What every hosted sign-in form (`/authorize`, `/account`, `/device`) shows when a password
 /// sign-in is refused: the login form again with a message, or the second step.
 pub(super) enum PasswordRefused {
     /// The login form again, with this status and message (a 429 also carries
     /// `Retry-After`: see `Again::respond`).
     Again(Again),
-    /// The password was right and a second factor is due: its `mfa_token`.
-    SecondStep(SecretString),
+    /// The password was right and a second factor is due.
+    SecondStep(SecondStep),
     /// Anything else (logged): the "unavailable" page.
     Unavailable,
 }
@@ -106,7 +140,10 @@ pub(super) fn password_refused(e: AuthError, page: &str) -> PasswordRefused {
         AuthError::BadInput(_) => {
             again(StatusCode::BAD_REQUEST, "Enter your username and password.")
         }
-        AuthError::MfaRequired(m) => PasswordRefused::SecondStep(m.mfa_token),
+        AuthError::MfaRequired(m) => PasswordRefused::SecondStep(SecondStep {
+            token: m.mfa_token,
+            methods: m.methods.join(" "),
+        }),
         AuthError::MfaEnrolmentRequired => again(StatusCode::FORBIDDEN, ENROL_FIRST),
         AuthError::EmailNotVerified => again(StatusCode::FORBIDDEN, VERIFY_FIRST),
         AuthError::Throttled { retry_after_secs } => PasswordRefused::Again(Again {

@@ -632,7 +632,14 @@ async fn the_hosted_login_asks_for_the_second_factor(b: Backend) {
     let wrong = format!("{:06}", (right.parse::<u32>().unwrap() + 1) % 1_000_000);
     let r = browser.post("/authorize/mfa", &step(("code", wrong))).await;
     assert_eq!(r.status(), 200);
-    assert!(r.text().await.unwrap().contains("Incorrect"));
+    let again = r.text().await.unwrap();
+    assert!(again.contains("Incorrect"));
+    // It offers what the user has (the form carried the methods back).
+    assert!(
+        again.contains(r#"name="methods" value="totp recovery_code""#),
+        "{again}"
+    );
+    assert!(again.contains(r#"autocomplete="one-time-code""#));
     // A forged form (no CSRF token) is refused.
     let mut forged = step(("code", right.clone()));
     forged.retain(|(k, _)| k != "csrf");

@@ -977,6 +977,10 @@ async fn the_hosted_pages_take_a_passkey(b: Backend) {
     assert_eq!(r.status(), 200);
     let step = r.text().await.unwrap();
     assert!(step.contains("Use a passkey"), "{step}");
+    // Alice holds a passkey and no TOTP: the page offers no code field she cannot use,
+    // and the recovery code in its place.
+    assert!(!step.contains("Authentication code"), "{step}");
+    assert!(step.contains(r#"<label for="recovery_code">Recovery code</label>"#));
     let token = form_after(&step, r#"id="second-step""#, &[])
         .into_iter()
         .find(|(k, _)| k == "mfa_token")

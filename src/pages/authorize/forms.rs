@@ -44,7 +44,7 @@ pub(super) async fn login(
         }
         Err(e) => match password_refused(e, "authorize") {
             PasswordRefused::Again(again) => again.respond(shown),
-            PasswordRefused::SecondStep(token) => mfa_page(&st, &headers, &req, &token, None),
+            PasswordRefused::SecondStep(step) => mfa_page(&st, &headers, &req, &step, None),
             PasswordRefused::Unavailable => unavailable(&st),
         },
     }
@@ -63,15 +63,15 @@ pub(super) async fn mfa(
         Ok(form) => form,
         Err(res) => return *res,
     };
-    let token = SecretString::from(p.own("mfa_token").unwrap_or_default().to_string());
+    let step = SecondStep::from_form(p.own("mfa_token"), p.own("methods"));
     let Some(factor) = factor_from_form(|name| p.own(name)) else {
-        return mfa_page(&st, &headers, &req, &token, Some(NO_CODE));
+        return mfa_page(&st, &headers, &req, &step, Some(NO_CODE));
     };
     let meta = client_meta(&st, &headers, peer.map(|Extension(ConnectInfo(a))| a));
     let old = sso_cookie(&headers);
     let signed = st
         .auth
-        .sign_in_mfa(&req, &token, factor, meta, old.as_ref(), &caller)
+        .sign_in_mfa(&req, &step.token, factor, meta, old.as_ref(), &caller)
         .await;
     match signed {
         Ok(signed) => {
@@ -83,13 +83,13 @@ pub(super) async fn mfa(
             &st,
             &headers,
             &req,
-            &token,
+            &step,
             Some("Incorrect or expired code. If it keeps failing, sign in again."),
         ),
         Err(AuthError::Throttled { retry_after_secs }) => {
             let error = too_many(retry_after_secs);
             throttled(
-                mfa_page(&st, &headers, &req, &token, Some(&error)),
+                mfa_page(&st, &headers, &req, &step, Some(&error)),
                 retry_after_secs,
             )
         }

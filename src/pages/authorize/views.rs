@@ -4,11 +4,12 @@
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use minijinja::context;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 use crate::auth::oidc::{AuthorizationRequest, AuthorizeParams};
 use crate::http::AppState;
 use crate::pages::csrf;
+use crate::pages::signin::SecondStep;
 
 /// What a form carries of the request, as `[name, value]` pairs for its hidden fields: the
 /// parameters, or for a pushed request only `client_id` and `request_uri` (its parameters
@@ -77,7 +78,7 @@ pub(super) fn mfa_page(
     st: &AppState,
     headers: &HeaderMap,
     req: &AuthorizationRequest,
-    mfa_token: &SecretString,
+    step: &SecondStep,
     error: Option<&str>,
 ) -> Response {
     csrf::with_token(headers, |csrf| {
@@ -90,7 +91,8 @@ pub(super) fn mfa_page(
                 client_id => req.client_id,
                 csrf => csrf,
                 params => carried(req),
-                mfa_token => mfa_token.expose_secret(),
+                mfa_token => step.token.expose_secret(),
+                methods => step.offers(),
                 passkey => st.auth.passkeys_enabled(),
                 error => error,
             },
