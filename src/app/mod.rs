@@ -179,6 +179,9 @@ impl Application {
         let router = crate::http::router(auth.clone(), settings.clone(), self.pages);
         // Verifiers compare `iss` with the URL they were given: say which one tokens carry.
         tracing::info!(issuer = %settings.tokens.issuer, "access tokens are issued by");
+        if let Ok(bound) = self.listener.local_addr() {
+            warn_if_issuer_elsewhere(&settings.tokens.issuer, bound);
+        }
         if settings.publish_ahead() < MIN_PUBLISH_AHEAD {
             tracing::warn!(
                 publish_ahead = ?settings.publish_ahead(),
@@ -249,5 +252,29 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             let _ = tokio::signal::ctrl_c().await;
         }
         tracing::info!("shutdown requested");
+    }
+}
+
+/// A loopback `tokens.issuer` on another port than the one Tessera listens on is a missed
+/// setting (`http.bind` changed alone): discovery, redirects and every token's `iss` would name
+/// the other port, and clients' issuer checks fail with no word why. Behind a proxy the issuer
+/// is the proxy's public URL, which is no loopback address.
+fn warn_if_issuer_elsewhere(issuer: &str, bound: SocketAddr) {
+    let Ok(url) = url::Url::parse(issuer) else {
+        return;
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if loopback && url.port_or_known_default() != Some(bound.port()) {
+        tracing::warn!(
+            issuer,
+            listening_on = %bound,
+            "tokens.issuer names another port than this server listens on: discovery, redirects \
+             and the tokens' iss will point there; set tokens.issuer to this server's URL"
+        );
     }
 }

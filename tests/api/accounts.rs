@@ -1653,6 +1653,16 @@ async fn long_addresses_and_administrators_changes_keep_names_their_own(b: Backe
     let r = put(json!("hal@example.com")).await;
     assert_eq!(r.status(), 409);
     assert_eq!(app.login("hal@example.com", PASSWORD).await.status(), 200);
+    // In another spelling of its domain too (the compared form is the same address).
+    let ida = app.create_user("ida@bücher.example", &[]).await;
+    let r = put(json!("IDA@xn--bcher-kva.example")).await;
+    assert_eq!(r.status(), 409);
+    let row = app.store.user_by_id(fay.id).await.unwrap().unwrap();
+    assert_eq!(row.email, Some(long.replace("firstname", "other")));
+    assert!(row.username.starts_with("user-"), "{}", row.username);
+    let row = app.store.user_by_id(ida.id).await.unwrap().unwrap();
+    assert_eq!(row.username, "ida@bücher.example");
+    assert_eq!(row.email, None);
     let r = app
         .admin(
             reqwest::Method::PUT,

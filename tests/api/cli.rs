@@ -742,4 +742,14 @@ async fn start_up_names_the_issuer_and_warns_of_a_short_publish_ahead(b: Backend
         "{logs}"
     );
     assert!(logs.contains("publish_ahead is under 30s"), "{logs}");
+    // A public issuer (a proxy's) is no sign of a missed setting: no warning.
+    assert!(!logs.contains("another port"), "{logs}");
+    // `http.bind` changed alone: the default issuer names port 8080, which is not where the
+    // server listens (any port here): it says so.
+    let server = Served::start_with(db.url(), &master, &[]).await;
+    let logs = server.stop().await;
+    assert!(
+        logs.contains("tokens.issuer names another port than this server listens on"),
+        "{logs}"
+    );
 }

@@ -164,6 +164,7 @@ impl Auth {
                 username => user.username,
                 link => link,
                 minutes => m.ttl.as_secs() / 60,
+                lifetime => lifetime(m.ttl),
                 new_email => m.email,
             },
         )?;
@@ -347,5 +348,37 @@ impl Auth {
             stored,
             current,
         })
+    }
+}
+
+/// A link's lifetime as a mail says it: in the largest whole unit ("7 days", "24 hours",
+/// "30 minutes", "1 minute"), else in minutes.
+fn lifetime(ttl: Duration) -> String {
+    let minutes = (ttl.as_secs() / 60).max(1);
+    let (n, unit) = match minutes {
+        m if m % (24 * 60) == 0 => (m / (24 * 60), "day"),
+        m if m % 60 == 0 => (m / 60, "hour"),
+        m => (m, "minute"),
+    };
+    match n {
+        1 => format!("1 {unit}"),
+        n => format!("{n} {unit}s"),
+    }
+}
+
+#[cfg(test)]
+mod lifetime_tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_are_said_in_the_largest_whole_unit() {
+        let d = |secs| lifetime(Duration::from_secs(secs));
+        assert_eq!(d(7 * 86_400), "7 days");
+        assert_eq!(d(86_400), "1 day");
+        assert_eq!(d(24 * 3600 + 3600), "25 hours");
+        assert_eq!(d(30 * 60), "30 minutes");
+        assert_eq!(d(60), "1 minute");
+        assert_eq!(d(90), "1 minute");
+        assert_eq!(d(5), "1 minute");
     }
 }

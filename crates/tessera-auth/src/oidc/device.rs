@@ -205,7 +205,8 @@ impl Auth {
     /// shown again).
     ///
     /// Errors: `InvalidCredentials` (no live SSO session), `ReauthenticationRequired` (another
-    /// user is signed in than the page was shown to), `BadInput` (no such pending code),
+    /// user is signed in than the page was shown to, or the form carries no `account`),
+    /// `BadInput` (no such pending code),
     /// `Throttled`, `StoreUnavailable`.
     pub async fn decide_device(
         &self,
@@ -245,6 +246,33 @@ impl Auth {
             .ok_or(AuthError::BadInput("no such code".into()))
     }
 
+    /// What a poll of the code with digest `hash` gets before any token (RFC 8628 §3.5): `Ok`
+    /// once the user approved it, else the poll's error; the poll is counted for `slow_down`.
+    ///
+    /// Errors: `InvalidCode` (unknown, another client's, used), `DevicePoll`,
+    /// `StoreUnavailable`.
+    async fn device_poll_answer(&self, hash: &str, client: &ClientId) -> Result<(), AuthError> {
+        let now = now_ms();
+        let code = match self.store.device_code(hash).await? {
+            Some(c) if c.client_id == client.as_str() => c,
+            _ => return Err(AuthError::InvalidCode),
+        };
+        if code.status == "used" {
+            return Err(AuthError::InvalidCode);
+        }
+        if code.expires_at <= now {
+            return Err(AuthError::DevicePoll(DevicePoll::ExpiredToken));
+        }
+        if !self.store.poll_device_code(hash, now, 5000).await? {
+            return Err(AuthError::DevicePoll(DevicePoll::SlowDown));
+        }
+        match code.status.as_str() {
+            "approved" => Ok(()),
+            "denied" => Err(AuthError::DevicePoll(DevicePoll::AccessDenied)),
+            _ => Err(AuthError::DevicePoll(DevicePoll::AuthorizationPending)),
+        }
+    }
+
     /// The device's poll (RFC 8628 §3.4): tokens once the user allowed it, exactly once.
     ///
     /// Errors: `DevicePoll` (pending, slow down, denied, expired), `UnauthorizedClient`,
@@ -258,25 +286,7 @@ impl Auth {
     ) -> Result<CodeGrant, AuthError> {
         self.check_grant(client, DEVICE_GRANT)?;
         let hash = token_digest(device_code.expose_secret());
-        let now = now_ms();
-        let code = match self.store.device_code(&hash).await? {
-            Some(c) if c.client_id == client.as_str() => c,
-            _ => return Err(AuthError::InvalidCode),
-        };
-        if code.status == "used" {
-            return Err(AuthError::InvalidCode);
-        }
-        if code.expires_at <= now {
-            return Err(AuthError::DevicePoll(DevicePoll::ExpiredToken));
-        }
-        if !self.store.poll_device_code(&hash, now, 5000).await? {
-            return Err(AuthError::DevicePoll(DevicePoll::SlowDown));
-        }
-        match code.status.as_str() {
-            "approved" => {}
-            "denied" => return Err(AuthError::DevicePoll(DevicePoll::AccessDenied)),
-            _ => return Err(AuthError::DevicePoll(DevicePoll::AuthorizationPending)),
-        }
+        self.device_poll_answer(&hash, client).await?;
         let session_id = Uuid::now_v7();
         let Some(code) = self.store.use_device_code(&hash, session_id).await? else {
             return Err(AuthError::InvalidCode);

@@ -90,28 +90,7 @@ impl Auth {
         if state.is_some_and(|s| s.len() > MAX_PARAM_BYTES) {
             return Err(fail("invalid_request", "state too long"));
         }
-        if p.request.is_some() {
-            return Err(fail(
-                "request_not_supported",
-                "request objects are not supported",
-            ));
-        }
-        if p.request_uri.is_some() {
-            return Err(fail(
-                "request_uri_not_supported",
-                "request_uri is not supported",
-            ));
-        }
-        match p.response_type.as_deref() {
-            Some("code") => {}
-            None => return Err(fail("invalid_request", "missing response_type")),
-            Some(_) => {
-                return Err(fail(
-                    "unsupported_response_type",
-                    "only response_type=code is supported",
-                ))
-            }
-        }
+        code_request(p, &fail)?;
         if !client.allows_grant("authorization_code") {
             return Err(fail(
                 "unauthorized_client",
@@ -220,6 +199,34 @@ impl Auth {
             ),
         };
         Ok((prompt, max_age, hint_sub))
+    }
+}
+
+/// A request for a code (RFC 6749 §4.1.1), without a request object (OIDC Core §6): the one
+/// kind Tessera answers.
+fn code_request(
+    p: &AuthorizeParams,
+    fail: &dyn Fn(&'static str, &str) -> AuthorizeError,
+) -> Result<(), AuthorizeError> {
+    if p.request.is_some() {
+        return Err(fail(
+            "request_not_supported",
+            "request objects are not supported",
+        ));
+    }
+    if p.request_uri.is_some() {
+        return Err(fail(
+            "request_uri_not_supported",
+            "request_uri is not supported",
+        ));
+    }
+    match p.response_type.as_deref() {
+        Some("code") => Ok(()),
+        None => Err(fail("invalid_request", "missing response_type")),
+        Some(_) => Err(fail(
+            "unsupported_response_type",
+            "only response_type=code is supported",
+        )),
     }
 }
 

@@ -257,8 +257,8 @@ impl Auth {
     /// `access_denied` to the client. Only a live SSO session may answer, and only of the user
     /// the page was shown to (`shown_to`, the form's `account`; a form without it is refused).
     ///
-    /// Errors: `Page` (no live SSO session, or another user's), `Redirect` (`access_denied`),
-    /// `Unavailable`.
+    /// Errors: `Page` (no live SSO session, another user's, or a form without `account`),
+    /// `Redirect` (`access_denied`), `Unavailable`.
     pub async fn consent(
         &self,
         req: &AuthorizationRequest,
@@ -273,11 +273,16 @@ impl Auth {
             ));
         };
         // A page shown to one user and answered after another signed in (in another tab):
-        // the answer is not the signed-in user's (OIDC Core §3.1.2.4).
-        if shown_to != Some(sso.user_id.to_string().as_str()) {
-            return Err(AuthorizeError::Page(
+        // the answer is not the signed-in user's (OIDC Core §3.1.2.4). A form without the
+        // field says nothing of whom it was shown to.
+        match shown_to {
+            Some(u) if u == sso.user_id.to_string() => {}
+            Some(_) => return Err(AuthorizeError::Page(
                 "You signed in as another account since this page was shown. Start again from the application.".into(),
-            ));
+            )),
+            None => return Err(AuthorizeError::Page(
+                "This page cannot be answered: it does not say which account it was shown to. Start again from the application.".into(),
+            )),
         }
         if !allow {
             return Err(req.error("access_denied", "the user denied the request"));

@@ -26,12 +26,11 @@ impl Auth {
         // An address another account is named by is that account's (logins by address would
         // go to this one instead): taken, as for a signup.
         if let Some(e) = &email {
-            let named = match Username::parse(&e.address) {
-                Ok(name) => self.store.user_by_username(name.as_str()).await?,
-                Err(_) => None,
-            };
-            if named.is_some_and(|other| other.id != user.id) {
-                return Err(AuthError::EmailTaken);
+            for name in spellings(e) {
+                let named = self.store.user_by_username(&name).await?;
+                if named.is_some_and(|other| other.id != user.id) {
+                    return Err(AuthError::EmailTaken);
+                }
             }
         }
         let pair = email.as_ref().map(|e| (e.address.as_str(), e.key.as_str()));
@@ -81,18 +80,32 @@ impl Auth {
     }
 }
 
+/// The names an account named by the address `e` can have: the address as written, its
+/// compared form (ASCII domain) and its Unicode domain, each in the form names are looked up
+/// by (accounts named before PRECIS included).
+fn spellings(e: &Email) -> Vec<String> {
+    let unicode = e.key.rsplit_once('@').map(|(local, domain)| {
+        let (domain, _) = idna::domain_to_unicode(domain);
+        format!("{local}@{domain}")
+    });
+    let mut names: Vec<String> = [Some(e.address.clone()), Some(e.key.clone()), unicode]
+        .into_iter()
+        .flatten()
+        .filter_map(|n| Username::for_lookup(&n).ok())
+        .map(|n| n.as_str().to_string())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// The user's name, if it must follow the address as it changes to `new` (another address, or
-/// none): a name that is the old address's own form, or, on an account that had no address, a
-/// name written as an address other than the new one (it would name someone else's address).
+/// none): a name written as an address names that address's account, so once the account's
+/// address is not that one (compared by key, in any spelling), the name goes. An account with
+/// no address, left without one, keeps its name.
 fn address_shaped_name(user: &User, new: Option<&Email>) -> Option<String> {
-    let follows = match user.email.as_deref().and_then(|e| Email::parse(e).ok()) {
-        Some(old) => {
-            Username::parse(&old.address).is_ok_and(|name| name.as_str() == user.username)
-                && new.is_none_or(|n| n.key != old.key)
-        }
-        None => {
-            new.is_some_and(|n| Email::parse(&user.username).is_ok_and(|named| named.key != n.key))
-        }
-    };
+    let named = Email::parse(&user.username).ok()?;
+    let had = user.email.is_some();
+    let follows = (had || new.is_some()) && new.is_none_or(|n| n.key != named.key);
     follows.then(|| user.username.clone())
 }
