@@ -122,26 +122,25 @@ impl Auth {
         match result {
             Ok((user, method)) => {
                 self.check_verified_email(&user)?;
-                // A verified passkey is two factors in one (RFC 8176).
-                let amr = if method == "swk" {
-                    "swk user mfa"
-                } else {
-                    "hwk user mfa"
-                };
-                Ok((user, amr))
+                Ok((user, passwordless_amr(method)))
             }
             Err(AuthError::InvalidCredentials) => {
-                self.audit(
-                    caller,
-                    Event::LoginFailed,
-                    Record::default().client(client.as_str()).reason("passkey"),
-                )
-                .await;
-                metrics::counter!("logins_total", "result" => "invalid").increment(1);
-                Err(AuthError::InvalidCredentials)
+                Err(self.passwordless_failed(client, caller).await)
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// A refused passwordless login, audited as a failed login and counted.
+    async fn passwordless_failed(&self, client: &ClientId, caller: &Caller) -> AuthError {
+        self.audit(
+            caller,
+            Event::LoginFailed,
+            Record::default().client(client.as_str()).reason("passkey"),
+        )
+        .await;
+        metrics::counter!("logins_total", "result" => "invalid").increment(1);
+        AuthError::InvalidCredentials
     }
 
     /// A passwordless login of the JSON API (`POST /login/passkey`): the ceremony of
@@ -176,5 +175,14 @@ impl Auth {
         .await;
         metrics::counter!("logins_total", "result" => "ok").increment(1);
         self.issue(&subject, &session, &granted, now)
+    }
+}
+
+/// The RFC 8176 methods of a passwordless login with a passkey of `method` (`swk` or `hwk`):
+/// user verification was required, so the passkey is two factors in one.
+fn passwordless_amr(method: &str) -> &'static str {
+    match method {
+        "swk" => "swk user mfa",
+        _ => "hwk user mfa",
     }
 }
