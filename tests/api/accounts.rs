@@ -1663,6 +1663,27 @@ async fn long_addresses_and_administrators_changes_keep_names_their_own(b: Backe
     let row = app.store.user_by_id(ida.id).await.unwrap().unwrap();
     assert_eq!(row.username, "ida@bücher.example");
     assert_eq!(row.email, None);
+    // A body without `email` (a misspelt member) clears nothing: only `null` does. A tab or
+    // a line break around the address is refused, not trimmed away.
+    for body in [
+        json!({}),
+        json!({"emial": null, "verified": true}),
+        json!({"email": "fay.new@example.com\n"}),
+        json!({"email": "\tfay.new@example.com"}),
+    ] {
+        let r = app
+            .admin(reqwest::Method::PUT, &path, &admin, Some(body.clone()))
+            .await;
+        assert_eq!(r.status(), 400, "{body}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"], "invalid_request");
+        assert_ne!(
+            e["error_description"], "The request is missing a required parameter or is malformed.",
+            "{body}: the answer names its rule"
+        );
+    }
+    let row = app.store.user_by_id(fay.id).await.unwrap().unwrap();
+    assert_eq!(row.email, Some(long.replace("firstname", "other")));
     let r = app
         .admin(
             reqwest::Method::PUT,

@@ -10,6 +10,10 @@ use crate::AuthError;
 
 /// The longest address accepted, in bytes (RFC 5321 §4.5.3.1.3's path, less the brackets).
 pub const MAX_EMAIL_BYTES: usize = 254;
+/// The refusals of `Email::parse` that name their rule in an answer (a static text is shown in
+/// `error_description`; one built at run time is not).
+const TOO_LONG: &str = "an email address is at most 254 bytes";
+const INVISIBLE: &str = "email may not hold quotes, control, invisible or bidirectional characters";
 
 /// A checked address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,11 +30,14 @@ impl Email {
     /// Errors: `BadInput` naming the rule (too long, not an address, a domain that is not a
     /// valid internationalised domain name).
     pub fn parse(raw: &str) -> Result<Email, AuthError> {
+        // Spaces around it are trimmed; a control character (a tab, a line break) anywhere is
+        // refused, as one inside it is below.
+        if raw.chars().any(char::is_control) {
+            return Err(AuthError::BadInput(INVISIBLE.into()));
+        }
         let address = raw.trim();
         if address.len() > MAX_EMAIL_BYTES {
-            return Err(AuthError::BadInput(
-                format!("an email address is at most {MAX_EMAIL_BYTES} bytes").into(),
-            ));
+            return Err(AuthError::BadInput(TOO_LONG.into()));
         }
         let options = Options::default()
             .without_domain_literal()
@@ -39,9 +46,7 @@ impl Email {
         // (SMTP libraries refuse them, so such an account could never get its mail), no
         // control, invisible or bidirectional characters.
         if address.starts_with('"') || address.chars().any(invisible) {
-            return Err(AuthError::BadInput(
-                "email may not hold quotes, control, invisible or bidirectional characters".into(),
-            ));
+            return Err(AuthError::BadInput(INVISIBLE.into()));
         }
         let parsed = EmailAddress::parse_with_options(
             address,
@@ -114,6 +119,35 @@ mod tests {
         assert_eq!(a.address, "Bob@Bücher.Example");
         assert_ne!(a.key, Email::parse("bob2@bücher.example").unwrap().key);
         assert_eq!(a.smtp_address(), "Bob@xn--bcher-kva.example");
+    }
+
+    /// A tab or line break at either end was trimmed away and the address taken; the length
+    /// refusal named no rule in the answer (its text was built at run time).
+    #[test]
+    fn control_characters_and_length_are_refused_by_their_rule() {
+        for raw in [
+            "new@example.com\n",
+            "\tnew@example.com",
+            "new@example.com\r",
+        ] {
+            match Email::parse(raw) {
+                Err(AuthError::BadInput(std::borrow::Cow::Borrowed(rule))) => {
+                    assert_eq!(rule, INVISIBLE, "{raw:?}")
+                }
+                other => panic!("{raw:?}: {other:?}"),
+            }
+        }
+        assert!(Email::parse(" new@example.com ").is_ok());
+        let long = format!("xxxxxxx@{}com", format!("{}.", "a".repeat(60)).repeat(4));
+        assert_eq!(long.len(), 255);
+        match Email::parse(&long) {
+            Err(AuthError::BadInput(std::borrow::Cow::Borrowed(rule))) => {
+                assert_eq!(rule, TOO_LONG);
+                assert!(rule.contains(&MAX_EMAIL_BYTES.to_string()));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Email::parse(&long[1..]).is_ok());
     }
 
     #[test]

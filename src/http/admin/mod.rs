@@ -79,10 +79,13 @@ pub struct NewUserRequest {
     email: Option<String>,
 }
 
-/// A user's email address: `null` clears it.
+/// A user's email address: `null` clears it; the member is required (a body without it, a
+/// misspelt name say, must not clear the address).
 #[derive(Deserialize, ToSchema)]
 pub struct EmailRequest {
-    email: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, required = true)]
+    email: Option<Option<String>>,
     /// The administrator vouches that the address is the user's.
     #[serde(default)]
     verified: bool,
@@ -207,11 +210,14 @@ async fn set_email(
     id: PathId,
     AppJson(req): AppJson<EmailRequest>,
 ) -> Result<Response, ApiError> {
+    let Some(email) = req.email else {
+        return Err(ApiError::Rule("missing email (null clears the address)"));
+    };
     let user = st
         .auth
         .set_email(
             UserRef::Id(id.id()?),
-            req.email.as_deref(),
+            email.as_deref(),
             req.verified,
             &admin.caller,
         )
@@ -361,4 +367,12 @@ async fn reset_user_factors(
     let user = st.auth.user(UserRef::Id(id.id()?)).await?;
     let removed = st.auth.reset_factors(user.id, &admin.caller).await?;
     Ok(Json(serde_json::json!({ "removed": removed })).into_response())
+}
+
+/// A member that may be `null`: absent is `None`, `null` is `Some(None)`.
+fn present<'de, D>(d: D) -> Result<Option<Option<String>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Option::<String>::deserialize(d).map(Some)
 }

@@ -335,9 +335,19 @@ pub(crate) fn factor_name(name: &str) -> Result<String, AuthError> {
     Ok(name.to_string())
 }
 
-/// The refusal of a factor past `MAX_FACTORS`.
+/// The refusal of a factor past `MAX_FACTORS`, a static text so that the answer names it.
 pub(crate) fn too_many_factors() -> AuthError {
-    AuthError::BadInput(
-        format!("a user holds at most {MAX_FACTORS} factors: remove one first").into(),
-    )
+    AuthError::BadInput(TOO_MANY_FACTORS.into())
+}
+
+const TOO_MANY_FACTORS: &str = "a user holds at most 10 factors: remove one first";
+
+#[cfg(test)]
+mod too_many_tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_names_the_limit() {
+        assert!(TOO_MANY_FACTORS.contains(&format!(" {MAX_FACTORS} ")));
+    }
 }
