@@ -188,17 +188,6 @@ impl Auth {
     ///
     /// Errors: `StoreUnavailable`.
     pub async fn hinted_user(&self, req: &LogoutRequest) -> Result<Option<String>, AuthError> {
-        Ok(self
-            .hinted_session(req)
-            .await?
-            .map(|(_, user)| user.username))
-    }
-
-    /// The live SSO session a valid hint names, and its user (enabled, not cut off since).
-    async fn hinted_session(
-        &self,
-        req: &LogoutRequest,
-    ) -> Result<Option<(crate::store::SsoSession, crate::store::User)>, AuthError> {
         let Some(sid) = req
             .hint
             .as_ref()
@@ -223,7 +212,7 @@ impl Auth {
             .user_by_id(sso.user_id)
             .await?
             .filter(|u| !u.disabled && sso.created_at > u.tokens_not_before)
-            .map(|u| (sso, u)))
+            .map(|u| u.username))
     }
 
     /// Ends the browser's SSO session (RP-Initiated Logout): the session, every refresh
