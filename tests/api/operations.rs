@@ -14,7 +14,7 @@ on_both!(
 );
 
 /// The value of the sample `line` (name and labels exactly), if present.
-fn sample(text: &str, line: &str) -> Option<f64> {
+pub(crate) fn sample(text: &str, line: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(line)?.strip_prefix(' ')?.parse().ok())
 }

@@ -541,9 +541,16 @@ async fn a_cloned_passkey_is_refused(b: Backend) {
     let (_, r) = passwordless(&app, &mut key).await;
     assert_eq!(r.status(), 200);
     assert_eq!(stored_passkey(&app, user.id).await.sign_count, 12);
-    // The clone's counter (11) is behind the original's (12).
+    // The clone's counter (11) is behind the original's (12). The refusal counts as a failed
+    // login, where the failed-login alert looks (it was result="invalid", seen by no alert).
+    let failed = || async {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        crate::operations::sample(&text, r#"logins_total{result="failed"}"#).unwrap_or(0.0)
+    };
+    let before = failed().await;
     let (_, r) = passwordless(&app, &mut clone).await;
     assert_eq!(r.status(), 401);
+    assert!(failed().await >= before + 1.0);
     // Equal is not enough either.
     clone.counter = 11;
     let (_, r) = passwordless(&app, &mut clone).await;

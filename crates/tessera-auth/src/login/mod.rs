@@ -284,7 +284,7 @@ impl Auth {
     }
 
     /// Records a refused login and returns the one error every refusal gets.
-    async fn login_failed(
+    pub(crate) async fn login_failed(
         &self,
         user_id: Option<Uuid>,
         client: &ClientId,

@@ -125,22 +125,10 @@ impl Auth {
                 Ok((user, passwordless_amr(method)))
             }
             Err(AuthError::InvalidCredentials) => {
-                Err(self.passwordless_failed(client, caller).await)
+                Err(self.login_failed(None, client, "passkey", caller).await)
             }
             Err(e) => Err(e),
         }
-    }
-
-    /// A refused passwordless login, audited as a failed login and counted.
-    async fn passwordless_failed(&self, client: &ClientId, caller: &Caller) -> AuthError {
-        self.audit(
-            caller,
-            Event::LoginFailed,
-            Record::default().client(client.as_str()).reason("passkey"),
-        )
-        .await;
-        metrics::counter!("logins_total", "result" => "invalid").increment(1);
-        AuthError::InvalidCredentials
     }
 
     /// A passwordless login of the JSON API (`POST /login/passkey`): the ceremony of
