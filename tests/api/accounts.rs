@@ -1663,6 +1663,28 @@ async fn long_addresses_and_administrators_changes_keep_names_their_own(b: Backe
     let row = app.store.user_by_id(ida.id).await.unwrap().unwrap();
     assert_eq!(row.username, "ida@bücher.example");
     assert_eq!(row.email, None);
+    // A signup in that other spelling is a signup with ida's address: no second account
+    // takes it (logins by `ida@bücher.example` would go there); the address is told, as any
+    // taken address is, and gets no verification link.
+    let r = app
+        .post_json(
+            "/signup",
+            &json!({"email": "ida@xn--bcher-kva.example", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    assert!(app
+        .store
+        .user_for_login(None, "ida@xn--bcher-kva.example")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        app.login("ida@bücher.example", PASSWORD).await.status(),
+        200
+    );
+    let m = smtp.next_message().await;
+    assert!(m.contains("Someone tried to sign up"), "{m}");
     // A body without `email` (a misspelt member) clears nothing: only `null` does. A tab or
     // a line break around the address is refused, not trimmed away.
     for body in [

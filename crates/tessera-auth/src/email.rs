@@ -79,6 +79,26 @@ impl Email {
         })
     }
 
+    /// The names an account named by this address can have: the address as written, its
+    /// compared form (ASCII domain) and its Unicode domain, each in the form names are looked
+    /// up by (accounts named before PRECIS included). Empty for an address too long to be a
+    /// name.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let unicode = self.key.rsplit_once('@').map(|(local, domain)| {
+            let (domain, _) = idna::domain_to_unicode(domain);
+            format!("{local}@{domain}")
+        });
+        let mut names: Vec<String> = [Some(self.address.clone()), Some(self.key.clone()), unicode]
+            .into_iter()
+            .flatten()
+            .filter_map(|n| crate::Username::for_lookup(&n).ok())
+            .map(|n| n.as_str().to_string())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// The address to send to: the local part as given, the domain in its ASCII (IDNA) form,
     /// which every SMTP server takes.
     pub fn smtp_address(&self) -> String {

@@ -20,7 +20,7 @@ use crate::email::Email;
 use crate::oidc::{random_token, token_digest};
 use crate::store::{AccountToken, Duplicate, OutboxMail, Redeemed, Redemption, StoreError};
 use crate::time::{now_ms, UnixMillis};
-use crate::{Auth, AuthError, Username};
+use crate::{Auth, AuthError};
 
 mod email;
 mod invite;
@@ -214,16 +214,18 @@ impl Auth {
         Ok(email)
     }
 
-    /// The account that holds `email`: as its address, or else as its username (a name with
-    /// an `@` is the address it logs in as).
+    /// The account that holds `email`: as its address, or else as its username in any of the
+    /// address's spellings (`Email::names`: a name with an `@` is the address it logs in as,
+    /// and a login by that name reads the address first).
     ///
     /// Errors: `StoreUnavailable`.
     async fn address_holder(&self, email: &Email) -> Result<Option<crate::store::User>, AuthError> {
-        let name = Username::for_lookup(&email.address).ok();
-        Ok(self
-            .store
-            .user_for_login(name.as_ref().map(|n| n.as_str()), &email.key)
-            .await?)
+        for name in email.names() {
+            if let Some(u) = self.store.user_for_login(Some(&name), &email.key).await? {
+                return Ok(Some(u));
+            }
+        }
+        Ok(self.store.user_for_login(None, &email.key).await?)
     }
 
     /// Queues `t` (a mail without a token) to `to`, the address of `user`, unless one went to

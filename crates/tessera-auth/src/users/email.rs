@@ -26,7 +26,7 @@ impl Auth {
         // An address another account is named by is that account's (logins by address would
         // go to this one instead): taken, as for a signup.
         if let Some(e) = &email {
-            for name in spellings(e) {
+            for name in e.names() {
                 let named = self.store.user_by_username(&name).await?;
                 if named.is_some_and(|other| other.id != user.id) {
                     return Err(AuthError::EmailTaken);
@@ -78,25 +78,6 @@ impl Auth {
         }
         self.user(UserRef::Id(user.id)).await
     }
-}
-
-/// The names an account named by the address `e` can have: the address as written, its
-/// compared form (ASCII domain) and its Unicode domain, each in the form names are looked up
-/// by (accounts named before PRECIS included).
-fn spellings(e: &Email) -> Vec<String> {
-    let unicode = e.key.rsplit_once('@').map(|(local, domain)| {
-        let (domain, _) = idna::domain_to_unicode(domain);
-        format!("{local}@{domain}")
-    });
-    let mut names: Vec<String> = [Some(e.address.clone()), Some(e.key.clone()), unicode]
-        .into_iter()
-        .flatten()
-        .filter_map(|n| Username::for_lookup(&n).ok())
-        .map(|n| n.as_str().to_string())
-        .collect();
-    names.sort();
-    names.dedup();
-    names
 }
 
 /// The user's name, if it must follow the address as it changes to `new` (another address, or
