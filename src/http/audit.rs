@@ -15,7 +15,7 @@ use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::auth::audit::Event;
 use crate::auth::{AuditEvent, AuditQuery};
-use tessera_proto::admin::AuditEventView;
+use tessera_store::AuditEventView;
 
 /// Events per page unless `limit` says otherwise.
 const DEFAULT_LIMIT: u32 = 100;
@@ -42,20 +42,11 @@ struct AuditParams {
 }
 
 /// An event as the admin API shows it, its time also in RFC 3339.
-fn event_view(e: AuditEvent) -> AuditEventView {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.at.max(0) as u64);
+fn event_view(event: AuditEvent) -> AuditEventView {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(event.at.max(0) as u64);
     AuditEventView {
-        id: e.id,
         time: humantime::format_rfc3339_millis(time).to_string(),
-        at: e.at,
-        event: e.event,
-        user_id: e.user_id,
-        session_id: e.session_id,
-        client_id: e.client_id,
-        ip: e.ip,
-        request_id: e.request_id,
-        reason: e.reason,
-        actor_id: e.actor_id,
+        event,
     }
 }
 

@@ -22,7 +22,7 @@ use super::mfa::me;
 use super::session::{client_meta, session_response};
 use super::AppState;
 use crate::auth::{AuthError, UserRef};
-use tessera_proto::admin::{SessionView, UserView};
+use tessera_store::{SessionView, UserView};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

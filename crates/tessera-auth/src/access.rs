@@ -6,9 +6,9 @@ use secrecy::{ExposeSecret, SecretString};
 use super::revocation::Check;
 use super::tokens::{self, VerifiedClaims};
 use super::{Auth, AuthError};
+use crate::store::UserView;
 use crate::store::{Session, User};
 use crate::time::{now_ms, UnixMillis};
-use tessera_proto::admin::UserView;
 
 /// The role that may use the admin API.
 pub const ADMIN_ROLE: &str = "admin";
@@ -97,7 +97,7 @@ impl Auth {
             Check::User(u) if accepts(&u) => {
                 return Ok(Authenticated {
                     claims,
-                    user: super::users::user_view_of(&u),
+                    user: UserView::from(&*u),
                 })
             }
             Check::User(_) => return Err(refused()),
@@ -118,7 +118,7 @@ impl Auth {
         };
         Ok(Authenticated {
             claims,
-            user: super::users::user_view(user),
+            user: UserView::from(&user),
         })
     }
 
@@ -252,7 +252,7 @@ impl Auth {
         };
         Ok(Some(Introspection::Refresh(Box::new((
             s,
-            super::users::user_view(user),
+            UserView::from(&user),
         )))))
     }
 }

@@ -68,6 +68,7 @@ pub use crate::store::{
     AuditEvent, AuditQuery, FeedKind, FeedPage, FeedPosition, FeedStart, UserQuery,
 };
 use crate::store::{RevokedToken, Store, StoreError};
+pub use crate::store::{SessionView, UserView};
 use crate::time::{now_ms, UnixMillis};
 pub use access::{Authenticated, Introspection};
 pub use audit::Caller;
@@ -80,7 +81,6 @@ use keys::{Keys, MasterKey};
 use password::Passwords;
 use refresh_token::RefreshTokens;
 use revocation::RevocationState;
-pub use tessera_proto::admin::{SessionView, UserView};
 use tokens::{Expect, VerifiedClaims};
 pub use username::Username;
 pub use users::UserRef;

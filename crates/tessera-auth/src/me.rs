@@ -8,10 +8,10 @@ use uuid::Uuid;
 use crate::audit::{Caller, Event, Record};
 use crate::email::Email;
 use crate::store::{Duplicate, StoreError};
+use crate::store::{SessionView, UserView};
 use crate::time::{now_ms, UnixMillis};
 use crate::users::UserRef;
 use crate::{Auth, AuthError, ClientId, ClientMeta, Ending, Granted, TokenPair, Username};
-use tessera_proto::admin::{SessionView, UserView};
 
 impl Auth {
     /// Changes the caller's password (`POST /me/password`): the current one is checked like a

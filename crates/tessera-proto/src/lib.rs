@@ -6,14 +6,12 @@
 //! - [`feed`]: a page of the revocation feed and its cursor;
 //! - [`introspection`]: the introspection answer (RFC 7662 §2.2);
 //! - [`error`]: the error body (RFC 6749 §5.2);
-//! - [`admin`]: the admin API's views of users and sessions.
 //!
 //! With the `schema` feature the answer types derive `utoipa::ToSchema`, so that the server's
 //! OpenAPI document describes the very types it serialises.
 
 #![deny(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-pub mod admin;
 pub mod claims;
 pub mod error;
 pub mod feed;

@@ -1,7 +1,9 @@
 //! Persistence: the only layer that writes SQL.
 //!
 //! - The model (`model.rs`): each record written once; with the `sql` feature, the rows are
-//!   read straight into it (`FromRow`).
+//!   read straight into it (`FromRow`). The admin API's views (`views.rs`) are those records
+//!   serialised, with their secrets skipped (`UserView` alone is a copy: the row without its
+//!   password hash).
 //! - `Store` is everything the domain needs from a database, as a union of small traits, one
 //!   per capability: users (`UserStore`), the writes that change what a user's tokens may do
 //!   (`UserChanges`), sessions, SSO sessions and authorization codes (`oidc.rs`), second
@@ -28,6 +30,7 @@ mod model;
 mod oidc;
 mod revocation;
 pub mod time;
+mod views;
 
 // The SQL implementation: one file per capability, and the two backends.
 #[cfg(feature = "sql")]
@@ -102,6 +105,7 @@ pub use revocation::{ChangeNotifier, DenylistStore, FeedStore, FirstLoad};
 pub use sql::{connect, connect_existing};
 #[cfg(feature = "sql")]
 pub use sqlite::SqliteStore;
+pub use views::{AuditEventView, SessionView, SsoSessionView, UserView};
 
 /// Rows read as they arrive.
 pub type RowStream<'a, T> = futures_util::stream::BoxStream<'a, StoreResult<T>>;

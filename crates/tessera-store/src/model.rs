@@ -66,31 +66,48 @@ pub struct Imported {
     pub existing: Vec<String>,
 }
 
-/// A session (refresh-token family) row.
-#[derive(Debug, Clone)]
+/// A session (refresh-token family) row. Serialised, it is what the admin API and `/me/sessions`
+/// show of it (`SessionView`): the generation, resource and methods stay inside.
+#[derive(Debug, Clone, serde::Serialize)]
 #[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct Session {
+    /// The session id, the `sid` of its access tokens.
     pub id: Uuid,
+    /// Its user.
     pub user_id: Uuid,
-    pub generation: i64,
-    pub created_at: i64,
-    pub last_refreshed_at: i64,
-    pub idle_expires_at: i64,
-    pub absolute_expires_at: i64,
-    pub revoked_at: Option<i64>,
-    pub revoked_reason: Option<String>,
-    pub user_agent: Option<String>,
-    pub ip: Option<String>,
-    /// The OAuth client the session was issued to; refreshes must come from the same client.
+    /// The OAuth client it was issued to; refreshes must come from the same client.
     pub client_id: String,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+    /// The last rotation of its refresh token.
+    pub last_refreshed_at: i64,
+    /// It ends if not refreshed by then.
+    pub idle_expires_at: i64,
+    /// It ends then, refreshed or not.
+    pub absolute_expires_at: i64,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<i64>,
+    /// Why (`logout`, `reuse_detected`, `password_changed`, …).
+    pub revoked_reason: Option<String>,
+    /// The client address at login.
+    pub ip: Option<String>,
+    /// The user agent at login.
+    pub user_agent: Option<String>,
     /// The scope granted at login, space-separated (RFC 6749 §3.3); `None`: none asked for.
     pub scope: Option<String>,
-    /// The RFC 8707 resource its access tokens are for (`aud`); `None`: `tokens.audience`.
-    pub resource: Option<String>,
     /// The SSO session it was created through (`/authorize`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sso_session_id: Option<Uuid>,
+    /// The refresh token's generation: each rotation moves it on by one (invariant 1).
+    #[serde(skip)]
+    pub generation: i64,
+    /// The RFC 8707 resource its access tokens are for (`aud`); `None`: `tokens.audience`.
+    #[serde(skip)]
+    pub resource: Option<String>,
     /// The authentication methods of its login, space-separated RFC 8176 values (`pwd`,
     /// `pwd otp mfa`); `None` for sessions from before they were recorded, read as `pwd`.
+    #[serde(skip)]
     pub amr: Option<String>,
 }
 
@@ -231,25 +248,31 @@ pub struct FeedPage {
     pub more_after: Option<FeedPosition>,
 }
 
-/// One row of the audit trail. Never a secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One row of the audit trail, as `GET /admin/audit` shows it too (`AuditEventView`). Never a
+/// secret.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct AuditEvent {
     /// UUIDv7: ordering by id is ordering by time.
     pub id: Uuid,
     /// Milliseconds since the epoch.
     pub at: i64,
-    /// The event's name (`login.failed`, …; see `auth::audit::Event`).
+    /// The event's name, e.g. `login.failed` (`auth::audit::Event`).
     pub event: String,
+    /// The user the event is about.
     pub user_id: Option<Uuid>,
+    /// The session (refresh-token family) it is about.
     pub session_id: Option<Uuid>,
+    /// The OAuth client that asked.
     pub client_id: Option<String>,
     /// The client address.
     pub ip: Option<String>,
+    /// The `x-request-id` of the request that caused it.
     pub request_id: Option<String>,
-    /// A reason code (`bad_password`, `unknown_user`, …).
+    /// A reason code, e.g. `bad_password`, `unknown_user`, `disabled`.
     pub reason: Option<String>,
-    /// The administrator who acted (admin API actions); `None` otherwise (the CLI included).
+    /// The administrator who acted, for admin API actions; `None` otherwise (the CLI included).
     pub actor_id: Option<Uuid>,
 }
 

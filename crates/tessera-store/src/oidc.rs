@@ -7,27 +7,47 @@ use uuid::Uuid;
 use super::StoreResult;
 
 /// A browser's login at the hosted pages (the SSO session). Its cookie holds a random token;
-/// only that token's digest is stored.
-#[derive(Debug, Clone)]
+/// only that token's digest is stored. Serialised, it is what the admin API shows of it
+/// (`SsoSessionView`): never the digest.
+#[derive(Debug, Clone, serde::Serialize)]
 #[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct SsoSession {
-    /// The `sid` of ID tokens and logout tokens.
+    /// The session id, the `sid` of ID tokens and logout tokens.
     pub id: Uuid,
+    /// Its user.
     pub user_id: Uuid,
     /// base64url SHA-256 of the cookie's token.
+    #[serde(skip)]
     pub token_hash: String,
-    /// When the user authenticated (OIDC `auth_time`, here in ms).
+    /// When the user authenticated (OIDC `auth_time`, in ms since the epoch).
     pub auth_time: i64,
-    /// The authentication methods used, space-separated RFC 8176 values (`pwd`).
+    /// The authentication methods used (RFC 8176), e.g. `pwd`: stored space-separated, shown
+    /// as a list.
+    #[serde(serialize_with = "space_separated")]
+    #[cfg_attr(feature = "schema", schema(value_type = Vec<String>))]
     pub amr: String,
+    /// Milliseconds since the epoch.
     pub created_at: i64,
+    /// The last authorization it served.
     pub last_seen_at: i64,
+    /// It ends if unused by then.
     pub idle_expires_at: i64,
+    /// It ends then in any case.
     pub absolute_expires_at: i64,
+    /// When it was ended, if it was.
     pub revoked_at: Option<i64>,
+    /// Why (`logout`, `replaced`, `revoked_by_admin`, …).
     pub revoked_reason: Option<String>,
+    /// The client address at login.
     pub ip: Option<String>,
+    /// The user agent at login.
     pub user_agent: Option<String>,
+}
+
+/// A space-separated list (`amr`) as a JSON array of its members.
+fn space_separated<S: serde::Serializer>(list: &str, to: S) -> Result<S::Ok, S::Error> {
+    to.collect_seq(list.split(' ').filter(|m| !m.is_empty()))
 }
 
 impl SsoSession {

@@ -64,7 +64,7 @@ impl FromRequestParts<AppState> for AdminUser {
     }
 }
 
-pub use tessera_proto::admin::{SessionView, SsoSessionView, UserView};
+pub use tessera_store::{SessionView, SsoSessionView, UserView};
 
 #[derive(Deserialize, ToSchema)]
 pub struct NewUserRequest {

@@ -8,9 +8,9 @@ use super::*;
 use crate::audit::Caller;
 use crate::audit::{Event, Record};
 use crate::store::UserQuery;
+use crate::store::{SessionView, SsoSessionView, UserView};
 use crate::time::now_ms;
 use crate::{Auth, AuthError, Ending};
-use tessera_proto::admin::{SessionView, SsoSessionView, UserView};
 
 /// A page of users (`GET /admin/users`), with the cursor of the next page.
 #[derive(Debug, Clone)]
@@ -52,7 +52,7 @@ impl Auth {
         let next_cursor = more
             .then(|| users.last().map(|u| u.username.clone()))
             .flatten();
-        let users = users.into_iter().map(user_view).collect();
+        let users = users.into_iter().map(|u| UserView::from(&u)).collect();
         Ok(UserPage { users, next_cursor })
     }
 
@@ -93,7 +93,10 @@ impl Auth {
         let user = self.find_user(who).await?;
         let now = now_ms();
         let sessions = self.store.sessions_of_user(user.id, MAX_PAGE).await?;
-        Ok(sessions.into_iter().map(|s| session_view(s, now)).collect())
+        Ok(sessions
+            .into_iter()
+            .map(|s| SessionView::at(s, now))
+            .collect())
     }
 
     /// The user's SSO sessions (hosted logins), newest first, at most 1000.
@@ -108,25 +111,11 @@ impl Auth {
         let rows = self.store.sso_sessions_of_user(user.id, MAX_PAGE).await?;
         Ok(rows
             .into_iter()
-            .map(|s| SsoSessionView {
-                active: s.is_live(now) && !user.disabled && s.created_at > user.tokens_not_before,
-                id: s.id,
-                user_id: s.user_id,
-                auth_time: s.auth_time,
-                amr: s
-                    .amr
-                    .split(' ')
-                    .filter(|m| !m.is_empty())
-                    .map(String::from)
-                    .collect(),
-                created_at: s.created_at,
-                last_seen_at: s.last_seen_at,
-                idle_expires_at: s.idle_expires_at,
-                absolute_expires_at: s.absolute_expires_at,
-                revoked_at: s.revoked_at,
-                revoked_reason: s.revoked_reason,
-                ip: s.ip,
-                user_agent: s.user_agent,
+            .map(|sso| SsoSessionView {
+                active: sso.is_live(now)
+                    && !user.disabled
+                    && sso.created_at > user.tokens_not_before,
+                sso,
             })
             .collect())
     }

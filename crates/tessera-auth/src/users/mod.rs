@@ -13,9 +13,9 @@ use super::login::check_new_password;
 use super::username::{self, Username};
 use super::{Auth, AuthError, Ending};
 use crate::audit::Caller;
-use crate::store::{Duplicate, NewUser, Session, StoreError, User};
+use crate::store::UserView;
+use crate::store::{Duplicate, NewUser, StoreError, User};
 use crate::time::now_ms;
-use tessera_proto::admin::{SessionView, UserView};
 
 mod admin;
 mod email;
@@ -60,7 +60,7 @@ impl Auth {
     ) -> Result<UserView, AuthError> {
         self.create_account(username, password, roles, email, false, caller)
             .await
-            .map(user_view)
+            .map(|u| UserView::from(&u))
     }
 
     /// `create_user_with_email`, returning the stored row; `password_checked` when the caller
@@ -158,7 +158,7 @@ impl Auth {
     ///
     /// Errors: `UserNotFound`, `BadInput` (a name no account can have), `StoreUnavailable`.
     pub async fn user(&self, who: UserRef<'_>) -> Result<UserView, AuthError> {
-        self.find_user(who).await.map(user_view)
+        self.find_user(who).await.map(|u| UserView::from(&u))
     }
 
     /// The stored row of a user.
@@ -300,54 +300,4 @@ impl Auth {
 
 fn parse_roles(roles: Vec<String>) -> Result<Vec<String>, AuthError> {
     username::parse_roles(roles).map_err(|e| AuthError::BadInput(e.to_string().into()))
-}
-
-/// What the admin API and the CLI see of a user: the row without its password hash.
-pub(crate) fn user_view(u: User) -> UserView {
-    UserView {
-        id: u.id,
-        username: u.username,
-        roles: u.roles,
-        claims: u.claims,
-        disabled: u.disabled,
-        created_at: u.created_at,
-        updated_at: u.updated_at,
-        email: u.email,
-        email_verified: u.email_verified,
-    }
-}
-
-/// `user_view` of a shared row: only the view's fields are copied (not the password hash).
-pub(crate) fn user_view_of(u: &User) -> UserView {
-    UserView {
-        id: u.id,
-        username: u.username.clone(),
-        roles: u.roles.clone(),
-        claims: u.claims.clone(),
-        disabled: u.disabled,
-        created_at: u.created_at,
-        updated_at: u.updated_at,
-        email: u.email.clone(),
-        email_verified: u.email_verified,
-    }
-}
-
-/// A session as the admin API shows it, live or not at `now` (ms).
-fn session_view(s: Session, now: i64) -> SessionView {
-    SessionView {
-        active: s.is_live(now),
-        sso_session_id: s.sso_session_id,
-        id: s.id,
-        user_id: s.user_id,
-        client_id: s.client_id,
-        created_at: s.created_at,
-        last_refreshed_at: s.last_refreshed_at,
-        idle_expires_at: s.idle_expires_at,
-        absolute_expires_at: s.absolute_expires_at,
-        revoked_at: s.revoked_at,
-        revoked_reason: s.revoked_reason,
-        ip: s.ip,
-        user_agent: s.user_agent,
-        scope: s.scope,
-    }
 }
