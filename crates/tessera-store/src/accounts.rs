@@ -1,10 +1,11 @@
-//! Tokens sent by email (a password reset) and the mail outbox that carries them (invariants 7
-//! and 10). Times are milliseconds since the Unix epoch.
+//! Tokens sent by email (a password reset, an address verification, an invitation, an address
+//! change; invariant 7). The outbox that carries them is `outbox.rs`. Times are milliseconds
+//! since the Unix epoch.
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::StoreResult;
+use super::{OutboxMail, StoreResult};
 
 /// A token sent by email, as stored.
 #[derive(Debug, Clone)]
@@ -37,40 +38,6 @@ pub struct Invitation {
     pub email: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
-}
-
-/// A message in the outbox.
-#[derive(Clone)]
-#[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
-pub struct OutboxMail {
-    pub id: Uuid,
-    pub recipient: String,
-    pub subject: String,
-    /// The text body, sealed under the master key (bound to `mail:<id>`): it may hold a link
-    /// with a token.
-    pub body_sealed: Vec<u8>,
-    /// The HTML part, sealed likewise (bound to `mail-html:<id>`); none in messages queued
-    /// before HTML parts existed.
-    pub html_sealed: Option<Vec<u8>>,
-    pub created_at: i64,
-    /// Attempts made so far (a claim counts as one).
-    pub attempts: i64,
-    pub next_attempt_at: i64,
-    pub claimed_until: Option<i64>,
-    pub sent_at: Option<i64>,
-    pub dead_at: Option<i64>,
-    pub last_error: Option<String>,
-}
-
-impl std::fmt::Debug for OutboxMail {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutboxMail")
-            .field("id", &self.id)
-            .field("attempts", &self.attempts)
-            .field("sent_at", &self.sent_at)
-            .field("dead_at", &self.dead_at)
-            .finish_non_exhaustive()
-    }
 }
 
 /// What using an emailed token changes, in the transaction that uses it
@@ -114,7 +81,7 @@ pub struct Redeemed {
     pub renamed: bool,
 }
 
-/// Tokens by email and the outbox.
+/// Tokens by email, invitations, and the request counter of the mail-sending endpoints.
 #[async_trait]
 pub trait AccountStore {
     /// In one transaction: deletes the user's unused tokens of the token's purpose, stores the
@@ -154,43 +121,12 @@ pub trait AccountStore {
         change: Redemption<'_>,
         notice: Option<&OutboxMail>,
     ) -> StoreResult<Option<Redeemed>>;
-    /// Claims up to `limit` messages due at `now` for sending until `lease_until`, counting an
-    /// attempt for each. On Postgres, rows another replica is claiming are skipped
-    /// (`FOR UPDATE SKIP LOCKED`), so no message is claimed twice at once.
-    async fn claim_mail(
-        &self,
-        now: i64,
-        lease_until: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<OutboxMail>>;
-    /// Marks a claimed message sent.
-    async fn mail_sent(&self, id: Uuid, now: i64) -> StoreResult<()>;
-    /// Records a failed attempt: retried at `next_attempt_at`, or dead (`dead`).
-    async fn mail_failed(
-        &self,
-        id: Uuid,
-        error: &str,
-        next_attempt_at: i64,
-        dead: bool,
-        now: i64,
-    ) -> StoreResult<()>;
-    /// Whether a message with this subject was queued to `recipient` since `since` (ms).
-    async fn mail_queued_since(
-        &self,
-        recipient: &str,
-        subject: &str,
-        since: i64,
-    ) -> StoreResult<bool>;
     /// Invitations not accepted: users with an unused `invite` token and no password set
     /// since, expired or not, oldest first.
     async fn pending_invitations(&self) -> StoreResult<Vec<Invitation>>;
     /// Deletes an invited user who never accepted (a pending `invite` token); `false`
     /// otherwise.
     async fn revoke_invitation(&self, user_id: Uuid, now: i64) -> StoreResult<bool>;
-    /// Queues a message that carries no token.
-    async fn queue_mail(&self, mail: &OutboxMail) -> StoreResult<()>;
-    /// Messages neither sent nor dead (for metrics and tests).
-    async fn mail_pending(&self) -> StoreResult<i64>;
     /// Counts one request on `key` in its fixed window (a new window of `window_ms` starts
     /// when the last one has ended), in one statement. Returns the count in the window, this
     /// request included, and when the window ends (ms).

@@ -1,11 +1,12 @@
-//! The SQL of tokens by email and the mail outbox (`accounts.rs`).
+//! The SQL of tokens by email and invitations (`accounts.rs`).
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
-use super::user_changes::{REVOKE_SESSIONS_OF_USER, SET_PASSWORD_BY_ID};
-use super::users::{DROP_TOKENS_OF_OTHER_ADDRESSES, RENAME_FROM, SET_EMAIL};
+use super::outbox_sql::insert_mail;
+use super::user_changes_sql::{REVOKE_SESSIONS_OF_USER, SET_PASSWORD_BY_ID};
+use super::users_sql::{DROP_TOKENS_OF_OTHER_ADDRESSES, RENAME_FROM, SET_EMAIL};
 use super::{
     AccountStore, AccountToken, Invitation, OutboxMail, Redeemed, Redemption, StoreResult,
 };
@@ -17,26 +18,6 @@ const INSERT_TOKEN: &str = "
     INSERT INTO account_tokens (token_hash, user_id, purpose, fence, created_at, expires_at,
                                 email_key, email)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
-
-pub(crate) const INSERT_MAIL: &str = "
-    INSERT INTO mail_outbox (id, recipient, subject, body_sealed, html_sealed, created_at,
-                             next_attempt_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $6)";
-
-/// `INSERT_MAIL` with the outbox row `$m` bound, ready to execute on either backend's pool or
-/// transaction (the one place its binding order lives).
-macro_rules! insert_mail {
-    ($m:expr) => {
-        sqlx::query($crate::accounts_sql::INSERT_MAIL)
-            .bind($m.id)
-            .bind(&$m.recipient)
-            .bind(&$m.subject)
-            .bind(&$m.body_sealed)
-            .bind(&$m.html_sealed)
-            .bind($m.created_at)
-    };
-}
-pub(crate) use insert_mail;
 
 /// Issuing a token with a "not since" check takes turns per user: on Postgres under an
 /// advisory lock held to the transaction's end (no row lock, so no lock order to keep with the
@@ -80,38 +61,6 @@ const USE_TOKEN_OF: &str = "
           AND (u.email_key = account_tokens.email_key
                OR (u.email_key IS NULL AND account_tokens.email_key IS NULL)))";
 
-/// Postgres: rows being claimed elsewhere are skipped, so two replicas never hold one.
-const CLAIM_PG: &str = "
-    UPDATE mail_outbox SET claimed_until = $2, attempts = attempts + 1
-    WHERE id IN (
-        SELECT id FROM mail_outbox
-        WHERE sent_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $1
-          AND (claimed_until IS NULL OR claimed_until < $1)
-        ORDER BY next_attempt_at LIMIT $3
-        FOR UPDATE SKIP LOCKED)
-    RETURNING *";
-
-/// SQLite has one writer: the statement is the claim.
-const CLAIM_SQLITE: &str = "
-    UPDATE mail_outbox SET claimed_until = $2, attempts = attempts + 1
-    WHERE id IN (
-        SELECT id FROM mail_outbox
-        WHERE sent_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $1
-          AND (claimed_until IS NULL OR claimed_until < $1)
-        ORDER BY next_attempt_at LIMIT $3)
-    RETURNING *";
-
-const SENT: &str = "UPDATE mail_outbox SET sent_at = $2, claimed_until = NULL WHERE id = $1";
-
-const FAILED: &str = "
-    UPDATE mail_outbox
-    SET last_error = $2, next_attempt_at = $3, claimed_until = NULL,
-        dead_at = CASE WHEN $4 THEN $5 ELSE NULL END
-    WHERE id = $1 AND sent_at IS NULL";
-
-const QUEUED_SINCE: &str = "
-    SELECT COUNT(*) FROM mail_outbox WHERE recipient = $1 AND subject = $2 AND created_at >= $3";
-
 /// Not accepted: unused, and the password untouched since (an invitee who set one by a reset
 /// instead has taken the account up). Expired ones too: their account still holds the address
 /// and the name until an administrator withdraws it (and may invite again).
@@ -143,7 +92,24 @@ const COUNT_REQUEST: &str = "
                           ELSE request_limits.expires_at END
     RETURNING count, expires_at";
 
-const PENDING: &str = "SELECT COUNT(*) FROM mail_outbox WHERE sent_at IS NULL AND dead_at IS NULL";
+/// A redemption's three writes: a password hash, an address (as given, compared form), and a
+/// rename (old name, new name, new skeleton); each `None` when it makes no such write.
+type RedemptionWrites<'a> = (
+    Option<&'a str>,
+    Option<(&'a str, &'a str)>,
+    Option<(&'a str, &'a str, &'a str)>,
+);
+
+impl<'a> Redemption<'a> {
+    /// The writes this redemption makes.
+    fn writes(self) -> RedemptionWrites<'a> {
+        match self {
+            Redemption::Password { hash } => (Some(hash), None, None),
+            Redemption::Email { address, rename } => (None, Some(address), rename),
+            Redemption::Invitation { hash, address } => (Some(hash), Some(address), None),
+        }
+    }
+}
 
 #[async_trait]
 impl AccountStore for SqlStore {
@@ -227,11 +193,7 @@ impl AccountStore for SqlStore {
         change: Redemption<'_>,
         notice: Option<&OutboxMail>,
     ) -> StoreResult<Option<Redeemed>> {
-        let (hash, address, rename) = match change {
-            Redemption::Password { hash } => (Some(hash), None, None),
-            Redemption::Email { address, rename } => (None, Some(address), rename),
-            Redemption::Invitation { hash, address } => (Some(hash), Some(address), None),
-        };
+        let (hash, address, rename) = change.writes();
         // The user's row is locked first (`FOR UPDATE` on Postgres; `BEGIN IMMEDIATE` takes
         // SQLite's write lock): the token's conditions (enabled, the cut-off and address it
         // was issued under) are then read on the row as it stays until the change commits, so
@@ -303,78 +265,6 @@ impl AccountStore for SqlStore {
         })?)
     }
 
-    async fn claim_mail(
-        &self,
-        now: i64,
-        lease_until: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<OutboxMail>> {
-        let rows: Vec<OutboxMail> = match self {
-            SqlStore::Postgres(b) => {
-                sqlx::query_as(CLAIM_PG)
-                    .bind(now)
-                    .bind(lease_until)
-                    .bind(limit)
-                    .fetch_all(b.pool())
-                    .await?
-            }
-            SqlStore::Sqlite(b) => {
-                sqlx::query_as(CLAIM_SQLITE)
-                    .bind(now)
-                    .bind(lease_until)
-                    .bind(limit)
-                    .fetch_all(b.pool())
-                    .await?
-            }
-        };
-        Ok(rows)
-    }
-
-    async fn mail_sent(&self, id: Uuid, now: i64) -> StoreResult<()> {
-        on_backend!(self, |b| sqlx::query(SENT)
-            .bind(id)
-            .bind(now)
-            .execute(b.pool())
-            .await
-            .map(|_| ()))?;
-        Ok(())
-    }
-
-    async fn mail_failed(
-        &self,
-        id: Uuid,
-        error: &str,
-        next_attempt_at: i64,
-        dead: bool,
-        now: i64,
-    ) -> StoreResult<()> {
-        on_backend!(self, |b| sqlx::query(FAILED)
-            .bind(id)
-            .bind(error)
-            .bind(next_attempt_at)
-            .bind(dead)
-            .bind(now)
-            .execute(b.pool())
-            .await
-            .map(|_| ()))?;
-        Ok(())
-    }
-
-    async fn mail_queued_since(
-        &self,
-        recipient: &str,
-        subject: &str,
-        since: i64,
-    ) -> StoreResult<bool> {
-        let (n,): (i64,) = on_backend!(self, |b| sqlx::query_as(QUEUED_SINCE)
-            .bind(recipient)
-            .bind(subject)
-            .bind(since)
-            .fetch_one(b.pool())
-            .await)?;
-        Ok(n > 0)
-    }
-
     async fn pending_invitations(&self) -> StoreResult<Vec<Invitation>> {
         let rows: Vec<Invitation> = on_backend!(self, |b| sqlx::query_as(INVITATIONS)
             .fetch_all(b.pool())
@@ -389,20 +279,6 @@ impl AccountStore for SqlStore {
             .await
             .map(|r| r.rows_affected()))?;
         Ok(n == 1)
-    }
-
-    async fn queue_mail(&self, m: &OutboxMail) -> StoreResult<()> {
-        on_backend!(self, |b| insert_mail!(m)
-            .execute(b.pool())
-            .await
-            .map(|_| ()))?;
-        Ok(())
-    }
-
-    async fn mail_pending(&self) -> StoreResult<i64> {
-        let (n,): (i64,) =
-            on_backend!(self, |b| sqlx::query_as(PENDING).fetch_one(b.pool()).await)?;
-        Ok(n)
     }
 
     async fn count_request(&self, key: &str, now: i64, window_ms: i64) -> StoreResult<(i64, i64)> {

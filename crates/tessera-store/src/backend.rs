@@ -1,5 +1,5 @@
 //! The two backends behind one type. Every query is written once, in the capability files
-//! (`users.rs`, `sessions.rs`, …), and runs on both: `on_backend!` expands a body once per
+//! (`users_sql.rs`, `sessions.rs`, …), and runs on both: `on_backend!` expands a body once per
 //! backend, each time with a concrete, fully typed connection pool.
 
 use std::ops::DerefMut;

@@ -1,241 +1,37 @@
-//! Users: accounts, their lookup and listing, and import. The writes that change what a
-//! user's tokens may do are in `user_changes.rs`.
+//! What the domain asks of a database about users: accounts, their lookup and listing, and
+//! import (`UserStore`), and the writes that change what a user's tokens may do
+//! (`UserChanges`). The SQL is in `users_sql.rs` and `user_changes_sql.rs`.
 
 use async_trait::async_trait;
-use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::backend::{on_backend, Backend, SqlStore};
-use super::{
-    Duplicate, Imported, NewUser, OnConflict, StoreError, StoreResult, User, UserQuery, UserStore,
-};
+use super::{Duplicate, Imported, NewUser, OnConflict, OutboxMail, StoreResult, User, UserQuery};
 
-const INSERT: &str = "
-    INSERT INTO users (id, username, password_hash, roles, claims, disabled,
-                       tokens_not_before, created_at, updated_at, username_skeleton,
-                       email, email_key, email_verified)
-    VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7, $8, $9, $10, $11)";
-
-/// `INSERT` that leaves an existing username, or one it looks like (the same skeleton), alone
-/// (affects no row then).
-const IMPORT: &str = "
-    INSERT INTO users (id, username, password_hash, roles, claims, disabled,
-                       tokens_not_before, created_at, updated_at, username_skeleton,
-                       email, email_key, email_verified)
-    VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7, $8, $9, $10, $11)
-    ON CONFLICT DO NOTHING";
-
-/// Accounts named before skeletons were stored, in id order from a cursor.
-const MISSING_SKELETON: &str = "
-    SELECT id, username FROM users
-    WHERE username_skeleton IS NULL AND id > $1 ORDER BY id LIMIT $2";
-
-/// Fills in one skeleton; a unique violation means another account holds it already.
-const SET_SKELETON: &str = "
-    UPDATE users SET username_skeleton = $2 WHERE id = $1 AND username_skeleton IS NULL";
-
-const BY_USERNAME: &str = "
-    SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
-           created_at, updated_at, email, email_verified
-    FROM users WHERE username = $1";
-
-/// The account a login names: the user whose compared address is `$2`, else the one with
-/// username `$1` (an address is its owner's, whatever name another account has).
-const FOR_LOGIN: &str = "
-    SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
-           created_at, updated_at, email, email_verified
-    FROM users WHERE email_key = $2 OR username = $1
-    ORDER BY CASE WHEN email_key = $2 THEN 0 ELSE 1 END LIMIT 1";
-
-/// Renames an enabled user, while its address is `$5` when that is given; a unique violation
-/// means another account holds the name or its skeleton.
-const RENAME: &str = "
-    UPDATE users SET username = $2, username_skeleton = $3, updated_at = $4
-    WHERE id = $1 AND NOT disabled AND ($5 IS NULL OR email_key = $5)";
-
-/// Renames a user still named `$2` (an address-shaped name following its address).
-pub(crate) const RENAME_FROM: &str = "
-    UPDATE users SET username = $3, username_skeleton = $4, updated_at = $5
-    WHERE id = $1 AND username = $2";
-
-/// Which of a name and its skeleton an account holds: 1 the name, 2 only the skeleton.
-const NAME_IN_USE: &str = "
-    SELECT MIN(CASE WHEN username = $1 THEN 1 ELSE 2 END) FROM users
-    WHERE username = $1 OR username_skeleton = $2";
-
-/// Sets the address; a unique violation means another account holds it.
-pub(crate) const SET_EMAIL: &str = "
-    UPDATE users SET email = $2, email_key = $3, email_verified = $4, updated_at = $5
-    WHERE id = $1";
-
-/// With `SET_EMAIL`: the user's unused emailed tokens bound to another address than the new
-/// one (`$2`, its compared form) die, so that a change back to the old address does not bring
-/// them back. Binds: user id, the new address's key (null: no address).
-pub(crate) const DROP_TOKENS_OF_OTHER_ADDRESSES: &str = "
-    DELETE FROM account_tokens
-    WHERE user_id = $1 AND used_at IS NULL AND email_key IS NOT NULL
-      AND ($2 IS NULL OR email_key <> $2)";
-
-const BY_ID: &str = "
-    SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
-           created_at, updated_at, email, email_verified
-    FROM users WHERE id = $1";
-
-const LIST: &str = "
-    SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
-           created_at, updated_at, email, email_verified
-    FROM users ORDER BY username";
-
-/// `$2`, `$3`: LIKE patterns with `\` as the escape character.
-const PAGE: &str = "
-    SELECT id, username, password_hash, roles, claims, disabled, tokens_not_before,
-           created_at, updated_at, email, email_verified
-    FROM users
-    WHERE ($1 IS NULL OR username > $1)
-      AND ($2 IS NULL OR username LIKE $2 ESCAPE '\\')
-      AND ($3 IS NULL OR CAST(roles AS TEXT) LIKE $3 ESCAPE '\\')
-      AND ($4 IS NULL OR disabled = $4)
-    ORDER BY username
-    LIMIT $5";
-
-/// `text` with LIKE's wildcards escaped (escape character `\`).
-fn like_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-// Every write of a cut-off (`tokens_not_before`) moves it strictly forward, even within one
-// millisecond of the last: a login creates its session only while the cut-off is still the one
-// it read with the credential it verified (`sessions::FENCE`), so each password change,
-// disable, role removal or logout-everywhere must change the value.
-
+/// Accounts.
 #[async_trait]
-impl UserStore for SqlStore {
-    async fn create_user(&self, u: NewUser) -> StoreResult<User> {
-        let inserted = on_backend!(self, |b| sqlx::query(INSERT)
-            .bind(u.id)
-            .bind(&u.username)
-            .bind(&u.password_hash)
-            .bind(Json(&u.roles))
-            .bind(Json(&u.claims))
-            .bind(u.disabled)
-            .bind(u.now)
-            .bind(&u.skeleton)
-            .bind(&u.email)
-            .bind(&u.email_key)
-            .bind(u.email_verified)
-            .execute(b.pool())
-            .await
-            .map(|r| r.rows_affected()));
-        match inserted.map_err(StoreError::from) {
-            // SQLite names one violated constraint, the skeleton's before the username's; a
-            // name that is taken outright is reported as taken, as Postgres does.
-            Err(StoreError::Duplicate(Duplicate::UsernameSkeleton))
-                if self.user_by_username(&u.username).await?.is_some() =>
-            {
-                return Err(StoreError::Duplicate(Duplicate::Username))
-            }
-            other => other?,
-        };
-        self.user_by_id(u.id)
-            .await?
-            .ok_or_else(|| StoreError::Other("user vanished after insert".into()))
-    }
-
+pub trait UserStore {
+    async fn create_user(&self, user: NewUser) -> StoreResult<User>;
+    /// Creates many users in one transaction. With `OnConflict::Fail`, one existing username
+    /// means nothing is created (every such name is reported).
     async fn import_users(
         &self,
         users: &[NewUser],
         on_conflict: OnConflict,
-    ) -> StoreResult<Imported> {
-        on_backend!(self, |b| {
-            let mut tx = b.pool().begin().await?;
-            let mut done = Imported::default();
-            for u in users {
-                let r = sqlx::query(IMPORT)
-                    .bind(u.id)
-                    .bind(&u.username)
-                    .bind(&u.password_hash)
-                    .bind(Json(&u.roles))
-                    .bind(Json(&u.claims))
-                    .bind(u.disabled)
-                    .bind(u.now)
-                    .bind(&u.skeleton)
-                    .bind(&u.email)
-                    .bind(&u.email_key)
-                    .bind(u.email_verified)
-                    .execute(&mut *tx)
-                    .await?;
-                if r.rows_affected() == 1 {
-                    done.created += 1;
-                } else {
-                    done.existing.push(u.username.clone());
-                }
-            }
-            if on_conflict == OnConflict::Fail && !done.existing.is_empty() {
-                // Dropping the transaction rolls it back.
-                done.created = 0;
-                return Ok(done);
-            }
-            tx.commit().await?;
-            Ok(done)
-        })
-    }
-
-    async fn users_missing_skeleton(
-        &self,
-        after: Uuid,
-        limit: u32,
-    ) -> StoreResult<Vec<(Uuid, String)>> {
-        Ok(on_backend!(self, |b| sqlx::query_as(MISSING_SKELETON)
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(b.pool())
-            .await)?)
-    }
-
-    async fn set_skeleton(&self, id: Uuid, skeleton: &str) -> StoreResult<bool> {
-        let done = on_backend!(self, |b| sqlx::query(SET_SKELETON)
-            .bind(id)
-            .bind(skeleton)
-            .execute(b.pool())
-            .await
-            .map(|r| r.rows_affected()));
-        match done {
-            Ok(n) => Ok(n == 1),
-            Err(e) => match StoreError::from(e) {
-                StoreError::Duplicate(_) => Ok(false),
-                other => Err(other),
-            },
-        }
-    }
-
-    async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
-        let row: Option<User> = on_backend!(self, |b| sqlx::query_as(BY_USERNAME)
-            .bind(username)
-            .fetch_optional(b.pool())
-            .await)?;
-        Ok(row)
-    }
-
+    ) -> StoreResult<Imported>;
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
+    /// The account a login names (one read): the user whose compared address
+    /// (`users.email_key`) is `email_key`, else the one named `username`.
     async fn user_for_login(
         &self,
         username: Option<&str>,
         email_key: &str,
-    ) -> StoreResult<Option<User>> {
-        let row: Option<User> = on_backend!(self, |b| sqlx::query_as(FOR_LOGIN)
-            .bind(username)
-            .bind(email_key)
-            .fetch_optional(b.pool())
-            .await)?;
-        Ok(row)
-    }
-
+    ) -> StoreResult<Option<User>>;
+    /// Sets or clears (`None`) a user's address (`(as given, compared form)`) and whether it
+    /// is verified, and in the same transaction renames the user per `rename` (`(from, to,
+    /// to's skeleton)`) if still named `from`. `None` when there is no such user, else whether
+    /// it was renamed. Errors: `Duplicate(Email)` when another account holds the address,
+    /// `Duplicate(Username)` or `Duplicate(UsernameSkeleton)` when one holds the new name (or
+    /// its skeleton); nothing is changed then.
     async fn set_email(
         &self,
         id: Uuid,
@@ -243,40 +39,19 @@ impl UserStore for SqlStore {
         verified: bool,
         rename: Option<(&str, &str, &str)>,
         now: i64,
-    ) -> StoreResult<Option<bool>> {
-        let (n, renamed) = on_backend!(self, |b| {
-            let mut tx = b.pool().begin().await?;
-            let n = sqlx::query(SET_EMAIL)
-                .bind(id)
-                .bind(email.map(|e| e.0))
-                .bind(email.map(|e| e.1))
-                .bind(verified && email.is_some())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            sqlx::query(DROP_TOKENS_OF_OTHER_ADDRESSES)
-                .bind(id)
-                .bind(email.map(|e| e.1))
-                .execute(&mut *tx)
-                .await?;
-            let mut renamed = 0;
-            if let Some((from, to, skeleton)) = rename.filter(|_| n == 1) {
-                renamed = sqlx::query(RENAME_FROM)
-                    .bind(id)
-                    .bind(from)
-                    .bind(to)
-                    .bind(skeleton)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-            }
-            tx.commit().await.map(|()| (n, renamed))
-        })?;
-        Ok((n == 1).then_some(renamed == 1))
-    }
-
+    ) -> StoreResult<Option<bool>>;
+    /// Accounts without a stored skeleton (named before skeletons were kept), id order, after
+    /// `after` (the nil UUID to start), at most `limit`.
+    async fn users_missing_skeleton(
+        &self,
+        after: Uuid,
+        limit: u32,
+    ) -> StoreResult<Vec<(Uuid, String)>>;
+    /// Renames an enabled user (`username`, with its confusable `skeleton`), and with
+    /// `email_key` only while the user's address is still that one (a name that is an
+    /// address must stay the account's own); `false` otherwise. `now` is ms since the epoch.
+    /// Errors: `Duplicate(Username)`
+    /// or `Duplicate(UsernameSkeleton)` when another account holds the name or its skeleton.
     async fn rename_user(
         &self,
         id: Uuid,
@@ -284,63 +59,90 @@ impl UserStore for SqlStore {
         skeleton: &str,
         email_key: Option<&str>,
         now: i64,
-    ) -> StoreResult<bool> {
-        let n = on_backend!(self, |b| sqlx::query(RENAME)
-            .bind(id)
-            .bind(username)
-            .bind(skeleton)
-            .bind(now)
-            .bind(email_key)
-            .execute(b.pool())
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(n == 1)
-    }
+    ) -> StoreResult<bool>;
+    /// Whether an account holds `username` or a name with its confusable `skeleton`, and
+    /// which (the name itself first). Errors: `Unavailable`, `Other`.
+    async fn name_in_use(&self, username: &str, skeleton: &str) -> StoreResult<Option<Duplicate>>;
+    /// Stores the user's skeleton; `false` when another account holds it (or it was set).
+    async fn set_skeleton(&self, id: Uuid, skeleton: &str) -> StoreResult<bool>;
+    async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>>;
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// A page of users, ordered by username (see `UserQuery`).
+    async fn users_page(&self, query: &UserQuery) -> StoreResult<Vec<User>>;
+}
 
-    async fn name_in_use(&self, username: &str, skeleton: &str) -> StoreResult<Option<Duplicate>> {
-        let (held,): (Option<i32>,) = on_backend!(self, |b| sqlx::query_as(NAME_IN_USE)
-            .bind(username)
-            .bind(skeleton)
-            .fetch_one(b.pool())
-            .await)?;
-        Ok(held.map(|h| {
-            if h == 1 {
-                Duplicate::Username
-            } else {
-                Duplicate::UsernameSkeleton
-            }
-        }))
-    }
-
-    async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>> {
-        let row: Option<User> = on_backend!(self, |b| sqlx::query_as(BY_ID)
-            .bind(id)
-            .fetch_optional(b.pool())
-            .await)?;
-        Ok(row)
-    }
-
-    async fn users_page(&self, q: &UserQuery) -> StoreResult<Vec<User>> {
-        let prefix = q.prefix.as_deref().map(|p| format!("{}%", like_escape(p)));
-        // Role names hold no quote: `"role"` matches the role as a JSON string element.
-        let role = q
-            .role
-            .as_deref()
-            .map(|r| format!("%\"{}\"%", like_escape(r)));
-        let rows: Vec<User> = on_backend!(self, |b| sqlx::query_as(PAGE)
-            .bind(&q.after)
-            .bind(&prefix)
-            .bind(&role)
-            .bind(q.disabled)
-            .bind(i64::from(q.limit))
-            .fetch_all(b.pool())
-            .await)?;
-        Ok(rows)
-    }
-
-    async fn list_users(&self) -> StoreResult<Vec<User>> {
-        let rows: Vec<User> =
-            on_backend!(self, |b| sqlx::query_as(LIST).fetch_all(b.pool()).await)?;
-        Ok(rows)
-    }
+/// Writes to a user row that change what the user's tokens may do: claims, roles, the
+/// disabled flag, the cut-off, the password (each ending sessions or moving the cut-off as it
+/// says).
+#[async_trait]
+pub trait UserChanges {
+    /// Replaces the custom claims; returns the user's id and the claims replaced (read in the
+    /// same transaction), `None` when there is no such user.
+    async fn set_claims(
+        &self,
+        username: &str,
+        claims: &serde_json::Map<String, serde_json::Value>,
+        now: i64,
+    ) -> StoreResult<Option<(Uuid, serde_json::Map<String, serde_json::Value>)>>;
+    /// Returns the user's id, or `None` when there is no such user.
+    async fn set_disabled(
+        &self,
+        username: &str,
+        disabled: bool,
+        now: i64,
+    ) -> StoreResult<Option<Uuid>>;
+    /// Replaces the roles; returns the user's id and the roles replaced (read in the same
+    /// transaction, so a concurrent change cannot slip between), `None` when there is no such
+    /// user.
+    async fn set_roles(
+        &self,
+        username: &str,
+        roles: &[String],
+        now: i64,
+    ) -> StoreResult<Option<(Uuid, Vec<String>)>>;
+    /// Refuses every access token of the user issued before `now` (`tokens_not_before`);
+    /// sessions stay. Returns the user's id, `None` when there is no such user.
+    async fn cut_off_tokens(&self, user_id: Uuid, now: i64) -> StoreResult<Option<Uuid>>;
+    /// Replaces the hash, revokes every session of the user and sets `tokens_not_before`, in one
+    /// transaction. Returns the user's id and the sessions revoked; `None`: no such user.
+    async fn set_password(
+        &self,
+        username: &str,
+        hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<(Uuid, Vec<Uuid>)>>;
+    /// `set_password`, only while the stored hash is still `old_hash` (the one a current
+    /// password was checked against), with `notice` queued in the same transaction; `None`
+    /// otherwise (nothing changed, nothing queued).
+    async fn set_password_if(
+        &self,
+        username: &str,
+        old_hash: &str,
+        hash: &str,
+        now: i64,
+        notice: Option<&OutboxMail>,
+    ) -> StoreResult<Option<(Uuid, Vec<Uuid>)>>;
+    /// Erases the user's personal data in one transaction: the row stays as a disabled
+    /// tombstone named `tombstone` that carries a new cut-off, and their sessions, SSO
+    /// sessions, factors, recovery codes, tokens by email and consents are deleted. `false`
+    /// when there is no such user.
+    async fn erase_user(&self, user_id: Uuid, tombstone: &str, now: i64) -> StoreResult<bool>;
+    /// Revokes every session of the user and sets `tokens_not_before` (logout everywhere).
+    /// Returns the sessions revoked, or `None` when there is no such user.
+    async fn revoke_user(
+        &self,
+        user_id: Uuid,
+        reason: &str,
+        now: i64,
+    ) -> StoreResult<Option<Vec<Uuid>>>;
+    /// Replaces the hash after a successful login (parameter upgrade); sessions stay. Writes
+    /// only while the stored hash is still `old_hash`, the one the password was verified
+    /// against, so a password change made meanwhile is never undone.
+    async fn rehash_password(
+        &self,
+        id: Uuid,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+    ) -> StoreResult<()>;
 }

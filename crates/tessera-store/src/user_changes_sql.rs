@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::accounts_sql::insert_mail;
 use super::backend::{on_backend, Backend, SqlStore};
+use super::outbox_sql::insert_mail;
 use super::{OutboxMail, StoreResult, UserChanges};
 
 const SET_CLAIMS: &str = "UPDATE users SET claims = $2, updated_at = $3 WHERE id = $1";
