@@ -168,6 +168,22 @@ async fn security_events_are_audited_without_secrets(b: Backend) {
     let disabled = named(&events, "user.disabled")[0];
     assert_eq!(disabled["actor_id"], admin_user.id.to_string());
     assert!(ok["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        crate::helpers::members(ok),
+        [
+            "actor_id",
+            "at",
+            "client_id",
+            "event",
+            "id",
+            "ip",
+            "reason",
+            "request_id",
+            "session_id",
+            "time",
+            "user_id"
+        ]
+    );
     let mut reasons: Vec<(&str, Option<&str>)> = named(&events, "login.failed")
         .iter()
         .map(|e| (e["reason"].as_str().unwrap(), e["user_id"].as_str()))

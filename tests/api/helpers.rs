@@ -526,8 +526,16 @@ fn init_logs() {
     });
 }
 
-/// A TCP proxy in front of Postgres that a test can cut and restore, to inject database
-/// outages without touching the shared server.
+/// The member names of a JSON object, sorted: the shape of an answer, pinned by tests.
+pub fn members(v: &serde_json::Value) -> Vec<&str> {
+    let mut names: Vec<&str> = v
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    names.sort_unstable();
+    names
+}
+
 /// Polls `check` every 10 ms until it holds; fails the test after `secs` seconds.
 pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
 where
@@ -544,6 +552,8 @@ where
     }
 }
 
+/// A TCP proxy in front of Postgres that a test can cut and restore, to inject database
+/// outages without touching the shared server.
 pub struct Proxy {
     pub port: u16,
     target: Arc<std::sync::RwLock<String>>,

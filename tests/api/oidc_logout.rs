@@ -470,6 +470,25 @@ async fn administrators_list_and_end_sso_sessions(b: Backend) {
     assert_eq!(l[0]["id"], sid);
     assert_eq!(l[0]["amr"], json!(["pwd"]));
     assert_eq!(l[0]["active"], true);
+    // Never the cookie's digest.
+    assert_eq!(
+        crate::helpers::members(&l[0]),
+        [
+            "absolute_expires_at",
+            "active",
+            "amr",
+            "auth_time",
+            "created_at",
+            "id",
+            "idle_expires_at",
+            "ip",
+            "last_seen_at",
+            "revoked_at",
+            "revoked_reason",
+            "user_agent",
+            "user_id"
+        ]
+    );
     // The refresh session names it.
     let r = app
         .admin(
@@ -481,6 +500,26 @@ async fn administrators_list_and_end_sso_sessions(b: Backend) {
         .await;
     let sessions: Value = r.json().await.unwrap();
     assert_eq!(sessions[0]["sso_session_id"], sid);
+    // Never the refresh generation.
+    assert_eq!(
+        crate::helpers::members(&sessions[0]),
+        [
+            "absolute_expires_at",
+            "active",
+            "client_id",
+            "created_at",
+            "id",
+            "idle_expires_at",
+            "ip",
+            "last_refreshed_at",
+            "revoked_at",
+            "revoked_reason",
+            "scope",
+            "sso_session_id",
+            "user_agent",
+            "user_id"
+        ]
+    );
     // Ended by an administrator: the browser signs in again, the tokens stop working.
     let r = app
         .admin(
