@@ -63,7 +63,20 @@ async fn revoke(settings: Settings, session_id: &str) -> Result<(), CliError> {
         .parse()
         .map_err(|_| CliError::Usage(format!("not a session id: {session_id}")))?;
     let auth = app::services(settings).await?.auth;
-    auth.revoke_session(id, &Caller::default()).await?;
-    println!("session {id} ended");
+    let before = auth
+        .revoke_session(id, &Caller::default())
+        .await
+        .map_err(|e| match e {
+            AuthError::SessionNotFound => CliError::Usage(format!("no such session: {id}")),
+            other => other.into(),
+        })?;
+    match (before.revoked_at, before.revoked_reason) {
+        (None, _) => println!("session {id} ended"),
+        (Some(at), reason) => println!(
+            "session {id} had already ended ({}, {}); nothing changed",
+            reason.as_deref().unwrap_or("revoked"),
+            rfc3339(Some(at))
+        ),
+    }
     Ok(())
 }

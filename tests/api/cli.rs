@@ -16,6 +16,7 @@ on_both!(
     user_add_refuses_bad_input,
     list_commands_show_no_secrets,
     user_changes_take_effect,
+    session_revoke_says_what_it_did,
     migrate_is_idempotent,
     read_only_commands_create_nothing,
     a_lost_sqlite_key_file_refuses_to_start,
@@ -240,6 +241,41 @@ async fn user_changes_take_effect(b: Backend) {
 
     let (ok, _) = run(&app, &["user", "disable", "nobody"], None).await;
     assert!(!ok, "unknown user must fail");
+}
+
+/// `session revoke` ends a live session and says so; an ended one it leaves as it was and says
+/// that instead (it printed "ended" both times); an unknown id fails.
+async fn session_revoke_says_what_it_did(b: Backend) {
+    let Some((app, t)) = with_bob_added(b).await else {
+        return;
+    };
+    let sid = TestApp::claims(t["access_token"].as_str().unwrap())["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (url, master) = (app.db.url().to_string(), app.master_key.clone());
+    let revoke = |id: String| {
+        let (url, master) = (url.clone(), master.clone());
+        tokio::task::spawn_blocking(move || {
+            tessera(&url, &master, &["session", "revoke", &id], None)
+        })
+    };
+    let (ok, out) = revoke(sid.clone()).await.unwrap();
+    assert!(ok && out.contains(&format!("session {sid} ended")), "{out}");
+    assert_eq!(
+        app.refresh(t["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        401
+    );
+    let (ok, out) = revoke(sid.clone()).await.unwrap();
+    assert!(
+        ok && out.contains("had already ended (revoked_by_admin,")
+            && out.contains("nothing changed"),
+        "{out}"
+    );
+    let (ok, out) = revoke(uuid::Uuid::now_v7().to_string()).await.unwrap();
+    assert!(!ok && out.contains("no such session"), "{out}");
 }
 
 async fn migrate_is_idempotent(b: Backend) {

@@ -8,7 +8,7 @@ use super::*;
 use crate::audit::Caller;
 use crate::audit::{Event, Record};
 use crate::store::UserQuery;
-use crate::store::{SessionView, SsoSessionView, UserView};
+use crate::store::{Session, SessionView, SsoSessionView, UserView};
 use crate::time::now_ms;
 use crate::{Auth, AuthError, Ending};
 
@@ -143,10 +143,11 @@ impl Auth {
     }
 
     /// Ends one session: its refresh token stops working, and so do the access tokens issued
-    /// from it. Ending an ended session again succeeds.
+    /// from it. Ending an ended session again succeeds and changes nothing. Returns the
+    /// session as it was before: `revoked_at` is set when it had ended already.
     ///
     /// Errors: `SessionNotFound`, `StoreUnavailable`.
-    pub async fn revoke_session(&self, id: Uuid, caller: &Caller) -> Result<(), AuthError> {
+    pub async fn revoke_session(&self, id: Uuid, caller: &Caller) -> Result<Session, AuthError> {
         let session = self
             .store
             .session(id)
@@ -162,6 +163,6 @@ impl Auth {
             )
             .await;
         }
-        Ok(())
+        Ok(session)
     }
 }
