@@ -816,14 +816,34 @@ async fn a_code_works_once_and_only_for_its_client_and_redirect_uri(b: Backend) 
     app.userinfo_becomes(won[0]["access_token"].as_str().unwrap(), 401)
         .await;
 
-    // Another client, or another redirect URI: refused (and the code is spent).
+    // Another client, another redirect URI or another verifier: refused, and the code is left
+    // for its client (a wrong guess spent it).
     let code = code_again(&mut browser, &challenge).await;
     let r = exchange(&app, "cli", &code, &verifier, APP_CB).await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
-    let code = code_again(&mut browser, &challenge).await;
     let r = exchange(&app, "web", &code, &verifier, "https://app.example/other").await;
     assert_eq!(r.status(), 400);
+    let r = exchange(&app, "web", &code, &pkce().0, APP_CB).await;
+    assert_eq!(r.status(), 400);
+    let r = exchange(&app, "web", &code, &verifier, APP_CB).await;
+    assert_eq!(r.status(), 200);
+    let access = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Used, then presented by another client or without its verifier: refused, and its
+    // client's tokens live on (anyone who saw the code in a log could end them otherwise).
+    for (client, v) in [("cli", verifier.as_str()), ("web", &pkce().0)] {
+        let r = exchange(&app, client, &code, v, APP_CB).await;
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    }
+    assert_eq!(app.userinfo(&access).await.status(), 200);
+    // By its client, as bound: a replay, which revokes them.
+    let r = exchange(&app, "web", &code, &verifier, APP_CB).await;
+    assert_eq!(r.status(), 400);
+    app.userinfo_becomes(&access, 401).await;
     let r = exchange(&app, "web", "not-a-code", &verifier, APP_CB).await;
     assert_eq!(r.status(), 400);
     // A code is stored only as its digest.

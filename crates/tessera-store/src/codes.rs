@@ -24,21 +24,23 @@ const INSERT_CODE: &str = "
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 /// The whole exchange on Postgres in one statement (one round trip, invariant 7): the code is
-/// marked used, its bindings and its user's fence (`FOR SHARE`, as a login's) are checked, and
-/// the session is created only when both hold. The answer is the code (none: unknown or used
-/// before) with its user's columns, which are null when the checks failed.
+/// marked used only when it is presented as it was bound (its client, redirect URI and PKCE
+/// challenge: anything else leaves it as it is, for its client), its expiry and its user's fence
+/// (`FOR SHARE`, as a login's) are checked, and the session is created only when both hold. The
+/// answer is the code (none: unknown, used before, or not presented as bound) with its user's
+/// columns, which are null when the checks failed.
 const EXCHANGE_PG: &str = concat!(
     "
     WITH redeemed AS (
         UPDATE authorization_codes SET used_at = $3, session_id = $2
         WHERE code_hash = $1 AND used_at IS NULL
+          AND client_id = $4 AND redirect_uri = $5 AND code_challenge = $6
         RETURNING *),
     fenced AS (
         SELECT u.* FROM redeemed c
         JOIN users u ON u.id = c.user_id
         JOIN sso_sessions s ON s.id = c.sso_session_id AND s.user_id = u.id
-        WHERE c.expires_at > $3 AND c.client_id = $4 AND c.redirect_uri = $5
-          AND c.code_challenge = $6 AND NOT u.disabled AND s.revoked_at IS NULL
+        WHERE c.expires_at > $3 AND NOT u.disabled AND s.revoked_at IS NULL
           AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3
           AND s.created_at > u.tokens_not_before
         FOR SHARE OF u),
@@ -79,10 +81,14 @@ impl ExchangeRow {
     }
 }
 
+/// A used code presented again as it was bound (its client, redirect URI and PKCE verifier):
+/// only its own client can make a replay revoke what the code produced, not whoever saw the
+/// code in a log or a Referer.
 const MARK_REPLAYED: &str = "
     UPDATE authorization_codes
     SET replayed_at = CASE WHEN replayed_at IS NULL THEN $2 ELSE replayed_at END
-    WHERE code_hash = $1
+    WHERE code_hash = $1 AND used_at IS NOT NULL
+      AND client_id = $3 AND redirect_uri = $4 AND code_challenge = $5
     RETURNING *";
 
 #[async_trait]
@@ -174,6 +180,9 @@ impl CodeStore for SqlStore {
         let used: Option<AuthorizationCode> = on_backend!(self, |b| sqlx::query_as(MARK_REPLAYED)
             .bind(x.code_hash)
             .bind(x.now)
+            .bind(x.client_id)
+            .bind(x.redirect_uri)
+            .bind(x.code_challenge)
             .fetch_all(b.pool())
             .await
             .map(crate::backend::returned))?;
@@ -191,7 +200,8 @@ impl CodeStore for SqlStore {
 const EXCHANGE_SQLITE: &str = concat!(
     "
     UPDATE authorization_codes SET used_at = $3, session_id = $2
-    WHERE code_hash = $1 AND used_at IS NULL;
+    WHERE code_hash = $1 AND used_at IS NULL
+      AND client_id = $4 AND redirect_uri = $5 AND code_challenge = $6;
     INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
                           idle_expires_at, absolute_expires_at, user_agent, ip, client_id,
                           scope, resource, sso_session_id, amr)

@@ -108,12 +108,13 @@ pub enum Exchanged {
         code: Box<AuthorizationCode>,
         user: Box<crate::User>,
     },
-    /// Expired, or not the client's, redirect URI's or verifier's, or its user or SSO session
-    /// ended: no session, and the code is spent.
+    /// Expired, or its user or SSO session ended: no session, and the code is spent.
     Refused,
-    /// Used before (now marked replayed): what it produced must be revoked.
+    /// Used before, and presented again by its client as it was bound (now marked replayed):
+    /// what it produced must be revoked.
     Replayed(Box<AuthorizationCode>),
-    /// No such code.
+    /// No such code, or not presented as it was bound (another client, redirect URI or
+    /// verifier): nothing changed, and an unused code still works for its client.
     Unknown,
 }
 
@@ -233,8 +234,8 @@ pub trait CodeStore {
         now: i64,
     ) -> StoreResult<Option<String>>;
     async fn insert_code(&self, code: &AuthorizationCode) -> StoreResult<()>;
-    /// The whole exchange of a code, in one transaction (invariant 7): marks it used,
-    /// checks what it is bound to, and creates `x.session` for its user under the user row's
+    /// The whole exchange of a code, in one transaction (invariant 7): marks it used when it
+    /// is presented as it was bound (client, redirect URI, PKCE challenge), and creates `x.session` for its user under the user row's
     /// fence, with the code's scope, resource and SSO session. A replay cannot slip between
     /// the mark and the session: it waits for the transaction (a row lock on Postgres, the
     /// write lock on SQLite) and then finds the session to revoke.

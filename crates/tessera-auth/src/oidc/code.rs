@@ -89,7 +89,10 @@ impl Auth {
 
     /// The authorization code grant (RFC 6749 §4.1.3): a code, once, by the client it was
     /// issued to, with the same redirect URI and the PKCE verifier of its challenge (RFC 7636
-    /// §4.6). A code presented again revokes the session its exchange created (§4.1.2).
+    /// §4.6). A code presented again by its client, with its redirect URI and verifier, revokes
+    /// the session its exchange created (§4.1.2); presented any other way it is refused and
+    /// nothing changes, so that neither a code seen in a log revokes its client's tokens nor a
+    /// wrong guess spends a code before its client uses it.
     ///
     /// Errors: `UnauthorizedClient` (the client may not use the grant), `InvalidCode`,
     /// `BadInput` (no `code_verifier` or `redirect_uri`), `Unavailable` (no key signs),
