@@ -108,10 +108,18 @@ impl Form {
 /// form-urlencode the id and secret before base64, but many send them raw (RFC 7617 Basic,
 /// `curl -u`), and a raw secret with `+` or `%` would then decode differently. Both readings
 /// are kept and either may match. `Ok(None)` when the header is absent or uses another scheme.
+/// Two `Authorization` fields are a malformed request (RFC 9110 §11.6.2 has one credential),
+/// 400 `invalid_request`: which one counts is not for the server to guess.
 fn basic_credentials(headers: &HeaderMap) -> Result<Option<Vec<(String, SecretString)>>, ApiError> {
-    let Some(v) = headers.get(header::AUTHORIZATION) else {
+    let mut fields = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(v) = fields.next() else {
         return Ok(None);
     };
+    if fields.next().is_some() {
+        return Err(ApiError::InvalidRequest(
+            "more than one Authorization header".into(),
+        ));
+    }
     let v = v.to_str().map_err(|_| BASIC_REFUSED)?;
     let Some((scheme, b64)) = v.split_once(' ') else {
         return Err(BASIC_REFUSED);

@@ -283,6 +283,30 @@ async fn token_endpoint_authenticates_clients(b: Backend) {
     both.push(("client_secret", CLIENT_SECRET));
     both.push(("client_id", CLIENT_ID));
     assert_eq!(app.form("/token", &both, CLIENT).await.status(), 400);
+    // Two Authorization fields, the right one first: malformed, whichever comes first (the
+    // first was used, so a wrong second credential went unseen).
+    use base64::Engine as _;
+    let basic = |secret: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{secret}"))
+        )
+    };
+    for path in ["/token", "/introspect", "/revoke"] {
+        let r = app
+            .client
+            .post(app.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", basic(CLIENT_SECRET))
+            .header("authorization", basic("not-the-secret"))
+            .body("grant_type=password&username=alice&password=x&token=x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request", "{path}");
+    }
     assert_no_session(&app).await;
 }
 
