@@ -245,7 +245,10 @@ async fn revoke(
 }
 
 /// RFC 7662 introspection, for authenticated clients. Inactive tokens get exactly
-/// `{"active":false}`.
+/// `{"active":false}`. What it says of the user follows `/userinfo` (§4: the server decides
+/// what the caller may learn): `username` and `roles` for the tokens of the operator's own
+/// clients; for a client the user consented to, `username` only with the `profile` scope,
+/// and never the roles.
 #[utoipa::path(post, path = "/introspect", tag = "oauth",
     request_body(content = TokenParam, content_type = "application/x-www-form-urlencoded"),
     security(("basic" = [])),
@@ -270,11 +273,13 @@ async fn introspect(
         None => Introspection::inactive(),
         Some(Found::Access(a)) => {
             let c = &a.claims.claims;
+            let own = st.auth.trusted_client(c.client_id.as_deref());
+            let profile = own || c.scopes().any(|s| s == "profile");
             Introspection {
                 active: true,
                 token_type: Some("Bearer".into()),
                 sub: Some(a.claims.user_id.to_string()),
-                username: Some(a.user.username.clone()),
+                username: profile.then(|| a.user.username.clone()),
                 exp: Some(c.exp),
                 iat: Some(c.iat),
                 nbf: Some(c.nbf),
@@ -284,22 +289,31 @@ async fn introspect(
                 iss: Some(t.issuer.clone()),
                 client_id: Some(c.client_id.as_ref().map(|id| id.to_string())),
                 // `mfa.required_for_roles`: the roles the token itself carries.
-                roles: Some(st.auth.roles_for_login(
-                    &a.user.roles,
-                    c.amr.as_ref().is_some_and(|amr| {
-                        tessera_proto::claims::acr::is_multi_factor(amr.iter().map(|m| m.as_ref()))
-                    }),
-                )),
+                roles: own.then(|| {
+                    st.auth.roles_for_login(
+                        &a.user.roles,
+                        c.amr.as_ref().is_some_and(|amr| {
+                            tessera_proto::claims::acr::is_multi_factor(
+                                amr.iter().map(|m| m.as_ref()),
+                            )
+                        }),
+                    )
+                }),
                 scope: c.scope.as_ref().map(|s| s.to_string()),
             }
         }
         Some(Found::Refresh(b)) => {
             let (session, user) = *b;
+            let profile = st.auth.trusted_client(Some(&session.client_id))
+                || session
+                    .scope
+                    .as_deref()
+                    .is_some_and(|s| s.split(' ').any(|s| s == "profile"));
             Introspection {
                 active: true,
                 token_type: Some("refresh_token".into()),
                 sub: Some(user.id.to_string()),
-                username: Some(user.username),
+                username: profile.then_some(user.username),
                 exp: Some(secs(
                     session.idle_expires_at.min(session.absolute_expires_at),
                 )),

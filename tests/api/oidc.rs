@@ -1216,6 +1216,19 @@ async fn third_party_clients_ask_for_consent(b: Backend) {
     let mut keys: Vec<&str> = u.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort();
     assert_eq!(keys, ["preferred_username", "sub", "updated_at"], "{u}");
+    // And introspection no more than /userinfo: the name (the profile scope), not the roles.
+    let i = app.introspect(partner_token).await;
+    assert_eq!(
+        (&i["active"], &i["username"]),
+        (&json!(true), &json!("alice"))
+    );
+    assert!(i.get("roles").is_none(), "{i}");
+    let i = app.introspect(t["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(
+        (&i["active"], &i["username"]),
+        (&json!(true), &json!("alice"))
+    );
+    assert!(i.get("roles").is_none(), "{i}");
     let r = app
         .admin(reqwest::Method::GET, "/admin/users", partner_token, None)
         .await;
@@ -1226,6 +1239,7 @@ async fn third_party_clients_ask_for_consent(b: Backend) {
     );
     let own = app.login_ok("alice").await;
     let own = own["access_token"].as_str().unwrap();
+    assert_eq!(app.introspect(own).await["roles"], json!(["admin"]));
     let r = app
         .admin(reqwest::Method::GET, "/admin/users", own, None)
         .await;

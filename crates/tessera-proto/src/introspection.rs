@@ -36,7 +36,7 @@ pub struct Introspection {
     /// The access token's `nbf`, Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<i64>,
-    /// The user's roles now (access tokens).
+    /// The user's roles now (access tokens of the operator's own clients).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<String>>,
     /// The granted scope, space-separated; absent when none was granted.
@@ -51,7 +51,8 @@ pub struct Introspection {
     /// `Bearer` (an access token) or `refresh_token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_type: Option<String>,
-    /// The user's name now.
+    /// The user's name now (tokens of the operator's own clients, or with the `profile`
+    /// scope).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
 }
