@@ -600,10 +600,26 @@ async fn an_id_token_hint_of_someone_else_signs_in_again(b: Backend) {
     let r = browser
         .get(&authorize(vec![
             ("prompt", "none".into()),
-            ("id_token_hint", alices),
+            ("id_token_hint", alices.clone()),
         ]))
         .await;
     assert!(redirected(&r, cb).contains_key("code"));
+    // Her hint from another client (`aud` cli) at web's request: invalid_request, as
+    // /end_session answers it (it gave web a code).
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request(
+                "web",
+                APP_CB,
+                &challenge,
+                &[("prompt", "none"), ("id_token_hint", &alices)]
+            )
+        ))
+        .await;
+    let q = redirected(&r, APP_CB);
+    assert_eq!(q["error"], "invalid_request");
+    assert!(!q.contains_key("code"));
     // Not an ID token of this server's (an access token, garbage): invalid_request, sent back.
     let access = app.login_ok("alice").await["access_token"]
         .as_str()

@@ -183,20 +183,26 @@ impl Auth {
                     .into(),
             ),
         };
-        // OIDC Core §3.1.2.1: an ID token this server issued, expired or not; anything else is
-        // a malformed request.
+        // OIDC Core §3.1.2.1: an ID token this server issued to this client ("previously
+        // issued ... with the Client"), expired or not; anything else is a malformed request,
+        // as at the end-session endpoint.
         let hint_sub = match p.id_token_hint.as_deref() {
             None => None,
-            Some(t) => Some(
-                self.id_token_hint(t)
-                    .ok_or_else(|| {
-                        fail(
-                            "invalid_request",
-                            "id_token_hint is not an ID token issued by this server",
-                        )
-                    })?
-                    .sub,
-            ),
+            Some(t) => {
+                let hint = self.id_token_hint(t).ok_or_else(|| {
+                    fail(
+                        "invalid_request",
+                        "id_token_hint is not an ID token issued by this server",
+                    )
+                })?;
+                if p.client_id.as_deref() != Some(hint.client_id.as_str()) {
+                    return Err(fail(
+                        "invalid_request",
+                        "id_token_hint was not issued to this client",
+                    ));
+                }
+                Some(hint.sub)
+            }
         };
         Ok((prompt, max_age, hint_sub))
     }
