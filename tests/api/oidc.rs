@@ -938,6 +938,18 @@ async fn errors_go_back_with_state_and_iss(b: Backend) {
         ))
         .await;
     assert_eq!(redirected(&r, APP_CB)["error"], "invalid_request");
+    // A repeated state, or one too long to keep: refused, and no state is sent back (the
+    // second copy, or the whole 5000 characters, came back).
+    for query in [
+        format!("{}&state=injected", request("web", APP_CB, &challenge, &[])),
+        request("web", APP_CB, &challenge, &[])
+            .replace("state=st-123", &format!("state={}", "s".repeat(5000))),
+    ] {
+        let r = browser.get(&format!("/authorize?{query}")).await;
+        let q = redirected(&r, APP_CB);
+        assert_eq!(q["error"], "invalid_request");
+        assert!(!q.contains_key("state"), "{q:?}");
+    }
     // A state that is not UTF-8 could not come back as sent: the error page.
     let r = browser
         .get(&format!(

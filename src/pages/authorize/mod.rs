@@ -91,6 +91,11 @@ impl Params {
             request: take("request"),
             request_uri: take("request_uri"),
         };
+        // A repeated `state` is not the client's to be sent back: which copy is, is unknown.
+        let mut auth = auth;
+        if repeated.iter().any(|n| n == "state") {
+            auth.state = None;
+        }
         Params {
             auth,
             own: map,

@@ -77,7 +77,15 @@ impl Auth {
             Some("form_post") => ResponseMode::FormPost,
             Some(_) => ResponseMode::Query,
         };
-        let state = p.state.as_deref().filter(|s| !s.is_empty());
+        // A state too long to keep is refused without being sent back.
+        let state_too_long = p
+            .state
+            .as_deref()
+            .is_some_and(|s| s.len() > MAX_PARAM_BYTES);
+        let state = p
+            .state
+            .as_deref()
+            .filter(|s| !s.is_empty() && !state_too_long);
         let fail = |error: &'static str, why: &str| {
             error_redirect(redirect_uri, response_mode, state, error, why)
         };
@@ -87,7 +95,7 @@ impl Auth {
         ) {
             return Err(fail("invalid_request", "unsupported response_mode"));
         }
-        if state.is_some_and(|s| s.len() > MAX_PARAM_BYTES) {
+        if state_too_long {
             return Err(fail("invalid_request", "state too long"));
         }
         code_request(p, &fail)?;
