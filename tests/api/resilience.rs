@@ -11,6 +11,7 @@ on_both!(
     excess_logins_are_shed_fast,
     database_outage_fails_closed_and_recovers,
     a_database_refusing_connections_fails_closed,
+    a_read_only_database_fails_closed,
 );
 
 async fn excess_logins_are_shed_fast(b: Backend) {
@@ -183,6 +184,98 @@ async fn a_database_refusing_connections_fails_closed(b: Backend) {
     })
     .await;
     admin.execute(block(true)).await.unwrap();
+    crate::helpers::eventually(10, "refresh works again", || async {
+        app.refresh(refresh).await.status() == 200
+    })
+    .await;
+}
+
+/// A database Tessera cannot write. Postgres read-only (a standby, a demoted primary,
+/// `default_transaction_read_only`): every login was 500 `server_error` and `/readyz` 200; now
+/// 503 and not ready, until it may write again. SQLite: a file, journal or directory Tessera
+/// cannot write was opened read-only without a word, looked ready, and refused every login
+/// until a restart; now the start is refused and names it.
+async fn a_read_only_database_fails_closed(b: Backend) {
+    use sqlx::{Connection, Executor};
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let ready = || async {
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let crate::helpers::Db::Postgres { name, .. } = &app.db else {
+        // The tests run as root, whom a chmod does not stop: a directory where the journal goes
+        // is what Tessera cannot write.
+        let dir =
+            std::env::temp_dir().join(format!("tessera-ro-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(dir.join("tessera.db-wal")).unwrap();
+        let url = format!("sqlite://{}/tessera.db", dir.display());
+        let master = crate::helpers::master_key();
+        let (ok, out) = tokio::task::spawn_blocking(move || {
+            crate::cli::tessera(&url, &master, &["migrate"], None)
+        })
+        .await
+        .unwrap();
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains("the SQLite database cannot be written") && out.contains("tessera.db-wal"),
+            "{out}"
+        );
+        std::fs::remove_dir(dir.join("tessera.db-wal")).unwrap();
+        let url = format!("sqlite://{}/tessera.db", dir.display());
+        let master = crate::helpers::master_key();
+        let (ok, out) = tokio::task::spawn_blocking(move || {
+            crate::cli::tessera(&url, &master, &["migrate"], None)
+        })
+        .await
+        .unwrap();
+        assert!(ok, "{out}");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(ready().await, 200);
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    let t = app.login_ok("alice").await;
+    let refresh = t["refresh_token"].as_str().unwrap();
+    let mut admin = sqlx::PgConnection::connect(&crate::helpers::pg_admin_url())
+        .await
+        .unwrap();
+    let set = |on: bool| {
+        sqlx::AssertSqlSafe(if on {
+            format!("ALTER DATABASE {name} SET default_transaction_read_only = on")
+        } else {
+            format!("ALTER DATABASE {name} RESET default_transaction_read_only")
+        })
+    };
+    let reconnect = || {
+        sqlx::AssertSqlSafe(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+    };
+    admin.execute(set(true)).await.unwrap();
+    admin.execute(reconnect()).await.unwrap();
+    crate::helpers::eventually(10, "/readyz says not ready", || async {
+        ready().await == 503
+    })
+    .await;
+    for _ in 0..3 {
+        for (what, r) in [
+            ("login", app.login("alice", PASSWORD).await),
+            ("refresh", app.refresh(refresh).await),
+        ] {
+            assert_eq!(r.status(), 503, "{what}");
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["error"], "temporarily_unavailable", "{what}");
+        }
+    }
+    admin.execute(set(false)).await.unwrap();
+    admin.execute(reconnect()).await.unwrap();
+    crate::helpers::eventually(10, "ready again", || async { ready().await == 200 }).await;
     crate::helpers::eventually(10, "refresh works again", || async {
         app.refresh(refresh).await.status() == 200
     })

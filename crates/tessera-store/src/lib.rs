@@ -200,7 +200,8 @@ pub trait KeyStore {
 pub trait Upkeep {
     /// Runs the embedded migrations (idempotent; serialised by an advisory lock on Postgres).
     async fn migrate(&self) -> StoreResult<()>;
-    /// A round trip, for readiness.
+    /// A round trip, for readiness; on Postgres also that the session may write
+    /// (`Unavailable` on a standby or a read-only database).
     async fn ping(&self) -> StoreResult<()>;
     /// Deletes denylist rows whose token has expired, sessions long past their end, and
     /// throttle rows nobody waits on, in batches of `PURGE_BATCH` rows (one short statement

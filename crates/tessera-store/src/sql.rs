@@ -36,20 +36,25 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::WorkerCrashed
             | sqlx::Error::Protocol(_) => StoreError::Unavailable(e.to_string()),
             sqlx::Error::Database(db) => {
-                // Postgres class 08 (connection), 57P (operator intervention: shutdown, restart),
-                // 53 (insufficient resources), and a connection refused by the server: 55000
-                // (the database does not accept connections), 3D000 (it does not exist),
-                // 28000/28P01 (the credentials are refused); SQLite BUSY/LOCKED. The client
-                // did nothing wrong in any of them: fail closed (503) and retry later.
+                // Whatever the database does, fail closed (503, invariant 6): the client did
+                // nothing wrong. Postgres classes 08 (connection), 25 (transaction state: a
+                // read-only database, a demoted primary or a standby, 25006; an idle session
+                // ended), 40 (serialization failure, deadlock), 53 (insufficient resources), 55
+                // (not in the required state: a lock not available), 57 (operator
+                // intervention: a statement timeout or cancel, 57014; shutdown, restart), 58
+                // (system error) and XX (internal error), and a connection refused by the
+                // server: 3D000 (no such database), 28000/28P01 (the credentials are refused);
+                // SQLite's codes below. What is left (22 data, 23 integrity, 42 syntax) is a
+                // request this server should not have sent: a fault of its own.
                 let code = db.code().map(|c| c.to_string()).unwrap_or_default();
                 // Postgres 42P01 (undefined_table); SQLite reports a generic error.
                 if code == "42P01" || db.message().starts_with("no such table") {
                     return StoreError::NoSchema;
                 }
-                if code.starts_with("08")
-                    || code.starts_with("57P")
-                    || code.starts_with("53")
-                    || matches!(code.as_str(), "55000" | "3D000" | "28000" | "28P01")
+                if ["08", "25", "40", "53", "55", "57", "58", "XX"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+                    || matches!(code.as_str(), "3D000" | "28000" | "28P01")
                     || sqlite_unavailable(&code)
                 {
                     StoreError::Unavailable(e.to_string())
@@ -64,12 +69,13 @@ impl From<sqlx::Error> for StoreError {
 
 /// Whether an SQLite result code (its extended form, at most four digits; Postgres codes have
 /// five characters) is the database's state rather than the request: BUSY (5) and LOCKED (6)
-/// and their extended codes, READONLY (8), IOERR (10), FULL (13, a full disk), CANTOPEN (14).
+/// and their extended codes, NOMEM (7), READONLY (8), INTERRUPT (9), IOERR (10), CORRUPT (11),
+/// FULL (13, a full disk), CANTOPEN (14), PROTOCOL (15), NOTADB (26).
 fn sqlite_unavailable(code: &str) -> bool {
     code.len() <= 4
         && code
             .parse::<u32>()
-            .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 8 | 10 | 13 | 14))
+            .is_ok_and(|c| matches!(c & 0xff, 5..=11 | 13..=15 | 26))
 }
 
 /// The rows of a stream of batches (pages, COPY chunks), one by one.

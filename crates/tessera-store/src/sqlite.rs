@@ -31,7 +31,9 @@ const WATCH_EVERY: Duration = Duration::from_millis(100);
 
 impl SqliteStore {
     /// Opens the database file named by `url`; with `create`, creates it (and its parent
-    /// directory) when missing. Without, a missing file is `StoreError::NoSchema`.
+    /// directory) when missing, and refuses (`StoreError::Other`) a file, journal or directory
+    /// it cannot write: SQLite would open it read-only without a word, and every login would
+    /// fail until a restart. Without `create`, a missing file is `StoreError::NoSchema`.
     pub async fn connect(url: &str, acquire_timeout: Duration, create: bool) -> StoreResult<Self> {
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Other(format!("bad sqlite url: {e}")))?
@@ -49,6 +51,9 @@ impl SqliteStore {
                     StoreError::Other(format!("cannot create {}: {e}", dir.display()))
                 })?;
             }
+        }
+        if create && path.to_str() != Some(":memory:") {
+            writable(path)?;
         }
         let generation = Arc::new(AtomicU64::new(0));
         let opened = generation.clone();
@@ -89,6 +94,44 @@ impl SqliteStore {
             })?;
         Ok(Self { pool, generation })
     }
+}
+
+/// Whether Tessera can write the database at `path`: the file and its `-wal` and `-shm`
+/// files where they exist (opened for writing, nothing written), and the directory they are
+/// created in (a probe file created and removed).
+fn writable(path: &std::path::Path) -> StoreResult<()> {
+    let refused = |what: &std::path::Path, e: std::io::Error| {
+        StoreError::Other(format!(
+            "the SQLite database cannot be written: {}: {e}",
+            what.display()
+        ))
+    };
+    let mut files = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(name.into());
+    }
+    for file in &files {
+        match std::fs::OpenOptions::new().write(true).open(file) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(refused(file, e)),
+        }
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let probe = dir.join(format!(".tessera-write-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+        .map_err(|e| refused(dir, e))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 impl Backend for SqliteStore {

@@ -9,6 +9,10 @@ use super::{PoolStats, Purged, StoreError, StoreResult, Upkeep, PURGE_BATCH};
 
 const PING: &str = "SELECT 1";
 
+/// Postgres: whether this session may write. `on` on a standby, a demoted primary, or a
+/// database set `default_transaction_read_only`: every login would fail, so not ready.
+const PING_PG: &str = "SELECT current_setting('transaction_read_only')";
+
 // Each batch is found by an index range scan, in index order. Without the `ORDER BY`, Postgres
 // may pick a sequential scan for a small `LIMIT` (it expects matches spread over the table):
 // with 1M expired sessions behind 1M live ones, every batch then read the live ones first,
@@ -235,10 +239,19 @@ impl Upkeep for SqlStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        on_backend!(self, |b| sqlx::query(PING)
-            .execute(b.pool())
-            .await
-            .map(|r| r.rows_affected()))?;
+        match self {
+            SqlStore::Postgres(b) => {
+                let (read_only,): (String,) = sqlx::query_as(PING_PG).fetch_one(b.pool()).await?;
+                if read_only != "off" {
+                    return Err(StoreError::Unavailable(
+                        "the database is read-only (transaction_read_only is on)".into(),
+                    ));
+                }
+            }
+            SqlStore::Sqlite(b) => {
+                sqlx::query(PING).execute(b.pool()).await?;
+            }
+        }
         Ok(())
     }
 
