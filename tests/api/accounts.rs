@@ -32,7 +32,8 @@ on_both!(
     address_shaped_names_follow_their_address_and_users_rename_themselves,
     long_addresses_and_administrators_changes_keep_names_their_own,
     a_reset_tells_the_address_in_its_own_transaction,
-    renames_race_address_changes_signups_and_deletion_safely
+    renames_race_address_changes_signups_and_deletion_safely,
+    a_mail_that_cannot_be_queued_leaves_no_account
 );
 
 /// A real SMTP server on loopback, delivering into a maildir.
@@ -2063,4 +2064,98 @@ async fn renames_race_address_changes_signups_and_deletion_safely(b: Backend) {
         );
     }
     assert_eq!(made, 1, "one of the four signups made its account");
+}
+
+/// The outbox refusing a row (here a trigger; a full disk in life). A signup answered 202 and
+/// an invitation 500, and each left an account with no link behind: the signup's could log in
+/// unverified and its retry only got the "someone signed up with your address" note; the
+/// invitee's was neither listed nor withdrawable, and its address was taken for good. Now the
+/// account and its link are one write, and the answer says it failed.
+async fn a_mail_that_cannot_be_queued_leaves_no_account(b: Backend) {
+    let Some(app) = TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default("mail.smtp_url", "smtp://127.0.0.1:9"))
+            .merge(Serialized::default(
+                "accounts.link_base",
+                "https://app.example/reset",
+            ))
+            .merge(Serialized::default("accounts.signup", "open"))
+    })
+    .await
+    else {
+        return;
+    };
+    app.create_user("root", &["admin"]).await;
+    let admin = app.login_ok("root").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pg = app.db.url().starts_with("postgres");
+    app.exec_sql(if pg {
+        "CREATE FUNCTION no_mail() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         RAISE EXCEPTION 'could not extend file' USING ERRCODE = '53100'; END $$; \
+         CREATE TRIGGER no_mail BEFORE INSERT ON mail_outbox FOR EACH ROW \
+         EXECUTE FUNCTION no_mail()"
+            .into()
+    } else {
+        "CREATE TRIGGER no_mail BEFORE INSERT ON mail_outbox \
+         BEGIN SELECT RAISE(ABORT, 'no mail'); END"
+            .into()
+    })
+    .await;
+    let signup = || async {
+        app.post_json(
+            "/signup",
+            &json!({"email": "nina@example.com", "password": PASSWORD}),
+        )
+        .await
+    };
+    let invite = || async {
+        let body = json!({"email": "ivy@example.com", "roles": ["ops"]});
+        app.admin(
+            reqwest::Method::POST,
+            "/admin/invitations",
+            &admin,
+            Some(body),
+        )
+        .await
+    };
+    let r = signup().await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "temporarily_unavailable"
+    );
+    let r = invite().await;
+    // Postgres reports a full disk (503); SQLite's trigger is a constraint, a fault.
+    if pg {
+        assert_eq!(r.status(), 503);
+    } else {
+        assert!(r.status().is_server_error(), "{}", r.status());
+    }
+    let accounts = || {
+        app.scalar_i64(
+            "SELECT COUNT(*) FROM users WHERE email_key IN ('nina@example.com', 'ivy@example.com') AND $1 = $1",
+            "",
+        )
+    };
+    assert_eq!(accounts().await, 0, "an account without its link");
+    assert_eq!(app.login("nina@example.com", PASSWORD).await.status(), 401);
+    // The outbox takes rows again: both go through, each with its link queued.
+    app.exec_sql(if pg {
+        "DROP TRIGGER no_mail ON mail_outbox".into()
+    } else {
+        "DROP TRIGGER no_mail".into()
+    })
+    .await;
+    assert_eq!(signup().await.status(), 202);
+    assert_eq!(invite().await.status(), 201);
+    assert_eq!(accounts().await, 2);
+    let tokens = app
+        .scalar_i64(
+            "SELECT COUNT(*) FROM account_tokens t JOIN mail_outbox m ON m.created_at = t.created_at \
+             WHERE t.purpose IN ('email_verify', 'invite') AND $1 = $1",
+            "",
+        )
+        .await;
+    assert_eq!(tokens, 2);
 }

@@ -14,7 +14,7 @@ use super::{
 const DROP_UNUSED: &str =
     "DELETE FROM account_tokens WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL";
 
-const INSERT_TOKEN: &str = "
+pub(crate) const INSERT_TOKEN: &str = "
     INSERT INTO account_tokens (token_hash, user_id, purpose, fence, created_at, expires_at,
                                 email_key, email)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";

@@ -5,12 +5,24 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{Duplicate, Imported, NewUser, OnConflict, OutboxMail, StoreResult, User, UserQuery};
+use super::{
+    AccountToken, Duplicate, Imported, NewUser, OnConflict, OutboxMail, StoreResult, User,
+    UserQuery,
+};
 
 /// Accounts.
 #[async_trait]
 pub trait UserStore {
     async fn create_user(&self, user: NewUser) -> StoreResult<User>;
+    /// `create_user`, with the token of its first link (an address verification, an
+    /// invitation) stored and `mail` queued in the same transaction: the account exists with
+    /// its link, or not at all.
+    async fn create_user_with_token(
+        &self,
+        user: NewUser,
+        token: &AccountToken,
+        mail: &OutboxMail,
+    ) -> StoreResult<User>;
     /// Creates many users in one transaction. With `OnConflict::Fail`, one existing username
     /// means nothing is created (every such name is reported).
     async fn import_users(

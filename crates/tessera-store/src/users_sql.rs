@@ -5,9 +5,12 @@ use async_trait::async_trait;
 use sqlx::types::Json;
 use uuid::Uuid;
 
+use super::accounts_sql::INSERT_TOKEN;
 use super::backend::{on_backend, Backend, SqlStore};
+use super::outbox_sql::insert_mail;
 use super::{
-    Duplicate, Imported, NewUser, OnConflict, StoreError, StoreResult, User, UserQuery, UserStore,
+    AccountToken, Duplicate, Imported, NewUser, OnConflict, OutboxMail, StoreError, StoreResult,
+    User, UserQuery, UserStore,
 };
 
 const INSERT: &str = "
@@ -115,24 +118,27 @@ fn like_escape(text: &str) -> String {
 // it read with the credential it verified (`sessions::FENCE`), so each password change,
 // disable, role removal or logout-everywhere must change the value.
 
-#[async_trait]
-impl UserStore for SqlStore {
-    async fn create_user(&self, u: NewUser) -> StoreResult<User> {
-        let inserted = on_backend!(self, |b| sqlx::query(INSERT)
-            .bind(u.id)
-            .bind(&u.username)
-            .bind(&u.password_hash)
-            .bind(Json(&u.roles))
-            .bind(Json(&u.claims))
-            .bind(u.disabled)
-            .bind(u.now)
-            .bind(&u.skeleton)
-            .bind(&u.email)
-            .bind(&u.email_key)
-            .bind(u.email_verified)
-            .execute(b.pool())
-            .await
-            .map(|r| r.rows_affected()));
+/// `INSERT` with the new user `$u` bound, on either backend's pool or transaction.
+macro_rules! insert_user {
+    ($u:expr) => {
+        sqlx::query(INSERT)
+            .bind($u.id)
+            .bind(&$u.username)
+            .bind(&$u.password_hash)
+            .bind(Json(&$u.roles))
+            .bind(Json(&$u.claims))
+            .bind($u.disabled)
+            .bind($u.now)
+            .bind(&$u.skeleton)
+            .bind(&$u.email)
+            .bind(&$u.email_key)
+            .bind($u.email_verified)
+    };
+}
+
+impl SqlStore {
+    /// The row an insert of `u` created, or the name or address it found taken.
+    async fn created(&self, inserted: Result<u64, sqlx::Error>, u: &NewUser) -> StoreResult<User> {
         match inserted.map_err(StoreError::from) {
             // SQLite names one violated constraint, the skeleton's before the username's; a
             // name that is taken outright is reported as taken, as Postgres does.
@@ -146,6 +152,44 @@ impl UserStore for SqlStore {
         self.user_by_id(u.id)
             .await?
             .ok_or_else(|| StoreError::Other("user vanished after insert".into()))
+    }
+}
+
+#[async_trait]
+impl UserStore for SqlStore {
+    async fn create_user(&self, u: NewUser) -> StoreResult<User> {
+        let inserted = on_backend!(self, |b| insert_user!(&u)
+            .execute(b.pool())
+            .await
+            .map(|r| r.rows_affected()));
+        self.created(inserted, &u).await
+    }
+
+    async fn create_user_with_token(
+        &self,
+        u: NewUser,
+        token: &AccountToken,
+        mail: &OutboxMail,
+    ) -> StoreResult<User> {
+        let inserted = on_backend!(self, |b| {
+            let mut tx = b.pool().begin().await?;
+            let n = insert_user!(&u).execute(&mut *tx).await?.rows_affected();
+            sqlx::query(INSERT_TOKEN)
+                .bind(&token.token_hash)
+                .bind(token.user_id)
+                .bind(&token.purpose)
+                .bind(token.fence)
+                .bind(token.created_at)
+                .bind(token.expires_at)
+                .bind(&token.email_key)
+                .bind(&token.email)
+                .execute(&mut *tx)
+                .await?;
+            insert_mail!(mail).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(n)
+        });
+        self.created(inserted, &u).await
     }
 
     async fn import_users(

@@ -38,31 +38,30 @@ impl Auth {
             None if crate::Username::parse(&address.address).is_ok() => &address.address,
             None => generated.as_str(),
         };
-        let view = self
-            .create_user_with_email(name, unknown, roles, Some(&address.address), caller)
-            .await?;
+        // The account and its invitation link are one write: no account without its link.
+        let link = TokenMail {
+            purpose: INVITE,
+            to: &address.address,
+            email_key: Some(&address.key),
+            email: None,
+            ttl: self.settings.accounts.invite_ttl,
+            template: INVITE_MAIL,
+            once_a_minute: false,
+        };
         let user = self
-            .store
-            .user_by_id(view.id)
-            .await?
-            .ok_or(AuthError::UserNotFound)?;
-        let ttl = self.settings.accounts.invite_ttl;
-        self.send_token(
-            &user,
-            TokenMail {
-                purpose: INVITE,
-                to: &address.address,
-                email_key: Some(&address.key),
-                email: None,
-                ttl,
-                template: INVITE_MAIL,
-                once_a_minute: false,
-            },
-        )
-        .await?;
+            .create_account(
+                name,
+                unknown,
+                roles,
+                Some(&address.address),
+                false,
+                Some(link),
+                caller,
+            )
+            .await?;
         self.audit(caller, Event::UserInvited, Record::user(user.id))
             .await;
-        Ok(view)
+        Ok(crate::UserView::from(&user))
     }
 
     /// The invitations not yet accepted, oldest first, expired ones too (their `expires_at`

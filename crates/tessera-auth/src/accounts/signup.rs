@@ -127,7 +127,17 @@ impl Auth {
             name = Username::generated().as_str().to_string();
         }
         // The password rules were applied at `check_signup`, against the chosen name or the
-        // address (a generated name is no word of the password).
+        // address (a generated name is no word of the password). The account and its
+        // verification link are one write.
+        let verification = TokenMail {
+            purpose: EMAIL_VERIFY,
+            to: &req.email.address,
+            email_key: Some(&req.email.key),
+            email: None,
+            ttl: self.settings.accounts.verify_ttl,
+            template: VERIFY_MAIL,
+            once_a_minute: false,
+        };
         let created = self
             .create_account(
                 &name,
@@ -135,11 +145,12 @@ impl Auth {
                 Vec::new(),
                 Some(&req.email.address),
                 true,
+                Some(verification),
                 caller,
             )
             .await;
-        let user = match created {
-            Ok(v) => v,
+        match created {
+            Ok(_) => Ok(()),
             // A chosen name lost to a parallel signup is not said: only a new address gets this
             // far, so a 409 here would tell that the address is not registered (invariant 4).
             Err(
@@ -148,10 +159,9 @@ impl Auth {
                 tracing::info!(
                     "signup refused: the address, or a name like it, was taken meanwhile"
                 );
-                return Ok(());
+                Ok(())
             }
-            Err(e) => return Err(e),
-        };
-        self.send_verification(&user).await
+            Err(e) => Err(e),
+        }
     }
 }

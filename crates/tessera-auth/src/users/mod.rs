@@ -58,13 +58,15 @@ impl Auth {
         email: Option<&str>,
         caller: &Caller,
     ) -> Result<UserView, AuthError> {
-        self.create_account(username, password, roles, email, false, caller)
+        self.create_account(username, password, roles, email, false, None, caller)
             .await
             .map(|u| UserView::from(&u))
     }
 
     /// `create_user_with_email`, returning the stored row; `password_checked` when the caller
-    /// has applied the password rules already (a signup, at its checks).
+    /// has applied the password rules already (a signup, at its checks). With `first_link`
+    /// (an address verification, an invitation), its token and mail are stored in the same
+    /// transaction as the account: no account without its link.
     pub(crate) async fn create_account(
         &self,
         username: &str,
@@ -72,6 +74,7 @@ impl Auth {
         roles: Vec<String>,
         email: Option<&str>,
         password_checked: bool,
+        first_link: Option<crate::accounts::TokenMail<'_>>,
         caller: &Caller,
     ) -> Result<User, AuthError> {
         let mut name = Username::parse(username).map_err(AuthError::BadUsername)?;
@@ -91,28 +94,43 @@ impl Auth {
         }
         let roles = parse_roles(roles)?;
         let hash = self.passwords.hash(password).await?;
-        let user = self
-            .store
-            .create_user(NewUser {
-                id: Uuid::now_v7(),
-                username: name.as_str().to_string(),
-                skeleton: Some(name.skeleton()),
-                password_hash: hash,
-                roles,
-                claims: Default::default(),
-                disabled: false,
-                now: now_ms(),
-                email_key: email.as_ref().map(|e| e.key.clone()),
-                email: email.map(|e| e.address),
-                email_verified: false,
-            })
-            .await
-            .map_err(|e| match e {
-                StoreError::Duplicate(Duplicate::UsernameSkeleton) => AuthError::UsernameConfusable,
-                StoreError::Duplicate(Duplicate::Email) => AuthError::EmailTaken,
-                StoreError::Duplicate(_) => AuthError::UsernameTaken,
-                other => other.into(),
-            })?;
+        let now = now_ms();
+        let new = NewUser {
+            id: Uuid::now_v7(),
+            username: name.as_str().to_string(),
+            skeleton: Some(name.skeleton()),
+            password_hash: hash,
+            roles,
+            claims: Default::default(),
+            disabled: false,
+            now,
+            email_key: email.as_ref().map(|e| e.key.clone()),
+            email: email.map(|e| e.address),
+            email_verified: false,
+        };
+        let created = match first_link {
+            None => self.store.create_user(new).await,
+            Some(m) => {
+                // A new row's cut-off is 0: the token's fence.
+                let to = crate::accounts::Recipient {
+                    id: new.id,
+                    username: &new.username,
+                    tokens_not_before: 0,
+                };
+                let (token, mail) = self.token_mail(to, &m, now)?;
+                let created = self.store.create_user_with_token(new, &token, &mail).await;
+                if created.is_ok() {
+                    self.mail_queued.notify_one();
+                }
+                created
+            }
+        };
+        let user = created.map_err(|e| match e {
+            StoreError::Duplicate(Duplicate::UsernameSkeleton) => AuthError::UsernameConfusable,
+            StoreError::Duplicate(Duplicate::Email) => AuthError::EmailTaken,
+            StoreError::Duplicate(_) => AuthError::UsernameTaken,
+            other => other.into(),
+        })?;
         self.audit(
             caller,
             Event::UserCreated,
