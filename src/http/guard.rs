@@ -5,6 +5,8 @@
 //!   fields, is answered 431;
 //! - a declared `Content-Length` over `http.body_limit` is answered 413 at once, without
 //!   waiting for a body that may never come;
+//! - an HTTP/1.1 request without a `Host` field, or any request with more than one, is
+//!   answered 400 (RFC 9112 §3.2: which host it is for is unknown);
 //! - a request that takes longer than `http.request_timeout` is answered 503.
 //!
 //! hyper itself refuses heads past a larger hard cap (see `serve`), with a bare 431: that cap
@@ -88,6 +90,17 @@ fn timed_out_page(res: Response) -> Response {
     Response::from_parts(parts, axum::body::Body::from(PAGE))
 }
 
+/// Whether the request names its host as RFC 9112 §3.2 asks: one `Host` field, which
+/// HTTP/1.0 may leave out (HTTP/2 names it in `:authority` instead).
+fn one_host(req: &Request) -> bool {
+    let mut hosts = req.headers().get_all(axum::http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), None) => true,
+        (Some(_), Some(_)) => false,
+        (None, _) => req.version() != axum::http::Version::HTTP_11,
+    }
+}
+
 /// The `Content-Length` a request declares, if it declares one that parses.
 fn declared_length(req: &Request) -> Option<u64> {
     req.headers()
@@ -120,6 +133,10 @@ where
             Some(ApiError::HeaderTooLarge)
         } else if declared_length(&req).is_some_and(|n| n > self.limits.body_limit as u64) {
             Some(ApiError::PayloadTooLarge)
+        } else if !one_host(&req) {
+            Some(ApiError::InvalidRequest(
+                "an HTTP/1.1 request carries exactly one Host header field (RFC 9112 §3.2)".into(),
+            ))
         } else {
             None
         };

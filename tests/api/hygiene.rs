@@ -93,6 +93,32 @@ async fn limits_and_methods(b: Backend) {
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     assert!(answer.contains("x-request-id: "), "{answer}");
     assert!(answer.contains(r#""error":"invalid_request""#), "{answer}");
+    // RFC 9112 §3.2: an HTTP/1.1 request without a Host field, or any with two, is 400 (both
+    // were served); HTTP/1.0 may leave it out.
+    for (head, status) in [
+        ("GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", "400"),
+        (
+            "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+            "400",
+        ),
+        ("GET /healthz HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", "400"),
+        ("GET /healthz HTTP/1.0\r\n\r\n", "200"),
+        (
+            "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            "200",
+        ),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+        let answer = String::from_utf8_lossy(&buf).to_string();
+        assert_eq!(answer.split(' ').nth(1), Some(status), "{head}: {answer}");
+        if status == "400" {
+            assert!(answer.contains(r#""error":"invalid_request""#), "{answer}");
+        }
+    }
     app.login_ok("alice").await;
 }
 
