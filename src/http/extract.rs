@@ -31,6 +31,47 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+/// An optional JSON body: none at all is `T::default()`; anything else is read as `AppJson`
+/// reads it (`Content-Type: application/json`, UTF-8 throughout, the expected fields), 400
+/// `invalid_request` otherwise.
+pub struct OptionalJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for OptionalJson<T>
+where
+    T: serde::de::DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase())
+            .is_some_and(|m| {
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            });
+        let body = axum::body::Bytes::from_request(req, state).await?;
+        if body.is_empty() {
+            return Ok(OptionalJson(T::default()));
+        }
+        if !json {
+            return Err(ApiError::InvalidRequest(
+                "expected Content-Type: application/json".into(),
+            ));
+        }
+        if std::str::from_utf8(&body).is_err() {
+            return Err(ApiError::InvalidRequest(
+                "the body is not valid JSON".into(),
+            ));
+        }
+        let axum::Json(v) = axum::Json::<T>::from_bytes(&body)?;
+        Ok(OptionalJson(v))
+    }
+}
+
 /// A raw body that could not be read: 413 when it is over the limit, 400 otherwise.
 impl From<BytesRejection> for ApiError {
     fn from(r: BytesRejection) -> Self {

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::admin::PathId;
 use super::csrf::Missing;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{AppJson, Bearer, RequestCaller};
+use super::extract::{AppJson, Bearer, OptionalJson, RequestCaller};
 use super::session::{client_meta, session_response};
 use super::AppState;
 use crate::auth::mfa::{FactorInfo, SecondFactor};
@@ -229,15 +229,9 @@ pub struct TotpEnrolmentBody<'a> {
 async fn enrol_totp(
     State(st): State<AppState>,
     bearer: Bearer,
-    body: axum::body::Bytes,
+    OptionalJson(name): OptionalJson<FactorName>,
 ) -> Result<Response, ApiError> {
     let who = me(&st, bearer).await?;
-    let name: FactorName = match body.is_empty() {
-        true => FactorName::default(),
-        false => serde_json::from_slice(&body).map_err(|_| {
-            ApiError::InvalidRequest("the body is not a JSON object with name".into())
-        })?,
-    };
     let e = st
         .auth
         .enrol_totp(who.user.id, name.name.as_deref())

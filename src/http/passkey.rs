@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 use super::csrf::Missing;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{AppJson, Bearer, RequestCaller};
+use super::extract::{AppJson, Bearer, OptionalJson, RequestCaller};
 use super::mfa::{me, FactorBody, FactorName};
 use super::session::{client_meta, session_response};
 use super::AppState;
@@ -118,15 +118,9 @@ pub struct PasskeyAddedBody<'a> {
 async fn start_registration(
     State(st): State<AppState>,
     bearer: Bearer,
-    body: axum::body::Bytes,
+    OptionalJson(name): OptionalJson<FactorName>,
 ) -> Result<Response, ApiError> {
     let who = me(&st, bearer).await?;
-    let name: FactorName = match body.is_empty() {
-        true => FactorName::default(),
-        false => serde_json::from_slice(&body).map_err(|_| {
-            ApiError::InvalidRequest("the body is not a JSON object with name".into())
-        })?,
-    };
     let since = st.auth.login_time(who.claims.session_id).await?;
     let c = st
         .auth

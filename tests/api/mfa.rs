@@ -198,6 +198,34 @@ async fn totp_enrolment_then_login_with_a_code(b: Backend) {
     assert!(!l.to_string().contains("secret"));
     // At most ten factors, confirmed or not.
     let bearer = t["access_token"].as_str().unwrap();
+    // A body must be JSON, labelled so and UTF-8 throughout, as at /login (a JSON body sent
+    // as text/plain, as a form or unlabelled, and invalid UTF-8 in an unknown member, were
+    // taken): refused, and no factor is made.
+    for (content_type, body) in [
+        (Some("text/plain"), br#"{"name":"desk"}"#.to_vec()),
+        (
+            Some("application/x-www-form-urlencoded"),
+            br#"{"name":"desk"}"#.to_vec(),
+        ),
+        (None, br#"{"name":"desk"}"#.to_vec()),
+        (
+            Some("application/json"),
+            b"{\"x\":\"\xff\",\"name\":\"desk\"}".to_vec(),
+        ),
+    ] {
+        let mut r = app
+            .client
+            .post(app.url("/me/factors/totp"))
+            .bearer_auth(bearer)
+            .body(body);
+        if let Some(ct) = content_type {
+            r = r.header("content-type", ct);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 400, "{content_type:?}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "invalid_request");
+    }
     for _ in 0..9 {
         let r = bearer_json(
             &app,
