@@ -48,17 +48,15 @@ impl Auth {
             template: INVITE_MAIL,
             once_a_minute: false,
         };
-        let user = self
-            .create_account(
-                name,
-                unknown,
-                roles,
-                Some(&address.address),
-                false,
-                Some(link),
-                caller,
-            )
-            .await?;
+        let account = crate::users::NewAccount {
+            username: name,
+            password: unknown,
+            roles,
+            email: Some(&address.address),
+            password_checked: false,
+            first_link: Some(link),
+        };
+        let user = self.create_account(account, caller).await?;
         self.audit(caller, Event::UserInvited, Record::user(user.id))
             .await;
         Ok(crate::UserView::from(&user))

@@ -138,17 +138,15 @@ impl Auth {
             template: VERIFY_MAIL,
             once_a_minute: false,
         };
-        let created = self
-            .create_account(
-                &name,
-                req.password,
-                Vec::new(),
-                Some(&req.email.address),
-                true,
-                Some(verification),
-                caller,
-            )
-            .await;
+        let account = crate::users::NewAccount {
+            username: &name,
+            password: req.password,
+            roles: Vec::new(),
+            email: Some(&req.email.address),
+            password_checked: true,
+            first_link: Some(verification),
+        };
+        let created = self.create_account(account, caller).await;
         match created {
             Ok(_) => Ok(()),
             // A chosen name lost to a parallel signup is not said: only a new address gets this

@@ -29,6 +29,20 @@ pub enum UserRef<'a> {
     Name(&'a str),
 }
 
+/// An account to create (`Auth::create_account`).
+pub(crate) struct NewAccount<'a> {
+    pub username: &'a str,
+    pub password: SecretString,
+    pub roles: Vec<String>,
+    /// Its address, unverified.
+    pub email: Option<&'a str>,
+    /// The caller has applied the password rules already (a signup, at its checks).
+    pub password_checked: bool,
+    /// Its first link (an address verification, an invitation): the token and the mail are
+    /// stored in the same transaction as the account, so there is no account without it.
+    pub first_link: Option<crate::accounts::TokenMail<'a>>,
+}
+
 impl Auth {
     /// Creates a user with a new password and roles.
     ///
@@ -58,25 +72,33 @@ impl Auth {
         email: Option<&str>,
         caller: &Caller,
     ) -> Result<UserView, AuthError> {
-        self.create_account(username, password, roles, email, false, None, caller)
+        let account = NewAccount {
+            username,
+            password,
+            roles,
+            email,
+            password_checked: false,
+            first_link: None,
+        };
+        self.create_account(account, caller)
             .await
             .map(|u| UserView::from(&u))
     }
 
-    /// `create_user_with_email`, returning the stored row; `password_checked` when the caller
-    /// has applied the password rules already (a signup, at its checks). With `first_link`
-    /// (an address verification, an invitation), its token and mail are stored in the same
-    /// transaction as the account: no account without its link.
+    /// `create_user_with_email`, returning the stored row (see `NewAccount`).
     pub(crate) async fn create_account(
         &self,
-        username: &str,
-        password: SecretString,
-        roles: Vec<String>,
-        email: Option<&str>,
-        password_checked: bool,
-        first_link: Option<crate::accounts::TokenMail<'_>>,
+        account: NewAccount<'_>,
         caller: &Caller,
     ) -> Result<User, AuthError> {
+        let NewAccount {
+            username,
+            password,
+            roles,
+            email,
+            password_checked,
+            first_link,
+        } = account;
         let mut name = Username::parse(username).map_err(AuthError::BadUsername)?;
         let email = email.map(Email::parse).transpose()?;
         // A name with an @ logs in as that address: with an address given, it must be that
