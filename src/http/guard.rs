@@ -226,6 +226,14 @@ mod tests {
     use super::*;
     use tower::ServiceExt;
 
+    /// A request as a client sends it (HTTP/1.1, with its `Host`).
+    fn request() -> Request {
+        let mut req = Request::new(axum::body::Body::empty());
+        req.headers_mut()
+            .insert(axum::http::header::HOST, "x".parse().unwrap());
+        req
+    }
+
     fn guard<S>(inner: S) -> Guard<S> {
         GuardLayer {
             timeout: Duration::from_millis(50),
@@ -247,12 +255,9 @@ mod tests {
             #[allow(unreachable_code)]
             Ok::<_, Infallible>(Response::new(axum::body::Body::empty()))
         });
-        let answer = tokio::time::timeout(
-            Duration::from_secs(10),
-            guard(busy).oneshot(Request::new(axum::body::Body::empty())),
-        )
-        .await
-        .expect("the request timeout never fired");
+        let answer = tokio::time::timeout(Duration::from_secs(10), guard(busy).oneshot(request()))
+            .await
+            .expect("the request timeout never fired");
         let Ok(res) = answer;
         assert_eq!(res.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
     }
@@ -265,16 +270,12 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(5)).await;
             Ok::<_, Infallible>(Response::new(axum::body::Body::empty()))
         });
-        let Ok(res) = guard(slow)
-            .oneshot(Request::new(axum::body::Body::empty()))
-            .await;
+        let Ok(res) = guard(slow).oneshot(request()).await;
         assert_eq!(res.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
         let ready = tower::service_fn(|_: Request| async {
             Ok::<_, Infallible>(Response::new(axum::body::Body::from("ok")))
         });
-        let Ok(res) = guard(ready)
-            .oneshot(Request::new(axum::body::Body::empty()))
-            .await;
+        let Ok(res) = guard(ready).oneshot(request()).await;
         assert_eq!(res.status(), axum::http::StatusCode::OK);
     }
 
@@ -293,7 +294,7 @@ mod tests {
             (Some("application/json"), false),
             (None, false),
         ] {
-            let mut req = Request::new(axum::body::Body::empty());
+            let mut req = request();
             if let Some(a) = accept {
                 req.headers_mut().insert(
                     axum::http::header::ACCEPT,
