@@ -19,6 +19,22 @@ pub(crate) const INSERT_TOKEN: &str = "
                                 email_key, email)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
+/// `INSERT_TOKEN` with the token `$t` bound, on either backend's pool or transaction.
+macro_rules! insert_token {
+    ($t:expr) => {
+        sqlx::query($crate::accounts_sql::INSERT_TOKEN)
+            .bind(&$t.token_hash)
+            .bind($t.user_id)
+            .bind(&$t.purpose)
+            .bind($t.fence)
+            .bind($t.created_at)
+            .bind($t.expires_at)
+            .bind(&$t.email_key)
+            .bind(&$t.email)
+    };
+}
+pub(crate) use insert_token;
+
 /// Issuing a token with a "not since" check takes turns per user: on Postgres under an
 /// advisory lock held to the transaction's end (no row lock, so no lock order to keep with the
 /// rest); on SQLite `BEGIN IMMEDIATE` already holds the database.
@@ -143,17 +159,7 @@ impl AccountStore for SqlStore {
                 .bind(&t.purpose)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(INSERT_TOKEN)
-                .bind(&t.token_hash)
-                .bind(t.user_id)
-                .bind(&t.purpose)
-                .bind(t.fence)
-                .bind(t.created_at)
-                .bind(t.expires_at)
-                .bind(&t.email_key)
-                .bind(&t.email)
-                .execute(&mut *tx)
-                .await?;
+            insert_token!(t).execute(&mut *tx).await?;
             insert_mail!(m).execute(&mut *tx).await?;
             tx.commit().await.map(|()| true)
         })?;

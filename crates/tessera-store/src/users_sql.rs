@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::accounts_sql::INSERT_TOKEN;
+use super::accounts_sql::insert_token;
 use super::backend::{on_backend, Backend, SqlStore};
 use super::outbox_sql::insert_mail;
 use super::{
@@ -171,24 +171,17 @@ impl UserStore for SqlStore {
         token: &AccountToken,
         mail: &OutboxMail,
     ) -> StoreResult<User> {
-        let inserted = on_backend!(self, |b| {
+        // The body is a block of its own, so that its `?`s end the transaction, not this
+        // function: `created` reads a duplicate the way `create_user` does.
+        let inserted = on_backend!(self, |b| async {
             let mut tx = b.pool().begin().await?;
             let n = insert_user!(&u).execute(&mut *tx).await?.rows_affected();
-            sqlx::query(INSERT_TOKEN)
-                .bind(&token.token_hash)
-                .bind(token.user_id)
-                .bind(&token.purpose)
-                .bind(token.fence)
-                .bind(token.created_at)
-                .bind(token.expires_at)
-                .bind(&token.email_key)
-                .bind(&token.email)
-                .execute(&mut *tx)
-                .await?;
+            insert_token!(token).execute(&mut *tx).await?;
             insert_mail!(mail).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(n)
-        });
+        }
+        .await);
         self.created(inserted, &u).await
     }
 
