@@ -174,9 +174,10 @@ async fn forgot_password(
 
 /// The one 202 of the requests whose answer must not tell whether an address is known: sent
 /// once the work is stored (nothing is lost to a crash after it) and no sooner than
-/// `Auth::ANSWER_FLOOR` after `started`. A failure to store the work (a database outage, which
-/// every address meets alike, or any other fault) is a 503: a 202 would promise a mail that
-/// was never queued.
+/// `Auth::ANSWER_FLOOR` after `started`. A database outage or a saturated hasher, which every
+/// address meets alike, is a 503. Any other failure is logged as an error and still answered
+/// 202: it comes of the work done for one kind of address only (a known account's mail), so a
+/// different answer would tell which addresses are registered (invariant 4).
 pub(super) async fn accepted(
     started: tokio::time::Instant,
     done: Result<(), crate::auth::AuthError>,
@@ -187,11 +188,7 @@ pub(super) async fn accepted(
         Err(e @ crate::auth::AuthError::StoreUnavailable) => return Err(e.into()),
         Err(e @ crate::auth::AuthError::MailDisabled) => return Err(e.into()),
         Err(e @ crate::auth::AuthError::Unavailable(_)) => return Err(e.into()),
-        Err(e @ crate::auth::AuthError::Internal(_)) => {
-            tracing::error!(error = %e, "an account request failed after its checks");
-            return Err(crate::auth::AuthError::StoreUnavailable.into());
-        }
-        Err(e) => tracing::warn!(error = %e, "an account request failed after its checks"),
+        Err(e) => tracing::error!(error = %e, "an account request failed after its checks"),
     }
     Ok((
         StatusCode::ACCEPTED,

@@ -12,6 +12,9 @@ use super::{Change, StoreResult};
 /// Idle time after which a pooled connection is checked before use.
 const IDLE_PING_AFTER: Duration = Duration::from_secs(1);
 
+/// How long a pooled connection lives (see `PgStore::connect`).
+const MAX_LIFETIME: Duration = Duration::from_secs(60);
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 /// Postgres behind a connection pool. Migrations take an advisory lock, so several replicas may
@@ -52,6 +55,11 @@ impl PgStore {
             // pings every connection as it returns to the pool, off the request's path, and
             // closes it there if the ping fails.)
             .test_before_acquire(false)
+            // A session keeps what it was opened with: one opened read-only (a standby, a
+            // demoted primary, `default_transaction_read_only`) or to the address a failover
+            // has since moved stays so. A minute's lifetime lets the pool reopen them all once
+            // the database takes writes again, at the cost of a connection a minute.
+            .max_lifetime(MAX_LIFETIME)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {
                     if meta.idle_for > IDLE_PING_AFTER {

@@ -42,21 +42,17 @@ impl From<sqlx::Error> for StoreError {
                 // ended), 40 (serialization failure, deadlock), 53 (insufficient resources), 55
                 // (not in the required state: a lock not available), 57 (operator
                 // intervention: a statement timeout or cancel, 57014; shutdown, restart), 58
-                // (system error) and XX (internal error), and a connection refused by the
-                // server: 3D000 (no such database), 28000/28P01 (the credentials are refused);
-                // SQLite's codes below. What is left (22 data, 23 integrity, 42 syntax) is a
-                // request this server should not have sent: a fault of its own.
+                // (system error), XX (internal error) and P0 (raised by the database's own code:
+                // a trigger, a rule), and a connection refused by the server: 3D000 (no such
+                // database), 28000/28P01 (the credentials are refused); SQLite's codes below.
+                // What is left (22 data, 23 integrity, 42 syntax) is a request this server
+                // should not have sent: a fault of its own.
                 let code = db.code().map(|c| c.to_string()).unwrap_or_default();
                 // Postgres 42P01 (undefined_table); SQLite reports a generic error.
                 if code == "42P01" || db.message().starts_with("no such table") {
                     return StoreError::NoSchema;
                 }
-                if ["08", "25", "40", "53", "55", "57", "58", "XX"]
-                    .iter()
-                    .any(|class| code.starts_with(class))
-                    || matches!(code.as_str(), "3D000" | "28000" | "28P01")
-                    || sqlite_unavailable(&code)
-                {
+                if postgres_unavailable(&code) || sqlite_unavailable(&code) {
                     StoreError::Unavailable(e.to_string())
                 } else {
                     StoreError::Other(e.to_string())
@@ -67,15 +63,27 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Whether a Postgres SQLSTATE (five characters; SQLite's codes are decimal numbers of at most
+/// four digits, some of which begin with the same digits) is the database's state rather than
+/// the request (see `From<sqlx::Error>`).
+fn postgres_unavailable(code: &str) -> bool {
+    code.len() == 5
+        && (["08", "25", "40", "53", "55", "57", "58", "XX", "P0"]
+            .iter()
+            .any(|class| code.starts_with(class))
+            || matches!(code, "3D000" | "28000" | "28P01"))
+}
+
 /// Whether an SQLite result code (its extended form, at most four digits; Postgres codes have
 /// five characters) is the database's state rather than the request: BUSY (5) and LOCKED (6)
 /// and their extended codes, NOMEM (7), READONLY (8), INTERRUPT (9), IOERR (10), CORRUPT (11),
-/// FULL (13, a full disk), CANTOPEN (14), PROTOCOL (15), NOTADB (26).
+/// FULL (13, a full disk), CANTOPEN (14), PROTOCOL (15), NOTADB (26), and CONSTRAINT_TRIGGER
+/// (1811: a trigger's `RAISE`, the database's own code).
 fn sqlite_unavailable(code: &str) -> bool {
     code.len() <= 4
         && code
             .parse::<u32>()
-            .is_ok_and(|c| matches!(c & 0xff, 5..=11 | 13..=15 | 26))
+            .is_ok_and(|c| c == 1811 || matches!(c & 0xff, 5..=11 | 13..=15 | 26))
 }
 
 /// The rows of a stream of batches (pages, COPY chunks), one by one.
@@ -116,4 +124,42 @@ async fn open(db: &DatabaseSettings, create: bool) -> StoreResult<Arc<dyn Store>
         ));
     };
     Ok(Arc::new(store))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{postgres_unavailable, sqlite_unavailable};
+
+    /// What the database does (503) against what this server asked wrongly (a fault of its
+    /// own), for the codes each backend reports.
+    #[test]
+    fn database_states_are_told_from_requests() {
+        for code in [
+            "08006", "25006", "25P03", "40001", "40P01", "53100", "53300", "55000", "55P03",
+            "57014", "57P01", "58030", "XX000", "P0001", "3D000", "28P01",
+        ] {
+            assert!(postgres_unavailable(code), "{code}");
+        }
+        for code in ["22001", "23505", "23503", "42601", "42P01"] {
+            assert!(!postgres_unavailable(code), "{code}");
+        }
+        // SQLite: BUSY, LOCKED and their extended codes, NOMEM, READONLY, INTERRUPT, IOERR
+        // (and IOERR_SHORT_READ), CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB, a trigger's RAISE.
+        for code in [
+            "1811", "5", "261", "6", "262", "7", "8", "9", "10", "522", "11", "13", "14", "15",
+            "26",
+        ] {
+            assert!(
+                sqlite_unavailable(code) && !postgres_unavailable(code),
+                "{code}"
+            );
+        }
+        // CONSTRAINT (and ROWID, COMMITHOOK), RANGE, ERROR_MISSING_COLLSEQ, a plain ERROR.
+        for code in ["19", "2579", "531", "25", "257", "1"] {
+            assert!(
+                !sqlite_unavailable(code) && !postgres_unavailable(code),
+                "{code}"
+            );
+        }
+    }
 }

@@ -241,8 +241,12 @@ impl Upkeep for SqlStore {
     async fn ping(&self) -> StoreResult<()> {
         match self {
             SqlStore::Postgres(b) => {
-                let (read_only,): (String,) = sqlx::query_as(PING_PG).fetch_one(b.pool()).await?;
+                let mut conn = b.pool().acquire().await?;
+                let (read_only,): (String,) = sqlx::query_as(PING_PG).fetch_one(&mut *conn).await?;
                 if read_only != "off" {
+                    // Closed, not pooled: a session opened read-only stays so after the
+                    // database takes writes again.
+                    drop(conn.detach());
                     return Err(StoreError::Unavailable(
                         "the database is read-only (transaction_read_only is on)".into(),
                     ));
