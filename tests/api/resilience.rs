@@ -197,18 +197,7 @@ async fn a_database_refusing_connections_fails_closed(b: Backend) {
 /// until a restart; now the start is refused and names it.
 async fn a_read_only_database_fails_closed(b: Backend) {
     use sqlx::{Connection, Executor};
-    let Some(app) = TestApp::spawn(b).await else {
-        return;
-    };
-    let ready = || async {
-        app.client
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-    };
-    let crate::helpers::Db::Postgres { name, .. } = &app.db else {
+    if b == Backend::Sqlite {
         // The tests run as root, whom a chmod does not stop: a directory where the journal goes
         // is what Tessera cannot write.
         let dir =
@@ -236,8 +225,21 @@ async fn a_read_only_database_fails_closed(b: Backend) {
         .unwrap();
         assert!(ok, "{out}");
         let _ = std::fs::remove_dir_all(&dir);
-        assert_eq!(ready().await, 200);
         return;
+    }
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let ready = || async {
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let crate::helpers::Db::Postgres { name, .. } = &app.db else {
+        unreachable!("a Postgres test app")
     };
     app.create_user("alice", &[]).await;
     let t = app.login_ok("alice").await;

@@ -52,7 +52,9 @@ impl SqliteStore {
                 })?;
             }
         }
-        if create && path.to_str() != Some(":memory:") {
+        // An in-memory database (`sqlite::memory:`, `mode=memory`) has no file to write.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if create && !in_memory {
             writable(path)?;
         }
         let generation = Arc::new(AtomicU64::new(0));
@@ -98,7 +100,8 @@ impl SqliteStore {
 
 /// Whether Tessera can write the database at `path`: the file and its `-wal` and `-shm`
 /// files where they exist (opened for writing, nothing written), and the directory they are
-/// created in (a probe file created and removed).
+/// created in (a probe file of a random name, created new, so that no link is followed, and
+/// removed).
 fn writable(path: &std::path::Path) -> StoreResult<()> {
     let refused = |what: &std::path::Path, e: std::io::Error| {
         StoreError::Other(format!(
@@ -123,15 +126,16 @@ fn writable(path: &std::path::Path) -> StoreResult<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => std::path::Path::new("."),
     };
-    let probe = dir.join(format!(".tessera-write-check-{}", std::process::id()));
+    let probe = dir.join(format!(
+        ".tessera-write-check-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .open(&probe)
         .map_err(|e| refused(dir, e))?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(())
+    std::fs::remove_file(&probe).map_err(|e| refused(&probe, e))
 }
 
 impl Backend for SqliteStore {
