@@ -31,16 +31,45 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-/// An optional JSON body: none at all is `T::default()`; anything else is read as `AppJson`
-/// reads it (`Content-Type: application/json`, UTF-8 throughout, the expected fields), 400
-/// `invalid_request` otherwise.
-pub struct OptionalJson<T>(pub T);
+/// An optional JSON body, read when the handler asks (`parse`), so that a request is
+/// authenticated before its body is judged: none at all is `T::default()`; anything else must
+/// be labelled `application/json` (or `+json`), be UTF-8 throughout and be an object with the
+/// expected fields, or it is 400 `invalid_request`.
+pub struct OptionalJson {
+    body: axum::body::Bytes,
+    json: bool,
+}
 
-impl<T, S> FromRequest<S> for OptionalJson<T>
-where
-    T: serde::de::DeserializeOwned + Default,
-    S: Send + Sync,
-{
+impl OptionalJson {
+    /// The body read as `T`.
+    ///
+    /// Errors: `InvalidRequest` (not labelled JSON, not UTF-8, not the expected fields).
+    pub fn parse<T: serde::de::DeserializeOwned + Default>(self) -> Result<T, ApiError> {
+        if self.body.is_empty() {
+            return Ok(T::default());
+        }
+        if !self.json {
+            return Err(ApiError::InvalidRequest(
+                "expected Content-Type: application/json".into(),
+            ));
+        }
+        if std::str::from_utf8(&self.body).is_err() {
+            return Err(ApiError::InvalidRequest(
+                "the body is not valid JSON".into(),
+            ));
+        }
+        // A JSON object: serde would read a struct from an array too (`["desk"]`).
+        if !self.body.trim_ascii_start().starts_with(b"{") {
+            return Err(ApiError::InvalidRequest(
+                "the body is not a JSON object".into(),
+            ));
+        }
+        let axum::Json(v) = axum::Json::<T>::from_bytes(&self.body)?;
+        Ok(v)
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for OptionalJson {
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
@@ -54,21 +83,7 @@ where
                 m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
             });
         let body = axum::body::Bytes::from_request(req, state).await?;
-        if body.is_empty() {
-            return Ok(OptionalJson(T::default()));
-        }
-        if !json {
-            return Err(ApiError::InvalidRequest(
-                "expected Content-Type: application/json".into(),
-            ));
-        }
-        if std::str::from_utf8(&body).is_err() {
-            return Err(ApiError::InvalidRequest(
-                "the body is not valid JSON".into(),
-            ));
-        }
-        let axum::Json(v) = axum::Json::<T>::from_bytes(&body)?;
-        Ok(OptionalJson(v))
+        Ok(OptionalJson { body, json })
     }
 }
 

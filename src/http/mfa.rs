@@ -229,9 +229,10 @@ pub struct TotpEnrolmentBody<'a> {
 async fn enrol_totp(
     State(st): State<AppState>,
     bearer: Bearer,
-    OptionalJson(name): OptionalJson<FactorName>,
+    body: OptionalJson,
 ) -> Result<Response, ApiError> {
     let who = me(&st, bearer).await?;
+    let name: FactorName = body.parse()?;
     let e = st
         .auth
         .enrol_totp(who.user.id, name.name.as_deref())

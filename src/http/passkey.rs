@@ -118,9 +118,10 @@ pub struct PasskeyAddedBody<'a> {
 async fn start_registration(
     State(st): State<AppState>,
     bearer: Bearer,
-    OptionalJson(name): OptionalJson<FactorName>,
+    body: OptionalJson,
 ) -> Result<Response, ApiError> {
     let who = me(&st, bearer).await?;
+    let name: FactorName = body.parse()?;
     let since = st.auth.login_time(who.claims.session_id).await?;
     let c = st
         .auth

@@ -198,9 +198,9 @@ async fn totp_enrolment_then_login_with_a_code(b: Backend) {
     assert!(!l.to_string().contains("secret"));
     // At most ten factors, confirmed or not.
     let bearer = t["access_token"].as_str().unwrap();
-    // A body must be JSON, labelled so and UTF-8 throughout, as at /login (a JSON body sent
-    // as text/plain, as a form or unlabelled, and invalid UTF-8 in an unknown member, were
-    // taken): refused, and no factor is made.
+    // A body must be JSON, labelled so and UTF-8 throughout (a JSON body sent as text/plain,
+    // as a form or unlabelled, and invalid UTF-8 in an unknown member, were taken): refused,
+    // and no factor is made.
     for (content_type, body) in [
         (Some("text/plain"), br#"{"name":"desk"}"#.to_vec()),
         (
@@ -212,6 +212,8 @@ async fn totp_enrolment_then_login_with_a_code(b: Backend) {
             Some("application/json"),
             b"{\"x\":\"\xff\",\"name\":\"desk\"}".to_vec(),
         ),
+        // An array, which serde reads as the object's fields in order.
+        (Some("application/json"), br#"["desk"]"#.to_vec()),
     ] {
         let mut r = app
             .client
