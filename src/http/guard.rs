@@ -5,8 +5,9 @@
 //!   fields, is answered 431;
 //! - a declared `Content-Length` over `http.body_limit` is answered 413 at once, without
 //!   waiting for a body that may never come;
-//! - an HTTP/1.1 request without a `Host` field, or any request with more than one, is
-//!   answered 400 (RFC 9112 §3.2: which host it is for is unknown);
+//! - an HTTP/1.1 request without a `Host` field, any request with more than one, or one whose
+//!   value is not a host and port, is answered 400 (RFC 9112 §3.2: which host it is for is
+//!   unknown);
 //! - a request that takes longer than `http.request_timeout` is answered 503.
 //!
 //! hyper itself refuses heads past a larger hard cap (see `serve`), with a bare 431: that cap
@@ -90,15 +91,44 @@ fn timed_out_page(res: Response) -> Response {
     Response::from_parts(parts, axum::body::Body::from(PAGE))
 }
 
-/// Whether the request names its host as RFC 9112 §3.2 asks: one `Host` field, which
-/// HTTP/1.0 may leave out (HTTP/2 names it in `:authority` instead).
+/// Whether the request names its host as RFC 9112 §3.2 asks: one `Host` field with a valid
+/// value, which HTTP/1.0 may leave out (HTTP/2 names it in `:authority` instead).
 fn one_host(req: &Request) -> bool {
     let mut hosts = req.headers().get_all(axum::http::header::HOST).iter();
     match (hosts.next(), hosts.next()) {
-        (Some(_), None) => true,
+        (Some(host), None) => valid_host(host.as_bytes()),
         (Some(_), Some(_)) => false,
         (None, _) => req.version() != axum::http::Version::HTTP_11,
     }
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a name, an IPv4 address or a
+/// bracketed IPv6 literal, and a port of at most 65535; no user information. Empty is allowed
+/// (a request whose target has no authority).
+fn valid_host(value: &[u8]) -> bool {
+    let Ok(host) = std::str::from_utf8(value) else {
+        return false;
+    };
+    if host.is_empty() {
+        return true;
+    }
+    if host.contains('@') || host.parse::<axum::http::uri::Authority>().is_err() {
+        return false;
+    }
+    let port = match host.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((_, "")) => None,
+            Some((_, rest)) => match rest.strip_prefix(':') {
+                Some(port) => Some(port),
+                None => return false,
+            },
+            None => return false,
+        },
+        None => host.rsplit_once(':').map(|(_, port)| port),
+    };
+    port.is_none_or(|p| {
+        p.is_empty() || (p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok())
+    })
 }
 
 /// The `Content-Length` a request declares, if it declares one that parses.
@@ -225,6 +255,35 @@ where
 mod tests {
     use super::*;
     use tower::ServiceExt;
+
+    /// RFC 9112 §3.2: a `Host` that is no host and port is refused (each was served).
+    #[test]
+    fn host_values_are_hosts_and_ports() {
+        for ok in [
+            "",
+            "example.com",
+            "a.example:443",
+            "127.0.0.1",
+            "127.0.0.1:18600",
+            "[::1]",
+            "[::1]:8080",
+            "localhost:",
+        ] {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "a b",
+            "127.0.0.1:abc",
+            "user@127.0.0.1",
+            "[::1",
+            "127.0.0.1:99999",
+            "127.0.0.1:18600/x",
+            "[::1]x",
+            "h\u{e9}",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
+    }
 
     /// A request as a client sends it (HTTP/1.1, with its `Host`).
     fn request() -> Request {

@@ -178,7 +178,8 @@ pub fn router(
     // - edge: request id, span, metrics, nosniff, no-store (every answer, including CORS
     //   preflights and the limits' own answers);
     // - CORS, only when origins are configured: it sees every answer made below it;
-    // - guard: the head-size limit (431) and the request timeout (503), as JSON errors;
+    // - guard: the head-size limit (431), a declared body over the limit (413), one valid
+    //   Host (400) and the request timeout (503), as JSON errors;
     // - panics become a JSON 500; bodies are capped (413) where extractors read them.
     let inner = ServiceBuilder::new()
         .layer(guard::GuardLayer {

@@ -104,6 +104,10 @@ async fn limits_and_methods(b: Backend) {
         ("GET /healthz HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", "400"),
         ("GET /healthz HTTP/1.0\r\n\r\n", "200"),
         (
+            "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:99999\r\nConnection: close\r\n\r\n",
+            "400",
+        ),
+        (
             "GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
             "200",
         ),
