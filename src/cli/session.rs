@@ -70,7 +70,12 @@ async fn revoke(settings: Settings, session_id: &str) -> Result<(), CliError> {
             AuthError::SessionNotFound => CliError::Usage(format!("no such session: {id}")),
             other => other.into(),
         })?;
-    match (before.revoked_at, before.revoked_reason) {
+    let now = crate::time::now_ms();
+    match (before.revoked_at, before.revoked_reason.clone()) {
+        (None, _) if before.is_expired(now) => println!(
+            "session {id} had already expired ({}); it is marked revoked now",
+            rfc3339(Some(before.idle_expires_at.min(before.absolute_expires_at)))
+        ),
         (None, _) => println!("session {id} ended"),
         (Some(at), reason) => println!(
             "session {id} had already ended ({}, {}); nothing changed",

@@ -276,6 +276,17 @@ async fn session_revoke_says_what_it_did(b: Backend) {
     );
     let (ok, out) = revoke(uuid::Uuid::now_v7().to_string()).await.unwrap();
     assert!(!ok && out.contains("no such session"), "{out}");
+    // One that expired unrevoked: it said "ended" as if this had ended it.
+    let r = app.login("bob", "s3cret password").await;
+    let t: Value = r.json().await.unwrap();
+    let sid = TestApp::claims(t["access_token"].as_str().unwrap())["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.exec_sql("UPDATE sessions SET idle_expires_at = 1 WHERE revoked_at IS NULL".into())
+        .await;
+    let (ok, out) = revoke(sid).await.unwrap();
+    assert!(ok && out.contains("had already expired"), "{out}");
 }
 
 async fn migrate_is_idempotent(b: Backend) {

@@ -13,9 +13,9 @@ pub struct Introspection {
     /// Whether the token is active: signed by Tessera, unexpired, and not revoked.
     pub active: bool,
     /// The audience: `tokens.audience` or the RFC 8707 resource, in the form the token
-    /// carries it.
+    /// carries it (a string, or an array of strings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "schema", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "schema", schema(value_type = Option<serde_json::Value>))]
     pub aud: Option<Audience<'static>>,
     /// The OAuth client the token was issued to; `null` for an access token that names none.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,8 +8,8 @@ use super::StoreResult;
 
 /// A browser's login at the hosted pages (the SSO session). Its cookie holds a random token;
 /// only that token's digest is stored. Serialised, it is what the admin API shows of it
-/// (`SsoSessionView`): never the digest.
-#[derive(Debug, Clone, serde::Serialize)]
+/// (`SsoSessionView`): never the digest, which its `Debug` leaves out too.
+#[derive(Clone, serde::Serialize)]
 #[cfg_attr(feature = "sql", derive(sqlx::FromRow))]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct SsoSession {
@@ -43,6 +43,18 @@ pub struct SsoSession {
     pub ip: Option<String>,
     /// The user agent at login.
     pub user_agent: Option<String>,
+}
+
+impl std::fmt::Debug for SsoSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SsoSession")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("auth_time", &self.auth_time)
+            .field("amr", &self.amr)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A space-separated list (`amr`) as a JSON array of its members.

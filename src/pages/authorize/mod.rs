@@ -253,11 +253,17 @@ fn failed(st: &AppState, e: AuthorizeError, via: Via) -> Response {
     }
 }
 
+/// The page of a 503, with the `Retry-After` the JSON answers carry (1 s).
 pub(super) fn unavailable(st: &AppState) -> Response {
-    st.pages.error(
+    let mut res = st.pages.error(
         StatusCode::SERVICE_UNAVAILABLE,
         "The service is unavailable. Try again shortly.",
-    )
+    );
+    res.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    res
 }
 
 pub(super) fn forged(st: &AppState) -> Response {

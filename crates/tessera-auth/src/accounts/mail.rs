@@ -1,11 +1,16 @@
 //! Mail: the templates of each message, their rendering, the sealed outbox row, and the
 //! `MailSender` port that the binary implements with SMTP.
 
+use std::time::Duration;
+
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
+use super::lifetime;
 use crate::email::Email;
-use crate::store::OutboxMail;
+use crate::oidc::{random_token, token_digest};
+use crate::store::{AccountToken, OutboxMail};
+use crate::time::UnixMillis;
 use crate::{Auth, AuthError};
 
 /// A mail: its subject and its two parts, `mail/<name>.txt` and `mail/<name>.html`, each
@@ -156,5 +161,67 @@ impl Auth {
             text: part("txt", t.text)?,
             html: part("html", t.html)?,
         })
+    }
+}
+
+/// A token mail to send.
+pub(crate) struct TokenMail<'a> {
+    pub(super) purpose: &'static str,
+    pub(super) to: &'a str,
+    /// The address the token is for (its compared form): the one it verifies, or the one the
+    /// account must still have for it to work.
+    pub(super) email_key: Option<&'a str>,
+    /// For an address change: the new address, set when the token is used.
+    pub(super) email: Option<&'a str>,
+    pub(super) ttl: Duration,
+    pub(super) template: MailTemplate,
+    /// Not sent when a token of its purpose went to the user in the last minute
+    /// (`RESEND_AFTER_MS`), checked in the store's write (concurrent requests take turns).
+    pub(super) once_a_minute: bool,
+}
+
+/// Whom a token mail is for: an account's id, name and cut-off (the token's fence).
+pub(crate) struct Recipient<'a> {
+    pub id: Uuid,
+    pub username: &'a str,
+    pub tokens_not_before: i64,
+}
+
+impl Auth {
+    /// A new token of `m.purpose` for `to` (stored as its digest) and the sealed mail that
+    /// carries its link, issued at `now` (ms); nothing is stored yet.
+    ///
+    /// Errors: `Internal` (a template or the sealing failed).
+    pub(crate) fn token_mail(
+        &self,
+        to: Recipient<'_>,
+        m: &TokenMail<'_>,
+        now: i64,
+    ) -> Result<(AccountToken, OutboxMail), AuthError> {
+        let token = random_token()?;
+        let link = self.account_link(m.purpose, token.expose_secret());
+        let body = self.render_mail(
+            &m.template,
+            minijinja::context! {
+                username => to.username,
+                link => link,
+                minutes => m.ttl.as_secs() / 60,
+                lifetime => lifetime(m.ttl),
+                new_email => m.email,
+            },
+        )?;
+        let mail = self.sealed_mail(m.to, m.template.subject, &body, now)?;
+        let token = AccountToken {
+            token_hash: token_digest(token.expose_secret()),
+            user_id: to.id,
+            purpose: m.purpose.into(),
+            email_key: m.email_key.map(str::to_string),
+            email: m.email.map(str::to_string),
+            fence: to.tokens_not_before,
+            created_at: now,
+            expires_at: UnixMillis(now).plus(m.ttl).0,
+            used_at: None,
+        };
+        Ok((token, mail))
     }
 }

@@ -17,9 +17,9 @@ use uuid::Uuid;
 
 use crate::audit::Caller;
 use crate::email::Email;
-use crate::oidc::{random_token, token_digest};
+use crate::oidc::token_digest;
 use crate::store::{AccountToken, Duplicate, OutboxMail, Redeemed, Redemption, StoreError};
-use crate::time::{now_ms, UnixMillis};
+use crate::time::now_ms;
 use crate::{Auth, AuthError};
 
 mod email;
@@ -54,29 +54,6 @@ pub const EMAIL_VERIFY: &str = "email_verify";
 pub const INVITE: &str = "invite";
 /// The purpose of a token that confirms a new address (`POST /me/email`).
 pub const EMAIL_CHANGE: &str = "email_change";
-
-/// A token mail to send.
-pub(crate) struct TokenMail<'a> {
-    purpose: &'static str,
-    to: &'a str,
-    /// The address the token is for (its compared form): the one it verifies, or the one the
-    /// account must still have for it to work.
-    email_key: Option<&'a str>,
-    /// For an address change: the new address, set when the token is used.
-    email: Option<&'a str>,
-    ttl: Duration,
-    template: MailTemplate,
-    /// Not sent when a token of its purpose went to the user in the last minute
-    /// (`RESEND_AFTER_MS`), checked in the store's write (concurrent requests take turns).
-    once_a_minute: bool,
-}
-
-/// Whom a token mail is for: an account's id, name and cut-off (the token's fence).
-pub(crate) struct Recipient<'a> {
-    pub id: Uuid,
-    pub username: &'a str,
-    pub tokens_not_before: i64,
-}
 
 /// An emailed token that `Auth::emailed_token` found good: its digest (to use it up), its
 /// user, its row, and the user's address now.
@@ -185,43 +162,6 @@ impl Auth {
             self.mail_queued.notify_one();
         }
         Ok(issued)
-    }
-
-    /// A new token of `m.purpose` for `to` (stored as its digest) and the sealed mail that
-    /// carries its link, issued at `now` (ms); nothing is stored yet.
-    ///
-    /// Errors: `Internal` (a template or the sealing failed).
-    pub(crate) fn token_mail(
-        &self,
-        to: Recipient<'_>,
-        m: &TokenMail<'_>,
-        now: i64,
-    ) -> Result<(AccountToken, OutboxMail), AuthError> {
-        let token = random_token()?;
-        let link = self.account_link(m.purpose, token.expose_secret());
-        let body = self.render_mail(
-            &m.template,
-            minijinja::context! {
-                username => to.username,
-                link => link,
-                minutes => m.ttl.as_secs() / 60,
-                lifetime => lifetime(m.ttl),
-                new_email => m.email,
-            },
-        )?;
-        let mail = self.sealed_mail(m.to, m.template.subject, &body, now)?;
-        let token = AccountToken {
-            token_hash: token_digest(token.expose_secret()),
-            user_id: to.id,
-            purpose: m.purpose.into(),
-            email_key: m.email_key.map(str::to_string),
-            email: m.email.map(str::to_string),
-            fence: to.tokens_not_before,
-            created_at: now,
-            expires_at: UnixMillis(now).plus(m.ttl).0,
-            used_at: None,
-        };
-        Ok((token, mail))
     }
 
     /// `raw` parsed as an address of a domain `accounts.email_domains` allows (all when it is
