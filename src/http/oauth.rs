@@ -273,8 +273,10 @@ async fn introspect(
         None => Introspection::inactive(),
         Some(Found::Access(a)) => {
             let c = &a.claims.claims;
-            let own = st.auth.trusted_client(c.client_id.as_deref());
-            let profile = own || c.scopes().any(|s| s == "profile");
+            let may = st
+                .auth
+                .disclosure(c.client_id.as_deref(), c.scope.as_deref());
+            let (own, profile) = (may.own, may.own || may.profile);
             Introspection {
                 active: true,
                 token_type: Some("Bearer".into()),
@@ -290,25 +292,18 @@ async fn introspect(
                 client_id: Some(c.client_id.as_ref().map(|id| id.to_string())),
                 // `mfa.required_for_roles`: the roles the token itself carries.
                 roles: own.then(|| {
-                    st.auth.roles_for_login(
-                        &a.user.roles,
-                        c.amr.as_ref().is_some_and(|amr| {
-                            tessera_proto::claims::acr::is_multi_factor(
-                                amr.iter().map(|m| m.as_ref()),
-                            )
-                        }),
-                    )
+                    let amr = c.amr.as_ref().map(|amr| amr.iter().map(|m| m.as_ref()));
+                    st.auth.roles_in_token(&a.user.roles, amr)
                 }),
                 scope: c.scope.as_ref().map(|s| s.to_string()),
             }
         }
         Some(Found::Refresh(b)) => {
             let (session, user) = *b;
-            let profile = st.auth.trusted_client(Some(&session.client_id))
-                || session
-                    .scope
-                    .as_deref()
-                    .is_some_and(|s| s.split(' ').any(|s| s == "profile"));
+            let may = st
+                .auth
+                .disclosure(Some(&session.client_id), session.scope.as_deref());
+            let profile = may.own || may.profile;
             Introspection {
                 active: true,
                 token_type: Some("refresh_token".into()),

@@ -83,21 +83,20 @@ async fn userinfo_inner(State(st): State<AppState>, bearer: Bearer) -> Result<Re
     let claims = &who.claims.claims;
     // A client the user consented to gets what its scope allows (OIDC Core §5.4), not the
     // username, roles, session and custom claims the operator's own clients see.
-    let own = st
+    let may = st
         .auth
-        .trusted_client(claims.client_id.as_deref())
-        .then(|| {
-            // `mfa.required_for_roles`: as the token itself carries them.
-            st.auth.roles_for_login(
-                &who.user.roles,
-                claims.amr.as_ref().is_some_and(|amr| {
-                    tessera_proto::claims::acr::is_multi_factor(amr.iter().map(|m| m.as_ref()))
-                }),
-            )
-        });
+        .disclosure(claims.client_id.as_deref(), claims.scope.as_deref());
+    // `mfa.required_for_roles`: as the token itself carries them.
+    let own = may.own.then(|| {
+        let amr = claims
+            .amr
+            .as_ref()
+            .map(|amr| amr.iter().map(|m| m.as_ref()));
+        st.auth.roles_in_token(&who.user.roles, amr)
+    });
     let answer = Answer {
-        profile: claims.scopes().any(|s| s == "profile"),
-        email: claims.scopes().any(|s| s == "email"),
+        profile: may.profile,
+        email: may.email,
         own,
         who: &who,
     };

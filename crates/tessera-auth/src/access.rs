@@ -29,6 +29,18 @@ pub enum Introspection {
     Refresh(Box<(Session, UserView)>),
 }
 
+/// What a token's client may learn of its user (`Auth::disclosure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disclosure {
+    /// One of the operator's own clients (`trusted_client`): the username, the roles, the
+    /// session and the custom claims.
+    pub own: bool,
+    /// The `profile` scope: the username (`preferred_username`) and `updated_at`.
+    pub profile: bool,
+    /// The `email` scope: the address and whether it is verified.
+    pub email: bool,
+}
+
 impl Auth {
     /// The claims of an access token whose signature and claims check out for `expect`,
     /// revoked or not (logout and RFC 7009 revocation act on such tokens).
@@ -155,6 +167,17 @@ impl Auth {
         }
 
         Ok(who)
+    }
+
+    /// What a token of `client_id` with `scope` may learn of its user, at `/userinfo` (OIDC
+    /// Core §5.4) and `/introspect` (RFC 7662 §4) alike.
+    pub fn disclosure(&self, client_id: Option<&str>, scope: Option<&str>) -> Disclosure {
+        let has = |s: &str| scope.is_some_and(|scope| scope.split(' ').any(|g| g == s));
+        Disclosure {
+            own: self.trusted_client(client_id),
+            profile: has("profile"),
+            email: has("email"),
+        }
     }
 
     /// Whether tokens of `client_id` may act on the user's account at Tessera itself (the

@@ -345,6 +345,17 @@ impl Auth {
         self.roles_for_login(roles, mfa)
     }
 
+    /// The roles an access token with these `amr` (RFC 8176 methods) carries for a user who
+    /// holds `roles`: what `/userinfo` and `/introspect` show.
+    pub fn roles_in_token<'a>(
+        &self,
+        roles: &[String],
+        amr: Option<impl IntoIterator<Item = &'a str>>,
+    ) -> Vec<String> {
+        let mfa = amr.is_some_and(tessera_proto::claims::acr::is_multi_factor);
+        self.roles_for_login(roles, mfa)
+    }
+
     /// The roles a login carries: those in `mfa.required_for_roles` only with a second factor
     /// (`multi_factor`). `/userinfo` shows the same.
     pub fn roles_for_login(&self, roles: &[String], multi_factor: bool) -> Vec<String> {
