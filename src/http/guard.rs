@@ -165,7 +165,8 @@ where
             Some(ApiError::PayloadTooLarge)
         } else if !one_host(&req) {
             Some(ApiError::InvalidRequest(
-                "an HTTP/1.1 request carries exactly one Host header field (RFC 9112 §3.2)".into(),
+                "the Host header field is missing, repeated or not a host and port (RFC 9112 §3.2)"
+                    .into(),
             ))
         } else {
             None

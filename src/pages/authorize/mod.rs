@@ -71,7 +71,7 @@ impl Params {
         }
         // RFC 6749 §3.1: a parameter sent without a value is treated as omitted.
         let mut take = |name: &str| map.remove(name).filter(|v| !v.is_empty());
-        let auth = AuthorizeParams {
+        let mut auth = AuthorizeParams {
             client_id: take("client_id"),
             redirect_uri: take("redirect_uri"),
             response_type: take("response_type"),
@@ -92,7 +92,6 @@ impl Params {
             request_uri: take("request_uri"),
         };
         // A repeated `state` is not the client's to be sent back: which copy is, is unknown.
-        let mut auth = auth;
         if repeated.iter().any(|n| n == "state") {
             auth.state = None;
         }
