@@ -198,31 +198,53 @@ async fn a_database_refusing_connections_fails_closed(b: Backend) {
 async fn a_read_only_database_fails_closed(b: Backend) {
     use sqlx::{Connection, Executor};
     if b == Backend::Sqlite {
-        // The tests run as root, whom a chmod does not stop: a directory where the journal goes
-        // is what Tessera cannot write.
+        // A database file Tessera may not write: chmod 444, and the command run as `nobody`
+        // where the tests run as root (whom no mode stops).
+        use std::os::unix::fs::PermissionsExt;
         let dir =
             std::env::temp_dir().join(format!("tessera-ro-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(dir.join("tessera.db-wal")).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         let url = format!("sqlite://{}/tessera.db", dir.display());
         let master = crate::helpers::master_key();
-        let (ok, out) = tokio::task::spawn_blocking(move || {
-            crate::cli::tessera(&url, &master, &["migrate"], None)
-        })
-        .await
-        .unwrap();
+        let migrate = |url: String, master: String| {
+            tokio::task::spawn_blocking(move || {
+                let root = std::process::Command::new("id")
+                    .arg("-u")
+                    .output()
+                    .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+                let mut cmd = if root {
+                    let mut c = std::process::Command::new("setpriv");
+                    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                        .arg(env!("CARGO_BIN_EXE_tessera"));
+                    c
+                } else {
+                    std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+                };
+                let out = cmd
+                    .arg("migrate")
+                    .env("DATABASE_URL", &url)
+                    .env("TESSERA__KEYS__MASTER_KEY", &master)
+                    .env("TESSERA__LOG__LEVEL", "warn")
+                    .output()
+                    .unwrap();
+                let text = String::from_utf8_lossy(&out.stdout).to_string()
+                    + &String::from_utf8_lossy(&out.stderr);
+                (out.status.success(), text)
+            })
+        };
+        let (ok, out) = migrate(url.clone(), master.clone()).await.unwrap();
+        assert!(ok, "{out}");
+        let db = dir.join("tessera.db");
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let (ok, out) = migrate(url.clone(), master.clone()).await.unwrap();
         assert!(!ok, "{out}");
         assert!(
-            out.contains("the SQLite database cannot be written") && out.contains("tessera.db-wal"),
+            out.contains("the SQLite database cannot be written") && out.contains("tessera.db:"),
             "{out}"
         );
-        std::fs::remove_dir(dir.join("tessera.db-wal")).unwrap();
-        let url = format!("sqlite://{}/tessera.db", dir.display());
-        let master = crate::helpers::master_key();
-        let (ok, out) = tokio::task::spawn_blocking(move || {
-            crate::cli::tessera(&url, &master, &["migrate"], None)
-        })
-        .await
-        .unwrap();
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let (ok, out) = migrate(url, master).await.unwrap();
         assert!(ok, "{out}");
         let _ = std::fs::remove_dir_all(&dir);
         return;

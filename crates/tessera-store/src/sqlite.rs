@@ -99,9 +99,9 @@ impl SqliteStore {
 }
 
 /// Whether Tessera can write the database at `path`: the file and its `-wal` and `-shm`
-/// files where they exist (opened for writing, nothing written), and the directory they are
-/// created in (a probe file of a random name, created new, so that no link is followed, and
-/// removed).
+/// files where they exist, and the directory they are created in, asked of the operating
+/// system without opening any of them. (Opening and closing the database file would drop
+/// every POSIX lock this process holds on it, the locks SQLite's own connections rely on.)
 fn writable(path: &std::path::Path) -> StoreResult<()> {
     let refused = |what: &std::path::Path, e: std::io::Error| {
         StoreError::Other(format!(
@@ -109,33 +109,47 @@ fn writable(path: &std::path::Path) -> StoreResult<()> {
             what.display()
         ))
     };
-    let mut files = vec![path.to_path_buf()];
-    for suffix in ["-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm"] {
         let mut name = path.as_os_str().to_owned();
         name.push(suffix);
-        files.push(name.into());
-    }
-    for file in &files {
-        match std::fs::OpenOptions::new().write(true).open(file) {
-            Ok(_) => {}
+        let file = std::path::PathBuf::from(name);
+        match may_write(&file) {
+            Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(refused(file, e)),
+            Err(e) => return Err(refused(&file, e)),
         }
     }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => std::path::Path::new("."),
     };
-    let probe = dir.join(format!(
-        ".tessera-write-check-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-        .map_err(|e| refused(dir, e))?;
-    std::fs::remove_file(&probe).map_err(|e| refused(&probe, e))
+    may_write(dir).map_err(|e| refused(dir, e))
+}
+
+/// access(2) with `W_OK`: whether this process may write `path` (a read-only file system
+/// included), without opening it.
+#[cfg(unix)]
+fn may_write(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a NUL in the path"))?;
+    // SAFETY: `c` is a NUL-terminated string that outlives the call, which only reads it.
+    match unsafe { libc::access(c.as_ptr(), libc::W_OK) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// Elsewhere: the permissions' read-only flag.
+#[cfg(not(unix))]
+fn may_write(path: &std::path::Path) -> std::io::Result<()> {
+    if std::fs::metadata(path)?.permissions().readonly() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "read-only",
+        ));
+    }
+    Ok(())
 }
 
 impl Backend for SqliteStore {
