@@ -139,22 +139,14 @@ async fn database_outage_fails_closed_and_recovers(b: Backend) {
 /// 55000. Every request that needs the database fails closed with 503 and `Retry-After`, not
 /// 500, and the server recovers once connections are allowed again (invariant 6).
 async fn a_database_refusing_connections_fails_closed(b: Backend) {
-    use sqlx::{Connection, Executor};
+    use sqlx::Executor;
     if b == Backend::Sqlite {
         return;
     }
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, name, t, mut admin)) = postgres_with_alice(b).await else {
         return;
     };
-    let crate::helpers::Db::Postgres { name, .. } = &app.db else {
-        unreachable!("a Postgres test app")
-    };
-    app.create_user("alice", &[]).await;
-    let t = app.login_ok("alice").await;
     let refresh = t["refresh_token"].as_str().unwrap();
-    let mut admin = sqlx::PgConnection::connect(&crate::helpers::pg_admin_url())
-        .await
-        .unwrap();
     let block = |allow: bool| {
         sqlx::AssertSqlSafe(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {allow}"))
     };
@@ -196,7 +188,7 @@ async fn a_database_refusing_connections_fails_closed(b: Backend) {
 /// cannot write was opened read-only without a word, looked ready, and refused every login
 /// until a restart; now the start is refused and names it.
 async fn a_read_only_database_fails_closed(b: Backend) {
-    use sqlx::{Connection, Executor};
+    use sqlx::Executor;
     if b == Backend::Sqlite {
         // A database file Tessera may not write: chmod 444, and the command run as `nobody`
         // where the tests run as root (whom no mode stops).
@@ -249,7 +241,7 @@ async fn a_read_only_database_fails_closed(b: Backend) {
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }
-    let Some(app) = TestApp::spawn(b).await else {
+    let Some((app, name, t, mut admin)) = postgres_with_alice(b).await else {
         return;
     };
     let ready = || async {
@@ -260,15 +252,7 @@ async fn a_read_only_database_fails_closed(b: Backend) {
             .unwrap()
             .status()
     };
-    let crate::helpers::Db::Postgres { name, .. } = &app.db else {
-        unreachable!("a Postgres test app")
-    };
-    app.create_user("alice", &[]).await;
-    let t = app.login_ok("alice").await;
     let refresh = t["refresh_token"].as_str().unwrap();
-    let mut admin = sqlx::PgConnection::connect(&crate::helpers::pg_admin_url())
-        .await
-        .unwrap();
     let set = |on: bool| {
         sqlx::AssertSqlSafe(if on {
             format!("ALTER DATABASE {name} SET default_transaction_read_only = on")
@@ -304,4 +288,21 @@ async fn a_read_only_database_fails_closed(b: Backend) {
         app.refresh(refresh).await.status() == 200
     })
     .await;
+}
+
+/// A Postgres test app with `alice` logged in (her token pair), its database's name, and a
+/// connection of the administrator's to inject faults with; `None` on SQLite.
+async fn postgres_with_alice(b: Backend) -> Option<(TestApp, String, Value, sqlx::PgConnection)> {
+    use sqlx::Connection;
+    let app = TestApp::spawn(b).await?;
+    let crate::helpers::Db::Postgres { name, .. } = &app.db else {
+        return None;
+    };
+    let name = name.clone();
+    app.create_user("alice", &[]).await;
+    let t = app.login_ok("alice").await;
+    let admin = sqlx::PgConnection::connect(&crate::helpers::pg_admin_url())
+        .await
+        .unwrap();
+    Some((app, name, t, admin))
 }

@@ -118,10 +118,14 @@ fn like_escape(text: &str) -> String {
 // it read with the credential it verified (`sessions::FENCE`), so each password change,
 // disable, role removal or logout-everywhere must change the value.
 
-/// `INSERT` with the new user `$u` bound, on either backend's pool or transaction.
+/// `INSERT` (or `IMPORT`) with the new user `$u` bound, on either backend's pool or
+/// transaction (the one place the columns' binding order lives).
 macro_rules! insert_user {
     ($u:expr) => {
-        sqlx::query(INSERT)
+        insert_user!(INSERT, $u)
+    };
+    ($sql:expr, $u:expr) => {
+        sqlx::query($sql)
             .bind($u.id)
             .bind(&$u.username)
             .bind(&$u.password_hash)
@@ -194,20 +198,7 @@ impl UserStore for SqlStore {
             let mut tx = b.pool().begin().await?;
             let mut done = Imported::default();
             for u in users {
-                let r = sqlx::query(IMPORT)
-                    .bind(u.id)
-                    .bind(&u.username)
-                    .bind(&u.password_hash)
-                    .bind(Json(&u.roles))
-                    .bind(Json(&u.claims))
-                    .bind(u.disabled)
-                    .bind(u.now)
-                    .bind(&u.skeleton)
-                    .bind(&u.email)
-                    .bind(&u.email_key)
-                    .bind(u.email_verified)
-                    .execute(&mut *tx)
-                    .await?;
+                let r = insert_user!(IMPORT, u).execute(&mut *tx).await?;
                 if r.rows_affected() == 1 {
                     done.created += 1;
                 } else {
