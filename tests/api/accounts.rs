@@ -33,7 +33,8 @@ on_both!(
     long_addresses_and_administrators_changes_keep_names_their_own,
     a_reset_tells_the_address_in_its_own_transaction,
     renames_race_address_changes_signups_and_deletion_safely,
-    a_mail_that_cannot_be_queued_leaves_no_account
+    a_mail_that_cannot_be_queued_leaves_no_account,
+    a_dead_mail_is_audited_with_its_reason
 );
 
 /// A real SMTP server on loopback, delivering into a maildir.
@@ -2156,4 +2157,44 @@ async fn a_mail_that_cannot_be_queued_leaves_no_account(b: Backend) {
         .scalar_i64("SELECT COUNT(*) FROM mail_outbox WHERE recipient <> $1", "")
         .await;
     assert_eq!((tokens, mails), (2, 2));
+}
+
+/// A message whose last attempt fails is dead, and its `mail.dead` audit event says why (it
+/// carried no reason, so an operator could not tell a refusal from an outage).
+async fn a_dead_mail_is_audited_with_its_reason(b: Backend) {
+    // Nothing listens on the SMTP port, and one attempt is all a message gets.
+    let port = free_port();
+    let Some(app) = TestApp::spawn_with(b, move |f| {
+        f.merge(Serialized::default(
+            "mail.smtp_url",
+            format!("smtp://127.0.0.1:{port}"),
+        ))
+        .merge(Serialized::default("mail.max_attempts", 1))
+        .merge(Serialized::default("mail.retry_base", "200ms"))
+        .merge(Serialized::default(
+            "accounts.link_base",
+            "https://app.example/reset",
+        ))
+    })
+    .await
+    else {
+        return;
+    };
+    with_email(&app, "ola", "ola@example.com").await;
+    assert_eq!(
+        forgot(&app, json!({"email": "ola@example.com"}))
+            .await
+            .status(),
+        202
+    );
+    crate::helpers::eventually(15, "mail.dead audited with its reason", || async {
+        app.scalar_i64(
+            "SELECT COUNT(*) FROM audit_events WHERE event = 'mail.dead' AND reason = $1",
+            "attempts_exhausted",
+        )
+        .await
+            == 1
+    })
+    .await;
+    assert_eq!(app.store.mail_pending().await.unwrap(), 0);
 }

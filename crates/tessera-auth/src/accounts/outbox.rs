@@ -94,8 +94,18 @@ impl Auth {
                 tracing::warn!(mail_id = %m.id, attempts = m.attempts, dead, error = %why, "mail not sent");
                 if dead {
                     metrics::counter!("mail_total", "result" => "dead").increment(1);
-                    self.audit(&Caller::default(), Event::MailDead, Record::default())
-                        .await;
+                    // Why: the server refused it for good, or the last attempt failed too.
+                    let reason = if *permanent {
+                        "rejected"
+                    } else {
+                        "attempts_exhausted"
+                    };
+                    self.audit(
+                        &Caller::default(),
+                        Event::MailDead,
+                        Record::default().reason(reason),
+                    )
+                    .await;
                 } else {
                     metrics::counter!("mail_total", "result" => "retry").increment(1);
                 }
