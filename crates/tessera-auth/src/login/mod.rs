@@ -157,14 +157,29 @@ impl Auth {
         let subject = self
             .open_session(user.tokens_not_before, &session, client, caller)
             .await?;
+        self.login_succeeded(&subject, &session, &granted, now, client, caller)
+            .await
+    }
+
+    /// The end of every login that opened `session` (a password, a second step, a passkey
+    /// alone): the `login.succeeded` event, the count, and the tokens.
+    pub(crate) async fn login_succeeded(
+        &self,
+        subject: &SubjectClaims,
+        session: &Session,
+        granted: &Granted,
+        now: UnixMillis,
+        client: &ClientId,
+        caller: &Caller,
+    ) -> Result<TokenPair, AuthError> {
         self.audit(
             caller,
             Event::LoginSucceeded,
-            Record::session(user.id, session.id).client(client.as_str()),
+            Record::session(session.user_id, session.id).client(client.as_str()),
         )
         .await;
         metrics::counter!("logins_total", "result" => "ok").increment(1);
-        self.issue(&subject, &session, &granted, now)
+        self.issue(subject, session, granted, now)
     }
 
     /// The password check of every login (`/login`, the password grant, the hosted login

@@ -210,14 +210,8 @@ impl Auth {
                 AuthError::InvalidCredentials => AuthError::InvalidSecondFactor,
                 other => other,
             })?;
-        self.audit(
-            caller,
-            Event::LoginSucceeded,
-            Record::session(challenge.user_id, session.id).client(client.as_str()),
-        )
-        .await;
-        metrics::counter!("logins_total", "result" => "ok").increment(1);
-        self.issue(&subject, &session, &granted, now)
+        self.login_succeeded(&subject, &session, &granted, now, client, caller)
+            .await
     }
 
     /// The second step of every login with a second factor (the JSON API and the hosted

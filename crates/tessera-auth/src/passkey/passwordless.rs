@@ -6,7 +6,7 @@ use base64::Engine;
 use webauthn_rs::prelude::{DiscoverableAuthentication, PublicKeyCredential};
 
 use super::*;
-use crate::audit::{Caller, Event, Record};
+use crate::audit::Caller;
 use crate::oidc::token_digest;
 use crate::time::{now_ms, UnixMillis};
 use crate::{Auth, AuthError, ClientId, ClientMeta, TokenPair, TokenRequest};
@@ -155,14 +155,8 @@ impl Auth {
         let subject = self
             .open_session(user.tokens_not_before, &session, client, caller)
             .await?;
-        self.audit(
-            caller,
-            Event::LoginSucceeded,
-            Record::session(user.id, session.id).client(client.as_str()),
-        )
-        .await;
-        metrics::counter!("logins_total", "result" => "ok").increment(1);
-        self.issue(&subject, &session, &granted, now)
+        self.login_succeeded(&subject, &session, &granted, now, client, caller)
+            .await
     }
 }
 
