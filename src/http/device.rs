@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 
 use super::client_auth::AnyClientForm;
 use super::error::{ApiError, ErrorBody};
+use super::extract::RequestCaller;
 use super::AppState;
 use crate::auth::TokenRequest;
 
@@ -56,17 +57,19 @@ struct DeviceResponse<'a> {
         (status = 200, description = "RFC 8628 §3.2 response", body = DeviceResponse),
         (status = 400, description = "invalid_request, invalid_scope, invalid_target, unauthorized_client", body = ErrorBody),
         (status = 401, description = "Client authentication failed", body = ErrorBody),
+        (status = 429, description = "slow_down: too many device authorizations from this address (throttle.device_requests); see Retry-After", body = ErrorBody),
     ))]
 #[tracing::instrument(skip_all)]
 async fn device_authorization(
     State(st): State<AppState>,
+    RequestCaller(caller): RequestCaller,
     AnyClientForm { form, client, .. }: AnyClientForm,
 ) -> Result<Response, ApiError> {
     let req = TokenRequest {
         scope: form.get("scope").map(str::to_string),
         resource: form.resource()?.map(str::to_string),
     };
-    let d = st.auth.device_authorization(&client, &req).await?;
+    let d = st.auth.device_authorization(&client, &req, &caller).await?;
     let iss = st.settings.tokens.issuer.trim_end_matches('/');
     let verification_uri = format!("{iss}/device");
     let body = DeviceResponse {

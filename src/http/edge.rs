@@ -145,6 +145,7 @@ where
                 actor: None,
             });
         }
+        let http10 = req.version() == axum::http::Version::HTTP_10;
         let body_read = match super::body_read::has_body(req.headers()) {
             true => {
                 let (tracked, read) = super::body_read::tracked(req);
@@ -161,6 +162,7 @@ where
             method,
             started,
             body_read,
+            http10,
         }
     }
 }
@@ -201,6 +203,8 @@ pin_project_lite::pin_project! {
         started: Instant,
         // Set when the request came with a body: whether it was read to its end.
         body_read: Option<Arc<AtomicBool>>,
+        // An HTTP/1.0 request, whose answer must not offer to keep a closing connection.
+        http10: bool,
     }
 }
 
@@ -232,6 +236,12 @@ where
             .is_some_and(|read| !read.load(Ordering::Relaxed))
         {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            if *this.http10 {
+                // An HTTP/1.1 answer to an HTTP/1.0 keep-alive request gets `keep-alive`
+                // appended by the connection (`close, keep-alive`); a 1.0 answer is closed
+                // instead, and says only `close`.
+                *res.version_mut() = axum::http::Version::HTTP_10;
+            }
         }
         tracing::debug!(
             request_id = this.id.to_str().unwrap_or("-"),

@@ -145,7 +145,11 @@ const HELP: &[(&str, &str)] = &[
     ("mail_total", "Account emails, by result."),
     (
         "mail_requests_throttled_total",
-        "Account emails not queued: the address had one within the minute.",
+        "Requests that send mail refused: their client address was over accounts.ip_requests.",
+    ),
+    (
+        "device_authorizations_throttled_total",
+        "Device authorizations refused: their client address was over throttle.device_requests.",
     ),
     (
         "tessera_build_info",

@@ -186,6 +186,21 @@ async fn an_answer_before_the_body_is_read_closes_the_connection(b: Backend) {
     let (first, _) = two_on_one_connection(&app, &head, &big).await;
     assert!(first.starts_with("http/1.1 413"), "{first}");
     assert!(first.contains("\r\nconnection: close"), "{first}");
+    // The same from an HTTP/1.0 client asking to keep the connection: it says `close` alone
+    // (it said `close` and `keep-alive` both), and closes.
+    let head = format!(
+        "POST /login HTTP/1.0\r\nConnection: keep-alive\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let (first, second) = two_on_one_connection(&app, &head, &body).await;
+    assert!(first.starts_with("http/1.0 4"), "{first}");
+    assert_eq!(
+        first.matches("\r\nconnection:").collect::<Vec<_>>(),
+        ["\r\nconnection:"],
+        "{first}"
+    );
+    assert!(first.contains("\r\nconnection: close"), "{first}");
+    assert!(!second, "the connection was closed");
     // A wrong password, its body read: 401, and the connection serves the next request.
     let login = json!({"username": "alice", "password": "wrong password"}).to_string();
     let head = format!(

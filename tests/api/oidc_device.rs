@@ -15,6 +15,7 @@ on_both!(
     a_device_approved_before_a_logout_gets_nothing,
     the_device_page_asks_for_the_second_factor,
     a_device_page_answers_only_for_the_user_it_was_shown_to,
+    device_authorizations_are_limited_per_address,
 );
 
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -30,6 +31,8 @@ async fn provider(b: Backend) -> Option<TestApp> {
                     {"id": "tv", "public": true, "first_party": true,
                      "grant_types": [GRANT, "refresh_token"],
                      "scopes": ["openid", "profile", "offline_access"]},
+                    {"id": "tv2", "public": true, "first_party": true,
+                     "grant_types": [GRANT], "scopes": ["openid", "offline_access"]},
                     {"id": "web", "public": true, "first_party": true,
                      "redirect_uris": ["https://app.example/cb"], "scopes": ["openid"]},
                 ]),
@@ -50,13 +53,17 @@ async fn start(app: &TestApp, client: &str) -> reqwest::Response {
 }
 
 async fn poll(app: &TestApp, device_code: &str) -> (u16, Value) {
+    poll_as(app, "tv", device_code).await
+}
+
+async fn poll_as(app: &TestApp, client: &str, device_code: &str) -> (u16, Value) {
     let r = app
         .form(
             "/token",
             &[
                 ("grant_type", GRANT),
                 ("device_code", device_code),
-                ("client_id", "tv"),
+                ("client_id", client),
             ],
             None,
         )
@@ -147,6 +154,20 @@ async fn a_device_signs_in_once_the_user_allows_it(b: Backend) {
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("Device connected"));
     interval_passed(&app).await;
+    // Another client that holds the grant and presents the approved code gets nothing, and
+    // neither spends the code nor counts as the device's poll.
+    let (status, body) = poll_as(&app, "tv2", device_code).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (400, json!("invalid_grant"))
+    );
+    let polled = app
+        .scalar_i64(
+            "SELECT last_polled_at FROM device_codes WHERE client_id = $1",
+            "tv",
+        )
+        .await;
+    assert_eq!(polled, 0, "a foreign poll is not the device's");
     let (status, t) = poll(&app, device_code).await;
     assert_eq!(status, 200, "{t}");
     assert!(t["access_token"].is_string() && t["refresh_token"].is_string());
@@ -168,6 +189,43 @@ async fn a_device_signs_in_once_the_user_allows_it(b: Backend) {
         (status, body["error"].clone()),
         (400, json!("invalid_grant"))
     );
+}
+
+/// Each device authorization stores a code for ten minutes, so one address may start only
+/// `throttle.device_requests` per window (there was no limit: a loop filled the table).
+async fn device_authorizations_are_limited_per_address(b: Backend) {
+    let Some(app) = TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default("throttle.device_requests", 2))
+            .merge(Serialized::default(
+                "clients",
+                json!([{"id": "tv", "public": true, "first_party": true,
+                        "grant_types": [GRANT], "scopes": ["openid"]}]),
+            ))
+    })
+    .await
+    else {
+        return;
+    };
+    for _ in 0..2 {
+        assert_eq!(start(&app, "tv").await.status(), 200);
+    }
+    let r = start(&app, "tv").await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=300).contains(&retry), "{retry}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "slow_down");
+    let stored = app
+        .scalar_i64(
+            "SELECT COUNT(*) FROM device_codes WHERE client_id = $1",
+            "tv",
+        )
+        .await;
+    assert_eq!(stored, 2, "the refused request stored nothing");
 }
 
 fn error(code: &str) -> Value {

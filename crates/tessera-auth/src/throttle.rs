@@ -336,6 +336,8 @@ mod tests {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(5),
             window: Duration::from_secs(900),
+            device_requests: 0,
+            device_window: Duration::from_secs(300),
         };
         let waits: Vec<Option<u64>> = (1..=7)
             .map(|n| backoff(&s, n, 3).map(|d| d.as_secs()))

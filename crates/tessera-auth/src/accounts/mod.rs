@@ -87,27 +87,49 @@ impl Auth {
     /// Errors: `Throttled` (over the limit, until the window ends), `StoreUnavailable`.
     pub async fn limit_mail_request(&self, caller: &Caller) -> Result<(), AuthError> {
         let a = &self.settings.accounts;
-        let Some(ip) = caller.client_ip.filter(|_| a.ip_requests > 0) else {
-            return Ok(());
+        let over = self
+            .over_address_limit(caller, "mail-ip", a.ip_requests, a.ip_window)
+            .await?;
+        if let Some(retry_after_secs) = over {
+            metrics::counter!("mail_requests_throttled_total").increment(1);
+            return Err(AuthError::Throttled { retry_after_secs });
+        }
+        Ok(())
+    }
+
+    /// Counts a request of one kind (the key's `prefix`) against the caller's address, and
+    /// says how many seconds remain of its window once more than `limit` were made in it: one
+    /// count for every replica; an IPv6 address counts by its /64, which one host usually
+    /// holds whole. `None` when under the limit, when the limit is 0 (off), or when the
+    /// address is unknown.
+    ///
+    /// Errors: `StoreUnavailable`.
+    pub(crate) async fn over_address_limit(
+        &self,
+        caller: &Caller,
+        prefix: &str,
+        limit: u32,
+        window: std::time::Duration,
+    ) -> Result<Option<u64>, AuthError> {
+        let Some(ip) = caller.client_ip.filter(|_| limit > 0) else {
+            return Ok(None);
         };
         let key = match ip {
             std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
                 let s = v6.segments();
-                format!("mail-ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                format!("{prefix}:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
             }
-            other => format!("mail-ip:{}", other.to_canonical()),
+            other => format!("{prefix}:{}", other.to_canonical()),
         };
         let now = now_ms();
-        let window = i64::try_from(a.ip_window.as_millis()).unwrap_or(i64::MAX / 2);
+        let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2);
         let (count, until) = self.store.count_request(&key, now, window).await?;
-        if count > i64::from(a.ip_requests) {
-            metrics::counter!("mail_requests_throttled_total").increment(1);
-            let secs = u64::try_from(until - now).unwrap_or(0).div_ceil(1000);
-            return Err(AuthError::Throttled {
-                retry_after_secs: secs.max(1),
-            });
-        }
-        Ok(())
+        Ok((count > i64::from(limit)).then(|| {
+            u64::try_from(until - now)
+                .unwrap_or(0)
+                .div_ceil(1000)
+                .max(1)
+        }))
     }
 
     /// The link of an emailed token: `<accounts.link_base>?purpose=<purpose>&token=<token>`

@@ -97,16 +97,28 @@ fn new_user_code() -> Result<String, AuthError> {
 
 impl Auth {
     /// Starts a device authorization for `client` (RFC 8628 §3.1), which must be allowed the
-    /// device grant, with the scope and resource granted as at `/token`.
+    /// device grant, with the scope and resource granted as at `/token`. Each one stores a
+    /// code, so the caller's address may start `throttle.device_requests` per
+    /// `throttle.device_window`.
     ///
-    /// Errors: `UnauthorizedClient`, `InvalidScope`, `InvalidTarget`, `StoreUnavailable`.
+    /// Errors: `UnauthorizedClient`, `InvalidScope`, `InvalidTarget`, `Throttled` (over the
+    /// address's limit, until its window ends), `StoreUnavailable`.
     pub async fn device_authorization(
         &self,
         client: &ClientId,
         req: &TokenRequest,
+        caller: &Caller,
     ) -> Result<DeviceAuthorization, AuthError> {
         self.check_grant(client, DEVICE_GRANT)?;
         let granted = self.grant(client, req)?;
+        let t = &self.settings.throttle;
+        let over = self
+            .over_address_limit(caller, "device-ip", t.device_requests, t.device_window)
+            .await?;
+        if let Some(retry_after_secs) = over {
+            metrics::counter!("device_authorizations_throttled_total").increment(1);
+            return Err(AuthError::Throttled { retry_after_secs });
+        }
         let device_code = random_token()?;
         let now = now_ms();
         // A user code is unique among live ones; a clash (1 in 2^34 per live code) draws again.

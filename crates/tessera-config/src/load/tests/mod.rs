@@ -109,6 +109,8 @@ const EVERY_KEY: &[(&str, &str, &str)] = &[
     ("throttle.backoff_base", "2s", r#""2s""#),
     ("throttle.backoff_max", "1h", r#""1h""#),
     ("throttle.window", "30m", r#""30m""#),
+    ("throttle.device_requests", "3", "3"),
+    ("throttle.device_window", "1h", r#""1h""#),
     ("revocation.cache", "false", "false"),
     ("revocation.max_lag", "5s", r#""5s""#),
     ("audit.retention", "30d", r#""30days""#),
