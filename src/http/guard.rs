@@ -10,6 +10,12 @@
 //!   unknown);
 //! - a request that takes longer than `http.request_timeout` is answered 503.
 //!
+//! A request that may change state (any method but `GET`, `HEAD` and `OPTIONS`) runs to its
+//! end in a task of its own, even when its answer is no longer wanted: past the timeout, or
+//! when the client hangs up. Cutting it off between two writes (a password changed but the
+//! other sessions not yet ended, a session created but its audit event not yet written)
+//! would leave the store half-changed.
+//!
 //! hyper itself refuses heads past a larger hard cap (see `serve`), with a bare 431: that cap
 //! bounds the memory one connection can hold, this one is the contract.
 
@@ -22,6 +28,7 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
+use tracing::Instrument;
 
 use super::error::ApiError;
 
@@ -145,6 +152,7 @@ fn declared_length(req: &Request) -> Option<u64> {
 impl<S, B> Service<Request> for Guard<S>
 where
     S: Service<Request, Response = axum::http::Response<B>, Error = Infallible>,
+    S::Future: Send + 'static,
     B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
@@ -176,11 +184,27 @@ where
                 response: Some(e.into_response()),
             };
         }
-        GuardFuture::Running {
-            // As tokio's `timeout`: a deadline past what an `Instant` can hold is none.
-            deadline: tokio::time::Instant::now().checked_add(self.limits.timeout),
-            html: wants_html(&req),
-            inner: self.inner.call(req),
+        // As tokio's `timeout`: a deadline past what an `Instant` can hold is none.
+        let deadline = tokio::time::Instant::now().checked_add(self.limits.timeout);
+        let html = wants_html(&req);
+        let safe = matches!(
+            *req.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+        );
+        let inner = self.inner.call(req);
+        if safe {
+            return GuardFuture::Running {
+                deadline,
+                html,
+                inner,
+                timer: None,
+            };
+        }
+        GuardFuture::Detached {
+            start: Some(inner),
+            task: None,
+            deadline,
+            html,
             timer: None,
         }
     }
@@ -202,12 +226,47 @@ pin_project_lite::pin_project! {
             html: bool,
             timer: Option<Pin<Box<tokio::time::Sleep>>>,
         },
+        // A request that may write: spawned at its first poll (inside the request's span, so
+        // its logs keep their request id), and left to finish if this future is dropped.
+        Detached {
+            start: Option<F>,
+            task: Option<tokio::task::JoinHandle<Response>>,
+            deadline: Option<tokio::time::Instant>,
+            html: bool,
+            timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        },
     }
+}
+
+/// Waits for `deadline` (none: for ever), arming the timer on the first wait, and answers 503
+/// when it passes: as a page to a browser.
+fn poll_deadline(
+    deadline: Option<tokio::time::Instant>,
+    timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    html: bool,
+    had_budget: bool,
+    cx: &mut Context<'_>,
+) -> Poll<Response> {
+    let Some(deadline) = deadline else {
+        return Poll::Pending;
+    };
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    // A handler that used up the task's budget (a stream of ready rows, a busy channel) would
+    // leave the timer no budget to notice its deadline, poll after poll: as tokio's `Timeout`
+    // does, the timer is then polled outside the budget.
+    if had_budget && !tokio::task::coop::has_budget_remaining() {
+        let unbudgeted = tokio::task::coop::unconstrained(timer.as_mut());
+        ready!(std::pin::pin!(unbudgeted).poll(cx));
+    } else {
+        ready!(timer.as_mut().poll(cx));
+    }
+    let res = ApiError::Unavailable("request timed out").into_response();
+    Poll::Ready(if html { timed_out_page(res) } else { res })
 }
 
 impl<F, B> Future for GuardFuture<F>
 where
-    F: Future<Output = Result<axum::http::Response<B>, Infallible>>,
+    F: Future<Output = Result<axum::http::Response<B>, Infallible>> + Send + 'static,
     B: axum::body::HttpBody<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
@@ -231,22 +290,35 @@ where
                         Err(never) => match never {},
                     }));
                 }
-                let Some(deadline) = *deadline else {
-                    return Poll::Pending;
-                };
-                let timer =
-                    timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                // A handler that used up the task's budget (a stream of ready rows, a busy
-                // channel) would leave the timer no budget to notice its deadline, poll after
-                // poll: as tokio's `Timeout` does, the timer is then polled outside the budget.
-                if had_budget && !tokio::task::coop::has_budget_remaining() {
-                    let unbudgeted = tokio::task::coop::unconstrained(timer.as_mut());
-                    ready!(std::pin::pin!(unbudgeted).poll(cx));
-                } else {
-                    ready!(timer.as_mut().poll(cx));
+                poll_deadline(*deadline, timer, *html, had_budget, cx).map(Ok)
+            }
+            GuardProj::Detached {
+                start,
+                task,
+                deadline,
+                html,
+                timer,
+            } => {
+                if let Some(inner) = start.take() {
+                    let answered = async move {
+                        match inner.await {
+                            Ok(res) => res.map(axum::body::Body::new),
+                            Err(never) => match never {},
+                        }
+                    };
+                    *task = Some(tokio::spawn(answered.in_current_span()));
                 }
-                let res = ApiError::Unavailable("request timed out").into_response();
-                Poll::Ready(Ok(if *html { timed_out_page(res) } else { res }))
+                let had_budget = tokio::task::coop::has_budget_remaining();
+                if let Some(handle) = task.as_mut() {
+                    if let Poll::Ready(done) = Pin::new(handle).poll(cx) {
+                        // The handler's panics are answered inside the task; a task that
+                        // still failed (the runtime shutting down) is a 500.
+                        return Poll::Ready(Ok(done.unwrap_or_else(|_| {
+                            ApiError::Internal("request task failed".into()).into_response()
+                        })));
+                    }
+                }
+                poll_deadline(*deadline, timer, *html, had_budget, cx).map(Ok)
             }
         }
     }
@@ -337,6 +409,60 @@ mod tests {
         });
         let Ok(res) = guard(ready).oneshot(request()).await;
         assert_eq!(res.status(), axum::http::StatusCode::OK);
+    }
+
+    /// A request that may write runs to its end after its 503 (its answer was no longer
+    /// wanted, or the client hung up): it was cut off between its writes. A `GET` is not.
+    #[tokio::test]
+    async fn a_write_runs_to_its_end_past_the_timeout() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        for (method, finishes) in [
+            (axum::http::Method::POST, true),
+            (axum::http::Method::DELETE, true),
+            (axum::http::Method::GET, false),
+        ] {
+            let done = Arc::new(AtomicBool::new(false));
+            let flag = done.clone();
+            let slow = tower::service_fn(move |_: Request| {
+                let flag = flag.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    flag.store(true, Ordering::SeqCst);
+                    Ok::<_, Infallible>(Response::new(axum::body::Body::empty()))
+                }
+            });
+            let mut req = request();
+            *req.method_mut() = method.clone();
+            let Ok(res) = guard(slow).oneshot(req).await;
+            assert_eq!(res.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+            assert!(
+                !done.load(Ordering::SeqCst),
+                "{method}: answered before the end"
+            );
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            assert_eq!(done.load(Ordering::SeqCst), finishes, "{method}");
+        }
+        // A client that hangs up (the answer's future dropped) leaves a write running too.
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        let slow = tower::service_fn(move |_: Request| {
+            let flag = flag.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                flag.store(true, Ordering::SeqCst);
+                Ok::<_, Infallible>(Response::new(axum::body::Body::empty()))
+            }
+        });
+        let mut req = request();
+        *req.method_mut() = axum::http::Method::POST;
+        let answer = guard(slow).oneshot(req);
+        let _ = tokio::time::timeout(Duration::from_millis(5), answer).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            done.load(Ordering::SeqCst),
+            "the dropped write ran to its end"
+        );
     }
 
     /// A hosted page's request that times out gets a page (a browser shows JSON as text); an

@@ -12,6 +12,7 @@ on_both!(
     database_outage_fails_closed_and_recovers,
     a_database_refusing_connections_fails_closed,
     a_read_only_database_fails_closed,
+    a_login_past_the_request_timeout_still_ends_whole,
 );
 
 async fn excess_logins_are_shed_fast(b: Backend) {
@@ -49,6 +50,38 @@ async fn excess_logins_are_shed_fast(b: Backend) {
     assert!(shed >= 1, "excess logins must be shed, not queued forever");
     // Shedding is not a failed login: the account still works.
     app.login_ok("alice").await;
+}
+
+/// A request that writes is not cut off between its writes when its answer is no longer
+/// wanted: a login past `http.request_timeout` gets its 503, and still ends whole, with its
+/// session and its `login.succeeded` event (it was dropped mid-way: whatever had committed
+/// stayed without the rest, and without an audit event).
+async fn a_login_past_the_request_timeout_still_ends_whole(b: Backend) {
+    let Some(app) = TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default("http.request_timeout", "1ms"))
+    })
+    .await
+    else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    let r = app.login("alice", PASSWORD).await;
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "temporarily_unavailable");
+    crate::helpers::eventually(10, "the login's session and its event", || async {
+        app.scalar_i64("SELECT COUNT(*) FROM sessions WHERE $1 = $1", "")
+            .await
+            == 1
+            && app
+                .scalar_i64(
+                    "SELECT COUNT(*) FROM audit_events WHERE event = $1",
+                    "login.succeeded",
+                )
+                .await
+                == 1
+    })
+    .await;
 }
 
 async fn database_outage_fails_closed_and_recovers(b: Backend) {

@@ -172,7 +172,10 @@ type UserWrite = Option<(Uuid, Vec<Uuid>)>;
 impl Auth {
     /// Builds the service on a migrated store: loads the signing keys (creating the first one
     /// on an empty database) and starts the password hashing threads. `request_limit` is how
-    /// long the caller lets one request run (a login attempt is leased for that long).
+    /// long the caller waits for one request's answer. A login runs to its end even past
+    /// that (the server does not cut off a write), so its throttle slot is leased for the
+    /// limit plus its two bounded waits (the throttle's queue and the hashing's, each
+    /// `password.queue_timeout`) and a second.
     ///
     /// Errors: `StoreUnavailable`, `NoSchema`, `Internal` (a key that cannot be generated or
     /// stored, threads that cannot start).
@@ -182,6 +185,8 @@ impl Auth {
         master: MasterKey,
         request_limit: std::time::Duration,
     ) -> Result<Self, AuthError> {
+        let attempt_lease =
+            request_limit + 2 * settings.password.queue_timeout + std::time::Duration::from_secs(1);
         let k = &settings.keys;
         let keys = Keys::load(store.as_ref(), master, k.algorithm, k.rsa_bits, now_ms())
             .await
@@ -218,7 +223,7 @@ impl Auth {
             settings,
             revocations,
             resource_ids,
-            attempt_lease: request_limit + std::time::Duration::from_secs(1),
+            attempt_lease,
         })
     }
 
