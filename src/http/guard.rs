@@ -10,8 +10,9 @@
 //!   unknown);
 //! - a request that takes longer than `http.request_timeout` is answered 503.
 //!
-//! A request that may change state (any method but `GET`, `HEAD` and `OPTIONS`) runs to its
-//! end in a task of its own, even when its answer is no longer wanted: past the timeout, or
+//! A request that may change state (any method but `GET`, `HEAD` and `OPTIONS`, and the
+//! two pages whose `GET` writes: `/authorize` issues a code, `/end_session` may end the SSO
+//! session) runs to its end in a task of its own, even when its answer is no longer wanted: past the timeout, or
 //! when the client hangs up. Cutting it off between two writes (a password changed but the
 //! other sessions not yet ended, a session created but its audit event not yet written)
 //! would leave the store half-changed.
@@ -190,7 +191,10 @@ where
         let safe = matches!(
             *req.method(),
             axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
-        );
+        ) && !req
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .is_some_and(|p| matches!(p.as_str(), "/authorize" | "/end_session"));
         let inner = self.inner.call(req);
         if safe {
             return GuardFuture::Running {
