@@ -1216,10 +1216,36 @@ async fn third_party_clients_ask_for_consent(b: Backend) {
         ))
         .await;
     let code = redirected(&r, PARTNER_CB)["code"].clone();
+    // alice is an administrator with a custom claim: authority of hers that the consent
+    // (scopes) never showed.
+    app.auth
+        .set_roles(
+            tessera::auth::UserRef::Name("alice"),
+            vec!["admin".into()],
+            &tessera::auth::Caller::default(),
+        )
+        .await
+        .unwrap();
+    let mut custom = serde_json::Map::new();
+    custom.insert("tenant".into(), json!("acme"));
+    app.auth
+        .set_claims(
+            tessera::auth::UserRef::Name("alice"),
+            custom,
+            &tessera::auth::Caller::default(),
+        )
+        .await
+        .unwrap();
     let r = exchange(&app, "partner", &code, &verifier, PARTNER_CB).await;
     assert_eq!(r.status(), 200);
     let t: Value = r.json().await.unwrap();
     assert_eq!(t["scope"], "openid profile");
+    // The third party's access token carries neither her roles nor her custom claims (it
+    // carried "roles":["admin"], which an API's role check took for her own token).
+    let claims = TestApp::claims(t["access_token"].as_str().unwrap());
+    assert_eq!(claims["roles"], json!([]), "{claims}");
+    assert!(claims.get("tenant").is_none(), "{claims}");
+    assert_eq!(claims["client_id"], "partner");
     assert!(
         t["refresh_token"].is_string(),
         "a confidential client refreshes"
@@ -1230,14 +1256,6 @@ async fn third_party_clients_ask_for_consent(b: Backend) {
     );
     // A third-party app's token never acts on the account at Tessera itself, even an
     // administrator's: the admin API and /logout/all refuse it.
-    app.auth
-        .set_roles(
-            tessera::auth::UserRef::Name("alice"),
-            vec!["admin".into()],
-            &tessera::auth::Caller::default(),
-        )
-        .await
-        .unwrap();
     let partner_token = t["access_token"].as_str().unwrap();
     // /userinfo gives a third-party client what its scope allows, nothing more.
     let u: Value = app.userinfo(partner_token).await.json().await.unwrap();
@@ -1268,6 +1286,11 @@ async fn third_party_clients_ask_for_consent(b: Backend) {
     let own = app.login_ok("alice").await;
     let own = own["access_token"].as_str().unwrap();
     assert_eq!(app.introspect(own).await["roles"], json!(["admin"]));
+    let claims = TestApp::claims(own);
+    assert_eq!(
+        (&claims["roles"], &claims["tenant"]),
+        (&json!(["admin"]), &json!("acme"))
+    );
     let r = app
         .admin(reqwest::Method::GET, "/admin/users", own, None)
         .await;
