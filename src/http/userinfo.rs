@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -26,8 +26,22 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 401, description = "Missing, invalid, expired or revoked token (WWW-Authenticate: Bearer)", body = ErrorBody),
         (status = 503, description = "Revocation state unavailable (fails closed)", body = ErrorBody),
     ))]
-async fn userinfo(st: State<AppState>, bearer: Bearer) -> Result<Response, ApiError> {
+async fn userinfo(
+    st: State<AppState>,
+    bearer: Bearer,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    if bearer.0.is_some() && query_token(query.as_deref()) {
+        return Err(ApiError::AmbiguousToken);
+    }
     userinfo_inner(st, bearer).await
+}
+
+/// Whether the query names an `access_token` (RFC 6750 §2.3, which Tessera does not take: a
+/// token in a URL ends up in logs and histories). Alone it is no token; beside the header it
+/// is the token sent twice.
+fn query_token(query: Option<&str>) -> bool {
+    query.is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token"))
 }
 
 /// The same as `GET /userinfo` (OIDC Core §5.3.1: both methods). The access token comes in
@@ -42,17 +56,17 @@ async fn userinfo(st: State<AppState>, bearer: Bearer) -> Result<Response, ApiEr
 async fn userinfo_post(
     st: State<AppState>,
     bearer: Bearer,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let token = match (bearer.0, form_token(&headers, body)?) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::InvalidRequest(
-                "the token in the header and in the body".into(),
-            ))
-        }
+        (Some(_), Some(_)) => return Err(ApiError::AmbiguousToken),
         (t, None) | (None, t) => t,
     };
+    if token.is_some() && query_token(query.as_deref()) {
+        return Err(ApiError::AmbiguousToken);
+    }
     userinfo_inner(st, Bearer(token)).await
 }
 

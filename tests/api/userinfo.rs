@@ -105,6 +105,49 @@ async fn userinfo_returns_the_caller(b: Backend) {
         let e: Value = r.json().await.unwrap();
         assert_eq!(e["error"], "invalid_request");
     }
+    // The header and the body (or the query) at once is the token sent twice: the same 400
+    // as two Authorization headers, with its challenge (it had neither the challenge nor the
+    // description, and the query beside the header was ignored).
+    let twice = [
+        app.client
+            .post(app.url("/userinfo"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", format!("Bearer {access}"))
+            .body(format!("access_token={access}")),
+        app.client
+            .get(app.url(&format!("/userinfo?access_token={access}")))
+            .header("authorization", format!("Bearer {access}")),
+        app.client
+            .post(app.url(&format!("/userinfo?access_token={access}")))
+            .header("authorization", format!("Bearer {access}")),
+    ];
+    for req in twice {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        assert_eq!(
+            r.headers()["www-authenticate"],
+            r#"Bearer realm="tessera", error="invalid_request""#
+        );
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"], "invalid_request");
+        assert!(
+            e["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("more than once"),
+            "{e}"
+        );
+    }
+    // The query alone carries no token Tessera takes (RFC 6750 §2.3 is not offered): 401
+    // with the bare challenge, as with no token.
+    let r = app
+        .client
+        .get(app.url(&format!("/userinfo?access_token={access}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], r#"Bearer realm="tessera""#);
     // A bad token in the body: 401 invalid_token, as in the header.
     let r = post("access_token=not.a.token".into(), None).await.unwrap();
     assert_eq!(r.status(), 401);

@@ -106,10 +106,11 @@ pub enum ApiError {
     /// A bearer access token failed verification (RFC 6750 §3.1 `invalid_token`).
     #[error("invalid token")]
     InvalidToken,
-    /// More than one `Authorization` header (RFC 6750 §3.1 `invalid_request`: a request that
-    /// repeats a parameter or carries the token by more than one method), as `tessera-verify`
-    /// answers it.
-    #[error("more than one Authorization header")]
+    /// The access token sent more than once: two `Authorization` headers, or the header and
+    /// an `access_token` in a form body or the query (RFC 6750 §3.1 `invalid_request`: a
+    /// request that repeats a parameter or carries the token by more than one method), as
+    /// `tessera-verify` answers it.
+    #[error("the access token sent more than once")]
     AmbiguousToken,
     /// An endpoint that needs a bearer token got none (RFC 6750 §3.1: the challenge then
     /// carries no error code). The body still has the contract's shape, `invalid_token`.
