@@ -461,6 +461,29 @@ async fn a_passkey_completes_a_password_login(b: Backend) {
         .await;
     let options_d: Value = r.json().await.unwrap();
     let good = key.assert(&options_d["publicKey"]);
+    // A credential that does not parse is a 400 that spends neither a guess nor the options.
+    let guesses =
+        "SELECT CAST(COALESCE(SUM(failures), 0) AS BIGINT) FROM mfa_challenges WHERE $1 = $1";
+    let before = (
+        app.scalar_i64(guesses, "").await,
+        app.scalar_i64(pending, "").await,
+    );
+    for garbage in [json!("not a credential"), json!({"type": "public-key"})] {
+        let r = app
+            .post_json(
+                "/login/mfa",
+                &json!({"mfa_token": token_d, "passkey": garbage}),
+            )
+            .await;
+        assert_eq!(r.status(), 400, "{garbage}");
+    }
+    assert_eq!(
+        (
+            app.scalar_i64(guesses, "").await,
+            app.scalar_i64(pending, "").await
+        ),
+        before
+    );
     let body = json!({"mfa_token": token_d, "passkey": good});
     let answers =
         futures::future::join_all((0..8).map(|_| app.post_json("/login/mfa", &body))).await;

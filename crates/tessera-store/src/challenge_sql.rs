@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
-use super::{Ceremony, CeremonyPurpose, ChallengeStore, MfaChallenge, StoreResult};
+use super::{Ceremony, CeremonyPurpose, ChallengeStore, Charged, MfaChallenge, StoreResult};
 
 const PUT_CEREMONY: &str = "
     INSERT INTO webauthn_ceremonies (id_hash, purpose, user_id, name, state, created_at,
@@ -45,22 +45,22 @@ const CHALLENGE: &str = "
       AND NOT u.disabled AND u.tokens_not_before = c.fence";
 
 /// One guess, counted before it is checked (invariant 7: an mfa_token checks at most
-/// `$3` factors, however many requests come at once).
+/// `$3` factors, however many requests come at once). A passkey's guess (`$4`) also takes
+/// the passkey state in the same write, spent as it is read so that an options call's
+/// challenge is asserted once: its expiry becomes -1 when it was live (RETURNING sees the row
+/// as updated, and -1 says this statement took it) and 0 otherwise; the state itself stays.
 const CHARGE_CHALLENGE: &str = "
-    UPDATE mfa_challenges SET failures = failures + 1
-    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND failures < $3";
+    UPDATE mfa_challenges SET failures = failures + 1,
+        passkey_expires_at = CASE
+            WHEN NOT $4 THEN passkey_expires_at
+            WHEN passkey_state IS NOT NULL AND passkey_expires_at > $2 THEN -1
+            ELSE 0 END
+    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND failures < $3
+    RETURNING CASE WHEN $4 AND passkey_expires_at = -1 THEN passkey_state END";
 
 const PUT_CHALLENGE_PASSKEY: &str = "
     UPDATE mfa_challenges SET passkey_state = $2, passkey_expires_at = $3
     WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $4";
-
-/// Invariant 7: spent as it is read (its expiry set to 0; RETURNING gives the row as updated,
-/// so the state itself stays), so an options call's challenge is asserted once.
-const TAKE_CHALLENGE_PASSKEY: &str = "
-    UPDATE mfa_challenges SET passkey_expires_at = 0
-    WHERE token_hash = $1 AND used_at IS NULL AND passkey_state IS NOT NULL
-      AND passkey_expires_at > $2
-    RETURNING passkey_state";
 
 /// Invariant 7: an mfa_token is used once, by a guess that was counted (`CHARGE_CHALLENGE`)
 /// within its allowance.
@@ -104,15 +104,18 @@ impl ChallengeStore for SqlStore {
         token_hash: &str,
         now: i64,
         max_failures: i64,
-    ) -> StoreResult<bool> {
-        let n = on_backend!(self, |b| sqlx::query(CHARGE_CHALLENGE)
-            .bind(token_hash)
-            .bind(now)
-            .bind(max_failures)
-            .execute(b.pool())
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(n == 1)
+        take_passkey: bool,
+    ) -> StoreResult<Option<Charged>> {
+        let row: Option<Option<String>> =
+            on_backend!(self, |b| sqlx::query_scalar(CHARGE_CHALLENGE)
+                .bind(token_hash)
+                .bind(now)
+                .bind(max_failures)
+                .bind(take_passkey)
+                .fetch_all(b.pool())
+                .await
+                .map(crate::backend::returned))?;
+        Ok(row.map(|passkey_state| Charged { passkey_state }))
     }
     async fn take_challenge(
         &self,
@@ -145,20 +148,6 @@ impl ChallengeStore for SqlStore {
             .await
             .map(|r| r.rows_affected()))?;
         Ok(n == 1)
-    }
-    async fn take_challenge_passkey(
-        &self,
-        token_hash: &str,
-        now: i64,
-    ) -> StoreResult<Option<String>> {
-        let state: Option<String> =
-            on_backend!(self, |b| sqlx::query_scalar(TAKE_CHALLENGE_PASSKEY)
-                .bind(token_hash)
-                .bind(now)
-                .fetch_all(b.pool())
-                .await
-                .map(crate::backend::returned))?;
-        Ok(state)
     }
     async fn put_ceremony(&self, c: &Ceremony) -> StoreResult<()> {
         on_backend!(self, |b| sqlx::query(PUT_CEREMONY)

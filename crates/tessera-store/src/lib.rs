@@ -89,8 +89,8 @@ pub use backend::SqlStore;
 pub use change::Change;
 pub use error::{Duplicate, StoreError, StoreResult};
 pub use mfa::{
-    Ceremony, CeremonyPurpose, ChallengeStore, MfaChallenge, MfaFactor, MfaStore, PasskeyRefused,
-    RecoveryCodeUse,
+    Ceremony, CeremonyPurpose, ChallengeStore, Charged, MfaChallenge, MfaFactor, MfaStore,
+    PasskeyRefused, RecoveryCodeUse,
 };
 pub use model::{
     AuditEvent, AuditQuery, FeedKind, FeedPage, FeedPosition, FeedStart, Imported, KeyRow, NewUser,

@@ -185,6 +185,14 @@ pub trait MfaStore {
     async fn factor_kinds(&self, user_id: Uuid) -> StoreResult<Vec<String>>;
 }
 
+/// A guess counted against a login's challenge (`ChallengeStore::charge_challenge`).
+#[derive(Debug, Default)]
+pub struct Charged {
+    /// The passkey state (webauthn-rs's, JSON) the guess took, when it asked for it and one
+    /// was bound and unexpired.
+    pub passkey_state: Option<String>,
+}
+
 /// The second step of a login: the challenges of logins waiting for a second factor (their
 /// mfa_tokens) and the WebAuthn ceremonies (invariant 7).
 #[async_trait]
@@ -200,15 +208,18 @@ pub trait ChallengeStore {
         now: i64,
         max_failures: i64,
     ) -> StoreResult<Option<MfaChallenge>>;
-    /// Counts one guess against it, before its factor is checked: `true` when counted, `false`
-    /// (nothing counted) when it is used, expired or has had `max_failures` guesses. So
-    /// parallel requests check at most `max_failures` factors on one challenge.
+    /// Counts one guess against it, before its factor is checked: `None` (nothing counted)
+    /// when it is used, expired or has had `max_failures` guesses, so parallel requests check
+    /// at most `max_failures` factors on one challenge. With `take_passkey` (the guess is a
+    /// passkey assertion) the same statement takes the passkey state bound to it, if one is
+    /// unexpired: spent as it is read, so one options call allows one assertion (invariant 7).
     async fn charge_challenge(
         &self,
         token_hash: &str,
         now: i64,
         max_failures: i64,
-    ) -> StoreResult<bool>;
+        take_passkey: bool,
+    ) -> StoreResult<Option<Charged>>;
     /// Uses it up: `true` once, if it was unused, unexpired and had at most `max_failures`
     /// guesses counted (the one that succeeded included).
     async fn take_challenge(
@@ -228,13 +239,6 @@ pub trait ChallengeStore {
         expires_at: i64,
         now: i64,
     ) -> StoreResult<bool>;
-    /// Takes the unexpired passkey state of the unused challenge `token_hash`: spent as it is
-    /// read, so one options call allows one assertion (invariant 7).
-    async fn take_challenge_passkey(
-        &self,
-        token_hash: &str,
-        now: i64,
-    ) -> StoreResult<Option<String>>;
     /// Stores a ceremony, replacing one under the same `id_hash`.
     async fn put_ceremony(&self, c: &Ceremony) -> StoreResult<()>;
     /// Takes the unexpired ceremony with this digest and purpose, of `user_id` when given: it

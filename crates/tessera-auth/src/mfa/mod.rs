@@ -238,6 +238,10 @@ impl Auth {
         if presented.is_empty() || presented.len() > limit {
             return Err(AuthError::BadInput("the code is empty or too long".into()));
         }
+        let passkey = match factor {
+            SecondFactor::Passkey(c) => Some(self.parse_passkey_factor(c)?),
+            _ => None,
+        };
         let hash = token_digest(mfa_token.expose_secret());
         let now = now_ms();
         let challenge = match self.store.challenge(&hash, now, MAX_FAILURES).await? {
@@ -252,9 +256,14 @@ impl Auth {
         // One of the token's guesses, counted before its factor is checked: requests at once
         // check at most MAX_FAILURES factors on one mfa_token, whatever the throttle's keys
         // let through meanwhile (a success on another mfa_token clears the account's count).
-        match self.store.charge_challenge(&hash, now, MAX_FAILURES).await {
-            Ok(true) => {}
-            Ok(false) => {
+        // A passkey's guess takes the options bound to the token in the same write.
+        let charged = match self
+            .store
+            .charge_challenge(&hash, now, MAX_FAILURES, passkey.is_some())
+            .await
+        {
+            Ok(Some(charged)) => charged,
+            Ok(None) => {
                 self.throttle.abandon(reservation).await;
                 return Err(AuthError::InvalidSecondFactor);
             }
@@ -262,8 +271,21 @@ impl Auth {
                 self.throttle.abandon(reservation).await;
                 return Err(e.into());
             }
-        }
-        let method = match self.check_factor(&challenge, factor, now).await {
+        };
+        let checked = match (factor, &passkey) {
+            (SecondFactor::Passkey(credential), Some(read)) => self
+                .check_passkey_factor(
+                    &challenge,
+                    credential,
+                    read,
+                    charged.passkey_state.as_deref(),
+                    now,
+                )
+                .await
+                .map(|m| m.map(Some)),
+            _ => self.check_factor(&challenge, factor, now).await,
+        };
+        let method = match checked {
             Ok(m) => m,
             Err(e) => {
                 self.throttle.abandon(reservation).await;
@@ -326,10 +348,8 @@ impl Auth {
     ) -> Result<Option<Option<&'static str>>, AuthError> {
         let user_id = challenge.user_id;
         match factor {
-            SecondFactor::Passkey(credential) => Ok(self
-                .check_passkey_factor(challenge, credential, now)
-                .await?
-                .map(Some)),
+            // Checked with the options its counted guess took (`verify_second_factor`).
+            SecondFactor::Passkey(_) => Ok(None),
             SecondFactor::Totp(code) => {
                 let code = code.expose_secret().trim();
                 if code.len() != usize::from(TOTP_DIGITS)

@@ -12,6 +12,11 @@ use crate::store::{MfaChallenge, MfaFactor};
 use crate::time::now_ms;
 use crate::{Auth, AuthError};
 
+/// What `Auth::parse_passkey_factor` read of a passkey second factor.
+pub(crate) struct PasskeyFactor {
+    user_handle: Option<Vec<u8>>,
+}
+
 impl Auth {
     /// The assertion options for the second step of a password login with a passkey
     /// (`POST /login/mfa/passkey`): a challenge for the user's passkeys, bound to the
@@ -72,23 +77,39 @@ impl Auth {
         options_json(&options)
     }
 
-    /// Whether `credential` is an assertion of one of the user's passkeys for the challenge
-    /// bound to the login's mfa_token (`token_hash`), and used now for the first time; its
-    /// RFC 8176 method (`hwk` or `swk`) when it is.
+    /// A passkey second factor, read before its guess is counted: a credential that does not
+    /// parse is the caller's mistake (400), and spends neither a guess nor the ceremony.
     ///
-    /// Errors: `BadInput` (not a credential), `StoreUnavailable`, `Internal`.
+    /// Errors: `PasskeysDisabled`, `BadInput` (not a credential).
+    pub(crate) fn parse_passkey_factor(
+        &self,
+        credential: &str,
+    ) -> Result<PasskeyFactor, AuthError> {
+        self.webauthn()?;
+        let parsed: Parsed<PublicKeyCredential> = parse_credential(credential)?;
+        Ok(PasskeyFactor {
+            user_handle: parsed.user_handle,
+        })
+    }
+
+    /// Whether `credential` (read by `parse_passkey_factor`) is an assertion of one of the
+    /// user's passkeys for the options `state` its counted guess took from the login's
+    /// challenge, and used now for the first time; its RFC 8176 method (`hwk` or `swk`) when
+    /// it is.
+    ///
+    /// Errors: `InvalidSecondFactor` (no options were bound, or a parallel request took
+    /// them), `StoreUnavailable`, `Internal`.
     pub(crate) async fn check_passkey_factor(
         &self,
         challenge: &MfaChallenge,
         credential: &str,
+        read: &PasskeyFactor,
+        state: Option<&str>,
         now: i64,
     ) -> Result<Option<&'static str>, AuthError> {
         let wa = self.webauthn()?;
-        // A credential that does not parse is the caller's mistake (400), before the ceremony
-        // is spent.
-        let parsed: Parsed<PublicKeyCredential> = parse_credential(credential)?;
         // WebAuthn Level 3 §7.2 step 6: a user handle, when given, is the user's.
-        if parsed
+        if read
             .user_handle
             .as_ref()
             .is_some_and(|h| h.as_slice() != challenge.user_id.as_bytes())
@@ -98,14 +119,10 @@ impl Auth {
         // No ceremony: used by a parallel request with this mfa_token, or never asked for.
         // Not a wrong factor for the throttle, though it used one of the token's guesses (a
         // retry burst keeps its winner, which was counted before it).
-        let Some(state) = self
-            .store
-            .take_challenge_passkey(&challenge.token_hash, now)
-            .await?
-        else {
+        let Some(state) = state else {
             return Err(AuthError::InvalidSecondFactor);
         };
-        let state: PasskeyAuthentication = state_of(&state)?;
+        let state: PasskeyAuthentication = state_of(state)?;
         let res = match check_assertion(wa, credential, &state) {
             Ok(res) => res,
             Err(_) => return Ok(None),
