@@ -103,16 +103,16 @@ async fn start(
             Ok(_) => signed_out(st, &req, true),
             Err(_) => unavailable(st),
         },
-        (Ok(_), cookie) => match st.auth.signed_in_as(cookie.as_ref()).await {
+        (Ok(_), cookie) => match st.auth.signed_in_user(cookie.as_ref()).await {
             // No session came with the request (another site's POST carries no SameSite=Lax
             // cookie), but the hint names a live one: ask, on a page of Tessera's whose form
             // brings the cookie.
             Ok(None) => match st.auth.hinted_user(&req).await {
-                Ok(Some(username)) => confirm_page(st, headers, &req, &username),
+                Ok(Some(user)) => confirm_page(st, headers, &req, &user),
                 Ok(None) => signed_out(st, &req, had_cookie),
                 Err(_) => unavailable(st),
             },
-            Ok(Some(username)) => confirm_page(st, headers, &req, &username),
+            Ok(Some(user)) => confirm_page(st, headers, &req, &user),
             Err(_) => unavailable(st),
         },
         (Err(_), _) => unavailable(st),
@@ -155,6 +155,15 @@ async fn confirm(
     // Only the browser's own session ends: a hint alone (an ID token, which its relying party
     // and anything it leaked to hold) never ends one (invariant 9).
     let cookie = sso_cookie(&headers);
+    // And only for the account the page was shown to (its `account`): when another user
+    // signed in since, in another tab, the page asks again, about them.
+    match st.auth.signed_in_user(cookie.as_ref()).await {
+        Ok(Some(user)) if own.get("account") != Some(&user.0.to_string()) => {
+            return confirm_page(&st, &headers, &req, &user);
+        }
+        Ok(_) => {}
+        Err(_) => return unavailable(&st),
+    }
     if let Some(cookie) = &cookie {
         if st.auth.end_session(cookie, &caller).await.is_err() {
             return unavailable(&st);
@@ -197,11 +206,13 @@ fn signed_out(st: &AppState, req: &LogoutRequest, had_cookie: bool) -> Response 
     res
 }
 
+/// The confirmation page, for `user` (id and name): its form names the account (`account`),
+/// and its answer counts only while that account is signed in.
 fn confirm_page(
     st: &AppState,
     headers: &HeaderMap,
     req: &LogoutRequest,
-    username: &str,
+    (account, username): &(uuid::Uuid, String),
 ) -> Response {
     let params: Vec<(String, String)> = match serde_json::to_value(&req.params) {
         Ok(serde_json::Value::Object(map)) => map
@@ -217,6 +228,7 @@ fn confirm_page(
             context! {
                 lang => "en",
                 username => username,
+                account => account.to_string(),
                 client_id => req.client_id,
                 csrf => csrf,
                 params => params,

@@ -5,16 +5,18 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
+use crate::helpers::PASSWORD;
 use crate::helpers::{eventually, Backend, TestApp};
 use crate::oidc::{
-    code_for_web, exchange, hidden_fields, op, op_with, pkce, request, Browser, Issuer, APP_CB,
-    APP_LOGGED_OUT,
+    code_for_web, exchange, hidden_fields, op, op_with, pkce, redirected, request, Browser, Issuer,
+    APP_CB, APP_LOGGED_OUT,
 };
 use crate::on_both;
 
 on_both!(
     a_hinted_logout_ends_the_sso_session_and_its_tokens,
     a_logout_without_a_valid_hint_asks_first,
+    a_logout_confirmation_answers_only_for_the_account_it_was_shown_to,
     a_foreign_logout_keeps_the_cookie_and_a_hint_alone_ends_nothing,
     back_channel_logout_tokens_are_delivered_retried_and_survive_a_restart,
     administrators_list_and_end_sso_sessions,
@@ -224,6 +226,57 @@ async fn a_logout_without_a_valid_hint_asks_first(b: Backend) {
             .status(),
         200
     );
+}
+
+/// A confirmation page shown to alice, answered after bob signed in over her session in
+/// another tab: it signed bob out, whom it never named. Now it asks again, about bob, and ends
+/// nothing until he answers; so does a form without its `account`.
+async fn a_logout_confirmation_answers_only_for_the_account_it_was_shown_to(b: Backend) {
+    let Some(app) = op(b).await else { return };
+    app.create_user("bob", &[]).await;
+    let (mut browser, _) = signed_in(&app).await;
+    let page = browser.get("/end_session").await.text().await.unwrap();
+    assert!(page.contains("<strong>alice</strong>"), "{page}");
+    let mut alices = hidden_fields(&page);
+    alices.push(("decision".into(), "logout".into()));
+    // Another tab: bob signs in over her session.
+    let (verifier, challenge) = pkce();
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge, &[("prompt", "login")])
+        ))
+        .await;
+    let login = r.text().await.unwrap();
+    let r = browser.sign_in(&login, "bob", PASSWORD).await;
+    let code = redirected(&r, APP_CB)["code"].clone();
+    let r = exchange(&app, "web", &code, &verifier, APP_CB).await;
+    let bob: Value = r.json().await.unwrap();
+    let bobs_access = bob["access_token"].as_str().unwrap();
+    for fields in [
+        alices.clone(),
+        alices
+            .iter()
+            .filter(|(k, _)| k != "account")
+            .cloned()
+            .collect(),
+    ] {
+        let r = browser.post("/end_session/confirm", &fields).await;
+        assert_eq!(r.status(), 200);
+        let again = r.text().await.unwrap();
+        assert!(
+            again.contains("Sign out?") && again.contains("<strong>bob</strong>"),
+            "{again}"
+        );
+        assert_eq!(app.userinfo(bobs_access).await.status(), 200);
+    }
+    // Bob's own answer signs him out.
+    let page = browser.get("/end_session").await.text().await.unwrap();
+    let mut bobs = hidden_fields(&page);
+    bobs.push(("decision".into(), "logout".into()));
+    let r = browser.post("/end_session/confirm", &bobs).await;
+    assert!(r.text().await.unwrap().contains("You are signed out."));
+    app.userinfo_becomes(bobs_access, 401).await;
 }
 
 async fn a_foreign_logout_keeps_the_cookie_and_a_hint_alone_ends_nothing(b: Backend) {

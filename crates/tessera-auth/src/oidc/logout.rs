@@ -156,10 +156,21 @@ impl Auth {
         &self,
         cookie: Option<&SsoCookie>,
     ) -> Result<Option<String>, AuthError> {
+        Ok(self.signed_in_user(cookie).await?.map(|(_, name)| name))
+    }
+
+    /// The user id and username of the live SSO session `cookie` names, if any: whom a page
+    /// is shown to, so that its answer counts only for them.
+    ///
+    /// Errors: `StoreUnavailable`.
+    pub async fn signed_in_user(
+        &self,
+        cookie: Option<&SsoCookie>,
+    ) -> Result<Option<(Uuid, String)>, AuthError> {
         Ok(self
             .live_sso(cookie, now_ms())
             .await?
-            .map(|(_, user)| user.username))
+            .map(|(_, user)| (user.id, user.username)))
     }
 
     /// Whether the request may end the session without asking: its hint names the browser's
@@ -182,12 +193,15 @@ impl Auth {
             && hint.sub == user.id.to_string())
     }
 
-    /// The username of the live SSO session a valid hint names (its `sid` and `sub`), if any:
-    /// the one the confirmation page asks about when the browser sent no cookie of its own
-    /// (another site's POST does not carry the `SameSite=Lax` cookie).
+    /// The user id and username of the live SSO session a valid hint names (its `sid` and
+    /// `sub`), if any: the one the confirmation page asks about when the browser sent no
+    /// cookie of its own (another site's POST does not carry the `SameSite=Lax` cookie).
     ///
     /// Errors: `StoreUnavailable`.
-    pub async fn hinted_user(&self, req: &LogoutRequest) -> Result<Option<String>, AuthError> {
+    pub async fn hinted_user(
+        &self,
+        req: &LogoutRequest,
+    ) -> Result<Option<(Uuid, String)>, AuthError> {
         let Some(sid) = req
             .hint
             .as_ref()
@@ -212,7 +226,7 @@ impl Auth {
             .user_by_id(sso.user_id)
             .await?
             .filter(|u| !u.disabled && sso.created_at > u.tokens_not_before)
-            .map(|u| u.username))
+            .map(|u| (u.id, u.username)))
     }
 
     /// Ends the browser's SSO session (RP-Initiated Logout): the session, every refresh
