@@ -24,6 +24,7 @@ on_both!(
     errors_go_back_with_state_and_iss,
     forged_forms_are_refused,
     third_party_clients_ask_for_consent,
+    a_code_from_before_a_factor_was_added_is_refused,
     a_consent_page_answers_only_for_the_user_it_was_shown_to,
     the_hosted_login_refuses_alike_and_throttles,
     ending_the_users_tokens_ends_the_sso_session,
@@ -1108,6 +1109,24 @@ async fn a_consent_page_answers_only_for_the_user_it_was_shown_to(b: Backend) {
     fields.push(("decision".into(), "allow".into()));
     let r = browser.post("/authorize/consent", &fields).await;
     assert!(redirected(&r, PARTNER_CB).contains_key("code"));
+}
+
+/// Confirming a factor ends the user's other sessions, and the SSO session asks for the factor
+/// at its next use: so does a code issued from it before (it was exchanged for a new
+/// password-only session).
+async fn a_code_from_before_a_factor_was_added_is_refused(b: Backend) {
+    let Some(app) = op(b).await else { return };
+    let mut browser = Browser::new(&app);
+    let (verifier, challenge) = pkce();
+    let code = code_for_web(&app, &mut browser, &challenge).await;
+    crate::mfa::with_totp(&app, "alice").await;
+    let sessions = "SELECT COUNT(*) FROM sessions WHERE client_id = $1";
+    let before = app.scalar_i64(sessions, "web").await;
+    let r = exchange(&app, "web", &code, &verifier, APP_CB).await;
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"], "invalid_grant");
+    assert_eq!(app.scalar_i64(sessions, "web").await, before);
 }
 
 async fn third_party_clients_ask_for_consent(b: Backend) {

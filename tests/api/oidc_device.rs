@@ -16,6 +16,7 @@ on_both!(
     the_device_page_asks_for_the_second_factor,
     a_device_page_answers_only_for_the_user_it_was_shown_to,
     device_authorizations_are_limited_per_address,
+    a_device_approved_before_a_factor_was_added_gets_nothing,
 );
 
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -185,6 +186,23 @@ async fn a_device_signs_in_once_the_user_allows_it(b: Backend) {
     // Once.
     interval_passed(&app).await;
     let (status, body) = poll(&app, device_code).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (400, json!("invalid_grant"))
+    );
+}
+
+/// A device approved from a password-only sign-in, before the user confirmed a factor: the
+/// factor ended the user's other sessions, and the device's poll gets nothing (it got tokens
+/// of a new password-only session).
+async fn a_device_approved_before_a_factor_was_added_gets_nothing(b: Backend) {
+    let Some(app) = provider(b).await else { return };
+    let d: Value = start(&app, "tv").await.json().await.unwrap();
+    let r = answer(&app, d["user_code"].as_str().unwrap(), "allow").await;
+    assert!(r.text().await.unwrap().contains("Device connected"));
+    crate::mfa::with_totp(&app, "alice").await;
+    interval_passed(&app).await;
+    let (status, body) = poll(&app, d["device_code"].as_str().unwrap()).await;
     assert_eq!(
         (status, body["error"].clone()),
         (400, json!("invalid_grant"))

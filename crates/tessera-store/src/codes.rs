@@ -23,6 +23,23 @@ const INSERT_CODE: &str = "
         scope, resource, sso_session_id, user_id, auth_time, amr, created_at, expires_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
+/// The condition that a code's sign-in (`$code`, its `amr`) still satisfies its user (`$user`):
+/// it had a second factor, or the user has none confirmed. A code issued from a password-only
+/// sign-in before the user confirmed a factor is refused, as its SSO session is at its next
+/// use (the factor ended the user's other sessions).
+macro_rules! second_factor_kept {
+    ($code:literal, $user:literal) => {
+        concat!(
+            "((' ' || ",
+            $code,
+            ".amr || ' ') LIKE '% mfa %' OR NOT EXISTS (SELECT 1 FROM mfa_factors f
+               WHERE f.user_id = ",
+            $user,
+            ".id AND f.confirmed_at IS NOT NULL))"
+        )
+    };
+}
+
 /// The whole exchange on Postgres in one statement (one round trip, invariant 7): the code is
 /// marked used only when it is presented as it was bound (its client, redirect URI and PKCE
 /// challenge: anything else leaves it as it is, for its client), its expiry and its user's fence
@@ -42,7 +59,9 @@ const EXCHANGE_PG: &str = concat!(
         JOIN sso_sessions s ON s.id = c.sso_session_id AND s.user_id = u.id
         WHERE c.expires_at > $3 AND NOT u.disabled AND s.revoked_at IS NULL
           AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3
-          AND s.created_at > u.tokens_not_before
+          AND s.created_at > u.tokens_not_before AND ",
+    second_factor_kept!("c", "u"),
+    "
         FOR SHARE OF u),
     created AS (
         INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
@@ -214,7 +233,9 @@ const EXCHANGE_SQLITE: &str = concat!(
       AND c.expires_at > $3 AND c.client_id = $4 AND c.redirect_uri = $5
       AND c.code_challenge = $6 AND NOT u.disabled AND s.revoked_at IS NULL
       AND s.idle_expires_at > $3 AND s.absolute_expires_at > $3
-      AND s.created_at > u.tokens_not_before;
+      AND s.created_at > u.tokens_not_before AND ",
+    second_factor_kept!("c", "u"),
+    ";
     SELECT c.*, ",
     user_columns!(),
     ",
@@ -223,6 +244,9 @@ const EXCHANGE_SQLITE: &str = concat!(
     LEFT JOIN users u ON u.id = c.user_id AND NOT u.disabled
       AND EXISTS (SELECT 1 FROM sso_sessions s
                   WHERE s.id = c.sso_session_id AND s.created_at > u.tokens_not_before)
+      AND ",
+    second_factor_kept!("c", "u"),
+    "
     WHERE c.code_hash = $1 AND c.session_id = $2"
 );
 

@@ -321,6 +321,18 @@ impl Auth {
         if !sso_live {
             return Err(AuthError::InvalidCode);
         }
+        // Approved from a password-only sign-in before the user confirmed a factor: refused,
+        // as that SSO session is at its next use (the factor ended the user's other sessions).
+        let methods = code
+            .amr
+            .as_deref()
+            .unwrap_or("pwd")
+            .split_ascii_whitespace();
+        if !tessera_proto::claims::acr::is_multi_factor(methods)
+            && !self.store.factor_kinds(user.id).await?.is_empty()
+        {
+            return Err(AuthError::InvalidCode);
+        }
         let granted = Granted {
             scope: code.scope.clone(),
             resource: code.resource.clone(),
