@@ -245,10 +245,12 @@ async fn revoke(
 }
 
 /// RFC 7662 introspection, for authenticated clients. Inactive tokens get exactly
-/// `{"active":false}`. What it says of the user follows `/userinfo` (§4: the server decides
-/// what the caller may learn): `username` and `roles` for the tokens of the operator's own
-/// clients; for a client the user consented to, `username` only with the `profile` scope,
-/// and never the roles.
+/// `{"active":false}`. §4 leaves to the server which tokens a caller may introspect: the
+/// operator's own confidential clients (APIs, resource servers) any token; a client the user
+/// consented to only the tokens issued to it (another client's token is `{"active":false}`
+/// to it, as an unknown one). What it says of the user follows `/userinfo`: `username` and
+/// `roles` for the tokens of the operator's own clients; for a client the user consented to,
+/// `username` only with the `profile` scope, and never the roles.
 #[utoipa::path(post, path = "/introspect", tag = "oauth",
     request_body(content = TokenParam, content_type = "application/x-www-form-urlencoded"),
     security(("basic" = [])),
@@ -260,16 +262,26 @@ async fn revoke(
 #[tracing::instrument(skip_all)]
 async fn introspect(
     State(st): State<AppState>,
-    ConfidentialClientForm { form, .. }: ConfidentialClientForm,
+    ConfidentialClientForm { form, client }: ConfidentialClientForm,
 ) -> Result<Response, ApiError> {
     let p: TokenParam = form.decode()?;
     let token = p.token;
     let t = &st.settings.tokens;
-    let body = match st
+    let found = st
         .auth
         .introspect(&token, p.token_type_hint.as_deref())
-        .await?
-    {
+        .await?;
+    // A third party (a client the user consented to) learns nothing of other clients'
+    // tokens, not even that they are live.
+    let issued_to = match &found {
+        Some(Found::Access(a)) => a.claims.claims.client_id.as_deref(),
+        Some(Found::Refresh(b)) => Some(b.0.client_id.as_str()),
+        None => None,
+    };
+    let visible =
+        issued_to == Some(client.as_str()) || st.auth.trusted_client(Some(client.as_str()));
+    let found = found.filter(|_| visible);
+    let body = match found {
         None => Introspection::inactive(),
         Some(Found::Access(a)) => {
             let c = &a.claims.claims;

@@ -1303,8 +1303,32 @@ async fn third_party_clients_ask_for_consent(b: Backend) {
         403
     );
     let own = app.login_ok("alice").await;
+    let own_refresh = own["refresh_token"].as_str().unwrap().to_string();
     let own = own["access_token"].as_str().unwrap();
     assert_eq!(app.introspect(own).await["roles"], json!(["admin"]));
+    // The third party introspects its own tokens, and no other client's (RFC 7662 §4): it
+    // learned alice's username and roles from her first-party tokens.
+    let as_partner = |token: String| {
+        let app = &app;
+        async move {
+            let r = app
+                .form(
+                    "/introspect",
+                    &[("token", token.as_str())],
+                    Some(("partner", PARTNER_SECRET)),
+                )
+                .await;
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(
+        as_partner(partner_token.to_string()).await["active"],
+        json!(true)
+    );
+    for token in [own.to_string(), own_refresh] {
+        assert_eq!(as_partner(token).await, json!({"active": false}));
+    }
     let claims = TestApp::claims(own);
     assert_eq!(
         (&claims["roles"], &claims["tenant"]),
