@@ -181,7 +181,15 @@ pub fn router(
     // - guard: the head-size limit (431), a declared body over the limit (413), one valid
     //   Host (400) and the request timeout (503), as JSON errors;
     // - panics become a JSON 500; bodies are capped (413) where extractors read them.
-    let inner = ServiceBuilder::new()
+    // One stack, applied once: the router boxes each route's service for every layer it is
+    // given, and clones the box on every request.
+    let stack = ServiceBuilder::new()
+        .layer(edge::EdgeLayer {
+            activity,
+            trusted_proxies,
+        })
+        // Without configured origins there is nothing for CORS to do: it is left out.
+        .option_layer(cors)
         .layer(guard::GuardLayer {
             timeout,
             max_header_bytes: s.http.max_header_bytes,
@@ -191,16 +199,7 @@ pub fn router(
             ApiError::Internal("handler panicked".into()).into_response()
         }))
         .layer(DefaultBodyLimit::max(body_limit));
-    let routes = routes.layer(inner);
-    let routes = match cors {
-        Some(cors) => routes.layer(cors),
-        // Without configured origins there is nothing for CORS to do: leave it out.
-        None => routes,
-    };
-    routes.layer(edge::EdgeLayer {
-        activity,
-        trusted_proxies,
-    })
+    routes.layer(stack)
 }
 
 fn cors_layer(origins: &[crate::config::Origin]) -> Option<tower_http::cors::CorsLayer> {
