@@ -415,27 +415,37 @@ mod tests {
         assert_eq!(res.status(), axum::http::StatusCode::OK);
     }
 
+    /// A handler that takes `delay` and then sets the flag it returns.
+    fn slow_handler(
+        delay: Duration,
+    ) -> (
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        impl Service<Request, Response = Response, Error = Infallible, Future: Send + 'static> + Clone,
+    ) {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        let handler = tower::service_fn(move |_: Request| {
+            let flag = flag.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, Infallible>(Response::new(axum::body::Body::empty()))
+            }
+        });
+        (done, handler)
+    }
+
     /// A request that may write runs to its end after its 503 (its answer was no longer
     /// wanted, or the client hung up): it was cut off between its writes. A `GET` is not.
     #[tokio::test]
     async fn a_write_runs_to_its_end_past_the_timeout() {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        use std::sync::Arc;
+        use std::sync::atomic::Ordering;
         for (method, finishes) in [
             (axum::http::Method::POST, true),
             (axum::http::Method::DELETE, true),
             (axum::http::Method::GET, false),
         ] {
-            let done = Arc::new(AtomicBool::new(false));
-            let flag = done.clone();
-            let slow = tower::service_fn(move |_: Request| {
-                let flag = flag.clone();
-                async move {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    flag.store(true, Ordering::SeqCst);
-                    Ok::<_, Infallible>(Response::new(axum::body::Body::empty()))
-                }
-            });
+            let (done, slow) = slow_handler(Duration::from_millis(200));
             let mut req = request();
             *req.method_mut() = method.clone();
             let Ok(res) = guard(slow).oneshot(req).await;
@@ -448,16 +458,7 @@ mod tests {
             assert_eq!(done.load(Ordering::SeqCst), finishes, "{method}");
         }
         // A client that hangs up (the answer's future dropped) leaves a write running too.
-        let done = Arc::new(AtomicBool::new(false));
-        let flag = done.clone();
-        let slow = tower::service_fn(move |_: Request| {
-            let flag = flag.clone();
-            async move {
-                tokio::time::sleep(Duration::from_millis(30)).await;
-                flag.store(true, Ordering::SeqCst);
-                Ok::<_, Infallible>(Response::new(axum::body::Body::empty()))
-            }
-        });
+        let (done, slow) = slow_handler(Duration::from_millis(30));
         let mut req = request();
         *req.method_mut() = axum::http::Method::POST;
         let answer = guard(slow).oneshot(req);
