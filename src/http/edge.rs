@@ -28,7 +28,6 @@ use std::collections::HashSet;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -204,7 +203,7 @@ pin_project_lite::pin_project! {
         method: &'static str,
         started: Instant,
         // Set when the request came with a body: whether it was read to its end.
-        body_read: Option<Arc<AtomicBool>>,
+        body_read: Option<Arc<super::body_read::BodyState>>,
         // An HTTP/1.0 request, whose answer must not offer to keep a closing connection.
         http10: bool,
     }
@@ -232,11 +231,7 @@ where
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
         security_headers(h);
-        if this
-            .body_read
-            .as_ref()
-            .is_some_and(|read| !read.load(Ordering::Relaxed))
-        {
+        if this.body_read.as_ref().is_some_and(|state| !state.read()) {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             if *this.http10 {
                 // An HTTP/1.1 answer to an HTTP/1.0 keep-alive request gets `keep-alive`

@@ -12,10 +12,13 @@
 //!
 //! A request that may change state (any method but `GET`, `HEAD` and `OPTIONS`, and the
 //! two pages whose `GET` writes: `/authorize` issues a code, `/end_session` may end the SSO
-//! session) runs to its end in a task of its own, even when its answer is no longer wanted: past the timeout, or
-//! when the client hangs up. Cutting it off between two writes (a password changed but the
-//! other sessions not yet ended, a session created but its audit event not yet written)
-//! would leave the store half-changed.
+//! session) runs to its end in a task of its own, even when its answer is no longer wanted:
+//! past the timeout, or when the client hangs up. Cutting it off between two writes (a
+//! password changed but the other sessions not yet ended, a session created but its audit
+//! event not yet written) would leave the store half-changed. Two exceptions: a request
+//! still waiting for its body (it has written nothing) is given up with its answer, so that
+//! its connection closes; and the shutdown waits for these writes (`writes_finished`) only
+//! within `http.shutdown_grace`.
 //!
 //! hyper itself refuses heads past a larger hard cap (see `serve`), with a bare 431: that cap
 //! bounds the memory one connection can hold, this one is the contract.
@@ -31,7 +34,73 @@ use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+use super::body_read::BodyState;
 use super::error::ApiError;
+
+/// Writes running in tasks of their own, for the shutdown to wait for.
+struct Writes {
+    running: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+static WRITES: Writes = Writes {
+    running: std::sync::atomic::AtomicUsize::new(0),
+    idle: tokio::sync::Notify::const_new(),
+};
+
+/// Held by a write's task until it ends; the last one out wakes `writes_finished`.
+struct Running;
+
+impl Running {
+    fn start() -> Running {
+        WRITES
+            .running
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if WRITES
+            .running
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            WRITES.idle.notify_waiters();
+        }
+    }
+}
+
+/// Resolves once no write runs in a task of its own: the last step of a graceful shutdown,
+/// after the connections closed (a write whose client hung up, or that was answered 503, has
+/// no connection left to wait for).
+pub async fn writes_finished() {
+    loop {
+        let idle = WRITES.idle.notified();
+        tokio::pin!(idle);
+        idle.as_mut().enable();
+        if WRITES.running.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            return;
+        }
+        idle.await;
+    }
+}
+
+/// A write's task: given up when it is dropped (its answer given or no longer wanted) while
+/// it still waits for its body from the client, and left to run otherwise.
+pub struct WriteTask {
+    handle: tokio::task::JoinHandle<Response>,
+    body: Option<std::sync::Arc<BodyState>>,
+}
+
+impl Drop for WriteTask {
+    fn drop(&mut self) {
+        if self.body.as_ref().is_some_and(|b| b.waiting()) {
+            self.handle.abort();
+        }
+    }
+}
 
 /// The most header fields a request may have.
 pub const MAX_HEADER_FIELDS: usize = 100;
@@ -195,6 +264,7 @@ where
             .extensions()
             .get::<axum::extract::MatchedPath>()
             .is_some_and(|p| matches!(p.as_str(), "/authorize" | "/end_session"));
+        let body = req.extensions().get::<std::sync::Arc<BodyState>>().cloned();
         let inner = self.inner.call(req);
         if safe {
             return GuardFuture::Running {
@@ -205,7 +275,7 @@ where
             };
         }
         GuardFuture::Detached {
-            start: Some(inner),
+            start: Some((inner, body)),
             task: None,
             deadline,
             html,
@@ -233,8 +303,8 @@ pin_project_lite::pin_project! {
         // A request that may write: spawned at its first poll (inside the request's span, so
         // its logs keep their request id), and left to finish if this future is dropped.
         Detached {
-            start: Option<F>,
-            task: Option<tokio::task::JoinHandle<Response>>,
+            start: Option<(F, Option<std::sync::Arc<BodyState>>)>,
+            task: Option<WriteTask>,
             deadline: Option<tokio::time::Instant>,
             html: bool,
             timer: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -303,18 +373,23 @@ where
                 html,
                 timer,
             } => {
-                if let Some(inner) = start.take() {
+                if let Some((inner, body)) = start.take() {
+                    let running = Running::start();
                     let answered = async move {
+                        let _running = running;
                         match inner.await {
                             Ok(res) => res.map(axum::body::Body::new),
                             Err(never) => match never {},
                         }
                     };
-                    *task = Some(tokio::spawn(answered.in_current_span()));
+                    *task = Some(WriteTask {
+                        handle: tokio::spawn(answered.in_current_span()),
+                        body,
+                    });
                 }
                 let had_budget = tokio::task::coop::has_budget_remaining();
-                if let Some(handle) = task.as_mut() {
-                    if let Poll::Ready(done) = Pin::new(handle).poll(cx) {
+                if let Some(t) = task.as_mut() {
+                    if let Poll::Ready(done) = Pin::new(&mut t.handle).poll(cx) {
                         // The handler's panics are answered inside the task; a task that
                         // still failed (the runtime shutting down) is a 500.
                         return Poll::Ready(Ok(done.unwrap_or_else(|_| {
@@ -468,6 +543,67 @@ mod tests {
             done.load(Ordering::SeqCst),
             "the dropped write ran to its end"
         );
+    }
+
+    /// A write still waiting for its body when it is answered 503 has written nothing: it is
+    /// given up, so that its body (and connection) is let go; it held the connection open for
+    /// a body that never came. The shutdown waits for the writes that do run on.
+    #[tokio::test]
+    async fn a_write_waiting_for_its_body_is_given_up_and_the_shutdown_waits_for_the_rest() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        /// Sets its flag when dropped: the handler's future was given up.
+        struct Dropped(Arc<AtomicBool>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = dropped.clone();
+        let reads = tower::service_fn(move |req: Request| {
+            let guard = Dropped(flag.clone());
+            async move {
+                let _guard = guard;
+                let _ = axum::body::to_bytes(req.into_body(), 1024).await;
+                Ok::<_, Infallible>(Response::new(axum::body::Body::empty()))
+            }
+        });
+        // A body whose bytes never come.
+        let (_tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, Infallible>>(1);
+        let body = axum::body::Body::from_stream(tokio_stream_of(rx));
+        let mut req = request();
+        *req.method_mut() = axum::http::Method::POST;
+        *req.body_mut() = body;
+        let (req, state) = super::super::body_read::tracked(req);
+        let Ok(res) = guard(reads).oneshot(req).await;
+        assert_eq!(res.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(state.waiting());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the waiting write was given up"
+        );
+        // A write that runs on past its answer: the shutdown's last step waits for it.
+        let (done, slow) = slow_handler(Duration::from_millis(300));
+        let mut req = request();
+        *req.method_mut() = axum::http::Method::POST;
+        let Ok(res) = guard(slow).oneshot(req).await;
+        assert_eq!(res.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        tokio::time::timeout(Duration::from_secs(5), writes_finished())
+            .await
+            .expect("the writes finish");
+        assert!(
+            done.load(Ordering::SeqCst),
+            "the shutdown waited for the write"
+        );
+    }
+
+    /// The receiver as a stream of body chunks.
+    fn tokio_stream_of(
+        mut rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, Infallible>>,
+    ) -> impl futures::Stream<Item = Result<bytes::Bytes, Infallible>> + Send {
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
     }
 
     /// A hosted page's request that times out gets a page (a browser shows JSON as text); an

@@ -77,10 +77,16 @@ pub async fn serve(
         }
     }
     drop(listener);
-    if tokio::time::timeout(cfg.shutdown_grace, graceful.shutdown())
+    // The connections first, then the writes that outlived theirs (answered 503, or their
+    // client hung up): both within the one grace period.
+    let drained = async {
+        graceful.shutdown().await;
+        crate::http::guard::writes_finished().await;
+    };
+    if tokio::time::timeout(cfg.shutdown_grace, drained)
         .await
         .is_err()
     {
-        tracing::warn!("shutdown: some connections did not finish in time");
+        tracing::warn!("shutdown: some connections or writes did not finish in time");
     }
 }

@@ -39,9 +39,11 @@ async fn userinfo(
 
 /// Whether the query names an `access_token` (RFC 6750 §2.3, which Tessera does not take: a
 /// token in a URL ends up in logs and histories). Alone it is no token; beside the header it
-/// is the token sent twice.
+/// is the token sent twice. An empty one is no parameter (RFC 6749 §3.1), as in the form.
 fn query_token(query: Option<&str>) -> bool {
-    query.is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "access_token"))
+    query.is_some_and(|q| {
+        form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "access_token" && !v.is_empty())
+    })
 }
 
 /// The same as `GET /userinfo` (OIDC Core §5.3.1: both methods). The access token comes in
@@ -79,7 +81,8 @@ struct UserinfoForm {
 }
 
 /// The `access_token` of a form body, `None` when the body is not a form or has none. A form
-/// that repeats a parameter is 400 `invalid_request` (as at `/token`).
+/// that repeats a parameter is 400 `invalid_request` (as at `/token`); one that repeats the
+/// token is the token sent twice (`AmbiguousToken`, with its challenge).
 fn form_token(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -87,7 +90,15 @@ fn form_token(
     if !is_form(headers) {
         return Ok(None);
     }
-    let form = Form::parse(headers, body)?;
+    let body = body?;
+    if form_urlencoded::parse(&body)
+        .filter(|(k, v)| k == "access_token" && !v.is_empty())
+        .count()
+        > 1
+    {
+        return Err(ApiError::AmbiguousToken);
+    }
+    let form = Form::parse(headers, Ok(body))?;
     Ok(form.get("access_token").map(str::to_owned))
 }
 

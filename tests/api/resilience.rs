@@ -13,6 +13,7 @@ on_both!(
     a_database_refusing_connections_fails_closed,
     a_read_only_database_fails_closed,
     a_login_past_the_request_timeout_still_ends_whole,
+    a_request_whose_body_never_comes_is_answered_and_closed,
 );
 
 async fn excess_logins_are_shed_fast(b: Backend) {
@@ -82,6 +83,34 @@ async fn a_login_past_the_request_timeout_still_ends_whole(b: Backend) {
                 == 1
     })
     .await;
+}
+
+/// A write whose body never comes has written nothing: past the timeout it is answered 503
+/// with `Connection: close`, and the connection closes (it stayed open, its task holding the
+/// body, for as long as the client kept it: one client could hold every file descriptor).
+async fn a_request_whose_body_never_comes_is_answered_and_closed(b: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(app) = TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default("http.request_timeout", "100ms"))
+    })
+    .await
+    else {
+        return;
+    };
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(
+        b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let closed =
+        tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let answer = String::from_utf8_lossy(&buf).to_lowercase();
+    assert!(answer.starts_with("http/1.1 503"), "{answer}");
+    assert!(answer.contains("\r\nconnection: close"), "{answer}");
+    assert!(closed.is_ok(), "the connection was left open: {answer}");
 }
 
 async fn database_outage_fails_closed_and_recovers(b: Backend) {

@@ -120,6 +120,10 @@ async fn userinfo_returns_the_caller(b: Backend) {
         app.client
             .post(app.url(&format!("/userinfo?access_token={access}")))
             .header("authorization", format!("Bearer {access}")),
+        app.client
+            .post(app.url("/userinfo"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("access_token={access}&access_token={access}")),
     ];
     for req in twice {
         let r = req.send().await.unwrap();
@@ -137,6 +141,19 @@ async fn userinfo_returns_the_caller(b: Backend) {
                 .contains("more than once"),
             "{e}"
         );
+    }
+    // An empty parameter is no parameter (RFC 6749 §3.1), in the body as in the query.
+    for req in [
+        app.client
+            .get(app.url("/userinfo?access_token="))
+            .header("authorization", format!("Bearer {access}")),
+        app.client
+            .post(app.url("/userinfo"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("authorization", format!("Bearer {access}"))
+            .body("access_token="),
+    ] {
+        assert_eq!(req.send().await.unwrap().status(), 200);
     }
     // The query alone carries no token Tessera takes (RFC 6750 §2.3 is not offered): 401
     // with the bare challenge, as with no token.
