@@ -242,6 +242,7 @@ async fn hello(
     tessera::http::serve::serve(
         listener,
         router,
+        &tessera::http::guard::NO_WRITES,
         &settings.http,
         tessera::app::shutdown_signal(),
     )

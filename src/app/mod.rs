@@ -176,7 +176,7 @@ impl Application {
                 None
             }
         };
-        let router = crate::http::router(auth.clone(), settings.clone(), self.pages);
+        let (router, writes) = crate::http::router(auth.clone(), settings.clone(), self.pages);
         // Verifiers compare `iss` with the URL they were given: say which one tokens carry.
         tracing::info!(issuer = %settings.tokens.issuer, "access tokens are issued by");
         if let Ok(bound) = self.listener.local_addr() {
@@ -194,7 +194,7 @@ impl Application {
             Ok(addr) => tracing::info!(%addr, "tessera listening"),
             Err(_) => tracing::info!("tessera listening"),
         }
-        crate::http::serve::serve(self.listener, router, &settings.http, shutdown).await;
+        crate::http::serve::serve(self.listener, router, writes, &settings.http, shutdown).await;
         upkeep.abort();
         backchannel.abort();
         if let Some(outbox) = outbox {

@@ -17,7 +17,7 @@
 //! password changed but the other sessions not yet ended, a session created but its audit
 //! event not yet written) would leave the store half-changed. Two exceptions: a request
 //! still waiting for its body (it has written nothing) is given up with its answer, so that
-//! its connection closes; and the shutdown waits for these writes (`writes_finished`) only
+//! its connection closes; and the shutdown waits for these writes (`Writes::finished`) only
 //! within `http.shutdown_grace`.
 //!
 //! hyper itself refuses heads past a larger hard cap (see `serve`), with a bare 431: that cap
@@ -37,53 +37,65 @@ use tracing::Instrument;
 use super::body_read::BodyState;
 use super::error::ApiError;
 
-/// Writes running in tasks of their own, for the shutdown to wait for.
-struct Writes {
+/// The writes one server runs in tasks of their own, for its shutdown to wait for. Each
+/// router has its own, leaked (`Writes::for_router`: a router is built once per server, and a
+/// `&'static` keeps the guard `Copy`, with nothing to count per request).
+#[derive(Debug)]
+pub struct Writes {
     running: std::sync::atomic::AtomicUsize,
     idle: tokio::sync::Notify,
 }
 
-static WRITES: Writes = Writes {
+/// The writes of a server whose routes have no guard (a bench's bare router): always none.
+pub static NO_WRITES: Writes = Writes {
     running: std::sync::atomic::AtomicUsize::new(0),
     idle: tokio::sync::Notify::const_new(),
 };
 
-/// Held by a write's task until it ends; the last one out wakes `writes_finished`.
-struct Running;
+impl Writes {
+    /// A fresh count, for one router.
+    pub fn for_router() -> &'static Writes {
+        Box::leak(Box::new(Writes {
+            running: std::sync::atomic::AtomicUsize::new(0),
+            idle: tokio::sync::Notify::new(),
+        }))
+    }
 
-impl Running {
-    fn start() -> Running {
-        WRITES
-            .running
+    fn start(&'static self) -> Running {
+        self.running
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Running
+        Running(self)
+    }
+
+    /// Resolves once none of these writes runs: the last step of a graceful shutdown, after
+    /// the connections closed (a write whose client hung up, or that was answered 503, has no
+    /// connection left to wait for).
+    pub async fn finished(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.running.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
     }
 }
 
+/// Held by a write's task until it ends; the last one out wakes `Writes::finished`.
+struct Running(&'static Writes);
+
 impl Drop for Running {
     fn drop(&mut self) {
-        if WRITES
+        if self
+            .0
             .running
             .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
             == 1
         {
-            WRITES.idle.notify_waiters();
+            self.0.idle.notify_waiters();
         }
-    }
-}
-
-/// Resolves once no write runs in a task of its own: the last step of a graceful shutdown,
-/// after the connections closed (a write whose client hung up, or that was answered 503, has
-/// no connection left to wait for).
-pub async fn writes_finished() {
-    loop {
-        let idle = WRITES.idle.notified();
-        tokio::pin!(idle);
-        idle.as_mut().enable();
-        if WRITES.running.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-            return;
-        }
-        idle.await;
     }
 }
 
@@ -111,6 +123,8 @@ pub struct GuardLayer {
     pub timeout: Duration,
     pub max_header_bytes: usize,
     pub body_limit: usize,
+    /// The server's writes that run in tasks of their own (`Writes::for_router`).
+    pub writes: &'static Writes,
 }
 
 impl<S> Layer<S> for GuardLayer {
@@ -276,6 +290,7 @@ where
         }
         GuardFuture::Detached {
             start: Some((inner, body)),
+            writes: self.limits.writes,
             task: None,
             deadline,
             html,
@@ -304,6 +319,7 @@ pin_project_lite::pin_project! {
         // its logs keep their request id), and left to finish if this future is dropped.
         Detached {
             start: Option<(F, Option<std::sync::Arc<BodyState>>)>,
+            writes: &'static Writes,
             task: Option<WriteTask>,
             deadline: Option<tokio::time::Instant>,
             html: bool,
@@ -368,13 +384,14 @@ where
             }
             GuardProj::Detached {
                 start,
+                writes,
                 task,
                 deadline,
                 html,
                 timer,
             } => {
                 if let Some((inner, body)) = start.take() {
-                    let running = Running::start();
+                    let running = writes.start();
                     let answered = async move {
                         let _running = running;
                         match inner.await {
@@ -445,11 +462,17 @@ mod tests {
         req
     }
 
+    static TEST_WRITES: Writes = Writes {
+        running: std::sync::atomic::AtomicUsize::new(0),
+        idle: tokio::sync::Notify::const_new(),
+    };
+
     fn guard<S>(inner: S) -> Guard<S> {
         GuardLayer {
             timeout: Duration::from_millis(50),
             max_header_bytes: 16 * 1024,
             body_limit: 1024,
+            writes: &TEST_WRITES,
         }
         .layer(inner)
     }
@@ -590,7 +613,7 @@ mod tests {
         *req.method_mut() = axum::http::Method::POST;
         let Ok(res) = guard(slow).oneshot(req).await;
         assert_eq!(res.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
-        tokio::time::timeout(Duration::from_secs(5), writes_finished())
+        tokio::time::timeout(Duration::from_secs(5), TEST_WRITES.finished())
             .await
             .expect("the writes finish");
         assert!(

@@ -17,7 +17,7 @@ pub(crate) use client_auth::is_form;
 pub(crate) use extract::RequestCaller;
 pub(crate) use session::{client_meta, read_cookie};
 mod feed;
-pub(crate) mod guard;
+pub mod guard;
 mod health;
 mod jwks;
 mod me;
@@ -110,12 +110,13 @@ impl utoipa::Modify for SecuritySchemes {
     }
 }
 
-/// Every route of the contract, the OpenAPI document, and the middleware stack.
+/// Every route of the contract, the OpenAPI document, and the middleware stack; with the
+/// count of the router's writes that outlive their answers, for `serve`'s shutdown to wait for.
 pub fn router(
     auth: Arc<Auth>,
     settings: Arc<Settings>,
     pages: crate::pages::SharedPages,
-) -> Router {
+) -> (Router, &'static guard::Writes) {
     let s = &settings;
     let body_limit = s.http.body_limit;
     let timeout = s.http.request_timeout;
@@ -183,6 +184,7 @@ pub fn router(
     // - panics become a JSON 500; bodies are capped (413) where extractors read them.
     // One stack, applied once: the router boxes each route's service for every layer it is
     // given, and clones the box on every request.
+    let writes = guard::Writes::for_router();
     let stack = ServiceBuilder::new()
         .layer(edge::EdgeLayer {
             activity,
@@ -194,12 +196,13 @@ pub fn router(
             timeout,
             max_header_bytes: s.http.max_header_bytes,
             body_limit,
+            writes,
         })
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()
         }))
         .layer(DefaultBodyLimit::max(body_limit));
-    routes.layer(stack)
+    (routes.layer(stack), writes)
 }
 
 fn cors_layer(origins: &[crate::config::Origin]) -> Option<tower_http::cors::CorsLayer> {

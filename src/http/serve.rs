@@ -24,10 +24,13 @@ use tower::ServiceExt;
 
 use crate::config::HttpSettings;
 
-/// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests.
+/// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests,
+/// and the router's writes that outlived their connections (`writes`; `guard::NO_WRITES` for
+/// a router without the guard).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    writes: &'static crate::http::guard::Writes,
     cfg: &HttpSettings,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -81,7 +84,7 @@ pub async fn serve(
     // client hung up): both within the one grace period.
     let drained = async {
         graceful.shutdown().await;
-        crate::http::guard::writes_finished().await;
+        writes.finished().await;
     };
     if tokio::time::timeout(cfg.shutdown_grace, drained)
         .await
