@@ -10,10 +10,6 @@
 //! - `hello`: a hello-world route on Tessera's own serve loop, or the same answer as another
 //!   route's (the JWKS ceiling: the JWKS's bytes on a bare axum router).
 
-/// The allocator of the `tessera` binary, so that the ceilings run as Tessera does.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

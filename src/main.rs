@@ -6,12 +6,6 @@ use clap::Parser;
 use tessera::cli::{self, Cli};
 use tessera::config::{self, Settings};
 
-/// mimalloc, not the system allocator: a small request's answer is a few dozen short-lived
-/// allocations (headers, buffers, claims), which glibc's malloc and free cost about 7% of the
-/// JWKS answer's CPU.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
