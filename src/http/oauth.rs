@@ -269,18 +269,8 @@ async fn introspect(
     let t = &st.settings.tokens;
     let found = st
         .auth
-        .introspect(&token, p.token_type_hint.as_deref())
+        .introspect(&token, p.token_type_hint.as_deref(), &client)
         .await?;
-    // A third party (a client the user consented to) learns nothing of other clients'
-    // tokens, not even that they are live.
-    let issued_to = match &found {
-        Some(Found::Access(a)) => a.claims.claims.client_id.as_deref(),
-        Some(Found::Refresh(b)) => Some(b.0.client_id.as_str()),
-        None => None,
-    };
-    let visible =
-        issued_to == Some(client.as_str()) || st.auth.trusted_client(Some(client.as_str()));
-    let found = found.filter(|_| visible);
     let body = match found {
         None => Introspection::inactive(),
         Some(Found::Access(a)) => {

@@ -5,7 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::revocation::Check;
 use super::tokens::{self, VerifiedClaims};
-use super::{Auth, AuthError};
+use super::{Auth, AuthError, ClientId};
 use crate::store::UserView;
 use crate::store::{Session, User};
 use crate::time::{now_ms, UnixMillis};
@@ -215,26 +215,39 @@ impl Auth {
         }
     }
 
-    /// RFC 7662 introspection. `None` means inactive: unknown, expired, revoked, or the user
-    /// is disabled. Side-effect free: introspecting a refresh token does not rotate it. The
-    /// hint only orders the lookups (§2.1).
+    /// RFC 7662 introspection by the authenticated `client`. `None` means inactive: unknown,
+    /// expired, revoked, the user is disabled, or the token is not `client`'s to see (§4: the
+    /// operator's own clients see every token; a client the user consented to only the tokens
+    /// issued to it, and of others not even that they are live). Side-effect free:
+    /// introspecting a refresh token does not rotate it. The hint only orders the lookups
+    /// (§2.1).
     ///
     /// Errors: `StoreUnavailable`.
     pub async fn introspect(
         &self,
         token: &SecretString,
         hint: Option<&str>,
+        client: &ClientId,
     ) -> Result<Option<Introspection>, AuthError> {
-        if hint == Some("refresh_token") {
-            if let Some(i) = self.introspect_refresh(token).await? {
-                return Ok(Some(i));
+        let found = if hint == Some("refresh_token") {
+            match self.introspect_refresh(token).await? {
+                Some(i) => Some(i),
+                None => self.introspect_access(token).await?,
             }
-            return self.introspect_access(token).await;
-        }
-        if let Some(i) = self.introspect_access(token).await? {
-            return Ok(Some(i));
-        }
-        self.introspect_refresh(token).await
+        } else {
+            match self.introspect_access(token).await? {
+                Some(i) => Some(i),
+                None => self.introspect_refresh(token).await?,
+            }
+        };
+        let issued_to = match &found {
+            Some(Introspection::Access(a)) => a.claims.claims.client_id.as_deref(),
+            Some(Introspection::Refresh(b)) => Some(b.0.client_id.as_str()),
+            None => None,
+        };
+        let visible =
+            issued_to == Some(client.as_str()) || self.trusted_client(Some(client.as_str()));
+        Ok(found.filter(|_| visible))
     }
 
     async fn introspect_access(

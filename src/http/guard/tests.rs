@@ -39,14 +39,17 @@ fn request() -> Request {
     req
 }
 
-static TEST_WRITES: Writes = Writes::none();
-
 fn guard<S>(inner: S) -> Guard<S> {
+    guard_counting(inner, Writes::for_router())
+}
+
+/// `guard`, counting its writes that outlive their answers in `writes` (each test its own).
+fn guard_counting<S>(inner: S, writes: &'static Writes) -> Guard<S> {
     GuardLayer {
         timeout: Duration::from_millis(50),
         max_header_bytes: 16 * 1024,
         body_limit: 1024,
-        writes: &TEST_WRITES,
+        writes,
     }
     .layer(inner)
 }
@@ -185,9 +188,10 @@ async fn a_write_waiting_for_its_body_is_given_up_and_the_shutdown_waits_for_the
     let (done, slow) = slow_handler(Duration::from_millis(300));
     let mut req = request();
     *req.method_mut() = axum::http::Method::POST;
-    let Ok(res) = guard(slow).oneshot(req).await;
+    let writes = Writes::for_router();
+    let Ok(res) = guard_counting(slow, writes).oneshot(req).await;
     assert_eq!(res.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
-    tokio::time::timeout(Duration::from_secs(5), TEST_WRITES.finished())
+    tokio::time::timeout(Duration::from_secs(5), writes.finished())
         .await
         .expect("the writes finish");
     assert!(

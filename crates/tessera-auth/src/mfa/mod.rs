@@ -272,8 +272,8 @@ impl Auth {
                 return Err(e.into());
             }
         };
-        let checked = match (factor, &passkey) {
-            (SecondFactor::Passkey(credential), Some(read)) => self
+        let checked = match (&passkey, factor) {
+            (Some(read), SecondFactor::Passkey(credential)) => self
                 .check_passkey_factor(
                     &challenge,
                     credential,
@@ -348,8 +348,11 @@ impl Auth {
     ) -> Result<Option<Option<&'static str>>, AuthError> {
         let user_id = challenge.user_id;
         match factor {
-            // Checked with the options its counted guess took (`verify_second_factor`).
-            SecondFactor::Passkey(_) => Ok(None),
+            // Checked with the options its counted guess took (`verify_second_factor`), never
+            // here: reaching this is a bug, not a wrong factor.
+            SecondFactor::Passkey(_) => Err(AuthError::Internal(
+                "a passkey reached the other factors' check".into(),
+            )),
             SecondFactor::Totp(code) => {
                 let code = code.expose_secret().trim();
                 if code.len() != usize::from(TOTP_DIGITS)

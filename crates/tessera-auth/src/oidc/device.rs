@@ -323,13 +323,13 @@ impl Auth {
         }
         // Approved from a password-only sign-in before the user confirmed a factor: refused,
         // as that SSO session is at its next use (the factor ended the user's other sessions).
-        let methods = code
-            .amr
-            .as_deref()
-            .unwrap_or("pwd")
-            .split_ascii_whitespace();
-        if !tessera_proto::claims::acr::is_multi_factor(methods)
-            && !self.store.factor_kinds(user.id).await?.is_empty()
+        // (The factors are read only when the sign-in had no second factor.)
+        let amr = code.amr.as_deref().unwrap_or("pwd");
+        if !tessera_proto::claims::acr::is_multi_factor(amr.split_ascii_whitespace())
+            && super::sso::outdated_by_factor(
+                amr,
+                !self.store.factor_kinds(user.id).await?.is_empty(),
+            )
         {
             return Err(AuthError::InvalidCode);
         }

@@ -15,6 +15,14 @@ use crate::store::{SsoSession, User};
 use crate::time::{now_ms, UnixMillis};
 use crate::{Auth, AuthError, ClientId, ClientMeta};
 
+/// Whether a sign-in with these RFC 8176 methods (`amr`, space-separated) is outdated by a
+/// factor its user has confirmed since: one without a second factor, of a user who now has
+/// one. Its SSO session, codes and device approvals are refused at their next use (the
+/// code exchange's SQL applies the same rule, `second_factor_kept!`).
+pub(crate) fn outdated_by_factor(amr: &str, has_factor: bool) -> bool {
+    has_factor && !tessera_proto::claims::acr::is_multi_factor(amr.split_ascii_whitespace())
+}
+
 /// How often a use of an SSO session moves its idle expiry: at most once a minute, and at
 /// most every tenth of `sso.idle_ttl`, so that a session in use ends no more than that early.
 const TOUCH_EVERY_MS: i64 = 60_000;
@@ -66,9 +74,7 @@ impl Auth {
         }
         // Signed in with a password before the user enrolled a factor: not signed in enough
         // any more; the next login asks for the factor.
-        if has_factor
-            && !tessera_proto::claims::acr::is_multi_factor(sso.amr.split_ascii_whitespace())
-        {
+        if outdated_by_factor(&sso.amr, has_factor) {
             return Ok(None);
         }
         // The idle expiry moves on at most once a minute: an SSO re-authorization then costs
