@@ -25,6 +25,7 @@ pub(super) fn has_body(h: &axum::http::HeaderMap) -> bool {
 #[derive(Debug, Default)]
 pub struct BodyState(AtomicU8);
 
+const RECEIVING: u8 = 0;
 const WAITING: u8 = 1;
 const READ: u8 = 2;
 
@@ -63,7 +64,7 @@ impl axum::body::HttpBody for TrackedBody {
             this.state.0.store(WAITING, Ordering::Relaxed);
             return Poll::Pending;
         };
-        let now = if frame.is_none() { READ } else { 0 };
+        let now = if frame.is_none() { READ } else { RECEIVING };
         this.state.0.store(now, Ordering::Relaxed);
         Poll::Ready(frame)
     }

@@ -23,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/userinfo", tag = "session", security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller: sub, username, roles, sid, custom claims, and with the profile scope preferred_username and updated_at, with the email scope email and email_verified (OIDC Core §5.3, §5.4)", body = Object),
+        (status = 400, description = "invalid_request: the access token sent more than once (two Authorization headers, or the header and an access_token query parameter)", body = ErrorBody),
         (status = 401, description = "Missing, invalid, expired or revoked token (WWW-Authenticate: Bearer)", body = ErrorBody),
         (status = 503, description = "Revocation state unavailable (fails closed)", body = ErrorBody),
     ))]
@@ -53,7 +54,7 @@ fn query_token(query: Option<&str>) -> bool {
 #[utoipa::path(post, path = "/userinfo", tag = "session", security(("bearer" = [])),
     request_body(content = UserinfoForm, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, description = "The caller", body = Object),
-              (status = 400, description = "The token sent both in the header and in the body, or a malformed form", body = ErrorBody),
+              (status = 400, description = "invalid_request: the access token sent more than once (the header and the body or the query, or access_token repeated), or a malformed form", body = ErrorBody),
               (status = 401, description = "Invalid token", body = ErrorBody)))]
 async fn userinfo_post(
     st: State<AppState>,

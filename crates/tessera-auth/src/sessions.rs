@@ -348,15 +348,17 @@ pub(crate) fn session_amr(session: &Session) -> impl Iterator<Item = &str> {
 }
 
 impl Auth {
-    /// The roles a token of `session` carries: those in `mfa.required_for_roles` only when
-    /// its login had a second factor.
+    /// The roles a token of `session` carries when it is one of the operator's own clients'
+    /// (a client the user consented to gets none, see `issue`): those in
+    /// `mfa.required_for_roles` only when its login had a second factor.
     pub(crate) fn roles_for(&self, roles: &[String], session: &Session) -> Vec<String> {
         let mfa = tessera_proto::claims::acr::is_multi_factor(session_amr(session));
         self.roles_for_login(roles, mfa)
     }
 
-    /// The roles an access token with these `amr` (RFC 8176 methods) carries for a user who
-    /// holds `roles`: what `/userinfo` and `/introspect` show.
+    /// The roles an access token of the operator's own clients with these `amr` (RFC 8176
+    /// methods) carries for a user who holds `roles`: what `/userinfo` and `/introspect` show
+    /// (a client the user consented to is shown none).
     pub fn roles_in_token<'a>(
         &self,
         roles: &[String],

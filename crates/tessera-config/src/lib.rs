@@ -313,7 +313,8 @@ pub struct ThrottleSettings {
     #[serde(with = "humantime_serde")]
     pub window: Duration,
     /// Device authorizations (`/device_authorization`, RFC 8628 §3.1) one client address may
-    /// start per `device_window`, counted for every replica together; 0 turns the limit off.
+    /// start per `device_window`, counted for every replica together (an IPv6 address by its
+    /// /64); 0 turns the limit off.
     pub device_requests: u32,
     /// The window `device_requests` counts in; a new one starts when the last has ended.
     #[serde(with = "humantime_serde")]

@@ -44,6 +44,10 @@ const CHALLENGE: &str = "
     WHERE c.token_hash = $1 AND c.used_at IS NULL AND c.expires_at > $2 AND c.failures < $3
       AND NOT u.disabled AND u.tokens_not_before = c.fence";
 
+/// A challenge's `passkey_expires_at`: NULL before any options call; after one, the options'
+/// expiry (ms, > 0) while they may be asserted; -1 once a guess took them, 0 once a passkey
+/// guess found none live (neither can be asserted again).
+///
 /// One guess, counted before it is checked (invariant 7: an mfa_token checks at most
 /// `$3` factors, however many requests come at once). A passkey's guess (`$4`) also takes
 /// the passkey state in the same write, spent as it is read so that an options call's

@@ -108,7 +108,7 @@ impl ApiError {
             ApiError::AmbiguousToken => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
-                "The request carries the access token more than once (two Authorization headers, or the header and an access_token parameter); RFC 6750 allows one method.",
+                "The request carries the access token more than once (two Authorization headers, the header and an access_token parameter, or access_token repeated); RFC 6750 allows one method.",
             ),
             ApiError::MissingToken => (
                 StatusCode::UNAUTHORIZED,
