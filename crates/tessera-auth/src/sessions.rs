@@ -300,7 +300,13 @@ impl Auth {
         // A client the user consented to acts with its scopes alone: the user's roles and
         // custom claims are authority the consent page never showed, so its tokens carry
         // neither, and an API's role check cannot take them for the user's own.
-        let own = self.trusted_client(Some(session.client_id.as_str()));
+        let (roles, custom) = match self.trusted_client(Some(session.client_id.as_str())) {
+            true => (
+                self.roles_for(&subject.roles, session),
+                tokens::custom_claims(&subject.claims),
+            ),
+            false => Default::default(),
+        };
         let claims = AccessClaims {
             iss: t.issuer.as_str().into(),
             sub: session.user_id.to_string().into(),
@@ -316,14 +322,8 @@ impl Auth {
             scope: granted.scope.as_deref().map(Into::into),
             amr: Some(session_amr(session).map(Into::into).collect()),
             acr: Some(tessera_proto::claims::acr::from_amr(session_amr(session)).into()),
-            roles: match own {
-                true => self.roles_for(&subject.roles, session).into(),
-                false => Vec::new().into(),
-            },
-            custom: match own {
-                true => tokens::custom_claims(&subject.claims),
-                false => Default::default(),
-            },
+            roles: roles.into(),
+            custom,
         };
         let access = tokens::sign(key, &claims)
             .map_err(|e| AuthError::Internal(format!("signing failed: {e}")))?;

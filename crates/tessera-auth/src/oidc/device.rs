@@ -323,14 +323,8 @@ impl Auth {
         }
         // Approved from a password-only sign-in before the user confirmed a factor: refused,
         // as that SSO session is at its next use (the factor ended the user's other sessions).
-        // (The factors are read only when the sign-in had no second factor.)
-        let amr = code.amr.as_deref().unwrap_or("pwd");
-        if !tessera_proto::claims::acr::is_multi_factor(amr.split_ascii_whitespace())
-            && super::sso::outdated_by_factor(
-                amr,
-                !self.store.factor_kinds(user.id).await?.is_empty(),
-            )
-        {
+        let has_factor = !self.store.factor_kinds(user.id).await?.is_empty();
+        if super::sso::outdated_by_factor(code.amr.as_deref().unwrap_or("pwd"), has_factor) {
             return Err(AuthError::InvalidCode);
         }
         let granted = Granted {
