@@ -19,6 +19,7 @@ on_both!(
     a_passkey_registers_and_logs_in_without_a_password,
     a_passkey_alone_is_refused_to_an_unverified_address,
     a_passkey_completes_a_password_login,
+    the_first_step_names_every_kind_of_factor_held,
     a_cloned_passkey_is_refused,
     the_wrong_origin_rp_id_or_no_user_verification_is_refused,
     a_key_without_a_pin_is_a_second_factor_when_verification_is_preferred,
@@ -284,6 +285,59 @@ async fn a_passkey_registers_and_logs_in_without_a_password(b: Backend) {
         .unwrap();
     let (_, r) = passwordless(&app, &mut key).await;
     assert_eq!(r.status(), 401);
+}
+
+/// The `mfa_methods` of the first step come from the statement that stores the challenge:
+/// both kinds a user holds, confirmed, and never one that is not confirmed.
+async fn the_first_step_names_every_kind_of_factor_held(b: Backend) {
+    let Some(app) = app_with_passkeys(b).await else {
+        return;
+    };
+    app.create_user("bob", &[]).await;
+    let (_, _, t) = crate::mfa::with_totp(&app, "bob").await;
+    let access = t["access_token"].as_str().unwrap();
+    let mut key = SoftPasskey::new();
+    let (_, r) = register(&app, access, &mut key).await;
+    assert_eq!(r.status(), 201);
+    // A second TOTP factor, never confirmed, adds nothing.
+    let r = app
+        .client
+        .post(app.url("/me/factors/totp"))
+        .bearer_auth(access)
+        .json(&json!({"name": "spare"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = app.login("bob", PASSWORD).await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "mfa_required");
+    assert_eq!(
+        body["mfa_methods"],
+        json!(["totp", "passkey", "recovery_code"])
+    );
+
+    // A passkey-only user with an unconfirmed TOTP factor is offered the passkey alone.
+    app.create_user("carol", &[]).await;
+    let first = app.login_ok("carol").await;
+    let access = first["access_token"].as_str().unwrap();
+    let r = app
+        .client
+        .post(app.url("/me/factors/totp"))
+        .bearer_auth(access)
+        .json(&json!({"name": "unconfirmed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let mut key = SoftPasskey::new();
+    let (_, r) = register(&app, access, &mut key).await;
+    assert_eq!(r.status(), 201);
+    let r = app.login("carol", PASSWORD).await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["mfa_methods"], json!(["passkey", "recovery_code"]));
 }
 
 async fn a_passkey_completes_a_password_login(b: Backend) {

@@ -29,11 +29,18 @@ const SPEND_CEREMONY: &str = "
     VALUES ($1, 'spent', '', $2, $3)
     ON CONFLICT (id_hash) DO NOTHING";
 
+/// Stored only for a user with a confirmed factor; the row comes back with the kinds of
+/// factor they have, so that the `mfa_methods` of the answer need no second read.
 const INSERT_CHALLENGE: &str = "
     INSERT INTO mfa_challenges (token_hash, user_id, client_id, scope, resource, fence,
                                 created_at, expires_at)
     SELECT $1, $2, $3, $4, $5, $6, $7, $8
-    WHERE EXISTS (SELECT 1 FROM mfa_factors WHERE user_id = $2 AND confirmed_at IS NOT NULL)";
+    WHERE EXISTS (SELECT 1 FROM mfa_factors WHERE user_id = $2 AND confirmed_at IS NOT NULL)
+    RETURNING
+        EXISTS (SELECT 1 FROM mfa_factors
+                WHERE user_id = $2 AND confirmed_at IS NOT NULL AND kind = 'passkey'),
+        EXISTS (SELECT 1 FROM mfa_factors
+                WHERE user_id = $2 AND confirmed_at IS NOT NULL AND kind = 'totp')";
 
 /// Also the user's fence: a password change, disable or cut-off since the password check
 /// makes the challenge unusable before any factor is looked at (nothing spent, one answer).
@@ -74,8 +81,8 @@ const TAKE_CHALLENGE: &str = "
 
 #[async_trait]
 impl ChallengeStore for SqlStore {
-    async fn insert_challenge(&self, c: &MfaChallenge) -> StoreResult<bool> {
-        let n = on_backend!(self, |b| sqlx::query(INSERT_CHALLENGE)
+    async fn insert_challenge(&self, c: &MfaChallenge) -> StoreResult<Option<Vec<String>>> {
+        let row: Option<(bool, bool)> = on_backend!(self, |b| sqlx::query_as(INSERT_CHALLENGE)
             .bind(&c.token_hash)
             .bind(c.user_id)
             .bind(&c.client_id)
@@ -84,10 +91,16 @@ impl ChallengeStore for SqlStore {
             .bind(c.fence)
             .bind(c.created_at)
             .bind(c.expires_at)
-            .execute(b.pool())
+            .fetch_all(b.pool())
             .await
-            .map(|r| r.rows_affected()))?;
-        Ok(n == 1)
+            .map(crate::backend::returned))?;
+        Ok(row.map(|(passkey, totp)| {
+            [("passkey", passkey), ("totp", totp)]
+                .into_iter()
+                .filter(|(_, held)| *held)
+                .map(|(kind, _)| kind.to_string())
+                .collect()
+        }))
     }
     async fn challenge(
         &self,

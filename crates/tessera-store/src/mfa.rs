@@ -197,9 +197,10 @@ pub struct Charged {
 /// mfa_tokens) and the WebAuthn ceremonies (invariant 7).
 #[async_trait]
 pub trait ChallengeStore {
-    /// Stores the challenge if its user has a confirmed factor (one statement: a login needs
-    /// no second read); `false` when they have none, and nothing is stored.
-    async fn insert_challenge(&self, c: &MfaChallenge) -> StoreResult<bool>;
+    /// Stores the challenge if its user has a confirmed factor, and answers the kinds of their
+    /// confirmed factors (`passkey`, `totp`, in that order) in the same statement: a login
+    /// needs no second read. `None` when they have none, and nothing is stored.
+    async fn insert_challenge(&self, c: &MfaChallenge) -> StoreResult<Option<Vec<String>>>;
     /// The unused, unexpired challenge with this digest and fewer than `max_failures`, whose
     /// user is enabled and has the cut-off the challenge was made under.
     async fn challenge(

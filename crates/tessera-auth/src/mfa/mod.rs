@@ -132,7 +132,7 @@ impl Auth {
     ) -> Result<Option<AuthError>, AuthError> {
         let token = random_token()?;
         let now = now_ms();
-        let stored = self
+        let kinds = self
             .store
             .insert_challenge(&MfaChallenge {
                 token_hash: token_digest(token.expose_secret()),
@@ -147,7 +147,7 @@ impl Auth {
                 used_at: None,
             })
             .await?;
-        if !stored {
+        let Some(kinds) = kinds else {
             // No factor. `mfa.required_for_roles`: past `mfa.enrol_grace`, such an account
             // must enrol (an administrator can help); until then it logs in without those
             // roles.
@@ -158,9 +158,8 @@ impl Auth {
                 return Ok(Some(AuthError::MfaEnrolmentRequired));
             }
             return Ok(None);
-        }
+        };
         tracing::info!(user_id = %user.id, "password ok, second factor required");
-        let kinds = self.store.factor_kinds(user.id).await?;
         let methods = METHODS
             .iter()
             .copied()

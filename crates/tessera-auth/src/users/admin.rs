@@ -10,7 +10,7 @@ use crate::audit::{Event, Record};
 use crate::store::UserQuery;
 use crate::store::{Session, SessionView, SsoSessionView, UserView};
 use crate::time::now_ms;
-use crate::{Auth, AuthError, Ending};
+use crate::{Auth, AuthError};
 
 /// A page of users (`GET /admin/users`), with the cursor of the next page.
 #[derive(Debug, Clone)]
@@ -153,9 +153,15 @@ impl Auth {
             .session(id)
             .await?
             .ok_or(AuthError::SessionNotFound)?;
-        if session.revoked_at.is_none() {
-            self.end_sessions(Ending::Session(id), "revoked_by_admin")
-                .await?;
+        // The revocation's own answer decides the audit event: of two revocations at once,
+        // both read the session live, and only the one whose write ended it records it.
+        if session.revoked_at.is_none()
+            && self
+                .store
+                .revoke_session(id, "revoked_by_admin", now_ms())
+                .await?
+        {
+            self.sessions_ended(&[id]);
             self.audit(
                 caller,
                 Event::SessionRevoked,
