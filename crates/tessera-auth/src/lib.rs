@@ -308,14 +308,22 @@ impl Auth {
         }
     }
 
+    /// Revokes one session in the store and in the revocation state; `true` when this call
+    /// ended it, `false` when it had ended before (or a parallel request ended it first), so
+    /// that exactly one ending is audited.
+    async fn end_one_session(&self, id: Uuid, reason: &str) -> Result<bool, AuthError> {
+        let ended = self.store.revoke_session(id, reason, now_ms()).await?;
+        self.sessions_ended(&[id]);
+        Ok(ended)
+    }
+
     /// Revokes sessions in the store and in the revocation state. `AllOf` also cuts off every
     /// access token of the user; it fails with `UserNotFound` for an unknown user.
     async fn end_sessions(&self, which: Ending, reason: &str) -> Result<(), AuthError> {
         let now = now_ms();
         match which {
             Ending::Session(id) => {
-                self.store.revoke_session(id, reason, now).await?;
-                self.sessions_ended(&[id]);
+                self.end_one_session(id, reason).await?;
             }
             Ending::AllOf(user_id) => {
                 self.user_changed(async {

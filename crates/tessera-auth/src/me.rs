@@ -11,7 +11,7 @@ use crate::store::{Duplicate, StoreError};
 use crate::store::{SessionView, UserView};
 use crate::time::{now_ms, UnixMillis};
 use crate::users::UserRef;
-use crate::{Auth, AuthError, ClientId, ClientMeta, Ending, Granted, TokenPair, Username};
+use crate::{Auth, AuthError, ClientId, ClientMeta, Granted, TokenPair, Username};
 
 impl Auth {
     /// Changes the caller's password (`POST /me/password`): the current one is checked like a
@@ -186,9 +186,8 @@ impl Auth {
             .await?
             .filter(|s| s.user_id == user_id)
             .ok_or(AuthError::SessionNotFound)?;
-        if session.revoked_at.is_none() {
-            self.end_sessions(Ending::Session(session_id), "ended_by_user")
-                .await?;
+        if session.revoked_at.is_none() && self.end_one_session(session_id, "ended_by_user").await?
+        {
             self.audit(caller, Event::Logout, Record::session(user_id, session_id))
                 .await;
         }

@@ -183,20 +183,20 @@ impl Auth {
         // Logout is the first-party client's: another client's tokens (refresh tokens it was
         // issued, access tokens minted for other APIs) are left alone, as at /revoke.
         let me = self.first_party();
+        // The event is the ending's: a logout of a session that had ended (again, or after a
+        // parallel logout won) changes nothing and records nothing.
         let mut ended = None;
         if let Some(rt) = refresh.as_ref().and_then(|t| self.refresh.parse(t)) {
             if let Some(user_id) = self.session_owner(rt.session_id, &me).await? {
-                self.end_sessions(Ending::Session(rt.session_id), "logout")
-                    .await?;
-                ended = Some(Record::session(user_id, rt.session_id));
+                if self.end_one_session(rt.session_id, "logout").await? {
+                    ended = Some(Record::session(user_id, rt.session_id));
+                }
             }
         }
         if let Some(c) = access.and_then(|t| self.verify_signature(t, &self.expect())) {
             if c.claims.client_id.as_deref() == Some(me.as_str()) {
                 self.deny(&c, "logout").await?;
-                self.end_sessions(Ending::Session(c.session_id), "logout")
-                    .await?;
-                if ended.is_none() {
+                if self.end_one_session(c.session_id, "logout").await? && ended.is_none() {
                     ended = Some(Record::session(c.user_id, c.session_id));
                 }
             }

@@ -155,13 +155,7 @@ impl Auth {
             .ok_or(AuthError::SessionNotFound)?;
         // The revocation's own answer decides the audit event: of two revocations at once,
         // both read the session live, and only the one whose write ended it records it.
-        if session.revoked_at.is_none()
-            && self
-                .store
-                .revoke_session(id, "revoked_by_admin", now_ms())
-                .await?
-        {
-            self.sessions_ended(&[id]);
+        if session.revoked_at.is_none() && self.end_one_session(id, "revoked_by_admin").await? {
             self.audit(
                 caller,
                 Event::SessionRevoked,
