@@ -300,15 +300,7 @@ async fn the_first_step_names_every_kind_of_factor_held(b: Backend) {
     let (_, r) = register(&app, access, &mut key).await;
     assert_eq!(r.status(), 201);
     // A second TOTP factor, never confirmed, adds nothing.
-    let r = app
-        .client
-        .post(app.url("/me/factors/totp"))
-        .bearer_auth(access)
-        .json(&json!({"name": "spare"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    enrol_totp_unconfirmed(&app, access).await;
     let r = app.login("bob", PASSWORD).await;
     assert_eq!(r.status(), 403);
     let body: Value = r.json().await.unwrap();
@@ -322,6 +314,18 @@ async fn the_first_step_names_every_kind_of_factor_held(b: Backend) {
     app.create_user("carol", &[]).await;
     let first = app.login_ok("carol").await;
     let access = first["access_token"].as_str().unwrap();
+    enrol_totp_unconfirmed(&app, access).await;
+    let mut key = SoftPasskey::new();
+    let (_, r) = register(&app, access, &mut key).await;
+    assert_eq!(r.status(), 201);
+    let r = app.login("carol", PASSWORD).await;
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["mfa_methods"], json!(["passkey", "recovery_code"]));
+}
+
+/// Starts a TOTP enrolment with `access` and never confirms it.
+async fn enrol_totp_unconfirmed(app: &TestApp, access: &str) {
     let r = app
         .client
         .post(app.url("/me/factors/totp"))
@@ -331,13 +335,6 @@ async fn the_first_step_names_every_kind_of_factor_held(b: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let mut key = SoftPasskey::new();
-    let (_, r) = register(&app, access, &mut key).await;
-    assert_eq!(r.status(), 201);
-    let r = app.login("carol", PASSWORD).await;
-    assert_eq!(r.status(), 403);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["mfa_methods"], json!(["passkey", "recovery_code"]));
 }
 
 async fn a_passkey_completes_a_password_login(b: Backend) {
