@@ -13,6 +13,7 @@ on_both!(
     a_totp_code_works_once_even_in_parallel,
     a_right_code_sent_at_once_counts_no_wrong_factor,
     recovery_codes_work_once_and_regenerate,
+    recovery_code_sets_do_not_multiply_at_once,
     wrong_factors_are_counted_and_end_the_mfa_token,
     parallel_wrong_codes_check_at_most_five_on_one_mfa_token,
     the_password_grant_has_a_second_step,
@@ -375,6 +376,71 @@ async fn recovery_codes_work_once_and_regenerate(b: Backend) {
     assert_eq!(r.status(), 401);
     let r = second_step(&app, &token, "recovery_code", &fresh).await;
     assert_eq!(r.status(), 200);
+}
+
+/// Replacements of the recovery codes at once end as one set (Postgres: two transactions
+/// each deleted the old set and inserted theirs, and both sets worked), and of two first
+/// factors confirmed at once, one answer brings the set.
+async fn recovery_code_sets_do_not_multiply_at_once(b: Backend) {
+    let Some((app, carol)) = TestApp::with_user(b, "carol", &[]).await else {
+        return;
+    };
+    let (_, _, t) = with_totp(&app, "carol").await;
+    let access = t["access_token"].as_str().unwrap();
+    let answers = join_all((0..8).map(|_| {
+        bearer_json(
+            &app,
+            reqwest::Method::POST,
+            "/me/recovery_codes",
+            access,
+            None,
+        )
+    }))
+    .await;
+    assert!(answers.iter().all(|r| r.status() == 200));
+    assert_eq!(app.auth.recovery_codes_left(carol.id).await.unwrap(), 10);
+
+    // Two TOTP factors of a user with none, confirmed at once.
+    let dave = app.create_user("dave", &[]).await;
+    let t = app.login_ok("dave").await;
+    let access = t["access_token"].as_str().unwrap();
+    let mut enrolled = Vec::new();
+    for name in ["phone", "tablet"] {
+        let r = bearer_json(
+            &app,
+            reqwest::Method::POST,
+            "/me/factors/totp",
+            access,
+            Some(json!({ "name": name })),
+        )
+        .await;
+        assert_eq!(r.status(), 201);
+        let e: Value = r.json().await.unwrap();
+        let code = code(&app_for(e["secret"].as_str().unwrap()), 0);
+        enrolled.push((e["id"].as_str().unwrap().to_string(), code));
+    }
+    let paths: Vec<String> = enrolled
+        .iter()
+        .map(|(id, _)| format!("/me/factors/{id}/confirm"))
+        .collect();
+    let answers = join_all(paths.iter().zip(&enrolled).map(|(path, (_, code))| {
+        bearer_json(
+            &app,
+            reqwest::Method::POST,
+            path,
+            access,
+            Some(json!({ "code": code })),
+        )
+    }))
+    .await;
+    let mut sets = 0;
+    for r in answers {
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        sets += usize::from(body["recovery_codes"].is_array());
+    }
+    assert_eq!(sets, 1);
+    assert_eq!(app.auth.recovery_codes_left(dave.id).await.unwrap(), 10);
 }
 
 /// Sends one right factor (`field`, `value`) on eight of gus's mfa_tokens at once: one login,

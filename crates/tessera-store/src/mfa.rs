@@ -151,13 +151,18 @@ pub trait MfaStore {
     async fn sealed_factors(&self) -> StoreResult<Vec<(Uuid, Vec<u8>)>>;
     /// Replaces sealed secrets, each only if it is still `old` (`(id, old, new)`).
     async fn reseal_factors(&self, reseal: &[(Uuid, Vec<u8>, Vec<u8>)]) -> StoreResult<()>;
-    /// Replaces the user's recovery codes (their digests) in one transaction.
+    /// Replaces the user's recovery codes (their digests) in one transaction, which holds the
+    /// user's row (Postgres `FOR UPDATE`, SQLite `BEGIN IMMEDIATE`): replacements at once end
+    /// as one set, the last one's. With `if_none`, only when the user holds no codes (the set
+    /// a first factor brings: of two first factors at once, one brings it). `false` when
+    /// nothing was replaced.
     async fn replace_recovery_codes(
         &self,
         user_id: Uuid,
         hashes: &[String],
         now: i64,
-    ) -> StoreResult<()>;
+        if_none: bool,
+    ) -> StoreResult<bool>;
     /// Uses the code with this digest, once: `Taken` if it is the user's and was unused,
     /// `Spent` if it is the user's and was used before (a replay, or a parallel twin that won),
     /// `Unknown` if the user holds no such code.

@@ -63,6 +63,13 @@ const DELETE_FACTORS: &str = "DELETE FROM mfa_factors WHERE user_id = $1";
 
 const DELETE_RECOVERY_CODES: &str = "DELETE FROM recovery_codes WHERE user_id = $1";
 
+/// The first statement of a replacement of recovery codes: their user's row, held until the
+/// transaction ends (SQLite's `BEGIN IMMEDIATE` holds the database).
+const LOCK_USER_PG: &str = "SELECT id FROM users WHERE id = $1 FOR UPDATE";
+const LOCK_USER: &str = "SELECT id FROM users WHERE id = $1";
+
+const HELD_RECOVERY_CODES: &str = "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1";
+
 const SEALED_FACTORS: &str =
     "SELECT id, secret_enc FROM mfa_factors WHERE kind = 'totp' ORDER BY id";
 
@@ -202,9 +209,25 @@ impl MfaStore for SqlStore {
         user_id: Uuid,
         hashes: &[String],
         now: i64,
-    ) -> StoreResult<()> {
+        if_none: bool,
+    ) -> StoreResult<bool> {
+        let (begin, lock_user) = self.locking_tx(LOCK_USER_PG, LOCK_USER);
         on_backend!(self, |b| {
-            let mut tx = b.pool().begin().await?;
+            let mut tx = b.pool().begin_with(begin).await?;
+            let _: Option<Uuid> = sqlx::query_scalar(lock_user)
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if if_none {
+                let held: i64 = sqlx::query_scalar(HELD_RECOVERY_CODES)
+                    .bind(user_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                // Dropping the transaction rolls it back.
+                if held > 0 {
+                    return Ok(false);
+                }
+            }
             sqlx::query(DELETE_RECOVERY_CODES)
                 .bind(user_id)
                 .execute(&mut *tx)
@@ -218,7 +241,7 @@ impl MfaStore for SqlStore {
                     .await?;
             }
             tx.commit().await?;
-            Ok(())
+            Ok(true)
         })
     }
 

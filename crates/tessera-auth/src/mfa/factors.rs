@@ -121,7 +121,7 @@ impl Auth {
         .await;
         self.end_other_sessions(user_id, keep).await?;
         match first {
-            true => Ok(Some(self.new_recovery_set(user_id, caller).await?)),
+            true => self.new_recovery_set(user_id, true, caller).await,
             false => Ok(None),
         }
     }
@@ -169,7 +169,7 @@ impl Auth {
         }
         if !self.store.has_factor(user_id).await? {
             self.store
-                .replace_recovery_codes(user_id, &[], now_ms())
+                .replace_recovery_codes(user_id, &[], now_ms(), false)
                 .await?;
         }
         self.audit(caller, Event::FactorRemoved, Record::user(user_id))
@@ -192,7 +192,9 @@ impl Auth {
         if !self.store.has_factor(user_id).await? {
             return Err(AuthError::FactorNotFound);
         }
-        self.new_recovery_set(user_id, caller).await
+        self.new_recovery_set(user_id, false, caller)
+            .await?
+            .ok_or_else(|| AuthError::Internal("a replacement stored no recovery codes".into()))
     }
 
     /// When the user logged in for the session `session_id` (ms; for a session made through
@@ -242,22 +244,30 @@ impl Auth {
         Ok(n)
     }
 
+    /// A new set of recovery codes in place of the user's, shown once; with `first` (the
+    /// set a first factor brings), only if the user holds none: of two first factors
+    /// confirmed at once, one answer carries the set, the other `None`.
     pub(crate) async fn new_recovery_set(
         &self,
         user_id: Uuid,
+        first: bool,
         caller: &Caller,
-    ) -> Result<Vec<SecretString>, AuthError> {
+    ) -> Result<Option<Vec<SecretString>>, AuthError> {
         let codes = new_recovery_codes()?;
         let hashes: Vec<String> = codes
             .iter()
             .map(|c| recovery_digest(user_id, c.expose_secret()))
             .collect();
-        self.store
-            .replace_recovery_codes(user_id, &hashes, now_ms())
-            .await?;
+        if !self
+            .store
+            .replace_recovery_codes(user_id, &hashes, now_ms(), first)
+            .await?
+        {
+            return Ok(None);
+        }
         self.audit(caller, Event::RecoveryCodesGenerated, Record::user(user_id))
             .await;
-        Ok(codes)
+        Ok(Some(codes))
     }
 
     pub(crate) fn check_recent(&self, auth_time: i64) -> Result<(), AuthError> {

@@ -150,7 +150,7 @@ impl Auth {
         .await;
         self.end_other_sessions(user_id, keep).await?;
         let recovery_codes = match first {
-            true => Some(self.new_recovery_set(user_id, caller).await?),
+            true => self.new_recovery_set(user_id, true, caller).await?,
             false => None,
         };
         Ok(PasskeyAdded {
