@@ -14,6 +14,7 @@ on_both!(
     a_right_code_sent_at_once_counts_no_wrong_factor,
     recovery_codes_work_once_and_regenerate,
     recovery_code_sets_do_not_multiply_at_once,
+    parallel_recovery_codes_on_one_mfa_token_spend_one,
     wrong_factors_are_counted_and_end_the_mfa_token,
     parallel_wrong_codes_check_at_most_five_on_one_mfa_token,
     the_password_grant_has_a_second_step,
@@ -441,6 +442,44 @@ async fn recovery_code_sets_do_not_multiply_at_once(b: Backend) {
     }
     assert_eq!(sets, 1);
     assert_eq!(app.auth.recovery_codes_left(dave.id).await.unwrap(), 10);
+}
+
+/// Eight different recovery codes on one mfa_token at once: one login, and only its code is
+/// spent (the seven others were used up with no login and no event).
+async fn parallel_recovery_codes_on_one_mfa_token_spend_one(b: Backend) {
+    let Some((app, carol)) = TestApp::with_user(b, "carol", &[]).await else {
+        return;
+    };
+    let (_, codes, _) = with_totp(&app, "carol").await;
+    let token = mfa_token(&app, "carol").await;
+    let answers = join_all(
+        codes[..8]
+            .iter()
+            .map(|c| second_step(&app, &token, "recovery_code", c)),
+    )
+    .await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 401),
+        "{statuses:?}"
+    );
+    assert_eq!(app.auth.recovery_codes_left(carol.id).await.unwrap(), 9);
+    // Each loser's code still works, once.
+    let winner = statuses.iter().position(|s| *s == 200).unwrap();
+    let other = codes[(winner + 1) % 8].clone();
+    let token = mfa_token(&app, "carol").await;
+    assert_eq!(
+        second_step(&app, &token, "recovery_code", &other)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(app.auth.recovery_codes_left(carol.id).await.unwrap(), 8);
 }
 
 /// Sends one right factor (`field`, `value`) on eight of gus's mfa_tokens at once: one login,

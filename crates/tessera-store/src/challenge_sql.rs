@@ -75,7 +75,7 @@ const PUT_CHALLENGE_PASSKEY: &str = "
 
 /// Invariant 7: an mfa_token is used once, by a guess that was counted (`CHARGE_CHALLENGE`)
 /// within its allowance.
-const TAKE_CHALLENGE: &str = "
+pub(crate) const TAKE_CHALLENGE: &str = "
     UPDATE mfa_challenges SET used_at = $2
     WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND failures <= $3";
 

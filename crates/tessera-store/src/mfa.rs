@@ -163,14 +163,21 @@ pub trait MfaStore {
         now: i64,
         if_none: bool,
     ) -> StoreResult<bool>;
-    /// Uses the code with this digest, once: `Taken` if it is the user's and was unused,
-    /// `Spent` if it is the user's and was used before (a replay, or a parallel twin that won),
-    /// `Unknown` if the user holds no such code.
+    /// Uses the code with this digest, once, to complete the login of the challenge
+    /// `challenge_hash` (its mfa_token), which it uses up in the same transaction (as
+    /// `ChallengeStore::take_challenge`, within `max_failures`): `Taken` if the code is the
+    /// user's and was unused, `Spent` if it is the user's and was used before (a replay, or a
+    /// parallel twin that won), `Unknown` if the user holds no such code, `ChallengeUsed` if
+    /// the mfa_token was used meanwhile (a parallel step won). Only `Taken` changes anything:
+    /// of parallel steps on one mfa_token, the one that completes it is the one whose code is
+    /// spent.
     async fn use_recovery_code(
         &self,
         user_id: Uuid,
         hash: &str,
         now: i64,
+        challenge_hash: &str,
+        max_failures: i64,
     ) -> StoreResult<RecoveryCodeUse>;
     /// How many unused recovery codes the user has.
     async fn recovery_codes_left(&self, user_id: Uuid) -> StoreResult<i64>;
@@ -272,6 +279,8 @@ pub enum RecoveryCodeUse {
     Spent,
     /// The user holds no such code.
     Unknown,
+    /// The login's challenge was used (or ran out) meanwhile; the code was left as it was.
+    ChallengeUsed,
 }
 
 /// Why a new passkey was not stored.

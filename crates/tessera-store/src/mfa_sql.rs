@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::backend::{on_backend, Backend, SqlStore};
+use super::challenge_sql::TAKE_CHALLENGE;
 use super::{MfaFactor, MfaStore, PasskeyRefused, RecoveryCodeUse, StoreResult};
 
 /// Only while the user holds fewer than `$10` factors (a soft bound: parallel enrolments
@@ -250,27 +251,47 @@ impl MfaStore for SqlStore {
         user_id: Uuid,
         hash: &str,
         now: i64,
+        challenge_hash: &str,
+        max_failures: i64,
     ) -> StoreResult<RecoveryCodeUse> {
-        let n = on_backend!(self, |b| sqlx::query(USE_RECOVERY_CODE)
-            .bind(user_id)
-            .bind(hash)
-            .bind(now)
-            .execute(b.pool())
-            .await
-            .map(|r| r.rows_affected()))?;
-        if n == 1 {
-            return Ok(RecoveryCodeUse::Taken);
-        }
-        // Codes are only ever used or deleted: a row that is still there was used.
-        let (known,): (i64,) = on_backend!(self, |b| sqlx::query_as(RECOVERY_CODE_KNOWN)
-            .bind(user_id)
-            .bind(hash)
-            .fetch_one(b.pool())
-            .await)?;
-        Ok(if known > 0 {
-            RecoveryCodeUse::Spent
-        } else {
-            RecoveryCodeUse::Unknown
+        // The challenge first: its row is held until the end, so parallel steps on one
+        // mfa_token take turns, and a step that finds it used leaves its code alone. (The
+        // body's `return`s leave this function.)
+        let (begin, take) = self.locking_tx(TAKE_CHALLENGE, TAKE_CHALLENGE);
+        on_backend!(self, |b| {
+            let mut tx = b.pool().begin_with(begin).await?;
+            let took = sqlx::query(take)
+                .bind(challenge_hash)
+                .bind(now)
+                .bind(max_failures)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if took != 1 {
+                return Ok(RecoveryCodeUse::ChallengeUsed);
+            }
+            let used = sqlx::query(USE_RECOVERY_CODE)
+                .bind(user_id)
+                .bind(hash)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if used == 1 {
+                tx.commit().await?;
+                return Ok(RecoveryCodeUse::Taken);
+            }
+            // Codes are only ever used or deleted: a row that is still there was used.
+            let known: i64 = sqlx::query_scalar(RECOVERY_CODE_KNOWN)
+                .bind(user_id)
+                .bind(hash)
+                .fetch_one(&mut *tx)
+                .await?;
+            // Dropping the transaction rolls it back: the challenge stays for another guess.
+            Ok(match known > 0 {
+                true => RecoveryCodeUse::Spent,
+                false => RecoveryCodeUse::Unknown,
+            })
         })
     }
 

@@ -10,6 +10,39 @@ use crate::store::MfaFactor;
 use crate::time::{now_ms, UnixMillis};
 use crate::{Auth, AuthError};
 
+/// A factor as the user and administrators see it (no secret).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FactorInfo {
+    pub id: Uuid,
+    /// `totp`.
+    pub kind: String,
+    pub name: String,
+    /// Whether a valid code confirmed it (only confirmed factors count).
+    pub confirmed: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub last_used_at: Option<i64>,
+    /// A passkey's backup eligibility (a synced passkey) and state, as last seen.
+    pub backup_eligible: Option<bool>,
+    pub backup_state: Option<bool>,
+}
+
+impl From<&MfaFactor> for FactorInfo {
+    fn from(f: &MfaFactor) -> Self {
+        FactorInfo {
+            id: f.id,
+            kind: f.kind.clone(),
+            name: f.name.clone(),
+            confirmed: f.confirmed_at.is_some(),
+            created_at: UnixMillis(f.created_at).as_secs(),
+            last_used_at: f.last_used_at.map(|t| UnixMillis(t).as_secs()),
+            backup_eligible: (f.kind == "passkey").then_some(f.backup_eligible),
+            backup_state: (f.kind == "passkey").then_some(f.backup_state),
+        }
+    }
+}
+
 impl Auth {
     /// A new TOTP factor for the user (`POST /me/factors/totp`): its secret (160 random
     /// bits), shown once as base32, an `otpauth://` URI and a QR code, sealed under the master

@@ -11,13 +11,14 @@ use uuid::Uuid;
 
 use crate::audit::{Caller, Event, Record};
 use crate::oidc::{random_token, token_digest};
-use crate::store::{MfaChallenge, MfaFactor, RecoveryCodeUse, User};
+use crate::store::{MfaChallenge, RecoveryCodeUse, User};
 use crate::time::{now_ms, UnixMillis};
 use crate::{throttle, Auth, AuthError, ClientId, ClientMeta, Granted, TokenPair};
 
 mod factors;
 mod secrets;
 
+pub use factors::FactorInfo;
 pub(crate) use factors::{factor_name, too_many_factors};
 use secrets::*;
 pub use secrets::{seal_totp_secret, totp_step};
@@ -69,39 +70,6 @@ pub struct TotpEnrolment {
     pub otpauth_uri: SecretString,
     /// The URI as a QR code, an SVG document.
     pub qr_svg: SecretString,
-}
-
-/// A factor as the user and administrators see it (no secret).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct FactorInfo {
-    pub id: Uuid,
-    /// `totp`.
-    pub kind: String,
-    pub name: String,
-    /// Whether a valid code confirmed it (only confirmed factors count).
-    pub confirmed: bool,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// Unix seconds.
-    pub last_used_at: Option<i64>,
-    /// A passkey's backup eligibility (a synced passkey) and state, as last seen.
-    pub backup_eligible: Option<bool>,
-    pub backup_state: Option<bool>,
-}
-
-impl From<&MfaFactor> for FactorInfo {
-    fn from(f: &MfaFactor) -> Self {
-        FactorInfo {
-            id: f.id,
-            kind: f.kind.clone(),
-            name: f.name.clone(),
-            confirmed: f.confirmed_at.is_some(),
-            created_at: UnixMillis(f.created_at).as_secs(),
-            last_used_at: f.last_used_at.map(|t| UnixMillis(t).as_secs()),
-            backup_eligible: (f.kind == "passkey").then_some(f.backup_eligible),
-            backup_state: (f.kind == "passkey").then_some(f.backup_state),
-        }
-    }
 }
 
 /// The RFC 8176 methods of a password login completed with a factor whose own method is
@@ -303,11 +271,13 @@ impl Auth {
             return Err(AuthError::InvalidSecondFactor);
         };
         self.throttle.succeeded(reservation).await?;
-        if !self
-            .store
-            .take_challenge(&hash, now_ms(), MAX_FAILURES)
-            .await?
-        {
+        // A recovery code used up the challenge with itself (`check_factor`).
+        let taken = matches!(factor, SecondFactor::RecoveryCode(_))
+            || self
+                .store
+                .take_challenge(&hash, now_ms(), MAX_FAILURES)
+                .await?;
+        if !taken {
             return Err(AuthError::InvalidSecondFactor);
         }
         if let SecondFactor::RecoveryCode(_) = factor {
@@ -385,8 +355,14 @@ impl Auth {
             }
             SecondFactor::RecoveryCode(code) => {
                 let digest = recovery_digest(user_id, code.expose_secret());
-                match self.store.use_recovery_code(user_id, &digest, now).await? {
+                let used = self
+                    .store
+                    .use_recovery_code(user_id, &digest, now, &challenge.token_hash, MAX_FAILURES)
+                    .await?;
+                match used {
                     RecoveryCodeUse::Taken => Ok(Some(None)),
+                    // A parallel step completed this login first; the code was left unused.
+                    RecoveryCodeUse::ChallengeUsed => Err(AuthError::InvalidSecondFactor),
                     // As a used TOTP step: the sender knows the code, so it is no guess, and a
                     // double submit must not count against the account.
                     RecoveryCodeUse::Spent => {
