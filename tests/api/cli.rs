@@ -325,6 +325,23 @@ async fn migrate_is_idempotent(b: Backend) {
     })
     .await
     .unwrap();
+    // A previous master key that is not a key names its own setting, not the current key's.
+    let (url, master) = (db.url().to_string(), crate::helpers::master_key());
+    let previous = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["keys", "rotate"])
+            .env("DATABASE_URL", &url)
+            .env("TESSERA__KEYS__MASTER_KEY", &master)
+            .env("TESSERA__KEYS__PREVIOUS_MASTER_KEYS", "Zm9vYmFy")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&previous.stderr);
+    assert!(!previous.status.success());
+    assert!(said.contains("keys.previous_master_keys: "), "{said}");
+    assert!(!said.contains("keys.master_key"), "{said}");
     assert!(typo.status.success());
     // A command's logs go to stderr: its stdout is its result.
     assert!(String::from_utf8_lossy(&typo.stderr).contains("TESSERA__HTTP__BINDD"));

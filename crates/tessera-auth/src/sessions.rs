@@ -183,27 +183,31 @@ impl Auth {
         // Logout is the first-party client's: another client's tokens (refresh tokens it was
         // issued, access tokens minted for other APIs) are left alone, as at /revoke.
         let me = self.first_party();
-        // The event is the ending's: a logout of a session that had ended (again, or after a
-        // parallel logout won) changes nothing and records nothing.
-        let mut ended = None;
+        // The event is the ending's, recorded as soon as it committed (a later write that
+        // fails does not take it away): a logout of a session that had ended (again, or after
+        // a parallel logout won) changes nothing and records nothing.
+        let mut recorded = false;
         if let Some(rt) = refresh.as_ref().and_then(|t| self.refresh.parse(t)) {
             if let Some(user_id) = self.session_owner(rt.session_id, &me).await? {
                 if self.end_one_session(rt.session_id, "logout").await? {
-                    ended = Some(Record::session(user_id, rt.session_id));
+                    let record = Record::session(user_id, rt.session_id);
+                    self.audit(caller, Event::Logout, record.client(me.as_str()))
+                        .await;
+                    recorded = true;
                 }
             }
         }
         if let Some(c) = access.and_then(|t| self.verify_signature(t, &self.expect())) {
             if c.claims.client_id.as_deref() == Some(me.as_str()) {
-                self.deny(&c, "logout").await?;
-                if self.end_one_session(c.session_id, "logout").await? && ended.is_none() {
-                    ended = Some(Record::session(c.user_id, c.session_id));
+                // The session first: its ending refuses the token everywhere already (the
+                // denylist entry only spares a verifier the session lookup).
+                if self.end_one_session(c.session_id, "logout").await? && !recorded {
+                    let record = Record::session(c.user_id, c.session_id);
+                    self.audit(caller, Event::Logout, record.client(me.as_str()))
+                        .await;
                 }
+                self.deny(&c, "logout").await?;
             }
-        }
-        if let Some(record) = ended {
-            self.audit(caller, Event::Logout, record.client(me.as_str()))
-                .await;
         }
         Ok(())
     }

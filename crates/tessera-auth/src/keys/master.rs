@@ -65,11 +65,14 @@ impl MasterKey {
     /// Adds keys this one replaced (each 32 bytes in standard base64); they open and verify,
     /// never seal or mint. A repeat of the current key is ignored.
     ///
-    /// Errors: `MasterKey` when an entry is not 32 bytes of standard base64.
+    /// Errors: `Config` (naming `keys.previous_master_keys`) when an entry is not 32 bytes of
+    /// standard base64.
     pub fn with_previous(mut self, previous: &[SecretString]) -> Result<Self, KeyError> {
         for p in previous {
             let key = decode(p).map_err(|_| {
-                KeyError::MasterKey("a keys.previous_master_keys entry is not 32 bytes of base64")
+                KeyError::Config(
+                    "keys.previous_master_keys: an entry is not 32 bytes of standard base64",
+                )
             })?;
             if key[..] != self.current[..] {
                 self.previous.push(key);

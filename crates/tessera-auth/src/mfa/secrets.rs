@@ -71,7 +71,8 @@ impl Auth {
 /// of `at` (Unix seconds), for the TOTP factor `f`, whose secret `master` opens. The CPU part of
 /// every TOTP check (`benches/hot_paths.rs` measures it).
 ///
-/// Errors: `Internal` (the secret does not open).
+/// Errors: `Unavailable` (the secret does not open: the master key that sealed it is not
+/// configured, as when no signing key opens; a 503 the client retries, not a wrong code).
 pub fn totp_step(
     master: &crate::keys::MasterKey,
     f: &MfaFactor,
@@ -80,7 +81,10 @@ pub fn totp_step(
 ) -> Result<Option<u64>, AuthError> {
     let secret = master
         .open(&seal_label(f.id), &f.secret_enc)
-        .map_err(|e| AuthError::Internal(format!("a TOTP secret does not open: {e}")))?;
+        .map_err(|e| {
+            tracing::error!(factor_id = %f.id, error = %e, "a TOTP secret does not open under the configured master keys");
+            AuthError::Unavailable("a TOTP secret does not open")
+        })?;
     let totp = totp_rs::Builder::new()
         .with_algorithm(Algorithm::SHA1)
         .with_digits(TOTP_DIGITS)
@@ -130,6 +134,39 @@ mod tests {
         ] {
             assert_eq!(totp.generate(t).to_string(), code);
         }
+    }
+
+    /// A secret sealed under a master key the server no longer has (a wrong key, a missed
+    /// step of a rotation): 503, as when no signing key opens, not a 500 or a wrong code.
+    #[test]
+    fn a_secret_no_configured_key_opens_is_unavailable() {
+        use crate::keys::MasterKey;
+        let key = || MasterKey::from_base64(&MasterKey::generate_base64().unwrap()).unwrap();
+        let (sealed_under, configured) = (key(), key());
+        let id = Uuid::now_v7();
+        let f = MfaFactor {
+            id,
+            user_id: Uuid::now_v7(),
+            kind: "totp".into(),
+            name: "phone".into(),
+            secret_enc: seal_totp_secret(&sealed_under, id, b"12345678901234567890").unwrap(),
+            confirmed_at: Some(1),
+            last_used_step: -1,
+            created_at: 1,
+            last_used_at: None,
+            credential_id: None,
+            credential: None,
+            sign_count: 0,
+            backup_eligible: false,
+            backup_state: false,
+        };
+        assert!(matches!(
+            totp_step(&configured, &f, "123456", 59),
+            Err(AuthError::Unavailable(_))
+        ));
+        assert!(totp_step(&sealed_under, &f, "287082", 59)
+            .unwrap()
+            .is_some());
     }
 
     #[test]
