@@ -4,7 +4,8 @@
 \set n random(1, 10000)
 UPDATE sessions
 SET generation = generation + 1,
-    last_refreshed_at = 1795000000000,
+    last_refreshed_at = LEAST(GREATEST(1795000000000,
+        CAST(floor(extract(epoch FROM clock_timestamp()) * 1000) AS BIGINT)), 1795000010000),
     idle_expires_at = CASE WHEN 1795604800000 < absolute_expires_at
                            THEN 1795604800000 ELSE absolute_expires_at END
 WHERE id = ('00000000-0000-7000-8000-' || lpad(:n::text, 12, '0'))::uuid

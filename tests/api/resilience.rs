@@ -14,6 +14,7 @@ on_both!(
     a_read_only_database_fails_closed,
     a_login_past_the_request_timeout_still_ends_whole,
     a_request_whose_body_never_comes_is_answered_and_closed,
+    a_rotation_that_commits_after_a_stall_is_a_retry,
 );
 
 async fn excess_logins_are_shed_fast(b: Backend) {
@@ -367,4 +368,66 @@ async fn postgres_with_alice(b: Backend) -> Option<(TestApp, String, Value, sqlx
         .await
         .unwrap();
     Some((app, name, t, admin))
+}
+
+/// A stalled database (the sessions table locked for 14 s, past the 10 s reuse grace): each
+/// refresh is answered 503 within the grace, the client retries the same token as
+/// `Retry-After` says, and once the lock ends it gets its tokens, the session whole. The
+/// rotation that waited longest commits when the lock ends; it was stamped with its request's
+/// start, so the retry fell outside the grace and revoked the session as reuse. (On SQLite a
+/// rotation never commits after its answer.)
+async fn a_rotation_that_commits_after_a_stall_is_a_retry(b: Backend) {
+    use sqlx::{Connection, Executor};
+    if b == Backend::Sqlite {
+        return;
+    }
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.create_user("alice", &[]).await;
+    let t = app.login_ok("alice").await;
+    // A first rotation prepares the statement on the refresh connection, as on any server
+    // that has served one: a stalled rotation has then sent all of its statement, and commits
+    // when the lock ends.
+    let r = app.refresh(t["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 200);
+    let t: Value = r.json().await.unwrap();
+    let refresh = t["refresh_token"].as_str().unwrap().to_string();
+    let sid: uuid::Uuid = TestApp::claims(t["access_token"].as_str().unwrap())["sid"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut lock = sqlx::PgConnection::connect(app.db.url()).await.unwrap();
+    lock.execute("BEGIN").await.unwrap();
+    lock.execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(14)).await;
+        lock.execute("COMMIT").await.unwrap();
+        lock
+    });
+    let mut answers = Vec::new();
+    let last = loop {
+        let r = app.refresh(&refresh).await;
+        answers.push(r.status().as_u16());
+        if r.status() != 503 || answers.len() > 30 {
+            break r;
+        }
+        let wait: u64 = r
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(1);
+        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    };
+    assert_eq!(last.status(), 200, "{answers:?}");
+    let mut lock = release.await.unwrap();
+    let revoked: Option<i64> = sqlx::query_scalar("SELECT revoked_at FROM sessions WHERE id = $1")
+        .bind(sid)
+        .fetch_one(&mut lock)
+        .await
+        .unwrap();
+    assert_eq!(revoked, None, "{answers:?}");
 }

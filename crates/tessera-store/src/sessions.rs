@@ -40,14 +40,16 @@ const BY_ID: &str = "SELECT * FROM sessions WHERE id = $1";
 const OF_USER: &str = "
     SELECT * FROM sessions WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2";
 
-/// Invariant 1: exactly one request moves the family from g to g+1. The WHERE clause is the
-/// whole check, so two concurrent refreshes cannot both win. The user's roles and claims come
-/// back with the row, so a refresh is one round trip; the EXISTS clause has already refused
-/// disabled users.
-const ROTATE: &str = "
+/// The text of `ROTATE_PG` and `ROTATE`, with the rotation's stamp `$stamp`.
+macro_rules! rotate {
+    ($stamp:literal) => {
+        concat!(
+            "
     UPDATE sessions
     SET generation = generation + 1,
-        last_refreshed_at = $3,
+        last_refreshed_at = ",
+            $stamp,
+            ",
         idle_expires_at = CASE WHEN $4 < absolute_expires_at
                                THEN $4 ELSE absolute_expires_at END
     WHERE id = $1 AND generation = $2 AND revoked_at IS NULL
@@ -56,7 +58,28 @@ const ROTATE: &str = "
                   WHERE u.id = sessions.user_id AND NOT u.disabled)
     RETURNING *,
       (SELECT u.roles FROM users u WHERE u.id = sessions.user_id) AS user_roles,
-      (SELECT u.claims FROM users u WHERE u.id = sessions.user_id) AS user_claims";
+      (SELECT u.claims FROM users u WHERE u.id = sessions.user_id) AS user_claims"
+        )
+    };
+}
+
+/// Invariant 1: exactly one request moves the family from g to g+1. The WHERE clause is the
+/// whole check, so two concurrent refreshes cannot both win. The user's roles and claims come
+/// back with the row, so a refresh is one round trip; the EXISTS clause has already refused
+/// disabled users.
+///
+/// The stamp that starts the reuse grace (`last_refreshed_at`) is when the rotation ran, not
+/// when its request began: on Postgres a rotation that waited on a lock (a stalled database)
+/// commits late, after its request was answered 503, and the client's retry must still find
+/// it within the grace. Postgres's clock, bounded to the request's time (`$3`) and one grace
+/// (`$6`) after it, so that a database clock that runs ahead lengthens no window by more. On
+/// SQLite a rotation never commits after its answer (a lock it waits for past the busy
+/// timeout fails it).
+const ROTATE_PG: &str = rotate!(
+    "LEAST(GREATEST($3, CAST(floor(extract(epoch FROM clock_timestamp()) * 1000) AS BIGINT)),
+                                $3 + $6)"
+);
+const ROTATE: &str = rotate!("$3");
 
 /// RFC 9700 §4.14.2: an old token presented outside the grace window means the token leaked;
 /// revoke the whole family. One statement, so a retry that is inside the window can never be
@@ -154,14 +177,23 @@ impl SessionStore for SqlStore {
     }
 
     async fn rotate_session(&self, a: &RotationAttempt<'_>) -> StoreResult<Rotation> {
+        let sql = match self {
+            SqlStore::Postgres(_) => ROTATE_PG,
+            SqlStore::Sqlite(_) => ROTATE,
+        };
         let rotated: Option<RotatedRow> = on_backend!(self, |b| {
             let mut conn = b.rotation_conn().await?;
-            let row = sqlx::query_as(ROTATE)
+            // SQLite's statement has no `$6`; an unused trailing argument is refused there.
+            let mut q = sqlx::query_as(sql)
                 .bind(a.session_id)
                 .bind(a.generation)
                 .bind(a.now)
                 .bind(a.idle_expires_at)
-                .bind(a.client_id)
+                .bind(a.client_id);
+            if sql == ROTATE_PG {
+                q = q.bind(a.grace_ms);
+            }
+            let row = q
                 .fetch_all(&mut *conn)
                 .await
                 .map(crate::backend::returned)?;
