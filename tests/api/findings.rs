@@ -209,7 +209,7 @@ async fn a_session_is_created_only_under_the_credential_verified(b: Backend) {
     let read = fence(&app).await;
     let subject = app
         .store
-        .create_session(&session(user.id), read)
+        .create_session(&session(user.id), read, None)
         .await
         .unwrap();
     assert_eq!(subject.unwrap().roles, ["ops"]);
@@ -258,7 +258,7 @@ async fn a_session_is_created_only_under_the_credential_verified(b: Backend) {
         app.store.set_disabled("alice", false, now).await.unwrap();
         let refused = app
             .store
-            .create_session(&session(user.id), read)
+            .create_session(&session(user.id), read, None)
             .await
             .unwrap();
         assert!(refused.is_none(), "{what}: a session was created after it");

@@ -15,6 +15,7 @@ on_both!(
     recovery_codes_work_once_and_regenerate,
     recovery_code_sets_do_not_multiply_at_once,
     parallel_recovery_codes_on_one_mfa_token_spend_one,
+    second_steps_racing_a_factor_removal_leave_no_session,
     wrong_factors_are_counted_and_end_the_mfa_token,
     parallel_wrong_codes_check_at_most_five_on_one_mfa_token,
     the_password_grant_has_a_second_step,
@@ -480,6 +481,62 @@ async fn parallel_recovery_codes_on_one_mfa_token_spend_one(b: Backend) {
         200
     );
     assert_eq!(app.auth.recovery_codes_left(carol.id).await.unwrap(), 8);
+}
+
+/// The last factor removed while eight logins complete their second step with recovery
+/// codes: afterwards no session but the remover's is live. Sessions of second steps that
+/// finished just after the removal had ended the other sessions stayed live (made with a
+/// code of a factor that was gone).
+async fn second_steps_racing_a_factor_removal_leave_no_session(b: Backend) {
+    use figment::providers::Serialized;
+    // Codes refused after the removal count as wrong factors: the account must not lock up
+    // over the rounds.
+    let Some(app) = TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default("throttle.account_free_failures", 1000))
+    })
+    .await
+    else {
+        return;
+    };
+    let ivy = app.create_user("ivy", &[]).await;
+    for _ in 0..3 {
+        let (_, codes, t) = with_totp(&app, "ivy").await;
+        let access = t["access_token"].as_str().unwrap();
+        let keep = TestApp::claims(access)["sid"].as_str().unwrap().to_string();
+        let r = bearer_json(&app, reqwest::Method::GET, "/me/factors", access, None).await;
+        let listed: Value = r.json().await.unwrap();
+        let remove = format!(
+            "/me/factors/{}",
+            listed["factors"][0]["id"].as_str().unwrap()
+        );
+        let mut tokens = Vec::new();
+        for _ in 0..8 {
+            tokens.push(mfa_token(&app, "ivy").await);
+        }
+        let removal = bearer_json(&app, reqwest::Method::DELETE, &remove, access, None);
+        let steps = join_all(
+            tokens
+                .iter()
+                .zip(&codes)
+                .map(|(t, c)| second_step(&app, t, "recovery_code", c)),
+        );
+        let (removed, answers) = tokio::join!(removal, steps);
+        assert_eq!(removed.status(), 204);
+        let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+        assert!(
+            statuses.iter().all(|s| matches!(s, 200 | 401)),
+            "{statuses:?}"
+        );
+        for s in app.store.sessions_of_user(ivy.id, 100).await.unwrap() {
+            if s.id.to_string() != keep {
+                assert!(
+                    s.revoked_at.is_some(),
+                    "session {} outlived the removal",
+                    s.id
+                );
+            }
+        }
+    }
 }
 
 /// Sends one right factor (`field`, `value`) on eight of gus's mfa_tokens at once: one login,

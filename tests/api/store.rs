@@ -42,7 +42,9 @@ async fn with_a_session(backend: Backend) -> Option<(Arc<dyn Store>, Db, User, S
     let alice = s.create_user(new_user("alice")).await.unwrap();
     let now = now_ms();
     let session = session_of(alice.id, now);
-    let subject = s.create_session(&session, alice.tokens_not_before).await;
+    let subject = s
+        .create_session(&session, alice.tokens_not_before, None)
+        .await;
     assert!(
         subject.unwrap().is_some(),
         "the fence holds for a fresh user"
@@ -125,14 +127,14 @@ async fn a_session_is_fenced_rotated_and_revoked(b: Backend) {
     // The fence is the cut-off read with the credential: a stale one creates nothing.
     let stale = session_of(alice.id, now);
     let refused = s
-        .create_session(&stale, alice.tokens_not_before - 1)
+        .create_session(&stale, alice.tokens_not_before - 1, None)
         .await
         .unwrap();
     assert!(refused.is_none());
     assert!(s.session(stale.id).await.unwrap().is_none());
     let live = session_of(alice.id, now);
     let subject = s
-        .create_session(&live, alice.tokens_not_before)
+        .create_session(&live, alice.tokens_not_before, None)
         .await
         .unwrap()
         .unwrap();

@@ -82,7 +82,7 @@ impl Auth {
         let mut session = self.new_session(user.id, meta, client, &granted, now);
         session.amr = amr;
         let subject = self
-            .open_session(user.tokens_not_before, &session, client, caller)
+            .open_session(user.tokens_not_before, None, &session, client, caller)
             .await?;
         self.issue(&subject, &session, &granted, now)
     }

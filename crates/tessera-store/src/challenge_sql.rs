@@ -42,6 +42,8 @@ const INSERT_CHALLENGE: &str = "
         EXISTS (SELECT 1 FROM mfa_factors
                 WHERE user_id = $2 AND confirmed_at IS NOT NULL AND kind = 'totp')";
 
+const DROP_CHALLENGES_OF_USER: &str = "DELETE FROM mfa_challenges WHERE user_id = $1";
+
 /// Also the user's fence: a password change, disable or cut-off since the password check
 /// makes the challenge unusable before any factor is looked at (nothing spent, one answer).
 const CHALLENGE: &str = "
@@ -101,6 +103,14 @@ impl ChallengeStore for SqlStore {
                 .map(|(kind, _)| kind.to_string())
                 .collect()
         }))
+    }
+    async fn drop_challenges_of_user(&self, user_id: Uuid) -> StoreResult<()> {
+        on_backend!(self, |b| sqlx::query(DROP_CHALLENGES_OF_USER)
+            .bind(user_id)
+            .execute(b.pool())
+            .await
+            .map(|_| ()))?;
+        Ok(())
     }
     async fn challenge(
         &self,

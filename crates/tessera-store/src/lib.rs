@@ -136,10 +136,14 @@ pub trait SessionStore {
     /// role removal or logout-everywhere that raced the login either refuses it here or, if it
     /// commits later, revokes the session it finds. Returns the user's roles and claims as
     /// read under that lock; `None` when the fence no longer holds (nothing was written).
+    /// With `challenge` (the digest of a login's mfa_token, a login completed with a second
+    /// factor), also only while that challenge is stored, held the same way: a factor change
+    /// drops the user's challenges before it ends their other sessions.
     async fn create_session(
         &self,
         session: &Session,
         fence: i64,
+        challenge: Option<&str>,
     ) -> StoreResult<Option<SubjectClaims>>;
     async fn session(&self, id: Uuid) -> StoreResult<Option<Session>>;
     /// One atomic rotation (invariant 1), for the client the session belongs to.

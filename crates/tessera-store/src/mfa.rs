@@ -213,6 +213,9 @@ pub trait ChallengeStore {
     /// confirmed factors (`passkey`, `totp`, in that order) in the same statement: a login
     /// needs no second read. `None` when they have none, and nothing is stored.
     async fn insert_challenge(&self, c: &MfaChallenge) -> StoreResult<Option<Vec<String>>>;
+    /// Deletes every challenge of the user (their logins waiting for, or completing, a second
+    /// step), after a change of their factors; see `SessionStore::create_session`.
+    async fn drop_challenges_of_user(&self, user_id: Uuid) -> StoreResult<()>;
     /// The unused, unexpired challenge with this digest and fewer than `max_failures`, whose
     /// user is enabled and has the cut-off the challenge was made under.
     async fn challenge(

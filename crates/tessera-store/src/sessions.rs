@@ -35,6 +35,33 @@ macro_rules! create_session {
 const CREATE_PG: &str = create_session!("FOR SHARE");
 const CREATE: &str = create_session!("");
 
+/// The text of `CREATE_AFTER_CHALLENGE_PG` and `CREATE_AFTER_CHALLENGE`, with the lock clause.
+macro_rules! create_after_challenge {
+    ($lock:literal) => {
+        concat!(
+            "
+    INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
+                          idle_expires_at, absolute_expires_at, user_agent, ip, client_id,
+                          scope, resource, sso_session_id, amr)
+    SELECT $1, u.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14
+    FROM users u JOIN mfa_challenges c ON c.user_id = u.id AND c.token_hash = $16
+    WHERE u.id = $2 AND NOT u.disabled AND u.tokens_not_before = $15 ",
+            $lock,
+            "
+    RETURNING (SELECT u.roles FROM users u WHERE u.id = sessions.user_id) AS roles,
+              (SELECT u.claims FROM users u WHERE u.id = sessions.user_id) AS claims"
+        )
+    };
+}
+
+/// As `CREATE_PG`, for a login completed with a second factor: also only while its challenge
+/// (`$16`, the mfa_token's digest, used by then) is still stored, and held (`FOR SHARE`) until
+/// the statement commits. A factor change drops the user's challenges before it ends the
+/// user's other sessions: a login that held its challenge first has its session ended with
+/// them, and one that comes after finds no challenge and creates nothing.
+const CREATE_AFTER_CHALLENGE_PG: &str = create_after_challenge!("FOR SHARE OF u, c");
+const CREATE_AFTER_CHALLENGE: &str = create_after_challenge!("");
+
 const BY_ID: &str = "SELECT * FROM sessions WHERE id = $1";
 
 const OF_USER: &str = "
@@ -125,34 +152,45 @@ impl RotatedRow {
 
 #[async_trait]
 impl SessionStore for SqlStore {
-    async fn create_session(&self, s: &Session, fence: i64) -> StoreResult<Option<SubjectClaims>> {
+    async fn create_session(
+        &self,
+        s: &Session,
+        fence: i64,
+        challenge: Option<&str>,
+    ) -> StoreResult<Option<SubjectClaims>> {
         type Subject = (
             Json<Vec<String>>,
             Json<serde_json::Map<String, serde_json::Value>>,
         );
-        let sql = match self {
-            SqlStore::Postgres(_) => CREATE_PG,
-            SqlStore::Sqlite(_) => CREATE,
+        let sql = match (self, challenge) {
+            (SqlStore::Postgres(_), None) => CREATE_PG,
+            (SqlStore::Sqlite(_), None) => CREATE,
+            (SqlStore::Postgres(_), Some(_)) => CREATE_AFTER_CHALLENGE_PG,
+            (SqlStore::Sqlite(_), Some(_)) => CREATE_AFTER_CHALLENGE,
         };
-        let subject: Option<Subject> = on_backend!(self, |b| sqlx::query_as(sql)
-            .bind(s.id)
-            .bind(s.user_id)
-            .bind(s.generation)
-            .bind(s.created_at)
-            .bind(s.last_refreshed_at)
-            .bind(s.idle_expires_at)
-            .bind(s.absolute_expires_at)
-            .bind(&s.user_agent)
-            .bind(&s.ip)
-            .bind(&s.client_id)
-            .bind(&s.scope)
-            .bind(&s.resource)
-            .bind(s.sso_session_id)
-            .bind(&s.amr)
-            .bind(fence)
-            .fetch_all(b.pool())
-            .await
-            .map(crate::backend::returned))?;
+        let subject: Option<Subject> = on_backend!(self, |b| {
+            let mut q = sqlx::query_as(sql)
+                .bind(s.id)
+                .bind(s.user_id)
+                .bind(s.generation)
+                .bind(s.created_at)
+                .bind(s.last_refreshed_at)
+                .bind(s.idle_expires_at)
+                .bind(s.absolute_expires_at)
+                .bind(&s.user_agent)
+                .bind(&s.ip)
+                .bind(&s.client_id)
+                .bind(&s.scope)
+                .bind(&s.resource)
+                .bind(s.sso_session_id)
+                .bind(&s.amr)
+                .bind(fence);
+            // Only the statements after a challenge have a `$16`.
+            if let Some(challenge) = challenge {
+                q = q.bind(challenge);
+            }
+            q.fetch_all(b.pool()).await.map(crate::backend::returned)
+        })?;
         Ok(subject.map(|(roles, claims)| SubjectClaims {
             roles: roles.0,
             claims: claims.0,

@@ -155,7 +155,7 @@ impl Auth {
         }
         let session = self.new_session(user.id, meta, client, &granted, now);
         let subject = self
-            .open_session(user.tokens_not_before, &session, client, caller)
+            .open_session(user.tokens_not_before, None, &session, client, caller)
             .await?;
         self.login_succeeded(&subject, &session, &granted, now, client, caller)
             .await
@@ -374,16 +374,19 @@ impl Auth {
     /// it, a disable refuses its tokens, and a role removal cuts off this token while the
     /// session's next refresh reads the new roles. Roles and claims come from that same locked
     /// read.
-    /// `fence` is the user's `tokens_not_before` as read with the credential.
+    /// `fence` is the user's `tokens_not_before` as read with the credential; `challenge`, for
+    /// a login completed with a second factor, its mfa_token's digest, which must still be
+    /// stored (a factor change since drops it).
     pub(crate) async fn open_session(
         &self,
         fence: i64,
+        challenge: Option<&str>,
         session: &Session,
         client: &ClientId,
         caller: &Caller,
     ) -> Result<SubjectClaims, AuthError> {
         let user_id = session.user_id;
-        let fenced = self.store.create_session(session, fence).await?;
+        let fenced = self.store.create_session(session, fence, challenge).await?;
         let Some(subject) = fenced else {
             tracing::info!(%user_id, "login refused: the account changed while it was checked");
             return Err(self

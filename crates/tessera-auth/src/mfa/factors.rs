@@ -311,12 +311,17 @@ impl Auth {
         }
     }
 
-    /// Ends every live session of the user but `keep`.
+    /// After a change of the user's factors: drops the user's logins waiting for (or
+    /// completing) a second step, then ends every live session of the user but `keep`. In
+    /// that order: a second step that was creating its session when its challenge went is
+    /// waited for, and its session found and ended here; one after finds no challenge
+    /// (`SessionStore::create_session`).
     pub(crate) async fn end_other_sessions(
         &self,
         user_id: Uuid,
         keep: Uuid,
     ) -> Result<(), AuthError> {
+        self.store.drop_challenges_of_user(user_id).await?;
         let now = now_ms();
         for s in self.store.sessions_of_user(user_id, 1000).await? {
             if s.id != keep && s.is_live(now) {

@@ -171,7 +171,13 @@ impl Auth {
         // Fenced by the cut-off read with the password: a password change, disable or
         // cut-off since then refuses the session, with the one answer of a second step.
         let subject = self
-            .open_session(challenge.fence, &session, client, caller)
+            .open_session(
+                challenge.fence,
+                Some(&challenge.token_hash),
+                &session,
+                client,
+                caller,
+            )
             .await
             .map_err(|e| match e {
                 AuthError::InvalidCredentials => AuthError::InvalidSecondFactor,

@@ -338,7 +338,7 @@ impl Auth {
         let amr = code.amr.clone().unwrap_or_else(|| "pwd".into());
         session.amr = Some(amr.clone());
         let subject = self
-            .open_session(user.tokens_not_before, &session, client, caller)
+            .open_session(user.tokens_not_before, None, &session, client, caller)
             .await?;
         let sign_in = SignIn {
             client_id: &code.client_id,

@@ -153,7 +153,7 @@ impl Auth {
         let mut session = self.new_session(user.id, meta, client, &granted, now);
         session.amr = Some(amr.into());
         let subject = self
-            .open_session(user.tokens_not_before, &session, client, caller)
+            .open_session(user.tokens_not_before, None, &session, client, caller)
             .await?;
         self.login_succeeded(&subject, &session, &granted, now, client, caller)
             .await
