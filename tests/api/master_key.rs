@@ -12,7 +12,8 @@ use crate::on_both;
 
 on_both!(
     the_master_key_rotates_without_losing_a_session,
-    a_wrong_master_key_answers_503_and_keeps_the_session
+    a_wrong_master_key_answers_503_and_keeps_the_session,
+    a_wrong_master_key_spends_no_second_factor
 );
 
 /// `tessera keys rekey` with `master` and `previous`.
@@ -67,6 +68,30 @@ async fn a_wrong_master_key_answers_503_and_keeps_the_session(b: Backend) {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"], "temporarily_unavailable", "{v}");
     assert_eq!(app.refresh(&rt).await.status(), 200);
+}
+
+/// The same replica and a login's second step: 503 before anything is spent. A recovery
+/// code was used up and answered 503 (the tokens could not be signed), and the right
+/// replica then refused it.
+async fn a_wrong_master_key_spends_no_second_factor(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let alice = app.create_user("alice", &[]).await;
+    let (_, codes, _) = crate::mfa::with_totp(&app, "alice").await;
+    let wrong = app
+        .replica(|f| f.merge(Serialized::default("keys.master_key", master_key())))
+        .await;
+    let token = crate::mfa::mfa_token(&wrong, "alice").await;
+    let r = crate::mfa::second_step(&wrong, &token, "recovery_code", &codes[0]).await;
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "temporarily_unavailable", "{v}");
+    assert_eq!(app.auth.recovery_codes_left(alice.id).await.unwrap(), 10);
+    let token = crate::mfa::mfa_token(&app, "alice").await;
+    let r = crate::mfa::second_step(&app, &token, "recovery_code", &codes[0]).await;
+    assert_eq!(r.status(), 200);
 }
 
 async fn the_master_key_rotates_without_losing_a_session(b: Backend) {

@@ -211,6 +211,11 @@ impl Auth {
         if presented.is_empty() || presented.len() > limit {
             return Err(AuthError::BadInput("the code is empty or too long".into()));
         }
+        // A server whose master key opens no signing key could check the factor but not sign
+        // the login's tokens: 503 before anything is spent (a recovery code, a TOTP step).
+        if self.keys.ring().signer_at(now_ms()).is_none() {
+            return Err(AuthError::Unavailable("no active signing key"));
+        }
         let passkey = match factor {
             SecondFactor::Passkey(c) => Some(self.parse_passkey_factor(c)?),
             _ => None,
