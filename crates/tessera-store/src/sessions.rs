@@ -7,17 +7,19 @@ use uuid::Uuid;
 use super::backend::{on_backend, Backend, Release, SqlStore};
 use super::{Rotation, RotationAttempt, Session, SessionStore, StoreResult, SubjectClaims};
 
-/// The text of `CREATE_PG` and `CREATE`, with the lock clause `$lock` (Postgres's
-/// `FOR SHARE`, or nothing).
+/// The text of the statements that create a login's session: its user read by `$from` (with
+/// the conditions), locked by `$lock` (Postgres's `FOR SHARE …`, or nothing).
 macro_rules! create_session {
-    ($lock:literal) => {
+    ($from:literal, $lock:literal) => {
         concat!(
             "
     INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
                           idle_expires_at, absolute_expires_at, user_agent, ip, client_id,
                           scope, resource, sso_session_id, amr)
-    SELECT $1, id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 FROM users
-    WHERE id = $2 AND NOT disabled AND tokens_not_before = $15 ",
+    SELECT $1, u.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 ",
+            $from,
+            "
+    WHERE u.id = $2 AND NOT u.disabled AND u.tokens_not_before = $15 ",
             $lock,
             "
     RETURNING (SELECT u.roles FROM users u WHERE u.id = sessions.user_id) AS roles,
@@ -32,35 +34,22 @@ macro_rules! create_session {
 /// commits: a concurrent password change, disable or cut-off either committed before (the
 /// fence fails, no row) or waits for the session to exist, and then revokes it with the
 /// user's other sessions. SQLite runs one writer at a time, and the statement commits as one.
-const CREATE_PG: &str = create_session!("FOR SHARE");
-const CREATE: &str = create_session!("");
-
-/// The text of `CREATE_AFTER_CHALLENGE_PG` and `CREATE_AFTER_CHALLENGE`, with the lock clause.
-macro_rules! create_after_challenge {
-    ($lock:literal) => {
-        concat!(
-            "
-    INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
-                          idle_expires_at, absolute_expires_at, user_agent, ip, client_id,
-                          scope, resource, sso_session_id, amr)
-    SELECT $1, u.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14
-    FROM users u JOIN mfa_challenges c ON c.user_id = u.id AND c.token_hash = $16
-    WHERE u.id = $2 AND NOT u.disabled AND u.tokens_not_before = $15 ",
-            $lock,
-            "
-    RETURNING (SELECT u.roles FROM users u WHERE u.id = sessions.user_id) AS roles,
-              (SELECT u.claims FROM users u WHERE u.id = sessions.user_id) AS claims"
-        )
-    };
-}
+const CREATE_PG: &str = create_session!("FROM users u", "FOR SHARE");
+const CREATE: &str = create_session!("FROM users u", "");
 
 /// As `CREATE_PG`, for a login completed with a second factor: also only while its challenge
 /// (`$16`, the mfa_token's digest, used by then) is still stored, and held (`FOR SHARE`) until
 /// the statement commits. A factor change drops the user's challenges before it ends the
 /// user's other sessions: a login that held its challenge first has its session ended with
 /// them, and one that comes after finds no challenge and creates nothing.
-const CREATE_AFTER_CHALLENGE_PG: &str = create_after_challenge!("FOR SHARE OF u, c");
-const CREATE_AFTER_CHALLENGE: &str = create_after_challenge!("");
+const CREATE_AFTER_CHALLENGE_PG: &str = create_session!(
+    "FROM users u JOIN mfa_challenges c ON c.user_id = u.id AND c.token_hash = $16",
+    "FOR SHARE OF u, c"
+);
+const CREATE_AFTER_CHALLENGE: &str = create_session!(
+    "FROM users u JOIN mfa_challenges c ON c.user_id = u.id AND c.token_hash = $16",
+    ""
+);
 
 const BY_ID: &str = "SELECT * FROM sessions WHERE id = $1";
 
