@@ -58,22 +58,9 @@ fn totp(c: &mut Criterion) {
     let master = MasterKey::from_base64(&MasterKey::generate_base64().unwrap()).unwrap();
     let id = uuid::Uuid::now_v7();
     let secret = *b"12345678901234567890";
-    let factor = tessera::store::MfaFactor {
-        id,
-        user_id: id,
-        kind: "totp".into(),
-        name: "bench".into(),
-        secret_enc: seal_totp_secret(&master, id, &secret).unwrap(),
-        confirmed_at: Some(0),
-        last_used_step: -1,
-        created_at: 0,
-        last_used_at: None,
-        credential_id: None,
-        credential: None,
-        sign_count: 0,
-        backup_eligible: false,
-        backup_state: false,
-    };
+    let sealed = seal_totp_secret(&master, id, &secret).unwrap();
+    let mut factor = tessera::store::MfaFactor::new_totp(id, id, "bench".into(), sealed, 0);
+    factor.confirmed_at = Some(0);
     let at = 1_234_567_890u64;
     // RFC 6238's vector for this time, 6 digits, one step ahead (the last one tried).
     let app = totp_rs::Builder::new()

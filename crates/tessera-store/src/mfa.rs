@@ -37,6 +37,34 @@ pub struct MfaFactor {
     pub backup_state: bool,
 }
 
+impl MfaFactor {
+    /// A TOTP factor of `user_id`, its secret sealed (`secret_enc`), not yet confirmed.
+    pub fn new_totp(
+        id: Uuid,
+        user_id: Uuid,
+        name: String,
+        secret_enc: Vec<u8>,
+        created_at: i64,
+    ) -> Self {
+        MfaFactor {
+            id,
+            user_id,
+            kind: "totp".into(),
+            name,
+            secret_enc,
+            confirmed_at: None,
+            last_used_step: -1,
+            created_at,
+            last_used_at: None,
+            credential_id: None,
+            credential: None,
+            sign_count: 0,
+            backup_eligible: false,
+            backup_state: false,
+        }
+    }
+}
+
 impl std::fmt::Debug for MfaFactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MfaFactor")

@@ -79,22 +79,7 @@ impl Auth {
         let stored = self
             .store
             .insert_factor(
-                &MfaFactor {
-                    id,
-                    user_id,
-                    kind: "totp".into(),
-                    name,
-                    secret_enc: sealed,
-                    confirmed_at: None,
-                    last_used_step: -1,
-                    created_at: now,
-                    last_used_at: None,
-                    credential_id: None,
-                    credential: None,
-                    sign_count: 0,
-                    backup_eligible: false,
-                    backup_state: false,
-                },
+                &MfaFactor::new_totp(id, user_id, name, sealed, now),
                 MAX_FACTORS,
             )
             .await?;

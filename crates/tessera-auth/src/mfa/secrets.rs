@@ -144,22 +144,8 @@ mod tests {
         let key = || MasterKey::from_base64(&MasterKey::generate_base64().unwrap()).unwrap();
         let (sealed_under, configured) = (key(), key());
         let id = Uuid::now_v7();
-        let f = MfaFactor {
-            id,
-            user_id: Uuid::now_v7(),
-            kind: "totp".into(),
-            name: "phone".into(),
-            secret_enc: seal_totp_secret(&sealed_under, id, b"12345678901234567890").unwrap(),
-            confirmed_at: Some(1),
-            last_used_step: -1,
-            created_at: 1,
-            last_used_at: None,
-            credential_id: None,
-            credential: None,
-            sign_count: 0,
-            backup_eligible: false,
-            backup_state: false,
-        };
+        let sealed = seal_totp_secret(&sealed_under, id, b"12345678901234567890").unwrap();
+        let f = MfaFactor::new_totp(id, Uuid::now_v7(), "phone".into(), sealed, 1);
         assert!(matches!(
             totp_step(&configured, &f, "123456", 59),
             Err(AuthError::Unavailable(_))
