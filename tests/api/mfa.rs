@@ -16,6 +16,7 @@ on_both!(
     recovery_code_sets_do_not_multiply_at_once,
     parallel_recovery_codes_on_one_mfa_token_spend_one,
     second_steps_racing_a_factor_removal_leave_no_session,
+    second_steps_refused_by_a_factor_change_spend_no_code,
     wrong_factors_are_counted_and_end_the_mfa_token,
     parallel_wrong_codes_check_at_most_five_on_one_mfa_token,
     the_password_grant_has_a_second_step,
@@ -536,6 +537,69 @@ async fn second_steps_racing_a_factor_removal_leave_no_session(b: Backend) {
                 );
             }
         }
+    }
+}
+
+/// A factor added while eight logins complete their second step with recovery codes: the
+/// steps the change refuses hand their codes back, so the codes left are the ten less the
+/// logins that got through. They were spent with a 401.
+async fn second_steps_refused_by_a_factor_change_spend_no_code(b: Backend) {
+    use figment::providers::Serialized;
+    let Some(app) = TestApp::spawn_with(b, |f| {
+        f.merge(Serialized::default("throttle.account_free_failures", 1000))
+    })
+    .await
+    else {
+        return;
+    };
+    let jo = app.create_user("jo", &[]).await;
+    let (_, codes, t) = with_totp(&app, "jo").await;
+    let access = t["access_token"].as_str().unwrap();
+    let mut left = 10;
+    for round in 0..3 {
+        let r = bearer_json(
+            &app,
+            reqwest::Method::POST,
+            "/me/factors/totp",
+            access,
+            Some(json!({ "name": format!("spare {round}") })),
+        )
+        .await;
+        assert_eq!(r.status(), 201);
+        let e: Value = r.json().await.unwrap();
+        let confirm = format!("/me/factors/{}/confirm", e["id"].as_str().unwrap());
+        let code = code(&app_for(e["secret"].as_str().unwrap()), 0);
+        let mut tokens = Vec::new();
+        for _ in 0..3 {
+            tokens.push(mfa_token(&app, "jo").await);
+        }
+        let used = &codes[round * 3..round * 3 + 3];
+        let change = bearer_json(
+            &app,
+            reqwest::Method::POST,
+            &confirm,
+            access,
+            Some(json!({ "code": code })),
+        );
+        let steps = join_all(
+            tokens
+                .iter()
+                .zip(used)
+                .map(|(t, c)| second_step(&app, t, "recovery_code", c)),
+        );
+        let (changed, answers) = tokio::join!(change, steps);
+        assert_eq!(changed.status(), 200);
+        let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+        assert!(
+            statuses.iter().all(|s| matches!(s, 200 | 401)),
+            "{statuses:?}"
+        );
+        left -= statuses.iter().filter(|s| **s == 200).count() as i64;
+        assert_eq!(
+            app.auth.recovery_codes_left(jo.id).await.unwrap(),
+            left,
+            "round {round}: {statuses:?}"
+        );
     }
 }
 

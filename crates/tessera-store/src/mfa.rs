@@ -207,6 +207,9 @@ pub trait MfaStore {
         challenge_hash: &str,
         max_failures: i64,
     ) -> StoreResult<RecoveryCodeUse>;
+    /// Makes a used code of the user's unused again: the login it was spent on was refused
+    /// after the code was taken (`use_recovery_code`). A code deleted meanwhile stays gone.
+    async fn return_recovery_code(&self, user_id: Uuid, hash: &str) -> StoreResult<()>;
     /// How many unused recovery codes the user has.
     async fn recovery_codes_left(&self, user_id: Uuid) -> StoreResult<i64>;
     /// The confirmed passkey with this credential id (base64url), whoever holds it.

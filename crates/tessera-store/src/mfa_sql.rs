@@ -84,6 +84,10 @@ const USE_RECOVERY_CODE: &str = "
     UPDATE recovery_codes SET used_at = $3
     WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL";
 
+const RETURN_RECOVERY_CODE: &str = "
+    UPDATE recovery_codes SET used_at = NULL
+    WHERE user_id = $1 AND code_hash = $2 AND used_at IS NOT NULL";
+
 const RECOVERY_CODE_KNOWN: &str =
     "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND code_hash = $2";
 
@@ -293,6 +297,16 @@ impl MfaStore for SqlStore {
                 false => RecoveryCodeUse::Unknown,
             })
         })
+    }
+
+    async fn return_recovery_code(&self, user_id: Uuid, hash: &str) -> StoreResult<()> {
+        on_backend!(self, |b| sqlx::query(RETURN_RECOVERY_CODE)
+            .bind(user_id)
+            .bind(hash)
+            .execute(b.pool())
+            .await
+            .map(|_| ()))?;
+        Ok(())
     }
 
     async fn recovery_codes_left(&self, user_id: Uuid) -> StoreResult<i64> {

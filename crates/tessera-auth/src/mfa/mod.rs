@@ -178,11 +178,23 @@ impl Auth {
                 client,
                 caller,
             )
-            .await
-            .map_err(|e| match e {
-                AuthError::InvalidCredentials => AuthError::InvalidSecondFactor,
-                other => other,
-            })?;
+            .await;
+        let subject = match subject {
+            Ok(subject) => subject,
+            Err(AuthError::InvalidCredentials) => {
+                // Refused after the factor was checked (a factor change, a password change or
+                // a disable came between): a recovery code it used is handed back, as the
+                // login it was spent on never happened.
+                if let SecondFactor::RecoveryCode(code) = &factor {
+                    let digest = recovery_digest(challenge.user_id, code.expose_secret());
+                    self.store
+                        .return_recovery_code(challenge.user_id, &digest)
+                        .await?;
+                }
+                return Err(AuthError::InvalidSecondFactor);
+            }
+            Err(other) => return Err(other),
+        };
         self.login_succeeded(&subject, &session, &granted, now, client, caller)
             .await
     }
