@@ -537,6 +537,14 @@ async fn second_steps_racing_a_factor_removal_leave_no_session(b: Backend) {
                 );
             }
         }
+        // The codes were the user's when sent: none counts as a wrong factor.
+        let counted = app
+            .scalar_i64(
+                "SELECT COALESCE(MAX(failures), 0) FROM login_throttle WHERE key LIKE $1",
+                "mfa:%",
+            )
+            .await;
+        assert_eq!(counted, 0, "{statuses:?}");
     }
 }
 

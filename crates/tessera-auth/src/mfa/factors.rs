@@ -182,6 +182,9 @@ impl Auth {
         caller: &Caller,
     ) -> Result<(), AuthError> {
         self.check_recent(auth_time)?;
+        // The pending logins go first: a second step still running then finds its challenge
+        // gone (refused, nothing counted) rather than its recovery code (a wrong factor).
+        self.store.drop_challenges_of_user(user_id).await?;
         if !self.store.delete_factor(user_id, factor_id).await? {
             return Err(AuthError::FactorNotFound);
         }
