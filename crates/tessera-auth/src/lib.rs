@@ -297,6 +297,16 @@ impl Auth {
         }
     }
 
+    /// `Unavailable` (503, which the client retries) when no signing key is active at `now`
+    /// (ms): the master key opens none (a wrong key, a missed step of a rotation). Checked
+    /// before a request spends anything it could not answer with tokens.
+    fn require_signer(&self, now: i64) -> Result<(), AuthError> {
+        match self.keys.ring().signer_at(now) {
+            Some(_) => Ok(()),
+            None => Err(AuthError::Unavailable("no active signing key")),
+        }
+    }
+
     /// What introspection and revocation accept: tokens for any audience Tessera mints for
     /// (`tokens.audience` and every `[[resources]]` id).
     fn expect_any_audience(&self) -> Expect<'_> {

@@ -40,18 +40,14 @@ impl Auth {
         // First: a server whose master key opens no signing key (a wrong key, a missed step of
         // a rotation) cannot tell its own refresh tokens either. 503, which the client retries,
         // not 401, which logs the user out of a session that is fine.
-        if self.keys.ring().signer_at(UnixMillis::now().0).is_none() {
-            return Err(AuthError::Unavailable("no active signing key"));
-        }
+        self.require_signer(UnixMillis::now().0)?;
         let Some(rt) = self.refresh.parse(&token) else {
             return Err(AuthError::InvalidRefreshToken);
         };
         self.check_before_rotation(rt.session_id, client, req)
             .await?;
         let now = UnixMillis::now();
-        if self.keys.ring().signer_at(now.0).is_none() {
-            return Err(AuthError::Unavailable("no active signing key"));
-        }
+        self.require_signer(now.0)?;
         let s = &self.settings.sessions;
         let attempt = RotationAttempt {
             session_id: rt.session_id,

@@ -217,7 +217,7 @@ impl SessionStore for SqlStore {
                 .bind(a.now)
                 .bind(a.idle_expires_at)
                 .bind(a.client_id);
-            if sql == ROTATE_PG {
+            if matches!(self, SqlStore::Postgres(_)) {
                 q = q.bind(a.grace_ms);
             }
             let row = q

@@ -225,9 +225,7 @@ impl Auth {
         }
         // A server whose master key opens no signing key could check the factor but not sign
         // the login's tokens: 503 before anything is spent (a recovery code, a TOTP step).
-        if self.keys.ring().signer_at(now_ms()).is_none() {
-            return Err(AuthError::Unavailable("no active signing key"));
-        }
+        self.require_signer(now_ms())?;
         let passkey = match factor {
             SecondFactor::Passkey(c) => Some(self.parse_passkey_factor(c)?),
             _ => None,
