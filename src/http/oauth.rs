@@ -234,12 +234,13 @@ async fn code_grant(
 #[tracing::instrument(skip_all)]
 async fn revoke(
     State(st): State<AppState>,
+    RequestCaller(caller): RequestCaller,
     AnyClientForm { client, form, .. }: AnyClientForm,
 ) -> Result<Response, ApiError> {
     let p: TokenParam = form.decode()?;
     let token = p.token;
     st.auth
-        .revoke(&token, p.token_type_hint.as_deref(), &client)
+        .revoke(&token, p.token_type_hint.as_deref(), &client, &caller)
         .await?;
     Ok(StatusCode::OK.into_response())
 }

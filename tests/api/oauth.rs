@@ -378,6 +378,7 @@ async fn revoke_refresh_and_access_tokens(b: Backend) {
     };
     // A refresh token: its session ends, and with it the session's access tokens.
     let t = app.login_ok("alice").await;
+    let first_refresh = t["refresh_token"].as_str().unwrap().to_string();
     let r = app
         .form(
             "/revoke",
@@ -409,6 +410,30 @@ async fn revoke_refresh_and_access_tokens(b: Backend) {
             .status(),
         200
     );
+    // Each revocation is one audit event; the same tokens revoked again, four at once each,
+    // change nothing and record nothing.
+    let (by_refresh, by_access) = ([("token", first_refresh.as_str())], [("token", access)]);
+    let again = futures::future::join_all((0..4).flat_map(|_| {
+        [
+            app.form("/revoke", &by_refresh, None),
+            app.form("/revoke", &by_access, None),
+        ]
+    }))
+    .await;
+    assert!(again.iter().all(|r| r.status() == 200));
+    let revoked = |reason: &'static str| {
+        app.scalar_i64(
+            "SELECT COUNT(*) FROM audit_events WHERE event = 'token.revoked' AND reason = $1",
+            reason,
+        )
+    };
+    crate::helpers::eventually(10, "the revocations audited", || async {
+        revoked("refresh_token").await + revoked("access_token").await >= 2
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(revoked("refresh_token").await, 1);
+    assert_eq!(revoked("access_token").await, 1);
     // RFC 7009 §2.2: unknown tokens get 200 as well; a missing token is malformed.
     assert_eq!(
         app.form("/revoke", &[("token", "whatever")], None)

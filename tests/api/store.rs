@@ -175,8 +175,8 @@ async fn the_denylist_and_token_status_agree(b: Backend) {
         revoked_at: now,
         reason: "logout".into(),
     };
-    s.revoke_token(&token).await.unwrap();
-    s.revoke_token(&token).await.unwrap(); // idempotent
+    assert!(s.revoke_token(&token).await.unwrap());
+    assert!(!s.revoke_token(&token).await.unwrap(), "idempotent");
     let denied = s.token_status(alice.id, session.id, "j1").await.unwrap();
     assert!(denied.jti_revoked && !denied.session_revoked);
     assert!(s.revoke_session(session.id, "logout", now).await.unwrap());

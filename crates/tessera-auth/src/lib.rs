@@ -364,10 +364,12 @@ impl Auth {
         self.revocations.revoke_sessions(ids);
     }
 
-    /// Denylists a verified access token until its `exp` plus the leeway.
-    async fn deny(&self, c: &VerifiedClaims, reason: &str) -> Result<(), AuthError> {
+    /// Denylists a verified access token until its `exp` plus the leeway; `true` when this
+    /// call put it on the denylist (`false`: it was there already).
+    async fn deny(&self, c: &VerifiedClaims, reason: &str) -> Result<bool, AuthError> {
         let expires_at = UnixMillis::from_secs(c.claims.exp).0;
-        self.store
+        let denied = self
+            .store
             .revoke_token(&RevokedToken {
                 jti: c.claims.jti.to_string(),
                 user_id: c.user_id,
@@ -378,7 +380,7 @@ impl Auth {
             })
             .await?;
         self.revocations.revoke_jti(&c.claims.jti, expires_at);
-        Ok(())
+        Ok(denied)
     }
 
     /// Maps a store error; one that says the database is unreachable also stops the in-memory

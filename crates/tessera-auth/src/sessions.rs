@@ -246,12 +246,16 @@ impl Auth {
     /// is left valid and the call still succeeds: answering differently would tell a client
     /// that a token it should not hold is live.
     ///
+    /// Each revocation is an audit event (`token.revoked`), once per token: a token revoked
+    /// again, or by a parallel call first, records nothing.
+    ///
     /// Errors: `StoreUnavailable`.
     pub async fn revoke(
         &self,
         token: &SecretString,
         hint: Option<&str>,
         client: &ClientId,
+        caller: &Caller,
     ) -> Result<(), AuthError> {
         let as_refresh = || self.refresh.parse(token);
         let any_audience = self.expect_any_audience();
@@ -264,16 +268,23 @@ impl Auth {
             (r, if r.is_none() { as_access() } else { None })
         };
         if let Some(rt) = refresh {
-            if self.session_owner(rt.session_id, client).await?.is_some() {
-                self.end_sessions(Ending::Session(rt.session_id), "revoked")
-                    .await?;
+            if let Some(user_id) = self.session_owner(rt.session_id, client).await? {
+                if self.end_one_session(rt.session_id, "revoked").await? {
+                    let record = Record::session(user_id, rt.session_id);
+                    let record = record.client(client.as_str()).reason("refresh_token");
+                    self.audit(caller, Event::TokenRevoked, record).await;
+                }
             } else {
                 tracing::info!("revocation of another client's refresh token ignored");
             }
         }
         if let Some(c) = &access {
             if c.claims.client_id.as_deref() == Some(client.as_str()) {
-                self.deny(c, "revoked").await?;
+                if self.deny(c, "revoked").await? {
+                    let record = Record::session(c.user_id, c.session_id);
+                    let record = record.client(client.as_str()).reason("access_token");
+                    self.audit(caller, Event::TokenRevoked, record).await;
+                }
             } else {
                 tracing::info!("revocation of another client's access token ignored");
             }

@@ -33,8 +33,8 @@ struct StatusRow {
 
 #[async_trait]
 impl DenylistStore for SqlStore {
-    async fn revoke_token(&self, t: &RevokedToken) -> StoreResult<()> {
-        on_backend!(self, |b| sqlx::query(INSERT)
+    async fn revoke_token(&self, t: &RevokedToken) -> StoreResult<bool> {
+        let n = on_backend!(self, |b| sqlx::query(INSERT)
             .bind(&t.jti)
             .bind(t.user_id)
             .bind(t.session_id)
@@ -44,7 +44,7 @@ impl DenylistStore for SqlStore {
             .execute(b.pool())
             .await
             .map(|r| r.rows_affected()))?;
-        Ok(())
+        Ok(n == 1)
     }
 
     async fn token_status(

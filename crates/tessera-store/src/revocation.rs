@@ -12,8 +12,9 @@ use crate::{
 /// Revoked access tokens, and the revocation check of a token.
 #[async_trait]
 pub trait DenylistStore {
-    /// Idempotent: denylisting a `jti` twice keeps the first row.
-    async fn revoke_token(&self, token: &RevokedToken) -> StoreResult<()>;
+    /// Idempotent: denylisting a `jti` twice keeps the first row. `true` when this call
+    /// denylisted it.
+    async fn revoke_token(&self, token: &RevokedToken) -> StoreResult<bool>;
     /// Every revocation rule of invariant 2 for one token, in one read.
     async fn token_status(
         &self,

@@ -34,6 +34,9 @@ pub enum Event {
     EmailChanged,
     /// One session ended by an administrator.
     SessionRevoked,
+    /// A client revoked a token at `/revoke` (RFC 7009), once per token: `reason`
+    /// `refresh_token` (its session ended) or `access_token` (its `jti` denylisted).
+    TokenRevoked,
     /// A signing key added or re-sealed; `reason`: `manual`, `automatic`, `imported`, `rekeyed`.
     KeyRotated,
     /// `reason`: `unknown_client`, `bad_secret`, `no_secret` (a confidential client without its
@@ -79,7 +82,7 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Event; 36] = [
+    pub const ALL: [Event; 37] = [
         Event::LoginSucceeded,
         Event::LoginFailed,
         Event::LoginThrottled,
@@ -96,6 +99,7 @@ impl Event {
         Event::ClaimsChanged,
         Event::EmailChanged,
         Event::SessionRevoked,
+        Event::TokenRevoked,
         Event::KeyRotated,
         Event::ClientAuthFailed,
         Event::CodeExchanged,
@@ -137,6 +141,7 @@ impl Event {
             Event::ClaimsChanged => "user.claims_changed",
             Event::EmailChanged => "user.email_changed",
             Event::SessionRevoked => "session.revoked",
+            Event::TokenRevoked => "token.revoked",
             Event::KeyRotated => "key.rotated",
             Event::ClientAuthFailed => "client.auth_failed",
             Event::CodeExchanged => "code.exchanged",
