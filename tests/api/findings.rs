@@ -12,6 +12,7 @@ use crate::on_both;
 on_both!(
     a_login_rehash_never_undoes_a_concurrent_reset,
     old_password_logins_never_outlive_a_password_change,
+    old_password_sign_ins_never_outlive_a_password_change,
     a_session_is_created_only_under_the_credential_verified,
     correct_logins_in_parallel_all_succeed,
     attempts_a_dead_process_left_stop_counting_at_their_lease,
@@ -166,6 +167,85 @@ async fn old_password_logins_never_outlive_a_password_change(b: Backend) {
         .await,
         0,
         "a session made with the old password is still live"
+    );
+}
+
+/// The hosted login's SSO session, made with the old password while a reset is hashed (the
+/// same order as `reset_during_logins`): once the reset has answered 204 and the sign-ins
+/// have answered, no browser is signed in and no code they got is exchanged. Before, the
+/// session was opened after the reset had ended the user's others, stamped after its cut-off,
+/// and stayed live.
+async fn old_password_sign_ins_never_outlive_a_password_change(b: Backend) {
+    use crate::oidc::{exchange, pkce, redirected, Browser, APP_CB};
+    let Some(app) = crate::oidc::op_tweaked(b, None, racing_reset).await else {
+        return;
+    };
+    let id = app.create_user("bob", &[]).await.id;
+    let admin = admin_token(&app).await;
+    let (verifier, challenge) = pkce();
+    let mut browsers = Vec::new();
+    for _ in 0..3 {
+        let mut browser = Browser::new(&app);
+        let r = browser.authorize_web(&challenge, &[]).await;
+        assert_eq!(r.status(), 200);
+        let page = r.text().await.unwrap();
+        browsers.push((browser, page));
+    }
+    let reset = async {
+        let r = app
+            .admin(
+                reqwest::Method::PUT,
+                &format!("/admin/users/{id}/password"),
+                &admin,
+                Some(json!({"password": NEW_PASSWORD})),
+            )
+            .await;
+        assert_eq!(r.status(), 204);
+    };
+    let sign_ins = async {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let calls = browsers
+            .iter_mut()
+            .map(|(browser, page)| browser.sign_in(page, "bob", PASSWORD));
+        futures::future::join_all(calls).await
+    };
+    let ((), answers) = tokio::join!(reset, sign_ins);
+    let mut codes = Vec::new();
+    for r in &answers {
+        match r.status().as_u16() {
+            // Signed in before the reset committed: the code is the app's, for now.
+            303 => codes.push(redirected(r, APP_CB)["code"].clone()),
+            // The page again, with the one error of a wrong password.
+            200 => {}
+            s => panic!("a racing sign-in answered {s}"),
+        }
+    }
+    for code in codes {
+        let r = exchange(&app, "web", &code, &verifier, APP_CB).await;
+        assert_eq!(
+            r.status(),
+            400,
+            "a code of an old-password sign-in was exchanged"
+        );
+    }
+    for (browser, _) in &mut browsers {
+        let r = browser.authorize_web(&challenge, &[]).await;
+        assert_eq!(
+            r.status(),
+            200,
+            "an old-password sign-in is still signed in"
+        );
+    }
+    assert_eq!(
+        app.scalar_i64(
+            "SELECT COUNT(*) FROM sso_sessions s JOIN users u ON u.id = s.user_id
+             WHERE u.username = $1 AND s.revoked_at IS NULL
+               AND s.created_at > u.tokens_not_before",
+            "bob"
+        )
+        .await,
+        0,
+        "an SSO session made with the old password is still live"
     );
 }
 

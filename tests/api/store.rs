@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use tessera::store::{
-    AuditEvent, AuditQuery, Duplicate, FeedStart, KeyRow, NewUser, Reserve, Reserved, RevokedToken,
-    Rotation, RotationAttempt, Session, Store, StoreError, User,
+    AuditEvent, AuditQuery, Duplicate, FeedStart, KeyRow, MfaChallenge, MfaFactor, NewUser,
+    Reserve, Reserved, RevokedToken, Rotation, RotationAttempt, Session, SsoSession, Store,
+    StoreError, User,
 };
 use tessera::time::now_ms;
 use uuid::Uuid;
@@ -17,6 +18,7 @@ use crate::on_both;
 on_both!(
     users_are_created_once_and_read_back,
     a_session_is_fenced_rotated_and_revoked,
+    an_sso_session_opens_under_its_fence_and_challenge,
     the_denylist_and_token_status_agree,
     the_throttle_reserves_counts_and_clears,
     keys_are_stored_and_rotated,
@@ -159,6 +161,105 @@ async fn a_session_is_fenced_rotated_and_revoked(b: Backend) {
     let stored = s.session(live.id).await.unwrap().unwrap();
     assert!(stored.revoked_at.is_some());
     assert!(!s.revoke_session(live.id, "logout", now + 2).await.unwrap());
+}
+
+fn sso_of(user_id: Uuid, now: i64) -> SsoSession {
+    SsoSession {
+        id: Uuid::now_v7(),
+        user_id,
+        token_hash: Uuid::now_v7().to_string(),
+        auth_time: now,
+        amr: "pwd".into(),
+        created_at: now,
+        last_seen_at: now,
+        idle_expires_at: now + 60_000,
+        absolute_expires_at: now + 120_000,
+        revoked_at: None,
+        revoked_reason: None,
+        ip: None,
+        user_agent: None,
+    }
+}
+
+/// An SSO session is opened (or signed in again) only while its user is enabled with the
+/// cut-off read with the credential, and after a second step only while the login's
+/// challenge is stored: a password change, disable or factor change in between opens nothing.
+async fn an_sso_session_opens_under_its_fence_and_challenge(b: Backend) {
+    let Some((s, _db)) = store(b).await else {
+        return;
+    };
+    let alice = s.create_user(new_user("alice")).await.unwrap();
+    let (now, fence) = (now_ms(), alice.tokens_not_before);
+    let stale = sso_of(alice.id, now);
+    assert!(!s.create_sso_session(&stale, fence - 1, None).await.unwrap());
+    assert!(s.sso_session(stale.id).await.unwrap().is_none());
+    let mut live = sso_of(alice.id, now);
+    assert!(s.create_sso_session(&live, fence, None).await.unwrap());
+    assert!(s.sso_session(live.id).await.unwrap().is_some());
+    // Signed in again: under the same fence only.
+    live.token_hash = "another token".into();
+    assert!(!s
+        .reauthenticate_sso_session(&live, fence - 1, None)
+        .await
+        .unwrap());
+    assert!(s
+        .reauthenticate_sso_session(&live, fence, None)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.sso_session(live.id).await.unwrap().unwrap().token_hash,
+        "another token"
+    );
+    // After a second step: only while its challenge is stored.
+    let challenge = MfaChallenge {
+        token_hash: "challenge digest".into(),
+        user_id: alice.id,
+        client_id: "tessera".into(),
+        scope: None,
+        resource: None,
+        fence,
+        failures: 0,
+        created_at: now,
+        expires_at: now + 60_000,
+        used_at: None,
+    };
+    let after = sso_of(alice.id, now);
+    let digest = Some("challenge digest");
+    assert!(!s.create_sso_session(&after, fence, digest).await.unwrap());
+    // (A challenge is stored only for a user with a confirmed factor.)
+    let factor = MfaFactor::new_totp(Uuid::now_v7(), alice.id, "phone".into(), vec![1], now);
+    assert!(s.insert_factor(&factor, 10).await.unwrap());
+    assert!(s.take_totp_step(factor.id, 1, true, now).await.unwrap());
+    assert!(s.insert_challenge(&challenge).await.unwrap().is_some());
+    assert!(s.create_sso_session(&after, fence, digest).await.unwrap());
+    assert!(s
+        .reauthenticate_sso_session(&after, fence, digest)
+        .await
+        .unwrap());
+    s.drop_challenges_of_user(alice.id).await.unwrap();
+    assert!(!s
+        .create_sso_session(&sso_of(alice.id, now), fence, digest)
+        .await
+        .unwrap());
+    assert!(!s
+        .reauthenticate_sso_session(&after, fence, digest)
+        .await
+        .unwrap());
+    // Disabled: nothing opens, whatever the fence.
+    s.set_disabled("alice", true, now).await.unwrap();
+    let disabled = s.user_by_id(alice.id).await.unwrap().unwrap();
+    assert!(!s
+        .create_sso_session(&sso_of(alice.id, now), disabled.tokens_not_before, None)
+        .await
+        .unwrap());
+    // An ended session is not signed in again.
+    s.set_disabled("alice", false, now).await.unwrap();
+    let enabled = s.user_by_id(alice.id).await.unwrap().unwrap();
+    assert!(s.revoke_sso_session(live.id, "logout", now).await.unwrap());
+    assert!(!s
+        .reauthenticate_sso_session(&live, enabled.tokens_not_before, None)
+        .await
+        .unwrap());
 }
 
 async fn the_denylist_and_token_status_agree(b: Backend) {

@@ -133,7 +133,16 @@ pub enum Exchanged {
 /// SSO sessions.
 #[async_trait]
 pub trait SsoStore {
-    async fn create_sso_session(&self, s: &SsoSession) -> StoreResult<()>;
+    /// Inserts `s` only while its user is enabled and their cut-off (`tokens_not_before`) is
+    /// still `fence`, the one read with the credential, and, after a second step, while the
+    /// login's challenge (`challenge`, the mfa_token's digest) is stored (invariant 2).
+    /// `false`: nothing inserted (the account changed since the credential was checked).
+    async fn create_sso_session(
+        &self,
+        s: &SsoSession,
+        fence: i64,
+        challenge: Option<&str>,
+    ) -> StoreResult<bool>;
     /// The session whose cookie token has this digest, live or not.
     async fn sso_session_by_token(&self, token_hash: &str) -> StoreResult<Option<SsoSession>>;
     /// The session whose cookie token has this digest, live or not, with its user and
@@ -147,8 +156,15 @@ pub trait SsoStore {
     /// (never past the absolute expiry).
     async fn touch_sso_session(&self, id: Uuid, now: i64, idle_expires_at: i64) -> StoreResult<()>;
     /// The same user signed in again on the browser of a live session: it carries on under a
-    /// new cookie token (no fixation), with the new `auth_time`, methods and lifetimes.
-    async fn reauthenticate_sso_session(&self, s: &SsoSession) -> StoreResult<()>;
+    /// new cookie token (no fixation), with the new `auth_time`, methods and lifetimes; under
+    /// the same conditions as `create_sso_session`. `false`: unchanged (it ended, or the
+    /// account changed since the credential was checked).
+    async fn reauthenticate_sso_session(
+        &self,
+        s: &SsoSession,
+        fence: i64,
+        challenge: Option<&str>,
+    ) -> StoreResult<bool>;
     /// Ends it; `false` when it had ended already.
     async fn revoke_sso_session(&self, id: Uuid, reason: &str, now: i64) -> StoreResult<bool>;
     /// The refresh sessions created through it that are still live, which end with it.

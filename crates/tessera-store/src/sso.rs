@@ -19,10 +19,37 @@ macro_rules! user_columns {
 }
 pub(super) use user_columns;
 
-const INSERT_SSO: &str = "
+/// A new SSO session, inserted only while its user is enabled and the user's cut-off is still
+/// the fence read with the credential (`$12`; invariant 2), as a login's refresh session is
+/// (`sessions.rs`). On Postgres the user row is held (`FOR SHARE`) until the statement commits:
+/// a password change, disable or cut-off either committed before (the fence fails, nothing is
+/// inserted) or waits for the session to exist, and then ends it with the user's others.
+macro_rules! insert_sso {
+    ($from:literal, $lock:literal) => {
+        concat!(
+            "
     INSERT INTO sso_sessions (id, user_id, token_hash, auth_time, amr, created_at, last_seen_at,
                               idle_expires_at, absolute_expires_at, ip, user_agent)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+    SELECT $1, u.id, $3, $4, $5, $6, $7, $8, $9, $10, $11 ",
+            $from,
+            "
+    WHERE u.id = $2 AND NOT u.disabled AND u.tokens_not_before = $12 ",
+            $lock
+        )
+    };
+}
+const INSERT_SSO_PG: &str = insert_sso!("FROM users u", "FOR SHARE");
+const INSERT_SSO: &str = insert_sso!("FROM users u", "");
+/// After a second step: also only while its challenge (`$13`) is stored, and held, as
+/// `CREATE_AFTER_CHALLENGE_PG` in `sessions.rs` (a factor change drops the challenges first).
+const INSERT_SSO_AFTER_CHALLENGE_PG: &str = insert_sso!(
+    "FROM users u JOIN mfa_challenges c ON c.user_id = u.id AND c.token_hash = $13",
+    "FOR SHARE OF u, c"
+);
+const INSERT_SSO_AFTER_CHALLENGE: &str = insert_sso!(
+    "FROM users u JOIN mfa_challenges c ON c.user_id = u.id AND c.token_hash = $13",
+    ""
+);
 
 const SSO_BY_TOKEN: &str = "SELECT * FROM sso_sessions WHERE token_hash = $1";
 
@@ -34,10 +61,34 @@ const TOUCH_SSO: &str = "
         idle_expires_at = CASE WHEN $3 < absolute_expires_at THEN $3 ELSE absolute_expires_at END
     WHERE id = $1 AND revoked_at IS NULL";
 
-const REAUTH_SSO: &str = "
+/// A live session signed in again, under the same fence as `insert_sso` (`$8` the user, `$9`
+/// the cut-off read with the credential, `$10` the challenge after a second step).
+macro_rules! reauth_sso {
+    ($from:literal, $lock:literal) => {
+        concat!(
+            "
     UPDATE sso_sessions SET token_hash = $2, auth_time = $3, amr = $4, last_seen_at = $5,
                             idle_expires_at = $6, absolute_expires_at = $7
-    WHERE id = $1 AND revoked_at IS NULL";
+    WHERE id = $1 AND user_id = $8 AND revoked_at IS NULL AND user_id IN (
+        SELECT u.id ",
+            $from,
+            "
+        WHERE u.id = $8 AND NOT u.disabled AND u.tokens_not_before = $9 ",
+            $lock,
+            ")"
+        )
+    };
+}
+const REAUTH_SSO_PG: &str = reauth_sso!("FROM users u", "FOR SHARE OF u");
+const REAUTH_SSO: &str = reauth_sso!("FROM users u", "");
+const REAUTH_SSO_AFTER_CHALLENGE_PG: &str = reauth_sso!(
+    "FROM users u JOIN mfa_challenges c ON c.user_id = u.id AND c.token_hash = $10",
+    "FOR SHARE OF u, c"
+);
+const REAUTH_SSO_AFTER_CHALLENGE: &str = reauth_sso!(
+    "FROM users u JOIN mfa_challenges c ON c.user_id = u.id AND c.token_hash = $10",
+    ""
+);
 
 const REVOKE_SSO: &str = "
     UPDATE sso_sessions SET revoked_at = $3, revoked_reason = $2
@@ -115,23 +166,39 @@ const SSO_WITH_USER: &str = concat!(
 
 #[async_trait]
 impl SsoStore for SqlStore {
-    async fn create_sso_session(&self, s: &SsoSession) -> StoreResult<()> {
-        on_backend!(self, |b| sqlx::query(INSERT_SSO)
-            .bind(s.id)
-            .bind(s.user_id)
-            .bind(&s.token_hash)
-            .bind(s.auth_time)
-            .bind(&s.amr)
-            .bind(s.created_at)
-            .bind(s.last_seen_at)
-            .bind(s.idle_expires_at)
-            .bind(s.absolute_expires_at)
-            .bind(&s.ip)
-            .bind(&s.user_agent)
-            .execute(b.pool())
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(())
+    async fn create_sso_session(
+        &self,
+        s: &SsoSession,
+        fence: i64,
+        challenge: Option<&str>,
+    ) -> StoreResult<bool> {
+        let sql = match (self, challenge) {
+            (SqlStore::Postgres(_), None) => INSERT_SSO_PG,
+            (SqlStore::Sqlite(_), None) => INSERT_SSO,
+            (SqlStore::Postgres(_), Some(_)) => INSERT_SSO_AFTER_CHALLENGE_PG,
+            (SqlStore::Sqlite(_), Some(_)) => INSERT_SSO_AFTER_CHALLENGE,
+        };
+        let n = on_backend!(self, |b| {
+            let mut q = sqlx::query(sql)
+                .bind(s.id)
+                .bind(s.user_id)
+                .bind(&s.token_hash)
+                .bind(s.auth_time)
+                .bind(&s.amr)
+                .bind(s.created_at)
+                .bind(s.last_seen_at)
+                .bind(s.idle_expires_at)
+                .bind(s.absolute_expires_at)
+                .bind(&s.ip)
+                .bind(&s.user_agent)
+                .bind(fence);
+            // Only the statements after a challenge have a `$13`.
+            if let Some(challenge) = challenge {
+                q = q.bind(challenge);
+            }
+            q.execute(b.pool()).await.map(|r| r.rows_affected())
+        })?;
+        Ok(n == 1)
     }
 
     async fn sso_session_by_token(&self, token_hash: &str) -> StoreResult<Option<SsoSession>> {
@@ -172,19 +239,36 @@ impl SsoStore for SqlStore {
         Ok(())
     }
 
-    async fn reauthenticate_sso_session(&self, s: &SsoSession) -> StoreResult<()> {
-        on_backend!(self, |b| sqlx::query(REAUTH_SSO)
-            .bind(s.id)
-            .bind(&s.token_hash)
-            .bind(s.auth_time)
-            .bind(&s.amr)
-            .bind(s.last_seen_at)
-            .bind(s.idle_expires_at)
-            .bind(s.absolute_expires_at)
-            .execute(b.pool())
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(())
+    async fn reauthenticate_sso_session(
+        &self,
+        s: &SsoSession,
+        fence: i64,
+        challenge: Option<&str>,
+    ) -> StoreResult<bool> {
+        let sql = match (self, challenge) {
+            (SqlStore::Postgres(_), None) => REAUTH_SSO_PG,
+            (SqlStore::Sqlite(_), None) => REAUTH_SSO,
+            (SqlStore::Postgres(_), Some(_)) => REAUTH_SSO_AFTER_CHALLENGE_PG,
+            (SqlStore::Sqlite(_), Some(_)) => REAUTH_SSO_AFTER_CHALLENGE,
+        };
+        let n = on_backend!(self, |b| {
+            let mut q = sqlx::query(sql)
+                .bind(s.id)
+                .bind(&s.token_hash)
+                .bind(s.auth_time)
+                .bind(&s.amr)
+                .bind(s.last_seen_at)
+                .bind(s.idle_expires_at)
+                .bind(s.absolute_expires_at)
+                .bind(s.user_id)
+                .bind(fence);
+            // Only the statements after a challenge have a `$10`.
+            if let Some(challenge) = challenge {
+                q = q.bind(challenge);
+            }
+            q.execute(b.pool()).await.map(|r| r.rows_affected())
+        })?;
+        Ok(n == 1)
     }
 
     async fn revoke_sso_session(&self, id: Uuid, reason: &str, now: i64) -> StoreResult<bool> {

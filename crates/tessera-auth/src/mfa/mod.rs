@@ -182,21 +182,34 @@ impl Auth {
         let subject = match subject {
             Ok(subject) => subject,
             Err(AuthError::InvalidCredentials) => {
-                // Refused after the factor was checked (a factor change, a password change or
-                // a disable came between): a recovery code it used is handed back, as the
-                // login it was spent on never happened.
-                if let SecondFactor::RecoveryCode(code) = &factor {
-                    let digest = recovery_digest(challenge.user_id, code.expose_secret());
-                    self.store
-                        .return_recovery_code(challenge.user_id, &digest)
-                        .await?;
-                }
-                return Err(AuthError::InvalidSecondFactor);
+                return Err(self.refused_after_check(&challenge, &factor).await)
             }
             Err(other) => return Err(other),
         };
         self.login_succeeded(&subject, &session, &granted, now, client, caller)
             .await
+    }
+
+    /// A second step refused after its factor was checked (a factor change, a password change
+    /// or a disable came between): a recovery code it used is handed back, as the login it
+    /// was spent on never happened. Returns the step's one refusal, `InvalidSecondFactor`
+    /// (or `StoreUnavailable` when the code could not be handed back).
+    pub(crate) async fn refused_after_check(
+        &self,
+        challenge: &MfaChallenge,
+        factor: &SecondFactor,
+    ) -> AuthError {
+        if let SecondFactor::RecoveryCode(code) = factor {
+            let digest = recovery_digest(challenge.user_id, code.expose_secret());
+            if let Err(e) = self
+                .store
+                .return_recovery_code(challenge.user_id, &digest)
+                .await
+            {
+                return e.into();
+            }
+        }
+        AuthError::InvalidSecondFactor
     }
 
     /// The second step of every login with a second factor (the JSON API and the hosted

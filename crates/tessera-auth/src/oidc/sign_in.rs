@@ -117,7 +117,7 @@ impl Auth {
             .await?;
         let now = UnixMillis(now_ms().max(user.tokens_not_before + 1));
         let (sso, user, cookie) = self
-            .open_sso(&client, user, now, amr, meta, old, caller)
+            .open_sso(&client, user, now, amr, meta, old, None, caller)
             .await?;
         self.signed_in(req, sso, user, cookie).await
     }
@@ -140,7 +140,7 @@ impl Auth {
             .await?;
         let now = UnixMillis(now_ms().max(user.tokens_not_before + 1));
         let (_, _, cookie) = self
-            .open_sso(&client, user, now, amr, meta, old, caller)
+            .open_sso(&client, user, now, amr, meta, old, None, caller)
             .await?;
         Ok((cookie, self.settings.sso.absolute_ttl.as_secs()))
     }
@@ -180,10 +180,30 @@ impl Auth {
         let (challenge, amr) = self
             .verify_second_factor(mfa_token, &factor, meta.ip.as_deref(), client, caller)
             .await?;
-        let user = self.challenge_user(&challenge).await?;
-        let now = UnixMillis(now_ms().max(challenge.fence + 1));
-        self.open_sso(client, user, now, amr, meta, old, caller)
-            .await
+        let opened = match self.challenge_user(&challenge).await {
+            Ok(user) => {
+                let now = UnixMillis(now_ms().max(challenge.fence + 1));
+                self.open_sso(
+                    client,
+                    user,
+                    now,
+                    amr,
+                    meta,
+                    old,
+                    Some(&challenge.token_hash),
+                    caller,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        match opened {
+            // The account or its factors changed after the factor was checked.
+            Err(AuthError::InvalidCredentials | AuthError::InvalidSecondFactor) => {
+                Err(self.refused_after_check(&challenge, &factor).await)
+            }
+            other => other,
+        }
     }
 
     /// The password check of the hosted pages, then a new SSO session in place of the
@@ -209,7 +229,7 @@ impl Auth {
         {
             return Err(needed);
         }
-        self.open_sso(client, user, now, "pwd", meta, old, caller)
+        self.open_sso(client, user, now, "pwd", meta, old, None, caller)
             .await
     }
 

@@ -191,8 +191,14 @@ impl Auth {
             .all(|s| held.split(' ').any(|h| h == s)))
     }
 
-    /// A new SSO session for `user`, who authenticated at `now` with `amr`, in place of the
-    /// browser's old one (if any). A login audit event.
+    /// A new SSO session for `user` (as read with the credential: its `tokens_not_before` is
+    /// the fence), who authenticated at `now` with `amr`, in place of the browser's old one
+    /// (if any). After a second step, `challenge` is the login's (the mfa_token's digest): the
+    /// session is opened only while it is stored. A login audit event.
+    ///
+    /// Errors: `InvalidCredentials` (the account changed since the credential was checked: a
+    /// password change, a disable, a cut-off, or a factor change after the challenge),
+    /// `StoreUnavailable`.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn open_sso(
         &self,
@@ -202,6 +208,7 @@ impl Auth {
         amr: &str,
         meta: ClientMeta,
         old: Option<&SsoCookie>,
+        challenge: Option<&str>,
         caller: &Caller,
     ) -> Result<(SsoSession, User, SsoCookie), AuthError> {
         let previous = match old {
@@ -229,7 +236,8 @@ impl Auth {
             ip: meta.ip,
             user_agent: meta.user_agent.map(|ua| ua.chars().take(512).collect()),
         };
-        match previous {
+        let fence = user.tokens_not_before;
+        let opened = match previous {
             // The same user again (prompt=login, max_age): the session carries on, so that
             // its apps stay signed in and a logout still reaches all of them; only the cookie
             // token, the authentication time and the lifetimes are new.
@@ -240,14 +248,30 @@ impl Auth {
             {
                 sso.id = p.id;
                 sso.created_at = p.created_at;
-                self.store.reauthenticate_sso_session(&sso).await?;
+                self.store
+                    .reauthenticate_sso_session(&sso, fence, challenge)
+                    .await?
             }
             // Someone else signs in on this browser: the previous session ends, with its apps.
             Some(p) => {
                 self.end_sso(&p, "replaced").await?;
-                self.store.create_sso_session(&sso).await?;
+                self.store
+                    .create_sso_session(&sso, fence, challenge)
+                    .await?
             }
-            None => self.store.create_sso_session(&sso).await?,
+            None => {
+                self.store
+                    .create_sso_session(&sso, fence, challenge)
+                    .await?
+            }
+        };
+        // The account changed while the credential was checked (invariant 2): a session
+        // opened now would outlive the change that was to end it.
+        if !opened {
+            tracing::info!(user_id = %user.id, "login refused: the account changed while it was checked");
+            return Err(self
+                .login_failed(Some(user.id), client, "account_changed", caller)
+                .await);
         }
         self.audit(
             caller,
