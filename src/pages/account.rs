@@ -15,7 +15,6 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use minijinja::context;
 use secrecy::{ExposeSecret, SecretString};
-use uuid::Uuid;
 
 use super::authorize::{forged, set_sso_cookie, sso_cookie, unavailable};
 use super::csrf;
@@ -247,7 +246,8 @@ async fn add_passkey(
         Ok(None) => return login_page(&st, &headers, StatusCode::OK, None, ""),
         Err(_) => return unavailable(&st),
     };
-    // The SSO session is the caller's; every token session of the user ends.
+    // The SSO session is the caller's (kept); every token session of the user ends, and
+    // every other SSO session.
     let added = st
         .auth
         .finish_passkey_registration(
@@ -255,7 +255,7 @@ async fn add_passkey(
             get("ceremony"),
             get("credential"),
             user.auth_time,
-            Uuid::nil(),
+            user.sso_session_id,
             &caller,
         )
         .await;

@@ -941,6 +941,43 @@ async fn the_hosted_login_asks_for_the_second_factor(b: Backend) {
         TestApp::claims(t["id_token"].as_str().unwrap())["amr"],
         json!(["pwd", "mfa"])
     );
+    let app_access = t["access_token"].as_str().unwrap().to_string();
+
+    // The factor removed through the API (the device was lost): both browsers' SSO sessions
+    // end with the other sessions, so neither signs an app in again without the password.
+    let token = mfa_token(&app, "ivy").await;
+    let r = second_step(&app, &token, "recovery_code", &codes[4]).await;
+    assert_eq!(r.status(), 200);
+    let access = r.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = bearer_json(&app, reqwest::Method::GET, "/me/factors", &access, None).await;
+    let listed: Value = r.json().await.unwrap();
+    let id = listed["factors"][0]["id"].as_str().unwrap();
+    let r = bearer_json(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/me/factors/{id}"),
+        &access,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    for b in [&mut browser, &mut other] {
+        let r = b.authorize_web(&challenge, &[]).await;
+        assert_eq!(r.status(), 200, "an SSO session outlived the removal");
+        assert!(r.text().await.unwrap().contains("Sign in"));
+    }
+    let live = app
+        .scalar_i64(
+            "SELECT count(*) FROM sso_sessions WHERE revoked_at IS NULL OR revoked_reason <> $1",
+            "factors_changed",
+        )
+        .await;
+    assert_eq!(live, 0);
+    app.userinfo_becomes(&app_access, 401).await;
+    assert_eq!(app.userinfo(&access).await.status(), 200);
 }
 
 async fn roles_that_need_a_second_factor(b: Backend) {

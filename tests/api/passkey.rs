@@ -933,6 +933,18 @@ async fn the_hosted_pages_take_a_passkey(b: Backend) {
     let r = browser.post("/account/login", &fields).await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/account");
+    // Another browser signed in too: adding a factor ends its SSO session, not the caller's.
+    let mut elsewhere = Browser::new(&app);
+    let page = elsewhere.get("/account").await.text().await.unwrap();
+    let fields = form_after(
+        &page,
+        "<form",
+        &[("username", "alice".into()), ("password", PASSWORD.into())],
+    );
+    assert_eq!(
+        elsewhere.post("/account/login", &fields).await.status(),
+        303
+    );
     let page = browser.get("/account").await.text().await.unwrap();
     assert!(
         page.contains("Signed in as <strong>alice</strong>"),
@@ -978,6 +990,20 @@ async fn the_hosted_pages_take_a_passkey(b: Backend) {
     let done = r.text().await.unwrap();
     assert!(done.contains("Passkey added"), "{done}");
     assert_eq!(done.matches("<li><code>").count(), 10);
+    let ended = |reason: &'static str| {
+        app.scalar_i64(
+            "SELECT count(*) FROM sso_sessions WHERE revoked_reason = $1",
+            reason,
+        )
+    };
+    assert_eq!(ended("factors_changed").await, 1);
+    let live = app
+        .scalar_i64(
+            "SELECT count(*) FROM sso_sessions WHERE revoked_at IS NULL AND $1 = $1",
+            "",
+        )
+        .await;
+    assert_eq!(live, 1);
     assert!(done.contains("Passkey: phone"));
     let recovery: Vec<String> = done
         .split("<li><code>")

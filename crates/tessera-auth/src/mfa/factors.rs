@@ -300,10 +300,13 @@ impl Auth {
     }
 
     /// After a change of the user's factors: drops the user's logins waiting for (or
-    /// completing) a second step, then ends every live session of the user but `keep`. In
-    /// that order: a second step that was creating its session when its challenge went is
-    /// waited for, and its session found and ended here; one after finds no challenge
-    /// (`SessionStore::create_session`).
+    /// completing) a second step, then ends every live session of the user but the caller's
+    /// (`keep`): a refresh session, with the SSO session it was created through, or, from the
+    /// hosted pages, an SSO session. Every other SSO session ends too, with its apps (and
+    /// their back-channel logouts): a browser signed in with the factor removed, or before a
+    /// factor was added, signs in again. In that order: a second step that was creating its
+    /// session when its challenge went is waited for, and its session found and ended here;
+    /// one after finds no challenge (`SessionStore::create_session`).
     pub(crate) async fn end_other_sessions(
         &self,
         user_id: Uuid,
@@ -311,10 +314,20 @@ impl Auth {
     ) -> Result<(), AuthError> {
         self.store.drop_challenges_of_user(user_id).await?;
         let now = now_ms();
-        for s in self.store.sessions_of_user(user_id, 1000).await? {
+        let sessions = self.store.sessions_of_user(user_id, 1000).await?;
+        let keep_sso = sessions
+            .iter()
+            .find(|s| s.id == keep)
+            .map_or(Some(keep), |s| s.sso_session_id);
+        for s in sessions {
             if s.id != keep && s.is_live(now) {
                 self.end_sessions(crate::Ending::Session(s.id), "factors_changed")
                     .await?;
+            }
+        }
+        for sso in self.store.sso_sessions_of_user(user_id, 1000).await? {
+            if Some(sso.id) != keep_sso && sso.is_live(now) {
+                self.end_sso(&sso, "factors_changed").await?;
             }
         }
         Ok(())

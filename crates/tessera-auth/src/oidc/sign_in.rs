@@ -158,6 +158,7 @@ impl Auth {
             .await?
             .map(|(sso, user)| BrowserUser {
                 user_id: user.id,
+                sso_session_id: sso.id,
                 username: user.username,
                 auth_time: sso.auth_time,
             }))

@@ -45,6 +45,8 @@ pub struct SignedIn {
 #[derive(Debug, Clone)]
 pub struct BrowserUser {
     pub user_id: Uuid,
+    /// The SSO session (the `sid` of its ID tokens).
+    pub sso_session_id: Uuid,
     pub username: String,
     /// When they signed in (ms since the Unix epoch).
     pub auth_time: i64,
