@@ -14,6 +14,7 @@ on_both!(
     a_right_code_sent_at_once_counts_no_wrong_factor,
     recovery_codes_work_once_and_regenerate,
     recovery_code_sets_do_not_multiply_at_once,
+    enrolments_at_once_stop_at_ten_factors,
     parallel_recovery_codes_on_one_mfa_token_spend_one,
     second_steps_racing_a_factor_removal_leave_no_session,
     second_steps_refused_by_a_factor_change_spend_no_code,
@@ -448,6 +449,31 @@ async fn recovery_code_sets_do_not_multiply_at_once(b: Backend) {
 
 /// Eight different recovery codes on one mfa_token at once: one login, and only its code is
 /// spent (the seven others were used up with no login and no event).
+/// Sixteen TOTP enrolments at once: ten factors, the rest refused with the limit's 400. On
+/// Postgres each counted the factors before the others' inserts committed, and all sixteen
+/// were stored.
+async fn enrolments_at_once_stop_at_ten_factors(b: Backend) {
+    let Some((app, alice)) = TestApp::with_user(b, "alice", &[]).await else {
+        return;
+    };
+    let t = app.login_ok("alice").await;
+    let access = t["access_token"].as_str().unwrap();
+    let answers = join_all((0..16).map(|i| {
+        bearer_json(
+            &app,
+            reqwest::Method::POST,
+            "/me/factors/totp",
+            access,
+            Some(json!({"name": format!("phone {i}")})),
+        )
+    }))
+    .await;
+    let mut statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    statuses.sort();
+    assert_eq!(statuses, [[201; 10].as_slice(), &[400; 6]].concat());
+    assert_eq!(app.store.factors_of_user(alice.id).await.unwrap().len(), 10);
+}
+
 async fn parallel_recovery_codes_on_one_mfa_token_spend_one(b: Backend) {
     let Some((app, carol)) = TestApp::with_user(b, "carol", &[]).await else {
         return;

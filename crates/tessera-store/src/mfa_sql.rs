@@ -7,8 +7,8 @@ use super::backend::{on_backend, Backend, SqlStore};
 use super::challenge_sql::TAKE_CHALLENGE;
 use super::{MfaFactor, MfaStore, PasskeyRefused, RecoveryCodeUse, StoreResult};
 
-/// Only while the user holds fewer than `$10` factors (a soft bound: parallel enrolments
-/// may pass it by their number).
+/// Only while the user holds fewer than `$10` factors (run with the user's row held:
+/// `insert_factor`).
 const INSERT_FACTOR: &str = "
     INSERT INTO mfa_factors (id, user_id, kind, name, secret_enc, confirmed_at, last_used_step,
                              created_at, last_used_at)
@@ -97,20 +97,33 @@ const RECOVERY_CODES_LEFT: &str =
 #[async_trait]
 impl MfaStore for SqlStore {
     async fn insert_factor(&self, f: &MfaFactor, max_factors: i64) -> StoreResult<bool> {
-        let n = on_backend!(self, |b| sqlx::query(INSERT_FACTOR)
-            .bind(f.id)
-            .bind(f.user_id)
-            .bind(&f.kind)
-            .bind(&f.name)
-            .bind(&f.secret_enc)
-            .bind(f.confirmed_at)
-            .bind(f.last_used_step)
-            .bind(f.created_at)
-            .bind(f.last_used_at)
-            .bind(max_factors)
-            .execute(b.pool())
-            .await
-            .map(|r| r.rows_affected()))?;
+        // The user's row is held while the factors are counted and the new one inserted: on
+        // Postgres, enrolments at once each counted before the others' inserts committed, and
+        // all passed the limit.
+        let (begin, lock_user) = self.locking_tx(LOCK_USER_PG, LOCK_USER);
+        let n = on_backend!(self, |b| {
+            let mut tx = b.pool().begin_with(begin).await?;
+            let _: Option<Uuid> = sqlx::query_scalar(lock_user)
+                .bind(f.user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let n = sqlx::query(INSERT_FACTOR)
+                .bind(f.id)
+                .bind(f.user_id)
+                .bind(&f.kind)
+                .bind(&f.name)
+                .bind(&f.secret_enc)
+                .bind(f.confirmed_at)
+                .bind(f.last_used_step)
+                .bind(f.created_at)
+                .bind(f.last_used_at)
+                .bind(max_factors)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            n
+        });
         Ok(n == 1)
     }
 
@@ -345,21 +358,32 @@ impl MfaStore for SqlStore {
         f: &MfaFactor,
         max_factors: i64,
     ) -> StoreResult<Option<PasskeyRefused>> {
-        let n = on_backend!(self, |b| sqlx::query(INSERT_PASSKEY)
-            .bind(f.id)
-            .bind(f.user_id)
-            .bind(&f.name)
-            .bind(&f.secret_enc)
-            .bind(f.created_at)
-            .bind(&f.credential_id)
-            .bind(&f.credential)
-            .bind(f.sign_count)
-            .bind(f.backup_eligible)
-            .bind(f.backup_state)
-            .bind(max_factors)
-            .execute(b.pool())
-            .await
-            .map(|r| r.rows_affected()))?;
+        // Counted and inserted with the user's row held, as `insert_factor`.
+        let (begin, lock_user) = self.locking_tx(LOCK_USER_PG, LOCK_USER);
+        let n = on_backend!(self, |b| {
+            let mut tx = b.pool().begin_with(begin).await?;
+            let _: Option<Uuid> = sqlx::query_scalar(lock_user)
+                .bind(f.user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let n = sqlx::query(INSERT_PASSKEY)
+                .bind(f.id)
+                .bind(f.user_id)
+                .bind(&f.name)
+                .bind(&f.secret_enc)
+                .bind(f.created_at)
+                .bind(&f.credential_id)
+                .bind(&f.credential)
+                .bind(f.sign_count)
+                .bind(f.backup_eligible)
+                .bind(f.backup_state)
+                .bind(max_factors)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            n
+        });
         if n == 1 {
             return Ok(None);
         }
