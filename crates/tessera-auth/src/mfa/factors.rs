@@ -96,9 +96,8 @@ impl Auth {
 
     /// Confirms an enrolled TOTP factor with a valid code (`POST /me/factors/{id}/confirm`).
     /// Needs a login within `mfa.reauth_within` (`auth_time`, ms). The first factor also
-    /// brings a set of recovery codes, returned here once. The user's other sessions end
-    /// (`keep` is the caller's own), and an SSO session signed in without a factor asks for
-    /// it from now on.
+    /// brings a set of recovery codes, returned here once. The user's other sessions and SSO
+    /// sessions end (`keep` is the caller's own; see `end_other_sessions`).
     ///
     /// Errors: `ReauthenticationRequired`, `FactorNotFound` (no such unconfirmed factor of the user),
     /// `InvalidSecondFactor` (a wrong code), `StoreUnavailable`, `Internal`.
@@ -169,8 +168,9 @@ impl Auth {
     }
 
     /// Removes one of the user's factors. Needs a login within `mfa.reauth_within`
-    /// (`auth_time`, ms); the user's other sessions end. Removing the last confirmed factor
-    /// also drops the recovery codes.
+    /// (`auth_time`, ms); the user's other sessions and SSO sessions end (`keep` is the
+    /// caller's; see `end_other_sessions`). Removing the last confirmed factor also drops the
+    /// recovery codes.
     ///
     /// Errors: `ReauthenticationRequired`, `FactorNotFound`, `StoreUnavailable`.
     pub async fn remove_factor(

@@ -83,8 +83,9 @@ impl Auth {
     /// Finishes adding a passkey with the authenticator's answer (`credential`, the JSON of
     /// the browser's `PublicKeyCredential`). Checks the challenge, origin, RP ID and user
     /// verification; a credential id registered to any account is refused. Needs a login
-    /// within `mfa.reauth_within`; the user's other sessions end (`keep` is the caller's), and
-    /// the first factor brings recovery codes.
+    /// within `mfa.reauth_within`; the user's other sessions and SSO sessions end (`keep` is
+    /// the caller's: a refresh session, or on the account page its SSO session), and the
+    /// first factor brings recovery codes.
     ///
     /// Errors: `PasskeysDisabled`, `ReauthenticationRequired`, `BadInput` (not a credential,
     /// or ten factors already), `InvalidPasskey` (an unknown, used or expired ceremony, or an
