@@ -91,23 +91,26 @@ async fn import_legacy(app: &TestApp, name: &str) -> Uuid {
     id
 }
 
+/// An administrator's reset of `id`'s password to [`NEW_PASSWORD`], answered 204.
+async fn admin_reset(app: &TestApp, admin: &str, id: Uuid) {
+    let r = app
+        .admin(
+            reqwest::Method::PUT,
+            &format!("/admin/users/{id}/password"),
+            admin,
+            Some(json!({"password": NEW_PASSWORD})),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+}
+
 /// Logins with the old password that start while an administrator's reset is being hashed:
 /// they read the user before the reset commits and are checked after it (one argon2 worker,
 /// first come first served, and a slow hash, so the order is the same on every machine).
 /// Returns every racing login's answer, all finished.
 async fn reset_during_logins(app: &TestApp, name: &str, id: Uuid) -> Vec<(u16, Value)> {
     let admin = admin_token(app).await;
-    let reset = async {
-        let r = app
-            .admin(
-                reqwest::Method::PUT,
-                &format!("/admin/users/{id}/password"),
-                &admin,
-                Some(json!({"password": NEW_PASSWORD})),
-            )
-            .await;
-        assert_eq!(r.status(), 204);
-    };
+    let reset = admin_reset(app, &admin, id);
     let logins = async {
         tokio::time::sleep(Duration::from_millis(40)).await;
         let calls = (0..3).map(|_| app.login(name, PASSWORD));
@@ -191,17 +194,7 @@ async fn old_password_sign_ins_never_outlive_a_password_change(b: Backend) {
         let page = r.text().await.unwrap();
         browsers.push((browser, page));
     }
-    let reset = async {
-        let r = app
-            .admin(
-                reqwest::Method::PUT,
-                &format!("/admin/users/{id}/password"),
-                &admin,
-                Some(json!({"password": NEW_PASSWORD})),
-            )
-            .await;
-        assert_eq!(r.status(), 204);
-    };
+    let reset = admin_reset(&app, &admin, id);
     let sign_ins = async {
         tokio::time::sleep(Duration::from_millis(40)).await;
         let calls = browsers

@@ -43,6 +43,19 @@ pub enum SqlStore {
 }
 
 impl SqlStore {
+    /// One of the four texts of a statement that opens a session under a fence: for this
+    /// backend, and whether it also needs a second step's challenge stored (`after_challenge`).
+    /// `texts`: Postgres, SQLite, Postgres after a challenge, SQLite after a challenge.
+    pub(super) fn fenced(&self, after_challenge: bool, texts: [&'static str; 4]) -> &'static str {
+        let [pg, sqlite, pg_after, sqlite_after] = texts;
+        match (self, after_challenge) {
+            (SqlStore::Postgres(_), false) => pg,
+            (SqlStore::Sqlite(_), false) => sqlite,
+            (SqlStore::Postgres(_), true) => pg_after,
+            (SqlStore::Sqlite(_), true) => sqlite_after,
+        }
+    }
+
     /// The statement that begins a transaction which reads what it will write, and must hold
     /// it until it commits, paired with the read for each backend: on Postgres the read
     /// itself locks its rows (`pg_read`, with `FOR UPDATE` or `FOR SHARE`); SQLite has no row

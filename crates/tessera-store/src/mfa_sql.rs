@@ -94,20 +94,33 @@ const RECOVERY_CODE_KNOWN: &str =
 const RECOVERY_CODES_LEFT: &str =
     "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL";
 
+/// Runs the write `$query` (a factor counted against the user's limit, then inserted) in a
+/// transaction that holds the user's row first (Postgres `FOR UPDATE`, SQLite `BEGIN
+/// IMMEDIATE`): on Postgres, enrolments at once each counted before the others' inserts
+/// committed, and all passed the limit. Evaluates to the rows it wrote.
+macro_rules! with_user_held {
+    ($store:expr, $user_id:expr, $query:expr) => {{
+        let (begin, lock_user) = $store.locking_tx(LOCK_USER_PG, LOCK_USER);
+        on_backend!($store, |b| {
+            let mut tx = b.pool().begin_with(begin).await?;
+            let _: Option<Uuid> = sqlx::query_scalar(lock_user)
+                .bind($user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let n = $query.execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            n
+        })
+    }};
+}
+
 #[async_trait]
 impl MfaStore for SqlStore {
     async fn insert_factor(&self, f: &MfaFactor, max_factors: i64) -> StoreResult<bool> {
-        // The user's row is held while the factors are counted and the new one inserted: on
-        // Postgres, enrolments at once each counted before the others' inserts committed, and
-        // all passed the limit.
-        let (begin, lock_user) = self.locking_tx(LOCK_USER_PG, LOCK_USER);
-        let n = on_backend!(self, |b| {
-            let mut tx = b.pool().begin_with(begin).await?;
-            let _: Option<Uuid> = sqlx::query_scalar(lock_user)
-                .bind(f.user_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let n = sqlx::query(INSERT_FACTOR)
+        let n = with_user_held!(
+            self,
+            f.user_id,
+            sqlx::query(INSERT_FACTOR)
                 .bind(f.id)
                 .bind(f.user_id)
                 .bind(&f.kind)
@@ -118,12 +131,7 @@ impl MfaStore for SqlStore {
                 .bind(f.created_at)
                 .bind(f.last_used_at)
                 .bind(max_factors)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            tx.commit().await?;
-            n
-        });
+        );
         Ok(n == 1)
     }
 
@@ -358,15 +366,10 @@ impl MfaStore for SqlStore {
         f: &MfaFactor,
         max_factors: i64,
     ) -> StoreResult<Option<PasskeyRefused>> {
-        // Counted and inserted with the user's row held, as `insert_factor`.
-        let (begin, lock_user) = self.locking_tx(LOCK_USER_PG, LOCK_USER);
-        let n = on_backend!(self, |b| {
-            let mut tx = b.pool().begin_with(begin).await?;
-            let _: Option<Uuid> = sqlx::query_scalar(lock_user)
-                .bind(f.user_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let n = sqlx::query(INSERT_PASSKEY)
+        let n = with_user_held!(
+            self,
+            f.user_id,
+            sqlx::query(INSERT_PASSKEY)
                 .bind(f.id)
                 .bind(f.user_id)
                 .bind(&f.name)
@@ -378,12 +381,7 @@ impl MfaStore for SqlStore {
                 .bind(f.backup_eligible)
                 .bind(f.backup_state)
                 .bind(max_factors)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            tx.commit().await?;
-            n
-        });
+        );
         if n == 1 {
             return Ok(None);
         }

@@ -151,12 +151,15 @@ impl SessionStore for SqlStore {
             Json<Vec<String>>,
             Json<serde_json::Map<String, serde_json::Value>>,
         );
-        let sql = match (self, challenge) {
-            (SqlStore::Postgres(_), None) => CREATE_PG,
-            (SqlStore::Sqlite(_), None) => CREATE,
-            (SqlStore::Postgres(_), Some(_)) => CREATE_AFTER_CHALLENGE_PG,
-            (SqlStore::Sqlite(_), Some(_)) => CREATE_AFTER_CHALLENGE,
-        };
+        let sql = self.fenced(
+            challenge.is_some(),
+            [
+                CREATE_PG,
+                CREATE,
+                CREATE_AFTER_CHALLENGE_PG,
+                CREATE_AFTER_CHALLENGE,
+            ],
+        );
         let subject: Option<Subject> = on_backend!(self, |b| {
             let mut q = sqlx::query_as(sql)
                 .bind(s.id)

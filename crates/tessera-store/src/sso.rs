@@ -172,12 +172,15 @@ impl SsoStore for SqlStore {
         fence: i64,
         challenge: Option<&str>,
     ) -> StoreResult<bool> {
-        let sql = match (self, challenge) {
-            (SqlStore::Postgres(_), None) => INSERT_SSO_PG,
-            (SqlStore::Sqlite(_), None) => INSERT_SSO,
-            (SqlStore::Postgres(_), Some(_)) => INSERT_SSO_AFTER_CHALLENGE_PG,
-            (SqlStore::Sqlite(_), Some(_)) => INSERT_SSO_AFTER_CHALLENGE,
-        };
+        let sql = self.fenced(
+            challenge.is_some(),
+            [
+                INSERT_SSO_PG,
+                INSERT_SSO,
+                INSERT_SSO_AFTER_CHALLENGE_PG,
+                INSERT_SSO_AFTER_CHALLENGE,
+            ],
+        );
         let n = on_backend!(self, |b| {
             let mut q = sqlx::query(sql)
                 .bind(s.id)
@@ -245,12 +248,15 @@ impl SsoStore for SqlStore {
         fence: i64,
         challenge: Option<&str>,
     ) -> StoreResult<bool> {
-        let sql = match (self, challenge) {
-            (SqlStore::Postgres(_), None) => REAUTH_SSO_PG,
-            (SqlStore::Sqlite(_), None) => REAUTH_SSO,
-            (SqlStore::Postgres(_), Some(_)) => REAUTH_SSO_AFTER_CHALLENGE_PG,
-            (SqlStore::Sqlite(_), Some(_)) => REAUTH_SSO_AFTER_CHALLENGE,
-        };
+        let sql = self.fenced(
+            challenge.is_some(),
+            [
+                REAUTH_SSO_PG,
+                REAUTH_SSO,
+                REAUTH_SSO_AFTER_CHALLENGE_PG,
+                REAUTH_SSO_AFTER_CHALLENGE,
+            ],
+        );
         let n = on_backend!(self, |b| {
             let mut q = sqlx::query(sql)
                 .bind(s.id)
