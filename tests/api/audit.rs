@@ -119,6 +119,9 @@ async fn security_events_are_audited_without_secrets(b: Backend) {
         (Method::POST, "/disable", None),
         (Method::POST, "/enable", None),
         (Method::POST, "/revoke", None),
+        // What changes nothing records nothing: enabled again, the same roles again.
+        (Method::POST, "/enable", None),
+        (Method::PUT, "/roles", Some(json!({"roles": ["ops"]}))),
     ] {
         let r = app
             .admin(method, &format!("{path}{sub}"), &admin, body)

@@ -23,13 +23,15 @@ const ROLES_CLAIMS_FOR_UPDATE_PG: &str =
 const ROLES_CLAIMS_FOR_UPDATE: &str = "SELECT id, roles, claims FROM users WHERE username = $1";
 
 /// Disabling also cuts off every access token issued so far (and publishes the cut-off in the
-/// revocation feed); re-enabling does not bring them back.
+/// revocation feed); re-enabling does not bring them back. Only a change is written: a user
+/// already in that state is left as it is (no row), and of two changes at once the second
+/// finds the first's (Postgres re-reads the row it waited for), so exactly one reports it.
 const SET_DISABLED: &str = "
     UPDATE users SET disabled = $2, updated_at = $3,
         tokens_not_before = CASE WHEN NOT $2 THEN tokens_not_before
                                  WHEN $4 > tokens_not_before THEN $4
                                  ELSE tokens_not_before + 1 END
-    WHERE username = $1 RETURNING id";
+    WHERE username = $1 AND disabled <> $2 RETURNING id";
 
 const SET_ROLES: &str = "UPDATE users SET roles = $2, updated_at = $3 WHERE id = $1";
 

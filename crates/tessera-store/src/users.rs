@@ -96,7 +96,9 @@ pub trait UserChanges {
         claims: &serde_json::Map<String, serde_json::Value>,
         now: i64,
     ) -> StoreResult<Option<(Uuid, serde_json::Map<String, serde_json::Value>)>>;
-    /// Returns the user's id, or `None` when there is no such user.
+    /// Disables or enables the user; disabling moves the cut-off. Returns the user's id when
+    /// this call changed the flag, `None` when there is no such user or it was so already
+    /// (nothing written).
     async fn set_disabled(
         &self,
         username: &str,

@@ -80,8 +80,11 @@ impl Auth {
         if old.iter().any(|(k, v)| claims.get(k) != Some(v)) {
             self.cut_off_after(id).await?;
         }
-        self.audit(caller, Event::ClaimsChanged, Record::user(id))
-            .await;
+        // The same claims again change nothing, and record nothing (see `set_roles`).
+        if old != claims {
+            self.audit(caller, Event::ClaimsChanged, Record::user(id))
+                .await;
+        }
         self.user(UserRef::Id(id)).await
     }
 

@@ -265,8 +265,12 @@ impl Auth {
         if old.iter().any(|r| !roles.contains(r)) {
             self.cut_off_after(id).await?;
         }
-        self.audit(caller, Event::RolesChanged, Record::user(id))
-            .await;
+        // The same roles again change nothing, and record nothing (compared with what the
+        // write replaced, in its transaction: of two equal changes at once, one records it).
+        if old.len() != roles.len() || roles.iter().any(|r| !old.contains(r)) {
+            self.audit(caller, Event::RolesChanged, Record::user(id))
+                .await;
+        }
         self.user(UserRef::Id(id)).await
     }
 
@@ -283,18 +287,28 @@ impl Auth {
         caller: &Caller,
     ) -> Result<(), AuthError> {
         let user = self.find_user(who).await?;
-        self.row_changed(self.store.set_disabled(&user.username, disabled, now_ms()))
+        let changed = self
+            .store
+            .set_disabled(&user.username, disabled, now_ms())
             .await?;
+        if changed.is_some() {
+            self.revocations.invalidate_user(user.id);
+        }
+        // Again when it was disabled already: a revocation that failed before is retried.
         if disabled {
             self.end_sessions(Ending::AllOf(user.id), "disabled")
                 .await?;
         }
-        let event = if disabled {
-            Event::UserDisabled
-        } else {
-            Event::UserEnabled
-        };
-        self.audit(caller, event, Record::user(user.id)).await;
+        // An event records a change: disabling a disabled user (or enabling an enabled one)
+        // changes nothing, and of two at once only the one that wrote records it.
+        if changed.is_some() {
+            let event = if disabled {
+                Event::UserDisabled
+            } else {
+                Event::UserEnabled
+            };
+            self.audit(caller, event, Record::user(user.id)).await;
+        }
         Ok(())
     }
 
