@@ -93,13 +93,10 @@ async fn start(
         Err(message) => return st.pages.error(StatusCode::BAD_REQUEST, &message),
     };
     let cookie = sso_cookie(headers);
-    let silent = st
-        .auth
-        .logout_needs_no_confirmation(&req, cookie.as_ref())
-        .await;
+    let silent = st.auth.silent_logout_session(&req, cookie.as_ref()).await;
     let had_cookie = cookie.is_some();
     match (silent, cookie) {
-        (Ok(true), Some(cookie)) => match st.auth.end_session(&cookie, &caller).await {
+        (Ok(Some(sso)), Some(_)) => match st.auth.end_sso_session(sso, &caller).await {
             Ok(_) => signed_out(st, &req, true),
             Err(_) => unavailable(st),
         },

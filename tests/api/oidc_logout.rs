@@ -15,6 +15,7 @@ use crate::on_both;
 
 on_both!(
     a_hinted_logout_ends_the_sso_session_and_its_tokens,
+    a_hinted_logout_ends_the_session_it_decided_on,
     a_logout_without_a_valid_hint_asks_first,
     a_logout_confirmation_answers_only_for_the_account_it_was_shown_to,
     a_foreign_logout_keeps_the_cookie_and_a_hint_alone_ends_nothing,
@@ -37,6 +38,54 @@ fn end_session_query(params: &[(&str, &str)]) -> String {
     let mut q = form_urlencoded::Serializer::new(String::new());
     q.extend_pairs(params);
     format!("/end_session?{}", q.finish())
+}
+
+/// A hinted logout ends the SSO session it decided on, even when a sign-in in another tab
+/// (`prompt=login`, the same user) renewed the cookie between the decision and the ending.
+/// Before, the ending looked the session up again by the request's cookie, found none, and
+/// the relying party was sent to its post-logout URI with its tokens still live (seen once in
+/// a race of the two at the HTTP level; here the two steps are taken apart).
+async fn a_hinted_logout_ends_the_session_it_decided_on(b: Backend) {
+    use tessera::auth::oidc::{LogoutParams, SsoCookie};
+    let Some(app) = op(b).await else { return };
+    let (mut browser, t) = signed_in(&app).await;
+    let id_token = t["id_token"].as_str().unwrap();
+    let access = t["access_token"].as_str().unwrap();
+    let old_cookie = browser.jar["__Host-tessera_sso"].clone();
+    let req = app
+        .auth
+        .logout_request(&LogoutParams {
+            id_token_hint: Some(id_token.into()),
+            ..LogoutParams::default()
+        })
+        .unwrap();
+    let cookie = SsoCookie(old_cookie.clone().into());
+    let decided = app
+        .auth
+        .silent_logout_session(&req, Some(&cookie))
+        .await
+        .unwrap()
+        .expect("the hint names the browser's session");
+    // Another tab signs in again: the cookie token is renewed.
+    let (_, challenge) = pkce();
+    let r = browser
+        .get(&format!(
+            "/authorize?{}",
+            request("web", APP_CB, &challenge, &[("prompt", "login")])
+        ))
+        .await;
+    let page = r.text().await.unwrap();
+    let r = browser.sign_in(&page, "alice", PASSWORD).await;
+    assert_eq!(r.status(), 303);
+    assert_ne!(browser.jar["__Host-tessera_sso"], old_cookie);
+    // Looked up again by the old cookie, there is nothing to end.
+    let caller = tessera::auth::Caller::default();
+    assert!(!app.auth.end_session(&cookie, &caller).await.unwrap());
+    // Ended as decided: the session, and the app's tokens with it.
+    assert!(app.auth.end_sso_session(decided, &caller).await.unwrap());
+    let sso = app.store.sso_session(decided).await.unwrap().unwrap();
+    assert_eq!(sso.revoked_reason.as_deref(), Some("logout"));
+    app.userinfo_becomes(access, 401).await;
 }
 
 async fn a_hinted_logout_ends_the_sso_session_and_its_tokens(b: Backend) {

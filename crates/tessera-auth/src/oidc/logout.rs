@@ -173,24 +173,27 @@ impl Auth {
             .map(|(_, user)| (user.id, user.username)))
     }
 
-    /// Whether the request may end the session without asking: its hint names the browser's
-    /// live SSO session and user. Without a hint, or with a stale one, the user confirms, so
-    /// that no other site can log them out silently.
+    /// The SSO session the request may end without asking, if any: the browser's live one,
+    /// when the hint names it and its user. Without a hint, or with a stale one, the user
+    /// confirms, so that no other site can log them out silently. What is decided here is
+    /// what `end_sso_session` ends: a sign-in in another tab that renews the cookie meanwhile
+    /// (`prompt=login`) must not turn the logout into one that ends nothing.
     ///
     /// Errors: `StoreUnavailable`.
-    pub async fn logout_needs_no_confirmation(
+    pub async fn silent_logout_session(
         &self,
         req: &LogoutRequest,
         cookie: Option<&SsoCookie>,
-    ) -> Result<bool, AuthError> {
+    ) -> Result<Option<Uuid>, AuthError> {
         let Some(hint) = &req.hint else {
-            return Ok(false);
+            return Ok(None);
         };
         let Some((sso, user)) = self.live_sso(cookie, now_ms()).await? else {
-            return Ok(false);
+            return Ok(None);
         };
-        Ok(hint.sid.as_deref() == Some(sso.id.to_string().as_str())
-            && hint.sub == user.id.to_string())
+        let named = hint.sid.as_deref() == Some(sso.id.to_string().as_str())
+            && hint.sub == user.id.to_string();
+        Ok(named.then_some(sso.id))
     }
 
     /// The user id and username of the live SSO session a valid hint names (its `sid` and
@@ -243,7 +246,26 @@ impl Auth {
         let Some(sso) = self.store.sso_session_by_token(&digest).await? else {
             return Ok(false);
         };
-        let ended = self.end_sso(&sso, "logout").await?;
+        self.logout_sso(&sso, caller).await
+    }
+
+    /// `end_session` for the SSO session `id` (see `silent_logout_session`).
+    ///
+    /// Errors: `StoreUnavailable`.
+    pub async fn end_sso_session(&self, id: Uuid, caller: &Caller) -> Result<bool, AuthError> {
+        let Some(sso) = self.store.sso_session(id).await? else {
+            return Ok(false);
+        };
+        self.logout_sso(&sso, caller).await
+    }
+
+    /// Ends `sso` at the end-session endpoint, with its audit event when this call ended it.
+    async fn logout_sso(
+        &self,
+        sso: &crate::store::SsoSession,
+        caller: &Caller,
+    ) -> Result<bool, AuthError> {
+        let ended = self.end_sso(sso, "logout").await?;
         if ended {
             self.audit(caller, Event::SsoLogout, Record::user(sso.user_id))
                 .await;
