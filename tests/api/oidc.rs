@@ -21,6 +21,7 @@ on_both!(
     unverified_redirect_uris_get_an_error_page_never_a_redirect,
     pkce_is_required_and_checked,
     a_code_works_once_and_only_for_its_client_and_redirect_uri,
+    a_code_exchanged_while_its_sso_session_ends_is_refused,
     errors_go_back_with_state_and_iss,
     forged_forms_are_refused,
     third_party_clients_ask_for_consent,
@@ -771,6 +772,64 @@ async fn pkce_is_required_and_checked(b: Backend) {
             .await
             .status(),
         200
+    );
+}
+
+/// A code exchanged while its SSO session is being ended (a logout in another tab): the
+/// exchange waits for the ending's write and is refused, rather than creating a refresh
+/// session after the ending had listed the SSO session's sessions to end them. The ending's
+/// first write is held open here in a transaction of the test's own. Before, on Postgres, the
+/// exchange did not wait, read the SSO session as live and answered 200 with tokens of an
+/// ended session.
+async fn a_code_exchanged_while_its_sso_session_ends_is_refused(b: Backend) {
+    use sqlx::Connection;
+    let Some(app) = op(b).await else { return };
+    let mut browser = Browser::new(&app);
+    let (verifier, challenge) = pkce();
+    let code = code_for_web(&app, &mut browser, &challenge).await;
+    let url = app.db.url().to_string();
+    let end = "UPDATE sso_sessions SET revoked_at = 1, revoked_reason = 'logout'";
+    let held = std::time::Duration::from_millis(700);
+    let exchanged = exchange(&app, "web", &code, &verifier, APP_CB);
+    let ending = async {
+        if url.starts_with("sqlite") {
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            sqlx::query(end).execute(&mut c).await.unwrap();
+            tokio::time::sleep(held).await;
+            sqlx::query("COMMIT").execute(&mut c).await.unwrap();
+        } else {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+            sqlx::query(end).execute(&mut c).await.unwrap();
+            tokio::time::sleep(held).await;
+            sqlx::query("COMMIT").execute(&mut c).await.unwrap();
+        }
+    };
+    let (r, ()) = tokio::join!(
+        async {
+            // The ending's write comes first.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            exchanged.await
+        },
+        ending
+    );
+    assert_eq!(
+        r.status(),
+        400,
+        "a session was made for an ended SSO session"
+    );
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        app.scalar_i64(
+            "SELECT COUNT(*) FROM sessions WHERE sso_session_id IS NOT NULL AND $1 = $1",
+            "",
+        )
+        .await,
+        0
     );
 }
 

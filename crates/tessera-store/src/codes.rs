@@ -43,7 +43,9 @@ macro_rules! second_factor_kept {
 /// The whole exchange on Postgres in one statement (one round trip, invariant 7): the code is
 /// marked used only when it is presented as it was bound (its client, redirect URI and PKCE
 /// challenge: anything else leaves it as it is, for its client), its expiry and its user's fence
-/// (`FOR SHARE`, as a login's) are checked, and the session is created only when both hold. The
+/// (`FOR SHARE`, as a login's) are checked, and the session is created only when both hold.
+/// The SSO session's row is held too: an ending of it (a logout) that wrote first is waited
+/// for and refuses the exchange; one that comes after finds the new session and ends it. The
 /// answer is the code (none: unknown, used before, or not presented as bound) with its user's
 /// columns, which are null when the checks failed.
 const EXCHANGE_PG: &str = concat!(
@@ -62,7 +64,7 @@ const EXCHANGE_PG: &str = concat!(
           AND s.created_at > u.tokens_not_before AND ",
     second_factor_kept!("c", "u"),
     "
-        FOR SHARE OF u),
+        FOR SHARE OF u, s),
     created AS (
         INSERT INTO sessions (id, user_id, generation, created_at, last_refreshed_at,
                               idle_expires_at, absolute_expires_at, user_agent, ip, client_id,
