@@ -782,15 +782,38 @@ async fn pkce_is_required_and_checked(b: Backend) {
 /// exchange did not wait, read the SSO session as live and answered 200 with tokens of an
 /// ended session.
 async fn a_code_exchanged_while_its_sso_session_ends_is_refused(b: Backend) {
-    use sqlx::Connection;
     let Some(app) = op(b).await else { return };
     let mut browser = Browser::new(&app);
     let (verifier, challenge) = pkce();
     let code = code_for_web(&app, &mut browser, &challenge).await;
+    let r = while_sso_ending_is_held(&app, exchange(&app, "web", &code, &verifier, APP_CB)).await;
+    assert_eq!(
+        r.status(),
+        400,
+        "a session was made for an ended SSO session"
+    );
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        app.scalar_i64(
+            "SELECT COUNT(*) FROM sessions WHERE sso_session_id IS NOT NULL AND $1 = $1",
+            "",
+        )
+        .await,
+        0
+    );
+}
+
+/// Runs `request` while every SSO session's ending (a logout's first write) is held open in a
+/// transaction of the test's own, for 700 ms from 200 ms before `request` starts; then
+/// commits it. Returns `request`'s answer.
+pub async fn while_sso_ending_is_held<T>(
+    app: &TestApp,
+    request: impl std::future::Future<Output = T>,
+) -> T {
+    use sqlx::Connection;
     let url = app.db.url().to_string();
     let end = "UPDATE sso_sessions SET revoked_at = 1, revoked_reason = 'logout'";
     let held = std::time::Duration::from_millis(700);
-    let exchanged = exchange(&app, "web", &code, &verifier, APP_CB);
     let ending = async {
         if url.starts_with("sqlite") {
             let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
@@ -809,28 +832,15 @@ async fn a_code_exchanged_while_its_sso_session_ends_is_refused(b: Backend) {
             sqlx::query("COMMIT").execute(&mut c).await.unwrap();
         }
     };
-    let (r, ()) = tokio::join!(
+    let (answer, ()) = tokio::join!(
         async {
             // The ending's write comes first.
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            exchanged.await
+            request.await
         },
         ending
     );
-    assert_eq!(
-        r.status(),
-        400,
-        "a session was made for an ended SSO session"
-    );
-    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_grant");
-    assert_eq!(
-        app.scalar_i64(
-            "SELECT COUNT(*) FROM sessions WHERE sso_session_id IS NOT NULL AND $1 = $1",
-            "",
-        )
-        .await,
-        0
-    );
+    answer
 }
 
 /// Another code for `web` in a browser that is signed in.

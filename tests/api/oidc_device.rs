@@ -13,6 +13,7 @@ on_both!(
     denied_expired_and_foreign_device_codes_get_no_tokens,
     user_codes_cannot_be_guessed,
     a_device_approved_before_a_logout_gets_nothing,
+    a_device_polling_while_its_sso_session_ends_gets_nothing,
     the_device_page_asks_for_the_second_factor,
     a_device_page_answers_only_for_the_user_it_was_shown_to,
     device_authorizations_are_limited_per_address,
@@ -377,6 +378,33 @@ async fn a_device_approved_before_a_logout_gets_nothing(b: Backend) {
     assert_eq!(
         (status, body["error"].clone()),
         (400, json!("invalid_grant"))
+    );
+}
+
+/// A device polling while the SSO session that approved it is being ended (a logout in
+/// another tab): the poll waits for the ending's write and gets nothing. Before, on Postgres,
+/// it read the session as live past the uncommitted ending and got tokens of an ended session
+/// (a refresh session the ending had already listed past).
+async fn a_device_polling_while_its_sso_session_ends_gets_nothing(b: Backend) {
+    let Some(app) = provider(b).await else { return };
+    let d: Value = start(&app, "tv").await.json().await.unwrap();
+    let r = answer(&app, d["user_code"].as_str().unwrap(), "allow").await;
+    assert_eq!(r.status(), 200);
+    interval_passed(&app).await;
+    let device_code = d["device_code"].as_str().unwrap();
+    let (status, body) = crate::oidc::while_sso_ending_is_held(&app, poll(&app, device_code)).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (400, json!("invalid_grant")),
+        "{body}"
+    );
+    assert_eq!(
+        app.scalar_i64(
+            "SELECT COUNT(*) FROM sessions WHERE sso_session_id IS NOT NULL AND $1 = $1",
+            "",
+        )
+        .await,
+        0
     );
 }
 

@@ -138,7 +138,9 @@ pub trait SessionStore {
     /// read under that lock; `None` when the fence no longer holds (nothing was written).
     /// With `challenge` (the digest of a login's mfa_token, a login completed with a second
     /// factor), also only while that challenge is stored, held the same way: a factor change
-    /// drops the user's challenges before it ends their other sessions.
+    /// drops the user's challenges before it ends their other sessions. A session made
+    /// through an SSO session (`sso_session_id`, a device approved at the hosted pages) is
+    /// created only while that SSO session has not ended, held the same way.
     async fn create_session(
         &self,
         session: &Session,

@@ -51,6 +51,19 @@ const CREATE_AFTER_CHALLENGE: &str = create_session!(
     ""
 );
 
+/// As `CREATE_PG`, for a session made through an SSO session (`$13`; a device approved at the
+/// hosted pages): also only while that SSO session has not ended, and held (`FOR SHARE`) until
+/// the statement commits, so an ending that wrote first is waited for and refuses it, and one
+/// after finds the new session and ends it.
+const CREATE_UNDER_SSO_PG: &str = create_session!(
+    "FROM users u JOIN sso_sessions s ON s.id = $13 AND s.user_id = u.id AND s.revoked_at IS NULL",
+    "FOR SHARE OF u, s"
+);
+const CREATE_UNDER_SSO: &str = create_session!(
+    "FROM users u JOIN sso_sessions s ON s.id = $13 AND s.user_id = u.id AND s.revoked_at IS NULL",
+    ""
+);
+
 const BY_ID: &str = "SELECT * FROM sessions WHERE id = $1";
 
 const OF_USER: &str = "
@@ -151,15 +164,19 @@ impl SessionStore for SqlStore {
             Json<Vec<String>>,
             Json<serde_json::Map<String, serde_json::Value>>,
         );
-        let sql = self.fenced(
-            challenge.is_some(),
-            [
-                CREATE_PG,
-                CREATE,
-                CREATE_AFTER_CHALLENGE_PG,
-                CREATE_AFTER_CHALLENGE,
-            ],
-        );
+        let sql = match (self, s.sso_session_id, challenge) {
+            (SqlStore::Postgres(_), Some(_), None) => CREATE_UNDER_SSO_PG,
+            (SqlStore::Sqlite(_), Some(_), None) => CREATE_UNDER_SSO,
+            _ => self.fenced(
+                challenge.is_some(),
+                [
+                    CREATE_PG,
+                    CREATE,
+                    CREATE_AFTER_CHALLENGE_PG,
+                    CREATE_AFTER_CHALLENGE,
+                ],
+            ),
+        };
         let subject: Option<Subject> = on_backend!(self, |b| {
             let mut q = sqlx::query_as(sql)
                 .bind(s.id)
