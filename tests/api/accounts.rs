@@ -64,15 +64,24 @@ impl Smtp {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        for _ in 0..100 {
+        // Up to 30 s: under the full suite's load the interpreter's start took more than 5 s,
+        // the first sends failed into their retry waits, and a test waiting for its message
+        // saw none.
+        let mut listening = false;
+        for _ in 0..600 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
             {
+                listening = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        assert!(
+            listening,
+            "the SMTP server did not listen on {port} within 30 s"
+        );
         Smtp {
             child,
             dir: dir.to_path_buf(),
@@ -99,10 +108,11 @@ impl Smtp {
         self.files().len()
     }
 
-    /// Waits for a message not returned before and returns it, with quoted-printable soft
-    /// breaks undone.
+    /// Waits for a message not returned before (up to 30 s: a send that failed waits
+    /// `mail.retry_base`, 5 s, before its next attempt) and returns it, with quoted-printable
+    /// soft breaks undone.
     async fn next_message(&self) -> String {
-        for _ in 0..200 {
+        for _ in 0..600 {
             let new = {
                 let mut seen = self.seen.lock().unwrap();
                 let new = self.files().into_iter().find(|f| !seen.contains(f));
