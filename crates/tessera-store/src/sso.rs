@@ -69,7 +69,7 @@ macro_rules! reauth_sso {
             "
     UPDATE sso_sessions SET token_hash = $2, auth_time = $3, amr = $4, last_seen_at = $5,
                             idle_expires_at = $6, absolute_expires_at = $7
-    WHERE id = $1 AND user_id = $8 AND revoked_at IS NULL AND user_id IN (
+    WHERE id = $1 AND revoked_at IS NULL AND user_id IN (
         SELECT u.id ",
             $from,
             "

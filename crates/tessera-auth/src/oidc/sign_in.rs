@@ -181,23 +181,14 @@ impl Auth {
         let (challenge, amr) = self
             .verify_second_factor(mfa_token, &factor, meta.ip.as_deref(), client, caller)
             .await?;
-        let opened = match self.challenge_user(&challenge).await {
-            Ok(user) => {
-                let now = UnixMillis(now_ms().max(challenge.fence + 1));
-                self.open_sso(
-                    client,
-                    user,
-                    now,
-                    amr,
-                    meta,
-                    old,
-                    Some(&challenge.token_hash),
-                    caller,
-                )
+        let opened = async {
+            let user = self.challenge_user(&challenge).await?;
+            let now = UnixMillis(now_ms().max(challenge.fence + 1));
+            let hash = Some(challenge.token_hash.as_str());
+            self.open_sso(client, user, now, amr, meta, old, hash, caller)
                 .await
-            }
-            Err(e) => Err(e),
-        };
+        }
+        .await;
         match opened {
             // The account or its factors changed after the factor was checked.
             Err(AuthError::InvalidCredentials | AuthError::InvalidSecondFactor) => {

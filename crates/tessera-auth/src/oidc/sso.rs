@@ -243,25 +243,19 @@ impl Auth {
             // The same user again (prompt=login, max_age): the session carries on, so that
             // its apps stay signed in and a logout still reaches all of them; only the cookie
             // token, the authentication time and the lifetimes are new.
-            Some(p)
-                if p.user_id == user.id
-                    && p.is_live(now.0)
-                    && p.created_at > user.tokens_not_before =>
-            {
+            Some(p) if p.user_id == user.id && p.is_live(now.0) && p.created_at > fence => {
                 sso.id = p.id;
                 sso.created_at = p.created_at;
                 self.store
                     .reauthenticate_sso_session(&sso, fence, challenge)
                     .await?
             }
-            // Someone else signs in on this browser: the previous session ends, with its apps.
-            Some(p) => {
-                self.end_sso(&p, "replaced").await?;
-                self.store
-                    .create_sso_session(&sso, fence, challenge)
-                    .await?
-            }
-            None => {
+            previous => {
+                // Someone else signs in on this browser: the previous session ends, with its
+                // apps.
+                if let Some(p) = previous {
+                    self.end_sso(&p, "replaced").await?;
+                }
                 self.store
                     .create_sso_session(&sso, fence, challenge)
                     .await?

@@ -290,8 +290,9 @@ impl Auth {
         let changed = self
             .store
             .set_disabled(&user.username, disabled, now_ms())
-            .await?;
-        if changed.is_some() {
+            .await?
+            .is_some();
+        if changed {
             self.revocations.invalidate_user(user.id);
         }
         // Again when it was disabled already: a revocation that failed before is retried.
@@ -301,7 +302,7 @@ impl Auth {
         }
         // An event records a change: disabling a disabled user (or enabling an enabled one)
         // changes nothing, and of two at once only the one that wrote records it.
-        if changed.is_some() {
+        if changed {
             let event = if disabled {
                 Event::UserDisabled
             } else {
