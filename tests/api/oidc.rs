@@ -197,6 +197,25 @@ impl Browser {
         .await
     }
 
+    /// `GET /authorize` for `client` with `prompt=login` (signing in again over the browser's
+    /// session, as another tab would), and its login page submitted as `user`.
+    pub async fn sign_in_again(
+        &mut self,
+        client: &str,
+        redirect_uri: &str,
+        challenge: &str,
+        user: &str,
+    ) -> reqwest::Response {
+        let r = self
+            .get(&format!(
+                "/authorize?{}",
+                request(client, redirect_uri, challenge, &[("prompt", "login")])
+            ))
+            .await;
+        let page = r.text().await.unwrap();
+        self.sign_in(&page, user, PASSWORD).await
+    }
+
     /// Fills the login page's form and submits it.
     pub async fn sign_in(
         &mut self,
@@ -497,14 +516,7 @@ async fn a_second_app_signs_in_without_a_login_page(b: Backend) {
         assert!(r.text().await.unwrap().contains("Sign in"));
     }
     // Signing in again on a prompt=login page answers with the code at once.
-    let r = browser
-        .get(&format!(
-            "/authorize?{}",
-            request("cli", cb, &challenge, &[("prompt", "login")])
-        ))
-        .await;
-    let page = r.text().await.unwrap();
-    let r = browser.sign_in(&page, "alice", PASSWORD).await;
+    let r = browser.sign_in_again("cli", cb, &challenge, "alice").await;
     assert!(redirected(&r, cb).contains_key("code"));
 
     // A login_hint naming someone else: that user must sign in.
@@ -1143,13 +1155,8 @@ async fn a_consent_page_answers_only_for_the_user_it_was_shown_to(b: Backend) {
     assert!(alices.contains("You are signed in as <strong>alice</strong>"));
     // Another tab: bob signs in (prompt=login) for the first-party app.
     let r = browser
-        .get(&format!(
-            "/authorize?{}",
-            request("web", APP_CB, &challenge, &[("prompt", "login")])
-        ))
+        .sign_in_again("web", APP_CB, &challenge, "bob")
         .await;
-    let page = r.text().await.unwrap();
-    let r = browser.sign_in(&page, "bob", PASSWORD).await;
     assert!(redirected(&r, APP_CB).contains_key("code"));
     // Alice's page is answered: refused, and nothing is allowed for bob; so is the page
     // without its `account` field.

@@ -434,18 +434,8 @@ async fn a_device_page_answers_only_for_the_user_it_was_shown_to(b: Backend) {
     // Another tab: bob signs in over alice's session.
     let (_, challenge) = crate::oidc::pkce();
     let r = browser
-        .get(&format!(
-            "/authorize?{}",
-            crate::oidc::request(
-                "web",
-                "https://app.example/cb",
-                &challenge,
-                &[("prompt", "login")]
-            )
-        ))
+        .sign_in_again("web", "https://app.example/cb", &challenge, "bob")
         .await;
-    let page = r.text().await.unwrap();
-    let r = browser.sign_in(&page, "bob", PASSWORD).await;
     assert!(crate::oidc::redirected(&r, "https://app.example/cb").contains_key("code"));
     // Alice's page is answered: the question again, to bob; the device is not allowed yet.
     let mut fields = hidden_fields(&alices);

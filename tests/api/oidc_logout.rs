@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
-use crate::helpers::PASSWORD;
 use crate::helpers::{eventually, Backend, TestApp};
 use crate::oidc::{
     code_for_web, exchange, hidden_fields, op, op_with, pkce, redirected, request, Browser, Issuer,
@@ -69,13 +68,8 @@ async fn a_hinted_logout_ends_the_session_it_decided_on(b: Backend) {
     // Another tab signs in again: the cookie token is renewed.
     let (_, challenge) = pkce();
     let r = browser
-        .get(&format!(
-            "/authorize?{}",
-            request("web", APP_CB, &challenge, &[("prompt", "login")])
-        ))
+        .sign_in_again("web", APP_CB, &challenge, "alice")
         .await;
-    let page = r.text().await.unwrap();
-    let r = browser.sign_in(&page, "alice", PASSWORD).await;
     assert_eq!(r.status(), 303);
     assert_ne!(browser.jar["__Host-tessera_sso"], old_cookie);
     // Looked up again by the old cookie, there is nothing to end.
@@ -103,14 +97,7 @@ async fn a_hinted_logout_ends_the_sso_session_and_its_tokens(b: Backend) {
     // a new cookie token, and the earlier tokens end with it at logout.
     let (verifier2, challenge2) = pkce();
     let r = browser
-        .get(&format!(
-            "/authorize?{}",
-            request("web", APP_CB, &challenge2, &[("prompt", "login")])
-        ))
-        .await;
-    let page = r.text().await.unwrap();
-    let r = browser
-        .sign_in(&page, "alice", crate::helpers::PASSWORD)
+        .sign_in_again("web", APP_CB, &challenge2, "alice")
         .await;
     let code = crate::oidc::redirected(&r, APP_CB)["code"].clone();
     let t2: Value = exchange(&app, "web", &code, &verifier2, APP_CB)
@@ -291,13 +278,8 @@ async fn a_logout_confirmation_answers_only_for_the_account_it_was_shown_to(b: B
     // Another tab: bob signs in over her session.
     let (verifier, challenge) = pkce();
     let r = browser
-        .get(&format!(
-            "/authorize?{}",
-            request("web", APP_CB, &challenge, &[("prompt", "login")])
-        ))
+        .sign_in_again("web", APP_CB, &challenge, "bob")
         .await;
-    let login = r.text().await.unwrap();
-    let r = browser.sign_in(&login, "bob", PASSWORD).await;
     let code = redirected(&r, APP_CB)["code"].clone();
     let r = exchange(&app, "web", &code, &verifier, APP_CB).await;
     let bob: Value = r.json().await.unwrap();
